@@ -1,0 +1,27 @@
+// Implementation of run_main (see main_wrapper.h).
+#include "common/main_wrapper.h"
+
+#include <cstdio>
+#include <exception>
+#include <new>
+
+#include "core/error.h"
+
+namespace qwen3 {
+
+int run_main(const char* program, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s: error: %s\n", program, e.what());
+    return static_cast<int>(e.code());
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "%s: error: out of host memory\n", program);
+    return static_cast<int>(ExitCode::out_of_memory);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: internal error: %s\n", program, e.what());
+    return static_cast<int>(ExitCode::internal);
+  }
+}
+
+}  // namespace qwen3

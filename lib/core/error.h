@@ -1,0 +1,62 @@
+// Error types and exit codes: every failure reaches the user as one message and a documented exit code.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace qwen3 {
+
+// Process exit codes (docs/exit-codes.md). Stable: job scripts and the sweep tool read them.
+enum class ExitCode : int {
+  ok = 0,
+  internal = 1,      // a bug or an unexpected library failure
+  usage = 2,         // bad command line, option value or config file
+  input = 3,         // bad or missing input data (dataset, golden file, model config)
+  output = 4,        // the results file cannot be written
+  out_of_memory = 5, // the device (or host) ran out of memory
+  check_failed = 6,  // a numerical check (golden check) was out of tolerance
+};
+
+class Error : public std::runtime_error {
+ public:
+  Error(ExitCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  ExitCode code() const { return code_; }
+  // The short status word written to results files: "oom" or "error".
+  const char* status() const { return code_ == ExitCode::out_of_memory ? "oom" : "error"; }
+
+ private:
+  ExitCode code_;
+};
+
+struct UsageError : Error {
+  explicit UsageError(const std::string& m) : Error(ExitCode::usage, m) {}
+};
+struct InputError : Error {
+  explicit InputError(const std::string& m) : Error(ExitCode::input, m) {}
+};
+struct OutputError : Error {
+  explicit OutputError(const std::string& m) : Error(ExitCode::output, m) {}
+};
+struct InternalError : Error {
+  explicit InternalError(const std::string& m) : Error(ExitCode::internal, m) {}
+};
+
+// Raised by an allocator that cannot satisfy a request; carries what the results file records.
+struct OutOfMemory : Error {
+  OutOfMemory(const std::string& m, std::string category, std::int64_t requested, std::int64_t in_use)
+      : Error(ExitCode::out_of_memory, m), category(std::move(category)), requested_bytes(requested),
+        in_use_bytes(in_use) {}
+  std::string category;
+  std::int64_t requested_bytes;
+  std::int64_t in_use_bytes;
+};
+
+// Throws InternalError with file:line when an invariant does not hold.
+#define QWEN3_ASSERT(cond, msg)                                                                   \
+  do {                                                                                            \
+    if (!(cond))                                                                                  \
+      throw ::qwen3::InternalError(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " + \
+                                   (msg) + " (" #cond ")");                                       \
+  } while (0)
+
+}  // namespace qwen3

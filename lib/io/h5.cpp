@@ -1,0 +1,361 @@
+// Implementation of the checked HDF5 layer (see h5.h).
+#include "io/h5.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "core/error.h"
+
+namespace qwen3::h5 {
+namespace {
+
+// Any HDF5 failure we did not anticipate: name the call and the object.
+void check(herr_t rc, const std::string& what) {
+  if (rc < 0) throw InternalError("HDF5 call failed: " + what);
+}
+hid_t check_id(hid_t id, const std::string& what) {
+  if (id < 0) throw InternalError("HDF5 call failed: " + what);
+  return id;
+}
+
+std::vector<hsize_t> to_hsize(const std::vector<std::int64_t>& s) { return {s.begin(), s.end()}; }
+
+std::int64_t element_count(const std::vector<std::int64_t>& s) {
+  std::int64_t n = 1;
+  for (auto d : s) n *= d;
+  return n;
+}
+
+template <typename T>
+std::vector<T> read_all(hid_t loc, const std::string& path, hid_t mem_type, std::vector<std::int64_t>* shape_out) {
+  if (!exists(loc, path)) throw InputError("missing dataset '" + path + "'");
+  Handle d(check_id(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), "open dataset " + path));
+  auto s = shape(loc, path);
+  std::vector<T> out(static_cast<std::size_t>(element_count(s)));
+  if (!out.empty())
+    check(H5Dread(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()), "read dataset " + path);
+  if (shape_out) *shape_out = s;
+  return out;
+}
+
+template <typename T>
+void write_all(hid_t loc, const std::string& path, hid_t file_type, hid_t mem_type, const T* data,
+               const std::vector<std::int64_t>& s, std::int64_t chunk_rows = 0) {
+  if (element_count(s) < 0) throw InternalError("negative shape for " + path);
+  auto slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) ensure_group(loc, path.substr(0, slash));
+  auto dims = to_hsize(s);
+  Handle space(check_id(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), "dataspace " + path));
+  Handle dcpl(check_id(H5Pcreate(H5P_DATASET_CREATE), "dcpl"));
+  if (chunk_rows > 0 && !dims.empty() && dims[0] > 0) {
+    auto chunk = dims;
+    chunk[0] = std::min<hsize_t>(dims[0], static_cast<hsize_t>(chunk_rows));
+    check(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), "chunk " + path);
+    check(H5Pset_deflate(dcpl.get(), 1), "deflate " + path);
+  }
+  Handle d(check_id(H5Dcreate2(loc, path.c_str(), file_type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+                    "create dataset " + path));
+  if (element_count(s) > 0) check(H5Dwrite(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "write " + path);
+}
+
+Handle open_attr(hid_t obj, const std::string& name) {
+  if (!has_attr(obj, name)) throw InputError("missing attribute '" + name + "'");
+  return Handle(check_id(H5Aopen(obj, name.c_str(), H5P_DEFAULT), "open attribute " + name));
+}
+
+void replace_attr(hid_t obj, const std::string& name) {
+  if (has_attr(obj, name)) check(H5Adelete(obj, name.c_str()), "delete attribute " + name);
+}
+
+}  // namespace
+
+Handle& Handle::operator=(Handle&& o) noexcept {
+  if (this != &o) {
+    reset();
+    id_ = o.id_;
+    o.id_ = H5I_INVALID_HID;
+  }
+  return *this;
+}
+
+void Handle::reset() {
+  if (id_ < 0) return;
+  switch (H5Iget_type(id_)) {
+    case H5I_FILE: H5Fclose(id_); break;
+    case H5I_GROUP: H5Gclose(id_); break;
+    case H5I_DATASET: H5Dclose(id_); break;
+    case H5I_ATTR: H5Aclose(id_); break;
+    case H5I_DATASPACE: H5Sclose(id_); break;
+    case H5I_DATATYPE: H5Tclose(id_); break;
+    case H5I_GENPROP_LST: H5Pclose(id_); break;
+    default: break;
+  }
+  id_ = H5I_INVALID_HID;
+}
+
+void quiet_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+Handle open_read(const std::string& path, const std::string& what) {
+  quiet_errors();
+  if (!std::filesystem::exists(path)) throw InputError(what + " '" + path + "' does not exist");
+  if (H5Fis_hdf5(path.c_str()) <= 0) throw InputError(what + " '" + path + "' is not an HDF5 file (corrupt or wrong file)");
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) throw InputError(what + " '" + path + "' cannot be opened (corrupt or truncated HDF5 file)");
+  return Handle(f);
+}
+
+Handle open_rw(const std::string& path) {
+  quiet_errors();
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  if (f < 0) throw OutputError("cannot open '" + path + "' for writing");
+  return Handle(f);
+}
+
+Handle create(const std::string& path) {
+  quiet_errors();
+  hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0) throw OutputError("cannot create '" + path + "' (is the folder there and writable?)");
+  return Handle(f);
+}
+
+void flush(const Handle& file) { check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "flush"); }
+
+bool exists(hid_t loc, const std::string& path) {
+  // H5Lexists fails (rather than returning false) when an intermediate group is missing: walk the path.
+  std::string prefix;
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    auto slash = path.find('/', start);
+    std::string part = path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (!part.empty()) {
+      prefix += (prefix.empty() ? "" : "/") + part;
+      if (H5Lexists(loc, prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+    }
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  return !prefix.empty();
+}
+
+bool has_attr(hid_t obj, const std::string& name) { return H5Aexists(obj, name.c_str()) > 0; }
+
+Handle open_group(hid_t loc, const std::string& path) {
+  if (!exists(loc, path)) throw InputError("missing group '" + path + "'");
+  return Handle(check_id(H5Gopen2(loc, path.c_str(), H5P_DEFAULT), "open group " + path));
+}
+
+Handle ensure_group(hid_t loc, const std::string& path) {
+  std::string prefix;
+  std::size_t start = 0;
+  while (true) {
+    auto slash = path.find('/', start);
+    std::string part = path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (!part.empty()) {
+      prefix += (prefix.empty() ? "" : "/") + part;
+      if (H5Lexists(loc, prefix.c_str(), H5P_DEFAULT) <= 0) {
+        Handle g(check_id(H5Gcreate2(loc, prefix.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create group " + prefix));
+      }
+    }
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  return Handle(check_id(H5Gopen2(loc, path.c_str(), H5P_DEFAULT), "open group " + path));
+}
+
+std::vector<std::string> list(hid_t loc, const std::string& group) {
+  Handle g = open_group(loc, group);
+  H5G_info_t info;
+  check(H5Gget_info(g.get(), &info), "group info " + group);
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    ssize_t n = H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    check(static_cast<herr_t>(n < 0 ? -1 : 0), "link name in " + group);
+    std::string s(static_cast<std::size_t>(n), '\0');
+    H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, s.data(), s.size() + 1, H5P_DEFAULT);
+    names.push_back(s);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void write_attr(hid_t obj, const std::string& name, const std::string& value) {
+  replace_attr(obj, name);
+  Handle type(check_id(H5Tcopy(H5T_C_S1), "string type"));
+  check(H5Tset_size(type.get(), std::max<std::size_t>(1, value.size())), "string size");
+  check(H5Tset_cset(type.get(), H5T_CSET_UTF8), "string cset");
+  Handle space(check_id(H5Screate(H5S_SCALAR), "scalar space"));
+  Handle a(check_id(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name));
+  std::string padded = value.empty() ? std::string(1, '\0') : value;
+  check(H5Awrite(a.get(), type.get(), padded.data()), "write attribute " + name);
+}
+
+void write_attr(hid_t obj, const std::string& name, const std::vector<std::string>& values) {
+  replace_attr(obj, name);
+  std::size_t width = 1;
+  for (auto& v : values) width = std::max(width, v.size());
+  std::vector<char> buf(width * std::max<std::size_t>(1, values.size()), '\0');
+  for (std::size_t i = 0; i < values.size(); ++i) std::copy(values[i].begin(), values[i].end(), buf.begin() + i * width);
+  Handle type(check_id(H5Tcopy(H5T_C_S1), "string type"));
+  check(H5Tset_size(type.get(), width), "string size");
+  check(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), "string pad");
+  hsize_t n = values.size();
+  Handle space(check_id(H5Screate_simple(1, &n, nullptr), "space"));
+  Handle a(check_id(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name));
+  if (n > 0) check(H5Awrite(a.get(), type.get(), buf.data()), "write attribute " + name);
+}
+
+void write_attr(hid_t obj, const std::string& name, std::int64_t value) {
+  replace_attr(obj, name);
+  Handle space(check_id(H5Screate(H5S_SCALAR), "scalar space"));
+  Handle a(check_id(H5Acreate2(obj, name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name));
+  check(H5Awrite(a.get(), H5T_NATIVE_INT64, &value), "write attribute " + name);
+}
+
+void write_attr(hid_t obj, const std::string& name, double value) {
+  replace_attr(obj, name);
+  Handle space(check_id(H5Screate(H5S_SCALAR), "scalar space"));
+  Handle a(check_id(H5Acreate2(obj, name.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name));
+  check(H5Awrite(a.get(), H5T_NATIVE_DOUBLE, &value), "write attribute " + name);
+}
+
+std::string read_attr_string(hid_t obj, const std::string& name) {
+  Handle a = open_attr(obj, name);
+  Handle ftype(check_id(H5Aget_type(a.get()), "attribute type"));
+  if (H5Tget_class(ftype.get()) != H5T_STRING) throw InputError("attribute '" + name + "' is not a string");
+  if (H5Tis_variable_str(ftype.get()) > 0) {
+    Handle mtype(check_id(H5Tcopy(H5T_C_S1), "string type"));
+    check(H5Tset_size(mtype.get(), H5T_VARIABLE), "vlen");
+    char* s = nullptr;
+    check(H5Aread(a.get(), mtype.get(), &s), "read attribute " + name);
+    std::string out = s ? s : "";
+    H5free_memory(s);
+    return out;
+  }
+  std::size_t size = H5Tget_size(ftype.get());
+  std::string buf(size, '\0');
+  Handle mtype(check_id(H5Tcopy(H5T_C_S1), "string type"));
+  check(H5Tset_size(mtype.get(), size), "string size");
+  check(H5Aread(a.get(), mtype.get(), buf.data()), "read attribute " + name);
+  auto end = buf.find('\0');
+  if (end != std::string::npos) buf.resize(end);
+  return buf;
+}
+
+std::int64_t read_attr_int(hid_t obj, const std::string& name) {
+  Handle a = open_attr(obj, name);
+  Handle ftype(check_id(H5Aget_type(a.get()), "attribute type"));
+  auto cls = H5Tget_class(ftype.get());
+  if (cls == H5T_INTEGER) {
+    std::int64_t v = 0;
+    check(H5Aread(a.get(), H5T_NATIVE_INT64, &v), "read attribute " + name);
+    return v;
+  }
+  if (cls == H5T_FLOAT) {  // Python writers sometimes store integral values as floats; accept exact ones.
+    double d = 0;
+    check(H5Aread(a.get(), H5T_NATIVE_DOUBLE, &d), "read attribute " + name);
+    if (d == static_cast<double>(static_cast<std::int64_t>(d))) return static_cast<std::int64_t>(d);
+  }
+  throw InputError("attribute '" + name + "' is not an integer");
+}
+
+double read_attr_double(hid_t obj, const std::string& name) {
+  Handle a = open_attr(obj, name);
+  Handle ftype(check_id(H5Aget_type(a.get()), "attribute type"));
+  auto cls = H5Tget_class(ftype.get());
+  if (cls != H5T_INTEGER && cls != H5T_FLOAT) throw InputError("attribute '" + name + "' is not a number");
+  double v = 0;
+  check(H5Aread(a.get(), H5T_NATIVE_DOUBLE, &v), "read attribute " + name);
+  return v;
+}
+
+std::vector<std::int64_t> shape(hid_t loc, const std::string& path) {
+  if (!exists(loc, path)) throw InputError("missing dataset '" + path + "'");
+  Handle d(check_id(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), "open dataset " + path));
+  Handle space(check_id(H5Dget_space(d.get()), "dataspace " + path));
+  int rank = H5Sget_simple_extent_ndims(space.get());
+  check(rank, "rank of " + path);
+  std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
+  if (rank > 0) H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  return {dims.begin(), dims.end()};
+}
+
+std::vector<float> read_f32(hid_t loc, const std::string& path, std::vector<std::int64_t>* s) {
+  return read_all<float>(loc, path, H5T_NATIVE_FLOAT, s);
+}
+std::vector<double> read_f64(hid_t loc, const std::string& path, std::vector<std::int64_t>* s) {
+  return read_all<double>(loc, path, H5T_NATIVE_DOUBLE, s);
+}
+std::vector<std::int32_t> read_i32(hid_t loc, const std::string& path, std::vector<std::int64_t>* s) {
+  return read_all<std::int32_t>(loc, path, H5T_NATIVE_INT32, s);
+}
+
+std::vector<std::int32_t> read_i32_rows(hid_t loc, const std::string& path, std::int64_t row0, std::int64_t rows) {
+  auto s = shape(loc, path);
+  if (s.size() != 2) throw InputError("dataset '" + path + "' is not 2-D");
+  if (row0 < 0 || rows < 0 || row0 + rows > s[0]) throw InternalError("row range out of bounds in " + path);
+  Handle d(check_id(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), "open dataset " + path));
+  Handle fspace(check_id(H5Dget_space(d.get()), "dataspace " + path));
+  hsize_t start[2] = {static_cast<hsize_t>(row0), 0}, count[2] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(s[1])};
+  check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), "select rows " + path);
+  Handle mspace(check_id(H5Screate_simple(2, count, nullptr), "memspace"));
+  std::vector<std::int32_t> out(static_cast<std::size_t>(rows * s[1]));
+  if (!out.empty())
+    check(H5Dread(d.get(), H5T_NATIVE_INT32, mspace.get(), fspace.get(), H5P_DEFAULT, out.data()), "read rows " + path);
+  return out;
+}
+
+void write_f32(hid_t loc, const std::string& path, const std::vector<float>& data, const std::vector<std::int64_t>& s) {
+  write_all(loc, path, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data.data(), s);
+}
+void write_f64(hid_t loc, const std::string& path, const std::vector<double>& data, const std::vector<std::int64_t>& s) {
+  write_all(loc, path, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, data.data(), s);
+}
+void write_i64(hid_t loc, const std::string& path, const std::vector<std::int64_t>& data, const std::vector<std::int64_t>& s) {
+  write_all(loc, path, H5T_STD_I64LE, H5T_NATIVE_INT64, data.data(), s);
+}
+void write_i32(hid_t loc, const std::string& path, const std::vector<std::int32_t>& data,
+               const std::vector<std::int64_t>& s, std::int64_t chunk_rows) {
+  write_all(loc, path, H5T_STD_I32LE, H5T_NATIVE_INT32, data.data(), s, chunk_rows);
+}
+
+void write_string(hid_t loc, const std::string& path, const std::string& value) {
+  auto slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) ensure_group(loc, path.substr(0, slash));
+  Handle type(check_id(H5Tcopy(H5T_C_S1), "string type"));
+  check(H5Tset_size(type.get(), std::max<std::size_t>(1, value.size())), "string size");
+  Handle space(check_id(H5Screate(H5S_SCALAR), "scalar space"));
+  Handle d(check_id(H5Dcreate2(loc, path.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                    "create dataset " + path));
+  std::string padded = value.empty() ? std::string(1, '\0') : value;
+  check(H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, padded.data()), "write " + path);
+}
+
+Series::Series(hid_t loc, const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) ensure_group(loc, path.substr(0, slash));
+  hsize_t dims = 0, maxdims = H5S_UNLIMITED, chunk = 256;
+  Handle space(check_id(H5Screate_simple(1, &dims, &maxdims), "series space"));
+  Handle dcpl(check_id(H5Pcreate(H5P_DATASET_CREATE), "dcpl"));
+  check(H5Pset_chunk(dcpl.get(), 1, &chunk), "series chunk");
+  dset_ = Handle(check_id(H5Dcreate2(loc, path.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+                          "create series " + path));
+}
+
+void Series::append(double value) {
+  hsize_t n = static_cast<hsize_t>(size_ + 1);
+  check(H5Dset_extent(dset_.get(), &n), "extend series");
+  Handle fspace(check_id(H5Dget_space(dset_.get()), "series space"));
+  hsize_t start = static_cast<hsize_t>(size_), count = 1;
+  check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &count, nullptr), "select");
+  Handle mspace(check_id(H5Screate_simple(1, &count, nullptr), "memspace"));
+  check(H5Dwrite(dset_.get(), H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(), H5P_DEFAULT, &value), "append");
+  size_ += 1;
+}
+
+std::string library_version() {
+  unsigned maj = 0, min = 0, rel = 0;
+  H5get_libversion(&maj, &min, &rel);
+  return std::to_string(maj) + "." + std::to_string(min) + "." + std::to_string(rel);
+}
+
+}  // namespace qwen3::h5

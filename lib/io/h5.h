@@ -1,0 +1,91 @@
+// Thin RAII layer over the HDF5 C API: files, groups, attributes and whole-dataset reads/writes, every call checked.
+#pragma once
+#include <hdf5.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace qwen3::h5 {
+
+// Owns one HDF5 identifier and closes it with the right H5*close.
+class Handle {
+ public:
+  Handle() = default;
+  explicit Handle(hid_t id) : id_(id) {}
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  Handle(Handle&& o) noexcept : id_(o.id_) { o.id_ = H5I_INVALID_HID; }
+  Handle& operator=(Handle&& o) noexcept;
+  ~Handle() { reset(); }
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  void reset();
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+};
+
+// Silences HDF5's own error stack printing; our checks report instead. Call once per process.
+void quiet_errors();
+
+// Opens an existing file read-only. Throws InputError naming the path if missing or not HDF5.
+Handle open_read(const std::string& path, const std::string& what);
+// Opens an existing file read-write (for appending to a results file we created).
+Handle open_rw(const std::string& path);
+// Creates (truncates) a file. Throws OutputError naming the path if it cannot.
+Handle create(const std::string& path);
+void flush(const Handle& file);
+
+bool exists(hid_t loc, const std::string& path);          // link exists (intermediate groups checked)
+bool has_attr(hid_t obj, const std::string& name);
+Handle open_group(hid_t loc, const std::string& path);
+Handle ensure_group(hid_t loc, const std::string& path);  // creates intermediate groups
+std::vector<std::string> list(hid_t loc, const std::string& group);  // child names, sorted
+
+// Attributes (scalars). Readers throw InputError naming the attribute when it is missing or of the wrong kind.
+void write_attr(hid_t obj, const std::string& name, const std::string& value);
+void write_attr(hid_t obj, const std::string& name, std::int64_t value);
+void write_attr(hid_t obj, const std::string& name, double value);
+void write_attr(hid_t obj, const std::string& name, const std::vector<std::string>& values);
+std::string read_attr_string(hid_t obj, const std::string& name);
+std::int64_t read_attr_int(hid_t obj, const std::string& name);
+double read_attr_double(hid_t obj, const std::string& name);
+
+// Dataset shape without reading it.
+std::vector<std::int64_t> shape(hid_t loc, const std::string& path);
+
+// Whole-dataset reads, converted by HDF5 to the requested element type.
+std::vector<float> read_f32(hid_t loc, const std::string& path, std::vector<std::int64_t>* shape_out = nullptr);
+std::vector<double> read_f64(hid_t loc, const std::string& path, std::vector<std::int64_t>* shape_out = nullptr);
+std::vector<std::int32_t> read_i32(hid_t loc, const std::string& path,
+                                   std::vector<std::int64_t>* shape_out = nullptr);
+// Rows [row0, row0+rows) of a 2-D int32 dataset [N, L] (a hyperslab, so big buckets are never read whole).
+std::vector<std::int32_t> read_i32_rows(hid_t loc, const std::string& path, std::int64_t row0, std::int64_t rows);
+
+// Whole-dataset writes (creates intermediate groups). Optional chunked + deflate for large integer data.
+void write_f32(hid_t loc, const std::string& path, const std::vector<float>& data, const std::vector<std::int64_t>& shape);
+void write_f64(hid_t loc, const std::string& path, const std::vector<double>& data, const std::vector<std::int64_t>& shape);
+void write_i64(hid_t loc, const std::string& path, const std::vector<std::int64_t>& data,
+               const std::vector<std::int64_t>& shape);
+void write_i32(hid_t loc, const std::string& path, const std::vector<std::int32_t>& data,
+               const std::vector<std::int64_t>& shape, std::int64_t chunk_rows = 0);
+void write_string(hid_t loc, const std::string& path, const std::string& value);
+
+// An extendible 1-D float64 dataset for per-step series, appended one value at a time.
+class Series {
+ public:
+  Series() = default;
+  Series(hid_t loc, const std::string& path);  // creates it, empty
+  void append(double value);
+  std::int64_t size() const { return size_; }
+
+ private:
+  Handle dset_;
+  std::int64_t size_ = 0;
+};
+
+std::string library_version();  // "1.10.8"
+
+}  // namespace qwen3::h5
