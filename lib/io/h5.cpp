@@ -225,6 +225,7 @@ std::string read_attr_string(hid_t obj, const std::string& name) {
   if (H5Tis_variable_str(ftype.get()) > 0) {
     Handle mtype(check_id(H5Tcopy(H5T_C_S1), "string type"));
     check(H5Tset_size(mtype.get(), H5T_VARIABLE), "vlen");
+    check(H5Tset_cset(mtype.get(), H5Tget_cset(ftype.get())), "string cset");
     char* s = nullptr;
     check(H5Aread(a.get(), mtype.get(), &s), "read attribute " + name);
     std::string out = s ? s : "";
@@ -235,6 +236,7 @@ std::string read_attr_string(hid_t obj, const std::string& name) {
   std::string buf(size, '\0');
   Handle mtype(check_id(H5Tcopy(H5T_C_S1), "string type"));
   check(H5Tset_size(mtype.get(), size), "string size");
+  check(H5Tset_cset(mtype.get(), H5Tget_cset(ftype.get())), "string cset");
   check(H5Aread(a.get(), mtype.get(), buf.data()), "read attribute " + name);
   auto end = buf.find('\0');
   if (end != std::string::npos) buf.resize(end);
@@ -249,6 +251,18 @@ std::int64_t read_attr_int(hid_t obj, const std::string& name) {
     std::int64_t v = 0;
     check(H5Aread(a.get(), H5T_NATIVE_INT64, &v), "read attribute " + name);
     return v;
+  }
+  if (cls == H5T_ENUM) {  // h5py stores numpy booleans as an enum over int8 (FALSE = 0, TRUE = 1)
+    Handle native(check_id(H5Tget_native_type(ftype.get(), H5T_DIR_ASCEND), "native enum type"));
+    const std::size_t size = H5Tget_size(native.get());
+    if (size == 1 || size == 2 || size == 4 || size == 8) {
+      std::int64_t buf = 0;
+      check(H5Aread(a.get(), native.get(), &buf), "read attribute " + name);
+      if (size == 1) return static_cast<std::int8_t>(buf & 0xff);
+      if (size == 2) return static_cast<std::int16_t>(buf & 0xffff);
+      if (size == 4) return static_cast<std::int32_t>(buf & 0xffffffff);
+      return buf;
+    }
   }
   if (cls == H5T_FLOAT) {  // Python writers sometimes store integral values as floats; accept exact ones.
     double d = 0;
@@ -328,6 +342,37 @@ void write_string(hid_t loc, const std::string& path, const std::string& value) 
                     "create dataset " + path));
   std::string padded = value.empty() ? std::string(1, '\0') : value;
   check(H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, padded.data()), "write " + path);
+}
+
+void create_i32_2d(hid_t loc, const std::string& path, std::int64_t rows, std::int64_t cols, std::int64_t chunk_rows) {
+  if (rows < 0 || cols <= 0 || chunk_rows <= 0) throw InternalError("bad shape or chunking for " + path);
+  auto slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) ensure_group(loc, path.substr(0, slash));
+  hsize_t dims[2] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(cols)};
+  Handle space(check_id(H5Screate_simple(2, dims, nullptr), "dataspace " + path));
+  Handle dcpl(check_id(H5Pcreate(H5P_DATASET_CREATE), "dcpl"));
+  if (rows > 0) {
+    hsize_t chunk[2] = {std::min<hsize_t>(dims[0], static_cast<hsize_t>(chunk_rows)), dims[1]};
+    check(H5Pset_chunk(dcpl.get(), 2, chunk), "chunk " + path);
+    check(H5Pset_deflate(dcpl.get(), 1), "deflate " + path);
+  }
+  Handle d(check_id(H5Dcreate2(loc, path.c_str(), H5T_STD_I32LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+                    "create dataset " + path));
+}
+
+void write_i32_rows(hid_t loc, const std::string& path, std::int64_t row0, const std::vector<std::int32_t>& data,
+                    std::int64_t rows) {
+  auto s = shape(loc, path);
+  if (s.size() != 2) throw InternalError("dataset '" + path + "' is not 2-D");
+  if (row0 < 0 || rows < 0 || row0 + rows > s[0]) throw InternalError("row range out of bounds in " + path);
+  if (static_cast<std::int64_t>(data.size()) != rows * s[1]) throw InternalError("row data size mismatch for " + path);
+  if (rows == 0) return;
+  Handle d(check_id(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), "open dataset " + path));
+  Handle fspace(check_id(H5Dget_space(d.get()), "dataspace " + path));
+  hsize_t start[2] = {static_cast<hsize_t>(row0), 0}, count[2] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(s[1])};
+  check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), "select rows " + path);
+  Handle mspace(check_id(H5Screate_simple(2, count, nullptr), "memspace"));
+  check(H5Dwrite(d.get(), H5T_NATIVE_INT32, mspace.get(), fspace.get(), H5P_DEFAULT, data.data()), "write rows " + path);
 }
 
 Series::Series(hid_t loc, const std::string& path) {

@@ -73,6 +73,13 @@ void write_i32(hid_t loc, const std::string& path, const std::vector<std::int32_
                const std::vector<std::int64_t>& shape, std::int64_t chunk_rows = 0);
 void write_string(hid_t loc, const std::string& path, const std::string& value);
 
+// Row-streamed 2-D int32 writes, so a big [N, L] dataset never has to sit in memory whole:
+// create it empty (chunked by chunk_rows rows, deflate-compressed), then fill it block by block.
+void create_i32_2d(hid_t loc, const std::string& path, std::int64_t rows, std::int64_t cols, std::int64_t chunk_rows);
+// Writes rows [row0, row0+rows) of a 2-D int32 dataset from data [rows, cols] (the counterpart of read_i32_rows).
+void write_i32_rows(hid_t loc, const std::string& path, std::int64_t row0, const std::vector<std::int32_t>& data,
+                    std::int64_t rows);
+
 // An extendible 1-D float64 dataset for per-step series, appended one value at a time.
 class Series {
  public:

@@ -1,0 +1,222 @@
+// qwen3-dataset: writes (synthetic, pack) and describes (info) the HDF5 token datasets the trainer reads.
+#include <boost/program_options.hpp>
+
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "common/main_wrapper.h"
+#include "core/error.h"
+#include "io/dataset.h"
+
+namespace po = boost::program_options;
+using namespace qwen3;
+
+namespace {
+
+constexpr const char* kProgram = "qwen3-dataset";
+
+constexpr const char* kToolHelp =
+    "usage: qwen3-dataset <subcommand> [options]\n"
+    "\n"
+    "Writes and describes the HDF5 token datasets read by qwen3-pretrain (format: docs/datasets.md).\n"
+    "\n"
+    "subcommands:\n"
+    "  synthetic   write a learnable synthetic dataset (seeded Markov chain over the vocabulary)\n"
+    "  pack        bucket a flat binary token file (plus optional document offsets) by sequence length\n"
+    "  info FILE   print a dataset's format, vocabulary, source and documents per length\n"
+    "\n"
+    "Run 'qwen3-dataset <subcommand> --help' for its options.\n";
+
+// Strict: digits only, no sign, no empty parts, every value positive ("1024,abc", "0", "1024," are rejected).
+std::vector<std::int64_t> parse_lengths(const std::string& text) {
+  const std::string hint = " (expected positive integers separated by commas, e.g. 1024,2048)";
+  std::vector<std::int64_t> lengths;
+  std::size_t start = 0;
+  while (true) {
+    const auto comma = text.find(',', start);
+    const auto part = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    std::int64_t value = 0;
+    const char* end = part.data() + part.size();
+    auto [ptr, ec] = std::from_chars(part.data(), end, value);
+    if (part.empty() || ec != std::errc() || ptr != end || part[0] == '-' || part[0] == '+')
+      throw UsageError("--lengths '" + text + "' has an invalid entry '" + part + "'" + hint);
+    if (value <= 0) throw UsageError("--lengths '" + text + "' has a non-positive entry '" + part + "'" + hint);
+    lengths.push_back(value);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return lengths;
+}
+
+// Boost's own unsigned parsing accepts "-1" (wrapping it around), so the seed is parsed here.
+std::uint64_t parse_seed(const std::string& text) {
+  std::uint64_t value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc() || ptr != end)
+    throw UsageError("--seed '" + text + "' is not valid (expected an integer in [0, 18446744073709551615])");
+  return value;
+}
+
+void require_positive_option(const po::variables_map& vm, const char* name) {
+  const auto v = vm[name].as<std::int64_t>();
+  if (v <= 0) throw UsageError(std::string("--") + name + " must be positive (got " + std::to_string(v) + ")");
+}
+
+// Parses one subcommand's arguments into vm. Returns false when --help was asked for (and printed).
+bool parse(const std::string& sub, const std::vector<std::string>& args, const po::options_description& options,
+           const po::positional_options_description& positional, po::variables_map& vm) {
+  try {
+    const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+    po::store(po::command_line_parser(args).options(options).positional(positional).style(style).run(), vm);
+    if (vm.count("help")) {
+      std::cout << options;
+      return false;
+    }
+    po::notify(vm);  // checks required options
+  } catch (const po::error& e) {
+    throw UsageError(sub + ": " + e.what() + " (see 'qwen3-dataset " + sub + " --help')");
+  }
+  return true;
+}
+
+// One line saying what was written, from the file itself.
+void report_written(const std::string& path) {
+  const auto summary = inspect_dataset(path);
+  std::string buckets;
+  std::int64_t documents = 0;
+  for (const auto& [len, n] : summary.documents_per_length) {
+    buckets += (buckets.empty() ? "" : ", ") + std::to_string(len) + ": " + std::to_string(n);
+    documents += n;
+  }
+  std::printf("%s: wrote %s: %zu buckets, %lld documents (length: documents %s), vocab size %lld\n", kProgram,
+              path.c_str(), summary.documents_per_length.size(), static_cast<long long>(documents), buckets.c_str(),
+              static_cast<long long>(summary.vocab_size));
+}
+
+int run_synthetic(const std::vector<std::string>& args) {
+  po::options_description options(
+      "usage: qwen3-dataset synthetic --out F --vocab-size V --lengths L1,L2,... --documents N [options]\n\n"
+      "Writes N documents of every length from a seeded first-order Markov chain (each token has 4 likely\n"
+      "successors), so a few training steps visibly lower the loss. Same arguments => identical tokens.\n\noptions");
+  options.add_options()
+      ("help,h", "this help")
+      ("out", po::value<std::string>()->required(), "output dataset file (.h5)")
+      ("vocab-size", po::value<std::int64_t>()->required(), "vocabulary size; token ids are in [0, V)")
+      ("lengths", po::value<std::string>()->required(), "comma-separated sequence lengths, e.g. 1024,2048")
+      ("documents", po::value<std::int64_t>()->required(), "documents per length")
+      ("seed", po::value<std::string>()->default_value("1234"), "random seed")
+      ("overwrite", po::bool_switch(), "replace an existing output file");
+  po::variables_map vm;
+  if (!parse("synthetic", args, options, po::positional_options_description(), vm)) return 0;
+  require_positive_option(vm, "vocab-size");
+  require_positive_option(vm, "documents");
+  const auto lengths = parse_lengths(vm["lengths"].as<std::string>());
+  const auto seed = parse_seed(vm["seed"].as<std::string>());
+  const auto out = vm["out"].as<std::string>();
+  write_synthetic_dataset(out, vm["vocab-size"].as<std::int64_t>(), lengths, vm["documents"].as<std::int64_t>(), seed,
+                          vm["overwrite"].as<bool>());
+  report_written(out);
+  return 0;
+}
+
+int run_pack(const std::vector<std::string>& args) {
+  po::options_description options(
+      "usage: qwen3-dataset pack --tokens F [--offsets F] --out F --vocab-size V --lengths L1,L2,... [options]\n\n"
+      "Buckets a flat little-endian token file by sequence length. Documents are given by an offsets file of\n"
+      "little-endian int64 boundaries (N+1 values, first 0, last = token count); without it the file is one\n"
+      "document. mode 'pack' concatenates the documents (eos after each with --eos-id) and cuts the stream into\n"
+      "rows of L, dropping the remainder; mode 'crop' keeps the first L tokens of every document with >= L.\n\noptions");
+  options.add_options()
+      ("help,h", "this help")
+      ("tokens", po::value<std::string>()->required(), "flat binary token file")
+      ("offsets", po::value<std::string>()->default_value(""), "int64 document boundaries [N+1] (optional)")
+      ("dtype", po::value<std::string>()->default_value("int32"), "token file element type: uint16, int32, uint32")
+      ("out", po::value<std::string>()->required(), "output dataset file (.h5)")
+      ("vocab-size", po::value<std::int64_t>()->required(), "vocabulary size; every token must be < V")
+      ("lengths", po::value<std::string>()->required(), "comma-separated sequence lengths, e.g. 1024,2048")
+      ("max-documents", po::value<std::int64_t>()->default_value(0), "documents per bucket at most (0 = all)")
+      ("mode", po::value<std::string>()->default_value("pack"), "pack or crop")
+      ("eos-id", po::value<std::int64_t>()->default_value(-1), "token appended after every document in pack mode")
+      ("overwrite", po::bool_switch(), "replace an existing output file");
+  po::variables_map vm;
+  if (!parse("pack", args, options, po::positional_options_description(), vm)) return 0;
+  PackOptions o;
+  o.tokens_path = vm["tokens"].as<std::string>();
+  o.offsets_path = vm["offsets"].as<std::string>();
+  o.dtype = vm["dtype"].as<std::string>();
+  o.out_path = vm["out"].as<std::string>();
+  o.vocab_size = vm["vocab-size"].as<std::int64_t>();
+  o.lengths = parse_lengths(vm["lengths"].as<std::string>());
+  o.max_documents = vm["max-documents"].as<std::int64_t>();
+  o.mode = vm["mode"].as<std::string>();
+  o.eos_id = vm["eos-id"].as<std::int64_t>();
+  o.overwrite = vm["overwrite"].as<bool>();
+  // Option-named messages here; pack_dataset checks the same things again for library callers.
+  require_positive_option(vm, "vocab-size");
+  if (o.dtype != "uint16" && o.dtype != "int32" && o.dtype != "uint32")
+    throw UsageError("--dtype '" + o.dtype + "' is not valid (valid: uint16, int32, uint32)");
+  if (o.mode != "pack" && o.mode != "crop") throw UsageError("--mode '" + o.mode + "' is not valid (valid: pack, crop)");
+  if (o.max_documents < 0)
+    throw UsageError("--max-documents must be >= 0 (0 = all), got " + std::to_string(o.max_documents));
+  if (o.eos_id < -1 || o.eos_id >= o.vocab_size)
+    throw UsageError("--eos-id " + std::to_string(o.eos_id) + " is outside the vocabulary [0, " +
+                     std::to_string(o.vocab_size) + ") (-1 = none)");
+  if (o.eos_id >= 0 && o.mode != "pack") throw UsageError("--eos-id applies only to --mode pack");
+  pack_dataset(o);
+  report_written(o.out_path);
+  return 0;
+}
+
+int run_info(const std::vector<std::string>& args) {
+  po::options_description options(
+      "usage: qwen3-dataset info FILE\n\nPrints a dataset's format, version, vocabulary size, source and the number\n"
+      "of documents per sequence length (format and bucket shapes are checked; token ids are not scanned).\n\noptions");
+  options.add_options()("help,h", "this help")("file", po::value<std::string>()->required(), "dataset file (.h5)");
+  po::positional_options_description positional;
+  positional.add("file", 1);
+  po::variables_map vm;
+  if (!parse("info", args, options, positional, vm)) return 0;
+  const auto path = vm["file"].as<std::string>();
+  const auto s = inspect_dataset(path);
+  std::printf("file:           %s\n", path.c_str());
+  std::printf("format:         %s\n", kDatasetFormat);
+  std::printf("format_version: %lld\n", static_cast<long long>(kDatasetFormatVersion));
+  std::printf("vocab_size:     %lld\n", static_cast<long long>(s.vocab_size));
+  std::printf("source:         %s\n", s.source.c_str());
+  std::printf("created_utc:    %s\n", s.created_utc.c_str());
+  std::printf("%12s %12s %16s\n", "seq_len", "documents", "tokens");
+  std::int64_t documents = 0, tokens = 0;
+  for (const auto& [len, n] : s.documents_per_length) {
+    std::printf("%12lld %12lld %16lld\n", static_cast<long long>(len), static_cast<long long>(n),
+                static_cast<long long>(len * n));
+    documents += n;
+    tokens += len * n;
+  }
+  std::printf("%12s %12lld %16lld\n", "total", static_cast<long long>(documents), static_cast<long long>(tokens));
+  return 0;
+}
+
+int run(int argc, char** argv) {
+  if (argc < 2) throw UsageError("missing subcommand (valid: synthetic, pack, info; see 'qwen3-dataset --help')");
+  const std::string sub = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  if (sub == "--help" || sub == "-h" || sub == "help") {
+    std::cout << kToolHelp;
+    return 0;
+  }
+  if (sub == "synthetic") return run_synthetic(args);
+  if (sub == "pack") return run_pack(args);
+  if (sub == "info") return run_info(args);
+  throw UsageError("unknown subcommand '" + sub + "' (valid: synthetic, pack, info)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return run_main(kProgram, [&] { return run(argc, argv); });
+}

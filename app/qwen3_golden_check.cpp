@@ -1,0 +1,50 @@
+// qwen3-golden-check: compares a backend against a Hugging Face golden file and prints a table of relative errors.
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "common/main_wrapper.h"
+#include "common/options_util.h"
+#include "core/error.h"
+#include "dist/mpi_communicator.h"
+#include "train/golden_check.h"
+
+namespace po = boost::program_options;
+using namespace qwen3;
+
+int main(int argc, char** argv) {
+  return run_main("qwen3-golden-check", [&] {
+    std::string golden, device;
+    double tolerance = 0;
+    po::options_description desc(
+        "qwen3-golden-check: reproduce Hugging Face's logits, loss, gradients, AdamW step and training losses\n"
+        "Usage: qwen3-golden-check --golden FILE [--device cpu|cuda] [--tolerance X]\nOptions");
+    desc.add_options()("help,h", "show this help")
+        ("golden", po::value(&golden)->required(), "golden file (schema: tests/data/README.md)")
+        ("device", po::value(&device)->default_value("cpu"), "backend: cpu or cuda")
+        ("tolerance", po::value(&tolerance), "relative-error bound (default 1e-5 on cpu, 1e-2 on cuda: bf16)");
+    po::variables_map vm;
+    if (!parse_command_line(argc, argv, desc, vm)) return 0;
+    require_choice("--device", device, {"cpu", "cuda"});
+    if (!vm.count("tolerance")) tolerance = device == "cpu" ? 1e-5 : 1e-2;
+    if (!(tolerance > 0)) throw UsageError("--tolerance must be positive");
+    MpiSession mpi(&argc, &argv);  // the engines may use the communicator seam; one rank here
+    const GoldenReport r = run_golden_check(golden, device, tolerance);
+    const auto& c = r.config;
+    std::printf("golden file: %s\n  %s\n", golden.c_str(), r.generator.c_str());
+    std::printf("  config: vocab %lld, hidden %lld, intermediate %lld, layers %lld, heads %lld/%lld kv, head_dim %lld, "
+                "rope_theta %g, eps %g, %s\n",
+                (long long)c.vocab_size, (long long)c.hidden_size, (long long)c.intermediate_size, (long long)c.num_layers,
+                (long long)c.num_heads, (long long)c.num_kv_heads, (long long)c.head_dim, c.rope_theta, c.rms_norm_eps,
+                c.tie_word_embeddings ? "tied" : "untied");
+    std::printf("  device: %s, tolerance %.1e (relative error ||out - ref|| / ||ref||)\n\n", device.c_str(), tolerance);
+    std::printf("%-64s %12s  %s\n", "quantity", "rel. error", "");
+    int failed = 0;
+    for (const auto& row : r.rows) {
+      std::printf("%-64s %12.3e  %s\n", row.quantity.c_str(), row.rel_error, row.pass() ? "ok" : "FAIL");
+      failed += !row.pass();
+    }
+    std::printf("\n%zu quantities, %d out of tolerance: %s\n", r.rows.size(), failed, r.pass() ? "PASS" : "FAIL");
+    return r.pass() ? 0 : static_cast<int>(ExitCode::check_failed);
+  });
+}

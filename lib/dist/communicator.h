@@ -1,0 +1,27 @@
+// The communicator seam: collectives the trainer needs, passed explicitly (never global). MPI on the CPU; NCCL on GPUs.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace qwen3 {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // In-place sums over every rank of this communicator (host memory for the MPI implementation).
+  virtual void all_reduce_sum(float* data, std::size_t count) = 0;
+  virtual void all_reduce_sum(double* data, std::size_t count) = 0;
+  virtual void all_reduce_max(double* data, std::size_t count) = 0;
+  // Every rank's string, in rank order, on every rank.
+  virtual std::vector<std::string> all_gather(const std::string& value) = 0;
+  // Every rank's vector (lengths may differ), in rank order, on rank `root` only (empty elsewhere).
+  virtual std::vector<std::vector<double>> gather(const std::vector<double>& values, int root) = 0;
+  virtual void broadcast(std::string& value, int root) = 0;
+  virtual void barrier() = 0;
+};
+
+}  // namespace qwen3

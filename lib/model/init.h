@@ -1,0 +1,13 @@
+// Deterministic weight initialisation, identical on every backend and platform (own normal sampler, seeded per tensor).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/param_table.h"
+
+namespace qwen3 {
+
+// Fills weights[total_elements]: 2-D tensors ~ N(0, std²) (Hugging Face's initializer_range, 0.02), norms = 1.
+void init_weights(const ParamTable& table, std::uint64_t seed, double std, float* weights);
+
+}  // namespace qwen3

@@ -1,0 +1,56 @@
+// Builds the Qwen3 parameter table in Hugging Face's named_parameters() order (see param_table.h).
+#include "model/param_table.h"
+
+#include "core/error.h"
+
+namespace qwen3 {
+
+std::size_t ParamTable::add(const std::string& name, std::vector<std::int64_t> shape) {
+  ParamInfo p;
+  p.name = name;
+  p.numel = 1;
+  for (auto d : shape) p.numel *= d;
+  p.decay = shape.size() >= 2;
+  p.shape = std::move(shape);
+  p.offset = total_;
+  total_ += p.numel;
+  entries_.push_back(std::move(p));
+  return entries_.size() - 1;
+}
+
+ParamTable::ParamTable(const ModelConfig& c) {
+  const std::int64_t H = c.hidden_size, I = c.intermediate_size;
+  embed = add("model.embed_tokens.weight", {c.vocab_size, H});
+  for (std::int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    LayerParamIndex li{};
+    li.q_proj = add(p + "self_attn.q_proj.weight", {c.q_dim(), H});
+    li.k_proj = add(p + "self_attn.k_proj.weight", {c.kv_dim(), H});
+    li.v_proj = add(p + "self_attn.v_proj.weight", {c.kv_dim(), H});
+    li.o_proj = add(p + "self_attn.o_proj.weight", {H, c.q_dim()});
+    li.q_norm = add(p + "self_attn.q_norm.weight", {c.head_dim});
+    li.k_norm = add(p + "self_attn.k_norm.weight", {c.head_dim});
+    li.gate_proj = add(p + "mlp.gate_proj.weight", {I, H});
+    li.up_proj = add(p + "mlp.up_proj.weight", {I, H});
+    li.down_proj = add(p + "mlp.down_proj.weight", {H, I});
+    li.input_norm = add(p + "input_layernorm.weight", {H});
+    li.post_norm = add(p + "post_attention_layernorm.weight", {H});
+    layers.push_back(li);
+  }
+  final_norm = add("model.norm.weight", {H});
+  lm_head = c.tie_word_embeddings ? embed : add("lm_head.weight", {c.vocab_size, H});
+}
+
+bool ParamTable::contains(const std::string& name) const {
+  for (auto& e : entries_)
+    if (e.name == name) return true;
+  return false;
+}
+
+const ParamInfo& ParamTable::find(const std::string& name) const {
+  for (auto& e : entries_)
+    if (e.name == name) return e;
+  throw InputError("the model has no parameter named '" + name + "'");
+}
+
+}  // namespace qwen3

@@ -1,0 +1,45 @@
+// The Qwen3 parameter list: Hugging Face names, shapes, offsets in one flat buffer, and which tensors get weight decay.
+// Every backend lays its weights, gradients and optimizer state out in this order.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config/model_config.h"
+
+namespace qwen3 {
+
+struct ParamInfo {
+  std::string name;                 // e.g. "model.layers.3.self_attn.q_proj.weight"
+  std::vector<std::int64_t> shape;  // Linear weights are [out, in]
+  std::int64_t offset = 0;          // elements from the start of the flat buffer
+  std::int64_t numel = 0;
+  bool decay = false;               // decoupled weight decay applies to 2-D tensors only
+};
+
+// Indices into ParamTable::entries for one decoder layer.
+struct LayerParamIndex {
+  std::size_t q_proj, k_proj, v_proj, o_proj, q_norm, k_norm, gate_proj, up_proj, down_proj, input_norm, post_norm;
+};
+
+class ParamTable {
+ public:
+  explicit ParamTable(const ModelConfig& cfg);
+  const std::vector<ParamInfo>& entries() const { return entries_; }
+  std::int64_t total_elements() const { return total_; }
+  // Throws InputError naming the parameter when absent.
+  const ParamInfo& find(const std::string& name) const;
+  bool contains(const std::string& name) const;
+
+  std::size_t embed;                        // model.embed_tokens.weight [V, H]
+  std::size_t final_norm;                   // model.norm.weight [H]
+  std::size_t lm_head;                      // lm_head.weight [V, H], or == embed when tied
+  std::vector<LayerParamIndex> layers;
+
+ private:
+  std::size_t add(const std::string& name, std::vector<std::int64_t> shape);
+  std::vector<ParamInfo> entries_;
+  std::int64_t total_ = 0;
+};
+
+}  // namespace qwen3

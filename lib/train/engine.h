@@ -1,0 +1,56 @@
+// The backend seam: one object owns a model's weights, gradients and optimizer state on one device and runs
+// forward+backward, gradient reduction and the AdamW step. Chosen by name ("cpu", later "cuda") at start-up.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/model_config.h"
+#include "dist/communicator.h"
+#include "model/cpu_qwen3.h"
+#include "model/param_table.h"
+
+namespace qwen3 {
+
+struct AdamWConfig {
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double weight_decay = 0.1;  // applied to 2-D tensors only
+};
+
+struct EngineOptions {
+  std::uint64_t seed = 1234;
+  double init_std = 0.02;
+  int local_rank = 0;  // device index on this node
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual const ParamTable& params() const = 0;
+  virtual std::string device_name() const = 0;
+
+  // Weights by Hugging Face name, float32 host copies (for golden checks, checkpoints and tests).
+  virtual void set_weights(const std::string& name, const std::vector<float>& values) = 0;
+  virtual std::vector<float> weights(const std::string& name) const = 0;
+  virtual std::vector<float> gradient(const std::string& name) const = 0;
+
+  virtual void zero_grad() = 0;
+  // Accumulates d(loss·grad_scale)/dw into the gradients; returns the summed loss and the tokens it counted.
+  virtual cpu::LossSum forward_backward(const MicroBatch& mb, double grad_scale,
+                                        std::vector<float>* logits_out = nullptr) = 0;
+  // Sums gradients over the data-parallel communicator.
+  virtual void reduce_gradients(Communicator& dp) = 0;
+  // Global L2 norm of the (reduced) gradients.
+  virtual double grad_norm() = 0;
+  // One AdamW step at learning rate lr; every gradient is first multiplied by grad_scale (clipping).
+  virtual void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale) = 0;
+  // Bytes this engine holds for weights, gradients, optimizer state (0 where the tracer measures the process).
+  virtual std::int64_t device_bytes_in_use() const = 0;
+};
+
+// Registry: "cpu" always; other names answer with the list of backends built into this binary.
+std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig& cfg, const EngineOptions& opts);
+std::vector<std::string> available_devices();
+
+}  // namespace qwen3

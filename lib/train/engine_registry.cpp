@@ -1,0 +1,36 @@
+// Backend registry: maps --device names to engines built into this binary.
+#include <functional>
+#include <map>
+
+#include "core/error.h"
+#include "train/cpu_engine.h"
+#include "train/engine.h"
+
+namespace qwen3 {
+namespace {
+using Factory = std::function<std::unique_ptr<Engine>(const ModelConfig&, const EngineOptions&)>;
+const std::map<std::string, Factory>& registry() {
+  static const std::map<std::string, Factory> r = {
+      {"cpu", [](const ModelConfig& c, const EngineOptions& o) { return std::make_unique<CpuEngine>(c, o); }},
+  };
+  return r;
+}
+}  // namespace
+
+std::vector<std::string> available_devices() {
+  std::vector<std::string> names;
+  for (auto& [n, f] : registry()) names.push_back(n);
+  return names;
+}
+
+std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig& cfg, const EngineOptions& opts) {
+  auto it = registry().find(device);
+  if (it == registry().end()) {
+    std::string built;
+    for (auto& n : available_devices()) built += (built.empty() ? "" : ", ") + n;
+    throw UsageError("--device " + device + " is not available in this build (built backends: " + built + ")");
+  }
+  return it->second(cfg, opts);
+}
+
+}  // namespace qwen3

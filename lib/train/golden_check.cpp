@@ -1,0 +1,165 @@
+// Golden check against Hugging Face numbers (see golden_check.h).
+#include "train/golden_check.h"
+
+#include <cmath>
+#include <set>
+
+#include "core/error.h"
+#include "io/h5.h"
+#include "ops/cpu/cross_entropy.h"
+#include "train/engine.h"
+
+namespace qwen3 {
+namespace {
+
+constexpr const char* kGoldenFormat = "qwen3-golden";
+constexpr std::int64_t kGoldenVersion = 1;
+
+double rel_scalar(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-300); }
+
+h5::Handle open_golden(const std::string& path) {
+  h5::Handle f = h5::open_read(path, "golden file");
+  const std::string fmt = h5::has_attr(f.get(), "format") ? h5::read_attr_string(f.get(), "format") : "";
+  if (fmt != kGoldenFormat)
+    throw InputError("golden file '" + path + "' has format '" + fmt + "', expected '" + kGoldenFormat + "'");
+  const auto version = h5::read_attr_int(f.get(), "format_version");
+  if (version != kGoldenVersion)
+    throw InputError("golden file '" + path + "' has format_version " + std::to_string(version) +
+                     ", this build reads version " + std::to_string(kGoldenVersion));
+  return f;
+}
+
+ModelConfig config_from(hid_t file, const std::string& path) {
+  h5::Handle g = h5::open_group(file, "config");
+  auto num = [&](const char* key) { return h5::read_attr_int(g.get(), key); };
+  ModelConfig c;
+  c.name = path;
+  try {
+    c.vocab_size = num("vocab_size");
+    c.hidden_size = num("hidden_size");
+    c.intermediate_size = num("intermediate_size");
+    c.num_layers = num("num_hidden_layers");
+    c.num_heads = num("num_attention_heads");
+    // Hugging Face Qwen3Config defaults for keys a generator may leave out.
+    c.num_kv_heads = h5::has_attr(g.get(), "num_key_value_heads") ? num("num_key_value_heads") : c.num_heads;
+    c.head_dim = h5::has_attr(g.get(), "head_dim") ? num("head_dim") : c.hidden_size / c.num_heads;
+    c.rope_theta = h5::has_attr(g.get(), "rope_theta") ? h5::read_attr_double(g.get(), "rope_theta") : 10000.0;
+    c.rms_norm_eps = h5::has_attr(g.get(), "rms_norm_eps") ? h5::read_attr_double(g.get(), "rms_norm_eps") : 1e-6;
+    c.tie_word_embeddings = h5::has_attr(g.get(), "tie_word_embeddings") && num("tie_word_embeddings") != 0;
+  } catch (const InputError& e) {
+    throw InputError("golden file '" + path + "' /config: " + e.what());
+  }
+  try {
+    c.validate();
+  } catch (const UsageError& e) {
+    throw InputError("golden file '" + path + "': " + e.what());
+  }
+  return c;
+}
+
+}  // namespace
+
+bool GoldenReport::pass() const {
+  for (auto& r : rows)
+    if (!r.pass()) return false;
+  return !rows.empty();
+}
+
+double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double diff = 0, ref = 0, out = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    diff += d * d;
+    ref += static_cast<double>(b[i]) * b[i];
+    out += static_cast<double>(a[i]) * a[i];
+  }
+  return ref > 0 ? std::sqrt(diff / ref) : std::sqrt(out);
+}
+
+ModelConfig read_golden_config(const std::string& path) {
+  h5::Handle f = open_golden(path);
+  return config_from(f.get(), path);
+}
+
+GoldenReport run_golden_check(const std::string& path, const std::string& device, double tol) {
+  h5::Handle f = open_golden(path);
+  GoldenReport report;
+  report.config = config_from(f.get(), path);
+  report.generator = h5::has_attr(f.get(), "generator") ? h5::read_attr_string(f.get(), "generator") : "";
+  const ModelConfig& cfg = report.config;
+
+  // Inputs, and a schema check of every tensor before any computation.
+  std::vector<std::int64_t> ids_shape, labels_shape;
+  auto ids = h5::read_i32(f.get(), "inputs/input_ids", &ids_shape);
+  auto labels = h5::read_i32(f.get(), "inputs/labels", &labels_shape);
+  if (ids_shape.size() != 2 || ids_shape != labels_shape)
+    throw InputError("golden file '" + path + "': inputs/input_ids and inputs/labels must both be [batch, seq]");
+  for (auto t : ids)
+    if (t < 0 || t >= cfg.vocab_size) throw InputError("golden file '" + path + "': input id " + std::to_string(t) + " out of range");
+  for (auto t : labels)
+    if (t != cpu::kIgnoreLabel && (t < 0 || t >= cfg.vocab_size))
+      throw InputError("golden file '" + path + "': label " + std::to_string(t) + " out of range");
+  h5::Handle adamw_group = h5::open_group(f.get(), "adamw");
+  const hid_t ag = adamw_group.get();
+  if (h5::has_attr(ag, "decay_1d_params") && h5::read_attr_int(ag, "decay_1d_params") != 0)
+    throw InputError("golden file '" + path + "': decay_1d_params = 1 is not the Qwen3 recipe; this checker decays 2-D weights only");
+  const double lr = h5::read_attr_double(ag, "lr");
+  AdamWConfig adamw;
+  adamw.beta1 = h5::read_attr_double(ag, "beta1");
+  adamw.beta2 = h5::read_attr_double(ag, "beta2");
+  adamw.eps = h5::read_attr_double(ag, "eps");
+  adamw.weight_decay = h5::read_attr_double(ag, "weight_decay");
+
+  auto engine = make_engine(device, cfg, EngineOptions{});
+  std::set<std::string> expected;
+  for (const auto& p : engine->params().entries()) {
+    std::vector<std::int64_t> shape;
+    auto w = h5::read_f32(f.get(), "weights/" + p.name, &shape);
+    if (shape != p.shape) throw InputError("golden file '" + path + "': weights/" + p.name + " has the wrong shape");
+    engine->set_weights(p.name, w);
+    expected.insert(p.name);
+  }
+  for (const auto& name : h5::list(f.get(), "weights"))
+    if (!expected.count(name))
+      throw InputError("golden file '" + path + "': weights/" + name + " is not a parameter of this configuration" +
+                       (cfg.tie_word_embeddings ? " (the config says tie_word_embeddings = true)" : ""));
+
+  MicroBatch mb{ids.data(), labels.data(), ids_shape[0], ids_shape[1]};
+  std::int64_t counted = 0;
+  for (auto t : labels) counted += (t != cpu::kIgnoreLabel);
+  if (counted == 0) throw InputError("golden file '" + path + "': every label is ignored");
+  const double grad_scale = 1.0 / static_cast<double>(counted);  // mean cross-entropy, as F.cross_entropy
+
+  // Forward, loss, backward.
+  std::vector<float> logits;
+  engine->zero_grad();
+  auto loss = engine->forward_backward(mb, grad_scale, &logits);
+  report.rows.push_back({"logits", relative_error(logits, h5::read_f32(f.get(), "outputs/logits")), tol});
+  const double loss0 = loss.sum / static_cast<double>(loss.count);
+  report.rows.push_back({"loss", rel_scalar(loss0, h5::read_f64(f.get(), "outputs/loss").at(0)), tol});
+  for (const auto& p : engine->params().entries())
+    report.rows.push_back({"grad " + p.name, relative_error(engine->gradient(p.name), h5::read_f32(f.get(), "grads/" + p.name)), tol});
+
+  // One AdamW step on those gradients.
+  engine->optimizer_step(lr, adamw, 1.0);
+  for (const auto& p : engine->params().entries())
+    report.rows.push_back({"after_step " + p.name,
+                           relative_error(engine->weights(p.name), h5::read_f32(f.get(), "after_step/" + p.name)), tol});
+
+  // The training losses: losses[0] is the loss above, then one more step per loss, constant lr, no clipping.
+  const auto ref_losses = h5::read_f64(f.get(), "train/losses");
+  if (ref_losses.empty()) throw InputError("golden file '" + path + "': train/losses is empty");
+  std::vector<double> losses = {loss0};
+  for (std::size_t i = 1; i < ref_losses.size(); ++i) {
+    engine->zero_grad();
+    auto l = engine->forward_backward(mb, grad_scale);
+    losses.push_back(l.sum / static_cast<double>(l.count));
+    engine->optimizer_step(lr, adamw, 1.0);
+  }
+  for (std::size_t i = 0; i < ref_losses.size(); ++i)
+    report.rows.push_back({"train loss " + std::to_string(i), rel_scalar(losses[i], ref_losses[i]), tol});
+  return report;
+}
+
+}  // namespace qwen3
