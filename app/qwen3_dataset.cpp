@@ -130,7 +130,8 @@ int run_pack(const std::vector<std::string>& args) {
       "Buckets a flat little-endian token file by sequence length. Documents are given by an offsets file of\n"
       "little-endian int64 boundaries (N+1 values, first 0, last = token count); without it the file is one\n"
       "document. mode 'pack' concatenates the documents (eos after each with --eos-id) and cuts the stream into\n"
-      "rows of L, dropping the remainder; mode 'crop' keeps the first L tokens of every document with >= L.\n\noptions");
+      "rows of L, dropping the remainder; mode 'crop' keeps the first L tokens of every document with >= L.\n"
+      "\noptions");
   options.add_options()
       ("help,h", "this help")
       ("tokens", po::value<std::string>()->required(), "flat binary token file")
@@ -160,7 +161,8 @@ int run_pack(const std::vector<std::string>& args) {
   require_positive_option(vm, "vocab-size");
   if (o.dtype != "uint16" && o.dtype != "int32" && o.dtype != "uint32")
     throw UsageError("--dtype '" + o.dtype + "' is not valid (valid: uint16, int32, uint32)");
-  if (o.mode != "pack" && o.mode != "crop") throw UsageError("--mode '" + o.mode + "' is not valid (valid: pack, crop)");
+  if (o.mode != "pack" && o.mode != "crop")
+    throw UsageError("--mode '" + o.mode + "' is not valid (valid: pack, crop)");
   if (o.max_documents < 0)
     throw UsageError("--max-documents must be >= 0 (0 = all), got " + std::to_string(o.max_documents));
   if (o.eos_id < -1 || o.eos_id >= o.vocab_size)

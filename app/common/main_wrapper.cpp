@@ -13,13 +13,13 @@ int run_main(const char* program, const std::function<int()>& body) {
   try {
     return body();
   } catch (const Error& e) {
-    std::fprintf(stderr, "%s: error: %s\n", program, e.what());
+    if (program) std::fprintf(stderr, "%s: error: %s\n", program, e.what());
     return static_cast<int>(e.code());
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "%s: error: out of host memory\n", program);
+    if (program) std::fprintf(stderr, "%s: error: out of host memory\n", program);
     return static_cast<int>(ExitCode::out_of_memory);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: internal error: %s\n", program, e.what());
+    if (program) std::fprintf(stderr, "%s: internal error: %s\n", program, e.what());
     return static_cast<int>(ExitCode::internal);
   }
 }

@@ -102,6 +102,14 @@ std::int64_t check_bucket(hid_t file, std::int64_t seq_len) {
   if (s.size() != 2 || s[1] != seq_len)
     throw InputError("bucket " + group_path + " has tokens of shape [" + shape_text + "], expected [N, " +
                      std::to_string(seq_len) + "]");
+  {  // token ids must be stored as integers: HDF5 would otherwise convert floats silently
+    h5::Handle d(H5Dopen2(file, tokens_path.c_str(), H5P_DEFAULT));
+    if (!d.valid()) throw InternalError("HDF5 call failed: open dataset " + tokens_path);
+    h5::Handle type(H5Dget_type(d.get()));
+    if (!type.valid()) throw InternalError("HDF5 call failed: type of " + tokens_path);
+    if (H5Tget_class(type.get()) != H5T_INTEGER)
+      throw InputError("bucket " + group_path + " stores its tokens as a non-integer type (expected int32)");
+  }
   h5::Handle group = h5::open_group(file, group_path);
   auto attr_len = h5::read_attr_int(group.get(), "seq_len");
   if (attr_len != seq_len)
@@ -306,7 +314,8 @@ std::vector<std::int64_t> read_offsets(const std::string& path, std::int64_t num
     offsets[i] = static_cast<std::int64_t>(v);
   }
   const std::string where = "offsets file '" + path + "': ";
-  if (offsets.front() != 0) throw InputError(where + "the first value is " + std::to_string(offsets.front()) + ", not 0");
+  if (offsets.front() != 0)
+    throw InputError(where + "the first value is " + std::to_string(offsets.front()) + ", not 0");
   for (std::size_t i = 1; i < offsets.size(); ++i)
     if (offsets[i] < offsets[i - 1])
       throw InputError(where + "value " + std::to_string(i) + " (" + std::to_string(offsets[i]) +
@@ -325,11 +334,13 @@ void check_token_range(TokenFile& tokens, std::int64_t vocab_size) {
     const auto n = std::min(kBlockTokens, tokens.num_tokens() - pos);
     block.resize(static_cast<std::size_t>(n));
     tokens.read(pos, n, block.data());
-    for (std::int64_t i = 0; i < n; ++i)
-      if (block[static_cast<std::size_t>(i)] < 0 || block[static_cast<std::size_t>(i)] >= vocab_size)
-        throw InputError("tokens file '" + tokens.path() + "': token id " + std::to_string(block[static_cast<std::size_t>(i)]) +
-                         " at position " + std::to_string(pos + i) + " is outside the vocabulary [0, " +
-                         std::to_string(vocab_size) + ")");
+    for (std::int64_t i = 0; i < n; ++i) {
+      const auto id = block[static_cast<std::size_t>(i)];
+      if (id < 0 || id >= vocab_size)
+        throw InputError("tokens file '" + tokens.path() + "': token id " + std::to_string(id) + " at position " +
+                         std::to_string(pos + i) + " is outside the vocabulary [0, " + std::to_string(vocab_size) +
+                         ")");
+    }
   }
 }
 
@@ -348,7 +359,8 @@ class PackedStream {
         const auto n = std::min(seq_len - filled, end - pos_);
         buf_.resize(static_cast<std::size_t>(n));
         tokens_.read(pos_, n, buf_.data());
-        for (std::int64_t i = 0; i < n; ++i) row[filled + i] = static_cast<std::int32_t>(buf_[static_cast<std::size_t>(i)]);
+        for (std::int64_t i = 0; i < n; ++i)
+          row[filled + i] = static_cast<std::int32_t>(buf_[static_cast<std::size_t>(i)]);
         pos_ += n;
         filled += n;
       } else if (eos_id_ >= 0 && !eos_done_) {
@@ -408,7 +420,8 @@ DatasetReader::DatasetReader(const std::string& path, std::int64_t seq_len, std:
                              std::int64_t min_documents)
     : path_(path), seq_len_(seq_len) {
   if (seq_len <= 0) throw UsageError("sequence length must be positive, got " + std::to_string(seq_len));
-  if (model_vocab_size <= 0) throw UsageError("model vocab size must be positive, got " + std::to_string(model_vocab_size));
+  if (model_vocab_size <= 0)
+    throw UsageError("model vocab size must be positive, got " + std::to_string(model_vocab_size));
   if (min_documents < 0) throw UsageError("minimum documents must be >= 0, got " + std::to_string(min_documents));
   file_ = open_dataset_file(path);
   guarded_read(path, [&] {
@@ -459,7 +472,8 @@ std::vector<std::int32_t> DatasetReader::read_documents(const std::vector<std::i
       while (i + run < doc_indices.size() && doc_indices[i + run] == doc_indices[i] + static_cast<std::int64_t>(run))
         ++run;
       auto rows = h5::read_i32_rows(file_.get(), tokens_path, doc_indices[i], static_cast<std::int64_t>(run));
-      std::copy(rows.begin(), rows.end(), out.begin() + static_cast<std::ptrdiff_t>(i * static_cast<std::size_t>(seq_len_)));
+      const auto at = static_cast<std::ptrdiff_t>(i) * static_cast<std::ptrdiff_t>(seq_len_);
+      std::copy(rows.begin(), rows.end(), out.begin() + at);
       i += run;
     }
   });

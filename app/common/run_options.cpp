@@ -1,0 +1,80 @@
+// Option table of qwen3-pretrain (see run_options.h and docs/cli.md).
+#include "common/run_options.h"
+
+#include <boost/program_options.hpp>
+#include <fstream>
+#include <iostream>
+
+#include "common/options_util.h"
+#include "core/error.h"
+
+namespace po = boost::program_options;
+
+namespace qwen3 {
+
+std::optional<RunConfig> parse_run_options(int argc, char** argv) {
+  RunConfig c;
+  std::string model = "tiny", model_config, config_file;
+  std::uint64_t seed = c.seed;
+  po::options_description general("General");
+  general.add_options()("help,h", "show this help")(
+      "config", po::value(&config_file), "INI file of these options (keys without '--'); the command line overrides it");
+  po::options_description run("Run (also valid as keys in --config)");
+  run.add_options()
+      ("model", po::value(&model)->default_value("tiny"), "preset: tiny, 0.6B, 1.7B, 4B, 8B, 14B, 32B")
+      ("model-config", po::value(&model_config), "INI model config (Hugging Face key names) instead of a preset")
+      ("data", po::value(&c.data), "dataset file (qwen3-dataset; docs/datasets.md)")
+      ("seq-len", po::value(&c.seq_len), "sequence length = the dataset bucket to train on")
+      ("global-batch", po::value(&c.global_batch)->default_value(c.global_batch), "sequences per optimizer step")
+      ("micro-batch", po::value(&c.micro_batch)->default_value(c.micro_batch), "sequences per forward/backward")
+      ("steps", po::value(&c.steps)->default_value(c.steps), "optimizer steps")
+      ("lr", po::value(&c.lr)->default_value(c.lr), "peak learning rate")
+      ("min-lr", po::value(&c.min_lr)->default_value(c.min_lr), "learning rate at the last step (cosine decay)")
+      ("warmup-steps", po::value(&c.warmup_steps)->default_value(c.warmup_steps), "linear warmup steps")
+      ("weight-decay", po::value(&c.weight_decay)->default_value(c.weight_decay), "AdamW decoupled decay (2-D weights)")
+      ("clip-grad", po::value(&c.clip_grad)->default_value(c.clip_grad), "max global gradient norm; 0 = off")
+      ("beta1", po::value(&c.beta1)->default_value(c.beta1), "AdamW beta1")
+      ("beta2", po::value(&c.beta2)->default_value(c.beta2), "AdamW beta2")
+      ("adam-eps", po::value(&c.adam_eps)->default_value(c.adam_eps), "AdamW epsilon")
+      ("init-std", po::value(&c.init_std)->default_value(c.init_std), "std of the normal init of 2-D weights")
+      ("seed", po::value(&seed)->default_value(seed), "seed for weights and document order")
+      ("device", po::value(&c.device)->default_value(c.device), "backend: cpu or cuda")
+      ("out", po::value(&c.out), "results file to write (docs/results.md)")
+      ("overwrite", po::bool_switch(&c.overwrite), "replace an existing results file")
+      ("tp", po::value(&c.tp)->default_value(c.tp), "tensor-parallel size")
+      ("pp", po::value(&c.pp)->default_value(c.pp), "pipeline-parallel size")
+      ("cp", po::value(&c.cp)->default_value(c.cp), "context-parallel size")
+      ("memory-interval-ms", po::value(&c.memory_interval_ms)->default_value(c.memory_interval_ms),
+       "memory trace sampling interval");
+  po::options_description all(
+      "qwen3-pretrain: pretrain a Qwen3 dense model (launch under mpirun: one rank per device)\n"
+      "Usage: mpirun -np N qwen3-pretrain --data FILE --seq-len L --out FILE [options]");
+  all.add(general).add(run);
+  po::variables_map vm;
+  if (!parse_command_line(argc, argv, all, vm)) return std::nullopt;
+  if (!config_file.empty()) {
+    std::ifstream in(config_file);
+    if (!in) throw UsageError("--config: cannot read '" + config_file + "'");
+    try {
+      po::store(po::parse_config_file(in, run), vm);  // values already given on the command line win
+      po::notify(vm);
+    } catch (const po::error& e) {
+      throw UsageError("--config '" + config_file + "': " + e.what());
+    }
+  }
+  c.seed = seed;
+  if (vm.count("model-config") && !vm["model"].defaulted())
+    throw UsageError("--model and --model-config are exclusive: give one");
+  if (vm.count("model-config")) {
+    c.model = load_model_config(model_config);
+    c.model_source = model_config;
+  } else {
+    c.model = model_preset(model);
+    c.model_source = model;
+  }
+  require_choice("--device", c.device, {"cpu", "cuda"});
+  if (!vm.count("seq-len")) throw UsageError("--seq-len is required (the dataset bucket to train on)");
+  return c;
+}
+
+}  // namespace qwen3

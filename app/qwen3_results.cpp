@@ -1,0 +1,72 @@
+// qwen3-results: reads a results file back and prints its summary (status, model, throughput, memory, losses).
+#include <boost/program_options.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <numeric>
+
+#include "common/main_wrapper.h"
+#include "common/options_util.h"
+#include "core/error.h"
+#include "io/h5.h"
+#include "io/results.h"
+#include "train/progress.h"
+
+namespace po = boost::program_options;
+using namespace qwen3;
+
+namespace {
+std::string attr_or(hid_t obj, const char* name, const std::string& fallback = "-") {
+  return h5::has_attr(obj, name) ? h5::read_attr_string(obj, name) : fallback;
+}
+double mean_after_first(const std::vector<double>& v) {
+  if (v.size() < 2) return v.empty() ? 0 : v[0];
+  return std::accumulate(v.begin() + 1, v.end(), 0.0) / static_cast<double>(v.size() - 1);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  return run_main("qwen3-results", [&] {
+    std::string path;
+    po::options_description desc("qwen3-results: summary of a qwen3-pretrain results file\nUsage: qwen3-results FILE\nOptions");
+    desc.add_options()("help,h", "show this help")("file", po::value(&path)->required(), "results file");
+    po::positional_options_description pos;
+    pos.add("file", 1);
+    po::variables_map vm;
+    if (!parse_command_line(argc, argv, desc, vm, &pos)) return 0;
+    h5::Handle f = h5::open_read(path, "results file");
+    const hid_t root = f.get();
+    if (attr_or(root, "format", "") != kResultsFormat)
+      throw InputError("'" + path + "' is not a qwen3-pretrain results file (format '" + attr_or(root, "format", "") + "')");
+    const std::string status = attr_or(root, "status");
+    h5::Handle cfg = h5::open_group(root, "config");
+    auto c = [&](const char* k) { return attr_or(cfg.get(), k); };
+    std::printf("results %s\n", path.c_str());
+    std::printf("  status        %s%s%s\n", status.c_str(), status == "ok" ? "" : ": ", status == "ok" ? "" : attr_or(root, "error_message").c_str());
+    std::printf("  model         %s (%s parameters), seq %s, global batch %s, micro-batch %s, tp %s pp %s cp %s, device %s\n",
+                c("model").c_str(), c("model.parameters").c_str(), c("seq_len").c_str(), c("global_batch").c_str(),
+                c("micro_batch").c_str(), c("tp").c_str(), c("pp").c_str(), c("cp").c_str(), c("device").c_str());
+    std::printf("  code          commit %s, started %s, ended %s\n", attr_or(root, "git_commit").c_str(),
+                attr_or(root, "start_time_utc").c_str(), attr_or(root, "end_time_utc").c_str());
+    const auto loss = h5::read_f64(root, "steps/loss");
+    const auto tps = h5::read_f64(root, "steps/tokens_per_s");
+    const auto tflops = h5::read_f64(root, "steps/tflops_per_device");
+    if (!loss.empty()) {
+      std::printf("  steps         %zu of %s; loss %.4f -> %.4f\n", loss.size(), c("steps").c_str(), loss.front(), loss.back());
+      std::printf("  throughput    %.0f tokens/s, %.3f TFLOP/s per device, MFU %.2f%% (mean of steps after the first)\n",
+                  mean_after_first(tps), mean_after_first(tflops), 100 * mean_after_first(tflops) / kPeakTflopsPerDevice);
+    }
+    if (h5::exists(root, "timings")) {
+      h5::Handle t = h5::open_group(root, "timings");
+      std::printf("  timings       init %.2f s, first step %.2f s, total %.2f s\n", h5::read_attr_double(t.get(), "init_s"),
+                  h5::read_attr_double(t.get(), "first_step_s"), h5::read_attr_double(t.get(), "total_s"));
+    }
+    if (h5::exists(root, "memory/peak_bytes")) {
+      const auto peaks = h5::read_f64(root, "memory/peak_bytes");
+      std::string line;
+      for (std::size_t r = 0; r < peaks.size(); ++r)
+        line += (r ? ", " : "") + std::string("rank ") + std::to_string(r) + " " + format_bytes(static_cast<std::int64_t>(peaks[r]));
+      std::printf("  peak memory   %s\n", line.c_str());
+    }
+    return status == "ok" ? 0 : 1;
+  });
+}

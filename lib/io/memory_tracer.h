@@ -1,0 +1,49 @@
+// Background sampler of one rank's memory in use (device memory on a GPU, resident memory on the CPU).
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace qwen3 {
+
+struct MemorySample {
+  double time_s;       // seconds since the tracer started
+  std::int64_t bytes;  // in use at that moment
+};
+
+class MemoryTracer {
+ public:
+  using Probe = std::function<std::int64_t()>;
+  // Starts sampling `probe` every interval on its own thread (one sample at once).
+  MemoryTracer(Probe probe, std::chrono::milliseconds interval);
+  ~MemoryTracer();
+  MemoryTracer(const MemoryTracer&) = delete;
+  MemoryTracer& operator=(const MemoryTracer&) = delete;
+
+  void sample_now();                       // an extra sample (e.g. right after a step)
+  std::int64_t peak_bytes() const { return peak_.load(); }
+  // Stops the thread (idempotent) and returns every sample in time order.
+  std::vector<MemorySample> stop();
+
+ private:
+  void record();
+  Probe probe_;
+  std::chrono::milliseconds interval_;
+  std::chrono::steady_clock::time_point start_;
+  std::atomic<std::int64_t> peak_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::vector<MemorySample> samples_;
+  std::thread thread_;
+};
+
+// Resident set size of this process, from /proc/self/statm.
+std::int64_t resident_bytes();
+
+}  // namespace qwen3

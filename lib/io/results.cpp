@@ -1,0 +1,119 @@
+// Results file writer (see results.h and docs/results.md).
+#include "io/results.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "core/error.h"
+#include "io/system_info.h"
+
+namespace fs = std::filesystem;
+
+namespace qwen3 {
+
+void check_output_path(const std::string& path, bool overwrite) {
+  if (path.empty()) throw UsageError("--out is required (the results file to write)");
+  const fs::path p(path);
+  if (fs::exists(p)) {
+    if (fs::is_directory(p)) throw OutputError("output path '" + path + "' is a folder; name a file");
+    if (!overwrite) throw OutputError("output file '" + path + "' already exists (pass --overwrite to replace it)");
+  }
+  fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  if (!fs::is_directory(dir)) throw OutputError("output folder '" + dir.string() + "' does not exist");
+  if (access(dir.c_str(), W_OK) != 0) throw OutputError("output folder '" + dir.string() + "' is not writable");
+}
+
+ResultsWriter::ResultsWriter(const std::string& path, bool overwrite) : path_(path) {
+  check_output_path(path, overwrite);
+  file_ = h5::create(partial_path());
+  const hid_t f = file_.get();
+  h5::write_attr(f, "format", std::string(kResultsFormat));
+  h5::write_attr(f, "format_version", kResultsVersion);
+  h5::write_attr(f, "status", std::string("running"));
+  h5::write_attr(f, "error_message", std::string(""));
+  loss_ = h5::Series(f, "steps/loss");
+  grad_norm_ = h5::Series(f, "steps/grad_norm");
+  lr_ = h5::Series(f, "steps/lr");
+  step_time_ = h5::Series(f, "steps/step_time_s");
+  tokens_per_s_ = h5::Series(f, "steps/tokens_per_s");
+  tflops_ = h5::Series(f, "steps/tflops_per_device");
+  h5::flush(file_);
+}
+
+ResultsWriter::~ResultsWriter() {
+  // Close without renaming: the .partial file with status "running" is what a crash leaves behind.
+}
+
+void ResultsWriter::write_facts(const RunFacts& facts) {
+  const hid_t f = file_.get();
+  h5::write_attr(f, "git_commit", facts.git_commit);
+  h5::write_attr(f, "start_time_utc", facts.start_utc);
+  h5::write_attr(f, "world_size", static_cast<std::int64_t>(facts.world_size));
+  h5::write_attr(f, "hostnames", facts.hostnames);
+  h5::write_attr(f, "device_names", facts.device_names);
+  for (const auto& [lib, version] : facts.library_versions) h5::write_attr(f, "version_" + lib, version);
+  h5::flush(file_);
+}
+
+void ResultsWriter::write_config(const std::vector<std::pair<std::string, std::string>>& settings) {
+  h5::Handle g = h5::ensure_group(file_.get(), "config");
+  for (const auto& [k, v] : settings) h5::write_attr(g.get(), k, v);
+  h5::flush(file_);
+}
+
+void ResultsWriter::append_step(const StepRecord& s) {
+  loss_.append(s.loss);
+  grad_norm_.append(s.grad_norm);
+  lr_.append(s.lr);
+  step_time_.append(s.step_time_s);
+  tokens_per_s_.append(s.tokens_per_s);
+  tflops_.append(s.tflops_per_device);
+  h5::flush(file_);
+}
+
+void ResultsWriter::write_timings(double init_s, double first_step_s, double total_s) {
+  h5::Handle g = h5::ensure_group(file_.get(), "timings");
+  h5::write_attr(g.get(), "init_s", init_s);
+  h5::write_attr(g.get(), "first_step_s", first_step_s);
+  h5::write_attr(g.get(), "total_s", total_s);
+}
+
+void ResultsWriter::write_memory(const std::vector<std::vector<MemorySample>>& per_rank) {
+  std::vector<std::int64_t> peaks;
+  for (std::size_t r = 0; r < per_rank.size(); ++r) {
+    std::vector<double> flat;  // [n, 2]: time_s, bytes
+    std::int64_t peak = 0;
+    for (const auto& s : per_rank[r]) {
+      flat.push_back(s.time_s);
+      flat.push_back(static_cast<double>(s.bytes));
+      peak = std::max(peak, s.bytes);
+    }
+    const std::string name = "memory/trace/rank_" + std::to_string(r);
+    h5::write_f64(file_.get(), name, flat, {static_cast<std::int64_t>(per_rank[r].size()), 2});
+    h5::Handle d(H5Dopen2(file_.get(), name.c_str(), H5P_DEFAULT));
+    h5::write_attr(d.get(), "columns", std::string("time_s, bytes"));
+    peaks.push_back(peak);
+  }
+  h5::write_i64(file_.get(), "memory/peak_bytes", peaks, {static_cast<std::int64_t>(peaks.size())});
+}
+
+void ResultsWriter::write_attribute(const std::string& name, const std::string& value) { h5::write_attr(file_.get(), name, value); }
+void ResultsWriter::write_attribute(const std::string& name, std::int64_t value) { h5::write_attr(file_.get(), name, value); }
+
+void ResultsWriter::finish(const std::string& status, const std::string& error_message) {
+  if (finished_) return;
+  const hid_t f = file_.get();
+  h5::write_attr(f, "status", status);
+  h5::write_attr(f, "error_message", error_message);
+  h5::write_attr(f, "end_time_utc", utc_now());
+  h5::write_attr(f, "steps_completed", loss_.size());
+  file_.reset();  // close before the rename: the final name appears only once the file is whole
+  std::error_code ec;
+  fs::rename(partial_path(), path_, ec);
+  if (ec) throw OutputError("cannot rename '" + partial_path() + "' to '" + path_ + "': " + ec.message());
+  finished_ = true;
+}
+
+}  // namespace qwen3

@@ -1,0 +1,62 @@
+// The results file (docs/results.md): one HDF5 file per run, written aside as <out>.partial and renamed only when
+// the run ends, so a crash or kill never leaves a file that looks complete; a failed run still records its status.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "io/h5.h"
+#include "io/memory_tracer.h"
+
+namespace qwen3 {
+
+inline constexpr const char* kResultsFormat = "qwen3-pretrain-results";
+inline constexpr std::int64_t kResultsVersion = 1;
+
+struct StepRecord {
+  double loss, grad_norm, lr, step_time_s, tokens_per_s, tflops_per_device;
+};
+
+struct RunFacts {
+  std::string git_commit, start_utc;
+  std::vector<std::string> hostnames, device_names;  // per rank
+  std::map<std::string, std::string> library_versions;
+  int world_size = 1;
+};
+
+class ResultsWriter {
+ public:
+  // Checks the destination before anything runs: refuses an existing file unless overwrite (OutputError),
+  // and an unwritable folder (OutputError). Creates <path>.partial with status "running".
+  ResultsWriter(const std::string& path, bool overwrite);
+  ~ResultsWriter();  // an unfinished writer leaves only the .partial file, status "running"
+  ResultsWriter(const ResultsWriter&) = delete;
+  ResultsWriter& operator=(const ResultsWriter&) = delete;
+
+  void write_facts(const RunFacts& facts);
+  void write_config(const std::vector<std::pair<std::string, std::string>>& settings);
+  void append_step(const StepRecord& s);  // flushed, so a killed run keeps its steps in the .partial file
+  void write_timings(double init_s, double first_step_s, double total_s);
+  void write_memory(const std::vector<std::vector<MemorySample>>& per_rank);
+  // status: "ok", "oom" or "error". Writes the end time, closes, renames to the final path.
+  void finish(const std::string& status, const std::string& error_message);
+  // Extra root attributes (e.g. the OOM category and sizes).
+  void write_attribute(const std::string& name, const std::string& value);
+  void write_attribute(const std::string& name, std::int64_t value);
+
+  const std::string& path() const { return path_; }
+  std::string partial_path() const { return path_ + ".partial"; }
+
+ private:
+  std::string path_;
+  h5::Handle file_;
+  h5::Series loss_, grad_norm_, lr_, step_time_, tokens_per_s_, tflops_;
+  bool finished_ = false;
+};
+
+// Checks that `path` could be created (folder exists and is writable; not an existing file unless overwrite).
+void check_output_path(const std::string& path, bool overwrite);
+
+}  // namespace qwen3

@@ -1,0 +1,14 @@
+// Facts about where a run happened, for the results file: host, library versions, UTC times, the commit.
+#pragma once
+#include <map>
+#include <string>
+
+namespace qwen3 {
+
+std::string hostname();
+std::string utc_now();  // ISO 8601, e.g. 2026-11-27T18:36:12Z
+std::string git_commit();
+// "cuda", "cudnn", "nccl", "mpi", "hdf5" → version text (or "not built" where this binary lacks it).
+std::map<std::string, std::string> library_versions();
+
+}  // namespace qwen3

@@ -1,0 +1,74 @@
+// Validation and serialisation of RunConfig (see run_config.h).
+#include "train/run_config.h"
+
+#include <sstream>
+
+#include "core/error.h"
+#include "dist/layout.h"
+
+namespace qwen3 {
+namespace {
+std::string num(double v) {
+  std::ostringstream s;
+  s.precision(17);
+  s << v;
+  return s.str();
+}
+void positive(const char* option, double v) {
+  if (!(v > 0)) throw UsageError(std::string(option) + " must be positive, got " + num(v));
+}
+}  // namespace
+
+void RunConfig::validate(int world) const {
+  model.validate();
+  if (data.empty()) throw UsageError("--data is required (a dataset file; make one with qwen3-dataset synthetic)");
+  if (out.empty()) throw UsageError("--out is required (the results file to write)");
+  positive("--seq-len", static_cast<double>(seq_len));
+  positive("--global-batch", static_cast<double>(global_batch));
+  positive("--micro-batch", static_cast<double>(micro_batch));
+  positive("--steps", static_cast<double>(steps));
+  positive("--lr", lr);
+  if (!(min_lr >= 0 && min_lr <= lr)) throw UsageError("--min-lr must be between 0 and --lr (" + num(lr) + "), got " + num(min_lr));
+  if (warmup_steps < 0) throw UsageError("--warmup-steps must be 0 or more, got " + std::to_string(warmup_steps));
+  if (!(weight_decay >= 0)) throw UsageError("--weight-decay must be 0 or more, got " + num(weight_decay));
+  if (!(clip_grad >= 0)) throw UsageError("--clip-grad must be 0 (off) or positive, got " + num(clip_grad));
+  if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) throw UsageError("--beta1 and --beta2 must be in [0, 1)");
+  positive("--adam-eps", adam_eps);
+  positive("--init-std", init_std);
+  if (memory_interval_ms < 1) throw UsageError("--memory-interval-ms must be at least 1, got " + std::to_string(memory_interval_ms));
+  if (device != "cpu" && device != "cuda") throw UsageError("--device: invalid value '" + device + "' (valid: cpu, cuda)");
+  for (auto [name, v] : {std::pair{"--tp", tp}, std::pair{"--pp", pp}, std::pair{"--cp", cp}}) {
+    if (v < 1) throw UsageError(std::string(name) + " must be at least 1, got " + std::to_string(v));
+    if (v != 1)
+      throw UsageError(std::string(name) + " " + std::to_string(v) +
+                       ": not yet supported (tensor, pipeline and context parallelism are being built; use 1)");
+  }
+  ParallelLayout layout(world, tp, cp, pp);  // world divisible by tp·cp·pp
+  const std::int64_t dp = layout.dp();
+  if (global_batch % (micro_batch * dp) != 0)
+    throw UsageError("--global-batch " + std::to_string(global_batch) + " is not divisible by --micro-batch × data-parallel size = " +
+                     std::to_string(micro_batch) + " × " + std::to_string(dp) + " = " + std::to_string(micro_batch * dp));
+}
+
+std::vector<std::pair<std::string, std::string>> RunConfig::key_values() const {
+  return {
+      {"model", model_source}, {"model.name", model.name}, {"model.vocab_size", std::to_string(model.vocab_size)},
+      {"model.hidden_size", std::to_string(model.hidden_size)},
+      {"model.intermediate_size", std::to_string(model.intermediate_size)},
+      {"model.num_hidden_layers", std::to_string(model.num_layers)},
+      {"model.num_attention_heads", std::to_string(model.num_heads)},
+      {"model.num_key_value_heads", std::to_string(model.num_kv_heads)}, {"model.head_dim", std::to_string(model.head_dim)},
+      {"model.rope_theta", num(model.rope_theta)}, {"model.rms_norm_eps", num(model.rms_norm_eps)},
+      {"model.tie_word_embeddings", model.tie_word_embeddings ? "true" : "false"},
+      {"model.parameters", std::to_string(model.parameter_count())},
+      {"data", data}, {"seq_len", std::to_string(seq_len)}, {"global_batch", std::to_string(global_batch)},
+      {"micro_batch", std::to_string(micro_batch)}, {"steps", std::to_string(steps)}, {"lr", num(lr)},
+      {"min_lr", num(min_lr)}, {"warmup_steps", std::to_string(warmup_steps)}, {"weight_decay", num(weight_decay)},
+      {"clip_grad", num(clip_grad)}, {"beta1", num(beta1)}, {"beta2", num(beta2)}, {"adam_eps", num(adam_eps)},
+      {"init_std", num(init_std)}, {"seed", std::to_string(seed)}, {"device", device}, {"out", out},
+      {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)},
+      {"cp", std::to_string(cp)}, {"memory_interval_ms", std::to_string(memory_interval_ms)},
+  };
+}
+
+}  // namespace qwen3

@@ -1,0 +1,42 @@
+// One training run's settings, typed and validated (app/ fills it from the command line and an INI file).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "config/model_config.h"
+
+namespace qwen3 {
+
+struct RunConfig {
+  ModelConfig model;                 // from --model PRESET or --model-config FILE
+  std::string model_source = "tiny"; // the preset name or the config file path
+  std::string data;                  // dataset file (docs/datasets.md)
+  std::int64_t seq_len = 0;          // tokens per sequence = the dataset bucket used
+  std::int64_t global_batch = 32;    // sequences per optimizer step, over all data-parallel ranks
+  std::int64_t micro_batch = 1;      // sequences per forward/backward
+  std::int64_t steps = 50;
+  double lr = 3e-4, min_lr = 3e-5;   // peak and final learning rate (cosine decay)
+  std::int64_t warmup_steps = 10;    // linear warmup steps
+  double weight_decay = 0.1;         // decoupled, 2-D weights only
+  double clip_grad = 1.0;            // max global gradient norm; 0 = no clipping
+  double beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8;
+  double init_std = 0.02;
+  std::uint64_t seed = 1234;
+  std::string device = "cpu";        // cpu | cuda
+  std::string out;                   // results file (docs/results.md)
+  bool overwrite = false;
+  int tp = 1, pp = 1, cp = 1;        // tensor, pipeline, context parallel sizes; dp = world / (tp·pp·cp)
+  std::int64_t memory_interval_ms = 100;
+
+  // Throws UsageError naming the first bad field. world_size: ranks in the job.
+  void validate(int world_size) const;
+  // Sequences each data-parallel rank runs per step, and micro-batches per step.
+  std::int64_t dp_size(int world_size) const { return world_size / (tp * pp * cp); }
+  std::int64_t micro_batches_per_step(int world_size) const { return global_batch / (micro_batch * dp_size(world_size)); }
+  // Every setting as (name, value) text, for the results file's /config.
+  std::vector<std::pair<std::string, std::string>> key_values() const;
+};
+
+}  // namespace qwen3

@@ -1,0 +1,195 @@
+// The training loop (see trainer.h).
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <new>
+
+#include "core/error.h"
+#include "dist/collective_errors.h"
+#include "dist/layout.h"
+#include "io/dataset.h"
+#include "io/memory_tracer.h"
+#include "io/results.h"
+#include "io/system_info.h"
+#include "train/engine.h"
+#include "train/lr_schedule.h"
+#include "train/progress.h"
+#include "train/sampler.h"
+
+namespace qwen3 {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// The data-parallel communicator: ranks that differ only in their dp coordinate.
+MPI_Comm split_data_parallel(const ParallelLayout& layout, MpiCommunicator& world) {
+  RankCoords c = layout.coords(world.rank());
+  const int dp_rank = c.dp;
+  c.dp = 0;
+  MPI_Comm dp = MPI_COMM_NULL;
+  mpi_check(MPI_Comm_split(world.comm(), layout.rank_of(c), dp_rank, &dp), "MPI_Comm_split");
+  return dp;
+}
+
+// Inputs and next-token labels for documents [count, L]: label[t] = token[t+1]; the last position has none.
+void make_labels(const std::vector<std::int32_t>& tokens, std::int64_t L, std::vector<std::int32_t>& labels) {
+  labels.resize(tokens.size());
+  for (std::size_t d = 0; d < tokens.size() / static_cast<std::size_t>(L); ++d)
+    for (std::int64_t t = 0; t < L; ++t)
+      labels[d * L + t] = t + 1 < L ? tokens[d * L + t + 1] : cpu::kIgnoreLabel;
+}
+
+void write_oom_details(ResultsWriter& results, const Error& e) {
+  if (auto* oom = dynamic_cast<const OutOfMemory*>(&e)) {
+    results.write_attribute("oom_category", oom->category);
+    results.write_attribute("oom_requested_bytes", oom->requested_bytes);
+    results.write_attribute("oom_in_use_bytes", oom->in_use_bytes);
+  }
+}
+
+struct TrainState {
+  std::unique_ptr<DatasetReader> data;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<MemoryTracer> tracer;
+};
+
+}  // namespace
+
+void run_training(const RunConfig& cfg, MpiCommunicator& world) {
+  const auto t_start = Clock::now();
+  const int rank = world.rank(), W = world.size();
+  const bool root = rank == 0;
+  const ParallelLayout layout(W, cfg.tp, cfg.cp, cfg.pp);
+
+  // The results file first (rank 0): a bad destination fails before any work, and leaves nothing behind.
+  std::unique_ptr<ResultsWriter> results;
+  collectively(world, root, [&] { results = std::make_unique<ResultsWriter>(cfg.out, cfg.overwrite); });
+
+  MPI_Comm dp_comm_handle = split_data_parallel(layout, world);
+  MpiCommunicator dp_comm(dp_comm_handle);
+  TrainState st;
+  bool in_loop = false;  // errors inside the loop are seen by one rank only: end the whole job (below)
+  try {
+    collectively(world, root, [&] { results->write_config(cfg.key_values()); });
+    // Every rank validates the dataset before anything big is allocated.
+    collectively(world, true, [&] {
+      if (cfg.seq_len < 2) throw UsageError("--seq-len must be at least 2 (one next-token target)");
+      st.data = std::make_unique<DatasetReader>(cfg.data, cfg.seq_len, cfg.model.vocab_size, cfg.global_batch);
+    });
+    collectively(world, true, [&] {
+      EngineOptions eo;
+      eo.seed = cfg.seed;
+      eo.init_std = cfg.init_std;
+      eo.local_rank = 0;
+      st.engine = make_engine(cfg.device, cfg.model, eo);
+    });
+    Engine& engine = *st.engine;
+    const bool on_cpu = cfg.device == "cpu";
+    st.tracer = std::make_unique<MemoryTracer>(
+        [&engine, on_cpu] { return on_cpu ? resident_bytes() : engine.device_bytes_in_use(); },
+        std::chrono::milliseconds(cfg.memory_interval_ms));
+
+    RunFacts facts;
+    facts.git_commit = git_commit();
+    facts.start_utc = utc_now();
+    facts.world_size = W;
+    facts.hostnames = world.all_gather(hostname());
+    facts.device_names = world.all_gather(engine.device_name());
+    facts.library_versions = library_versions();
+    collectively(world, root, [&] { results->write_facts(facts); });
+
+    const double init_s = seconds_since(t_start);
+    const std::int64_t L = cfg.seq_len, GB = cfg.global_batch, MB = cfg.micro_batch;
+    const std::int64_t micro_steps = cfg.micro_batches_per_step(W);
+    const double counted_tokens = static_cast<double>(GB * (L - 1));  // targets per step, all ranks
+    const double flops_per_step = cfg.model.training_flops_per_sequence(L) * static_cast<double>(GB);
+    const DocumentSampler sampler(st.data->num_documents(), GB, cfg.seed);
+    const AdamWConfig adamw{cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay};
+    const int dp_rank = layout.coords(rank).dp;
+    if (root)
+      std::printf("qwen3-pretrain: %s (%.3g B parameters), %s, seq %lld, global batch %lld = %lld micro-batches of %lld "
+                  "× %lld data-parallel ranks, %lld steps on %s\n",
+                  cfg.model_source.c_str(), cfg.model.parameter_count() / 1e9, layout.describe().c_str(), (long long)L,
+                  (long long)GB, (long long)micro_steps, (long long)MB, (long long)layout.dp(), (long long)cfg.steps,
+                  engine.device_name().c_str());
+
+    double first_step_s = 0, later_steps_s = 0;
+    std::vector<std::int32_t> tokens, labels;
+    in_loop = true;
+    for (std::int64_t step = 0; step < cfg.steps; ++step) {
+      const auto t0 = Clock::now();
+      engine.zero_grad();
+      double loss_sum[2] = {0, 0};  // Σ loss, Σ tokens counted
+      for (std::int64_t m = 0; m < micro_steps; ++m) {
+        tokens = st.data->read_documents(sampler.micro_batch(step, dp_rank, layout.dp(), m, MB));
+        make_labels(tokens, L, labels);
+        const MicroBatch mb{tokens.data(), labels.data(), MB, L};
+        const auto l = engine.forward_backward(mb, 1.0 / counted_tokens);
+        loss_sum[0] += l.sum;
+        loss_sum[1] += static_cast<double>(l.count);
+      }
+      engine.reduce_gradients(dp_comm);
+      dp_comm.all_reduce_sum(loss_sum, 2);
+      const double norm = engine.grad_norm();
+      const double clip_scale = (cfg.clip_grad > 0 && norm > cfg.clip_grad) ? cfg.clip_grad / (norm + 1e-6) : 1.0;
+      const double lr = learning_rate(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr);
+      engine.optimizer_step(lr, adamw, clip_scale);
+      st.tracer->sample_now();
+      double dt = seconds_since(t0);
+      world.all_reduce_max(&dt, 1);  // the step takes as long as its slowest rank
+      (step == 0 ? first_step_s : later_steps_s) += dt;
+
+      const StepRecord rec{loss_sum[0] / loss_sum[1], norm, lr, dt, static_cast<double>(GB * L) / dt,
+                           flops_per_step / W / dt / 1e12};
+      if (root) {
+        results->append_step(rec);
+        const double mean = step > 0 ? later_steps_s / static_cast<double>(step) : first_step_s;
+        std::printf("%s\n", progress_line(step + 1, cfg.steps, rec, st.tracer->peak_bytes(),
+                                          mean * static_cast<double>(cfg.steps - step - 1)).c_str());
+        std::fflush(stdout);
+      }
+    }
+
+    in_loop = false;
+    // Memory traces of every rank, gathered on rank 0.
+    std::vector<double> flat;
+    for (const auto& s : st.tracer->stop()) flat.push_back(s.time_s), flat.push_back(static_cast<double>(s.bytes));
+    const auto gathered = world.gather(flat, 0);
+    if (root) {
+      std::vector<std::vector<MemorySample>> per_rank;
+      for (const auto& f : gathered) {
+        per_rank.emplace_back();
+        for (std::size_t i = 0; i + 1 < f.size(); i += 2)
+          per_rank.back().push_back({f[i], static_cast<std::int64_t>(f[i + 1])});
+      }
+      results->write_memory(per_rank);
+      results->write_timings(init_s, first_step_s, seconds_since(t_start));
+      results->finish("ok", "");
+      std::printf("qwen3-pretrain: wrote %s\n", cfg.out.c_str());
+    }
+    MPI_Comm_free(&dp_comm_handle);
+  } catch (const Error& e) {
+    if (root && results) {
+      write_oom_details(*results, e);
+      results->write_timings(0, 0, seconds_since(t_start));
+      results->finish(e.status(), e.what());
+    }
+    if (in_loop && W > 1) {
+      std::fprintf(stderr, "qwen3-pretrain: error on rank %d: %s\n", rank, e.what());
+      MpiSession::abort(static_cast<int>(e.code()));
+    }
+    throw;
+  } catch (const std::bad_alloc&) {
+    const OutOfMemory oom("out of host memory", "host", 0, resident_bytes());
+    if (root && results) {
+      write_oom_details(*results, oom);
+      results->finish(oom.status(), oom.what());
+    }
+    throw oom;
+  }
+}
+
+}  // namespace qwen3
