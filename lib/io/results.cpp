@@ -52,7 +52,6 @@ void ResultsWriter::write_facts(const RunFacts& facts) {
   h5::write_attr(f, "start_time_utc", facts.start_utc);
   h5::write_attr(f, "world_size", static_cast<std::int64_t>(facts.world_size));
   h5::write_attr(f, "hostnames", facts.hostnames);
-  h5::write_attr(f, "device_names", facts.device_names);
   for (const auto& [lib, version] : facts.library_versions) h5::write_attr(f, "version_" + lib, version);
   h5::flush(file_);
 }
@@ -101,6 +100,9 @@ void ResultsWriter::write_memory(const std::vector<std::vector<MemorySample>>& p
 
 void ResultsWriter::write_attribute(const std::string& name, const std::string& value) { h5::write_attr(file_.get(), name, value); }
 void ResultsWriter::write_attribute(const std::string& name, std::int64_t value) { h5::write_attr(file_.get(), name, value); }
+void ResultsWriter::write_attribute(const std::string& name, const std::vector<std::string>& values) {
+  h5::write_attr(file_.get(), name, values);
+}
 
 void ResultsWriter::finish(const std::string& status, const std::string& error_message) {
   if (finished_) return;

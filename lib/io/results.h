@@ -21,7 +21,7 @@ struct StepRecord {
 
 struct RunFacts {
   std::string git_commit, start_utc;
-  std::vector<std::string> hostnames, device_names;  // per rank
+  std::vector<std::string> hostnames;  // per rank
   std::map<std::string, std::string> library_versions;
   int world_size = 1;
 };
@@ -45,6 +45,7 @@ class ResultsWriter {
   // Extra root attributes (e.g. the OOM category and sizes).
   void write_attribute(const std::string& name, const std::string& value);
   void write_attribute(const std::string& name, std::int64_t value);
+  void write_attribute(const std::string& name, const std::vector<std::string>& values);
 
   const std::string& path() const { return path_; }
   std::string partial_path() const { return path_ + ".partial"; }

@@ -60,6 +60,7 @@ struct TrainState {
 
 void run_training(const RunConfig& cfg, MpiCommunicator& world) {
   const auto t_start = Clock::now();
+  const std::string start_utc = utc_now();
   const int rank = world.rank(), W = world.size();
   const bool root = rank == 0;
   const ParallelLayout layout(W, cfg.tp, cfg.cp, cfg.pp);
@@ -71,9 +72,19 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
   MPI_Comm dp_comm_handle = split_data_parallel(layout, world);
   MpiCommunicator dp_comm(dp_comm_handle);
   TrainState st;
+  double init_s = 0, first_step_s = 0;  // recorded in the results file even when the run fails
   bool in_loop = false;  // errors inside the loop are seen by one rank only: end the whole job (below)
   try {
-    collectively(world, root, [&] { results->write_config(cfg.key_values()); });
+    RunFacts facts;
+    facts.git_commit = git_commit();
+    facts.start_utc = start_utc;
+    facts.world_size = W;
+    facts.hostnames = world.all_gather(hostname());
+    facts.library_versions = library_versions();
+    collectively(world, root, [&] {
+      results->write_facts(facts);
+      results->write_config(cfg.key_values());
+    });
     // Every rank validates the dataset before anything big is allocated.
     collectively(world, true, [&] {
       if (cfg.seq_len < 2) throw UsageError("--seq-len must be at least 2 (one next-token target)");
@@ -92,16 +103,10 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
         [&engine, on_cpu] { return on_cpu ? resident_bytes() : engine.device_bytes_in_use(); },
         std::chrono::milliseconds(cfg.memory_interval_ms));
 
-    RunFacts facts;
-    facts.git_commit = git_commit();
-    facts.start_utc = utc_now();
-    facts.world_size = W;
-    facts.hostnames = world.all_gather(hostname());
-    facts.device_names = world.all_gather(engine.device_name());
-    facts.library_versions = library_versions();
-    collectively(world, root, [&] { results->write_facts(facts); });
+    const auto device_names = world.all_gather(engine.device_name());
+    collectively(world, root, [&] { results->write_attribute("device_names", device_names); });
 
-    const double init_s = seconds_since(t_start);
+    init_s = seconds_since(t_start);
     const std::int64_t L = cfg.seq_len, GB = cfg.global_batch, MB = cfg.micro_batch;
     const std::int64_t micro_steps = cfg.micro_batches_per_step(W);
     const double counted_tokens = static_cast<double>(GB * (L - 1));  // targets per step, all ranks
@@ -116,7 +121,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
                   (long long)GB, (long long)micro_steps, (long long)MB, (long long)layout.dp(), (long long)cfg.steps,
                   engine.device_name().c_str());
 
-    double first_step_s = 0, later_steps_s = 0;
+    double later_steps_s = 0;
     std::vector<std::int32_t> tokens, labels;
     in_loop = true;
     for (std::int64_t step = 0; step < cfg.steps; ++step) {
@@ -174,7 +179,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
   } catch (const Error& e) {
     if (root && results) {
       write_oom_details(*results, e);
-      results->write_timings(0, 0, seconds_since(t_start));
+      results->write_timings(init_s, first_step_s, seconds_since(t_start));
       results->finish(e.status(), e.what());
     }
     if (in_loop && W > 1) {

@@ -1,6 +1,8 @@
 // The dataset format: synthetic round trip and determinism, every reader error as a named InputError,
 // pack/crop on hand-made token streams, safe output writing, and the qwen3-dataset command line.
 #include <gtest/gtest.h>
+
+#include "cli_runner.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -504,28 +506,8 @@ TEST_F(DatasetPack, RefusesExistingOutputUnlessOverwrite) {
 // ------------------------------------------------------------------------------------------------ CLI
 
 namespace {
-struct CliResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-CliResult run_cli(const std::string& args) {
-  const std::string exe = std::string(QWEN3_BIN_DIR) + "/qwen3-dataset";
-  CliResult r;
-  if (!fs::exists(exe)) {
-    r.output = "missing " + exe + " (build the qwen3-dataset target)";
-    return r;
-  }
-  const std::string cmd = "'" + exe + "' " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  r.exit_code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using qwen3::test::CliResult;
+CliResult run_cli(const std::string& args) { return qwen3::test::run_program("qwen3-dataset", args); }
 }  // namespace
 
 TEST_F(DatasetCli, SyntheticThenInfo) {

@@ -1,0 +1,35 @@
+// Runs one of the built executables (build/bin) with arguments and captures its output and exit code.
+#pragma once
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+namespace qwen3::test {
+
+struct CliResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// program: a name in build/bin (e.g. "qwen3-pretrain"); args are passed to the shell as written.
+inline CliResult run_program(const std::string& program, const std::string& args) {
+  const std::string exe = std::string(QWEN3_BIN_DIR) + "/" + program;
+  CliResult r;
+  if (!std::filesystem::exists(exe)) {
+    r.output = "missing " + exe + " (build the " + program + " target)";
+    return r;
+  }
+  const std::string cmd = "'" + exe + "' " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int status = ::pclose(p);
+  r.exit_code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+}  // namespace qwen3::test
