@@ -7,6 +7,7 @@
 
 #include "common/options_util.h"
 #include "core/error.h"
+#include "train/engine.h"
 
 namespace po = boost::program_options;
 
@@ -17,7 +18,7 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   std::string model = "tiny", model_config, config_file;
   std::uint64_t seed = c.seed;
   po::options_description general("General");
-  general.add_options()("help,h", "show this help")(
+  general.add_options()("help,h", "show this help")("list-devices", "print the backends built into this binary and exit")(
       "config", po::value(&config_file), "INI file of these options (keys without '--'); the command line overrides it");
   po::options_description run("Run (also valid as keys in --config)");
   run.add_options()
@@ -52,6 +53,10 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   all.add(general).add(run);
   po::variables_map vm;
   if (!parse_command_line(argc, argv, all, vm)) return std::nullopt;
+  if (vm.count("list-devices")) {
+    for (const auto& d : available_devices()) std::cout << d << "\n";
+    return std::nullopt;
+  }
   if (!config_file.empty()) {
     std::ifstream in(config_file);
     if (!in) throw UsageError("--config: cannot read '" + config_file + "'");

@@ -1,0 +1,93 @@
+// Hugging Face golden files: every file of the qwen3-golden schema in tests/data passes on the CPU within 1e-5,
+// the CUDA check runs where a GPU and the CUDA backend exist, and the checker's own failures are clear.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cli_runner.h"
+#include "core/error.h"
+#include "io/h5.h"
+#include "train/engine.h"
+#include "train/golden_check.h"
+
+namespace fs = std::filesystem;
+using namespace qwen3;
+
+namespace {
+std::vector<std::string> golden_files() {
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(QWEN3_TEST_DATA_DIR)) {
+    if (e.path().extension() != ".h5") continue;
+    h5::Handle f = h5::open_read(e.path().string(), "test file");
+    if (h5::has_attr(f.get(), "format") && h5::read_attr_string(f.get(), "format") == "qwen3-golden")
+      files.push_back(e.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+bool cuda_backend_built() {
+  for (auto& d : available_devices())
+    if (d == "cuda") return true;
+  return false;
+}
+}  // namespace
+
+TEST(Golden, EveryGoldenFilePassesOnTheCpu) {
+  const auto files = golden_files();
+  ASSERT_GE(files.size(), 2u) << "tests/data should hold the tied tiny file and an untied variant";
+  bool saw_untied = false;
+  for (const auto& file : files) {
+    const GoldenReport r = run_golden_check(file, "cpu", 1e-5);
+    saw_untied |= !r.config.tie_word_embeddings;
+    // logits + loss + (grad + after_step per parameter) + the training losses
+    EXPECT_GE(r.rows.size(), 2 + 2 * 10u + 5) << file;
+    for (const auto& row : r.rows) EXPECT_TRUE(row.pass()) << file << ": " << row.quantity << " " << row.rel_error;
+  }
+  EXPECT_TRUE(saw_untied);
+}
+
+TEST(Golden, CudaWithinBf16Tolerance) {
+  if (!cuda_backend_built()) GTEST_SKIP() << "this build has no CUDA backend";
+  for (const auto& file : golden_files()) {
+    const GoldenReport r = run_golden_check(file, "cuda", 1e-2);
+    for (const auto& row : r.rows) EXPECT_TRUE(row.pass()) << file << ": " << row.quantity << " " << row.rel_error;
+  }
+}
+
+TEST(Golden, ACorruptedReferenceFails) {
+  // The check can fail: perturb one gradient of a copy and the table must say FAIL with exit code 6.
+  const auto copy = fs::path(::testing::TempDir()) / "golden_perturbed.h5";
+  fs::copy_file(std::string(QWEN3_TEST_DATA_DIR) + "/qwen3-tiny.h5", copy, fs::copy_options::overwrite_existing);
+  {
+    h5::Handle f = h5::open_rw(copy.string());
+    const std::string name = "grads/model.layers.2.mlp.up_proj.weight";
+    std::vector<std::int64_t> shape;
+    auto g = h5::read_f32(f.get(), name, &shape);
+    g[17] += 1e-3f;
+    H5Ldelete(f.get(), name.c_str(), H5P_DEFAULT);
+    h5::write_f32(f.get(), name, g, shape);
+  }
+  auto r = test::run_program("qwen3-golden-check", "--golden '" + copy.string() + "'");
+  EXPECT_EQ(r.exit_code, 6) << r.output;
+  EXPECT_NE(r.output.find("grad model.layers.2.mlp.up_proj.weight"), std::string::npos);
+  EXPECT_NE(r.output.find("FAIL"), std::string::npos) << r.output;
+  fs::remove(copy);
+}
+
+TEST(Golden, CliPassesAndRejectsBadFiles) {
+  auto ok = test::run_program("qwen3-golden-check", std::string("--golden '") + QWEN3_TEST_DATA_DIR + "/qwen3-tiny.h5' --device cpu");
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_NE(ok.output.find("0 out of tolerance: PASS"), std::string::npos) << ok.output;
+  auto missing = test::run_program("qwen3-golden-check", "--golden /nonexistent.h5");
+  EXPECT_EQ(missing.exit_code, 3) << missing.output;
+  EXPECT_NE(missing.output.find("does not exist"), std::string::npos);
+  const auto wrong = (fs::path(::testing::TempDir()) / "not_golden.h5").string();
+  { h5::Handle f = h5::create(wrong); h5::write_attr(f.get(), "format", std::string("qwen3-pretrain-dataset")); }
+  auto bad = test::run_program("qwen3-golden-check", "--golden '" + wrong + "'");
+  EXPECT_EQ(bad.exit_code, 3) << bad.output;
+  EXPECT_NE(bad.output.find("expected 'qwen3-golden'"), std::string::npos) << bad.output;
+  auto usage = test::run_program("qwen3-golden-check", "--golden x.h5 --device tpu");
+  EXPECT_EQ(usage.exit_code, 2) << usage.output;
+  fs::remove(wrong);
+}
