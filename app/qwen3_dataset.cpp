@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/main_wrapper.h"
+#include "common/options_util.h"
 #include "core/error.h"
 #include "io/dataset.h"
 
@@ -30,37 +31,6 @@ constexpr const char* kToolHelp =
     "  info FILE   print a dataset's format, vocabulary, source and documents per length\n"
     "\n"
     "Run 'qwen3-dataset <subcommand> --help' for its options.\n";
-
-// Strict: digits only, no sign, no empty parts, every value positive ("1024,abc", "0", "1024," are rejected).
-std::vector<std::int64_t> parse_lengths(const std::string& text) {
-  const std::string hint = " (expected positive integers separated by commas, e.g. 1024,2048)";
-  std::vector<std::int64_t> lengths;
-  std::size_t start = 0;
-  while (true) {
-    const auto comma = text.find(',', start);
-    const auto part = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    std::int64_t value = 0;
-    const char* end = part.data() + part.size();
-    auto [ptr, ec] = std::from_chars(part.data(), end, value);
-    if (part.empty() || ec != std::errc() || ptr != end || part[0] == '-' || part[0] == '+')
-      throw UsageError("--lengths '" + text + "' has an invalid entry '" + part + "'" + hint);
-    if (value <= 0) throw UsageError("--lengths '" + text + "' has a non-positive entry '" + part + "'" + hint);
-    lengths.push_back(value);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return lengths;
-}
-
-// Boost's own unsigned parsing accepts "-1" (wrapping it around), so the seed is parsed here.
-std::uint64_t parse_seed(const std::string& text) {
-  std::uint64_t value = 0;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (text.empty() || ec != std::errc() || ptr != end)
-    throw UsageError("--seed '" + text + "' is not valid (expected an integer in [0, 18446744073709551615])");
-  return value;
-}
 
 void require_positive_option(const po::variables_map& vm, const char* name) {
   const auto v = vm[name].as<std::int64_t>();
@@ -115,8 +85,8 @@ int run_synthetic(const std::vector<std::string>& args) {
   if (!parse("synthetic", args, options, po::positional_options_description(), vm)) return 0;
   require_positive_option(vm, "vocab-size");
   require_positive_option(vm, "documents");
-  const auto lengths = parse_lengths(vm["lengths"].as<std::string>());
-  const auto seed = parse_seed(vm["seed"].as<std::string>());
+  const auto lengths = parse_positive_list("--lengths", vm["lengths"].as<std::string>());
+  const auto seed = parse_seed("--seed", vm["seed"].as<std::string>());
   const auto out = vm["out"].as<std::string>();
   write_synthetic_dataset(out, vm["vocab-size"].as<std::int64_t>(), lengths, vm["documents"].as<std::int64_t>(), seed,
                           vm["overwrite"].as<bool>());
@@ -152,7 +122,7 @@ int run_pack(const std::vector<std::string>& args) {
   o.dtype = vm["dtype"].as<std::string>();
   o.out_path = vm["out"].as<std::string>();
   o.vocab_size = vm["vocab-size"].as<std::int64_t>();
-  o.lengths = parse_lengths(vm["lengths"].as<std::string>());
+  o.lengths = parse_positive_list("--lengths", vm["lengths"].as<std::string>());
   o.max_documents = vm["max-documents"].as<std::int64_t>();
   o.mode = vm["mode"].as<std::string>();
   o.eos_id = vm["eos-id"].as<std::int64_t>();

@@ -1,8 +1,8 @@
 // Implementation of the option helpers (see options_util.h).
 #include "common/options_util.h"
 
+#include <charconv>
 #include <iostream>
-#include <sstream>
 
 #include "core/error.h"
 
@@ -14,7 +14,8 @@ bool parse_command_line(int argc, char** argv, const po::options_description& de
                         const po::positional_options_description* positional) {
   try {
     po::command_line_parser parser(argc, argv);
-    parser.options(desc);
+    // No abbreviations: "--over" must not silently mean "--overwrite".
+    parser.options(desc).style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing);
     if (positional) parser.positional(*positional);
     po::store(parser.run(), vm);
     if (vm.count("help")) {
@@ -37,31 +38,32 @@ void require_choice(const std::string& option, const std::string& value, const s
 }
 
 std::vector<std::int64_t> parse_positive_list(const std::string& option, const std::string& text) {
-  std::vector<std::int64_t> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    std::size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (item.empty() || used != item.size() || v <= 0)
-      throw UsageError(option + ": '" + item + "' is not a positive integer (expected a list like 1024,2048)");
-    out.push_back(v);
+  const std::string hint = " (expected positive integers separated by commas, e.g. 1024,2048)";
+  std::vector<std::int64_t> values;
+  std::size_t start = 0;
+  while (true) {
+    const auto comma = text.find(',', start);
+    const auto part = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    std::int64_t value = 0;
+    const char* end = part.data() + part.size();
+    auto [ptr, ec] = std::from_chars(part.data(), end, value);
+    if (part.empty() || ec != std::errc() || ptr != end || part[0] == '-' || part[0] == '+')
+      throw UsageError(option + " '" + text + "' has an invalid entry '" + part + "'" + hint);
+    if (value <= 0) throw UsageError(option + " '" + text + "' has a non-positive entry '" + part + "'" + hint);
+    values.push_back(value);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
   }
-  if (out.empty()) throw UsageError(option + ": empty list (expected a list like 1024,2048)");
-  return out;
+  return values;
 }
 
-void require_positive(const std::string& option, double value) {
-  if (!(value > 0)) {
-    std::ostringstream s;
-    s << option << " must be positive, got " << value;
-    throw UsageError(s.str());
-  }
+std::uint64_t parse_seed(const std::string& option, const std::string& text) {
+  std::uint64_t value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc() || ptr != end)
+    throw UsageError(option + " '" + text + "' is not valid (expected an integer in [0, 18446744073709551615])");
+  return value;
 }
 
 }  // namespace qwen3

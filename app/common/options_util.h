@@ -16,10 +16,11 @@ bool parse_command_line(int argc, char** argv, const boost::program_options::opt
 // Throws UsageError "--opt: invalid value 'x' (valid: a, b, c)" unless value is one of choices.
 void require_choice(const std::string& option, const std::string& value, const std::vector<std::string>& choices);
 
-// "1024,2048" → {1024, 2048}; every element a positive integer, else UsageError naming the option.
+// "1024,2048" → {1024, 2048}. Strict: digits only, no sign, no empty parts, every value positive; else UsageError
+// naming the option ("1024,abc", "0", "1024," are rejected).
 std::vector<std::int64_t> parse_positive_list(const std::string& option, const std::string& text);
 
-// "--opt must be positive, got x" style checks.
-void require_positive(const std::string& option, double value);
+// A 64-bit unsigned seed. Boost's own unsigned parsing accepts "-1" (wrapping it around), so seeds come as text.
+std::uint64_t parse_seed(const std::string& option, const std::string& text);
 
 }  // namespace qwen3

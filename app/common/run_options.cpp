@@ -16,7 +16,7 @@ namespace qwen3 {
 std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   RunConfig c;
   std::string model = "tiny", model_config, config_file;
-  std::uint64_t seed = c.seed;
+  std::string seed = std::to_string(c.seed);
   po::options_description general("General");
   general.add_options()("help,h", "show this help")("list-devices", "print the backends built into this binary and exit")(
       "config", po::value(&config_file), "INI file of these options (keys without '--'); the command line overrides it");
@@ -67,7 +67,7 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       throw UsageError("--config '" + config_file + "': " + e.what());
     }
   }
-  c.seed = seed;
+  c.seed = parse_seed("--seed", seed);
   if (vm.count("model-config") && !vm["model"].defaulted())
     throw UsageError("--model and --model-config are exclusive: give one");
   if (vm.count("model-config")) {

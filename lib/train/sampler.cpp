@@ -5,16 +5,9 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/random.h"
 
 namespace qwen3 {
-namespace {
-std::uint64_t splitmix64(std::uint64_t& s) {
-  std::uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-}  // namespace
 
 DocumentSampler::DocumentSampler(std::int64_t n, std::int64_t global_batch, std::uint64_t seed)
     : n_(n), global_batch_(global_batch), seed_(seed) {
