@@ -1,6 +1,8 @@
 // Rank layout arithmetic (see layout.h).
 #include "dist/layout.h"
 
+#include <cstdio>
+
 #include "core/error.h"
 
 namespace qwen3 {
@@ -44,8 +46,9 @@ std::vector<int> ParallelLayout::dp_group(int rank) const { return group(rank, &
 std::vector<int> ParallelLayout::pp_group(int rank) const { return group(rank, &RankCoords::pp, pp_); }
 
 std::string ParallelLayout::describe() const {
-  return "T" + std::to_string(tp_) + " C" + std::to_string(cp_) + " D" + std::to_string(dp_) + " P" +
-         std::to_string(pp_) + " (" + std::to_string(world_) + " ranks)";
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "T%d C%d D%d P%d (%d ranks)", tp_, cp_, dp_, pp_, world_);
+  return buf;
 }
 
 }  // namespace qwen3

@@ -104,6 +104,17 @@ void MpiSession::abort(int code) {
   std::exit(code);
 }
 
+int node_local_rank(MPI_Comm comm) {
+  int rank = 0;
+  mpi_check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
+  MPI_Comm node = MPI_COMM_NULL;
+  mpi_check(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
+  int local = 0;
+  mpi_check(MPI_Comm_rank(node, &local), "MPI_Comm_rank");
+  mpi_check(MPI_Comm_free(&node), "MPI_Comm_free");
+  return local;
+}
+
 std::string mpi_library_version() {
   char v[MPI_MAX_LIBRARY_VERSION_STRING];
   int len = 0;

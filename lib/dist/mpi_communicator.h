@@ -42,4 +42,7 @@ class MpiSession {
 
 std::string mpi_library_version();
 
+// This rank's index among the ranks on its node (MPI_COMM_TYPE_SHARED): the device it drives.
+int node_local_rank(MPI_Comm comm);
+
 }  // namespace qwen3

@@ -70,6 +70,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
   collectively(world, root, [&] { results = std::make_unique<ResultsWriter>(cfg.out, cfg.overwrite); });
 
   MPI_Comm dp_comm_handle = split_data_parallel(layout, world);
+  const int local_rank = node_local_rank(world.comm());
   MpiCommunicator dp_comm(dp_comm_handle);
   TrainState st;
   double init_s = 0, first_step_s = 0;  // recorded in the results file even when the run fails
@@ -94,7 +95,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       EngineOptions eo;
       eo.seed = cfg.seed;
       eo.init_std = cfg.init_std;
-      eo.local_rank = 0;
+      eo.local_rank = local_rank;  // one rank per device: the device of this rank's place on its node
       st.engine = make_engine(cfg.device, cfg.model, eo);
     });
     Engine& engine = *st.engine;
