@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config/model_config.h"
@@ -22,6 +23,8 @@ struct EngineOptions {
   std::uint64_t seed = 1234;
   double init_std = 0.02;
   int local_rank = 0;  // device index on this node
+  // The largest micro-batch forward_backward will see: devices size their activation memory from it at start-up.
+  std::int64_t max_batch = 1, max_seq = 0;
 };
 
 class Engine {
@@ -45,8 +48,10 @@ class Engine {
   virtual double grad_norm() = 0;
   // One AdamW step at learning rate lr; every gradient is first multiplied by grad_scale (clipping).
   virtual void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale) = 0;
-  // Bytes this engine holds for weights, gradients, optimizer state (0 where the tracer measures the process).
+  // Bytes this engine holds on its device (0 where the tracer measures the process instead).
   virtual std::int64_t device_bytes_in_use() const = 0;
+  // Those bytes by category (weights, gradients, optimizer_state, activations, workspace); empty on the CPU.
+  virtual std::vector<std::pair<std::string, std::int64_t>> device_bytes_by_category() const { return {}; }
 };
 
 // Registry: "cpu" always; other names answer with the list of backends built into this binary.

@@ -5,6 +5,9 @@
 #include "core/error.h"
 #include "train/cpu_engine.h"
 #include "train/engine.h"
+#ifdef QWEN3_HAVE_CUDA
+#include "train/cuda_engine.h"
+#endif
 
 namespace qwen3 {
 namespace {
@@ -12,6 +15,9 @@ using Factory = std::function<std::unique_ptr<Engine>(const ModelConfig&, const 
 const std::map<std::string, Factory>& registry() {
   static const std::map<std::string, Factory> r = {
       {"cpu", [](const ModelConfig& c, const EngineOptions& o) { return std::make_unique<CpuEngine>(c, o); }},
+#ifdef QWEN3_HAVE_CUDA
+      {"cuda", [](const ModelConfig& c, const EngineOptions& o) { return make_cuda_engine(c, o); }},
+#endif
   };
   return r;
 }

@@ -111,7 +111,10 @@ GoldenReport run_golden_check(const std::string& path, const std::string& device
   adamw.eps = h5::read_attr_double(ag, "eps");
   adamw.weight_decay = h5::read_attr_double(ag, "weight_decay");
 
-  auto engine = make_engine(device, cfg, EngineOptions{});
+  EngineOptions eo;
+  eo.max_batch = ids_shape[0];
+  eo.max_seq = ids_shape[1];
+  auto engine = make_engine(device, cfg, eo);
   std::set<std::string> expected;
   for (const auto& p : engine->params().entries()) {
     std::vector<std::int64_t> shape;

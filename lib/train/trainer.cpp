@@ -95,7 +95,9 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       EngineOptions eo;
       eo.seed = cfg.seed;
       eo.init_std = cfg.init_std;
-      eo.local_rank = local_rank;  // one rank per device: the device of this rank's place on its node
+      eo.local_rank = local_rank;
+      eo.max_batch = cfg.micro_batch;
+      eo.max_seq = cfg.seq_len;  // one rank per device: the device of this rank's place on its node
       st.engine = make_engine(cfg.device, cfg.model, eo);
     });
     Engine& engine = *st.engine;
@@ -105,7 +107,11 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
         std::chrono::milliseconds(cfg.memory_interval_ms));
 
     const auto device_names = world.all_gather(engine.device_name());
-    collectively(world, root, [&] { results->write_attribute("device_names", device_names); });
+    collectively(world, root, [&] {
+      results->write_attribute("device_names", device_names);
+      for (const auto& [category, bytes] : engine.device_bytes_by_category())
+        results->write_attribute("memory_" + category + "_bytes", bytes);  // rank 0's device, by category
+    });
 
     init_s = seconds_since(t_start);
     const std::int64_t L = cfg.seq_len, GB = cfg.global_batch, MB = cfg.micro_batch;

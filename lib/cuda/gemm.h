@@ -1,0 +1,48 @@
+// bf16 GEMMs through cuBLASLt (fp32 accumulate), in the row-major terms the model uses:
+//   forward   y[T, out]  = x[T, in]·W[out, in]ᵀ   (+ optional residual r[T, out] in the epilogue)
+//   data grad dx[T, in]  = dy[T, out]·W[out, in]  (fp32 or bf16 out, overwrite or accumulate)
+//   weight grad dW[out, in] += dy[T, out]ᵀ·x[T, in] (fp32, accumulating across micro-batches)
+#pragma once
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <tuple>
+
+namespace qwen3::cuda {
+
+class Gemm {
+ public:
+  Gemm(void* workspace, std::size_t workspace_bytes);
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  // y = x·Wᵀ (+ residual when non-null; residual may alias nothing or equal y).
+  void forward(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, const __nv_bfloat16* residual,
+               std::int64_t tokens, std::int64_t in, std::int64_t out, cudaStream_t stream);
+  // dx (fp32) = dy·W, or += when accumulate.
+  void backward_data(const __nv_bfloat16* dy, const __nv_bfloat16* w, float* dx, std::int64_t tokens, std::int64_t in,
+                     std::int64_t out, bool accumulate, cudaStream_t stream);
+  // dx (bf16) = dy·W.
+  void backward_data(const __nv_bfloat16* dy, const __nv_bfloat16* w, __nv_bfloat16* dx, std::int64_t tokens,
+                     std::int64_t in, std::int64_t out, cudaStream_t stream);
+  // dW (fp32) += dyᵀ·x.
+  void backward_weight(const __nv_bfloat16* dy, const __nv_bfloat16* x, float* dw, std::int64_t tokens, std::int64_t in,
+                       std::int64_t out, cudaStream_t stream);
+
+ private:
+  // Column-major D[m, n] = α·op(A)·op(B) + β·C, A/B bf16, C/D of type cd.
+  void run(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const void* a, std::int64_t lda,
+           const void* b, std::int64_t ldb, const void* c, void* d, std::int64_t ldd, cudaDataType_t cd, float beta,
+           cudaStream_t stream);
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_;
+  std::size_t workspace_bytes_;
+  using Key = std::tuple<bool, bool, std::int64_t, std::int64_t, std::int64_t, int, bool>;
+  std::map<Key, cublasLtMatmulAlgo_t> algos_;  // heuristic's first choice, per shape
+};
+
+}  // namespace qwen3::cuda

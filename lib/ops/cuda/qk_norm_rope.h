@@ -1,0 +1,24 @@
+// CUDA per-head q/k RMSNorm fused with rotate-half RoPE, forward and backward
+// (reference: ops/cpu/rmsnorm.h over [T·heads, head_dim] followed by ops/cpu/rope.h).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace qwen3::cuda {
+
+struct QkShape {
+  std::int64_t batch, seq, heads, head_dim;
+  float theta, eps;
+};
+
+// x[B, S, heads, D] (projection output) → y = rope(rmsnorm(x)·w) bf16, rstd[B·S·heads] fp32.
+void qk_norm_rope_forward(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, float* rstd,
+                          const QkShape& s, cudaStream_t stream);
+
+// dy[B, S, heads, D] (gradient after RoPE) → dx bf16 (gradient of the projection output; may alias dy), dw[D] fp32 +=.
+void qk_norm_rope_backward(const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,
+                           const __nv_bfloat16* dy, __nv_bfloat16* dx, float* dw, const QkShape& s, cudaStream_t stream);
+
+}  // namespace qwen3::cuda

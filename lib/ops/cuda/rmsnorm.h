@@ -1,0 +1,18 @@
+// CUDA RMSNorm, forward and backward (reference: ops/cpu/rmsnorm.h). bf16 activations, fp32 statistics and gradients.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace qwen3::cuda {
+
+// y[rows, dim] = x·rstd·w (bf16), rstd[rows] fp32. w is the bf16 compute copy of the weight.
+void rmsnorm_forward(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, float* rstd, std::int64_t rows,
+                     std::int64_t dim, float eps, cudaStream_t stream);
+
+// dy[rows, dim] fp32 → dx fp32 (written, or added into when accumulate), dw[dim] fp32 += Σ dy·x·rstd.
+void rmsnorm_backward(const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd, const float* dy, float* dx,
+                      float* dw, std::int64_t rows, std::int64_t dim, bool accumulate, cudaStream_t stream);
+
+}  // namespace qwen3::cuda

@@ -1,0 +1,104 @@
+// The CUDA engine end to end: it trains (loss falls, results file ok), matches the CPU engine step for step within
+// bf16 tolerance, and a model that cannot fit ends with status "oom" and exit code 5 within seconds. GPU only.
+#include <gtest/gtest.h>
+
+#ifdef QWEN3_HAVE_CUDA
+#include <chrono>
+#include <filesystem>
+
+#include "cli_runner.h"
+#include "core/error.h"
+#include "cuda_test_util.h"
+#include "io/dataset.h"
+#include "io/h5.h"
+#include "train/engine.h"
+
+namespace fs = std::filesystem;
+using namespace qwen3;
+
+TEST(CudaEngine, OversizedModelIsOutOfMemoryNamingTheCategory) {
+  QWEN3_REQUIRE_GPU();
+  EngineOptions o;
+  o.max_batch = 1;
+  o.max_seq = 4096;
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    make_engine("cuda", model_preset("32B"), o);
+    FAIL() << "32B with fp32 master weights and AdamW state cannot fit one GPU";
+  } catch (const OutOfMemory& e) {
+    EXPECT_FALSE(e.category.empty());
+    EXPECT_GT(e.requested_bytes, 0);
+    EXPECT_NE(std::string(e.what()).find("out of GPU memory"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
+}
+
+TEST(CudaEngine, SameStepsAsTheCpuEngineWithinBf16) {
+  QWEN3_REQUIRE_GPU();
+  auto cfg = model_preset("tiny");
+  EngineOptions o;
+  o.max_batch = 2;
+  o.max_seq = 96;
+  auto cpu = make_engine("cpu", cfg, o), gpu = make_engine("cuda", cfg, o);
+  std::vector<std::int32_t> tokens(2 * 96), labels(2 * 96);
+  std::uniform_int_distribution<int> pick(0, 511);
+  for (auto& t : tokens) t = pick(test::cuda_rng());
+  for (std::size_t i = 0; i < tokens.size(); ++i) labels[i] = (i % 96 == 95) ? cpu::kIgnoreLabel : tokens[i + 1];
+  const MicroBatch mb{tokens.data(), labels.data(), 2, 96};
+  const AdamWConfig adamw;
+  for (int step = 0; step < 3; ++step) {
+    cpu->zero_grad();
+    gpu->zero_grad();
+    auto lc = cpu->forward_backward(mb, 1.0 / 190, nullptr);
+    auto lg = gpu->forward_backward(mb, 1.0 / 190, nullptr);
+    EXPECT_EQ(lc.count, lg.count);
+    EXPECT_NEAR(lg.sum / lg.count, lc.sum / lc.count, 1e-2 * lc.sum / lc.count) << "step " << step;
+    EXPECT_NEAR(gpu->grad_norm(), cpu->grad_norm(), 3e-2 * cpu->grad_norm()) << "step " << step;
+    for (const char* name : {"model.layers.1.self_attn.q_proj.weight", "model.layers.3.mlp.down_proj.weight",
+                             "model.embed_tokens.weight", "model.layers.0.self_attn.k_norm.weight"}) {
+      const auto a = gpu->gradient(name), b = cpu->gradient(name);
+      EXPECT_LT(test::rel_error(test::widen(a), test::widen(b)), 5e-2) << name << " step " << step;
+    }
+    cpu->optimizer_step(1e-3, adamw, 1.0);
+    gpu->optimizer_step(1e-3, adamw, 1.0);
+  }
+}
+
+TEST(CudaEngine, PretrainCliTrainsAndRecordsOom) {
+  QWEN3_REQUIRE_GPU();
+  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_cuda_cli";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const auto data = (dir / "data.h5").string();
+  write_synthetic_dataset(data, 512, {128}, 16, 1234, false);
+  const auto out = (dir / "run.h5").string();
+  auto r = test::run_program("qwen3-pretrain", "--device cuda --data '" + data + "' --seq-len 128 --global-batch 8 "
+                             "--micro-batch 2 --steps 20 --lr 3e-3 --min-lr 3e-4 --warmup-steps 2 --out '" + out + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  {
+    h5::Handle f = h5::open_read(out, "results");
+    EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "ok");
+    const auto loss = h5::read_f64(f.get(), "steps/loss");
+    ASSERT_EQ(loss.size(), 20u);
+    EXPECT_LT(loss.back(), loss.front() - 0.1);
+    EXPECT_GT(h5::read_attr_int(f.get(), "memory_weights_bytes"), 0);
+    EXPECT_GT(h5::read_f64(f.get(), "memory/peak_bytes")[0], 0);
+  }
+  const auto oom_out = (dir / "oom.h5").string();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto oom = test::run_program("qwen3-pretrain", "--device cuda --model 14B --data '" + data +
+                               "' --seq-len 128 --global-batch 8 --steps 2 --out '" + oom_out + "'");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(oom.exit_code, 5) << oom.output;
+  EXPECT_NE(oom.output.find("out of GPU memory"), std::string::npos) << oom.output;
+  EXPECT_LT(seconds, 60.0);
+  h5::Handle f = h5::open_read(oom_out, "results");
+  EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "oom");
+  EXPECT_TRUE(h5::has_attr(f.get(), "oom_category"));
+  EXPECT_GT(h5::read_attr_int(f.get(), "oom_requested_bytes"), 0);
+  fs::remove_all(dir);
+}
+
+#else
+TEST(CudaEngine, NotBuilt) { GTEST_SKIP() << "this build has no CUDA backend"; }
+#endif

@@ -1,0 +1,232 @@
+// Every CUDA op against its CPU reference (ops/cpu) on fresh random bf16-representable inputs, forward and backward.
+// Tolerances (‖gpu − ref‖/‖ref‖): bf16 outputs 1e-2 (one bf16 rounding is ≤ 2^-8 relative), fp32 outputs of
+// bf16 inputs 1e-4 (fp32 accumulation order only), AdamW fp32 state 1e-5. Skipped where no GPU is present.
+#include <gtest/gtest.h>
+
+#ifdef QWEN3_HAVE_CUDA
+#include "cuda/gemm.h"
+#include "cuda_test_util.h"
+#include "ops/cpu/adamw.h"
+#include "ops/cpu/cross_entropy.h"
+#include "ops/cpu/embedding.h"
+#include "ops/cpu/linear.h"
+#include "ops/cpu/rmsnorm.h"
+#include "ops/cpu/rope.h"
+#include "ops/cpu/swiglu.h"
+#include "ops/cuda/cross_entropy.h"
+#include "ops/cuda/elementwise.h"
+#include "ops/cuda/optimizer.h"
+#include "ops/cuda/qk_norm_rope.h"
+#include "ops/cuda/rmsnorm.h"
+
+using namespace qwen3;
+using namespace qwen3::test;
+using bf16 = __nv_bfloat16;
+
+namespace {
+constexpr double kBf16Tol = 1e-2, kF32Tol = 1e-4;
+std::vector<double> dvec(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+}  // namespace
+
+TEST(CudaOps, RmsNormForwardBackward) {
+  QWEN3_REQUIRE_GPU();
+  for (auto [rows, dim] : {std::pair<std::int64_t, std::int64_t>{37, 64}, {130, 2048}, {5, 5120}}) {
+    auto x = random_bf16_values(rows * dim), w = random_bf16_values(dim, 0.3), dy = random_bf16_values(rows * dim);
+    for (auto& v : w) v = bf16_round(1.0f + v);
+    DeviceBuffer<bf16> dx_in(rows * dim), dw_in(dim), dy_out(rows * dim);
+    DeviceBuffer<float> rstd(rows), dyf(rows * dim), dxf(rows * dim), dw(dim);
+    dx_in.upload(to_bf16(x));
+    dw_in.upload(to_bf16(w));
+    dyf.upload(dy);
+    cudaMemset(dw.get(), 0, dim * sizeof(float));
+    cuda::rmsnorm_forward(dx_in.get(), dw_in.get(), dy_out.get(), rstd.get(), rows, dim, 1e-6f, nullptr);
+    cuda::rmsnorm_backward(dx_in.get(), dw_in.get(), rstd.get(), dyf.get(), dxf.get(), dw.get(), rows, dim, false, nullptr);
+    std::vector<double> xr = dvec(x), y(rows * dim), r(rows), dx(rows * dim), dyr = dvec(dy);
+    std::vector<float> dwr(dim, 0.0f);
+    cpu::rmsnorm_forward(xr.data(), w.data(), y.data(), r.data(), rows, dim, 1e-6);
+    cpu::rmsnorm_backward(xr.data(), w.data(), r.data(), dyr.data(), dx.data(), dwr.data(), rows, dim);
+    EXPECT_LT(rel_error(widen(dy_out.download()), y), kBf16Tol) << rows << "x" << dim;
+    EXPECT_LT(rel_error(widen(rstd.download()), r), 1e-5);
+    EXPECT_LT(rel_error(widen(dxf.download()), dx), kF32Tol);
+    EXPECT_LT(rel_error(widen(dw.download()), dvec(dwr)), kF32Tol);
+  }
+}
+
+TEST(CudaOps, QkNormRopeForwardBackward) {
+  QWEN3_REQUIRE_GPU();
+  struct Case { std::int64_t B, S, heads, D; double theta; };
+  for (const Case c : {Case{2, 33, 4, 16, 1e6}, Case{1, 300, 8, 128, 1e6}, Case{3, 17, 2, 8, 1e4}}) {
+    const std::int64_t rows = c.B * c.S * c.heads, n = rows * c.D;
+    auto x = random_bf16_values(n), w = random_bf16_values(c.D, 0.3), dy = random_bf16_values(n);
+    for (auto& v : w) v = bf16_round(1.0f + v);
+    DeviceBuffer<bf16> xd(n), wd(c.D), y(n), dyd(n), dx(n);
+    DeviceBuffer<float> rstd(rows), dw(c.D);
+    xd.upload(to_bf16(x));
+    wd.upload(to_bf16(w));
+    dyd.upload(to_bf16(dy));
+    cudaMemset(dw.get(), 0, c.D * sizeof(float));
+    const cuda::QkShape s{c.B, c.S, c.heads, c.D, static_cast<float>(c.theta), 1e-6f};
+    cuda::qk_norm_rope_forward(xd.get(), wd.get(), y.get(), rstd.get(), s, nullptr);
+    cuda::qk_norm_rope_backward(xd.get(), wd.get(), rstd.get(), dyd.get(), dx.get(), dw.get(), s, nullptr);
+    // Reference: rmsnorm over head_dim, then RoPE; backward in reverse.
+    std::vector<double> xr = dvec(x), yr(n), r(rows), g = dvec(dy), dxr(n);
+    std::vector<float> dwr(c.D, 0.0f);
+    cpu::rmsnorm_forward(xr.data(), w.data(), yr.data(), r.data(), rows, c.D, 1e-6);
+    const auto table = cpu::rope_table(c.S, c.D, c.theta);
+    cpu::rope_forward(yr.data(), table, c.B, c.S, c.heads, c.D);
+    cpu::rope_backward(g.data(), table, c.B, c.S, c.heads, c.D);
+    cpu::rmsnorm_backward(xr.data(), w.data(), r.data(), g.data(), dxr.data(), dwr.data(), rows, c.D);
+    EXPECT_LT(rel_error(widen(y.download()), yr), kBf16Tol) << "D=" << c.D;
+    EXPECT_LT(rel_error(widen(dx.download()), dxr), kBf16Tol) << "D=" << c.D;
+    EXPECT_LT(rel_error(widen(dw.download()), dvec(dwr)), kF32Tol) << "D=" << c.D;
+  }
+}
+
+TEST(CudaOps, SwigluForwardBackward) {
+  QWEN3_REQUIRE_GPU();
+  const std::int64_t n = 100003;
+  auto g = random_bf16_values(n, 2.0), u = random_bf16_values(n), da = random_bf16_values(n);
+  DeviceBuffer<bf16> gd(n), ud(n), a(n), dad(n), dg(n), du(n);
+  gd.upload(to_bf16(g));
+  ud.upload(to_bf16(u));
+  dad.upload(to_bf16(da));
+  cuda::swiglu_forward(gd.get(), ud.get(), a.get(), n, nullptr);
+  cuda::swiglu_backward(gd.get(), ud.get(), dad.get(), dg.get(), du.get(), n, nullptr);
+  std::vector<double> gr = dvec(g), ur = dvec(u), dar = dvec(da), ar(n), dgr(n), dur(n);
+  cpu::swiglu_forward(gr.data(), ur.data(), ar.data(), n);
+  cpu::swiglu_backward(gr.data(), ur.data(), dar.data(), dgr.data(), dur.data(), n);
+  EXPECT_LT(rel_error(widen(a.download()), ar), kBf16Tol);
+  EXPECT_LT(rel_error(widen(dg.download()), dgr), kBf16Tol);
+  EXPECT_LT(rel_error(widen(du.download()), dur), kBf16Tol);
+}
+
+TEST(CudaOps, EmbeddingForwardBackwardWithRepeatedIds) {
+  QWEN3_REQUIRE_GPU();
+  const std::int64_t V = 300, H = 96, T = 257;
+  auto table = random_bf16_values(V * H);
+  std::vector<std::int32_t> ids(T);
+  std::uniform_int_distribution<int> pick(0, 19);  // few distinct ids: many repeats
+  for (auto& i : ids) i = pick(cuda_rng()) * 13;
+  auto dx = random_bf16_values(T * H);
+  DeviceBuffer<std::int32_t> idd(T);
+  DeviceBuffer<bf16> td(V * H), x(T * H);
+  DeviceBuffer<float> dxd(T * H), dt(V * H);
+  idd.upload(ids);
+  td.upload(to_bf16(table));
+  dxd.upload(dx);
+  cudaMemset(dt.get(), 0, V * H * sizeof(float));
+  cuda::embedding_forward(idd.get(), td.get(), x.get(), T, H, nullptr);
+  cuda::embedding_backward(idd.get(), dxd.get(), dt.get(), T, H, nullptr);
+  std::vector<double> xr(T * H), dxr = dvec(dx);
+  std::vector<float> dtr(V * H, 0.0f);
+  cpu::embedding_forward(ids.data(), table.data(), xr.data(), T, H);
+  cpu::embedding_backward(ids.data(), dxr.data(), dtr.data(), T, H);
+  EXPECT_EQ(rel_error(widen(x.download()), xr), 0.0);
+  EXPECT_LT(rel_error(widen(dt.download()), dvec(dtr)), 1e-6);
+}
+
+TEST(CudaOps, CrossEntropyWithIgnoredRows) {
+  QWEN3_REQUIRE_GPU();
+  for (std::int64_t V : {512, 151936}) {
+    const std::int64_t T = 9;
+    auto logits = random_bf16_values(T * V, 3.0);
+    std::vector<std::int32_t> labels(T);
+    std::uniform_int_distribution<std::int64_t> pick(0, V - 1);
+    for (auto& l : labels) l = static_cast<std::int32_t>(pick(cuda_rng()));
+    labels[4] = cpu::kIgnoreLabel;
+    const double scale = 1.0 / 8;
+    DeviceBuffer<bf16> ld(T * V);
+    DeviceBuffer<std::int32_t> lab(T);
+    DeviceBuffer<float> loss(T);
+    ld.upload(to_bf16(logits));
+    lab.upload(labels);
+    cuda::cross_entropy_forward_backward(ld.get(), lab.get(), loss.get(), T, V, static_cast<float>(scale), nullptr);
+    std::vector<double> lr = dvec(logits), dl(T * V);
+    const auto ref = cpu::cross_entropy(lr.data(), labels.data(), dl.data(), T, V, scale);
+    double got = 0;
+    for (float v : loss.download()) got += v;
+    EXPECT_NEAR(got, ref.sum, 1e-4 * ref.sum) << "V=" << V;
+    EXPECT_LT(rel_error(widen(ld.download()), dl), kBf16Tol) << "V=" << V;
+  }
+}
+
+TEST(CudaOps, GemmForwardAndBothBackwardsMatchLinear) {
+  QWEN3_REQUIRE_GPU();
+  for (auto [T, in, out] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{64, 48, 80}, {333, 256, 1024}, {8, 64, 512}}) {
+    auto x = random_bf16_values(T * in), w = random_bf16_values(out * in, 0.05), dy = random_bf16_values(T * out);
+    auto resid = random_bf16_values(T * out);
+    DeviceBuffer<bf16> xd(T * in), wd(out * in), y(T * out), r(T * out), dyd(T * out), dxb(T * in);
+    DeviceBuffer<float> dxf(T * in), dw(out * in);
+    DeviceBuffer<char> ws(32 << 20);
+    xd.upload(to_bf16(x));
+    wd.upload(to_bf16(w));
+    r.upload(to_bf16(resid));
+    dyd.upload(to_bf16(dy));
+    std::vector<float> dw0 = random_bf16_values(out * in);  // weight gradients accumulate onto what is there
+    dw.upload(dw0);
+    cuda::Gemm gemm(ws.get(), 32 << 20);
+    gemm.forward(xd.get(), wd.get(), y.get(), r.get(), T, in, out, nullptr);
+    gemm.backward_data(dyd.get(), wd.get(), dxf.get(), T, in, out, false, nullptr);
+    gemm.backward_data(dyd.get(), wd.get(), dxb.get(), T, in, out, nullptr);
+    gemm.backward_weight(dyd.get(), xd.get(), dw.get(), T, in, out, nullptr);
+    std::vector<double> xr = dvec(x), yr(T * out), dyr = dvec(dy), dxr(T * in);
+    std::vector<float> dwr = dw0;
+    cpu::linear_forward(xr.data(), w.data(), yr.data(), T, in, out);
+    for (std::int64_t i = 0; i < T * out; ++i) yr[i] += resid[i];
+    cpu::linear_backward(xr.data(), w.data(), dyr.data(), dxr.data(), dwr.data(), T, in, out);
+    EXPECT_LT(rel_error(widen(y.download()), yr), kBf16Tol);
+    EXPECT_LT(rel_error(widen(dxf.download()), dxr), kF32Tol);
+    EXPECT_LT(rel_error(widen(dxb.download()), dxr), kBf16Tol);
+    EXPECT_LT(rel_error(widen(dw.download()), dvec(dwr)), kF32Tol);
+  }
+}
+
+TEST(CudaOps, AdamWMatchesReferenceAndRefreshesBf16Copy) {
+  QWEN3_REQUIRE_GPU();
+  const std::int64_t a = 70000, b = 333;  // a 2-D tensor spanning two chunks, then a 1-D one
+  const std::int64_t n = a + b;
+  auto w = random_bf16_values(n, 0.05), g = random_bf16_values(n, 1e-3);
+  std::vector<float> m(n), v(n);
+  for (std::int64_t i = 0; i < n; ++i) m[i] = 1e-4f * g[i], v[i] = 1e-7f * std::abs(g[i]);
+  DeviceBuffer<float> wd(n), md(n), vd(n), gd(n);
+  DeviceBuffer<bf16> wb(n);
+  wd.upload(w), md.upload(m), vd.upload(v), gd.upload(g);
+  const auto chunks = cuda::make_adamw_chunks({{0, a, 1}, {a, n, 0}});
+  DeviceBuffer<cuda::AdamWChunk> cd(chunks.size());
+  cd.upload(chunks);
+  const int step = 3;
+  const double lr = 1e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wdk = 0.1, clip = 0.5;
+  cuda::AdamWArgs args{static_cast<float>(lr), static_cast<float>(b1), static_cast<float>(b2), static_cast<float>(eps),
+                       static_cast<float>(wdk), static_cast<float>(1 - std::pow(b1, step)),
+                       static_cast<float>(std::sqrt(1 - std::pow(b2, step))), static_cast<float>(clip)};
+  cuda::adamw_step(wd.get(), md.get(), vd.get(), gd.get(), wb.get(), cd.get(), static_cast<int>(chunks.size()), args, nullptr);
+  auto wr = w, mr = m, vr = v;
+  cpu::adamw_step(wr.data(), mr.data(), vr.data(), g.data(), a, {lr, b1, b2, eps, wdk, step, clip});
+  cpu::adamw_step(wr.data() + a, mr.data() + a, vr.data() + a, g.data() + a, b, {lr, b1, b2, eps, 0.0, step, clip});
+  const auto got = wd.download();
+  EXPECT_LT(rel_error(widen(got), dvec(wr)), 1e-6);
+  EXPECT_LT(rel_error(widen(md.download()), dvec(mr)), 1e-5);
+  EXPECT_LT(rel_error(widen(vd.download()), dvec(vr)), 1e-5);
+  // The update itself (w1 − w0), which the check above would hide behind the weights.
+  std::vector<double> du(n), dr(n);
+  for (std::int64_t i = 0; i < n; ++i) du[i] = got[i] - w[i], dr[i] = wr[i] - w[i];
+  EXPECT_LT(rel_error(du, dr), 1e-4);
+  EXPECT_LT(rel_error(widen(wb.download()), widen(got)), kBf16Tol);
+}
+
+TEST(CudaOps, SumOfSquaresInDouble) {
+  QWEN3_REQUIRE_GPU();
+  const std::int64_t n = 3000001;
+  auto x = random_bf16_values(n);
+  DeviceBuffer<float> xd(n);
+  DeviceBuffer<double> partial(cuda::kNormBlocks), out(1);
+  xd.upload(x);
+  cuda::sum_squares(xd.get(), n, partial.get(), out.get(), nullptr);
+  double ref = 0;
+  for (float v : x) ref += static_cast<double>(v) * v;
+  EXPECT_NEAR(out.download()[0], ref, 1e-9 * ref);
+}
+
+#else
+TEST(CudaOps, NotBuilt) { GTEST_SKIP() << "this build has no CUDA backend"; }
+#endif
