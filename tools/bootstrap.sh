@@ -38,10 +38,11 @@ mpirun_args=(--oversubscribe)
 gpus=0
 command -v nvidia-smi >/dev/null && gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 if [ "$gpus" -gt 0 ] && "$build/bin/qwen3-pretrain" --list-devices | grep -qx cuda; then
-  device=cuda ranks=$gpus
+  # One GPU until the NCCL gradient reduction lands (data parallelism on GPUs, issue 5).
+  device=cuda ranks=1
   mpirun_args+=(-x NCCL_NVLS_ENABLE=0)
 else
-  [ "$gpus" -gt 0 ] && echo "demo: $gpus GPU(s) found, but this build has no CUDA backend yet: training on the CPU"
+  [ "$gpus" -gt 0 ] && echo "demo: $gpus GPU(s) found, but this build has no CUDA backend: training on the CPU"
   device=cpu ranks=2
   mpirun_args+=(-x OMP_NUM_THREADS=1)
 fi

@@ -1,5 +1,6 @@
 // The Qwen3 parameter list: Hugging Face names, shapes, offsets in one flat buffer, and which tensors get weight decay.
-// Every backend lays its weights, gradients and optimizer state out in this order.
+// Every backend lays its weights, gradients and optimizer state out in this order. Within a layer q|k|v and
+// gate|up are adjacent, so the CUDA engine runs each group as one GEMM over one [rows, hidden] weight block.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -30,9 +30,15 @@ constexpr std::int64_t kLogitChunkBytes = 1ll << 30;  // bf16 logits of one toke
 
 // What one decoder layer keeps for its backward (T tokens of the largest micro-batch). Norm outputs and the SwiGLU
 // product are recomputed in the backward from these (cheap elementwise work instead of 2H + I values per token).
+// q|k|v and gate|up are each one GEMM: their weights are adjacent in the parameter table (ParamTable order).
 struct LayerActs {
-  bf16 *x_in, *q_raw, *k_raw, *q, *k, *v, *attn, *x_mid, *gate, *up;  // [T, H|q_dim|kv_dim|I]
-  float *rstd_in, *rstd_q, *rstd_k, *lse, *rstd_mid;                   // [T], [T·heads], [T·kv_heads], [B·heads·S], [T]
+  bf16 *x_in;      // [T, H]
+  bf16 *qkv;       // [T, q_dim + 2·kv_dim] fused projection output, before q/k norm
+  bf16 *q, *k, *v; // [T, heads|kv_heads, head_dim] attention inputs (q, k after norm + RoPE; v a contiguous copy)
+  bf16 *attn;      // [T, q_dim]
+  bf16 *x_mid;     // [T, H]
+  bf16 *gate_up;   // [T, 2·I]
+  float *rstd_in, *rstd_q, *rstd_k, *lse, *rstd_mid;  // [T], [T·heads], [T·kv_heads], [B·heads·S], [T]
 };
 
 class CudaEngine final : public Engine {
@@ -70,7 +76,7 @@ class CudaEngine final : public Engine {
   cuda::AdamWChunk* chunks_;
   int n_chunks_;
   std::vector<LayerActs> acts_;
-  bf16 *x_final_, *hf_, *h_, *act_, *logits_, *g_bf_, *dattn_, *dq_, *dk_, *dv_, *dact_, *dgate_, *dup_;
+  bf16 *x_final_, *hf_, *h_, *act_, *logits_, *g_bf_, *dattn_, *dq_, *dk_, *dv_, *dqkv_, *dact_, *dgate_up_;
   float *rstd_f_, *row_loss_, *dres_, *dh_;
   std::int32_t *tokens_, *labels_;
   void* attn_ws_;
@@ -110,20 +116,26 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
   chunks_ = alloc_.allocate<cuda::AdamWChunk>(MemCategory::optimizer_state, n_chunks_, "AdamW chunk table");
   CUDA_CHECK(cudaMemcpy(chunks_, chunks.data(), chunks.size() * sizeof(cuda::AdamWChunk), cudaMemcpyHostToDevice));
 
+  // The fused q|k|v and gate|up GEMMs rely on these weights (and gradients) being adjacent in the flat buffers.
+  for (const auto& p : table_.layers) {
+    const auto& e = table_.entries();
+    QWEN3_ASSERT(e[p.k_proj].offset == e[p.q_proj].offset + e[p.q_proj].numel &&
+                     e[p.v_proj].offset == e[p.k_proj].offset + e[p.k_proj].numel &&
+                     e[p.up_proj].offset == e[p.gate_proj].offset + e[p.gate_proj].numel,
+                 "q|k|v and gate|up weights must be adjacent in the parameter table");
+  }
   const auto A = MemCategory::activations;
   for (std::int64_t l = 0; l < cfg.num_layers; ++l) {
     LayerActs a{};
     const std::string what = "layer " + std::to_string(l) + " activations";
     a.x_in = alloc_.allocate<bf16>(A, T * H, what);
-    a.q_raw = alloc_.allocate<bf16>(A, T * qd, what);
-    a.k_raw = alloc_.allocate<bf16>(A, T * kvd, what);
+    a.qkv = alloc_.allocate<bf16>(A, T * (qd + 2 * kvd), what);
     a.q = alloc_.allocate<bf16>(A, T * qd, what);
     a.k = alloc_.allocate<bf16>(A, T * kvd, what);
     a.v = alloc_.allocate<bf16>(A, T * kvd, what);
     a.attn = alloc_.allocate<bf16>(A, T * qd, what);
     a.x_mid = alloc_.allocate<bf16>(A, T * H, what);
-    a.gate = alloc_.allocate<bf16>(A, T * I, what);
-    a.up = alloc_.allocate<bf16>(A, T * I, what);
+    a.gate_up = alloc_.allocate<bf16>(A, T * 2 * I, what);
     a.rstd_in = alloc_.allocate<float>(A, T, what);
     a.rstd_q = alloc_.allocate<float>(A, T * cfg.num_heads, what);
     a.rstd_k = alloc_.allocate<float>(A, T * cfg.num_kv_heads, what);
@@ -146,9 +158,9 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
   dq_ = alloc_.allocate<bf16>(S, T * qd, "query gradient");
   dk_ = alloc_.allocate<bf16>(S, T * kvd, "key gradient");
   dv_ = alloc_.allocate<bf16>(S, T * kvd, "value gradient");
+  dqkv_ = alloc_.allocate<bf16>(S, T * (qd + 2 * kvd), "q|k|v projection gradient");
   dact_ = alloc_.allocate<bf16>(S, T * I, "SwiGLU-output gradient");
-  dgate_ = alloc_.allocate<bf16>(S, T * I, "gate gradient");
-  dup_ = alloc_.allocate<bf16>(S, T * I, "up gradient");
+  dgate_up_ = alloc_.allocate<bf16>(S, T * 2 * I, "gate|up gradient");
   tokens_ = alloc_.allocate<std::int32_t>(S, T, "token ids");
   labels_ = alloc_.allocate<std::int32_t>(S, T, "labels");
   const cuda::AttentionShape ashape{o.max_batch, o.max_seq, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim};
@@ -217,8 +229,9 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
   std::int64_t counted = 0;
   for (std::int64_t t = 0; t < T; ++t) counted += mb.labels[t] != cpu::kIgnoreLabel;
   const cuda::AttentionShape ashape{B, S, nh, nkv, hd};
-  const cuda::QkShape qshape{B, S, nh, hd, static_cast<float>(c.rope_theta), eps};
-  const cuda::QkShape kshape{B, S, nkv, hd, static_cast<float>(c.rope_theta), eps};
+  const std::int64_t qkv_dim = qd + 2 * kvd;
+  const cuda::QkShape qshape{B, S, nh, hd, static_cast<float>(c.rope_theta), eps, qkv_dim};
+  const cuda::QkShape kshape{B, S, nkv, hd, static_cast<float>(c.rope_theta), eps, qkv_dim};
 
   // ---- forward ----
   cuda::embedding_forward(tokens_, W(table_.embed), acts_[0].x_in, T, H, st);
@@ -226,17 +239,15 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     const auto& p = table_.layers[l];
     LayerActs& a = acts_[l];
     cuda::rmsnorm_forward(a.x_in, W(p.input_norm), h_, a.rstd_in, T, H, eps, st);
-    gemm.forward(h_, W(p.q_proj), a.q_raw, nullptr, T, H, qd, st);
-    gemm.forward(h_, W(p.k_proj), a.k_raw, nullptr, T, H, kvd, st);
-    gemm.forward(h_, W(p.v_proj), a.v, nullptr, T, H, kvd, st);
-    cuda::qk_norm_rope_forward(a.q_raw, W(p.q_norm), a.q, a.rstd_q, qshape, st);
-    cuda::qk_norm_rope_forward(a.k_raw, W(p.k_norm), a.k, a.rstd_k, kshape, st);
+    gemm.forward(h_, W(p.q_proj), a.qkv, nullptr, T, H, qkv_dim, st);  // q|k|v in one GEMM
+    cuda::qk_norm_rope_forward(a.qkv, W(p.q_norm), a.q, a.rstd_q, qshape, st);
+    cuda::qk_norm_rope_forward(a.qkv + qd, W(p.k_norm), a.k, a.rstd_k, kshape, st);
+    cuda::copy_columns(a.qkv + qd + kvd, qkv_dim, a.v, kvd, T, kvd, st);
     cuda::attention_forward(a.q, a.k, a.v, a.attn, a.lse, ashape, st);
     gemm.forward(a.attn, W(p.o_proj), a.x_mid, a.x_in, T, qd, H, st);  // residual add in the epilogue
     cuda::rmsnorm_forward(a.x_mid, W(p.post_norm), h_, a.rstd_mid, T, H, eps, st);
-    gemm.forward(h_, W(p.gate_proj), a.gate, nullptr, T, H, I, st);
-    gemm.forward(h_, W(p.up_proj), a.up, nullptr, T, H, I, st);
-    cuda::swiglu_forward(a.gate, a.up, act_, T * I, st);
+    gemm.forward(h_, W(p.gate_proj), a.gate_up, nullptr, T, H, 2 * I, st);  // gate|up in one GEMM
+    cuda::swiglu_forward(a.gate_up, act_, T, I, st);
     bf16* next = l + 1 < c.num_layers ? acts_[l + 1].x_in : x_final_;
     gemm.forward(act_, W(p.down_proj), next, a.x_mid, T, I, H, st);
   }
@@ -268,29 +279,24 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     // MLP block
     cuda::cast_f32_to_bf16(dres_, g_bf_, T * H, st);
     gemm.backward_data(g_bf_, W(p.down_proj), dact_, T, I, H, st);
-    cuda::swiglu_forward(a.gate, a.up, act_, T * I, st);  // recompute the SwiGLU product
+    cuda::swiglu_forward(a.gate_up, act_, T, I, st);  // recompute the SwiGLU product
     gemm.backward_weight(g_bf_, act_, G(p.down_proj), T, I, H, st);
-    cuda::swiglu_backward(a.gate, a.up, dact_, dgate_, dup_, T * I, st);
+    cuda::swiglu_backward(a.gate_up, dact_, dgate_up_, T, I, st);
     cuda::rmsnorm_forward(a.x_mid, W(p.post_norm), h_, a.rstd_mid, T, H, eps, st);  // recompute the norm output
-    gemm.backward_data(dgate_, W(p.gate_proj), dh_, T, H, I, false, st);
-    gemm.backward_data(dup_, W(p.up_proj), dh_, T, H, I, true, st);
-    gemm.backward_weight(dgate_, h_, G(p.gate_proj), T, H, I, st);
-    gemm.backward_weight(dup_, h_, G(p.up_proj), T, H, I, st);
+    gemm.backward_data(dgate_up_, W(p.gate_proj), dh_, T, H, 2 * I, false, st);
+    gemm.backward_weight(dgate_up_, h_, G(p.gate_proj), T, H, 2 * I, st);  // gate and up gradients, adjacent
     cuda::rmsnorm_backward(a.x_mid, W(p.post_norm), a.rstd_mid, dh_, dres_, G(p.post_norm), T, H, true, st);
     // Attention block
     cuda::cast_f32_to_bf16(dres_, g_bf_, T * H, st);
     gemm.backward_data(g_bf_, W(p.o_proj), dattn_, T, qd, H, st);
     gemm.backward_weight(g_bf_, a.attn, G(p.o_proj), T, qd, H, st);
     cuda::attention_backward(a.q, a.k, a.v, a.attn, a.lse, dattn_, dq_, dk_, dv_, attn_ws_, ashape, st);
-    cuda::qk_norm_rope_backward(a.q_raw, W(p.q_norm), a.rstd_q, dq_, dq_, G(p.q_norm), qshape, st);
-    cuda::qk_norm_rope_backward(a.k_raw, W(p.k_norm), a.rstd_k, dk_, dk_, G(p.k_norm), kshape, st);
+    cuda::qk_norm_rope_backward(a.qkv, W(p.q_norm), a.rstd_q, dq_, dqkv_, G(p.q_norm), qshape, st);
+    cuda::qk_norm_rope_backward(a.qkv + qd, W(p.k_norm), a.rstd_k, dk_, dqkv_ + qd, G(p.k_norm), kshape, st);
+    cuda::copy_columns(dv_, kvd, dqkv_ + qd + kvd, qkv_dim, T, kvd, st);
     cuda::rmsnorm_forward(a.x_in, W(p.input_norm), h_, a.rstd_in, T, H, eps, st);
-    gemm.backward_data(dq_, W(p.q_proj), dh_, T, H, qd, false, st);
-    gemm.backward_data(dk_, W(p.k_proj), dh_, T, H, kvd, true, st);
-    gemm.backward_data(dv_, W(p.v_proj), dh_, T, H, kvd, true, st);
-    gemm.backward_weight(dq_, h_, G(p.q_proj), T, H, qd, st);
-    gemm.backward_weight(dk_, h_, G(p.k_proj), T, H, kvd, st);
-    gemm.backward_weight(dv_, h_, G(p.v_proj), T, H, kvd, st);
+    gemm.backward_data(dqkv_, W(p.q_proj), dh_, T, H, qkv_dim, false, st);
+    gemm.backward_weight(dqkv_, h_, G(p.q_proj), T, H, qkv_dim, st);  // q, k and v gradients, adjacent
     cuda::rmsnorm_backward(a.x_in, W(p.input_norm), a.rstd_in, dh_, dres_, G(p.input_norm), T, H, true, st);
   }
   cuda::embedding_backward(tokens_, dres_, G(table_.embed), T, H, st);

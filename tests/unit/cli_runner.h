@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -13,9 +14,20 @@ struct CliResult {
   std::string output;  // stdout and stderr together
 };
 
+// Where the executables and the test data are: the build's paths, unless QWEN3_BIN_DIR / QWEN3_TEST_DATA_DIR are set
+// in the environment (a build folder copied to another machine, e.g. a GPU host).
+inline std::string bin_dir() {
+  const char* env = std::getenv("QWEN3_BIN_DIR");
+  return env ? env : QWEN3_BIN_DIR;
+}
+inline std::string test_data_dir() {
+  const char* env = std::getenv("QWEN3_TEST_DATA_DIR");
+  return env ? env : QWEN3_TEST_DATA_DIR;
+}
+
 // program: a name in build/bin (e.g. "qwen3-pretrain"); args are passed to the shell as written.
 inline CliResult run_program(const std::string& program, const std::string& args) {
-  const std::string exe = std::string(QWEN3_BIN_DIR) + "/" + program;
+  const std::string exe = bin_dir() + "/" + program;
   CliResult r;
   if (!std::filesystem::exists(exe)) {
     r.output = "missing " + exe + " (build the " + program + " target)";

@@ -54,18 +54,22 @@ TEST(CudaOps, RmsNormForwardBackward) {
 
 TEST(CudaOps, QkNormRopeForwardBackward) {
   QWEN3_REQUIRE_GPU();
-  struct Case { std::int64_t B, S, heads, D; double theta; };
-  for (const Case c : {Case{2, 33, 4, 16, 1e6}, Case{1, 300, 8, 128, 1e6}, Case{3, 17, 2, 8, 1e4}}) {
-    const std::int64_t rows = c.B * c.S * c.heads, n = rows * c.D;
-    auto x = random_bf16_values(n), w = random_bf16_values(c.D, 0.3), dy = random_bf16_values(n);
+  // x is a column slice of a wider row (the fused q|k|v output): stride = heads·D + extra.
+  struct Case { std::int64_t B, S, heads, D, extra; double theta; };
+  for (const Case c : {Case{2, 33, 4, 16, 32, 1e6}, Case{1, 300, 8, 128, 0, 1e6}, Case{3, 17, 2, 8, 24, 1e4}}) {
+    const std::int64_t T = c.B * c.S, rows = T * c.heads, n = rows * c.D, ld = c.heads * c.D + c.extra;
+    auto wide = random_bf16_values(T * ld), w = random_bf16_values(c.D, 0.3), dy = random_bf16_values(n);
     for (auto& v : w) v = bf16_round(1.0f + v);
-    DeviceBuffer<bf16> xd(n), wd(c.D), y(n), dyd(n), dx(n);
+    std::vector<float> x(n);  // the contiguous view the reference sees
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t j = 0; j < c.heads * c.D; ++j) x[t * c.heads * c.D + j] = wide[t * ld + j];
+    DeviceBuffer<bf16> xd(T * ld), wd(c.D), y(n), dyd(n), dx(T * ld);
     DeviceBuffer<float> rstd(rows), dw(c.D);
-    xd.upload(to_bf16(x));
+    xd.upload(to_bf16(wide));
     wd.upload(to_bf16(w));
     dyd.upload(to_bf16(dy));
     cudaMemset(dw.get(), 0, c.D * sizeof(float));
-    const cuda::QkShape s{c.B, c.S, c.heads, c.D, static_cast<float>(c.theta), 1e-6f};
+    const cuda::QkShape s{c.B, c.S, c.heads, c.D, static_cast<float>(c.theta), 1e-6f, ld};
     cuda::qk_norm_rope_forward(xd.get(), wd.get(), y.get(), rstd.get(), s, nullptr);
     cuda::qk_norm_rope_backward(xd.get(), wd.get(), rstd.get(), dyd.get(), dx.get(), dw.get(), s, nullptr);
     // Reference: rmsnorm over head_dim, then RoPE; backward in reverse.
@@ -76,28 +80,48 @@ TEST(CudaOps, QkNormRopeForwardBackward) {
     cpu::rope_forward(yr.data(), table, c.B, c.S, c.heads, c.D);
     cpu::rope_backward(g.data(), table, c.B, c.S, c.heads, c.D);
     cpu::rmsnorm_backward(xr.data(), w.data(), r.data(), g.data(), dxr.data(), dwr.data(), rows, c.D);
+    const auto dx_wide = dx.download();
+    std::vector<double> dx_got(n);
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t j = 0; j < c.heads * c.D; ++j) dx_got[t * c.heads * c.D + j] = __bfloat162float(dx_wide[t * ld + j]);
     EXPECT_LT(rel_error(widen(y.download()), yr), kBf16Tol) << "D=" << c.D;
-    EXPECT_LT(rel_error(widen(dx.download()), dxr), kBf16Tol) << "D=" << c.D;
+    EXPECT_LT(rel_error(dx_got, dxr), kBf16Tol) << "D=" << c.D;
     EXPECT_LT(rel_error(widen(dw.download()), dvec(dwr)), kF32Tol) << "D=" << c.D;
   }
 }
 
-TEST(CudaOps, SwigluForwardBackward) {
+TEST(CudaOps, SwigluForwardBackwardOnTheFusedGateUpLayout) {
   QWEN3_REQUIRE_GPU();
-  const std::int64_t n = 100003;
-  auto g = random_bf16_values(n, 2.0), u = random_bf16_values(n), da = random_bf16_values(n);
-  DeviceBuffer<bf16> gd(n), ud(n), a(n), dad(n), dg(n), du(n);
-  gd.upload(to_bf16(g));
-  ud.upload(to_bf16(u));
+  const std::int64_t rows = 301, I = 333, n = rows * I;
+  auto gu = random_bf16_values(2 * n, 2.0), da = random_bf16_values(n);
+  DeviceBuffer<bf16> gud(2 * n), a(n), dad(n), dgu(2 * n);
+  gud.upload(to_bf16(gu));
   dad.upload(to_bf16(da));
-  cuda::swiglu_forward(gd.get(), ud.get(), a.get(), n, nullptr);
-  cuda::swiglu_backward(gd.get(), ud.get(), dad.get(), dg.get(), du.get(), n, nullptr);
-  std::vector<double> gr = dvec(g), ur = dvec(u), dar = dvec(da), ar(n), dgr(n), dur(n);
+  cuda::swiglu_forward(gud.get(), a.get(), rows, I, nullptr);
+  cuda::swiglu_backward(gud.get(), dad.get(), dgu.get(), rows, I, nullptr);
+  std::vector<double> gr(n), ur(n), dar = dvec(da), ar(n), dgr(n), dur(n);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < I; ++c) gr[r * I + c] = gu[r * 2 * I + c], ur[r * I + c] = gu[r * 2 * I + I + c];
   cpu::swiglu_forward(gr.data(), ur.data(), ar.data(), n);
   cpu::swiglu_backward(gr.data(), ur.data(), dar.data(), dgr.data(), dur.data(), n);
+  std::vector<double> dref(2 * n);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < I; ++c) dref[r * 2 * I + c] = dgr[r * I + c], dref[r * 2 * I + I + c] = dur[r * I + c];
   EXPECT_LT(rel_error(widen(a.download()), ar), kBf16Tol);
-  EXPECT_LT(rel_error(widen(dg.download()), dgr), kBf16Tol);
-  EXPECT_LT(rel_error(widen(du.download()), dur), kBf16Tol);
+  EXPECT_LT(rel_error(widen(dgu.download()), dref), kBf16Tol);
+}
+
+TEST(CudaOps, CopyColumns) {
+  QWEN3_REQUIRE_GPU();
+  const std::int64_t rows = 77, cols = 40, src_ld = 100, dst_ld = 56;
+  auto src = random_bf16_values(rows * src_ld);
+  DeviceBuffer<bf16> s(rows * src_ld), d(rows * dst_ld);
+  s.upload(to_bf16(src));
+  cuda::copy_columns(s.get() + 30, src_ld, d.get() + 8, dst_ld, rows, cols, nullptr);
+  const auto got = d.download();
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c)
+      ASSERT_EQ(__bfloat162float(got[r * dst_ld + 8 + c]), src[r * src_ld + 30 + c]) << r << "," << c;
 }
 
 TEST(CudaOps, EmbeddingForwardBackwardWithRepeatedIds) {

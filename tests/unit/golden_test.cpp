@@ -17,7 +17,7 @@ using namespace qwen3;
 namespace {
 std::vector<std::string> golden_files() {
   std::vector<std::string> files;
-  for (const auto& e : fs::directory_iterator(QWEN3_TEST_DATA_DIR)) {
+  for (const auto& e : fs::directory_iterator(test::test_data_dir())) {
     if (e.path().extension() != ".h5") continue;
     h5::Handle f = h5::open_read(e.path().string(), "test file");
     if (h5::has_attr(f.get(), "format") && h5::read_attr_string(f.get(), "format") == "qwen3-golden")
@@ -58,7 +58,7 @@ TEST(Golden, CudaWithinBf16Tolerance) {
 TEST(Golden, ACorruptedReferenceFails) {
   // The check can fail: perturb one gradient of a copy and the table must say FAIL with exit code 6.
   const auto copy = fs::path(::testing::TempDir()) / "golden_perturbed.h5";
-  fs::copy_file(std::string(QWEN3_TEST_DATA_DIR) + "/qwen3-tiny.h5", copy, fs::copy_options::overwrite_existing);
+  fs::copy_file(test::test_data_dir() + "/qwen3-tiny.h5", copy, fs::copy_options::overwrite_existing);
   {
     h5::Handle f = h5::open_rw(copy.string());
     const std::string name = "grads/model.layers.2.mlp.up_proj.weight";
@@ -76,7 +76,7 @@ TEST(Golden, ACorruptedReferenceFails) {
 }
 
 TEST(Golden, CliPassesAndRejectsBadFiles) {
-  auto ok = test::run_program("qwen3-golden-check", std::string("--golden '") + QWEN3_TEST_DATA_DIR + "/qwen3-tiny.h5' --device cpu");
+  auto ok = test::run_program("qwen3-golden-check", "--golden '" + test::test_data_dir() + "/qwen3-tiny.h5' --device cpu");
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
   EXPECT_NE(ok.output.find("0 out of tolerance: PASS"), std::string::npos) << ok.output;
   auto missing = test::run_program("qwen3-golden-check", "--golden /nonexistent.h5");

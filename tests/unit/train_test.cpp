@@ -128,7 +128,7 @@ TEST_F(Pretrain, TwentyStepRunWritesEveryFieldAndLossFalls) {
 TEST_F(Pretrain, DataParallelUnderMpirunEqualsOneRank) {
   const std::string common = "--model tiny --data '" + data_ + "' --seq-len 32 --global-batch 4 --steps 3 --lr 1e-2 ";
   const std::string mpirun = "mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -np ";
-  const std::string exe = std::string(QWEN3_BIN_DIR) + "/qwen3-pretrain";
+  const std::string exe = test::bin_dir() + "/qwen3-pretrain";
   auto run = [&](int np, const std::string& out) {
     const std::string cmd = mpirun + std::to_string(np) + " '" + exe + "' " + common + "--out '" + out + "' 2>&1";
     FILE* p = ::popen(cmd.c_str(), "r");

@@ -8,11 +8,17 @@
 
 namespace qwen3::cuda {
 
-// a[n] = silu(gate)·up
-void swiglu_forward(const __nv_bfloat16* gate, const __nv_bfloat16* up, __nv_bfloat16* a, std::int64_t n, cudaStream_t stream);
-// dgate, dup from da (bf16 everywhere, fp32 math)
-void swiglu_backward(const __nv_bfloat16* gate, const __nv_bfloat16* up, const __nv_bfloat16* da, __nv_bfloat16* dgate,
-                     __nv_bfloat16* dup, std::int64_t n, cudaStream_t stream);
+// gate_up[rows, 2·I] is the fused gate|up projection output (gate in columns [0, I), up in [I, 2I)).
+// a[rows, I] = silu(gate)·up
+void swiglu_forward(const __nv_bfloat16* gate_up, __nv_bfloat16* a, std::int64_t rows, std::int64_t inter,
+                    cudaStream_t stream);
+// dgate_up[rows, 2·I] (same layout) from da[rows, I]; bf16 everywhere, fp32 math.
+void swiglu_backward(const __nv_bfloat16* gate_up, const __nv_bfloat16* da, __nv_bfloat16* dgate_up, std::int64_t rows,
+                     std::int64_t inter, cudaStream_t stream);
+
+// dst[r, 0:cols] = src[r, 0:cols] for rows r, with leading dimensions src_ld and dst_ld (a column slice copy).
+void copy_columns(const __nv_bfloat16* src, std::int64_t src_ld, __nv_bfloat16* dst, std::int64_t dst_ld,
+                  std::int64_t rows, std::int64_t cols, cudaStream_t stream);
 
 // x[T, H] = table[ids[t], :]  (table: the bf16 compute copy)
 void embedding_forward(const std::int32_t* ids, const __nv_bfloat16* table, __nv_bfloat16* x, std::int64_t tokens,

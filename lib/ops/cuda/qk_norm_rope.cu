@@ -23,8 +23,8 @@ __global__ void qk_forward_kernel(const bf16* __restrict__ x, const bf16* __rest
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= rows) return;
   const int lane = threadIdx.x & 31, D = static_cast<int>(sh.head_dim), half = D / 2;
-  const std::int64_t pos = (row / sh.heads) % sh.seq;
-  const bf16* xr = x + row * D;
+  const std::int64_t token = row / sh.heads, pos = token % sh.seq;
+  const bf16* xr = x + token * sh.x_row_stride + (row % sh.heads) * D;
   float a[kMaxPairsPerLane], b[kMaxPairsPerLane];
   float ss = 0.0f;
 #pragma unroll
@@ -56,7 +56,7 @@ __global__ void qk_forward_kernel(const bf16* __restrict__ x, const bf16* __rest
 }
 
 __global__ void qk_backward_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, const float* __restrict__ rstd,
-                                   const bf16* dy, bf16* dx, float* __restrict__ dw,  // dx may alias dy
+                                   const bf16* __restrict__ dy, bf16* __restrict__ dx, float* __restrict__ dw,
                                    std::int64_t rows, QkShape sh) {
   __shared__ float dw_acc[256];
   const int D = static_cast<int>(sh.head_dim), half = D / 2;
@@ -65,8 +65,9 @@ __global__ void qk_backward_kernel(const bf16* __restrict__ x, const bf16* __res
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (row < rows) {
-    const std::int64_t pos = (row / sh.heads) % sh.seq;
-    const bf16* xr = x + row * D;
+    const std::int64_t token = row / sh.heads, pos = token % sh.seq;
+    const std::int64_t xoff = token * sh.x_row_stride + (row % sh.heads) * D;
+    const bf16* xr = x + xoff;
     const bf16* dyr = dy + row * D;
     const float s = rstd[row];
     float xa[kMaxPairsPerLane], xb[kMaxPairsPerLane], ga[kMaxPairsPerLane], gb[kMaxPairsPerLane];
@@ -91,7 +92,7 @@ __global__ void qk_backward_kernel(const bf16* __restrict__ x, const bf16* __res
     }
     dot = warp_sum(dot);
     const float k = s * s * s * dot / static_cast<float>(D);
-    bf16* dxr = dx + row * D;
+    bf16* dxr = dx + xoff;
 #pragma unroll
     for (int p = 0; p < kMaxPairsPerLane; ++p) {
       const int i = lane + 32 * p;
@@ -108,6 +109,7 @@ __global__ void qk_backward_kernel(const bf16* __restrict__ x, const bf16* __res
 void check_shape(const QkShape& s) {
   if (s.head_dim % 2 != 0 || s.head_dim > 2 * 32 * kMaxPairsPerLane)
     throw std::runtime_error("qk_norm_rope: head_dim must be even and at most 256");
+  if (s.x_row_stride < s.heads * s.head_dim) throw std::runtime_error("qk_norm_rope: x_row_stride below heads·head_dim");
 }
 
 }  // namespace
