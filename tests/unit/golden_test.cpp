@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "cli_runner.h"
+#include "cuda_test_util.h"
 #include "core/error.h"
 #include "io/h5.h"
 #include "train/engine.h"
@@ -49,6 +50,9 @@ TEST(Golden, EveryGoldenFilePassesOnTheCpu) {
 
 TEST(Golden, CudaWithinBf16Tolerance) {
   if (!cuda_backend_built()) GTEST_SKIP() << "this build has no CUDA backend";
+#ifdef QWEN3_HAVE_CUDA
+  if (!test::cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host";
+#endif
   for (const auto& file : golden_files()) {
     const GoldenReport r = run_golden_check(file, "cuda", 1e-2);
     for (const auto& row : r.rows) EXPECT_TRUE(row.pass()) << file << ": " << row.quantity << " " << row.rel_error;
