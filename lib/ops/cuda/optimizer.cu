@@ -24,6 +24,20 @@ __global__ void adamw_kernel(float* __restrict__ w, float* __restrict__ m, float
   }
 }
 
+// Sum of one double per thread over the block (blockDim.x a multiple of 32); the result is valid in thread 0.
+__device__ __forceinline__ double block_sum_double(double acc) {
+  __shared__ double s[32];
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if ((threadIdx.x & 31) == 0) s[threadIdx.x >> 5] = acc;
+  __syncthreads();
+  double t = 0.0;
+  if (threadIdx.x < 32) {
+    t = threadIdx.x < (blockDim.x >> 5) ? s[threadIdx.x] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+  }
+  return t;
+}
+
 template <bool Square>
 __global__ void partial_sum_kernel(const float* __restrict__ x, std::int64_t n, double* __restrict__ partial) {
   double acc = 0.0;
@@ -32,30 +46,15 @@ __global__ void partial_sum_kernel(const float* __restrict__ x, std::int64_t n, 
     const double v = x[i];
     acc += Square ? v * v : v;
   }
-  // Block reduction in double.
-  __shared__ double s[32];
-  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-  if ((threadIdx.x & 31) == 0) s[threadIdx.x >> 5] = acc;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    double t = threadIdx.x < (blockDim.x >> 5) ? s[threadIdx.x] : 0.0;
-    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-    if (threadIdx.x == 0) partial[blockIdx.x] = t;
-  }
+  const double total = block_sum_double(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }
 
 __global__ void finish_sum_kernel(const double* __restrict__ partial, int n, double* __restrict__ out) {
   double acc = 0.0;
   for (int i = threadIdx.x; i < n; i += blockDim.x) acc += partial[i];
-  __shared__ double s[32];
-  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-  if ((threadIdx.x & 31) == 0) s[threadIdx.x >> 5] = acc;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    double t = threadIdx.x < (blockDim.x >> 5) ? s[threadIdx.x] : 0.0;
-    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-    if (threadIdx.x == 0) out[0] = t;
-  }
+  const double total = block_sum_double(acc);
+  if (threadIdx.x == 0) out[0] = total;
 }
 
 template <bool Square>
