@@ -1,6 +1,9 @@
 // cuBLASLt GEMM wrapper (see gemm.h). Row-major X[r, c] is column-major Xᵀ[c, r] with ld = c.
 #include "cuda/gemm.h"
 
+#include <cstdlib>
+#include <string>
+
 #include "core/error.h"
 #include "cuda/check.h"
 
@@ -23,6 +26,8 @@ struct LtObjects {  // descriptors of one call, destroyed on scope exit
 
 Gemm::Gemm(void* workspace, std::size_t workspace_bytes) : workspace_(workspace), workspace_bytes_(workspace_bytes) {
   CUBLAS_CHECK(cublasLtCreate(&handle_));
+  const char* v = std::getenv("QWEN3_GEMM_AUTOTUNE");
+  autotune_ = v == nullptr || std::string(v) != "0";
 }
 
 Gemm::~Gemm() {
@@ -42,21 +47,58 @@ void Gemm::run(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.b, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.c, cd, m, n, ldd));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.d, cd, m, n, ldd));
+  // Algorithm per shape: cuBLASLt's heuristic proposes up to kCandidates; when this call can be repeated without
+  // changing its result (β = 0, or C distinct from D), each candidate is timed once on this stream and the fastest
+  // kept. Accumulating calls (C == D, β ≠ 0) reuse the choice made for the same shape, else take the first proposal.
   const Key key{ta, tb, m, n, k, static_cast<int>(cd), beta != 0.0f};
+  const Key shape_key{ta, tb, m, n, k, static_cast<int>(cd), false};
+  const float alpha = 1.0f;
   auto it = algos_.find(key);
   if (it == algos_.end()) {
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&o.pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(o.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_,
                                                       sizeof workspace_bytes_));
-    cublasLtMatmulHeuristicResult_t result{};
+    constexpr int kCandidates = 8;
+    cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
     int found = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, o.op, o.a, o.b, o.c, o.d, o.pref, 1, &result, &found));
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, o.op, o.a, o.b, o.c, o.d, o.pref, kCandidates, results, &found));
     if (found == 0)
       throw InternalError("cuBLASLt has no algorithm for a " + std::to_string(m) + "×" + std::to_string(n) + "×" +
                           std::to_string(k) + " bf16 GEMM");
-    it = algos_.emplace(key, result.algo).first;
+    cublasLtMatmulAlgo_t best = results[0].algo;
+    const bool repeatable = beta == 0.0f || (C != nullptr && C != D);
+    const auto same_shape = algos_.find(shape_key);
+    if (beta != 0.0f && !repeatable && same_shape != algos_.end()) {
+      best = same_shape->second;
+    } else if (repeatable && found > 1 && autotune_) {
+      cudaEvent_t start, stop;
+      CUDA_CHECK(cudaEventCreate(&start));
+      CUDA_CHECK(cudaEventCreate(&stop));
+      float best_ms = 0;
+      for (int i = 0; i < found; ++i) {
+        if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+        for (int rep = 0; rep < 2 && st == CUBLAS_STATUS_SUCCESS; ++rep) {  // the second run, past lazy module loading
+          CUDA_CHECK(cudaEventRecord(start, stream));
+          st = cublasLtMatmul(handle_, o.op, &alpha, A, o.a, B, o.b, &beta, C ? C : D, o.c, D, o.d, &results[i].algo,
+                              workspace_, workspace_bytes_, stream);
+          CUDA_CHECK(cudaEventRecord(stop, stream));
+          CUDA_CHECK(cudaEventSynchronize(stop));
+        }
+        if (st != CUBLAS_STATUS_SUCCESS) continue;
+        float ms = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+        if (best_ms == 0 || ms < best_ms) {
+          best_ms = ms;
+          best = results[i].algo;
+        }
+      }
+      cudaEventDestroy(start);
+      cudaEventDestroy(stop);
+    }
+    it = algos_.emplace(key, best).first;
+    if (beta == 0.0f) algos_.emplace(shape_key, best);
   }
-  const float alpha = 1.0f;
   CUBLAS_CHECK(cublasLtMatmul(handle_, o.op, &alpha, A, o.a, B, o.b, &beta, C ? C : D, o.c, D, o.d, &it->second,
                               workspace_, workspace_bytes_, stream));
 }
@@ -79,9 +121,9 @@ void Gemm::backward_data(const __nv_bfloat16* dy, const __nv_bfloat16* w, __nv_b
 }
 
 void Gemm::backward_weight(const __nv_bfloat16* dy, const __nv_bfloat16* x, float* dw, std::int64_t T, std::int64_t in,
-                           std::int64_t out, cudaStream_t stream) {
+                           std::int64_t out, bool accumulate, cudaStream_t stream) {
   // dWᵀ[in, out] += xᵀ[in, T]·dy[T, out]: A = x column-major [in, T]; B = dy column-major [out, T], transposed.
-  run(false, true, in, out, T, x, in, dy, out, nullptr, dw, in, CUDA_R_32F, 1.0f, stream);
+  run(false, true, in, out, T, x, in, dy, out, nullptr, dw, in, CUDA_R_32F, accumulate ? 1.0f : 0.0f, stream);
 }
 
 }  // namespace qwen3::cuda

@@ -29,9 +29,9 @@ class Gemm {
   // dx (bf16) = dy·W.
   void backward_data(const __nv_bfloat16* dy, const __nv_bfloat16* w, __nv_bfloat16* dx, std::int64_t tokens,
                      std::int64_t in, std::int64_t out, cudaStream_t stream);
-  // dW (fp32) += dyᵀ·x.
+  // dW (fp32) += dyᵀ·x when accumulate, else dW = dyᵀ·x (the first micro-batch after zeroing).
   void backward_weight(const __nv_bfloat16* dy, const __nv_bfloat16* x, float* dw, std::int64_t tokens, std::int64_t in,
-                       std::int64_t out, cudaStream_t stream);
+                       std::int64_t out, bool accumulate, cudaStream_t stream);
 
  private:
   // Column-major D[m, n] = α·op(A)·op(B) + β·C, A/B bf16, C/D of type cd.
@@ -42,7 +42,8 @@ class Gemm {
   void* workspace_;
   std::size_t workspace_bytes_;
   using Key = std::tuple<bool, bool, std::int64_t, std::int64_t, std::int64_t, int, bool>;
-  std::map<Key, cublasLtMatmulAlgo_t> algos_;  // heuristic's first choice, per shape
+  std::map<Key, cublasLtMatmulAlgo_t> algos_;  // chosen algorithm per (shape, β ≠ 0)
+  bool autotune_ = true;                       // time the heuristic's candidates (QWEN3_GEMM_AUTOTUNE=0: first one)
 };
 
 }  // namespace qwen3::cuda

@@ -5,13 +5,21 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "core/error.h"
 #include "cuda/check.h"
+#ifdef QWEN3_HAVE_CUDNN
+#include "cuda/cudnn_attention.h"
+#endif
 #include "cuda/device_allocator.h"
 #include "cuda/gemm.h"
+#include "cuda/op_timer.h"
 #include "model/init.h"
 #include "ops/cpu/cross_entropy.h"
+#include "ops/cpu/rope.h"
 #include "ops/cuda/attention.h"
 #include "ops/cuda/cross_entropy.h"
 #include "ops/cuda/elementwise.h"
@@ -26,19 +34,26 @@ using bf16 = __nv_bfloat16;
 using cuda::MemCategory;
 
 constexpr std::size_t kGemmWorkspace = 64ull << 20;
-constexpr std::int64_t kLogitChunkBytes = 1ll << 30;  // bf16 logits of one token chunk
+constexpr std::int64_t kLogitChunkBytes = 2ll << 30;  // bf16 logits of one token chunk (4096 tokens: one chunk)
 
-// What one decoder layer keeps for its backward (T tokens of the largest micro-batch). Norm outputs and the SwiGLU
-// product are recomputed in the backward from these (cheap elementwise work instead of 2H + I values per token).
+// What one decoder layer keeps for its backward (T tokens of the largest micro-batch). The SwiGLU product is
+// recomputed in the backward (inside the SwiGLU backward pass, I values per token not stored).
 // q|k|v and gate|up are each one GEMM: their weights are adjacent in the parameter table (ParamTable order).
 struct LayerActs {
   bf16 *x_in;      // [T, H]
   bf16 *qkv;       // [T, q_dim + 2·kv_dim] fused projection output, before q/k norm
-  bf16 *q, *k, *v; // [T, heads|kv_heads, head_dim] attention inputs (q, k after norm + RoPE; v a contiguous copy)
+  bf16 *q, *k, *v; // [T, heads|kv_heads, head_dim] attention inputs (q, k after norm + RoPE; v a contiguous copy
+                   // for the own kernels; null with cuDNN, which reads v inside qkv)
   bf16 *attn;      // [T, q_dim]
   bf16 *x_mid;     // [T, H]
+  bf16 *h_in, *h_mid;  // [T, H] the two norm outputs (kept: recomputing them cost more time than their memory)
   bf16 *gate_up;   // [T, 2·I]
   float *rstd_in, *rstd_q, *rstd_k, *lse, *rstd_mid;  // [T], [T·heads], [T·kv_heads], [B·heads·S], [T]
+};
+
+// Attention dimensions of one micro-batch (tokens of sequence b start at row b·S of every [T, ·] buffer).
+struct AttnDims {
+  std::int64_t B, S, heads, kv_heads, head_dim, qd, kvd, qkv_dim;
 };
 
 class CudaEngine final : public Engine {
@@ -55,6 +70,7 @@ class CudaEngine final : public Engine {
   void reduce_gradients(Communicator& dp) override;
   double grad_norm() override;
   void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale) override;
+  void synchronize() override { CUDA_CHECK(cudaDeviceSynchronize()); }
   std::int64_t device_bytes_in_use() const override { return alloc_.bytes_in_use(); }
   std::vector<std::pair<std::string, std::int64_t>> device_bytes_by_category() const override;
 
@@ -63,6 +79,10 @@ class CudaEngine final : public Engine {
   const bf16* W(std::size_t idx) const { return wb_ + table_.entries()[idx].offset; }
   float* G(std::size_t idx) const { return g_ + table_.entries()[idx].offset; }
   double device_scalar() const;
+  // Attention of one layer: a.q, a.k and v (inside a.qkv) → a.attn, a.lse; backward: dattn_ → dq_, dk_, and dv
+  // written straight into its columns of dqkv_.
+  void attention_forward(LayerActs& a, const AttnDims& s, const cuda::AttentionShape& as, cudaStream_t st);
+  void attention_backward(LayerActs& a, const AttnDims& s, const cuda::AttentionShape& as, cudaStream_t st);
 
   ModelConfig cfg_;
   ParamTable table_;
@@ -75,13 +95,35 @@ class CudaEngine final : public Engine {
   bf16* wb_;                 // [P] bf16 compute copy of the weights
   cuda::AdamWChunk* chunks_;
   int n_chunks_;
+  // The optimizer overlaps the next forward: AdamW runs on a low-priority side stream in forward order, one segment
+  // per event — segment 0 the embedding, 1 + l layer l, L + 1 the final norm (and an untied output projection) — and
+  // the forward waits for each segment just before it uses those weights. zero_grad's memsets follow on that stream.
+  cudaStream_t opt_stream_ = nullptr;
+  std::vector<std::pair<int, int>> segments_;  // (first chunk, chunk count) per segment
+  std::vector<cudaEvent_t> segment_done_;
+  cudaEvent_t grads_ready_ = nullptr, zero_done_ = nullptr;
+  bool update_pending_ = false, zero_pending_ = false;
   std::vector<LayerActs> acts_;
-  bf16 *x_final_, *hf_, *h_, *act_, *logits_, *g_bf_, *dattn_, *dq_, *dk_, *dv_, *dqkv_, *dact_, *dgate_up_;
+  bf16 *x_final_, *hf_, *act_, *logits_, *g_bf_, *dattn_, *dq_, *dk_, *dv_, *dqkv_, *dact_, *dgate_up_;
   float *rstd_f_, *row_loss_, *dres_, *dh_;
+  float *rope_cos_, *rope_sin_;  // [max_seq, head_dim/2] RoPE tables (ops/cpu/rope.h's values)
   std::int32_t *tokens_, *labels_;
-  void* attn_ws_;
+  void* attn_ws_ = nullptr;  // the own attention kernels' backward workspace
+#ifdef QWEN3_HAVE_CUDNN
+  // Fused attention through cuDNN (cuda/cudnn_attention.h) unless QWEN3_ATTENTION=own or cuDNN has no engine for
+  // the shape; then the project's own kernels (ops/cuda/attention.h).
+  std::unique_ptr<cuda::CudnnAttention> cudnn_;
+  void* cudnn_ws_ = nullptr;
+  std::size_t cudnn_ws_bytes_ = 0;
+#endif
+  bool use_cudnn_ = false;
   double *partial_, *scalar_;
   std::int64_t step_ = 0;
+  // Gradients that no GEMM overwrites (norm weights, an untied embedding: scatter-added) are zeroed by zero_grad();
+  // the GEMM-written ones are overwritten by the first backward after it (β = 0), which saves a pass over them.
+  std::vector<std::size_t> zeroed_by_memset_;
+  bool overwrite_grads_ = false;
+  cuda::OpTimer timer_;  // QWEN3_CUDA_OP_TIMES=1: per-operation GPU time, printed at exit
 };
 
 CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cfg), table_(cfg) {
@@ -94,7 +136,12 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, o.local_rank % devices));
   device_name_ = prop.name;
-  CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  int least_priority = 0, greatest_priority = 0;
+  CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least_priority, &greatest_priority));
+  CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, greatest_priority));
+  CUDA_CHECK(cudaStreamCreateWithPriority(&opt_stream_, cudaStreamNonBlocking, least_priority));
+  CUDA_CHECK(cudaEventCreateWithFlags(&grads_ready_, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventCreateWithFlags(&zero_done_, cudaEventDisableTiming));
 
   max_batch_ = o.max_batch;
   max_seq_ = o.max_seq;
@@ -109,9 +156,30 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
   g_ = alloc_.allocate<float>(MemCategory::gradients, P, "fp32 gradients");
   m_ = alloc_.allocate<float>(MemCategory::optimizer_state, P, "AdamW first moment");
   v_ = alloc_.allocate<float>(MemCategory::optimizer_state, P, "AdamW second moment");
-  std::vector<cuda::AdamWChunk> tensors;
-  for (const auto& p : table_.entries()) tensors.push_back({p.offset, p.offset + p.numel, p.decay ? 1 : 0});
-  const auto chunks = cuda::make_adamw_chunks(tensors);
+  // Chunks grouped by forward segment (the table's order is embedding, layers 0..L-1, final norm, output projection).
+  std::vector<std::vector<cuda::AdamWChunk>> by_segment(static_cast<std::size_t>(cfg.num_layers + 2));
+  {
+    std::vector<int> segment_of(table_.entries().size(), static_cast<int>(cfg.num_layers + 1));
+    segment_of[table_.embed] = 0;
+    for (std::int64_t l = 0; l < cfg.num_layers; ++l) {
+      const auto& p = table_.layers[l];
+      for (std::size_t i : {p.q_proj, p.k_proj, p.v_proj, p.o_proj, p.q_norm, p.k_norm, p.gate_proj, p.up_proj,
+                            p.down_proj, p.input_norm, p.post_norm})
+        segment_of[i] = static_cast<int>(1 + l);
+    }
+    for (std::size_t i = 0; i < table_.entries().size(); ++i) {
+      const auto& p = table_.entries()[i];
+      by_segment[segment_of[i]].push_back({p.offset, p.offset + p.numel, p.decay ? 1 : 0});
+    }
+  }
+  std::vector<cuda::AdamWChunk> chunks;
+  for (const auto& tensors : by_segment) {
+    const auto seg = cuda::make_adamw_chunks(tensors);
+    segments_.emplace_back(static_cast<int>(chunks.size()), static_cast<int>(seg.size()));
+    chunks.insert(chunks.end(), seg.begin(), seg.end());
+    segment_done_.emplace_back();
+    CUDA_CHECK(cudaEventCreateWithFlags(&segment_done_.back(), cudaEventDisableTiming));
+  }
   n_chunks_ = static_cast<int>(chunks.size());
   chunks_ = alloc_.allocate<cuda::AdamWChunk>(MemCategory::optimizer_state, n_chunks_, "AdamW chunk table");
   CUDA_CHECK(cudaMemcpy(chunks_, chunks.data(), chunks.size() * sizeof(cuda::AdamWChunk), cudaMemcpyHostToDevice));
@@ -124,6 +192,20 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
                      e[p.up_proj].offset == e[p.gate_proj].offset + e[p.gate_proj].numel,
                  "q|k|v and gate|up weights must be adjacent in the parameter table");
   }
+#ifdef QWEN3_HAVE_CUDNN
+  const char* attention_choice = std::getenv("QWEN3_ATTENTION");
+  if (attention_choice == nullptr || std::strcmp(attention_choice, "own") != 0) {
+    try {
+      cudnn_ = std::make_unique<cuda::CudnnAttention>();
+      cudnn_ws_bytes_ = cudnn_->workspace_bytes(
+          {o.max_batch, o.max_seq, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, qd, kvd, qd + 2 * kvd, qd});
+      use_cudnn_ = true;
+    } catch (const InternalError& e) {
+      std::fprintf(stderr, "qwen3: cuDNN fused attention unavailable (%s); using the own attention kernels\n", e.what());
+      cudnn_.reset();
+    }
+  }
+#endif
   const auto A = MemCategory::activations;
   for (std::int64_t l = 0; l < cfg.num_layers; ++l) {
     LayerActs a{};
@@ -132,9 +214,11 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
     a.qkv = alloc_.allocate<bf16>(A, T * (qd + 2 * kvd), what);
     a.q = alloc_.allocate<bf16>(A, T * qd, what);
     a.k = alloc_.allocate<bf16>(A, T * kvd, what);
-    a.v = alloc_.allocate<bf16>(A, T * kvd, what);
+    a.v = use_cudnn_ ? nullptr : alloc_.allocate<bf16>(A, T * kvd, what);
     a.attn = alloc_.allocate<bf16>(A, T * qd, what);
     a.x_mid = alloc_.allocate<bf16>(A, T * H, what);
+    a.h_in = alloc_.allocate<bf16>(A, T * H, what);
+    a.h_mid = alloc_.allocate<bf16>(A, T * H, what);
     a.gate_up = alloc_.allocate<bf16>(A, T * 2 * I, what);
     a.rstd_in = alloc_.allocate<float>(A, T, what);
     a.rstd_q = alloc_.allocate<float>(A, T * cfg.num_heads, what);
@@ -147,7 +231,6 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
   hf_ = alloc_.allocate<bf16>(A, T * H, "final norm output");
   rstd_f_ = alloc_.allocate<float>(A, T, "final norm statistics");
   const auto S = MemCategory::workspace;
-  h_ = alloc_.allocate<bf16>(S, T * H, "norm output scratch");
   act_ = alloc_.allocate<bf16>(S, T * I, "SwiGLU scratch");
   logits_ = alloc_.allocate<bf16>(S, logit_chunk_ * V, "logits of one token chunk");
   row_loss_ = alloc_.allocate<float>(S, T, "per-token loss");
@@ -161,13 +244,31 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
   dqkv_ = alloc_.allocate<bf16>(S, T * (qd + 2 * kvd), "q|k|v projection gradient");
   dact_ = alloc_.allocate<bf16>(S, T * I, "SwiGLU-output gradient");
   dgate_up_ = alloc_.allocate<bf16>(S, T * 2 * I, "gate|up gradient");
+  rope_cos_ = alloc_.allocate<float>(S, o.max_seq * (cfg.head_dim / 2), "RoPE cos table");
+  rope_sin_ = alloc_.allocate<float>(S, o.max_seq * (cfg.head_dim / 2), "RoPE sin table");
   tokens_ = alloc_.allocate<std::int32_t>(S, T, "token ids");
   labels_ = alloc_.allocate<std::int32_t>(S, T, "labels");
   const cuda::AttentionShape ashape{o.max_batch, o.max_seq, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim};
-  attn_ws_ = alloc_.allocate(S, static_cast<std::int64_t>(cuda::attention_backward_workspace_bytes(ashape)), "attention workspace");
+  if (!use_cudnn_)
+    attn_ws_ = alloc_.allocate(S, static_cast<std::int64_t>(cuda::attention_backward_workspace_bytes(ashape)), "attention workspace");
+#ifdef QWEN3_HAVE_CUDNN
+  if (use_cudnn_) cudnn_ws_ = alloc_.allocate(S, static_cast<std::int64_t>(cudnn_ws_bytes_), "cuDNN attention workspace");
+#endif
   partial_ = alloc_.allocate<double>(S, cuda::kNormBlocks, "reduction partials");
   scalar_ = alloc_.allocate<double>(S, 1, "reduction result");
   gemm_ = std::make_unique<cuda::Gemm>(alloc_.allocate(S, kGemmWorkspace, "cuBLASLt workspace"), kGemmWorkspace);
+
+  const cpu::RopeTable rope = cpu::rope_table(o.max_seq, cfg.head_dim, cfg.rope_theta);
+  CUDA_CHECK(cudaMemcpy(rope_cos_, rope.cos.data(), rope.cos.size() * sizeof(float), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(rope_sin_, rope.sin.data(), rope.sin.size() * sizeof(float), cudaMemcpyHostToDevice));
+  std::vector<bool> gemm_written(table_.entries().size(), false);
+  for (const auto& p : table_.layers)
+    for (std::size_t i : {p.q_proj, p.k_proj, p.v_proj, p.o_proj, p.gate_proj, p.up_proj, p.down_proj}) gemm_written[i] = true;
+  gemm_written[table_.lm_head] = true;  // the output projection's GEMM runs before the embedding's scatter-add
+  if (table_.lm_head != table_.embed) gemm_written[table_.embed] = false;
+  for (std::size_t i = 0; i < gemm_written.size(); ++i)
+    if (!gemm_written[i]) zeroed_by_memset_.push_back(i);
+  CUDA_CHECK(cudaMemset(g_, 0, P * sizeof(float)));
 
   // Initial weights: the same values as every other backend (model/init.h), uploaded once.
   std::vector<float> host(static_cast<std::size_t>(P));
@@ -178,6 +279,13 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
 }
 
 CudaEngine::~CudaEngine() {
+  cudaDeviceSynchronize();  // no error check in a destructor: an earlier failure has already been reported
+  const std::string times = timer_.report();
+  if (!times.empty()) std::fputs(times.c_str(), stderr);
+  for (auto e : segment_done_) cudaEventDestroy(e);
+  if (grads_ready_) cudaEventDestroy(grads_ready_);
+  if (zero_done_) cudaEventDestroy(zero_done_);
+  if (opt_stream_) cudaStreamDestroy(opt_stream_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -190,7 +298,7 @@ std::vector<std::pair<std::string, std::int64_t>> CudaEngine::device_bytes_by_ca
 
 std::vector<float> CudaEngine::download(const float* base, const ParamInfo& p) const {
   std::vector<float> out(static_cast<std::size_t>(p.numel));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  CUDA_CHECK(cudaDeviceSynchronize());  // both streams: a pending optimizer step or memset
   CUDA_CHECK(cudaMemcpy(out.data(), base + p.offset, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
   return out;
 }
@@ -200,18 +308,65 @@ void CudaEngine::set_weights(const std::string& name, const std::vector<float>& 
   if (static_cast<std::int64_t>(values.size()) != p.numel)
     throw InputError("weight '" + name + "' has " + std::to_string(values.size()) + " values, the model expects " +
                      std::to_string(p.numel));
+  CUDA_CHECK(cudaDeviceSynchronize());  // no optimizer step may still be writing these weights
   CUDA_CHECK(cudaMemcpyAsync(w_ + p.offset, values.data(), values.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
   cuda::cast_f32_to_bf16(w_ + p.offset, wb_ + p.offset, p.numel, stream_);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-void CudaEngine::zero_grad() { CUDA_CHECK(cudaMemsetAsync(g_, 0, table_.total_elements() * sizeof(float), stream_)); }
+void CudaEngine::zero_grad() {
+  // On the side stream, after any pending AdamW has read these gradients; the backward waits for zero_done_.
+  timer_.start(opt_stream_);
+  for (std::size_t i : zeroed_by_memset_) {
+    const auto& p = table_.entries()[i];
+    CUDA_CHECK(cudaMemsetAsync(g_ + p.offset, 0, p.numel * sizeof(float), opt_stream_));
+  }
+  timer_.mark(opt_stream_, "zero grad (side stream)");
+  CUDA_CHECK(cudaEventRecord(zero_done_, opt_stream_));
+  zero_pending_ = true;
+  overwrite_grads_ = true;
+}
 
 double CudaEngine::device_scalar() const {
   double v = 0;
   CUDA_CHECK(cudaMemcpyAsync(&v, scalar_, sizeof v, cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   return v;
+}
+
+void CudaEngine::attention_forward(LayerActs& a, const AttnDims& s, const cuda::AttentionShape& as,
+                                   cudaStream_t st) {
+  const bf16* v = a.qkv + s.qd + s.kvd;  // v's columns of the fused projection, row stride qkv_dim
+#ifdef QWEN3_HAVE_CUDNN
+  if (use_cudnn_) {
+    const cuda::SdpaShape shape{s.B, s.S, s.heads, s.kv_heads, s.head_dim, s.qd, s.kvd, s.qkv_dim, s.qd};
+    if (cudnn_->workspace_bytes(shape) > cudnn_ws_bytes_) throw InternalError("cuDNN attention workspace too small");
+    cudnn_->forward(a.q, a.k, v, a.attn, a.lse, shape, cudnn_ws_, st);
+    timer_.mark(st, "attention fwd");
+    return;
+  }
+#endif
+  cuda::copy_columns(v, s.qkv_dim, a.v, s.kvd, s.B * s.S, s.kvd, st);
+  timer_.mark(st, "copy v");
+  cuda::attention_forward(a.q, a.k, a.v, a.attn, a.lse, as, st);
+  timer_.mark(st, "attention fwd");
+}
+
+void CudaEngine::attention_backward(LayerActs& a, const AttnDims& s, const cuda::AttentionShape& as,
+                                    cudaStream_t st) {
+  bf16* dv = dqkv_ + s.qd + s.kvd;
+#ifdef QWEN3_HAVE_CUDNN
+  if (use_cudnn_) {
+    const cuda::SdpaShape shape{s.B, s.S, s.heads, s.kv_heads, s.head_dim, s.qd, s.kvd, s.qkv_dim, s.qd};
+    cudnn_->backward(a.q, a.k, a.qkv + s.qd + s.kvd, a.attn, dattn_, a.lse, dq_, dk_, dv, shape, cudnn_ws_, st);
+    timer_.mark(st, "attention bwd");
+    return;
+  }
+#endif
+  cuda::attention_backward(a.q, a.k, a.v, a.attn, a.lse, dattn_, dq_, dk_, dv_, attn_ws_, as, st);
+  timer_.mark(st, "attention bwd");
+  cuda::copy_columns(dv_, s.kvd, dv, s.qkv_dim, s.B * s.S, s.kvd, st);
+  timer_.mark(st, "copy dv");
 }
 
 cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) {
@@ -224,39 +379,64 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
   const float eps = static_cast<float>(c.rms_norm_eps);
   cudaStream_t st = stream_;
   auto& gemm = *gemm_;
+  timer_.start(st);
   CUDA_CHECK(cudaMemcpyAsync(tokens_, mb.tokens, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
   CUDA_CHECK(cudaMemcpyAsync(labels_, mb.labels, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
   std::int64_t counted = 0;
   for (std::int64_t t = 0; t < T; ++t) counted += mb.labels[t] != cpu::kIgnoreLabel;
   const cuda::AttentionShape ashape{B, S, nh, nkv, hd};
   const std::int64_t qkv_dim = qd + 2 * kvd;
-  const cuda::QkShape qshape{B, S, nh, hd, static_cast<float>(c.rope_theta), eps, qkv_dim};
-  const cuda::QkShape kshape{B, S, nkv, hd, static_cast<float>(c.rope_theta), eps, qkv_dim};
+  const cuda::QkShape qshape{B, S, nh, hd, static_cast<float>(c.rope_theta), eps, qkv_dim, rope_cos_, rope_sin_};
+  const cuda::QkShape kshape{B, S, nkv, hd, static_cast<float>(c.rope_theta), eps, qkv_dim, rope_cos_, rope_sin_};
+  const AttnDims sshape{B, S, nh, nkv, hd, qd, kvd, qkv_dim};
+  const bool acc = !overwrite_grads_;  // weight-gradient GEMMs add into the gradients, or overwrite them (β = 0)
+  overwrite_grads_ = false;
 
-  // ---- forward ----
+  // ---- forward; each segment's weights may still be in a pending optimizer step (side stream) ----
+  const bool wait_update = update_pending_;
+  update_pending_ = false;
+  auto wait_segment = [&](std::size_t seg) {
+    if (wait_update) CUDA_CHECK(cudaStreamWaitEvent(st, segment_done_[seg], 0));
+  };
+  wait_segment(0);
   cuda::embedding_forward(tokens_, W(table_.embed), acts_[0].x_in, T, H, st);
+  timer_.mark(st, "embedding fwd");
   for (std::int64_t l = 0; l < c.num_layers; ++l) {
     const auto& p = table_.layers[l];
     LayerActs& a = acts_[l];
-    cuda::rmsnorm_forward(a.x_in, W(p.input_norm), h_, a.rstd_in, T, H, eps, st);
-    gemm.forward(h_, W(p.q_proj), a.qkv, nullptr, T, H, qkv_dim, st);  // q|k|v in one GEMM
+    wait_segment(static_cast<std::size_t>(1 + l));
+    cuda::rmsnorm_forward(a.x_in, W(p.input_norm), a.h_in, a.rstd_in, T, H, eps, st);
+    timer_.mark(st, "rmsnorm fwd");
+    gemm.forward(a.h_in, W(p.q_proj), a.qkv, nullptr, T, H, qkv_dim, st);  // q|k|v in one GEMM
+    timer_.mark(st, "gemm qkv fwd");
     cuda::qk_norm_rope_forward(a.qkv, W(p.q_norm), a.q, a.rstd_q, qshape, st);
+    timer_.mark(st, "qk norm+rope fwd");
     cuda::qk_norm_rope_forward(a.qkv + qd, W(p.k_norm), a.k, a.rstd_k, kshape, st);
-    cuda::copy_columns(a.qkv + qd + kvd, qkv_dim, a.v, kvd, T, kvd, st);
-    cuda::attention_forward(a.q, a.k, a.v, a.attn, a.lse, ashape, st);
+    timer_.mark(st, "qk norm+rope fwd");
+    attention_forward(a, sshape, ashape, st);
     gemm.forward(a.attn, W(p.o_proj), a.x_mid, a.x_in, T, qd, H, st);  // residual add in the epilogue
-    cuda::rmsnorm_forward(a.x_mid, W(p.post_norm), h_, a.rstd_mid, T, H, eps, st);
-    gemm.forward(h_, W(p.gate_proj), a.gate_up, nullptr, T, H, 2 * I, st);  // gate|up in one GEMM
+    timer_.mark(st, "gemm o fwd");
+    cuda::rmsnorm_forward(a.x_mid, W(p.post_norm), a.h_mid, a.rstd_mid, T, H, eps, st);
+    timer_.mark(st, "rmsnorm fwd");
+    gemm.forward(a.h_mid, W(p.gate_proj), a.gate_up, nullptr, T, H, 2 * I, st);  // gate|up in one GEMM
+    timer_.mark(st, "gemm gate_up fwd");
     cuda::swiglu_forward(a.gate_up, act_, T, I, st);
+    timer_.mark(st, "swiglu fwd");
     bf16* next = l + 1 < c.num_layers ? acts_[l + 1].x_in : x_final_;
     gemm.forward(act_, W(p.down_proj), next, a.x_mid, T, I, H, st);
+    timer_.mark(st, "gemm down fwd");
   }
+  wait_segment(static_cast<std::size_t>(c.num_layers + 1));
+  if (zero_pending_) CUDA_CHECK(cudaStreamWaitEvent(st, zero_done_, 0));  // before any gradient is written
+  zero_pending_ = false;
   cuda::rmsnorm_forward(x_final_, W(table_.final_norm), hf_, rstd_f_, T, H, eps, st);
+  timer_.mark(st, "rmsnorm fwd");
 
   // ---- output projection and loss, one token chunk at a time; dhf accumulates in dh_ ----
   for (std::int64_t t0 = 0; t0 < T; t0 += logit_chunk_) {
     const std::int64_t tc = std::min(logit_chunk_, T - t0);
     gemm.forward(hf_ + t0 * H, W(table_.lm_head), logits_, nullptr, tc, H, V, st);
+    timer_.mark(st, "gemm lm_head fwd");
     if (logits_out) {
       if (t0 == 0) logits_out->assign(static_cast<std::size_t>(T * V), 0.0f);
       std::vector<bf16> chunk(static_cast<std::size_t>(tc * V));
@@ -265,41 +445,55 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
       for (std::size_t i = 0; i < chunk.size(); ++i) (*logits_out)[t0 * V + i] = __bfloat162float(chunk[i]);
     }
     cuda::cross_entropy_forward_backward(logits_, labels_ + t0, row_loss_ + t0, tc, V, static_cast<float>(grad_scale), st);
+    timer_.mark(st, "cross-entropy");
     gemm.backward_data(logits_, W(table_.lm_head), dh_ + t0 * H, tc, H, V, false, st);
-    gemm.backward_weight(logits_, hf_ + t0 * H, G(table_.lm_head), tc, H, V, st);
+    timer_.mark(st, "gemm lm_head bwd data");
+    gemm.backward_weight(logits_, hf_ + t0 * H, G(table_.lm_head), tc, H, V, acc || t0 > 0, st);
+    timer_.mark(st, "gemm lm_head bwd weight");
   }
   cuda::sum(row_loss_, T, partial_, scalar_, st);
+  timer_.mark(st, "loss sum");
   const double loss_sum = device_scalar();
-  cuda::rmsnorm_backward(x_final_, W(table_.final_norm), rstd_f_, dh_, dres_, G(table_.final_norm), T, H, false, st);
+  cuda::rmsnorm_backward(x_final_, W(table_.final_norm), rstd_f_, dh_, dres_, G(table_.final_norm), T, H, false, st, g_bf_);
+  timer_.mark(st, "rmsnorm bwd");
 
   // ---- backward through the layers; dres_ holds d loss / d residual stream (fp32) ----
   for (std::int64_t l = c.num_layers - 1; l >= 0; --l) {
     const auto& p = table_.layers[l];
     LayerActs& a = acts_[l];
-    // MLP block
-    cuda::cast_f32_to_bf16(dres_, g_bf_, T * H, st);
+    // MLP block; g_bf_ holds the bf16 copy of dres_ (written by the last rmsnorm_backward)
     gemm.backward_data(g_bf_, W(p.down_proj), dact_, T, I, H, st);
-    cuda::swiglu_forward(a.gate_up, act_, T, I, st);  // recompute the SwiGLU product
-    gemm.backward_weight(g_bf_, act_, G(p.down_proj), T, I, H, st);
-    cuda::swiglu_backward(a.gate_up, dact_, dgate_up_, T, I, st);
-    cuda::rmsnorm_forward(a.x_mid, W(p.post_norm), h_, a.rstd_mid, T, H, eps, st);  // recompute the norm output
+    timer_.mark(st, "gemm down bwd data");
+    cuda::swiglu_backward(a.gate_up, dact_, dgate_up_, T, I, st, act_);  // also recomputes the SwiGLU product
+    timer_.mark(st, "swiglu bwd");
+    gemm.backward_weight(g_bf_, act_, G(p.down_proj), T, I, H, acc, st);
+    timer_.mark(st, "gemm down bwd weight");
     gemm.backward_data(dgate_up_, W(p.gate_proj), dh_, T, H, 2 * I, false, st);
-    gemm.backward_weight(dgate_up_, h_, G(p.gate_proj), T, H, 2 * I, st);  // gate and up gradients, adjacent
-    cuda::rmsnorm_backward(a.x_mid, W(p.post_norm), a.rstd_mid, dh_, dres_, G(p.post_norm), T, H, true, st);
+    timer_.mark(st, "gemm gate_up bwd data");
+    gemm.backward_weight(dgate_up_, a.h_mid, G(p.gate_proj), T, H, 2 * I, acc, st);  // gate and up gradients, adjacent
+    timer_.mark(st, "gemm gate_up bwd weight");
+    cuda::rmsnorm_backward(a.x_mid, W(p.post_norm), a.rstd_mid, dh_, dres_, G(p.post_norm), T, H, true, st, g_bf_);
+    timer_.mark(st, "rmsnorm bwd");
     // Attention block
-    cuda::cast_f32_to_bf16(dres_, g_bf_, T * H, st);
     gemm.backward_data(g_bf_, W(p.o_proj), dattn_, T, qd, H, st);
-    gemm.backward_weight(g_bf_, a.attn, G(p.o_proj), T, qd, H, st);
-    cuda::attention_backward(a.q, a.k, a.v, a.attn, a.lse, dattn_, dq_, dk_, dv_, attn_ws_, ashape, st);
+    timer_.mark(st, "gemm o bwd data");
+    gemm.backward_weight(g_bf_, a.attn, G(p.o_proj), T, qd, H, acc, st);
+    timer_.mark(st, "gemm o bwd weight");
+    attention_backward(a, sshape, ashape, st);
     cuda::qk_norm_rope_backward(a.qkv, W(p.q_norm), a.rstd_q, dq_, dqkv_, G(p.q_norm), qshape, st);
+    timer_.mark(st, "qk norm+rope bwd");
     cuda::qk_norm_rope_backward(a.qkv + qd, W(p.k_norm), a.rstd_k, dk_, dqkv_ + qd, G(p.k_norm), kshape, st);
-    cuda::copy_columns(dv_, kvd, dqkv_ + qd + kvd, qkv_dim, T, kvd, st);
-    cuda::rmsnorm_forward(a.x_in, W(p.input_norm), h_, a.rstd_in, T, H, eps, st);
+    timer_.mark(st, "qk norm+rope bwd");
     gemm.backward_data(dqkv_, W(p.q_proj), dh_, T, H, qkv_dim, false, st);
-    gemm.backward_weight(dqkv_, h_, G(p.q_proj), T, H, qkv_dim, st);  // q, k and v gradients, adjacent
-    cuda::rmsnorm_backward(a.x_in, W(p.input_norm), a.rstd_in, dh_, dres_, G(p.input_norm), T, H, true, st);
+    timer_.mark(st, "gemm qkv bwd data");
+    gemm.backward_weight(dqkv_, a.h_in, G(p.q_proj), T, H, qkv_dim, acc, st);  // q, k and v gradients, adjacent
+    timer_.mark(st, "gemm qkv bwd weight");
+    cuda::rmsnorm_backward(a.x_in, W(p.input_norm), a.rstd_in, dh_, dres_, G(p.input_norm), T, H, true, st,
+                           l > 0 ? g_bf_ : nullptr);
+    timer_.mark(st, "rmsnorm bwd");
   }
   cuda::embedding_backward(tokens_, dres_, G(table_.embed), T, H, st);
+  timer_.mark(st, "embedding bwd");
   return {loss_sum, counted};
 }
 
@@ -310,7 +504,9 @@ void CudaEngine::reduce_gradients(Communicator& dp) {
 }
 
 double CudaEngine::grad_norm() {
+  timer_.start(stream_);
   cuda::sum_squares(g_, table_.total_elements(), partial_, scalar_, stream_);
+  timer_.mark(stream_, "grad norm");
   return std::sqrt(device_scalar());
 }
 
@@ -325,8 +521,17 @@ void CudaEngine::optimizer_step(double lr, const AdamWConfig& a, double grad_sca
   args.bias_correction1 = static_cast<float>(1.0 - std::pow(a.beta1, static_cast<double>(step_)));
   args.bias_correction2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(a.beta2, static_cast<double>(step_))));
   args.grad_scale = static_cast<float>(grad_scale);
-  cuda::adamw_step(w_, m_, v_, g_, wb_, chunks_, n_chunks_, args, stream_);
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  CUDA_CHECK(cudaEventRecord(grads_ready_, stream_));
+  CUDA_CHECK(cudaStreamWaitEvent(opt_stream_, grads_ready_, 0));
+  timer_.start(opt_stream_);
+  for (std::size_t s = 0; s < segments_.size(); ++s) {
+    cuda::adamw_step(w_, m_, v_, g_, wb_, chunks_ + segments_[s].first, segments_[s].second, args, opt_stream_);
+    CUDA_CHECK(cudaEventRecord(segment_done_[s], opt_stream_));
+  }
+  timer_.mark(opt_stream_, "adamw (side stream, overlaps the next forward)");
+  update_pending_ = true;
+  if (timer_.enabled()) timer_.collect();  // timing only: waits for the step (no overlap measured across steps)
+  if (step_ == 1) timer_.clear();  // the first step pays for cuBLASLt heuristics and lazy module loading
 }
 
 }  // namespace

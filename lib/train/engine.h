@@ -46,8 +46,11 @@ class Engine {
   virtual void reduce_gradients(Communicator& dp) = 0;
   // Global L2 norm of the (reduced) gradients.
   virtual double grad_norm() = 0;
-  // One AdamW step at learning rate lr; every gradient is first multiplied by grad_scale (clipping).
+  // One AdamW step at learning rate lr; every gradient is first multiplied by grad_scale (clipping). A device engine
+  // may return before the update has run (it overlaps the next forward); the next call that needs it waits.
   virtual void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale) = 0;
+  // Waits for all work the engine has queued (step timings end here).
+  virtual void synchronize() {}
   // Bytes this engine holds on its device (0 where the tracer measures the process instead).
   virtual std::int64_t device_bytes_in_use() const = 0;
   // Those bytes by category (weights, gradients, optimizer_state, activations, workspace); empty on the CPU.

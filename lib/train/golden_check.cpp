@@ -82,7 +82,7 @@ ModelConfig read_golden_config(const std::string& path) {
   return config_from(f.get(), path);
 }
 
-GoldenReport run_golden_check(const std::string& path, const std::string& device, double tol) {
+GoldenReport run_golden_check(const std::string& path, const std::string& device, const GoldenTolerance& tol) {
   h5::Handle f = open_golden(path);
   GoldenReport report;
   report.config = config_from(f.get(), path);
@@ -138,17 +138,17 @@ GoldenReport run_golden_check(const std::string& path, const std::string& device
   std::vector<float> logits;
   engine->zero_grad();
   auto loss = engine->forward_backward(mb, grad_scale, &logits);
-  report.rows.push_back({"logits", relative_error(logits, h5::read_f32(f.get(), "outputs/logits")), tol});
+  report.rows.push_back({"logits", relative_error(logits, h5::read_f32(f.get(), "outputs/logits")), tol.forward});
   const double loss0 = loss.sum / static_cast<double>(loss.count);
-  report.rows.push_back({"loss", rel_scalar(loss0, h5::read_f64(f.get(), "outputs/loss").at(0)), tol});
+  report.rows.push_back({"loss", rel_scalar(loss0, h5::read_f64(f.get(), "outputs/loss").at(0)), tol.forward});
   for (const auto& p : engine->params().entries())
-    report.rows.push_back({"grad " + p.name, relative_error(engine->gradient(p.name), h5::read_f32(f.get(), "grads/" + p.name)), tol});
+    report.rows.push_back({"grad " + p.name, relative_error(engine->gradient(p.name), h5::read_f32(f.get(), "grads/" + p.name)), tol.gradients});
 
   // One AdamW step on those gradients.
   engine->optimizer_step(lr, adamw, 1.0);
   for (const auto& p : engine->params().entries())
     report.rows.push_back({"after_step " + p.name,
-                           relative_error(engine->weights(p.name), h5::read_f32(f.get(), "after_step/" + p.name)), tol});
+                           relative_error(engine->weights(p.name), h5::read_f32(f.get(), "after_step/" + p.name)), tol.after_step});
 
   // The training losses: losses[0] is the loss above, then one more step per loss, constant lr, no clipping.
   const auto ref_losses = h5::read_f64(f.get(), "train/losses");
@@ -161,7 +161,7 @@ GoldenReport run_golden_check(const std::string& path, const std::string& device
     engine->optimizer_step(lr, adamw, 1.0);
   }
   for (std::size_t i = 0; i < ref_losses.size(); ++i)
-    report.rows.push_back({"train loss " + std::to_string(i), rel_scalar(losses[i], ref_losses[i]), tol});
+    report.rows.push_back({"train loss " + std::to_string(i), rel_scalar(losses[i], ref_losses[i]), tol.losses});
   return report;
 }
 

@@ -149,6 +149,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       const double clip_scale = (cfg.clip_grad > 0 && norm > cfg.clip_grad) ? cfg.clip_grad / (norm + 1e-6) : 1.0;
       const double lr = learning_rate(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr);
       engine.optimizer_step(lr, adamw, clip_scale);
+      if (step + 1 == cfg.steps) engine.synchronize();  // an overlapped optimizer step ends inside the next step
       st.tracer->sample_now();
       double dt = seconds_since(t0);
       world.all_reduce_max(&dt, 1);  // the step takes as long as its slowest rank

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_test_util.h"
 #include "ops/cpu/attention.h"
 #include "ops/cuda/attention.h"
 
@@ -167,14 +168,8 @@ TEST_P(CudaAttentionShapes, MatchesCpuReference) {
   qwen3::cuda::attention_backward(bf(d_q), bf(d_k), bf(d_v), bf(d_out), d_lse.get(), bf(d_dout), bf_out(d_dq),
                                   bf_out(d_dk), bf_out(d_dv), d_ws.get(), s, stream_);
   cuda_ok(cudaStreamSynchronize(stream_), "backward");
-  const double e_dq = rel_error(widen(d_dq.download()), dq_ref);
-  const double e_dk = rel_error(widen(d_dk.download()), dk_ref);
-  const double e_dv = rel_error(widen(d_dv.download()), dv_ref);
-  EXPECT_LE(e_dq, kTolBf16) << "dq";
-  EXPECT_LE(e_dk, kTolBf16) << "dk";
-  EXPECT_LE(e_dv, kTolBf16) << "dv";
-  RecordProperty("rel_errors", "out " + std::to_string(e_out) + " lse " + std::to_string(e_lse) + " dq " +
-                                   std::to_string(e_dq) + " dk " + std::to_string(e_dk) + " dv " + std::to_string(e_dv));
+  qwen3::test::expect_attention_grads(e_out, e_lse, widen(d_dq.download()), dq_ref, widen(d_dk.download()), dk_ref,
+                                      widen(d_dv.download()), dv_ref, kTolBf16);
 }
 
 INSTANTIATE_TEST_SUITE_P(

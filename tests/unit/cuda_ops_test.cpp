@@ -30,7 +30,8 @@ std::vector<double> dvec(const std::vector<float>& v) { return {v.begin(), v.end
 
 TEST(CudaOps, RmsNormForwardBackward) {
   QWEN3_REQUIRE_GPU();
-  for (auto [rows, dim] : {std::pair<std::int64_t, std::int64_t>{37, 64}, {130, 2048}, {5, 5120}}) {
+  // dim % 8 == 0 takes the vector path (warp per row + column reduction for dw), other dims the scalar one.
+  for (auto [rows, dim] : {std::pair<std::int64_t, std::int64_t>{37, 64}, {130, 2048}, {5, 5120}, {4100, 1024}, {11, 50}}) {
     auto x = random_bf16_values(rows * dim), w = random_bf16_values(dim, 0.3), dy = random_bf16_values(rows * dim);
     for (auto& v : w) v = bf16_round(1.0f + v);
     DeviceBuffer<bf16> dx_in(rows * dim), dw_in(dim), dy_out(rows * dim);
@@ -49,6 +50,17 @@ TEST(CudaOps, RmsNormForwardBackward) {
     EXPECT_LT(rel_error(widen(rstd.download()), r), 1e-5);
     EXPECT_LT(rel_error(widen(dxf.download()), dx), kF32Tol);
     EXPECT_LT(rel_error(widen(dw.download()), dvec(dwr)), kF32Tol);
+    // Accumulating into dx (the residual stream's gradient) with the bf16 copy written in the same pass: dx doubles.
+    DeviceBuffer<bf16> dx_copy(rows * dim);
+    cuda::rmsnorm_backward(dx_in.get(), dw_in.get(), rstd.get(), dyf.get(), dxf.get(), dw.get(), rows, dim, true, nullptr,
+                           dx_copy.get());
+    std::vector<double> dx2(dx.size());
+    for (std::size_t i = 0; i < dx.size(); ++i) dx2[i] = 2 * dx[i];
+    EXPECT_LT(rel_error(widen(dxf.download()), dx2), kF32Tol) << rows << "x" << dim;
+    EXPECT_LT(rel_error(widen(dx_copy.download()), dx2), kBf16Tol) << rows << "x" << dim;
+    std::vector<double> dw2(dim);
+    for (std::int64_t i = 0; i < dim; ++i) dw2[i] = 2.0 * dwr[i];
+    EXPECT_LT(rel_error(widen(dw.download()), dw2), kF32Tol);
   }
 }
 
@@ -56,6 +68,7 @@ TEST(CudaOps, QkNormRopeForwardBackward) {
   QWEN3_REQUIRE_GPU();
   // x is a column slice of a wider row (the fused q|k|v output): stride = heads·D + extra.
   struct Case { std::int64_t B, S, heads, D, extra; double theta; };
+  for (const bool table : {false, true})  // angles computed in the kernel, or read from uploaded cos/sin tables
   for (const Case c : {Case{2, 33, 4, 16, 32, 1e6}, Case{1, 300, 8, 128, 0, 1e6}, Case{3, 17, 2, 8, 24, 1e4}}) {
     const std::int64_t T = c.B * c.S, rows = T * c.heads, n = rows * c.D, ld = c.heads * c.D + c.extra;
     auto wide = random_bf16_values(T * ld), w = random_bf16_values(c.D, 0.3), dy = random_bf16_values(n);
@@ -69,7 +82,12 @@ TEST(CudaOps, QkNormRopeForwardBackward) {
     wd.upload(to_bf16(w));
     dyd.upload(to_bf16(dy));
     cudaMemset(dw.get(), 0, c.D * sizeof(float));
-    const cuda::QkShape s{c.B, c.S, c.heads, c.D, static_cast<float>(c.theta), 1e-6f, ld};
+    const auto host_table = cpu::rope_table(c.S, c.D, c.theta);
+    DeviceBuffer<float> cosd(host_table.cos.size()), sind(host_table.sin.size());
+    cosd.upload(host_table.cos);
+    sind.upload(host_table.sin);
+    const cuda::QkShape s{c.B, c.S, c.heads, c.D, static_cast<float>(c.theta), 1e-6f, ld, table ? cosd.get() : nullptr,
+                          table ? sind.get() : nullptr};
     cuda::qk_norm_rope_forward(xd.get(), wd.get(), y.get(), rstd.get(), s, nullptr);
     cuda::qk_norm_rope_backward(xd.get(), wd.get(), rstd.get(), dyd.get(), dx.get(), dw.get(), s, nullptr);
     // Reference: rmsnorm over head_dim, then RoPE; backward in reverse.
@@ -92,13 +110,15 @@ TEST(CudaOps, QkNormRopeForwardBackward) {
 
 TEST(CudaOps, SwigluForwardBackwardOnTheFusedGateUpLayout) {
   QWEN3_REQUIRE_GPU();
-  const std::int64_t rows = 301, I = 333, n = rows * I;
+  for (const std::int64_t I : {333, 336}) {  // scalar path, vector path (I % 8 == 0)
+  const std::int64_t rows = 301, n = rows * I;
   auto gu = random_bf16_values(2 * n, 2.0), da = random_bf16_values(n);
   DeviceBuffer<bf16> gud(2 * n), a(n), dad(n), dgu(2 * n);
   gud.upload(to_bf16(gu));
   dad.upload(to_bf16(da));
   cuda::swiglu_forward(gud.get(), a.get(), rows, I, nullptr);
-  cuda::swiglu_backward(gud.get(), dad.get(), dgu.get(), rows, I, nullptr);
+  DeviceBuffer<bf16> a2(n);  // the backward's recomputed forward product
+  cuda::swiglu_backward(gud.get(), dad.get(), dgu.get(), rows, I, nullptr, a2.get());
   std::vector<double> gr(n), ur(n), dar = dvec(da), ar(n), dgr(n), dur(n);
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t c = 0; c < I; ++c) gr[r * I + c] = gu[r * 2 * I + c], ur[r * I + c] = gu[r * 2 * I + I + c];
@@ -107,21 +127,26 @@ TEST(CudaOps, SwigluForwardBackwardOnTheFusedGateUpLayout) {
   std::vector<double> dref(2 * n);
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t c = 0; c < I; ++c) dref[r * 2 * I + c] = dgr[r * I + c], dref[r * 2 * I + I + c] = dur[r * I + c];
-  EXPECT_LT(rel_error(widen(a.download()), ar), kBf16Tol);
-  EXPECT_LT(rel_error(widen(dgu.download()), dref), kBf16Tol);
+  EXPECT_LT(rel_error(widen(a.download()), ar), kBf16Tol) << "I=" << I;
+  EXPECT_LT(rel_error(widen(a2.download()), ar), kBf16Tol) << "I=" << I;
+  EXPECT_LT(rel_error(widen(dgu.download()), dref), kBf16Tol) << "I=" << I;
+  }
 }
 
 TEST(CudaOps, CopyColumns) {
   QWEN3_REQUIRE_GPU();
-  const std::int64_t rows = 77, cols = 40, src_ld = 100, dst_ld = 56;
-  auto src = random_bf16_values(rows * src_ld);
-  DeviceBuffer<bf16> s(rows * src_ld), d(rows * dst_ld);
-  s.upload(to_bf16(src));
-  cuda::copy_columns(s.get() + 30, src_ld, d.get() + 8, dst_ld, rows, cols, nullptr);
-  const auto got = d.download();
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < cols; ++c)
-      ASSERT_EQ(__bfloat162float(got[r * dst_ld + 8 + c]), src[r * src_ld + 30 + c]) << r << "," << c;
+  struct Case { std::int64_t src_ld, src_off, dst_ld, dst_off; };
+  for (const Case k : {Case{100, 30, 56, 8}, Case{104, 32, 56, 8}}) {  // scalar path, vector path (all multiples of 8)
+    const std::int64_t rows = 77, cols = 40;
+    auto src = random_bf16_values(rows * k.src_ld);
+    DeviceBuffer<bf16> s(rows * k.src_ld), d(rows * k.dst_ld);
+    s.upload(to_bf16(src));
+    cuda::copy_columns(s.get() + k.src_off, k.src_ld, d.get() + k.dst_off, k.dst_ld, rows, cols, nullptr);
+    const auto got = d.download();
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < cols; ++c)
+        ASSERT_EQ(__bfloat162float(got[r * k.dst_ld + k.dst_off + c]), src[r * k.src_ld + k.src_off + c]) << r << "," << c;
+  }
 }
 
 TEST(CudaOps, EmbeddingForwardBackwardWithRepeatedIds) {
@@ -151,7 +176,7 @@ TEST(CudaOps, EmbeddingForwardBackwardWithRepeatedIds) {
 
 TEST(CudaOps, CrossEntropyWithIgnoredRows) {
   QWEN3_REQUIRE_GPU();
-  for (std::int64_t V : {512, 151936}) {
+  for (std::int64_t V : {300, 512, 151936}) {  // scalar path, vector paths
     const std::int64_t T = 9;
     auto logits = random_bf16_values(T * V, 3.0);
     std::vector<std::int32_t> labels(T);
@@ -192,7 +217,10 @@ TEST(CudaOps, GemmForwardAndBothBackwardsMatchLinear) {
     gemm.forward(xd.get(), wd.get(), y.get(), r.get(), T, in, out, nullptr);
     gemm.backward_data(dyd.get(), wd.get(), dxf.get(), T, in, out, false, nullptr);
     gemm.backward_data(dyd.get(), wd.get(), dxb.get(), T, in, out, nullptr);
-    gemm.backward_weight(dyd.get(), xd.get(), dw.get(), T, in, out, nullptr);
+    gemm.backward_weight(dyd.get(), xd.get(), dw.get(), T, in, out, true, nullptr);
+    DeviceBuffer<float> dw_fresh(out * in);  // β = 0: overwritten, whatever was there
+    dw_fresh.upload(random_bf16_values(out * in));
+    gemm.backward_weight(dyd.get(), xd.get(), dw_fresh.get(), T, in, out, false, nullptr);
     std::vector<double> xr = dvec(x), yr(T * out), dyr = dvec(dy), dxr(T * in);
     std::vector<float> dwr = dw0;
     cpu::linear_forward(xr.data(), w.data(), yr.data(), T, in, out);
@@ -202,6 +230,9 @@ TEST(CudaOps, GemmForwardAndBothBackwardsMatchLinear) {
     EXPECT_LT(rel_error(widen(dxf.download()), dxr), kF32Tol);
     EXPECT_LT(rel_error(widen(dxb.download()), dxr), kBf16Tol);
     EXPECT_LT(rel_error(widen(dw.download()), dvec(dwr)), kF32Tol);
+    std::vector<float> dw_only(out * in, 0.0f);
+    cpu::linear_backward(xr.data(), w.data(), dyr.data(), dxr.data(), dw_only.data(), T, in, out);
+    EXPECT_LT(rel_error(widen(dw_fresh.download()), dvec(dw_only)), kF32Tol);
   }
 }
 

@@ -87,5 +87,18 @@ inline double rel_error(const std::vector<double>& a, const std::vector<double>&
   return n > 0 ? std::sqrt(d / n) : std::sqrt(d);
 }
 
+// The attention tests' gradient check: dq, dk, dv against the reference within tol, errors recorded in the XML.
+inline void expect_attention_grads(double e_out, double e_lse, const std::vector<double>& dq, const std::vector<double>& dq_ref,
+                                   const std::vector<double>& dk, const std::vector<double>& dk_ref,
+                                   const std::vector<double>& dv, const std::vector<double>& dv_ref, double tol) {
+  const double e_dq = rel_error(dq, dq_ref), e_dk = rel_error(dk, dk_ref), e_dv = rel_error(dv, dv_ref);
+  EXPECT_LE(e_dq, tol) << "dq";
+  EXPECT_LE(e_dk, tol) << "dk";
+  EXPECT_LE(e_dv, tol) << "dv";
+  ::testing::Test::RecordProperty("rel_errors", "out " + std::to_string(e_out) + " lse " + std::to_string(e_lse) +
+                                                    " dq " + std::to_string(e_dq) + " dk " + std::to_string(e_dk) +
+                                                    " dv " + std::to_string(e_dv));
+}
+
 }  // namespace qwen3::test
 #endif

@@ -39,7 +39,7 @@ TEST(Golden, EveryGoldenFilePassesOnTheCpu) {
   ASSERT_GE(files.size(), 2u) << "tests/data should hold the tied tiny file and an untied variant";
   bool saw_untied = false;
   for (const auto& file : files) {
-    const GoldenReport r = run_golden_check(file, "cpu", 1e-5);
+    const GoldenReport r = run_golden_check(file, "cpu", GoldenTolerance::fp32());
     saw_untied |= !r.config.tie_word_embeddings;
     // logits + loss + (grad + after_step per parameter) + the training losses
     EXPECT_GE(r.rows.size(), 2 + 2 * 10u + 5) << file;
@@ -54,7 +54,7 @@ TEST(Golden, CudaWithinBf16Tolerance) {
   if (!test::cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host";
 #endif
   for (const auto& file : golden_files()) {
-    const GoldenReport r = run_golden_check(file, "cuda", 1e-2);
+    const GoldenReport r = run_golden_check(file, "cuda", GoldenTolerance::bf16());
     for (const auto& row : r.rows) EXPECT_TRUE(row.pass()) << file << ": " << row.quantity << " " << row.rel_error;
   }
 }

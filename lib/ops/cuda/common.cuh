@@ -60,6 +60,36 @@ __device__ __forceinline__ float block_max(float v) {
   return r;
 }
 
+// Eight bf16 values moved as one 16-byte access (callers check 16-byte alignment: index multiple of 8).
+struct alignas(16) Bf16x8 {
+  __nv_bfloat162 h[4];
+};
+__device__ __forceinline__ void load8(const bf16* p, float (&v)[8]) {
+  const Bf16x8 b = *reinterpret_cast<const Bf16x8*>(p);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 f = __bfloat1622float2(b.h[j]);
+    v[2 * j] = f.x;
+    v[2 * j + 1] = f.y;
+  }
+}
+__device__ __forceinline__ void store8(bf16* p, const float (&v)[8]) {
+  Bf16x8 b;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) b.h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+  *reinterpret_cast<Bf16x8*>(p) = b;
+}
+__device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+__device__ __forceinline__ void store8(float* p, const float (&v)[8]) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+// True when every pointer is 16-byte aligned (vector paths also need their row lengths to be multiples of 8).
+inline bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+
 inline unsigned grid_for(std::int64_t n, int threads, std::int64_t max_blocks = 65535LL * 16) {
   std::int64_t b = (n + threads - 1) / threads;
   if (b > max_blocks) b = max_blocks;

@@ -39,11 +39,58 @@ __global__ void cross_entropy_kernel(bf16* __restrict__ logits, const std::int32
   }
   if (threadIdx.x == 0) row_loss[row] = lse - target;
 }
+// The same with 16-byte accesses (V a multiple of 8, aligned rows): pass 1 keeps a running max and sum per thread,
+// taking the max of each 8 values first so that only one rescale happens per vector.
+__global__ void cross_entropy_vec_kernel(bf16* __restrict__ logits, const std::int32_t* __restrict__ labels,
+                                         float* __restrict__ row_loss, std::int64_t V, float grad_scale) {
+  const std::int64_t row = blockIdx.x;
+  bf16* l = logits + row * V;
+  const std::int32_t label = labels[row];
+  const std::int64_t V8 = V / 8;
+  if (label < 0) {
+    const float zero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (std::int64_t v = threadIdx.x; v < V8; v += blockDim.x) store8(l + 8 * v, zero);
+    if (threadIdx.x == 0) row_loss[row] = 0.0f;
+    return;
+  }
+  float m = -INFINITY, z = 0.0f;
+  for (std::int64_t v = threadIdx.x; v < V8; v += blockDim.x) {
+    float x[8];
+    load8(l + 8 * v, x);
+    float mv = x[0];
+#pragma unroll
+    for (int j = 1; j < 8; ++j) mv = fmaxf(mv, x[j]);
+    if (mv > m) {
+      z *= __expf(m - mv);
+      m = mv;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) z += __expf(x[j] - m);
+  }
+  const float gm = block_max(m);
+  const float gz = block_sum(m == -INFINITY ? 0.0f : z * __expf(m - gm));
+  const float lse = gm + __logf(gz);
+  const float target = to_f(l[label]);
+  __syncthreads();  // everyone has read l[label] before it is overwritten
+  for (std::int64_t v = threadIdx.x; v < V8; v += blockDim.x) {
+    float x[8];
+    load8(l + 8 * v, x);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) x[j] = (__expf(x[j] - lse) - (8 * v + j == label ? 1.0f : 0.0f)) * grad_scale;
+    store8(l + 8 * v, x);
+  }
+  if (threadIdx.x == 0) row_loss[row] = lse - target;
+}
 }  // namespace
 
 void cross_entropy_forward_backward(bf16* logits, const std::int32_t* labels, float* row_loss, std::int64_t rows,
                                     std::int64_t vocab, float grad_scale, cudaStream_t stream) {
   if (rows == 0) return;
+  if (vocab % 8 == 0 && aligned16(logits)) {
+    cross_entropy_vec_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(logits, labels, row_loss, vocab, grad_scale);
+    CUDA_CHECK_LAUNCH("cross_entropy_vec_kernel");
+    return;
+  }
   cross_entropy_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(logits, labels, row_loss, vocab, grad_scale);
   CUDA_CHECK_LAUNCH("cross_entropy_kernel");
 }

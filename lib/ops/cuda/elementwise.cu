@@ -18,8 +18,50 @@ __global__ void swiglu_forward_kernel(const bf16* __restrict__ gu, bf16* __restr
   }
 }
 
+// Eight columns per thread (I a multiple of 8, 16-byte aligned buffers).
+__global__ void swiglu_forward_vec_kernel(const bf16* __restrict__ gu, bf16* __restrict__ a, std::int64_t rows,
+                                          std::int64_t I) {
+  const std::int64_t I8 = I / 8, n = rows * I8;
+  for (std::int64_t v = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; v < n;
+       v += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t r = v / I8, c = (v - r * I8) * 8;
+    float g[8], u[8], y[8];
+    load8(gu + r * 2 * I + c, g);
+    load8(gu + r * 2 * I + I + c, u);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) y[j] = g[j] / (1.0f + __expf(-g[j])) * u[j];
+    store8(a + r * I + c, y);
+  }
+}
+
+// The backward also rewrites the forward product a = silu(gate)·up when a is non-null (the engine recomputes it here
+// instead of storing it).
+__global__ void swiglu_backward_vec_kernel(const bf16* __restrict__ gu, const bf16* __restrict__ da,
+                                           bf16* __restrict__ dgu, bf16* __restrict__ a, std::int64_t rows,
+                                           std::int64_t I) {
+  const std::int64_t I8 = I / 8, n = rows * I8;
+  for (std::int64_t v = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; v < n;
+       v += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t r = v / I8, c = (v - r * I8) * 8;
+    float g[8], u[8], d[8], dg[8], du[8], y[8];
+    load8(gu + r * 2 * I + c, g);
+    load8(gu + r * 2 * I + I + c, u);
+    load8(da + r * I + c, d);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float sig = 1.0f / (1.0f + __expf(-g[j]));
+      dg[j] = d[j] * u[j] * sig * (1.0f + g[j] * (1.0f - sig));
+      du[j] = d[j] * g[j] * sig;
+      y[j] = g[j] * sig * u[j];
+    }
+    store8(dgu + r * 2 * I + c, dg);
+    store8(dgu + r * 2 * I + I + c, du);
+    if (a != nullptr) store8(a + r * I + c, y);
+  }
+}
+
 __global__ void swiglu_backward_kernel(const bf16* __restrict__ gu, const bf16* __restrict__ da,
-                                       bf16* __restrict__ dgu, std::int64_t rows, std::int64_t I) {
+                                       bf16* __restrict__ dgu, bf16* __restrict__ a, std::int64_t rows, std::int64_t I) {
   const std::int64_t n = rows * I;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -28,6 +70,7 @@ __global__ void swiglu_backward_kernel(const bf16* __restrict__ gu, const bf16* 
     const float sig = 1.0f / (1.0f + __expf(-x));
     dgu[r * 2 * I + c] = to_bf(d * up * sig * (1.0f + x * (1.0f - sig)));
     dgu[r * 2 * I + I + c] = to_bf(d * x * sig);
+    if (a != nullptr) a[i] = to_bf(x * sig * up);
   }
 }
 
@@ -55,10 +98,29 @@ __global__ void embedding_backward_kernel(const std::int32_t* __restrict__ ids, 
   for (std::int64_t i = threadIdx.x; i < hidden; i += blockDim.x) atomicAdd(row + i, dx[t * hidden + i]);
 }
 
+__global__ void copy_columns_vec_kernel(const bf16* __restrict__ src, std::int64_t src_ld, bf16* __restrict__ dst,
+                                        std::int64_t dst_ld, std::int64_t rows, std::int64_t cols) {
+  const std::int64_t c8 = cols / 8, n = rows * c8;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t r = i / c8, c = (i - r * c8) * 8;
+    *reinterpret_cast<Bf16x8*>(dst + r * dst_ld + c) = *reinterpret_cast<const Bf16x8*>(src + r * src_ld + c);
+  }
+}
+
 __global__ void cast_f32_bf16_kernel(const float* __restrict__ in, bf16* __restrict__ out, std::int64_t n) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
     out[i] = to_bf(in[i]);
+}
+
+__global__ void cast_f32_bf16_vec_kernel(const float* __restrict__ in, bf16* __restrict__ out, std::int64_t n8) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n8;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    float v[8];
+    load8(in + 8 * i, v);
+    store8(out + 8 * i, v);
+  }
 }
 
 __global__ void cast_bf16_f32_kernel(const bf16* __restrict__ in, float* __restrict__ out, std::int64_t n) {
@@ -70,20 +132,36 @@ __global__ void cast_bf16_f32_kernel(const bf16* __restrict__ in, float* __restr
 
 void swiglu_forward(const bf16* gate_up, bf16* a, std::int64_t rows, std::int64_t inter, cudaStream_t stream) {
   if (rows * inter == 0) return;
+  if (inter % 8 == 0 && aligned16(gate_up) && aligned16(a)) {
+    swiglu_forward_vec_kernel<<<grid_for(rows * inter / 8, kThreads), kThreads, 0, stream>>>(gate_up, a, rows, inter);
+    CUDA_CHECK_LAUNCH("swiglu_forward_vec_kernel");
+    return;
+  }
   swiglu_forward_kernel<<<grid_for(rows * inter, kThreads), kThreads, 0, stream>>>(gate_up, a, rows, inter);
   CUDA_CHECK_LAUNCH("swiglu_forward_kernel");
 }
 
 void swiglu_backward(const bf16* gate_up, const bf16* da, bf16* dgate_up, std::int64_t rows, std::int64_t inter,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, bf16* a) {
   if (rows * inter == 0) return;
-  swiglu_backward_kernel<<<grid_for(rows * inter, kThreads), kThreads, 0, stream>>>(gate_up, da, dgate_up, rows, inter);
+  if (inter % 8 == 0 && aligned16(gate_up) && aligned16(da) && aligned16(dgate_up) && (a == nullptr || aligned16(a))) {
+    swiglu_backward_vec_kernel<<<grid_for(rows * inter / 8, kThreads), kThreads, 0, stream>>>(gate_up, da, dgate_up, a,
+                                                                                             rows, inter);
+    CUDA_CHECK_LAUNCH("swiglu_backward_vec_kernel");
+    return;
+  }
+  swiglu_backward_kernel<<<grid_for(rows * inter, kThreads), kThreads, 0, stream>>>(gate_up, da, dgate_up, a, rows, inter);
   CUDA_CHECK_LAUNCH("swiglu_backward_kernel");
 }
 
 void copy_columns(const bf16* src, std::int64_t src_ld, bf16* dst, std::int64_t dst_ld, std::int64_t rows,
                   std::int64_t cols, cudaStream_t stream) {
   if (rows * cols == 0) return;
+  if (cols % 8 == 0 && src_ld % 8 == 0 && dst_ld % 8 == 0 && aligned16(src) && aligned16(dst)) {
+    copy_columns_vec_kernel<<<grid_for(rows * cols / 8, kThreads), kThreads, 0, stream>>>(src, src_ld, dst, dst_ld, rows, cols);
+    CUDA_CHECK_LAUNCH("copy_columns_vec_kernel");
+    return;
+  }
   copy_columns_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, stream>>>(src, src_ld, dst, dst_ld, rows, cols);
   CUDA_CHECK_LAUNCH("copy_columns_kernel");
 }
@@ -104,6 +182,11 @@ void embedding_backward(const std::int32_t* ids, const float* dx, float* dtable,
 
 void cast_f32_to_bf16(const float* in, bf16* out, std::int64_t n, cudaStream_t stream) {
   if (n == 0) return;
+  if (n % 8 == 0 && aligned16(in) && aligned16(out)) {
+    cast_f32_bf16_vec_kernel<<<grid_for(n / 8, kThreads), kThreads, 0, stream>>>(in, out, n / 8);
+    CUDA_CHECK_LAUNCH("cast_f32_bf16_vec_kernel");
+    return;
+  }
   cast_f32_bf16_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(in, out, n);
   CUDA_CHECK_LAUNCH("cast_f32_bf16_kernel");
 }

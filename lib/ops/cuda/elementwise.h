@@ -12,9 +12,10 @@ namespace qwen3::cuda {
 // a[rows, I] = silu(gate)·up
 void swiglu_forward(const __nv_bfloat16* gate_up, __nv_bfloat16* a, std::int64_t rows, std::int64_t inter,
                     cudaStream_t stream);
-// dgate_up[rows, 2·I] (same layout) from da[rows, I]; bf16 everywhere, fp32 math.
+// dgate_up[rows, 2·I] (same layout) from da[rows, I]; bf16 everywhere, fp32 math. When a is non-null the same pass
+// also rewrites a[rows, I] = silu(gate)·up (the forward product, recomputed instead of stored).
 void swiglu_backward(const __nv_bfloat16* gate_up, const __nv_bfloat16* da, __nv_bfloat16* dgate_up, std::int64_t rows,
-                     std::int64_t inter, cudaStream_t stream);
+                     std::int64_t inter, cudaStream_t stream, __nv_bfloat16* a = nullptr);
 
 // dst[r, 0:cols] = src[r, 0:cols] for rows r, with leading dimensions src_ld and dst_ld (a column slice copy).
 void copy_columns(const __nv_bfloat16* src, std::int64_t src_ld, __nv_bfloat16* dst, std::int64_t dst_ld,

@@ -6,22 +6,46 @@
 namespace qwen3::cuda {
 namespace {
 
+struct AdamWCoefficients {
+  float decay, step_size;
+};
+
+__device__ __forceinline__ void adamw_update(float& w, float& m, float& v, float g, bf16& wb, const AdamWArgs& a,
+                                             const AdamWCoefficients& k) {
+  const float grad = g * a.grad_scale;
+  m = a.beta1 * m + (1.0f - a.beta1) * grad;
+  v = a.beta2 * v + (1.0f - a.beta2) * grad * grad;
+  w = w * k.decay - k.step_size * m / (sqrtf(v) / a.bias_correction2_sqrt + a.eps);
+  wb = to_bf(w);
+}
+
+// One block per chunk; chunks whose bounds are multiples of 4 move four values per access.
 __global__ void adamw_kernel(float* __restrict__ w, float* __restrict__ m, float* __restrict__ v,
                              const float* __restrict__ g, bf16* __restrict__ wb, const AdamWChunk* __restrict__ chunks,
                              AdamWArgs a) {
   const AdamWChunk c = chunks[blockIdx.x];
-  const float decay = c.decay ? 1.0f - a.lr * a.weight_decay : 1.0f;
-  const float step_size = a.lr / a.bias_correction1;
-  for (std::int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
-    const float grad = g[i] * a.grad_scale;
-    const float mi = a.beta1 * m[i] + (1.0f - a.beta1) * grad;
-    const float vi = a.beta2 * v[i] + (1.0f - a.beta2) * grad * grad;
-    m[i] = mi;
-    v[i] = vi;
-    const float wi = w[i] * decay - step_size * mi / (sqrtf(vi) / a.bias_correction2_sqrt + a.eps);
-    w[i] = wi;
-    wb[i] = to_bf(wi);
+  const AdamWCoefficients k{c.decay ? 1.0f - a.lr * a.weight_decay : 1.0f, a.lr / a.bias_correction1};
+  if (((c.begin | c.end) & 3) == 0) {
+    for (std::int64_t i = c.begin + 4 * threadIdx.x; i < c.end; i += 4 * blockDim.x) {
+      float4 wi = *reinterpret_cast<const float4*>(w + i), mi = *reinterpret_cast<const float4*>(m + i);
+      float4 vi = *reinterpret_cast<const float4*>(v + i);
+      const float4 gi = *reinterpret_cast<const float4*>(g + i);
+      bf16 b[4];
+      adamw_update(wi.x, mi.x, vi.x, gi.x, b[0], a, k);
+      adamw_update(wi.y, mi.y, vi.y, gi.y, b[1], a, k);
+      adamw_update(wi.z, mi.z, vi.z, gi.z, b[2], a, k);
+      adamw_update(wi.w, mi.w, vi.w, gi.w, b[3], a, k);
+      *reinterpret_cast<float4*>(w + i) = wi;
+      *reinterpret_cast<float4*>(m + i) = mi;
+      *reinterpret_cast<float4*>(v + i) = vi;
+      __nv_bfloat162 lo, hi;
+      lo.x = b[0]; lo.y = b[1]; hi.x = b[2]; hi.y = b[3];
+      reinterpret_cast<__nv_bfloat162*>(wb + i)[0] = lo;
+      reinterpret_cast<__nv_bfloat162*>(wb + i)[1] = hi;
+    }
+    return;
   }
+  for (std::int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) adamw_update(w[i], m[i], v[i], g[i], wb[i], a, k);
 }
 
 // Sum of one double per thread over the block (blockDim.x a multiple of 32); the result is valid in thread 0.
@@ -41,10 +65,19 @@ __device__ __forceinline__ double block_sum_double(double acc) {
 template <bool Square>
 __global__ void partial_sum_kernel(const float* __restrict__ x, std::int64_t n, double* __restrict__ partial) {
   double acc = 0.0;
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const double v = x[i];
-    acc += Square ? v * v : v;
+  const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  if ((n & 3) == 0 && (reinterpret_cast<std::uintptr_t>(x) & 15u) == 0) {  // four values per access
+    for (std::int64_t i = first; i < n / 4; i += stride) {
+      const float4 v = reinterpret_cast<const float4*>(x)[i];
+      const double a = v.x, b = v.y, c = v.z, d = v.w;
+      acc += Square ? a * a + b * b + c * c + d * d : a + b + c + d;
+    }
+  } else {
+    for (std::int64_t i = first; i < n; i += stride) {
+      const double v = x[i];
+      acc += Square ? v * v : v;
+    }
   }
   const double total = block_sum_double(acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = total;

@@ -13,6 +13,10 @@ struct QkShape {
   float theta, eps;
   std::int64_t x_row_stride;  // elements between consecutive tokens of x and dx (a column slice of the fused
                               // q|k|v projection output); heads·head_dim when contiguous
+  // Optional device tables cos/sin[seq][head_dim/2] (ops/cpu/rope.h's rope_table, uploaded): used when non-null,
+  // otherwise the angles are computed in the kernel the same way (float32 inv_freq and position·inv_freq).
+  const float* rope_cos = nullptr;
+  const float* rope_sin = nullptr;
 };
 
 // x[B·S tokens, row stride x_row_stride][heads, D] (projection output) → y[B, S, heads, D] = rope(rmsnorm(x)·w)

@@ -12,7 +12,9 @@ void rmsnorm_forward(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat
                      std::int64_t dim, float eps, cudaStream_t stream);
 
 // dy[rows, dim] fp32 → dx fp32 (written, or added into when accumulate), dw[dim] fp32 += Σ dy·x·rstd.
+// dx_bf16 (optional, [rows, dim]) receives a bf16 copy of the resulting dx in the same pass.
 void rmsnorm_backward(const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd, const float* dy, float* dx,
-                      float* dw, std::int64_t rows, std::int64_t dim, bool accumulate, cudaStream_t stream);
+                      float* dw, std::int64_t rows, std::int64_t dim, bool accumulate, cudaStream_t stream,
+                      __nv_bfloat16* dx_bf16 = nullptr);
 
 }  // namespace qwen3::cuda
