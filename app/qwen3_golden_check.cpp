@@ -16,12 +16,14 @@ int main(int argc, char** argv) {
   return run_main("qwen3-golden-check", [&] {
     std::string golden, device;
     double tolerance = 0;
+    int tp = 1;
     po::options_description desc(
         "qwen3-golden-check: reproduce Hugging Face's logits, loss, gradients, AdamW step and training losses\n"
-        "Usage: qwen3-golden-check --golden FILE [--device cpu|cuda] [--tolerance X]\nOptions");
+        "Usage: [mpirun -np N] qwen3-golden-check --golden FILE [--device cpu|cuda] [--tp N] [--tolerance X]\nOptions");
     desc.add_options()("help,h", "show this help")
         ("golden", po::value(&golden)->required(), "golden file (schema: tests/data/README.md)")
         ("device", po::value(&device)->default_value("cpu"), "backend: cpu or cuda")
+        ("tp", po::value(&tp)->default_value(1), "tensor-parallel size (run under mpirun with that many ranks)")
         ("tolerance", po::value(&tolerance), "one relative-error bound for every quantity (default: 1e-5 on cpu; on cuda the bf16-mixed bounds of "
          "docs/golden.md: 1.5e-2 logits/loss, 5e-2 gradients, 1e-2 after-step weights and training losses)");
     po::variables_map vm;
@@ -29,8 +31,14 @@ int main(int argc, char** argv) {
     require_choice("--device", device, {"cpu", "cuda"});
     if (vm.count("tolerance") && !(tolerance > 0)) throw UsageError("--tolerance must be positive");
     const GoldenTolerance tol = vm.count("tolerance") ? GoldenTolerance::uniform(tolerance) : GoldenTolerance::for_device(device);
-    MpiSession mpi(&argc, &argv);  // the engines may use the communicator seam; one rank here
-    const GoldenReport r = run_golden_check(golden, device, tol);
+    if (tp < 1) throw UsageError("--tp must be at least 1, got " + std::to_string(tp));
+    MpiSession mpi(&argc, &argv);
+    MpiCommunicator world(MPI_COMM_WORLD);
+    if (world.size() != tp)
+      throw UsageError("--tp " + std::to_string(tp) + " needs exactly that many ranks (mpirun -np " + std::to_string(tp) +
+                       "); this job has " + std::to_string(world.size()));
+    const GoldenReport r = run_golden_check(golden, device, tol, tp > 1 ? &world : nullptr);
+    if (world.rank() != 0) return r.pass() ? 0 : static_cast<int>(ExitCode::check_failed);
     const auto& c = r.config;
     std::printf("golden file: %s\n  %s\n", golden.c_str(), r.generator.c_str());
     std::printf("  config: vocab %lld, hidden %lld, intermediate %lld, layers %lld, heads %lld/%lld kv, head_dim %lld, "
@@ -38,6 +46,7 @@ int main(int argc, char** argv) {
                 (long long)c.vocab_size, (long long)c.hidden_size, (long long)c.intermediate_size, (long long)c.num_layers,
                 (long long)c.num_heads, (long long)c.num_kv_heads, (long long)c.head_dim, c.rope_theta, c.rms_norm_eps,
                 c.tie_word_embeddings ? "tied" : "untied");
+    if (tp > 1) std::printf("  tensor parallelism: %d ranks (sequence parallel), tensors gathered before comparing\n", tp);
     std::printf("  device: %s; tolerances (relative error ||out - ref|| / ||ref||): forward %.1e, gradients %.1e, "
                 "after-step %.1e, losses %.1e\n\n", device.c_str(), tol.forward, tol.gradients, tol.after_step, tol.losses);
     std::printf("%-64s %12s %10s  %s\n", "quantity", "rel. error", "tolerance", "");

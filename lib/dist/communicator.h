@@ -16,6 +16,12 @@ class Communicator {
   virtual void all_reduce_sum(float* data, std::size_t count) = 0;
   virtual void all_reduce_sum(double* data, std::size_t count) = 0;
   virtual void all_reduce_max(double* data, std::size_t count) = 0;
+  // Tensor/sequence parallelism (host memory here): out[size·count] = every rank's in[count], in rank order;
+  // out[count] = rank r's block of the element-wise sum of every rank's in[size·count].
+  virtual void all_gather(const double* in, double* out, std::size_t count) = 0;
+  virtual void reduce_scatter_sum(const double* in, double* out, std::size_t count) = 0;
+  // A communicator over the ranks that pass the same color, ordered by key (MPI_Comm_split semantics).
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
   // Every rank's string, in rank order, on every rank.
   virtual std::vector<std::string> all_gather(const std::string& value) = 0;
   // Every rank's vector (lengths may differ), in rank order, on rank `root` only (empty elsewhere).

@@ -32,9 +32,31 @@ void all_reduce_chunked(T* data, std::size_t count, MPI_Datatype type, MPI_Op op
 }
 }  // namespace
 
-MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
   mpi_check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   mpi_check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  if (owned_) MPI_Comm_free(&comm_);
+}
+
+void MpiCommunicator::all_gather(const double* in, double* out, std::size_t count) {
+  if (count > static_cast<std::size_t>(INT_MAX)) throw InternalError("MPI_Allgather: block of more than INT_MAX values");
+  mpi_check(MPI_Allgather(in, static_cast<int>(count), MPI_DOUBLE, out, static_cast<int>(count), MPI_DOUBLE, comm_),
+            "MPI_Allgather");
+}
+
+void MpiCommunicator::reduce_scatter_sum(const double* in, double* out, std::size_t count) {
+  if (count > static_cast<std::size_t>(INT_MAX)) throw InternalError("MPI_Reduce_scatter_block: block of more than INT_MAX values");
+  mpi_check(MPI_Reduce_scatter_block(in, out, static_cast<int>(count), MPI_DOUBLE, MPI_SUM, comm_),
+            "MPI_Reduce_scatter_block");
+}
+
+std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key) {
+  MPI_Comm sub = MPI_COMM_NULL;
+  mpi_check(MPI_Comm_split(comm_, color, key, &sub), "MPI_Comm_split");
+  return std::make_unique<MpiCommunicator>(sub, true);
 }
 
 void MpiCommunicator::all_reduce_sum(float* data, std::size_t count) {

@@ -11,13 +11,20 @@ void mpi_check(int rc, const char* call);
 
 class MpiCommunicator final : public Communicator {
  public:
-  // Does not take ownership: the caller keeps comm alive (MPI_COMM_WORLD, or a split made by the layout).
-  explicit MpiCommunicator(MPI_Comm comm);
+  // Does not take ownership unless owned: the caller keeps comm alive (MPI_COMM_WORLD, or a split made by the
+  // layout); split() returns communicators that free their own.
+  explicit MpiCommunicator(MPI_Comm comm, bool owned = false);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   void all_reduce_sum(float* data, std::size_t count) override;
   void all_reduce_sum(double* data, std::size_t count) override;
   void all_reduce_max(double* data, std::size_t count) override;
+  void all_gather(const double* in, double* out, std::size_t count) override;
+  void reduce_scatter_sum(const double* in, double* out, std::size_t count) override;
+  std::unique_ptr<Communicator> split(int color, int key) override;
   std::vector<std::string> all_gather(const std::string& value) override;
   std::vector<std::vector<double>> gather(const std::vector<double>& values, int root) override;
   void broadcast(std::string& value, int root) override;
@@ -26,6 +33,7 @@ class MpiCommunicator final : public Communicator {
 
  private:
   MPI_Comm comm_;
+  bool owned_ = false;
   int rank_ = 0, size_ = 1;
 };
 

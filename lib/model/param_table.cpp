@@ -18,16 +18,19 @@ std::size_t ParamTable::add(const std::string& name, std::vector<std::int64_t> s
   return entries_.size() - 1;
 }
 
-ParamTable::ParamTable(const ModelConfig& c) {
-  const std::int64_t H = c.hidden_size, I = c.intermediate_size;
-  embed = add("model.embed_tokens.weight", {c.vocab_size, H});
+ParamTable::ParamTable(const ModelConfig& c) : ParamTable(c, c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size) {}
+
+ParamTable::ParamTable(const ModelConfig& c, std::int64_t q_dim, std::int64_t kv_dim, std::int64_t inter,
+                       std::int64_t vocab) {
+  const std::int64_t H = c.hidden_size, I = inter;
+  embed = add("model.embed_tokens.weight", {vocab, H});
   for (std::int64_t l = 0; l < c.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     LayerParamIndex li{};
-    li.q_proj = add(p + "self_attn.q_proj.weight", {c.q_dim(), H});
-    li.k_proj = add(p + "self_attn.k_proj.weight", {c.kv_dim(), H});
-    li.v_proj = add(p + "self_attn.v_proj.weight", {c.kv_dim(), H});
-    li.o_proj = add(p + "self_attn.o_proj.weight", {H, c.q_dim()});
+    li.q_proj = add(p + "self_attn.q_proj.weight", {q_dim, H});
+    li.k_proj = add(p + "self_attn.k_proj.weight", {kv_dim, H});
+    li.v_proj = add(p + "self_attn.v_proj.weight", {kv_dim, H});
+    li.o_proj = add(p + "self_attn.o_proj.weight", {H, q_dim});
     li.q_norm = add(p + "self_attn.q_norm.weight", {c.head_dim});
     li.k_norm = add(p + "self_attn.k_norm.weight", {c.head_dim});
     li.gate_proj = add(p + "mlp.gate_proj.weight", {I, H});
@@ -38,7 +41,7 @@ ParamTable::ParamTable(const ModelConfig& c) {
     layers.push_back(li);
   }
   final_norm = add("model.norm.weight", {H});
-  lm_head = c.tie_word_embeddings ? embed : add("lm_head.weight", {c.vocab_size, H});
+  lm_head = c.tie_word_embeddings ? embed : add("lm_head.weight", {vocab, H});
 }
 
 bool ParamTable::contains(const std::string& name) const {

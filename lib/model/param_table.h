@@ -26,6 +26,8 @@ struct LayerParamIndex {
 class ParamTable {
  public:
   explicit ParamTable(const ModelConfig& cfg);
+  // One tensor-parallel rank's table (model/tensor_parallel.h): the same names and order, that rank's shapes.
+  ParamTable(const ModelConfig& cfg, std::int64_t q_dim, std::int64_t kv_dim, std::int64_t inter, std::int64_t vocab);
   const std::vector<ParamInfo>& entries() const { return entries_; }
   std::int64_t total_elements() const { return total_; }
   // Throws InputError naming the parameter when absent.

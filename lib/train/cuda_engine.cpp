@@ -129,6 +129,9 @@ class CudaEngine final : public Engine {
 CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cfg), table_(cfg) {
   cfg_.validate();
   if (o.max_seq <= 0 || o.max_batch <= 0) throw InternalError("the CUDA engine needs the micro-batch shape up front");
+  if (o.tp_comm != nullptr && o.tp_comm->size() > 1)
+    throw UsageError("tensor parallelism with --device cuda needs the NCCL tensor-parallel engine, which is not built "
+                     "yet (it runs on --device cpu over MPI)");
   int devices = 0;
   CUDA_CHECK(cudaGetDeviceCount(&devices));
   if (devices == 0) throw UsageError("--device cuda: no CUDA device is visible on this host");

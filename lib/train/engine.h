@@ -25,6 +25,10 @@ struct EngineOptions {
   int local_rank = 0;  // device index on this node
   // The largest micro-batch forward_backward will see: devices size their activation memory from it at start-up.
   std::int64_t max_batch = 1, max_seq = 0;
+  // The tensor-parallel group (null or size 1: none). The engine then holds this rank's share of the model
+  // (model/tensor_parallel.h); params(), set_weights(), weights() and gradient() still speak of full tensors, and
+  // weights()/gradient() are collective over this group (every rank calls them in the same order).
+  Communicator* tp_comm = nullptr;
 };
 
 class Engine {

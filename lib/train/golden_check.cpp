@@ -82,7 +82,8 @@ ModelConfig read_golden_config(const std::string& path) {
   return config_from(f.get(), path);
 }
 
-GoldenReport run_golden_check(const std::string& path, const std::string& device, const GoldenTolerance& tol) {
+GoldenReport run_golden_check(const std::string& path, const std::string& device, const GoldenTolerance& tol,
+                              Communicator* tp_comm) {
   h5::Handle f = open_golden(path);
   GoldenReport report;
   report.config = config_from(f.get(), path);
@@ -114,6 +115,7 @@ GoldenReport run_golden_check(const std::string& path, const std::string& device
   EngineOptions eo;
   eo.max_batch = ids_shape[0];
   eo.max_seq = ids_shape[1];
+  eo.tp_comm = tp_comm;
   auto engine = make_engine(device, cfg, eo);
   std::set<std::string> expected;
   for (const auto& p : engine->params().entries()) {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "config/model_config.h"
+#include "dist/communicator.h"
 
 namespace qwen3 {
 
@@ -40,7 +41,10 @@ struct GoldenTolerance {
 ModelConfig read_golden_config(const std::string& path);
 
 // Runs the whole check on `device`. Throws InputError for a file that does not follow the schema.
-GoldenReport run_golden_check(const std::string& path, const std::string& device, const GoldenTolerance& tolerance);
+// With tp_comm (size > 1) the engine is tensor-parallel over that group, every rank runs the check collectively and
+// compares the same gathered tensors.
+GoldenReport run_golden_check(const std::string& path, const std::string& device, const GoldenTolerance& tolerance,
+                              Communicator* tp_comm = nullptr);
 
 // Relative error ‖a − b‖ / ‖b‖ in double (‖a‖ when b is all zeros).
 double relative_error(const std::vector<float>& a, const std::vector<float>& b);

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "model/tensor_parallel.h"
 #include "dist/layout.h"
 
 namespace qwen3 {
@@ -39,9 +40,15 @@ void RunConfig::validate(int world) const {
   if (device != "cpu" && device != "cuda") throw UsageError("--device: invalid value '" + device + "' (valid: cpu, cuda)");
   for (auto [name, v] : {std::pair{"--tp", tp}, std::pair{"--pp", pp}, std::pair{"--cp", cp}}) {
     if (v < 1) throw UsageError(std::string(name) + " must be at least 1, got " + std::to_string(v));
-    if (v != 1)
+    if (v != 1 && std::string(name) != "--tp")
       throw UsageError(std::string(name) + " " + std::to_string(v) +
-                       ": not yet supported (tensor, pipeline and context parallelism are being built; use 1)");
+                       ": not yet supported (pipeline and context parallelism are being built; use 1)");
+  }
+  if (tp > 1) {
+    tp_dims(model, 0, tp);  // heads, KV heads, intermediate size and vocabulary divisible (or KV heads replicable)
+    if (device == "cuda")
+      throw UsageError("--tp " + std::to_string(tp) + " with --device cuda: the NCCL tensor-parallel engine is not built "
+                       "yet (tensor parallelism runs on --device cpu over MPI)");
   }
   ParallelLayout layout(world, tp, cp, pp);  // world divisible by tp·cp·pp
   const std::int64_t dp = layout.dp();

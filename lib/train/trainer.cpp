@@ -72,6 +72,11 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
   MPI_Comm dp_comm_handle = split_data_parallel(layout, world);
   const int local_rank = node_local_rank(world.comm());
   MpiCommunicator dp_comm(dp_comm_handle);
+  // The tensor-parallel group: ranks that differ only in their tp coordinate (adjacent ranks, Megatron's order).
+  RankCoords tp_coords = layout.coords(rank);
+  const int tp_rank = tp_coords.tp;
+  tp_coords.tp = 0;
+  const std::unique_ptr<Communicator> tp_comm = world.split(layout.rank_of(tp_coords), tp_rank);
   TrainState st;
   double init_s = 0, first_step_s = 0;  // recorded in the results file even when the run fails
   bool in_loop = false;  // errors inside the loop are seen by one rank only: end the whole job (below)
@@ -98,6 +103,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       eo.local_rank = local_rank;
       eo.max_batch = cfg.micro_batch;
       eo.max_seq = cfg.seq_len;  // one rank per device: the device of this rank's place on its node
+      eo.tp_comm = tp_comm.get();
       st.engine = make_engine(cfg.device, cfg.model, eo);
     });
     Engine& engine = *st.engine;
