@@ -14,6 +14,9 @@
 #ifdef QWEN3_HAVE_CUDNN
 #include "cuda/cudnn_attention.h"
 #endif
+#ifdef QWEN3_HAVE_NCCL
+#include "dist/nccl_communicator.h"
+#endif
 #include "cuda/device_allocator.h"
 #include "cuda/gemm.h"
 #include "cuda/op_timer.h"
@@ -117,6 +120,9 @@ class CudaEngine final : public Engine {
   std::size_t cudnn_ws_bytes_ = 0;
 #endif
   bool use_cudnn_ = false;
+#ifdef QWEN3_HAVE_NCCL
+  std::unique_ptr<NcclCommunicator> dp_nccl_;  // gradient all-reduce across data-parallel replicas, made on first use
+#endif
   double *partial_, *scalar_;
   std::int64_t step_ = 0;
   // Gradients that no GEMM overwrites (norm weights, an untied embedding: scatter-added) are zeroed by zero_grad();
@@ -501,9 +507,18 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
 }
 
 void CudaEngine::reduce_gradients(Communicator& dp) {
-  if (dp.size() > 1)
-    throw UsageError("data parallelism with --device cuda needs the NCCL gradient reduction, which is not built yet; "
-                     "run one rank per model replica for now");
+  if (dp.size() == 1) return;
+#ifdef QWEN3_HAVE_NCCL
+  if (!dp_nccl_) {  // collective over the data-parallel group: every replica reaches its first reduction together
+    dp_nccl_ = std::make_unique<NcclCommunicator>(dp);
+    dp_nccl_->set_stream(stream_);
+  }
+  timer_.start(stream_);
+  dp_nccl_->all_reduce_sum(g_, static_cast<std::size_t>(table_.total_elements()));  // fp32 sums, on the main stream
+  timer_.mark(stream_, "gradient all-reduce (data parallel, NCCL)");
+#else
+  throw UsageError("data parallelism with --device cuda needs NCCL, which this build did not find");
+#endif
 }
 
 double CudaEngine::grad_norm() {

@@ -17,6 +17,11 @@ inline bool cuda_device_present() {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
+inline int cuda_device_count() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
 #define QWEN3_REQUIRE_GPU() \
   if (!::qwen3::test::cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host"
 
