@@ -25,16 +25,10 @@ inline std::string test_data_dir() {
   return env ? env : QWEN3_TEST_DATA_DIR;
 }
 
-// program: a name in build/bin (e.g. "qwen3-pretrain"); args are passed to the shell as written.
-inline CliResult run_program(const std::string& program, const std::string& args) {
-  const std::string exe = bin_dir() + "/" + program;
+// Runs a shell command line (stderr folded into stdout).
+inline CliResult run_command(const std::string& command) {
   CliResult r;
-  if (!std::filesystem::exists(exe)) {
-    r.output = "missing " + exe + " (build the " + program + " target)";
-    return r;
-  }
-  const std::string cmd = "'" + exe + "' " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
+  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
   if (p == nullptr) return r;
   char buf[4096];
   std::size_t n = 0;
@@ -42,6 +36,19 @@ inline CliResult run_program(const std::string& program, const std::string& args
   const int status = ::pclose(p);
   r.exit_code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// program: a name in build/bin (e.g. "qwen3-pretrain"); args are passed to the shell as written.
+inline CliResult run_program(const std::string& program, const std::string& args) {
+  const std::string exe = bin_dir() + "/" + program;
+  if (!std::filesystem::exists(exe)) return {-1, "missing " + exe + " (build the " + program + " target)"};
+  return run_command("'" + exe + "' " + args);
+}
+
+// mpirun as the tests use it: root allowed, oversubscribed (2 cores in CI), one OpenMP thread per rank, NVLink
+// multicast off for NCCL.
+inline std::string mpirun(int np) {
+  return "mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -x NCCL_NVLS_ENABLE=0 -np " + std::to_string(np) + " ";
 }
 
 }  // namespace qwen3::test

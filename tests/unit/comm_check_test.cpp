@@ -18,17 +18,7 @@ namespace fs = std::filesystem;
 using namespace qwen3;
 
 namespace {
-const std::string kMpirun = "mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -x NCCL_NVLS_ENABLE=0 -np ";
 
-test::CliResult shell(const std::string& cmd) {
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  std::string text;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-  const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
-}
 
 int gpus() {
 #if defined(QWEN3_HAVE_CUDA) && defined(QWEN3_HAVE_NCCL)
@@ -41,7 +31,7 @@ int gpus() {
 
 TEST(CommCheck, MpiCollectivesGiveKnownAnswers) {
   for (int np : {2, 3}) {
-    const auto r = shell(kMpirun + std::to_string(np) + " '" + test::bin_dir() + "/qwen3-comm-check' --device cpu");
+    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-comm-check' --device cpu");
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("PASS"), std::string::npos) << r.output;
   }
@@ -49,7 +39,7 @@ TEST(CommCheck, MpiCollectivesGiveKnownAnswers) {
 
 TEST(CommCheck, NcclCollectivesGiveKnownAnswersOnTwoGpus) {
   if (gpus() < 2) GTEST_SKIP() << "needs two GPUs and an NCCL build";
-  const auto r = shell(kMpirun + "2 '" + test::bin_dir() + "/qwen3-comm-check' --device cuda");
+  const auto r = test::run_command(test::mpirun(2) + "'" + test::bin_dir() + "/qwen3-comm-check' --device cuda");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("2 ranks, NCCL"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("PASS"), std::string::npos) << r.output;
@@ -64,7 +54,7 @@ TEST(CommCheck, CudaDataParallelEqualsOneGpu) {
   write_synthetic_dataset(data, 512, {128}, 16, 11, false);
   auto train = [&](int np) {
     const std::string out = (dir / ("np" + std::to_string(np) + ".h5")).string();
-    const auto r = shell(kMpirun + std::to_string(np) + " '" + test::bin_dir() + "/qwen3-pretrain' --device cuda --model tiny --data '" +
+    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' --device cuda --model tiny --data '" +
                          data + "' --seq-len 128 --global-batch 4 --micro-batch 1 --steps 4 --lr 1e-2 --out '" + out + "'");
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return out;

@@ -86,20 +86,10 @@ TEST(TensorParallelSplit, ShardsReassembleEveryTensor) {
 }
 
 namespace {
-const std::string kMpirun = "mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -np ";
 
-test::CliResult run_shell(const std::string& cmd) {
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  std::string text;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-  const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
-}
 
 test::CliResult golden_at(int tp, const std::string& file) {
-  return run_shell(kMpirun + std::to_string(tp) + " '" + test::bin_dir() + "/qwen3-golden-check' --golden '" +
+  return test::run_command(test::mpirun(tp) + "'" + test::bin_dir() + "/qwen3-golden-check' --golden '" +
                    test::test_data_dir() + "/" + file + "' --tp " + std::to_string(tp));
 }
 }  // namespace
@@ -125,7 +115,7 @@ TEST(TensorParallelMpirun, TrainingLossesEqualOneRank) {
   write_synthetic_dataset(data, 512, {64}, 16, 77, false);
   auto train = [&](int np, int tp) {
     const std::string out = (dir / ("np" + std::to_string(np) + "tp" + std::to_string(tp) + ".h5")).string();
-    const auto r = run_shell(kMpirun + std::to_string(np) + " '" + test::bin_dir() + "/qwen3-pretrain' --model tiny --data '" +
+    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' --model tiny --data '" +
                              data + "' --seq-len 64 --global-batch 4 --micro-batch 2 --steps 3 --lr 1e-2 --tp " +
                              std::to_string(tp) + " --out '" + out + "'");
     EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -145,7 +135,7 @@ TEST(TensorParallelMpirun, TrainingLossesEqualOneRank) {
 }
 
 TEST(TensorParallelMpirun, BadLayoutsEndWithOneClearMessage) {
-  auto r = run_shell(kMpirun + "2 '" + test::bin_dir() + "/qwen3-golden-check' --golden '" + test::test_data_dir() +
+  auto r = test::run_command(test::mpirun(2) + "'" + test::bin_dir() + "/qwen3-golden-check' --golden '" + test::test_data_dir() +
                      "/qwen3-tiny.h5' --tp 4");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("--tp 4 needs exactly that many ranks (mpirun -np 4); this job has 2"), std::string::npos) << r.output;
@@ -160,7 +150,7 @@ TEST(TensorParallelMpirun, BadLayoutsEndWithOneClearMessage) {
   for (const Case& c : {Case{3, "--tp 3", "--tp 3: the model's attention heads (8) is not divisible by the tensor-parallel size"},
                         Case{3, "--tp 2", "not divisible"},
                         Case{2, "--tp 2 --device cuda", "--tp 2 with --device cuda: the NCCL tensor-parallel engine is not built"}}) {
-    r = run_shell(kMpirun + std::to_string(c.np) + " " + pretrain + c.args);
+    r = test::run_command(test::mpirun(c.np) + pretrain + c.args);
     EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << "\n" << r.output;
   }

@@ -127,16 +127,10 @@ TEST_F(Pretrain, TwentyStepRunWritesEveryFieldAndLossFalls) {
 
 TEST_F(Pretrain, DataParallelUnderMpirunEqualsOneRank) {
   const std::string common = "--model tiny --data '" + data_ + "' --seq-len 32 --global-batch 4 --steps 3 --lr 1e-2 ";
-  const std::string mpirun = "mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -np ";
   const std::string exe = test::bin_dir() + "/qwen3-pretrain";
   auto run = [&](int np, const std::string& out) {
-    const std::string cmd = mpirun + std::to_string(np) + " '" + exe + "' " + common + "--out '" + out + "' 2>&1";
-    FILE* p = ::popen(cmd.c_str(), "r");
-    std::string text;
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-    EXPECT_EQ(::pclose(p), 0) << text;
+    const auto r = test::run_command(test::mpirun(np) + "'" + exe + "' " + common + "--out '" + out + "'");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
   };
   run(1, path("one.h5"));
   run(2, path("two.h5"));
