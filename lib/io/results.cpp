@@ -111,7 +111,8 @@ void ResultsWriter::finish(const std::string& status, const std::string& error_m
   h5::write_attr(f, "error_message", error_message);
   h5::write_attr(f, "end_time_utc", utc_now());
   h5::write_attr(f, "steps_completed", loss_.size());
-  file_.reset();  // close before the rename: the final name appears only once the file is whole
+  h5::flush(file_);  // on disk now: the step series keep the file open until they close, which an _exit skips
+  file_.reset();     // close before the rename: the final name appears only once the file is whole
   std::error_code ec;
   fs::rename(partial_path(), path_, ec);
   if (ec) throw OutputError("cannot rename '" + partial_path() + "' to '" + path_ + "': " + ec.message());

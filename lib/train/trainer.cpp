@@ -3,7 +3,10 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <new>
 
 #include "core/error.h"
@@ -17,6 +20,7 @@
 #include "train/lr_schedule.h"
 #include "train/progress.h"
 #include "train/sampler.h"
+#include "train/termination.h"
 
 namespace qwen3 {
 namespace {
@@ -68,6 +72,22 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
   // The results file first (rank 0): a bad destination fails before any work, and leaves nothing behind.
   std::unique_ptr<ResultsWriter> results;
   collectively(world, root, [&] { results = std::make_unique<ResultsWriter>(cfg.out, cfg.overwrite); });
+  // Ended from outside (mpirun stopping the job because another rank died or aborted, or Slurm cancelling it): rank 0
+  // still records that in the results file. Every write to it holds results_mutex; `finished` once it is closed.
+  std::mutex results_mutex;
+  bool finished = false;
+  auto locked = [&](const std::function<void()>& write) {
+    const std::lock_guard<std::mutex> lock(results_mutex);
+    if (results && !finished) write();
+  };
+  const TerminationWatch watch([&](int sig) {
+    locked([&] {
+      results->finish("error", "terminated by signal " + std::to_string(sig) + " (" + strsignal(sig) +
+                                   "): the job was ended from outside — by mpirun when another rank failed (its message "
+                                   "is in the job's output), or by the scheduler");
+      finished = true;
+    });
+  });
 
   MPI_Comm dp_comm_handle = split_data_parallel(layout, world);
   const int local_rank = node_local_rank(world.comm());
@@ -88,8 +108,10 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
     facts.hostnames = world.all_gather(hostname());
     facts.library_versions = library_versions();
     collectively(world, root, [&] {
-      results->write_facts(facts);
-      results->write_config(cfg.key_values());
+      locked([&] {
+        results->write_facts(facts);
+        results->write_config(cfg.key_values());
+      });
     });
     // Every rank validates the dataset before anything big is allocated.
     collectively(world, true, [&] {
@@ -114,9 +136,11 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
 
     const auto device_names = world.all_gather(engine.device_name());
     collectively(world, root, [&] {
-      results->write_attribute("device_names", device_names);
-      for (const auto& [category, bytes] : engine.device_bytes_by_category())
-        results->write_attribute("memory_" + category + "_bytes", bytes);  // rank 0's device, by category
+      locked([&] {
+        results->write_attribute("device_names", device_names);
+        for (const auto& [category, bytes] : engine.device_bytes_by_category())
+          results->write_attribute("memory_" + category + "_bytes", bytes);  // rank 0's device, by category
+      });
     });
 
     init_s = seconds_since(t_start);
@@ -164,7 +188,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       const StepRecord rec{loss_sum[0] / loss_sum[1], norm, lr, dt, static_cast<double>(GB * L) / dt,
                            flops_per_step / W / dt / 1e12};
       if (root) {
-        results->append_step(rec);
+        locked([&] { results->append_step(rec); });
         const double mean = step > 0 ? later_steps_s / static_cast<double>(step) : first_step_s;
         std::printf("%s\n", progress_line(step + 1, cfg.steps, rec, st.tracer->peak_bytes(),
                                           mean * static_cast<double>(cfg.steps - step - 1)).c_str());
@@ -184,17 +208,23 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
         for (std::size_t i = 0; i + 1 < f.size(); i += 2)
           per_rank.back().push_back({f[i], static_cast<std::int64_t>(f[i + 1])});
       }
-      results->write_memory(per_rank);
-      results->write_timings(init_s, first_step_s, seconds_since(t_start));
-      results->finish("ok", "");
+      locked([&] {
+        results->write_memory(per_rank);
+        results->write_timings(init_s, first_step_s, seconds_since(t_start));
+        results->finish("ok", "");
+        finished = true;
+      });
       std::printf("qwen3-pretrain: wrote %s\n", cfg.out.c_str());
     }
     MPI_Comm_free(&dp_comm_handle);
   } catch (const Error& e) {
-    if (root && results) {
-      write_oom_details(*results, e);
-      results->write_timings(init_s, first_step_s, seconds_since(t_start));
-      results->finish(e.status(), e.what());
+    if (root) {
+      locked([&] {
+        write_oom_details(*results, e);
+        results->write_timings(init_s, first_step_s, seconds_since(t_start));
+        results->finish(e.status(), e.what());
+        finished = true;
+      });
     }
     if (in_loop && W > 1) {
       std::fprintf(stderr, "qwen3-pretrain: error on rank %d: %s\n", rank, e.what());
@@ -203,9 +233,12 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
     throw;
   } catch (const std::bad_alloc&) {
     const OutOfMemory oom("out of host memory", "host", 0, resident_bytes());
-    if (root && results) {
-      write_oom_details(*results, oom);
-      results->finish(oom.status(), oom.what());
+    if (root) {
+      locked([&] {
+        write_oom_details(*results, oom);
+        results->finish(oom.status(), oom.what());
+        finished = true;
+      });
     }
     throw oom;
   }

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <numeric>
 #include <string>
 
@@ -154,4 +156,33 @@ TEST(TensorParallelMpirun, BadLayoutsEndWithOneClearMessage) {
     EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << "\n" << r.output;
   }
+}
+
+TEST(TensorParallelMpirun, KilledRankEndsTheJobAndTheResultsFileSaysSo) {
+  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_killed_rank";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string data = (dir / "data.h5").string(), out = (dir / "run.h5").string(), log = (dir / "log.txt").string();
+  write_synthetic_dataset(data, 512, {64}, 32, 9, false);
+  // A long tp 2 run; once it prints steps, rank 1 is killed; mpirun must end the job, and rank 0 record why.
+  const std::string script =
+      test::mpirun(2) + "'" + test::bin_dir() + "/qwen3-pretrain' --model tiny --data '" + data +
+      "' --seq-len 64 --global-batch 4 --steps 100000 --tp 2 --out '" + out + "' > '" + log + "' 2>&1 & M=$!; " +
+      "for i in $(seq 300); do grep -q '^step' '" + log + "' && break; sleep 0.1; done; " +
+      "for p in $(pgrep -f '" + out + "'); do grep -qa OMPI_COMM_WORLD_RANK=1 /proc/$p/environ 2>/dev/null && kill -9 $p; done; " +
+      "S=$(date +%s); wait $M; echo \"mpirun exit $? after $(( $(date +%s) - S )) s\"";
+  const std::string script_path = (dir / "kill.sh").string();
+  std::ofstream(script_path) << script << "\n";
+  const auto r = test::run_command("bash '" + script_path + "'");
+  ASSERT_NE(r.output.find("mpirun exit"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("mpirun exit 0 "), std::string::npos) << r.output;
+  const int seconds = std::stoi(r.output.substr(r.output.find(" after ") + 7));
+  EXPECT_LT(seconds, 60) << r.output;
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("rank 1"), std::string::npos) << text;
+  ASSERT_TRUE(fs::exists(out)) << text;
+  h5::Handle f = h5::open_read(out, "results");
+  EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "error");
+  EXPECT_NE(h5::read_attr_string(f.get(), "error_message").find("terminated by signal"), std::string::npos);
 }
