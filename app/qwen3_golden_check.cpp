@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
     if (world.size() != tp)
       throw UsageError("--tp " + std::to_string(tp) + " needs exactly that many ranks (mpirun -np " + std::to_string(tp) +
                        "); this job has " + std::to_string(world.size()));
-    const GoldenReport r = run_golden_check(golden, device, tol, tp > 1 ? &world : nullptr);
+    const GoldenReport r = run_golden_check(golden, device, tol, tp > 1 ? &world : nullptr, node_local_rank(world.comm()));
     if (world.rank() != 0) return r.pass() ? 0 : static_cast<int>(ExitCode::check_failed);
     const auto& c = r.config;
     std::printf("golden file: %s\n  %s\n", golden.c_str(), r.generator.c_str());

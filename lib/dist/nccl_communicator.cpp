@@ -76,6 +76,12 @@ void NcclCommunicator::all_reduce_sum_bf16(void* data, std::size_t count) {
   NCCL_CHECK(ncclAllReduce(data, data, count, ncclBfloat16, ncclSum, comm_, stream_));
 }
 
+void NcclCommunicator::all_reduce_max(float* data, std::size_t count) {
+  NCCL_CHECK(ncclAllReduce(data, data, count, ncclFloat32, ncclMax, comm_, stream_));
+}
+void NcclCommunicator::group_start() { NCCL_CHECK(ncclGroupStart()); }
+void NcclCommunicator::group_end() { NCCL_CHECK(ncclGroupEnd()); }
+
 void NcclCommunicator::barrier() {
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   host_.barrier();

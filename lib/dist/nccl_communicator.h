@@ -37,6 +37,10 @@ class NcclCommunicator final : public Communicator {
   void all_gather_bf16(const void* in, void* out, std::size_t count);
   void reduce_scatter_sum_bf16(const void* in, void* out, std::size_t count);
   void all_reduce_sum_bf16(void* data, std::size_t count);
+  void all_reduce_max(float* data, std::size_t count);
+  // Several collectives as one NCCL group (fewer launches): start … end around the calls.
+  void group_start();
+  void group_end();
   void all_gather(const float* in, float* out, std::size_t count);
   void reduce_scatter_sum(const float* in, float* out, std::size_t count);
 

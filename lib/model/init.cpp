@@ -15,26 +15,27 @@ double to_uniform01(std::uint64_t bits) { return (static_cast<double>(bits >> 11
 // Element pair (2q, 2q+1) of a tensor takes draws 2q and 2q+1 of the tensor's splitmix64 stream. splitmix64's state
 // after n draws is start + n·γ, so each pair is computed from its index alone and the pairs run in parallel with the
 // same values as a sequential walk.
-void init_weights(const ParamTable& table, std::uint64_t seed, double std, float* w) {
-  for (std::size_t p = 0; p < table.entries().size(); ++p) {
-    const auto& e = table.entries()[p];
-    float* dst = w + e.offset;
-    if (e.shape.size() < 2) {
-      for (std::int64_t i = 0; i < e.numel; ++i) dst[i] = 1.0f;
-      continue;
-    }
-    const std::uint64_t start = seed * 0x100000001b3ULL + p;  // one stream per tensor: sharded inits agree
-    const std::int64_t pairs = (e.numel + 1) / 2;
-#pragma omp parallel for schedule(static)
-    for (std::int64_t q = 0; q < pairs; ++q) {
-      std::uint64_t s1 = start + static_cast<std::uint64_t>(2 * q) * kGamma;
-      std::uint64_t s2 = s1 + kGamma;
-      const double r = std::sqrt(-2.0 * std::log(to_uniform01(splitmix64(s1))));
-      const double a = 2.0 * std::numbers::pi * to_uniform01(splitmix64(s2));
-      dst[2 * q] = static_cast<float>(std * r * std::cos(a));
-      if (2 * q + 1 < e.numel) dst[2 * q + 1] = static_cast<float>(std * r * std::sin(a));
-    }
+void init_tensor(const ParamTable& table, std::size_t p, std::uint64_t seed, double std, float* dst) {
+  const auto& e = table.entries()[p];
+  if (e.shape.size() < 2) {
+    for (std::int64_t i = 0; i < e.numel; ++i) dst[i] = 1.0f;
+    return;
   }
+  const std::uint64_t start = seed * 0x100000001b3ULL + p;  // one stream per tensor: sharded inits agree
+  const std::int64_t pairs = (e.numel + 1) / 2;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t q = 0; q < pairs; ++q) {
+    std::uint64_t s1 = start + static_cast<std::uint64_t>(2 * q) * kGamma;
+    std::uint64_t s2 = s1 + kGamma;
+    const double r = std::sqrt(-2.0 * std::log(to_uniform01(splitmix64(s1))));
+    const double a = 2.0 * std::numbers::pi * to_uniform01(splitmix64(s2));
+    dst[2 * q] = static_cast<float>(std * r * std::cos(a));
+    if (2 * q + 1 < e.numel) dst[2 * q + 1] = static_cast<float>(std * r * std::sin(a));
+  }
+}
+
+void init_weights(const ParamTable& table, std::uint64_t seed, double std, float* w) {
+  for (std::size_t p = 0; p < table.entries().size(); ++p) init_tensor(table, p, seed, std, w + table.entries()[p].offset);
 }
 
 }  // namespace qwen3

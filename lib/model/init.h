@@ -9,5 +9,7 @@ namespace qwen3 {
 
 // Fills weights[total_elements]: 2-D tensors ~ N(0, std²) (Hugging Face's initializer_range, 0.02), norms = 1.
 void init_weights(const ParamTable& table, std::uint64_t seed, double std, float* weights);
+// One tensor of the full table (index into entries()), into out[numel]: the same values init_weights gives it.
+void init_tensor(const ParamTable& table, std::size_t index, std::uint64_t seed, double std, float* out);
 
 }  // namespace qwen3

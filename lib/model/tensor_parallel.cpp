@@ -81,4 +81,19 @@ void insert_shard(const ShardSpec& s, const std::vector<std::int64_t>& shape, co
   copy_shard<false>(s, shape, local, full);
 }
 
+std::vector<float> gather_full_tensor(Communicator& tp, const ModelConfig& c, const ParamTable& full, std::size_t index,
+                                      const float* shard, std::int64_t shard_numel) {
+  const auto& f = full.entries()[index];
+  const int t = tp.size();
+  if (t == 1 || shard_spec(full, index, tp_dims(c, tp.rank(), t)).dim < 0) return {shard, shard + shard_numel};
+  std::vector<double> mine(shard, shard + shard_numel), all(static_cast<std::size_t>(t * shard_numel));
+  tp.all_gather(mine.data(), all.data(), mine.size());
+  std::vector<float> out(static_cast<std::size_t>(f.numel)), piece(static_cast<std::size_t>(shard_numel));
+  for (int r = 0; r < t; ++r) {
+    std::copy(all.begin() + r * shard_numel, all.begin() + (r + 1) * shard_numel, piece.begin());
+    insert_shard(shard_spec(full, index, tp_dims(c, r, t)), f.shape, piece.data(), out.data());
+  }
+  return out;
+}
+
 }  // namespace qwen3

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "config/model_config.h"
+#include "dist/communicator.h"
 #include "model/param_table.h"
 
 namespace qwen3 {
@@ -33,5 +34,10 @@ ShardSpec shard_spec(const ParamTable& full, std::size_t index, const TpDims& d)
 // The local slice of a full tensor (shape `full_shape`, row-major) and back.
 void extract_shard(const ShardSpec& s, const std::vector<std::int64_t>& full_shape, const float* full, float* local);
 void insert_shard(const ShardSpec& s, const std::vector<std::int64_t>& full_shape, const float* local, float* full);
+
+// Full tensor `index` assembled from every tensor-parallel rank's shard (this rank's: shard[local numel]), collective
+// over the host communicator `tp` of the group (each rank calls it in the same order).
+std::vector<float> gather_full_tensor(Communicator& tp, const ModelConfig& c, const ParamTable& full, std::size_t index,
+                                      const float* shard, std::int64_t shard_numel);
 
 }  // namespace qwen3

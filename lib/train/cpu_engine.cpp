@@ -38,19 +38,9 @@ CpuEngine::CpuEngine(const ModelConfig& cfg, const EngineOptions& opts)
 }
 
 std::vector<float> CpuEngine::gather_full(std::size_t index, const std::vector<float>& local) const {
-  const auto& f = full_.entries()[index];
   const auto& l = model_.params().entries()[index];
-  if (!tp_comm_ || shards_[index].dim < 0) return {local.begin() + l.offset, local.begin() + l.offset + l.numel};
-  const int t = tp_comm_->size();
-  std::vector<double> mine(local.begin() + l.offset, local.begin() + l.offset + l.numel);
-  std::vector<double> all(static_cast<std::size_t>(t * l.numel));
-  tp_comm_->all_gather(mine.data(), all.data(), mine.size());
-  std::vector<float> out(static_cast<std::size_t>(f.numel)), piece(static_cast<std::size_t>(l.numel));
-  for (int r = 0; r < t; ++r) {
-    std::copy(all.begin() + r * l.numel, all.begin() + (r + 1) * l.numel, piece.begin());
-    insert_shard(shard_spec(full_, index, tp_dims(model_.config(), r, t)), f.shape, piece.data(), out.data());
-  }
-  return out;
+  if (!tp_comm_) return {local.begin() + l.offset, local.begin() + l.offset + l.numel};
+  return gather_full_tensor(*tp_comm_, model_.config(), full_, index, local.data() + l.offset, l.numel);
 }
 
 std::string CpuEngine::device_name() const {

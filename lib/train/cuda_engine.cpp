@@ -21,6 +21,7 @@
 #include "cuda/gemm.h"
 #include "cuda/op_timer.h"
 #include "model/init.h"
+#include "model/tensor_parallel.h"
 #include "ops/cpu/cross_entropy.h"
 #include "ops/cpu/rope.h"
 #include "ops/cuda/attention.h"
@@ -63,11 +64,11 @@ class CudaEngine final : public Engine {
  public:
   CudaEngine(const ModelConfig& cfg, const EngineOptions& opts);
   ~CudaEngine() override;
-  const ParamTable& params() const override { return table_; }
+  const ParamTable& params() const override { return full_; }
   std::string device_name() const override { return device_name_; }
   void set_weights(const std::string& name, const std::vector<float>& values) override;
-  std::vector<float> weights(const std::string& name) const override { return download(w_, table_.find(name)); }
-  std::vector<float> gradient(const std::string& name) const override { return download(g_, table_.find(name)); }
+  std::vector<float> weights(const std::string& name) const override { return download(w_, name); }
+  std::vector<float> gradient(const std::string& name) const override { return download(g_, name); }
   void zero_grad() override;
   cpu::LossSum forward_backward(const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) override;
   void reduce_gradients(Communicator& dp) override;
@@ -78,7 +79,10 @@ class CudaEngine final : public Engine {
   std::vector<std::pair<std::string, std::int64_t>> device_bytes_by_category() const override;
 
  private:
-  std::vector<float> download(const float* base, const ParamInfo& p) const;
+  // The full tensor `name` (gathered over the tensor-parallel group) from one of the flat fp32 buffers.
+  std::vector<float> download(const float* base, const std::string& name) const;
+  // Tensor parallelism: reduce this micro-batch's share of the replicated weights' gradients over the group.
+  void reduce_replicated_grads(bool keep_earlier, cudaStream_t st);
   const bf16* W(std::size_t idx) const { return wb_ + table_.entries()[idx].offset; }
   float* G(std::size_t idx) const { return g_ + table_.entries()[idx].offset; }
   double device_scalar() const;
@@ -88,7 +92,10 @@ class CudaEngine final : public Engine {
   void attention_backward(LayerActs& a, const AttnDims& s, const cuda::AttentionShape& as, cudaStream_t st);
 
   ModelConfig cfg_;
-  ParamTable table_;
+  ParamTable full_;   // Hugging Face names and full shapes (what params() reports)
+  Communicator* tp_host_;  // tensor-parallel group, host side (null without tensor parallelism)
+  TpDims tp_;         // this rank's share (model/tensor_parallel.h)
+  ParamTable table_;  // this rank's tensors: the flat buffers' layout (the full table when tp = 1)
   std::int64_t max_tokens_, max_batch_, max_seq_, logit_chunk_;
   std::string device_name_;
   cudaStream_t stream_ = nullptr;
@@ -120,7 +127,13 @@ class CudaEngine final : public Engine {
   std::size_t cudnn_ws_bytes_ = 0;
 #endif
   bool use_cudnn_ = false;
+  // Sequence-parallel buffers (tp > 1): the residual stream and norms hold Tl = T / tp rows per rank.
+  bf16 *h_local_ = nullptr, *partial_bf_ = nullptr, *sum_local_ = nullptr, *g_full_ = nullptr;
+  float *dh_local_ = nullptr, *dres_full_ = nullptr, *ce_m_ = nullptr, *ce_mg_ = nullptr, *ce_z_ = nullptr,
+        *ce_t_ = nullptr, *rep_saved_ = nullptr;
+  std::vector<std::size_t> replicated_;  // norm weights: every rank holds them whole and adds a partial gradient
 #ifdef QWEN3_HAVE_NCCL
+  std::unique_ptr<NcclCommunicator> tp_nccl_;  // the same group, device side
   std::unique_ptr<NcclCommunicator> dp_nccl_;  // gradient all-reduce across data-parallel replicas, made on first use
 #endif
   double *partial_, *scalar_;
@@ -132,12 +145,26 @@ class CudaEngine final : public Engine {
   cuda::OpTimer timer_;  // QWEN3_CUDA_OP_TIMES=1: per-operation GPU time, printed at exit
 };
 
-CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cfg), table_(cfg) {
+CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
+    : cfg_(cfg),
+      full_(cfg),
+      tp_host_(o.tp_comm && o.tp_comm->size() > 1 ? o.tp_comm : nullptr),
+      tp_(tp_dims(cfg, tp_host_ ? tp_host_->rank() : 0, tp_host_ ? tp_host_->size() : 1)),
+      table_(cfg, tp_.q_dim, tp_.kv_dim, tp_.inter, tp_.vocab) {
   cfg_.validate();
   if (o.max_seq <= 0 || o.max_batch <= 0) throw InternalError("the CUDA engine needs the micro-batch shape up front");
-  if (o.tp_comm != nullptr && o.tp_comm->size() > 1)
-    throw UsageError("tensor parallelism with --device cuda needs the NCCL tensor-parallel engine, which is not built "
-                     "yet (it runs on --device cpu over MPI)");
+  if (tp_host_) {
+#ifndef QWEN3_HAVE_NCCL
+    throw UsageError("tensor parallelism with --device cuda needs NCCL, which this build did not find");
+#endif
+    if (tp_.kv_replicas > 1)
+      throw UsageError("--tp " + std::to_string(tp_.size) + " exceeds the model's " + std::to_string(cfg.num_kv_heads) +
+                       " key/value heads: replicated KV heads run on --device cpu only for now");
+    if ((o.max_batch * o.max_seq) % tp_.size != 0)
+      throw UsageError("--tp " + std::to_string(tp_.size) + " with --device cuda: the micro-batch's " +
+                       std::to_string(o.max_batch * o.max_seq) + " tokens must divide by the tensor-parallel size "
+                       "(sequence parallelism)");
+  }
   int devices = 0;
   CUDA_CHECK(cudaGetDeviceCount(&devices));
   if (devices == 0) throw UsageError("--device cuda: no CUDA device is visible on this host");
@@ -154,9 +181,9 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
 
   max_batch_ = o.max_batch;
   max_seq_ = o.max_seq;
-  const std::int64_t T = max_tokens_ = o.max_batch * o.max_seq;
-  const std::int64_t P = table_.total_elements(), H = cfg.hidden_size, I = cfg.intermediate_size;
-  const std::int64_t qd = cfg.q_dim(), kvd = cfg.kv_dim(), V = cfg.vocab_size;
+  const std::int64_t T = max_tokens_ = o.max_batch * o.max_seq, Tl = T / tp_.size;
+  const std::int64_t P = table_.total_elements(), H = cfg.hidden_size, I = tp_.inter;
+  const std::int64_t qd = tp_.q_dim, kvd = tp_.kv_dim, V = tp_.vocab, nh = tp_.heads, nkv = tp_.kv_heads;
   logit_chunk_ = std::max<std::int64_t>(1, std::min(T, kLogitChunkBytes / (2 * V)));
 
   // Persistent state first: weights, gradients, optimizer — then activations, then workspaces.
@@ -207,7 +234,7 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
     try {
       cudnn_ = std::make_unique<cuda::CudnnAttention>();
       cudnn_ws_bytes_ = cudnn_->workspace_bytes(
-          {o.max_batch, o.max_seq, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, qd, kvd, qd + 2 * kvd, qd});
+          {o.max_batch, o.max_seq, nh, nkv, cfg.head_dim, qd, kvd, qd + 2 * kvd, qd});
       use_cudnn_ = true;
     } catch (const InternalError& e) {
       std::fprintf(stderr, "qwen3: cuDNN fused attention unavailable (%s); using the own attention kernels\n", e.what());
@@ -219,31 +246,31 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
   for (std::int64_t l = 0; l < cfg.num_layers; ++l) {
     LayerActs a{};
     const std::string what = "layer " + std::to_string(l) + " activations";
-    a.x_in = alloc_.allocate<bf16>(A, T * H, what);
+    a.x_in = alloc_.allocate<bf16>(A, Tl * H, what);
     a.qkv = alloc_.allocate<bf16>(A, T * (qd + 2 * kvd), what);
     a.q = alloc_.allocate<bf16>(A, T * qd, what);
     a.k = alloc_.allocate<bf16>(A, T * kvd, what);
     a.v = use_cudnn_ ? nullptr : alloc_.allocate<bf16>(A, T * kvd, what);
     a.attn = alloc_.allocate<bf16>(A, T * qd, what);
-    a.x_mid = alloc_.allocate<bf16>(A, T * H, what);
+    a.x_mid = alloc_.allocate<bf16>(A, Tl * H, what);
     a.h_in = alloc_.allocate<bf16>(A, T * H, what);
     a.h_mid = alloc_.allocate<bf16>(A, T * H, what);
     a.gate_up = alloc_.allocate<bf16>(A, T * 2 * I, what);
-    a.rstd_in = alloc_.allocate<float>(A, T, what);
-    a.rstd_q = alloc_.allocate<float>(A, T * cfg.num_heads, what);
-    a.rstd_k = alloc_.allocate<float>(A, T * cfg.num_kv_heads, what);
-    a.lse = alloc_.allocate<float>(A, T * cfg.num_heads, what);
-    a.rstd_mid = alloc_.allocate<float>(A, T, what);
+    a.rstd_in = alloc_.allocate<float>(A, Tl, what);
+    a.rstd_q = alloc_.allocate<float>(A, T * nh, what);
+    a.rstd_k = alloc_.allocate<float>(A, T * nkv, what);
+    a.lse = alloc_.allocate<float>(A, T * nh, what);
+    a.rstd_mid = alloc_.allocate<float>(A, Tl, what);
     acts_.push_back(a);
   }
-  x_final_ = alloc_.allocate<bf16>(A, T * H, "final hidden state");
+  x_final_ = alloc_.allocate<bf16>(A, Tl * H, "final hidden state");
   hf_ = alloc_.allocate<bf16>(A, T * H, "final norm output");
-  rstd_f_ = alloc_.allocate<float>(A, T, "final norm statistics");
+  rstd_f_ = alloc_.allocate<float>(A, Tl, "final norm statistics");
   const auto S = MemCategory::workspace;
   act_ = alloc_.allocate<bf16>(S, T * I, "SwiGLU scratch");
   logits_ = alloc_.allocate<bf16>(S, logit_chunk_ * V, "logits of one token chunk");
   row_loss_ = alloc_.allocate<float>(S, T, "per-token loss");
-  dres_ = alloc_.allocate<float>(S, T * H, "residual-stream gradient");
+  dres_ = alloc_.allocate<float>(S, Tl * H, "residual-stream gradient");
   dh_ = alloc_.allocate<float>(S, T * H, "norm-output gradient");
   g_bf_ = alloc_.allocate<bf16>(S, T * std::max(H, qd), "bf16 gradient scratch");
   dattn_ = alloc_.allocate<bf16>(S, T * qd, "attention-output gradient");
@@ -257,7 +284,26 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
   rope_sin_ = alloc_.allocate<float>(S, o.max_seq * (cfg.head_dim / 2), "RoPE sin table");
   tokens_ = alloc_.allocate<std::int32_t>(S, T, "token ids");
   labels_ = alloc_.allocate<std::int32_t>(S, T, "labels");
-  const cuda::AttentionShape ashape{o.max_batch, o.max_seq, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim};
+  if (tp_host_) {
+    h_local_ = alloc_.allocate<bf16>(S, Tl * H, "sequence-parallel norm output");
+    partial_bf_ = alloc_.allocate<bf16>(S, T * H, "row-parallel partial sums");
+    sum_local_ = alloc_.allocate<bf16>(S, Tl * H, "reduce-scattered rows");
+    g_full_ = alloc_.allocate<bf16>(S, T * H, "gathered residual gradient (bf16)");
+    dh_local_ = alloc_.allocate<float>(S, Tl * H, "reduce-scattered norm-output gradient");
+    dres_full_ = alloc_.allocate<float>(S, T * H, "gathered residual gradient (fp32)");
+    for (float** p : {&ce_m_, &ce_mg_, &ce_z_, &ce_t_})
+      *p = alloc_.allocate<float>(S, logit_chunk_, "vocabulary-parallel cross-entropy statistics");
+    for (const auto& l : table_.layers) replicated_.insert(replicated_.end(), {l.input_norm, l.post_norm, l.q_norm, l.k_norm});
+    replicated_.push_back(table_.final_norm);
+    std::int64_t n = 0;
+    for (std::size_t i : replicated_) n += table_.entries()[i].numel;
+    rep_saved_ = alloc_.allocate<float>(S, n, "replicated gradients of earlier micro-batches");
+#ifdef QWEN3_HAVE_NCCL
+    tp_nccl_ = std::make_unique<NcclCommunicator>(*tp_host_);
+    tp_nccl_->set_stream(stream_);
+#endif
+  }
+  const cuda::AttentionShape ashape{o.max_batch, o.max_seq, nh, nkv, cfg.head_dim};
   if (!use_cudnn_)
     attn_ws_ = alloc_.allocate(S, static_cast<std::int64_t>(cuda::attention_backward_workspace_bytes(ashape)), "attention workspace");
 #ifdef QWEN3_HAVE_CUDNN
@@ -279,9 +325,14 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o) : cfg_(cf
     if (!gemm_written[i]) zeroed_by_memset_.push_back(i);
   CUDA_CHECK(cudaMemset(g_, 0, P * sizeof(float)));
 
-  // Initial weights: the same values as every other backend (model/init.h), uploaded once.
-  std::vector<float> host(static_cast<std::size_t>(P));
-  init_weights(table_, o.seed, o.init_std, host.data());
+  // Initial weights: the same values as every other backend (model/init.h), this rank's shard of each, uploaded once.
+  std::vector<float> host(static_cast<std::size_t>(P)), full_tensor;
+  for (std::size_t i = 0; i < full_.entries().size(); ++i) {
+    const auto& f = full_.entries()[i];
+    full_tensor.resize(static_cast<std::size_t>(f.numel));
+    init_tensor(full_, i, o.seed, o.init_std, full_tensor.data());
+    extract_shard(shard_spec(full_, i, tp_), f.shape, full_tensor.data(), host.data() + table_.entries()[i].offset);
+  }
   CUDA_CHECK(cudaMemcpy(w_, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
   cuda::cast_f32_to_bf16(w_, wb_, P, stream_);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -305,20 +356,28 @@ std::vector<std::pair<std::string, std::int64_t>> CudaEngine::device_bytes_by_ca
   return out;
 }
 
-std::vector<float> CudaEngine::download(const float* base, const ParamInfo& p) const {
+std::vector<float> CudaEngine::download(const float* base, const std::string& name) const {
+  const auto& f = full_.find(name);
+  const std::size_t index = static_cast<std::size_t>(&f - full_.entries().data());
+  const auto& p = table_.entries()[index];
   std::vector<float> out(static_cast<std::size_t>(p.numel));
   CUDA_CHECK(cudaDeviceSynchronize());  // both streams: a pending optimizer step or memset
   CUDA_CHECK(cudaMemcpy(out.data(), base + p.offset, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
-  return out;
+  if (!tp_host_) return out;
+  return gather_full_tensor(*tp_host_, cfg_, full_, index, out.data(), p.numel);
 }
 
 void CudaEngine::set_weights(const std::string& name, const std::vector<float>& values) {
-  const auto& p = table_.find(name);
-  if (static_cast<std::int64_t>(values.size()) != p.numel)
+  const auto& f = full_.find(name);
+  if (static_cast<std::int64_t>(values.size()) != f.numel)
     throw InputError("weight '" + name + "' has " + std::to_string(values.size()) + " values, the model expects " +
-                     std::to_string(p.numel));
+                     std::to_string(f.numel));
+  const std::size_t index = static_cast<std::size_t>(&f - full_.entries().data());
+  const auto& p = table_.entries()[index];
+  std::vector<float> shard(static_cast<std::size_t>(p.numel));
+  extract_shard(shard_spec(full_, index, tp_), f.shape, values.data(), shard.data());
   CUDA_CHECK(cudaDeviceSynchronize());  // no optimizer step may still be writing these weights
-  CUDA_CHECK(cudaMemcpyAsync(w_ + p.offset, values.data(), values.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaMemcpy(w_ + p.offset, shard.data(), shard.size() * sizeof(float), cudaMemcpyHostToDevice));
   cuda::cast_f32_to_bf16(w_ + p.offset, wb_ + p.offset, p.numel, stream_);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
@@ -380,14 +439,72 @@ void CudaEngine::attention_backward(LayerActs& a, const AttnDims& s, const cuda:
 
 cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) {
   const auto& c = cfg_;
-  const std::int64_t B = mb.batch, S = mb.seq, T = B * S, H = c.hidden_size, I = c.intermediate_size;
-  const std::int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
-  const std::int64_t V = c.vocab_size;
+  const std::int64_t B = mb.batch, S = mb.seq, T = B * S, H = c.hidden_size, I = tp_.inter;
+  const std::int64_t nh = tp_.heads, nkv = tp_.kv_heads, hd = c.head_dim, qd = tp_.q_dim, kvd = tp_.kv_dim;
+  const std::int64_t V = tp_.vocab, v0 = tp_.vocab0;
   if (T > max_tokens_ || S > max_seq_ || B > max_batch_)
     throw InternalError("micro-batch " + std::to_string(B) + "×" + std::to_string(S) + " exceeds the engine's sizing");
+  if (T % tp_.size != 0)
+    throw UsageError("sequence parallelism: the micro-batch's " + std::to_string(T) + " tokens do not divide by --tp " +
+                     std::to_string(tp_.size));
   const float eps = static_cast<float>(c.rms_norm_eps);
   cudaStream_t st = stream_;
   auto& gemm = *gemm_;
+  // Sequence parallelism (tp > 1): the residual stream, its norms and gradient hold this rank's Tl rows; each block
+  // all-gathers its normalised input to T rows and reduce-scatters its row-parallel output back to Tl rows.
+  const bool tp = tp_host_ != nullptr;
+  const std::int64_t Tl = T / tp_.size;
+#ifdef QWEN3_HAVE_NCCL
+  NcclCommunicator* tpc = tp_nccl_.get();
+#else
+  struct NoComm {
+    void all_gather_bf16(const void*, void*, std::size_t) {}
+    void reduce_scatter_sum_bf16(const void*, void*, std::size_t) {}
+    void all_gather(const float*, float*, std::size_t) {}
+    void reduce_scatter_sum(const float*, float*, std::size_t) {}
+    void all_reduce_max(float*, std::size_t) {}
+    void all_reduce_sum(float*, std::size_t) {}
+  } no_comm;
+  NoComm* tpc = &no_comm;  // never used: tensor parallelism needs NCCL (checked at construction)
+#endif
+  // Norm of this rank's rows, gathered to every row for the column-parallel block that follows.
+  auto norm_gathered = [&](const bf16* x, std::size_t w, bf16* full, float* rstd) {
+    cuda::rmsnorm_forward(x, W(w), tp ? h_local_ : full, rstd, Tl, H, eps, st);
+    timer_.mark(st, "rmsnorm fwd");
+    if (tp) {
+      tpc->all_gather_bf16(h_local_, full, static_cast<std::size_t>(Tl * H));
+      timer_.mark(st, "all-gather (sequence parallel)");
+    }
+  };
+  // out[Tl rows] = residual + this rank's rows of Σ_ranks (in·Wᵀ); without tensor parallelism one GEMM with the
+  // residual in its epilogue.
+  auto row_parallel = [&](const bf16* in, std::size_t w, std::int64_t k, const bf16* residual, bf16* out, const char* what) {
+    if (!tp) {
+      gemm.forward(in, W(w), out, residual, T, k, H, st);
+      timer_.mark(st, what);
+      return;
+    }
+    gemm.forward(in, W(w), partial_bf_, nullptr, T, k, H, st);
+    timer_.mark(st, what);
+    tpc->reduce_scatter_sum_bf16(partial_bf_, sum_local_, static_cast<std::size_t>(Tl * H));
+    timer_.mark(st, "reduce-scatter (sequence parallel)");
+    cuda::add(residual, sum_local_, out, Tl * H, st);
+    timer_.mark(st, "residual add");
+  };
+  // The residual stream's gradient (bf16 copy, Tl rows) on every row, for the backward GEMMs of a block's output.
+  auto gathered_grad = [&]() -> const bf16* {
+    if (!tp) return g_bf_;
+    tpc->all_gather_bf16(g_bf_, g_full_, static_cast<std::size_t>(Tl * H));
+    timer_.mark(st, "all-gather (sequence parallel)");
+    return g_full_;
+  };
+  // dh_ (T rows, this rank's partial sums) reduced to this rank's Tl rows.
+  auto scattered_dh = [&]() -> const float* {
+    if (!tp) return dh_;
+    tpc->reduce_scatter_sum(dh_, dh_local_, static_cast<std::size_t>(Tl * H));
+    timer_.mark(st, "reduce-scatter (sequence parallel)");
+    return dh_local_;
+  };
   timer_.start(st);
   CUDA_CHECK(cudaMemcpyAsync(tokens_, mb.tokens, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
   CUDA_CHECK(cudaMemcpyAsync(labels_, mb.labels, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
@@ -408,14 +525,18 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     if (wait_update) CUDA_CHECK(cudaStreamWaitEvent(st, segment_done_[seg], 0));
   };
   wait_segment(0);
-  cuda::embedding_forward(tokens_, W(table_.embed), acts_[0].x_in, T, H, st);
+  if (!tp) {
+    cuda::embedding_forward(tokens_, W(table_.embed), acts_[0].x_in, T, H, st);
+  } else {  // vocabulary-parallel: rows of this rank's tokens, zeros elsewhere, summed and scattered
+    cuda::embedding_forward(tokens_, W(table_.embed), partial_bf_, T, H, st, v0, V);
+    tpc->reduce_scatter_sum_bf16(partial_bf_, acts_[0].x_in, static_cast<std::size_t>(Tl * H));
+  }
   timer_.mark(st, "embedding fwd");
   for (std::int64_t l = 0; l < c.num_layers; ++l) {
     const auto& p = table_.layers[l];
     LayerActs& a = acts_[l];
     wait_segment(static_cast<std::size_t>(1 + l));
-    cuda::rmsnorm_forward(a.x_in, W(p.input_norm), a.h_in, a.rstd_in, T, H, eps, st);
-    timer_.mark(st, "rmsnorm fwd");
+    norm_gathered(a.x_in, p.input_norm, a.h_in, a.rstd_in);
     gemm.forward(a.h_in, W(p.q_proj), a.qkv, nullptr, T, H, qkv_dim, st);  // q|k|v in one GEMM
     timer_.mark(st, "gemm qkv fwd");
     cuda::qk_norm_rope_forward(a.qkv, W(p.q_norm), a.q, a.rstd_q, qshape, st);
@@ -423,37 +544,63 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     cuda::qk_norm_rope_forward(a.qkv + qd, W(p.k_norm), a.k, a.rstd_k, kshape, st);
     timer_.mark(st, "qk norm+rope fwd");
     attention_forward(a, sshape, ashape, st);
-    gemm.forward(a.attn, W(p.o_proj), a.x_mid, a.x_in, T, qd, H, st);  // residual add in the epilogue
-    timer_.mark(st, "gemm o fwd");
-    cuda::rmsnorm_forward(a.x_mid, W(p.post_norm), a.h_mid, a.rstd_mid, T, H, eps, st);
-    timer_.mark(st, "rmsnorm fwd");
+    row_parallel(a.attn, p.o_proj, qd, a.x_in, a.x_mid, "gemm o fwd");
+    norm_gathered(a.x_mid, p.post_norm, a.h_mid, a.rstd_mid);
     gemm.forward(a.h_mid, W(p.gate_proj), a.gate_up, nullptr, T, H, 2 * I, st);  // gate|up in one GEMM
     timer_.mark(st, "gemm gate_up fwd");
     cuda::swiglu_forward(a.gate_up, act_, T, I, st);
     timer_.mark(st, "swiglu fwd");
     bf16* next = l + 1 < c.num_layers ? acts_[l + 1].x_in : x_final_;
-    gemm.forward(act_, W(p.down_proj), next, a.x_mid, T, I, H, st);
-    timer_.mark(st, "gemm down fwd");
+    row_parallel(act_, p.down_proj, I, a.x_mid, next, "gemm down fwd");
   }
   wait_segment(static_cast<std::size_t>(c.num_layers + 1));
   if (zero_pending_) CUDA_CHECK(cudaStreamWaitEvent(st, zero_done_, 0));  // before any gradient is written
   zero_pending_ = false;
-  cuda::rmsnorm_forward(x_final_, W(table_.final_norm), hf_, rstd_f_, T, H, eps, st);
-  timer_.mark(st, "rmsnorm fwd");
+  // The replicated weights' gradients from earlier micro-batches are set aside: only this one's part is reduced.
+  const bool keep_earlier = tp && acc;
+  if (keep_earlier) {
+    std::int64_t off = 0;
+    for (std::size_t i : replicated_) {
+      const auto& e = table_.entries()[i];
+      CUDA_CHECK(cudaMemcpyAsync(rep_saved_ + off, g_ + e.offset, e.numel * sizeof(float), cudaMemcpyDeviceToDevice, st));
+      CUDA_CHECK(cudaMemsetAsync(g_ + e.offset, 0, e.numel * sizeof(float), st));
+      off += e.numel;
+    }
+  }
+  norm_gathered(x_final_, table_.final_norm, hf_, rstd_f_);
 
   // ---- output projection and loss, one token chunk at a time; dhf accumulates in dh_ ----
   for (std::int64_t t0 = 0; t0 < T; t0 += logit_chunk_) {
     const std::int64_t tc = std::min(logit_chunk_, T - t0);
     gemm.forward(hf_ + t0 * H, W(table_.lm_head), logits_, nullptr, tc, H, V, st);
     timer_.mark(st, "gemm lm_head fwd");
-    if (logits_out) {
-      if (t0 == 0) logits_out->assign(static_cast<std::size_t>(T * V), 0.0f);
+    if (logits_out) {  // [T, full vocabulary]: every rank's vocabulary slice side by side
+      const std::int64_t Vf = V * tp_.size;
+      if (t0 == 0) logits_out->assign(static_cast<std::size_t>(T * Vf), 0.0f);
       std::vector<bf16> chunk(static_cast<std::size_t>(tc * V));
       CUDA_CHECK(cudaMemcpyAsync(chunk.data(), logits_, chunk.size() * sizeof(bf16), cudaMemcpyDeviceToHost, st));
       CUDA_CHECK(cudaStreamSynchronize(st));
-      for (std::size_t i = 0; i < chunk.size(); ++i) (*logits_out)[t0 * V + i] = __bfloat162float(chunk[i]);
+      std::vector<double> mine(chunk.size()), all(chunk.size() * static_cast<std::size_t>(tp_.size));
+      for (std::size_t i = 0; i < chunk.size(); ++i) mine[i] = __bfloat162float(chunk[i]);
+      if (tp) tp_host_->all_gather(mine.data(), all.data(), mine.size());
+      else all = mine;
+      for (int r = 0; r < tp_.size; ++r)
+        for (std::int64_t row = 0; row < tc; ++row)
+          for (std::int64_t j = 0; j < V; ++j)
+            (*logits_out)[(t0 + row) * Vf + r * V + j] = static_cast<float>(all[(r * tc + row) * V + j]);
     }
-    cuda::cross_entropy_forward_backward(logits_, labels_ + t0, row_loss_ + t0, tc, V, static_cast<float>(grad_scale), st);
+    if (!tp) {
+      cuda::cross_entropy_forward_backward(logits_, labels_ + t0, row_loss_ + t0, tc, V, static_cast<float>(grad_scale), st);
+    } else {  // vocabulary-parallel: row max, then sum of exponentials and the target logit, over the group
+      cuda::cross_entropy_vp_stats(logits_, labels_ + t0, ce_m_, ce_z_, ce_t_, tc, V, v0, st);
+      CUDA_CHECK(cudaMemcpyAsync(ce_mg_, ce_m_, tc * sizeof(float), cudaMemcpyDeviceToDevice, st));
+      tpc->all_reduce_max(ce_mg_, static_cast<std::size_t>(tc));
+      cuda::cross_entropy_vp_rescale(ce_m_, ce_mg_, ce_z_, tc, st);
+      tpc->all_reduce_sum(ce_z_, static_cast<std::size_t>(tc));
+      tpc->all_reduce_sum(ce_t_, static_cast<std::size_t>(tc));
+      cuda::cross_entropy_vp_backward(logits_, labels_ + t0, ce_mg_, ce_z_, ce_t_, row_loss_ + t0, tc, V, v0,
+                                      static_cast<float>(grad_scale), st);
+    }
     timer_.mark(st, "cross-entropy");
     gemm.backward_data(logits_, W(table_.lm_head), dh_ + t0 * H, tc, H, V, false, st);
     timer_.mark(st, "gemm lm_head bwd data");
@@ -463,7 +610,8 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
   cuda::sum(row_loss_, T, partial_, scalar_, st);
   timer_.mark(st, "loss sum");
   const double loss_sum = device_scalar();
-  cuda::rmsnorm_backward(x_final_, W(table_.final_norm), rstd_f_, dh_, dres_, G(table_.final_norm), T, H, false, st, g_bf_);
+  cuda::rmsnorm_backward(x_final_, W(table_.final_norm), rstd_f_, scattered_dh(), dres_, G(table_.final_norm), Tl, H,
+                         false, st, g_bf_);
   timer_.mark(st, "rmsnorm bwd");
 
   // ---- backward through the layers; dres_ holds d loss / d residual stream (fp32) ----
@@ -471,22 +619,25 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     const auto& p = table_.layers[l];
     LayerActs& a = acts_[l];
     // MLP block; g_bf_ holds the bf16 copy of dres_ (written by the last rmsnorm_backward)
-    gemm.backward_data(g_bf_, W(p.down_proj), dact_, T, I, H, st);
+    const bf16* dy_mlp = gathered_grad();
+    gemm.backward_data(dy_mlp, W(p.down_proj), dact_, T, I, H, st);
     timer_.mark(st, "gemm down bwd data");
     cuda::swiglu_backward(a.gate_up, dact_, dgate_up_, T, I, st, act_);  // also recomputes the SwiGLU product
     timer_.mark(st, "swiglu bwd");
-    gemm.backward_weight(g_bf_, act_, G(p.down_proj), T, I, H, acc, st);
+    gemm.backward_weight(dy_mlp, act_, G(p.down_proj), T, I, H, acc, st);
     timer_.mark(st, "gemm down bwd weight");
     gemm.backward_data(dgate_up_, W(p.gate_proj), dh_, T, H, 2 * I, false, st);
     timer_.mark(st, "gemm gate_up bwd data");
     gemm.backward_weight(dgate_up_, a.h_mid, G(p.gate_proj), T, H, 2 * I, acc, st);  // gate and up gradients, adjacent
     timer_.mark(st, "gemm gate_up bwd weight");
-    cuda::rmsnorm_backward(a.x_mid, W(p.post_norm), a.rstd_mid, dh_, dres_, G(p.post_norm), T, H, true, st, g_bf_);
+    cuda::rmsnorm_backward(a.x_mid, W(p.post_norm), a.rstd_mid, scattered_dh(), dres_, G(p.post_norm), Tl, H, true, st,
+                           g_bf_);
     timer_.mark(st, "rmsnorm bwd");
     // Attention block
-    gemm.backward_data(g_bf_, W(p.o_proj), dattn_, T, qd, H, st);
+    const bf16* dy_attn = gathered_grad();
+    gemm.backward_data(dy_attn, W(p.o_proj), dattn_, T, qd, H, st);
     timer_.mark(st, "gemm o bwd data");
-    gemm.backward_weight(g_bf_, a.attn, G(p.o_proj), T, qd, H, acc, st);
+    gemm.backward_weight(dy_attn, a.attn, G(p.o_proj), T, qd, H, acc, st);
     timer_.mark(st, "gemm o bwd weight");
     attention_backward(a, sshape, ashape, st);
     cuda::qk_norm_rope_backward(a.qkv, W(p.q_norm), a.rstd_q, dq_, dqkv_, G(p.q_norm), qshape, st);
@@ -497,13 +648,38 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     timer_.mark(st, "gemm qkv bwd data");
     gemm.backward_weight(dqkv_, a.h_in, G(p.q_proj), T, H, qkv_dim, acc, st);  // q, k and v gradients, adjacent
     timer_.mark(st, "gemm qkv bwd weight");
-    cuda::rmsnorm_backward(a.x_in, W(p.input_norm), a.rstd_in, dh_, dres_, G(p.input_norm), T, H, true, st,
+    cuda::rmsnorm_backward(a.x_in, W(p.input_norm), a.rstd_in, scattered_dh(), dres_, G(p.input_norm), Tl, H, true, st,
                            l > 0 ? g_bf_ : nullptr);
     timer_.mark(st, "rmsnorm bwd");
   }
-  cuda::embedding_backward(tokens_, dres_, G(table_.embed), T, H, st);
+  if (!tp) {
+    cuda::embedding_backward(tokens_, dres_, G(table_.embed), T, H, st);
+  } else {  // every token's gradient on every rank; each adds the rows of its vocabulary slice
+    tpc->all_gather(dres_, dres_full_, static_cast<std::size_t>(Tl * H));
+    cuda::embedding_backward(tokens_, dres_full_, G(table_.embed), T, H, st, v0, V);
+  }
   timer_.mark(st, "embedding bwd");
+  if (tp) reduce_replicated_grads(keep_earlier, st);
   return {loss_sum, counted};
+}
+
+void CudaEngine::reduce_replicated_grads(bool keep_earlier, cudaStream_t st) {
+#ifdef QWEN3_HAVE_NCCL
+  tp_nccl_->group_start();
+  for (std::size_t i : replicated_) {
+    const auto& e = table_.entries()[i];
+    tp_nccl_->all_reduce_sum(g_ + e.offset, static_cast<std::size_t>(e.numel));
+  }
+  tp_nccl_->group_end();
+  timer_.mark(st, "all-reduce replicated gradients");
+  if (!keep_earlier) return;
+  std::int64_t off = 0;
+  for (std::size_t i : replicated_) {
+    const auto& e = table_.entries()[i];
+    cuda::add(g_ + e.offset, rep_saved_ + off, g_ + e.offset, e.numel, st);
+    off += e.numel;
+  }
+#endif
 }
 
 void CudaEngine::reduce_gradients(Communicator& dp) {
@@ -525,7 +701,19 @@ double CudaEngine::grad_norm() {
   timer_.start(stream_);
   cuda::sum_squares(g_, table_.total_elements(), partial_, scalar_, stream_);
   timer_.mark(stream_, "grad norm");
-  return std::sqrt(device_scalar());
+  double ss = device_scalar();
+  if (tp_host_) {  // shards count on every rank, the replicated norm weights once (on tp rank 0)
+    if (tp_.rank != 0) {
+      for (std::size_t i : replicated_) {
+        const auto& e = table_.entries()[i];
+        std::vector<float> g(static_cast<std::size_t>(e.numel));
+        CUDA_CHECK(cudaMemcpy(g.data(), g_ + e.offset, g.size() * sizeof(float), cudaMemcpyDeviceToHost));
+        for (float v : g) ss -= static_cast<double>(v) * v;
+      }
+    }
+    tp_host_->all_reduce_sum(&ss, 1);
+  }
+  return std::sqrt(std::max(ss, 0.0));
 }
 
 void CudaEngine::optimizer_step(double lr, const AdamWConfig& a, double grad_scale) {

@@ -83,7 +83,7 @@ ModelConfig read_golden_config(const std::string& path) {
 }
 
 GoldenReport run_golden_check(const std::string& path, const std::string& device, const GoldenTolerance& tol,
-                              Communicator* tp_comm) {
+                              Communicator* tp_comm, int local_rank) {
   h5::Handle f = open_golden(path);
   GoldenReport report;
   report.config = config_from(f.get(), path);
@@ -116,6 +116,7 @@ GoldenReport run_golden_check(const std::string& path, const std::string& device
   eo.max_batch = ids_shape[0];
   eo.max_seq = ids_shape[1];
   eo.tp_comm = tp_comm;
+  eo.local_rank = local_rank;
   auto engine = make_engine(device, cfg, eo);
   std::set<std::string> expected;
   for (const auto& p : engine->params().entries()) {

@@ -43,8 +43,9 @@ ModelConfig read_golden_config(const std::string& path);
 // Runs the whole check on `device`. Throws InputError for a file that does not follow the schema.
 // With tp_comm (size > 1) the engine is tensor-parallel over that group, every rank runs the check collectively and
 // compares the same gathered tensors.
+// local_rank: this rank's index on its node (the GPU it drives).
 GoldenReport run_golden_check(const std::string& path, const std::string& device, const GoldenTolerance& tolerance,
-                              Communicator* tp_comm = nullptr);
+                              Communicator* tp_comm = nullptr, int local_rank = 0);
 
 // Relative error ‖a − b‖ / ‖b‖ in double (‖a‖ when b is all zeros).
 double relative_error(const std::vector<float>& a, const std::vector<float>& b);

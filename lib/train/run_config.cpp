@@ -46,9 +46,6 @@ void RunConfig::validate(int world) const {
   }
   if (tp > 1) {
     tp_dims(model, 0, tp);  // heads, KV heads, intermediate size and vocabulary divisible (or KV heads replicable)
-    if (device == "cuda")
-      throw UsageError("--tp " + std::to_string(tp) + " with --device cuda: the NCCL tensor-parallel engine is not built "
-                       "yet (tensor parallelism runs on --device cpu over MPI)");
   }
   ParallelLayout layout(world, tp, cp, pp);  // world divisible by tp·cp·pp
   const std::int64_t dp = layout.dp();

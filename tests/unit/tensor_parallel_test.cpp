@@ -151,7 +151,7 @@ TEST(TensorParallelMpirun, BadLayoutsEndWithOneClearMessage) {
   struct Case { int np; std::string args, message; };
   for (const Case& c : {Case{3, "--tp 3", "--tp 3: the model's attention heads (8) is not divisible by the tensor-parallel size"},
                         Case{3, "--tp 2", "not divisible"},
-                        Case{2, "--tp 2 --device cuda", "--tp 2 with --device cuda: the NCCL tensor-parallel engine is not built"}}) {
+                        Case{2, "--tp 16", "--tp 16: the model's attention heads (8) is not divisible"}}) {
     r = test::run_command(test::mpirun(c.np) + pretrain + c.args);
     EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << "\n" << r.output;

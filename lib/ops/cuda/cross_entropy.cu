@@ -81,7 +81,78 @@ __global__ void cross_entropy_vec_kernel(bf16* __restrict__ logits, const std::i
   }
   if (threadIdx.x == 0) row_loss[row] = lse - target;
 }
+__global__ void vp_stats_kernel(const bf16* __restrict__ logits, const std::int32_t* __restrict__ labels,
+                                float* __restrict__ m_out, float* __restrict__ z_out, float* __restrict__ t_out,
+                                std::int64_t V, std::int64_t v0) {
+  const std::int64_t row = blockIdx.x;
+  const bf16* l = logits + row * V;
+  float m = -INFINITY, z = 0.0f;
+  for (std::int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+    const float x = to_f(l[i]);
+    if (x > m) {
+      z = z * __expf(m - x) + 1.0f;
+      m = x;
+    } else {
+      z += __expf(x - m);
+    }
+  }
+  const float gm = block_max(m);
+  const float gz = block_sum(m == -INFINITY ? 0.0f : z * __expf(m - gm));
+  if (threadIdx.x == 0) {
+    const std::int64_t local = static_cast<std::int64_t>(labels[row]) - v0;
+    m_out[row] = gm;
+    z_out[row] = gz;
+    t_out[row] = labels[row] >= 0 && local >= 0 && local < V ? to_f(l[local]) : 0.0f;
+  }
+}
+
+__global__ void vp_rescale_kernel(const float* __restrict__ m, const float* __restrict__ mg, float* __restrict__ z,
+                                  std::int64_t rows) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i < rows) z[i] *= __expf(m[i] - mg[i]);
+}
+
+__global__ void vp_backward_kernel(bf16* __restrict__ logits, const std::int32_t* __restrict__ labels,
+                                   const float* __restrict__ mg, const float* __restrict__ z,
+                                   const float* __restrict__ target, float* __restrict__ row_loss, std::int64_t V,
+                                   std::int64_t v0, float grad_scale) {
+  const std::int64_t row = blockIdx.x;
+  bf16* l = logits + row * V;
+  const std::int32_t label = labels[row];
+  if (label < 0) {
+    for (std::int64_t i = threadIdx.x; i < V; i += blockDim.x) l[i] = to_bf(0.0f);
+    if (threadIdx.x == 0) row_loss[row] = 0.0f;
+    return;
+  }
+  const float lse = mg[row] + __logf(z[row]);
+  const std::int64_t local = static_cast<std::int64_t>(label) - v0;
+  for (std::int64_t i = threadIdx.x; i < V; i += blockDim.x)
+    l[i] = to_bf((__expf(to_f(l[i]) - lse) - (i == local ? 1.0f : 0.0f)) * grad_scale);
+  if (threadIdx.x == 0) row_loss[row] = lse - target[row];
+}
 }  // namespace
+
+void cross_entropy_vp_stats(const bf16* logits, const std::int32_t* labels, float* m, float* z, float* target,
+                            std::int64_t rows, std::int64_t V, std::int64_t v0, cudaStream_t stream) {
+  if (rows == 0) return;
+  vp_stats_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(logits, labels, m, z, target, V, v0);
+  CUDA_CHECK_LAUNCH("vp_stats_kernel");
+}
+
+void cross_entropy_vp_rescale(const float* m, const float* m_global, float* z, std::int64_t rows, cudaStream_t stream) {
+  if (rows == 0) return;
+  vp_rescale_kernel<<<grid_for(rows, 256), 256, 0, stream>>>(m, m_global, z, rows);
+  CUDA_CHECK_LAUNCH("vp_rescale_kernel");
+}
+
+void cross_entropy_vp_backward(bf16* logits, const std::int32_t* labels, const float* m_global, const float* z,
+                               const float* target, float* row_loss, std::int64_t rows, std::int64_t V, std::int64_t v0,
+                               float grad_scale, cudaStream_t stream) {
+  if (rows == 0) return;
+  vp_backward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(logits, labels, m_global, z, target, row_loss,
+                                                                          V, v0, grad_scale);
+  CUDA_CHECK_LAUNCH("vp_backward_kernel");
+}
 
 void cross_entropy_forward_backward(bf16* logits, const std::int32_t* labels, float* row_loss, std::int64_t rows,
                                     std::int64_t vocab, float grad_scale, cudaStream_t stream) {

@@ -85,17 +85,35 @@ __global__ void copy_columns_kernel(const bf16* __restrict__ src, std::int64_t s
 }
 
 __global__ void embedding_forward_kernel(const std::int32_t* __restrict__ ids, const bf16* __restrict__ table,
-                                         bf16* __restrict__ x, std::int64_t hidden) {
-  const std::int64_t t = blockIdx.x;
-  const bf16* row = table + static_cast<std::int64_t>(ids[t]) * hidden;
+                                         bf16* __restrict__ x, std::int64_t hidden, std::int64_t v0, std::int64_t nv) {
+  const std::int64_t t = blockIdx.x, local = static_cast<std::int64_t>(ids[t]) - v0;
+  if (local < 0 || local >= nv) {
+    for (std::int64_t i = threadIdx.x; i < hidden; i += blockDim.x) x[t * hidden + i] = to_bf(0.0f);
+    return;
+  }
+  const bf16* row = table + local * hidden;
   for (std::int64_t i = threadIdx.x; i < hidden; i += blockDim.x) x[t * hidden + i] = row[i];
 }
 
 __global__ void embedding_backward_kernel(const std::int32_t* __restrict__ ids, const float* __restrict__ dx,
-                                          float* __restrict__ dtable, std::int64_t hidden) {
-  const std::int64_t t = blockIdx.x;
-  float* row = dtable + static_cast<std::int64_t>(ids[t]) * hidden;
+                                          float* __restrict__ dtable, std::int64_t hidden, std::int64_t v0,
+                                          std::int64_t nv) {
+  const std::int64_t t = blockIdx.x, local = static_cast<std::int64_t>(ids[t]) - v0;
+  if (local < 0 || local >= nv) return;
+  float* row = dtable + local * hidden;
   for (std::int64_t i = threadIdx.x; i < hidden; i += blockDim.x) atomicAdd(row + i, dx[t * hidden + i]);
+}
+
+template <typename T>
+__global__ void add_kernel(const T* a, const T* b, T* out, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    if constexpr (sizeof(T) == 2) {
+      out[i] = to_bf(to_f(a[i]) + to_f(b[i]));
+    } else {
+      out[i] = a[i] + b[i];
+    }
+  }
 }
 
 __global__ void copy_columns_vec_kernel(const bf16* __restrict__ src, std::int64_t src_ld, bf16* __restrict__ dst,
@@ -167,17 +185,30 @@ void copy_columns(const bf16* src, std::int64_t src_ld, bf16* dst, std::int64_t 
 }
 
 void embedding_forward(const std::int32_t* ids, const bf16* table, bf16* x, std::int64_t tokens, std::int64_t hidden,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, std::int64_t vocab_begin, std::int64_t vocab_count) {
   if (tokens == 0) return;
-  embedding_forward_kernel<<<static_cast<unsigned>(tokens), kThreads, 0, stream>>>(ids, table, x, hidden);
+  embedding_forward_kernel<<<static_cast<unsigned>(tokens), kThreads, 0, stream>>>(ids, table, x, hidden, vocab_begin,
+                                                                                   vocab_count);
   CUDA_CHECK_LAUNCH("embedding_forward_kernel");
 }
 
 void embedding_backward(const std::int32_t* ids, const float* dx, float* dtable, std::int64_t tokens, std::int64_t hidden,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, std::int64_t vocab_begin, std::int64_t vocab_count) {
   if (tokens == 0) return;
-  embedding_backward_kernel<<<static_cast<unsigned>(tokens), kThreads, 0, stream>>>(ids, dx, dtable, hidden);
+  embedding_backward_kernel<<<static_cast<unsigned>(tokens), kThreads, 0, stream>>>(ids, dx, dtable, hidden, vocab_begin,
+                                                                                    vocab_count);
   CUDA_CHECK_LAUNCH("embedding_backward_kernel");
+}
+
+void add(const bf16* a, const bf16* b, bf16* out, std::int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  add_kernel<bf16><<<grid_for(n, kThreads), kThreads, 0, stream>>>(a, b, out, n);
+  CUDA_CHECK_LAUNCH("add_kernel");
+}
+void add(const float* a, const float* b, float* out, std::int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  add_kernel<float><<<grid_for(n, kThreads), kThreads, 0, stream>>>(a, b, out, n);
+  CUDA_CHECK_LAUNCH("add_kernel");
 }
 
 void cast_f32_to_bf16(const float* in, bf16* out, std::int64_t n, cudaStream_t stream) {

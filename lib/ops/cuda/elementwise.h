@@ -21,12 +21,18 @@ void swiglu_backward(const __nv_bfloat16* gate_up, const __nv_bfloat16* da, __nv
 void copy_columns(const __nv_bfloat16* src, std::int64_t src_ld, __nv_bfloat16* dst, std::int64_t dst_ld,
                   std::int64_t rows, std::int64_t cols, cudaStream_t stream);
 
-// x[T, H] = table[ids[t], :]  (table: the bf16 compute copy)
+// x[T, H] = table[ids[t] − vocab_begin, :] (table: the bf16 compute copy of rows [vocab_begin, vocab_begin +
+// vocab_count) of the vocabulary — all of it without tensor parallelism); rows of ids outside that range are zero.
 void embedding_forward(const std::int32_t* ids, const __nv_bfloat16* table, __nv_bfloat16* x, std::int64_t tokens,
-                       std::int64_t hidden, cudaStream_t stream);
-// dtable[ids[t], :] += dx[t, :]  (fp32 gradients; repeated ids are added atomically)
+                       std::int64_t hidden, cudaStream_t stream, std::int64_t vocab_begin = 0,
+                       std::int64_t vocab_count = INT64_MAX);
+// dtable[ids[t] − vocab_begin, :] += dx[t, :] for ids in the range (fp32 gradients; repeated ids added atomically)
 void embedding_backward(const std::int32_t* ids, const float* dx, float* dtable, std::int64_t tokens, std::int64_t hidden,
-                        cudaStream_t stream);
+                        cudaStream_t stream, std::int64_t vocab_begin = 0, std::int64_t vocab_count = INT64_MAX);
+
+// out[n] = a[n] + b[n] (bf16, fp32 math); out may alias a.
+void add(const __nv_bfloat16* a, const __nv_bfloat16* b, __nv_bfloat16* out, std::int64_t n, cudaStream_t stream);
+void add(const float* a, const float* b, float* out, std::int64_t n, cudaStream_t stream);
 
 void cast_f32_to_bf16(const float* in, __nv_bfloat16* out, std::int64_t n, cudaStream_t stream);
 void cast_bf16_to_f32(const __nv_bfloat16* in, float* out, std::int64_t n, cudaStream_t stream);
