@@ -7,17 +7,8 @@ namespace qwen3::cuda {
 namespace {
 constexpr int kThreads = 512;
 
-__global__ void cross_entropy_kernel(bf16* __restrict__ logits, const std::int32_t* __restrict__ labels,
-                                     float* __restrict__ row_loss, std::int64_t V, float grad_scale) {
-  const std::int64_t row = blockIdx.x;
-  bf16* l = logits + row * V;
-  const std::int32_t label = labels[row];
-  if (label < 0) {  // ignored position
-    for (std::int64_t i = threadIdx.x; i < V; i += blockDim.x) l[i] = to_bf(0.0f);
-    if (threadIdx.x == 0) row_loss[row] = 0.0f;
-    return;
-  }
-  // Online log-sum-exp per thread, then combined over the block.
+// Over one row of V logits, by the whole block (online: one pass): gm = max, gz = Σ exp(x − gm).
+__device__ __forceinline__ void row_max_and_sum(const bf16* l, std::int64_t V, float& gm, float& gz) {
   float m = -INFINITY, z = 0.0f;
   for (std::int64_t i = threadIdx.x; i < V; i += blockDim.x) {
     const float x = to_f(l[i]);
@@ -28,8 +19,22 @@ __global__ void cross_entropy_kernel(bf16* __restrict__ logits, const std::int32
       z += __expf(x - m);
     }
   }
-  const float gm = block_max(m);
-  const float gz = block_sum(m == -INFINITY ? 0.0f : z * __expf(m - gm));
+  gm = block_max(m);
+  gz = block_sum(m == -INFINITY ? 0.0f : z * __expf(m - gm));
+}
+
+__global__ void cross_entropy_kernel(bf16* __restrict__ logits, const std::int32_t* __restrict__ labels,
+                                     float* __restrict__ row_loss, std::int64_t V, float grad_scale) {
+  const std::int64_t row = blockIdx.x;
+  bf16* l = logits + row * V;
+  const std::int32_t label = labels[row];
+  if (label < 0) {  // ignored position
+    for (std::int64_t i = threadIdx.x; i < V; i += blockDim.x) l[i] = to_bf(0.0f);
+    if (threadIdx.x == 0) row_loss[row] = 0.0f;
+    return;
+  }
+  float gm, gz;
+  row_max_and_sum(l, V, gm, gz);
   const float lse = gm + __logf(gz);
   const float target = to_f(l[label]);
   __syncthreads();  // everyone has read l[label] before it is overwritten
@@ -86,18 +91,8 @@ __global__ void vp_stats_kernel(const bf16* __restrict__ logits, const std::int3
                                 std::int64_t V, std::int64_t v0) {
   const std::int64_t row = blockIdx.x;
   const bf16* l = logits + row * V;
-  float m = -INFINITY, z = 0.0f;
-  for (std::int64_t i = threadIdx.x; i < V; i += blockDim.x) {
-    const float x = to_f(l[i]);
-    if (x > m) {
-      z = z * __expf(m - x) + 1.0f;
-      m = x;
-    } else {
-      z += __expf(x - m);
-    }
-  }
-  const float gm = block_max(m);
-  const float gz = block_sum(m == -INFINITY ? 0.0f : z * __expf(m - gm));
+  float gm, gz;
+  row_max_and_sum(l, V, gm, gz);
   if (threadIdx.x == 0) {
     const std::int64_t local = static_cast<std::int64_t>(labels[row]) - v0;
     m_out[row] = gm;
