@@ -40,19 +40,21 @@ using cuda::MemCategory;
 constexpr std::size_t kGemmWorkspace = 64ull << 20;
 constexpr std::int64_t kLogitChunkBytes = 2ll << 30;  // bf16 logits of one token chunk (4096 tokens: one chunk)
 
-// What one decoder layer keeps for its backward (T tokens of the largest micro-batch). The SwiGLU product is
+// What one decoder layer keeps for its backward. T = tokens of the largest micro-batch; with tensor parallelism the
+// residual stream and its norm statistics hold this rank's Tl = T / tp rows (sequence parallelism) and the widths
+// (q_dim, kv_dim, heads, I) are this rank's shares; Tl = T and full widths otherwise. The SwiGLU product is
 // recomputed in the backward (inside the SwiGLU backward pass, I values per token not stored).
 // q|k|v and gate|up are each one GEMM: their weights are adjacent in the parameter table (ParamTable order).
 struct LayerActs {
-  bf16 *x_in;      // [T, H]
+  bf16 *x_in;      // [Tl, H]
   bf16 *qkv;       // [T, q_dim + 2·kv_dim] fused projection output, before q/k norm
   bf16 *q, *k, *v; // [T, heads|kv_heads, head_dim] attention inputs (q, k after norm + RoPE; v a contiguous copy
                    // for the own kernels; null with cuDNN, which reads v inside qkv)
   bf16 *attn;      // [T, q_dim]
-  bf16 *x_mid;     // [T, H]
-  bf16 *h_in, *h_mid;  // [T, H] the two norm outputs (kept: recomputing them cost more time than their memory)
+  bf16 *x_mid;     // [Tl, H]
+  bf16 *h_in, *h_mid;  // [T, H] the two norm outputs, gathered over the sequence (kept: recomputing cost more time)
   bf16 *gate_up;   // [T, 2·I]
-  float *rstd_in, *rstd_q, *rstd_k, *lse, *rstd_mid;  // [T], [T·heads], [T·kv_heads], [B·heads·S], [T]
+  float *rstd_in, *rstd_q, *rstd_k, *lse, *rstd_mid;  // [Tl], [T·heads], [T·kv_heads], [B·heads·S], [Tl]
 };
 
 // Attention dimensions of one micro-batch (tokens of sequence b start at row b·S of every [T, ·] buffer).

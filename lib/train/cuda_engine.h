@@ -1,5 +1,7 @@
-// The CUDA engine: bf16-mixed Qwen3 training on one GPU — bf16 weights and activations for compute, fp32 master
-// weights, fp32 gradients accumulated across micro-batches, fp32 AdamW state. All memory is taken at start-up.
+// The CUDA engine: bf16-mixed Qwen3 training, one GPU per rank — bf16 weights and activations for compute, fp32
+// master weights, fp32 gradients accumulated across micro-batches, fp32 AdamW state. All memory is taken at start-up.
+// With EngineOptions::tp_comm it holds one tensor-parallel rank's share (sequence parallelism on, collectives over
+// NCCL); data-parallel gradients are all-reduced over NCCL in reduce_gradients().
 #pragma once
 #include <memory>
 
