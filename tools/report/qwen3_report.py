@@ -7,7 +7,7 @@ mean over ranks with the spread across ranks, tokens/s and MFU).
 Exit codes: 0 written; 2 usage (bad option, missing path); 3 input (no results files, unreadable or wrong-version
 results file); 4 output (the folder cannot be written).
 """
-import argparse, csv, math, os, sys
+import argparse, signal, csv, math, os, sys
 
 EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT = 2, 3, 4
 FORMAT, VERSION = "qwen3-pretrain-results", 1
@@ -101,6 +101,7 @@ def fmt(v, digits=1):
 
 
 def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the output quietly
     ap = argparse.ArgumentParser(prog="qwen3-report", description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="+", help="results files or folders holding them")
     ap.add_argument("--out", required=True, help="folder for report.md, the CSV tables and the plots")
