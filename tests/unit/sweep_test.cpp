@@ -1,12 +1,15 @@
 // qwen3-sweep: the study's specification expands to its 90 cells; a small CPU sweep runs locally with one cell that
 // fails (pipeline parallelism is refused) without stopping the others, resumes by skipping complete cells, and feeds
 // qwen3-report; bad specifications — unknown model, layouts that do not fit the ranks, names that would reach a
-// shell — and a missing binary end with one clear message before anything runs.
+// shell — and a missing binary end with one clear message before anything runs; and the same small sweep submitted
+// to a real single-node Slurm started by the test (tools/slurm/local_slurm.sh), reported, and its daemons stopped.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
+
+#include <unistd.h>
 
 #include "cli_runner.h"
 
@@ -91,4 +94,42 @@ TEST(Sweep, BadSpecificationsAreRefusedBeforeAnythingRuns) {
   const auto r = test::run_program("qwen3-sweep", "'" + spec + "' --dir '" + (dir / "run").string() + "' --bin /nonexistent --local");
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("'/nonexistent/qwen3-pretrain' is missing"), std::string::npos) << r.output;
+}
+
+TEST(Sweep, SubmittedToARealSlurmAsOneArrayJob) {
+  if (::geteuid() != 0) GTEST_SKIP() << "starting slurmctld/slurmd needs root (CI runs the suite as root)";
+  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_sweep_slurm";
+  fs::remove_all(dir);
+  const std::string cluster = (dir / "cluster").string();
+  const std::string script = "'" + test::test_data_dir() + "/../../tools/slurm/local_slurm.sh' ";
+  struct Stop {  // the daemons this test started end with it, whatever happens
+    std::string cmd;
+    ~Stop() { test::run_command(cmd); }
+  } stop{script + "stop '" + cluster + "'"};
+  auto r = test::run_command(script + "start '" + cluster + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ::setenv("SLURM_CONF", (fs::path(cluster) / "slurm.conf").c_str(), 1);
+  const std::string spec = spec_file(dir, "tiny.sweep.ini", kTinySpec);
+  r = test::run_program("qwen3-sweep", "'" + spec + "' --dir '" + (dir / "run").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto at = r.output.find("submitted array job ");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  const std::string job = r.output.substr(at + 20, r.output.find(' ', at + 20) - at - 20);
+  EXPECT_NE(r.output.find("(4 tasks)"), std::string::npos) << r.output;
+  for (int i = 0; i < 600; ++i) {  // until the array has left the queue (at most 2 minutes)
+    if (test::run_command("squeue -h -j " + job).output.find_first_not_of(" \n") == std::string::npos) break;
+    ::usleep(200000);
+  }
+  EXPECT_EQ(test::run_command("squeue -h -j " + job).output.find_first_not_of(" \n"), std::string::npos) << "still queued";
+  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L32-T1P1.h5"));
+  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P1.h5"));
+  EXPECT_FALSE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P2.h5"));  // refused: pipeline parallelism
+  r = test::run_command("cat '" + (dir / "run" / "logs").string() + "'/*_1.out");  // task 1: tiny-L32-T1P2
+  EXPECT_NE(r.output.find("--pp 2: not yet supported"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-report", "'" + (dir / "run").string() + "' --out '" + (dir / "report").string() + "'");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("2 runs"), std::string::npos) << r.output;
+  // Re-submitting resumes: only the two failed cells go to Slurm again.
+  r = test::run_program("qwen3-sweep", "'" + spec + "' --dir '" + (dir / "run").string() + "' --dry-run");
+  EXPECT_NE(r.output.find("2 complete, 2 to run"), std::string::npos) << r.output;
 }
