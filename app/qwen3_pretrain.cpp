@@ -3,7 +3,10 @@
 
 #include "common/main_wrapper.h"
 #include "common/run_options.h"
+#include "core/error.h"
+#include "dist/layout.h"
 #include "dist/mpi_communicator.h"
+#include "train/memory_plan.h"
 #include "train/trainer.h"
 
 using namespace qwen3;
@@ -16,6 +19,20 @@ int main(int argc, char** argv) {
   return run_main(world.rank() == 0 ? program : nullptr, [&] {
     auto cfg = parse_run_options(argc, argv);
     if (!cfg) return 0;
+    if (cfg->plan) {  // no dataset, no output, no device: only the arithmetic of train/memory_plan.h
+      const int ranks = cfg->plan_world_size > 0 ? cfg->plan_world_size : world.size();
+      const ParallelLayout layout(ranks, cfg->tp, cfg->cp, cfg->pp);
+      MemoryPlanInput in{cfg->model, cfg->micro_batch, cfg->seq_len, cfg->tp, layout.dp(), cfg->pp, cfg->cp};
+      if (!(cfg->seq_len > 0) || !(cfg->micro_batch > 0)) throw UsageError("--plan needs a positive --seq-len and --micro-batch");
+      const std::int64_t device = parse_memory_size("--device-memory", cfg->device_memory);
+      const MemoryPlan plan = plan_cuda_rank_memory(in);
+      const bool fits = plan.total() + kRuntimeReserveBytes <= device;
+      if (world.rank() == 0)
+        std::printf("qwen3-pretrain --plan: %s, seq %lld, micro-batch %lld, %s; every rank holds the same:\n%s",
+                    cfg->model_source.c_str(), static_cast<long long>(cfg->seq_len),
+                    static_cast<long long>(cfg->micro_batch), layout.describe().c_str(), describe_plan(plan, device).c_str());
+      return fits ? 0 : static_cast<int>(ExitCode::input);
+    }
     cfg->validate(world.size());
     run_training(*cfg, world);
     return 0;

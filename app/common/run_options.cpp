@@ -19,7 +19,12 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   std::string seed = std::to_string(c.seed);
   po::options_description general("General");
   general.add_options()("help,h", "show this help")("list-devices", "print the backends built into this binary and exit")(
-      "config", po::value(&config_file), "INI file of these options (keys without '--'); the command line overrides it");
+      "config", po::value(&config_file), "INI file of these options (keys without '--'); the command line overrides it")(
+      "plan", po::bool_switch(&c.plan), "print the CUDA engine's memory per rank for this run and exit (no GPU, no "
+      "mpirun needed): 0 if it fits --device-memory, 3 if not")(
+      "world-size", po::value(&c.plan_world_size), "with --plan: the ranks to plan for (default: this job's)")(
+      "device-memory", po::value(&c.device_memory)->default_value(c.device_memory),
+      "with --plan: memory of one device, e.g. 80GB, 141GB, 81559MiB");
   po::options_description run("Run (also valid as keys in --config)");
   run.add_options()
       ("model", po::value(&model)->default_value("tiny"), "preset: tiny, 0.6B, 1.7B, 4B, 8B, 14B, 32B")

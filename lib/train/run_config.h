@@ -28,6 +28,9 @@ struct RunConfig {
   std::string out;                   // results file (docs/results.md)
   bool overwrite = false;
   int tp = 1, pp = 1, cp = 1;        // tensor, pipeline, context parallel sizes; dp = world / (tp·pp·cp)
+  bool plan = false;                 // --plan: print the memory plan (train/memory_plan.h) and exit
+  int plan_world_size = 0;           // --world-size for --plan (0: the job's)
+  std::string device_memory = "80GB";  // --device-memory for --plan
   std::int64_t memory_interval_ms = 100;
 
   // Throws UsageError naming the first bad field. world_size: ranks in the job.

@@ -18,6 +18,7 @@
 #include "io/system_info.h"
 #include "train/engine.h"
 #include "train/lr_schedule.h"
+#include "train/memory_plan.h"
 #include "train/progress.h"
 #include "train/sampler.h"
 #include "train/termination.h"
@@ -111,6 +112,11 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       locked([&] {
         results->write_facts(facts);
         results->write_config(cfg.key_values());
+        if (cfg.device == "cuda" && cfg.pp == 1 && cfg.cp == 1) {  // the plan beside the peak that will be measured
+          const MemoryPlan plan = plan_cuda_rank_memory({cfg.model, cfg.micro_batch, cfg.seq_len, cfg.tp, layout.dp()});
+          results->write_attribute("plan_peak_bytes", plan.total());
+          for (const auto& [category, bytes] : plan.by_category()) results->write_attribute("plan_" + category + "_bytes", bytes);
+        }
       });
     });
     // Every rank validates the dataset before anything big is allocated.

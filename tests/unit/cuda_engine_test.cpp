@@ -12,6 +12,7 @@
 #include "io/dataset.h"
 #include "io/h5.h"
 #include "train/engine.h"
+#include "train/memory_plan.h"
 
 namespace fs = std::filesystem;
 using namespace qwen3;
@@ -31,6 +32,25 @@ TEST(CudaEngine, OversizedModelIsOutOfMemoryNamingTheCategory) {
     EXPECT_NE(std::string(e.what()).find("out of GPU memory"), std::string::npos) << e.what();
   }
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
+}
+
+TEST(CudaEngine, AllocatesWhatTheMemoryPlanSays) {
+  QWEN3_REQUIRE_GPU();
+  for (auto [model, seq] : {std::pair<const char*, std::int64_t>{"0.6B", 2048}, {"tiny", 256}}) {
+    EngineOptions o;
+    o.max_batch = 1;
+    o.max_seq = seq;
+    auto engine = make_engine("cuda", model_preset(model), o);
+    MemoryPlanInput in{model_preset(model), 1, seq};
+    const MemoryPlan plan = plan_cuda_rank_memory(in);
+    // Everything but cuDNN's own workspace is exact; that one is estimated.
+    EXPECT_NEAR(static_cast<double>(engine->device_bytes_in_use()), static_cast<double>(plan.total()),
+                0.005 * static_cast<double>(plan.total()) + (4 << 20)) << model;
+    for (const auto& [category, bytes] : engine->device_bytes_by_category())
+      if (category != "workspace")
+        for (const auto& [c, planned] : plan.by_category())
+          if (c == category) EXPECT_EQ(bytes, planned) << model << " " << category;
+  }
 }
 
 TEST(CudaEngine, SameStepsAsTheCpuEngineWithinBf16) {

@@ -1,0 +1,126 @@
+// Memory planner (see memory_plan.h): the CUDA engine's allocation list, item by item.
+#include "train/memory_plan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+
+#include "core/error.h"
+#include "model/param_table.h"
+#include "model/tensor_parallel.h"
+
+namespace qwen3 {
+namespace {
+constexpr std::int64_t kGemmWorkspace = 64ll << 20;      // cuda_engine.cpp
+constexpr std::int64_t kLogitChunkBytes = 2ll << 30;     // cuda_engine.cpp
+constexpr std::int64_t kAdamWChunkElements = 1 << 16;   // ops/cuda/optimizer.h
+constexpr std::int64_t kNormBlocks = 1024;              // ops/cuda/optimizer.h
+constexpr std::int64_t kAdamWChunkBytes = 24;           // sizeof(cuda::AdamWChunk): two int64 and an int, padded
+const char* const kCategories[] = {"weights", "gradients", "optimizer_state", "activations", "workspace"};
+
+std::string gib(std::int64_t b) {
+  char s[32];
+  std::snprintf(s, sizeof s, "%.2f GiB", static_cast<double>(b) / (1ll << 30));
+  return s;
+}
+}  // namespace
+
+std::int64_t MemoryPlan::total() const {
+  std::int64_t t = 0;
+  for (const auto& i : items) t += i.bytes;
+  return t;
+}
+
+std::vector<std::pair<std::string, std::int64_t>> MemoryPlan::by_category() const {
+  std::vector<std::pair<std::string, std::int64_t>> out;
+  for (const char* c : kCategories) {
+    std::int64_t b = 0;
+    for (const auto& i : items)
+      if (i.category == c) b += i.bytes;
+    out.emplace_back(c, b);
+  }
+  return out;
+}
+
+MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
+  if (in.pp > 1 || in.cp > 1)
+    throw UsageError("--plan: pipeline and context parallelism are not planned yet (the engine does not run them)");
+  const ModelConfig& c = in.model;
+  c.validate();
+  const TpDims d = tp_dims(c, 0, in.tp);  // every tensor-parallel rank holds the same shapes
+  const ParamTable table(c, d.q_dim, d.kv_dim, d.inter, d.vocab);
+  const std::int64_t T = in.micro_batch * in.seq_len, Tl = T / std::max(1, in.tp);
+  if (T % in.tp != 0)
+    throw UsageError("--tp " + std::to_string(in.tp) + ": the micro-batch's " + std::to_string(T) +
+                     " tokens must divide by the tensor-parallel size (sequence parallelism)");
+  const std::int64_t P = table.total_elements(), H = c.hidden_size, I = d.inter, qd = d.q_dim, kvd = d.kv_dim;
+  const std::int64_t V = d.vocab, nh = d.heads, nkv = d.kv_heads, hd = c.head_dim, L = c.num_layers;
+  const std::int64_t chunk = std::max<std::int64_t>(1, std::min(T, kLogitChunkBytes / (2 * V)));
+  MemoryPlan p;
+  auto add = [&](const char* cat, const std::string& what, std::int64_t bytes) { p.items.push_back({cat, what, bytes}); };
+  add("weights", "fp32 master weights", 4 * P);
+  add("weights", "bf16 compute weights", 2 * P);
+  add("gradients", "fp32 gradients", 4 * P);
+  add("optimizer_state", "AdamW moments (fp32 m, v)", 8 * P);
+  std::int64_t chunks = 0;
+  for (const auto& e : table.entries()) chunks += (e.numel + kAdamWChunkElements - 1) / kAdamWChunkElements;
+  add("optimizer_state", "AdamW chunk table", kAdamWChunkBytes * chunks);
+  const std::int64_t per_layer = 2 * (Tl * H * 2 + T * (qd + 2 * kvd) + T * qd + T * kvd + (in.cudnn_attention ? 0 : T * kvd) +
+                                      T * qd + T * H * 2 + T * 2 * I) +
+                                 4 * (2 * Tl + T * nh * 2 + T * nkv);
+  add("activations", std::to_string(L) + " layers × " + gib(per_layer) + " (inputs, q|k|v, attention, norms, gate|up)",
+      L * per_layer);
+  add("activations", "final hidden state and norm", 2 * Tl * H + 2 * T * H + 4 * Tl);
+  add("workspace", "logits of one token chunk (" + std::to_string(chunk) + " tokens)", 2 * chunk * V);
+  add("workspace", "backward scratch (gradients of every block)",
+      2 * T * I + 4 * T + 4 * Tl * H + 4 * T * H + 2 * T * std::max(H, qd) + 2 * T * qd * 2 + 2 * T * kvd * 2 +
+          2 * T * (qd + 2 * kvd) + 2 * T * I + 2 * T * 2 * I);
+  add("workspace", "RoPE tables, token ids, labels", 2 * 4 * in.seq_len * (hd / 2) + 2 * 4 * T);
+  if (in.tp > 1) {
+    std::int64_t replicated = H;  // final norm
+    replicated += L * (2 * H + 2 * hd);
+    add("workspace", "sequence-parallel buffers", 2 * Tl * H * 2 + 2 * T * H * 2 + 4 * Tl * H + 4 * T * H + 4 * 4 * chunk +
+                                                  4 * replicated);
+  }
+  // cuDNN's backward: its own workspace plus an fp32 dQ accumulator (both about B·H·S·D·4) and row sums of dO∘O;
+  // the own kernels: row sums and the dQ accumulator.
+  const std::int64_t bhsd = in.micro_batch * nh * in.seq_len * hd, bhs = in.micro_batch * nh * in.seq_len;
+  add("workspace", in.cudnn_attention ? "cuDNN attention workspace (estimated)" : "attention workspace",
+      in.cudnn_attention ? 2 * 4 * bhsd + 4 * bhs : 4 * bhsd + 4 * bhs);
+  add("workspace", "reductions and cuBLASLt workspace", 8 * kNormBlocks + 8 + kGemmWorkspace);
+  return p;
+}
+
+std::int64_t parse_memory_size(const std::string& option, const std::string& text) {
+  static const std::map<std::string, double> units = {
+      {"", 1},         {"B", 1},         {"KB", 1e3},        {"MB", 1e6},        {"GB", 1e9},
+      {"TB", 1e12},    {"KiB", 1 << 10}, {"MiB", 1 << 20},   {"GiB", 1ll << 30}, {"TiB", 1ll << 40}};
+  std::size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const auto unit = units.find(text.substr(used));
+  if (used == 0 || unit == units.end() || !(value > 0) || !std::isfinite(value))
+    throw UsageError(option + ": '" + text + "' is not a memory size (e.g. 141GB, 80GiB, 81559MiB)");
+  return static_cast<std::int64_t>(value * unit->second);
+}
+
+std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes) {
+  std::string out;
+  for (const auto& [category, bytes] : plan.by_category()) {
+    out += "  " + category + std::string(18 - std::min<std::size_t>(17, category.size()), ' ') + gib(bytes) + "\n";
+    for (const auto& i : plan.items)
+      if (i.category == category) out += "      " + gib(i.bytes) + "  " + i.what + "\n";
+  }
+  const std::int64_t total = plan.total() + kRuntimeReserveBytes;
+  out += "  runtime reserve   " + gib(kRuntimeReserveBytes) + " (CUDA context, cuBLAS, cuDNN, NCCL)\n";
+  out += "  peak per rank     " + gib(total) + " of " + gib(device_bytes) + ": " +
+         (total <= device_bytes ? "fits" : "does NOT fit") + "\n";
+  return out;
+}
+
+}  // namespace qwen3

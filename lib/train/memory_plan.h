@@ -1,0 +1,49 @@
+// Memory planner: the device bytes one rank of the CUDA engine allocates (train/cuda_engine.cpp takes all of its
+// memory at start-up, so this is its peak), computed from the model, the micro-batch shape and the layout without a
+// GPU — by category (weights, gradients, optimizer state, activations, workspace) and item. The engine's own
+// allocation list and this one must stay the same: a GPU test compares them (tests/unit/cuda_engine_test.cpp).
+// Not planned yet: pipeline and context parallelism (refused), activation recomputation, ZeRO sharding.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "config/model_config.h"
+
+namespace qwen3 {
+
+struct MemoryPlanInput {
+  ModelConfig model;
+  std::int64_t micro_batch = 1, seq_len = 0;
+  int tp = 1, dp = 1, pp = 1, cp = 1;
+  bool cudnn_attention = true;  // the engine's default; the own kernels' workspace otherwise
+};
+
+struct MemoryItem {
+  std::string category;  // weights, gradients, optimizer_state, activations, workspace
+  std::string what;
+  std::int64_t bytes;
+};
+
+struct MemoryPlan {
+  std::vector<MemoryItem> items;
+  std::int64_t total() const;
+  std::vector<std::pair<std::string, std::int64_t>> by_category() const;  // in the allocator's category order
+};
+
+// Bytes the CUDA runtime, cuBLAS, cuDNN and NCCL hold outside the engine's allocator (context, handles, NCCL
+// buffers): added when checking a plan against a device's memory.
+inline constexpr std::int64_t kRuntimeReserveBytes = 1ll << 30;
+
+// Throws UsageError for what the planner does not model yet (pp or cp above 1) or a layout tp_dims refuses.
+MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in);
+
+// "141GB", "80GiB", "81559MiB", "1e11" (bytes) → bytes. Throws UsageError naming `option` otherwise.
+std::int64_t parse_memory_size(const std::string& option, const std::string& text);
+
+// The plan as text for people: one line per category with its largest items, the total, and the verdict against
+// device_bytes (with the runtime reserve).
+std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes);
+
+}  // namespace qwen3

@@ -1,0 +1,55 @@
+// The memory planner (train/memory_plan.h) against peaks measured on GPU hosts (BENCHMARKS.md, 2026-11-27: the
+// allocator's bytes in use of the CUDA engine, which takes all its memory at start-up), and `qwen3-pretrain --plan`:
+// fits → exit 0, does not fit → exit 3, bad sizes and unplanned layouts → exit 2. No GPU needed.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "cli_runner.h"
+#include "config/model_config.h"
+#include "core/error.h"
+#include "train/memory_plan.h"
+
+using namespace qwen3;
+
+TEST(MemoryPlan, WithinOnePercentOfSixMeasuredPeaks) {
+  struct Run { const char* model; std::int64_t seq; int tp; double measured_gib; const char* where; };
+  for (const Run& r : {Run{"0.6B", 4096, 1, 15.69, "H100, b3680e0"}, Run{"1.7B", 4096, 1, 36.87, "H100, b3680e0"},
+                       Run{"1.7B", 16384, 1, 58.11, "H100, b3680e0"}, Run{"1.7B", 4096, 2, 19.03, "2 x H100, cc811d4"},
+                       Run{"1.7B", 4096, 4, 10.05, "4 x H200, 8f4ce9e"}, Run{"8B", 4096, 4, 40.71, "4 x H200, 8f4ce9e"}}) {
+    MemoryPlanInput in{model_preset(r.model), 1, r.seq, r.tp};
+    const double planned = static_cast<double>(plan_cuda_rank_memory(in).total()) / (1ll << 30);
+    EXPECT_NEAR(planned, r.measured_gib, 0.01 * r.measured_gib) << r.model << " seq " << r.seq << " tp " << r.tp << " (" << r.where << ")";
+  }
+}
+
+TEST(MemoryPlan, CategoriesAddUpAndScaleWithTheLayout) {
+  MemoryPlanInput one{model_preset("8B"), 1, 4096, 1}, four{model_preset("8B"), 1, 4096, 4};
+  const MemoryPlan a = plan_cuda_rank_memory(one), b = plan_cuda_rank_memory(four);
+  std::int64_t sum = 0;
+  for (const auto& [c, bytes] : a.by_category()) sum += bytes;
+  EXPECT_EQ(sum, a.total());
+  const auto wa = a.by_category()[0].second, wb = b.by_category()[0].second;  // weights: split four ways
+  EXPECT_NEAR(static_cast<double>(wb), wa / 4.0, 0.01 * wa);
+  EXPECT_THROW(plan_cuda_rank_memory({model_preset("8B"), 1, 4096, 1, 1, 2}), UsageError);  // pp 2: not planned yet
+  EXPECT_EQ(parse_memory_size("--device-memory", "141GB"), 141000000000ll);
+  EXPECT_EQ(parse_memory_size("--device-memory", "80GiB"), 80ll << 30);
+  EXPECT_THROW(parse_memory_size("--device-memory", "12XB"), UsageError);
+}
+
+TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
+  auto r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 16384");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("peak per rank     59.1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(": fits"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 8B --seq-len 131072 --tp 8 --world-size 8 --device-memory 141GB");
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("does NOT fit"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("T8 C1 D1 P1 (8 ranks)"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --device-memory lots");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--device-memory: 'lots' is not a memory size"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --pp 2 --world-size 2");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("not planned yet"), std::string::npos) << r.output;
+}
