@@ -13,7 +13,7 @@ PRESETS = {"tiny": 512, "0.6B": 151936, "1.7B": 151936, "4B": 151936, "8B": 1519
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # nothing a shell or Slurm would interpret
 LAYOUT = re.compile(r"^T(\d+)P(\d+)(?:C(\d+))?$")
 SWEEP_KEYS = {"name", "models", "lengths", "layouts", "global_batch", "micro_batch", "steps", "documents", "device",
-              "nodes", "gpus_per_node", "extra_args", "seed"}
+              "nodes", "gpus_per_node", "extra_args", "seed", "device_memory"}
 SLURM_KEYS = {"partition", "time", "account", "launcher"}
 
 
@@ -88,6 +88,9 @@ def read_spec(path):
     spec["device"] = s.get("device", "cuda").strip()
     if spec["device"] not in ("cpu", "cuda"):
         fail(2, f"{path}: device must be cpu or cuda, got '{spec['device']}'")
+    spec["device_memory"] = s.get("device_memory", "80GB").strip()
+    if not re.match(r"^[0-9.eE+]+[A-Za-z]*$", spec["device_memory"]):
+        fail(2, f"{path}: device_memory '{spec['device_memory']}' is not a memory size (e.g. 141GB)")
     spec["extra_args"] = shlex.split(s.get("extra_args", ""))
     for a in spec["extra_args"]:
         if not re.match(r"^[A-Za-z0-9._=/:-]+$", a):
@@ -135,6 +138,8 @@ def main():
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--local", action="store_true", help="run the cells one after another on this machine")
     mode.add_argument("--dry-run", action="store_true", help="print the cells and commands, run nothing")
+    mode.add_argument("--plan", action="store_true",
+                      help="print every cell's memory plan per rank (qwen3-pretrain --plan) as a Markdown table; run nothing")
     ap.add_argument("--bin", default=os.path.dirname(os.path.abspath(__file__)), help="folder of the qwen3 binaries")
     ap.add_argument("--mpirun", default="mpirun", help="MPI launcher for --local (default: mpirun)")
     try:
@@ -155,6 +160,24 @@ def main():
     data_cmds = [[os.path.join(a.bin, "qwen3-dataset"), "synthetic", "--out", dataset_path(root, v), "--vocab-size", str(v),
                   "--lengths", ",".join(str(l) for l in spec["lengths"]), "--documents",
                   str(max(spec["documents"], spec["global_batch"])), "--seed", str(spec["seed"])] for v in vocabs]
+    if a.plan:
+        rows = []
+        for c in cells:
+            cmd = [os.path.join(a.bin, "qwen3-pretrain"), "--plan", "--model", c["model"], "--seq-len", str(c["seq"]),
+                   "--micro-batch", str(spec["micro_batch"]), "--tp", str(c["tp"]), "--pp", str(c["pp"]), "--cp",
+                   str(c["cp"]), "--world-size", str(spec["ranks"]), "--device-memory", spec["device_memory"]]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            peak = re.search(r"peak per rank\s+([0-9.]+) GiB", r.stdout)
+            if r.returncode in (0, 3) and peak:
+                rows.append((c, f"{float(peak.group(1)):.1f}", "✔ fits" if r.returncode == 0 else "✖ does not fit"))
+            else:
+                why = (r.stderr.strip().splitlines() or ["?"])[-1].replace("qwen3-pretrain: error: ", "")
+                rows.append((c, "—", "not planned yet (pipeline/context parallelism)" if "not planned yet" in why else why))
+        print(f"| model | length | layout | planned peak per rank (GiB, {spec['device_memory']} device) | verdict |")
+        print("|---|---|---|---|---|")
+        for c, peak, verdict in rows:
+            print(f"| {c['model']} | {c['seq']} | T{c['tp']}P{c['pp']}{'C' + str(c['cp']) if c['cp'] > 1 else ''} | {peak} | {verdict} |")
+        return 0
     if a.dry_run:
         for cmd in data_cmds:
             print("dataset:", shlex.join(cmd))
