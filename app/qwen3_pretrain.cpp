@@ -24,7 +24,8 @@ int main(int argc, char** argv) {
       const ParallelLayout layout(ranks, cfg->tp, cfg->cp, cfg->pp);
       MemoryPlanInput in{cfg->model, cfg->micro_batch, cfg->seq_len, cfg->tp, layout.dp(), cfg->pp, cfg->cp};
       if (!(cfg->seq_len > 0) || !(cfg->micro_batch > 0)) throw UsageError("--plan needs a positive --seq-len and --micro-batch");
-      const std::int64_t device = parse_memory_size("--device-memory", cfg->device_memory);
+      const std::int64_t device =
+          parse_memory_size("--device-memory", cfg->device_memory.empty() ? "80GB" : cfg->device_memory);
       const MemoryPlan plan = plan_cuda_rank_memory(in);
       const bool fits = plan.total() + kRuntimeReserveBytes <= device;
       if (world.rank() == 0)

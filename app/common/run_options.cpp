@@ -23,8 +23,10 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       "plan", po::bool_switch(&c.plan), "print the CUDA engine's memory per rank for this run and exit (no GPU, no "
       "mpirun needed): 0 if it fits --device-memory, 3 if not")(
       "world-size", po::value(&c.plan_world_size), "with --plan: the ranks to plan for (default: this job's)")(
-      "device-memory", po::value(&c.device_memory)->default_value(c.device_memory),
-      "with --plan: memory of one device, e.g. 80GB, 141GB, 81559MiB");
+      "device-memory", po::value(&c.device_memory),
+      "memory of one device, e.g. 80GB, 141GB, 81559MiB: for --plan (default 80GB), and for the check that stops a "
+      "CUDA run whose plan does not fit before it allocates (default: the device's own)")(
+      "force", po::bool_switch(&c.force), "run even when the memory plan says it does not fit");
   po::options_description run("Run (also valid as keys in --config)");
   run.add_options()
       ("model", po::value(&model)->default_value("tiny"), "preset: tiny, 0.6B, 1.7B, 4B, 8B, 14B, 32B")

@@ -21,8 +21,8 @@ class Error : public std::runtime_error {
  public:
   Error(ExitCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
   ExitCode code() const { return code_; }
-  // The short status word written to results files: "oom" or "error".
-  const char* status() const { return code_ == ExitCode::out_of_memory ? "oom" : "error"; }
+  // The short status word written to results files: "oom", "oom_predicted" or "error".
+  virtual const char* status() const { return code_ == ExitCode::out_of_memory ? "oom" : "error"; }
 
  private:
   ExitCode code_;
@@ -49,6 +49,12 @@ struct OutOfMemory : Error {
   std::string category;
   std::int64_t requested_bytes;
   std::int64_t in_use_bytes;
+};
+
+// A run whose memory plan (train/memory_plan.h) does not fit its device: stopped before allocating anything.
+struct PredictedOutOfMemory : Error {
+  explicit PredictedOutOfMemory(const std::string& m) : Error(ExitCode::out_of_memory, m) {}
+  const char* status() const override { return "oom_predicted"; }
 };
 
 // Throws InternalError with file:line when an invariant does not hold.

@@ -744,6 +744,17 @@ void CudaEngine::optimizer_step(double lr, const AdamWConfig& a, double grad_sca
 
 }  // namespace
 
+std::int64_t cuda_device_total_bytes(int local_rank) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, local_rank % devices));
+  return static_cast<std::int64_t>(prop.totalGlobalMem);
+}
+
 std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& cfg, const EngineOptions& opts) {
   return std::make_unique<CudaEngine>(cfg, opts);
 }

@@ -12,4 +12,7 @@ namespace qwen3 {
 // Throws OutOfMemory (category, size, bytes in use) when the model and its activations do not fit.
 std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& cfg, const EngineOptions& opts);
 
+// Total memory of the GPU that node-local rank `local_rank` drives; 0 when no GPU is visible.
+std::int64_t cuda_device_total_bytes(int local_rank);
+
 }  // namespace qwen3

@@ -64,5 +64,7 @@ class Engine {
 // Registry: "cpu" always; other names answer with the list of backends built into this binary.
 std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig& cfg, const EngineOptions& opts);
 std::vector<std::string> available_devices();
+// Total memory of the device a rank with this node-local index drives (0 when unknown: the CPU, no device).
+std::int64_t device_memory_bytes(const std::string& device, int local_rank);
 
 }  // namespace qwen3

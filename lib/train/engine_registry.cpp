@@ -23,6 +23,15 @@ const std::map<std::string, Factory>& registry() {
 }
 }  // namespace
 
+std::int64_t device_memory_bytes(const std::string& device, int local_rank) {
+#ifdef QWEN3_HAVE_CUDA
+  if (device == "cuda") return cuda_device_total_bytes(local_rank);
+#endif
+  (void)device;
+  (void)local_rank;
+  return 0;
+}
+
 std::vector<std::string> available_devices() {
   std::vector<std::string> names;
   for (auto& [n, f] : registry()) names.push_back(n);

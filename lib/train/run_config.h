@@ -30,7 +30,9 @@ struct RunConfig {
   int tp = 1, pp = 1, cp = 1;        // tensor, pipeline, context parallel sizes; dp = world / (tp·pp·cp)
   bool plan = false;                 // --plan: print the memory plan (train/memory_plan.h) and exit
   int plan_world_size = 0;           // --world-size for --plan (0: the job's)
-  std::string device_memory = "80GB";  // --device-memory for --plan
+  std::string device_memory;         // --device-memory: a device's memory for --plan (80GB when not given) and for
+                                     // the check before a CUDA run allocates (the device's own when not given)
+  bool force = false;                // --force: run even when the memory plan does not fit
   std::int64_t memory_interval_ms = 100;
 
   // Throws UsageError naming the first bad field. world_size: ranks in the job.

@@ -116,6 +116,18 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
           const MemoryPlan plan = plan_cuda_rank_memory({cfg.model, cfg.micro_batch, cfg.seq_len, cfg.tp, layout.dp()});
           results->write_attribute("plan_peak_bytes", plan.total());
           for (const auto& [category, bytes] : plan.by_category()) results->write_attribute("plan_" + category + "_bytes", bytes);
+          // A plan that does not fit stops the run here, before any device memory is taken (--force runs anyway).
+          const std::int64_t device = cfg.device_memory.empty() ? device_memory_bytes(cfg.device, local_rank)
+                                                                : parse_memory_size("--device-memory", cfg.device_memory);
+          const std::int64_t need = plan.total() + kRuntimeReserveBytes;
+          if (device > 0 && need > device && !cfg.force) {
+            char msg[320];
+            std::snprintf(msg, sizeof msg,
+                          "the memory plan needs %.2f GiB per rank (with a %.0f GiB runtime reserve), the device has "
+                          "%.2f GiB: not allocating (qwen3-pretrain --plan shows where it goes; --force tries anyway)",
+                          need / 1073741824.0, kRuntimeReserveBytes / 1073741824.0, device / 1073741824.0);
+            throw PredictedOutOfMemory(msg);
+          }
         }
       });
     });

@@ -104,9 +104,17 @@ TEST(CudaEngine, PretrainCliTrainsAndRecordsOom) {
     EXPECT_GT(h5::read_attr_int(f.get(), "memory_weights_bytes"), 0);
     EXPECT_GT(h5::read_f64(f.get(), "memory/peak_bytes")[0], 0);
   }
+  // 14B does not fit one GPU: the memory plan stops the run before it allocates ...
+  const auto predicted_out = (dir / "predicted.h5").string();
+  auto predicted = test::run_program("qwen3-pretrain", "--device cuda --model 14B --data '" + data +
+                                     "' --seq-len 128 --global-batch 8 --steps 2 --out '" + predicted_out + "'");
+  EXPECT_EQ(predicted.exit_code, 5) << predicted.output;
+  EXPECT_NE(predicted.output.find("the memory plan needs"), std::string::npos) << predicted.output;
+  EXPECT_EQ(h5::read_attr_string(h5::open_read(predicted_out, "results").get(), "status"), "oom_predicted");
+  // ... and with --force the allocator itself runs out, names the category, and the run ends cleanly.
   const auto oom_out = (dir / "oom.h5").string();
   const auto t0 = std::chrono::steady_clock::now();
-  auto oom = test::run_program("qwen3-pretrain", "--device cuda --model 14B --data '" + data +
+  auto oom = test::run_program("qwen3-pretrain", "--device cuda --model 14B --force --data '" + data +
                                "' --seq-len 128 --global-batch 8 --steps 2 --out '" + oom_out + "'");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(oom.exit_code, 5) << oom.output;

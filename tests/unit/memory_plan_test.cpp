@@ -1,13 +1,17 @@
 // The memory planner (train/memory_plan.h) against peaks measured on GPU hosts (BENCHMARKS.md, 2026-11-27: the
 // allocator's bytes in use of the CUDA engine, which takes all its memory at start-up), and `qwen3-pretrain --plan`:
-// fits → exit 0, does not fit → exit 3, bad sizes and unplanned layouts → exit 2. No GPU needed.
+// fits → exit 0, does not fit → exit 3, bad sizes and unplanned layouts → exit 2; a CUDA run whose plan does not fit
+// its device stops before allocating with status oom_predicted. No GPU needed.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <string>
 
 #include "cli_runner.h"
 #include "config/model_config.h"
 #include "core/error.h"
+#include "io/dataset.h"
+#include "io/h5.h"
 #include "train/memory_plan.h"
 
 using namespace qwen3;
@@ -52,4 +56,22 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --pp 2 --world-size 2");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("not planned yet"), std::string::npos) << r.output;
+}
+
+TEST(MemoryPlan, RunWhosePlanDoesNotFitStopsBeforeAllocating) {
+  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "qwen3_oom_predicted";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string data = (dir / "data.h5").string(), out = (dir / "run.h5").string();
+  write_synthetic_dataset(data, 151936, {64}, 4, 3, false);
+  // 1.7B needs about 29 GiB per rank: a 2 GB device cannot hold it, whatever this host has (no GPU needed).
+  auto r = test::run_program("qwen3-pretrain", "--device cuda --model 1.7B --data '" + data +
+                                                   "' --seq-len 64 --global-batch 1 --device-memory 2GB --out '" + out + "'");
+  EXPECT_EQ(r.exit_code, 5) << r.output;
+  EXPECT_NE(r.output.find("the memory plan needs 30.0"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--force tries anyway"), std::string::npos) << r.output;
+  h5::Handle f = h5::open_read(out, "results");
+  EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "oom_predicted");
+  EXPECT_GT(h5::read_attr_int(f.get(), "plan_peak_bytes"), 28ll << 30);
+  EXPECT_TRUE(h5::has_attr(f.get(), "plan_activations_bytes"));
 }
