@@ -208,7 +208,7 @@ def main():
     md = ["# qwen3-pretrain report", "",
           f"{len(runs)} runs from {', '.join(a.paths)}; devices: {', '.join(sorted({r['device'] for r in runs if r['device']})) or '—'}; "
           f"commits: {', '.join(sorted({r['commit'] for r in runs if r['commit']})) or '—'}.", "",
-          "## Feasibility (✔ finished, ✖ did not: reasons below)", ""]
+          "## Feasibility (✔ finished, ✖ did not: reasons below; measured peak per rank and the plan's, where known)", ""]
     for l in layouts:
         md += [f"### {l}", "", "| model | " + " | ".join(str(s) for s in seqs) + " |",
                "|---|" + "---|" * len(seqs)]
@@ -216,7 +216,14 @@ def main():
             marks = []
             for s in seqs:
                 r = cell.get((m, l, s))
-                marks.append("" if r is None else "✔" if r["status"] == "ok" else f"✖ {r['status']}")
+                if r is None:
+                    marks.append("")
+                    continue
+                mark = "✔" if r["status"] == "ok" else f"✖ {r['status']}"
+                peaks = [f"{r['peak_mean_gib']:.1f} GiB" if not math.isnan(r["peak_mean_gib"]) else "",
+                         f"plan {r['planned_gib']:.1f}" if not math.isnan(r["planned_gib"]) else ""]
+                peaks = [p for p in peaks if p]
+                marks.append(mark + (f" ({', '.join(peaks)})" if peaks else ""))
             md.append(f"| {m} | " + " | ".join(marks) + " |")
         md.append("")
     failed = [r for r in runs if r["status"] != "ok"]
