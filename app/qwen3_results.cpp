@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
         line += (r ? ", " : "") + std::string("rank ") + std::to_string(r) + " " + format_bytes(static_cast<std::int64_t>(peaks[r]));
       std::printf("  peak memory   %s\n", line.c_str());
     }
+    if (h5::has_attr(f.get(), "plan_peak_bytes"))  // CUDA runs: the memory planner's figure (train/memory_plan.h)
+      std::printf("  memory plan   %s per rank (without the runtime reserve)\n",
+                  format_bytes(h5::read_attr_int(f.get(), "plan_peak_bytes")).c_str());
     return status == "ok" ? 0 : 1;
   });
 }
