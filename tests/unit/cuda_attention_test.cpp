@@ -82,18 +82,8 @@ std::vector<double> widen(const std::vector<std::uint16_t>& b) {
   for (std::size_t i = 0; i < b.size(); ++i) d[i] = from_bf16(b[i]);
   return d;
 }
-std::vector<double> widen(const std::vector<float>& f) { return {f.begin(), f.end()}; }
-
-// ‖got − ref‖ / ‖ref‖; +inf when anything is not finite (an unwritten, still poisoned element included).
-double rel_error(const std::vector<double>& got, const std::vector<double>& ref) {
-  double d = 0, n = 0;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    d += (got[i] - ref[i]) * (got[i] - ref[i]);
-    n += ref[i] * ref[i];
-  }
-  return n > 0 ? std::sqrt(d / n) : std::sqrt(d);
-}
+using qwen3::test::rel_error;  // ‖got − ref‖ / ‖ref‖; +inf for a non-finite (still poisoned) element
+using qwen3::test::widen;      // fp32 downloads; the bf16 bit patterns above have their own overload
 
 std::vector<std::uint16_t> random_bf16(std::size_t n, std::mt19937_64& rng) {
   std::normal_distribution<float> dist(0.f, 1.f);
