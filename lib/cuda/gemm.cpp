@@ -43,6 +43,10 @@ void Gemm::run(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
   const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+  if (sm_count_ > 0) {
+    const std::int32_t sms = sm_count_;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET, &sms, sizeof sms));
+  }
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.a, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.b, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.c, cd, m, n, ldd));
@@ -50,8 +54,8 @@ void Gemm::run(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
   // Algorithm per shape: cuBLASLt's heuristic proposes up to kCandidates; when this call can be repeated without
   // changing its result (β = 0, or C distinct from D), each candidate is timed once on this stream and the fastest
   // kept. Accumulating calls (C == D, β ≠ 0) reuse the choice made for the same shape, else take the first proposal.
-  const Key key{ta, tb, m, n, k, static_cast<int>(cd), beta != 0.0f};
-  const Key shape_key{ta, tb, m, n, k, static_cast<int>(cd), false};
+  const Key key{ta, tb, m, n, k, static_cast<int>(cd), beta != 0.0f, sm_count_};
+  const Key shape_key{ta, tb, m, n, k, static_cast<int>(cd), false, sm_count_};
   const float alpha = 1.0f;
   auto it = algos_.find(key);
   if (it == algos_.end()) {

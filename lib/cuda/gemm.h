@@ -32,6 +32,9 @@ class Gemm {
   // dW (fp32) += dyᵀ·x when accumulate, else dW = dyᵀ·x (the first micro-batch after zeroing).
   void backward_weight(const __nv_bfloat16* dy, const __nv_bfloat16* x, float* dw, std::int64_t tokens, std::int64_t in,
                        std::int64_t out, bool accumulate, cudaStream_t stream);
+  // Run later GEMMs on at most n SMs (0: all), leaving the rest to collectives that overlap them on another stream
+  // (CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET); the algorithm is chosen per target.
+  void set_sm_count_target(int n) { sm_count_ = n; }
 
  private:
   // Column-major D[m, n] = α·op(A)·op(B) + β·C, A/B bf16, C/D of type cd.
@@ -41,8 +44,9 @@ class Gemm {
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_;
   std::size_t workspace_bytes_;
-  using Key = std::tuple<bool, bool, std::int64_t, std::int64_t, std::int64_t, int, bool>;
-  std::map<Key, cublasLtMatmulAlgo_t> algos_;  // chosen algorithm per (shape, β ≠ 0)
+  using Key = std::tuple<bool, bool, std::int64_t, std::int64_t, std::int64_t, int, bool, int>;
+  std::map<Key, cublasLtMatmulAlgo_t> algos_;  // chosen algorithm per (shape, β ≠ 0, SM target)
+  int sm_count_ = 0;
   bool autotune_ = true;                       // time the heuristic's candidates (QWEN3_GEMM_AUTOTUNE=0: first one)
 };
 

@@ -70,7 +70,10 @@ class CudaEngine final : public Engine {
   std::string device_name() const override { return device_name_; }
   void set_weights(const std::string& name, const std::vector<float>& values) override;
   std::vector<float> weights(const std::string& name) const override { return download(w_, name); }
-  std::vector<float> gradient(const std::string& name) const override { return download(g_, name); }
+  std::vector<float> gradient(const std::string& name) const override {
+    finish_replicated_grads();
+    return download(g_, name);
+  }
   void zero_grad() override;
   cpu::LossSum forward_backward(const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) override;
   void reduce_gradients(Communicator& dp) override;
@@ -83,8 +86,13 @@ class CudaEngine final : public Engine {
  private:
   // The full tensor `name` (gathered over the tensor-parallel group) from one of the flat fp32 buffers.
   std::vector<float> download(const float* base, const std::string& name) const;
-  // Tensor parallelism: reduce this micro-batch's share of the replicated weights' gradients over the group.
-  void reduce_replicated_grads(bool keep_earlier, cudaStream_t st);
+  // Tensor parallelism: every rank adds its share of the replicated weights' gradients (norms over the whole group,
+  // replicated K/V heads over their KV group) in each micro-batch; the sums are reduced once, when the gradients are
+  // first read after the last micro-batch (reduce_gradients, grad_norm, optimizer_step, gradient). Reading ends the
+  // accumulation: another forward_backward needs zero_grad first.
+  void finish_replicated_grads() const;
+  enum class Replicated { clean, partial, reduced };
+  mutable Replicated replicated_state_ = Replicated::clean;
   const bf16* W(std::size_t idx) const { return wb_ + table_.entries()[idx].offset; }
   float* G(std::size_t idx) const { return g_ + table_.entries()[idx].offset; }
   double device_scalar() const;
@@ -130,12 +138,22 @@ class CudaEngine final : public Engine {
 #endif
   bool use_cudnn_ = false;
   // Sequence-parallel buffers (tp > 1): the residual stream and norms hold Tl = T / tp rows per rank.
-  bf16 *h_local_ = nullptr, *partial_bf_ = nullptr, *sum_local_ = nullptr, *g_full_ = nullptr;
+  bf16 *h_local_ = nullptr, *partial_bf_ = nullptr, *sum_local_ = nullptr;
   float *dh_local_ = nullptr, *dres_full_ = nullptr, *ce_m_ = nullptr, *ce_mg_ = nullptr, *ce_z_ = nullptr,
-        *ce_t_ = nullptr, *rep_saved_ = nullptr;
-  std::vector<std::size_t> replicated_;  // norm weights: every rank holds them whole and adds a partial gradient
+        *ce_t_ = nullptr;
+  // The backward's sequence-parallel collectives run on comm_stream_ (highest priority): after a block's data-gradient
+  // GEMM, its reduce-scatter, the norm backward and the next block's all-gather overlap this block's weight-gradient
+  // GEMMs on the main stream, which may be held to fewer SMs (QWEN3_COMM_SM_MARGIN) to leave room for NCCL. The
+  // gathered gradient alternates between two buffers: one is read by those GEMMs while the next is gathered.
+  cudaStream_t comm_stream_ = nullptr;
+  cudaEvent_t fork_ = nullptr, join_ = nullptr;
+  int gemm_sms_overlapped_ = 0;  // SM target of the overlapped GEMMs (0: all)
+  bf16* g_gathered_[2] = {nullptr, nullptr};
+  std::vector<std::size_t> replicated_;     // norm weights: every rank holds them whole and adds a partial gradient
+  std::vector<std::size_t> kv_replicated_;  // k_proj, v_proj when tp exceeds the KV heads: held by each KV group
 #ifdef QWEN3_HAVE_NCCL
   std::unique_ptr<NcclCommunicator> tp_nccl_;  // the same group, device side
+  std::unique_ptr<NcclCommunicator> kv_nccl_;  // the ranks sharing this rank's KV heads (tp > KV heads only)
   std::unique_ptr<NcclCommunicator> dp_nccl_;  // gradient all-reduce across data-parallel replicas, made on first use
 #endif
   double *partial_, *scalar_;
@@ -159,9 +177,6 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
 #ifndef QWEN3_HAVE_NCCL
     throw UsageError("tensor parallelism with --device cuda needs NCCL, which this build did not find");
 #endif
-    if (tp_.kv_replicas > 1)
-      throw UsageError("--tp " + std::to_string(tp_.size) + " exceeds the model's " + std::to_string(cfg.num_kv_heads) +
-                       " key/value heads: replicated KV heads run on --device cpu only for now");
     if ((o.max_batch * o.max_seq) % tp_.size != 0)
       throw UsageError("--tp " + std::to_string(tp_.size) + " with --device cuda: the micro-batch's " +
                        std::to_string(o.max_batch * o.max_seq) + " tokens must divide by the tensor-parallel size "
@@ -176,7 +191,9 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   device_name_ = prop.name;
   int least_priority = 0, greatest_priority = 0;
   CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least_priority, &greatest_priority));
-  CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, greatest_priority));
+  // Priorities: the backward's collectives first, then the main stream, the optimizer's side stream last.
+  const int main_priority = greatest_priority < least_priority ? greatest_priority + 1 : greatest_priority;
+  CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, main_priority));
   CUDA_CHECK(cudaStreamCreateWithPriority(&opt_stream_, cudaStreamNonBlocking, least_priority));
   CUDA_CHECK(cudaEventCreateWithFlags(&grads_ready_, cudaEventDisableTiming));
   CUDA_CHECK(cudaEventCreateWithFlags(&zero_done_, cudaEventDisableTiming));
@@ -290,19 +307,33 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
     h_local_ = alloc_.allocate<bf16>(S, Tl * H, "sequence-parallel norm output");
     partial_bf_ = alloc_.allocate<bf16>(S, T * H, "row-parallel partial sums");
     sum_local_ = alloc_.allocate<bf16>(S, Tl * H, "reduce-scattered rows");
-    g_full_ = alloc_.allocate<bf16>(S, T * H, "gathered residual gradient (bf16)");
+    for (bf16*& g : g_gathered_) g = alloc_.allocate<bf16>(S, T * H, "gathered residual gradient (bf16)");
     dh_local_ = alloc_.allocate<float>(S, Tl * H, "reduce-scattered norm-output gradient");
     dres_full_ = alloc_.allocate<float>(S, T * H, "gathered residual gradient (fp32)");
     for (float** p : {&ce_m_, &ce_mg_, &ce_z_, &ce_t_})
       *p = alloc_.allocate<float>(S, logit_chunk_, "vocabulary-parallel cross-entropy statistics");
     for (const auto& l : table_.layers) replicated_.insert(replicated_.end(), {l.input_norm, l.post_norm, l.q_norm, l.k_norm});
     replicated_.push_back(table_.final_norm);
-    std::int64_t n = 0;
-    for (std::size_t i : replicated_) n += table_.entries()[i].numel;
-    rep_saved_ = alloc_.allocate<float>(S, n, "replicated gradients of earlier micro-batches");
 #ifdef QWEN3_HAVE_NCCL
     tp_nccl_ = std::make_unique<NcclCommunicator>(*tp_host_);
     tp_nccl_->set_stream(stream_);
+    if (tp_.kv_replicas > 1) {
+      for (const auto& l : table_.layers) kv_replicated_.insert(kv_replicated_.end(), {l.k_proj, l.v_proj});
+      std::unique_ptr<Communicator> kv = tp_nccl_->split(tp_.kv_group(), tp_.rank);
+      kv_nccl_.reset(dynamic_cast<NcclCommunicator*>(kv.release()));
+      QWEN3_ASSERT(kv_nccl_ != nullptr, "NcclCommunicator::split returns an NcclCommunicator");
+      kv_nccl_->set_stream(stream_);
+    }
+    CUDA_CHECK(cudaStreamCreateWithPriority(&comm_stream_, cudaStreamNonBlocking, greatest_priority));
+    CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
+    if (const char* margin = std::getenv("QWEN3_COMM_SM_MARGIN")) {
+      const int m = std::atoi(margin);
+      if (m < 0 || m >= prop.multiProcessorCount)
+        throw UsageError("QWEN3_COMM_SM_MARGIN=" + std::string(margin) + ": expected 0 to " +
+                         std::to_string(prop.multiProcessorCount - 1) + " SMs");
+      gemm_sms_overlapped_ = m > 0 ? prop.multiProcessorCount - m : 0;
+    }
 #endif
   }
   const cuda::AttentionShape ashape{o.max_batch, o.max_seq, nh, nkv, cfg.head_dim};
@@ -347,6 +378,9 @@ CudaEngine::~CudaEngine() {
   for (auto e : segment_done_) cudaEventDestroy(e);
   if (grads_ready_) cudaEventDestroy(grads_ready_);
   if (zero_done_) cudaEventDestroy(zero_done_);
+  if (fork_) cudaEventDestroy(fork_);
+  if (join_) cudaEventDestroy(join_);
+  if (comm_stream_) cudaStreamDestroy(comm_stream_);
   if (opt_stream_) cudaStreamDestroy(opt_stream_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -395,6 +429,7 @@ void CudaEngine::zero_grad() {
   CUDA_CHECK(cudaEventRecord(zero_done_, opt_stream_));
   zero_pending_ = true;
   overwrite_grads_ = true;
+  replicated_state_ = Replicated::clean;
 }
 
 double CudaEngine::device_scalar() const {
@@ -466,6 +501,7 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     void reduce_scatter_sum(const float*, float*, std::size_t) {}
     void all_reduce_max(float*, std::size_t) {}
     void all_reduce_sum(float*, std::size_t) {}
+    void set_stream(cudaStream_t) {}
   } no_comm;
   NoComm* tpc = &no_comm;  // never used: tensor parallelism needs NCCL (checked at construction)
 #endif
@@ -493,13 +529,6 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     cuda::add(residual, sum_local_, out, Tl * H, st);
     timer_.mark(st, "residual add");
   };
-  // The residual stream's gradient (bf16 copy, Tl rows) on every row, for the backward GEMMs of a block's output.
-  auto gathered_grad = [&]() -> const bf16* {
-    if (!tp) return g_bf_;
-    tpc->all_gather_bf16(g_bf_, g_full_, static_cast<std::size_t>(Tl * H));
-    timer_.mark(st, "all-gather (sequence parallel)");
-    return g_full_;
-  };
   // dh_ (T rows, this rank's partial sums) reduced to this rank's Tl rows.
   auto scattered_dh = [&]() -> const float* {
     if (!tp) return dh_;
@@ -519,6 +548,9 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
   const AttnDims sshape{B, S, nh, nkv, hd, qd, kvd, qkv_dim};
   const bool acc = !overwrite_grads_;  // weight-gradient GEMMs add into the gradients, or overwrite them (β = 0)
   overwrite_grads_ = false;
+  if (replicated_state_ == Replicated::reduced)
+    throw InternalError("CUDA engine: forward_backward after the gradients were read needs zero_grad first");
+  if (tp) replicated_state_ = Replicated::partial;
 
   // ---- forward; each segment's weights may still be in a pending optimizer step (side stream) ----
   const bool wait_update = update_pending_;
@@ -558,17 +590,6 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
   wait_segment(static_cast<std::size_t>(c.num_layers + 1));
   if (zero_pending_) CUDA_CHECK(cudaStreamWaitEvent(st, zero_done_, 0));  // before any gradient is written
   zero_pending_ = false;
-  // The replicated weights' gradients from earlier micro-batches are set aside: only this one's part is reduced.
-  const bool keep_earlier = tp && acc;
-  if (keep_earlier) {
-    std::int64_t off = 0;
-    for (std::size_t i : replicated_) {
-      const auto& e = table_.entries()[i];
-      CUDA_CHECK(cudaMemcpyAsync(rep_saved_ + off, g_ + e.offset, e.numel * sizeof(float), cudaMemcpyDeviceToDevice, st));
-      CUDA_CHECK(cudaMemsetAsync(g_ + e.offset, 0, e.numel * sizeof(float), st));
-      off += e.numel;
-    }
-  }
   norm_gathered(x_final_, table_.final_norm, hf_, rstd_f_);
 
   // ---- output projection and loss, one token chunk at a time; dhf accumulates in dh_ ----
@@ -616,31 +637,68 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
                          false, st, g_bf_);
   timer_.mark(st, "rmsnorm bwd");
 
-  // ---- backward through the layers; dres_ holds d loss / d residual stream (fp32) ----
+  // ---- backward through the layers; dres_ holds d loss / d residual stream (fp32), g_bf_ its bf16 copy ----
+  // With tensor parallelism each block's output gradient is gathered to T rows (dy) and its input gradient dh_ (this
+  // rank's partial sums over T rows) reduce-scattered back. Per block: data-gradient GEMMs → fork → on comm_stream_
+  // reduce-scatter dh_, the norm backward, all-gather of the next block's dy into the other buffer, while the main
+  // stream runs this block's weight-gradient GEMMs → join.
+  int cur = 0;  // g_gathered_[cur] holds the current block's dy
+  if (tp) {
+    tpc->all_gather_bf16(g_bf_, g_gathered_[cur], static_cast<std::size_t>(Tl * H));
+    timer_.mark(st, "all-gather (sequence parallel)");
+  }
+  // The tail of a block: norm backward (x, norm weight, statistics) into dres_ and g_bf_, then (when more blocks
+  // follow) the all-gather of the next dy, overlapping the weight-gradient GEMMs in `wgrads`.
+  auto block_tail = [&](const bf16* x, std::size_t norm, const float* rstd, bool more, auto&& wgrads) {
+    if (!tp) {
+      wgrads();
+      cuda::rmsnorm_backward(x, W(norm), rstd, dh_, dres_, G(norm), Tl, H, true, st, more ? g_bf_ : nullptr);
+      timer_.mark(st, "rmsnorm bwd");
+      return;
+    }
+    cudaStream_t cs = comm_stream_;
+    CUDA_CHECK(cudaEventRecord(fork_, st));
+    CUDA_CHECK(cudaStreamWaitEvent(cs, fork_, 0));
+    timer_.start(cs);
+    tpc->set_stream(cs);
+    tpc->reduce_scatter_sum(dh_, dh_local_, static_cast<std::size_t>(Tl * H));
+    timer_.mark(cs, "reduce-scatter (sequence parallel, comm stream)");
+    cuda::rmsnorm_backward(x, W(norm), rstd, dh_local_, dres_, G(norm), Tl, H, true, cs, more ? g_bf_ : nullptr);
+    timer_.mark(cs, "rmsnorm bwd (comm stream)");
+    if (more) {
+      tpc->all_gather_bf16(g_bf_, g_gathered_[cur ^ 1], static_cast<std::size_t>(Tl * H));
+      timer_.mark(cs, "all-gather (sequence parallel, comm stream)");
+    }
+    tpc->set_stream(st);
+    CUDA_CHECK(cudaEventRecord(join_, cs));
+    gemm.set_sm_count_target(gemm_sms_overlapped_);
+    wgrads();
+    gemm.set_sm_count_target(0);
+    CUDA_CHECK(cudaStreamWaitEvent(st, join_, 0));
+    timer_.mark(st, "wait for the comm stream");
+    cur ^= 1;
+  };
   for (std::int64_t l = c.num_layers - 1; l >= 0; --l) {
     const auto& p = table_.layers[l];
     LayerActs& a = acts_[l];
-    // MLP block; g_bf_ holds the bf16 copy of dres_ (written by the last rmsnorm_backward)
-    const bf16* dy_mlp = gathered_grad();
+    // MLP block
+    const bf16* dy_mlp = tp ? g_gathered_[cur] : g_bf_;
     gemm.backward_data(dy_mlp, W(p.down_proj), dact_, T, I, H, st);
     timer_.mark(st, "gemm down bwd data");
     cuda::swiglu_backward(a.gate_up, dact_, dgate_up_, T, I, st, act_);  // also recomputes the SwiGLU product
     timer_.mark(st, "swiglu bwd");
-    gemm.backward_weight(dy_mlp, act_, G(p.down_proj), T, I, H, acc, st);
-    timer_.mark(st, "gemm down bwd weight");
     gemm.backward_data(dgate_up_, W(p.gate_proj), dh_, T, H, 2 * I, false, st);
     timer_.mark(st, "gemm gate_up bwd data");
-    gemm.backward_weight(dgate_up_, a.h_mid, G(p.gate_proj), T, H, 2 * I, acc, st);  // gate and up gradients, adjacent
-    timer_.mark(st, "gemm gate_up bwd weight");
-    cuda::rmsnorm_backward(a.x_mid, W(p.post_norm), a.rstd_mid, scattered_dh(), dres_, G(p.post_norm), Tl, H, true, st,
-                           g_bf_);
-    timer_.mark(st, "rmsnorm bwd");
+    block_tail(a.x_mid, p.post_norm, a.rstd_mid, true, [&] {
+      gemm.backward_weight(dy_mlp, act_, G(p.down_proj), T, I, H, acc, st);
+      timer_.mark(st, "gemm down bwd weight");
+      gemm.backward_weight(dgate_up_, a.h_mid, G(p.gate_proj), T, H, 2 * I, acc, st);  // gate and up, adjacent
+      timer_.mark(st, "gemm gate_up bwd weight");
+    });
     // Attention block
-    const bf16* dy_attn = gathered_grad();
+    const bf16* dy_attn = tp ? g_gathered_[cur] : g_bf_;
     gemm.backward_data(dy_attn, W(p.o_proj), dattn_, T, qd, H, st);
     timer_.mark(st, "gemm o bwd data");
-    gemm.backward_weight(dy_attn, a.attn, G(p.o_proj), T, qd, H, acc, st);
-    timer_.mark(st, "gemm o bwd weight");
     attention_backward(a, sshape, ashape, st);
     cuda::qk_norm_rope_backward(a.qkv, W(p.q_norm), a.rstd_q, dq_, dqkv_, G(p.q_norm), qshape, st);
     timer_.mark(st, "qk norm+rope bwd");
@@ -648,11 +706,12 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     timer_.mark(st, "qk norm+rope bwd");
     gemm.backward_data(dqkv_, W(p.q_proj), dh_, T, H, qkv_dim, false, st);
     timer_.mark(st, "gemm qkv bwd data");
-    gemm.backward_weight(dqkv_, a.h_in, G(p.q_proj), T, H, qkv_dim, acc, st);  // q, k and v gradients, adjacent
-    timer_.mark(st, "gemm qkv bwd weight");
-    cuda::rmsnorm_backward(a.x_in, W(p.input_norm), a.rstd_in, scattered_dh(), dres_, G(p.input_norm), Tl, H, true, st,
-                           l > 0 ? g_bf_ : nullptr);
-    timer_.mark(st, "rmsnorm bwd");
+    block_tail(a.x_in, p.input_norm, a.rstd_in, l > 0, [&] {
+      gemm.backward_weight(dy_attn, a.attn, G(p.o_proj), T, qd, H, acc, st);
+      timer_.mark(st, "gemm o bwd weight");
+      gemm.backward_weight(dqkv_, a.h_in, G(p.q_proj), T, H, qkv_dim, acc, st);  // q, k and v gradients, adjacent
+      timer_.mark(st, "gemm qkv bwd weight");
+    });
   }
   if (!tp) {
     cuda::embedding_backward(tokens_, dres_, G(table_.embed), T, H, st);
@@ -661,30 +720,28 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     cuda::embedding_backward(tokens_, dres_full_, G(table_.embed), T, H, st, v0, V);
   }
   timer_.mark(st, "embedding bwd");
-  if (tp) reduce_replicated_grads(keep_earlier, st);
   return {loss_sum, counted};
 }
 
-void CudaEngine::reduce_replicated_grads(bool keep_earlier, cudaStream_t st) {
+void CudaEngine::finish_replicated_grads() const {
+  if (replicated_state_ != Replicated::partial) return;
+  replicated_state_ = Replicated::reduced;
 #ifdef QWEN3_HAVE_NCCL
-  tp_nccl_->group_start();
-  for (std::size_t i : replicated_) {
-    const auto& e = table_.entries()[i];
-    tp_nccl_->all_reduce_sum(g_ + e.offset, static_cast<std::size_t>(e.numel));
-  }
-  tp_nccl_->group_end();
-  timer_.mark(st, "all-reduce replicated gradients");
-  if (!keep_earlier) return;
-  std::int64_t off = 0;
-  for (std::size_t i : replicated_) {
-    const auto& e = table_.entries()[i];
-    cuda::add(g_ + e.offset, rep_saved_ + off, g_ + e.offset, e.numel, st);
-    off += e.numel;
-  }
+  auto reduce = [&](NcclCommunicator& comm, const std::vector<std::size_t>& tensors) {
+    comm.group_start();
+    for (std::size_t i : tensors) {
+      const auto& e = table_.entries()[i];
+      comm.all_reduce_sum(g_ + e.offset, static_cast<std::size_t>(e.numel));
+    }
+    comm.group_end();
+  };
+  reduce(*tp_nccl_, replicated_);
+  if (kv_nccl_) reduce(*kv_nccl_, kv_replicated_);
 #endif
 }
 
 void CudaEngine::reduce_gradients(Communicator& dp) {
+  finish_replicated_grads();
   if (dp.size() == 1) return;
 #ifdef QWEN3_HAVE_NCCL
   if (!dp_nccl_) {  // collective over the data-parallel group: every replica reaches its first reduction together
@@ -700,11 +757,20 @@ void CudaEngine::reduce_gradients(Communicator& dp) {
 }
 
 double CudaEngine::grad_norm() {
+  finish_replicated_grads();
   timer_.start(stream_);
   cuda::sum_squares(g_, table_.total_elements(), partial_, scalar_, stream_);
   timer_.mark(stream_, "grad norm");
   double ss = device_scalar();
-  if (tp_host_) {  // shards count on every rank, the replicated norm weights once (on tp rank 0)
+  if (tp_host_) {  // shards count on every rank, the replicated norm weights once (on tp rank 0), replicated K/V heads
+                   // once per KV group (on its first rank)
+    if (tp_.rank % tp_.kv_replicas != 0) {
+      for (std::size_t i : kv_replicated_) {
+        const auto& e = table_.entries()[i];
+        cuda::sum_squares(g_ + e.offset, e.numel, partial_, scalar_, stream_);
+        ss -= device_scalar();
+      }
+    }
     if (tp_.rank != 0) {
       for (std::size_t i : replicated_) {
         const auto& e = table_.entries()[i];
@@ -719,6 +785,7 @@ double CudaEngine::grad_norm() {
 }
 
 void CudaEngine::optimizer_step(double lr, const AdamWConfig& a, double grad_scale) {
+  finish_replicated_grads();
   ++step_;
   cuda::AdamWArgs args{};
   args.lr = static_cast<float>(lr);

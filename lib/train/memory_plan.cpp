@@ -78,10 +78,10 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
           2 * T * (qd + 2 * kvd) + 2 * T * I + 2 * T * 2 * I);
   add("workspace", "RoPE tables, token ids, labels", 2 * 4 * in.seq_len * (hd / 2) + 2 * 4 * T);
   if (in.tp > 1) {
-    std::int64_t replicated = H;  // final norm
-    replicated += L * (2 * H + 2 * hd);
-    add("workspace", "sequence-parallel buffers", 2 * Tl * H * 2 + 2 * T * H * 2 + 4 * Tl * H + 4 * T * H + 4 * 4 * chunk +
-                                                  4 * replicated);
+    // norm output and reduce-scattered rows (Tl, bf16), row-parallel partial sums and two gathered gradients (T, bf16),
+    // the reduce-scattered and the gathered fp32 gradient, vocabulary-parallel cross-entropy statistics
+    add("workspace", "sequence-parallel buffers",
+        2 * Tl * H * 2 + 3 * T * H * 2 + 4 * Tl * H + 4 * T * H + 4 * 4 * chunk);
   }
   // cuDNN's backward: its own workspace plus an fp32 dQ accumulator (both about B·H·S·D·4) and row sums of dO∘O;
   // the own kernels: row sums and the dQ accumulator.

@@ -1,14 +1,16 @@
 // The communicator seam under mpirun: qwen3-comm-check's known-answer collectives over MPI (CPU, in CI) and over
-// NCCL (two GPUs, skipped elsewhere), CUDA data parallelism (NCCL gradient all-reduce) and CUDA tensor + sequence
-// parallelism against one GPU.
+// NCCL (two GPUs, skipped elsewhere), CUDA data parallelism (NCCL gradient all-reduce), CUDA tensor + sequence
+// parallelism at tp 2 and 4 (replicated KV heads included) against one GPU, and a rank killed mid-run.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "cli_runner.h"
+#include "killed_rank.h"
 #include "io/dataset.h"
 #include "io/h5.h"
 #ifdef QWEN3_HAVE_CUDA
@@ -72,15 +74,22 @@ TEST(CommCheck, CudaDataParallelEqualsOneGpu) {
 
 TEST(CommCheck, CudaTensorParallelPassesTheGoldenCheckAndTrainsLikeOneGpu) {
   if (gpus() < 2) GTEST_SKIP() << "needs two GPUs and an NCCL build";
-  const auto g = test::run_command(test::mpirun(2) + "'" + test::bin_dir() + "/qwen3-golden-check' --device cuda --tp 2 --golden '" +
-                                   test::test_data_dir() + "/qwen3-tiny.h5'");
-  EXPECT_EQ(g.exit_code, 0) << g.output;
-  EXPECT_NE(g.output.find("0 out of tolerance: PASS"), std::string::npos) << g.output;
+  // tp 2, and tp 4 where four GPUs are visible; qwen3-mqa.h5 has one KV head, replicated on every rank.
+  std::vector<int> sizes = {2};
+  if (gpus() >= 4) sizes.push_back(4);
+  for (int tp : sizes)
+    for (const char* file : {"qwen3-tiny.h5", "qwen3-mqa.h5"}) {
+      const auto g = test::run_command(test::mpirun(tp) + "'" + test::bin_dir() + "/qwen3-golden-check' --device cuda --tp " +
+                                       std::to_string(tp) + " --golden '" + test::test_data_dir() + "/" + file + "'");
+      EXPECT_EQ(g.exit_code, 0) << "tp " << tp << " " << file << "\n" << g.output;
+      EXPECT_NE(g.output.find("0 out of tolerance: PASS"), std::string::npos) << "tp " << tp << " " << file << "\n" << g.output;
+    }
   const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_cuda_tp";
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string data = (dir / "data.h5").string();
   write_synthetic_dataset(data, 512, {128}, 16, 11, false);
+  // Two micro-batches per step: the replicated weights' partial gradients accumulate before they are reduced.
   auto train = [&](int np) {
     const std::string out = (dir / ("tp" + std::to_string(np) + ".h5")).string();
     const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' --device cuda --model tiny --data '" +
@@ -89,9 +98,28 @@ TEST(CommCheck, CudaTensorParallelPassesTheGoldenCheckAndTrainsLikeOneGpu) {
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return out;
   };
-  h5::Handle one = h5::open_read(train(1), "results"), two = h5::open_read(train(2), "results");
-  const auto a = h5::read_f64(one.get(), "steps/loss"), b = h5::read_f64(two.get(), "steps/loss");
-  ASSERT_EQ(b.size(), 4u);
-  // bf16 partial sums are reduce-scattered in another order than one GPU adds them: 1e-2 relative.
-  for (int i = 0; i < 4; ++i) EXPECT_NEAR(a[i], b[i], 1e-2 * std::abs(a[i])) << "step " << i;
+  h5::Handle one = h5::open_read(train(1), "results");
+  const auto a = h5::read_f64(one.get(), "steps/loss"), an = h5::read_f64(one.get(), "steps/grad_norm");
+  for (int tp : sizes) {
+    h5::Handle more = h5::open_read(train(tp), "results");
+    const auto b = h5::read_f64(more.get(), "steps/loss"), bn = h5::read_f64(more.get(), "steps/grad_norm");
+    ASSERT_EQ(b.size(), 4u);
+    // bf16 partial sums are reduce-scattered in another order than one GPU adds them: 1e-2 relative.
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_NEAR(a[i], b[i], 1e-2 * std::abs(a[i])) << "tp " << tp << " step " << i;
+      EXPECT_NEAR(an[i], bn[i], 2e-2 * std::abs(an[i])) << "tp " << tp << " grad norm, step " << i;
+    }
+  }
+}
+
+TEST(CommCheck, CudaKilledRankEndsTheJobAndTheResultsFileSaysSo) {
+  if (gpus() < 2) GTEST_SKIP() << "needs two GPUs and an NCCL build";
+  const int np = gpus() >= 4 ? 4 : 2;
+  const auto k = test::kill_rank_during_run("cuda", np, "qwen3_cuda_killed_rank");
+  EXPECT_TRUE(k.mpirun_ended) << k.output;
+  EXPECT_FALSE(k.mpirun_exit_zero) << k.output;
+  EXPECT_LT(k.seconds, 60) << k.output;
+  EXPECT_NE(k.log.find("rank 1"), std::string::npos) << k.log;
+  EXPECT_EQ(k.status, "error") << k.log;
+  EXPECT_NE(k.error_message.find("terminated by signal"), std::string::npos) << k.error_message;
 }

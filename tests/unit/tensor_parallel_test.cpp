@@ -1,5 +1,6 @@
 // Tensor and sequence parallelism on the CPU backend over MPI: the split arithmetic on its own, then the parallel
-// runs under mpirun against one rank — the golden check at tp 2, 4 and 8 (8 replicates the tiny model's 4 KV heads),
+// runs under mpirun against one rank — the golden check at tp 2, 4 and 8 (8 replicates the tiny model's 4 KV heads;
+// the multi-query file's one KV head is replicated at every tp),
 // an untied model whose tokens do not divide by tp (padded sequence shards), and training losses at tp 1, 2, 4 and
 // tp 2 × dp 2. Bad layouts end with one clear message.
 #include <gtest/gtest.h>
@@ -13,6 +14,7 @@
 #include <string>
 
 #include "cli_runner.h"
+#include "killed_rank.h"
 #include "config/model_config.h"
 #include "core/error.h"
 #include "io/dataset.h"
@@ -103,6 +105,12 @@ TEST(TensorParallelMpirun, GoldenCheckPassesAtTp2And4AndWithReplicatedKvHeads) {
     EXPECT_NE(r.output.find("0 out of tolerance: PASS"), std::string::npos) << "tp " << tp << "\n" << r.output;
     EXPECT_NE(r.output.find("tensor parallelism: " + std::to_string(tp) + " ranks"), std::string::npos) << r.output;
   }
+  // One KV head (multi-query), replicated on 2, 4 and 8 ranks.
+  for (int tp : {2, 4, 8}) {
+    const auto r = golden_at(tp, "qwen3-mqa.h5");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("0 out of tolerance: PASS"), std::string::npos) << "tp " << tp << "\n" << r.output;
+  }
   // 3 × 37 = 111 tokens over 2 ranks: the sequence shards are padded.
   const auto r = golden_at(2, "qwen3-small-untied.h5");
   EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -159,30 +167,11 @@ TEST(TensorParallelMpirun, BadLayoutsEndWithOneClearMessage) {
 }
 
 TEST(TensorParallelMpirun, KilledRankEndsTheJobAndTheResultsFileSaysSo) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_killed_rank";
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  const std::string data = (dir / "data.h5").string(), out = (dir / "run.h5").string(), log = (dir / "log.txt").string();
-  write_synthetic_dataset(data, 512, {64}, 32, 9, false);
-  // A long tp 2 run; once it prints steps, rank 1 is killed; mpirun must end the job, and rank 0 record why.
-  const std::string script =
-      test::mpirun(2) + "'" + test::bin_dir() + "/qwen3-pretrain' --model tiny --data '" + data +
-      "' --seq-len 64 --global-batch 4 --steps 100000 --tp 2 --out '" + out + "' > '" + log + "' 2>&1 & M=$!; " +
-      "for i in $(seq 300); do grep -q '^step' '" + log + "' && break; sleep 0.1; done; " +
-      "for p in $(pgrep -f '" + out + "'); do grep -qa OMPI_COMM_WORLD_RANK=1 /proc/$p/environ 2>/dev/null && kill -9 $p; done; " +
-      "S=$(date +%s); wait $M; echo \"mpirun exit $? after $(( $(date +%s) - S )) s\"";
-  const std::string script_path = (dir / "kill.sh").string();
-  std::ofstream(script_path) << script << "\n";
-  const auto r = test::run_command("bash '" + script_path + "'");
-  ASSERT_NE(r.output.find("mpirun exit"), std::string::npos) << r.output;
-  EXPECT_EQ(r.output.find("mpirun exit 0 "), std::string::npos) << r.output;
-  const int seconds = std::stoi(r.output.substr(r.output.find(" after ") + 7));
-  EXPECT_LT(seconds, 60) << r.output;
-  std::ifstream in(log);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_NE(text.find("rank 1"), std::string::npos) << text;
-  ASSERT_TRUE(fs::exists(out)) << text;
-  h5::Handle f = h5::open_read(out, "results");
-  EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "error");
-  EXPECT_NE(h5::read_attr_string(f.get(), "error_message").find("terminated by signal"), std::string::npos);
+  const auto k = test::kill_rank_during_run("cpu", 2, "qwen3_killed_rank");
+  ASSERT_TRUE(k.mpirun_ended) << k.output;
+  EXPECT_FALSE(k.mpirun_exit_zero) << k.output;
+  EXPECT_LT(k.seconds, 60) << k.output;
+  EXPECT_NE(k.log.find("rank 1"), std::string::npos) << k.log;
+  EXPECT_EQ(k.status, "error") << k.log;
+  EXPECT_NE(k.error_message.find("terminated by signal"), std::string::npos) << k.error_message;
 }

@@ -54,6 +54,10 @@ VARIANTS = {
     "qwen3-small-untied": (77, dict(vocab_size=300, hidden_size=48, intermediate_size=80, num_hidden_layers=3,
                                     num_attention_heads=6, num_key_value_heads=2, head_dim=8, rope_theta=10000.0,
                                     rms_norm_eps=1e-5, tie_word_embeddings=False), 3, 37),
+    # one KV head (multi-query): every tensor-parallel rank replicates it; sizes divide by tp 2, 4 and 8
+    "qwen3-mqa": (4242, dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=8, num_key_value_heads=1, head_dim=16, rope_theta=1e6,
+                             rms_norm_eps=1e-6, tie_word_embeddings=False), 2, 32),
 }
 if __name__ == "__main__":
     names = sys.argv[2:] or list(VARIANTS)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One multi-GPU session for tensor parallelism over a carried build folder: the GPU and multi-GPU tests, the CUDA
+# golden checks at tp 1, 2, 4, then the tensor-parallel benchmarks (ours under mpirun, the Hugging Face baseline on
+# one GPU in the same call). Logs and a summary go under $OUT (or ./gpu-out), packed into one tarball.
+# Usage: tp_session.sh [tests|bench|all]; BENCH lists MODEL:SEQ:TP:GLOBAL_BATCH[:SM_MARGIN] runs, HF_SPECS the baseline's.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+what="${1:-all}"
+out="${OUT:-gpu-out}"; logs="$out/logs"; mkdir -p "$logs"
+export QWEN3_BIN_DIR="$PWD/build/bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
+bin=build/bin
+gpus=$(nvidia-smi -L | wc -l)
+summary="$out/summary.txt"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nvidia-smi topo -m | head -8; } | tee "$summary"
+run_mpi() { local np=$1; shift; mpirun --allow-run-as-root -np "$np" -x NCCL_NVLS_ENABLE -x QWEN3_COMM_SM_MARGIN -x QWEN3_CUDA_OP_TIMES "$@"; }
+
+if [ "$what" = tests ] || [ "$what" = all ]; then
+  "$bin/qwen3_unit_tests" --gtest_brief=1 --gtest_filter="${GTEST_FILTER:-Cuda*:Cudnn*:CommCheck*:MemoryPlan*:Golden*:TensorParallel*}" \
+    >"$logs/unit.log" 2>&1
+  echo "unit tests exit $?" | tee -a "$summary"
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |tests? ran|Failure|Expected|Which is" "$logs/unit.log" | head -60 | tee -a "$summary"
+  for g in tests/data/*.h5; do
+    for tp in 1 2 4; do
+      [ "$tp" -le "$gpus" ] || continue
+      log="$logs/golden-$(basename "$g" .h5)-tp$tp.log"
+      run_mpi "$tp" "$bin/qwen3-golden-check" --golden "$g" --device cuda --tp "$tp" >"$log" 2>&1
+      echo "golden $(basename "$g") tp $tp: exit $? $(grep -E 'out of tolerance' "$log" | tail -1)" | tee -a "$summary"
+    done
+  done
+fi
+
+if [ "$what" = bench ] || [ "$what" = all ]; then
+  for spec in ${BENCH:-}; do
+    IFS=: read -r model seq tp gb margin <<<"$spec"
+    data="$out/data-$seq.h5"
+    [ -f "$data" ] || "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size 151936 --lengths "$seq" --documents 64 \
+      --seed 7 >/dev/null
+    tag="$model-$seq-t$tp-gb$gb-m${margin:-0}"
+    QWEN3_COMM_SM_MARGIN="${margin:-0}" run_mpi "$tp" "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" \
+      --seq-len "$seq" --global-batch "$gb" --micro-batch 1 --steps "${STEPS:-5}" --warmup-steps 1 --tp "$tp" \
+      --out "$out/$tag.h5" --overwrite >"$logs/$tag.log" 2>&1
+    echo "== ours $tag (exit $?)" | tee -a "$summary"
+    tail -n 2 "$logs/$tag.log" | tee -a "$summary"
+    "$bin/qwen3-results" "$out/$tag.h5" >"$logs/$tag.results.txt" 2>&1
+    sed -n '2p;6,12p' "$logs/$tag.results.txt" | tee -a "$summary"
+    rm -f "$out/$tag.h5.tmp"
+    mv "$out/$tag.h5" "$logs/" 2>/dev/null
+  done
+  if [ -n "${HF_SPECS:-}" ]; then
+    echo "== Hugging Face baseline (tools/bench/hf_qwen3_train.py), one GPU, same host" | tee -a "$summary"
+    PYTHONUNBUFFERED=1 python3 tools/bench/hf_qwen3_train.py $HF_SPECS 2>&1 | grep -v Warning | tee "$logs/hf.jsonl" | tee -a "$summary"
+  fi
+fi
+rm -f "$out"/data-*.h5
+tar -C "$out" -czf "$out/logs.tar.gz" logs && rm -rf "$logs"
