@@ -7,6 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 what="${1:-all}"
 out="${OUT:-gpu-out}"; logs="$out/logs"; mkdir -p "$logs"
+export QWEN3_COMM_SM_MARGIN="${QWEN3_COMM_SM_MARGIN:-0}" QWEN3_CUDA_OP_TIMES="${QWEN3_CUDA_OP_TIMES:-0}"
 export QWEN3_BIN_DIR="$PWD/build/bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
 bin=build/bin
 gpus=$(nvidia-smi -L | wc -l)
@@ -24,7 +25,8 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
       [ "$tp" -le "$gpus" ] || continue
       log="$logs/golden-$(basename "$g" .h5)-tp$tp.log"
       run_mpi "$tp" "$bin/qwen3-golden-check" --golden "$g" --device cuda --tp "$tp" >"$log" 2>&1
-      echo "golden $(basename "$g") tp $tp: exit $? $(grep -E 'out of tolerance' "$log" | tail -1)" | tee -a "$summary"
+      rc=$?
+      echo "golden $(basename "$g") tp $tp: exit $rc $(grep -E 'out of tolerance|error:' "$log" | tail -1)" | tee -a "$summary"
     done
   done
 fi
