@@ -7,6 +7,7 @@
 
 #include "common/options_util.h"
 #include "core/error.h"
+#include "model/pipeline_split.h"
 #include "train/engine.h"
 
 namespace po = boost::program_options;
@@ -15,7 +16,7 @@ namespace qwen3 {
 
 std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   RunConfig c;
-  std::string model = "tiny", model_config, config_file;
+  std::string model = "tiny", model_config, config_file, pp_layers;
   std::string seed = std::to_string(c.seed);
   po::options_description general("General");
   general.add_options()("help,h", "show this help")("list-devices", "print the backends built into this binary and exit")(
@@ -51,6 +52,9 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       ("overwrite", po::bool_switch(&c.overwrite), "replace an existing results file")
       ("tp", po::value(&c.tp)->default_value(c.tp), "tensor-parallel size")
       ("pp", po::value(&c.pp)->default_value(c.pp), "pipeline-parallel size")
+      ("pp-layers", po::value(&pp_layers),
+       "layers per pipeline stage, e.g. 3,4,4 (default: split to balance compute and memory, the embedding and output "
+       "projection counted)")
       ("cp", po::value(&c.cp)->default_value(c.cp), "context-parallel size")
       ("memory-interval-ms", po::value(&c.memory_interval_ms)->default_value(c.memory_interval_ms),
        "memory trace sampling interval");
@@ -86,6 +90,7 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   }
   require_choice("--device", c.device, {"cpu", "cuda"});
   if (!vm.count("seq-len")) throw UsageError("--seq-len is required (the dataset bucket to train on)");
+  if (vm.count("pp-layers")) c.pp_layers = parse_layer_list("--pp-layers", pp_layers);
   return c;
 }
 

@@ -53,6 +53,39 @@ void MpiCommunicator::reduce_scatter_sum(const double* in, double* out, std::siz
             "MPI_Reduce_scatter_block");
 }
 
+void MpiCommunicator::all_gather(const float* in, float* out, std::size_t count) {
+  if (count > static_cast<std::size_t>(INT_MAX)) throw InternalError("MPI_Allgather: block of more than INT_MAX values");
+  mpi_check(MPI_Allgather(in, static_cast<int>(count), MPI_FLOAT, out, static_cast<int>(count), MPI_FLOAT, comm_),
+            "MPI_Allgather");
+}
+
+void MpiCommunicator::reduce_scatter_sum(const float* in, float* out, std::size_t count) {
+  if (count > static_cast<std::size_t>(INT_MAX)) throw InternalError("MPI_Reduce_scatter_block: block of more than INT_MAX values");
+  mpi_check(MPI_Reduce_scatter_block(in, out, static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm_),
+            "MPI_Reduce_scatter_block");
+}
+
+void MpiCommunicator::exchange(const std::vector<Transfer>& transfers) {
+  // Each transfer in pieces of at most 1 GiB (MPI counts are ints); all posted, then waited for together.
+  constexpr std::size_t kPiece = 1ull << 30;
+  std::vector<MPI_Request> requests;
+  for (const Transfer& t : transfers) {
+    if (t.peer < 0 || t.peer >= size_) throw InternalError("MPI exchange with rank " + std::to_string(t.peer) + " of " + std::to_string(size_));
+    auto* bytes = static_cast<char*>(t.data);
+    for (std::size_t off = 0; off < t.bytes || (off == 0 && t.bytes == 0); off += kPiece) {
+      const int n = static_cast<int>(std::min(kPiece, t.bytes - off));
+      requests.emplace_back();
+      if (t.send)
+        mpi_check(MPI_Isend(bytes + off, n, MPI_BYTE, t.peer, 0, comm_, &requests.back()), "MPI_Isend");
+      else
+        mpi_check(MPI_Irecv(bytes + off, n, MPI_BYTE, t.peer, 0, comm_, &requests.back()), "MPI_Irecv");
+      if (t.bytes == 0) break;
+    }
+  }
+  if (!requests.empty())
+    mpi_check(MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+}
+
 std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key) {
   MPI_Comm sub = MPI_COMM_NULL;
   mpi_check(MPI_Comm_split(comm_, color, key, &sub), "MPI_Comm_split");

@@ -24,6 +24,9 @@ class MpiCommunicator final : public Communicator {
   void all_reduce_max(double* data, std::size_t count) override;
   void all_gather(const double* in, double* out, std::size_t count) override;
   void reduce_scatter_sum(const double* in, double* out, std::size_t count) override;
+  void all_gather(const float* in, float* out, std::size_t count) override;
+  void reduce_scatter_sum(const float* in, float* out, std::size_t count) override;
+  void exchange(const std::vector<Transfer>& transfers) override;
   std::unique_ptr<Communicator> split(int color, int key) override;
   std::vector<std::string> all_gather(const std::string& value) override;
   std::vector<std::vector<double>> gather(const std::vector<double>& values, int root) override;

@@ -79,6 +79,17 @@ void NcclCommunicator::all_reduce_sum_bf16(void* data, std::size_t count) {
 void NcclCommunicator::all_reduce_max(float* data, std::size_t count) {
   NCCL_CHECK(ncclAllReduce(data, data, count, ncclFloat32, ncclMax, comm_, stream_));
 }
+void NcclCommunicator::exchange(const std::vector<Transfer>& transfers) {
+  NCCL_CHECK(ncclGroupStart());
+  for (const Transfer& t : transfers) {
+    if (t.send)
+      NCCL_CHECK(ncclSend(t.data, t.bytes, ncclUint8, t.peer, comm_, stream_));
+    else
+      NCCL_CHECK(ncclRecv(t.data, t.bytes, ncclUint8, t.peer, comm_, stream_));
+  }
+  NCCL_CHECK(ncclGroupEnd());
+}
+
 void NcclCommunicator::group_start() { NCCL_CHECK(ncclGroupStart()); }
 void NcclCommunicator::group_end() { NCCL_CHECK(ncclGroupEnd()); }
 

@@ -41,8 +41,9 @@ class NcclCommunicator final : public Communicator {
   // Several collectives as one NCCL group (fewer launches): start … end around the calls.
   void group_start();
   void group_end();
-  void all_gather(const float* in, float* out, std::size_t count);
-  void reduce_scatter_sum(const float* in, float* out, std::size_t count);
+  void all_gather(const float* in, float* out, std::size_t count) override;
+  void reduce_scatter_sum(const float* in, float* out, std::size_t count) override;
+  void exchange(const std::vector<Transfer>& transfers) override;  // one NCCL group of sends and receives
 
   // Host bookkeeping, over the host communicator.
   std::vector<std::string> all_gather(const std::string& value) override { return host_.all_gather(value); }

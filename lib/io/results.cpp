@@ -79,6 +79,13 @@ void ResultsWriter::write_timings(double init_s, double first_step_s, double tot
   h5::write_attr(g.get(), "total_s", total_s);
 }
 
+void ResultsWriter::write_values(const std::string& path, const std::vector<double>& values, const std::string& what) {
+  h5::write_f64(file_.get(), path, values, {static_cast<std::int64_t>(values.size())});
+  h5::Handle d(H5Dopen2(file_.get(), path.c_str(), H5P_DEFAULT));
+  h5::write_attr(d.get(), "description", what);
+  h5::flush(file_);
+}
+
 void ResultsWriter::write_memory(const std::vector<std::vector<MemorySample>>& per_rank) {
   std::vector<std::int64_t> peaks;
   for (std::size_t r = 0; r < per_rank.size(); ++r) {

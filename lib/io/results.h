@@ -40,6 +40,8 @@ class ResultsWriter {
   void append_step(const StepRecord& s);  // flushed, so a killed run keeps its steps in the .partial file
   void write_timings(double init_s, double first_step_s, double total_s);
   void write_memory(const std::vector<std::vector<MemorySample>>& per_rank);
+  // A 1-D float64 dataset at `path` (e.g. ranks/compute_s: one value per rank, in rank order) with a description.
+  void write_values(const std::string& path, const std::vector<double>& values, const std::string& what);
   // status: "ok", "oom" or "error". Writes the end time, closes, renames to the final path.
   void finish(const std::string& status, const std::string& error_message);
   // Extra root attributes (e.g. the OOM category and sizes).

@@ -57,17 +57,50 @@ struct SeqParallel {
 
 }  // namespace
 
-CpuQwen3::CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm)
+// One micro-batch in flight on this stage: its shape, tokens and everything its backward needs.
+struct CpuQwen3::Slot {
+  std::int64_t B = 0, S = 0, T = 0, Tl = 0, Tp = 0;
+  std::vector<std::int32_t> tokens;  // first stage: for the embedding's backward
+  std::vector<LayerActs> acts;       // this stage's layers
+  Vec dx;                            // last stage: gradient at the last layer's output, from the loss
+};
+
+CpuQwen3::CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm, const StageRange* stage)
     : cfg_(cfg),
       tp_comm_(tp_comm && tp_comm->size() > 1 ? tp_comm : nullptr),
       tp_(tp_dims(cfg, tp_comm_ ? tp_comm_->rank() : 0, tp_comm_ ? tp_comm_->size() : 1)),
-      table_(cfg, tp_.q_dim, tp_.kv_dim, tp_.inter, tp_.vocab) {
+      table_(cfg, tp_.q_dim, tp_.kv_dim, tp_.inter, tp_.vocab),
+      stage_(stage ? *stage : StageRange{0, cfg.num_layers, true, true}) {
   cfg_.validate();
+  if (stage_.first_layer < 0 || stage_.last_layer > cfg_.num_layers || stage_.layers() < 1)
+    throw InternalError("pipeline stage outside the model's layers");
+}
+
+CpuQwen3::~CpuQwen3() = default;
+
+CpuQwen3::Slot& CpuQwen3::slot(int i) {
+  if (i < 0) throw InternalError("negative activation slot");
+  while (static_cast<int>(slots_.size()) <= i) slots_.push_back(std::make_unique<Slot>());
+  return *slots_[static_cast<std::size_t>(i)];
+}
+
+std::int64_t CpuQwen3::boundary_elements(std::int64_t tokens) const {
+  return (tokens + tp_.size - 1) / tp_.size * cfg_.hidden_size;
 }
 
 cpu::LossSum CpuQwen3::forward_backward(const float* weights, float* grads, const MicroBatch& mb, double grad_scale,
                                         std::vector<float>* logits_out) {
+  if (!stage_.first || !stage_.last) throw InternalError("forward_backward runs the whole model; a pipeline stage uses forward/backward");
+  const cpu::LossSum loss = forward(0, weights, grads, mb, grad_scale, nullptr, nullptr, logits_out);
+  backward(0, weights, grads, nullptr, nullptr);
+  return loss;
+}
+
+cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grads, const MicroBatch& mb,
+                               double grad_scale, const Activations* x_in, Activations* x_out,
+                               std::vector<float>* logits_out) {
   const auto& c = cfg_;
+  Slot& st = slot(slot_index);
   const std::int64_t B = mb.batch, S = mb.seq, T = B * S, H = c.hidden_size;
   const std::int64_t nh = tp_.heads, nkv = tp_.kv_heads, hd = c.head_dim, qd = tp_.q_dim, kvd = tp_.kv_dim;
   const std::int64_t I = tp_.inter, V = tp_.vocab, v0 = tp_.vocab0;
@@ -75,23 +108,29 @@ cpu::LossSum CpuQwen3::forward_backward(const float* weights, float* grads, cons
   // divide T, the token rows are padded to Tp = Tl·tp with zero rows that carry no label: every per-row op maps zeros
   // to zeros, attention and RoPE only see the B·S real rows, so the padding changes nothing.
   const std::int64_t Tl = (T + tp_.size - 1) / tp_.size, Tp = Tl * tp_.size;
+  st.B = B, st.S = S, st.T = T, st.Tl = Tl, st.Tp = Tp;
   const SeqParallel sp{tp_comm_, Tp, Tl};
-  std::vector<std::int32_t> labels(mb.labels, mb.labels + T);
-  labels.resize(static_cast<std::size_t>(Tp), cpu::kIgnoreLabel);
   auto W = [&](std::size_t idx) { return weights + table_.entries()[idx].offset; };
   auto G = [&](std::size_t idx) { return grads + table_.entries()[idx].offset; };
   const cpu::RopeTable rope = cpu::rope_table(S, hd, c.rope_theta);
   const cpu::AttentionShape ashape{B, S, nh, nkv, hd};
 
   // ---- forward ----
-  // Vocabulary-parallel embedding: each rank fills the rows of tokens in its vocabulary slice, the sum is scattered.
-  Vec emb = zeros(Tp * H);
-  for (std::int64_t t = 0; t < T; ++t) {
-    const std::int64_t local = static_cast<std::int64_t>(mb.tokens[t]) - v0;
-    if (local >= 0 && local < V) std::copy(W(table_.embed) + local * H, W(table_.embed) + (local + 1) * H, emb.begin() + t * H);
+  Vec x;  // [Tl, H] residual stream
+  if (stage_.first) {
+    // Vocabulary-parallel embedding: each rank fills the rows of tokens in its vocabulary slice, the sum is scattered.
+    st.tokens.assign(mb.tokens, mb.tokens + T);
+    Vec emb = zeros(Tp * H);
+    for (std::int64_t t = 0; t < T; ++t) {
+      const std::int64_t local = static_cast<std::int64_t>(mb.tokens[t]) - v0;
+      if (local >= 0 && local < V) std::copy(W(table_.embed) + local * H, W(table_.embed) + (local + 1) * H, emb.begin() + t * H);
+    }
+    x = sp.scatter(emb, H);
+  } else {
+    if (!x_in || static_cast<std::int64_t>(x_in->size()) != Tl * H) throw InternalError("pipeline stage input of the wrong size");
+    x = *x_in;
   }
-  Vec x = sp.scatter(emb, H);  // [Tl, H] residual stream
-  std::vector<LayerActs> acts(static_cast<std::size_t>(c.num_layers));
+  st.acts.assign(static_cast<std::size_t>(stage_.layers()), LayerActs{});
   // RMSNorm of this rank's rows of the residual stream, gathered over the sequence for a column-parallel block.
   auto norm_gathered = [&](const Vec& x_local, std::size_t weight, Vec& rstd) {
     rstd = zeros(Tl);
@@ -99,9 +138,9 @@ cpu::LossSum CpuQwen3::forward_backward(const float* weights, float* grads, cons
     cpu::rmsnorm_forward(x_local.data(), W(weight), h.data(), rstd.data(), Tl, H, c.rms_norm_eps);
     return sp.gather(h, H);
   };
-  for (std::int64_t l = 0; l < c.num_layers; ++l) {
+  for (std::int64_t l = stage_.first_layer; l < stage_.last_layer; ++l) {
     const auto& p = table_.layers[l];
-    LayerActs& a = acts[l];
+    LayerActs& a = st.acts[static_cast<std::size_t>(l - stage_.first_layer)];
     a.x_in = x;
     a.h_attn = norm_gathered(x, p.input_norm, a.rstd_in);
     a.q_raw = zeros(Tp * qd);
@@ -138,6 +177,13 @@ cpu::LossSum CpuQwen3::forward_backward(const float* weights, float* grads, cons
     const Vec m_local = sp.scatter(m, H);
     for (std::int64_t i = 0; i < Tl * H; ++i) x[i] += m_local[i];
   }
+  if (!stage_.last) {
+    if (!x_out) throw InternalError("pipeline stage output missing");
+    *x_out = std::move(x);
+    return {0.0, 0};
+  }
+  std::vector<std::int32_t> labels(mb.labels, mb.labels + T);
+  labels.resize(static_cast<std::size_t>(Tp), cpu::kIgnoreLabel);
   Vec rstd_f = zeros(Tl), hf_local = zeros(Tl * H);
   cpu::rmsnorm_forward(x.data(), W(table_.final_norm), hf_local.data(), rstd_f.data(), Tl, H, c.rms_norm_eps);
   const Vec hf = sp.gather(hf_local, H);
@@ -145,7 +191,7 @@ cpu::LossSum CpuQwen3::forward_backward(const float* weights, float* grads, cons
   cpu::linear_forward(hf.data(), W(table_.lm_head), logits.data(), Tp, H, V);
   if (logits_out) logits_out->assign(logits.begin(), logits.begin() + T * V);
 
-  // ---- loss (vocabulary-parallel), and backward in reverse ----
+  // ---- loss (vocabulary-parallel), and the backward of the output projection and the final norm ----
   const cpu::RowReduce none = [](double*, std::size_t) {};
   const cpu::RowReduce rmax = [&](double* v, std::size_t n) { tp_comm_->all_reduce_max(v, n); };
   const cpu::RowReduce rsum = [&](double* v, std::size_t n) { tp_comm_->all_reduce_sum(v, n); };
@@ -155,14 +201,35 @@ cpu::LossSum CpuQwen3::forward_backward(const float* weights, float* grads, cons
   Vec dhf = zeros(Tp * H);
   cpu::linear_backward(hf.data(), W(table_.lm_head), dlogits.data(), dhf.data(), G(table_.lm_head), Tp, H, V);
   const Vec dhf_local = sp.scatter(dhf, H);
-  Vec dx = zeros(Tl * H);  // gradient of the residual stream (sequence shard)
-  cpu::rmsnorm_backward(x.data(), W(table_.final_norm), rstd_f.data(), dhf_local.data(), dx.data(), G(table_.final_norm),
-                        Tl, H);
+  st.dx = zeros(Tl * H);  // gradient of the residual stream (sequence shard)
+  cpu::rmsnorm_backward(x.data(), W(table_.final_norm), rstd_f.data(), dhf_local.data(), st.dx.data(),
+                        G(table_.final_norm), Tl, H);
+  return loss;
+}
+
+void CpuQwen3::backward(int slot_index, const float* weights, float* grads, const Activations* dy, Activations* dx_out) {
+  const auto& c = cfg_;
+  Slot& st = slot(slot_index);
+  const std::int64_t B = st.B, S = st.S, T = st.T, Tl = st.Tl, Tp = st.Tp, H = c.hidden_size;
+  const std::int64_t nh = tp_.heads, nkv = tp_.kv_heads, hd = c.head_dim, qd = tp_.q_dim, kvd = tp_.kv_dim;
+  const std::int64_t I = tp_.inter, V = tp_.vocab, v0 = tp_.vocab0;
+  const SeqParallel sp{tp_comm_, Tp, Tl};
+  auto W = [&](std::size_t idx) { return weights + table_.entries()[idx].offset; };
+  auto G = [&](std::size_t idx) { return grads + table_.entries()[idx].offset; };
+  const cpu::RopeTable rope = cpu::rope_table(S, hd, c.rope_theta);
+  const cpu::AttentionShape ashape{B, S, nh, nkv, hd};
+  Vec dx;  // gradient of the residual stream (sequence shard)
+  if (stage_.last) {
+    dx = std::move(st.dx);
+  } else {
+    if (!dy || static_cast<std::int64_t>(dy->size()) != Tl * H) throw InternalError("pipeline stage gradient of the wrong size");
+    dx = *dy;
+  }
 
   Vec tmp = zeros(Tl * H);
-  for (std::int64_t l = c.num_layers - 1; l >= 0; --l) {
+  for (std::int64_t l = stage_.last_layer - 1; l >= stage_.first_layer; --l) {
     const auto& p = table_.layers[l];
-    LayerActs& a = acts[l];
+    LayerActs& a = st.acts[static_cast<std::size_t>(l - stage_.first_layer)];
     // MLP block: x_out = x_mid + down(swiglu(gate(h), up(h))), h = norm(x_mid)
     Vec dact = zeros(Tp * I), dgate = zeros(Tp * I), dup = zeros(Tp * I), dh = zeros(Tp * H);
     const Vec dy_mlp = sp.gather(dx, H);
@@ -191,15 +258,20 @@ cpu::LossSum CpuQwen3::forward_backward(const float* weights, float* grads, cons
     for (std::int64_t i = 0; i < Tl * H; ++i) dx[i] += tmp[i];
     a = LayerActs{};  // free this layer's activations as soon as they are used
   }
+  st.acts.clear();
+  if (!stage_.first) {
+    if (!dx_out) throw InternalError("pipeline stage input gradient missing");
+    *dx_out = std::move(dx);
+    return;
+  }
   // Vocabulary-parallel embedding backward: every rank sees every token's gradient, keeps its own rows.
   const Vec dx_full = sp.gather(dx, H);
   float* gemb = G(table_.embed);
   for (std::int64_t t = 0; t < T; ++t) {
-    const std::int64_t local = static_cast<std::int64_t>(mb.tokens[t]) - v0;
+    const std::int64_t local = static_cast<std::int64_t>(st.tokens[t]) - v0;
     if (local < 0 || local >= V) continue;
     for (std::int64_t i = 0; i < H; ++i) gemb[local * H + i] = static_cast<float>(gemb[local * H + i] + dx_full[t * H + i]);
   }
-  return loss;
 }
 
 }  // namespace qwen3

@@ -2,11 +2,13 @@
 // This is the model every faster backend is checked against: clear, not clever.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "config/model_config.h"
 #include "dist/communicator.h"
 #include "model/param_table.h"
+#include "model/pipeline_split.h"
 #include "model/tensor_parallel.h"
 #include "ops/cpu/cross_entropy.h"
 
@@ -23,25 +25,50 @@ struct MicroBatch {
 // parallelism: all-gather before each column-parallel block, reduce-scatter after each row-parallel one), and the
 // embedding, output projection and cross-entropy are vocabulary-parallel. Gradients of replicated weights (norms,
 // and K/V projections shared by a KV group) are this rank's partial sums; the engine reduces them.
+//
+// With pipeline parallelism the object is one stage (model/pipeline_split.h): it runs only its layers (plus the
+// embedding on the first stage, the final norm, output projection and loss on the last), and its forward and backward
+// are separate calls per micro-batch, each micro-batch's activations kept in a slot until its backward.
 class CpuQwen3 {
  public:
-  explicit CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm = nullptr);
+  using Activations = std::vector<cpu::act_t>;  // the residual stream or its gradient at a stage boundary: [Tl, H]
+
+  // stage: the layers this object runs (default: the whole model).
+  explicit CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm = nullptr, const StageRange* stage = nullptr);
+  ~CpuQwen3();
   const ModelConfig& config() const { return cfg_; }
   const ParamTable& params() const { return table_; }  // this rank's table (the full one without tensor parallelism)
   const TpDims& tp() const { return tp_; }
+  const StageRange& stage() const { return stage_; }
 
-  // Forward, loss and backward on one micro-batch. Gradients are added into grads[total] scaled by grad_scale
-  // (1 / tokens counted over the whole step, so accumulation over micro-batches gives the step's mean loss).
-  // If logits_out is non-null it receives logits [batch·seq, vocab] (this rank's vocabulary slice [T, tp().vocab]).
-  // With sequence parallelism batch·seq must divide by the tensor-parallel size.
+  // Forward, loss and backward on one micro-batch (the whole model: one stage). Gradients are added into
+  // grads[total] scaled by grad_scale (1 / tokens counted over the whole step, so accumulation over micro-batches
+  // gives the step's mean loss). If logits_out is non-null it receives logits [batch·seq, vocab] (this rank's
+  // vocabulary slice [T, tp().vocab]).
   cpu::LossSum forward_backward(const float* weights, float* grads, const MicroBatch& mb, double grad_scale,
                                 std::vector<float>* logits_out = nullptr);
 
+  // One stage's forward of micro-batch mb into activation slot `slot`. The first stage embeds mb.tokens, the others
+  // start from x_in; a stage that is not the last writes its output to x_out. The last stage computes the loss (its
+  // return value; {0, 0} elsewhere), the output projection's backward and the final norm's, and keeps the gradient
+  // for backward(). Gradients of weights go into grads (scaled by grad_scale).
+  cpu::LossSum forward(int slot, const float* weights, float* grads, const MicroBatch& mb, double grad_scale,
+                       const Activations* x_in, Activations* x_out, std::vector<float>* logits_out = nullptr);
+  // The backward of the micro-batch in `slot`: dy is the gradient of the stage's output (unused on the last stage);
+  // a stage that is not the first writes the gradient of its input to dx; the first adds into the embedding.
+  void backward(int slot, const float* weights, float* grads, const Activations* dy, Activations* dx);
+  // Elements of a stage boundary tensor for a micro-batch of `tokens` tokens (this rank's sequence rows × hidden).
+  std::int64_t boundary_elements(std::int64_t tokens) const;
+
  private:
+  struct Slot;
+  Slot& slot(int i);
   ModelConfig cfg_;
   Communicator* tp_comm_;
   TpDims tp_;
   ParamTable table_;
+  StageRange stage_;
+  std::vector<std::unique_ptr<Slot>> slots_;
 };
 
 }  // namespace qwen3

@@ -8,21 +8,43 @@
 #include "core/error.h"
 #include "model/init.h"
 #include "ops/cpu/adamw.h"
+#include "train/pipeline_schedule.h"
 
 namespace qwen3 {
+
+namespace {
+StageRange whole_model(const ModelConfig& c) { return {0, c.num_layers, true, true}; }
+}  // namespace
 
 CpuEngine::CpuEngine(const ModelConfig& cfg, const EngineOptions& opts)
     : full_(cfg),
       tp_comm_(opts.tp_comm && opts.tp_comm->size() > 1 ? opts.tp_comm : nullptr),
-      model_(cfg, tp_comm_) {
+      pp_comm_(opts.pp_comm && opts.pp_comm->size() > 1 ? opts.pp_comm : nullptr),
+      stage_(pp_comm_ ? opts.stage : whole_model(cfg)),
+      model_(cfg, tp_comm_, &stage_) {
   const TpDims& d = model_.tp();
   if (tp_comm_ && d.kv_replicas > 1) kv_comm_ = tp_comm_->split(d.kv_group(), d.rank);
+  if (pp_comm_ && cfg.tie_word_embeddings) embed_comm_ = pp_comm_->split(stage_.first || stage_.last ? 0 : 1, pp_comm_->rank());
+  if (pp_comm_) slots_ = in_flight(pp_comm_->rank(), pp_comm_->size(), std::max(1, opts.micro_batches));
   for (std::size_t i = 0; i < full_.entries().size(); ++i) {
     shards_.push_back(shard_spec(full_, i, d));
     if (shards_.back().dim < 0) tp_replicated_.push_back(i);
   }
   if (kv_comm_)
     for (const auto& l : full_.layers) kv_replicated_.insert(kv_replicated_.end(), {l.k_proj, l.v_proj});
+  // What this stage uses: its layers, the embedding (first stage; with tied embeddings also the last), the final
+  // norm and output projection (last stage). The first stage reports a tied embedding.
+  owned_.assign(full_.entries().size(), false);
+  for (std::int64_t l = stage_.first_layer; l < stage_.last_layer; ++l) {
+    const auto& p = full_.layers[l];
+    for (std::size_t i : {p.q_proj, p.k_proj, p.v_proj, p.o_proj, p.q_norm, p.k_norm, p.gate_proj, p.up_proj,
+                          p.down_proj, p.input_norm, p.post_norm})
+      owned_[i] = true;
+  }
+  if (stage_.first) owned_[full_.embed] = true;
+  if (stage_.last) owned_[full_.final_norm] = owned_[full_.lm_head] = true;
+  reports_ = owned_;
+  if (cfg.tie_word_embeddings && !stage_.first) reports_[full_.embed] = false;
   const auto n = static_cast<std::size_t>(model_.params().total_elements());
   weights_.resize(n);
   grads_.assign(n, 0.0f);
@@ -39,8 +61,12 @@ CpuEngine::CpuEngine(const ModelConfig& cfg, const EngineOptions& opts)
 
 std::vector<float> CpuEngine::gather_full(std::size_t index, const std::vector<float>& local) const {
   const auto& l = model_.params().entries()[index];
-  if (!tp_comm_) return {local.begin() + l.offset, local.begin() + l.offset + l.numel};
-  return gather_full_tensor(*tp_comm_, model_.config(), full_, index, local.data() + l.offset, l.numel);
+  std::vector<float> out = tp_comm_ ? gather_full_tensor(*tp_comm_, model_.config(), full_, index, local.data() + l.offset, l.numel)
+                                    : std::vector<float>(local.begin() + l.offset, local.begin() + l.offset + l.numel);
+  if (!pp_comm_) return out;
+  if (!reports_[index]) std::fill(out.begin(), out.end(), 0.0f);
+  pp_comm_->all_reduce_sum(out.data(), out.size());  // one stage reports each tensor, the others add zeros
+  return out;
 }
 
 std::string CpuEngine::device_name() const {
@@ -69,39 +95,40 @@ std::vector<float> CpuEngine::weights(const std::string& name) const {
 }
 
 std::vector<float> CpuEngine::gradient(const std::string& name) const {
+  finish_gradients();
   const auto& p = full_.find(name);
   return gather_full(static_cast<std::size_t>(&p - full_.entries().data()), grads_);
 }
 
-void CpuEngine::zero_grad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+void CpuEngine::zero_grad() {
+  std::fill(grads_.begin(), grads_.end(), 0.0f);
+  partial_ = Partial::clean;
+}
+
+void CpuEngine::begin_micro_batch() {
+  if (partial_ == Partial::reduced)
+    throw InternalError("CPU engine: a micro-batch after the gradients were read needs zero_grad first");
+  partial_ = Partial::accumulating;
+}
+
+void CpuEngine::finish_gradients() const {
+  if (partial_ != Partial::accumulating) return;
+  partial_ = Partial::reduced;
+  const auto& local = model_.params().entries();
+  auto reduce = [&](const std::vector<std::size_t>& idx, Communicator& comm) {
+    for (std::size_t i : idx) comm.all_reduce_sum(grads_.data() + local[i].offset, static_cast<std::size_t>(local[i].numel));
+  };
+  if (tp_comm_) reduce(tp_replicated_, *tp_comm_);
+  if (kv_comm_) reduce(kv_replicated_, *kv_comm_);
+  if (embed_comm_ && (stage_.first || stage_.last)) reduce({full_.embed}, *embed_comm_);
+}
 
 cpu::LossSum CpuEngine::forward_backward(const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) {
+  if (pp_comm_) throw InternalError("CPU engine: a pipeline stage runs stage_forward/stage_backward");
+  begin_micro_batch();
   if (!tp_comm_) return model_.forward_backward(weights_.data(), grads_.data(), mb, grad_scale, logits_out);
-  // Replicated weights get partial gradients from each rank: reduce this micro-batch's part only (the buffers may
-  // already hold earlier micro-batches' sums), over the whole group (norms) or the KV group (replicated K/V).
-  const auto& local = model_.params().entries();
-  auto take = [&](const std::vector<std::size_t>& idx) {
-    std::vector<float> saved;
-    for (std::size_t i : idx) {
-      float* g = grads_.data() + local[i].offset;
-      saved.insert(saved.end(), g, g + local[i].numel);
-      std::fill(g, g + local[i].numel, 0.0f);
-    }
-    return saved;
-  };
-  auto reduce_and_restore = [&](const std::vector<std::size_t>& idx, const std::vector<float>& saved, Communicator& comm) {
-    std::size_t k = 0;
-    for (std::size_t i : idx) {
-      float* g = grads_.data() + local[i].offset;
-      comm.all_reduce_sum(g, static_cast<std::size_t>(local[i].numel));
-      for (std::int64_t j = 0; j < local[i].numel; ++j) g[j] += saved[k++];
-    }
-  };
-  const auto saved_tp = take(tp_replicated_), saved_kv = take(kv_replicated_);
   std::vector<float> local_logits;
   const auto loss = model_.forward_backward(weights_.data(), grads_.data(), mb, grad_scale, logits_out ? &local_logits : nullptr);
-  reduce_and_restore(tp_replicated_, saved_tp, *tp_comm_);
-  if (kv_comm_) reduce_and_restore(kv_replicated_, saved_kv, *kv_comm_);
   if (logits_out) {  // [T, V] from every rank's vocabulary slice [T, V / tp]
     const int t = tp_comm_->size();
     const std::int64_t Vl = model_.tp().vocab, V = Vl * t, T = mb.batch * mb.seq;
@@ -116,16 +143,48 @@ cpu::LossSum CpuEngine::forward_backward(const MicroBatch& mb, double grad_scale
   return loss;
 }
 
+cpu::LossSum CpuEngine::stage_forward(int micro, const MicroBatch& mb, double grad_scale) {
+  if (!pp_comm_) throw InternalError("CPU engine: stage_forward without pipeline parallelism");
+  begin_micro_batch();
+  const int slot = micro % slots_;
+  auto* in = stage_.first ? nullptr : &boundary_[{static_cast<int>(Boundary::input), slot}];
+  auto* out = stage_.last ? nullptr : &boundary_[{static_cast<int>(Boundary::output), slot}];
+  return model_.forward(slot, weights_.data(), grads_.data(), mb, grad_scale, in, out);
+}
+
+void CpuEngine::stage_backward(int micro) {
+  if (!pp_comm_) throw InternalError("CPU engine: stage_backward without pipeline parallelism");
+  const int slot = micro % slots_;
+  auto* dy = stage_.last ? nullptr : &boundary_[{static_cast<int>(Boundary::output_grad), slot}];
+  auto* dx = stage_.first ? nullptr : &boundary_[{static_cast<int>(Boundary::input_grad), slot}];
+  model_.backward(slot, weights_.data(), grads_.data(), dy, dx);
+}
+
+Communicator::Transfer CpuEngine::boundary(Boundary which, int micro, std::int64_t tokens) {
+  auto& v = boundary_[{static_cast<int>(which), micro % slots_}];
+  const auto n = static_cast<std::size_t>(model_.boundary_elements(tokens));
+  if (which == Boundary::input || which == Boundary::output_grad) v.resize(n);  // received into
+  if (v.size() != n) throw InternalError("pipeline boundary tensor sent before it was computed");
+  Communicator::Transfer t;
+  t.data = v.data();
+  t.bytes = n * sizeof(cpu::act_t);
+  return t;
+}
+
 void CpuEngine::reduce_gradients(Communicator& dp) {
+  finish_gradients();
   if (dp.size() > 1) dp.all_reduce_sum(grads_.data(), grads_.size());
 }
 
 double CpuEngine::grad_norm() {
   // Sharded tensors count on every rank; replicated ones once (tp rank 0, or the first rank of each KV group).
+  // With pipeline parallelism each stage counts what it reports, and the stages' sums are added.
+  finish_gradients();
   const auto& local = model_.params().entries();
   const int rank = tp_comm_ ? tp_comm_->rank() : 0;
   double ss = 0;
   for (std::size_t i = 0; i < local.size(); ++i) {
+    if (!reports_[i]) continue;
     bool counted = shards_[i].dim >= 0 || rank == 0;
     if (kv_comm_ && std::find(kv_replicated_.begin(), kv_replicated_.end(), i) != kv_replicated_.end())
       counted = kv_comm_->rank() == 0;
@@ -137,12 +196,17 @@ double CpuEngine::grad_norm() {
     ss += s;
   }
   if (tp_comm_) tp_comm_->all_reduce_sum(&ss, 1);
+  if (pp_comm_) pp_comm_->all_reduce_sum(&ss, 1);
   return std::sqrt(ss);
 }
 
 void CpuEngine::optimizer_step(double lr, const AdamWConfig& a, double grad_scale) {
+  finish_gradients();
   ++step_;
-  for (const auto& p : model_.params().entries()) {
+  const auto& entries = model_.params().entries();
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (!owned_[i]) continue;  // another pipeline stage's tensor
+    const auto& p = entries[i];
     cpu::AdamWStep s{lr, a.beta1, a.beta2, a.eps, p.decay ? a.weight_decay : 0.0, step_, grad_scale};
     cpu::adamw_step(weights_.data() + p.offset, m_.data() + p.offset, v_.data() + p.offset, grads_.data() + p.offset,
                     p.numel, s);

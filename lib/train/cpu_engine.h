@@ -1,6 +1,11 @@
 // The CPU float32 reference engine: flat fp32 weights, gradients and AdamW moments on the host — with tensor
-// parallelism, this rank's shards of them (the collectives go over EngineOptions::tp_comm).
+// parallelism, this rank's shards of them (the collectives go over EngineOptions::tp_comm); with pipeline
+// parallelism one stage, which runs, reduces and updates only the tensors its layers use (the buffers keep the
+// whole table's layout; with tied embeddings the first and last stages each hold the embedding and sum its gradient).
 #pragma once
+#include <map>
+#include <utility>
+
 #include "train/engine.h"
 
 namespace qwen3 {
@@ -19,18 +24,37 @@ class CpuEngine final : public Engine {
   double grad_norm() override;
   void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale) override;
   std::int64_t device_bytes_in_use() const override { return 0; }
+  cpu::LossSum stage_forward(int micro, const MicroBatch& mb, double grad_scale) override;
+  void stage_backward(int micro) override;
+  Communicator::Transfer boundary(Boundary which, int micro, std::int64_t tokens) override;
+  Communicator* pipeline_comm() override { return pp_comm_; }
 
  private:
-  // The full tensor `index` of the full table, assembled from every tensor-parallel rank's shard of `local`.
+  // The full tensor `index` of the full table, assembled from every tensor-parallel rank's shard of `local` and,
+  // with pipeline parallelism, from the stage that reports it.
   std::vector<float> gather_full(std::size_t index, const std::vector<float>& local) const;
+  // Partial gradients summed once per step, when they are first read after the last micro-batch: replicated
+  // weights over the tensor-parallel group (norms) or KV group, the tied embedding over the first and last stages.
+  // Reading ends the accumulation: another micro-batch needs zero_grad first.
+  void finish_gradients() const;
+  void begin_micro_batch();
 
   ParamTable full_;                     // Hugging Face names and full shapes
   Communicator* tp_comm_;               // null without tensor parallelism
+  Communicator* pp_comm_;               // null without pipeline parallelism
+  StageRange stage_;                    // this rank's layers (all without pipeline parallelism)
   std::unique_ptr<Communicator> kv_comm_;  // ranks sharing a replicated KV head (tp > KV heads)
+  std::unique_ptr<Communicator> embed_comm_;  // tied embeddings over pp > 1: the first and last stages
   CpuQwen3 model_;                      // this rank's share; its params() is the local table
   std::vector<ShardSpec> shards_;       // per full-table index
-  std::vector<float> weights_, grads_, m_, v_;  // [local total_elements] each, in ParamTable order
+  std::vector<bool> owned_, reports_;   // per index: this stage uses (and updates) it; this stage's copy is reported
+  std::vector<float> weights_, m_, v_;  // [local total_elements] each, in ParamTable order
+  mutable std::vector<float> grads_;    // (summed in place by finish_gradients)
   std::vector<std::size_t> tp_replicated_, kv_replicated_;  // indices whose gradients are partial sums
+  enum class Partial { clean, accumulating, reduced };
+  mutable Partial partial_ = Partial::clean;
+  int slots_ = 1;  // pipeline: micro-batches in flight on this stage
+  std::map<std::pair<int, int>, CpuQwen3::Activations> boundary_;  // (Boundary, slot) → stage-boundary tensor
   std::int64_t step_ = 0;
 };
 

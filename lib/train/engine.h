@@ -11,6 +11,7 @@
 #include "dist/communicator.h"
 #include "model/cpu_qwen3.h"
 #include "model/param_table.h"
+#include "model/pipeline_split.h"
 
 namespace qwen3 {
 
@@ -29,6 +30,11 @@ struct EngineOptions {
   // (model/tensor_parallel.h); params(), set_weights(), weights() and gradient() still speak of full tensors, and
   // weights()/gradient() are collective over this group (every rank calls them in the same order).
   Communicator* tp_comm = nullptr;
+  // Pipeline parallelism: the pipeline group (null or size 1: none), ranks in stage order, and this rank's stage.
+  // Every stage answers params(), weights() and gradient() for the whole model: collective over this group too.
+  Communicator* pp_comm = nullptr;
+  StageRange stage;  // set from the split when pp_comm is given
+  int micro_batches = 1;  // per optimizer step (a pipeline stage keeps up to min(pp − stage, this) in flight)
 };
 
 class Engine {
@@ -53,6 +59,20 @@ class Engine {
   // One AdamW step at learning rate lr; every gradient is first multiplied by grad_scale (clipping). A device engine
   // may return before the update has run (it overlaps the next forward); the next call that needs it waits.
   virtual void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale) = 0;
+  // Pipeline parallelism (EngineOptions::pp_comm): one stage's forward of micro-batch `micro` of the step (the last
+  // stage also computes the loss, returned; {0, 0} elsewhere) and its backward. The schedule (train/pipeline_run.h)
+  // moves the stage-boundary tensors between them with boundary() buffers.
+  virtual cpu::LossSum stage_forward(int micro, const MicroBatch& mb, double grad_scale);
+  virtual void stage_backward(int micro);
+  // The buffer of one stage-boundary tensor of micro-batch `micro` (tokens: the micro-batch's), in the memory the
+  // pipeline communicator transfers from (host for MPI, device for NCCL): the stage's input and output activations,
+  // and the gradients of its output and input.
+  enum class Boundary { input, output, output_grad, input_grad };
+  virtual Communicator::Transfer boundary(Boundary which, int micro, std::int64_t tokens);
+  // The communicator the boundary transfers go over (the pipeline group, device side where the engine has one).
+  virtual Communicator* pipeline_comm() { return nullptr; }
+  // Waits for the last pipeline operation's device work, so that its time can be taken (nothing on the CPU).
+  virtual void synchronize_pipeline() {}
   // Waits for all work the engine has queued (step timings end here).
   virtual void synchronize() {}
   // Bytes this engine holds on its device (0 where the tracer measures the process instead).

@@ -49,3 +49,18 @@ std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig
 }
 
 }  // namespace qwen3
+
+namespace qwen3 {
+
+// Engines without pipeline parallelism.
+cpu::LossSum Engine::stage_forward(int, const MicroBatch&, double) {
+  throw UsageError("pipeline parallelism (--pp > 1) is not available on the " + device_name() + " backend");
+}
+void Engine::stage_backward(int) {
+  throw UsageError("pipeline parallelism (--pp > 1) is not available on the " + device_name() + " backend");
+}
+Communicator::Transfer Engine::boundary(Boundary, int, std::int64_t) {
+  throw UsageError("pipeline parallelism (--pp > 1) is not available on the " + device_name() + " backend");
+}
+
+}  // namespace qwen3

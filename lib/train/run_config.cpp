@@ -4,11 +4,17 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "model/pipeline_split.h"
 #include "model/tensor_parallel.h"
 #include "dist/layout.h"
 
 namespace qwen3 {
 namespace {
+std::string join_counts(const std::vector<std::int64_t>& v) {
+  std::string out;
+  for (auto n : v) out += (out.empty() ? "" : ",") + std::to_string(n);
+  return out;
+}
 std::string num(double v) {
   std::ostringstream s;
   s.precision(17);
@@ -40,10 +46,13 @@ void RunConfig::validate(int world) const {
   if (device != "cpu" && device != "cuda") throw UsageError("--device: invalid value '" + device + "' (valid: cpu, cuda)");
   for (auto [name, v] : {std::pair{"--tp", tp}, std::pair{"--pp", pp}, std::pair{"--cp", cp}}) {
     if (v < 1) throw UsageError(std::string(name) + " must be at least 1, got " + std::to_string(v));
-    if (v != 1 && std::string(name) != "--tp")
+    if (v != 1 && std::string(name) == "--cp")
       throw UsageError(std::string(name) + " " + std::to_string(v) +
-                       ": not yet supported (pipeline and context parallelism are being built; use 1)");
+                       ": not yet supported (context parallelism is being built; use 1)");
   }
+  if (!pp_layers.empty() && pp == 1 && pp_layers.size() != 1)
+    throw UsageError("--pp-layers lists " + std::to_string(pp_layers.size()) + " stages but --pp is 1");
+  pipeline_layer_counts(model, pp, seq_len, pp_layers);  // pp ≤ layers; an explicit split is complete
   if (tp > 1) {
     tp_dims(model, 0, tp);  // heads, KV heads, intermediate size and vocabulary divisible (or KV heads replicable)
   }
@@ -70,7 +79,7 @@ std::vector<std::pair<std::string, std::string>> RunConfig::key_values() const {
       {"min_lr", num(min_lr)}, {"warmup_steps", std::to_string(warmup_steps)}, {"weight_decay", num(weight_decay)},
       {"clip_grad", num(clip_grad)}, {"beta1", num(beta1)}, {"beta2", num(beta2)}, {"adam_eps", num(adam_eps)},
       {"init_std", num(init_std)}, {"seed", std::to_string(seed)}, {"device", device}, {"out", out},
-      {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)},
+      {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)}, {"pp_layers", join_counts(pipeline_layer_counts(model, pp, seq_len, pp_layers))},
       {"cp", std::to_string(cp)}, {"memory_interval_ms", std::to_string(memory_interval_ms)},
   };
 }

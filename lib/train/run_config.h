@@ -28,6 +28,7 @@ struct RunConfig {
   std::string out;                   // results file (docs/results.md)
   bool overwrite = false;
   int tp = 1, pp = 1, cp = 1;        // tensor, pipeline, context parallel sizes; dp = world / (tp·pp·cp)
+  std::vector<std::int64_t> pp_layers;  // --pp-layers: layers per pipeline stage (empty: the balanced split)
   bool plan = false;                 // --plan: print the memory plan (train/memory_plan.h) and exit
   int plan_world_size = 0;           // --world-size for --plan (0: the job's)
   std::string device_memory;         // --device-memory: a device's memory for --plan (80GB when not given) and for

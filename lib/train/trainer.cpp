@@ -19,6 +19,9 @@
 #include "train/engine.h"
 #include "train/lr_schedule.h"
 #include "train/memory_plan.h"
+#include "train/pipeline_run.h"
+#include "train/pipeline_schedule.h"
+#include "model/pipeline_split.h"
 #include "train/progress.h"
 #include "train/sampler.h"
 #include "train/termination.h"
@@ -98,6 +101,12 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
   const int tp_rank = tp_coords.tp;
   tp_coords.tp = 0;
   const std::unique_ptr<Communicator> tp_comm = world.split(layout.rank_of(tp_coords), tp_rank);
+  // The pipeline group: ranks that differ only in their pp coordinate, ordered by stage.
+  RankCoords pp_coords = layout.coords(rank);
+  const int pp_rank = pp_coords.pp;
+  pp_coords.pp = 0;
+  const std::unique_ptr<Communicator> pp_comm = world.split(layout.rank_of(pp_coords), pp_rank);
+  const std::vector<std::int64_t> stage_layers = pipeline_layer_counts(cfg.model, cfg.pp, cfg.seq_len, cfg.pp_layers);
   TrainState st;
   double init_s = 0, first_step_s = 0;  // recorded in the results file even when the run fails
   bool in_loop = false;  // errors inside the loop are seen by one rank only: end the whole job (below)
@@ -144,6 +153,9 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       eo.max_batch = cfg.micro_batch;
       eo.max_seq = cfg.seq_len;  // one rank per device: the device of this rank's place on its node
       eo.tp_comm = tp_comm.get();
+      eo.pp_comm = pp_comm.get();
+      eo.stage = stage_range(stage_layers, pp_rank);
+      eo.micro_batches = static_cast<int>(cfg.micro_batches_per_step(W));
       st.engine = make_engine(cfg.device, cfg.model, eo);
     });
     Engine& engine = *st.engine;
@@ -178,21 +190,52 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
 
     double later_steps_s = 0;
     std::vector<std::int32_t> tokens, labels;
+    // Pipeline parallelism: every micro-batch of the step is read up front (each stage needs its shape, the first its
+    // tokens, the last its labels) and run under 1F1B (train/pipeline_run.h).
+    const bool pipelined = layout.pp() > 1;
+    std::vector<std::vector<std::int32_t>> step_tokens(pipelined ? micro_steps : 0), step_labels(step_tokens.size());
+    // Per-rank time over the steps after the first: compute, pipeline transfers and waits, data-parallel reduction.
+    PipelineTimes pipe_times;
+    double reduce_s = 0, step_sum_s = 0;
     in_loop = true;
     for (std::int64_t step = 0; step < cfg.steps; ++step) {
       const auto t0 = Clock::now();
       engine.zero_grad();
       double loss_sum[2] = {0, 0};  // Σ loss, Σ tokens counted
-      for (std::int64_t m = 0; m < micro_steps; ++m) {
-        tokens = st.data->read_documents(sampler.micro_batch(step, dp_rank, layout.dp(), m, MB));
-        make_labels(tokens, L, labels);
-        const MicroBatch mb{tokens.data(), labels.data(), MB, L};
-        const auto l = engine.forward_backward(mb, 1.0 / counted_tokens);
-        loss_sum[0] += l.sum;
-        loss_sum[1] += static_cast<double>(l.count);
+      const auto t_compute = Clock::now();
+      PipelineTimes step_pipe;
+      if (!pipelined) {
+        for (std::int64_t m = 0; m < micro_steps; ++m) {
+          tokens = st.data->read_documents(sampler.micro_batch(step, dp_rank, layout.dp(), m, MB));
+          make_labels(tokens, L, labels);
+          const MicroBatch mb{tokens.data(), labels.data(), MB, L};
+          const auto l = engine.forward_backward(mb, 1.0 / counted_tokens);
+          loss_sum[0] += l.sum;
+          loss_sum[1] += static_cast<double>(l.count);
+        }
+        engine.synchronize();
+        step_pipe.compute_s = seconds_since(t_compute);
+      } else {
+        for (std::int64_t m = 0; m < micro_steps; ++m) {
+          step_tokens[m] = st.data->read_documents(sampler.micro_batch(step, dp_rank, layout.dp(), m, MB));
+          make_labels(step_tokens[m], L, step_labels[m]);
+        }
+        const auto batch = [&](int m) { return MicroBatch{step_tokens[m].data(), step_labels[m].data(), MB, L}; };
+        const auto l = run_pipeline_step(engine, pp_rank, layout.pp(), static_cast<int>(micro_steps), batch,
+                                         1.0 / counted_tokens, step_pipe);
+        loss_sum[0] = l.sum;
+        loss_sum[1] = static_cast<double>(l.count);
+        pp_comm->all_reduce_sum(loss_sum, 2);  // the last stage's loss, on every stage
       }
+      const auto t_reduce = Clock::now();
       engine.reduce_gradients(dp_comm);
       dp_comm.all_reduce_sum(loss_sum, 2);
+      engine.synchronize();
+      if (step > 0) {
+        pipe_times.compute_s += step_pipe.compute_s;
+        pipe_times.p2p_s += step_pipe.p2p_s;
+        reduce_s += seconds_since(t_reduce);
+      }
       const double norm = engine.grad_norm();
       const double clip_scale = (cfg.clip_grad > 0 && norm > cfg.clip_grad) ? cfg.clip_grad / (norm + 1e-6) : 1.0;
       const double lr = learning_rate(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr);
@@ -202,6 +245,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       double dt = seconds_since(t0);
       world.all_reduce_max(&dt, 1);  // the step takes as long as its slowest rank
       (step == 0 ? first_step_s : later_steps_s) += dt;
+      if (step > 0) step_sum_s += dt;
 
       const StepRecord rec{loss_sum[0] / loss_sum[1], norm, lr, dt, static_cast<double>(GB * L) / dt,
                            flops_per_step / W / dt / 1e12};
@@ -215,6 +259,37 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
     }
 
     in_loop = false;
+    // Per-rank timings of the steps after the first (all of them for a one-step run: then the first step's).
+    {
+      const std::vector<double> mine = {pipe_times.compute_s, pipe_times.p2p_s, reduce_s, step_sum_s,
+                                        static_cast<double>(pp_rank), static_cast<double>(layout.coords(rank).tp),
+                                        static_cast<double>(dp_rank)};
+      const auto all = world.gather(mine, 0);
+      if (root) {
+        std::vector<std::vector<double>> cols(mine.size());
+        for (const auto& r : all)
+          for (std::size_t k = 0; k < mine.size(); ++k) cols[k].push_back(r[k]);
+        locked([&] {
+          results->write_values("ranks/compute_s", cols[0], "time in forward/backward (tensor-parallel collectives included), steps after the first");
+          results->write_values("ranks/pipeline_wait_s", cols[1], "time in pipeline transfers, waiting for the neighbouring stages included (the bubble)");
+          results->write_values("ranks/dp_reduce_s", cols[2], "time reducing gradients over data-parallel replicas");
+          results->write_values("ranks/step_s", cols[3], "wall time of the steps after the first (the slowest rank's)");
+          results->write_values("ranks/pp_stage", cols[4], "pipeline stage of each rank");
+          results->write_values("ranks/tp_rank", cols[5], "tensor-parallel rank");
+          results->write_values("ranks/dp_rank", cols[6], "data-parallel rank");
+          std::vector<double> first, last;
+          for (int s = 0; s < layout.pp(); ++s) {
+            const StageRange r = stage_range(stage_layers, s);
+            first.push_back(static_cast<double>(r.first_layer));
+            last.push_back(static_cast<double>(r.last_layer));
+          }
+          results->write_values("stages/first_layer", first, "first layer of each pipeline stage");
+          results->write_values("stages/end_layer", last, "one past the last layer of each pipeline stage");
+          results->write_values("stages/bubble_formula", {bubble_fraction(layout.pp(), static_cast<int>(micro_steps))},
+                                "1F1B's idle share with equal stages: (p - 1) / (m + p - 1)");
+        });
+      }
+    }
     // Memory traces of every rank, gathered on rank 0.
     std::vector<double> flat;
     for (const auto& s : st.tracer->stop()) flat.push_back(s.time_s), flat.push_back(static_cast<double>(s.bytes));
