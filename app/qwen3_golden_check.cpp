@@ -6,6 +6,8 @@
 #include "common/main_wrapper.h"
 #include "common/options_util.h"
 #include "core/error.h"
+#include "dist/groups.h"
+#include "dist/layout.h"
 #include "dist/mpi_communicator.h"
 #include "train/golden_check.h"
 
@@ -16,14 +18,16 @@ int main(int argc, char** argv) {
   return run_main("qwen3-golden-check", [&] {
     std::string golden, device;
     double tolerance = 0;
-    int tp = 1;
+    int tp = 1, pp = 1;
     po::options_description desc(
         "qwen3-golden-check: reproduce Hugging Face's logits, loss, gradients, AdamW step and training losses\n"
-        "Usage: [mpirun -np N] qwen3-golden-check --golden FILE [--device cpu|cuda] [--tp N] [--tolerance X]\nOptions");
+        "Usage: [mpirun -np N] qwen3-golden-check --golden FILE [--device cpu|cuda] [--tp T] [--pp P] [--tolerance X]\n"
+        "Under mpirun -np N the ranks form T x P x D groups with D = N / (T x P) data-parallel replicas.\nOptions");
     desc.add_options()("help,h", "show this help")
         ("golden", po::value(&golden)->required(), "golden file (schema: tests/data/README.md)")
         ("device", po::value(&device)->default_value("cpu"), "backend: cpu or cuda")
-        ("tp", po::value(&tp)->default_value(1), "tensor-parallel size (run under mpirun with that many ranks)")
+        ("tp", po::value(&tp)->default_value(1), "tensor-parallel size")
+        ("pp", po::value(&pp)->default_value(1), "pipeline-parallel size (the balanced stage split)")
         ("tolerance", po::value(&tolerance), "one relative-error bound for every quantity (default: 1e-5 on cpu; on cuda the bf16-mixed bounds of "
          "docs/golden.md: 1.5e-2 logits/loss, 5e-2 gradients, 1e-2 after-step weights and training losses)");
     po::variables_map vm;
@@ -32,12 +36,16 @@ int main(int argc, char** argv) {
     if (vm.count("tolerance") && !(tolerance > 0)) throw UsageError("--tolerance must be positive");
     const GoldenTolerance tol = vm.count("tolerance") ? GoldenTolerance::uniform(tolerance) : GoldenTolerance::for_device(device);
     if (tp < 1) throw UsageError("--tp must be at least 1, got " + std::to_string(tp));
+    if (pp < 1) throw UsageError("--pp must be at least 1, got " + std::to_string(pp));
     MpiSession mpi(&argc, &argv);
     MpiCommunicator world(MPI_COMM_WORLD);
-    if (world.size() != tp)
-      throw UsageError("--tp " + std::to_string(tp) + " needs exactly that many ranks (mpirun -np " + std::to_string(tp) +
-                       "); this job has " + std::to_string(world.size()));
-    const GoldenReport r = run_golden_check(golden, device, tol, tp > 1 ? &world : nullptr, node_local_rank(world.comm()));
+    if (world.size() % (tp * pp) != 0)
+      throw UsageError("--tp " + std::to_string(tp) + " × --pp " + std::to_string(pp) + " does not divide the job's " +
+                       std::to_string(world.size()) + " ranks (mpirun -np N with N a multiple of tp × pp)");
+    const ParallelLayout layout(world.size(), tp, 1, pp);
+    ParallelGroups groups = make_parallel_groups(world, layout);
+    const GoldenReport r = run_golden_check(golden, device, tol, {groups.tp.get(), groups.pp.get(), groups.dp.get()},
+                                            node_local_rank(world.comm()));
     if (world.rank() != 0) return r.pass() ? 0 : static_cast<int>(ExitCode::check_failed);
     const auto& c = r.config;
     std::printf("golden file: %s\n  %s\n", golden.c_str(), r.generator.c_str());
@@ -47,6 +55,8 @@ int main(int argc, char** argv) {
                 (long long)c.num_heads, (long long)c.num_kv_heads, (long long)c.head_dim, c.rope_theta, c.rms_norm_eps,
                 c.tie_word_embeddings ? "tied" : "untied");
     if (tp > 1) std::printf("  tensor parallelism: %d ranks (sequence parallel), tensors gathered before comparing\n", tp);
+    if (pp > 1) std::printf("  pipeline parallelism: %d stages, tensors taken from the stage that holds them\n", pp);
+    if (layout.dp() > 1) std::printf("  data parallelism: %d replicas, the batch split between them\n", layout.dp());
     std::printf("  device: %s; tolerances (relative error ||out - ref|| / ||ref||): forward %.1e, gradients %.1e, "
                 "after-step %.1e, losses %.1e\n\n", device.c_str(), tol.forward, tol.gradients, tol.after_step, tol.losses);
     std::printf("%-64s %12s %10s  %s\n", "quantity", "rel. error", "tolerance", "");

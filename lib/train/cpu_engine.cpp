@@ -129,27 +129,36 @@ cpu::LossSum CpuEngine::forward_backward(const MicroBatch& mb, double grad_scale
   if (!tp_comm_) return model_.forward_backward(weights_.data(), grads_.data(), mb, grad_scale, logits_out);
   std::vector<float> local_logits;
   const auto loss = model_.forward_backward(weights_.data(), grads_.data(), mb, grad_scale, logits_out ? &local_logits : nullptr);
-  if (logits_out) {  // [T, V] from every rank's vocabulary slice [T, V / tp]
-    const int t = tp_comm_->size();
-    const std::int64_t Vl = model_.tp().vocab, V = Vl * t, T = mb.batch * mb.seq;
-    std::vector<double> mine(local_logits.begin(), local_logits.end()), all(mine.size() * static_cast<std::size_t>(t));
-    tp_comm_->all_gather(mine.data(), all.data(), mine.size());
-    logits_out->assign(static_cast<std::size_t>(T * V), 0.0f);
-    for (int r = 0; r < t; ++r)
-      for (std::int64_t row = 0; row < T; ++row)
-        for (std::int64_t j = 0; j < Vl; ++j)
-          (*logits_out)[row * V + r * Vl + j] = static_cast<float>(all[(r * T + row) * Vl + j]);
-  }
+  if (logits_out) assemble_logits(local_logits, mb.batch * mb.seq, *logits_out);
   return loss;
 }
 
-cpu::LossSum CpuEngine::stage_forward(int micro, const MicroBatch& mb, double grad_scale) {
+void CpuEngine::assemble_logits(const std::vector<float>& local, std::int64_t T, std::vector<float>& out) const {
+  const int t = tp_comm_ ? tp_comm_->size() : 1;
+  if (t == 1) {
+    out = local;
+    return;
+  }
+  const std::int64_t Vl = model_.tp().vocab, V = Vl * t;
+  std::vector<double> mine(local.begin(), local.end()), all(mine.size() * static_cast<std::size_t>(t));
+  tp_comm_->all_gather(mine.data(), all.data(), mine.size());
+  out.assign(static_cast<std::size_t>(T * V), 0.0f);
+  for (int r = 0; r < t; ++r)
+    for (std::int64_t row = 0; row < T; ++row)
+      for (std::int64_t j = 0; j < Vl; ++j) out[row * V + r * Vl + j] = static_cast<float>(all[(r * T + row) * Vl + j]);
+}
+
+cpu::LossSum CpuEngine::stage_forward(int micro, const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) {
   if (!pp_comm_) throw InternalError("CPU engine: stage_forward without pipeline parallelism");
   begin_micro_batch();
   const int slot = micro % slots_;
   auto* in = stage_.first ? nullptr : &boundary_[{static_cast<int>(Boundary::input), slot}];
   auto* out = stage_.last ? nullptr : &boundary_[{static_cast<int>(Boundary::output), slot}];
-  return model_.forward(slot, weights_.data(), grads_.data(), mb, grad_scale, in, out);
+  std::vector<float> local_logits;
+  const auto loss = model_.forward(slot, weights_.data(), grads_.data(), mb, grad_scale, in, out,
+                                   logits_out && stage_.last ? &local_logits : nullptr);
+  if (logits_out && stage_.last) assemble_logits(local_logits, mb.batch * mb.seq, *logits_out);
+  return loss;
 }
 
 void CpuEngine::stage_backward(int micro) {

@@ -24,7 +24,7 @@ class CpuEngine final : public Engine {
   double grad_norm() override;
   void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale) override;
   std::int64_t device_bytes_in_use() const override { return 0; }
-  cpu::LossSum stage_forward(int micro, const MicroBatch& mb, double grad_scale) override;
+  cpu::LossSum stage_forward(int micro, const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) override;
   void stage_backward(int micro) override;
   Communicator::Transfer boundary(Boundary which, int micro, std::int64_t tokens) override;
   Communicator* pipeline_comm() override { return pp_comm_; }
@@ -38,6 +38,8 @@ class CpuEngine final : public Engine {
   // Reading ends the accumulation: another micro-batch needs zero_grad first.
   void finish_gradients() const;
   void begin_micro_batch();
+  // [T, V] logits from every tensor-parallel rank's vocabulary slice [T, V / tp] (collective over the group).
+  void assemble_logits(const std::vector<float>& local, std::int64_t tokens, std::vector<float>& out) const;
 
   ParamTable full_;                     // Hugging Face names and full shapes
   Communicator* tp_comm_;               // null without tensor parallelism

@@ -62,7 +62,9 @@ class Engine {
   // Pipeline parallelism (EngineOptions::pp_comm): one stage's forward of micro-batch `micro` of the step (the last
   // stage also computes the loss, returned; {0, 0} elsewhere) and its backward. The schedule (train/pipeline_run.h)
   // moves the stage-boundary tensors between them with boundary() buffers.
-  virtual cpu::LossSum stage_forward(int micro, const MicroBatch& mb, double grad_scale);
+  // logits_out (last stage only): as forward_backward's.
+  virtual cpu::LossSum stage_forward(int micro, const MicroBatch& mb, double grad_scale,
+                                     std::vector<float>* logits_out = nullptr);
   virtual void stage_backward(int micro);
   // The buffer of one stage-boundary tensor of micro-batch `micro` (tokens: the micro-batch's), in the memory the
   // pipeline communicator transfers from (host for MPI, device for NCCL): the stage's input and output activations,

@@ -53,7 +53,7 @@ std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig
 namespace qwen3 {
 
 // Engines without pipeline parallelism.
-cpu::LossSum Engine::stage_forward(int, const MicroBatch&, double) {
+cpu::LossSum Engine::stage_forward(int, const MicroBatch&, double, std::vector<float>*) {
   throw UsageError("pipeline parallelism (--pp > 1) is not available on the " + device_name() + " backend");
 }
 void Engine::stage_backward(int) {

@@ -7,7 +7,9 @@
 #include "core/error.h"
 #include "io/h5.h"
 #include "ops/cpu/cross_entropy.h"
+#include "model/pipeline_split.h"
 #include "train/engine.h"
+#include "train/pipeline_run.h"
 
 namespace qwen3 {
 namespace {
@@ -83,7 +85,7 @@ ModelConfig read_golden_config(const std::string& path) {
 }
 
 GoldenReport run_golden_check(const std::string& path, const std::string& device, const GoldenTolerance& tol,
-                              Communicator* tp_comm, int local_rank) {
+                              const GoldenParallel& par, int local_rank) {
   h5::Handle f = open_golden(path);
   GoldenReport report;
   report.config = config_from(f.get(), path);
@@ -112,10 +114,21 @@ GoldenReport run_golden_check(const std::string& path, const std::string& device
   adamw.eps = h5::read_attr_double(ag, "eps");
   adamw.weight_decay = h5::read_attr_double(ag, "weight_decay");
 
+  // Data parallelism: this replica's sequences of the batch.
+  const int dp = par.dp ? par.dp->size() : 1, dp_rank = par.dp ? par.dp->rank() : 0;
+  const std::int64_t B = ids_shape[0], S = ids_shape[1];
+  if (B % dp != 0)
+    throw UsageError("golden file '" + path + "' has " + std::to_string(B) + " sequences: they do not split over " +
+                     std::to_string(dp) + " data-parallel replicas");
+  const std::int64_t Bl = B / dp;
+  const int pp = par.pp ? par.pp->size() : 1, stage = par.pp ? par.pp->rank() : 0;
   EngineOptions eo;
-  eo.max_batch = ids_shape[0];
-  eo.max_seq = ids_shape[1];
-  eo.tp_comm = tp_comm;
+  eo.max_batch = Bl;
+  eo.max_seq = S;
+  eo.tp_comm = par.tp;
+  eo.pp_comm = par.pp;
+  eo.stage = stage_range(pipeline_layer_counts(cfg, pp, S), stage);
+  eo.micro_batches = 1;
   eo.local_rank = local_rank;
   auto engine = make_engine(device, cfg, eo);
   std::set<std::string> expected;
@@ -131,16 +144,48 @@ GoldenReport run_golden_check(const std::string& path, const std::string& device
       throw InputError("golden file '" + path + "': weights/" + name + " is not a parameter of this configuration" +
                        (cfg.tie_word_embeddings ? " (the config says tie_word_embeddings = true)" : ""));
 
-  MicroBatch mb{ids.data(), labels.data(), ids_shape[0], ids_shape[1]};
+  const MicroBatch mb{ids.data() + dp_rank * Bl * S, labels.data() + dp_rank * Bl * S, Bl, S};
   std::int64_t counted = 0;
   for (auto t : labels) counted += (t != cpu::kIgnoreLabel);
   if (counted == 0) throw InputError("golden file '" + path + "': every label is ignored");
   const double grad_scale = 1.0 / static_cast<double>(counted);  // mean cross-entropy, as F.cross_entropy
+  // Forward and backward of this replica's micro-batch (through the pipeline's stages), gradients summed over the
+  // replicas; the loss and (when asked) the logits of the whole batch on every rank.
+  auto step = [&](std::vector<float>* logits) {
+    cpu::LossSum l{0.0, 0};
+    std::vector<float> mine;
+    if (pp > 1) {
+      PipelineTimes times;
+      l = run_pipeline_step(*engine, stage, pp, 1, [&](int) { return mb; }, grad_scale, times, logits ? &mine : nullptr);
+      double pair[2] = {l.sum, static_cast<double>(l.count)};
+      par.pp->all_reduce_sum(pair, 2);  // the last stage's loss
+      l = {pair[0], static_cast<std::int64_t>(pair[1])};
+      if (logits) {
+        mine.resize(static_cast<std::size_t>(Bl * S * cfg.vocab_size), 0.0f);  // zeros but on the last stage
+        par.pp->all_reduce_sum(mine.data(), mine.size());
+      }
+    } else {
+      l = engine->forward_backward(mb, grad_scale, logits ? &mine : nullptr);
+    }
+    if (par.dp && dp > 1) {
+      engine->reduce_gradients(*par.dp);
+      double pair[2] = {l.sum, static_cast<double>(l.count)};
+      par.dp->all_reduce_sum(pair, 2);
+      l = {pair[0], static_cast<std::int64_t>(pair[1])};
+      if (logits) {
+        logits->resize(mine.size() * static_cast<std::size_t>(dp));
+        par.dp->all_gather(mine.data(), logits->data(), mine.size());  // replicas hold consecutive sequences
+      }
+    } else if (logits) {
+      *logits = std::move(mine);
+    }
+    return l;
+  };
 
   // Forward, loss, backward.
   std::vector<float> logits;
   engine->zero_grad();
-  auto loss = engine->forward_backward(mb, grad_scale, &logits);
+  auto loss = step(&logits);
   report.rows.push_back({"logits", relative_error(logits, h5::read_f32(f.get(), "outputs/logits")), tol.forward});
   const double loss0 = loss.sum / static_cast<double>(loss.count);
   report.rows.push_back({"loss", rel_scalar(loss0, h5::read_f64(f.get(), "outputs/loss").at(0)), tol.forward});
@@ -159,7 +204,7 @@ GoldenReport run_golden_check(const std::string& path, const std::string& device
   std::vector<double> losses = {loss0};
   for (std::size_t i = 1; i < ref_losses.size(); ++i) {
     engine->zero_grad();
-    auto l = engine->forward_backward(mb, grad_scale);
+    auto l = step(nullptr);
     losses.push_back(l.sum / static_cast<double>(l.count));
     engine->optimizer_step(lr, adamw, 1.0);
   }

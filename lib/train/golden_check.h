@@ -40,12 +40,20 @@ struct GoldenTolerance {
 // Reads /config of a golden file into a ModelConfig (Hugging Face defaults where a key is absent).
 ModelConfig read_golden_config(const std::string& path);
 
-// Runs the whole check on `device`. Throws InputError for a file that does not follow the schema.
-// With tp_comm (size > 1) the engine is tensor-parallel over that group, every rank runs the check collectively and
-// compares the same gathered tensors.
+// The groups a parallel check runs over (dist/groups.h); null or size 1: none. With data parallelism the file's
+// batch is split between the replicas (its sequences must divide by dp) and their gradients summed; with pipeline
+// parallelism the batch is one micro-batch through the stages (the balanced split).
+struct GoldenParallel {
+  Communicator* tp = nullptr;
+  Communicator* pp = nullptr;
+  Communicator* dp = nullptr;
+};
+
+// Runs the whole check on `device`. Throws InputError for a file that does not follow the schema. In parallel every
+// rank runs the check collectively and compares the same gathered tensors.
 // local_rank: this rank's index on its node (the GPU it drives).
 GoldenReport run_golden_check(const std::string& path, const std::string& device, const GoldenTolerance& tolerance,
-                              Communicator* tp_comm = nullptr, int local_rank = 0);
+                              const GoldenParallel& parallel = {}, int local_rank = 0);
 
 // Relative error ‖a − b‖ / ‖b‖ in double (‖a‖ when b is all zeros).
 double relative_error(const std::vector<float>& a, const std::vector<float>& b);

@@ -9,7 +9,8 @@
 namespace qwen3 {
 
 cpu::LossSum run_pipeline_step(Engine& engine, int stage, int stages, int micro_batches,
-                               const std::function<MicroBatch(int)>& batch, double grad_scale, PipelineTimes& times) {
+                               const std::function<MicroBatch(int)>& batch, double grad_scale, PipelineTimes& times,
+                               std::vector<float>* logits_of_first) {
   using Clock = std::chrono::steady_clock;
   Communicator* comm = engine.pipeline_comm();
   if (comm == nullptr || comm->size() != stages || comm->rank() != stage)
@@ -23,7 +24,7 @@ cpu::LossSum run_pipeline_step(Engine& engine, int stage, int stages, int micro_
   for (const PipeOp& op : one_f_one_b(stage, stages, micro_batches)) {
     const auto t0 = Clock::now();
     if (op.kind == PipeOp::forward) {
-      const cpu::LossSum l = engine.stage_forward(op.micro, batch(op.micro), grad_scale);
+      const cpu::LossSum l = engine.stage_forward(op.micro, batch(op.micro), grad_scale, op.micro == 0 ? logits_of_first : nullptr);
       loss.sum += l.sum;
       loss.count += l.count;
     } else if (op.kind == PipeOp::backward) {

@@ -14,9 +14,11 @@ struct PipelineTimes {
 };
 
 // batch(micro) gives micro-batch `micro` of the step (0 ≤ micro < micro_batches). Returns the summed loss and the
-// tokens it counted: the last stage's; {0, 0} on the others. Each operation's time is taken after
+// tokens it counted: the last stage's; {0, 0} on the others. logits_of_first: the last stage's logits of micro-batch 0.
+// Each operation's time is taken after
 // Engine::synchronize_pipeline().
 cpu::LossSum run_pipeline_step(Engine& engine, int stage, int stages, int micro_batches,
-                               const std::function<MicroBatch(int)>& batch, double grad_scale, PipelineTimes& times);
+                               const std::function<MicroBatch(int)>& batch, double grad_scale, PipelineTimes& times,
+                               std::vector<float>* logits_of_first = nullptr);
 
 }  // namespace qwen3

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "dist/collective_errors.h"
+#include "dist/groups.h"
 #include "dist/layout.h"
 #include "io/dataset.h"
 #include "io/memory_tracer.h"
@@ -31,16 +32,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// The data-parallel communicator: ranks that differ only in their dp coordinate.
-MPI_Comm split_data_parallel(const ParallelLayout& layout, MpiCommunicator& world) {
-  RankCoords c = layout.coords(world.rank());
-  const int dp_rank = c.dp;
-  c.dp = 0;
-  MPI_Comm dp = MPI_COMM_NULL;
-  mpi_check(MPI_Comm_split(world.comm(), layout.rank_of(c), dp_rank, &dp), "MPI_Comm_split");
-  return dp;
-}
 
 // Inputs and next-token labels for documents [count, L]: label[t] = token[t+1]; the last position has none.
 void make_labels(const std::vector<std::int32_t>& tokens, std::int64_t L, std::vector<std::int32_t>& labels) {
@@ -93,19 +84,13 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
     });
   });
 
-  MPI_Comm dp_comm_handle = split_data_parallel(layout, world);
   const int local_rank = node_local_rank(world.comm());
-  MpiCommunicator dp_comm(dp_comm_handle);
-  // The tensor-parallel group: ranks that differ only in their tp coordinate (adjacent ranks, Megatron's order).
-  RankCoords tp_coords = layout.coords(rank);
-  const int tp_rank = tp_coords.tp;
-  tp_coords.tp = 0;
-  const std::unique_ptr<Communicator> tp_comm = world.split(layout.rank_of(tp_coords), tp_rank);
-  // The pipeline group: ranks that differ only in their pp coordinate, ordered by stage.
-  RankCoords pp_coords = layout.coords(rank);
-  const int pp_rank = pp_coords.pp;
-  pp_coords.pp = 0;
-  const std::unique_ptr<Communicator> pp_comm = world.split(layout.rank_of(pp_coords), pp_rank);
+  // The groups (Megatron's order: tensor-parallel ranks adjacent); the pipeline group ordered by stage.
+  ParallelGroups groups = make_parallel_groups(world, layout);
+  Communicator& dp_comm = *groups.dp;
+  Communicator* tp_comm = groups.tp.get();
+  Communicator* pp_comm = groups.pp.get();
+  const int pp_rank = groups.coords.pp;
   const std::vector<std::int64_t> stage_layers = pipeline_layer_counts(cfg.model, cfg.pp, cfg.seq_len, cfg.pp_layers);
   TrainState st;
   double init_s = 0, first_step_s = 0;  // recorded in the results file even when the run fails
@@ -152,8 +137,8 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       eo.local_rank = local_rank;
       eo.max_batch = cfg.micro_batch;
       eo.max_seq = cfg.seq_len;  // one rank per device: the device of this rank's place on its node
-      eo.tp_comm = tp_comm.get();
-      eo.pp_comm = pp_comm.get();
+      eo.tp_comm = tp_comm;
+      eo.pp_comm = pp_comm;
       eo.stage = stage_range(stage_layers, pp_rank);
       eo.micro_batches = static_cast<int>(cfg.micro_batches_per_step(W));
       st.engine = make_engine(cfg.device, cfg.model, eo);
@@ -309,7 +294,6 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       });
       std::printf("qwen3-pretrain: wrote %s\n", cfg.out.c_str());
     }
-    MPI_Comm_free(&dp_comm_handle);
   } catch (const Error& e) {
     if (root) {
       locked([&] {

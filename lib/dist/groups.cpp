@@ -1,0 +1,22 @@
+// Group communicators from the layout arithmetic (see groups.h).
+#include "dist/groups.h"
+
+namespace qwen3 {
+
+ParallelGroups make_parallel_groups(Communicator& world, const ParallelLayout& layout) {
+  ParallelGroups g;
+  g.coords = layout.coords(world.rank());
+  // The group's color: the rank of its member with this coordinate at 0 (the same for every member).
+  auto split_along = [&](int RankCoords::*dim) {
+    RankCoords c = g.coords;
+    const int key = c.*dim;
+    c.*dim = 0;
+    return world.split(layout.rank_of(c), key);
+  };
+  g.tp = split_along(&RankCoords::tp);
+  g.pp = split_along(&RankCoords::pp);
+  g.dp = split_along(&RankCoords::dp);
+  return g;
+}
+
+}  // namespace qwen3

@@ -1,0 +1,18 @@
+// The communicators of one rank's groups under a ParallelLayout, split from the world communicator: ranks that differ
+// only in their tp (or pp, or dp) coordinate, ordered by that coordinate. Collective over the world.
+#pragma once
+#include <memory>
+
+#include "dist/communicator.h"
+#include "dist/layout.h"
+
+namespace qwen3 {
+
+struct ParallelGroups {
+  RankCoords coords;                        // this rank's place
+  std::unique_ptr<Communicator> tp, pp, dp;  // rank within each = this rank's coordinate
+};
+
+ParallelGroups make_parallel_groups(Communicator& world, const ParallelLayout& layout);
+
+}  // namespace qwen3
