@@ -34,6 +34,27 @@ void init_tensor(const ParamTable& table, std::size_t p, std::uint64_t seed, dou
   }
 }
 
+void init_tensor_block(const ParamTable& table, std::size_t p, std::uint64_t seed, double std, std::int64_t row0,
+                       std::int64_t rows, std::int64_t col0, std::int64_t cols, float* dst) {
+  const auto& e = table.entries()[p];
+  if (e.shape.size() < 2) {
+    for (std::int64_t i = 0; i < rows * cols; ++i) dst[i] = 1.0f;
+    return;
+  }
+  const std::int64_t width = e.numel / e.shape[0];
+  const std::uint64_t start = seed * 0x100000001b3ULL + p;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const std::int64_t i = (row0 + r) * width + col0 + c, q = i / 2;  // element i is half of pair q
+      std::uint64_t s1 = start + static_cast<std::uint64_t>(2 * q) * kGamma;
+      std::uint64_t s2 = s1 + kGamma;
+      const double rad = std::sqrt(-2.0 * std::log(to_uniform01(splitmix64(s1))));
+      const double a = 2.0 * std::numbers::pi * to_uniform01(splitmix64(s2));
+      dst[r * cols + c] = static_cast<float>(std * rad * (i % 2 == 0 ? std::cos(a) : std::sin(a)));
+    }
+}
+
 void init_weights(const ParamTable& table, std::uint64_t seed, double std, float* w) {
   for (std::size_t p = 0; p < table.entries().size(); ++p) init_tensor(table, p, seed, std, w + table.entries()[p].offset);
 }

@@ -44,6 +44,19 @@ ParamTable::ParamTable(const ModelConfig& c, std::int64_t q_dim, std::int64_t kv
   lm_head = c.tie_word_embeddings ? embed : add("lm_head.weight", {vocab, H});
 }
 
+ParamTable ParamTable::restricted(const std::vector<bool>& keep) const {
+  if (keep.size() != entries_.size()) throw InternalError("ParamTable::restricted: one flag per tensor expected");
+  ParamTable t = *this;
+  t.total_ = 0;
+  for (std::size_t i = 0; i < t.entries_.size(); ++i) {
+    auto& e = t.entries_[i];
+    e.offset = t.total_;
+    if (!keep[i]) e.numel = 0;
+    t.total_ += e.numel;
+  }
+  return t;
+}
+
 bool ParamTable::contains(const std::string& name) const {
   for (auto& e : entries_)
     if (e.name == name) return true;

@@ -33,6 +33,9 @@ class ParamTable {
   // Throws InputError naming the parameter when absent.
   const ParamInfo& find(const std::string& name) const;
   bool contains(const std::string& name) const;
+  // The same table with only the tensors where keep[index] is true laid out (compactly, in order); the others keep
+  // their name and shape but hold no elements (numel 0): a pipeline stage's buffers.
+  ParamTable restricted(const std::vector<bool>& keep) const;
 
   std::size_t embed;                        // model.embed_tokens.weight [V, H]
   std::size_t final_norm;                   // model.norm.weight [H]

@@ -104,6 +104,19 @@ std::vector<std::int64_t> pipeline_layer_counts(const ModelConfig& c, int pp, st
   return counts;
 }
 
+std::vector<bool> stage_tensors(const ParamTable& t, const StageRange& stage) {
+  std::vector<bool> used(t.entries().size(), false);
+  for (std::int64_t l = stage.first_layer; l < stage.last_layer; ++l) {
+    const auto& p = t.layers[static_cast<std::size_t>(l)];
+    for (std::size_t i : {p.q_proj, p.k_proj, p.v_proj, p.o_proj, p.q_norm, p.k_norm, p.gate_proj, p.up_proj,
+                          p.down_proj, p.input_norm, p.post_norm})
+      used[i] = true;
+  }
+  if (stage.first) used[t.embed] = true;
+  if (stage.last) used[t.final_norm] = used[t.lm_head] = true;
+  return used;
+}
+
 StageRange stage_range(const std::vector<std::int64_t>& counts, int stage) {
   StageRange r;
   for (int s = 0; s < stage; ++s) r.first_layer += counts[s];

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/model_config.h"
+#include "model/param_table.h"
 
 namespace qwen3 {
 
@@ -25,6 +26,10 @@ std::vector<std::int64_t> pipeline_layer_counts(const ModelConfig& c, int pp, st
                                                 const std::vector<std::int64_t>& override_layers = {});
 // Stage `stage` of the split `counts`.
 StageRange stage_range(const std::vector<std::int64_t>& counts, int stage);
+// Per tensor of a Qwen3 table (ParamTable order): whether the stage uses it — its layers' tensors, the embedding on
+// the first stage, the final norm and output projection on the last (with tied embeddings, the embedding there too).
+std::vector<bool> stage_tensors(const ParamTable& table, const StageRange& stage);
+
 // "3,4,4" → {3, 4, 4}; UsageError on anything that is not a comma-separated list of positive integers.
 std::vector<std::int64_t> parse_layer_list(const std::string& option, const std::string& text);
 

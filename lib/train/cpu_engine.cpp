@@ -34,15 +34,7 @@ CpuEngine::CpuEngine(const ModelConfig& cfg, const EngineOptions& opts)
     for (const auto& l : full_.layers) kv_replicated_.insert(kv_replicated_.end(), {l.k_proj, l.v_proj});
   // What this stage uses: its layers, the embedding (first stage; with tied embeddings also the last), the final
   // norm and output projection (last stage). The first stage reports a tied embedding.
-  owned_.assign(full_.entries().size(), false);
-  for (std::int64_t l = stage_.first_layer; l < stage_.last_layer; ++l) {
-    const auto& p = full_.layers[l];
-    for (std::size_t i : {p.q_proj, p.k_proj, p.v_proj, p.o_proj, p.q_norm, p.k_norm, p.gate_proj, p.up_proj,
-                          p.down_proj, p.input_norm, p.post_norm})
-      owned_[i] = true;
-  }
-  if (stage_.first) owned_[full_.embed] = true;
-  if (stage_.last) owned_[full_.final_norm] = owned_[full_.lm_head] = true;
+  owned_ = stage_tensors(full_, stage_);
   reports_ = owned_;
   if (cfg.tie_word_embeddings && !stage_.first) reports_[full_.embed] = false;
   const auto n = static_cast<std::size_t>(model_.params().total_elements());

@@ -76,6 +76,11 @@ class CudaEngine final : public Engine {
   }
   void zero_grad() override;
   cpu::LossSum forward_backward(const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) override;
+  cpu::LossSum stage_forward(int micro, const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) override;
+  void stage_backward(int micro) override;
+  Communicator::Transfer boundary(Boundary which, int micro, std::int64_t tokens) override;
+  Communicator* pipeline_comm() override;
+  void synchronize_pipeline() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
   void reduce_gradients(Communicator& dp) override;
   double grad_norm() override;
   void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale) override;
@@ -100,12 +105,24 @@ class CudaEngine final : public Engine {
   // written straight into its columns of dqkv_.
   void attention_forward(LayerActs& a, const AttnDims& s, const cuda::AttentionShape& as, cudaStream_t st);
   void attention_backward(LayerActs& a, const AttnDims& s, const cuda::AttentionShape& as, cudaStream_t st);
+  // One micro-batch through this engine's layers: the forward (and, on the last stage, the loss and the output
+  // projection's backward), the backward, or both. Activations live in slot `slot`.
+  enum Part { kForward = 1, kBackward = 2, kBoth = 3 };
+  cpu::LossSum run(int slot, const MicroBatch* mb, double grad_scale, std::vector<float>* logits_out, int part);
 
   ModelConfig cfg_;
   ParamTable full_;   // Hugging Face names and full shapes (what params() reports)
   Communicator* tp_host_;  // tensor-parallel group, host side (null without tensor parallelism)
   TpDims tp_;         // this rank's share (model/tensor_parallel.h)
-  ParamTable table_;  // this rank's tensors: the flat buffers' layout (the full table when tp = 1)
+  Communicator* pp_host_;  // pipeline group, host side (null without pipeline parallelism)
+  StageRange stage_;       // this rank's layers (all without pipeline parallelism)
+  std::vector<bool> owned_;  // per tensor: this stage holds it (all without pipeline parallelism)
+  ParamTable table_;  // this rank's tensors: the flat buffers' layout (the full table when tp = 1 and pp = 1; other
+                      // stages' tensors hold no elements)
+  std::vector<bool> reports_;  // per tensor: this stage's copy is the one weights()/gradient() return
+  int slots_ = 1;              // micro-batches in flight on this stage (pipeline: min(pp − stage, micro-batches))
+  std::vector<std::pair<std::int64_t, std::int64_t>> slot_shape_;  // (batch, seq) of the micro-batch in each slot
+  std::vector<bf16*> stage_out_;  // [slots][Tl, H] a non-last stage's output activations
   std::int64_t max_tokens_, max_batch_, max_seq_, logit_chunk_;
   std::string device_name_;
   cudaStream_t stream_ = nullptr;
@@ -123,11 +140,11 @@ class CudaEngine final : public Engine {
   std::vector<cudaEvent_t> segment_done_;
   cudaEvent_t grads_ready_ = nullptr, zero_done_ = nullptr;
   bool update_pending_ = false, zero_pending_ = false;
-  std::vector<LayerActs> acts_;
+  std::vector<std::vector<LayerActs>> acts_;  // [slot][layer − stage's first]
   bf16 *x_final_, *hf_, *act_, *logits_, *g_bf_, *dattn_, *dq_, *dk_, *dv_, *dqkv_, *dact_, *dgate_up_;
   float *rstd_f_, *row_loss_, *dres_, *dh_;
   float *rope_cos_, *rope_sin_;  // [max_seq, head_dim/2] RoPE tables (ops/cpu/rope.h's values)
-  std::int32_t *tokens_, *labels_;
+  std::int32_t *tokens_, *labels_;  // [slots][T] (the first stage keeps each in-flight micro-batch's), [T]
   void* attn_ws_ = nullptr;  // the own attention kernels' backward workspace
 #ifdef QWEN3_HAVE_CUDNN
   // Fused attention through cuDNN (cuda/cudnn_attention.h) unless QWEN3_ATTENTION=own or cuDNN has no engine for
@@ -154,6 +171,8 @@ class CudaEngine final : public Engine {
 #ifdef QWEN3_HAVE_NCCL
   std::unique_ptr<NcclCommunicator> tp_nccl_;  // the same group, device side
   std::unique_ptr<NcclCommunicator> kv_nccl_;  // the ranks sharing this rank's KV heads (tp > KV heads only)
+  std::unique_ptr<NcclCommunicator> pp_nccl_;  // the pipeline group: stage-boundary transfers on the main stream
+  std::unique_ptr<NcclCommunicator> embed_nccl_;  // tied embeddings, pp > 1: the first and last stages
   std::unique_ptr<NcclCommunicator> dp_nccl_;  // gradient all-reduce across data-parallel replicas, made on first use
 #endif
   double *partial_, *scalar_;
@@ -170,8 +189,20 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
       full_(cfg),
       tp_host_(o.tp_comm && o.tp_comm->size() > 1 ? o.tp_comm : nullptr),
       tp_(tp_dims(cfg, tp_host_ ? tp_host_->rank() : 0, tp_host_ ? tp_host_->size() : 1)),
-      table_(cfg, tp_.q_dim, tp_.kv_dim, tp_.inter, tp_.vocab) {
+      pp_host_(o.pp_comm && o.pp_comm->size() > 1 ? o.pp_comm : nullptr),
+      stage_(pp_host_ ? o.stage : StageRange{0, cfg.num_layers, true, true}),
+      owned_(stage_tensors(full_, stage_)),
+      table_(ParamTable(cfg, tp_.q_dim, tp_.kv_dim, tp_.inter, tp_.vocab).restricted(owned_)),
+      reports_(owned_) {
   cfg_.validate();
+  if (pp_host_) {
+#ifndef QWEN3_HAVE_NCCL
+    throw UsageError("pipeline parallelism with --device cuda needs NCCL, which this build did not find");
+#endif
+    slots_ = std::min(pp_host_->size() - pp_host_->rank(), std::max(1, o.micro_batches));
+    if (cfg.tie_word_embeddings && !stage_.first) reports_[full_.embed] = false;
+  }
+  slot_shape_.assign(static_cast<std::size_t>(slots_), {0, 0});
   if (o.max_seq <= 0 || o.max_batch <= 0) throw InternalError("the CUDA engine needs the micro-batch shape up front");
   if (tp_host_) {
 #ifndef QWEN3_HAVE_NCCL
@@ -224,7 +255,7 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
     }
     for (std::size_t i = 0; i < table_.entries().size(); ++i) {
       const auto& p = table_.entries()[i];
-      by_segment[segment_of[i]].push_back({p.offset, p.offset + p.numel, p.decay ? 1 : 0});
+      if (p.numel > 0) by_segment[segment_of[i]].push_back({p.offset, p.offset + p.numel, p.decay ? 1 : 0});
     }
   }
   std::vector<cuda::AdamWChunk> chunks;
@@ -262,9 +293,12 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   }
 #endif
   const auto A = MemCategory::activations;
-  for (std::int64_t l = 0; l < cfg.num_layers; ++l) {
+  acts_.resize(static_cast<std::size_t>(slots_));
+  for (int slot = 0; slot < slots_; ++slot)
+  for (std::int64_t l = stage_.first_layer; l < stage_.last_layer; ++l) {
     LayerActs a{};
-    const std::string what = "layer " + std::to_string(l) + " activations";
+    const std::string what = "layer " + std::to_string(l) + " activations" +
+                             (slots_ > 1 ? " (micro-batch slot " + std::to_string(slot) + ")" : "");
     a.x_in = alloc_.allocate<bf16>(A, Tl * H, what);
     a.qkv = alloc_.allocate<bf16>(A, T * (qd + 2 * kvd), what);
     a.q = alloc_.allocate<bf16>(A, T * qd, what);
@@ -280,8 +314,11 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
     a.rstd_k = alloc_.allocate<float>(A, T * nkv, what);
     a.lse = alloc_.allocate<float>(A, T * nh, what);
     a.rstd_mid = alloc_.allocate<float>(A, Tl, what);
-    acts_.push_back(a);
+    acts_[static_cast<std::size_t>(slot)].push_back(a);
   }
+  if (!stage_.last)
+    for (int slot = 0; slot < slots_; ++slot)
+      stage_out_.push_back(alloc_.allocate<bf16>(A, Tl * H, "stage output (sent to the next stage)"));
   x_final_ = alloc_.allocate<bf16>(A, Tl * H, "final hidden state");
   hf_ = alloc_.allocate<bf16>(A, T * H, "final norm output");
   rstd_f_ = alloc_.allocate<float>(A, Tl, "final norm statistics");
@@ -301,7 +338,7 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   dgate_up_ = alloc_.allocate<bf16>(S, T * 2 * I, "gate|up gradient");
   rope_cos_ = alloc_.allocate<float>(S, o.max_seq * (cfg.head_dim / 2), "RoPE cos table");
   rope_sin_ = alloc_.allocate<float>(S, o.max_seq * (cfg.head_dim / 2), "RoPE sin table");
-  tokens_ = alloc_.allocate<std::int32_t>(S, T, "token ids");
+  tokens_ = alloc_.allocate<std::int32_t>(S, T * slots_, "token ids");
   labels_ = alloc_.allocate<std::int32_t>(S, T, "labels");
   if (tp_host_) {
     h_local_ = alloc_.allocate<bf16>(S, Tl * H, "sequence-parallel norm output");
@@ -336,6 +373,17 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
     }
 #endif
   }
+#ifdef QWEN3_HAVE_NCCL
+  if (pp_host_) {
+    pp_nccl_ = std::make_unique<NcclCommunicator>(*pp_host_);
+    pp_nccl_->set_stream(stream_);
+    if (cfg.tie_word_embeddings) {
+      std::unique_ptr<Communicator> e = pp_nccl_->split(stage_.first || stage_.last ? 0 : 1, pp_host_->rank());
+      embed_nccl_.reset(dynamic_cast<NcclCommunicator*>(e.release()));
+      embed_nccl_->set_stream(stream_);
+    }
+  }
+#endif
   const cuda::AttentionShape ashape{o.max_batch, o.max_seq, nh, nkv, cfg.head_dim};
   if (!use_cudnn_)
     attn_ws_ = alloc_.allocate(S, static_cast<std::int64_t>(cuda::attention_backward_workspace_bytes(ashape)), "attention workspace");
@@ -354,17 +402,22 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
     for (std::size_t i : {p.q_proj, p.k_proj, p.v_proj, p.o_proj, p.gate_proj, p.up_proj, p.down_proj}) gemm_written[i] = true;
   gemm_written[table_.lm_head] = true;  // the output projection's GEMM runs before the embedding's scatter-add
   if (table_.lm_head != table_.embed) gemm_written[table_.embed] = false;
-  for (std::size_t i = 0; i < gemm_written.size(); ++i)
-    if (!gemm_written[i]) zeroed_by_memset_.push_back(i);
+  for (std::size_t i = 0; i < gemm_written.size(); ++i)  // a pipeline stage's micro-batches interleave: memset all
+    if ((!gemm_written[i] || pp_host_) && table_.entries()[i].numel > 0) zeroed_by_memset_.push_back(i);
   CUDA_CHECK(cudaMemset(g_, 0, P * sizeof(float)));
 
-  // Initial weights: the same values as every other backend (model/init.h), this rank's shard of each, uploaded once.
-  std::vector<float> host(static_cast<std::size_t>(P)), full_tensor;
+  // Initial weights: the same values as every other backend (model/init.h), only this rank's shard of each tensor
+  // computed (its rows, its columns, or all of a replicated one), uploaded once.
+  std::vector<float> host(static_cast<std::size_t>(P));
   for (std::size_t i = 0; i < full_.entries().size(); ++i) {
     const auto& f = full_.entries()[i];
-    full_tensor.resize(static_cast<std::size_t>(f.numel));
-    init_tensor(full_, i, o.seed, o.init_std, full_tensor.data());
-    extract_shard(shard_spec(full_, i, tp_), f.shape, full_tensor.data(), host.data() + table_.entries()[i].offset);
+    if (!owned_[i]) continue;  // another pipeline stage's
+    const ShardSpec sh = shard_spec(full_, i, tp_);
+    const std::int64_t rows = f.shape.size() < 2 ? 1 : f.shape[0], cols = f.numel / rows;
+    const std::int64_t r0 = sh.dim == 0 ? sh.begin : 0, nr = sh.dim == 0 ? sh.count : rows;
+    const std::int64_t c0 = sh.dim == 1 ? sh.begin : 0, nc = sh.dim == 1 ? sh.count : cols;
+    QWEN3_ASSERT(nr * nc == table_.entries()[i].numel, "a tensor-parallel shard's size");
+    init_tensor_block(full_, i, o.seed, o.init_std, r0, nr, c0, nc, host.data() + table_.entries()[i].offset);
   }
   CUDA_CHECK(cudaMemcpy(w_, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
   cuda::cast_f32_to_bf16(w_, wb_, P, stream_);
@@ -398,9 +451,15 @@ std::vector<float> CudaEngine::download(const float* base, const std::string& na
   const auto& p = table_.entries()[index];
   std::vector<float> out(static_cast<std::size_t>(p.numel));
   CUDA_CHECK(cudaDeviceSynchronize());  // both streams: a pending optimizer step or memset
-  CUDA_CHECK(cudaMemcpy(out.data(), base + p.offset, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
-  if (!tp_host_) return out;
-  return gather_full_tensor(*tp_host_, cfg_, full_, index, out.data(), p.numel);
+  if (owned_[index]) {
+    CUDA_CHECK(cudaMemcpy(out.data(), base + p.offset, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    if (tp_host_) out = gather_full_tensor(*tp_host_, cfg_, full_, index, out.data(), p.numel);
+  }
+  if (!pp_host_) return out;
+  // Pipeline: the stage that reports the tensor gives it, the others add zeros.
+  if (!reports_[index]) out.assign(static_cast<std::size_t>(f.numel), 0.0f);
+  pp_host_->all_reduce_sum(out.data(), out.size());
+  return out;
 }
 
 void CudaEngine::set_weights(const std::string& name, const std::vector<float>& values) {
@@ -409,6 +468,7 @@ void CudaEngine::set_weights(const std::string& name, const std::vector<float>& 
     throw InputError("weight '" + name + "' has " + std::to_string(values.size()) + " values, the model expects " +
                      std::to_string(f.numel));
   const std::size_t index = static_cast<std::size_t>(&f - full_.entries().data());
+  if (!owned_[index]) return;  // another pipeline stage's tensor
   const auto& p = table_.entries()[index];
   std::vector<float> shard(static_cast<std::size_t>(p.numel));
   extract_shard(shard_spec(full_, index, tp_), f.shape, values.data(), shard.data());
@@ -428,7 +488,7 @@ void CudaEngine::zero_grad() {
   timer_.mark(opt_stream_, "zero grad (side stream)");
   CUDA_CHECK(cudaEventRecord(zero_done_, opt_stream_));
   zero_pending_ = true;
-  overwrite_grads_ = true;
+  overwrite_grads_ = pp_host_ == nullptr;
   replicated_state_ = Replicated::clean;
 }
 
@@ -475,8 +535,57 @@ void CudaEngine::attention_backward(LayerActs& a, const AttnDims& s, const cuda:
 }
 
 cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) {
+  if (pp_host_) throw InternalError("CUDA engine: a pipeline stage runs stage_forward/stage_backward");
+  return run(0, &mb, grad_scale, logits_out, kBoth);
+}
+
+cpu::LossSum CudaEngine::stage_forward(int micro, const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) {
+  if (!pp_host_) throw InternalError("CUDA engine: stage_forward without pipeline parallelism");
+  return run(micro % slots_, &mb, grad_scale, stage_.last ? logits_out : nullptr, kForward);
+}
+
+void CudaEngine::stage_backward(int micro) {
+  if (!pp_host_) throw InternalError("CUDA engine: stage_backward without pipeline parallelism");
+  run(micro % slots_, nullptr, 0.0, nullptr, kBackward);
+}
+
+Communicator* CudaEngine::pipeline_comm() {
+#ifdef QWEN3_HAVE_NCCL
+  return pp_nccl_.get();
+#else
+  return nullptr;
+#endif
+}
+
+Communicator::Transfer CudaEngine::boundary(Boundary which, int micro, std::int64_t tokens) {
+  // Activations cross stages in bf16 (the residual stream's type), gradients in fp32 (dres_, which the backward
+  // starts from and ends in). The stream orders each transfer after the work that writes or reads its buffer.
+  const int slot = micro % slots_;
+  const std::int64_t rows = tokens / tp_.size, H = cfg_.hidden_size;
+  Communicator::Transfer t;
+  switch (which) {
+    case Boundary::input:
+      t.data = acts_[static_cast<std::size_t>(slot)][0].x_in, t.bytes = rows * H * sizeof(bf16);
+      break;
+    case Boundary::output:
+      if (stage_out_.empty()) throw InternalError("the last pipeline stage has no output activations");
+      t.data = stage_out_[static_cast<std::size_t>(slot)], t.bytes = rows * H * sizeof(bf16);
+      break;
+    case Boundary::output_grad:
+    case Boundary::input_grad:
+      t.data = dres_, t.bytes = rows * H * sizeof(float);
+      break;
+  }
+  return t;
+}
+
+cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mbp, double grad_scale, std::vector<float>* logits_out, int part) {
   const auto& c = cfg_;
-  const std::int64_t B = mb.batch, S = mb.seq, T = B * S, H = c.hidden_size, I = tp_.inter;
+  if (part & kForward) slot_shape_[static_cast<std::size_t>(slot)] = {mbp->batch, mbp->seq};
+  auto& acts = acts_[static_cast<std::size_t>(slot)];
+  const std::int64_t first = stage_.first_layer;
+  const std::int64_t B = slot_shape_[static_cast<std::size_t>(slot)].first, S = slot_shape_[static_cast<std::size_t>(slot)].second;
+  const std::int64_t T = B * S, H = c.hidden_size, I = tp_.inter;
   const std::int64_t nh = tp_.heads, nkv = tp_.kv_heads, hd = c.head_dim, qd = tp_.q_dim, kvd = tp_.kv_dim;
   const std::int64_t V = tp_.vocab, v0 = tp_.vocab0;
   if (T > max_tokens_ || S > max_seq_ || B > max_batch_)
@@ -537,10 +646,13 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     return dh_local_;
   };
   timer_.start(st);
-  CUDA_CHECK(cudaMemcpyAsync(tokens_, mb.tokens, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
-  CUDA_CHECK(cudaMemcpyAsync(labels_, mb.labels, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
+  std::int32_t* tokens = tokens_ + slot * max_tokens_;  // this slot's micro-batch (the embedding's backward reads it)
   std::int64_t counted = 0;
-  for (std::int64_t t = 0; t < T; ++t) counted += mb.labels[t] != cpu::kIgnoreLabel;
+  if (part & kForward) {
+    CUDA_CHECK(cudaMemcpyAsync(tokens, mbp->tokens, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaMemcpyAsync(labels_, mbp->labels, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
+    for (std::int64_t t = 0; t < T; ++t) counted += mbp->labels[t] != cpu::kIgnoreLabel;
+  }
   const cuda::AttentionShape ashape{B, S, nh, nkv, hd};
   const std::int64_t qkv_dim = qd + 2 * kvd;
   const cuda::QkShape qshape{B, S, nh, hd, static_cast<float>(c.rope_theta), eps, qkv_dim, rope_cos_, rope_sin_};
@@ -550,25 +662,33 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
   overwrite_grads_ = false;
   if (replicated_state_ == Replicated::reduced)
     throw InternalError("CUDA engine: forward_backward after the gradients were read needs zero_grad first");
-  if (tp) replicated_state_ = Replicated::partial;
+  if (tp || embed_nccl_) replicated_state_ = Replicated::partial;
+  auto wait_zero = [&] {  // before any gradient is written
+    if (zero_pending_) CUDA_CHECK(cudaStreamWaitEvent(st, zero_done_, 0));
+    zero_pending_ = false;
+  };
+  cpu::LossSum result{0.0, 0};
 
+  if (part & kForward) {
   // ---- forward; each segment's weights may still be in a pending optimizer step (side stream) ----
   const bool wait_update = update_pending_;
   update_pending_ = false;
   auto wait_segment = [&](std::size_t seg) {
     if (wait_update) CUDA_CHECK(cudaStreamWaitEvent(st, segment_done_[seg], 0));
   };
-  wait_segment(0);
-  if (!tp) {
-    cuda::embedding_forward(tokens_, W(table_.embed), acts_[0].x_in, T, H, st);
-  } else {  // vocabulary-parallel: rows of this rank's tokens, zeros elsewhere, summed and scattered
-    cuda::embedding_forward(tokens_, W(table_.embed), partial_bf_, T, H, st, v0, V);
-    tpc->reduce_scatter_sum_bf16(partial_bf_, acts_[0].x_in, static_cast<std::size_t>(Tl * H));
+  if (stage_.first) {  // later stages received their input into acts[0].x_in (boundary())
+    wait_segment(0);
+    if (!tp) {
+      cuda::embedding_forward(tokens, W(table_.embed), acts[0].x_in, T, H, st);
+    } else {  // vocabulary-parallel: rows of this rank's tokens, zeros elsewhere, summed and scattered
+      cuda::embedding_forward(tokens, W(table_.embed), partial_bf_, T, H, st, v0, V);
+      tpc->reduce_scatter_sum_bf16(partial_bf_, acts[0].x_in, static_cast<std::size_t>(Tl * H));
+    }
+    timer_.mark(st, "embedding fwd");
   }
-  timer_.mark(st, "embedding fwd");
-  for (std::int64_t l = 0; l < c.num_layers; ++l) {
+  for (std::int64_t l = first; l < stage_.last_layer; ++l) {
     const auto& p = table_.layers[l];
-    LayerActs& a = acts_[l];
+    LayerActs& a = acts[static_cast<std::size_t>(l - first)];
     wait_segment(static_cast<std::size_t>(1 + l));
     norm_gathered(a.x_in, p.input_norm, a.h_in, a.rstd_in);
     gemm.forward(a.h_in, W(p.q_proj), a.qkv, nullptr, T, H, qkv_dim, st);  // q|k|v in one GEMM
@@ -584,12 +704,14 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     timer_.mark(st, "gemm gate_up fwd");
     cuda::swiglu_forward(a.gate_up, act_, T, I, st);
     timer_.mark(st, "swiglu fwd");
-    bf16* next = l + 1 < c.num_layers ? acts_[l + 1].x_in : x_final_;
+    bf16* next = l + 1 < stage_.last_layer ? acts[static_cast<std::size_t>(l + 1 - first)].x_in
+                 : stage_.last            ? x_final_
+                                          : stage_out_[static_cast<std::size_t>(slot)];
     row_parallel(act_, p.down_proj, I, a.x_mid, next, "gemm down fwd");
   }
+  if (stage_.last) {
   wait_segment(static_cast<std::size_t>(c.num_layers + 1));
-  if (zero_pending_) CUDA_CHECK(cudaStreamWaitEvent(st, zero_done_, 0));  // before any gradient is written
-  zero_pending_ = false;
+  wait_zero();
   norm_gathered(x_final_, table_.final_norm, hf_, rstd_f_);
 
   // ---- output projection and loss, one token chunk at a time; dhf accumulates in dh_ ----
@@ -632,10 +754,18 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
   }
   cuda::sum(row_loss_, T, partial_, scalar_, st);
   timer_.mark(st, "loss sum");
-  const double loss_sum = device_scalar();
+  result = {device_scalar(), counted};
   cuda::rmsnorm_backward(x_final_, W(table_.final_norm), rstd_f_, scattered_dh(), dres_, G(table_.final_norm), Tl, H,
                          false, st, g_bf_);
   timer_.mark(st, "rmsnorm bwd");
+  }  // last stage
+  }  // forward
+  if (!(part & kBackward)) return result;
+  wait_zero();
+  if (!stage_.last) {  // the gradient of this stage's output arrived in dres_ (fp32): its bf16 copy for the GEMMs
+    cuda::cast_f32_to_bf16(dres_, g_bf_, Tl * H, st);
+    timer_.mark(st, "cast received gradient");
+  }
 
   // ---- backward through the layers; dres_ holds d loss / d residual stream (fp32), g_bf_ its bf16 copy ----
   // With tensor parallelism each block's output gradient is gathered to T rows (dy) and its input gradient dh_ (this
@@ -678,9 +808,9 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     timer_.mark(st, "wait for the comm stream");
     cur ^= 1;
   };
-  for (std::int64_t l = c.num_layers - 1; l >= 0; --l) {
+  for (std::int64_t l = stage_.last_layer - 1; l >= first; --l) {
     const auto& p = table_.layers[l];
-    LayerActs& a = acts_[l];
+    LayerActs& a = acts[static_cast<std::size_t>(l - first)];
     // MLP block
     const bf16* dy_mlp = tp ? g_gathered_[cur] : g_bf_;
     gemm.backward_data(dy_mlp, W(p.down_proj), dact_, T, I, H, st);
@@ -706,21 +836,23 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
     timer_.mark(st, "qk norm+rope bwd");
     gemm.backward_data(dqkv_, W(p.q_proj), dh_, T, H, qkv_dim, false, st);
     timer_.mark(st, "gemm qkv bwd data");
-    block_tail(a.x_in, p.input_norm, a.rstd_in, l > 0, [&] {
+    block_tail(a.x_in, p.input_norm, a.rstd_in, l > first, [&] {
       gemm.backward_weight(dy_attn, a.attn, G(p.o_proj), T, qd, H, acc, st);
       timer_.mark(st, "gemm o bwd weight");
       gemm.backward_weight(dqkv_, a.h_in, G(p.q_proj), T, H, qkv_dim, acc, st);  // q, k and v gradients, adjacent
       timer_.mark(st, "gemm qkv bwd weight");
     });
   }
-  if (!tp) {
-    cuda::embedding_backward(tokens_, dres_, G(table_.embed), T, H, st);
-  } else {  // every token's gradient on every rank; each adds the rows of its vocabulary slice
-    tpc->all_gather(dres_, dres_full_, static_cast<std::size_t>(Tl * H));
-    cuda::embedding_backward(tokens_, dres_full_, G(table_.embed), T, H, st, v0, V);
+  if (stage_.first) {  // later stages send dres_, the gradient of their input, to the previous stage
+    if (!tp) {
+      cuda::embedding_backward(tokens, dres_, G(table_.embed), T, H, st);
+    } else {  // every token's gradient on every rank; each adds the rows of its vocabulary slice
+      tpc->all_gather(dres_, dres_full_, static_cast<std::size_t>(Tl * H));
+      cuda::embedding_backward(tokens, dres_full_, G(table_.embed), T, H, st, v0, V);
+    }
+    timer_.mark(st, "embedding bwd");
   }
-  timer_.mark(st, "embedding bwd");
-  return {loss_sum, counted};
+  return result;
 }
 
 void CudaEngine::finish_replicated_grads() const {
@@ -731,12 +863,13 @@ void CudaEngine::finish_replicated_grads() const {
     comm.group_start();
     for (std::size_t i : tensors) {
       const auto& e = table_.entries()[i];
-      comm.all_reduce_sum(g_ + e.offset, static_cast<std::size_t>(e.numel));
+      if (e.numel > 0) comm.all_reduce_sum(g_ + e.offset, static_cast<std::size_t>(e.numel));
     }
     comm.group_end();
   };
-  reduce(*tp_nccl_, replicated_);
+  if (tp_nccl_) reduce(*tp_nccl_, replicated_);
   if (kv_nccl_) reduce(*kv_nccl_, kv_replicated_);
+  if (embed_nccl_ && (stage_.first || stage_.last)) reduce(*embed_nccl_, {full_.embed});
 #endif
 }
 
@@ -767,6 +900,7 @@ double CudaEngine::grad_norm() {
     if (tp_.rank % tp_.kv_replicas != 0) {
       for (std::size_t i : kv_replicated_) {
         const auto& e = table_.entries()[i];
+        if (e.numel == 0) continue;
         cuda::sum_squares(g_ + e.offset, e.numel, partial_, scalar_, stream_);
         ss -= device_scalar();
       }
@@ -774,12 +908,23 @@ double CudaEngine::grad_norm() {
     if (tp_.rank != 0) {
       for (std::size_t i : replicated_) {
         const auto& e = table_.entries()[i];
+        if (e.numel == 0) continue;
         std::vector<float> g(static_cast<std::size_t>(e.numel));
         CUDA_CHECK(cudaMemcpy(g.data(), g_ + e.offset, g.size() * sizeof(float), cudaMemcpyDeviceToHost));
         for (float v : g) ss -= static_cast<double>(v) * v;
       }
     }
     tp_host_->all_reduce_sum(&ss, 1);
+  }
+  if (pp_host_) {  // each stage counts what it reports (a tied embedding: the first stage), then the stages add up
+    if (!reports_[full_.embed] && owned_[full_.embed]) {
+      const auto& e = table_.entries()[full_.embed];
+      cuda::sum_squares(g_ + e.offset, e.numel, partial_, scalar_, stream_);
+      double own = device_scalar();
+      if (tp_host_) tp_host_->all_reduce_sum(&own, 1);
+      ss -= own;
+    }
+    pp_host_->all_reduce_sum(&ss, 1);
   }
   return std::sqrt(std::max(ss, 0.0));
 }

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "io/dataset.h"
 #include "io/h5.h"
+#include "model/init.h"
 #include "model/param_table.h"
 #include "model/tensor_parallel.h"
 
@@ -66,6 +67,29 @@ TEST(TensorParallelSplit, ClearErrorsForSizesThatDoNotDivide) {
   kv3.num_heads = 12;
   kv3.num_kv_heads = 3;
   EXPECT_THROW(tp_dims(kv3, 0, 2), UsageError);  // 3 KV heads: neither divisible by 2 nor dividing it
+}
+
+TEST(TensorParallelSplit, ShardInitComputesTheSameValuesAsTheWholeTensor) {
+  // init_tensor_block (the CUDA engine's shard-only init) against init_tensor followed by extract_shard.
+  ModelConfig c = model_preset("tiny");
+  const ParamTable full(c);
+  for (int tp : {2, 4, 8})
+    for (int rank = 0; rank < tp; ++rank) {
+      const TpDims d = tp_dims(c, rank, tp);
+      for (std::size_t i = 0; i < full.entries().size(); ++i) {
+        const auto& f = full.entries()[i];
+        std::vector<float> whole(static_cast<std::size_t>(f.numel));
+        init_tensor(full, i, 99, 0.02, whole.data());
+        const ShardSpec sh = shard_spec(full, i, d);
+        const std::int64_t rows = f.shape.size() < 2 ? 1 : f.shape[0], cols = f.numel / rows;
+        const std::int64_t r0 = sh.dim == 0 ? sh.begin : 0, nr = sh.dim == 0 ? sh.count : rows;
+        const std::int64_t c0 = sh.dim == 1 ? sh.begin : 0, nc = sh.dim == 1 ? sh.count : cols;
+        std::vector<float> expected(static_cast<std::size_t>(nr * nc)), got(expected.size());
+        extract_shard(sh, f.shape, whole.data(), expected.data());
+        init_tensor_block(full, i, 99, 0.02, r0, nr, c0, nc, got.data());
+        ASSERT_EQ(got, expected) << f.name << " tp " << tp << " rank " << rank;
+      }
+    }
 }
 
 TEST(TensorParallelSplit, ShardsReassembleEveryTensor) {
