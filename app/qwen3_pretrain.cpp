@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "dist/layout.h"
 #include "dist/mpi_communicator.h"
+#include "model/pipeline_split.h"
 #include "train/memory_plan.h"
 #include "train/trainer.h"
 
@@ -23,15 +24,33 @@ int main(int argc, char** argv) {
       const int ranks = cfg->plan_world_size > 0 ? cfg->plan_world_size : world.size();
       const ParallelLayout layout(ranks, cfg->tp, cfg->cp, cfg->pp);
       MemoryPlanInput in{cfg->model, cfg->micro_batch, cfg->seq_len, cfg->tp, layout.dp(), cfg->pp, cfg->cp};
+      in.shard_optimizer = cfg->shard_optimizer;
+      in.stage_layers = cfg->pp_layers;
+      in.micro_batches = cfg->global_batch / (cfg->micro_batch * layout.dp());
       if (!(cfg->seq_len > 0) || !(cfg->micro_batch > 0)) throw UsageError("--plan needs a positive --seq-len and --micro-batch");
       const std::int64_t device =
           parse_memory_size("--device-memory", cfg->device_memory.empty() ? "80GB" : cfg->device_memory);
-      const MemoryPlan plan = plan_cuda_rank_memory(in);
+      const auto [worst, plan] = plan_worst_stage(in);
       const bool fits = plan.total() + kRuntimeReserveBytes <= device;
-      if (world.rank() == 0)
-        std::printf("qwen3-pretrain --plan: %s, seq %lld, micro-batch %lld, %s; every rank holds the same:\n%s",
-                    cfg->model_source.c_str(), static_cast<long long>(cfg->seq_len),
-                    static_cast<long long>(cfg->micro_batch), layout.describe().c_str(), describe_plan(plan, device).c_str());
+      if (world.rank() == 0) {
+        std::string who = "every rank holds the same";
+        if (cfg->pp > 1) {
+          who = "per pipeline stage:";
+          for (int s = 0; s < cfg->pp; ++s) {
+            MemoryPlanInput one = in;
+            one.stage = s;
+            const StageRange r = stage_range(pipeline_layer_counts(cfg->model, cfg->pp, cfg->seq_len, cfg->pp_layers), s);
+            char line[160];
+            std::snprintf(line, sizeof line, "\n  stage %d (layers %lld-%lld): %.2f GiB", s, static_cast<long long>(r.first_layer),
+                          static_cast<long long>(r.last_layer - 1), plan_cuda_rank_memory(one).total() / 1073741824.0);
+            who += line;
+          }
+          who += "\nthe rank that needs the most (stage " + std::to_string(worst) + ")";
+        }
+        std::printf("qwen3-pretrain --plan: %s, seq %lld, micro-batch %lld, %s; %s:\n%s", cfg->model_source.c_str(),
+                    static_cast<long long>(cfg->seq_len), static_cast<long long>(cfg->micro_batch),
+                    layout.describe().c_str(), who.c_str(), describe_plan(plan, device).c_str());
+      }
       return fits ? 0 : static_cast<int>(ExitCode::input);
     }
     cfg->validate(world.size());

@@ -17,6 +17,7 @@ namespace qwen3 {
 std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   RunConfig c;
   std::string model = "tiny", model_config, config_file, pp_layers;
+  bool no_shard = false;
   std::string seed = std::to_string(c.seed);
   po::options_description general("General");
   general.add_options()("help,h", "show this help")("list-devices", "print the backends built into this binary and exit")(
@@ -52,6 +53,8 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       ("overwrite", po::bool_switch(&c.overwrite), "replace an existing results file")
       ("tp", po::value(&c.tp)->default_value(c.tp), "tensor-parallel size")
       ("pp", po::value(&c.pp)->default_value(c.pp), "pipeline-parallel size")
+      ("no-shard-optimizer", po::bool_switch(&no_shard),
+       "keep the full fp32 master weights and AdamW state on every data-parallel replica (default: sharded, ZeRO-1)")
       ("pp-layers", po::value(&pp_layers),
        "layers per pipeline stage, e.g. 3,4,4 (default: split to balance compute and memory, the embedding and output "
        "projection counted)")
@@ -91,6 +94,7 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   require_choice("--device", c.device, {"cpu", "cuda"});
   if (!vm.count("seq-len")) throw UsageError("--seq-len is required (the dataset bucket to train on)");
   if (vm.count("pp-layers")) c.pp_layers = parse_layer_list("--pp-layers", pp_layers);
+  c.shard_optimizer = !no_shard;
   return c;
 }
 

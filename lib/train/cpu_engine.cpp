@@ -38,10 +38,16 @@ CpuEngine::CpuEngine(const ModelConfig& cfg, const EngineOptions& opts)
   reports_ = owned_;
   if (cfg.tie_word_embeddings && !stage_.first) reports_[full_.embed] = false;
   const auto n = static_cast<std::size_t>(model_.params().total_elements());
+  shard_n_ = static_cast<std::int64_t>(n);
+  if (opts.dp_comm && opts.dp_comm->size() > 1 && opts.shard_optimizer) {
+    dp_comm_ = opts.dp_comm;
+    shard_n_ = (shard_n_ + dp_comm_->size() - 1) / dp_comm_->size();
+    shard0_ = shard_n_ * dp_comm_->rank();
+  }
   weights_.resize(n);
   grads_.assign(n, 0.0f);
-  m_.assign(n, 0.0f);
-  v_.assign(n, 0.0f);
+  m_.assign(static_cast<std::size_t>(shard_n_), 0.0f);
+  v_.assign(static_cast<std::size_t>(shard_n_), 0.0f);
   // The full model's initial values (model/init.h), then this rank's shards: the same weights at every tp size.
   std::vector<float> full(static_cast<std::size_t>(full_.total_elements()));
   init_weights(full_, opts.seed, opts.init_std, full.data());
@@ -207,11 +213,23 @@ void CpuEngine::optimizer_step(double lr, const AdamWConfig& a, double grad_scal
   const auto& entries = model_.params().entries();
   for (std::size_t i = 0; i < entries.size(); ++i) {
     if (!owned_[i]) continue;  // another pipeline stage's tensor
-    const auto& p = entries[i];
+    const auto& e = entries[i];
+    const std::int64_t b = std::max(e.offset, shard0_), end = std::min(e.offset + e.numel, shard0_ + shard_n_);
+    if (end <= b) continue;  // outside this replica's shard
+    ParamInfo p = e;  // the part in the shard: weights and gradients at flat offsets, moments at shard offsets
+    p.offset = b;
+    p.numel = end - b;
     cpu::AdamWStep s{lr, a.beta1, a.beta2, a.eps, p.decay ? a.weight_decay : 0.0, step_, grad_scale};
-    cpu::adamw_step(weights_.data() + p.offset, m_.data() + p.offset, v_.data() + p.offset, grads_.data() + p.offset,
-                    p.numel, s);
+    cpu::adamw_step(weights_.data() + p.offset, m_.data() + (p.offset - shard0_), v_.data() + (p.offset - shard0_),
+                    grads_.data() + p.offset, p.numel, s);
   }
+  if (!dp_comm_) return;
+  // Every replica's updated shard to every replica (the last shard padded).
+  const auto n = static_cast<std::int64_t>(weights_.size());
+  std::vector<float> mine(static_cast<std::size_t>(shard_n_), 0.0f), all(mine.size() * static_cast<std::size_t>(dp_comm_->size()));
+  if (shard0_ < n) std::copy(weights_.begin() + shard0_, weights_.begin() + std::min(n, shard0_ + shard_n_), mine.begin());
+  dp_comm_->all_gather(mine.data(), all.data(), mine.size());
+  std::copy(all.begin(), all.begin() + n, weights_.begin());
 }
 
 }  // namespace qwen3

@@ -50,12 +50,16 @@ class CpuEngine final : public Engine {
   CpuQwen3 model_;                      // this rank's share; its params() is the local table
   std::vector<ShardSpec> shards_;       // per full-table index
   std::vector<bool> owned_, reports_;   // per index: this stage uses (and updates) it; this stage's copy is reported
-  std::vector<float> weights_, m_, v_;  // [local total_elements] each, in ParamTable order
+  std::vector<float> weights_, m_, v_;  // [local total_elements] weights in ParamTable order; moments [shard_n_]
   mutable std::vector<float> grads_;    // (summed in place by finish_gradients)
   std::vector<std::size_t> tp_replicated_, kv_replicated_;  // indices whose gradients are partial sums
   enum class Partial { clean, accumulating, reduced };
   mutable Partial partial_ = Partial::clean;
   int slots_ = 1;  // pipeline: micro-batches in flight on this stage
+  // Distributed optimizer (ZeRO-1): this data-parallel replica's AdamW moments cover flat elements
+  // [shard0_, shard0_ + shard_n_) (of dp · shard_n_, padded); it updates them, then every replica's are all-gathered.
+  Communicator* dp_comm_ = nullptr;
+  std::int64_t shard0_ = 0, shard_n_ = 0;
   std::map<std::pair<int, int>, CpuQwen3::Activations> boundary_;  // (Boundary, slot) → stage-boundary tensor
   std::int64_t step_ = 0;
 };

@@ -70,6 +70,7 @@ class CudaEngine final : public Engine {
   std::string device_name() const override { return device_name_; }
   void set_weights(const std::string& name, const std::vector<float>& values) override;
   std::vector<float> weights(const std::string& name) const override { return download(w_, name); }
+  std::int64_t shard_begin() const { return shard0_; }
   std::vector<float> gradient(const std::string& name) const override {
     finish_replicated_grads();
     return download(g_, name);
@@ -91,6 +92,8 @@ class CudaEngine final : public Engine {
  private:
   // The full tensor `name` (gathered over the tensor-parallel group) from one of the flat fp32 buffers.
   std::vector<float> download(const float* base, const std::string& name) const;
+  // Weights values[n] for flat elements [offset, offset + n): the bf16 copy, and the master copy where in the shard.
+  void upload_weights(const float* values, std::int64_t offset, std::int64_t n);
   // Tensor parallelism: every rank adds its share of the replicated weights' gradients (norms over the whole group,
   // replicated K/V heads over their KV group) in each micro-batch; the sums are reduced once, when the gradients are
   // first read after the last micro-batch (reduce_gradients, grad_norm, optimizer_step, gradient). Reading ends the
@@ -128,7 +131,14 @@ class CudaEngine final : public Engine {
   cudaStream_t stream_ = nullptr;
   cuda::DeviceAllocator alloc_;
   std::unique_ptr<cuda::Gemm> gemm_;
-  float *w_, *g_, *m_, *v_;  // [P] fp32 master weights, gradients, AdamW moments
+  float *w_, *g_, *m_, *v_;  // fp32 master weights [Ps], gradients [P], AdamW moments [Ps]
+  // Distributed optimizer (ZeRO-1, EngineOptions::shard_optimizer with data parallelism): each of the dp replicas
+  // keeps the master weights and AdamW moments of elements [shard0_, shard0_ + shard_n_) of the flat buffers (padded
+  // to dp · shard_n_); gradients are reduce-scattered to those elements, AdamW updates them, and the bf16 weights are
+  // all-gathered. Without it shard0_ = 0 and shard_n_ = P.
+  Communicator* dp_host_ = nullptr;
+  bool zero1_ = false, grads_scattered_ = false;
+  std::int64_t shard0_ = 0, shard_n_ = 0, padded_ = 0;
   bf16* wb_;                 // [P] bf16 compute copy of the weights
   cuda::AdamWChunk* chunks_;
   int n_chunks_;
@@ -237,11 +247,25 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   logit_chunk_ = std::max<std::int64_t>(1, std::min(T, kLogitChunkBytes / (2 * V)));
 
   // Persistent state first: weights, gradients, optimizer — then activations, then workspaces.
-  w_ = alloc_.allocate<float>(MemCategory::weights, P, "fp32 master weights");
-  wb_ = alloc_.allocate<bf16>(MemCategory::weights, P, "bf16 compute weights");
-  g_ = alloc_.allocate<float>(MemCategory::gradients, P, "fp32 gradients");
-  m_ = alloc_.allocate<float>(MemCategory::optimizer_state, P, "AdamW first moment");
-  v_ = alloc_.allocate<float>(MemCategory::optimizer_state, P, "AdamW second moment");
+  dp_host_ = o.dp_comm && o.dp_comm->size() > 1 ? o.dp_comm : nullptr;
+  zero1_ = dp_host_ && o.shard_optimizer;
+  if (zero1_) {
+#ifndef QWEN3_HAVE_NCCL
+    throw UsageError("the distributed optimizer with --device cuda needs NCCL, which this build did not find");
+#endif
+    const std::int64_t d = dp_host_->size();
+    shard_n_ = ((P + d - 1) / d + 63) / 64 * 64;  // float4-aligned shards
+    padded_ = shard_n_ * d;
+    shard0_ = shard_n_ * dp_host_->rank();
+  } else {
+    shard_n_ = padded_ = P;
+  }
+  const std::string shard = zero1_ ? " (this data-parallel rank's shard)" : "";
+  w_ = alloc_.allocate<float>(MemCategory::weights, shard_n_, "fp32 master weights" + shard);
+  wb_ = alloc_.allocate<bf16>(MemCategory::weights, padded_, "bf16 compute weights");
+  g_ = alloc_.allocate<float>(MemCategory::gradients, padded_, "fp32 gradients");
+  m_ = alloc_.allocate<float>(MemCategory::optimizer_state, shard_n_, "AdamW first moment" + shard);
+  v_ = alloc_.allocate<float>(MemCategory::optimizer_state, shard_n_, "AdamW second moment" + shard);
   // Chunks grouped by forward segment (the table's order is embedding, layers 0..L-1, final norm, output projection).
   std::vector<std::vector<cuda::AdamWChunk>> by_segment(static_cast<std::size_t>(cfg.num_layers + 2));
   {
@@ -254,8 +278,9 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
         segment_of[i] = static_cast<int>(1 + l);
     }
     for (std::size_t i = 0; i < table_.entries().size(); ++i) {
-      const auto& p = table_.entries()[i];
-      if (p.numel > 0) by_segment[segment_of[i]].push_back({p.offset, p.offset + p.numel, p.decay ? 1 : 0});
+      const auto& p = table_.entries()[i];  // the part in this rank's shard, in shard coordinates
+      const std::int64_t b = std::max(p.offset, shard0_), e = std::min(p.offset + p.numel, shard0_ + shard_n_);
+      if (e > b) by_segment[segment_of[i]].push_back({b - shard0_, e - shard0_, p.decay ? 1 : 0});
     }
   }
   std::vector<cuda::AdamWChunk> chunks;
@@ -404,7 +429,8 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   if (table_.lm_head != table_.embed) gemm_written[table_.embed] = false;
   for (std::size_t i = 0; i < gemm_written.size(); ++i)  // a pipeline stage's micro-batches interleave: memset all
     if ((!gemm_written[i] || pp_host_) && table_.entries()[i].numel > 0) zeroed_by_memset_.push_back(i);
-  CUDA_CHECK(cudaMemset(g_, 0, P * sizeof(float)));
+  CUDA_CHECK(cudaMemset(g_, 0, padded_ * sizeof(float)));
+  CUDA_CHECK(cudaMemset(wb_, 0, padded_ * sizeof(bf16)));
 
   // Initial weights: the same values as every other backend (model/init.h), only this rank's shard of each tensor
   // computed (its rows, its columns, or all of a replicated one), uploaded once.
@@ -419,8 +445,18 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
     QWEN3_ASSERT(nr * nc == table_.entries()[i].numel, "a tensor-parallel shard's size");
     init_tensor_block(full_, i, o.seed, o.init_std, r0, nr, c0, nc, host.data() + table_.entries()[i].offset);
   }
-  CUDA_CHECK(cudaMemcpy(w_, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
-  cuda::cast_f32_to_bf16(w_, wb_, P, stream_);
+  upload_weights(host.data(), 0, P);
+}
+
+void CudaEngine::upload_weights(const float* values, std::int64_t offset, std::int64_t n) {
+  // Through the gradient buffer (unused outside a step): the bf16 copy of all n, the master copy of this rank's shard.
+  CUDA_CHECK(cudaDeviceSynchronize());  // no optimizer step may still be writing these weights
+  CUDA_CHECK(cudaMemcpy(g_ + offset, values, n * sizeof(float), cudaMemcpyHostToDevice));
+  cuda::cast_f32_to_bf16(g_ + offset, wb_ + offset, n, stream_);
+  const std::int64_t b = std::max(offset, shard0_), e = std::min(offset + n, shard0_ + shard_n_);
+  if (e > b)
+    CUDA_CHECK(cudaMemcpyAsync(w_ + (b - shard0_), g_ + b, (e - b) * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+  CUDA_CHECK(cudaMemsetAsync(g_ + offset, 0, n * sizeof(float), stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
@@ -452,7 +488,17 @@ std::vector<float> CudaEngine::download(const float* base, const std::string& na
   std::vector<float> out(static_cast<std::size_t>(p.numel));
   CUDA_CHECK(cudaDeviceSynchronize());  // both streams: a pending optimizer step or memset
   if (owned_[index]) {
-    CUDA_CHECK(cudaMemcpy(out.data(), base + p.offset, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    // The distributed optimizer's master weights (and reduce-scattered gradients) live in shards: each data-parallel
+    // rank gives its part, the others add zeros.
+    const bool sharded = zero1_ && (base == w_ || grads_scattered_);
+    if (!sharded) {
+      CUDA_CHECK(cudaMemcpy(out.data(), base + p.offset, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    } else {
+      const std::int64_t b = std::max(p.offset, shard0_), e = std::min(p.offset + p.numel, shard0_ + shard_n_);
+      const float* src = base == w_ ? w_ + (b - shard0_) : g_ + b;
+      if (e > b) CUDA_CHECK(cudaMemcpy(out.data() + (b - p.offset), src, (e - b) * sizeof(float), cudaMemcpyDeviceToHost));
+      dp_host_->all_reduce_sum(out.data(), out.size());
+    }
     if (tp_host_) out = gather_full_tensor(*tp_host_, cfg_, full_, index, out.data(), p.numel);
   }
   if (!pp_host_) return out;
@@ -472,10 +518,7 @@ void CudaEngine::set_weights(const std::string& name, const std::vector<float>& 
   const auto& p = table_.entries()[index];
   std::vector<float> shard(static_cast<std::size_t>(p.numel));
   extract_shard(shard_spec(full_, index, tp_), f.shape, values.data(), shard.data());
-  CUDA_CHECK(cudaDeviceSynchronize());  // no optimizer step may still be writing these weights
-  CUDA_CHECK(cudaMemcpy(w_ + p.offset, shard.data(), shard.size() * sizeof(float), cudaMemcpyHostToDevice));
-  cuda::cast_f32_to_bf16(w_ + p.offset, wb_ + p.offset, p.numel, stream_);
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  upload_weights(shard.data(), p.offset, p.numel);
 }
 
 void CudaEngine::zero_grad() {
@@ -489,6 +532,7 @@ void CudaEngine::zero_grad() {
   CUDA_CHECK(cudaEventRecord(zero_done_, opt_stream_));
   zero_pending_ = true;
   overwrite_grads_ = pp_host_ == nullptr;
+  grads_scattered_ = false;
   replicated_state_ = Replicated::clean;
 }
 
@@ -882,8 +926,15 @@ void CudaEngine::reduce_gradients(Communicator& dp) {
     dp_nccl_->set_stream(stream_);
   }
   timer_.start(stream_);
-  dp_nccl_->all_reduce_sum(g_, static_cast<std::size_t>(table_.total_elements()));  // fp32 sums, on the main stream
-  timer_.mark(stream_, "gradient all-reduce (data parallel, NCCL)");
+  if (zero1_) {  // each replica receives the sums of its shard, in place (fp32, on the main stream)
+    if (dp.size() != dp_host_->size()) throw InternalError("reduce_gradients over another group than the optimizer's shards");
+    dp_nccl_->reduce_scatter_sum(g_, g_ + shard0_, static_cast<std::size_t>(shard_n_));
+    grads_scattered_ = true;
+    timer_.mark(stream_, "gradient reduce-scatter (distributed optimizer, NCCL)");
+  } else {
+    dp_nccl_->all_reduce_sum(g_, static_cast<std::size_t>(table_.total_elements()));  // fp32 sums, on the main stream
+    timer_.mark(stream_, "gradient all-reduce (data parallel, NCCL)");
+  }
 #else
   throw UsageError("data parallelism with --device cuda needs NCCL, which this build did not find");
 #endif
@@ -891,41 +942,30 @@ void CudaEngine::reduce_gradients(Communicator& dp) {
 
 double CudaEngine::grad_norm() {
   finish_replicated_grads();
+  // Each tensor counts once: a tensor-parallel shard on every rank; the replicated norm weights on tp rank 0; a
+  // replicated KV head on its KV group's first rank; a tied embedding on the first pipeline stage. This rank sums what
+  // it holds (its shard of the flat buffer under the distributed optimizer) minus what another rank counts; the groups
+  // add up.
+  const std::int64_t lo = grads_scattered_ ? shard0_ : 0;
+  const std::int64_t hi = grads_scattered_ ? shard0_ + shard_n_ : table_.total_elements();
   timer_.start(stream_);
-  cuda::sum_squares(g_, table_.total_elements(), partial_, scalar_, stream_);
+  cuda::sum_squares(g_ + lo, std::min(hi, padded_) - lo, partial_, scalar_, stream_);
   timer_.mark(stream_, "grad norm");
   double ss = device_scalar();
-  if (tp_host_) {  // shards count on every rank, the replicated norm weights once (on tp rank 0), replicated K/V heads
-                   // once per KV group (on its first rank)
-    if (tp_.rank % tp_.kv_replicas != 0) {
-      for (std::size_t i : kv_replicated_) {
-        const auto& e = table_.entries()[i];
-        if (e.numel == 0) continue;
-        cuda::sum_squares(g_ + e.offset, e.numel, partial_, scalar_, stream_);
-        ss -= device_scalar();
-      }
-    }
-    if (tp_.rank != 0) {
-      for (std::size_t i : replicated_) {
-        const auto& e = table_.entries()[i];
-        if (e.numel == 0) continue;
-        std::vector<float> g(static_cast<std::size_t>(e.numel));
-        CUDA_CHECK(cudaMemcpy(g.data(), g_ + e.offset, g.size() * sizeof(float), cudaMemcpyDeviceToHost));
-        for (float v : g) ss -= static_cast<double>(v) * v;
-      }
-    }
-    tp_host_->all_reduce_sum(&ss, 1);
+  std::vector<std::size_t> not_counted;
+  if (tp_host_ && tp_.rank % tp_.kv_replicas != 0) not_counted.insert(not_counted.end(), kv_replicated_.begin(), kv_replicated_.end());
+  if (tp_host_ && tp_.rank != 0) not_counted.insert(not_counted.end(), replicated_.begin(), replicated_.end());
+  if (pp_host_ && owned_[full_.embed] && !reports_[full_.embed]) not_counted.push_back(full_.embed);
+  for (std::size_t i : not_counted) {
+    const auto& e = table_.entries()[i];
+    const std::int64_t b = std::max(e.offset, lo), end = std::min(e.offset + e.numel, hi);
+    if (end <= b) continue;
+    cuda::sum_squares(g_ + b, end - b, partial_, scalar_, stream_);
+    ss -= device_scalar();
   }
-  if (pp_host_) {  // each stage counts what it reports (a tied embedding: the first stage), then the stages add up
-    if (!reports_[full_.embed] && owned_[full_.embed]) {
-      const auto& e = table_.entries()[full_.embed];
-      cuda::sum_squares(g_ + e.offset, e.numel, partial_, scalar_, stream_);
-      double own = device_scalar();
-      if (tp_host_) tp_host_->all_reduce_sum(&own, 1);
-      ss -= own;
-    }
-    pp_host_->all_reduce_sum(&ss, 1);
-  }
+  if (grads_scattered_) dp_host_->all_reduce_sum(&ss, 1);
+  if (tp_host_) tp_host_->all_reduce_sum(&ss, 1);
+  if (pp_host_) pp_host_->all_reduce_sum(&ss, 1);
   return std::sqrt(std::max(ss, 0.0));
 }
 
@@ -944,11 +984,23 @@ void CudaEngine::optimizer_step(double lr, const AdamWConfig& a, double grad_sca
   CUDA_CHECK(cudaEventRecord(grads_ready_, stream_));
   CUDA_CHECK(cudaStreamWaitEvent(opt_stream_, grads_ready_, 0));
   timer_.start(opt_stream_);
+  if (zero1_ && !grads_scattered_) throw InternalError("the distributed optimizer steps after reduce_gradients only");
   for (std::size_t s = 0; s < segments_.size(); ++s) {
-    cuda::adamw_step(w_, m_, v_, g_, wb_, chunks_ + segments_[s].first, segments_[s].second, args, opt_stream_);
-    CUDA_CHECK(cudaEventRecord(segment_done_[s], opt_stream_));
+    if (segments_[s].second > 0)
+      cuda::adamw_step(w_, m_, v_, g_ + shard0_, wb_ + shard0_, chunks_ + segments_[s].first, segments_[s].second, args,
+                       opt_stream_);
+    if (!zero1_) CUDA_CHECK(cudaEventRecord(segment_done_[s], opt_stream_));
   }
   timer_.mark(opt_stream_, "adamw (side stream, overlaps the next forward)");
+#ifdef QWEN3_HAVE_NCCL
+  if (zero1_) {  // every replica's updated bf16 shard to every replica; the next forward waits for all of it
+    dp_nccl_->set_stream(opt_stream_);
+    dp_nccl_->all_gather_bf16(wb_ + shard0_, wb_, static_cast<std::size_t>(shard_n_));
+    dp_nccl_->set_stream(stream_);
+    timer_.mark(opt_stream_, "bf16 weight all-gather (distributed optimizer)");
+    for (auto e : segment_done_) CUDA_CHECK(cudaEventRecord(e, opt_stream_));
+  }
+#endif
   update_pending_ = true;
   if (timer_.enabled()) timer_.collect();  // timing only: waits for the step (no overlap measured across steps)
   if (step_ == 1) timer_.clear();  // the first step pays for cuBLASLt heuristics and lazy module loading

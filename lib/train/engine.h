@@ -35,6 +35,11 @@ struct EngineOptions {
   Communicator* pp_comm = nullptr;
   StageRange stage;  // set from the split when pp_comm is given
   int micro_batches = 1;  // per optimizer step (a pipeline stage keeps up to min(pp − stage, this) in flight)
+  // Data parallelism: the replicas' group (reduce_gradients is called with it). With shard_optimizer the fp32 master
+  // weights and AdamW moments are sharded over it (ZeRO-1, a distributed optimizer): gradients are reduce-scattered,
+  // each replica updates its shard, the weights are all-gathered.
+  Communicator* dp_comm = nullptr;
+  bool shard_optimizer = false;
 };
 
 class Engine {

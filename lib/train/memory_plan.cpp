@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "model/param_table.h"
+#include "model/pipeline_split.h"
 #include "model/tensor_parallel.h"
 
 namespace qwen3 {
@@ -44,39 +45,49 @@ std::vector<std::pair<std::string, std::int64_t>> MemoryPlan::by_category() cons
 }
 
 MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
-  if (in.pp > 1 || in.cp > 1)
-    throw UsageError("--plan: pipeline and context parallelism are not planned yet (the engine does not run them)");
+  if (in.cp > 1) throw UsageError("--plan: context parallelism is not planned yet (the engine does not run it)");
   const ModelConfig& c = in.model;
   c.validate();
   const TpDims d = tp_dims(c, 0, in.tp);  // every tensor-parallel rank holds the same shapes
-  const ParamTable table(c, d.q_dim, d.kv_dim, d.inter, d.vocab);
+  const auto counts = pipeline_layer_counts(c, in.pp, in.seq_len, in.stage_layers);
+  const StageRange stage = stage_range(counts, in.stage);
+  const ParamTable table = ParamTable(c, d.q_dim, d.kv_dim, d.inter, d.vocab).restricted(stage_tensors(ParamTable(c), stage));
+  const std::int64_t slots = in.pp > 1 ? std::min<std::int64_t>(in.pp - in.stage, std::max<std::int64_t>(1, in.micro_batches)) : 1;
   const std::int64_t T = in.micro_batch * in.seq_len, Tl = T / std::max(1, in.tp);
   if (T % in.tp != 0)
     throw UsageError("--tp " + std::to_string(in.tp) + ": the micro-batch's " + std::to_string(T) +
                      " tokens must divide by the tensor-parallel size (sequence parallelism)");
   const std::int64_t P = table.total_elements(), H = c.hidden_size, I = d.inter, qd = d.q_dim, kvd = d.kv_dim;
-  const std::int64_t V = d.vocab, nh = d.heads, nkv = d.kv_heads, hd = c.head_dim, L = c.num_layers;
+  const std::int64_t V = d.vocab, nh = d.heads, nkv = d.kv_heads, hd = c.head_dim, L = stage.layers();
+  const bool zero1 = in.shard_optimizer && in.dp > 1;
+  const std::int64_t shard = zero1 ? ((P + in.dp - 1) / in.dp + 63) / 64 * 64 : P, padded = zero1 ? shard * in.dp : P;
   const std::int64_t chunk = std::max<std::int64_t>(1, std::min(T, kLogitChunkBytes / (2 * V)));
   MemoryPlan p;
   auto add = [&](const char* cat, const std::string& what, std::int64_t bytes) { p.items.push_back({cat, what, bytes}); };
-  add("weights", "fp32 master weights", 4 * P);
-  add("weights", "bf16 compute weights", 2 * P);
-  add("gradients", "fp32 gradients", 4 * P);
-  add("optimizer_state", "AdamW moments (fp32 m, v)", 8 * P);
-  std::int64_t chunks = 0;
-  for (const auto& e : table.entries()) chunks += (e.numel + kAdamWChunkElements - 1) / kAdamWChunkElements;
+  const std::string of_shard = zero1 ? " (1/" + std::to_string(in.dp) + " shard, distributed optimizer)" : "";
+  add("weights", "fp32 master weights" + of_shard, 4 * shard);
+  add("weights", "bf16 compute weights", 2 * padded);
+  add("gradients", "fp32 gradients", 4 * padded);
+  add("optimizer_state", "AdamW moments (fp32 m, v)" + of_shard, 8 * shard);
+  std::int64_t chunks = 0;  // per tensor, its part in this rank's shard (data-parallel rank 0's)
+  for (const auto& e : table.entries()) {
+    const std::int64_t n = std::max<std::int64_t>(0, std::min(e.offset + e.numel, shard) - e.offset);
+    chunks += (n + kAdamWChunkElements - 1) / kAdamWChunkElements;
+  }
   add("optimizer_state", "AdamW chunk table", kAdamWChunkBytes * chunks);
   const std::int64_t per_layer = 2 * (Tl * H * 2 + T * (qd + 2 * kvd) + T * qd + T * kvd + (in.cudnn_attention ? 0 : T * kvd) +
                                       T * qd + T * H * 2 + T * 2 * I) +
                                  4 * (2 * Tl + T * nh * 2 + T * nkv);
-  add("activations", std::to_string(L) + " layers × " + gib(per_layer) + " (inputs, q|k|v, attention, norms, gate|up)",
-      L * per_layer);
+  add("activations", std::to_string(L) + " layers × " + gib(per_layer) + " (inputs, q|k|v, attention, norms, gate|up)" +
+                         (slots > 1 ? " × " + std::to_string(slots) + " micro-batches in flight" : ""),
+      L * per_layer * slots);
+  if (!stage.last) add("activations", "stage output (sent to the next stage)", 2 * Tl * H * slots);
   add("activations", "final hidden state and norm", 2 * Tl * H + 2 * T * H + 4 * Tl);
   add("workspace", "logits of one token chunk (" + std::to_string(chunk) + " tokens)", 2 * chunk * V);
   add("workspace", "backward scratch (gradients of every block)",
       2 * T * I + 4 * T + 4 * Tl * H + 4 * T * H + 2 * T * std::max(H, qd) + 2 * T * qd * 2 + 2 * T * kvd * 2 +
           2 * T * (qd + 2 * kvd) + 2 * T * I + 2 * T * 2 * I);
-  add("workspace", "RoPE tables, token ids, labels", 2 * 4 * in.seq_len * (hd / 2) + 2 * 4 * T);
+  add("workspace", "RoPE tables, token ids, labels", 2 * 4 * in.seq_len * (hd / 2) + 4 * T * slots + 4 * T);
   if (in.tp > 1) {
     // norm output and reduce-scattered rows (Tl, bf16), row-parallel partial sums and two gathered gradients (T, bf16),
     // the reduce-scattered and the gathered fp32 gradient, vocabulary-parallel cross-entropy statistics
@@ -90,6 +101,16 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
       in.cudnn_attention ? 2 * 4 * bhsd + 4 * bhs : 4 * bhsd + 4 * bhs);
   add("workspace", "reductions and cuBLASLt workspace", 8 * kNormBlocks + 8 + kGemmWorkspace);
   return p;
+}
+
+std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in) {
+  std::pair<int, MemoryPlan> worst{0, {}};
+  for (int s = 0; s < std::max(1, in.pp); ++s) {
+    in.stage = s;
+    MemoryPlan p = plan_cuda_rank_memory(in);
+    if (s == 0 || p.total() > worst.second.total()) worst = {s, std::move(p)};
+  }
+  return worst;
 }
 
 std::int64_t parse_memory_size(const std::string& option, const std::string& text) {

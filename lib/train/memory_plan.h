@@ -2,7 +2,8 @@
 // memory at start-up, so this is its peak), computed from the model, the micro-batch shape and the layout without a
 // GPU — by category (weights, gradients, optimizer state, activations, workspace) and item. The engine's own
 // allocation list and this one must stay the same: a GPU test compares them (tests/unit/cuda_engine_test.cpp).
-// Not planned yet: pipeline and context parallelism (refused), activation recomputation, ZeRO sharding.
+// Pipeline parallelism: one stage's rank (its layers, its micro-batches in flight). The distributed optimizer's
+// shards. Not planned yet: context parallelism (refused), activation recomputation.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -18,6 +19,10 @@ struct MemoryPlanInput {
   std::int64_t micro_batch = 1, seq_len = 0;
   int tp = 1, dp = 1, pp = 1, cp = 1;
   bool cudnn_attention = true;  // the engine's default; the own kernels' workspace otherwise
+  bool shard_optimizer = true;  // ZeRO-1 over dp (the default of qwen3-pretrain)
+  int stage = 0;                // pipeline: which stage's rank
+  std::vector<std::int64_t> stage_layers;  // pipeline: layers per stage (empty: the balanced split)
+  std::int64_t micro_batches = 1;          // per step and data-parallel replica (a stage keeps min(pp − stage, m))
 };
 
 struct MemoryItem {
@@ -36,8 +41,10 @@ struct MemoryPlan {
 // buffers): added when checking a plan against a device's memory.
 inline constexpr std::int64_t kRuntimeReserveBytes = 1ll << 30;
 
-// Throws UsageError for what the planner does not model yet (pp or cp above 1) or a layout tp_dims refuses.
+// Throws UsageError for what the planner does not model yet (cp above 1) or a layout tp_dims refuses.
 MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in);
+// The stage whose rank needs the most (0 without pipeline parallelism) and its plan.
+std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in);
 
 // "141GB", "80GiB", "81559MiB", "1e11" (bytes) → bytes. Throws UsageError naming `option` otherwise.
 std::int64_t parse_memory_size(const std::string& option, const std::string& text);

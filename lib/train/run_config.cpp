@@ -79,7 +79,7 @@ std::vector<std::pair<std::string, std::string>> RunConfig::key_values() const {
       {"min_lr", num(min_lr)}, {"warmup_steps", std::to_string(warmup_steps)}, {"weight_decay", num(weight_decay)},
       {"clip_grad", num(clip_grad)}, {"beta1", num(beta1)}, {"beta2", num(beta2)}, {"adam_eps", num(adam_eps)},
       {"init_std", num(init_std)}, {"seed", std::to_string(seed)}, {"device", device}, {"out", out},
-      {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)}, {"pp_layers", join_counts(pipeline_layer_counts(model, pp, seq_len, pp_layers))},
+      {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)}, {"shard_optimizer", shard_optimizer ? "true" : "false"}, {"pp_layers", join_counts(pipeline_layer_counts(model, pp, seq_len, pp_layers))},
       {"cp", std::to_string(cp)}, {"memory_interval_ms", std::to_string(memory_interval_ms)},
   };
 }

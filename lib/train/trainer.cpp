@@ -106,9 +106,15 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       locked([&] {
         results->write_facts(facts);
         results->write_config(cfg.key_values());
-        if (cfg.device == "cuda" && cfg.pp == 1 && cfg.cp == 1) {  // the plan beside the peak that will be measured
-          const MemoryPlan plan = plan_cuda_rank_memory({cfg.model, cfg.micro_batch, cfg.seq_len, cfg.tp, layout.dp()});
+        if (cfg.device == "cuda" && cfg.cp == 1) {  // the plan beside the peak that will be measured
+          // The rank that needs the most (with pipeline parallelism, its stage's; every rank of a stage the same).
+          MemoryPlanInput in{cfg.model, cfg.micro_batch, cfg.seq_len, cfg.tp, layout.dp(), cfg.pp, cfg.cp};
+          in.shard_optimizer = cfg.shard_optimizer;
+          in.stage_layers = cfg.pp_layers;
+          in.micro_batches = cfg.micro_batches_per_step(W);
+          const auto [worst_stage, plan] = plan_worst_stage(in);
           results->write_attribute("plan_peak_bytes", plan.total());
+          results->write_attribute("plan_peak_stage", static_cast<std::int64_t>(worst_stage));
           for (const auto& [category, bytes] : plan.by_category()) results->write_attribute("plan_" + category + "_bytes", bytes);
           // A plan that does not fit stops the run here, before any device memory is taken (--force runs anyway).
           const std::int64_t device = cfg.device_memory.empty() ? device_memory_bytes(cfg.device, local_rank)
@@ -139,6 +145,8 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       eo.max_seq = cfg.seq_len;  // one rank per device: the device of this rank's place on its node
       eo.tp_comm = tp_comm;
       eo.pp_comm = pp_comm;
+      eo.dp_comm = &dp_comm;
+      eo.shard_optimizer = cfg.shard_optimizer;
       eo.stage = stage_range(stage_layers, pp_rank);
       eo.micro_batches = static_cast<int>(cfg.micro_batches_per_step(W));
       st.engine = make_engine(cfg.device, cfg.model, eo);

@@ -35,7 +35,21 @@ TEST(MemoryPlan, CategoriesAddUpAndScaleWithTheLayout) {
   EXPECT_EQ(sum, a.total());
   const auto wa = a.by_category()[0].second, wb = b.by_category()[0].second;  // weights: split four ways
   EXPECT_NEAR(static_cast<double>(wb), wa / 4.0, 0.01 * wa);
-  EXPECT_THROW(plan_cuda_rank_memory({model_preset("8B"), 1, 4096, 1, 1, 2}), UsageError);  // pp 2: not planned yet
+  EXPECT_THROW(plan_cuda_rank_memory({model_preset("8B"), 1, 4096, 1, 1, 1, 2}), UsageError);  // cp 2: not planned yet
+  // Pipeline: stage 0 keeps pp micro-batches in flight, the last one; four stages hold about a quarter of the weights.
+  MemoryPlanInput pipe{model_preset("8B"), 1, 4096, 1, 1, 4};
+  pipe.micro_batches = 32;
+  const MemoryPlan s0 = plan_cuda_rank_memory(pipe);
+  pipe.stage = 3;
+  const MemoryPlan s3 = plan_cuda_rank_memory(pipe);
+  EXPECT_GT(s0.by_category()[3].second, 2 * s3.by_category()[3].second);  // activations
+  EXPECT_LT(s0.by_category()[0].second, 0.4 * wa);
+  EXPECT_EQ(plan_worst_stage(pipe).first, 0);
+  // The distributed optimizer: master weights and moments fall with dp, bf16 weights and gradients do not.
+  MemoryPlanInput dp1{model_preset("8B"), 1, 4096, 1, 1}, dp4{model_preset("8B"), 1, 4096, 1, 4};
+  const MemoryPlan d1 = plan_cuda_rank_memory(dp1), d4 = plan_cuda_rank_memory(dp4);
+  EXPECT_NEAR(static_cast<double>(d4.by_category()[2].second), d1.by_category()[2].second / 4.0, 0.01 * d1.by_category()[2].second);
+  EXPECT_NEAR(static_cast<double>(d4.by_category()[1].second), d1.by_category()[1].second, 0.01 * d1.by_category()[1].second);
   EXPECT_EQ(parse_memory_size("--device-memory", "141GB"), 141000000000ll);
   EXPECT_EQ(parse_memory_size("--device-memory", "80GiB"), 80ll << 30);
   EXPECT_THROW(parse_memory_size("--device-memory", "12XB"), UsageError);
@@ -54,6 +68,9 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("--device-memory: 'lots' is not a memory size"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --pp 2 --world-size 2");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("per pipeline stage:\n  stage 0 (layers 0-"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --cp 2 --world-size 2");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("not planned yet"), std::string::npos) << r.output;
 }

@@ -172,7 +172,7 @@ TEST(TensorParallelMpirun, BadLayoutsEndWithOneClearMessage) {
   auto r = test::run_command(test::mpirun(2) + "'" + test::bin_dir() + "/qwen3-golden-check' --golden '" + test::test_data_dir() +
                      "/qwen3-tiny.h5' --tp 4");
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("--tp 4 needs exactly that many ranks (mpirun -np 4); this job has 2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--tp 4 × --pp 1 does not divide the job's 2 ranks"), std::string::npos) << r.output;
   const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_tp_bad";
   fs::remove_all(dir);
   fs::create_directories(dir);

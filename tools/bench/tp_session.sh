@@ -2,7 +2,8 @@
 # One multi-GPU session for tensor parallelism over a carried build folder: the GPU and multi-GPU tests, the CUDA
 # golden checks at tp 1, 2, 4, then the tensor-parallel benchmarks (ours under mpirun, the Hugging Face baseline on
 # one GPU in the same call). Logs and a summary go under $OUT (or ./gpu-out), packed into one tarball.
-# Usage: tp_session.sh [tests|bench|all]; BENCH lists MODEL:SEQ:TP:GLOBAL_BATCH[:SM_MARGIN] runs, HF_SPECS the baseline's.
+# Usage: tp_session.sh [tests|bench|all]; BENCH lists MODEL:SEQ:GLOBAL_BATCH:TP:PP:RANKS[:SM_MARGIN] runs (data parallelism
+# = RANKS / (TP × PP)), HF_SPECS the baseline's. EXTRA is added to every qwen3-pretrain command line.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 what="${1:-all}"
@@ -13,7 +14,7 @@ bin=build/bin
 gpus=$(nvidia-smi -L | wc -l)
 summary="$out/summary.txt"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nvidia-smi topo -m | head -8; } | tee "$summary"
-run_mpi() { local np=$1; shift; mpirun --allow-run-as-root -np "$np" -x NCCL_NVLS_ENABLE -x QWEN3_COMM_SM_MARGIN -x QWEN3_CUDA_OP_TIMES "$@"; }
+run_mpi() { local np=$1; shift; mpirun --allow-run-as-root --bind-to none -np "$np" -x NCCL_NVLS_ENABLE -x QWEN3_COMM_SM_MARGIN -x QWEN3_CUDA_OP_TIMES "$@"; }
 
 if [ "$what" = tests ] || [ "$what" = all ]; then
   "$bin/qwen3_unit_tests" --gtest_brief=1 --gtest_filter="${GTEST_FILTER:-Cuda*:Cudnn*:CommCheck*:MemoryPlan*:Golden*:TensorParallel*}" \
@@ -33,19 +34,30 @@ fi
 
 if [ "$what" = bench ] || [ "$what" = all ]; then
   for spec in ${BENCH:-}; do
-    IFS=: read -r model seq tp gb margin <<<"$spec"
+    IFS=: read -r model seq gb tp pp np margin <<<"$spec"
     data="$out/data-$seq.h5"
     [ -f "$data" ] || "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size 151936 --lengths "$seq" --documents 64 \
       --seed 7 >/dev/null
-    tag="$model-$seq-t$tp-gb$gb-m${margin:-0}"
-    QWEN3_COMM_SM_MARGIN="${margin:-0}" run_mpi "$tp" "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" \
-      --seq-len "$seq" --global-batch "$gb" --micro-batch 1 --steps "${STEPS:-5}" --warmup-steps 1 --tp "$tp" \
-      --out "$out/$tag.h5" --overwrite >"$logs/$tag.log" 2>&1
+    tag="$model-$seq-gb$gb-t$tp-p$pp-n$np-m${margin:-0}"
+    QWEN3_COMM_SM_MARGIN="${margin:-0}" run_mpi "$np" "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" \
+      --seq-len "$seq" --global-batch "$gb" --micro-batch 1 --steps "${STEPS:-5}" --warmup-steps 1 --tp "$tp" --pp "$pp" \
+      ${EXTRA:-} --out "$out/$tag.h5" --overwrite >"$logs/$tag.log" 2>&1
     echo "== ours $tag (exit $?)" | tee -a "$summary"
     tail -n 2 "$logs/$tag.log" | tee -a "$summary"
     "$bin/qwen3-results" "$out/$tag.h5" >"$logs/$tag.results.txt" 2>&1
     sed -n '2p;6,12p' "$logs/$tag.results.txt" | tee -a "$summary"
-    rm -f "$out/$tag.h5.tmp"
+    python3 - "$out/$tag.h5" <<'PY' 2>&1 | tee -a "$summary"
+import sys, h5py
+f = h5py.File(sys.argv[1])
+if "ranks" in f:
+    r = f["ranks"]
+    for k in ("compute_s", "pipeline_wait_s", "dp_reduce_s", "step_s"):
+        print(f"  {k:16s}", " ".join(f"{v:7.3f}" for v in r[k][:]))
+    if "stages" in f:
+        st = f["stages"]
+        print("  stages          ", list(zip(st["first_layer"][:].astype(int), st["end_layer"][:].astype(int))),
+              "1F1B bubble formula", round(float(st["bubble_formula"][0]), 3))
+PY
     mv "$out/$tag.h5" "$logs/" 2>/dev/null
   done
   if [ -n "${HF_SPECS:-}" ]; then
