@@ -5,6 +5,9 @@
 
 #include "core/error.h"
 #include "train/pipeline_schedule.h"
+#ifdef QWEN3_HAVE_CUDA
+#include <nvtx3/nvToolsExt.h>  // header-only: the schedule's phases appear as ranges in Nsight Systems
+#endif
 
 namespace qwen3 {
 
@@ -21,7 +24,27 @@ cpu::LossSum run_pipeline_step(Engine& engine, int stage, int stages, int micro_
     return mb.batch * mb.seq;
   };
   cpu::LossSum loss{0.0, 0};
-  for (const PipeOp& op : one_f_one_b(stage, stages, micro_batches)) {
+  const std::vector<PipeOp> ops = one_f_one_b(stage, stages, micro_batches);
+  // Phases for the profiler: warm-up until the first backward, cool-down after the last forward, steady between.
+  std::size_t first_backward = ops.size(), last_forward = 0;
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    if (ops[i].kind == PipeOp::backward && first_backward == ops.size()) first_backward = i;
+    if (ops[i].kind == PipeOp::forward) last_forward = i;
+  }
+  int phase = -1;
+  auto enter_phase = [&](std::size_t i) {
+    const int p = i < first_backward ? 0 : i > last_forward ? 2 : 1;
+    if (p == phase) return;
+#ifdef QWEN3_HAVE_CUDA
+    static const char* const names[] = {"1F1B warm-up", "1F1B steady", "1F1B cool-down"};
+    if (phase >= 0) nvtxRangePop();
+    nvtxRangePushA(names[p]);
+#endif
+    phase = p;
+  };
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    const PipeOp& op = ops[i];
+    enter_phase(i);
     const auto t0 = Clock::now();
     if (op.kind == PipeOp::forward) {
       const cpu::LossSum l = engine.stage_forward(op.micro, batch(op.micro), grad_scale, op.micro == 0 ? logits_of_first : nullptr);
@@ -48,6 +71,9 @@ cpu::LossSum run_pipeline_step(Engine& engine, int stage, int stages, int micro_
     const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
     (op.kind == PipeOp::exchange ? times.p2p_s : times.compute_s) += dt;
   }
+#ifdef QWEN3_HAVE_CUDA
+  if (phase >= 0) nvtxRangePop();
+#endif
   return loss;
 }
 
