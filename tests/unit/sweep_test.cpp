@@ -1,5 +1,5 @@
 // qwen3-sweep: the study's specification expands to its 90 cells; a small CPU sweep runs locally with one cell that
-// fails (pipeline parallelism is refused) without stopping the others, resumes by skipping complete cells, and feeds
+// fails (context parallelism is refused) without stopping the others, pipeline cells included, resumes by skipping complete cells, and feeds
 // qwen3-report; bad specifications — unknown model, layouts that do not fit the ranks, names that would reach a
 // shell — and a missing binary end with one clear message before anything runs; and the same small sweep submitted
 // to a real single-node Slurm started by the test (tools/slurm/local_slurm.sh), reported, and its daemons stopped.
@@ -27,7 +27,7 @@ const char* kTinySpec = R"([sweep]
 name = tiny-test
 models = tiny
 lengths = 32, 64
-layouts = T1P1, T1P2
+layouts = T1P2, T1P1C2
 global_batch = 2
 steps = 2
 documents = 8
@@ -52,14 +52,14 @@ TEST(Sweep, LocalSweepRunsEveryCellResumesAndReports) {
   const std::string spec = spec_file(dir, "tiny.sweep.ini", kTinySpec);
   const std::string args = "'" + spec + "' --dir '" + (dir / "run").string() + "' --local";
   auto r = test::run_program("qwen3-sweep", args);
-  EXPECT_EQ(r.exit_code, 1) << r.output;  // the two T1P2 cells fail: pipeline parallelism is not built yet
-  EXPECT_NE(r.output.find("[1/4] tiny-L32-T1P1: ok"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("tiny-L32-T1P2: failed"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("[3/4] tiny-L64-T1P1: ok"), std::string::npos) << r.output;  // the failure stopped nothing
-  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P1.h5"));
-  std::ifstream log(dir / "run" / "logs" / "tiny-L32-T1P2.log");
+  EXPECT_EQ(r.exit_code, 1) << r.output;  // the two C2 cells fail: context parallelism is not built yet
+  EXPECT_NE(r.output.find("[1/4] tiny-L32-T1P2: ok"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("tiny-L32-T1P1C2: failed"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("[3/4] tiny-L64-T1P2: ok"), std::string::npos) << r.output;  // the failure stopped nothing
+  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P2.h5"));
+  std::ifstream log(dir / "run" / "logs" / "tiny-L32-T1P1C2.log");
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
-  EXPECT_NE(text.find("--pp 2: not yet supported"), std::string::npos) << text;
+  EXPECT_NE(text.find("--cp 2: not yet supported"), std::string::npos) << text;
   r = test::run_program("qwen3-sweep", args);  // resumes: the complete cells are skipped, the failed ones retried
   EXPECT_NE(r.output.find("2 complete, 2 to run"), std::string::npos) << r.output;
   r = test::run_program("qwen3-report", "'" + (dir / "run").string() + "' --out '" + (dir / "report").string() + "'");
@@ -78,8 +78,8 @@ TEST(Sweep, BadSpecificationsAreRefusedBeforeAnythingRuns) {
   };
   struct Case { std::string body, message; };
   for (const Case& c : {Case{with("models = tiny", "models = tiny, 7B"), "unknown model '7B'"},
-                        Case{with("layouts = T1P1, T1P2", "layouts = T4P1"), "layout T4P1 needs tp·pp·cp = 4 to divide the 2 ranks"},
-                        Case{with("layouts = T1P1, T1P2", "layouts = 4x2"), "layout '4x2' is not of the form"},
+                        Case{with("layouts = T1P2, T1P1C2", "layouts = T4P1"), "layout T4P1 needs tp·pp·cp = 4 to divide the 2 ranks"},
+                        Case{with("layouts = T1P2, T1P1C2", "layouts = 4x2"), "layout '4x2' is not of the form"},
                         Case{with("name = tiny-test", "name = x;rm -rf ~"), "may hold only letters, digits"},
                         Case{good + "extra_args = --lr $(reboot)\n", "holds characters a job script must not receive"},
                         Case{good + "colour = blue\n", "unknown key 'colour' in [sweep]"},
@@ -121,11 +121,11 @@ TEST(Sweep, SubmittedToARealSlurmAsOneArrayJob) {
     ::usleep(200000);
   }
   EXPECT_EQ(test::run_command("squeue -h -j " + job).output.find_first_not_of(" \n"), std::string::npos) << "still queued";
-  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L32-T1P1.h5"));
-  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P1.h5"));
-  EXPECT_FALSE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P2.h5"));  // refused: pipeline parallelism
-  r = test::run_command("cat '" + (dir / "run" / "logs").string() + "'/*_1.out");  // task 1: tiny-L32-T1P2
-  EXPECT_NE(r.output.find("--pp 2: not yet supported"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L32-T1P2.h5"));
+  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P2.h5"));
+  EXPECT_FALSE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P1C2.h5"));  // refused: context parallelism
+  r = test::run_command("cat '" + (dir / "run" / "logs").string() + "'/*_1.out");  // task 1: tiny-L32-T1P1C2
+  EXPECT_NE(r.output.find("--cp 2: not yet supported"), std::string::npos) << r.output;
   r = test::run_program("qwen3-report", "'" + (dir / "run").string() + "' --out '" + (dir / "report").string() + "'");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("2 runs"), std::string::npos) << r.output;
@@ -140,8 +140,8 @@ TEST(Sweep, PlanPrintsEveryCellsPeakPerRank) {
   const std::string spec = spec_file(dir, "tiny.sweep.ini", std::string(kTinySpec) + "device_memory = 1GB\n");
   const auto r = test::run_program("qwen3-sweep", "'" + spec + "' --dir '" + (dir / "run").string() + "' --plan");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("| tiny | 32 | T1P1 |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| tiny | 32 | T1P2 |"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("✖ does not fit"), std::string::npos) << r.output;  // with the 1 GiB runtime reserve
-  EXPECT_NE(r.output.find("| tiny | 64 | T1P2 | — | not planned yet"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| tiny | 64 | T1P1C2 | — | not planned yet"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir / "run")) << "planning creates nothing";
 }

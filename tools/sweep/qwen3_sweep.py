@@ -164,15 +164,15 @@ def main():
         rows = []
         for c in cells:
             cmd = [os.path.join(a.bin, "qwen3-pretrain"), "--plan", "--model", c["model"], "--seq-len", str(c["seq"]),
-                   "--micro-batch", str(spec["micro_batch"]), "--tp", str(c["tp"]), "--pp", str(c["pp"]), "--cp",
-                   str(c["cp"]), "--world-size", str(spec["ranks"]), "--device-memory", spec["device_memory"]]
+                   "--micro-batch", str(spec["micro_batch"]), "--global-batch", str(spec["global_batch"]), "--tp",
+                   str(c["tp"]), "--pp", str(c["pp"]), "--cp", str(c["cp"]), "--world-size", str(spec["ranks"]), "--device-memory", spec["device_memory"]]
             r = subprocess.run(cmd, capture_output=True, text=True)
             peak = re.search(r"peak per rank\s+([0-9.]+) GiB", r.stdout)
             if r.returncode in (0, 3) and peak:
                 rows.append((c, f"{float(peak.group(1)):.1f}", "✔ fits" if r.returncode == 0 else "✖ does not fit"))
             else:
                 why = (r.stderr.strip().splitlines() or ["?"])[-1].replace("qwen3-pretrain: error: ", "")
-                rows.append((c, "—", "not planned yet (pipeline/context parallelism)" if "not planned yet" in why else why))
+                rows.append((c, "—", "not planned yet (context parallelism)" if "not planned yet" in why else why))
         print(f"| model | length | layout | planned peak per rank (GiB, {spec['device_memory']} device) | verdict |")
         print("|---|---|---|---|---|")
         for c, peak, verdict in rows:
