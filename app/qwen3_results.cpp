@@ -70,6 +70,27 @@ int main(int argc, char** argv) {
     if (h5::has_attr(f.get(), "plan_peak_bytes"))  // CUDA runs: the memory planner's figure (train/memory_plan.h)
       std::printf("  memory plan   %s per rank (without the runtime reserve)\n",
                   format_bytes(h5::read_attr_int(f.get(), "plan_peak_bytes")).c_str());
+    if (h5::exists(root, "stages/first_layer") && h5::read_f64(root, "stages/first_layer").size() > 1) {
+      const auto first = h5::read_f64(root, "stages/first_layer"), end = h5::read_f64(root, "stages/end_layer");
+      std::string line;
+      for (std::size_t s = 0; s < first.size(); ++s)
+        line += (s ? ", " : "") + std::to_string(static_cast<long>(first[s])) + "-" + std::to_string(static_cast<long>(end[s]) - 1);
+      std::printf("  stages        layers %s; 1F1B bubble formula %.1f%%\n", line.c_str(),
+                  100 * h5::read_f64(root, "stages/bubble_formula").at(0));
+    }
+    if (h5::exists(root, "ranks/compute_s")) {  // where each rank's time went (steps after the first)
+      const auto compute = h5::read_f64(root, "ranks/compute_s"), wait = h5::read_f64(root, "ranks/pipeline_wait_s");
+      const auto reduce = h5::read_f64(root, "ranks/dp_reduce_s"), step = h5::read_f64(root, "ranks/step_s");
+      std::string line;
+      for (std::size_t r = 0; r < compute.size() && r < step.size(); ++r) {
+        const double total = step[r] > 0 ? step[r] : 1;
+        char item[96];
+        std::snprintf(item, sizeof item, "%srank %zu %.0f/%.0f/%.0f", r ? ", " : "", r, 100 * compute[r] / total,
+                      100 * wait[r] / total, 100 * reduce[r] / total);
+        line += item;
+      }
+      std::printf("  time split    %% compute/pipeline wait/dp reduce: %s\n", line.c_str());
+    }
     return status == "ok" ? 0 : 1;
   });
 }

@@ -65,6 +65,11 @@ TEST(Sweep, LocalSweepRunsEveryCellResumesAndReports) {
   r = test::run_program("qwen3-report", "'" + (dir / "run").string() + "' --out '" + (dir / "report").string() + "'");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("2 runs"), std::string::npos) << r.output;
+  // The pipeline cells' per-rank time split and stage layers.
+  std::ifstream md(dir / "report" / "report.md");
+  const std::string report((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
+  EXPECT_NE(report.find("## Where each rank's time went"), std::string::npos) << report;
+  EXPECT_NE(report.find("| tiny | T1P2D1 | 32 | 0–1, 2–3 |"), std::string::npos) << report;
 }
 
 TEST(Sweep, BadSpecificationsAreRefusedBeforeAnythingRuns) {

@@ -60,6 +60,10 @@ def read_run(path):
             status, reason = "incomplete", "only a .partial file: the run was killed or is still running"
         times = steps.get("step_time_s", np.array([]))
         later = times[1:] if len(times) > 1 else times  # the first step pays for warm-up
+        ranks = {k: np.asarray(f["ranks"][k][:], dtype=float) for k in f["ranks"]} if "ranks" in f else {}
+        stages = ([(int(a), int(b)) for a, b in zip(f["stages/first_layer"][:], f["stages/end_layer"][:])]
+                  if "stages/first_layer" in f else [])
+        bubble = float(f["stages/bubble_formula"][0]) if "stages/bubble_formula" in f else math.nan
         tflops = steps.get("tflops_per_device", np.array([]))
         tflops = tflops[1:] if len(tflops) > 1 else tflops
         return {
@@ -80,6 +84,9 @@ def read_run(path):
             "planned_gib": float(f.attrs["plan_peak_bytes"]) / 2**30 if "plan_peak_bytes" in f.attrs else math.nan,
             "device": text(f.attrs["device_names"][0]) if "device_names" in f.attrs and len(f.attrs["device_names"]) else "",
             "commit": text(f.attrs.get("git_commit", "")),
+            "ranks": ranks,
+            "stages": stages,
+            "bubble_formula": bubble,
         }
 
 
@@ -237,6 +244,23 @@ def main():
                   f"{fmt(r['tokens_per_s'], 0)} | {fmt(r['tflops'])} | {fmt(r['mfu']) + ('' if math.isnan(r['mfu']) else '%')} | "
                   f"{fmt(r['peak_mean_gib'], 2) + ('' if math.isnan(r['peak_mean_gib']) else ' ± ' + fmt(r['peak_std_gib'], 2))} | "
                   f"{fmt(r['planned_gib'], 2)} |")
+    piped = [r for r in runs if r["status"] == "ok" and len(r["stages"]) > 1 and "compute_s" in r["ranks"]]
+    if piped:  # the study's finding: pipeline stages load their GPUs unevenly
+        md += ["", "## Where each rank's time went (pipeline runs; steps after the first)", "",
+               "Share of the step per rank: compute (forward/backward) / waiting in pipeline transfers (the bubble) / "
+               "data-parallel reduction; 1F1B's formula (p − 1)/(m + p − 1) assumes equal stages.", "",
+               "| model | layout | seq | stages (layers) | 1F1B formula | per rank: compute / wait / reduce (%) |",
+               "|---|---|---|---|---|---|"]
+        for r in piped:
+            k = r["ranks"]
+            shares = []
+            for i in range(len(k["compute_s"])):
+                total = k["step_s"][i] if k["step_s"][i] > 0 else 1.0
+                shares.append(f"{100 * k['compute_s'][i] / total:.0f}/{100 * k['pipeline_wait_s'][i] / total:.0f}/"
+                              f"{100 * k['dp_reduce_s'][i] / total:.0f}")
+            layers = ", ".join(f"{a}–{b - 1}" for a, b in r["stages"])
+            md.append(f"| {r['model']} | {r['layout']} | {r['seq']} | {layers} | {100 * r['bubble_formula']:.1f}% | "
+                      f"{'; '.join(shares)} |")
     md += ["", "## Step time versus sequence length (linear fit per model and layout)", "",
            "| model | layout | runs | slope (s per token) | intercept (s) | R² | p-value |", "|---|---|---|---|---|---|---|"]
     for fit in fits:
