@@ -1,4 +1,5 @@
 // qwen3-pretrain: the training entry point. Parses options, validates them against the job, runs lib/train.
+#include <algorithm>
 #include <cstdio>
 
 #include "common/main_wrapper.h"
@@ -26,8 +27,8 @@ int main(int argc, char** argv) {
       MemoryPlanInput in{cfg->model, cfg->micro_batch, cfg->seq_len, cfg->tp, layout.dp(), cfg->pp, cfg->cp};
       in.shard_optimizer = cfg->shard_optimizer;
       in.stage_layers = cfg->pp_layers;
-      in.micro_batches = cfg->global_batch / (cfg->micro_batch * layout.dp());
       if (!(cfg->seq_len > 0) || !(cfg->micro_batch > 0)) throw UsageError("--plan needs a positive --seq-len and --micro-batch");
+      in.micro_batches = std::max<std::int64_t>(1, cfg->global_batch / (cfg->micro_batch * layout.dp()));
       const std::int64_t device =
           parse_memory_size("--device-memory", cfg->device_memory.empty() ? "80GB" : cfg->device_memory);
       const auto [worst, plan] = plan_worst_stage(in);

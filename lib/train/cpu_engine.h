@@ -28,6 +28,7 @@ class CpuEngine final : public Engine {
   void stage_backward(int micro) override;
   Communicator::Transfer boundary(Boundary which, int micro, std::int64_t tokens) override;
   Communicator* pipeline_comm() override { return pp_comm_; }
+  int pipeline_slots() const override { return slots_; }
 
  private:
   // The full tensor `index` of the full table, assembled from every tensor-parallel rank's shard of `local` and,

@@ -82,6 +82,7 @@ class CudaEngine final : public Engine {
   Communicator::Transfer boundary(Boundary which, int micro, std::int64_t tokens) override;
   Communicator* pipeline_comm() override;
   void synchronize_pipeline() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  int pipeline_slots() const override { return slots_; }
   void reduce_gradients(Communicator& dp) override;
   double grad_norm() override;
   void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale) override;
@@ -210,6 +211,11 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
     throw UsageError("pipeline parallelism with --device cuda needs NCCL, which this build did not find");
 #endif
     slots_ = std::min(pp_host_->size() - pp_host_->rank(), std::max(1, o.micro_batches));
+    const bool first = pp_host_->rank() == 0, last = pp_host_->rank() + 1 == pp_host_->size();
+    if (stage_.layers() < 1 || stage_.first_layer < 0 || stage_.last_layer > cfg.num_layers || stage_.first != first ||
+        stage_.last != last)
+      throw InternalError("CUDA engine: pipeline stage " + std::to_string(pp_host_->rank()) + " given layers [" +
+                          std::to_string(stage_.first_layer) + ", " + std::to_string(stage_.last_layer) + ")");
     if (cfg.tie_word_embeddings && !stage_.first) reports_[full_.embed] = false;
   }
   slot_shape_.assign(static_cast<std::size_t>(slots_), {0, 0});
@@ -344,13 +350,22 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   if (!stage_.last)
     for (int slot = 0; slot < slots_; ++slot)
       stage_out_.push_back(alloc_.allocate<bf16>(A, Tl * H, "stage output (sent to the next stage)"));
-  x_final_ = alloc_.allocate<bf16>(A, Tl * H, "final hidden state");
-  hf_ = alloc_.allocate<bf16>(A, T * H, "final norm output");
-  rstd_f_ = alloc_.allocate<float>(A, Tl, "final norm statistics");
+  // The output projection and loss: on the last stage only (with pipeline parallelism), as the labels; token ids on
+  // the first (embedding), one micro-batch per slot.
+  x_final_ = hf_ = logits_ = nullptr;
+  rstd_f_ = row_loss_ = nullptr;
+  tokens_ = labels_ = nullptr;
+  if (stage_.last) {
+    x_final_ = alloc_.allocate<bf16>(A, Tl * H, "final hidden state");
+    hf_ = alloc_.allocate<bf16>(A, T * H, "final norm output");
+    rstd_f_ = alloc_.allocate<float>(A, Tl, "final norm statistics");
+  }
   const auto S = MemCategory::workspace;
   act_ = alloc_.allocate<bf16>(S, T * I, "SwiGLU scratch");
-  logits_ = alloc_.allocate<bf16>(S, logit_chunk_ * V, "logits of one token chunk");
-  row_loss_ = alloc_.allocate<float>(S, T, "per-token loss");
+  if (stage_.last) {
+    logits_ = alloc_.allocate<bf16>(S, logit_chunk_ * V, "logits of one token chunk");
+    row_loss_ = alloc_.allocate<float>(S, T, "per-token loss");
+  }
   dres_ = alloc_.allocate<float>(S, Tl * H, "residual-stream gradient");
   dh_ = alloc_.allocate<float>(S, T * H, "norm-output gradient");
   g_bf_ = alloc_.allocate<bf16>(S, T * std::max(H, qd), "bf16 gradient scratch");
@@ -363,17 +378,18 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   dgate_up_ = alloc_.allocate<bf16>(S, T * 2 * I, "gate|up gradient");
   rope_cos_ = alloc_.allocate<float>(S, o.max_seq * (cfg.head_dim / 2), "RoPE cos table");
   rope_sin_ = alloc_.allocate<float>(S, o.max_seq * (cfg.head_dim / 2), "RoPE sin table");
-  tokens_ = alloc_.allocate<std::int32_t>(S, T * slots_, "token ids");
-  labels_ = alloc_.allocate<std::int32_t>(S, T, "labels");
+  if (stage_.first) tokens_ = alloc_.allocate<std::int32_t>(S, T * slots_, "token ids");
+  if (stage_.last) labels_ = alloc_.allocate<std::int32_t>(S, T, "labels");
   if (tp_host_) {
     h_local_ = alloc_.allocate<bf16>(S, Tl * H, "sequence-parallel norm output");
     partial_bf_ = alloc_.allocate<bf16>(S, T * H, "row-parallel partial sums");
     sum_local_ = alloc_.allocate<bf16>(S, Tl * H, "reduce-scattered rows");
     for (bf16*& g : g_gathered_) g = alloc_.allocate<bf16>(S, T * H, "gathered residual gradient (bf16)");
     dh_local_ = alloc_.allocate<float>(S, Tl * H, "reduce-scattered norm-output gradient");
-    dres_full_ = alloc_.allocate<float>(S, T * H, "gathered residual gradient (fp32)");
-    for (float** p : {&ce_m_, &ce_mg_, &ce_z_, &ce_t_})
-      *p = alloc_.allocate<float>(S, logit_chunk_, "vocabulary-parallel cross-entropy statistics");
+    if (stage_.first) dres_full_ = alloc_.allocate<float>(S, T * H, "gathered residual gradient (fp32)");
+    if (stage_.last)
+      for (float** p : {&ce_m_, &ce_mg_, &ce_z_, &ce_t_})
+        *p = alloc_.allocate<float>(S, logit_chunk_, "vocabulary-parallel cross-entropy statistics");
     for (const auto& l : table_.layers) replicated_.insert(replicated_.end(), {l.input_norm, l.post_norm, l.q_norm, l.k_norm});
     replicated_.push_back(table_.final_norm);
 #ifdef QWEN3_HAVE_NCCL
@@ -690,11 +706,11 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mbp, double grad_scale,
     return dh_local_;
   };
   timer_.start(st);
-  std::int32_t* tokens = tokens_ + slot * max_tokens_;  // this slot's micro-batch (the embedding's backward reads it)
+  std::int32_t* tokens = stage_.first ? tokens_ + slot * max_tokens_ : nullptr;  // this slot's (the embedding's)
   std::int64_t counted = 0;
   if (part & kForward) {
-    CUDA_CHECK(cudaMemcpyAsync(tokens, mbp->tokens, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
-    CUDA_CHECK(cudaMemcpyAsync(labels_, mbp->labels, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
+    if (stage_.first) CUDA_CHECK(cudaMemcpyAsync(tokens, mbp->tokens, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
+    if (stage_.last) CUDA_CHECK(cudaMemcpyAsync(labels_, mbp->labels, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
     for (std::int64_t t = 0; t < T; ++t) counted += mbp->labels[t] != cpu::kIgnoreLabel;
   }
   const cuda::AttentionShape ashape{B, S, nh, nkv, hd};
@@ -705,7 +721,7 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mbp, double grad_scale,
   const bool acc = !overwrite_grads_;  // weight-gradient GEMMs add into the gradients, or overwrite them (β = 0)
   overwrite_grads_ = false;
   if (replicated_state_ == Replicated::reduced)
-    throw InternalError("CUDA engine: forward_backward after the gradients were read needs zero_grad first");
+    throw InternalError("CUDA engine: a micro-batch's forward/backward after the gradients were read needs zero_grad first");
   if (tp || embed_nccl_) replicated_state_ = Replicated::partial;
   auto wait_zero = [&] {  // before any gradient is written
     if (zero_pending_) CUDA_CHECK(cudaStreamWaitEvent(st, zero_done_, 0));

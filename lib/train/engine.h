@@ -35,9 +35,10 @@ struct EngineOptions {
   Communicator* pp_comm = nullptr;
   StageRange stage;  // set from the split when pp_comm is given
   int micro_batches = 1;  // per optimizer step (a pipeline stage keeps up to min(pp − stage, this) in flight)
-  // Data parallelism: the replicas' group (reduce_gradients is called with it). With shard_optimizer the fp32 master
-  // weights and AdamW moments are sharded over it (ZeRO-1, a distributed optimizer): gradients are reduce-scattered,
-  // each replica updates its shard, the weights are all-gathered.
+  // Data parallelism: the replicas' group (reduce_gradients is called with it). With shard_optimizer the optimizer
+  // state is sharded over it (ZeRO-1, a distributed optimizer) and each replica updates its shard, then the weights
+  // are all-gathered. CUDA: fp32 master weights and moments sharded, gradients reduce-scattered; CPU: the moments
+  // sharded, gradients all-reduced.
   Communicator* dp_comm = nullptr;
   bool shard_optimizer = false;
 };
@@ -78,6 +79,8 @@ class Engine {
   virtual Communicator::Transfer boundary(Boundary which, int micro, std::int64_t tokens);
   // The communicator the boundary transfers go over (the pipeline group, device side where the engine has one).
   virtual Communicator* pipeline_comm() { return nullptr; }
+  // Micro-batches this stage can hold in flight (its activation slots, from EngineOptions::micro_batches).
+  virtual int pipeline_slots() const { return 1; }
   // Waits for the last pipeline operation's device work, so that its time can be taken (nothing on the CPU).
   virtual void synchronize_pipeline() {}
   // Waits for all work the engine has queued (step timings end here).

@@ -82,17 +82,22 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
                          (slots > 1 ? " × " + std::to_string(slots) + " micro-batches in flight" : ""),
       L * per_layer * slots);
   if (!stage.last) add("activations", "stage output (sent to the next stage)", 2 * Tl * H * slots);
-  add("activations", "final hidden state and norm", 2 * Tl * H + 2 * T * H + 4 * Tl);
-  add("workspace", "logits of one token chunk (" + std::to_string(chunk) + " tokens)", 2 * chunk * V);
+  // The output projection and loss on the last stage, the token ids (per slot) on the first (engine: the same gates).
+  if (stage.last) {
+    add("activations", "final hidden state and norm", 2 * Tl * H + 2 * T * H + 4 * Tl);
+    add("workspace", "logits of one token chunk (" + std::to_string(chunk) + " tokens) and per-token loss",
+        2 * chunk * V + 4 * T);
+  }
   add("workspace", "backward scratch (gradients of every block)",
-      2 * T * I + 4 * T + 4 * Tl * H + 4 * T * H + 2 * T * std::max(H, qd) + 2 * T * qd * 2 + 2 * T * kvd * 2 +
+      2 * T * I + 4 * Tl * H + 4 * T * H + 2 * T * std::max(H, qd) + 2 * T * qd * 2 + 2 * T * kvd * 2 +
           2 * T * (qd + 2 * kvd) + 2 * T * I + 2 * T * 2 * I);
-  add("workspace", "RoPE tables, token ids, labels", 2 * 4 * in.seq_len * (hd / 2) + 4 * T * slots + 4 * T);
+  add("workspace", "RoPE tables, token ids, labels",
+      2 * 4 * in.seq_len * (hd / 2) + (stage.first ? 4 * T * slots : 0) + (stage.last ? 4 * T : 0));
   if (in.tp > 1) {
     // norm output and reduce-scattered rows (Tl, bf16), row-parallel partial sums and two gathered gradients (T, bf16),
     // the reduce-scattered and the gathered fp32 gradient, vocabulary-parallel cross-entropy statistics
     add("workspace", "sequence-parallel buffers",
-        2 * Tl * H * 2 + 3 * T * H * 2 + 4 * Tl * H + 4 * T * H + 4 * 4 * chunk);
+        2 * Tl * H * 2 + 3 * T * H * 2 + 4 * Tl * H + (stage.first ? 4 * T * H : 0) + (stage.last ? 4 * 4 * chunk : 0));
   }
   // cuDNN's backward: its own workspace plus an fp32 dQ accumulator (both about B·H·S·D·4) and row sums of dO∘O;
   // the own kernels: row sums and the dQ accumulator.

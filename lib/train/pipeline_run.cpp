@@ -19,6 +19,10 @@ cpu::LossSum run_pipeline_step(Engine& engine, int stage, int stages, int micro_
   if (comm == nullptr || comm->size() != stages || comm->rank() != stage)
     throw InternalError("pipeline step: the engine's pipeline communicator does not match stage " + std::to_string(stage) +
                         " of " + std::to_string(stages));
+  if (in_flight(stage, stages, micro_batches) > engine.pipeline_slots())
+    throw InternalError("pipeline step: stage " + std::to_string(stage) + " holds " +
+                        std::to_string(in_flight(stage, stages, micro_batches)) + " micro-batches in flight, the engine was "
+                        "sized for " + std::to_string(engine.pipeline_slots()) + " (EngineOptions::micro_batches)");
   auto tokens = [&](int micro) {
     const MicroBatch mb = batch(micro);
     return mb.batch * mb.seq;

@@ -224,7 +224,8 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       engine.reduce_gradients(dp_comm);
       dp_comm.all_reduce_sum(loss_sum, 2);
       engine.synchronize();
-      if (step > 0) {
+      const bool timed = step > 0 || cfg.steps == 1;  // the first step pays for warm-up, unless it is the only one
+      if (timed) {
         pipe_times.compute_s += step_pipe.compute_s;
         pipe_times.p2p_s += step_pipe.p2p_s;
         reduce_s += seconds_since(t_reduce);
@@ -238,7 +239,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       double dt = seconds_since(t0);
       world.all_reduce_max(&dt, 1);  // the step takes as long as its slowest rank
       (step == 0 ? first_step_s : later_steps_s) += dt;
-      if (step > 0) step_sum_s += dt;
+      if (timed) step_sum_s += dt;
 
       const StepRecord rec{loss_sum[0] / loss_sum[1], norm, lr, dt, static_cast<double>(GB * L) / dt,
                            flops_per_step / W / dt / 1e12};
