@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
       in.micro_batches = std::max<std::int64_t>(1, cfg->global_batch / (cfg->micro_batch * layout.dp()));
       const std::int64_t device =
           parse_memory_size("--device-memory", cfg->device_memory.empty() ? "80GB" : cfg->device_memory);
+      in.recompute_layers = choose_recompute(cfg->recompute, in, device);
       const auto [worst, plan] = plan_worst_stage(in);
       const bool fits = plan.total() + kRuntimeReserveBytes <= device;
       if (world.rank() == 0) {
@@ -48,9 +49,10 @@ int main(int argc, char** argv) {
           }
           who += "\nthe rank that needs the most (stage " + std::to_string(worst) + ")";
         }
-        std::printf("qwen3-pretrain --plan: %s, seq %lld, micro-batch %lld, %s; %s:\n%s", cfg->model_source.c_str(),
-                    static_cast<long long>(cfg->seq_len), static_cast<long long>(cfg->micro_batch),
-                    layout.describe().c_str(), who.c_str(), describe_plan(plan, device).c_str());
+        std::printf("qwen3-pretrain --plan: %s, seq %lld, micro-batch %lld, %s, recomputation %s; %s:\n%s",
+                    cfg->model_source.c_str(), static_cast<long long>(cfg->seq_len),
+                    static_cast<long long>(cfg->micro_batch), layout.describe().c_str(),
+                    in.recompute_layers ? "full" : "none", who.c_str(), describe_plan(plan, device).c_str());
       }
       return fits ? 0 : static_cast<int>(ExitCode::input);
     }

@@ -53,6 +53,9 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       ("overwrite", po::bool_switch(&c.overwrite), "replace an existing results file")
       ("tp", po::value(&c.tp)->default_value(c.tp), "tensor-parallel size")
       ("pp", po::value(&c.pp)->default_value(c.pp), "pipeline-parallel size")
+      ("recompute", po::value(&c.recompute)->default_value(c.recompute),
+       "activation recomputation: none, full (keep each layer's input, recompute the rest in the backward), or auto "
+       "(the cheapest that the memory plan says fits the device)")
       ("no-shard-optimizer", po::bool_switch(&no_shard),
        "keep the full fp32 master weights and AdamW state on every data-parallel replica (default: sharded, ZeRO-1)")
       ("pp-layers", po::value(&pp_layers),

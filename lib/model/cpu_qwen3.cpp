@@ -55,6 +55,71 @@ struct SeqParallel {
   }
 };
 
+// One decoder layer's forward on this rank's share: x [Tl, H] (the residual stream) in and out, everything the
+// backward needs kept in a. Used by the forward and, with recomputation, again just before the layer's backward.
+struct LayerContext {
+  const ModelConfig& c;
+  const ParamTable& table;
+  const TpDims& tp;
+  const SeqParallel& sp;
+  const cpu::RopeTable& rope;
+  std::int64_t B, S, Tl, Tp;
+};
+
+void layer_forward(const LayerContext& ctx, const float* weights, std::int64_t l, LayerActs& a, Vec& x) {
+  const auto& c = ctx.c;
+  const auto& sp = ctx.sp;
+  const auto& rope = ctx.rope;
+  const std::int64_t B = ctx.B, S = ctx.S, Tl = ctx.Tl, Tp = ctx.Tp, H = c.hidden_size;
+  const std::int64_t nh = ctx.tp.heads, nkv = ctx.tp.kv_heads, hd = c.head_dim, qd = ctx.tp.q_dim, kvd = ctx.tp.kv_dim;
+  const std::int64_t I = ctx.tp.inter;
+  const cpu::AttentionShape ashape{B, S, nh, nkv, hd};
+  const auto& p = ctx.table.layers[static_cast<std::size_t>(l)];
+  auto W = [&](std::size_t idx) { return weights + ctx.table.entries()[idx].offset; };
+  // RMSNorm of this rank's rows of the residual stream, gathered over the sequence for a column-parallel block.
+  auto norm_gathered = [&](const Vec& x_local, std::size_t weight, Vec& rstd) {
+    rstd = zeros(Tl);
+    Vec h = zeros(Tl * H);
+    cpu::rmsnorm_forward(x_local.data(), W(weight), h.data(), rstd.data(), Tl, H, c.rms_norm_eps);
+    return sp.gather(h, H);
+  };
+  a.x_in = x;
+  a.h_attn = norm_gathered(x, p.input_norm, a.rstd_in);
+  a.q_raw = zeros(Tp * qd);
+  a.k_raw = zeros(Tp * kvd);
+  a.v = zeros(Tp * kvd);
+  cpu::linear_forward(a.h_attn.data(), W(p.q_proj), a.q_raw.data(), Tp, H, qd);
+  cpu::linear_forward(a.h_attn.data(), W(p.k_proj), a.k_raw.data(), Tp, H, kvd);
+  cpu::linear_forward(a.h_attn.data(), W(p.v_proj), a.v.data(), Tp, H, kvd);
+  a.q = zeros(Tp * qd);
+  a.k = zeros(Tp * kvd);
+  a.rstd_q = zeros(Tp * nh);
+  a.rstd_k = zeros(Tp * nkv);
+  cpu::rmsnorm_forward(a.q_raw.data(), W(p.q_norm), a.q.data(), a.rstd_q.data(), Tp * nh, hd, c.rms_norm_eps);
+  cpu::rmsnorm_forward(a.k_raw.data(), W(p.k_norm), a.k.data(), a.rstd_k.data(), Tp * nkv, hd, c.rms_norm_eps);
+  cpu::rope_forward(a.q.data(), rope, B, S, nh, hd);
+  cpu::rope_forward(a.k.data(), rope, B, S, nkv, hd);
+  a.attn = zeros(Tp * qd);
+  a.lse = zeros(B * nh * S);
+  cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.lse.data(), ashape);
+  Vec o = zeros(Tp * H);  // row-parallel: this rank's partial sum
+  cpu::linear_forward(a.attn.data(), W(p.o_proj), o.data(), Tp, qd, H);
+  const Vec o_local = sp.scatter(o, H);
+  for (std::int64_t i = 0; i < Tl * H; ++i) x[i] += o_local[i];
+  a.x_mid = x;
+  a.h_mlp = norm_gathered(x, p.post_norm, a.rstd_mid);
+  a.gate = zeros(Tp * I);
+  a.up = zeros(Tp * I);
+  a.act = zeros(Tp * I);
+  cpu::linear_forward(a.h_mlp.data(), W(p.gate_proj), a.gate.data(), Tp, H, I);
+  cpu::linear_forward(a.h_mlp.data(), W(p.up_proj), a.up.data(), Tp, H, I);
+  cpu::swiglu_forward(a.gate.data(), a.up.data(), a.act.data(), Tp * I);
+  Vec m = zeros(Tp * H);
+  cpu::linear_forward(a.act.data(), W(p.down_proj), m.data(), Tp, I, H);
+  const Vec m_local = sp.scatter(m, H);
+  for (std::int64_t i = 0; i < Tl * H; ++i) x[i] += m_local[i];
+}
+
 }  // namespace
 
 // One micro-batch in flight on this stage: its shape, tokens and everything its backward needs.
@@ -65,12 +130,13 @@ struct CpuQwen3::Slot {
   Vec dx;                            // last stage: gradient at the last layer's output, from the loss
 };
 
-CpuQwen3::CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm, const StageRange* stage)
+CpuQwen3::CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm, const StageRange* stage, bool recompute)
     : cfg_(cfg),
       tp_comm_(tp_comm && tp_comm->size() > 1 ? tp_comm : nullptr),
       tp_(tp_dims(cfg, tp_comm_ ? tp_comm_->rank() : 0, tp_comm_ ? tp_comm_->size() : 1)),
       table_(cfg, tp_.q_dim, tp_.kv_dim, tp_.inter, tp_.vocab),
-      stage_(stage ? *stage : StageRange{0, cfg.num_layers, true, true}) {
+      stage_(stage ? *stage : StageRange{0, cfg.num_layers, true, true}),
+      recompute_(recompute) {
   cfg_.validate();
   if (stage_.first_layer < 0 || stage_.last_layer > cfg_.num_layers || stage_.layers() < 1)
     throw InternalError("pipeline stage outside the model's layers");
@@ -101,9 +167,8 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
                                std::vector<float>* logits_out) {
   const auto& c = cfg_;
   Slot& st = slot(slot_index);
-  const std::int64_t B = mb.batch, S = mb.seq, T = B * S, H = c.hidden_size;
-  const std::int64_t nh = tp_.heads, nkv = tp_.kv_heads, hd = c.head_dim, qd = tp_.q_dim, kvd = tp_.kv_dim;
-  const std::int64_t I = tp_.inter, V = tp_.vocab, v0 = tp_.vocab0;
+  const std::int64_t B = mb.batch, S = mb.seq, T = B * S, H = c.hidden_size, hd = c.head_dim;
+  const std::int64_t V = tp_.vocab, v0 = tp_.vocab0;
   // Sequence parallelism: this rank holds rows [rank·Tl, (rank + 1)·Tl) of the residual stream. When tp does not
   // divide T, the token rows are padded to Tp = Tl·tp with zero rows that carry no label: every per-row op maps zeros
   // to zeros, attention and RoPE only see the B·S real rows, so the padding changes nothing.
@@ -113,7 +178,6 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
   auto W = [&](std::size_t idx) { return weights + table_.entries()[idx].offset; };
   auto G = [&](std::size_t idx) { return grads + table_.entries()[idx].offset; };
   const cpu::RopeTable rope = cpu::rope_table(S, hd, c.rope_theta);
-  const cpu::AttentionShape ashape{B, S, nh, nkv, hd};
 
   // ---- forward ----
   Vec x;  // [Tl, H] residual stream
@@ -131,51 +195,15 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
     x = *x_in;
   }
   st.acts.assign(static_cast<std::size_t>(stage_.layers()), LayerActs{});
-  // RMSNorm of this rank's rows of the residual stream, gathered over the sequence for a column-parallel block.
-  auto norm_gathered = [&](const Vec& x_local, std::size_t weight, Vec& rstd) {
-    rstd = zeros(Tl);
-    Vec h = zeros(Tl * H);
-    cpu::rmsnorm_forward(x_local.data(), W(weight), h.data(), rstd.data(), Tl, H, c.rms_norm_eps);
-    return sp.gather(h, H);
-  };
+  const LayerContext ctx{c, table_, tp_, sp, rope, B, S, Tl, Tp};
   for (std::int64_t l = stage_.first_layer; l < stage_.last_layer; ++l) {
-    const auto& p = table_.layers[l];
     LayerActs& a = st.acts[static_cast<std::size_t>(l - stage_.first_layer)];
-    a.x_in = x;
-    a.h_attn = norm_gathered(x, p.input_norm, a.rstd_in);
-    a.q_raw = zeros(Tp * qd);
-    a.k_raw = zeros(Tp * kvd);
-    a.v = zeros(Tp * kvd);
-    cpu::linear_forward(a.h_attn.data(), W(p.q_proj), a.q_raw.data(), Tp, H, qd);
-    cpu::linear_forward(a.h_attn.data(), W(p.k_proj), a.k_raw.data(), Tp, H, kvd);
-    cpu::linear_forward(a.h_attn.data(), W(p.v_proj), a.v.data(), Tp, H, kvd);
-    a.q = zeros(Tp * qd);
-    a.k = zeros(Tp * kvd);
-    a.rstd_q = zeros(Tp * nh);
-    a.rstd_k = zeros(Tp * nkv);
-    cpu::rmsnorm_forward(a.q_raw.data(), W(p.q_norm), a.q.data(), a.rstd_q.data(), Tp * nh, hd, c.rms_norm_eps);
-    cpu::rmsnorm_forward(a.k_raw.data(), W(p.k_norm), a.k.data(), a.rstd_k.data(), Tp * nkv, hd, c.rms_norm_eps);
-    cpu::rope_forward(a.q.data(), rope, B, S, nh, hd);
-    cpu::rope_forward(a.k.data(), rope, B, S, nkv, hd);
-    a.attn = zeros(Tp * qd);
-    a.lse = zeros(B * nh * S);
-    cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.lse.data(), ashape);
-    Vec o = zeros(Tp * H);  // row-parallel: this rank's partial sum
-    cpu::linear_forward(a.attn.data(), W(p.o_proj), o.data(), Tp, qd, H);
-    const Vec o_local = sp.scatter(o, H);
-    for (std::int64_t i = 0; i < Tl * H; ++i) x[i] += o_local[i];
-    a.x_mid = x;
-    a.h_mlp = norm_gathered(x, p.post_norm, a.rstd_mid);
-    a.gate = zeros(Tp * I);
-    a.up = zeros(Tp * I);
-    a.act = zeros(Tp * I);
-    cpu::linear_forward(a.h_mlp.data(), W(p.gate_proj), a.gate.data(), Tp, H, I);
-    cpu::linear_forward(a.h_mlp.data(), W(p.up_proj), a.up.data(), Tp, H, I);
-    cpu::swiglu_forward(a.gate.data(), a.up.data(), a.act.data(), Tp * I);
-    Vec m = zeros(Tp * H);
-    cpu::linear_forward(a.act.data(), W(p.down_proj), m.data(), Tp, I, H);
-    const Vec m_local = sp.scatter(m, H);
-    for (std::int64_t i = 0; i < Tl * H; ++i) x[i] += m_local[i];
+    layer_forward(ctx, weights, l, a, x);
+    if (recompute_) {  // keep the layer's input only; backward() recomputes the rest
+      Vec input = std::move(a.x_in);
+      a = LayerActs{};
+      a.x_in = std::move(input);
+    }
   }
   if (!stage_.last) {
     if (!x_out) throw InternalError("pipeline stage output missing");
@@ -227,9 +255,14 @@ void CpuQwen3::backward(int slot_index, const float* weights, float* grads, cons
   }
 
   Vec tmp = zeros(Tl * H);
+  const LayerContext ctx{c, table_, tp_, sp, rope, B, S, Tl, Tp};
   for (std::int64_t l = stage_.last_layer - 1; l >= stage_.first_layer; --l) {
     const auto& p = table_.layers[l];
     LayerActs& a = st.acts[static_cast<std::size_t>(l - stage_.first_layer)];
+    if (recompute_) {  // the layer's activations again, from its input, exactly as the forward computed them
+      Vec out = a.x_in;
+      layer_forward(ctx, weights, l, a, out);
+    }
     // MLP block: x_out = x_mid + down(swiglu(gate(h), up(h))), h = norm(x_mid)
     Vec dact = zeros(Tp * I), dgate = zeros(Tp * I), dup = zeros(Tp * I), dh = zeros(Tp * H);
     const Vec dy_mlp = sp.gather(dx, H);

@@ -33,8 +33,10 @@ class CpuQwen3 {
  public:
   using Activations = std::vector<cpu::act_t>;  // the residual stream or its gradient at a stage boundary: [Tl, H]
 
-  // stage: the layers this object runs (default: the whole model).
-  explicit CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm = nullptr, const StageRange* stage = nullptr);
+  // stage: the layers this object runs (default: the whole model). recompute: keep only each layer's input through
+  // the forward and recompute the layer's activations just before its backward (the same values: bit-identical).
+  explicit CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm = nullptr, const StageRange* stage = nullptr,
+                    bool recompute = false);
   ~CpuQwen3();
   const ModelConfig& config() const { return cfg_; }
   const ParamTable& params() const { return table_; }  // this rank's table (the full one without tensor parallelism)
@@ -68,6 +70,7 @@ class CpuQwen3 {
   TpDims tp_;
   ParamTable table_;
   StageRange stage_;
+  bool recompute_ = false;
   std::vector<std::unique_ptr<Slot>> slots_;
 };
 

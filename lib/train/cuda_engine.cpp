@@ -152,6 +152,11 @@ class CudaEngine final : public Engine {
   cudaEvent_t grads_ready_ = nullptr, zero_done_ = nullptr;
   bool update_pending_ = false, zero_pending_ = false;
   std::vector<std::vector<LayerActs>> acts_;  // [slot][layer − stage's first]
+  // Recomputation (EngineOptions::recompute_layers): each layer keeps only x_in; every other LayerActs field of every
+  // layer points into one shared layer's buffers, which the backward refills (forward again, output to
+  // recompute_out_) just before each layer's backward.
+  bool recompute_ = false;
+  bf16* recompute_out_ = nullptr;
   bf16 *x_final_, *hf_, *act_, *logits_, *g_bf_, *dattn_, *dq_, *dk_, *dv_, *dqkv_, *dact_, *dgate_up_;
   float *rstd_f_, *row_loss_, *dres_, *dh_;
   float *rope_cos_, *rope_sin_;  // [max_seq, head_dim/2] RoPE tables (ops/cpu/rope.h's values)
@@ -325,12 +330,21 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
 #endif
   const auto A = MemCategory::activations;
   acts_.resize(static_cast<std::size_t>(slots_));
+  recompute_ = o.recompute_layers;
+  LayerActs shared{};  // with recomputation: the one layer whose activations are recomputed
   for (int slot = 0; slot < slots_; ++slot)
   for (std::int64_t l = stage_.first_layer; l < stage_.last_layer; ++l) {
     LayerActs a{};
     const std::string what = "layer " + std::to_string(l) + " activations" +
                              (slots_ > 1 ? " (micro-batch slot " + std::to_string(slot) + ")" : "");
     a.x_in = alloc_.allocate<bf16>(A, Tl * H, what);
+    if (recompute_ && shared.qkv != nullptr) {  // every field but x_in shared
+      bf16* x_in = a.x_in;
+      a = shared;
+      a.x_in = x_in;
+      acts_[static_cast<std::size_t>(slot)].push_back(a);
+      continue;
+    }
     a.qkv = alloc_.allocate<bf16>(A, T * (qd + 2 * kvd), what);
     a.q = alloc_.allocate<bf16>(A, T * qd, what);
     a.k = alloc_.allocate<bf16>(A, T * kvd, what);
@@ -346,7 +360,9 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
     a.lse = alloc_.allocate<float>(A, T * nh, what);
     a.rstd_mid = alloc_.allocate<float>(A, Tl, what);
     acts_[static_cast<std::size_t>(slot)].push_back(a);
+    if (recompute_) shared = a;
   }
+  if (recompute_) recompute_out_ = alloc_.allocate<bf16>(A, Tl * H, "recomputed layer output (discarded)");
   if (!stage_.last)
     for (int slot = 0; slot < slots_; ++slot)
       stage_out_.push_back(alloc_.allocate<bf16>(A, Tl * H, "stage output (sent to the next stage)"));
@@ -727,6 +743,26 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mbp, double grad_scale,
     if (zero_pending_) CUDA_CHECK(cudaStreamWaitEvent(st, zero_done_, 0));
     zero_pending_ = false;
   };
+  // One decoder layer's forward from a.x_in into next (the following layer's input), keeping what its backward
+  // needs in a; run again in the backward when recomputing.
+  auto layer_forward = [&](std::int64_t l, LayerActs& a, bf16* next) {
+    const auto& p = table_.layers[l];
+    norm_gathered(a.x_in, p.input_norm, a.h_in, a.rstd_in);
+    gemm.forward(a.h_in, W(p.q_proj), a.qkv, nullptr, T, H, qkv_dim, st);  // q|k|v in one GEMM
+    timer_.mark(st, "gemm qkv fwd");
+    cuda::qk_norm_rope_forward(a.qkv, W(p.q_norm), a.q, a.rstd_q, qshape, st);
+    timer_.mark(st, "qk norm+rope fwd");
+    cuda::qk_norm_rope_forward(a.qkv + qd, W(p.k_norm), a.k, a.rstd_k, kshape, st);
+    timer_.mark(st, "qk norm+rope fwd");
+    attention_forward(a, sshape, ashape, st);
+    row_parallel(a.attn, p.o_proj, qd, a.x_in, a.x_mid, "gemm o fwd");
+    norm_gathered(a.x_mid, p.post_norm, a.h_mid, a.rstd_mid);
+    gemm.forward(a.h_mid, W(p.gate_proj), a.gate_up, nullptr, T, H, 2 * I, st);  // gate|up in one GEMM
+    timer_.mark(st, "gemm gate_up fwd");
+    cuda::swiglu_forward(a.gate_up, act_, T, I, st);
+    timer_.mark(st, "swiglu fwd");
+    row_parallel(act_, p.down_proj, I, a.x_mid, next, "gemm down fwd");
+  };
   cpu::LossSum result{0.0, 0};
 
   if (part & kForward) {
@@ -747,27 +783,12 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mbp, double grad_scale,
     timer_.mark(st, "embedding fwd");
   }
   for (std::int64_t l = first; l < stage_.last_layer; ++l) {
-    const auto& p = table_.layers[l];
     LayerActs& a = acts[static_cast<std::size_t>(l - first)];
     wait_segment(static_cast<std::size_t>(1 + l));
-    norm_gathered(a.x_in, p.input_norm, a.h_in, a.rstd_in);
-    gemm.forward(a.h_in, W(p.q_proj), a.qkv, nullptr, T, H, qkv_dim, st);  // q|k|v in one GEMM
-    timer_.mark(st, "gemm qkv fwd");
-    cuda::qk_norm_rope_forward(a.qkv, W(p.q_norm), a.q, a.rstd_q, qshape, st);
-    timer_.mark(st, "qk norm+rope fwd");
-    cuda::qk_norm_rope_forward(a.qkv + qd, W(p.k_norm), a.k, a.rstd_k, kshape, st);
-    timer_.mark(st, "qk norm+rope fwd");
-    attention_forward(a, sshape, ashape, st);
-    row_parallel(a.attn, p.o_proj, qd, a.x_in, a.x_mid, "gemm o fwd");
-    norm_gathered(a.x_mid, p.post_norm, a.h_mid, a.rstd_mid);
-    gemm.forward(a.h_mid, W(p.gate_proj), a.gate_up, nullptr, T, H, 2 * I, st);  // gate|up in one GEMM
-    timer_.mark(st, "gemm gate_up fwd");
-    cuda::swiglu_forward(a.gate_up, act_, T, I, st);
-    timer_.mark(st, "swiglu fwd");
     bf16* next = l + 1 < stage_.last_layer ? acts[static_cast<std::size_t>(l + 1 - first)].x_in
                  : stage_.last            ? x_final_
                                           : stage_out_[static_cast<std::size_t>(slot)];
-    row_parallel(act_, p.down_proj, I, a.x_mid, next, "gemm down fwd");
+    layer_forward(l, a, next);
   }
   if (stage_.last) {
   wait_segment(static_cast<std::size_t>(c.num_layers + 1));
@@ -871,6 +892,10 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mbp, double grad_scale,
   for (std::int64_t l = stage_.last_layer - 1; l >= first; --l) {
     const auto& p = table_.layers[l];
     LayerActs& a = acts[static_cast<std::size_t>(l - first)];
+    if (recompute_) {  // this layer's activations again, from its kept input
+      layer_forward(l, a, recompute_out_);
+      timer_.mark(st, "(recompute) layer forward");
+    }
     // MLP block
     const bf16* dy_mlp = tp ? g_gathered_[cur] : g_bf_;
     gemm.backward_data(dy_mlp, W(p.down_proj), dact_, T, I, H, st);

@@ -41,6 +41,9 @@ struct EngineOptions {
   // sharded, gradients all-reduced.
   Communicator* dp_comm = nullptr;
   bool shard_optimizer = false;
+  // Activation recomputation: keep only each layer's input through the forward and recompute the layer's
+  // activations just before its backward (about one more forward of compute for far less activation memory).
+  bool recompute_layers = false;
 };
 
 class Engine {

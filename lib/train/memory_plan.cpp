@@ -78,9 +78,14 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
   const std::int64_t per_layer = 2 * (Tl * H * 2 + T * (qd + 2 * kvd) + T * qd + T * kvd + (in.cudnn_attention ? 0 : T * kvd) +
                                       T * qd + T * H * 2 + T * 2 * I) +
                                  4 * (2 * Tl + T * nh * 2 + T * nkv);
-  add("activations", std::to_string(L) + " layers × " + gib(per_layer) + " (inputs, q|k|v, attention, norms, gate|up)" +
-                         (slots > 1 ? " × " + std::to_string(slots) + " micro-batches in flight" : ""),
-      L * per_layer * slots);
+  const std::string in_flight = slots > 1 ? " × " + std::to_string(slots) + " micro-batches in flight" : "";
+  if (!in.recompute_layers) {
+    add("activations", std::to_string(L) + " layers × " + gib(per_layer) + " (inputs, q|k|v, attention, norms, gate|up)" +
+                           in_flight, L * per_layer * slots);
+  } else {  // the engine: each layer's input per slot, one shared layer for the recomputed rest, its scratch output
+    add("activations", std::to_string(L) + " layer inputs (recomputation)" + in_flight, L * 2 * Tl * H * slots);
+    add("activations", "one layer recomputed in the backward (its input read, its output to scratch)", per_layer);
+  }
   if (!stage.last) add("activations", "stage output (sent to the next stage)", 2 * Tl * H * slots);
   // The output projection and loss on the last stage, the token ids (per slot) on the first (engine: the same gates).
   if (stage.last) {
@@ -116,6 +121,13 @@ std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in) {
     if (s == 0 || p.total() > worst.second.total()) worst = {s, std::move(p)};
   }
   return worst;
+}
+
+bool choose_recompute(const std::string& policy, MemoryPlanInput in, std::int64_t device_bytes) {
+  if (policy == "none" || policy == "full") return policy == "full";
+  if (policy != "auto") throw UsageError("--recompute: invalid value '" + policy + "' (valid: none, full, auto)");
+  in.recompute_layers = false;
+  return plan_worst_stage(in).second.total() + kRuntimeReserveBytes > device_bytes;
 }
 
 std::int64_t parse_memory_size(const std::string& option, const std::string& text) {

@@ -20,6 +20,7 @@ struct MemoryPlanInput {
   int tp = 1, dp = 1, pp = 1, cp = 1;
   bool cudnn_attention = true;  // the engine's default; the own kernels' workspace otherwise
   bool shard_optimizer = true;  // ZeRO-1 over dp (the default of qwen3-pretrain)
+  bool recompute_layers = false;  // full recomputation: per layer only its input kept, one layer's worth of scratch
   int stage = 0;                // pipeline: which stage's rank
   std::vector<std::int64_t> stage_layers;  // pipeline: layers per stage (empty: the balanced split)
   std::int64_t micro_batches = 1;          // per step and data-parallel replica (a stage keeps min(pp − stage, m))
@@ -45,6 +46,10 @@ inline constexpr std::int64_t kRuntimeReserveBytes = 1ll << 30;
 MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in);
 // The stage whose rank needs the most (0 without pipeline parallelism) and its plan.
 std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in);
+
+// --recompute: "none" and "full" as given; "auto" the cheapest that fits device_bytes (with the runtime reserve) —
+// none if it fits, else full (which may still not fit). Returns whether layers are recomputed.
+bool choose_recompute(const std::string& policy, MemoryPlanInput in, std::int64_t device_bytes);
 
 // "141GB", "80GiB", "81559MiB", "1e11" (bytes) → bytes. Throws UsageError naming `option` otherwise.
 std::int64_t parse_memory_size(const std::string& option, const std::string& text);

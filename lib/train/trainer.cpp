@@ -102,23 +102,36 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
     facts.world_size = W;
     facts.hostnames = world.all_gather(hostname());
     facts.library_versions = library_versions();
+    // The memory plan of the rank that needs the most (with pipeline parallelism, its stage's; every rank of a stage
+    // the same) and, with --recompute auto, the cheapest policy that fits: every rank decides alike.
+    MemoryPlanInput in;
+    in.model = cfg.model;
+    in.micro_batch = cfg.micro_batch;
+    in.seq_len = cfg.seq_len;
+    in.tp = cfg.tp, in.dp = layout.dp(), in.pp = cfg.pp, in.cp = cfg.cp;
+    in.shard_optimizer = cfg.shard_optimizer;
+    in.stage_layers = cfg.pp_layers;
+    in.micro_batches = cfg.micro_batches_per_step(W);
+    std::int64_t device = 0;
+    bool recompute_layers = cfg.recompute == "full";
+    collectively(world, true, [&] {
+      if (cfg.device != "cuda" || cfg.cp != 1) return;
+      device = cfg.device_memory.empty() ? device_memory_bytes(cfg.device, local_rank)
+                                         : parse_memory_size("--device-memory", cfg.device_memory);
+      recompute_layers = choose_recompute(cfg.recompute, in, device > 0 ? device : INT64_MAX);
+      in.recompute_layers = recompute_layers;
+    });
     collectively(world, root, [&] {
       locked([&] {
         results->write_facts(facts);
         results->write_config(cfg.key_values());
+        results->write_attribute("recompute_layers", static_cast<std::int64_t>(recompute_layers));
         if (cfg.device == "cuda" && cfg.cp == 1) {  // the plan beside the peak that will be measured
-          // The rank that needs the most (with pipeline parallelism, its stage's; every rank of a stage the same).
-          MemoryPlanInput in{cfg.model, cfg.micro_batch, cfg.seq_len, cfg.tp, layout.dp(), cfg.pp, cfg.cp};
-          in.shard_optimizer = cfg.shard_optimizer;
-          in.stage_layers = cfg.pp_layers;
-          in.micro_batches = cfg.micro_batches_per_step(W);
           const auto [worst_stage, plan] = plan_worst_stage(in);
           results->write_attribute("plan_peak_bytes", plan.total());
           results->write_attribute("plan_peak_stage", static_cast<std::int64_t>(worst_stage));
           for (const auto& [category, bytes] : plan.by_category()) results->write_attribute("plan_" + category + "_bytes", bytes);
           // A plan that does not fit stops the run here, before any device memory is taken (--force runs anyway).
-          const std::int64_t device = cfg.device_memory.empty() ? device_memory_bytes(cfg.device, local_rank)
-                                                                : parse_memory_size("--device-memory", cfg.device_memory);
           const std::int64_t need = plan.total() + kRuntimeReserveBytes;
           if (device > 0 && need > device && !cfg.force) {
             char msg[320];
@@ -147,6 +160,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       eo.pp_comm = pp_comm;
       eo.dp_comm = &dp_comm;
       eo.shard_optimizer = cfg.shard_optimizer;
+      eo.recompute_layers = recompute_layers;
       eo.stage = stage_range(stage_layers, pp_rank);
       eo.micro_batches = static_cast<int>(cfg.micro_batches_per_step(W));
       st.engine = make_engine(cfg.device, cfg.model, eo);

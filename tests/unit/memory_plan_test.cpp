@@ -70,6 +70,19 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --pp 2 --world-size 2");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("per pipeline stage:\n  stage 0 (layers 0-"), std::string::npos) << r.output;
+  // Recomputation: 1.7B at 65,536 tokens needs about 141 GiB as it is, under 50 with each layer's input kept only;
+  // --recompute auto takes the cheapest policy that fits.
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 65536");
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 65536 --recompute auto");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("recomputation full"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("28 layer inputs (recomputation)"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --recompute auto");
+  EXPECT_NE(r.output.find("recomputation none"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --recompute sometimes");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--recompute: invalid value 'sometimes' (valid: none, full, auto)"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --cp 2 --world-size 2");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("not planned yet"), std::string::npos) << r.output;

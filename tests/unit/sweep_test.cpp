@@ -145,8 +145,8 @@ TEST(Sweep, PlanPrintsEveryCellsPeakPerRank) {
   const std::string spec = spec_file(dir, "tiny.sweep.ini", std::string(kTinySpec) + "device_memory = 1GB\n");
   const auto r = test::run_program("qwen3-sweep", "'" + spec + "' --dir '" + (dir / "run").string() + "' --plan");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("| tiny | 32 | T1P2 |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| tiny | 32 | T1P2 | none |"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("✖ does not fit"), std::string::npos) << r.output;  // with the 1 GiB runtime reserve
-  EXPECT_NE(r.output.find("| tiny | 64 | T1P1C2 | — | not planned yet"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| tiny | 64 | T1P1C2 | — | — | not planned yet"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir / "run")) << "planning creates nothing";
 }

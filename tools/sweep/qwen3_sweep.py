@@ -13,7 +13,7 @@ PRESETS = {"tiny": 512, "0.6B": 151936, "1.7B": 151936, "4B": 151936, "8B": 1519
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # nothing a shell or Slurm would interpret
 LAYOUT = re.compile(r"^T(\d+)P(\d+)(?:C(\d+))?$")
 SWEEP_KEYS = {"name", "models", "lengths", "layouts", "global_batch", "micro_batch", "steps", "documents", "device",
-              "nodes", "gpus_per_node", "extra_args", "seed", "device_memory"}
+              "nodes", "gpus_per_node", "extra_args", "seed", "device_memory", "recompute"}
 SLURM_KEYS = {"partition", "time", "account", "launcher"}
 
 
@@ -88,6 +88,9 @@ def read_spec(path):
     spec["device"] = s.get("device", "cuda").strip()
     if spec["device"] not in ("cpu", "cuda"):
         fail(2, f"{path}: device must be cpu or cuda, got '{spec['device']}'")
+    spec["recompute"] = s.get("recompute", "none").strip()
+    if spec["recompute"] not in ("none", "full", "auto"):
+        fail(2, f"{path}: recompute '{spec['recompute']}' is not one of none, full, auto")
     spec["device_memory"] = s.get("device_memory", "80GB").strip()
     if not re.match(r"^[0-9.eE+]+[A-Za-z]*$", spec["device_memory"]):
         fail(2, f"{path}: device_memory '{spec['device_memory']}' is not a memory size (e.g. 141GB)")
@@ -127,7 +130,7 @@ def pretrain_args(spec, cell, root, binary):
             "--seq-len", str(cell["seq"]), "--global-batch", str(spec["global_batch"]),
             "--micro-batch", str(spec["micro_batch"]), "--steps", str(spec["steps"]), "--seed", str(spec["seed"]),
             "--tp", str(cell["tp"]), "--pp", str(cell["pp"]), "--cp", str(cell["cp"]), "--device", spec["device"],
-            "--out", os.path.join(root, "results", cell["name"] + ".h5"), "--overwrite"] + spec["extra_args"]
+            "--recompute", spec["recompute"], "--out", os.path.join(root, "results", cell["name"] + ".h5"), "--overwrite"] + spec["extra_args"]
 
 
 def main():
@@ -165,18 +168,23 @@ def main():
         for c in cells:
             cmd = [os.path.join(a.bin, "qwen3-pretrain"), "--plan", "--model", c["model"], "--seq-len", str(c["seq"]),
                    "--micro-batch", str(spec["micro_batch"]), "--global-batch", str(spec["global_batch"]), "--tp",
-                   str(c["tp"]), "--pp", str(c["pp"]), "--cp", str(c["cp"]), "--world-size", str(spec["ranks"]), "--device-memory", spec["device_memory"]]
+                   str(c["tp"]), "--pp", str(c["pp"]), "--cp", str(c["cp"]), "--world-size", str(spec["ranks"]), "--device-memory", spec["device_memory"],
+                   "--recompute", spec["recompute"]]
             r = subprocess.run(cmd, capture_output=True, text=True)
             peak = re.search(r"peak per rank\s+([0-9.]+) GiB", r.stdout)
+            policy = re.search(r"recomputation (\w+)", r.stdout)
             if r.returncode in (0, 3) and peak:
-                rows.append((c, f"{float(peak.group(1)):.1f}", "✔ fits" if r.returncode == 0 else "✖ does not fit"))
+                rows.append((c, policy.group(1) if policy else "?", f"{float(peak.group(1)):.1f}",
+                             "✔ fits" if r.returncode == 0 else "✖ does not fit"))
             else:
                 why = (r.stderr.strip().splitlines() or ["?"])[-1].replace("qwen3-pretrain: error: ", "")
-                rows.append((c, "—", "not planned yet (context parallelism)" if "not planned yet" in why else why))
-        print(f"| model | length | layout | planned peak per rank (GiB, {spec['device_memory']} device) | verdict |")
-        print("|---|---|---|---|---|")
-        for c, peak, verdict in rows:
-            print(f"| {c['model']} | {c['seq']} | T{c['tp']}P{c['pp']}{'C' + str(c['cp']) if c['cp'] > 1 else ''} | {peak} | {verdict} |")
+                rows.append((c, "—", "—", "not planned yet (context parallelism)" if "not planned yet" in why else why))
+        print(f"| model | length | layout | recomputation | planned peak per rank (GiB, {spec['device_memory']} device) "
+              "| verdict |")
+        print("|---|---|---|---|---|---|")
+        for c, policy, peak, verdict in rows:
+            print(f"| {c['model']} | {c['seq']} | T{c['tp']}P{c['pp']}{'C' + str(c['cp']) if c['cp'] > 1 else ''} | "
+                  f"{policy} | {peak} | {verdict} |")
         return 0
     if a.dry_run:
         for cmd in data_cmds:
