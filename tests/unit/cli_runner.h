@@ -4,6 +4,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <string>
 
@@ -43,6 +45,14 @@ inline CliResult run_program(const std::string& program, const std::string& args
   const std::string exe = bin_dir() + "/" + program;
   if (!std::filesystem::exists(exe)) return {-1, "missing " + exe + " (build the " + program + " target)"};
   return run_command("'" + exe + "' " + args);
+}
+
+// An empty folder for one test under the test temporary directory (whatever an earlier run left there removed).
+inline std::filesystem::path fresh_dir(const std::string& name) {
+  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
 }
 
 // mpirun as the tests use it: root allowed, oversubscribed (2 cores in CI), one OpenMP thread per rank, NVLink

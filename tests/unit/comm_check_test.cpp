@@ -52,9 +52,7 @@ TEST(CommCheck, NcclCollectivesGiveKnownAnswersOnTwoGpus) {
 
 TEST(CommCheck, CudaDataParallelEqualsOneGpu) {
   if (gpus() < 2) GTEST_SKIP() << "needs two GPUs and an NCCL build";
-  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_cuda_dp";
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = test::fresh_dir("qwen3_cuda_dp");
   const std::string data = (dir / "data.h5").string();
   write_synthetic_dataset(data, 512, {128}, 16, 11, false);
   auto train = [&](int np) {
@@ -86,9 +84,7 @@ TEST(CommCheck, CudaTensorParallelPassesTheGoldenCheckAndTrainsLikeOneGpu) {
       EXPECT_EQ(g.exit_code, 0) << "tp " << tp << " " << file << "\n" << g.output;
       EXPECT_NE(g.output.find("0 out of tolerance: PASS"), std::string::npos) << "tp " << tp << " " << file << "\n" << g.output;
     }
-  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_cuda_tp";
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = test::fresh_dir("qwen3_cuda_tp");
   const std::string data = (dir / "data.h5").string();
   write_synthetic_dataset(data, 512, {128}, 16, 11, false);
   // Two micro-batches per step: the replicated weights' partial gradients accumulate before they are reduced.
@@ -140,9 +136,7 @@ TEST(CommCheck, CudaPipelinePassesTheGoldenCheckAndTrainsLikeOneGpu) {
       EXPECT_EQ(g.exit_code, 0) << args << " " << file << "\n" << g.output;
       EXPECT_NE(g.output.find("0 out of tolerance: PASS"), std::string::npos) << args << " " << file << "\n" << g.output;
     }
-  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_cuda_pp";
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = test::fresh_dir("qwen3_cuda_pp");
   const std::string data = (dir / "data.h5").string();
   write_synthetic_dataset(data, 512, {128}, 32, 11, false);
   auto train = [&](int np, const std::string& args, const std::string& tag) {

@@ -26,9 +26,7 @@ struct KilledRun {
 // kills rank 1 with SIGKILL and waits for mpirun.
 inline KilledRun kill_rank_during_run(const std::string& device, int np, const std::string& name) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::path(::testing::TempDir()) / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = fresh_dir(name);
   const std::string data = (dir / "data.h5").string(), out = (dir / "run.h5").string(), log = (dir / "log.txt").string();
   write_synthetic_dataset(data, 512, {64}, 32, 9, false);
   const std::string script =

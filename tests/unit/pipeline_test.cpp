@@ -179,9 +179,7 @@ TEST(PipelineSplit, BadSplitsNameTheProblem) {
 }
 
 TEST(PipelineMpirun, TrainingEqualsOneRankForEveryLayout) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_pp_training";
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = test::fresh_dir("qwen3_pp_training");
   const std::string data = (dir / "data.h5").string();
   write_synthetic_dataset(data, 512, {64}, 32, 21, false);
   auto train = [&](int np, const std::string& args, const std::string& tag) {
@@ -218,9 +216,7 @@ TEST(PipelineMpirun, TrainingEqualsOneRankForEveryLayout) {
 }
 
 TEST(PipelineMpirun, GradientAccumulationEqualsOneBigBatch) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_accumulation";
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = test::fresh_dir("qwen3_accumulation");
   const std::string data = (dir / "data.h5").string();
   write_synthetic_dataset(data, 512, {64}, 16, 5, false);
   auto losses = [&](int micro_batch, int np, const std::string& args) {
@@ -258,9 +254,7 @@ TEST(PipelineMpirun, GoldenCheckPassesThroughTheStages) {
 }
 
 TEST(PipelineMpirun, BadPipelineLayoutsEndWithOneClearMessage) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_pp_bad";
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = test::fresh_dir("qwen3_pp_bad");
   const std::string data = (dir / "data.h5").string();
   write_synthetic_dataset(data, 512, {64}, 8, 5, false);
   const std::string pretrain = "'" + test::bin_dir() + "/qwen3-pretrain' --model tiny --data '" + data +
@@ -282,9 +276,7 @@ TEST(PipelineMpirun, BadPipelineLayoutsEndWithOneClearMessage) {
 TEST(PipelineMpirun, RecomputationGivesBitIdenticalTraining) {
   // --recompute full keeps only each layer's input and recomputes the rest in the backward: on the CPU reference the
   // same arithmetic in the same order, so the same losses and gradient norms to the last bit, at any layout.
-  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_recompute";
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = test::fresh_dir("qwen3_recompute");
   const std::string data = (dir / "data.h5").string();
   write_synthetic_dataset(data, 512, {64}, 16, 8, false);
   auto run = [&](int np, const std::string& args, const std::string& tag) {
