@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   return run_main("qwen3-golden-check", [&] {
     std::string golden, device;
     double tolerance = 0;
-    int tp = 1, pp = 1;
+    int tp = 1, pp = 1, cp = 1;
     po::options_description desc(
         "qwen3-golden-check: reproduce Hugging Face's logits, loss, gradients, AdamW step and training losses\n"
         "Usage: [mpirun -np N] qwen3-golden-check --golden FILE [--device cpu|cuda] [--tp T] [--pp P] [--tolerance X]\n"
@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
         ("device", po::value(&device)->default_value("cpu"), "backend: cpu or cuda")
         ("tp", po::value(&tp)->default_value(1), "tensor-parallel size")
         ("pp", po::value(&pp)->default_value(1), "pipeline-parallel size (the balanced stage split)")
+        ("cp", po::value(&cp)->default_value(1), "context-parallel size (--device cpu; the sequence must divide by 2 × cp)")
         ("tolerance", po::value(&tolerance), "one relative-error bound for every quantity (default: 1e-5 on cpu; on cuda the bf16-mixed bounds of "
          "docs/golden.md: 1.5e-2 logits/loss, 5e-2 gradients, 1e-2 after-step weights and training losses)");
     po::variables_map vm;
@@ -37,15 +38,26 @@ int main(int argc, char** argv) {
     const GoldenTolerance tol = vm.count("tolerance") ? GoldenTolerance::uniform(tolerance) : GoldenTolerance::for_device(device);
     if (tp < 1) throw UsageError("--tp must be at least 1, got " + std::to_string(tp));
     if (pp < 1) throw UsageError("--pp must be at least 1, got " + std::to_string(pp));
+    if (cp < 1) throw UsageError("--cp must be at least 1, got " + std::to_string(cp));
+    if (cp > 1 && device != "cpu") throw UsageError("--cp " + std::to_string(cp) + ": context parallelism runs on --device cpu only for now");
     MpiSession mpi(&argc, &argv);
     MpiCommunicator world(MPI_COMM_WORLD);
-    if (world.size() % (tp * pp) != 0)
-      throw UsageError("--tp " + std::to_string(tp) + " × --pp " + std::to_string(pp) + " does not divide the job's " +
-                       std::to_string(world.size()) + " ranks (mpirun -np N with N a multiple of tp × pp)");
-    const ParallelLayout layout(world.size(), tp, 1, pp);
+    if (world.size() % (tp * pp * cp) != 0)
+      throw UsageError("--tp " + std::to_string(tp) + " × --pp " + std::to_string(pp) + (cp > 1 ? " × --cp " + std::to_string(cp) : "") +
+                       " does not divide the job's " + std::to_string(world.size()) +
+                       " ranks (mpirun -np N with N a multiple of tp × pp" + (cp > 1 ? " × cp" : "") + ")");
+    const ParallelLayout layout(world.size(), tp, cp, pp);
     ParallelGroups groups = make_parallel_groups(world, layout);
-    const GoldenReport r = run_golden_check(golden, device, tol, {groups.tp.get(), groups.pp.get(), groups.dp.get()},
-                                            node_local_rank(world.comm()));
+    GoldenReport r;
+    try {
+      r = run_golden_check(golden, device, tol, {groups.tp.get(), groups.cp.get(), groups.pp.get(), groups.dp.get()},
+                           node_local_rank(world.comm()));
+    } catch (const Error& e) {
+      // Seen by some ranks only (a pipeline stage, say), the others would wait for them: end the whole job.
+      if (world.size() == 1) throw;
+      std::fprintf(stderr, "qwen3-golden-check: error on rank %d: %s\n", world.rank(), e.what());
+      MpiSession::abort(static_cast<int>(e.code()));
+    }
     if (world.rank() != 0) return r.pass() ? 0 : static_cast<int>(ExitCode::check_failed);
     const auto& c = r.config;
     std::printf("golden file: %s\n  %s\n", golden.c_str(), r.generator.c_str());
@@ -55,6 +67,7 @@ int main(int argc, char** argv) {
                 (long long)c.num_heads, (long long)c.num_kv_heads, (long long)c.head_dim, c.rope_theta, c.rms_norm_eps,
                 c.tie_word_embeddings ? "tied" : "untied");
     if (tp > 1) std::printf("  tensor parallelism: %d ranks (sequence parallel), tensors gathered before comparing\n", tp);
+    if (cp > 1) std::printf("  context parallelism: %d ranks, each holding 2 of %d chunks of every sequence\n", cp, 2 * cp);
     if (pp > 1) std::printf("  pipeline parallelism: %d stages, tensors taken from the stage that holds them\n", pp);
     if (layout.dp() > 1) std::printf("  data parallelism: %d replicas, the batch split between them\n", layout.dp());
     std::printf("  device: %s; tolerances (relative error ||out - ref|| / ||ref||): forward %.1e, gradients %.1e, "

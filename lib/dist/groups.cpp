@@ -14,6 +14,7 @@ ParallelGroups make_parallel_groups(Communicator& world, const ParallelLayout& l
     return world.split(layout.rank_of(c), key);
   };
   g.tp = split_along(&RankCoords::tp);
+  g.cp = split_along(&RankCoords::cp);
   g.pp = split_along(&RankCoords::pp);
   g.dp = split_along(&RankCoords::dp);
   return g;

@@ -10,7 +10,7 @@ namespace qwen3 {
 
 struct ParallelGroups {
   RankCoords coords;                        // this rank's place
-  std::unique_ptr<Communicator> tp, pp, dp;  // rank within each = this rank's coordinate
+  std::unique_ptr<Communicator> tp, cp, pp, dp;  // rank within each = this rank's coordinate
 };
 
 ParallelGroups make_parallel_groups(Communicator& world, const ParallelLayout& layout);

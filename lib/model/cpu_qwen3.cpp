@@ -13,6 +13,12 @@
 #include "ops/cpu/swiglu.h"
 
 namespace qwen3 {
+
+std::int64_t context_parallel_position(int r, std::int64_t j, std::int64_t seq, int cp) {
+  const std::int64_t c = seq / (2 * cp);
+  return j < c ? r * c + j : (2 * cp - 1 - r) * c + (j - c);
+}
+
 namespace {
 
 using cpu::act_t;
@@ -30,6 +36,7 @@ struct LayerActs {
   Vec q, k, v;         // [T, heads|kv_heads, head_dim] after norm + RoPE (v untouched)
   Vec attn, lse;       // [T, q_dim], [batch, heads, seq]
   Vec x_mid;           // [Tl, H]  x_in + o_proj(attn), sequence shard
+  Vec k_all, v_all;    // context parallelism: [B, S_full, kv_dim] every cp rank's keys and values, in sequence order
   Vec rstd_mid;        // [Tl]
   Vec h_mlp;           // [T, H]   post_attention_layernorm(x_mid), gathered
   Vec gate, up, act;   // [T, I]
@@ -55,6 +62,40 @@ struct SeqParallel {
   }
 };
 
+// Context parallelism with causal load balancing: the sequence is cut into 2·cp chunks of c = S_full / (2·cp) tokens;
+// cp rank r holds chunks r and 2·cp − 1 − r (an early and a late one, so every rank has the same attention work).
+std::int64_t cp_position(int r, std::int64_t j, std::int64_t S_full, int cp) {
+  return context_parallel_position(r, j, S_full, cp);
+}
+
+// Every cp rank's local [B, S, n] rows, all-gathered and put in sequence order: [B, S_full, n].
+Vec cp_gather(Communicator& cp, const Vec& local, std::int64_t B, std::int64_t S, std::int64_t n) {
+  const int size = cp.size();
+  const std::int64_t S_full = S * size, block = B * S * n;
+  Vec all = zeros(block * size), full = zeros(B * S_full * n);
+  cp.all_gather(local.data(), all.data(), static_cast<std::size_t>(block));
+  for (int r = 0; r < size; ++r)
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t j = 0; j < S; ++j)
+        std::copy_n(all.begin() + r * block + (b * S + j) * n, n,
+                    full.begin() + (b * S_full + cp_position(r, j, S_full, size)) * n);
+  return full;
+}
+
+// The reverse: this rank's rows [B, S, n] of the sum over cp ranks of full [B, S_full, n].
+Vec cp_scatter(Communicator& cp, const Vec& full, std::int64_t B, std::int64_t S, std::int64_t n) {
+  const int size = cp.size();
+  const std::int64_t S_full = S * size, block = B * S * n;
+  Vec by_owner = zeros(block * size), local = zeros(block);
+  for (int r = 0; r < size; ++r)
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t j = 0; j < S; ++j)
+        std::copy_n(full.begin() + (b * S_full + cp_position(r, j, S_full, size)) * n, n,
+                    by_owner.begin() + r * block + (b * S + j) * n);
+  cp.reduce_scatter_sum(by_owner.data(), local.data(), static_cast<std::size_t>(block));
+  return local;
+}
+
 // One decoder layer's forward on this rank's share: x [Tl, H] (the residual stream) in and out, everything the
 // backward needs kept in a. Used by the forward and, with recomputation, again just before the layer's backward.
 struct LayerContext {
@@ -62,8 +103,10 @@ struct LayerContext {
   const ParamTable& table;
   const TpDims& tp;
   const SeqParallel& sp;
-  const cpu::RopeTable& rope;
+  const cpu::RopeTable& rope;  // this rank's positions
   std::int64_t B, S, Tl, Tp;
+  Communicator* cp = nullptr;            // context parallelism: S is this rank's part of S_full = S · cp tokens
+  const std::int64_t* positions = nullptr;  // [S] their positions in the sequence
 };
 
 void layer_forward(const LayerContext& ctx, const float* weights, std::int64_t l, LayerActs& a, Vec& x) {
@@ -73,7 +116,8 @@ void layer_forward(const LayerContext& ctx, const float* weights, std::int64_t l
   const std::int64_t B = ctx.B, S = ctx.S, Tl = ctx.Tl, Tp = ctx.Tp, H = c.hidden_size;
   const std::int64_t nh = ctx.tp.heads, nkv = ctx.tp.kv_heads, hd = c.head_dim, qd = ctx.tp.q_dim, kvd = ctx.tp.kv_dim;
   const std::int64_t I = ctx.tp.inter;
-  const cpu::AttentionShape ashape{B, S, nh, nkv, hd};
+  cpu::AttentionShape ashape{B, S, nh, nkv, hd};
+  if (ctx.cp) ashape.kv_seq = S * ctx.cp->size(), ashape.q_pos = ctx.positions;
   const auto& p = ctx.table.layers[static_cast<std::size_t>(l)];
   auto W = [&](std::size_t idx) { return weights + ctx.table.entries()[idx].offset; };
   // RMSNorm of this rank's rows of the residual stream, gathered over the sequence for a column-parallel block.
@@ -101,7 +145,12 @@ void layer_forward(const LayerContext& ctx, const float* weights, std::int64_t l
   cpu::rope_forward(a.k.data(), rope, B, S, nkv, hd);
   a.attn = zeros(Tp * qd);
   a.lse = zeros(B * nh * S);
-  cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.lse.data(), ashape);
+  if (ctx.cp) {  // every key and value of the sequence (this rank's heads), for its queries at their positions
+    a.k_all = cp_gather(*ctx.cp, Vec(a.k.begin(), a.k.begin() + B * S * kvd), B, S, kvd);
+    a.v_all = cp_gather(*ctx.cp, Vec(a.v.begin(), a.v.begin() + B * S * kvd), B, S, kvd);
+  }
+  cpu::attention_forward(a.q.data(), ctx.cp ? a.k_all.data() : a.k.data(), ctx.cp ? a.v_all.data() : a.v.data(),
+                         a.attn.data(), a.lse.data(), ashape);
   Vec o = zeros(Tp * H);  // row-parallel: this rank's partial sum
   cpu::linear_forward(a.attn.data(), W(p.o_proj), o.data(), Tp, qd, H);
   const Vec o_local = sp.scatter(o, H);
@@ -124,19 +173,23 @@ void layer_forward(const LayerContext& ctx, const float* weights, std::int64_t l
 
 // One micro-batch in flight on this stage: its shape, tokens and everything its backward needs.
 struct CpuQwen3::Slot {
-  std::int64_t B = 0, S = 0, T = 0, Tl = 0, Tp = 0;
+  std::int64_t B = 0, S = 0, T = 0, Tl = 0, Tp = 0;  // S, T: this rank's tokens (context parallelism: S_full / cp)
+  std::vector<std::int64_t> positions;                // [S] their positions in the sequence
+  cpu::RopeTable rope;                                // at those positions
   std::vector<std::int32_t> tokens;  // first stage: for the embedding's backward
   std::vector<LayerActs> acts;       // this stage's layers
   Vec dx;                            // last stage: gradient at the last layer's output, from the loss
 };
 
-CpuQwen3::CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm, const StageRange* stage, bool recompute)
+CpuQwen3::CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm, const StageRange* stage, bool recompute,
+                   Communicator* cp_comm)
     : cfg_(cfg),
       tp_comm_(tp_comm && tp_comm->size() > 1 ? tp_comm : nullptr),
       tp_(tp_dims(cfg, tp_comm_ ? tp_comm_->rank() : 0, tp_comm_ ? tp_comm_->size() : 1)),
       table_(cfg, tp_.q_dim, tp_.kv_dim, tp_.inter, tp_.vocab),
       stage_(stage ? *stage : StageRange{0, cfg.num_layers, true, true}),
-      recompute_(recompute) {
+      recompute_(recompute),
+      cp_comm_(cp_comm && cp_comm->size() > 1 ? cp_comm : nullptr) {
   cfg_.validate();
   if (stage_.first_layer < 0 || stage_.last_layer > cfg_.num_layers || stage_.layers() < 1)
     throw InternalError("pipeline stage outside the model's layers");
@@ -151,6 +204,7 @@ CpuQwen3::Slot& CpuQwen3::slot(int i) {
 }
 
 std::int64_t CpuQwen3::boundary_elements(std::int64_t tokens) const {
+  tokens /= cp_size();
   return (tokens + tp_.size - 1) / tp_.size * cfg_.hidden_size;
 }
 
@@ -167,7 +221,22 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
                                std::vector<float>* logits_out) {
   const auto& c = cfg_;
   Slot& st = slot(slot_index);
-  const std::int64_t B = mb.batch, S = mb.seq, T = B * S, H = c.hidden_size, hd = c.head_dim;
+  // Context parallelism: this rank's two chunks of every sequence (cp_position), tokens and labels alike.
+  const int cp = cp_comm_ ? cp_comm_->size() : 1;
+  const std::int64_t S_full = mb.seq, S = S_full / cp;
+  if (cp > 1 && S_full % (2 * cp) != 0)
+    throw UsageError("--cp " + std::to_string(cp) + ": the sequence length " + std::to_string(S_full) +
+                     " must divide by 2 × cp (two chunks per rank)");
+  st.positions.resize(static_cast<std::size_t>(S));
+  for (std::int64_t j = 0; j < S; ++j) st.positions[j] = cp > 1 ? cp_position(cp_comm_->rank(), j, S_full, cp) : j;
+  std::vector<std::int32_t> tokens_here, labels_here;
+  for (std::int64_t b = 0; b < mb.batch; ++b)
+    for (std::int64_t j = 0; j < S; ++j) {
+      tokens_here.push_back(mb.tokens[b * S_full + st.positions[j]]);
+      labels_here.push_back(mb.labels[b * S_full + st.positions[j]]);
+    }
+  const std::int32_t* tokens = tokens_here.data();
+  const std::int64_t B = mb.batch, T = B * S, H = c.hidden_size, hd = c.head_dim;
   const std::int64_t V = tp_.vocab, v0 = tp_.vocab0;
   // Sequence parallelism: this rank holds rows [rank·Tl, (rank + 1)·Tl) of the residual stream. When tp does not
   // divide T, the token rows are padded to Tp = Tl·tp with zero rows that carry no label: every per-row op maps zeros
@@ -177,16 +246,26 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
   const SeqParallel sp{tp_comm_, Tp, Tl};
   auto W = [&](std::size_t idx) { return weights + table_.entries()[idx].offset; };
   auto G = [&](std::size_t idx) { return grads + table_.entries()[idx].offset; };
-  const cpu::RopeTable rope = cpu::rope_table(S, hd, c.rope_theta);
+  {  // RoPE at this rank's positions
+    const cpu::RopeTable full = cpu::rope_table(S_full, hd, c.rope_theta);
+    st.rope = cpu::RopeTable{S, full.half, {}, {}};
+    for (std::int64_t j = 0; j < S; ++j) {
+      st.rope.cos.insert(st.rope.cos.end(), full.cos.begin() + st.positions[j] * full.half,
+                         full.cos.begin() + (st.positions[j] + 1) * full.half);
+      st.rope.sin.insert(st.rope.sin.end(), full.sin.begin() + st.positions[j] * full.half,
+                         full.sin.begin() + (st.positions[j] + 1) * full.half);
+    }
+  }
+  const cpu::RopeTable& rope = st.rope;
 
   // ---- forward ----
   Vec x;  // [Tl, H] residual stream
   if (stage_.first) {
     // Vocabulary-parallel embedding: each rank fills the rows of tokens in its vocabulary slice, the sum is scattered.
-    st.tokens.assign(mb.tokens, mb.tokens + T);
+    st.tokens.assign(tokens, tokens + T);
     Vec emb = zeros(Tp * H);
     for (std::int64_t t = 0; t < T; ++t) {
-      const std::int64_t local = static_cast<std::int64_t>(mb.tokens[t]) - v0;
+      const std::int64_t local = static_cast<std::int64_t>(tokens[t]) - v0;
       if (local >= 0 && local < V) std::copy(W(table_.embed) + local * H, W(table_.embed) + (local + 1) * H, emb.begin() + t * H);
     }
     x = sp.scatter(emb, H);
@@ -195,7 +274,7 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
     x = *x_in;
   }
   st.acts.assign(static_cast<std::size_t>(stage_.layers()), LayerActs{});
-  const LayerContext ctx{c, table_, tp_, sp, rope, B, S, Tl, Tp};
+  const LayerContext ctx{c, table_, tp_, sp, rope, B, S, Tl, Tp, cp_comm_, st.positions.data()};
   for (std::int64_t l = stage_.first_layer; l < stage_.last_layer; ++l) {
     LayerActs& a = st.acts[static_cast<std::size_t>(l - stage_.first_layer)];
     layer_forward(ctx, weights, l, a, x);
@@ -210,7 +289,7 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
     *x_out = std::move(x);
     return {0.0, 0};
   }
-  std::vector<std::int32_t> labels(mb.labels, mb.labels + T);
+  std::vector<std::int32_t> labels(labels_here);
   labels.resize(static_cast<std::size_t>(Tp), cpu::kIgnoreLabel);
   Vec rstd_f = zeros(Tl), hf_local = zeros(Tl * H);
   cpu::rmsnorm_forward(x.data(), W(table_.final_norm), hf_local.data(), rstd_f.data(), Tl, H, c.rms_norm_eps);
@@ -244,8 +323,9 @@ void CpuQwen3::backward(int slot_index, const float* weights, float* grads, cons
   const SeqParallel sp{tp_comm_, Tp, Tl};
   auto W = [&](std::size_t idx) { return weights + table_.entries()[idx].offset; };
   auto G = [&](std::size_t idx) { return grads + table_.entries()[idx].offset; };
-  const cpu::RopeTable rope = cpu::rope_table(S, hd, c.rope_theta);
-  const cpu::AttentionShape ashape{B, S, nh, nkv, hd};
+  const cpu::RopeTable& rope = st.rope;
+  cpu::AttentionShape ashape{B, S, nh, nkv, hd};
+  if (cp_comm_) ashape.kv_seq = S * cp_comm_->size(), ashape.q_pos = st.positions.data();
   Vec dx;  // gradient of the residual stream (sequence shard)
   if (stage_.last) {
     dx = std::move(st.dx);
@@ -255,7 +335,7 @@ void CpuQwen3::backward(int slot_index, const float* weights, float* grads, cons
   }
 
   Vec tmp = zeros(Tl * H);
-  const LayerContext ctx{c, table_, tp_, sp, rope, B, S, Tl, Tp};
+  const LayerContext ctx{c, table_, tp_, sp, rope, B, S, Tl, Tp, cp_comm_, st.positions.data()};
   for (std::int64_t l = stage_.last_layer - 1; l >= stage_.first_layer; --l) {
     const auto& p = table_.layers[l];
     LayerActs& a = st.acts[static_cast<std::size_t>(l - stage_.first_layer)];
@@ -277,8 +357,17 @@ void CpuQwen3::backward(int slot_index, const float* weights, float* grads, cons
     Vec dattn = zeros(Tp * qd), dq = zeros(Tp * qd), dk = zeros(Tp * kvd), dv = zeros(Tp * kvd);
     const Vec dy_attn = sp.gather(dx, H);
     cpu::linear_backward(a.attn.data(), W(p.o_proj), dy_attn.data(), dattn.data(), G(p.o_proj), Tp, qd, H);
-    cpu::attention_backward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.lse.data(), dattn.data(), dq.data(),
-                            dk.data(), dv.data(), ashape);
+    if (!cp_comm_) {
+      cpu::attention_backward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.lse.data(), dattn.data(), dq.data(),
+                              dk.data(), dv.data(), ashape);
+    } else {  // gradients of every key and value of the sequence, summed over the cp ranks back to their owners
+      Vec dk_all = zeros(static_cast<std::int64_t>(a.k_all.size())), dv_all = zeros(static_cast<std::int64_t>(a.v_all.size()));
+      cpu::attention_backward(a.q.data(), a.k_all.data(), a.v_all.data(), a.attn.data(), a.lse.data(), dattn.data(),
+                              dq.data(), dk_all.data(), dv_all.data(), ashape);
+      const Vec dk_here = cp_scatter(*cp_comm_, dk_all, B, S, kvd), dv_here = cp_scatter(*cp_comm_, dv_all, B, S, kvd);
+      std::copy(dk_here.begin(), dk_here.end(), dk.begin());
+      std::copy(dv_here.begin(), dv_here.end(), dv.begin());
+    }
     cpu::rope_backward(dq.data(), rope, B, S, nh, hd);
     cpu::rope_backward(dk.data(), rope, B, S, nkv, hd);
     cpu::rmsnorm_backward(a.q_raw.data(), W(p.q_norm), a.rstd_q.data(), dq.data(), dq.data(), G(p.q_norm), Tp * nh, hd);

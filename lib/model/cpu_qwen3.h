@@ -20,6 +20,10 @@ struct MicroBatch {
   std::int64_t batch = 0, seq = 0;
 };
 
+// Context parallelism with causal load balancing: the sequence of `seq` tokens is cut into 2·cp chunks; cp rank r
+// holds chunks r and 2·cp − 1 − r. The position in the sequence of that rank's local token j (0 ≤ j < seq / cp).
+std::int64_t context_parallel_position(int rank, std::int64_t j, std::int64_t seq, int cp);
+
 // With tensor parallelism (tp_comm non-null, size > 1) this object is one rank's share (model/tensor_parallel.h):
 // its weights and gradients follow the local table, the residual stream is split along the tokens (sequence
 // parallelism: all-gather before each column-parallel block, reduce-scatter after each row-parallel one), and the
@@ -35,8 +39,11 @@ class CpuQwen3 {
 
   // stage: the layers this object runs (default: the whole model). recompute: keep only each layer's input through
   // the forward and recompute the layer's activations just before its backward (the same values: bit-identical).
+  // cp_comm: context parallelism — this rank runs its two chunks of every sequence (causal load balancing: chunks r
+  // and 2·cp − 1 − r of 2·cp), all-gathering keys and values for attention; its loss and gradients are its tokens'
+  // share (the engine sums them over the group). The sequence length must divide by 2·cp.
   explicit CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm = nullptr, const StageRange* stage = nullptr,
-                    bool recompute = false);
+                    bool recompute = false, Communicator* cp_comm = nullptr);
   ~CpuQwen3();
   const ModelConfig& config() const { return cfg_; }
   const ParamTable& params() const { return table_; }  // this rank's table (the full one without tensor parallelism)
@@ -59,8 +66,10 @@ class CpuQwen3 {
   // The backward of the micro-batch in `slot`: dy is the gradient of the stage's output (unused on the last stage);
   // a stage that is not the first writes the gradient of its input to dx; the first adds into the embedding.
   void backward(int slot, const float* weights, float* grads, const Activations* dy, Activations* dx);
-  // Elements of a stage boundary tensor for a micro-batch of `tokens` tokens (this rank's sequence rows × hidden).
+  // Elements of a stage boundary tensor for a micro-batch of `tokens` tokens (this rank's sequence rows × hidden;
+  // with context parallelism `tokens` counts the whole sequences).
   std::int64_t boundary_elements(std::int64_t tokens) const;
+  int cp_size() const { return cp_comm_ ? cp_comm_->size() : 1; }
 
  private:
   struct Slot;
@@ -71,6 +80,7 @@ class CpuQwen3 {
   ParamTable table_;
   StageRange stage_;
   bool recompute_ = false;
+  Communicator* cp_comm_ = nullptr;
   std::vector<std::unique_ptr<Slot>> slots_;
 };
 

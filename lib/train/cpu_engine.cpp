@@ -20,8 +20,9 @@ CpuEngine::CpuEngine(const ModelConfig& cfg, const EngineOptions& opts)
     : full_(cfg),
       tp_comm_(opts.tp_comm && opts.tp_comm->size() > 1 ? opts.tp_comm : nullptr),
       pp_comm_(opts.pp_comm && opts.pp_comm->size() > 1 ? opts.pp_comm : nullptr),
+      cp_comm_(opts.cp_comm && opts.cp_comm->size() > 1 ? opts.cp_comm : nullptr),
       stage_(pp_comm_ ? opts.stage : whole_model(cfg)),
-      model_(cfg, tp_comm_, &stage_, opts.recompute_layers) {
+      model_(cfg, tp_comm_, &stage_, opts.recompute_layers, cp_comm_) {
   const TpDims& d = model_.tp();
   if (tp_comm_ && d.kv_replicas > 1) kv_comm_ = tp_comm_->split(d.kv_group(), d.rank);
   if (pp_comm_ && cfg.tie_word_embeddings) embed_comm_ = pp_comm_->split(stage_.first || stage_.last ? 0 : 1, pp_comm_->rank());
@@ -119,31 +120,51 @@ void CpuEngine::finish_gradients() const {
   if (tp_comm_) reduce(tp_replicated_, *tp_comm_);
   if (kv_comm_) reduce(kv_replicated_, *kv_comm_);
   if (embed_comm_ && (stage_.first || stage_.last)) reduce({full_.embed}, *embed_comm_);
+  if (cp_comm_) cp_comm_->all_reduce_sum(grads_.data(), grads_.size());  // every cp rank's tokens' share
 }
 
 cpu::LossSum CpuEngine::forward_backward(const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) {
   if (pp_comm_) throw InternalError("CPU engine: a pipeline stage runs stage_forward/stage_backward");
   begin_micro_batch();
-  if (!tp_comm_) return model_.forward_backward(weights_.data(), grads_.data(), mb, grad_scale, logits_out);
   std::vector<float> local_logits;
   const auto loss = model_.forward_backward(weights_.data(), grads_.data(), mb, grad_scale, logits_out ? &local_logits : nullptr);
-  if (logits_out) assemble_logits(local_logits, mb.batch * mb.seq, *logits_out);
-  return loss;
+  if (logits_out) assemble_logits(local_logits, mb, *logits_out);
+  return whole_loss(loss);
 }
 
-void CpuEngine::assemble_logits(const std::vector<float>& local, std::int64_t T, std::vector<float>& out) const {
-  const int t = tp_comm_ ? tp_comm_->size() : 1;
-  if (t == 1) {
-    out = local;
+cpu::LossSum CpuEngine::whole_loss(cpu::LossSum local) const {
+  if (!cp_comm_) return local;
+  double pair[2] = {local.sum, static_cast<double>(local.count)};
+  cp_comm_->all_reduce_sum(pair, 2);
+  return {pair[0], static_cast<std::int64_t>(pair[1])};
+}
+
+void CpuEngine::assemble_logits(const std::vector<float>& local, const MicroBatch& mb, std::vector<float>& out) const {
+  // Vocabulary slices over the tensor-parallel group: [T, V / tp] each → [T, V] (T this rank's tokens).
+  const int t = tp_comm_ ? tp_comm_->size() : 1, cp = cp_comm_ ? cp_comm_->size() : 1;
+  const std::int64_t Vl = model_.tp().vocab, V = Vl * t, S = mb.seq / cp, T = mb.batch * S;
+  std::vector<float> rows = local;
+  if (t > 1) {
+    std::vector<double> mine(local.begin(), local.end()), all(mine.size() * static_cast<std::size_t>(t));
+    tp_comm_->all_gather(mine.data(), all.data(), mine.size());
+    rows.assign(static_cast<std::size_t>(T * V), 0.0f);
+    for (int r = 0; r < t; ++r)
+      for (std::int64_t row = 0; row < T; ++row)
+        for (std::int64_t j = 0; j < Vl; ++j) rows[row * V + r * Vl + j] = static_cast<float>(all[(r * T + row) * Vl + j]);
+  }
+  if (cp == 1) {
+    out = std::move(rows);
     return;
   }
-  const std::int64_t Vl = model_.tp().vocab, V = Vl * t;
-  std::vector<double> mine(local.begin(), local.end()), all(mine.size() * static_cast<std::size_t>(t));
-  tp_comm_->all_gather(mine.data(), all.data(), mine.size());
-  out.assign(static_cast<std::size_t>(T * V), 0.0f);
-  for (int r = 0; r < t; ++r)
-    for (std::int64_t row = 0; row < T; ++row)
-      for (std::int64_t j = 0; j < Vl; ++j) out[row * V + r * Vl + j] = static_cast<float>(all[(r * T + row) * Vl + j]);
+  // Context parallelism: every rank's chunks, back in sequence order [B, S_full, V].
+  std::vector<float> all(rows.size() * static_cast<std::size_t>(cp));
+  cp_comm_->all_gather(rows.data(), all.data(), rows.size());
+  out.assign(all.size(), 0.0f);
+  for (int r = 0; r < cp; ++r)
+    for (std::int64_t b = 0; b < mb.batch; ++b)
+      for (std::int64_t j = 0; j < S; ++j)
+        std::copy_n(all.begin() + r * T * V + (b * S + j) * V, V,
+                    out.begin() + (b * mb.seq + context_parallel_position(r, j, mb.seq, cp)) * V);
 }
 
 cpu::LossSum CpuEngine::stage_forward(int micro, const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) {
@@ -155,8 +176,8 @@ cpu::LossSum CpuEngine::stage_forward(int micro, const MicroBatch& mb, double gr
   std::vector<float> local_logits;
   const auto loss = model_.forward(slot, weights_.data(), grads_.data(), mb, grad_scale, in, out,
                                    logits_out && stage_.last ? &local_logits : nullptr);
-  if (logits_out && stage_.last) assemble_logits(local_logits, mb.batch * mb.seq, *logits_out);
-  return loss;
+  if (logits_out && stage_.last) assemble_logits(local_logits, mb, *logits_out);
+  return stage_.last ? whole_loss(loss) : loss;
 }
 
 void CpuEngine::stage_backward(int micro) {

@@ -40,11 +40,14 @@ class CpuEngine final : public Engine {
   void finish_gradients() const;
   void begin_micro_batch();
   // [T, V] logits from every tensor-parallel rank's vocabulary slice [T, V / tp] (collective over the group).
-  void assemble_logits(const std::vector<float>& local, std::int64_t tokens, std::vector<float>& out) const;
+  void assemble_logits(const std::vector<float>& local, const MicroBatch& mb, std::vector<float>& out) const;
+  // With context parallelism: this rank's loss is its tokens' share; the sum over the group.
+  cpu::LossSum whole_loss(cpu::LossSum local) const;
 
   ParamTable full_;                     // Hugging Face names and full shapes
   Communicator* tp_comm_;               // null without tensor parallelism
   Communicator* pp_comm_;               // null without pipeline parallelism
+  Communicator* cp_comm_;               // null without context parallelism
   StageRange stage_;                    // this rank's layers (all without pipeline parallelism)
   std::unique_ptr<Communicator> kv_comm_;  // ranks sharing a replicated KV head (tp > KV heads)
   std::unique_ptr<Communicator> embed_comm_;  // tied embeddings over pp > 1: the first and last stages

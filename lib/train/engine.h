@@ -44,6 +44,9 @@ struct EngineOptions {
   // Activation recomputation: keep only each layer's input through the forward and recompute the layer's
   // activations just before its backward (about one more forward of compute for far less activation memory).
   bool recompute_layers = false;
+  // Context parallelism: the group that splits each sequence (null or size 1: none). Its ranks hold the same weights;
+  // gradients and losses are summed over it.
+  Communicator* cp_comm = nullptr;
 };
 
 class Engine {

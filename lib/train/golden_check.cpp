@@ -128,6 +128,7 @@ GoldenReport run_golden_check(const std::string& path, const std::string& device
   eo.tp_comm = par.tp;
   eo.pp_comm = par.pp;
   eo.dp_comm = par.dp;
+  eo.cp_comm = par.cp;
   eo.shard_optimizer = true;  // data-parallel checks run the distributed optimizer
   eo.stage = stage_range(pipeline_layer_counts(cfg, pp, S), stage);
   eo.micro_batches = 1;

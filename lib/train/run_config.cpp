@@ -48,10 +48,12 @@ void RunConfig::validate(int world) const {
   if (device != "cpu" && device != "cuda") throw UsageError("--device: invalid value '" + device + "' (valid: cpu, cuda)");
   for (auto [name, v] : {std::pair{"--tp", tp}, std::pair{"--pp", pp}, std::pair{"--cp", cp}}) {
     if (v < 1) throw UsageError(std::string(name) + " must be at least 1, got " + std::to_string(v));
-    if (v != 1 && std::string(name) == "--cp")
-      throw UsageError(std::string(name) + " " + std::to_string(v) +
-                       ": not yet supported (context parallelism is being built; use 1)");
   }
+  if (cp > 1 && device != "cpu")
+    throw UsageError("--cp " + std::to_string(cp) + ": context parallelism runs on --device cpu only for now");
+  if (cp > 1 && seq_len % (2 * cp) != 0)
+    throw UsageError("--cp " + std::to_string(cp) + ": --seq-len " + std::to_string(seq_len) +
+                     " must divide by 2 × cp (each rank holds two chunks of every sequence)");
   if (!pp_layers.empty() && pp == 1 && pp_layers.size() != 1)
     throw UsageError("--pp-layers lists " + std::to_string(pp_layers.size()) + " stages but --pp is 1");
   pipeline_layer_counts(model, pp, seq_len, pp_layers);  // pp ≤ layers; an explicit split is complete

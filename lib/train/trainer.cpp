@@ -158,6 +158,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       eo.max_seq = cfg.seq_len;  // one rank per device: the device of this rank's place on its node
       eo.tp_comm = tp_comm;
       eo.pp_comm = pp_comm;
+      eo.cp_comm = groups.cp.get();
       eo.dp_comm = &dp_comm;
       eo.shard_optimizer = cfg.shard_optimizer;
       eo.recompute_layers = recompute_layers;

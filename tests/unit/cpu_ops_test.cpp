@@ -117,6 +117,41 @@ TEST(CpuOps, AttentionBackwardGroupedQueryCausal) {
   for (std::int64_t d = 0; d < s.head_dim; ++d) EXPECT_NEAR(out[d], v[d], 1e-12);
 }
 
+TEST(CpuOps, AttentionOfAQuerySubsetEqualsTheFullSequencesRows) {
+  // Context parallelism's attention: queries at chosen positions (here the load-balanced chunks 1 and 2 of 4) against
+  // every key give the full causal attention's rows at those positions; the backward's dq rows match, and its dk/dv
+  // are the full backward's restricted to those queries (checked by finite differences).
+  const AttentionShape full{2, 8, 4, 2, 8};
+  const std::vector<std::int64_t> pos = {2, 3, 4, 5};
+  AttentionShape part = full;
+  part.seq = static_cast<std::int64_t>(pos.size());
+  part.kv_seq = full.seq;
+  part.q_pos = pos.data();
+  const std::int64_t qrow = full.heads * full.head_dim;
+  auto q = randn<double>(full.batch * full.seq * qrow);
+  auto k = randn<double>(full.batch * full.seq * full.kv_heads * full.head_dim), v = randn<double>(k.size());
+  std::vector<double> out(q.size()), lse(full.batch * full.heads * full.seq);
+  attention_forward(q.data(), k.data(), v.data(), out.data(), lse.data(), full);
+  std::vector<double> qp(full.batch * part.seq * qrow);
+  for (std::int64_t b = 0; b < full.batch; ++b)
+    for (std::int64_t t = 0; t < part.seq; ++t)
+      std::copy_n(q.begin() + (b * full.seq + pos[t]) * qrow, qrow, qp.begin() + (b * part.seq + t) * qrow);
+  std::vector<double> outp(qp.size()), lsep(full.batch * full.heads * part.seq);
+  attention_forward(qp.data(), k.data(), v.data(), outp.data(), lsep.data(), part);
+  for (std::int64_t b = 0; b < full.batch; ++b)
+    for (std::int64_t t = 0; t < part.seq; ++t)
+      for (std::int64_t i = 0; i < qrow; ++i)
+        EXPECT_NEAR(outp[(b * part.seq + t) * qrow + i], out[(b * full.seq + pos[t]) * qrow + i], 1e-12);
+  auto r = randn<double>(qp.size());
+  std::vector<double> dq(qp.size()), dk(k.size()), dv(v.size());
+  auto loss = [&] { attention_forward(qp.data(), k.data(), v.data(), outp.data(), lsep.data(), part); return dot(r, outp); };
+  loss();
+  attention_backward(qp.data(), k.data(), v.data(), outp.data(), lsep.data(), r.data(), dq.data(), dk.data(), dv.data(), part);
+  EXPECT_LT(rel(dq, numeric_grad(qp, loss, 1e-5)), 1e-7);
+  EXPECT_LT(rel(dk, numeric_grad(k, loss, 1e-5)), 1e-7);
+  EXPECT_LT(rel(dv, numeric_grad(v, loss, 1e-5)), 1e-7);
+}
+
 TEST(CpuOps, SwigluBackward) {
   const std::int64_t n = 40;
   auto g = randn<double>(n, 2.0), u = randn<double>(n), r = randn<double>(n);

@@ -12,7 +12,7 @@ inline std::int64_t qidx(const AttentionShape& s, std::int64_t b, std::int64_t t
   return ((b * s.seq + t) * s.heads + h) * s.head_dim;
 }
 inline std::int64_t kvidx(const AttentionShape& s, std::int64_t b, std::int64_t t, std::int64_t g) {
-  return ((b * s.seq + t) * s.kv_heads + g) * s.head_dim;
+  return ((b * s.keys() + t) * s.kv_heads + g) * s.head_dim;
 }
 double dot(const act_t* a, const act_t* b, std::int64_t n) {
   double acc = 0;
@@ -28,18 +28,19 @@ void attention_forward(const act_t* q, const act_t* k, const act_t* v, act_t* ou
   for (std::int64_t b = 0; b < s.batch; ++b)
     for (std::int64_t h = 0; h < s.heads; ++h) {
       const std::int64_t g = h / group;
-      std::vector<double> p(static_cast<std::size_t>(s.seq)), acc(static_cast<std::size_t>(s.head_dim));
+      std::vector<double> p(static_cast<std::size_t>(s.keys())), acc(static_cast<std::size_t>(s.head_dim));
       for (std::int64_t t = 0; t < s.seq; ++t) {
         const act_t* qt = q + qidx(s, b, t, h);
+        const std::int64_t last = s.pos(t);  // causal: keys 0..last
         double m = -std::numeric_limits<double>::infinity();
-        for (std::int64_t j = 0; j <= t; ++j) {
+        for (std::int64_t j = 0; j <= last; ++j) {
           p[j] = dot(qt, k + kvidx(s, b, j, g), s.head_dim) * scale;
           m = std::max(m, p[j]);
         }
         double sum = 0;
-        for (std::int64_t j = 0; j <= t; ++j) sum += (p[j] = std::exp(p[j] - m));
+        for (std::int64_t j = 0; j <= last; ++j) sum += (p[j] = std::exp(p[j] - m));
         std::fill(acc.begin(), acc.end(), 0.0);
-        for (std::int64_t j = 0; j <= t; ++j) {
+        for (std::int64_t j = 0; j <= last; ++j) {
           const act_t* vj = v + kvidx(s, b, j, g);
           for (std::int64_t d = 0; d < s.head_dim; ++d) acc[d] += p[j] * vj[d];
         }
@@ -59,7 +60,7 @@ void attention_backward(const act_t* q, const act_t* k, const act_t* v, const ac
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (std::int64_t b = 0; b < s.batch; ++b)
     for (std::int64_t g = 0; g < s.kv_heads; ++g) {
-      std::vector<double> dk_acc(static_cast<std::size_t>(s.seq * hd), 0.0), dv_acc(dk_acc.size(), 0.0);
+      std::vector<double> dk_acc(static_cast<std::size_t>(s.keys() * hd), 0.0), dv_acc(dk_acc.size(), 0.0);
       std::vector<double> dq_acc(static_cast<std::size_t>(hd));
       for (std::int64_t h = g * group; h < (g + 1) * group; ++h)
         for (std::int64_t t = 0; t < s.seq; ++t) {
@@ -68,7 +69,7 @@ void attention_backward(const act_t* q, const act_t* k, const act_t* v, const ac
           const double row_lse = lse[(b * s.heads + h) * s.seq + t];
           const double delta = dot(dot_, out + qidx(s, b, t, h), hd);  // Σ_j P·dP = dO·O
           std::fill(dq_acc.begin(), dq_acc.end(), 0.0);
-          for (std::int64_t j = 0; j <= t; ++j) {
+          for (std::int64_t j = 0; j <= s.pos(t); ++j) {
             const act_t* kj = k + kvidx(s, b, j, g);
             const act_t* vj = v + kvidx(s, b, j, g);
             const double p = std::exp(dot(qt, kj, hd) * scale - row_lse);
@@ -83,7 +84,7 @@ void attention_backward(const act_t* q, const act_t* k, const act_t* v, const ac
           act_t* dqt = dq + qidx(s, b, t, h);
           for (std::int64_t d = 0; d < hd; ++d) dqt[d] = dq_acc[d];
         }
-      for (std::int64_t j = 0; j < s.seq; ++j)
+      for (std::int64_t j = 0; j < s.keys(); ++j)
         for (std::int64_t d = 0; d < hd; ++d) {
           dk[kvidx(s, b, j, g) + d] = dk_acc[j * hd + d];
           dv[kvidx(s, b, j, g) + d] = dv_acc[j * hd + d];
