@@ -1,5 +1,6 @@
 // qwen3-sweep: the study's specification expands to its 90 cells; a small CPU sweep runs locally with one cell that
-// fails (context parallelism is refused) without stopping the others, pipeline cells included, resumes by skipping complete cells, and feeds
+// fails (a context-parallel cell whose length does not divide by 2 × cp) without stopping the others, pipeline cells
+// included, resumes by skipping complete cells, and feeds
 // qwen3-report; bad specifications — unknown model, layouts that do not fit the ranks, names that would reach a
 // shell — and a missing binary end with one clear message before anything runs; and the same small sweep submitted
 // to a real single-node Slurm started by the test (tools/slurm/local_slurm.sh), reported, and its daemons stopped.
@@ -26,7 +27,7 @@ std::string spec_file(const fs::path& dir, const std::string& name, const std::s
 const char* kTinySpec = R"([sweep]
 name = tiny-test
 models = tiny
-lengths = 32, 64
+lengths = 30, 64
 layouts = T1P2, T1P1C2
 global_batch = 2
 steps = 2
@@ -52,24 +53,24 @@ TEST(Sweep, LocalSweepRunsEveryCellResumesAndReports) {
   const std::string spec = spec_file(dir, "tiny.sweep.ini", kTinySpec);
   const std::string args = "'" + spec + "' --dir '" + (dir / "run").string() + "' --local";
   auto r = test::run_program("qwen3-sweep", args);
-  EXPECT_EQ(r.exit_code, 1) << r.output;  // the two C2 cells fail: context parallelism is not built yet
-  EXPECT_NE(r.output.find("[1/4] tiny-L32-T1P2: ok"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("tiny-L32-T1P1C2: failed"), std::string::npos) << r.output;
+  EXPECT_EQ(r.exit_code, 1) << r.output;  // the C2 cell at 30 tokens fails: 30 does not divide by 2 × cp
+  EXPECT_NE(r.output.find("[1/4] tiny-L30-T1P2: ok"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("tiny-L30-T1P1C2: failed"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("[3/4] tiny-L64-T1P2: ok"), std::string::npos) << r.output;  // the failure stopped nothing
   EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P2.h5"));
-  std::ifstream log(dir / "run" / "logs" / "tiny-L32-T1P1C2.log");
+  std::ifstream log(dir / "run" / "logs" / "tiny-L30-T1P1C2.log");
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
-  EXPECT_NE(text.find("--cp 2: not yet supported"), std::string::npos) << text;
-  r = test::run_program("qwen3-sweep", args);  // resumes: the complete cells are skipped, the failed ones retried
-  EXPECT_NE(r.output.find("2 complete, 2 to run"), std::string::npos) << r.output;
+  EXPECT_NE(text.find("--seq-len 30 must divide by 2 × cp"), std::string::npos) << text;
+  r = test::run_program("qwen3-sweep", args);  // resumes: the complete cells are skipped, the failed one retried
+  EXPECT_NE(r.output.find("3 complete, 1 to run"), std::string::npos) << r.output;
   r = test::run_program("qwen3-report", "'" + (dir / "run").string() + "' --out '" + (dir / "report").string() + "'");
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("2 runs"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("3 runs"), std::string::npos) << r.output;
   // The pipeline cells' per-rank time split and stage layers.
   std::ifstream md(dir / "report" / "report.md");
   const std::string report((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
   EXPECT_NE(report.find("## Where each rank's time went"), std::string::npos) << report;
-  EXPECT_NE(report.find("| tiny | T1P2D1 | 32 | 0–1, 2–3 |"), std::string::npos) << report;
+  EXPECT_NE(report.find("| tiny | T1P2D1 | 30 | 0–1, 2–3 |"), std::string::npos) << report;
 }
 
 TEST(Sweep, BadSpecificationsAreRefusedBeforeAnythingRuns) {
@@ -88,7 +89,7 @@ TEST(Sweep, BadSpecificationsAreRefusedBeforeAnythingRuns) {
                         Case{with("name = tiny-test", "name = x;rm -rf ~"), "may hold only letters, digits"},
                         Case{good + "extra_args = --lr $(reboot)\n", "holds characters a job script must not receive"},
                         Case{good + "colour = blue\n", "unknown key 'colour' in [sweep]"},
-                        Case{with("lengths = 32, 64", "lengths = 32, -64"), "must be a positive integer, got '-64'"}}) {
+                        Case{with("lengths = 30, 64", "lengths = 30, -64"), "must be a positive integer, got '-64'"}}) {
     const std::string spec = spec_file(dir, "bad.sweep.ini", c.body);
     const auto r = test::run_program("qwen3-sweep", "'" + spec + "' --dir '" + (dir / "run").string() + "' --local");
     EXPECT_EQ(r.exit_code, 2) << c.body << "\n" << r.output;
@@ -126,17 +127,18 @@ TEST(Sweep, SubmittedToARealSlurmAsOneArrayJob) {
     ::usleep(200000);
   }
   EXPECT_EQ(test::run_command("squeue -h -j " + job).output.find_first_not_of(" \n"), std::string::npos) << "still queued";
-  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L32-T1P2.h5"));
+  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L30-T1P2.h5"));
   EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P2.h5"));
-  EXPECT_FALSE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P1C2.h5"));  // refused: context parallelism
-  r = test::run_command("cat '" + (dir / "run" / "logs").string() + "'/*_1.out");  // task 1: tiny-L32-T1P1C2
-  EXPECT_NE(r.output.find("--cp 2: not yet supported"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P1C2.h5"));
+  EXPECT_FALSE(fs::exists(dir / "run" / "results" / "tiny-L30-T1P1C2.h5"));  // refused: 30 tokens over 2 × cp chunks
+  r = test::run_command("cat '" + (dir / "run" / "logs").string() + "'/*_1.out");  // task 1: tiny-L30-T1P1C2
+  EXPECT_NE(r.output.find("--seq-len 30 must divide by 2 × cp"), std::string::npos) << r.output;
   r = test::run_program("qwen3-report", "'" + (dir / "run").string() + "' --out '" + (dir / "report").string() + "'");
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("2 runs"), std::string::npos) << r.output;
-  // Re-submitting resumes: only the two failed cells go to Slurm again.
+  EXPECT_NE(r.output.find("3 runs"), std::string::npos) << r.output;
+  // Re-submitting resumes: only the failed cell goes to Slurm again.
   r = test::run_program("qwen3-sweep", "'" + spec + "' --dir '" + (dir / "run").string() + "' --dry-run");
-  EXPECT_NE(r.output.find("2 complete, 2 to run"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("3 complete, 1 to run"), std::string::npos) << r.output;
 }
 
 TEST(Sweep, PlanPrintsEveryCellsPeakPerRank) {
@@ -145,7 +147,7 @@ TEST(Sweep, PlanPrintsEveryCellsPeakPerRank) {
   const std::string spec = spec_file(dir, "tiny.sweep.ini", std::string(kTinySpec) + "device_memory = 1GB\n");
   const auto r = test::run_program("qwen3-sweep", "'" + spec + "' --dir '" + (dir / "run").string() + "' --plan");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("| tiny | 32 | T1P2 | none |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| tiny | 30 | T1P2 | none |"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("✖ does not fit"), std::string::npos) << r.output;  // with the 1 GiB runtime reserve
   EXPECT_NE(r.output.find("| tiny | 64 | T1P1C2 | — | — | not planned yet"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir / "run")) << "planning creates nothing";
