@@ -41,28 +41,27 @@ MpiCommunicator::~MpiCommunicator() {
   if (owned_) MPI_Comm_free(&comm_);
 }
 
+// Block collectives of one element type (MPI counts are ints: larger blocks are refused).
+static void all_gather_block(const void* in, void* out, std::size_t count, MPI_Datatype type, MPI_Comm comm) {
+  if (count > static_cast<std::size_t>(INT_MAX)) throw InternalError("MPI_Allgather: block of more than INT_MAX values");
+  mpi_check(MPI_Allgather(in, static_cast<int>(count), type, out, static_cast<int>(count), type, comm), "MPI_Allgather");
+}
+static void reduce_scatter_block(const void* in, void* out, std::size_t count, MPI_Datatype type, MPI_Comm comm) {
+  if (count > static_cast<std::size_t>(INT_MAX)) throw InternalError("MPI_Reduce_scatter_block: block of more than INT_MAX values");
+  mpi_check(MPI_Reduce_scatter_block(in, out, static_cast<int>(count), type, MPI_SUM, comm), "MPI_Reduce_scatter_block");
+}
+
 void MpiCommunicator::all_gather(const double* in, double* out, std::size_t count) {
-  if (count > static_cast<std::size_t>(INT_MAX)) throw InternalError("MPI_Allgather: block of more than INT_MAX values");
-  mpi_check(MPI_Allgather(in, static_cast<int>(count), MPI_DOUBLE, out, static_cast<int>(count), MPI_DOUBLE, comm_),
-            "MPI_Allgather");
+  all_gather_block(in, out, count, MPI_DOUBLE, comm_);
 }
-
 void MpiCommunicator::reduce_scatter_sum(const double* in, double* out, std::size_t count) {
-  if (count > static_cast<std::size_t>(INT_MAX)) throw InternalError("MPI_Reduce_scatter_block: block of more than INT_MAX values");
-  mpi_check(MPI_Reduce_scatter_block(in, out, static_cast<int>(count), MPI_DOUBLE, MPI_SUM, comm_),
-            "MPI_Reduce_scatter_block");
+  reduce_scatter_block(in, out, count, MPI_DOUBLE, comm_);
 }
-
 void MpiCommunicator::all_gather(const float* in, float* out, std::size_t count) {
-  if (count > static_cast<std::size_t>(INT_MAX)) throw InternalError("MPI_Allgather: block of more than INT_MAX values");
-  mpi_check(MPI_Allgather(in, static_cast<int>(count), MPI_FLOAT, out, static_cast<int>(count), MPI_FLOAT, comm_),
-            "MPI_Allgather");
+  all_gather_block(in, out, count, MPI_FLOAT, comm_);
 }
-
 void MpiCommunicator::reduce_scatter_sum(const float* in, float* out, std::size_t count) {
-  if (count > static_cast<std::size_t>(INT_MAX)) throw InternalError("MPI_Reduce_scatter_block: block of more than INT_MAX values");
-  mpi_check(MPI_Reduce_scatter_block(in, out, static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm_),
-            "MPI_Reduce_scatter_block");
+  reduce_scatter_block(in, out, count, MPI_FLOAT, comm_);
 }
 
 void MpiCommunicator::exchange(const std::vector<Transfer>& transfers) {

@@ -62,13 +62,7 @@ struct SeqParallel {
   }
 };
 
-// Context parallelism with causal load balancing: the sequence is cut into 2·cp chunks of c = S_full / (2·cp) tokens;
-// cp rank r holds chunks r and 2·cp − 1 − r (an early and a late one, so every rank has the same attention work).
-std::int64_t cp_position(int r, std::int64_t j, std::int64_t S_full, int cp) {
-  return context_parallel_position(r, j, S_full, cp);
-}
-
-// Every cp rank's local [B, S, n] rows, all-gathered and put in sequence order: [B, S_full, n].
+// Context parallelism (causal load balancing: context_parallel_position). Every cp rank's local [B, S, n] rows, all-gathered and put in sequence order: [B, S_full, n].
 Vec cp_gather(Communicator& cp, const Vec& local, std::int64_t B, std::int64_t S, std::int64_t n) {
   const int size = cp.size();
   const std::int64_t S_full = S * size, block = B * S * n;
@@ -78,7 +72,7 @@ Vec cp_gather(Communicator& cp, const Vec& local, std::int64_t B, std::int64_t S
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t j = 0; j < S; ++j)
         std::copy_n(all.begin() + r * block + (b * S + j) * n, n,
-                    full.begin() + (b * S_full + cp_position(r, j, S_full, size)) * n);
+                    full.begin() + (b * S_full + context_parallel_position(r, j, S_full, size)) * n);
   return full;
 }
 
@@ -90,7 +84,7 @@ Vec cp_scatter(Communicator& cp, const Vec& full, std::int64_t B, std::int64_t S
   for (int r = 0; r < size; ++r)
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t j = 0; j < S; ++j)
-        std::copy_n(full.begin() + (b * S_full + cp_position(r, j, S_full, size)) * n, n,
+        std::copy_n(full.begin() + (b * S_full + context_parallel_position(r, j, S_full, size)) * n, n,
                     by_owner.begin() + r * block + (b * S + j) * n);
   cp.reduce_scatter_sum(by_owner.data(), local.data(), static_cast<std::size_t>(block));
   return local;
@@ -228,7 +222,7 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
     throw UsageError("--cp " + std::to_string(cp) + ": the sequence length " + std::to_string(S_full) +
                      " must divide by 2 × cp (two chunks per rank)");
   st.positions.resize(static_cast<std::size_t>(S));
-  for (std::int64_t j = 0; j < S; ++j) st.positions[j] = cp > 1 ? cp_position(cp_comm_->rank(), j, S_full, cp) : j;
+  for (std::int64_t j = 0; j < S; ++j) st.positions[j] = cp > 1 ? context_parallel_position(cp_comm_->rank(), j, S_full, cp) : j;
   std::vector<std::int32_t> tokens_here, labels_here;
   for (std::int64_t b = 0; b < mb.batch; ++b)
     for (std::int64_t j = 0; j < S; ++j) {
