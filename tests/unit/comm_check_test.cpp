@@ -150,7 +150,8 @@ TEST(CommCheck, CudaPipelinePassesTheGoldenCheckAndTrainsLikeOneGpu) {
   h5::Handle one = h5::open_read(train(1, "", "one"), "results");
   const auto a = h5::read_f64(one.get(), "steps/loss"), an = h5::read_f64(one.get(), "steps/grad_norm");
   std::vector<std::tuple<int, std::string, std::string>> runs = {{2, "--pp 2", "pp2"}};
-  if (gpus() >= 4) runs.insert(runs.end(), {{4, "--pp 4", "pp4"}, {4, "--tp 2 --pp 2", "tp2pp2"}, {4, "--pp 2", "dp2pp2"}});
+  if (gpus() >= 4) runs.insert(runs.end(), {{4, "--pp 4", "pp4"}, {4, "--tp 2 --pp 2", "tp2pp2"}, {4, "--pp 2", "dp2pp2"},
+                                 {4, "--tp 2 --pp 2 --recompute full", "tp2pp2-recompute"}});
   for (const auto& [np, args, tag] : runs) {
     h5::Handle f = h5::open_read(train(np, args, tag), "results");
     const auto b = h5::read_f64(f.get(), "steps/loss"), bn = h5::read_f64(f.get(), "steps/grad_norm");
