@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <tuple>
@@ -302,4 +303,35 @@ TEST(PipelineMpirun, RecomputationGivesBitIdenticalTraining) {
     EXPECT_EQ(plain.first, again.first) << layout;
     EXPECT_EQ(plain.second, again.second) << layout;
   }
+}
+
+TEST(PipelineMpirun, PhasesAreNvtxRangesInOrder) {
+  // The 1F1B phases are NVTX ranges (what Nsight Systems shows): recorded here by the test's NVTX injection library,
+  // which a CUDA build puts beside the executables. Every stage of every step opens warm-up, steady and cool-down in
+  // that order, each closed before the next opens. The CPU backend runs the same driver, so no GPU is needed.
+  const std::string recorder = test::bin_dir() + "/libqwen3_nvtx_recorder.so";
+  if (!fs::exists(recorder)) GTEST_SKIP() << "no NVTX recorder: a build without CUDA has no NVTX ranges";
+  const fs::path dir = test::fresh_dir("qwen3_pp_nvtx");
+  const std::string data = (dir / "data.h5").string();
+  write_synthetic_dataset(data, 512, {32}, 16, 5, false);
+  const std::string record = (dir / "ranges").string();
+  const auto r = test::run_command("NVTX_INJECTION64_PATH='" + recorder + "' QWEN3_NVTX_RECORD='" + record + "' " +
+                                   test::mpirun(2) + "-x NVTX_INJECTION64_PATH -x QWEN3_NVTX_RECORD '" + test::bin_dir() +
+                                   "/qwen3-pretrain' --model tiny --data '" + data + "' --seq-len 32 --global-batch 4 "
+                                   "--micro-batch 1 --steps 2 --pp 2 --out '" + (dir / "run.h5").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  int files = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().filename().string().rfind("ranges.", 0) != 0) continue;
+    ++files;
+    std::ifstream in(entry.path());
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    std::vector<std::string> expected;
+    for (int step = 0; step < 2; ++step)
+      for (const char* phase : {"1F1B warm-up", "1F1B steady", "1F1B cool-down"})
+        expected.insert(expected.end(), {std::string("push ") + phase, "pop"});
+    EXPECT_EQ(lines, expected) << entry.path();
+  }
+  EXPECT_EQ(files, 2) << "one record per rank";
 }
