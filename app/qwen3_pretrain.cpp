@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
       in.micro_batches = std::max<std::int64_t>(1, cfg->global_batch / (cfg->micro_batch * layout.dp()));
       const std::int64_t device =
           parse_memory_size("--device-memory", cfg->device_memory.empty() ? "80GB" : cfg->device_memory);
-      in.recompute_layers = choose_recompute(cfg->recompute, in, device);
+      in.recompute = choose_recompute(cfg->recompute, cfg->recompute_num_layers, cfg->offload_inputs, in, device);
       const auto [worst, plan] = plan_worst_stage(in);
       const bool fits = plan.total() + kRuntimeReserveBytes <= device;
       if (world.rank() == 0) {
@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
         std::printf("qwen3-pretrain --plan: %s, seq %lld, micro-batch %lld, %s, recomputation %s; %s:\n%s",
                     cfg->model_source.c_str(), static_cast<long long>(cfg->seq_len),
                     static_cast<long long>(cfg->micro_batch), layout.describe().c_str(),
-                    in.recompute_layers ? "full" : "none", who.c_str(), describe_plan(plan, device).c_str());
+                    in.recompute.describe().c_str(), who.c_str(), describe_plan(plan, device).c_str());
       }
       return fits ? 0 : static_cast<int>(ExitCode::input);
     }

@@ -54,8 +54,14 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       ("tp", po::value(&c.tp)->default_value(c.tp), "tensor-parallel size")
       ("pp", po::value(&c.pp)->default_value(c.pp), "pipeline-parallel size")
       ("recompute", po::value(&c.recompute)->default_value(c.recompute),
-       "activation recomputation: none, full (keep each layer's input, recompute the rest in the backward), or auto "
-       "(the cheapest that the memory plan says fits the device)")
+       "activation recomputation: none; selective (recompute the norm outputs and the normed, rotated q and k); full "
+       "(keep each layer's input, recompute the rest in the backward); or auto (the cheapest that the memory plan "
+       "says fits the device: none, selective, full, full with the inputs offloaded)")
+      ("recompute-num-layers", po::value(&c.recompute_num_layers)->default_value(c.recompute_num_layers),
+       "with full recomputation: recompute only the first N layers of each pipeline stage (0: all)")
+      ("offload-inputs", po::bool_switch(&c.offload_inputs),
+       "with full recomputation: keep the recomputed layers' inputs in pinned host memory, copied out during the "
+       "forward and back during the backward (CUDA; on the CPU backend everything is in host memory already)")
       ("no-shard-optimizer", po::bool_switch(&no_shard),
        "keep the full fp32 master weights and AdamW state on every data-parallel replica (default: sharded, ZeRO-1)")
       ("pp-layers", po::value(&pp_layers),

@@ -163,6 +163,29 @@ void layer_forward(const LayerContext& ctx, const float* weights, std::int64_t l
   for (std::int64_t i = 0; i < Tl * H; ++i) x[i] += m_local[i];
 }
 
+// Selective recomputation: the parts layer_forward computed that a selective layer dropped — both norm outputs
+// (gathered over the sequence) and q, k after their norms and RoPE — from what it kept, with the same operations.
+void recompute_selective(const LayerContext& ctx, const float* weights, std::int64_t l, LayerActs& a) {
+  const auto& c = ctx.c;
+  const std::int64_t B = ctx.B, S = ctx.S, Tl = ctx.Tl, Tp = ctx.Tp, H = c.hidden_size;
+  const std::int64_t nh = ctx.tp.heads, nkv = ctx.tp.kv_heads, hd = c.head_dim, qd = ctx.tp.q_dim, kvd = ctx.tp.kv_dim;
+  const auto& p = ctx.table.layers[static_cast<std::size_t>(l)];
+  auto W = [&](std::size_t idx) { return weights + ctx.table.entries()[idx].offset; };
+  auto norm_gathered = [&](const Vec& x_local, std::size_t weight, Vec& rstd) {
+    Vec h = zeros(Tl * H);
+    cpu::rmsnorm_forward(x_local.data(), W(weight), h.data(), rstd.data(), Tl, H, c.rms_norm_eps);
+    return ctx.sp.gather(h, H);
+  };
+  a.h_attn = norm_gathered(a.x_in, p.input_norm, a.rstd_in);
+  a.h_mlp = norm_gathered(a.x_mid, p.post_norm, a.rstd_mid);
+  a.q = zeros(Tp * qd);
+  a.k = zeros(Tp * kvd);
+  cpu::rmsnorm_forward(a.q_raw.data(), W(p.q_norm), a.q.data(), a.rstd_q.data(), Tp * nh, hd, c.rms_norm_eps);
+  cpu::rmsnorm_forward(a.k_raw.data(), W(p.k_norm), a.k.data(), a.rstd_k.data(), Tp * nkv, hd, c.rms_norm_eps);
+  cpu::rope_forward(a.q.data(), ctx.rope, B, S, nh, hd);
+  cpu::rope_forward(a.k.data(), ctx.rope, B, S, nkv, hd);
+}
+
 }  // namespace
 
 // One micro-batch in flight on this stage: its shape, tokens and everything its backward needs.
@@ -175,7 +198,7 @@ struct CpuQwen3::Slot {
   Vec dx;                            // last stage: gradient at the last layer's output, from the loss
 };
 
-CpuQwen3::CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm, const StageRange* stage, bool recompute,
+CpuQwen3::CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm, const StageRange* stage, const RecomputePolicy& recompute,
                    Communicator* cp_comm)
     : cfg_(cfg),
       tp_comm_(tp_comm && tp_comm->size() > 1 ? tp_comm : nullptr),
@@ -272,10 +295,16 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
   for (std::int64_t l = stage_.first_layer; l < stage_.last_layer; ++l) {
     LayerActs& a = st.acts[static_cast<std::size_t>(l - stage_.first_layer)];
     layer_forward(ctx, weights, l, a, x);
-    if (recompute_) {  // keep the layer's input only; backward() recomputes the rest
+    const std::int64_t index = l - stage_.first_layer;
+    if (recompute_.full(index)) {  // keep the layer's input only; backward() recomputes the rest
       Vec input = std::move(a.x_in);
       a = LayerActs{};
       a.x_in = std::move(input);
+    } else if (recompute_.selective(index)) {  // drop the norm outputs and the normed, rotated q and k
+      a.h_attn = Vec{};
+      a.h_mlp = Vec{};
+      a.q = Vec{};
+      a.k = Vec{};
     }
   }
   if (!stage_.last) {
@@ -333,9 +362,12 @@ void CpuQwen3::backward(int slot_index, const float* weights, float* grads, cons
   for (std::int64_t l = stage_.last_layer - 1; l >= stage_.first_layer; --l) {
     const auto& p = table_.layers[l];
     LayerActs& a = st.acts[static_cast<std::size_t>(l - stage_.first_layer)];
-    if (recompute_) {  // the layer's activations again, from its input, exactly as the forward computed them
+    const std::int64_t index = l - stage_.first_layer;
+    if (recompute_.full(index)) {  // the layer's activations again, from its input, exactly as the forward computed them
       Vec out = a.x_in;
       layer_forward(ctx, weights, l, a, out);
+    } else if (recompute_.selective(index)) {
+      recompute_selective(ctx, weights, l, a);
     }
     // MLP block: x_out = x_mid + down(swiglu(gate(h), up(h))), h = norm(x_mid)
     Vec dact = zeros(Tp * I), dgate = zeros(Tp * I), dup = zeros(Tp * I), dh = zeros(Tp * H);

@@ -9,6 +9,7 @@
 #include "dist/communicator.h"
 #include "model/param_table.h"
 #include "model/pipeline_split.h"
+#include "model/recompute.h"
 #include "model/tensor_parallel.h"
 #include "ops/cpu/cross_entropy.h"
 
@@ -37,13 +38,14 @@ class CpuQwen3 {
  public:
   using Activations = std::vector<cpu::act_t>;  // the residual stream or its gradient at a stage boundary: [Tl, H]
 
-  // stage: the layers this object runs (default: the whole model). recompute: keep only each layer's input through
-  // the forward and recompute the layer's activations just before its backward (the same values: bit-identical).
+  // stage: the layers this object runs (default: the whole model). recompute (model/recompute.h): full keeps only a
+  // layer's input through the forward and recomputes its activations just before its backward; selective drops the
+  // norm outputs and the normed, rotated q and k and recomputes those (the same values either way: bit-identical).
   // cp_comm: context parallelism — this rank runs its two chunks of every sequence (causal load balancing: chunks r
   // and 2·cp − 1 − r of 2·cp), all-gathering keys and values for attention; its loss and gradients are its tokens'
   // share (the engine sums them over the group). The sequence length must divide by 2·cp.
   explicit CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm = nullptr, const StageRange* stage = nullptr,
-                    bool recompute = false, Communicator* cp_comm = nullptr);
+                    const RecomputePolicy& recompute = {}, Communicator* cp_comm = nullptr);
   ~CpuQwen3();
   const ModelConfig& config() const { return cfg_; }
   const ParamTable& params() const { return table_; }  // this rank's table (the full one without tensor parallelism)
@@ -79,7 +81,7 @@ class CpuQwen3 {
   TpDims tp_;
   ParamTable table_;
   StageRange stage_;
-  bool recompute_ = false;
+  RecomputePolicy recompute_;
   Communicator* cp_comm_ = nullptr;
   std::vector<std::unique_ptr<Slot>> slots_;
 };

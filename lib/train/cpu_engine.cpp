@@ -22,7 +22,7 @@ CpuEngine::CpuEngine(const ModelConfig& cfg, const EngineOptions& opts)
       pp_comm_(opts.pp_comm && opts.pp_comm->size() > 1 ? opts.pp_comm : nullptr),
       cp_comm_(opts.cp_comm && opts.cp_comm->size() > 1 ? opts.cp_comm : nullptr),
       stage_(pp_comm_ ? opts.stage : whole_model(cfg)),
-      model_(cfg, tp_comm_, &stage_, opts.recompute_layers, cp_comm_) {
+      model_(cfg, tp_comm_, &stage_, opts.recompute, cp_comm_) {
   const TpDims& d = model_.tp();
   if (tp_comm_ && d.kv_replicas > 1) kv_comm_ = tp_comm_->split(d.kv_group(), d.rank);
   if (pp_comm_ && cfg.tie_word_embeddings) embed_comm_ = pp_comm_->split(stage_.first || stage_.last ? 0 : 1, pp_comm_->rank());

@@ -88,6 +88,7 @@ class CudaEngine final : public Engine {
   void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale) override;
   void synchronize() override { CUDA_CHECK(cudaDeviceSynchronize()); }
   std::int64_t device_bytes_in_use() const override { return alloc_.bytes_in_use(); }
+  std::int64_t host_pinned_bytes() const override { return host_pinned_bytes_; }
   std::vector<std::pair<std::string, std::int64_t>> device_bytes_by_category() const override;
 
  private:
@@ -152,11 +153,24 @@ class CudaEngine final : public Engine {
   cudaEvent_t grads_ready_ = nullptr, zero_done_ = nullptr;
   bool update_pending_ = false, zero_pending_ = false;
   std::vector<std::vector<LayerActs>> acts_;  // [slot][layer − stage's first]
-  // Recomputation (EngineOptions::recompute_layers): each layer keeps only x_in; every other LayerActs field of every
-  // layer points into one shared layer's buffers, which the backward refills (forward again, output to
-  // recompute_out_) just before each layer's backward.
-  bool recompute_ = false;
+  // Recomputation (EngineOptions::recompute, model/recompute.h). Full: a recomputed layer keeps only x_in; every
+  // other LayerActs field of every such layer points into one shared layer's buffers, which the backward refills
+  // (forward again, output to recompute_out_) just before the layer's backward. Selective: h_in, h_mid, q and k of
+  // every layer point into one shared set, refilled before each layer's backward.
+  RecomputePolicy recompute_;
   bf16* recompute_out_ = nullptr;
+  // Offloaded inputs (full recomputation with offload_inputs): the x_in of a recomputed layer but the stage's first is
+  // one of two device buffers (ring_[index % 2], shared by all slots); the forward copies it to its pinned host place
+  // on offload_stream_ while the layer runs (the buffer is written again two layers on, after that copy), and the
+  // backward copies it back while the layer above runs its backward.
+  bf16* ring_[2] = {nullptr, nullptr};
+  bf16* host_inputs_ = nullptr;  // pinned [slots][offloaded layers: index 1 … n_offloaded_][max Tl, H]
+  std::int64_t host_pinned_bytes_ = 0, n_offloaded_ = 0;
+  cudaStream_t offload_stream_ = nullptr;
+  cudaEvent_t to_host_[2] = {nullptr, nullptr}, to_device_[2] = {nullptr, nullptr}, offload_fork_ = nullptr;
+  bf16* host_input(int slot, std::int64_t index) const {
+    return host_inputs_ + (slot * n_offloaded_ + index - 1) * (max_tokens_ / tp_.size) * cfg_.hidden_size;
+  }
   bf16 *x_final_, *hf_, *act_, *logits_, *g_bf_, *dattn_, *dq_, *dk_, *dv_, *dqkv_, *dact_, *dgate_up_;
   float *rstd_f_, *row_loss_, *dres_, *dh_;
   float *rope_cos_, *rope_sin_;  // [max_seq, head_dim/2] RoPE tables (ops/cpu/rope.h's values)
@@ -330,15 +344,46 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
 #endif
   const auto A = MemCategory::activations;
   acts_.resize(static_cast<std::size_t>(slots_));
-  recompute_ = o.recompute_layers;
-  LayerActs shared{};  // with recomputation: the one layer whose activations are recomputed
+  recompute_ = o.recompute;
+  recompute_.validate();
+  const std::int64_t L = stage_.layers();
+  if (recompute_.offload_inputs && recompute_.full_layers(L) > 1) {
+    n_offloaded_ = recompute_.full_layers(L) - 1;
+    host_pinned_bytes_ = static_cast<std::int64_t>(slots_) * n_offloaded_ * Tl * H * static_cast<std::int64_t>(sizeof(bf16));
+    if (cudaHostAlloc(reinterpret_cast<void**>(&host_inputs_), static_cast<std::size_t>(host_pinned_bytes_),
+                      cudaHostAllocDefault) != cudaSuccess) {
+      cudaGetLastError();
+      throw UsageError("--offload-inputs: could not pin " + std::to_string(host_pinned_bytes_ >> 20) +
+                       " MiB of host memory for the offloaded layer inputs");
+    }
+    int least = 0, greatest = 0;
+    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    CUDA_CHECK(cudaStreamCreateWithPriority(&offload_stream_, cudaStreamNonBlocking, least));
+    for (int i = 0; i < 2; ++i) {
+      CUDA_CHECK(cudaEventCreateWithFlags(&to_host_[i], cudaEventDisableTiming));
+      CUDA_CHECK(cudaEventCreateWithFlags(&to_device_[i], cudaEventDisableTiming));
+      CUDA_CHECK(cudaEventRecord(to_host_[i], offload_stream_));  // nothing pending yet
+      CUDA_CHECK(cudaEventRecord(to_device_[i], offload_stream_));
+    }
+    CUDA_CHECK(cudaEventCreateWithFlags(&offload_fork_, cudaEventDisableTiming));
+  }
+  LayerActs shared{};     // full recomputation: the one layer whose activations are recomputed
+  LayerActs shared_sel{}; // selective: the norm outputs and q, k being recomputed
   for (int slot = 0; slot < slots_; ++slot)
   for (std::int64_t l = stage_.first_layer; l < stage_.last_layer; ++l) {
+    const std::int64_t index = l - stage_.first_layer;
     LayerActs a{};
     const std::string what = "layer " + std::to_string(l) + " activations" +
                              (slots_ > 1 ? " (micro-batch slot " + std::to_string(slot) + ")" : "");
-    a.x_in = alloc_.allocate<bf16>(A, Tl * H, what);
-    if (recompute_ && shared.qkv != nullptr) {  // every field but x_in shared
+    if (recompute_.offloaded(index)) {
+      bf16*& ring = ring_[index % 2];
+      if (ring == nullptr) ring = alloc_.allocate<bf16>(A, Tl * H, "layer input on its way to or from the host");
+      a.x_in = ring;
+    } else {
+      a.x_in = alloc_.allocate<bf16>(A, Tl * H, what);
+    }
+    const bool full = recompute_.full(index), sel = recompute_.selective(index);
+    if (full && shared.qkv != nullptr) {  // every field but x_in shared
       bf16* x_in = a.x_in;
       a = shared;
       a.x_in = x_in;
@@ -346,13 +391,18 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
       continue;
     }
     a.qkv = alloc_.allocate<bf16>(A, T * (qd + 2 * kvd), what);
-    a.q = alloc_.allocate<bf16>(A, T * qd, what);
-    a.k = alloc_.allocate<bf16>(A, T * kvd, what);
+    if (sel && shared_sel.q != nullptr) {
+      a.q = shared_sel.q, a.k = shared_sel.k, a.h_in = shared_sel.h_in, a.h_mid = shared_sel.h_mid;
+    } else {
+      a.q = alloc_.allocate<bf16>(A, T * qd, what);
+      a.k = alloc_.allocate<bf16>(A, T * kvd, what);
+      a.h_in = alloc_.allocate<bf16>(A, T * H, what);
+      a.h_mid = alloc_.allocate<bf16>(A, T * H, what);
+      if (sel) shared_sel = a;
+    }
     a.v = use_cudnn_ ? nullptr : alloc_.allocate<bf16>(A, T * kvd, what);
     a.attn = alloc_.allocate<bf16>(A, T * qd, what);
     a.x_mid = alloc_.allocate<bf16>(A, Tl * H, what);
-    a.h_in = alloc_.allocate<bf16>(A, T * H, what);
-    a.h_mid = alloc_.allocate<bf16>(A, T * H, what);
     a.gate_up = alloc_.allocate<bf16>(A, T * 2 * I, what);
     a.rstd_in = alloc_.allocate<float>(A, Tl, what);
     a.rstd_q = alloc_.allocate<float>(A, T * nh, what);
@@ -360,9 +410,9 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
     a.lse = alloc_.allocate<float>(A, T * nh, what);
     a.rstd_mid = alloc_.allocate<float>(A, Tl, what);
     acts_[static_cast<std::size_t>(slot)].push_back(a);
-    if (recompute_) shared = a;
+    if (full) shared = a;
   }
-  if (recompute_) recompute_out_ = alloc_.allocate<bf16>(A, Tl * H, "recomputed layer output (discarded)");
+  if (recompute_.full_layers(L) > 0) recompute_out_ = alloc_.allocate<bf16>(A, Tl * H, "recomputed layer output (discarded)");
   if (!stage_.last)
     for (int slot = 0; slot < slots_; ++slot)
       stage_out_.push_back(alloc_.allocate<bf16>(A, Tl * H, "stage output (sent to the next stage)"));
@@ -502,6 +552,13 @@ CudaEngine::~CudaEngine() {
   if (fork_) cudaEventDestroy(fork_);
   if (join_) cudaEventDestroy(join_);
   if (comm_stream_) cudaStreamDestroy(comm_stream_);
+  for (int i = 0; i < 2; ++i) {
+    if (to_host_[i]) cudaEventDestroy(to_host_[i]);
+    if (to_device_[i]) cudaEventDestroy(to_device_[i]);
+  }
+  if (offload_fork_) cudaEventDestroy(offload_fork_);
+  if (offload_stream_) cudaStreamDestroy(offload_stream_);
+  if (host_inputs_) cudaFreeHost(host_inputs_);
   if (opt_stream_) cudaStreamDestroy(opt_stream_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -788,7 +845,22 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mbp, double grad_scale,
     bf16* next = l + 1 < stage_.last_layer ? acts[static_cast<std::size_t>(l + 1 - first)].x_in
                  : stage_.last            ? x_final_
                                           : stage_out_[static_cast<std::size_t>(slot)];
+    const std::int64_t next_index = l + 1 - first;
+    const bool offload_next = l + 1 < stage_.last_layer && recompute_.offloaded(next_index);
+    // An offloaded input's buffer is written again only after its previous content reached the host.
+    if (offload_next) CUDA_CHECK(cudaStreamWaitEvent(st, to_host_[next_index % 2], 0));
     layer_forward(l, a, next);
+    if (offload_next) {  // out to the host while the next layer's forward reads it
+      CUDA_CHECK(cudaEventRecord(offload_fork_, st));
+      CUDA_CHECK(cudaStreamWaitEvent(offload_stream_, offload_fork_, 0));
+      CUDA_CHECK(cudaMemcpyAsync(host_input(slot, next_index), next, Tl * H * sizeof(bf16), cudaMemcpyDeviceToHost,
+                                 offload_stream_));
+      CUDA_CHECK(cudaEventRecord(to_host_[next_index % 2], offload_stream_));
+    }
+  }
+  if (offload_stream_) {  // the forward ends when its inputs are on the host
+    CUDA_CHECK(cudaStreamWaitEvent(st, to_host_[0], 0));
+    CUDA_CHECK(cudaStreamWaitEvent(st, to_host_[1], 0));
   }
   if (stage_.last) {
   wait_segment(static_cast<std::size_t>(c.num_layers + 1));
@@ -889,12 +961,32 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mbp, double grad_scale,
     timer_.mark(st, "wait for the comm stream");
     cur ^= 1;
   };
+  // Offloaded inputs come back one layer ahead: the copy of layer `index`'s input starts once everything queued so
+  // far (the backward of the layer that last used its buffer) is done, and runs during the current layer's backward.
+  auto prefetch_input = [&](std::int64_t index) {
+    if (index < 0 || !recompute_.offloaded(index)) return;
+    CUDA_CHECK(cudaEventRecord(offload_fork_, st));
+    CUDA_CHECK(cudaStreamWaitEvent(offload_stream_, offload_fork_, 0));
+    CUDA_CHECK(cudaMemcpyAsync(acts[static_cast<std::size_t>(index)].x_in, host_input(slot, index),
+                               Tl * H * sizeof(bf16), cudaMemcpyHostToDevice, offload_stream_));
+    CUDA_CHECK(cudaEventRecord(to_device_[index % 2], offload_stream_));
+  };
+  prefetch_input(stage_.last_layer - 1 - first);
   for (std::int64_t l = stage_.last_layer - 1; l >= first; --l) {
     const auto& p = table_.layers[l];
-    LayerActs& a = acts[static_cast<std::size_t>(l - first)];
-    if (recompute_) {  // this layer's activations again, from its kept input
+    const std::int64_t index = l - first;
+    LayerActs& a = acts[static_cast<std::size_t>(index)];
+    if (recompute_.offloaded(index)) CUDA_CHECK(cudaStreamWaitEvent(st, to_device_[index % 2], 0));
+    prefetch_input(index - 1);
+    if (recompute_.full(index)) {  // this layer's activations again, from its kept input
       layer_forward(l, a, recompute_out_);
       timer_.mark(st, "(recompute) layer forward");
+    } else if (recompute_.selective(index)) {  // its norm outputs and its normed, rotated q and k again
+      norm_gathered(a.x_in, p.input_norm, a.h_in, a.rstd_in);
+      cuda::qk_norm_rope_forward(a.qkv, W(p.q_norm), a.q, a.rstd_q, qshape, st);
+      cuda::qk_norm_rope_forward(a.qkv + qd, W(p.k_norm), a.k, a.rstd_k, kshape, st);
+      norm_gathered(a.x_mid, p.post_norm, a.h_mid, a.rstd_mid);
+      timer_.mark(st, "(recompute) norms and q, k");
     }
     // MLP block
     const bf16* dy_mlp = tp ? g_gathered_[cur] : g_bf_;

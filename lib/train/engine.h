@@ -12,6 +12,7 @@
 #include "model/cpu_qwen3.h"
 #include "model/param_table.h"
 #include "model/pipeline_split.h"
+#include "model/recompute.h"
 
 namespace qwen3 {
 
@@ -41,9 +42,8 @@ struct EngineOptions {
   // sharded, gradients all-reduced.
   Communicator* dp_comm = nullptr;
   bool shard_optimizer = false;
-  // Activation recomputation: keep only each layer's input through the forward and recompute the layer's
-  // activations just before its backward (about one more forward of compute for far less activation memory).
-  bool recompute_layers = false;
+  // Activation recomputation and offloading of kept layer inputs (model/recompute.h).
+  RecomputePolicy recompute;
   // Context parallelism: the group that splits each sequence (null or size 1: none). Its ranks hold the same weights;
   // gradients and losses are summed over it.
   Communicator* cp_comm = nullptr;
@@ -95,6 +95,8 @@ class Engine {
   virtual std::int64_t device_bytes_in_use() const = 0;
   // Those bytes by category (weights, gradients, optimizer_state, activations, workspace); empty on the CPU.
   virtual std::vector<std::pair<std::string, std::int64_t>> device_bytes_by_category() const { return {}; }
+  // Pinned host bytes the engine holds for offloaded layer inputs (EngineOptions::recompute.offload_inputs).
+  virtual std::int64_t host_pinned_bytes() const { return 0; }
 };
 
 // Registry: "cpu" always; other names answer with the list of backends built into this binary.

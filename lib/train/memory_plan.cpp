@@ -75,15 +75,31 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
     chunks += (n + kAdamWChunkElements - 1) / kAdamWChunkElements;
   }
   add("optimizer_state", "AdamW chunk table", kAdamWChunkBytes * chunks);
+  // What one layer keeps without recomputation (the engine's LayerActs), and the parts selective recomputation drops.
   const std::int64_t per_layer = 2 * (Tl * H * 2 + T * (qd + 2 * kvd) + T * qd + T * kvd + (in.cudnn_attention ? 0 : T * kvd) +
                                       T * qd + T * H * 2 + T * 2 * I) +
                                  4 * (2 * Tl + T * nh * 2 + T * nkv);
+  const std::int64_t dropped = 2 * (T * qd + T * kvd + 2 * T * H), input = 2 * Tl * H;
   const std::string in_flight = slots > 1 ? " × " + std::to_string(slots) + " micro-batches in flight" : "";
-  if (!in.recompute_layers) {
-    add("activations", std::to_string(L) + " layers × " + gib(per_layer) + " (inputs, q|k|v, attention, norms, gate|up)" +
-                           in_flight, L * per_layer * slots);
-  } else {  // the engine: each layer's input per slot, one shared layer for the recomputed rest, its scratch output
-    add("activations", std::to_string(L) + " layer inputs (recomputation)" + in_flight, L * 2 * Tl * H * slots);
+  const RecomputePolicy& rc = in.recompute;
+  const std::int64_t F = rc.full_layers(L), R = L - F;  // fully recomputed layers (the stage's first F), the rest
+  if (R > 0 && rc.mode == Recompute::selective) {
+    add("activations", std::to_string(R) + " layers × " + gib(per_layer - dropped) +
+                           " (inputs, q|k|v, attention, gate|up; norm outputs and q, k recomputed)" + in_flight,
+        R * (per_layer - dropped) * slots);
+    add("activations", "norm outputs and q, k of the layer being recomputed (selective)", dropped);
+  } else if (R > 0) {
+    add("activations", std::to_string(R) + " layers × " + gib(per_layer) + " (inputs, q|k|v, attention, norms, gate|up)" +
+                           in_flight, R * per_layer * slots);
+  }
+  if (F > 0) {  // the engine: each layer's input per slot, one shared layer for the recomputed rest, its scratch output
+    const std::int64_t offloaded = rc.offload_inputs ? F - 1 : 0;  // every recomputed layer but the stage's first
+    add("activations", std::to_string(F - offloaded) + " layer input" + (F - offloaded > 1 ? "s" : "") +
+                           " (recomputation)" + in_flight, (F - offloaded) * input * slots);
+    if (offloaded > 0) {
+      add("activations", "two device buffers for the inputs moving to and from the host", std::min<std::int64_t>(2, offloaded) * input);
+      p.host_pinned_bytes = offloaded * input * slots;
+    }
     add("activations", "one layer recomputed in the backward (its input read, its output to scratch)", per_layer);
   }
   if (!stage.last) add("activations", "stage output (sent to the next stage)", 2 * Tl * H * slots);
@@ -123,11 +139,25 @@ std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in) {
   return worst;
 }
 
-bool choose_recompute(const std::string& policy, MemoryPlanInput in, std::int64_t device_bytes) {
-  if (policy == "none" || policy == "full") return policy == "full";
-  if (policy != "auto") throw UsageError("--recompute: invalid value '" + policy + "' (valid: none, full, auto)");
-  in.recompute_layers = false;
-  return plan_worst_stage(in).second.total() + kRuntimeReserveBytes > device_bytes;
+RecomputePolicy choose_recompute(const std::string& policy, std::int64_t num_layers, bool offload_inputs,
+                                 MemoryPlanInput in, std::int64_t device_bytes) {
+  if (policy != "auto") {
+    RecomputePolicy p{parse_recompute(policy), num_layers, offload_inputs};
+    p.validate();
+    return p;
+  }
+  if (offload_inputs) throw UsageError("--offload-inputs with --recompute auto: auto chooses offloading itself when it is needed");
+  const RecomputePolicy candidates[] = {{Recompute::none, 0, false},
+                                        {Recompute::selective, 0, false},
+                                        {Recompute::full, num_layers, false},
+                                        {Recompute::full, num_layers, true}};
+  for (const RecomputePolicy& c : candidates) {
+    if (num_layers > 0 && c.mode != Recompute::full) continue;  // a layer count asks for full recomputation
+    c.validate();
+    in.recompute = c;
+    if (plan_worst_stage(in).second.total() + kRuntimeReserveBytes <= device_bytes) return c;
+  }
+  return candidates[3];
 }
 
 std::int64_t parse_memory_size(const std::string& option, const std::string& text) {
@@ -156,6 +186,8 @@ std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes) {
   }
   const std::int64_t total = plan.total() + kRuntimeReserveBytes;
   out += "  runtime reserve   " + gib(kRuntimeReserveBytes) + " (CUDA context, cuBLAS, cuDNN, NCCL)\n";
+  if (plan.host_pinned_bytes > 0)
+    out += "  host (pinned)     " + gib(plan.host_pinned_bytes) + " per rank: offloaded layer inputs, not on the device\n";
   out += "  peak per rank     " + gib(total) + " of " + gib(device_bytes) + ": " +
          (total <= device_bytes ? "fits" : "does NOT fit") + "\n";
   return out;

@@ -3,7 +3,8 @@
 // GPU — by category (weights, gradients, optimizer state, activations, workspace) and item. The engine's own
 // allocation list and this one must stay the same: a GPU test compares them (tests/unit/cuda_engine_test.cpp).
 // Pipeline parallelism: one stage's rank (its layers, its micro-batches in flight). The distributed optimizer's
-// shards. Not planned yet: context parallelism (refused), activation recomputation.
+// shards. Activation recomputation (none, selective, full, per layer) and layer inputs offloaded to pinned host
+// memory (counted apart from the device). Not planned yet: context parallelism (refused).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "config/model_config.h"
+#include "model/recompute.h"
 
 namespace qwen3 {
 
@@ -20,7 +22,7 @@ struct MemoryPlanInput {
   int tp = 1, dp = 1, pp = 1, cp = 1;
   bool cudnn_attention = true;  // the engine's default; the own kernels' workspace otherwise
   bool shard_optimizer = true;  // ZeRO-1 over dp (the default of qwen3-pretrain)
-  bool recompute_layers = false;  // full recomputation: per layer only its input kept, one layer's worth of scratch
+  RecomputePolicy recompute;    // model/recompute.h
   int stage = 0;                // pipeline: which stage's rank
   std::vector<std::int64_t> stage_layers;  // pipeline: layers per stage (empty: the balanced split)
   std::int64_t micro_batches = 1;          // per step and data-parallel replica (a stage keeps min(pp − stage, m))
@@ -33,7 +35,8 @@ struct MemoryItem {
 };
 
 struct MemoryPlan {
-  std::vector<MemoryItem> items;
+  std::vector<MemoryItem> items;          // device memory
+  std::int64_t host_pinned_bytes = 0;     // pinned host memory (offloaded layer inputs), not on the device
   std::int64_t total() const;
   std::vector<std::pair<std::string, std::int64_t>> by_category() const;  // in the allocator's category order
 };
@@ -47,9 +50,11 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in);
 // The stage whose rank needs the most (0 without pipeline parallelism) and its plan.
 std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in);
 
-// --recompute: "none" and "full" as given; "auto" the cheapest that fits device_bytes (with the runtime reserve) —
-// none if it fits, else full (which may still not fit). Returns whether layers are recomputed.
-bool choose_recompute(const std::string& policy, MemoryPlanInput in, std::int64_t device_bytes);
+// --recompute none | selective | full as given (with --recompute-num-layers and --offload-inputs); "auto" the cheapest
+// that fits device_bytes with the runtime reserve, in the order none, selective, full, full with the inputs offloaded
+// (the last may still not fit). Throws UsageError for an invalid or inconsistent request.
+RecomputePolicy choose_recompute(const std::string& policy, std::int64_t num_layers, bool offload_inputs,
+                                 MemoryPlanInput in, std::int64_t device_bytes);
 
 // "141GB", "80GiB", "81559MiB", "1e11" (bytes) → bytes. Throws UsageError naming `option` otherwise.
 std::int64_t parse_memory_size(const std::string& option, const std::string& text);

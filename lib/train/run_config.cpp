@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "model/recompute.h"
 #include "model/pipeline_split.h"
 #include "model/tensor_parallel.h"
 #include "dist/layout.h"
@@ -43,8 +44,12 @@ void RunConfig::validate(int world) const {
   positive("--adam-eps", adam_eps);
   positive("--init-std", init_std);
   if (memory_interval_ms < 1) throw UsageError("--memory-interval-ms must be at least 1, got " + std::to_string(memory_interval_ms));
-  if (recompute != "none" && recompute != "full" && recompute != "auto")
-    throw UsageError("--recompute: invalid value '" + recompute + "' (valid: none, full, auto)");
+  if (recompute != "auto") {
+    RecomputePolicy{parse_recompute(recompute), recompute_num_layers, offload_inputs}.validate();
+  } else {
+    RecomputePolicy{Recompute::full, recompute_num_layers, false}.validate();
+    if (offload_inputs) throw UsageError("--offload-inputs with --recompute auto: auto chooses offloading itself when it is needed");
+  }
   if (device != "cpu" && device != "cuda") throw UsageError("--device: invalid value '" + device + "' (valid: cpu, cuda)");
   for (auto [name, v] : {std::pair{"--tp", tp}, std::pair{"--pp", pp}, std::pair{"--cp", cp}}) {
     if (v < 1) throw UsageError(std::string(name) + " must be at least 1, got " + std::to_string(v));
@@ -83,7 +88,7 @@ std::vector<std::pair<std::string, std::string>> RunConfig::key_values() const {
       {"min_lr", num(min_lr)}, {"warmup_steps", std::to_string(warmup_steps)}, {"weight_decay", num(weight_decay)},
       {"clip_grad", num(clip_grad)}, {"beta1", num(beta1)}, {"beta2", num(beta2)}, {"adam_eps", num(adam_eps)},
       {"init_std", num(init_std)}, {"seed", std::to_string(seed)}, {"device", device}, {"out", out},
-      {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)}, {"shard_optimizer", shard_optimizer ? "true" : "false"}, {"recompute", recompute}, {"pp_layers", join_counts(pipeline_layer_counts(model, pp, seq_len, pp_layers))},
+      {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)}, {"shard_optimizer", shard_optimizer ? "true" : "false"}, {"recompute", recompute}, {"recompute_num_layers", std::to_string(recompute_num_layers)}, {"offload_inputs", offload_inputs ? "true" : "false"}, {"pp_layers", join_counts(pipeline_layer_counts(model, pp, seq_len, pp_layers))},
       {"cp", std::to_string(cp)}, {"memory_interval_ms", std::to_string(memory_interval_ms)},
   };
 }

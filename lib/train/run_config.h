@@ -33,7 +33,9 @@ struct RunConfig {
   int plan_world_size = 0;           // --world-size for --plan (0: the job's)
   std::string device_memory;         // --device-memory: a device's memory for --plan (80GB when not given) and for
                                      // the check before a CUDA run allocates (the device's own when not given)
-  std::string recompute = "none";   // none | full (each layer's input kept, the rest recomputed) | auto (--recompute)
+  std::string recompute = "none";   // none | selective | full | auto (--recompute; model/recompute.h)
+  std::int64_t recompute_num_layers = 0;  // full: the first N layers of each stage (0: all)
+  bool offload_inputs = false;      // full: kept layer inputs in pinned host memory
   bool shard_optimizer = true;      // ZeRO-1 over data-parallel replicas (--no-shard-optimizer: every replica keeps all)
   bool force = false;                // --force: run even when the memory plan does not fit
   std::int64_t memory_interval_ms = 100;

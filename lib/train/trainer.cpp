@@ -113,24 +113,33 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
     in.stage_layers = cfg.pp_layers;
     in.micro_batches = cfg.micro_batches_per_step(W);
     std::int64_t device = 0;
-    bool recompute_layers = cfg.recompute == "full";
+    // The CPU backend (and CUDA context parallelism, not planned) takes --recompute as given, auto as none.
+    RecomputePolicy recompute;
     collectively(world, true, [&] {
-      if (cfg.device != "cuda" || cfg.cp != 1) return;
+      if (cfg.device != "cuda" || cfg.cp != 1) {
+        recompute = choose_recompute(cfg.recompute == "auto" ? "none" : cfg.recompute,
+                                     cfg.recompute == "auto" ? 0 : cfg.recompute_num_layers, cfg.offload_inputs, in, 0);
+        return;
+      }
       device = cfg.device_memory.empty() ? device_memory_bytes(cfg.device, local_rank)
                                          : parse_memory_size("--device-memory", cfg.device_memory);
-      recompute_layers = choose_recompute(cfg.recompute, in, device > 0 ? device : INT64_MAX);
-      in.recompute_layers = recompute_layers;
+      recompute = choose_recompute(cfg.recompute, cfg.recompute_num_layers, cfg.offload_inputs, in,
+                                   device > 0 ? device : INT64_MAX);
+      in.recompute = recompute;
     });
     collectively(world, root, [&] {
       locked([&] {
         results->write_facts(facts);
         results->write_config(cfg.key_values());
-        results->write_attribute("recompute_layers", static_cast<std::int64_t>(recompute_layers));
+        results->write_attribute("recompute", std::string(recompute_name(recompute.mode)));
+        results->write_attribute("recompute_num_layers", recompute.num_layers);
+        results->write_attribute("offload_inputs", static_cast<std::int64_t>(recompute.offload_inputs));
         if (cfg.device == "cuda" && cfg.cp == 1) {  // the plan beside the peak that will be measured
           const auto [worst_stage, plan] = plan_worst_stage(in);
           results->write_attribute("plan_peak_bytes", plan.total());
           results->write_attribute("plan_peak_stage", static_cast<std::int64_t>(worst_stage));
           for (const auto& [category, bytes] : plan.by_category()) results->write_attribute("plan_" + category + "_bytes", bytes);
+          results->write_attribute("plan_host_pinned_bytes", plan.host_pinned_bytes);
           // A plan that does not fit stops the run here, before any device memory is taken (--force runs anyway).
           const std::int64_t need = plan.total() + kRuntimeReserveBytes;
           if (device > 0 && need > device && !cfg.force) {
@@ -161,7 +170,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       eo.cp_comm = groups.cp.get();
       eo.dp_comm = &dp_comm;
       eo.shard_optimizer = cfg.shard_optimizer;
-      eo.recompute_layers = recompute_layers;
+      eo.recompute = recompute;
       eo.stage = stage_range(stage_layers, pp_rank);
       eo.micro_batches = static_cast<int>(cfg.micro_batches_per_step(W));
       st.engine = make_engine(cfg.device, cfg.model, eo);
@@ -178,6 +187,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
         results->write_attribute("device_names", device_names);
         for (const auto& [category, bytes] : engine.device_bytes_by_category())
           results->write_attribute("memory_" + category + "_bytes", bytes);  // rank 0's device, by category
+        results->write_attribute("memory_host_pinned_bytes", engine.host_pinned_bytes());
       });
     });
 

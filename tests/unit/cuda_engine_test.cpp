@@ -38,82 +38,68 @@ TEST(CudaEngine, OversizedModelIsOutOfMemoryNamingTheCategory) {
 
 TEST(CudaEngine, AllocatesWhatTheMemoryPlanSays) {
   QWEN3_REQUIRE_GPU();
-  for (auto [model, seq, recompute] : {std::tuple<const char*, std::int64_t, bool>{"0.6B", 2048, false},
-                                       {"0.6B", 8192, true}, {"tiny", 256, false}}) {
+  const RecomputePolicy none{}, selective{Recompute::selective}, full{Recompute::full}, first2{Recompute::full, 2},
+      offload{Recompute::full, 0, true};
+  for (auto [model, seq, recompute] : {std::tuple<const char*, std::int64_t, RecomputePolicy>{"0.6B", 2048, none},
+                                       {"0.6B", 8192, full}, {"0.6B", 8192, selective}, {"0.6B", 8192, first2},
+                                       {"0.6B", 8192, offload}, {"tiny", 256, none}}) {
     EngineOptions o;
     o.max_batch = 1;
     o.max_seq = seq;
-    o.recompute_layers = recompute;
+    o.recompute = recompute;
     auto engine = make_engine("cuda", model_preset(model), o);
     MemoryPlanInput in{model_preset(model), 1, seq};
-    in.recompute_layers = recompute;
+    in.recompute = recompute;
     const MemoryPlan plan = plan_cuda_rank_memory(in);
+    const std::string tag = std::string(model) + " recompute " + recompute.describe();
     // Everything but cuDNN's own workspace is exact; that one is estimated.
     EXPECT_NEAR(static_cast<double>(engine->device_bytes_in_use()), static_cast<double>(plan.total()),
-                0.005 * static_cast<double>(plan.total()) + (4 << 20)) << model << " recompute " << recompute;
+                0.005 * static_cast<double>(plan.total()) + (4 << 20)) << tag;
     for (const auto& [category, bytes] : engine->device_bytes_by_category())
       if (category != "workspace")
         for (const auto& [c, planned] : plan.by_category())
-          if (c == category) EXPECT_EQ(bytes, planned) << model << " " << category << " recompute " << recompute;
-  }
-}
-
-TEST(CudaEngine, SameStepsAsTheCpuEngineWithinBf16) {
-  QWEN3_REQUIRE_GPU();
-  auto cfg = model_preset("tiny");
-  EngineOptions o;
-  o.max_batch = 2;
-  o.max_seq = 96;
-  auto cpu = make_engine("cpu", cfg, o), gpu = make_engine("cuda", cfg, o);
-  std::vector<std::int32_t> tokens(2 * 96), labels(2 * 96);
-  std::uniform_int_distribution<int> pick(0, 511);
-  for (auto& t : tokens) t = pick(test::cuda_rng());
-  for (std::size_t i = 0; i < tokens.size(); ++i) labels[i] = (i % 96 == 95) ? cpu::kIgnoreLabel : tokens[i + 1];
-  const MicroBatch mb{tokens.data(), labels.data(), 2, 96};
-  const AdamWConfig adamw;
-  for (int step = 0; step < 3; ++step) {
-    cpu->zero_grad();
-    gpu->zero_grad();
-    auto lc = cpu->forward_backward(mb, 1.0 / 190, nullptr);
-    auto lg = gpu->forward_backward(mb, 1.0 / 190, nullptr);
-    EXPECT_EQ(lc.count, lg.count);
-    EXPECT_NEAR(lg.sum / lg.count, lc.sum / lc.count, 1e-2 * lc.sum / lc.count) << "step " << step;
-    EXPECT_NEAR(gpu->grad_norm(), cpu->grad_norm(), 3e-2 * cpu->grad_norm()) << "step " << step;
-    for (const char* name : {"model.layers.1.self_attn.q_proj.weight", "model.layers.3.mlp.down_proj.weight",
-                             "model.embed_tokens.weight", "model.layers.0.self_attn.k_norm.weight"}) {
-      const auto a = gpu->gradient(name), b = cpu->gradient(name);
-      EXPECT_LT(test::rel_error(test::widen(a), test::widen(b)), 5e-2) << name << " step " << step;
-    }
-    cpu->optimizer_step(1e-3, adamw, 1.0);
-    gpu->optimizer_step(1e-3, adamw, 1.0);
+          if (c == category) EXPECT_EQ(bytes, planned) << tag << " " << category;
+    EXPECT_EQ(engine->host_pinned_bytes(), plan.host_pinned_bytes) << tag;
+    if (recompute.offload_inputs) EXPECT_GT(plan.host_pinned_bytes, 0) << tag;
   }
 }
 
 TEST(CudaEngine, RecomputationTrainsLikeKeepingActivations) {
   QWEN3_REQUIRE_GPU();
-  // --recompute full keeps only each layer's input and runs the layer's forward again in the backward, with the same
-  // kernels on the same inputs: the first loss is bit-identical, and the later ones differ at most by the order of
-  // cuDNN's attention-gradient accumulation (1e-3 relative).
+  // Every recomputation policy runs the same kernels on the same inputs as keeping everything: selective recomputes
+  // the norm outputs and q, k; full the whole layer from its input (all layers, or the first 2), with the inputs in
+  // pinned host memory or not. The first loss is bit-identical, the later ones differ at most by the order of cuDNN's
+  // attention-gradient accumulation (1e-3 relative).
   const fs::path dir = test::fresh_dir("qwen3_cuda_recompute");
   const auto data = (dir / "data.h5").string();
   write_synthetic_dataset(data, 512, {256}, 16, 77, false);
-  auto train = [&](const std::string& policy) {
-    const auto out = (dir / (policy + ".h5")).string();
+  auto train = [&](const std::string& tag, const std::string& args) {
+    const auto out = (dir / (tag + ".h5")).string();
     auto r = test::run_program("qwen3-pretrain", "--device cuda --data '" + data + "' --seq-len 256 --global-batch 4 "
-                               "--micro-batch 2 --steps 4 --lr 3e-3 --recompute " + policy + " --out '" + out + "'");
-    EXPECT_EQ(r.exit_code, 0) << r.output;
+                               "--micro-batch 2 --steps 4 --lr 3e-3 " + args + " --out '" + out + "'");
+    EXPECT_EQ(r.exit_code, 0) << tag << "\n" << r.output;
     h5::Handle f = h5::open_read(out, "results");
-    EXPECT_EQ(h5::read_attr_int(f.get(), "recompute_layers"), policy == "full" ? 1 : 0);
-    return std::pair{h5::read_f64(f.get(), "steps/loss"), h5::read_f64(f.get(), "steps/grad_norm")};
+    return std::tuple{h5::read_f64(f.get(), "steps/loss"), h5::read_f64(f.get(), "steps/grad_norm"),
+                      h5::read_attr_string(f.get(), "recompute"), h5::read_attr_int(f.get(), "memory_host_pinned_bytes")};
   };
-  const auto [a, an] = train("none");
-  const auto [b, bn] = train("full");
+  const auto [a, an, mode, pinned] = train("none", "--recompute none");
   ASSERT_EQ(a.size(), 4u);
-  ASSERT_EQ(b.size(), 4u);
-  EXPECT_EQ(a[0], b[0]);
-  for (int i = 0; i < 4; ++i) {
-    EXPECT_NEAR(a[i], b[i], 1e-3 * std::abs(a[i])) << "step " << i;
-    EXPECT_NEAR(an[i], bn[i], 1e-3 * std::abs(an[i])) << "grad norm, step " << i;
+  EXPECT_EQ(mode, "none");
+  EXPECT_EQ(pinned, 0);
+  for (const auto& [tag, args, expect_mode] :
+       {std::tuple<std::string, std::string, std::string>{"selective", "--recompute selective", "selective"},
+        {"full", "--recompute full", "full"},
+        {"first2", "--recompute full --recompute-num-layers 2", "full"},
+        {"offload", "--recompute full --offload-inputs", "full"}}) {
+    const auto [b, bn, m, host] = train(tag, args);
+    ASSERT_EQ(b.size(), 4u) << tag;
+    EXPECT_EQ(m, expect_mode) << tag;
+    EXPECT_EQ(host > 0, tag == "offload") << tag << " pinned host bytes " << host;
+    EXPECT_EQ(a[0], b[0]) << tag;
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_NEAR(a[i], b[i], 1e-3 * std::abs(a[i])) << tag << " step " << i;
+      EXPECT_NEAR(an[i], bn[i], 1e-3 * std::abs(an[i])) << tag << " grad norm, step " << i;
+    }
   }
   fs::remove_all(dir);
 }

@@ -82,7 +82,41 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   EXPECT_NE(r.output.find("recomputation none"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --recompute sometimes");
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("--recompute: invalid value 'sometimes' (valid: none, full, auto)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--recompute: invalid value 'sometimes' (valid: none, selective, full, auto)"), std::string::npos)
+      << r.output;
+  // Selective recomputation drops the norm outputs and q, k of every layer (1.7B at 65,536 tokens: 141 → 117 GiB);
+  // the first N layers of each stage can be recomputed fully; offloading moves the recomputed layers' inputs to
+  // pinned host memory (27 of 28 at 65,536 tokens: 6.75 GiB).
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 65536 --recompute selective");
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("recomputation selective"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("peak per rank     117.1"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 65536 --recompute full --recompute-num-layers 20");
+  EXPECT_NE(r.output.find("recomputation full (first 20 layers of each stage)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("20 layer inputs (recomputation)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("8 layers × "), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 65536 --recompute full --offload-inputs");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("host (pinned)     6.75 GiB per rank"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 layer input (recomputation)"), std::string::npos) << r.output;
+  // The study's one cell that full recomputation alone does not fit: 32B at 131,072 tokens, T2 P4 on 8 × H200. Its
+  // first stage holds 4 micro-batches of 16 layer inputs; auto offloads them.
+  r = test::run_program("qwen3-pretrain", "--plan --model 32B --seq-len 131072 --tp 2 --pp 4 --world-size 8 "
+                                          "--device-memory 141GB --recompute full");
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 32B --seq-len 131072 --tp 2 --pp 4 --world-size 8 "
+                                          "--device-memory 141GB --recompute auto");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("recomputation full, inputs offloaded to host"), std::string::npos) << r.output;
+  for (const auto& [args, message] :
+       {std::pair<std::string, std::string>{"--recompute selective --offload-inputs", "--offload-inputs needs --recompute full"},
+        {"--recompute auto --offload-inputs", "auto chooses offloading itself"},
+        {"--recompute selective --recompute-num-layers 3", "--recompute-num-layers applies to --recompute full"},
+        {"--recompute full --recompute-num-layers -1", "--recompute-num-layers must be 0 (all layers) or positive"}}) {
+    r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 " + args);
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << args << "\n" << r.output;
+  }
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --cp 2 --world-size 2");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("not planned yet"), std::string::npos) << r.output;

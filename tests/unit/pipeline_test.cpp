@@ -282,26 +282,30 @@ TEST(PipelineMpirun, BadPipelineLayoutsEndWithOneClearMessage) {
 }
 
 TEST(PipelineMpirun, RecomputationGivesBitIdenticalTraining) {
-  // --recompute full keeps only each layer's input and recomputes the rest in the backward: on the CPU reference the
-  // same arithmetic in the same order, so the same losses and gradient norms to the last bit, at any layout.
+  // Every policy recomputes with the same arithmetic in the same order on the CPU reference — selective (norm outputs,
+  // q and k), full (whole layers from their inputs), full for the first layer of each stage only — so the same losses
+  // and gradient norms to the last bit, at any layout. The results file names the policy.
   const fs::path dir = test::fresh_dir("qwen3_recompute");
   const std::string data = (dir / "data.h5").string();
   write_synthetic_dataset(data, 512, {64}, 16, 8, false);
-  auto run = [&](int np, const std::string& args, const std::string& tag) {
+  auto run = [&](int np, const std::string& args, const std::string& tag, const std::string& mode) {
     const std::string out = (dir / (tag + ".h5")).string();
     const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' --model tiny --data '" +
                                      data + "' --seq-len 64 --global-batch 4 --steps 3 --lr 1e-2 " + args + " --out '" +
-                                     out + "'");
+                                     out + "' --overwrite");
     EXPECT_EQ(r.exit_code, 0) << tag << "\n" << r.output;
     h5::Handle f = h5::open_read(out, "results");
-    EXPECT_EQ(h5::read_attr_int(f.get(), "recompute_layers"), args.find("--recompute full") != std::string::npos ? 1 : 0) << tag;
+    EXPECT_EQ(h5::read_attr_string(f.get(), "recompute"), mode) << tag;
     return std::pair{h5::read_f64(f.get(), "steps/loss"), h5::read_f64(f.get(), "steps/grad_norm")};
   };
   for (const auto& [np, layout] : {std::pair{1, std::string("")}, std::pair{4, std::string("--tp 2 --pp 2")}}) {
-    const auto plain = run(np, layout, "none" + std::to_string(np));
-    const auto again = run(np, layout + " --recompute full", "full" + std::to_string(np));
-    EXPECT_EQ(plain.first, again.first) << layout;
-    EXPECT_EQ(plain.second, again.second) << layout;
+    const auto plain = run(np, layout, "none" + std::to_string(np), "none");
+    for (const auto& [policy, mode] : {std::pair<std::string, std::string>{"--recompute selective", "selective"},
+                                       {"--recompute full", "full"}, {"--recompute full --recompute-num-layers 1", "full"}}) {
+      const auto again = run(np, layout + " " + policy, "again" + std::to_string(np), mode);
+      EXPECT_EQ(plain.first, again.first) << layout << " " << policy;
+      EXPECT_EQ(plain.second, again.second) << layout << " " << policy;
+    }
   }
 }
 

@@ -89,8 +89,8 @@ def read_spec(path):
     if spec["device"] not in ("cpu", "cuda"):
         fail(2, f"{path}: device must be cpu or cuda, got '{spec['device']}'")
     spec["recompute"] = s.get("recompute", "none").strip()
-    if spec["recompute"] not in ("none", "full", "auto"):
-        fail(2, f"{path}: recompute '{spec['recompute']}' is not one of none, full, auto")
+    if spec["recompute"] not in ("none", "selective", "full", "auto"):
+        fail(2, f"{path}: recompute '{spec['recompute']}' is not one of none, selective, full, auto")
     spec["device_memory"] = s.get("device_memory", "80GB").strip()
     if not re.match(r"^[0-9.eE+]+[A-Za-z]*$", spec["device_memory"]):
         fail(2, f"{path}: device_memory '{spec['device_memory']}' is not a memory size (e.g. 141GB)")
@@ -172,7 +172,7 @@ def main():
                    "--recompute", spec["recompute"]]
             r = subprocess.run(cmd, capture_output=True, text=True)
             peak = re.search(r"peak per rank\s+([0-9.]+) GiB", r.stdout)
-            policy = re.search(r"recomputation (\w+)", r.stdout)
+            policy = re.search(r"recomputation ([^;]+);", r.stdout)
             if r.returncode in (0, 3) and peak:
                 rows.append((c, policy.group(1) if policy else "?", f"{float(peak.group(1)):.1f}",
                              "✔ fits" if r.returncode == 0 else "✖ does not fit"))
