@@ -42,10 +42,15 @@ int main(int argc, char** argv) {
             MemoryPlanInput one = in;
             one.stage = s;
             const StageRange r = stage_range(pipeline_layer_counts(cfg->model, cfg->pp, cfg->seq_len, cfg->pp_layers), s);
-            char line[160];
+            const MemoryPlan sp = plan_cuda_rank_memory(one);
+            char line[200];
             std::snprintf(line, sizeof line, "\n  stage %d (layers %lld-%lld): %.2f GiB", s, static_cast<long long>(r.first_layer),
-                          static_cast<long long>(r.last_layer - 1), plan_cuda_rank_memory(one).total() / 1073741824.0);
+                          static_cast<long long>(r.last_layer - 1), sp.total() / 1073741824.0);
             who += line;
+            if (sp.host_pinned_bytes > 0) {
+              std::snprintf(line, sizeof line, " (and %.2f GiB of pinned host memory)", sp.host_pinned_bytes / 1073741824.0);
+              who += line;
+            }
           }
           who += "\nthe rank that needs the most (stage " + std::to_string(worst) + ")";
         }

@@ -1,6 +1,7 @@
 // The training loop (see trainer.h).
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -139,7 +140,13 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
           results->write_attribute("plan_peak_bytes", plan.total());
           results->write_attribute("plan_peak_stage", static_cast<std::int64_t>(worst_stage));
           for (const auto& [category, bytes] : plan.by_category()) results->write_attribute("plan_" + category + "_bytes", bytes);
-          results->write_attribute("plan_host_pinned_bytes", plan.host_pinned_bytes);
+          std::int64_t plan_pinned = 0;  // the stage that pins the most (the first: most micro-batches in flight)
+          for (int s = 0; s < std::max(1, in.pp); ++s) {
+            MemoryPlanInput one = in;
+            one.stage = s;
+            plan_pinned = std::max(plan_pinned, plan_cuda_rank_memory(one).host_pinned_bytes);
+          }
+          results->write_attribute("plan_host_pinned_bytes", plan_pinned);
           // A plan that does not fit stops the run here, before any device memory is taken (--force runs anyway).
           const std::int64_t need = plan.total() + kRuntimeReserveBytes;
           if (device > 0 && need > device && !cfg.force) {
@@ -182,12 +189,15 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
         std::chrono::milliseconds(cfg.memory_interval_ms));
 
     const auto device_names = world.all_gather(engine.device_name());
+    const auto pinned = world.all_gather(std::to_string(engine.host_pinned_bytes()));  // per rank (stages differ)
+    std::int64_t pinned_max = 0;
+    for (const auto& p : pinned) pinned_max = std::max<std::int64_t>(pinned_max, std::stoll(p));
     collectively(world, root, [&] {
       locked([&] {
         results->write_attribute("device_names", device_names);
         for (const auto& [category, bytes] : engine.device_bytes_by_category())
           results->write_attribute("memory_" + category + "_bytes", bytes);  // rank 0's device, by category
-        results->write_attribute("memory_host_pinned_bytes", engine.host_pinned_bytes());
+        results->write_attribute("memory_host_pinned_bytes", pinned_max);  // the rank that pins the most
       });
     });
 

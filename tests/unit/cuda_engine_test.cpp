@@ -64,6 +64,37 @@ TEST(CudaEngine, AllocatesWhatTheMemoryPlanSays) {
   }
 }
 
+TEST(CudaEngine, SameStepsAsTheCpuEngineWithinBf16) {
+  QWEN3_REQUIRE_GPU();
+  auto cfg = model_preset("tiny");
+  EngineOptions o;
+  o.max_batch = 2;
+  o.max_seq = 96;
+  auto cpu = make_engine("cpu", cfg, o), gpu = make_engine("cuda", cfg, o);
+  std::vector<std::int32_t> tokens(2 * 96), labels(2 * 96);
+  std::uniform_int_distribution<int> pick(0, 511);
+  for (auto& t : tokens) t = pick(test::cuda_rng());
+  for (std::size_t i = 0; i < tokens.size(); ++i) labels[i] = (i % 96 == 95) ? cpu::kIgnoreLabel : tokens[i + 1];
+  const MicroBatch mb{tokens.data(), labels.data(), 2, 96};
+  const AdamWConfig adamw;
+  for (int step = 0; step < 3; ++step) {
+    cpu->zero_grad();
+    gpu->zero_grad();
+    auto lc = cpu->forward_backward(mb, 1.0 / 190, nullptr);
+    auto lg = gpu->forward_backward(mb, 1.0 / 190, nullptr);
+    EXPECT_EQ(lc.count, lg.count);
+    EXPECT_NEAR(lg.sum / lg.count, lc.sum / lc.count, 1e-2 * lc.sum / lc.count) << "step " << step;
+    EXPECT_NEAR(gpu->grad_norm(), cpu->grad_norm(), 3e-2 * cpu->grad_norm()) << "step " << step;
+    for (const char* name : {"model.layers.1.self_attn.q_proj.weight", "model.layers.3.mlp.down_proj.weight",
+                             "model.embed_tokens.weight", "model.layers.0.self_attn.k_norm.weight"}) {
+      const auto a = gpu->gradient(name), b = cpu->gradient(name);
+      EXPECT_LT(test::rel_error(test::widen(a), test::widen(b)), 5e-2) << name << " step " << step;
+    }
+    cpu->optimizer_step(1e-3, adamw, 1.0);
+    gpu->optimizer_step(1e-3, adamw, 1.0);
+  }
+}
+
 TEST(CudaEngine, RecomputationTrainsLikeKeepingActivations) {
   QWEN3_REQUIRE_GPU();
   // Every recomputation policy runs the same kernels on the same inputs as keeping everything: selective recomputes
