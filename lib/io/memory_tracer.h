@@ -45,5 +45,7 @@ class MemoryTracer {
 
 // Resident set size of this process, from /proc/self/statm.
 std::int64_t resident_bytes();
+// This host's available memory (/proc/meminfo MemAvailable), 0 where it cannot be read.
+std::int64_t host_available_bytes();
 
 }  // namespace qwen3

@@ -147,6 +147,19 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
             plan_pinned = std::max(plan_pinned, plan_cuda_rank_memory(one).host_pinned_bytes);
           }
           results->write_attribute("plan_host_pinned_bytes", plan_pinned);
+          // Offloaded inputs are pinned host memory: every rank on this host pins its share.
+          const std::int64_t ranks_here = static_cast<std::int64_t>(
+              std::count(facts.hostnames.begin(), facts.hostnames.end(), facts.hostnames.front()));  // rank 0 runs this check
+          const std::int64_t host = host_available_bytes();
+          if (plan_pinned > 0 && host > 0 && plan_pinned * ranks_here > host && !cfg.force) {
+            char msg[360];
+            std::snprintf(msg, sizeof msg,
+                          "--offload-inputs needs %.2f GiB of pinned host memory per rank, %lld ranks on this host: "
+                          "%.2f GiB, and the host has %.2f GiB available: not allocating (--force tries anyway)",
+                          plan_pinned / 1073741824.0, static_cast<long long>(ranks_here),
+                          plan_pinned * ranks_here / 1073741824.0, host / 1073741824.0);
+            throw PredictedOutOfMemory(msg);
+          }
           // A plan that does not fit stops the run here, before any device memory is taken (--force runs anyway).
           const std::int64_t need = plan.total() + kRuntimeReserveBytes;
           if (device > 0 && need > device && !cfg.force) {

@@ -138,4 +138,15 @@ TEST(MemoryPlan, RunWhosePlanDoesNotFitStopsBeforeAllocating) {
   EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "oom_predicted");
   EXPECT_GT(h5::read_attr_int(f.get(), "plan_peak_bytes"), 28ll << 30);
   EXPECT_TRUE(h5::has_attr(f.get(), "plan_activations_bytes"));
+  // Offloaded inputs are pinned host memory: 27 of 1.7B's 28 layer inputs at 2^23 tokens are 864 GiB, more than this
+  // host has available, so the run stops before allocating even with a device that would hold the rest.
+  const std::string offload_out = (dir / "offload.h5").string();
+  r = test::run_program("qwen3-pretrain", "--device cuda --model 1.7B --data '" + data + "' --seq-len 8388608 "
+                        "--global-batch 1 --recompute full --offload-inputs --device-memory 100TB --out '" + offload_out + "'");
+  EXPECT_EQ(r.exit_code, 5) << r.output;
+  EXPECT_NE(r.output.find("--offload-inputs needs 864.00 GiB of pinned host memory per rank, 1 ranks on this host"),
+            std::string::npos) << r.output;
+  h5::Handle g = h5::open_read(offload_out, "results");
+  EXPECT_EQ(h5::read_attr_string(g.get(), "status"), "oom_predicted");
+  EXPECT_EQ(h5::read_attr_int(g.get(), "plan_host_pinned_bytes"), 864ll << 30);
 }
