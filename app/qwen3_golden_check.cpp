@@ -16,12 +16,12 @@ using namespace qwen3;
 
 int main(int argc, char** argv) {
   return run_main("qwen3-golden-check", [&] {
-    std::string golden, device;
+    std::string golden, device, init_from_hf;
     double tolerance = 0;
     int tp = 1, pp = 1, cp = 1;
     po::options_description desc(
         "qwen3-golden-check: reproduce Hugging Face's logits, loss, gradients, AdamW step and training losses\n"
-        "Usage: [mpirun -np N] qwen3-golden-check --golden FILE [--device cpu|cuda] [--tp T] [--pp P] [--tolerance X]\n"
+        "Usage: [mpirun -np N] qwen3-golden-check --golden FILE [--device cpu|cuda] [--tp T] [--pp P] [--init-from-hf DIR] [--tolerance X]\n"
         "Under mpirun -np N the ranks form T x P x D groups with D = N / (T x P) data-parallel replicas.\nOptions");
     desc.add_options()("help,h", "show this help")
         ("golden", po::value(&golden)->required(), "golden file (schema: tests/data/README.md)")
@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
         ("tp", po::value(&tp)->default_value(1), "tensor-parallel size")
         ("pp", po::value(&pp)->default_value(1), "pipeline-parallel size (the balanced stage split)")
         ("cp", po::value(&cp)->default_value(1), "context-parallel size (--device cpu; the sequence must divide by 2 × cp)")
+        ("init-from-hf", po::value(&init_from_hf), "take the weights from this Hugging Face checkpoint folder instead of the "
+         "golden file's /weights (its config.json must describe the same model)")
         ("tolerance", po::value(&tolerance), "one relative-error bound for every quantity (default: 1e-5 on cpu; on cuda the bf16-mixed bounds of "
          "docs/golden.md: 1.5e-2 logits/loss, 5e-2 gradients, 1e-2 after-step weights and training losses)");
     po::variables_map vm;
@@ -51,7 +53,7 @@ int main(int argc, char** argv) {
     GoldenReport r;
     try {
       r = run_golden_check(golden, device, tol, {groups.tp.get(), groups.cp.get(), groups.pp.get(), groups.dp.get()},
-                           node_local_rank(world.comm()));
+                           node_local_rank(world.comm()), init_from_hf);
     } catch (const Error& e) {
       // Seen by some ranks only (a pipeline stage, say), the others would wait for them: end the whole job.
       if (world.size() == 1) throw;
@@ -61,6 +63,7 @@ int main(int argc, char** argv) {
     if (world.rank() != 0) return r.pass() ? 0 : static_cast<int>(ExitCode::check_failed);
     const auto& c = r.config;
     std::printf("golden file: %s\n  %s\n", golden.c_str(), r.generator.c_str());
+    if (!init_from_hf.empty()) std::printf("  weights: from the Hugging Face checkpoint %s\n", init_from_hf.c_str());
     std::printf("  config: vocab %lld, hidden %lld, intermediate %lld, layers %lld, heads %lld/%lld kv, head_dim %lld, "
                 "rope_theta %g, eps %g, %s\n",
                 (long long)c.vocab_size, (long long)c.hidden_size, (long long)c.intermediate_size, (long long)c.num_layers,

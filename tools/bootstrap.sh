@@ -8,7 +8,7 @@ mode="${1:-}"
 case "$mode" in demo|test) ;; *) echo "usage: tools/bootstrap.sh demo|test" >&2; exit 2 ;; esac
 
 packages=(build-essential cmake ninja-build git pkg-config libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
-          libboost-program-options-dev libgtest-dev python3-h5py python3-matplotlib python3-scipy
+          libboost-program-options-dev nlohmann-json3-dev libgtest-dev python3-h5py python3-matplotlib python3-scipy
           munge slurmctld slurmd slurm-client)
 missing=()
 for p in "${packages[@]}"; do

@@ -7,6 +7,7 @@
 
 #include "common/options_util.h"
 #include "core/error.h"
+#include "io/hf_checkpoint.h"
 #include "model/pipeline_split.h"
 #include "train/engine.h"
 
@@ -68,6 +69,12 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
        "layers per pipeline stage, e.g. 3,4,4 (default: split to balance compute and memory, the embedding and output "
        "projection counted)")
       ("cp", po::value(&c.cp)->default_value(c.cp), "context-parallel size")
+      ("init-from-hf", po::value(&c.init_from_hf),
+       "start from a Hugging Face Qwen3 checkpoint folder (config.json and *.safetensors, sharded or not, bf16/fp16/fp32): "
+       "the model comes from its config.json, the weights from its files, every name and shape checked")
+      ("export-hf", po::value(&c.export_hf),
+       "at the end of a successful run, write the weights there as a Hugging Face checkpoint (config.json, safetensors)")
+      ("export-dtype", po::value(&c.export_dtype)->default_value(c.export_dtype), "--export-hf weights: bf16 or fp32")
       ("memory-interval-ms", po::value(&c.memory_interval_ms)->default_value(c.memory_interval_ms),
        "memory trace sampling interval");
   po::options_description all(
@@ -93,7 +100,12 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   c.seed = parse_seed("--seed", seed);
   if (vm.count("model-config") && !vm["model"].defaulted())
     throw UsageError("--model and --model-config are exclusive: give one");
-  if (vm.count("model-config")) {
+  if (vm.count("init-from-hf") && (vm.count("model-config") || !vm["model"].defaulted()))
+    throw UsageError("--init-from-hf takes the model from the folder's config.json: drop --model / --model-config");
+  if (vm.count("init-from-hf")) {
+    c.model = read_hf_config(c.init_from_hf);
+    c.model_source = c.init_from_hf;
+  } else if (vm.count("model-config")) {
     c.model = load_model_config(model_config);
     c.model_source = model_config;
   } else {

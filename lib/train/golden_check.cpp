@@ -5,6 +5,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "io/hf_checkpoint.h"
 #include "io/h5.h"
 #include "ops/cpu/cross_entropy.h"
 #include "model/pipeline_split.h"
@@ -85,7 +86,7 @@ ModelConfig read_golden_config(const std::string& path) {
 }
 
 GoldenReport run_golden_check(const std::string& path, const std::string& device, const GoldenTolerance& tol,
-                              const GoldenParallel& par, int local_rank) {
+                              const GoldenParallel& par, int local_rank, const std::string& init_from_hf) {
   h5::Handle f = open_golden(path);
   GoldenReport report;
   report.config = config_from(f.get(), path);
@@ -134,13 +135,25 @@ GoldenReport run_golden_check(const std::string& path, const std::string& device
   eo.micro_batches = 1;
   eo.local_rank = local_rank;
   auto engine = make_engine(device, cfg, eo);
+  if (!init_from_hf.empty()) {  // the same model, its weights from a Hugging Face folder
+    const HfCheckpoint hf(init_from_hf);
+    const ModelConfig& h = hf.config();
+    if (h.vocab_size != cfg.vocab_size || h.hidden_size != cfg.hidden_size || h.intermediate_size != cfg.intermediate_size ||
+        h.num_layers != cfg.num_layers || h.num_heads != cfg.num_heads || h.num_kv_heads != cfg.num_kv_heads ||
+        h.head_dim != cfg.head_dim || h.tie_word_embeddings != cfg.tie_word_embeddings || h.rope_theta != cfg.rope_theta ||
+        h.rms_norm_eps != cfg.rms_norm_eps)
+      throw InputError("--init-from-hf '" + init_from_hf + "': its config.json describes another model than '" + path + "'");
+    hf.check_against(engine->params());
+    for (const auto& p : engine->params().entries()) engine->set_weights(p.name, hf.read(p.name));
+  }
   std::set<std::string> expected;
   for (const auto& p : engine->params().entries()) {
+    expected.insert(p.name);
+    if (!init_from_hf.empty()) continue;
     std::vector<std::int64_t> shape;
     auto w = h5::read_f32(f.get(), "weights/" + p.name, &shape);
     if (shape != p.shape) throw InputError("golden file '" + path + "': weights/" + p.name + " has the wrong shape");
     engine->set_weights(p.name, w);
-    expected.insert(p.name);
   }
   for (const auto& name : h5::list(f.get(), "weights"))
     if (!expected.count(name))

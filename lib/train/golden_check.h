@@ -53,8 +53,11 @@ struct GoldenParallel {
 // Runs the whole check on `device`. Throws InputError for a file that does not follow the schema. In parallel every
 // rank runs the check collectively and compares the same gathered tensors.
 // local_rank: this rank's index on its node (the GPU it drives).
+// init_from_hf: take the weights from that Hugging Face checkpoint folder instead of the file's /weights (its
+// config.json must describe the same model).
 GoldenReport run_golden_check(const std::string& path, const std::string& device, const GoldenTolerance& tolerance,
-                              const GoldenParallel& parallel = {}, int local_rank = 0);
+                              const GoldenParallel& parallel = {}, int local_rank = 0,
+                              const std::string& init_from_hf = "");
 
 // Relative error ‖a − b‖ / ‖b‖ in double (‖a‖ when b is all zeros).
 double relative_error(const std::vector<float>& a, const std::vector<float>& b);

@@ -1,6 +1,7 @@
 // Validation and serialisation of RunConfig (see run_config.h).
 #include "train/run_config.h"
 
+#include <filesystem>
 #include <sstream>
 
 #include "core/error.h"
@@ -50,6 +51,10 @@ void RunConfig::validate(int world) const {
     RecomputePolicy{Recompute::full, recompute_num_layers, false}.validate();
     if (offload_inputs) throw UsageError("--offload-inputs with --recompute auto: auto chooses offloading itself when it is needed");
   }
+  if (export_dtype != "bf16" && export_dtype != "fp32")
+    throw UsageError("--export-dtype: invalid value '" + export_dtype + "' (valid: bf16, fp32)");
+  if (!export_hf.empty() && std::filesystem::exists(export_hf) && !overwrite)
+    throw UsageError("--export-hf: '" + export_hf + "' exists (pass --overwrite to replace it)");
   if (device != "cpu" && device != "cuda") throw UsageError("--device: invalid value '" + device + "' (valid: cpu, cuda)");
   for (auto [name, v] : {std::pair{"--tp", tp}, std::pair{"--pp", pp}, std::pair{"--cp", cp}}) {
     if (v < 1) throw UsageError(std::string(name) + " must be at least 1, got " + std::to_string(v));
@@ -89,7 +94,7 @@ std::vector<std::pair<std::string, std::string>> RunConfig::key_values() const {
       {"clip_grad", num(clip_grad)}, {"beta1", num(beta1)}, {"beta2", num(beta2)}, {"adam_eps", num(adam_eps)},
       {"init_std", num(init_std)}, {"seed", std::to_string(seed)}, {"device", device}, {"out", out},
       {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)}, {"shard_optimizer", shard_optimizer ? "true" : "false"}, {"recompute", recompute}, {"recompute_num_layers", std::to_string(recompute_num_layers)}, {"offload_inputs", offload_inputs ? "true" : "false"}, {"pp_layers", join_counts(pipeline_layer_counts(model, pp, seq_len, pp_layers))},
-      {"cp", std::to_string(cp)}, {"memory_interval_ms", std::to_string(memory_interval_ms)},
+      {"cp", std::to_string(cp)}, {"init_from_hf", init_from_hf}, {"export_hf", export_hf}, {"export_dtype", export_dtype}, {"memory_interval_ms", std::to_string(memory_interval_ms)},
   };
 }
 

@@ -38,6 +38,9 @@ struct RunConfig {
   bool offload_inputs = false;      // full: kept layer inputs in pinned host memory
   bool shard_optimizer = true;      // ZeRO-1 over data-parallel replicas (--no-shard-optimizer: every replica keeps all)
   bool force = false;                // --force: run even when the memory plan does not fit
+  std::string init_from_hf;          // --init-from-hf: a Hugging Face checkpoint folder (model and weights from it)
+  std::string export_hf;             // --export-hf: write the final weights there as a Hugging Face checkpoint
+  std::string export_dtype = "bf16"; // bf16 | fp32
   std::int64_t memory_interval_ms = 100;
 
   // Throws UsageError naming the first bad field. world_size: ranks in the job.

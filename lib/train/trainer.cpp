@@ -11,6 +11,7 @@
 #include <new>
 
 #include "core/error.h"
+#include "io/hf_checkpoint.h"
 #include "dist/collective_errors.h"
 #include "dist/groups.h"
 #include "dist/layout.h"
@@ -196,6 +197,13 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       st.engine = make_engine(cfg.device, cfg.model, eo);
     });
     Engine& engine = *st.engine;
+    if (!cfg.init_from_hf.empty()) {  // every rank reads every tensor and keeps its own part (set_weights)
+      collectively(world, true, [&] {
+        const HfCheckpoint hf(cfg.init_from_hf);
+        hf.check_against(engine.params());
+        for (const auto& p : engine.params().entries()) engine.set_weights(p.name, hf.read(p.name));
+      });
+    }
     const bool on_cpu = cfg.device == "cpu";
     st.tracer = std::make_unique<MemoryTracer>(
         [&engine, on_cpu] { return on_cpu ? resident_bytes() : engine.device_bytes_in_use(); },
@@ -301,6 +309,16 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
     }
 
     in_loop = false;
+    if (!cfg.export_hf.empty()) {  // the final weights, gathered tensor by tensor and written by rank 0
+      collectively(world, true, [&] {
+        HfExportOptions o;
+        o.dtype = cfg.export_dtype == "fp32" ? "F32" : "BF16";
+        o.overwrite = cfg.overwrite;
+        write_hf_checkpoint(cfg.export_hf, cfg.model, engine.params(),
+                            [&](const std::string& name) { return engine.weights(name); }, root, o);
+      });
+      if (root) std::printf("qwen3-pretrain: exported the weights to %s (Hugging Face format)\n", cfg.export_hf.c_str());
+    }
     // Per-rank timings of the steps after the first (all of them for a one-step run: then the first step's).
     {
       const std::vector<double> mine = {pipe_times.compute_s, pipe_times.p2p_s, reduce_s, step_sum_s,

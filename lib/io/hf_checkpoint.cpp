@@ -1,0 +1,254 @@
+// Hugging Face checkpoint folders (see hf_checkpoint.h).
+#include "io/hf_checkpoint.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/error.h"
+
+namespace fs = std::filesystem;
+
+namespace qwen3 {
+namespace {
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError("'" + path.string() + "' cannot be opened");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError("'" + path.string() + "' is not valid JSON (" + e.what() + ")");
+  }
+}
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+ModelConfig read_hf_config(const std::string& dir) {
+  const fs::path path = fs::path(dir) / "config.json";
+  if (!fs::is_directory(dir)) throw InputError("--init-from-hf: '" + dir + "' is not a folder");
+  const nlohmann::json j = read_json(path);
+  auto fail = [&](const std::string& why) { throw InputError("'" + path.string() + "': " + why); };
+  if (!j.is_object()) fail("not a JSON object");
+  const std::string type = j.value("model_type", std::string());
+  if (type != "qwen3") fail("model_type '" + type + "' is not qwen3");
+  auto integer = [&](const char* key, std::int64_t fallback, bool required) -> std::int64_t {
+    if (!j.contains(key) || j.at(key).is_null()) {
+      if (required) fail(std::string("'") + key + "' is missing");
+      return fallback;
+    }
+    if (!j.at(key).is_number_integer()) fail(std::string("'") + key + "' is not an integer");
+    return j.at(key).get<std::int64_t>();
+  };
+  auto number = [&](const nlohmann::json& o, const char* key, double fallback) -> double {
+    if (!o.contains(key) || o.at(key).is_null()) return fallback;
+    if (!o.at(key).is_number()) fail(std::string("'") + key + "' is not a number");
+    return o.at(key).get<double>();
+  };
+  ModelConfig c;
+  c.name = "hf:" + dir;
+  c.vocab_size = integer("vocab_size", 0, true);
+  c.hidden_size = integer("hidden_size", 0, true);
+  c.intermediate_size = integer("intermediate_size", 0, true);
+  c.num_layers = integer("num_hidden_layers", 0, true);
+  c.num_heads = integer("num_attention_heads", 0, true);
+  c.num_kv_heads = integer("num_key_value_heads", c.num_heads, false);
+  c.head_dim = integer("head_dim", 128, false);
+  c.rms_norm_eps = number(j, "rms_norm_eps", 1e-6);
+  if (j.contains("tie_word_embeddings") && !j.at("tie_word_embeddings").is_boolean()) fail("'tie_word_embeddings' is not true or false");
+  c.tie_word_embeddings = j.value("tie_word_embeddings", false);
+  c.rope_theta = number(j, "rope_theta", 10000.0);
+  for (const char* key : {"rope_parameters", "rope_scaling"}) {  // transformers 5 and 4 spellings
+    if (!j.contains(key) || j.at(key).is_null()) continue;
+    const auto& r = j.at(key);
+    if (!r.is_object()) fail(std::string("'") + key + "' is not an object");
+    const std::string kind = r.value("rope_type", r.value("type", std::string("default")));
+    if (kind != "default") fail(std::string("'") + key + "' asks for RoPE type '" + kind + "': only the default is implemented");
+    c.rope_theta = number(r, "rope_theta", c.rope_theta);
+  }
+  if (j.value("hidden_act", std::string("silu")) != "silu") fail("hidden_act '" + j.value("hidden_act", std::string()) + "' is not silu");
+  if (j.value("attention_bias", false)) fail("attention_bias is true: Qwen3 has no attention biases, nor does this trainer");
+  if (j.value("use_sliding_window", false)) fail("use_sliding_window is true: sliding-window attention is not implemented");
+  try {
+    c.validate();
+  } catch (const UsageError& e) {
+    fail(e.what());
+  }
+  return c;
+}
+
+HfCheckpoint::HfCheckpoint(const std::string& dir) : dir_(dir), config_(read_hf_config(dir)) {
+  const fs::path index = fs::path(dir) / "model.safetensors.index.json", single = fs::path(dir) / "model.safetensors";
+  std::vector<std::string> shards;
+  std::map<std::string, std::string> listed;  // index: tensor → shard file
+  if (fs::exists(index)) {
+    const nlohmann::json j = read_json(index);
+    if (!j.contains("weight_map") || !j.at("weight_map").is_object())
+      throw InputError("'" + index.string() + "': no \"weight_map\" object");
+    std::set<std::string> files;
+    for (const auto& [name, file] : j.at("weight_map").items()) {
+      if (!file.is_string()) throw InputError("'" + index.string() + "': the shard of '" + name + "' is not a file name");
+      const std::string f = file.get<std::string>();
+      if (f.find('/') != std::string::npos) throw InputError("'" + index.string() + "': shard '" + f + "' is not a file in the folder");
+      listed[name] = f;
+      files.insert(f);
+    }
+    shards.assign(files.begin(), files.end());
+  } else if (fs::exists(single)) {
+    shards.push_back("model.safetensors");
+  } else {
+    throw InputError("'" + dir + "' has neither model.safetensors nor model.safetensors.index.json");
+  }
+  for (const auto& s : shards) {
+    files_.push_back(std::make_unique<SafetensorsFile>((fs::path(dir) / s).string()));
+    for (const auto& [name, info] : files_.back()->tensors()) {
+      if (where_.count(name)) throw InputError("'" + dir + "': tensor '" + name + "' is in two shards");
+      if (!listed.empty() && listed.count(name) && listed[name] != s)
+        throw InputError("'" + dir + "': the index puts '" + name + "' in " + listed[name] + ", it is in " + s);
+      where_[name] = files_.back().get();
+    }
+  }
+  for (const auto& [name, file] : listed)
+    if (!where_.count(name)) throw InputError("'" + dir + "': the index lists '" + name + "' in " + file + ", which does not hold it");
+}
+
+std::vector<std::string> HfCheckpoint::names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, f] : where_) out.push_back(name);
+  return out;
+}
+
+const SafetensorInfo& HfCheckpoint::info(const std::string& name) const {
+  const auto it = where_.find(name);
+  if (it == where_.end()) throw InputError("'" + dir_ + "': no tensor '" + name + "'");
+  return it->second->info(name);
+}
+
+std::vector<float> HfCheckpoint::read(const std::string& name) const {
+  info(name);
+  return where_.at(name)->read(name);
+}
+
+void HfCheckpoint::check_against(const ParamTable& table) const {
+  for (const auto& p : table.entries()) {
+    if (!where_.count(p.name)) throw InputError("'" + dir_ + "': tensor '" + p.name + "' is missing");
+    const auto& shape = info(p.name).shape;
+    if (shape != p.shape)
+      throw InputError("'" + dir_ + "': tensor '" + p.name + "' has shape " + shape_text(shape) + ", the model needs " +
+                       shape_text(p.shape));
+  }
+  for (const auto& [name, f] : where_)
+    if (!table.contains(name))
+      throw InputError("'" + dir_ + "': tensor '" + name + "' is not a parameter of this model" +
+                       (name == "lm_head.weight" ? " (its config ties the output projection to the embedding)" : ""));
+}
+
+void write_hf_checkpoint(const std::string& dir, const ModelConfig& c, const ParamTable& table,
+                         const std::function<std::vector<float>(const std::string&)>& values, bool writer,
+                         const HfExportOptions& o) {
+  const std::int64_t elem = SafetensorsWriter::element_bytes(o.dtype);
+  if (o.dtype != "F32" && o.dtype != "BF16") throw UsageError("--export-dtype: '" + o.dtype + "' (valid: bf16, fp32)");
+  // Shards in table order, each up to max_shard_bytes (a larger tensor alone in its shard).
+  std::vector<std::vector<SafetensorsWriter::Entry>> shards(1);
+  std::int64_t in_shard = 0, total = 0;
+  for (const auto& p : table.entries()) {
+    std::int64_t n = 1;
+    for (auto d : p.shape) n *= d;
+    const std::int64_t bytes = n * elem;
+    if (!shards.back().empty() && in_shard + bytes > o.max_shard_bytes) shards.emplace_back(), in_shard = 0;
+    shards.back().push_back({p.name, p.shape});
+    in_shard += bytes;
+    total += bytes;
+  }
+  const std::size_t n = shards.size();
+  auto file_name = [&](std::size_t i) {
+    if (n == 1) return std::string("model.safetensors");
+    char s[64];
+    std::snprintf(s, sizeof s, "model-%05zu-of-%05zu.safetensors", i + 1, n);
+    return std::string(s);
+  };
+  const fs::path final_dir(dir), partial(dir + ".partial");
+  if (writer) {
+    if (fs::exists(final_dir) && !o.overwrite)
+      throw OutputError("--export-hf: '" + dir + "' exists (pass --overwrite to replace it)");
+    std::error_code ec;
+    fs::remove_all(partial, ec);
+    if (!fs::create_directories(partial, ec) || ec) throw OutputError("--export-hf: cannot create '" + partial.string() + "'");
+    nlohmann::ordered_json cfg;
+    cfg["architectures"] = {"Qwen3ForCausalLM"};
+    cfg["model_type"] = "qwen3";
+    cfg["vocab_size"] = c.vocab_size;
+    cfg["hidden_size"] = c.hidden_size;
+    cfg["intermediate_size"] = c.intermediate_size;
+    cfg["num_hidden_layers"] = c.num_layers;
+    cfg["num_attention_heads"] = c.num_heads;
+    cfg["num_key_value_heads"] = c.num_kv_heads;
+    cfg["head_dim"] = c.head_dim;
+    cfg["hidden_act"] = "silu";
+    cfg["attention_bias"] = false;
+    cfg["rms_norm_eps"] = c.rms_norm_eps;
+    cfg["rope_theta"] = c.rope_theta;  // transformers 4
+    cfg["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", c.rope_theta}};  // transformers 5
+    cfg["tie_word_embeddings"] = c.tie_word_embeddings;
+    cfg["use_sliding_window"] = false;
+    cfg["max_position_embeddings"] = 40960;
+    cfg["torch_dtype"] = o.dtype == "BF16" ? "bfloat16" : "float32";
+    std::ofstream out(partial / "config.json");
+    out << cfg.dump(2) << "\n";
+    if (!out) throw OutputError("--export-hf: cannot write '" + (partial / "config.json").string() + "'");
+  }
+  nlohmann::ordered_json index;
+  index["metadata"] = {{"total_size", total}};
+  index["weight_map"] = nlohmann::ordered_json::object();
+  // A write error on the writer is kept until every tensor has been asked for: values() may be collective, and the
+  // other ranks are still asking.
+  std::string failed;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::unique_ptr<SafetensorsWriter> w;
+    auto attempt = [&](const std::function<void()>& fn) {
+      if (!writer || !failed.empty()) return;
+      try {
+        fn();
+      } catch (const Error& e) {
+        failed = e.what();
+      }
+    };
+    attempt([&] { w = std::make_unique<SafetensorsWriter>((partial / file_name(i)).string(), shards[i], o.dtype); });
+    for (const auto& e : shards[i]) {
+      const std::vector<float> v = values(e.name);  // collective for engines: every rank asks
+      attempt([&] { w->write(v); });
+      index["weight_map"][e.name] = file_name(i);
+    }
+    attempt([&] { w->close(); });
+  }
+  if (!writer) return;
+  if (!failed.empty()) {
+    std::error_code ec;
+    fs::remove_all(partial, ec);
+    throw OutputError("--export-hf: " + failed);
+  }
+  if (n > 1) {
+    std::ofstream out(partial / "model.safetensors.index.json");
+    out << index.dump(2) << "\n";
+    if (!out) throw OutputError("--export-hf: cannot write the shard index");
+  }
+  std::error_code ec;
+  const fs::path old(dir + ".old");
+  if (fs::exists(final_dir)) {
+    fs::remove_all(old, ec);
+    fs::rename(final_dir, old, ec);
+    if (ec) throw OutputError("--export-hf: cannot move the old '" + dir + "' aside: " + ec.message());
+  }
+  fs::rename(partial, final_dir, ec);
+  if (ec) throw OutputError("--export-hf: cannot publish '" + dir + "': " + ec.message());
+  fs::remove_all(old, ec);
+}
+
+}  // namespace qwen3
