@@ -75,6 +75,12 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       ("export-hf", po::value(&c.export_hf),
        "at the end of a successful run, write the weights there as a Hugging Face checkpoint (config.json, safetensors)")
       ("export-dtype", po::value(&c.export_dtype)->default_value(c.export_dtype), "--export-hf weights: bf16 or fp32")
+      ("save", po::value(&c.save), "checkpoint folder: a checkpoint at the end (and every --save-interval steps), "
+       "written by every rank in parallel, published atomically (docs/checkpoints.md)")
+      ("save-interval", po::value(&c.save_interval)->default_value(c.save_interval), "a checkpoint every N steps (0: only at the end)")
+      ("save-keep", po::value(&c.save_keep)->default_value(c.save_keep), "newest checkpoints kept under --save (0: all)")
+      ("resume", po::value(&c.resume), "continue from a checkpoint folder (or a --save folder: its latest), in any "
+       "tp/pp/dp layout; --steps counts from the start of the run")
       ("memory-interval-ms", po::value(&c.memory_interval_ms)->default_value(c.memory_interval_ms),
        "memory trace sampling interval");
   po::options_description all(

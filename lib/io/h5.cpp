@@ -344,6 +344,20 @@ void write_string(hid_t loc, const std::string& path, const std::string& value) 
   check(H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, padded.data()), "write " + path);
 }
 
+std::string read_string(hid_t loc, const std::string& path) {
+  if (!exists(loc, path)) throw InputError("dataset '" + path + "' is missing");
+  Handle d(check_id(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), "open " + path));
+  Handle ftype(check_id(H5Dget_type(d.get()), "dataset type"));
+  if (H5Tget_class(ftype.get()) != H5T_STRING || H5Tis_variable_str(ftype.get()) > 0)
+    throw InputError("dataset '" + path + "' is not a fixed-length string");
+  const std::size_t size = H5Tget_size(ftype.get());
+  std::string buf(size, '\0');
+  Handle mtype(check_id(H5Tcopy(H5T_C_S1), "string type"));
+  check(H5Tset_size(mtype.get(), size), "string size");
+  check(H5Dread(d.get(), mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()), "read " + path);
+  return buf.substr(0, buf.find('\0'));
+}
+
 void create_i32_2d(hid_t loc, const std::string& path, std::int64_t rows, std::int64_t cols, std::int64_t chunk_rows) {
   if (rows < 0 || cols <= 0 || chunk_rows <= 0) throw InternalError("bad shape or chunking for " + path);
   auto slash = path.rfind('/');

@@ -72,6 +72,8 @@ void write_i64(hid_t loc, const std::string& path, const std::vector<std::int64_
 void write_i32(hid_t loc, const std::string& path, const std::vector<std::int32_t>& data,
                const std::vector<std::int64_t>& shape, std::int64_t chunk_rows = 0);
 void write_string(hid_t loc, const std::string& path, const std::string& value);
+// A scalar fixed-length string dataset (write_string's); InputError naming the path when absent or not a string.
+std::string read_string(hid_t loc, const std::string& path);
 
 // Row-streamed 2-D int32 writes, so a big [N, L] dataset never has to sit in memory whole:
 // create it empty (chunked by chunk_rows rows, deflate-compressed), then fill it block by block.

@@ -59,9 +59,13 @@ CpuEngine::CpuEngine(const ModelConfig& cfg, const EngineOptions& opts)
 }
 
 std::vector<float> CpuEngine::gather_full(std::size_t index, const std::vector<float>& local) const {
+  return gather_full(index, local.data() + model_.params().entries()[index].offset);
+}
+
+std::vector<float> CpuEngine::gather_full(std::size_t index, const float* part) const {
   const auto& l = model_.params().entries()[index];
-  std::vector<float> out = tp_comm_ ? gather_full_tensor(*tp_comm_, model_.config(), full_, index, local.data() + l.offset, l.numel)
-                                    : std::vector<float>(local.begin() + l.offset, local.begin() + l.offset + l.numel);
+  std::vector<float> out = tp_comm_ ? gather_full_tensor(*tp_comm_, model_.config(), full_, index, part, l.numel)
+                                    : std::vector<float>(part, part + l.numel);
   if (!pp_comm_) return out;
   if (!reports_[index]) std::fill(out.begin(), out.end(), 0.0f);
   pp_comm_->all_reduce_sum(out.data(), out.size());  // one stage reports each tensor, the others add zeros
@@ -91,6 +95,34 @@ void CpuEngine::set_weights(const std::string& name, const std::vector<float>& v
 std::vector<float> CpuEngine::weights(const std::string& name) const {
   const auto& p = full_.find(name);
   return gather_full(static_cast<std::size_t>(&p - full_.entries().data()), weights_);
+}
+
+// The moments cover this replica's ZeRO shard of the local flat table: a tensor's local part is the overlap, zeros
+// elsewhere, summed over the data-parallel group (every element in exactly one shard), then gathered like weights.
+std::vector<float> CpuEngine::moment(const std::string& name, int which) const {
+  const auto& p = full_.find(name);
+  const std::size_t i = static_cast<std::size_t>(&p - full_.entries().data());
+  const auto& l = model_.params().entries()[i];
+  const std::vector<float>& mv = which == 0 ? m_ : v_;
+  std::vector<float> local(static_cast<std::size_t>(l.numel), 0.0f);
+  const std::int64_t b = std::max(l.offset, shard0_), e = std::min(l.offset + l.numel, shard0_ + shard_n_);
+  if (e > b) std::copy(mv.begin() + (b - shard0_), mv.begin() + (e - shard0_), local.begin() + (b - l.offset));
+  if (dp_comm_) dp_comm_->all_reduce_sum(local.data(), local.size());
+  return gather_full(i, local.data());
+}
+
+void CpuEngine::set_moment(const std::string& name, int which, const std::vector<float>& values) {
+  const auto& p = full_.find(name);
+  if (static_cast<std::int64_t>(values.size()) != p.numel)
+    throw InputError("moment of '" + name + "' has " + std::to_string(values.size()) + " values, the model expects " +
+                     std::to_string(p.numel));
+  const std::size_t i = static_cast<std::size_t>(&p - full_.entries().data());
+  const auto& l = model_.params().entries()[i];
+  std::vector<float> local(static_cast<std::size_t>(l.numel));
+  extract_shard(shards_[i], p.shape, values.data(), local.data());
+  std::vector<float>& mv = which == 0 ? m_ : v_;
+  const std::int64_t b = std::max(l.offset, shard0_), e = std::min(l.offset + l.numel, shard0_ + shard_n_);
+  if (e > b) std::copy(local.begin() + (b - l.offset), local.begin() + (e - l.offset), mv.begin() + (b - shard0_));
 }
 
 std::vector<float> CpuEngine::gradient(const std::string& name) const {

@@ -17,6 +17,10 @@ class CpuEngine final : public Engine {
   std::string device_name() const override;
   void set_weights(const std::string& name, const std::vector<float>& values) override;
   std::vector<float> weights(const std::string& name) const override;
+  std::vector<float> moment(const std::string& name, int which) const override;
+  void set_moment(const std::string& name, int which, const std::vector<float>& values) override;
+  std::int64_t optimizer_steps() const override { return step_; }
+  void set_optimizer_steps(std::int64_t steps) override { step_ = steps; }
   std::vector<float> gradient(const std::string& name) const override;
   void zero_grad() override;
   cpu::LossSum forward_backward(const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) override;
@@ -34,6 +38,7 @@ class CpuEngine final : public Engine {
   // The full tensor `index` of the full table, assembled from every tensor-parallel rank's shard of `local` and,
   // with pipeline parallelism, from the stage that reports it.
   std::vector<float> gather_full(std::size_t index, const std::vector<float>& local) const;
+  std::vector<float> gather_full(std::size_t index, const float* part) const;  // part: this rank's [numel] of it
   // Partial gradients summed once per step, when they are first read after the last micro-batch: replicated
   // weights over the tensor-parallel group (norms) or KV group, the tied embedding over the first and last stages.
   // Reading ends the accumulation: another micro-batch needs zero_grad first.

@@ -70,6 +70,10 @@ class CudaEngine final : public Engine {
   std::string device_name() const override { return device_name_; }
   void set_weights(const std::string& name, const std::vector<float>& values) override;
   std::vector<float> weights(const std::string& name) const override { return download(w_, name); }
+  std::vector<float> moment(const std::string& name, int which) const override { return download(which == 0 ? m_ : v_, name); }
+  void set_moment(const std::string& name, int which, const std::vector<float>& values) override;
+  std::int64_t optimizer_steps() const override { return step_; }
+  void set_optimizer_steps(std::int64_t steps) override { step_ = steps; }
   std::int64_t shard_begin() const { return shard0_; }
   std::vector<float> gradient(const std::string& name) const override {
     finish_replicated_grads();
@@ -579,12 +583,13 @@ std::vector<float> CudaEngine::download(const float* base, const std::string& na
   if (owned_[index]) {
     // The distributed optimizer's master weights (and reduce-scattered gradients) live in shards: each data-parallel
     // rank gives its part, the others add zeros.
-    const bool sharded = zero1_ && (base == w_ || grads_scattered_);
+    const bool shard_buffer = base == w_ || base == m_ || base == v_;  // [shard_n_] at flat shard0_
+    const bool sharded = zero1_ && (shard_buffer || grads_scattered_);
     if (!sharded) {
       CUDA_CHECK(cudaMemcpy(out.data(), base + p.offset, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
     } else {
       const std::int64_t b = std::max(p.offset, shard0_), e = std::min(p.offset + p.numel, shard0_ + shard_n_);
-      const float* src = base == w_ ? w_ + (b - shard0_) : g_ + b;
+      const float* src = shard_buffer ? base + (b - shard0_) : g_ + b;
       if (e > b) CUDA_CHECK(cudaMemcpy(out.data() + (b - p.offset), src, (e - b) * sizeof(float), cudaMemcpyDeviceToHost));
       dp_host_->all_reduce_sum(out.data(), out.size());
     }
@@ -608,6 +613,23 @@ void CudaEngine::set_weights(const std::string& name, const std::vector<float>& 
   std::vector<float> shard(static_cast<std::size_t>(p.numel));
   extract_shard(shard_spec(full_, index, tp_), f.shape, values.data(), shard.data());
   upload_weights(shard.data(), p.offset, p.numel);
+}
+
+void CudaEngine::set_moment(const std::string& name, int which, const std::vector<float>& values) {
+  const auto& f = full_.find(name);
+  if (static_cast<std::int64_t>(values.size()) != f.numel)
+    throw InputError("moment of '" + name + "' has " + std::to_string(values.size()) + " values, the model expects " +
+                     std::to_string(f.numel));
+  const std::size_t index = static_cast<std::size_t>(&f - full_.entries().data());
+  if (!owned_[index]) return;  // another pipeline stage's tensor
+  const auto& p = table_.entries()[index];
+  std::vector<float> part(static_cast<std::size_t>(p.numel));
+  extract_shard(shard_spec(full_, index, tp_), f.shape, values.data(), part.data());
+  CUDA_CHECK(cudaDeviceSynchronize());  // no optimizer step may still be writing the moments
+  const std::int64_t b = std::max(p.offset, shard0_), e = std::min(p.offset + p.numel, shard0_ + shard_n_);
+  if (e > b)
+    CUDA_CHECK(cudaMemcpy((which == 0 ? m_ : v_) + (b - shard0_), part.data() + (b - p.offset), (e - b) * sizeof(float),
+                          cudaMemcpyHostToDevice));
 }
 
 void CudaEngine::zero_grad() {

@@ -59,6 +59,13 @@ class Engine {
   virtual void set_weights(const std::string& name, const std::vector<float>& values) = 0;
   virtual std::vector<float> weights(const std::string& name) const = 0;
   virtual std::vector<float> gradient(const std::string& name) const = 0;
+  // Optimizer state for checkpoints (train/checkpoint.h), by Hugging Face name and full shape, float32: AdamW's first
+  // (which = 0) or second (which = 1) moment — collective like weights() — and the optimizer steps taken (its bias
+  // correction). Setting takes the full tensor; each rank keeps its part (tensor, pipeline and ZeRO shards).
+  virtual std::vector<float> moment(const std::string& name, int which) const = 0;
+  virtual void set_moment(const std::string& name, int which, const std::vector<float>& values) = 0;
+  virtual std::int64_t optimizer_steps() const = 0;
+  virtual void set_optimizer_steps(std::int64_t steps) = 0;
 
   virtual void zero_grad() = 0;
   // Accumulates d(loss·grad_scale)/dw into the gradients; returns the summed loss and the tokens it counted.

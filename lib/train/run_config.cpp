@@ -51,6 +51,11 @@ void RunConfig::validate(int world) const {
     RecomputePolicy{Recompute::full, recompute_num_layers, false}.validate();
     if (offload_inputs) throw UsageError("--offload-inputs with --recompute auto: auto chooses offloading itself when it is needed");
   }
+  if (save_interval < 0) throw UsageError("--save-interval must be 0 (only at the end) or positive");
+  if (save_keep < 0) throw UsageError("--save-keep must be 0 (keep all) or positive");
+  if (save_interval > 0 && save.empty()) throw UsageError("--save-interval needs --save DIR");
+  if (!resume.empty() && !init_from_hf.empty())
+    throw UsageError("--resume and --init-from-hf are exclusive: a checkpoint holds the weights already");
   if (export_dtype != "bf16" && export_dtype != "fp32")
     throw UsageError("--export-dtype: invalid value '" + export_dtype + "' (valid: bf16, fp32)");
   if (!export_hf.empty() && std::filesystem::exists(export_hf) && !overwrite)
@@ -94,7 +99,7 @@ std::vector<std::pair<std::string, std::string>> RunConfig::key_values() const {
       {"clip_grad", num(clip_grad)}, {"beta1", num(beta1)}, {"beta2", num(beta2)}, {"adam_eps", num(adam_eps)},
       {"init_std", num(init_std)}, {"seed", std::to_string(seed)}, {"device", device}, {"out", out},
       {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)}, {"shard_optimizer", shard_optimizer ? "true" : "false"}, {"recompute", recompute}, {"recompute_num_layers", std::to_string(recompute_num_layers)}, {"offload_inputs", offload_inputs ? "true" : "false"}, {"pp_layers", join_counts(pipeline_layer_counts(model, pp, seq_len, pp_layers))},
-      {"cp", std::to_string(cp)}, {"init_from_hf", init_from_hf}, {"export_hf", export_hf}, {"export_dtype", export_dtype}, {"memory_interval_ms", std::to_string(memory_interval_ms)},
+      {"cp", std::to_string(cp)}, {"init_from_hf", init_from_hf}, {"export_hf", export_hf}, {"export_dtype", export_dtype}, {"save", save}, {"save_interval", std::to_string(save_interval)}, {"save_keep", std::to_string(save_keep)}, {"resume", resume}, {"memory_interval_ms", std::to_string(memory_interval_ms)},
   };
 }
 

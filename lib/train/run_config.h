@@ -41,6 +41,10 @@ struct RunConfig {
   std::string init_from_hf;          // --init-from-hf: a Hugging Face checkpoint folder (model and weights from it)
   std::string export_hf;             // --export-hf: write the final weights there as a Hugging Face checkpoint
   std::string export_dtype = "bf16"; // bf16 | fp32
+  std::string save;                  // --save: checkpoint folder (train/checkpoint.h)
+  std::int64_t save_interval = 0;    // a checkpoint every N steps (0: only at the end)
+  std::int64_t save_keep = 2;        // newest checkpoints kept (0: all)
+  std::string resume;                // --resume: a checkpoint folder, or a --save folder (its latest)
   std::int64_t memory_interval_ms = 100;
 
   // Throws UsageError naming the first bad field. world_size: ranks in the job.

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "io/hf_checkpoint.h"
+#include "train/checkpoint.h"
 #include "dist/collective_errors.h"
 #include "dist/groups.h"
 #include "dist/layout.h"
@@ -197,6 +198,25 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       st.engine = make_engine(cfg.device, cfg.model, eo);
     });
     Engine& engine = *st.engine;
+    const CheckpointRun ckpt_run{cfg.model, cfg.seed, cfg.global_batch, cfg.seq_len, layout.describe()};
+    std::int64_t start_step = 0;
+    if (!cfg.resume.empty()) {  // weights, moments and the optimizer's step count; the data position is the step
+      std::string dir;
+      collectively(world, true, [&] { dir = resolve_checkpoint(cfg.resume); });
+      start_step = load_checkpoint(dir, engine, world, ckpt_run);
+      collectively(world, true, [&] {
+        if (start_step >= cfg.steps)
+          throw UsageError("--resume: '" + dir + "' is at step " + std::to_string(start_step) + " and --steps is " +
+                           std::to_string(cfg.steps) + ": nothing left to run");
+      });
+      collectively(world, root, [&] {
+        locked([&] {
+          results->write_attribute("resumed_from", dir);
+          results->write_attribute("resumed_from_step", start_step);
+        });
+        std::printf("qwen3-pretrain: resumed from %s at step %lld\n", dir.c_str(), static_cast<long long>(start_step));
+      });
+    }
     if (!cfg.init_from_hf.empty()) {  // every rank reads every tensor and keeps its own part (set_weights)
       collectively(world, true, [&] {
         const HfCheckpoint hf(cfg.init_from_hf);
@@ -247,7 +267,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
     PipelineTimes pipe_times;
     double reduce_s = 0, step_sum_s = 0;
     in_loop = true;
-    for (std::int64_t step = 0; step < cfg.steps; ++step) {
+    for (std::int64_t step = start_step; step < cfg.steps; ++step) {
       const auto t0 = Clock::now();
       engine.zero_grad();
       double loss_sum[2] = {0, 0};  // Σ loss, Σ tokens counted
@@ -280,7 +300,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       engine.reduce_gradients(dp_comm);
       dp_comm.all_reduce_sum(loss_sum, 2);
       engine.synchronize();
-      const bool timed = step > 0 || cfg.steps == 1;  // the first step pays for warm-up, unless it is the only one
+      const bool timed = step > start_step || cfg.steps - start_step == 1;  // the first pays for warm-up, unless alone
       if (timed) {
         pipe_times.compute_s += step_pipe.compute_s;
         pipe_times.p2p_s += step_pipe.p2p_s;
@@ -294,21 +314,27 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       st.tracer->sample_now();
       double dt = seconds_since(t0);
       world.all_reduce_max(&dt, 1);  // the step takes as long as its slowest rank
-      (step == 0 ? first_step_s : later_steps_s) += dt;
+      (step == start_step ? first_step_s : later_steps_s) += dt;
       if (timed) step_sum_s += dt;
 
       const StepRecord rec{loss_sum[0] / loss_sum[1], norm, lr, dt, static_cast<double>(GB * L) / dt,
                            flops_per_step / W / dt / 1e12};
       if (root) {
         locked([&] { results->append_step(rec); });
-        const double mean = step > 0 ? later_steps_s / static_cast<double>(step) : first_step_s;
+        const double mean = step > start_step ? later_steps_s / static_cast<double>(step - start_step) : first_step_s;
         std::printf("%s\n", progress_line(step + 1, cfg.steps, rec, st.tracer->peak_bytes(),
                                           mean * static_cast<double>(cfg.steps - step - 1)).c_str());
         std::fflush(stdout);
       }
+      if (!cfg.save.empty() && cfg.save_interval > 0 && (step + 1) % cfg.save_interval == 0 && step + 1 < cfg.steps)
+        save_checkpoint(cfg.save, step + 1, engine, world, ckpt_run, static_cast<int>(cfg.save_keep));
     }
 
     in_loop = false;
+    if (!cfg.save.empty()) {
+      save_checkpoint(cfg.save, cfg.steps, engine, world, ckpt_run, static_cast<int>(cfg.save_keep));
+      if (root) std::printf("qwen3-pretrain: saved a checkpoint of step %lld under %s\n", static_cast<long long>(cfg.steps), cfg.save.c_str());
+    }
     if (!cfg.export_hf.empty()) {  // the final weights, gathered tensor by tensor and written by rank 0
       collectively(world, true, [&] {
         HfExportOptions o;

@@ -1,0 +1,44 @@
+// Training checkpoints (format: docs/checkpoints.md): every tensor's fp32 master weights and AdamW moments in full
+// Hugging Face shapes, spread over one HDF5 shard file per rank (each rank writes its share in parallel), plus a
+// manifest with the format name and version, the step, the optimizer's step count and what the data position
+// depends on (seed, global batch, sequence length). Full shapes make any layout able to load any checkpoint
+// (resharding on load: each rank keeps its tensor-, pipeline- and ZeRO-parts). Written into step-N.partial and
+// renamed to step-N once every shard and the manifest are complete; ROOT/latest names the newest.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "config/model_config.h"
+#include "dist/communicator.h"
+#include "train/engine.h"
+
+namespace qwen3 {
+
+inline constexpr const char* kCheckpointFormat = "qwen3-pretrain-checkpoint";
+inline constexpr std::int64_t kCheckpointVersion = 1;
+
+// What a checkpoint must agree with to be resumed: the model, and the inputs of the document order (a pure function
+// of seed, global batch and step: docs/checkpoints.md).
+struct CheckpointRun {
+  ModelConfig model;
+  std::uint64_t seed = 0;
+  std::int64_t global_batch = 0, seq_len = 0;
+  std::string layout;  // e.g. "T2 C1 D1 P2 (4 ranks)", recorded for people
+};
+
+// Saves the state after `step` completed steps under root/step-<step> (collective over world; every rank of the job
+// calls it with the same arguments). Keeps the newest `keep` checkpoints (0: all). Errors reach every rank (InputError
+// / OutputError naming the file).
+void save_checkpoint(const std::string& root, std::int64_t step, Engine& engine, Communicator& world,
+                     const CheckpointRun& run, int keep);
+
+// The checkpoint folder to resume from: root itself when it holds a manifest, else the one root/latest names.
+// InputError when there is none.
+std::string resolve_checkpoint(const std::string& root);
+
+// Loads a checkpoint folder into engine (collective) and returns its step. Refuses (InputError, one message) a
+// folder that is not a complete checkpoint of this format and version, a truncated shard, or a model, seed, global
+// batch or sequence length other than run's.
+std::int64_t load_checkpoint(const std::string& dir, Engine& engine, Communicator& world, const CheckpointRun& run);
+
+}  // namespace qwen3
