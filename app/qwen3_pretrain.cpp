@@ -62,7 +62,6 @@ int main(int argc, char** argv) {
       return fits ? 0 : static_cast<int>(ExitCode::input);
     }
     cfg->validate(world.size());
-    run_training(*cfg, world);
-    return 0;
+    return run_training(*cfg, world);
   });
 }

@@ -79,6 +79,10 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
        "written by every rank in parallel, published atomically (docs/checkpoints.md)")
       ("save-interval", po::value(&c.save_interval)->default_value(c.save_interval), "a checkpoint every N steps (0: only at the end)")
       ("save-keep", po::value(&c.save_keep)->default_value(c.save_keep), "newest checkpoints kept under --save (0: all)")
+      ("auto-resume", po::bool_switch(&c.auto_resume),
+       "resume from --save's latest checkpoint when it has one, else start fresh (for jobs that are requeued)")
+      ("preempt-grace", po::value(&c.preempt_grace_s)->default_value(c.preempt_grace_s),
+       "with --save: seconds a run stopped by SIGTERM/SIGUSR1 has to finish its step and save before it exits anyway")
       ("resume", po::value(&c.resume), "continue from a checkpoint folder (or a --save folder: its latest), in any "
        "tp/pp/dp layout; --steps counts from the start of the run")
       ("memory-interval-ms", po::value(&c.memory_interval_ms)->default_value(c.memory_interval_ms),

@@ -15,6 +15,7 @@ enum class ExitCode : int {
   output = 4,        // the results file cannot be written
   out_of_memory = 5, // the device (or host) ran out of memory
   check_failed = 6,  // a numerical check (golden check) was out of tolerance
+  preempted = 7,     // stopped by SIGTERM/SIGUSR1 after saving a checkpoint (status "preempted"): resume it
 };
 
 class Error : public std::runtime_error {

@@ -54,6 +54,9 @@ void RunConfig::validate(int world) const {
   if (save_interval < 0) throw UsageError("--save-interval must be 0 (only at the end) or positive");
   if (save_keep < 0) throw UsageError("--save-keep must be 0 (keep all) or positive");
   if (save_interval > 0 && save.empty()) throw UsageError("--save-interval needs --save DIR");
+  if (auto_resume && save.empty()) throw UsageError("--auto-resume needs --save DIR (the folder it resumes from)");
+  if (auto_resume && !resume.empty()) throw UsageError("--auto-resume and --resume are exclusive");
+  if (!(preempt_grace_s > 0)) throw UsageError("--preempt-grace must be positive (seconds)");
   if (!resume.empty() && !init_from_hf.empty())
     throw UsageError("--resume and --init-from-hf are exclusive: a checkpoint holds the weights already");
   if (export_dtype != "bf16" && export_dtype != "fp32")
@@ -99,7 +102,7 @@ std::vector<std::pair<std::string, std::string>> RunConfig::key_values() const {
       {"clip_grad", num(clip_grad)}, {"beta1", num(beta1)}, {"beta2", num(beta2)}, {"adam_eps", num(adam_eps)},
       {"init_std", num(init_std)}, {"seed", std::to_string(seed)}, {"device", device}, {"out", out},
       {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)}, {"shard_optimizer", shard_optimizer ? "true" : "false"}, {"recompute", recompute}, {"recompute_num_layers", std::to_string(recompute_num_layers)}, {"offload_inputs", offload_inputs ? "true" : "false"}, {"pp_layers", join_counts(pipeline_layer_counts(model, pp, seq_len, pp_layers))},
-      {"cp", std::to_string(cp)}, {"init_from_hf", init_from_hf}, {"export_hf", export_hf}, {"export_dtype", export_dtype}, {"save", save}, {"save_interval", std::to_string(save_interval)}, {"save_keep", std::to_string(save_keep)}, {"resume", resume}, {"memory_interval_ms", std::to_string(memory_interval_ms)},
+      {"cp", std::to_string(cp)}, {"init_from_hf", init_from_hf}, {"export_hf", export_hf}, {"export_dtype", export_dtype}, {"save", save}, {"save_interval", std::to_string(save_interval)}, {"save_keep", std::to_string(save_keep)}, {"resume", resume}, {"auto_resume", auto_resume ? "true" : "false"}, {"preempt_grace_s", num(preempt_grace_s)}, {"memory_interval_ms", std::to_string(memory_interval_ms)},
   };
 }
 

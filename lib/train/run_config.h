@@ -45,6 +45,8 @@ struct RunConfig {
   std::int64_t save_interval = 0;    // a checkpoint every N steps (0: only at the end)
   std::int64_t save_keep = 2;        // newest checkpoints kept (0: all)
   std::string resume;                // --resume: a checkpoint folder, or a --save folder (its latest)
+  bool auto_resume = false;          // --auto-resume: resume from --save's latest checkpoint when there is one
+  double preempt_grace_s = 120;      // with --save: seconds a signalled run has to reach its next step and save
   std::int64_t memory_interval_ms = 100;
 
   // Throws UsageError naming the first bad field. world_size: ranks in the job.

@@ -3,6 +3,7 @@
 
 #include <csignal>
 #include <cstring>
+#include <poll.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -10,7 +11,8 @@
 namespace qwen3 {
 namespace {
 int g_pipe[2] = {-1, -1};  // written by the handler (async-signal-safe), read by the watcher
-struct sigaction g_old_term, g_old_int;
+struct sigaction g_old_term, g_old_int, g_old_usr1;
+bool g_usr1_installed = false;
 
 extern "C" void on_termination_signal(int sig) {
   const unsigned char b = static_cast<unsigned char>(sig);
@@ -18,7 +20,7 @@ extern "C" void on_termination_signal(int sig) {
 }
 }  // namespace
 
-TerminationWatch::TerminationWatch(std::function<void(int)> on_signal) : on_signal_(std::move(on_signal)) {
+TerminationWatch::TerminationWatch(std::function<void(int)> on_signal, double grace_s) : on_signal_(std::move(on_signal)) {
   if (::pipe(g_pipe) != 0) throw InternalError(std::string("pipe() for the termination watch: ") + std::strerror(errno));
   struct sigaction sa {};
   sa.sa_handler = on_termination_signal;
@@ -26,9 +28,21 @@ TerminationWatch::TerminationWatch(std::function<void(int)> on_signal) : on_sign
   sa.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &sa, &g_old_term);
   sigaction(SIGINT, &sa, &g_old_int);
-  watcher_ = std::thread([this] {
+  g_usr1_installed = grace_s > 0;
+  if (g_usr1_installed) sigaction(SIGUSR1, &sa, &g_old_usr1);
+  watcher_ = std::thread([this, grace_s] {
     unsigned char b = 0;
     if (::read(g_pipe[0], &b, 1) != 1 || b == 0) return;  // 0: the destructor's wake-up
+    if (grace_s > 0 && b != SIGINT) {
+      requested_.store(b);
+      // Wait for the program to end (the destructor's 0), a second signal, or the end of the grace period.
+      pollfd p{g_pipe[0], POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(grace_s * 1000)) > 0) {
+        unsigned char again = 0;
+        if (::read(g_pipe[0], &again, 1) == 1 && again == 0) return;
+        if (again != 0) b = again;
+      }
+    }
     on_signal_(b);
     ::_exit(128 + b);
   });
@@ -37,6 +51,7 @@ TerminationWatch::TerminationWatch(std::function<void(int)> on_signal) : on_sign
 TerminationWatch::~TerminationWatch() {
   sigaction(SIGTERM, &g_old_term, nullptr);
   sigaction(SIGINT, &g_old_int, nullptr);
+  if (g_usr1_installed) sigaction(SIGUSR1, &g_old_usr1, nullptr);
   const unsigned char zero = 0;
   [[maybe_unused]] const ssize_t n = ::write(g_pipe[1], &zero, 1);
   if (watcher_.joinable()) watcher_.join();

@@ -3,6 +3,7 @@
 // to a pipe; a watcher thread runs the callback in normal context (e.g. to record the run's status in its results
 // file), then the process exits with 128 + signal.
 #pragma once
+#include <atomic>
 #include <functional>
 #include <thread>
 
@@ -10,13 +11,20 @@ namespace qwen3 {
 
 class TerminationWatch {
  public:
-  explicit TerminationWatch(std::function<void(int signal)> on_signal);
+  // grace_s > 0 (a run that can save a checkpoint): the first SIGTERM or SIGUSR1 (Slurm's pre-emption, time-limit
+  // and --signal warnings) only raises requested(); the program is expected to stop at its next step boundary and
+  // end normally. If it has not ended after grace_s seconds, or a second signal arrives, or the signal is SIGINT,
+  // on_signal runs and the process exits as without a grace period.
+  explicit TerminationWatch(std::function<void(int signal)> on_signal, double grace_s = 0);
+  // The signal that asked for a graceful stop, 0 if none.
+  int requested() const { return requested_.load(); }
   ~TerminationWatch();  // restores the previous handlers; the callback no longer runs
   TerminationWatch(const TerminationWatch&) = delete;
   TerminationWatch& operator=(const TerminationWatch&) = delete;
 
  private:
   std::function<void(int)> on_signal_;
+  std::atomic<int> requested_{0};
   std::thread watcher_;
 };
 

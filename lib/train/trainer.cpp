@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -60,7 +61,7 @@ struct TrainState {
 
 }  // namespace
 
-void run_training(const RunConfig& cfg, MpiCommunicator& world) {
+int run_training(const RunConfig& cfg, MpiCommunicator& world) {
   const auto t_start = Clock::now();
   const std::string start_utc = utc_now();
   const int rank = world.rank(), W = world.size();
@@ -78,6 +79,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
     const std::lock_guard<std::mutex> lock(results_mutex);
     if (results && !finished) write();
   };
+  // With --save, SIGTERM/SIGUSR1 ask for a graceful stop: a checkpoint at the next step boundary, status "preempted".
   const TerminationWatch watch([&](int sig) {
     locked([&] {
       results->finish("error", "terminated by signal " + std::to_string(sig) + " (" + strsignal(sig) +
@@ -85,7 +87,9 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
                                    "is in the job's output), or by the scheduler");
       finished = true;
     });
-  });
+  }, cfg.save.empty() ? 0.0 : cfg.preempt_grace_s);
+  std::int64_t preempted_at = -1;  // the step after which a requested stop took place
+  int preempt_signal = 0;
 
   const int local_rank = node_local_rank(world.comm());
   // The groups (Megatron's order: tensor-parallel ranks adjacent); the pipeline group ordered by stage.
@@ -200,9 +204,11 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
     Engine& engine = *st.engine;
     const CheckpointRun ckpt_run{cfg.model, cfg.seed, cfg.global_batch, cfg.seq_len, layout.describe()};
     std::int64_t start_step = 0;
-    if (!cfg.resume.empty()) {  // weights, moments and the optimizer's step count; the data position is the step
+    std::string resume_from = cfg.resume;
+    if (cfg.auto_resume && std::filesystem::exists(std::filesystem::path(cfg.save) / "latest")) resume_from = cfg.save;
+    if (!resume_from.empty()) {  // weights, moments and the optimizer's step count; the data position is the step
       std::string dir;
-      collectively(world, true, [&] { dir = resolve_checkpoint(cfg.resume); });
+      collectively(world, true, [&] { dir = resolve_checkpoint(resume_from); });
       start_step = load_checkpoint(dir, engine, world, ckpt_run);
       collectively(world, true, [&] {
         if (start_step >= cfg.steps)
@@ -267,6 +273,7 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
     PipelineTimes pipe_times;
     double reduce_s = 0, step_sum_s = 0;
     in_loop = true;
+    std::int64_t last_saved = -1;
     for (std::int64_t step = start_step; step < cfg.steps; ++step) {
       const auto t0 = Clock::now();
       engine.zero_grad();
@@ -326,16 +333,28 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
                                           mean * static_cast<double>(cfg.steps - step - 1)).c_str());
         std::fflush(stdout);
       }
-      if (!cfg.save.empty() && cfg.save_interval > 0 && (step + 1) % cfg.save_interval == 0 && step + 1 < cfg.steps)
+      if (!cfg.save.empty() && cfg.save_interval > 0 && (step + 1) % cfg.save_interval == 0 && step + 1 < cfg.steps) {
         save_checkpoint(cfg.save, step + 1, engine, world, ckpt_run, static_cast<int>(cfg.save_keep));
+        last_saved = step + 1;
+      }
+      if (!cfg.save.empty() && step + 1 < cfg.steps) {  // a stop asked of any rank is taken by all at this boundary
+        double asked = watch.requested();
+        world.all_reduce_max(&asked, 1);
+        if (asked > 0) {
+          preempted_at = step + 1;
+          preempt_signal = static_cast<int>(asked);
+          break;
+        }
+      }
     }
 
     in_loop = false;
-    if (!cfg.save.empty()) {
-      save_checkpoint(cfg.save, cfg.steps, engine, world, ckpt_run, static_cast<int>(cfg.save_keep));
-      if (root) std::printf("qwen3-pretrain: saved a checkpoint of step %lld under %s\n", static_cast<long long>(cfg.steps), cfg.save.c_str());
+    const std::int64_t end_step = preempted_at >= 0 ? preempted_at : cfg.steps;
+    if (!cfg.save.empty() && last_saved != end_step) {
+      save_checkpoint(cfg.save, end_step, engine, world, ckpt_run, static_cast<int>(cfg.save_keep));
+      if (root) std::printf("qwen3-pretrain: saved a checkpoint of step %lld under %s\n", static_cast<long long>(end_step), cfg.save.c_str());
     }
-    if (!cfg.export_hf.empty()) {  // the final weights, gathered tensor by tensor and written by rank 0
+    if (!cfg.export_hf.empty() && preempted_at < 0) {  // the final weights, gathered tensor by tensor, rank 0 writes
       collectively(world, true, [&] {
         HfExportOptions o;
         o.dtype = cfg.export_dtype == "fp32" ? "F32" : "BF16";
@@ -390,11 +409,22 @@ void run_training(const RunConfig& cfg, MpiCommunicator& world) {
       locked([&] {
         results->write_memory(per_rank);
         results->write_timings(init_s, first_step_s, seconds_since(t_start));
-        results->finish("ok", "");
+        if (preempted_at < 0) {
+          results->finish("ok", "");
+        } else {
+          results->write_attribute("preempted_at_step", preempted_at);
+          results->finish("preempted", "stopped by signal " + std::to_string(preempt_signal) + " (" + strsignal(preempt_signal) +
+                                           ") after step " + std::to_string(preempted_at) + " of " + std::to_string(cfg.steps) +
+                                           "; checkpoint under " + cfg.save + " (--resume or --auto-resume continues it)");
+        }
         finished = true;
       });
       std::printf("qwen3-pretrain: wrote %s\n", cfg.out.c_str());
+      if (preempted_at >= 0)
+        std::printf("qwen3-pretrain: preempted after step %lld of %lld; the checkpoint is under %s\n",
+                    static_cast<long long>(preempted_at), static_cast<long long>(cfg.steps), cfg.save.c_str());
     }
+    return preempted_at >= 0 ? static_cast<int>(ExitCode::preempted) : 0;
   } catch (const Error& e) {
     if (root) {
       locked([&] {

@@ -35,7 +35,8 @@ class Checkpoints : public ::testing::Test {
   RunOutcome train(int np, const std::string& args, const std::string& tag) {
     const std::string out = (dir_ / (tag + ".h5")).string();
     const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' --data '" + data_ +
-                                     "' --seq-len 32 --steps 6 --lr 1e-2 --warmup-steps 2 " +
+                                     "' --seq-len 32 " + (args.find("--steps") == std::string::npos ? "--steps 6 " : "") +
+                                     (args.find("--lr") == std::string::npos ? "--lr 1e-2 --warmup-steps 2 " : "") +
                                      (args.find("--global-batch") == std::string::npos ? "--global-batch 4 " : "") + args +
                                      " --out '" + out + "' --overwrite");
     RunOutcome run{r.exit_code, r.output, {}, {}};
@@ -153,5 +154,38 @@ TEST_F(Checkpoints, BadCheckpointsEndWithOneClearMessage) {
     const RunOutcome r = train(1, c.args, "bad");
     EXPECT_EQ(r.exit_code, c.code) << c.what << "\n" << r.output;
     EXPECT_NE(r.output.find(c.expect), std::string::npos) << c.what << "\n" << r.output;
+  }
+}
+
+TEST_F(Checkpoints, ASignalSavesEndsAsPreemptedAndAutoResumeContinues) {
+  // Slurm ends a job (time limit, pre-emption, scancel) with SIGTERM to every process of it: here the ranks get it
+  // directly, mid-run. With --save they finish the step they are in, save, and end with status "preempted" and exit
+  // code 7; the same command with --auto-resume continues from that checkpoint. A constant learning rate after the
+  // warm-up (--min-lr = --lr) makes runs of any --steps follow the same schedule, so the continuation's losses must
+  // equal those of an uninterrupted run at the same steps, to the bit.
+  for (int np : {1, 2}) {
+    const std::string tag = "signal" + std::to_string(np), save = path(tag), out = path(tag + ".h5");
+    const std::string exe = test::bin_dir() + "/qwen3-pretrain";
+    const std::string common = " --data '" + data_ + "' --seq-len 32 --global-batch 4 --lr 1e-2 --min-lr 1e-2 --warmup-steps 2";
+    const auto r = test::run_command(
+        "(" + test::mpirun(np) + "'" + exe + "'" + common + " --steps 100000 --save '" + save + "' --auto-resume --out '" +
+        out + "' --overwrite > '" + path(tag + ".log") + "' 2>&1 & pid=$!; sleep 3; pkill -TERM -f '^" + exe +
+        " --data " + data_ + "'; wait $pid; echo \"exit $?\"; cat '" + path(tag + ".log") + "')");
+    EXPECT_NE(r.output.find("exit 7"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("preempted after step"), std::string::npos) << r.output;
+    h5::Handle f = h5::open_read(out, "results");
+    EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "preempted");
+    const std::int64_t k = h5::read_attr_int(f.get(), "preempted_at_step");
+    ASSERT_GT(k, 0);
+    const auto before = h5::read_f64(f.get(), "steps/loss");
+    EXPECT_EQ(static_cast<std::int64_t>(before.size()), k);
+    const std::string steps = " --steps " + std::to_string(k + 3);
+    const RunOutcome resumed = train(np, common.substr(common.find("--lr")) + steps + " --save '" + save + "' --auto-resume", tag + "-resumed");
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+    const RunOutcome whole = train(np, common.substr(common.find("--lr")) + steps, tag + "-whole");
+    ASSERT_EQ(whole.exit_code, 0) << whole.output;
+    EXPECT_EQ(std::vector<double>(whole.loss.begin(), whole.loss.begin() + k), before) << np;
+    EXPECT_EQ(resumed.loss, tail(whole.loss, static_cast<std::size_t>(k))) << np;
   }
 }
