@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli_runner.h"
+#include "io/h5.h"
 
 namespace fs = std::filesystem;
 using namespace qwen3;
@@ -151,4 +152,48 @@ TEST(Sweep, PlanPrintsEveryCellsPeakPerRank) {
   EXPECT_NE(r.output.find("✖ does not fit"), std::string::npos) << r.output;  // with the 1 GiB runtime reserve
   EXPECT_NE(r.output.find("| tiny | 64 | T1P1C2 | — | — | not planned yet"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir / "run")) << "planning creates nothing";
+}
+
+TEST(Sweep, APreemptedCellRunsAgainFromItsCheckpoint) {
+  // save_interval makes every cell checkpoint and continue from its checkpoint (--auto-resume). A cell whose results
+  // file says "preempted" is not complete: the next sweep runs it again, from its checkpoint.
+  const fs::path dir = test::fresh_dir("qwen3_sweep_preempted");
+  const std::string spec = spec_file(dir, "ckpt.sweep.ini", R"([sweep]
+name = ckpt-test
+models = tiny
+lengths = 64
+layouts = T1P1
+global_batch = 2
+steps = 4
+documents = 8
+device = cpu
+gpus_per_node = 1
+save_interval = 2
+)");
+  const std::string args = "'" + spec + "' --dir '" + (dir / "run").string() + "' --local";
+  auto r = test::run_program("qwen3-sweep", args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fs::path ckpt = dir / "run" / "checkpoints" / "tiny-L64-T1P1", results = dir / "run" / "results" / "tiny-L64-T1P1.h5";
+  EXPECT_TRUE(fs::exists(ckpt / "step-00000004" / "manifest.h5"));
+  EXPECT_FALSE(fs::exists(ckpt / "step-00000002")) << "the cells keep their newest checkpoint only";
+  // As if Slurm had stopped the cell after step 2: its checkpoint of step 2 and a results file saying so.
+  fs::remove_all(ckpt);
+  const auto again = test::run_program("qwen3-pretrain", "--model tiny --data '" + (dir / "run" / "data" / "data-v512.h5").string() +
+                                                             "' --seq-len 64 --global-batch 2 --steps 2 --save '" + ckpt.string() +
+                                                             "' --out '" + (dir / "partial.h5").string() + "'");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  {
+    h5::Handle f = h5::open_rw(results.string());
+    h5::write_attr(f.get(), "status", std::string("preempted"));
+  }
+  r = test::run_program("qwen3-sweep", args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("0 complete, 1 to run"), std::string::npos) << r.output;
+  std::ifstream log(dir / "run" / "logs" / "tiny-L64-T1P1.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("resumed from"), std::string::npos) << text;
+  EXPECT_NE(text.find("at step 2"), std::string::npos) << text;
+  h5::Handle f = h5::open_read(results.string(), "results");
+  EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "ok");
+  EXPECT_EQ(h5::read_f64(f.get(), "steps/loss").size(), 2u);  // steps 3 and 4
 }

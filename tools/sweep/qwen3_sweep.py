@@ -3,6 +3,9 @@
 builds the datasets the cells need, and runs them — submitted to Slurm as one array job (default), one after another
 on this machine (--local), or only printed (--dry-run). Each cell writes <dir>/results/<cell>.h5; re-running skips the
 cells whose results file is complete, so an interrupted sweep resumes. One failing cell never stops the others.
+With `save_interval = N` in the spec each cell checkpoints under <dir>/checkpoints/<cell> and continues from there
+(--auto-resume): a cell pre-empted by Slurm (status "preempted", exit code 7) is requeued by its array task, and
+re-running the sweep runs it again from its checkpoint.
 
 Exit codes: 0 done (or submitted); 1 some cells failed (--local); 2 bad option or specification; 3 missing binary;
 4 output folder not writable.
@@ -13,7 +16,7 @@ PRESETS = {"tiny": 512, "0.6B": 151936, "1.7B": 151936, "4B": 151936, "8B": 1519
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # nothing a shell or Slurm would interpret
 LAYOUT = re.compile(r"^T(\d+)P(\d+)(?:C(\d+))?$")
 SWEEP_KEYS = {"name", "models", "lengths", "layouts", "global_batch", "micro_batch", "steps", "documents", "device",
-              "nodes", "gpus_per_node", "extra_args", "seed", "device_memory", "recompute"}
+              "nodes", "gpus_per_node", "extra_args", "seed", "device_memory", "recompute", "save_interval"}
 SLURM_KEYS = {"partition", "time", "account", "launcher"}
 
 
@@ -91,6 +94,10 @@ def read_spec(path):
     spec["recompute"] = s.get("recompute", "none").strip()
     if spec["recompute"] not in ("none", "selective", "full", "auto"):
         fail(2, f"{path}: recompute '{spec['recompute']}' is not one of none, selective, full, auto")
+    interval = s.get("save_interval", "0").strip()
+    if not interval.isdigit():
+        fail(2, f"{path}: save_interval must be 0 (no checkpoints) or a number of steps, got '{interval}'")
+    spec["save_interval"] = int(interval)
     spec["device_memory"] = s.get("device_memory", "80GB").strip()
     if not re.match(r"^[0-9.eE+]+[A-Za-z]*$", spec["device_memory"]):
         fail(2, f"{path}: device_memory '{spec['device_memory']}' is not a memory size (e.g. 141GB)")
@@ -118,7 +125,16 @@ def cells_of(spec):
 
 
 def results_complete(path):
-    return os.path.isfile(path)  # the final name appears only once the run has ended (docs/results.md)
+    # The final name appears only once the run has ended (docs/results.md); a pre-empted cell has still to finish.
+    if not os.path.isfile(path):
+        return False
+    try:
+        import h5py
+        with h5py.File(path, "r") as f:
+            status = f.attrs.get("status", b"")
+        return (status.decode() if isinstance(status, bytes) else str(status)) != "preempted"
+    except (ImportError, OSError):
+        return True
 
 
 def dataset_path(root, vocab):
@@ -130,7 +146,9 @@ def pretrain_args(spec, cell, root, binary):
             "--seq-len", str(cell["seq"]), "--global-batch", str(spec["global_batch"]),
             "--micro-batch", str(spec["micro_batch"]), "--steps", str(spec["steps"]), "--seed", str(spec["seed"]),
             "--tp", str(cell["tp"]), "--pp", str(cell["pp"]), "--cp", str(cell["cp"]), "--device", spec["device"],
-            "--recompute", spec["recompute"], "--out", os.path.join(root, "results", cell["name"] + ".h5"), "--overwrite"] + spec["extra_args"]
+            "--recompute", spec["recompute"], "--out", os.path.join(root, "results", cell["name"] + ".h5"), "--overwrite"] + \
+        (["--save", os.path.join(root, "checkpoints", cell["name"]), "--save-interval", str(spec["save_interval"]),
+          "--save-keep", "1", "--auto-resume"] if spec["save_interval"] > 0 else []) + spec["extra_args"]
 
 
 def main():
@@ -233,10 +251,14 @@ def main():
         f.write("#!/usr/bin/env bash\n# Written by qwen3-sweep: task i runs line i of cells.tsv (one cell).\n")
         f.write("set -uo pipefail\nexport NCCL_NVLS_ENABLE=\"${NCCL_NVLS_ENABLE:-0}\"\n")
         f.write(f"line=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {shlex.quote(table)})\n")
-        f.write(f"eval \"exec {run} $line\"\n")
+        f.write(f"eval \"{run} $line\"\nrc=$?\n")
+        # A cell stopped by a signal after saving a checkpoint (exit code 7) goes back in the queue; --auto-resume
+        # continues it from there.
+        f.write("if [ \"$rc\" -eq 7 ] && command -v scontrol >/dev/null; then\n"
+                "  scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\" || true\nfi\nexit \"$rc\"\n")
     sbatch = ["sbatch", "--parsable", f"--array=0-{len(todo) - 1}", f"--job-name={spec['name']}",
               f"--nodes={spec['nodes']}", f"--ntasks-per-node={spec['gpus_per_node']}",
-              f"--output={os.path.join(root, 'logs', '%x-%A_%a.out')}"]
+              f"--output={os.path.join(root, 'logs', '%x-%A_%a.out')}"] + (["--requeue"] if spec["save_interval"] > 0 else [])
     if spec["device"] == "cuda":
         sbatch.append(f"--gpus-per-node={spec['gpus_per_node']}")
     for k in ("partition", "time", "account"):
