@@ -211,7 +211,7 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
       collectively(world, true, [&] { dir = resolve_checkpoint(resume_from); });
       start_step = load_checkpoint(dir, engine, world, ckpt_run);
       collectively(world, true, [&] {
-        if (start_step >= cfg.steps)
+        if (start_step > cfg.steps || (start_step == cfg.steps && cfg.export_hf.empty()))
           throw UsageError("--resume: '" + dir + "' is at step " + std::to_string(start_step) + " and --steps is " +
                            std::to_string(cfg.steps) + ": nothing left to run");
       });

@@ -13,6 +13,7 @@
 #include "cli_runner.h"
 #include "io/dataset.h"
 #include "io/h5.h"
+#include "io/hf_checkpoint.h"
 
 namespace fs = std::filesystem;
 using namespace qwen3;
@@ -81,6 +82,26 @@ TEST_F(Checkpoints, ATp2Pp2CheckpointResumesOnOneRank) {
   const RunOutcome nothing = train(1, "--resume '" + path("tp2pp2") + "'", "nothing");
   EXPECT_EQ(nothing.exit_code, 2) << nothing.output;
   EXPECT_NE(nothing.output.find("nothing left to run"), std::string::npos) << nothing.output;
+  // A checkpoint converts to a Hugging Face folder: resumed at its own step with --export-hf, nothing is trained and
+  // the exported weights are the checkpoint's, exactly (fp32).
+  const RunOutcome exported = train(1, "--resume '" + path("tp2pp2") + "' --export-hf '" + path("hf") + "' --export-dtype fp32",
+                                    "export");
+  ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  EXPECT_TRUE(exported.loss.empty());
+  {
+    const HfCheckpoint hf(path("hf"));
+    h5::Handle manifest = h5::open_read(path("tp2pp2") + "/step-00000006/manifest.h5", "manifest");
+    int checked = 0;
+    for (int r = 0; r < 4; ++r) {
+      h5::Handle shard = h5::open_read(path("tp2pp2") + "/step-00000006/shard-0000" + std::to_string(r) + "-of-00004.h5", "shard");
+      if (!h5::exists(shard.get(), "weights")) continue;
+      for (const auto& name : h5::list(shard.get(), "weights")) {
+        EXPECT_EQ(hf.read(name), h5::read_f32(shard.get(), "weights/" + name)) << name;
+        ++checked;
+      }
+    }
+    EXPECT_EQ(checked, static_cast<int>(hf.names().size()));
+  }
   const RunOutcome resumed = train(1, "--resume '" + path("tp2pp2") + "/step-00000003'", "resumed");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   ASSERT_EQ(resumed.loss.size(), 3u);
