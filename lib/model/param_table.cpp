@@ -57,6 +57,14 @@ ParamTable ParamTable::restricted(const std::vector<bool>& keep) const {
   return t;
 }
 
+std::size_t ParamTable::index_of_full(const std::string& name, std::size_t values, const char* what) const {
+  const ParamInfo& p = find(name);
+  if (static_cast<std::int64_t>(values) != p.numel)
+    throw InputError(std::string(what) + " '" + name + "' has " + std::to_string(values) + " values, the model expects " +
+                     std::to_string(p.numel));
+  return static_cast<std::size_t>(&p - entries_.data());
+}
+
 bool ParamTable::contains(const std::string& name) const {
   for (auto& e : entries_)
     if (e.name == name) return true;

@@ -33,6 +33,9 @@ class ParamTable {
   // Throws InputError naming the parameter when absent.
   const ParamInfo& find(const std::string& name) const;
   bool contains(const std::string& name) const;
+  // The index of `name` after checking that `values` elements are the whole tensor; InputError naming `what` (e.g.
+  // "weight", "moment of") and the tensor otherwise.
+  std::size_t index_of_full(const std::string& name, std::size_t values, const char* what) const;
   // The same table with only the tensors where keep[index] is true laid out (compactly, in order); the others keep
   // their name and shape but hold no elements (numel 0): a pipeline stage's buffers.
   ParamTable restricted(const std::vector<bool>& keep) const;

@@ -84,12 +84,8 @@ std::string CpuEngine::device_name() const {
 }
 
 void CpuEngine::set_weights(const std::string& name, const std::vector<float>& values) {
-  const auto& p = full_.find(name);
-  if (static_cast<std::int64_t>(values.size()) != p.numel)
-    throw InputError("weight '" + name + "' has " + std::to_string(values.size()) + " values, the model expects " +
-                     std::to_string(p.numel));
-  const std::size_t i = static_cast<std::size_t>(&p - full_.entries().data());
-  extract_shard(shards_[i], p.shape, values.data(), weights_.data() + model_.params().entries()[i].offset);
+  const std::size_t i = full_.index_of_full(name, values.size(), "weight");
+  extract_shard(shards_[i], full_.entries()[i].shape, values.data(), weights_.data() + model_.params().entries()[i].offset);
 }
 
 std::vector<float> CpuEngine::weights(const std::string& name) const {
@@ -112,14 +108,10 @@ std::vector<float> CpuEngine::moment(const std::string& name, int which) const {
 }
 
 void CpuEngine::set_moment(const std::string& name, int which, const std::vector<float>& values) {
-  const auto& p = full_.find(name);
-  if (static_cast<std::int64_t>(values.size()) != p.numel)
-    throw InputError("moment of '" + name + "' has " + std::to_string(values.size()) + " values, the model expects " +
-                     std::to_string(p.numel));
-  const std::size_t i = static_cast<std::size_t>(&p - full_.entries().data());
+  const std::size_t i = full_.index_of_full(name, values.size(), "moment of");
   const auto& l = model_.params().entries()[i];
   std::vector<float> local(static_cast<std::size_t>(l.numel));
-  extract_shard(shards_[i], p.shape, values.data(), local.data());
+  extract_shard(shards_[i], full_.entries()[i].shape, values.data(), local.data());
   std::vector<float>& mv = which == 0 ? m_ : v_;
   const std::int64_t b = std::max(l.offset, shard0_), e = std::min(l.offset + l.numel, shard0_ + shard_n_);
   if (e > b) std::copy(local.begin() + (b - l.offset), local.begin() + (e - l.offset), mv.begin() + (b - shard0_));

@@ -108,6 +108,8 @@ class CudaEngine final : public Engine {
   enum class Replicated { clean, partial, reduced };
   mutable Replicated replicated_state_ = Replicated::clean;
   const bf16* W(std::size_t idx) const { return wb_ + table_.entries()[idx].offset; }
+  // This rank's tensor-parallel part of full tensor `index` (values: the whole tensor).
+  std::vector<float> own_part(std::size_t index, const std::vector<float>& values) const;
   float* G(std::size_t idx) const { return g_ + table_.entries()[idx].offset; }
   double device_scalar() const;
   // Attention of one layer: a.q, a.k and v (inside a.qkv) → a.attn, a.lse; backward: dattn_ → dq_, dk_, and dv
@@ -602,29 +604,24 @@ std::vector<float> CudaEngine::download(const float* base, const std::string& na
   return out;
 }
 
+std::vector<float> CudaEngine::own_part(std::size_t index, const std::vector<float>& values) const {
+  std::vector<float> part(static_cast<std::size_t>(table_.entries()[index].numel));
+  extract_shard(shard_spec(full_, index, tp_), full_.entries()[index].shape, values.data(), part.data());
+  return part;
+}
+
 void CudaEngine::set_weights(const std::string& name, const std::vector<float>& values) {
-  const auto& f = full_.find(name);
-  if (static_cast<std::int64_t>(values.size()) != f.numel)
-    throw InputError("weight '" + name + "' has " + std::to_string(values.size()) + " values, the model expects " +
-                     std::to_string(f.numel));
-  const std::size_t index = static_cast<std::size_t>(&f - full_.entries().data());
+  const std::size_t index = full_.index_of_full(name, values.size(), "weight");
   if (!owned_[index]) return;  // another pipeline stage's tensor
   const auto& p = table_.entries()[index];
-  std::vector<float> shard(static_cast<std::size_t>(p.numel));
-  extract_shard(shard_spec(full_, index, tp_), f.shape, values.data(), shard.data());
-  upload_weights(shard.data(), p.offset, p.numel);
+  upload_weights(own_part(index, values).data(), p.offset, p.numel);
 }
 
 void CudaEngine::set_moment(const std::string& name, int which, const std::vector<float>& values) {
-  const auto& f = full_.find(name);
-  if (static_cast<std::int64_t>(values.size()) != f.numel)
-    throw InputError("moment of '" + name + "' has " + std::to_string(values.size()) + " values, the model expects " +
-                     std::to_string(f.numel));
-  const std::size_t index = static_cast<std::size_t>(&f - full_.entries().data());
+  const std::size_t index = full_.index_of_full(name, values.size(), "moment of");
   if (!owned_[index]) return;  // another pipeline stage's tensor
   const auto& p = table_.entries()[index];
-  std::vector<float> part(static_cast<std::size_t>(p.numel));
-  extract_shard(shard_spec(full_, index, tp_), f.shape, values.data(), part.data());
+  const std::vector<float> part = own_part(index, values);
   CUDA_CHECK(cudaDeviceSynchronize());  // no optimizer step may still be writing the moments
   const std::int64_t b = std::max(p.offset, shard0_), e = std::min(p.offset + p.numel, shard0_ + shard_n_);
   if (e > b)

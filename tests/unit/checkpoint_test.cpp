@@ -29,7 +29,8 @@ struct RunOutcome {
 class Checkpoints : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = test::fresh_dir("qwen3_checkpoints");
+    // One folder per test: ctest runs the tests of this fixture in parallel.
+    dir_ = test::fresh_dir(std::string("qwen3_checkpoints_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     data_ = (dir_ / "data.h5").string();
     write_synthetic_dataset(data_, 512, {32}, 32, 17, false);
   }
