@@ -223,7 +223,8 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
         std::printf("qwen3-pretrain: resumed from %s at step %lld\n", dir.c_str(), static_cast<long long>(start_step));
       });
     }
-    if (!cfg.init_from_hf.empty()) {  // every rank reads every tensor and keeps its own part (set_weights)
+    if (!cfg.init_from_hf.empty() && resume_from.empty()) {  // (a resumed run has its weights) every rank reads every
+      // tensor and keeps its own part (set_weights)
       collectively(world, true, [&] {
         const HfCheckpoint hf(cfg.init_from_hf);
         hf.check_against(engine.params());

@@ -250,3 +250,26 @@ TEST(HfCheckpoint, BadFoldersAndFilesEndWithOneClearMessage) {
   EXPECT_EQ(dtype.exit_code, 2) << dtype.output;
   EXPECT_NE(dtype.output.find("--export-dtype: invalid value 'fp16' (valid: bf16, fp32)"), std::string::npos) << dtype.output;
 }
+
+TEST(HfCheckpoint, ARequeuedRunStartedFromHuggingFaceResumesItsCheckpointNotTheFolder) {
+  // The same command line serves the first start (weights from the Hugging Face folder) and every requeue (weights and
+  // moments from the run's own checkpoint): with --auto-resume a checkpoint wins over --init-from-hf. A constant
+  // learning rate (--min-lr = --lr) makes 2 + 2 steps equal 4 uninterrupted ones, to the bit.
+  const fs::path dir = test::fresh_dir("qwen3_hf_requeue");
+  const std::string data = (dir / "data.h5").string();
+  write_synthetic_dataset(data, 512, {32}, 16, 21, false);
+  auto run = [&](const std::string& steps, const std::string& extra, const std::string& tag) {
+    const std::string out = (dir / (tag + ".h5")).string();
+    const auto r = test::run_program("qwen3-pretrain", "--init-from-hf '" + hf_dir("tiny-fp32") + "' --data '" + data +
+                                                           "' --seq-len 32 --global-batch 4 --lr 1e-2 --min-lr 1e-2 --warmup-steps 1 --steps " +
+                                                           steps + " " + extra + " --out '" + out + "'");
+    EXPECT_EQ(r.exit_code, 0) << tag << "\n" << r.output;
+    h5::Handle f = h5::open_read(out, "results");
+    return h5::read_f64(f.get(), "steps/loss");
+  };
+  const std::string save = "--save '" + (dir / "ckpt").string() + "' --auto-resume";
+  const auto first = run("2", save, "first"), second = run("4", save, "second"), whole = run("4", "", "whole");
+  ASSERT_EQ(whole.size(), 4u);
+  EXPECT_EQ(first, std::vector<double>(whole.begin(), whole.begin() + 2));
+  EXPECT_EQ(second, std::vector<double>(whole.begin() + 2, whole.end()));
+}
