@@ -23,6 +23,14 @@ nlohmann::json read_json(const fs::path& path) {
   }
 }
 
+// Writes text and a newline; OutputError when the file cannot be written completely (checked after closing).
+void write_text_file(const fs::path& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text << "\n";
+  out.close();
+  if (!out) throw OutputError("cannot write '" + path.string() + "'");
+}
+
 std::string shape_text(const std::vector<std::int64_t>& shape) {
   std::string s = "[";
   for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
@@ -31,7 +39,17 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
 
 }  // namespace
 
+static ModelConfig read_hf_config_json(const std::string& dir);  // read_hf_config without the JSON type errors caught
+
 ModelConfig read_hf_config(const std::string& dir) {
+  try {
+    return read_hf_config_json(dir);
+  } catch (const nlohmann::json::exception& e) {  // a key of the wrong type
+    throw InputError("'" + (fs::path(dir) / "config.json").string() + "': " + e.what());
+  }
+}
+
+static ModelConfig read_hf_config_json(const std::string& dir) {
   const fs::path path = fs::path(dir) / "config.json";
   if (!fs::is_directory(dir)) throw InputError("--init-from-hf: '" + dir + "' is not a folder");
   const nlohmann::json j = read_json(path);
@@ -174,42 +192,45 @@ void write_hf_checkpoint(const std::string& dir, const ModelConfig& c, const Par
     std::snprintf(s, sizeof s, "model-%05zu-of-%05zu.safetensors", i + 1, n);
     return std::string(s);
   };
-  const fs::path final_dir(dir), partial(dir + ".partial");
+  std::string clean = dir;  // "out/" → "out": DIR.partial and DIR.old are siblings of DIR
+  while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
+  const fs::path final_dir(clean), partial(clean + ".partial");
+  // A write error on the writer is kept until every tensor has been asked for: values() may be collective, and the
+  // other ranks are still asking.
+  std::string failed;
   if (writer) {
-    if (fs::exists(final_dir) && !o.overwrite)
-      throw OutputError("--export-hf: '" + dir + "' exists (pass --overwrite to replace it)");
-    std::error_code ec;
-    fs::remove_all(partial, ec);
-    if (!fs::create_directories(partial, ec) || ec) throw OutputError("--export-hf: cannot create '" + partial.string() + "'");
-    nlohmann::ordered_json cfg;
-    cfg["architectures"] = {"Qwen3ForCausalLM"};
-    cfg["model_type"] = "qwen3";
-    cfg["vocab_size"] = c.vocab_size;
-    cfg["hidden_size"] = c.hidden_size;
-    cfg["intermediate_size"] = c.intermediate_size;
-    cfg["num_hidden_layers"] = c.num_layers;
-    cfg["num_attention_heads"] = c.num_heads;
-    cfg["num_key_value_heads"] = c.num_kv_heads;
-    cfg["head_dim"] = c.head_dim;
-    cfg["hidden_act"] = "silu";
-    cfg["attention_bias"] = false;
-    cfg["rms_norm_eps"] = c.rms_norm_eps;
-    cfg["rope_theta"] = c.rope_theta;  // transformers 4
-    cfg["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", c.rope_theta}};  // transformers 5
-    cfg["tie_word_embeddings"] = c.tie_word_embeddings;
-    cfg["use_sliding_window"] = false;
-    cfg["max_position_embeddings"] = 40960;
-    cfg["torch_dtype"] = o.dtype == "BF16" ? "bfloat16" : "float32";
-    std::ofstream out(partial / "config.json");
-    out << cfg.dump(2) << "\n";
-    if (!out) throw OutputError("--export-hf: cannot write '" + (partial / "config.json").string() + "'");
+    try {
+      if (fs::exists(final_dir) && !o.overwrite) throw OutputError("'" + clean + "' exists (pass --overwrite to replace it)");
+      std::error_code ec;
+      fs::remove_all(partial, ec);
+      if (!fs::create_directories(partial, ec) || ec) throw OutputError("cannot create '" + partial.string() + "'");
+      nlohmann::ordered_json cfg;
+      cfg["architectures"] = {"Qwen3ForCausalLM"};
+      cfg["model_type"] = "qwen3";
+      cfg["vocab_size"] = c.vocab_size;
+      cfg["hidden_size"] = c.hidden_size;
+      cfg["intermediate_size"] = c.intermediate_size;
+      cfg["num_hidden_layers"] = c.num_layers;
+      cfg["num_attention_heads"] = c.num_heads;
+      cfg["num_key_value_heads"] = c.num_kv_heads;
+      cfg["head_dim"] = c.head_dim;
+      cfg["hidden_act"] = "silu";
+      cfg["attention_bias"] = false;
+      cfg["rms_norm_eps"] = c.rms_norm_eps;
+      cfg["rope_theta"] = c.rope_theta;  // transformers 4
+      cfg["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", c.rope_theta}};  // transformers 5
+      cfg["tie_word_embeddings"] = c.tie_word_embeddings;
+      cfg["use_sliding_window"] = false;
+      cfg["max_position_embeddings"] = 40960;
+      cfg["torch_dtype"] = o.dtype == "BF16" ? "bfloat16" : "float32";
+      write_text_file(partial / "config.json", cfg.dump(2));
+    } catch (const Error& e) {
+      failed = e.what();
+    }
   }
   nlohmann::ordered_json index;
   index["metadata"] = {{"total_size", total}};
   index["weight_map"] = nlohmann::ordered_json::object();
-  // A write error on the writer is kept until every tensor has been asked for: values() may be collective, and the
-  // other ranks are still asking.
-  std::string failed;
   for (std::size_t i = 0; i < n; ++i) {
     std::unique_ptr<SafetensorsWriter> w;
     auto attempt = [&](const std::function<void()>& fn) {
@@ -234,20 +255,16 @@ void write_hf_checkpoint(const std::string& dir, const ModelConfig& c, const Par
     fs::remove_all(partial, ec);
     throw OutputError("--export-hf: " + failed);
   }
-  if (n > 1) {
-    std::ofstream out(partial / "model.safetensors.index.json");
-    out << index.dump(2) << "\n";
-    if (!out) throw OutputError("--export-hf: cannot write the shard index");
-  }
+  if (n > 1) write_text_file(partial / "model.safetensors.index.json", index.dump(2));
   std::error_code ec;
-  const fs::path old(dir + ".old");
+  const fs::path old(clean + ".old");
   if (fs::exists(final_dir)) {
     fs::remove_all(old, ec);
     fs::rename(final_dir, old, ec);
-    if (ec) throw OutputError("--export-hf: cannot move the old '" + dir + "' aside: " + ec.message());
+    if (ec) throw OutputError("--export-hf: cannot move the old '" + clean + "' aside: " + ec.message());
   }
   fs::rename(partial, final_dir, ec);
-  if (ec) throw OutputError("--export-hf: cannot publish '" + dir + "': " + ec.message());
+  if (ec) throw OutputError("--export-hf: cannot publish '" + clean + "': " + ec.message());
   fs::remove_all(old, ec);
 }
 

@@ -97,8 +97,12 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     }
     const std::int64_t elem = SafetensorsWriter::element_bytes(t.dtype);
     if (elem == 0) bad("dtype '" + t.dtype + "' is not one of F32, BF16, F16");
-    for (auto d : t.shape)
+    std::uint64_t capacity = data_size / static_cast<std::uint64_t>(elem);  // elements the data section can hold
+    for (auto d : t.shape) {
       if (d < 0) bad("negative dimension");
+      if (d > 0 && static_cast<std::uint64_t>(d) > capacity) bad("shape larger than the file (truncated file?)");
+      if (d > 0) capacity /= static_cast<std::uint64_t>(d);  // numel stays within the data section: no overflow
+    }
     if (t.end < t.begin || t.end > data_size)
       bad("bytes [" + std::to_string(t.begin) + ", " + std::to_string(t.end) + ") outside the data section of " +
           std::to_string(data_size) + " bytes (truncated file?)");

@@ -80,6 +80,7 @@ void write_text(const fs::path& path, const std::string& text) {
   {
     std::ofstream out(tmp);
     out << text << "\n";
+    out.close();  // checked after closing: a failed flush counts
     if (!out) throw OutputError("cannot write '" + tmp.string() + "'");
   }
   std::error_code ec;
@@ -122,9 +123,16 @@ void save_checkpoint(const std::string& root, std::int64_t step, Engine& engine,
       failed = e.what();
     }
   }
+  if (failed.empty()) {
+    try {
+      h5::flush(file);  // checked: a full disk shows here, before the manifest marks the folder complete
+    } catch (const Error& e) {
+      failed = e.what();
+    }
+  }
+  file.reset();
   collectively(world, true, [&] {
     if (!failed.empty()) throw OutputError("--save: " + failed);
-    file.reset();  // closes and flushes the shard
   });
   // The manifest last: a folder with it and every shard is a complete checkpoint.
   collectively(world, rank == 0, [&] {
@@ -137,6 +145,7 @@ void save_checkpoint(const std::string& root, std::int64_t step, Engine& engine,
       h5::write_attr(f.get(), "seed", static_cast<std::int64_t>(run.seed));
       h5::write_attr(f.get(), "global_batch", run.global_batch);
       h5::write_attr(f.get(), "seq_len", run.seq_len);
+      h5::write_attr(f.get(), "num_documents", run.num_documents);
       h5::write_attr(f.get(), "layout", run.layout);
       h5::write_attr(f.get(), "world_size", static_cast<std::int64_t>(W));
       write_model(f.get(), run.model);
@@ -153,18 +162,19 @@ void save_checkpoint(const std::string& root, std::int64_t step, Engine& engine,
       h5::flush(f);
     }
     std::error_code ec;
-    if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);
+    fs::remove_all(final_dir, ec);
     fs::rename(partial, final_dir, ec);
     if (ec) throw OutputError("--save: cannot publish '" + final_dir.string() + "': " + ec.message());
     write_text(fs::path(root) / "latest", step_name(step));
-    if (keep > 0) {  // retention: the newest `keep` complete checkpoints stay
-      std::vector<std::string> steps;
-      for (const auto& e : fs::directory_iterator(root)) {
-        const std::string n = e.path().filename().string();
-        if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find('.') == std::string::npos) steps.push_back(n);
+    if (keep > 0) {  // retention: this checkpoint and the newest keep − 1 before it stay; later steps are left alone
+      std::vector<std::string> older;
+      for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string n = it->path().filename().string();
+        if (n.rfind("step-", 0) == 0 && n.find('.') == std::string::npos && n < step_name(step)) older.push_back(n);
       }
-      std::sort(steps.begin(), steps.end());
-      for (std::size_t i = 0; i + static_cast<std::size_t>(keep) < steps.size(); ++i) fs::remove_all(fs::path(root) / steps[i], ec);
+      if (ec) throw OutputError("--save: cannot list '" + root + "': " + ec.message());
+      std::sort(older.begin(), older.end());
+      for (std::size_t i = 0; i + static_cast<std::size_t>(keep) - 1 < older.size(); ++i) fs::remove_all(fs::path(root) / older[i], ec);
     }
   });
 }
@@ -203,6 +213,11 @@ std::int64_t load_checkpoint(const std::string& dir, Engine& engine, Communicato
     same("--seed", h5::read_attr_int(m.get(), "seed"), static_cast<std::int64_t>(run.seed));
     same("--global-batch", h5::read_attr_int(m.get(), "global_batch"), run.global_batch);
     same("--seq-len", h5::read_attr_int(m.get(), "seq_len"), run.seq_len);
+    const std::int64_t docs = h5::read_attr_int(m.get(), "num_documents");
+    if (docs != run.num_documents)
+      throw InputError("checkpoint '" + dir + "' was saved with a dataset bucket of " + std::to_string(docs) +
+                       " documents, this run's has " + std::to_string(run.num_documents) +
+                       ": the documents of later steps would not be the ones the run would have read");
     step = h5::read_attr_int(m.get(), "step");
     const std::int64_t world_saved = h5::read_attr_int(m.get(), "world_size");
     const auto shard_of = h5::read_f64(m.get(), "tensor_shard");

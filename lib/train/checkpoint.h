@@ -18,11 +18,12 @@ inline constexpr const char* kCheckpointFormat = "qwen3-pretrain-checkpoint";
 inline constexpr std::int64_t kCheckpointVersion = 1;
 
 // What a checkpoint must agree with to be resumed: the model, and the inputs of the document order (a pure function
-// of seed, global batch and step: docs/checkpoints.md).
+// of the seed, the global batch, the bucket's document count and the step: docs/checkpoints.md).
 struct CheckpointRun {
   ModelConfig model;
   std::uint64_t seed = 0;
   std::int64_t global_batch = 0, seq_len = 0;
+  std::int64_t num_documents = 0;  // in the dataset's bucket: the epoch permutation's size
   std::string layout;  // e.g. "T2 C1 D1 P2 (4 ranks)", recorded for people
 };
 

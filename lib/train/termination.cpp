@@ -1,6 +1,7 @@
 // TerminationWatch (see termination.h): self-pipe signal handling.
 #include "train/termination.h"
 
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <poll.h>
@@ -35,12 +36,20 @@ TerminationWatch::TerminationWatch(std::function<void(int)> on_signal, double gr
     if (::read(g_pipe[0], &b, 1) != 1 || b == 0) return;  // 0: the destructor's wake-up
     if (grace_s > 0 && b != SIGINT) {
       requested_.store(b);
-      // Wait for the program to end (the destructor's 0), a second signal, or the end of the grace period.
-      pollfd p{g_pipe[0], POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(grace_s * 1000)) > 0) {
+      // Wait for the program to end (the destructor's 0), SIGINT, or the end of the grace period. More SIGTERMs and
+      // SIGUSR1s are expected and ignored: Slurm signals every process of the job, and a launcher forwards the same.
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(grace_s);
+      for (;;) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        pollfd p{g_pipe[0], POLLIN, 0};
+        if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) break;  // the grace is over
         unsigned char again = 0;
-        if (::read(g_pipe[0], &again, 1) == 1 && again == 0) return;
-        if (again != 0) b = again;
+        if (::read(g_pipe[0], &again, 1) != 1) break;
+        if (again == 0) return;  // ended normally
+        if (again == SIGINT) {
+          b = again;
+          break;
+        }
       }
     }
     on_signal_(b);

@@ -13,8 +13,9 @@ class TerminationWatch {
  public:
   // grace_s > 0 (a run that can save a checkpoint): the first SIGTERM or SIGUSR1 (Slurm's pre-emption, time-limit
   // and --signal warnings) only raises requested(); the program is expected to stop at its next step boundary and
-  // end normally. If it has not ended after grace_s seconds, or a second signal arrives, or the signal is SIGINT,
-  // on_signal runs and the process exits as without a grace period.
+  // end normally. If it has not ended after grace_s seconds, or SIGINT arrives (more SIGTERMs and SIGUSR1s are
+  // ignored: a job's processes get them from the scheduler and from the launcher), on_signal runs and the process
+  // exits as without a grace period.
   explicit TerminationWatch(std::function<void(int signal)> on_signal, double grace_s = 0);
   // The signal that asked for a graceful stop, 0 if none.
   int requested() const { return requested_.load(); }

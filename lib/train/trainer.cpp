@@ -202,16 +202,24 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
       st.engine = make_engine(cfg.device, cfg.model, eo);
     });
     Engine& engine = *st.engine;
-    const CheckpointRun ckpt_run{cfg.model, cfg.seed, cfg.global_batch, cfg.seq_len, layout.describe()};
+    const CheckpointRun ckpt_run{cfg.model, cfg.seed, cfg.global_batch, cfg.seq_len, st.data->num_documents(),
+                                 layout.describe()};
     std::int64_t start_step = 0;
+    // Rank 0 decides whether and from where to resume, and every rank takes its answer (the file system's view may
+    // differ between nodes).
     std::string resume_from = cfg.resume;
-    if (cfg.auto_resume && std::filesystem::exists(std::filesystem::path(cfg.save) / "latest")) resume_from = cfg.save;
+    if (cfg.auto_resume)
+      resume_from = world.all_gather(root && std::filesystem::exists(std::filesystem::path(cfg.save) / "latest") ? cfg.save
+                                                                                                                  : std::string())[0];
     if (!resume_from.empty()) {  // weights, moments and the optimizer's step count; the data position is the step
       std::string dir;
-      collectively(world, true, [&] { dir = resolve_checkpoint(resume_from); });
+      collectively(world, root, [&] { dir = resolve_checkpoint(resume_from); });
+      dir = world.all_gather(dir)[0];
       start_step = load_checkpoint(dir, engine, world, ckpt_run);
       collectively(world, true, [&] {
-        if (start_step > cfg.steps || (start_step == cfg.steps && cfg.export_hf.empty()))
+        // A run asked to continue itself (--auto-resume) whose checkpoint is its last step has nothing to do: it ends
+        // well, so a requeued or re-run cell completes; so does a conversion (--export-hf at the checkpoint's step).
+        if (start_step > cfg.steps || (start_step == cfg.steps && cfg.export_hf.empty() && !cfg.auto_resume))
           throw UsageError("--resume: '" + dir + "' is at step " + std::to_string(start_step) + " and --steps is " +
                            std::to_string(cfg.steps) + ": nothing left to run");
       });
@@ -274,7 +282,7 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
     PipelineTimes pipe_times;
     double reduce_s = 0, step_sum_s = 0;
     in_loop = true;
-    std::int64_t last_saved = -1;
+    std::int64_t last_saved = resume_from.empty() ? -1 : start_step;  // the checkpoint it resumed is on disk
     for (std::int64_t step = start_step; step < cfg.steps; ++step) {
       const auto t0 = Clock::now();
       engine.zero_grad();

@@ -36,8 +36,9 @@ class Checkpoints : public ::testing::Test {
   }
   RunOutcome train(int np, const std::string& args, const std::string& tag) {
     const std::string out = (dir_ / (tag + ".h5")).string();
-    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' --data '" + data_ +
-                                     "' --seq-len 32 " + (args.find("--steps") == std::string::npos ? "--steps 6 " : "") +
+    const std::string data = args.find("--data") == std::string::npos ? "--data '" + data_ + "' " : "";
+    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' " + data +
+                                     "--seq-len 32 " + (args.find("--steps") == std::string::npos ? "--steps 6 " : "") +
                                      (args.find("--lr") == std::string::npos ? "--lr 1e-2 --warmup-steps 2 " : "") +
                                      (args.find("--global-batch") == std::string::npos ? "--global-batch 4 " : "") + args +
                                      " --out '" + out + "' --overwrite");
@@ -162,6 +163,12 @@ TEST_F(Checkpoints, BadCheckpointsEndWithOneClearMessage) {
     std::fclose(f);
   }
   {
+    const std::string other = path("other.h5");  // the same bucket length, another document count
+    write_synthetic_dataset(other, 512, {32}, 16, 17, false);
+    cases.push_back({"another dataset", "--resume '" + step3 + "' --data '" + other + "'",
+                     "saved with a dataset bucket of 32 documents, this run's has 16", 3});
+  }
+  {
     const std::string d = copy("truncated");
     fs::resize_file(d + "/shard-00000-of-00001.h5", fs::file_size(d + "/shard-00000-of-00001.h5") / 2);
     cases.push_back({"a truncated shard", "--resume '" + d + "'", "shard-00000-of-00001.h5", 3});
@@ -209,5 +216,9 @@ TEST_F(Checkpoints, ASignalSavesEndsAsPreemptedAndAutoResumeContinues) {
     ASSERT_EQ(whole.exit_code, 0) << whole.output;
     EXPECT_EQ(std::vector<double>(whole.loss.begin(), whole.loss.begin() + k), before) << np;
     EXPECT_EQ(resumed.loss, tail(whole.loss, static_cast<std::size_t>(k))) << np;
+    // Run once more (a requeue after the last save): nothing left to train, and it ends well.
+    const RunOutcome done = train(np, common.substr(common.find("--lr")) + steps + " --save '" + save + "' --auto-resume", tag + "-done");
+    EXPECT_EQ(done.exit_code, 0) << done.output;
+    EXPECT_TRUE(done.loss.empty());
   }
 }

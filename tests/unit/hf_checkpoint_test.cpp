@@ -128,6 +128,10 @@ TEST(HfCheckpoint, ExportReadsBackExactlyInEveryDtypeAndShardLayout) {
         for (auto& v : want) v = to_bf16(v);
       EXPECT_EQ(back.read(name), want) << dtype << " " << name;
     }
+    // A trailing slash names the same folder.
+    write_hf_checkpoint(out + "-slash/", src.config(), engine->params(), [&](const std::string& n) { return engine->weights(n); },
+                        true, eo);
+    EXPECT_EQ(HfCheckpoint(out + "-slash").names(), src.names());
     // An existing folder is kept unless overwriting.
     EXPECT_THROW(write_hf_checkpoint(out, src.config(), engine->params(),
                                      [&](const std::string& n) { return engine->weights(n); }, true, eo),
@@ -201,6 +205,11 @@ TEST(HfCheckpoint, BadFoldersAndFilesEndWithOneClearMessage) {
     const auto d = copy("llama");
     edit_config(d, "\"model_type\": \"qwen3\"", "\"model_type\": \"llama\"");
     cases.push_back({d, {"another architecture", "model_type 'llama' is not qwen3", 3}});
+  }
+  {
+    const auto d = copy("typed");
+    edit_config(d, "\"model_type\": \"qwen3\"", "\"model_type\": 3");
+    cases.push_back({d, {"a key of the wrong type", "config.json': [json.exception.type_error", 3}});
   }
   {
     const auto d = copy("yarn");

@@ -10,7 +10,7 @@ re-running the sweep runs it again from its checkpoint.
 Exit codes: 0 done (or submitted); 1 some cells failed (--local); 2 bad option or specification; 3 missing binary;
 4 output folder not writable.
 """
-import argparse, signal, configparser, os, re, shlex, shutil, subprocess, sys
+import argparse, signal, configparser, os, re, shlex, shutil, subprocess, sys, time
 
 PRESETS = {"tiny": 512, "0.6B": 151936, "1.7B": 151936, "4B": 151936, "8B": 151936, "14B": 151936, "32B": 151936}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # nothing a shell or Slurm would interpret
@@ -124,17 +124,14 @@ def cells_of(spec):
     return out
 
 
-def results_complete(path):
+def results_complete(path, bin_dir):
     # The final name appears only once the run has ended (docs/results.md); a pre-empted cell has still to finish.
+    # qwen3-results reads the status (exit 0 only for "ok"): whatever it cannot read as ended counts as not complete.
     if not os.path.isfile(path):
         return False
-    try:
-        import h5py
-        with h5py.File(path, "r") as f:
-            status = f.attrs.get("status", b"")
-        return (status.decode() if isinstance(status, bytes) else str(status)) != "preempted"
-    except (ImportError, OSError):
-        return True
+    r = subprocess.run([os.path.join(bin_dir, "qwen3-results"), path], capture_output=True, text=True)
+    status = re.search(r"^\s*status\s+(\w+)", r.stdout, re.M)
+    return status is not None and status.group(1) != "preempted"
 
 
 def dataset_path(root, vocab):
@@ -169,11 +166,11 @@ def main():
         sys.exit(2 if e.code else 0)
     spec = read_spec(a.spec)
     root = os.path.abspath(a.dir)
-    for tool in ("qwen3-pretrain", "qwen3-dataset"):
+    for tool in ("qwen3-pretrain", "qwen3-dataset", "qwen3-results"):
         if not os.access(os.path.join(a.bin, tool), os.X_OK):
             fail(3, f"'{os.path.join(a.bin, tool)}' is missing or not executable (build it, or pass --bin)")
     cells = cells_of(spec)
-    todo = [c for c in cells if not results_complete(os.path.join(root, "results", c["name"] + ".h5"))]
+    todo = [c for c in cells if not results_complete(os.path.join(root, "results", c["name"] + ".h5"), a.bin)]
     print(f"qwen3-sweep: {spec['name']}: {len(cells)} cells ({len(spec['models'])} models × {len(spec['lengths'])} "
           f"lengths × {len(spec['layouts'])} layouts), {spec['ranks']} ranks each; {len(cells) - len(todo)} complete, "
           f"{len(todo)} to run")
@@ -236,29 +233,36 @@ def main():
         print(f"qwen3-sweep: {len(todo) - len(failed)} of {len(todo)} cells ran to the end; results in "
               f"{os.path.join(root, 'results')}")
         return 1 if failed else 0
-    # Slurm: one array job, task i runs line i of cells.tsv; the job script takes no name from the spec unquoted.
+    # Slurm: one array job, task i runs line i of this submission's cells table; the job script takes no name from the spec unquoted.
     if shutil.which("sbatch") is None:
         fail(3, "sbatch is not on PATH (use --local to run here, or --dry-run)")
-    table = os.path.join(root, "jobs", "cells.tsv")
+    # One task table and script per submission: a requeued task of an earlier array still reads its own table.
+    stamp = f"{os.getpid()}-{int(time.time())}"
+    table = os.path.join(root, "jobs", f"cells-{stamp}.tsv")
     with open(table, "w") as f:
         for c in todo:
             f.write(shlex.join(pretrain_args(spec, c, root, os.path.join(a.bin, "qwen3-pretrain"))) + "\n")
     launcher = spec["slurm"].get("launcher", "mpirun")
     run = ("srun --mpi=pmix" if launcher == "srun" else "mpirun -x NCCL_NVLS_ENABLE" +
            (" --allow-run-as-root" if os.geteuid() == 0 else ""))
-    script = os.path.join(root, "jobs", "sweep.sbatch")
+    script = os.path.join(root, "jobs", f"sweep-{stamp}.sbatch")
     with open(script, "w") as f:
-        f.write("#!/usr/bin/env bash\n# Written by qwen3-sweep: task i runs line i of cells.tsv (one cell).\n")
+        f.write(f"#!/usr/bin/env bash\n# Written by qwen3-sweep: task i runs line i of {os.path.basename(table)} (one cell).\n")
         f.write("set -uo pipefail\nexport NCCL_NVLS_ENABLE=\"${NCCL_NVLS_ENABLE:-0}\"\n")
         f.write(f"line=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {shlex.quote(table)})\n")
-        f.write(f"eval \"{run} $line\"\nrc=$?\n")
-        # A cell stopped by a signal after saving a checkpoint (exit code 7) goes back in the queue; --auto-resume
-        # continues it from there.
+        # The launcher runs in the background so that this shell can pass on Slurm's warning (sbatch --signal=B:USR1,
+        # before the time limit) and a SIGTERM as SIGUSR1, which the ranks take as "save and stop" (--save) and which
+        # mpirun forwards — a SIGTERM to mpirun itself would kill them.
+        f.write(f"eval \"{run} $line\" &\npid=$!\n")
+        f.write("trap 'kill -USR1 \"$pid\" 2>/dev/null' USR1 TERM\n")
+        f.write("while :; do wait \"$pid\"; rc=$?; kill -0 \"$pid\" 2>/dev/null || break; done\n")
+        # A cell stopped after saving a checkpoint (exit code 7) goes back in the queue; --auto-resume continues it.
         f.write("if [ \"$rc\" -eq 7 ] && command -v scontrol >/dev/null; then\n"
                 "  scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\" || true\nfi\nexit \"$rc\"\n")
     sbatch = ["sbatch", "--parsable", f"--array=0-{len(todo) - 1}", f"--job-name={spec['name']}",
               f"--nodes={spec['nodes']}", f"--ntasks-per-node={spec['gpus_per_node']}",
-              f"--output={os.path.join(root, 'logs', '%x-%A_%a.out')}"] + (["--requeue"] if spec["save_interval"] > 0 else [])
+              f"--output={os.path.join(root, 'logs', '%x-%A_%a.out')}"] + \
+        (["--requeue", "--signal=B:USR1@300"] if spec["save_interval"] > 0 else [])
     if spec["device"] == "cuda":
         sbatch.append(f"--gpus-per-node={spec['gpus_per_node']}")
     for k in ("partition", "time", "account"):
