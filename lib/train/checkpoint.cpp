@@ -146,6 +146,10 @@ void save_checkpoint(const std::string& root, std::int64_t step, Engine& engine,
       h5::write_attr(f.get(), "global_batch", run.global_batch);
       h5::write_attr(f.get(), "seq_len", run.seq_len);
       h5::write_attr(f.get(), "num_documents", run.num_documents);
+      h5::write_attr(f.get(), "lr", run.lr);
+      h5::write_attr(f.get(), "min_lr", run.min_lr);
+      h5::write_attr(f.get(), "warmup_steps", run.warmup_steps);
+      h5::write_attr(f.get(), "steps", run.steps);
       h5::write_attr(f.get(), "layout", run.layout);
       h5::write_attr(f.get(), "world_size", static_cast<std::int64_t>(W));
       write_model(f.get(), run.model);
@@ -194,7 +198,8 @@ std::string resolve_checkpoint(const std::string& root) {
   return dir.string();
 }
 
-std::int64_t load_checkpoint(const std::string& dir, Engine& engine, Communicator& world, const CheckpointRun& run) {
+std::int64_t load_checkpoint(const std::string& dir, Engine& engine, Communicator& world, const CheckpointRun& run,
+                             std::string* schedule_note) {
   std::int64_t step = 0;
   collectively(world, true, [&] {
     h5::Handle m = h5::open_read((fs::path(dir) / "manifest.h5").string(), "checkpoint manifest");
@@ -219,6 +224,16 @@ std::int64_t load_checkpoint(const std::string& dir, Engine& engine, Communicato
                        " documents, this run's has " + std::to_string(run.num_documents) +
                        ": the documents of later steps would not be the ones the run would have read");
     step = h5::read_attr_int(m.get(), "step");
+    const double lr = h5::read_attr_double(m.get(), "lr"), min_lr = h5::read_attr_double(m.get(), "min_lr");
+    const std::int64_t warmup = h5::read_attr_int(m.get(), "warmup_steps"), steps = h5::read_attr_int(m.get(), "steps");
+    if (schedule_note && (lr != run.lr || min_lr != run.min_lr || warmup != run.warmup_steps || steps != run.steps)) {
+      char s[320];
+      std::snprintf(s, sizeof s, "the checkpoint's learning-rate schedule was lr %g, min-lr %g, warmup %lld of %lld steps; "
+                    "this run continues with lr %g, min-lr %g, warmup %lld of %lld steps", lr, min_lr,
+                    static_cast<long long>(warmup), static_cast<long long>(steps), run.lr, run.min_lr,
+                    static_cast<long long>(run.warmup_steps), static_cast<long long>(run.steps));
+      *schedule_note = s;
+    }
     const std::int64_t world_saved = h5::read_attr_int(m.get(), "world_size");
     const auto shard_of = h5::read_f64(m.get(), "tensor_shard");
     std::map<std::string, int> where;  // tensor → the rank whose shard file holds it

@@ -24,6 +24,9 @@ struct CheckpointRun {
   std::uint64_t seed = 0;
   std::int64_t global_batch = 0, seq_len = 0;
   std::int64_t num_documents = 0;  // in the dataset's bucket: the epoch permutation's size
+  // The learning-rate schedule (train/lr_schedule.h): recorded; a resumed run may change it (load_checkpoint says so).
+  double lr = 0, min_lr = 0;
+  std::int64_t warmup_steps = 0, steps = 0;
   std::string layout;  // e.g. "T2 C1 D1 P2 (4 ranks)", recorded for people
 };
 
@@ -40,6 +43,8 @@ std::string resolve_checkpoint(const std::string& root);
 // Loads a checkpoint folder into engine (collective) and returns its step. Refuses (InputError, one message) a
 // folder that is not a complete checkpoint of this format and version, a truncated shard, or a model, seed, global
 // batch or sequence length other than run's.
-std::int64_t load_checkpoint(const std::string& dir, Engine& engine, Communicator& world, const CheckpointRun& run);
+// schedule_note: set to a sentence when the checkpoint's learning-rate schedule differs from run's (empty otherwise).
+std::int64_t load_checkpoint(const std::string& dir, Engine& engine, Communicator& world, const CheckpointRun& run,
+                             std::string* schedule_note = nullptr);
 
 }  // namespace qwen3

@@ -202,8 +202,9 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
       st.engine = make_engine(cfg.device, cfg.model, eo);
     });
     Engine& engine = *st.engine;
-    const CheckpointRun ckpt_run{cfg.model, cfg.seed, cfg.global_batch, cfg.seq_len, st.data->num_documents(),
-                                 layout.describe()};
+    CheckpointRun ckpt_run{cfg.model, cfg.seed, cfg.global_batch, cfg.seq_len, st.data->num_documents()};
+    ckpt_run.layout = layout.describe();
+    ckpt_run.lr = cfg.lr, ckpt_run.min_lr = cfg.min_lr, ckpt_run.warmup_steps = cfg.warmup_steps, ckpt_run.steps = cfg.steps;
     std::int64_t start_step = 0;
     // Rank 0 decides whether and from where to resume, and every rank takes its answer (the file system's view may
     // differ between nodes).
@@ -215,7 +216,9 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
       std::string dir;
       collectively(world, root, [&] { dir = resolve_checkpoint(resume_from); });
       dir = world.all_gather(dir)[0];
-      start_step = load_checkpoint(dir, engine, world, ckpt_run);
+      std::string schedule_note;
+      start_step = load_checkpoint(dir, engine, world, ckpt_run, &schedule_note);
+      if (root && !schedule_note.empty()) std::printf("qwen3-pretrain: note: %s\n", schedule_note.c_str());
       collectively(world, true, [&] {
         // A run asked to continue itself (--auto-resume) whose checkpoint is its last step has nothing to do: it ends
         // well, so a requeued or re-run cell completes; so does a conversion (--export-hf at the checkpoint's step).

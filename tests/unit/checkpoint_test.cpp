@@ -70,6 +70,7 @@ TEST_F(Checkpoints, ResumeAtTheSameLayoutGivesTheSameLossesToTheBit) {
     const RunOutcome resumed = train(np, layout + " --resume '" + path(tag) + "/step-00000003'", tag + "-resumed");
     ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
     EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+    EXPECT_EQ(resumed.output.find("learning-rate schedule was"), std::string::npos) << "the same schedule: no note";
     EXPECT_EQ(resumed.loss, tail(whole.loss, 3)) << tag;
     EXPECT_EQ(resumed.grad_norm, tail(whole.grad_norm, 3)) << tag;
   }
@@ -104,6 +105,11 @@ TEST_F(Checkpoints, ATp2Pp2CheckpointResumesOnOneRank) {
     }
     EXPECT_EQ(checked, static_cast<int>(hf.names().size()));
   }
+  // A longer run from the same checkpoint changes the schedule (the cosine decays over more steps): allowed, and said.
+  const RunOutcome longer = train(1, "--steps 8 --resume '" + path("tp2pp2") + "/step-00000003'", "longer");
+  EXPECT_EQ(longer.exit_code, 0) << longer.output;
+  EXPECT_NE(longer.output.find("note: the checkpoint's learning-rate schedule was lr 0.01, min-lr 3e-05, warmup 2 of 6 steps"),
+            std::string::npos) << longer.output;
   const RunOutcome resumed = train(1, "--resume '" + path("tp2pp2") + "/step-00000003'", "resumed");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   ASSERT_EQ(resumed.loss.size(), 3u);
