@@ -10,6 +10,7 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cli_runner.h"
@@ -201,25 +202,17 @@ TEST(HfCheckpoint, BadFoldersAndFilesEndWithOneClearMessage) {
   };
   std::vector<std::pair<fs::path, Case>> cases;
   cases.push_back({dir / "absent", {"no such folder", "is not a folder", 3}});
-  {
-    const auto d = copy("llama");
-    edit_config(d, "\"model_type\": \"qwen3\"", "\"model_type\": \"llama\"");
-    cases.push_back({d, {"another architecture", "model_type 'llama' is not qwen3", 3}});
-  }
-  {
-    const auto d = copy("typed");
-    edit_config(d, "\"model_type\": \"qwen3\"", "\"model_type\": 3");
-    cases.push_back({d, {"a key of the wrong type", "config.json': [json.exception.type_error", 3}});
-  }
-  {
-    const auto d = copy("yarn");
-    edit_config(d, "\"rope_type\": \"default\"", "\"rope_type\": \"yarn\"");
-    cases.push_back({d, {"scaled RoPE", "asks for RoPE type 'yarn'", 3}});
-  }
-  {
-    const auto d = copy("wider");
-    edit_config(d, "\"intermediate_size\": 192", "\"intermediate_size\": 256");
-    cases.push_back({d, {"shapes that disagree with config.json", "has shape [192, 64], the model needs [256, 64]", 3}});
+  // config.json edited: (folder, text, replacement, what, expected message).
+  for (const auto& [name, from, to, what, expect] :
+       {std::tuple<std::string, std::string, std::string, std::string, std::string>{
+            "llama", "\"model_type\": \"qwen3\"", "\"model_type\": \"llama\"", "another architecture", "model_type 'llama' is not qwen3"},
+        {"typed", "\"model_type\": \"qwen3\"", "\"model_type\": 3", "a key of the wrong type", "config.json': [json.exception.type_error"},
+        {"yarn", "\"rope_type\": \"default\"", "\"rope_type\": \"yarn\"", "scaled RoPE", "asks for RoPE type 'yarn'"},
+        {"wider", "\"intermediate_size\": 192", "\"intermediate_size\": 256", "shapes that disagree with config.json",
+         "has shape [192, 64], the model needs [256, 64]"}}) {
+    const auto d = copy(name);
+    edit_config(d, from, to);
+    cases.push_back({d, {what, expect, 3}});
   }
   {
     const auto d = copy("truncated");
