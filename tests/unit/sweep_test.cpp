@@ -46,6 +46,12 @@ TEST(Sweep, StudySpecificationExpandsToNinetyCells) {
   EXPECT_NE(r.output.find("cell 32B-L131072-T2P4:"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("--tp 2 --pp 4"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(fs::path(::testing::TempDir()) / "qwen3_study")) << "a dry run creates nothing";
+  // Scaled to the 4-GPU hosts: the same 90 cells with 4-GPU layouts.
+  const auto four = test::run_program("qwen3-sweep", "'" + test::test_data_dir() + "/../../inputs/study-4xh100.sweep.ini' "
+                                      "--dir '" + ::testing::TempDir() + "/qwen3_study4' --dry-run");
+  ASSERT_EQ(four.exit_code, 0) << four.output;
+  EXPECT_NE(four.output.find("90 cells (5 models × 6 lengths × 3 layouts), 4 ranks each"), std::string::npos) << four.output;
+  EXPECT_NE(four.output.find("cell 8B-L131072-T4P1:"), std::string::npos) << four.output;
 }
 
 TEST(Sweep, LocalSweepRunsEveryCellResumesAndReports) {
