@@ -103,10 +103,36 @@ struct LayerContext {
   const std::int64_t* positions = nullptr;  // [S] their positions in the sequence
 };
 
+// RMSNorm of this rank's rows of the residual stream (statistics into rstd [Tl]), gathered over the sequence for a
+// column-parallel block: [Tp, H].
+Vec norm_gathered(const LayerContext& ctx, const float* weights, std::size_t weight, const Vec& x_local, Vec& rstd) {
+  const std::int64_t Tl = ctx.Tl, H = ctx.c.hidden_size;
+  rstd = zeros(Tl);
+  Vec h = zeros(Tl * H);
+  cpu::rmsnorm_forward(x_local.data(), weights + ctx.table.entries()[weight].offset, h.data(), rstd.data(), Tl, H,
+                       ctx.c.rms_norm_eps);
+  return ctx.sp.gather(h, H);
+}
+
+// a.q, a.k: q_raw and k_raw after their per-head RMSNorm (statistics into rstd_q, rstd_k) and RoPE.
+void qk_norm_rope(const LayerContext& ctx, const float* weights, std::int64_t l, LayerActs& a) {
+  const auto& c = ctx.c;
+  const std::int64_t Tp = ctx.Tp, nh = ctx.tp.heads, nkv = ctx.tp.kv_heads, hd = c.head_dim;
+  const auto& p = ctx.table.layers[static_cast<std::size_t>(l)];
+  auto W = [&](std::size_t idx) { return weights + ctx.table.entries()[idx].offset; };
+  a.q = zeros(Tp * ctx.tp.q_dim);
+  a.k = zeros(Tp * ctx.tp.kv_dim);
+  a.rstd_q = zeros(Tp * nh);
+  a.rstd_k = zeros(Tp * nkv);
+  cpu::rmsnorm_forward(a.q_raw.data(), W(p.q_norm), a.q.data(), a.rstd_q.data(), Tp * nh, hd, c.rms_norm_eps);
+  cpu::rmsnorm_forward(a.k_raw.data(), W(p.k_norm), a.k.data(), a.rstd_k.data(), Tp * nkv, hd, c.rms_norm_eps);
+  cpu::rope_forward(a.q.data(), ctx.rope, ctx.B, ctx.S, nh, hd);
+  cpu::rope_forward(a.k.data(), ctx.rope, ctx.B, ctx.S, nkv, hd);
+}
+
 void layer_forward(const LayerContext& ctx, const float* weights, std::int64_t l, LayerActs& a, Vec& x) {
   const auto& c = ctx.c;
   const auto& sp = ctx.sp;
-  const auto& rope = ctx.rope;
   const std::int64_t B = ctx.B, S = ctx.S, Tl = ctx.Tl, Tp = ctx.Tp, H = c.hidden_size;
   const std::int64_t nh = ctx.tp.heads, nkv = ctx.tp.kv_heads, hd = c.head_dim, qd = ctx.tp.q_dim, kvd = ctx.tp.kv_dim;
   const std::int64_t I = ctx.tp.inter;
@@ -114,29 +140,15 @@ void layer_forward(const LayerContext& ctx, const float* weights, std::int64_t l
   if (ctx.cp) ashape.kv_seq = S * ctx.cp->size(), ashape.q_pos = ctx.positions;
   const auto& p = ctx.table.layers[static_cast<std::size_t>(l)];
   auto W = [&](std::size_t idx) { return weights + ctx.table.entries()[idx].offset; };
-  // RMSNorm of this rank's rows of the residual stream, gathered over the sequence for a column-parallel block.
-  auto norm_gathered = [&](const Vec& x_local, std::size_t weight, Vec& rstd) {
-    rstd = zeros(Tl);
-    Vec h = zeros(Tl * H);
-    cpu::rmsnorm_forward(x_local.data(), W(weight), h.data(), rstd.data(), Tl, H, c.rms_norm_eps);
-    return sp.gather(h, H);
-  };
   a.x_in = x;
-  a.h_attn = norm_gathered(x, p.input_norm, a.rstd_in);
+  a.h_attn = norm_gathered(ctx, weights, p.input_norm, x, a.rstd_in);
   a.q_raw = zeros(Tp * qd);
   a.k_raw = zeros(Tp * kvd);
   a.v = zeros(Tp * kvd);
   cpu::linear_forward(a.h_attn.data(), W(p.q_proj), a.q_raw.data(), Tp, H, qd);
   cpu::linear_forward(a.h_attn.data(), W(p.k_proj), a.k_raw.data(), Tp, H, kvd);
   cpu::linear_forward(a.h_attn.data(), W(p.v_proj), a.v.data(), Tp, H, kvd);
-  a.q = zeros(Tp * qd);
-  a.k = zeros(Tp * kvd);
-  a.rstd_q = zeros(Tp * nh);
-  a.rstd_k = zeros(Tp * nkv);
-  cpu::rmsnorm_forward(a.q_raw.data(), W(p.q_norm), a.q.data(), a.rstd_q.data(), Tp * nh, hd, c.rms_norm_eps);
-  cpu::rmsnorm_forward(a.k_raw.data(), W(p.k_norm), a.k.data(), a.rstd_k.data(), Tp * nkv, hd, c.rms_norm_eps);
-  cpu::rope_forward(a.q.data(), rope, B, S, nh, hd);
-  cpu::rope_forward(a.k.data(), rope, B, S, nkv, hd);
+  qk_norm_rope(ctx, weights, l, a);
   a.attn = zeros(Tp * qd);
   a.lse = zeros(B * nh * S);
   if (ctx.cp) {  // every key and value of the sequence (this rank's heads), for its queries at their positions
@@ -150,7 +162,7 @@ void layer_forward(const LayerContext& ctx, const float* weights, std::int64_t l
   const Vec o_local = sp.scatter(o, H);
   for (std::int64_t i = 0; i < Tl * H; ++i) x[i] += o_local[i];
   a.x_mid = x;
-  a.h_mlp = norm_gathered(x, p.post_norm, a.rstd_mid);
+  a.h_mlp = norm_gathered(ctx, weights, p.post_norm, x, a.rstd_mid);
   a.gate = zeros(Tp * I);
   a.up = zeros(Tp * I);
   a.act = zeros(Tp * I);
@@ -166,24 +178,10 @@ void layer_forward(const LayerContext& ctx, const float* weights, std::int64_t l
 // Selective recomputation: the parts layer_forward computed that a selective layer dropped — both norm outputs
 // (gathered over the sequence) and q, k after their norms and RoPE — from what it kept, with the same operations.
 void recompute_selective(const LayerContext& ctx, const float* weights, std::int64_t l, LayerActs& a) {
-  const auto& c = ctx.c;
-  const std::int64_t B = ctx.B, S = ctx.S, Tl = ctx.Tl, Tp = ctx.Tp, H = c.hidden_size;
-  const std::int64_t nh = ctx.tp.heads, nkv = ctx.tp.kv_heads, hd = c.head_dim, qd = ctx.tp.q_dim, kvd = ctx.tp.kv_dim;
   const auto& p = ctx.table.layers[static_cast<std::size_t>(l)];
-  auto W = [&](std::size_t idx) { return weights + ctx.table.entries()[idx].offset; };
-  auto norm_gathered = [&](const Vec& x_local, std::size_t weight, Vec& rstd) {
-    Vec h = zeros(Tl * H);
-    cpu::rmsnorm_forward(x_local.data(), W(weight), h.data(), rstd.data(), Tl, H, c.rms_norm_eps);
-    return ctx.sp.gather(h, H);
-  };
-  a.h_attn = norm_gathered(a.x_in, p.input_norm, a.rstd_in);
-  a.h_mlp = norm_gathered(a.x_mid, p.post_norm, a.rstd_mid);
-  a.q = zeros(Tp * qd);
-  a.k = zeros(Tp * kvd);
-  cpu::rmsnorm_forward(a.q_raw.data(), W(p.q_norm), a.q.data(), a.rstd_q.data(), Tp * nh, hd, c.rms_norm_eps);
-  cpu::rmsnorm_forward(a.k_raw.data(), W(p.k_norm), a.k.data(), a.rstd_k.data(), Tp * nkv, hd, c.rms_norm_eps);
-  cpu::rope_forward(a.q.data(), ctx.rope, B, S, nh, hd);
-  cpu::rope_forward(a.k.data(), ctx.rope, B, S, nkv, hd);
+  a.h_attn = norm_gathered(ctx, weights, p.input_norm, a.x_in, a.rstd_in);
+  a.h_mlp = norm_gathered(ctx, weights, p.post_norm, a.x_mid, a.rstd_mid);
+  qk_norm_rope(ctx, weights, l, a);
 }
 
 }  // namespace

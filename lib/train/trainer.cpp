@@ -202,8 +202,9 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
       st.engine = make_engine(cfg.device, cfg.model, eo);
     });
     Engine& engine = *st.engine;
-    CheckpointRun ckpt_run{cfg.model, cfg.seed, cfg.global_batch, cfg.seq_len, st.data->num_documents()};
-    ckpt_run.layout = layout.describe();
+    CheckpointRun ckpt_run;
+    ckpt_run.model = cfg.model, ckpt_run.seed = cfg.seed, ckpt_run.global_batch = cfg.global_batch;
+    ckpt_run.seq_len = cfg.seq_len, ckpt_run.num_documents = st.data->num_documents(), ckpt_run.layout = layout.describe();
     ckpt_run.lr = cfg.lr, ckpt_run.min_lr = cfg.min_lr, ckpt_run.warmup_steps = cfg.warmup_steps, ckpt_run.steps = cfg.steps;
     std::int64_t start_step = 0;
     // Rank 0 decides whether and from where to resume, and every rank takes its answer (the file system's view may
@@ -248,9 +249,9 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
         std::chrono::milliseconds(cfg.memory_interval_ms));
 
     const auto device_names = world.all_gather(engine.device_name());
-    const auto pinned = world.all_gather(std::to_string(engine.host_pinned_bytes()));  // per rank (stages differ)
-    std::int64_t pinned_max = 0;
-    for (const auto& p : pinned) pinned_max = std::max<std::int64_t>(pinned_max, std::stoll(p));
+    double pinned = static_cast<double>(engine.host_pinned_bytes());  // per rank: stages differ
+    world.all_reduce_max(&pinned, 1);
+    const auto pinned_max = static_cast<std::int64_t>(pinned);
     collectively(world, root, [&] {
       locked([&] {
         results->write_attribute("device_names", device_names);

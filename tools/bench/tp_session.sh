@@ -52,7 +52,8 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
 import sys, h5py
 f = h5py.File(sys.argv[1])
 a = f.attrs
-print("  recompute", a.get("recompute"), "num_layers", a.get("recompute_num_layers"), "offload", a.get("offload_inputs"),
+r = a.get("recompute", b""); r = r.decode() if isinstance(r, bytes) else r
+print("  recompute", r, "num_layers", a.get("recompute_num_layers"), "offload", a.get("offload_inputs"),
       "host pinned GiB", round(int(a.get("memory_host_pinned_bytes", 0)) / 2**30, 2),
       "plan", round(int(a.get("plan_host_pinned_bytes", 0)) / 2**30, 2))
 if "ranks" in f:
