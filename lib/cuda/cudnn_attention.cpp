@@ -73,6 +73,7 @@ enum Uid : std::int64_t {
   kScale, kNegInf, kOne,     // by-value scalars
   kSoftmaxSum, kdQAccum,     // fp32 workspace tensors of the backward
   kSeqLenQ, kSeqLenKV,       // int32 [B] sequence lengths of the padding-mask workaround
+  kShiftKV, kShiftQ,         // by-value int32 key and query counts of the bottom-right causal diagonal
   kFirstVirtual = 100,
 };
 
@@ -208,31 +209,42 @@ class GraphBuilder {
   std::int64_t next_virtual_ = kFirstVirtual;
 };
 
-// Scores [B,H,S,S] (row-major per head) and per-row statistics [B,H,S,1].
+// Scores [B,H,S,S_kv] (row-major per head) and per-row statistics [B,H,S,1] (packed; the Stats tensor itself with
+// the caller's q_batch_rows between sequences).
 struct Layouts {
-  Dims scores, scores_stride, scores_t_stride, rows, rows_stride;
+  Dims scores, scores_stride, scores_t, scores_t_stride, rows, rows_stride, stats_stride;
 };
 Layouts layouts(const SdpaShape& s) {
-  const std::int64_t B = s.batch, H = s.heads, S = s.seq;
-  return {{B, H, S, S}, {H * S * S, S * S, S, 1}, {H * S * S, S * S, 1, S}, {B, H, S, 1}, {H * S, S, 1, 1}};
+  const std::int64_t B = s.batch, H = s.heads, S = s.seq, K = s.keys(), R = s.q_rows();
+  return {{B, H, S, K},     {H * S * K, S * K, K, 1}, {B, H, K, S}, {H * S * K, S * K, 1, K},
+          {B, H, S, 1},     {H * S, S, 1, 1},         {H * R, R, 1, 1}};
 }
 
-// Token-major [B, S, heads, D] memory as cuDNN's [B, heads, S, D]; `transposed` gives [B, heads, D, S].
-Dims bhsd(const SdpaShape& s, std::int64_t heads) { return {s.batch, heads, s.seq, s.head_dim}; }
-Dims bhsd_stride(const SdpaShape& s, std::int64_t row_stride) {
-  return {s.seq * row_stride, s.head_dim, row_stride, 1};
+// Token-major memory (`rows` tokens of a sequence, `batch_rows` from one sequence to the next, `row_stride` elements
+// per token) as cuDNN's [B, heads, rows, D]; `transposed` gives [B, heads, D, rows] over the same memory.
+Dims token_major(const SdpaShape& s, std::int64_t heads, std::int64_t rows, bool transposed = false) {
+  return transposed ? Dims{s.batch, heads, s.head_dim, rows} : Dims{s.batch, heads, rows, s.head_dim};
 }
-Dims bhds(const SdpaShape& s, std::int64_t heads) { return {s.batch, heads, s.head_dim, s.seq}; }
-Dims bhds_stride(const SdpaShape& s, std::int64_t row_stride) {
-  return {s.seq * row_stride, s.head_dim, 1, row_stride};
+Dims token_major_stride(const SdpaShape& s, std::int64_t batch_rows, std::int64_t row_stride, bool transposed = false) {
+  return transposed ? Dims{batch_rows * row_stride, s.head_dim, 1, row_stride}
+                    : Dims{batch_rows * row_stride, s.head_dim, row_stride, 1};
 }
 Dims packed_stride(const Dims& d) { return {d[1] * d[2] * d[3], d[2] * d[3], d[3], 1}; }
 
-// x where query row >= key column, else -inf (the causal mask of cuDNN's fused attention pattern).
+// x where query row (+ key count − query count: the diagonal aligned bottom-right, when those are given) >= key
+// column, else -inf: the causal mask of cuDNN's fused attention pattern.
 cudnnBackendDescriptor_t causal_mask(GraphBuilder& g, const Layouts& l, cudnnBackendDescriptor_t x,
-                                     cudnnBackendDescriptor_t neg_inf) {
+                                     cudnnBackendDescriptor_t neg_inf, cudnnBackendDescriptor_t keys = nullptr,
+                                     cudnnBackendDescriptor_t queries = nullptr) {
   auto row = g.virt(CUDNN_DATA_INT32, l.scores, l.scores_stride);
   g.pointwise(CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, x, nullptr, row, nullptr, 2);
+  if (keys != nullptr) {
+    auto plus_keys = g.virt(CUDNN_DATA_INT32, l.scores, l.scores_stride);
+    g.pointwise(CUDNN_POINTWISE_ADD, CUDNN_DATA_INT32, row, keys, plus_keys, nullptr, 3);
+    auto shifted = g.virt(CUDNN_DATA_INT32, l.scores, l.scores_stride);
+    g.pointwise(CUDNN_POINTWISE_SUB, CUDNN_DATA_INT32, plus_keys, queries, shifted, nullptr, 3);
+    row = shifted;
+  }
   auto col = g.virt(CUDNN_DATA_INT32, l.scores, l.scores_stride);
   g.pointwise(CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, x, nullptr, col, nullptr, 3);
   auto keep = g.virt(CUDNN_DATA_BOOLEAN, l.scores, l.scores_stride);
@@ -262,7 +274,8 @@ cudnnBackendDescriptor_t padding_mask(GraphBuilder& g, const Layouts& l, cudnnBa
 }
 
 std::string describe(const SdpaShape& s) {
-  return "B=" + std::to_string(s.batch) + " S=" + std::to_string(s.seq) + " H=" + std::to_string(s.heads) +
+  return "B=" + std::to_string(s.batch) + " S=" + std::to_string(s.seq) +
+         (s.keys() != s.seq ? " S_kv=" + std::to_string(s.keys()) : "") + " H=" + std::to_string(s.heads) +
          " KVH=" + std::to_string(s.kv_heads) + " D=" + std::to_string(s.head_dim) +
          " strides q/k/v/o=" + std::to_string(s.q_stride) + "/" + std::to_string(s.k_stride) + "/" +
          std::to_string(s.v_stride) + "/" + std::to_string(s.o_stride);
@@ -274,11 +287,12 @@ void check_shape(const SdpaShape& s) {
                   s.k_stride % 8 == 0 && s.v_stride % 8 == 0 && s.o_stride % 8 == 0 &&
                   s.q_stride >= s.heads * s.head_dim && s.o_stride >= s.heads * s.head_dim &&
                   s.k_stride >= s.kv_heads * s.head_dim && s.v_stride >= s.kv_heads * s.head_dim &&
-                  s.seq <= std::numeric_limits<std::int32_t>::max();
+                  s.keys() >= s.seq && s.q_rows() >= s.seq && s.kv_rows() >= s.keys() &&
+                  s.keys() <= std::numeric_limits<std::int32_t>::max();
   if (!ok)
     throw InternalError("cuDNN attention: unsupported shape " + describe(s) +
                         " (needs heads % kv_heads == 0, head_dim % 8 == 0 and <= 256, row strides multiples of 8 "
-                        "covering their heads)");
+                        "covering their heads, at least as many keys as queries)");
 }
 
 void check_aligned(const void* p, const char* name) {
@@ -378,6 +392,7 @@ struct CudnnAttention::Plan {
   std::size_t total_workspace = 0;
   // By-value scalars: the variant pack points at these.
   float scale = 0, neg_inf = -std::numeric_limits<float>::infinity(), one = 1;
+  std::int32_t keys = 0, queries = 0;  // the bottom-right diagonal's shift (context parallelism), when by value
   std::int32_t* seq_lens = nullptr;  // device [2][B] lengths for the padding-mask workaround, or null
   ~Plan() {
     if (seq_lens != nullptr) cudaFree(seq_lens);
@@ -412,31 +427,36 @@ bool CudnnAttention::available() {
 
 CudnnAttention::Plan& CudnnAttention::plan(const SdpaShape& s, bool backward) {
   const Key key{backward, {s.batch, s.seq, s.heads, s.kv_heads, s.head_dim, s.q_stride, s.k_stride, s.v_stride,
-                           s.o_stride}};
+                           s.o_stride, s.keys(), s.q_rows(), s.kv_rows()}};
   if (auto it = plans_.find(key); it != plans_.end()) return *it->second;
   check_shape(s);
 
   auto p = std::make_unique<Plan>();
   p->scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.head_dim)));
   const Layouts l = layouts(s);
-  const std::int64_t H = s.heads, KVH = s.kv_heads;
+  const std::int64_t H = s.heads, KVH = s.kv_heads, S = s.seq, K = s.keys(), QR = s.q_rows(), KR = s.kv_rows();
+  const bool shifted_diagonal = K != S;  // context parallelism: the queries are the last S of K positions
+  p->keys = static_cast<std::int32_t>(K);
+  p->queries = static_cast<std::int32_t>(S);
   GraphBuilder g;
   const auto bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
 
-  auto q = g.tensor(kQ, bf16, bhsd(s, H), bhsd_stride(s, s.q_stride), false);
-  auto kt = g.tensor(kK, bf16, bhds(s, KVH), bhds_stride(s, s.k_stride), false);  // Kᵀ [B,KVH,D,S]
-  auto stats = g.tensor(kStats, f32, l.rows, l.rows_stride, false);
+  auto q = g.tensor(kQ, bf16, token_major(s, H, S), token_major_stride(s, QR, s.q_stride), false);
+  auto kt = g.tensor(kK, bf16, token_major(s, KVH, K, true), token_major_stride(s, KR, s.k_stride, true), false);  // Kᵀ
+  auto stats = g.tensor(kStats, f32, l.rows, l.stats_stride, false);
   auto scale = g.scalar(kScale, f32);
   auto neg_inf = g.scalar(kNegInf, f32);
+  cudnnBackendDescriptor_t shift_keys = nullptr, shift_queries = nullptr;  // by value unless the padding lengths serve
 
   if (!backward) {
-    auto v = g.tensor(kV, bf16, bhsd(s, KVH), bhsd_stride(s, s.v_stride), false);
-    auto o = g.tensor(kO, bf16, bhsd(s, H), bhsd_stride(s, s.o_stride), false);
+    auto v = g.tensor(kV, bf16, token_major(s, KVH, K), token_major_stride(s, KR, s.v_stride), false);
+    auto o = g.tensor(kO, bf16, token_major(s, H, S), token_major_stride(s, QR, s.o_stride), false);
+    if (shifted_diagonal) shift_keys = g.scalar(kShiftKV, CUDNN_DATA_INT32), shift_queries = g.scalar(kShiftQ, CUDNN_DATA_INT32);
     auto scores = g.virt(f32, l.scores, l.scores_stride);
     g.matmul(q, kt, scores);
     auto scaled = g.virt(f32, l.scores, l.scores_stride);
     g.pointwise(CUDNN_POINTWISE_MUL, f32, scores, scale, scaled);
-    auto masked = causal_mask(g, l, scaled, neg_inf);
+    auto masked = causal_mask(g, l, scaled, neg_inf, shift_keys, shift_queries);
     auto row_max = g.virt(f32, l.rows, l.rows_stride);
     g.reduction(CUDNN_REDUCE_TENSOR_MAX, masked, row_max);
     auto shifted = g.virt(f32, l.scores, l.scores_stride);
@@ -454,32 +474,36 @@ CudnnAttention::Plan& CudnnAttention::plan(const SdpaShape& s, bool backward) {
     p->finalized = finalize_plan(handle_, g, "causal attention forward (" + describe(s) + ")");
     p->total_workspace = p->finalized.workspace;
   } else {
-    auto vt = g.tensor(kV, bf16, bhds(s, KVH), bhds_stride(s, s.v_stride), false);  // Vᵀ [B,KVH,D,S]
-    auto o = g.tensor(kO, bf16, bhsd(s, H), bhsd_stride(s, s.o_stride), false);
-    auto dout = g.tensor(kdO, bf16, bhsd(s, H), bhsd_stride(s, s.o_stride), false);
-    auto dq = g.tensor(kdQ, bf16, bhsd(s, H), bhsd_stride(s, s.q_stride), false);
-    auto dk = g.tensor(kdK, bf16, bhsd(s, KVH), bhsd_stride(s, s.k_stride), false);
-    auto dv = g.tensor(kdV, bf16, bhsd(s, KVH), bhsd_stride(s, s.v_stride), false);
+    auto vt = g.tensor(kV, bf16, token_major(s, KVH, K, true), token_major_stride(s, KR, s.v_stride, true), false);  // Vᵀ
+    auto o = g.tensor(kO, bf16, token_major(s, H, S), token_major_stride(s, QR, s.o_stride), false);
+    auto dout = g.tensor(kdO, bf16, token_major(s, H, S), token_major_stride(s, QR, s.o_stride), false);
+    auto dq = g.tensor(kdQ, bf16, token_major(s, H, S), token_major_stride(s, QR, s.q_stride), false);
+    auto dk = g.tensor(kdK, bf16, token_major(s, KVH, K), token_major_stride(s, KR, s.k_stride), false);
+    auto dv = g.tensor(kdV, bf16, token_major(s, KVH, K), token_major_stride(s, KR, s.v_stride), false);
     auto one = g.scalar(kOne, f32);
     auto softmax_sum = g.tensor(kSoftmaxSum, f32, l.rows, l.rows_stride, false);
-    const Dims dq_dims = bhsd(s, H);
+    const Dims dq_dims = token_major(s, H, S);
     auto dq_accum = g.tensor(kdQAccum, f32, dq_dims, packed_stride(dq_dims), false);
 
-    // cuDNN up to 9.15 needs an explicit padding mask (with actual lengths = S) when S is not a multiple of 128;
-    // cuDNN's own frontend adds the same workaround.
-    const bool pad = s.seq % 128 != 0 && cudnnGetVersion() <= 91500;
+    // cuDNN up to 9.15 needs an explicit padding mask (with actual lengths S and S_kv) when a length is not a
+    // multiple of 128; cuDNN's own frontend adds the same workaround, and shifts a bottom-right diagonal by those
+    // lengths.
+    const bool pad = (S % 128 != 0 || K % 128 != 0) && cudnnGetVersion() <= 91500;
     cudnnBackendDescriptor_t seq_q = nullptr, seq_kv = nullptr;
     if (pad) {
       const Dims d{s.batch, 1, 1, 1}, st{1, 1, 1, 1};
       seq_q = g.tensor(kSeqLenQ, CUDNN_DATA_INT32, d, st, false);
       seq_kv = g.tensor(kSeqLenKV, CUDNN_DATA_INT32, d, st, false);
-      std::vector<std::int32_t> lens(static_cast<std::size_t>(2 * s.batch), static_cast<std::int32_t>(s.seq));
+      std::vector<std::int32_t> lens(static_cast<std::size_t>(2 * s.batch), static_cast<std::int32_t>(S));
+      std::fill(lens.begin() + s.batch, lens.end(), static_cast<std::int32_t>(K));
       CUDA_CHECK(cudaMalloc(&p->seq_lens, lens.size() * sizeof(std::int32_t)));
       CUDA_CHECK(cudaMemcpy(p->seq_lens, lens.data(), lens.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice));
     }
+    if (shifted_diagonal && pad) shift_keys = seq_kv, shift_queries = seq_q;
+    if (shifted_diagonal && !pad) shift_keys = g.scalar(kShiftKV, CUDNN_DATA_INT32), shift_queries = g.scalar(kShiftQ, CUDNN_DATA_INT32);
 
     // Δ = rowsum(dO∘O)
-    auto dout_o = g.virt(f32, bhsd(s, H), bhsd_stride(s, s.o_stride));
+    auto dout_o = g.virt(f32, token_major(s, H, S), token_major_stride(s, QR, s.o_stride));
     g.pointwise(CUDNN_POINTWISE_MUL, f32, dout, o, dout_o);
     auto delta = g.virt(f32, l.rows, l.rows_stride);
     g.reduction(CUDNN_REDUCE_TENSOR_ADD, dout_o, delta);
@@ -493,14 +517,14 @@ CudnnAttention::Plan& CudnnAttention::plan(const SdpaShape& s, bool backward) {
     auto shifted = g.virt(f32, l.scores, l.scores_stride);
     g.pointwise(CUDNN_POINTWISE_SUB, f32, scaled, stats, shifted);
     if (pad) shifted = padding_mask(g, l, shifted, neg_inf, seq_q, seq_kv);
-    auto masked = causal_mask(g, l, shifted, neg_inf);
+    auto masked = causal_mask(g, l, shifted, neg_inf, shift_keys, shift_queries);
     auto probs = g.virt(f32, l.scores, l.scores_stride);
     g.pointwise(CUDNN_POINTWISE_EXP, f32, masked, nullptr, probs);
 
     // dV = Pᵀ·dO (summed over each group's query heads with GQA)
-    auto probs_t = g.virt(bf16, {s.batch, H, s.seq, s.seq}, l.scores_t_stride);
+    auto probs_t = g.virt(bf16, l.scores_t, l.scores_t_stride);
     g.reshape(probs, probs_t);
-    const Dims full = bhsd(s, H);
+    const Dims full = token_major(s, H, K);  // per query head, before the GQA group sum
     // out = a·b over every query head; with GQA computed per query head, then summed over each kv head's group.
     auto matmul_kv_grad = [&](auto a, auto b, auto out) {
       if (H == KVH) {
@@ -524,18 +548,18 @@ CudnnAttention::Plan& CudnnAttention::plan(const SdpaShape& s, bool backward) {
     g.pointwise(CUDNN_POINTWISE_MUL, f32, weighted, scale, dscores);
 
     // dK = dSᵀ·Q (group-summed with GQA)
-    auto dscores_t = g.virt(bf16, {s.batch, H, s.seq, s.seq}, l.scores_t_stride);
+    auto dscores_t = g.virt(bf16, l.scores_t, l.scores_t_stride);
     g.reshape(dscores, dscores_t);
     matmul_kv_grad(dscores_t, q, dk);
 
     // dQ = dS·K, accumulated in fp32 workspace, then rounded into dq
-    auto k = g.virt(bf16, bhsd(s, KVH), bhsd_stride(s, s.k_stride));
+    auto k = g.virt(bf16, token_major(s, KVH, K), token_major_stride(s, KR, s.k_stride));
     g.reshape(kt, k);
     g.matmul(dscores, k, dq_accum, seq_q, nullptr, seq_kv);
     g.pointwise(CUDNN_POINTWISE_IDENTITY, f32, dq_accum, nullptr, dq);
 
     p->finalized = finalize_plan(handle_, g, "causal attention backward (" + describe(s) + ")");
-    const std::size_t rows = static_cast<std::size_t>(s.batch * H * s.seq);
+    const std::size_t rows = static_cast<std::size_t>(s.batch * H * S);
     p->softmax_sum_offset = align_up(p->finalized.workspace);
     p->dq_accum_offset = align_up(p->softmax_sum_offset + rows * sizeof(float));
     p->total_workspace = p->dq_accum_offset + rows * static_cast<std::size_t>(s.head_dim) * sizeof(float);
@@ -569,9 +593,13 @@ void CudnnAttention::forward(const void* q, const void* k, const void* v, void* 
   const std::pair<const void*, const char*> operands[] = {{q, "q"}, {k, "k"}, {v, "v"}, {o, "o"}, {lse, "lse"}};
   for (const auto& [ptr, name] : operands) check_aligned(ptr, name);
   if (p.total_workspace > 0) check_aligned(workspace, "workspace");
-  const std::vector<std::int64_t> uids{kQ, kK, kV, kO, kStats, kScale, kNegInf};
-  const std::vector<void*> ptrs{const_cast<void*>(q), const_cast<void*>(k), const_cast<void*>(v), o, lse, &p.scale,
-                                &p.neg_inf};
+  std::vector<std::int64_t> uids{kQ, kK, kV, kO, kStats, kScale, kNegInf};
+  std::vector<void*> ptrs{const_cast<void*>(q), const_cast<void*>(k), const_cast<void*>(v), o, lse, &p.scale,
+                          &p.neg_inf};
+  if (shape.keys() != shape.seq) {
+    uids.insert(uids.end(), {kShiftKV, kShiftQ});
+    ptrs.insert(ptrs.end(), {&p.keys, &p.queries});
+  }
   execute(handle_, p.finalized.exec, uids, ptrs, workspace, stream);
 }
 
@@ -592,6 +620,9 @@ void CudnnAttention::backward(const void* q, const void* k, const void* v, const
   if (p.seq_lens != nullptr) {
     uids.insert(uids.end(), {kSeqLenQ, kSeqLenKV});
     ptrs.insert(ptrs.end(), {p.seq_lens, p.seq_lens + shape.batch});
+  } else if (shape.keys() != shape.seq) {
+    uids.insert(uids.end(), {kShiftKV, kShiftQ});
+    ptrs.insert(ptrs.end(), {&p.keys, &p.queries});
   }
   execute(handle_, p.finalized.exec, uids, ptrs, workspace, stream);
 }

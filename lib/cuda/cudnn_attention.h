@@ -24,6 +24,13 @@ struct SdpaShape {
   std::int64_t batch, seq, heads, kv_heads, head_dim;
   // Row strides in elements: heads*head_dim for a packed [B, S, H, D] tensor, or the fused q|k|v width.
   std::int64_t q_stride, k_stride, v_stride, o_stride;
+  // Context parallelism (0: the defaults seq, seq, kv_seq). kv_seq keys per sequence, of which the seq queries are the
+  // last; rows from one sequence to the next: q_batch_rows for q, o, dout, dq and lse (lse[b, h, i] at
+  // (b·heads + h)·q_batch_rows + i), kv_batch_rows for k, v, dk and dv. A chunk of a longer buffer is addressed so.
+  std::int64_t kv_seq = 0, q_batch_rows = 0, kv_batch_rows = 0;
+  std::int64_t keys() const { return kv_seq > 0 ? kv_seq : seq; }
+  std::int64_t q_rows() const { return q_batch_rows > 0 ? q_batch_rows : seq; }
+  std::int64_t kv_rows() const { return kv_batch_rows > 0 ? kv_batch_rows : keys(); }
 };
 
 // One cuDNN handle; a graph and its execution plan are built on first use per (shape, direction) and cached.
@@ -44,19 +51,19 @@ class CudnnAttention {
   // Device workspace forward and backward need for this shape: the larger of the two (builds both plans).
   std::size_t workspace_bytes(const SdpaShape& shape);
 
-  // q[B,S,H,D], k/v[B,S,KVH,D] (bf16, row strides q/k/v_stride) -> o[B,S,H,D] bf16 (o_stride);
+  // q[B,S,H,D], k/v[B,S_kv,KVH,D] (bf16, row strides q/k/v_stride) -> o[B,S,H,D] bf16 (o_stride);
   // lse[B,H,S] fp32: natural-log sum-exp of the scaled, masked scores of each query row (cuDNN's "Stats").
   void forward(const void* q, const void* k, const void* v, void* o, float* lse, const SdpaShape& shape,
                void* workspace, cudaStream_t stream);
 
   // Given o, lse from forward and dout[B,S,H,D] (o_stride), overwrites dq[B,S,H,D] (q_stride) and
-  // dk/dv[B,S,KVH,D] (k_stride/v_stride), all bf16.
+  // dk/dv[B,S_kv,KVH,D] (k_stride/v_stride), all bf16.
   void backward(const void* q, const void* k, const void* v, const void* o, const void* dout, const float* lse,
                 void* dq, void* dk, void* dv, const SdpaShape& shape, void* workspace, cudaStream_t stream);
 
  private:
   struct Plan;  // the finalized execution plan and what it keeps alive (cudnn_attention.cpp)
-  using Key = std::pair<bool, std::array<std::int64_t, 9>>;  // (backward?, shape)
+  using Key = std::pair<bool, std::array<std::int64_t, 12>>;  // (backward?, shape)
   Plan& plan(const SdpaShape& shape, bool backward);
 
   cudnnContext* handle_ = nullptr;

@@ -20,6 +20,32 @@ std::int64_t context_parallel_position(int r, std::int64_t j, std::int64_t seq, 
 }
 
 namespace {
+template <typename T>
+std::vector<T> gather_in_sequence_order(Communicator& cp, const std::vector<T>& local, std::int64_t B, std::int64_t S,
+                                        std::int64_t n) {
+  const int size = cp.size();
+  const std::int64_t S_full = S * size, block = B * S * n;
+  std::vector<T> all(static_cast<std::size_t>(block * size)), full(static_cast<std::size_t>(B * S_full * n));
+  cp.all_gather(local.data(), all.data(), static_cast<std::size_t>(block));
+  for (int r = 0; r < size; ++r)
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t j = 0; j < S; ++j)
+        std::copy_n(all.begin() + r * block + (b * S + j) * n, n,
+                    full.begin() + (b * S_full + context_parallel_position(r, j, S_full, size)) * n);
+  return full;
+}
+}  // namespace
+
+std::vector<double> context_parallel_gather(Communicator& cp, const std::vector<double>& local, std::int64_t B,
+                                            std::int64_t S, std::int64_t n) {
+  return gather_in_sequence_order(cp, local, B, S, n);
+}
+std::vector<float> context_parallel_gather(Communicator& cp, const std::vector<float>& local, std::int64_t B,
+                                           std::int64_t S, std::int64_t n) {
+  return gather_in_sequence_order(cp, local, B, S, n);
+}
+
+namespace {
 
 using cpu::act_t;
 using Vec = std::vector<act_t>;  // activations: float64 (ops/cpu/types.h)
@@ -61,20 +87,6 @@ struct SeqParallel {
     return local;
   }
 };
-
-// Context parallelism (causal load balancing: context_parallel_position). Every cp rank's local [B, S, n] rows, all-gathered and put in sequence order: [B, S_full, n].
-Vec cp_gather(Communicator& cp, const Vec& local, std::int64_t B, std::int64_t S, std::int64_t n) {
-  const int size = cp.size();
-  const std::int64_t S_full = S * size, block = B * S * n;
-  Vec all = zeros(block * size), full = zeros(B * S_full * n);
-  cp.all_gather(local.data(), all.data(), static_cast<std::size_t>(block));
-  for (int r = 0; r < size; ++r)
-    for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t j = 0; j < S; ++j)
-        std::copy_n(all.begin() + r * block + (b * S + j) * n, n,
-                    full.begin() + (b * S_full + context_parallel_position(r, j, S_full, size)) * n);
-  return full;
-}
 
 // The reverse: this rank's rows [B, S, n] of the sum over cp ranks of full [B, S_full, n].
 Vec cp_scatter(Communicator& cp, const Vec& full, std::int64_t B, std::int64_t S, std::int64_t n) {
@@ -152,8 +164,8 @@ void layer_forward(const LayerContext& ctx, const float* weights, std::int64_t l
   a.attn = zeros(Tp * qd);
   a.lse = zeros(B * nh * S);
   if (ctx.cp) {  // every key and value of the sequence (this rank's heads), for its queries at their positions
-    a.k_all = cp_gather(*ctx.cp, Vec(a.k.begin(), a.k.begin() + B * S * kvd), B, S, kvd);
-    a.v_all = cp_gather(*ctx.cp, Vec(a.v.begin(), a.v.begin() + B * S * kvd), B, S, kvd);
+    a.k_all = context_parallel_gather(*ctx.cp, Vec(a.k.begin(), a.k.begin() + B * S * kvd), B, S, kvd);
+    a.v_all = context_parallel_gather(*ctx.cp, Vec(a.v.begin(), a.v.begin() + B * S * kvd), B, S, kvd);
   }
   cpu::attention_forward(a.q.data(), ctx.cp ? a.k_all.data() : a.k.data(), ctx.cp ? a.v_all.data() : a.v.data(),
                          a.attn.data(), a.lse.data(), ashape);

@@ -180,15 +180,7 @@ void CpuEngine::assemble_logits(const std::vector<float>& local, const MicroBatc
     out = std::move(rows);
     return;
   }
-  // Context parallelism: every rank's chunks, back in sequence order [B, S_full, V].
-  std::vector<float> all(rows.size() * static_cast<std::size_t>(cp));
-  cp_comm_->all_gather(rows.data(), all.data(), rows.size());
-  out.assign(all.size(), 0.0f);
-  for (int r = 0; r < cp; ++r)
-    for (std::int64_t b = 0; b < mb.batch; ++b)
-      for (std::int64_t j = 0; j < S; ++j)
-        std::copy_n(all.begin() + r * T * V + (b * S + j) * V, V,
-                    out.begin() + (b * mb.seq + context_parallel_position(r, j, mb.seq, cp)) * V);
+  out = context_parallel_gather(*cp_comm_, rows, mb.batch, S, V);  // every rank's chunks, in sequence order
 }
 
 cpu::LossSum CpuEngine::stage_forward(int micro, const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) {

@@ -19,6 +19,7 @@
 #endif
 #include "cuda/device_allocator.h"
 #include "cuda/gemm.h"
+#include "cuda/host_staged_collectives.h"
 #include "cuda/op_timer.h"
 #include "model/init.h"
 #include "model/tensor_parallel.h"
@@ -57,9 +58,10 @@ struct LayerActs {
   float *rstd_in, *rstd_q, *rstd_k, *lse, *rstd_mid;  // [Tl], [T·heads], [T·kv_heads], [B·heads·S], [Tl]
 };
 
-// Attention dimensions of one micro-batch (tokens of sequence b start at row b·S of every [T, ·] buffer).
+// Attention dimensions of one micro-batch (tokens of sequence b start at row b·S of every [T, ·] buffer). With
+// context parallelism S is this rank's share of each sequence (two chunks) and S_full the whole sequence.
 struct AttnDims {
-  std::int64_t B, S, heads, kv_heads, head_dim, qd, kvd, qkv_dim;
+  std::int64_t B, S, heads, kv_heads, head_dim, qd, kvd, qkv_dim, S_full;
 };
 
 class CudaEngine final : public Engine {
@@ -116,6 +118,20 @@ class CudaEngine final : public Engine {
   // written straight into its columns of dqkv_.
   void attention_forward(LayerActs& a, const AttnDims& s, const cuda::AttentionShape& as, cudaStream_t st);
   void attention_backward(LayerActs& a, const AttnDims& s, const cuda::AttentionShape& as, cudaStream_t st);
+  // Context parallelism (cp_ > 1; causal load balancing, model/cpu_qwen3.h's context_parallel_position): this rank holds
+  // chunks r and 2·cp − 1 − r of every sequence. Its local chunk j (0 or 1) attends to every key up to that chunk's
+  // end: the cuDNN shape of that call, with q, o and lse at row j·c of this rank's buffers and k|v in cp_kv_full_.
+  cuda::SdpaShape cp_chunk_shape(int j, std::int64_t B, std::int64_t S) const;
+  // Every rank's keys|values of one layer (k from a.k, v from a.qkv), all-gathered into cp_kv_full_ in sequence order.
+  void cp_gather_kv(const LayerActs& a, const AttnDims& s, cudaStream_t st);
+  // Moves [B, S, 2·kv] rows between sequence order and rank order ([cp][B][S / cp][2·kv], each rank's two chunks).
+  void cp_reorder(const bf16* from, bf16* to, std::int64_t B, std::int64_t S, bool to_sequence_order, cudaStream_t st);
+  // Device collectives of the context-parallel group: NCCL, or staged through host memory where its ranks share a GPU.
+  void cp_all_gather_bf16(const void* in, void* out, std::size_t count) const;
+  void cp_reduce_scatter_sum_bf16(const void* in, void* out, std::size_t count) const;
+  void cp_all_reduce_sum(float* data, std::size_t count) const;
+  // The RoPE tables at this rank's positions of a sequence of S tokens (context parallelism; uploaded when S changes).
+  void cp_rope_tables(std::int64_t S);
   // One micro-batch through this engine's layers: the forward (and, on the last stage, the loss and the output
   // projection's backward), the backward, or both. Activations live in slot `slot`.
   enum Part { kForward = 1, kBackward = 2, kBoth = 3 };
@@ -126,6 +142,8 @@ class CudaEngine final : public Engine {
   Communicator* tp_host_;  // tensor-parallel group, host side (null without tensor parallelism)
   TpDims tp_;         // this rank's share (model/tensor_parallel.h)
   Communicator* pp_host_;  // pipeline group, host side (null without pipeline parallelism)
+  Communicator* cp_host_;  // context-parallel group, host side (null without context parallelism)
+  int cp_ = 1, cp_rank_ = 0;
   StageRange stage_;       // this rank's layers (all without pipeline parallelism)
   std::vector<bool> owned_;  // per tensor: this stage holds it (all without pipeline parallelism)
   ParamTable table_;  // this rank's tensors: the flat buffers' layout (the full table when tp = 1 and pp = 1; other
@@ -179,7 +197,13 @@ class CudaEngine final : public Engine {
   }
   bf16 *x_final_, *hf_, *act_, *logits_, *g_bf_, *dattn_, *dq_, *dk_, *dv_, *dqkv_, *dact_, *dgate_up_;
   float *rstd_f_, *row_loss_, *dres_, *dh_;
-  float *rope_cos_, *rope_sin_;  // [max_seq, head_dim/2] RoPE tables (ops/cpu/rope.h's values)
+  float *rope_cos_, *rope_sin_;  // [max_seq / cp, head_dim/2] RoPE tables (ops/cpu/rope.h's values) at this rank's positions
+  // Context parallelism: this rank's keys|values [T, 2·kv]; every rank's in rank order, in sequence order, and the
+  // gradients in sequence order of the second and the first local chunk's attention [cp·T, 2·kv] each (bf16).
+  bf16 *cp_kv_local_ = nullptr, *cp_kv_ranks_ = nullptr, *cp_kv_full_ = nullptr, *cp_dkv_ = nullptr, *cp_dkv_first_ = nullptr;
+  std::int64_t cp_rope_seq_ = 0;  // the sequence length the RoPE tables were uploaded for
+  std::vector<std::int32_t> cp_tokens_, cp_labels_;  // this rank's tokens and labels of the current micro-batch
+  std::unique_ptr<cuda::HostStagedCollectives> cp_staged_;
   std::int32_t *tokens_, *labels_;  // [slots][T] (the first stage keeps each in-flight micro-batch's), [T]
   void* attn_ws_ = nullptr;  // the own attention kernels' backward workspace
 #ifdef QWEN3_HAVE_CUDNN
@@ -210,6 +234,7 @@ class CudaEngine final : public Engine {
   std::unique_ptr<NcclCommunicator> pp_nccl_;  // the pipeline group: stage-boundary transfers on the main stream
   std::unique_ptr<NcclCommunicator> embed_nccl_;  // tied embeddings, pp > 1: the first and last stages
   std::unique_ptr<NcclCommunicator> dp_nccl_;  // gradient all-reduce across data-parallel replicas, made on first use
+  std::unique_ptr<NcclCommunicator> cp_nccl_;  // the context-parallel group (unless its ranks share a GPU)
 #endif
   double *partial_, *scalar_;
   std::int64_t step_ = 0;
@@ -226,6 +251,9 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
       tp_host_(o.tp_comm && o.tp_comm->size() > 1 ? o.tp_comm : nullptr),
       tp_(tp_dims(cfg, tp_host_ ? tp_host_->rank() : 0, tp_host_ ? tp_host_->size() : 1)),
       pp_host_(o.pp_comm && o.pp_comm->size() > 1 ? o.pp_comm : nullptr),
+      cp_host_(o.cp_comm && o.cp_comm->size() > 1 ? o.cp_comm : nullptr),
+      cp_(cp_host_ ? cp_host_->size() : 1),
+      cp_rank_(cp_host_ ? cp_host_->rank() : 0),
       stage_(pp_host_ ? o.stage : StageRange{0, cfg.num_layers, true, true}),
       owned_(stage_tensors(full_, stage_)),
       table_(ParamTable(cfg, tp_.q_dim, tp_.kv_dim, tp_.inter, tp_.vocab).restricted(owned_)),
@@ -245,14 +273,17 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   }
   slot_shape_.assign(static_cast<std::size_t>(slots_), {0, 0});
   if (o.max_seq <= 0 || o.max_batch <= 0) throw InternalError("the CUDA engine needs the micro-batch shape up front");
+  if (o.max_seq % (2 * cp_) != 0)
+    throw UsageError("--cp " + std::to_string(cp_) + ": the sequence of " + std::to_string(o.max_seq) +
+                     " tokens must divide by 2 × cp (each rank holds two chunks of every sequence)");
   if (tp_host_) {
 #ifndef QWEN3_HAVE_NCCL
     throw UsageError("tensor parallelism with --device cuda needs NCCL, which this build did not find");
 #endif
-    if ((o.max_batch * o.max_seq) % tp_.size != 0)
+    if ((o.max_batch * o.max_seq / cp_) % tp_.size != 0)
       throw UsageError("--tp " + std::to_string(tp_.size) + " with --device cuda: the micro-batch's " +
-                       std::to_string(o.max_batch * o.max_seq) + " tokens must divide by the tensor-parallel size "
-                       "(sequence parallelism)");
+                       std::to_string(o.max_batch * o.max_seq / cp_) + " tokens" + (cp_ > 1 ? " on each context-parallel rank" : "") +
+                       " must divide by the tensor-parallel size (sequence parallelism)");
   }
   int devices = 0;
   CUDA_CHECK(cudaGetDeviceCount(&devices));
@@ -272,7 +303,7 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
 
   max_batch_ = o.max_batch;
   max_seq_ = o.max_seq;
-  const std::int64_t T = max_tokens_ = o.max_batch * o.max_seq, Tl = T / tp_.size;
+  const std::int64_t T = max_tokens_ = o.max_batch * o.max_seq / cp_, Tl = T / tp_.size;  // this rank's tokens
   const std::int64_t P = table_.total_elements(), H = cfg.hidden_size, I = tp_.inter;
   const std::int64_t qd = tp_.q_dim, kvd = tp_.kv_dim, V = tp_.vocab, nh = tp_.heads, nkv = tp_.kv_heads;
   logit_chunk_ = std::max<std::int64_t>(1, std::min(T, kLogitChunkBytes / (2 * V)));
@@ -339,8 +370,11 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   if (attention_choice == nullptr || std::strcmp(attention_choice, "own") != 0) {
     try {
       cudnn_ = std::make_unique<cuda::CudnnAttention>();
-      cudnn_ws_bytes_ = cudnn_->workspace_bytes(
-          {o.max_batch, o.max_seq, nh, nkv, cfg.head_dim, qd, kvd, qd + 2 * kvd, qd});
+      if (cp_ == 1)
+        cudnn_ws_bytes_ = cudnn_->workspace_bytes({o.max_batch, o.max_seq, nh, nkv, cfg.head_dim, qd, kvd, qd + 2 * kvd, qd});
+      else  // this rank's two chunk-attention calls
+        cudnn_ws_bytes_ = std::max(cudnn_->workspace_bytes(cp_chunk_shape(0, o.max_batch, o.max_seq)),
+                                   cudnn_->workspace_bytes(cp_chunk_shape(1, o.max_batch, o.max_seq)));
       use_cudnn_ = true;
     } catch (const InternalError& e) {
       std::fprintf(stderr, "qwen3: cuDNN fused attention unavailable (%s); using the own attention kernels\n", e.what());
@@ -348,6 +382,9 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
     }
   }
 #endif
+  if (cp_ > 1 && !use_cudnn_)
+    throw UsageError("--cp " + std::to_string(cp_) + " with --device cuda needs cuDNN fused attention (the project's own "
+                     "attention kernels attend whole sequences only); unset QWEN3_ATTENTION=own or use a cuDNN build");
   const auto A = MemCategory::activations;
   acts_.resize(static_cast<std::size_t>(slots_));
   recompute_ = o.recompute;
@@ -448,8 +485,33 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   dqkv_ = alloc_.allocate<bf16>(S, T * (qd + 2 * kvd), "q|k|v projection gradient");
   dact_ = alloc_.allocate<bf16>(S, T * I, "SwiGLU-output gradient");
   dgate_up_ = alloc_.allocate<bf16>(S, T * 2 * I, "gate|up gradient");
-  rope_cos_ = alloc_.allocate<float>(S, o.max_seq * (cfg.head_dim / 2), "RoPE cos table");
-  rope_sin_ = alloc_.allocate<float>(S, o.max_seq * (cfg.head_dim / 2), "RoPE sin table");
+  rope_cos_ = alloc_.allocate<float>(S, o.max_seq / cp_ * (cfg.head_dim / 2), "RoPE cos table");
+  rope_sin_ = alloc_.allocate<float>(S, o.max_seq / cp_ * (cfg.head_dim / 2), "RoPE sin table");
+  if (cp_ > 1) {
+    const std::int64_t kv2 = 2 * kvd;
+    cp_kv_local_ = alloc_.allocate<bf16>(S, T * kv2, "keys|values of this rank (context parallel)");
+    cp_kv_ranks_ = alloc_.allocate<bf16>(S, cp_ * T * kv2, "keys|values of every context-parallel rank");
+    cp_kv_full_ = alloc_.allocate<bf16>(S, cp_ * T * kv2, "keys|values in sequence order");
+    cp_dkv_ = alloc_.allocate<bf16>(S, cp_ * T * kv2, "key|value gradients in sequence order");
+    cp_dkv_first_ = alloc_.allocate<bf16>(S, cp_ * T * kv2, "key|value gradients of the first local chunk");
+#ifdef QWEN3_HAVE_NCCL
+    const bool shared = cuda::ranks_share_a_gpu(*cp_host_, o.local_rank % devices);
+#else
+    const bool shared = true;
+#endif
+    if (shared) {
+      if (cp_rank_ == 0)
+        std::fprintf(stderr, "qwen3: the context-parallel ranks share a GPU (or NCCL is not built): their key/value and "
+                             "gradient exchanges go through host memory (slow)\n");
+      cp_staged_ = std::make_unique<cuda::HostStagedCollectives>(*cp_host_);
+    }
+#ifdef QWEN3_HAVE_NCCL
+    else {
+      cp_nccl_ = std::make_unique<NcclCommunicator>(*cp_host_);
+      cp_nccl_->set_stream(stream_);
+    }
+#endif
+  }
   if (stage_.first) tokens_ = alloc_.allocate<std::int32_t>(S, T * slots_, "token ids");
   if (stage_.last) labels_ = alloc_.allocate<std::int32_t>(S, T, "labels");
   if (tp_host_) {
@@ -507,9 +569,11 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   scalar_ = alloc_.allocate<double>(S, 1, "reduction result");
   gemm_ = std::make_unique<cuda::Gemm>(alloc_.allocate(S, kGemmWorkspace, "cuBLASLt workspace"), kGemmWorkspace);
 
-  const cpu::RopeTable rope = cpu::rope_table(o.max_seq, cfg.head_dim, cfg.rope_theta);
-  CUDA_CHECK(cudaMemcpy(rope_cos_, rope.cos.data(), rope.cos.size() * sizeof(float), cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(rope_sin_, rope.sin.data(), rope.sin.size() * sizeof(float), cudaMemcpyHostToDevice));
+  if (cp_ == 1) {  // positions 0 … max_seq − 1; with context parallelism per sequence length (cp_rope_tables)
+    const cpu::RopeTable rope = cpu::rope_table(o.max_seq, cfg.head_dim, cfg.rope_theta);
+    CUDA_CHECK(cudaMemcpy(rope_cos_, rope.cos.data(), rope.cos.size() * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(rope_sin_, rope.sin.data(), rope.sin.size() * sizeof(float), cudaMemcpyHostToDevice));
+  }
   std::vector<bool> gemm_written(table_.entries().size(), false);
   for (const auto& p : table_.layers)
     for (std::size_t i : {p.q_proj, p.k_proj, p.v_proj, p.o_proj, p.gate_proj, p.up_proj, p.down_proj}) gemm_written[i] = true;
@@ -651,10 +715,95 @@ double CudaEngine::device_scalar() const {
   return v;
 }
 
+cuda::SdpaShape CudaEngine::cp_chunk_shape(int j, std::int64_t B, std::int64_t S) const {
+  const std::int64_t c = S / (2 * cp_), g = j == 0 ? cp_rank_ : 2 * cp_ - 1 - cp_rank_, kv2 = 2 * tp_.kv_dim;
+  cuda::SdpaShape shape{B, c, tp_.heads, tp_.kv_heads, cfg_.head_dim, tp_.q_dim, kv2, kv2, tp_.q_dim};
+  shape.kv_seq = (g + 1) * c;  // keys up to the end of chunk g
+  shape.q_batch_rows = 2 * c;  // this rank's rows of each sequence
+  shape.kv_batch_rows = S;     // the whole gathered sequence
+  return shape;
+}
+
+void CudaEngine::cp_all_gather_bf16(const void* in, void* out, std::size_t count) const {
+  if (cp_staged_) return cp_staged_->all_gather_bf16(in, out, count, stream_);
+#ifdef QWEN3_HAVE_NCCL
+  cp_nccl_->all_gather_bf16(in, out, count);
+#endif
+}
+
+void CudaEngine::cp_reduce_scatter_sum_bf16(const void* in, void* out, std::size_t count) const {
+  if (cp_staged_) return cp_staged_->reduce_scatter_sum_bf16(in, out, count, stream_);
+#ifdef QWEN3_HAVE_NCCL
+  cp_nccl_->reduce_scatter_sum_bf16(in, out, count);
+#endif
+}
+
+void CudaEngine::cp_all_reduce_sum(float* data, std::size_t count) const {
+  if (cp_staged_) return cp_staged_->all_reduce_sum(data, count, stream_);
+#ifdef QWEN3_HAVE_NCCL
+  cp_nccl_->all_reduce_sum(data, count);
+#endif
+}
+
+void CudaEngine::cp_reorder(const bf16* from, bf16* to, std::int64_t B, std::int64_t S, bool to_sequence_order,
+                            cudaStream_t st) {
+  // Rank q's block is [B, S / cp, 2·kv] at q·B·S / cp rows; its local chunk j is sequence chunk g (rows g·c …).
+  const std::int64_t c = S / (2 * cp_), w = 2 * tp_.kv_dim, bytes = c * w * static_cast<std::int64_t>(sizeof(bf16));
+  const std::size_t rank_pitch = static_cast<std::size_t>(2 * c * w * sizeof(bf16)), seq_pitch = static_cast<std::size_t>(S * w * sizeof(bf16));
+  for (int q = 0; q < cp_; ++q)
+    for (int j = 0; j < 2; ++j) {
+      const std::int64_t g = j == 0 ? q : 2 * cp_ - 1 - q;
+      const std::int64_t rank_row = q * B * 2 * c + j * c, seq_row = g * c;
+      if (to_sequence_order)
+        CUDA_CHECK(cudaMemcpy2DAsync(to + seq_row * w, seq_pitch, from + rank_row * w, rank_pitch,
+                                     static_cast<std::size_t>(bytes), static_cast<std::size_t>(B), cudaMemcpyDeviceToDevice, st));
+      else
+        CUDA_CHECK(cudaMemcpy2DAsync(to + rank_row * w, rank_pitch, from + seq_row * w, seq_pitch,
+                                     static_cast<std::size_t>(bytes), static_cast<std::size_t>(B), cudaMemcpyDeviceToDevice, st));
+    }
+}
+
+void CudaEngine::cp_gather_kv(const LayerActs& a, const AttnDims& s, cudaStream_t st) {
+  const std::int64_t T = s.B * s.S;
+  cuda::copy_columns(a.k, s.kvd, cp_kv_local_, 2 * s.kvd, T, s.kvd, st);
+  cuda::copy_columns(a.qkv + s.qd + s.kvd, s.qkv_dim, cp_kv_local_ + s.kvd, 2 * s.kvd, T, s.kvd, st);
+  cp_all_gather_bf16(cp_kv_local_, cp_kv_ranks_, static_cast<std::size_t>(T * 2 * s.kvd));
+  cp_reorder(cp_kv_ranks_, cp_kv_full_, s.B, s.S_full, true, st);
+  timer_.mark(st, "key/value all-gather (context parallel)");
+}
+
+void CudaEngine::cp_rope_tables(std::int64_t S) {
+  if (S == cp_rope_seq_) return;
+  const std::int64_t half = cfg_.head_dim / 2, Sl = S / cp_;
+  const cpu::RopeTable rope = cpu::rope_table(S, cfg_.head_dim, cfg_.rope_theta);
+  std::vector<float> cos(static_cast<std::size_t>(Sl * half)), sin(cos.size());
+  for (std::int64_t j = 0; j < Sl; ++j) {
+    const std::int64_t pos = context_parallel_position(cp_rank_, j, S, cp_);
+    std::copy_n(rope.cos.begin() + pos * half, half, cos.begin() + j * half);
+    std::copy_n(rope.sin.begin() + pos * half, half, sin.begin() + j * half);
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream_));  // earlier micro-batches may still read the old tables
+  CUDA_CHECK(cudaMemcpy(rope_cos_, cos.data(), cos.size() * sizeof(float), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(rope_sin_, sin.data(), sin.size() * sizeof(float), cudaMemcpyHostToDevice));
+  cp_rope_seq_ = S;
+}
+
 void CudaEngine::attention_forward(LayerActs& a, const AttnDims& s, const cuda::AttentionShape& as,
                                    cudaStream_t st) {
   const bf16* v = a.qkv + s.qd + s.kvd;  // v's columns of the fused projection, row stride qkv_dim
 #ifdef QWEN3_HAVE_CUDNN
+  if (use_cudnn_ && cp_ > 1) {  // each local chunk against the gathered keys up to its end
+    cp_gather_kv(a, s, st);
+    for (int j = 0; j < 2; ++j) {
+      const cuda::SdpaShape shape = cp_chunk_shape(j, s.B, s.S_full);
+      if (cudnn_->workspace_bytes(shape) > cudnn_ws_bytes_) throw InternalError("cuDNN attention workspace too small");
+      const std::int64_t row = j * shape.seq;
+      cudnn_->forward(a.q + row * s.qd, cp_kv_full_, cp_kv_full_ + s.kvd, a.attn + row * s.qd, a.lse + row, shape,
+                      cudnn_ws_, st);
+    }
+    timer_.mark(st, "attention fwd (two context-parallel chunks)");
+    return;
+  }
   if (use_cudnn_) {
     const cuda::SdpaShape shape{s.B, s.S, s.heads, s.kv_heads, s.head_dim, s.qd, s.kvd, s.qkv_dim, s.qd};
     if (cudnn_->workspace_bytes(shape) > cudnn_ws_bytes_) throw InternalError("cuDNN attention workspace too small");
@@ -673,6 +822,32 @@ void CudaEngine::attention_backward(LayerActs& a, const AttnDims& s, const cuda:
                                     cudaStream_t st) {
   bf16* dv = dqkv_ + s.qd + s.kvd;
 #ifdef QWEN3_HAVE_CUDNN
+  if (use_cudnn_ && cp_ > 1) {
+    // The keys and values again (a whole sequence per layer is not kept), each chunk's backward, the two chunks' key
+    // and value gradients added in sequence order (chunk 1 reaches further), then reduce-scattered to their owners.
+    cp_gather_kv(a, s, st);
+    const std::int64_t S = s.S_full, w = 2 * s.kvd, T = s.B * s.S;
+    const cuda::SdpaShape first = cp_chunk_shape(0, s.B, S), second = cp_chunk_shape(1, s.B, S);
+    const std::int64_t c = first.seq;
+    const std::size_t pitch = static_cast<std::size_t>(S * w) * sizeof(bf16);
+    if (second.kv_seq < S)  // keys past chunk 1 get nothing from this rank
+      CUDA_CHECK(cudaMemset2DAsync(cp_dkv_ + second.kv_seq * w, pitch, 0,
+                                   static_cast<std::size_t>((S - second.kv_seq) * w) * sizeof(bf16),
+                                   static_cast<std::size_t>(s.B), st));
+    cudnn_->backward(a.q + c * s.qd, cp_kv_full_, cp_kv_full_ + s.kvd, a.attn + c * s.qd, dattn_ + c * s.qd,
+                     a.lse + c, dq_ + c * s.qd, cp_dkv_, cp_dkv_ + s.kvd, second, cudnn_ws_, st);
+    cudnn_->backward(a.q, cp_kv_full_, cp_kv_full_ + s.kvd, a.attn, dattn_, a.lse, dq_, cp_dkv_first_,
+                     cp_dkv_first_ + s.kvd, first, cudnn_ws_, st);
+    for (std::int64_t b = 0; b < s.B; ++b)
+      cuda::add(cp_dkv_ + b * S * w, cp_dkv_first_ + b * S * w, cp_dkv_ + b * S * w, first.kv_seq * w, st);
+    timer_.mark(st, "attention bwd (two context-parallel chunks)");
+    cp_reorder(cp_dkv_, cp_kv_ranks_, s.B, S, false, st);
+    cp_reduce_scatter_sum_bf16(cp_kv_ranks_, cp_kv_local_, static_cast<std::size_t>(T * w));
+    cuda::copy_columns(cp_kv_local_, w, dk_, s.kvd, T, s.kvd, st);
+    cuda::copy_columns(cp_kv_local_ + s.kvd, w, dv, s.qkv_dim, T, s.kvd, st);
+    timer_.mark(st, "key/value gradient reduce-scatter (context parallel)");
+    return;
+  }
   if (use_cudnn_) {
     const cuda::SdpaShape shape{s.B, s.S, s.heads, s.kv_heads, s.head_dim, s.qd, s.kvd, s.qkv_dim, s.qd};
     cudnn_->backward(a.q, a.k, a.qkv + s.qd + s.kvd, a.attn, dattn_, a.lse, dq_, dk_, dv, shape, cudnn_ws_, st);
@@ -713,7 +888,7 @@ Communicator::Transfer CudaEngine::boundary(Boundary which, int micro, std::int6
   // Activations cross stages in bf16 (the residual stream's type), gradients in fp32 (dres_, which the backward
   // starts from and ends in). The stream orders each transfer after the work that writes or reads its buffer.
   const int slot = micro % slots_;
-  const std::int64_t rows = tokens / tp_.size, H = cfg_.hidden_size;
+  const std::int64_t rows = tokens / cp_ / tp_.size, H = cfg_.hidden_size;
   Communicator::Transfer t;
   switch (which) {
     case Boundary::input:
@@ -736,12 +911,16 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mbp, double grad_scale,
   if (part & kForward) slot_shape_[static_cast<std::size_t>(slot)] = {mbp->batch, mbp->seq};
   auto& acts = acts_[static_cast<std::size_t>(slot)];
   const std::int64_t first = stage_.first_layer;
-  const std::int64_t B = slot_shape_[static_cast<std::size_t>(slot)].first, S = slot_shape_[static_cast<std::size_t>(slot)].second;
-  const std::int64_t T = B * S, H = c.hidden_size, I = tp_.inter;
+  // S: this rank's tokens of each sequence (with context parallelism two chunks of S_full / (2·cp) each).
+  const std::int64_t B = slot_shape_[static_cast<std::size_t>(slot)].first, S_full = slot_shape_[static_cast<std::size_t>(slot)].second;
+  const std::int64_t S = S_full / cp_, T = B * S, H = c.hidden_size, I = tp_.inter;
   const std::int64_t nh = tp_.heads, nkv = tp_.kv_heads, hd = c.head_dim, qd = tp_.q_dim, kvd = tp_.kv_dim;
   const std::int64_t V = tp_.vocab, v0 = tp_.vocab0;
-  if (T > max_tokens_ || S > max_seq_ || B > max_batch_)
-    throw InternalError("micro-batch " + std::to_string(B) + "×" + std::to_string(S) + " exceeds the engine's sizing");
+  if (T > max_tokens_ || S_full > max_seq_ || B > max_batch_)
+    throw InternalError("micro-batch " + std::to_string(B) + "×" + std::to_string(S_full) + " exceeds the engine's sizing");
+  if (S_full % (2 * cp_) != 0)
+    throw UsageError("context parallelism: a sequence of " + std::to_string(S_full) + " tokens does not divide by 2 × cp = " +
+                     std::to_string(2 * cp_));
   if (T % tp_.size != 0)
     throw UsageError("sequence parallelism: the micro-batch's " + std::to_string(T) + " tokens do not divide by --tp " +
                      std::to_string(tp_.size));
@@ -801,20 +980,33 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mbp, double grad_scale,
   std::int32_t* tokens = stage_.first ? tokens_ + slot * max_tokens_ : nullptr;  // this slot's (the embedding's)
   std::int64_t counted = 0;
   if (part & kForward) {
-    if (stage_.first) CUDA_CHECK(cudaMemcpyAsync(tokens, mbp->tokens, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
-    if (stage_.last) CUDA_CHECK(cudaMemcpyAsync(labels_, mbp->labels, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
-    for (std::int64_t t = 0; t < T; ++t) counted += mbp->labels[t] != cpu::kIgnoreLabel;
+    const std::int32_t *tok = mbp->tokens, *lab = mbp->labels;
+    if (cp_ > 1) {  // this rank's two chunks of every sequence, and RoPE at their positions
+      cp_tokens_.resize(static_cast<std::size_t>(T));
+      cp_labels_.resize(static_cast<std::size_t>(T));
+      for (std::int64_t b = 0; b < B; ++b)
+        for (std::int64_t j = 0; j < S; ++j) {
+          const std::int64_t from = b * S_full + context_parallel_position(cp_rank_, j, S_full, cp_);
+          if (tok) cp_tokens_[static_cast<std::size_t>(b * S + j)] = tok[from];  // (only the first stage reads tokens)
+          cp_labels_[static_cast<std::size_t>(b * S + j)] = lab[from];
+        }
+      tok = tok ? cp_tokens_.data() : nullptr, lab = cp_labels_.data();
+      cp_rope_tables(S_full);
+    }
+    if (stage_.first) CUDA_CHECK(cudaMemcpyAsync(tokens, tok, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
+    if (stage_.last) CUDA_CHECK(cudaMemcpyAsync(labels_, lab, T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
+    for (std::int64_t t = 0; t < T; ++t) counted += lab[t] != cpu::kIgnoreLabel;
   }
   const cuda::AttentionShape ashape{B, S, nh, nkv, hd};
   const std::int64_t qkv_dim = qd + 2 * kvd;
   const cuda::QkShape qshape{B, S, nh, hd, static_cast<float>(c.rope_theta), eps, qkv_dim, rope_cos_, rope_sin_};
   const cuda::QkShape kshape{B, S, nkv, hd, static_cast<float>(c.rope_theta), eps, qkv_dim, rope_cos_, rope_sin_};
-  const AttnDims sshape{B, S, nh, nkv, hd, qd, kvd, qkv_dim};
+  const AttnDims sshape{B, S, nh, nkv, hd, qd, kvd, qkv_dim, S_full};
   const bool acc = !overwrite_grads_;  // weight-gradient GEMMs add into the gradients, or overwrite them (β = 0)
   overwrite_grads_ = false;
   if (replicated_state_ == Replicated::reduced)
     throw InternalError("CUDA engine: a micro-batch's forward/backward after the gradients were read needs zero_grad first");
-  if (tp || embed_nccl_) replicated_state_ = Replicated::partial;
+  if (tp || embed_nccl_ || cp_host_) replicated_state_ = Replicated::partial;
   auto wait_zero = [&] {  // before any gradient is written
     if (zero_pending_) CUDA_CHECK(cudaStreamWaitEvent(st, zero_done_, 0));
     zero_pending_ = false;
@@ -927,6 +1119,12 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mbp, double grad_scale,
   cuda::sum(row_loss_, T, partial_, scalar_, st);
   timer_.mark(st, "loss sum");
   result = {device_scalar(), counted};
+  if (cp_host_) {  // the whole sequences' loss: every context-parallel rank's tokens
+    double pair[2] = {result.sum, static_cast<double>(result.count)};
+    cp_host_->all_reduce_sum(pair, 2);
+    result = {pair[0], static_cast<std::int64_t>(pair[1])};
+    if (logits_out) *logits_out = context_parallel_gather(*cp_host_, *logits_out, B, S, V * tp_.size);
+  }
   cuda::rmsnorm_backward(x_final_, W(table_.final_norm), rstd_f_, scattered_dh(), dres_, G(table_.final_norm), Tl, H,
                          false, st, g_bf_);
   timer_.mark(st, "rmsnorm bwd");
@@ -1067,6 +1265,8 @@ void CudaEngine::finish_replicated_grads() const {
   if (kv_nccl_) reduce(*kv_nccl_, kv_replicated_);
   if (embed_nccl_ && (stage_.first || stage_.last)) reduce(*embed_nccl_, {full_.embed});
 #endif
+  // Context parallelism: each rank's gradients are its tokens' share; every rank then holds the whole sums.
+  if (cp_host_) cp_all_reduce_sum(g_, static_cast<std::size_t>(table_.total_elements()));
 }
 
 void CudaEngine::reduce_gradients(Communicator& dp) {

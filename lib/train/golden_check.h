@@ -45,7 +45,7 @@ ModelConfig read_golden_config(const std::string& path);
 // parallelism the batch is one micro-batch through the stages (the balanced split).
 struct GoldenParallel {
   Communicator* tp = nullptr;
-  Communicator* cp = nullptr;  // context parallelism: each sequence split over it (CPU backend)
+  Communicator* cp = nullptr;  // context parallelism: each sequence split over it
   Communicator* pp = nullptr;
   Communicator* dp = nullptr;
 };

@@ -45,15 +45,20 @@ std::vector<std::pair<std::string, std::int64_t>> MemoryPlan::by_category() cons
 }
 
 MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
-  if (in.cp > 1) throw UsageError("--plan: context parallelism is not planned yet (the engine does not run it)");
   const ModelConfig& c = in.model;
+  const int cp = std::max(1, in.cp);
+  if (in.seq_len % (2 * cp) != 0)
+    throw UsageError("--cp " + std::to_string(cp) + ": --seq-len " + std::to_string(in.seq_len) +
+                     " must divide by 2 × cp (each rank holds two chunks of every sequence)");
+  if (cp > 1 && !in.cudnn_attention)
+    throw UsageError("--cp " + std::to_string(cp) + ": context parallelism on the GPU runs on cuDNN fused attention only");
   c.validate();
   const TpDims d = tp_dims(c, 0, in.tp);  // every tensor-parallel rank holds the same shapes
   const auto counts = pipeline_layer_counts(c, in.pp, in.seq_len, in.stage_layers);
   const StageRange stage = stage_range(counts, in.stage);
   const ParamTable table = ParamTable(c, d.q_dim, d.kv_dim, d.inter, d.vocab).restricted(stage_tensors(ParamTable(c), stage));
   const std::int64_t slots = in.pp > 1 ? std::min<std::int64_t>(in.pp - in.stage, std::max<std::int64_t>(1, in.micro_batches)) : 1;
-  const std::int64_t T = in.micro_batch * in.seq_len, Tl = T / std::max(1, in.tp);
+  const std::int64_t T = in.micro_batch * in.seq_len / cp, Tl = T / std::max(1, in.tp);  // this rank's tokens
   if (T % in.tp != 0)
     throw UsageError("--tp " + std::to_string(in.tp) + ": the micro-batch's " + std::to_string(T) +
                      " tokens must divide by the tensor-parallel size (sequence parallelism)");
@@ -113,7 +118,10 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
       2 * T * I + 4 * Tl * H + 4 * T * H + 2 * T * std::max(H, qd) + 2 * T * qd * 2 + 2 * T * kvd * 2 +
           2 * T * (qd + 2 * kvd) + 2 * T * I + 2 * T * 2 * I);
   add("workspace", "RoPE tables, token ids, labels",
-      2 * 4 * in.seq_len * (hd / 2) + (stage.first ? 4 * T * slots : 0) + (stage.last ? 4 * T : 0));
+      2 * 4 * (in.seq_len / cp) * (hd / 2) + (stage.first ? 4 * T * slots : 0) + (stage.last ? 4 * T : 0));
+  if (cp > 1)  // this rank's keys|values, every rank's (rank order, sequence order) and two gradient buffers, bf16
+    add("workspace", "context-parallel keys|values of the whole sequence and their gradients (one layer at a time)",
+        2 * (T * 2 * kvd + 4 * cp * T * 2 * kvd));
   if (in.tp > 1) {
     // norm output and reduce-scattered rows (Tl, bf16), row-parallel partial sums and two gathered gradients (T, bf16),
     // the reduce-scattered and the gathered fp32 gradient, vocabulary-parallel cross-entropy statistics
@@ -121,8 +129,9 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
         2 * Tl * H * 2 + 3 * T * H * 2 + 4 * Tl * H + (stage.first ? 4 * T * H : 0) + (stage.last ? 4 * 4 * chunk : 0));
   }
   // cuDNN's backward: its own workspace plus an fp32 dQ accumulator (both about B·H·S·D·4) and row sums of dO∘O;
-  // the own kernels: row sums and the dQ accumulator.
-  const std::int64_t bhsd = in.micro_batch * nh * in.seq_len * hd, bhs = in.micro_batch * nh * in.seq_len;
+  // the own kernels: row sums and the dQ accumulator. With context parallelism S is one chunk (two calls per layer).
+  const std::int64_t q_rows = in.seq_len / (cp > 1 ? 2 * cp : 1);
+  const std::int64_t bhsd = in.micro_batch * nh * q_rows * hd, bhs = in.micro_batch * nh * q_rows;
   add("workspace", in.cudnn_attention ? "cuDNN attention workspace (estimated)" : "attention workspace",
       in.cudnn_attention ? 2 * 4 * bhsd + 4 * bhs : 4 * bhsd + 4 * bhs);
   add("workspace", "reductions and cuBLASLt workspace", 8 * kNormBlocks + 8 + kGemmWorkspace);

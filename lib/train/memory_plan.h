@@ -4,7 +4,8 @@
 // allocation list and this one must stay the same: a GPU test compares them (tests/unit/cuda_engine_test.cpp).
 // Pipeline parallelism: one stage's rank (its layers, its micro-batches in flight). The distributed optimizer's
 // shards. Activation recomputation (none, selective, full, per layer) and layer inputs offloaded to pinned host
-// memory (counted apart from the device). Not planned yet: context parallelism (refused).
+// memory (counted apart from the device). Context parallelism: each rank's share of every sequence, plus the keys and
+// values of whole sequences, one layer at a time.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -45,7 +46,7 @@ struct MemoryPlan {
 // buffers): added when checking a plan against a device's memory.
 inline constexpr std::int64_t kRuntimeReserveBytes = 1ll << 30;
 
-// Throws UsageError for what the planner does not model yet (cp above 1) or a layout tp_dims refuses.
+// Throws UsageError for a layout the engine refuses (tp_dims, a sequence that does not split into 2·cp chunks).
 MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in);
 // The stage whose rank needs the most (0 without pipeline parallelism) and its plan.
 std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in);

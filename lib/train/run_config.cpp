@@ -67,8 +67,6 @@ void RunConfig::validate(int world) const {
   for (auto [name, v] : {std::pair{"--tp", tp}, std::pair{"--pp", pp}, std::pair{"--cp", cp}}) {
     if (v < 1) throw UsageError(std::string(name) + " must be at least 1, got " + std::to_string(v));
   }
-  if (cp > 1 && device != "cpu")
-    throw UsageError("--cp " + std::to_string(cp) + ": context parallelism runs on --device cpu only for now");
   if (cp > 1 && seq_len % (2 * cp) != 0)
     throw UsageError("--cp " + std::to_string(cp) + ": --seq-len " + std::to_string(seq_len) +
                      " must divide by 2 × cp (each rank holds two chunks of every sequence)");

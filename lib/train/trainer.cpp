@@ -120,10 +120,10 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
     in.stage_layers = cfg.pp_layers;
     in.micro_batches = cfg.micro_batches_per_step(W);
     std::int64_t device = 0;
-    // The CPU backend (and CUDA context parallelism, not planned) takes --recompute as given, auto as none.
+    // The CPU backend takes --recompute as given, auto as none.
     RecomputePolicy recompute;
     collectively(world, true, [&] {
-      if (cfg.device != "cuda" || cfg.cp != 1) {
+      if (cfg.device != "cuda") {
         recompute = choose_recompute(cfg.recompute == "auto" ? "none" : cfg.recompute,
                                      cfg.recompute == "auto" ? 0 : cfg.recompute_num_layers, cfg.offload_inputs, in, 0);
         return;
@@ -141,7 +141,7 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
         results->write_attribute("recompute", std::string(recompute_name(recompute.mode)));
         results->write_attribute("recompute_num_layers", recompute.num_layers);
         results->write_attribute("offload_inputs", static_cast<std::int64_t>(recompute.offload_inputs));
-        if (cfg.device == "cuda" && cfg.cp == 1) {  // the plan beside the peak that will be measured
+        if (cfg.device == "cuda") {  // the plan beside the peak that will be measured
           const auto [worst_stage, plan] = plan_worst_stage(in);
           results->write_attribute("plan_peak_bytes", plan.total());
           results->write_attribute("plan_peak_stage", static_cast<std::int64_t>(worst_stage));

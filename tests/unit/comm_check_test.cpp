@@ -1,6 +1,7 @@
 // The communicator seam under mpirun: qwen3-comm-check's known-answer collectives over MPI (CPU, in CI) and over
 // NCCL (two GPUs, skipped elsewhere), CUDA data parallelism (NCCL gradient all-reduce), CUDA tensor + sequence
-// parallelism at tp 2 and 4 (replicated KV heads included) against one GPU, and a rank killed mid-run.
+// parallelism at tp 2 and 4 (replicated KV heads included) against one GPU, CUDA context parallelism (also on one GPU,
+// its ranks sharing it), and a rank killed mid-run.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -162,6 +163,58 @@ TEST(CommCheck, CudaPipelinePassesTheGoldenCheckAndTrainsLikeOneGpu) {
       EXPECT_NEAR(an[i], bn[i], 2e-2 * std::abs(an[i])) << tag << " grad norm, step " << i;
     }
   }
+}
+
+TEST(CommCheck, CudaContextParallelPassesTheGoldenCheckAndTrainsLikeOneGpu) {
+  if (gpus() < 1) GTEST_SKIP() << "needs a GPU and an NCCL build";
+  // cp 2 everywhere: on one GPU its two ranks share the device and exchange keys, values and gradients through host
+  // memory (NCCL refuses two ranks on one GPU); on two or more GPUs over NCCL. With four GPUs also cp 4 and cp 2 × tp 2.
+  std::vector<std::pair<int, std::string>> layouts = {{2, "--cp 2"}};
+  if (gpus() >= 4) layouts.insert(layouts.end(), {{4, "--cp 4"}, {4, "--cp 2 --tp 2"}});
+  for (const auto& [np, args] : layouts)
+    for (const char* file : {"qwen3-tiny.h5", "qwen3-mqa.h5"}) {
+      const auto g = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-golden-check' --device cuda " +
+                                       args + " --golden '" + test::test_data_dir() + "/" + file + "'");
+      EXPECT_EQ(g.exit_code, 0) << args << " " << file << "\n" << g.output;
+      EXPECT_NE(g.output.find("0 out of tolerance: PASS"), std::string::npos) << args << " " << file << "\n" << g.output;
+    }
+  const fs::path dir = test::fresh_dir("qwen3_cuda_cp");
+  const std::string data = (dir / "data.h5").string();
+  write_synthetic_dataset(data, 512, {256}, 32, 17, false);
+  auto train = [&](int np, const std::string& args, const std::string& tag) {
+    const std::string out = (dir / (tag + ".h5")).string();
+    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' --device cuda --model tiny --data '" +
+                                     data + "' --seq-len 256 --global-batch 4 --micro-batch 2 --steps 4 --lr 1e-2 " + args +
+                                     " --out '" + out + "'");
+    EXPECT_EQ(r.exit_code, 0) << tag << "\n" << r.output;
+    return out;
+  };
+  h5::Handle one = h5::open_read(train(1, "", "one"), "results");
+  const auto a = h5::read_f64(one.get(), "steps/loss"), an = h5::read_f64(one.get(), "steps/grad_norm");
+  std::vector<std::tuple<int, std::string, std::string>> runs = {{2, "--cp 2", "cp2"}, {2, "--cp 2 --recompute full", "cp2-full"}};
+  if (gpus() >= 4) runs.insert(runs.end(), {{4, "--cp 4", "cp4"}, {4, "--cp 2 --tp 2", "cp2tp2"}});
+  for (const auto& [np, args, tag] : runs) {
+    h5::Handle f = h5::open_read(train(np, args, tag), "results");
+    EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "ok") << tag;
+    const auto b = h5::read_f64(f.get(), "steps/loss"), bn = h5::read_f64(f.get(), "steps/grad_norm");
+    ASSERT_EQ(b.size(), 4u) << tag;
+    // The chunks' key/value gradients meet in bf16 and the ranks' sums come in another order: 1e-2 relative.
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_NEAR(a[i], b[i], 1e-2 * std::abs(a[i])) << tag << " step " << i;
+      EXPECT_NEAR(an[i], bn[i], 2e-2 * std::abs(an[i])) << tag << " grad norm, step " << i;
+    }
+    // The plan stored beside the run is what the engine allocated (cuDNN's own workspace aside, which is estimated).
+    for (const char* category : {"weights", "gradients", "optimizer_state", "activations"})
+      EXPECT_EQ(h5::read_attr_int(f.get(), std::string("plan_") + category + "_bytes"),
+                h5::read_attr_int(f.get(), std::string("memory_") + category + "_bytes")) << tag << " " << category;
+  }
+  // The own attention kernels attend whole sequences only: one clear message, no results left looking complete.
+  const std::string out = (dir / "own.h5").string();
+  const auto r = test::run_command(test::mpirun(2) + "-x QWEN3_ATTENTION=own '" + test::bin_dir() +
+                                   "/qwen3-pretrain' --device cuda --model tiny --data '" + data +
+                                   "' --seq-len 256 --global-batch 4 --steps 1 --cp 2 --out '" + out + "'");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("needs cuDNN fused attention"), std::string::npos) << r.output;
 }
 
 TEST(CommCheck, CudaCheckpointsResumeInAnyLayoutAndHuggingFaceWeightsLoad) {

@@ -35,7 +35,17 @@ TEST(MemoryPlan, CategoriesAddUpAndScaleWithTheLayout) {
   EXPECT_EQ(sum, a.total());
   const auto wa = a.by_category()[0].second, wb = b.by_category()[0].second;  // weights: split four ways
   EXPECT_NEAR(static_cast<double>(wb), wa / 4.0, 0.01 * wa);
-  EXPECT_THROW(plan_cuda_rank_memory({model_preset("8B"), 1, 4096, 1, 1, 1, 2}), UsageError);  // cp 2: not planned yet
+  // Context parallelism: each of cp ranks holds 1/cp of every sequence's activations, plus one layer's keys and
+  // values of the whole sequence; a length that does not split into 2·cp chunks is refused.
+  MemoryPlanInput cp1{model_preset("8B"), 1, 131072, 4}, cp4{model_preset("8B"), 1, 131072, 4, 1, 1, 4};
+  const MemoryPlan c1 = plan_cuda_rank_memory(cp1), c4 = plan_cuda_rank_memory(cp4);
+  EXPECT_NEAR(static_cast<double>(c4.by_category()[3].second), c1.by_category()[3].second / 4.0,
+              0.01 * c1.by_category()[3].second);  // activations
+  EXPECT_EQ(c4.by_category()[0].second, c1.by_category()[0].second);  // weights: every cp rank holds the tp share
+  bool kv_item = false;
+  for (const auto& i : c4.items) kv_item |= i.what.find("context-parallel keys|values") != std::string::npos;
+  EXPECT_TRUE(kv_item);
+  EXPECT_THROW(plan_cuda_rank_memory({model_preset("8B"), 1, 4100, 1, 1, 1, 4}), UsageError);  // 4100 / 8 chunks
   // Pipeline: stage 0 keeps pp micro-batches in flight, the last one; four stages hold about a quarter of the weights.
   MemoryPlanInput pipe{model_preset("8B"), 1, 4096, 1, 1, 4};
   pipe.micro_batches = 32;
@@ -117,9 +127,15 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find(message), std::string::npos) << args << "\n" << r.output;
   }
-  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --cp 2 --world-size 2");
+  // 8B at 131,072 tokens on 8 × 80 GB: T4 × C2 with full recomputation plans about 52.6 GiB per rank (T4 alone: 67.2).
+  r = test::run_program("qwen3-pretrain", "--plan --model 8B --seq-len 131072 --tp 4 --cp 2 --world-size 8 "
+                                          "--device-memory 80GB --recompute auto");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("T4 C2 D1 P1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("context-parallel keys|values"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4098 --cp 2 --world-size 2");
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("not planned yet"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("must divide by 2 × cp"), std::string::npos) << r.output;
 }
 
 TEST(MemoryPlan, RunWhosePlanDoesNotFitStopsBeforeAllocating) {

@@ -272,7 +272,6 @@ TEST(PipelineMpirun, BadPipelineLayoutsEndWithOneClearMessage) {
   for (const Case& c : {Case{2, "--pp 3", "is not divisible by tp·cp·pp = 3"},
                         Case{2, "--pp 2 --pp-layers 1,1,2", "--pp-layers lists 3 stages holding 4 layers"},
                         Case{2, "--pp 2 --pp-layers 2,x", "not a comma-separated list of positive layer counts"},
-                        Case{2, "--cp 2 --device cuda", "context parallelism runs on --device cpu only for now"},
                         Case{2, "--cp 3", "--seq-len 64 must divide by 2 × cp"}}) {
     const auto r = test::run_command(test::mpirun(c.np) + pretrain + c.args);
     EXPECT_NE(r.exit_code, 0) << c.args;

@@ -167,7 +167,7 @@ TEST_F(Pretrain, BadOptionsExitTwoNamingTheOption) {
   expect_failure(out + "--seq-len 32 --model 7B", 2, "unknown model preset '7B' (valid: tiny, 0.6B, 1.7B, 4B, 8B, 14B, 32B)");
   expect_failure(out + "--seq-len 32 --device tpu", 2, "--device: invalid value 'tpu' (valid: cpu, cuda)");
   expect_failure(out + "--seq-len 32 --global-batch 6 --micro-batch 4", 2, "--global-batch 6 is not divisible by --micro-batch");
-  expect_failure(out + "--seq-len 32 --cp 2 --device cuda", 2, "--cp 2: context parallelism runs on --device cpu only for now");
+  expect_failure(out + "--seq-len 30 --cp 2", 2, "--cp 2: --seq-len 30 must divide by 2 × cp");
   expect_failure(out + "--seq-len 32 --pp 2", 2, "the number of ranks (1) is not divisible by tp·cp·pp = 2");
   expect_failure(out + "--seq-len 32 --pp-layers 2,2", 2, "--pp-layers lists 2 stages but --pp is 1");
   expect_failure(out + "--seq-len 32 --tp 0", 2, "--tp must be at least 1");

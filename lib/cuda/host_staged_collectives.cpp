@@ -1,0 +1,77 @@
+// Device collectives staged through host memory (see host_staged_collectives.h).
+#include "cuda/host_staged_collectives.h"
+
+#include <cuda_bf16.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "cuda/check.h"
+
+namespace qwen3::cuda {
+namespace {
+float widen(std::uint16_t bits) {
+  const std::uint32_t w = static_cast<std::uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &w, sizeof f);
+  return f;
+}
+std::uint16_t narrow(float f) {  // round to nearest even, as __float2bfloat16_rn
+  const __nv_bfloat16 b = __float2bfloat16_rn(f);
+  std::uint16_t bits;
+  std::memcpy(&bits, &b, sizeof bits);
+  return bits;
+}
+}  // namespace
+
+void HostStagedCollectives::all_gather_bf16(const void* in, void* out, std::size_t count, cudaStream_t stream) {
+  const auto n = static_cast<std::size_t>(host_.size()) * count;
+  bits_.resize(count);
+  CUDA_CHECK(cudaMemcpyAsync(bits_.data(), in, count * 2, cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  a_.resize(count);
+  b_.resize(n);
+  std::transform(bits_.begin(), bits_.end(), a_.begin(), widen);  // exact: every bf16 is a float
+  host_.all_gather(a_.data(), b_.data(), count);
+  bits_.resize(n);
+  std::transform(b_.begin(), b_.end(), bits_.begin(), narrow);
+  CUDA_CHECK(cudaMemcpyAsync(out, bits_.data(), n * 2, cudaMemcpyHostToDevice, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void HostStagedCollectives::reduce_scatter_sum_bf16(const void* in, void* out, std::size_t count, cudaStream_t stream) {
+  const auto n = static_cast<std::size_t>(host_.size()) * count;
+  bits_.resize(n);
+  CUDA_CHECK(cudaMemcpyAsync(bits_.data(), in, n * 2, cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  a_.resize(n);
+  b_.resize(count);
+  std::transform(bits_.begin(), bits_.end(), a_.begin(), widen);
+  host_.reduce_scatter_sum(a_.data(), b_.data(), count);
+  bits_.resize(count);
+  std::transform(b_.begin(), b_.end(), bits_.begin(), narrow);
+  CUDA_CHECK(cudaMemcpyAsync(out, bits_.data(), count * 2, cudaMemcpyHostToDevice, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void HostStagedCollectives::all_reduce_sum(float* data, std::size_t count, cudaStream_t stream) {
+  a_.resize(count);
+  CUDA_CHECK(cudaMemcpyAsync(a_.data(), data, count * sizeof(float), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  host_.all_reduce_sum(a_.data(), count);
+  CUDA_CHECK(cudaMemcpyAsync(data, a_.data(), count * sizeof(float), cudaMemcpyHostToDevice, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+bool ranks_share_a_gpu(Communicator& group, int device) {
+  char bus[64] = {0}, host[256] = {0};
+  CUDA_CHECK(cudaDeviceGetPCIBusId(bus, sizeof bus, device));
+  gethostname(host, sizeof host - 1);
+  std::vector<std::string> all = group.all_gather(std::string(host) + "/" + bus);
+  std::sort(all.begin(), all.end());
+  return std::adjacent_find(all.begin(), all.end()) != all.end();
+}
+
+}  // namespace qwen3::cuda

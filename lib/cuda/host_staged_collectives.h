@@ -1,0 +1,35 @@
+// Collectives on device buffers carried out over a host communicator: each call copies its input to host memory,
+// runs the host collective (MPI) and copies the result back, synchronously on the given stream. For groups whose
+// ranks share one GPU — NCCL refuses two ranks on the same device — so that such a group still runs (slowly), e.g.
+// context parallelism tested on a one-GPU host. bf16 data is summed in fp32 on the host and rounded once.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "dist/communicator.h"
+
+namespace qwen3::cuda {
+
+class HostStagedCollectives {
+ public:
+  explicit HostStagedCollectives(Communicator& host) : host_(host) {}
+  // out[size·count] = every rank's in[count] (bf16), in rank order.
+  void all_gather_bf16(const void* in, void* out, std::size_t count, cudaStream_t stream);
+  // out[count] = this rank's block of the element-wise sum of every rank's in[size·count] (bf16).
+  void reduce_scatter_sum_bf16(const void* in, void* out, std::size_t count, cudaStream_t stream);
+  // data[count] (fp32) = the element-wise sum over the ranks, in place.
+  void all_reduce_sum(float* data, std::size_t count, cudaStream_t stream);
+
+ private:
+  Communicator& host_;
+  std::vector<std::uint16_t> bits_;  // bf16 staging
+  std::vector<float> a_, b_;         // fp32 staging
+};
+
+// True when two ranks of `group` drive the same GPU (same host and PCI bus id): NCCL cannot span such a group.
+bool ranks_share_a_gpu(Communicator& group, int device);
+
+}  // namespace qwen3::cuda
