@@ -498,6 +498,7 @@ CudnnAttention::Plan& CudnnAttention::plan(const SdpaShape& s, bool backward) {
       std::fill(lens.begin() + s.batch, lens.end(), static_cast<std::int32_t>(K));
       CUDA_CHECK(cudaMalloc(&p->seq_lens, lens.size() * sizeof(std::int32_t)));
       CUDA_CHECK(cudaMemcpy(p->seq_lens, lens.data(), lens.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaDeviceSynchronize());  // a pageable copy may still be in flight; the plans run on other streams
     }
     if (shifted_diagonal && pad) shift_keys = seq_kv, shift_queries = seq_q;
     if (shifted_diagonal && !pad) shift_keys = g.scalar(kShiftKV, CUDNN_DATA_INT32), shift_queries = g.scalar(kShiftQ, CUDNN_DATA_INT32);

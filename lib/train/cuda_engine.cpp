@@ -273,7 +273,7 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   }
   slot_shape_.assign(static_cast<std::size_t>(slots_), {0, 0});
   if (o.max_seq <= 0 || o.max_batch <= 0) throw InternalError("the CUDA engine needs the micro-batch shape up front");
-  if (o.max_seq % (2 * cp_) != 0)
+  if (cp_ > 1 && o.max_seq % (2 * cp_) != 0)
     throw UsageError("--cp " + std::to_string(cp_) + ": the sequence of " + std::to_string(o.max_seq) +
                      " tokens must divide by 2 × cp (each rank holds two chunks of every sequence)");
   if (tp_host_) {
@@ -603,7 +603,7 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
 void CudaEngine::upload_weights(const float* values, std::int64_t offset, std::int64_t n) {
   // Through the gradient buffer (unused outside a step): the bf16 copy of all n, the master copy of this rank's shard.
   CUDA_CHECK(cudaDeviceSynchronize());  // no optimizer step may still be writing these weights
-  CUDA_CHECK(cudaMemcpy(g_ + offset, values, n * sizeof(float), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpyAsync(g_ + offset, values, n * sizeof(float), cudaMemcpyHostToDevice, stream_));  // ordered before the cast
   cuda::cast_f32_to_bf16(g_ + offset, wb_ + offset, n, stream_);
   const std::int64_t b = std::max(offset, shard0_), e = std::min(offset + n, shard0_ + shard_n_);
   if (e > b)
@@ -688,9 +688,10 @@ void CudaEngine::set_moment(const std::string& name, int which, const std::vecto
   const std::vector<float> part = own_part(index, values);
   CUDA_CHECK(cudaDeviceSynchronize());  // no optimizer step may still be writing the moments
   const std::int64_t b = std::max(p.offset, shard0_), e = std::min(p.offset + p.numel, shard0_ + shard_n_);
-  if (e > b)
-    CUDA_CHECK(cudaMemcpy((which == 0 ? m_ : v_) + (b - shard0_), part.data() + (b - p.offset), (e - b) * sizeof(float),
-                          cudaMemcpyHostToDevice));
+  if (e <= b) return;
+  CUDA_CHECK(cudaMemcpyAsync((which == 0 ? m_ : v_) + (b - shard0_), part.data() + (b - p.offset),
+                             (e - b) * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));  // complete before the optimizer's side stream reads it
 }
 
 void CudaEngine::zero_grad() {
@@ -782,9 +783,11 @@ void CudaEngine::cp_rope_tables(std::int64_t S) {
     std::copy_n(rope.cos.begin() + pos * half, half, cos.begin() + j * half);
     std::copy_n(rope.sin.begin() + pos * half, half, sin.begin() + j * half);
   }
-  CUDA_CHECK(cudaStreamSynchronize(stream_));  // earlier micro-batches may still read the old tables
-  CUDA_CHECK(cudaMemcpy(rope_cos_, cos.data(), cos.size() * sizeof(float), cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(rope_sin_, sin.data(), sin.size() * sizeof(float), cudaMemcpyHostToDevice));
+  // On the main stream (a legacy-stream copy of pageable memory may still be in flight when it returns, unordered with
+  // the non-blocking streams), after what earlier micro-batches read; done before the host vectors go.
+  CUDA_CHECK(cudaMemcpyAsync(rope_cos_, cos.data(), cos.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaMemcpyAsync(rope_sin_, sin.data(), sin.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
   cp_rope_seq_ = S;
 }
 
@@ -918,7 +921,7 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mbp, double grad_scale,
   const std::int64_t V = tp_.vocab, v0 = tp_.vocab0;
   if (T > max_tokens_ || S_full > max_seq_ || B > max_batch_)
     throw InternalError("micro-batch " + std::to_string(B) + "×" + std::to_string(S_full) + " exceeds the engine's sizing");
-  if (S_full % (2 * cp_) != 0)
+  if (cp_ > 1 && S_full % (2 * cp_) != 0)
     throw UsageError("context parallelism: a sequence of " + std::to_string(S_full) + " tokens does not divide by 2 × cp = " +
                      std::to_string(2 * cp_));
   if (T % tp_.size != 0)
