@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
     ParallelGroups groups = make_parallel_groups(world, layout);
     GoldenReport r;
     try {
-      r = run_golden_check(golden, device, tol, {groups.tp.get(), groups.cp.get(), groups.pp.get(), groups.dp.get()},
+      r = run_golden_check(golden, device, tol, {groups.tp.get(), groups.cp.get(), groups.pp.get(), groups.dp.get(), groups.dp_cp.get()},
                            node_local_rank(world.comm()), init_from_hf);
     } catch (const Error& e) {
       // Seen by some ranks only (a pipeline stage, say), the others would wait for them: end the whole job.

@@ -17,6 +17,9 @@ ParallelGroups make_parallel_groups(Communicator& world, const ParallelLayout& l
   g.cp = split_along(&RankCoords::cp);
   g.pp = split_along(&RankCoords::pp);
   g.dp = split_along(&RankCoords::dp);
+  RankCoords base = g.coords;
+  base.dp = base.cp = 0;
+  g.dp_cp = world.split(layout.rank_of(base), g.coords.dp * layout.cp() + g.coords.cp);
   return g;
 }
 

@@ -11,6 +11,9 @@ namespace qwen3 {
 struct ParallelGroups {
   RankCoords coords;                        // this rank's place
   std::unique_ptr<Communicator> tp, cp, pp, dp;  // rank within each = this rank's coordinate
+  // Ranks that differ in their dp or cp coordinate (rank dp·cp_size + cp): they hold the same weights, and the
+  // distributed optimizer shards over them (Megatron's data-and-context-parallel group).
+  std::unique_ptr<Communicator> dp_cp;
 };
 
 ParallelGroups make_parallel_groups(Communicator& world, const ParallelLayout& layout);

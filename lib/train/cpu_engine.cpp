@@ -40,10 +40,11 @@ CpuEngine::CpuEngine(const ModelConfig& cfg, const EngineOptions& opts)
   if (cfg.tie_word_embeddings && !stage_.first) reports_[full_.embed] = false;
   const auto n = static_cast<std::size_t>(model_.params().total_elements());
   shard_n_ = static_cast<std::int64_t>(n);
-  if (opts.dp_comm && opts.dp_comm->size() > 1 && opts.shard_optimizer) {
-    dp_comm_ = opts.dp_comm;
-    shard_n_ = (shard_n_ + dp_comm_->size() - 1) / dp_comm_->size();
-    shard0_ = shard_n_ * dp_comm_->rank();
+  Communicator* shard_group = opts.shard_comm ? opts.shard_comm : opts.dp_comm;  // (gradients are whole on every rank)
+  if (shard_group && shard_group->size() > 1 && opts.shard_optimizer) {
+    shard_comm_ = shard_group;
+    shard_n_ = (shard_n_ + shard_comm_->size() - 1) / shard_comm_->size();
+    shard0_ = shard_n_ * shard_comm_->rank();
   }
   weights_.resize(n);
   grads_.assign(n, 0.0f);
@@ -103,7 +104,7 @@ std::vector<float> CpuEngine::moment(const std::string& name, int which) const {
   std::vector<float> local(static_cast<std::size_t>(l.numel), 0.0f);
   const std::int64_t b = std::max(l.offset, shard0_), e = std::min(l.offset + l.numel, shard0_ + shard_n_);
   if (e > b) std::copy(mv.begin() + (b - shard0_), mv.begin() + (e - shard0_), local.begin() + (b - l.offset));
-  if (dp_comm_) dp_comm_->all_reduce_sum(local.data(), local.size());
+  if (shard_comm_) shard_comm_->all_reduce_sum(local.data(), local.size());
   return gather_full(i, local.data());
 }
 
@@ -260,12 +261,12 @@ void CpuEngine::optimizer_step(double lr, const AdamWConfig& a, double grad_scal
     cpu::adamw_step(weights_.data() + p.offset, m_.data() + (p.offset - shard0_), v_.data() + (p.offset - shard0_),
                     grads_.data() + p.offset, p.numel, s);
   }
-  if (!dp_comm_) return;
+  if (!shard_comm_) return;
   // Every replica's updated shard to every replica (the last shard padded).
   const auto n = static_cast<std::int64_t>(weights_.size());
-  std::vector<float> mine(static_cast<std::size_t>(shard_n_), 0.0f), all(mine.size() * static_cast<std::size_t>(dp_comm_->size()));
+  std::vector<float> mine(static_cast<std::size_t>(shard_n_), 0.0f), all(mine.size() * static_cast<std::size_t>(shard_comm_->size()));
   if (shard0_ < n) std::copy(weights_.begin() + shard0_, weights_.begin() + std::min(n, shard0_ + shard_n_), mine.begin());
-  dp_comm_->all_gather(mine.data(), all.data(), mine.size());
+  shard_comm_->all_gather(mine.data(), all.data(), mine.size());
   std::copy(all.begin(), all.begin() + n, weights_.begin());
 }
 

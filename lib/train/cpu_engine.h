@@ -65,9 +65,10 @@ class CpuEngine final : public Engine {
   enum class Partial { clean, accumulating, reduced };
   mutable Partial partial_ = Partial::clean;
   int slots_ = 1;  // pipeline: micro-batches in flight on this stage
-  // Distributed optimizer (ZeRO-1): this data-parallel replica's AdamW moments cover flat elements
-  // [shard0_, shard0_ + shard_n_) (of dp · shard_n_, padded); it updates them, then every replica's are all-gathered.
-  Communicator* dp_comm_ = nullptr;
+  // Distributed optimizer (ZeRO-1) over the data-parallel replicas (× the context-parallel ranks with
+  // EngineOptions::shard_comm): this rank's AdamW moments cover flat elements [shard0_, shard0_ + shard_n_) (of
+  // size · shard_n_, padded); it updates them, then every rank's are all-gathered.
+  Communicator* shard_comm_ = nullptr;
   std::int64_t shard0_ = 0, shard_n_ = 0;
   std::map<std::pair<int, int>, CpuQwen3::Activations> boundary_;  // (Boundary, slot) → stage-boundary tensor
   std::int64_t step_ = 0;

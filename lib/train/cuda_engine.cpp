@@ -162,8 +162,11 @@ class CudaEngine final : public Engine {
   // keeps the master weights and AdamW moments of elements [shard0_, shard0_ + shard_n_) of the flat buffers (padded
   // to dp · shard_n_); gradients are reduce-scattered to those elements, AdamW updates them, and the bf16 weights are
   // all-gathered. Without it shard0_ = 0 and shard_n_ = P.
+  // The shards span dp_host_: the data-parallel group, or with EngineOptions::shard_comm the data × context-parallel
+  // group (zero_over_cp_: its reduce-scatter also sums over the context-parallel ranks, which then skip their own
+  // gradient all-reduce).
   Communicator* dp_host_ = nullptr;
-  bool zero1_ = false, grads_scattered_ = false;
+  bool zero1_ = false, zero_over_cp_ = false, grads_scattered_ = false;
   std::int64_t shard0_ = 0, shard_n_ = 0, padded_ = 0;
   bf16* wb_;                 // [P] bf16 compute copy of the weights
   cuda::AdamWChunk* chunks_;
@@ -309,7 +312,16 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   logit_chunk_ = std::max<std::int64_t>(1, std::min(T, kLogitChunkBytes / (2 * V)));
 
   // Persistent state first: weights, gradients, optimizer — then activations, then workspaces.
-  dp_host_ = o.dp_comm && o.dp_comm->size() > 1 ? o.dp_comm : nullptr;
+  // Context-parallel ranks that share a GPU exchange through host memory (NCCL refuses them): the optimizer then
+  // shards over the data-parallel group only.
+#ifdef QWEN3_HAVE_NCCL
+  const bool cp_shared = cp_host_ && cuda::ranks_share_a_gpu(*cp_host_, o.local_rank % devices);
+#else
+  const bool cp_shared = cp_host_ != nullptr;
+#endif
+  zero_over_cp_ = o.shard_optimizer && cp_host_ && o.shard_comm && !cp_shared;
+  Communicator* shard_group = zero_over_cp_ ? o.shard_comm : o.dp_comm;
+  dp_host_ = shard_group && shard_group->size() > 1 ? shard_group : nullptr;
   zero1_ = dp_host_ && o.shard_optimizer;
   if (zero1_) {
 #ifndef QWEN3_HAVE_NCCL
@@ -322,7 +334,7 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   } else {
     shard_n_ = padded_ = P;
   }
-  const std::string shard = zero1_ ? " (this data-parallel rank's shard)" : "";
+  const std::string shard = zero1_ ? zero_over_cp_ ? " (this data/context-parallel rank's shard)" : " (this data-parallel rank's shard)" : "";
   w_ = alloc_.allocate<float>(MemCategory::weights, shard_n_, "fp32 master weights" + shard);
   wb_ = alloc_.allocate<bf16>(MemCategory::weights, padded_, "bf16 compute weights");
   g_ = alloc_.allocate<float>(MemCategory::gradients, padded_, "fp32 gradients");
@@ -494,12 +506,7 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
     cp_kv_full_ = alloc_.allocate<bf16>(S, cp_ * T * kv2, "keys|values in sequence order");
     cp_dkv_ = alloc_.allocate<bf16>(S, cp_ * T * kv2, "key|value gradients in sequence order");
     cp_dkv_first_ = alloc_.allocate<bf16>(S, cp_ * T * kv2, "key|value gradients of the first local chunk");
-#ifdef QWEN3_HAVE_NCCL
-    const bool shared = cuda::ranks_share_a_gpu(*cp_host_, o.local_rank % devices);
-#else
-    const bool shared = true;
-#endif
-    if (shared) {
+    if (cp_shared) {
       if (cp_rank_ == 0)
         std::fprintf(stderr, "qwen3: the context-parallel ranks share a GPU (or NCCL is not built): their key/value and "
                              "gradient exchanges go through host memory (slow)\n");
@@ -653,6 +660,7 @@ std::vector<float> CudaEngine::download(const float* base, const std::string& na
     const bool sharded = zero1_ && (shard_buffer || grads_scattered_);
     if (!sharded) {
       CUDA_CHECK(cudaMemcpy(out.data(), base + p.offset, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+      if (base == g_ && zero_over_cp_) cp_host_->all_reduce_sum(out.data(), out.size());  // not yet summed over cp
     } else {
       const std::int64_t b = std::max(p.offset, shard0_), e = std::min(p.offset + p.numel, shard0_ + shard_n_);
       const float* src = shard_buffer ? base + (b - shard0_) : g_ + b;
@@ -1268,21 +1276,23 @@ void CudaEngine::finish_replicated_grads() const {
   if (kv_nccl_) reduce(*kv_nccl_, kv_replicated_);
   if (embed_nccl_ && (stage_.first || stage_.last)) reduce(*embed_nccl_, {full_.embed});
 #endif
-  // Context parallelism: each rank's gradients are its tokens' share; every rank then holds the whole sums.
-  if (cp_host_) cp_all_reduce_sum(g_, static_cast<std::size_t>(table_.total_elements()));
+  // Context parallelism: each rank's gradients are its tokens' share; every rank then holds the whole sums (unless the
+  // distributed optimizer's reduce-scatter over data × context-parallel ranks sums them).
+  if (cp_host_ && !zero_over_cp_) cp_all_reduce_sum(g_, static_cast<std::size_t>(table_.total_elements()));
 }
 
 void CudaEngine::reduce_gradients(Communicator& dp) {
   finish_replicated_grads();
-  if (dp.size() == 1) return;
+  if (dp.size() == 1 && !zero1_) return;
 #ifdef QWEN3_HAVE_NCCL
-  if (!dp_nccl_) {  // collective over the data-parallel group: every replica reaches its first reduction together
-    dp_nccl_ = std::make_unique<NcclCommunicator>(dp);
+  if (!dp_nccl_) {  // collective over the group: every replica reaches its first reduction together
+    dp_nccl_ = std::make_unique<NcclCommunicator>(zero1_ ? *dp_host_ : dp);
     dp_nccl_->set_stream(stream_);
   }
   timer_.start(stream_);
-  if (zero1_) {  // each replica receives the sums of its shard, in place (fp32, on the main stream)
-    if (dp.size() != dp_host_->size()) throw InternalError("reduce_gradients over another group than the optimizer's shards");
+  if (zero1_) {  // each rank receives the sums of its shard, in place (fp32, on the main stream)
+    if (dp.size() * (zero_over_cp_ ? cp_ : 1) != dp_host_->size())
+      throw InternalError("reduce_gradients over another group than the optimizer's shards");
     dp_nccl_->reduce_scatter_sum(g_, g_ + shard0_, static_cast<std::size_t>(shard_n_));
     grads_scattered_ = true;
     timer_.mark(stream_, "gradient reduce-scatter (distributed optimizer, NCCL)");
@@ -1297,6 +1307,7 @@ void CudaEngine::reduce_gradients(Communicator& dp) {
 
 double CudaEngine::grad_norm() {
   finish_replicated_grads();
+  if (zero_over_cp_ && !grads_scattered_) throw InternalError("CUDA engine: grad_norm before reduce_gradients");
   // Each tensor counts once: a tensor-parallel shard on every rank; the replicated norm weights on tp rank 0; a
   // replicated KV head on its KV group's first rank; a tied embedding on the first pipeline stage. This rank sums what
   // it holds (its shard of the flat buffer under the distributed optimizer) minus what another rank counts; the groups

@@ -42,6 +42,11 @@ struct EngineOptions {
   // sharded, gradients all-reduced.
   Communicator* dp_comm = nullptr;
   bool shard_optimizer = false;
+  // The group the distributed optimizer shards over when given (null: dp_comm): the data-parallel replicas × the
+  // context-parallel ranks, which hold the same weights. The engine then sums gradients over its context-parallel
+  // ranks inside reduce_gradients (one reduce-scatter over the whole group), which must be called even when
+  // dp_comm has one rank.
+  Communicator* shard_comm = nullptr;
   // Activation recomputation and offloading of kept layer inputs (model/recompute.h).
   RecomputePolicy recompute;
   // Context parallelism: the group that splits each sequence (null or size 1: none). Its ranks hold the same weights;

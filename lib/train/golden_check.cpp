@@ -130,6 +130,8 @@ GoldenReport run_golden_check(const std::string& path, const std::string& device
   eo.pp_comm = par.pp;
   eo.dp_comm = par.dp;
   eo.cp_comm = par.cp;
+  const int cp = par.cp ? par.cp->size() : 1;
+  if (cp > 1) eo.shard_comm = par.dp_cp;  // the optimizer sharded over data × context-parallel ranks, as in training
   eo.shard_optimizer = true;  // data-parallel checks run the distributed optimizer
   eo.stage = stage_range(pipeline_layer_counts(cfg, pp, S), stage);
   eo.micro_batches = 1;
@@ -183,7 +185,7 @@ GoldenReport run_golden_check(const std::string& path, const std::string& device
     } else {
       l = engine->forward_backward(mb, grad_scale, logits ? &mine : nullptr);
     }
-    if (par.dp && dp > 1) {
+    if (par.dp && (dp > 1 || cp > 1)) {  // (the optimizer's reduce-scatter spans the context-parallel ranks too)
       engine->reduce_gradients(*par.dp);
       double pair[2] = {l.sum, static_cast<double>(l.count)};
       par.dp->all_reduce_sum(pair, 2);

@@ -48,6 +48,7 @@ struct GoldenParallel {
   Communicator* cp = nullptr;  // context parallelism: each sequence split over it
   Communicator* pp = nullptr;
   Communicator* dp = nullptr;
+  Communicator* dp_cp = nullptr;  // dp × cp: the distributed optimizer's shards with context parallelism
 };
 
 // Runs the whole check on `device`. Throws InputError for a file that does not follow the schema. In parallel every

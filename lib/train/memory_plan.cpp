@@ -64,12 +64,13 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
                      " tokens must divide by the tensor-parallel size (sequence parallelism)");
   const std::int64_t P = table.total_elements(), H = c.hidden_size, I = d.inter, qd = d.q_dim, kvd = d.kv_dim;
   const std::int64_t V = d.vocab, nh = d.heads, nkv = d.kv_heads, hd = c.head_dim, L = stage.layers();
-  const bool zero1 = in.shard_optimizer && in.dp > 1;
-  const std::int64_t shard = zero1 ? ((P + in.dp - 1) / in.dp + 63) / 64 * 64 : P, padded = zero1 ? shard * in.dp : P;
+  const std::int64_t shards = static_cast<std::int64_t>(in.dp) * cp;  // the optimizer shards over data × context ranks
+  const bool zero1 = in.shard_optimizer && shards > 1;
+  const std::int64_t shard = zero1 ? ((P + shards - 1) / shards + 63) / 64 * 64 : P, padded = zero1 ? shard * shards : P;
   const std::int64_t chunk = std::max<std::int64_t>(1, std::min(T, kLogitChunkBytes / (2 * V)));
   MemoryPlan p;
   auto add = [&](const char* cat, const std::string& what, std::int64_t bytes) { p.items.push_back({cat, what, bytes}); };
-  const std::string of_shard = zero1 ? " (1/" + std::to_string(in.dp) + " shard, distributed optimizer)" : "";
+  const std::string of_shard = zero1 ? " (1/" + std::to_string(shards) + " shard, distributed optimizer)" : "";
   add("weights", "fp32 master weights" + of_shard, 4 * shard);
   add("weights", "bf16 compute weights", 2 * padded);
   add("gradients", "fp32 gradients", 4 * padded);

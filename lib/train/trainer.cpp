@@ -195,6 +195,7 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
       eo.pp_comm = pp_comm;
       eo.cp_comm = groups.cp.get();
       eo.dp_comm = &dp_comm;
+      eo.shard_comm = cfg.cp > 1 ? groups.dp_cp.get() : nullptr;
       eo.shard_optimizer = cfg.shard_optimizer;
       eo.recompute = recompute;
       eo.stage = stage_range(stage_layers, pp_rank);

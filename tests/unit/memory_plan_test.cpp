@@ -36,12 +36,15 @@ TEST(MemoryPlan, CategoriesAddUpAndScaleWithTheLayout) {
   const auto wa = a.by_category()[0].second, wb = b.by_category()[0].second;  // weights: split four ways
   EXPECT_NEAR(static_cast<double>(wb), wa / 4.0, 0.01 * wa);
   // Context parallelism: each of cp ranks holds 1/cp of every sequence's activations, plus one layer's keys and
-  // values of the whole sequence; a length that does not split into 2·cp chunks is refused.
+  // values of the whole sequence, and 1/cp of the optimizer state (the distributed optimizer shards over data ×
+  // context-parallel ranks); a length that does not split into 2·cp chunks is refused.
   MemoryPlanInput cp1{model_preset("8B"), 1, 131072, 4}, cp4{model_preset("8B"), 1, 131072, 4, 1, 1, 4};
   const MemoryPlan c1 = plan_cuda_rank_memory(cp1), c4 = plan_cuda_rank_memory(cp4);
   EXPECT_NEAR(static_cast<double>(c4.by_category()[3].second), c1.by_category()[3].second / 4.0,
               0.01 * c1.by_category()[3].second);  // activations
-  EXPECT_EQ(c4.by_category()[0].second, c1.by_category()[0].second);  // weights: every cp rank holds the tp share
+  EXPECT_NEAR(static_cast<double>(c4.by_category()[2].second), c1.by_category()[2].second / 4.0,
+              0.01 * c1.by_category()[2].second);  // optimizer state
+  EXPECT_LT(c4.by_category()[0].second, c1.by_category()[0].second);  // weights: the fp32 master copy sharded too
   bool kv_item = false;
   for (const auto& i : c4.items) kv_item |= i.what.find("context-parallel keys|values") != std::string::npos;
   EXPECT_TRUE(kv_item);
