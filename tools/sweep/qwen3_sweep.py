@@ -193,7 +193,7 @@ def main():
                              "✔ fits" if r.returncode == 0 else "✖ does not fit"))
             else:
                 why = (r.stderr.strip().splitlines() or ["?"])[-1].replace("qwen3-pretrain: error: ", "")
-                rows.append((c, "—", "—", "not planned yet (context parallelism)" if "not planned yet" in why else why))
+                rows.append((c, "—", "—", why))
         print(f"| model | length | layout | recomputation | planned peak per rank (GiB, {spec['device_memory']} device) "
               "| verdict |")
         print("|---|---|---|---|---|---|")
