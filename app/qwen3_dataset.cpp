@@ -27,7 +27,7 @@ constexpr const char* kToolHelp =
     "\n"
     "subcommands:\n"
     "  synthetic   write a learnable synthetic dataset (seeded Markov chain over the vocabulary)\n"
-    "  pack        bucket a flat binary token file (plus optional document offsets) by sequence length\n"
+    "  pack        bucket a .npy or flat binary token file (plus optional document offsets) by sequence length\n"
     "  info FILE   print a dataset's format, vocabulary, source and documents per length\n"
     "\n"
     "Run 'qwen3-dataset <subcommand> --help' for its options.\n";
@@ -97,16 +97,18 @@ int run_synthetic(const std::vector<std::string>& args) {
 int run_pack(const std::vector<std::string>& args) {
   po::options_description options(
       "usage: qwen3-dataset pack --tokens F [--offsets F] --out F --vocab-size V --lengths L1,L2,... [options]\n\n"
-      "Buckets a flat little-endian token file by sequence length. Documents are given by an offsets file of\n"
+      "Buckets a token file by sequence length: a NumPy .npy file (1-D, little-endian int32, int64, uint16 or\n"
+      "uint32; known by its header) or flat little-endian ids of --dtype. Documents are given by an offsets file of\n"
       "little-endian int64 boundaries (N+1 values, first 0, last = token count); without it the file is one\n"
       "document. mode 'pack' concatenates the documents (eos after each with --eos-id) and cuts the stream into\n"
       "rows of L, dropping the remainder; mode 'crop' keeps the first L tokens of every document with >= L.\n"
       "\noptions");
   options.add_options()
       ("help,h", "this help")
-      ("tokens", po::value<std::string>()->required(), "flat binary token file")
+      ("tokens", po::value<std::string>()->required(), "token ids: a .npy file, or a flat binary file of --dtype")
       ("offsets", po::value<std::string>()->default_value(""), "int64 document boundaries [N+1] (optional)")
-      ("dtype", po::value<std::string>()->default_value("int32"), "token file element type: uint16, int32, uint32")
+      ("dtype", po::value<std::string>(), "raw token file element type: uint16, int32 (default), uint32; a .npy "
+       "file's header gives its own")
       ("out", po::value<std::string>()->required(), "output dataset file (.h5)")
       ("vocab-size", po::value<std::int64_t>()->required(), "vocabulary size; every token must be < V")
       ("lengths", po::value<std::string>()->required(), "comma-separated sequence lengths, e.g. 1024,2048")
@@ -119,7 +121,7 @@ int run_pack(const std::vector<std::string>& args) {
   PackOptions o;
   o.tokens_path = vm["tokens"].as<std::string>();
   o.offsets_path = vm["offsets"].as<std::string>();
-  o.dtype = vm["dtype"].as<std::string>();
+  o.dtype = vm.count("dtype") ? vm["dtype"].as<std::string>() : "";
   o.out_path = vm["out"].as<std::string>();
   o.vocab_size = vm["vocab-size"].as<std::int64_t>();
   o.lengths = parse_positive_list("--lengths", vm["lengths"].as<std::string>());
@@ -129,7 +131,7 @@ int run_pack(const std::vector<std::string>& args) {
   o.overwrite = vm["overwrite"].as<bool>();
   // Option-named messages here; pack_dataset checks the same things again for library callers.
   require_positive_option(vm, "vocab-size");
-  if (o.dtype != "uint16" && o.dtype != "int32" && o.dtype != "uint32")
+  if (vm.count("dtype") && o.dtype != "uint16" && o.dtype != "int32" && o.dtype != "uint32")
     throw UsageError("--dtype '" + o.dtype + "' is not valid (valid: uint16, int32, uint32)");
   if (o.mode != "pack" && o.mode != "crop")
     throw UsageError("--mode '" + o.mode + "' is not valid (valid: pack, crop)");

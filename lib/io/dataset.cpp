@@ -6,11 +6,13 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <set>
 #include <utility>
 
 #include "core/error.h"
+#include "io/npy.h"
 
 namespace qwen3 {
 namespace {
@@ -239,10 +241,28 @@ std::vector<std::int32_t> markov_successors(std::int64_t vocab_size, std::uint64
 
 // ---------------------------------------------------------------------------------------------- packing
 
-int dtype_bytes(const std::string& dtype) {
-  if (dtype == "uint16") return 2;
-  if (dtype == "int32" || dtype == "uint32") return 4;
-  throw UsageError("dtype '" + dtype + "' is not valid (valid: uint16, int32, uint32)");
+// How the token ids lie in a tokens file: where they start, how wide each is, and what the file is.
+struct TokenEncoding {
+  std::string format = "raw";    // "raw" (flat little-endian ids) or "npy"
+  std::string dtype = "int32";   // uint16, int32, uint32, or (npy only) int64
+  int bytes = 4;                 // per token
+  bool is_signed = true;
+  std::int64_t data_offset = 0;  // bytes before the first token (the .npy header)
+  std::int64_t num_tokens = 0;
+};
+
+constexpr const char* kRawDtypes = "uint16, int32, uint32";
+constexpr const char* kExpectedFormats = "pack takes raw int32 or .npy token ids";
+
+// A raw dtype name → its encoding; "" means the default, int32.
+TokenEncoding raw_encoding(const std::string& dtype) {
+  TokenEncoding e;
+  e.dtype = dtype.empty() ? "int32" : dtype;
+  if (e.dtype == "uint16") e.bytes = 2;
+  else if (e.dtype != "int32" && e.dtype != "uint32")
+    throw UsageError("dtype '" + dtype + "' is not valid (valid: " + kRawDtypes + ")");
+  e.is_signed = e.dtype == "int32";
+  return e;
 }
 
 std::int64_t file_bytes(const std::string& path, const std::string& what) {
@@ -254,44 +274,121 @@ std::int64_t file_bytes(const std::string& path, const std::string& what) {
   return static_cast<std::int64_t>(size);
 }
 
-// A flat little-endian token file, decoded byte by byte so the result does not depend on the host's byte order.
+// The first bytes of a file (at most n), to recognise what it is.
+std::vector<unsigned char> file_head(const std::string& path, std::size_t n) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError("tokens file '" + path + "' cannot be opened for reading");
+  std::vector<unsigned char> head(n);
+  in.read(reinterpret_cast<char*>(head.data()), static_cast<std::streamsize>(n));
+  head.resize(static_cast<std::size_t>(in.gcount()));
+  return head;
+}
+
+// Text, not token ids: no NUL byte (raw ids below 2^24 have one in every int32) and at least 90% printable ASCII
+// or whitespace.
+bool looks_like_text(const std::vector<unsigned char>& head) {
+  std::size_t printable = 0;
+  for (auto b : head) {
+    if (b == 0) return false;
+    printable += (b >= 0x20 && b < 0x7f) || b == '\t' || b == '\n' || b == '\r';
+  }
+  return !head.empty() && printable * 10 >= head.size() * 9;
+}
+
+// Refuses files that are recognisably something other than token ids, saying what they look like.
+void refuse_other_formats(const std::string& path, const std::vector<unsigned char>& head) {
+  static const std::vector<std::pair<std::string, std::string>> kMagic = {
+      {"\x89HDF\r\n\x1a\n", "an HDF5 file (a qwen3 dataset already? see 'qwen3-dataset info')"},
+      {"PK\x03\x04", "a zip archive (a NumPy .npz? save one 1-D array with numpy.save instead)"},
+      {"\x1f\x8b", "gzip-compressed (decompress it first)"}};
+  for (const auto& [magic, what] : kMagic)
+    if (head.size() >= magic.size() && std::equal(magic.begin(), magic.end(), head.begin(),
+                                                  [](char m, unsigned char b) { return static_cast<unsigned char>(m) == b; }))
+      throw InputError("tokens file '" + path + "' is " + what + ": " + kExpectedFormats);
+  if (looks_like_text(head))
+    throw InputError("tokens file '" + path + "' looks like text: " + kExpectedFormats +
+                     " (tokenise it first; raw files are little-endian " + kRawDtypes + " per --dtype)");
+}
+
+// A .npy file of token ids: 1-D, C order, little-endian int32/int64/uint16/uint32, as long as its header says.
+TokenEncoding npy_encoding(const std::string& path, const std::string& requested_dtype, std::int64_t file_size) {
+  const NpyHeader h = read_npy_header(path, "tokens file");
+  static const std::map<std::string, std::pair<std::string, bool>> kAccepted = {
+      {"<i4", {"int32", true}}, {"<i8", {"int64", true}}, {"<u2", {"uint16", false}}, {"<u4", {"uint32", false}}};
+  const auto it = kAccepted.find(h.descr);
+  if (it == kAccepted.end() || h.shape.size() != 1 || h.fortran_order)
+    throw InputError("tokens file '" + path + "' is a .npy file of dtype '" + h.descr + "' (" +
+                     describe_npy_dtype(h.descr) + "), shape " + h.shape_text() + ", fortran_order " +
+                     (h.fortran_order ? "True" : "False") +
+                     "; pack takes a 1-D C-order array of little-endian int32, int64, uint16 or uint32 "
+                     "('<i4', '<i8', '<u2', '<u4'), e.g. numpy.save(f, ids.astype(numpy.int32).ravel())");
+  TokenEncoding e;
+  e.format = "npy";
+  e.dtype = it->second.first;
+  e.is_signed = it->second.second;
+  e.bytes = static_cast<int>(h.item_bytes());
+  e.data_offset = h.data_offset;
+  e.num_tokens = h.count();
+  if (!requested_dtype.empty() && requested_dtype != e.dtype)
+    throw UsageError("dtype '" + requested_dtype + "' was given but tokens file '" + path + "' is a .npy file of " +
+                     e.dtype + " (its header says '" + h.descr + "'): drop --dtype, a .npy file carries its own");
+  const auto data_bytes = file_size - e.data_offset;
+  if (data_bytes != e.num_tokens * e.bytes)
+    throw InputError("tokens file '" + path + "': its .npy header says " + std::to_string(e.num_tokens) + " values of " +
+                     std::to_string(e.bytes) + " bytes but " + std::to_string(data_bytes) +
+                     " bytes follow the header (truncated or damaged file?)");
+  return e;
+}
+
+// What a tokens file holds, from its first bytes: a .npy file (its header decides), else raw ids of `dtype`.
+TokenEncoding probe_token_file(const std::string& path, const std::string& dtype) {
+  const auto bytes = file_bytes(path, "tokens file");
+  const auto head = file_head(path, 4096);
+  if (has_npy_magic(head.data(), head.size())) return npy_encoding(path, dtype, bytes);
+  TokenEncoding e = raw_encoding(dtype);
+  refuse_other_formats(path, head);
+  if (bytes % e.bytes != 0)
+    throw InputError("tokens file '" + path + "' has " + std::to_string(bytes) + " bytes, not a multiple of " +
+                     std::to_string(e.bytes) + " (the size of " + e.dtype + "); " + kExpectedFormats +
+                     " (raw: little-endian " + kRawDtypes + " per --dtype)");
+  e.num_tokens = bytes / e.bytes;
+  return e;
+}
+
+// A tokens file (raw or .npy), decoded byte by byte so the result does not depend on the host's byte order.
 class TokenFile {
  public:
-  TokenFile(const std::string& path, const std::string& dtype)
-      : path_(path), bytes_per_token_(dtype_bytes(dtype)), is_signed_(dtype == "int32") {
-    auto bytes = file_bytes(path, "tokens file");
-    if (bytes % bytes_per_token_ != 0)
-      throw InputError("tokens file '" + path + "' has " + std::to_string(bytes) + " bytes, not a multiple of " +
-                       std::to_string(bytes_per_token_) + " (the size of " + dtype + ")");
-    num_tokens_ = bytes / bytes_per_token_;
+  TokenFile(const std::string& path, const std::string& dtype) : path_(path), encoding_(probe_token_file(path, dtype)) {
     in_.open(path, std::ios::binary);
     if (!in_) throw InputError("tokens file '" + path + "' cannot be opened for reading");
   }
-  std::int64_t num_tokens() const { return num_tokens_; }
+  std::int64_t num_tokens() const { return encoding_.num_tokens; }
   const std::string& path() const { return path_; }
+  const TokenEncoding& encoding() const { return encoding_; }
 
   // Tokens [pos, pos+n) into out[n].
   void read(std::int64_t pos, std::int64_t n, std::int64_t* out) {
-    bytes_.resize(static_cast<std::size_t>(n * bytes_per_token_));
+    const int width = encoding_.bytes;
+    bytes_.resize(static_cast<std::size_t>(n * width));
     in_.clear();
-    in_.seekg(pos * bytes_per_token_);
+    in_.seekg(encoding_.data_offset + pos * width);
     in_.read(reinterpret_cast<char*>(bytes_.data()), static_cast<std::streamsize>(bytes_.size()));
     if (!in_ || in_.gcount() != static_cast<std::streamsize>(bytes_.size()))
       throw InputError("tokens file '" + path_ + "': read failed at token " + std::to_string(pos) +
                        " (file changed or unreadable?)");
     for (std::int64_t i = 0; i < n; ++i) {
-      const unsigned char* b = bytes_.data() + i * bytes_per_token_;
-      std::uint32_t v = 0;
-      for (int k = bytes_per_token_ - 1; k >= 0; --k) v = (v << 8) | b[k];
-      out[i] = is_signed_ ? static_cast<std::int64_t>(static_cast<std::int32_t>(v)) : static_cast<std::int64_t>(v);
+      const unsigned char* b = bytes_.data() + i * width;
+      std::uint64_t v = 0;
+      for (int k = width - 1; k >= 0; --k) v = (v << 8) | b[k];
+      out[i] = !encoding_.is_signed ? static_cast<std::int64_t>(v)
+               : width == 4         ? static_cast<std::int64_t>(static_cast<std::int32_t>(v))
+                                    : static_cast<std::int64_t>(v);
     }
   }
 
  private:
   std::string path_;
-  int bytes_per_token_;
-  bool is_signed_;
-  std::int64_t num_tokens_ = 0;
+  TokenEncoding encoding_;
   std::ifstream in_;
   std::vector<unsigned char> bytes_;
 };
@@ -339,7 +436,7 @@ void check_token_range(TokenFile& tokens, std::int64_t vocab_size) {
       if (id < 0 || id >= vocab_size)
         throw InputError("tokens file '" + tokens.path() + "': token id " + std::to_string(id) + " at position " +
                          std::to_string(pos + i) + " is outside the vocabulary [0, " + std::to_string(vocab_size) +
-                         ")");
+                         ")" + (id < 0 || id > 2147483647 ? " (the dataset stores int32 token ids)" : ""));
     }
   }
 }
@@ -386,7 +483,7 @@ class PackedStream {
 void check_pack_options(const PackOptions& o) {
   if (o.tokens_path.empty()) throw UsageError("no tokens file given");
   if (o.out_path.empty()) throw UsageError("no output file given");
-  dtype_bytes(o.dtype);
+  raw_encoding(o.dtype);  // a valid name (or empty); a .npy file checks it against its header
   if (o.mode != "pack" && o.mode != "crop")
     throw UsageError("mode '" + o.mode + "' is not valid (valid: pack, crop)");
   check_vocab_and_lengths(o.vocab_size, o.lengths);
@@ -549,7 +646,9 @@ void pack_dataset(const PackOptions& o) {
   guarded_write(o.out_path, [&] {
     write_root_attrs(out.get(), o.vocab_size,
                      "pack mode=" + o.mode + " tokens=" + o.tokens_path +
-                         " offsets=" + (o.offsets_path.empty() ? "none" : o.offsets_path) + " dtype=" + o.dtype +
+                         " format=" + tokens.encoding().format +
+                         " offsets=" + (o.offsets_path.empty() ? "none" : o.offsets_path) +
+                         " dtype=" + tokens.encoding().dtype +
                          " eos_id=" + std::to_string(o.eos_id) + " max_documents=" + std::to_string(o.max_documents));
     std::vector<std::int64_t> buf;
     for (std::size_t b = 0; b < o.lengths.size(); ++b) {

@@ -1,5 +1,5 @@
 // The HDF5 dataset of pre-tokenised documents bucketed by length (docs/datasets.md): validated reader,
-// deterministic synthetic writer, and packer from a flat binary token stream.
+// deterministic synthetic writer, and packer from a flat binary or NumPy .npy token stream.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -61,9 +61,9 @@ void write_synthetic_dataset(const std::string& path, std::int64_t vocab_size, c
                              std::int64_t documents_per_length, std::uint64_t seed, bool overwrite);
 
 struct PackOptions {
-  std::string tokens_path;        // flat little-endian token ids
+  std::string tokens_path;        // a NumPy .npy file of token ids (known by its magic bytes) or flat little-endian ids
   std::string offsets_path;       // little-endian int64 document boundaries [N+1]; empty = one document
-  std::string dtype = "int32";    // of the token file: "uint16", "int32", "uint32"
+  std::string dtype;              // of a raw token file: "uint16", "int32", "uint32"; empty = int32 (a .npy: its header)
   std::string out_path;
   std::int64_t vocab_size = 0;
   std::vector<std::int64_t> lengths;
@@ -74,6 +74,8 @@ struct PackOptions {
 };
 
 // Validates options (UsageError) and inputs (InputError), then writes the dataset like write_synthetic_dataset.
+// A .npy tokens file must be 1-D, C order, little-endian int32/int64/uint16/uint32 (int64 ids must fit int32); text,
+// HDF5, zip and gzip files are refused with a message saying what they look like and what pack takes.
 void pack_dataset(const PackOptions& options);
 
 }  // namespace qwen3

@@ -1,5 +1,6 @@
 // The dataset format: synthetic round trip and determinism, every reader error as a named InputError,
-// pack/crop on hand-made token streams, safe output writing, and the qwen3-dataset command line.
+// pack/crop on hand-made token streams (raw and .npy; text and other files refused), safe output writing, and the
+// qwen3-dataset command line.
 #include <gtest/gtest.h>
 
 #include "cli_runner.h"
@@ -14,6 +15,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/error.h"
@@ -384,7 +386,8 @@ TEST_F(DatasetPack, PackModeWithoutEosAndMaxDocuments) {
   o.lengths = {4, 3};
   o.max_documents = 2;
   pack_dataset(o);
-  EXPECT_EQ(rows_of(o.out_path, 4), (std::vector<std::int32_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(all_documents(DatasetReader(o.out_path, 4, o.vocab_size, 1)),
+            (std::vector<std::int32_t>{1, 2, 3, 4, 5, 6, 7, 8}));
   EXPECT_EQ(rows_of(o.out_path, 3), (std::vector<std::int32_t>{1, 2, 3, 4, 5, 6}));
 }
 
@@ -503,6 +506,169 @@ TEST_F(DatasetPack, RefusesExistingOutputUnlessOverwrite) {
   EXPECT_FALSE(fs::exists(o.out_path + ".partial"));
 }
 
+// ------------------------------------------------------------------------------------------------ pack: .npy and other inputs
+
+namespace {
+// A .npy file written by hand as numpy.lib.format writes one: magic, version, header length (2 bytes in 1.0, 4 in 2.0
+// and 3.0), the dict literal padded with spaces to a 64-byte boundary and ended by '\n', then the values.
+void write_npy(const std::string& path, const std::string& descr, const std::string& shape,
+               const std::vector<std::int64_t>& values, int bytes, int major = 1, const std::string& fortran = "False") {
+  std::string dict = "{'descr': '" + descr + "', 'fortran_order': " + fortran + ", 'shape': " + shape + ", }";
+  const std::size_t prefix = major == 1 ? 10 : 12;
+  while ((prefix + dict.size() + 1) % 64 != 0) dict += ' ';
+  dict += '\n';
+  std::string head = "\x93NUMPY";
+  head += static_cast<char>(major);
+  head += '\0';
+  for (std::size_t k = 0; k < prefix - 8; ++k) head += static_cast<char>((dict.size() >> (8 * k)) & 0xff);
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << head << dict;
+  }
+  std::ofstream f(path, std::ios::binary | std::ios::app);
+  for (auto v : values)
+    for (int k = 0; k < bytes; ++k) f.put(static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * k)) & 0xff));
+  ASSERT_TRUE(f.good()) << path;
+}
+
+PackOptions small_pack(const std::string& tokens, const std::string& offsets, const std::string& out) {
+  PackOptions o;
+  o.tokens_path = tokens;
+  o.offsets_path = offsets;
+  o.out_path = out;
+  o.vocab_size = 11;
+  o.lengths = {4};
+  o.eos_id = 0;
+  return o;
+}
+const std::vector<std::int32_t> kSmallPackRows = {1, 2, 3, 0, 4, 5, 6, 7, 0, 8, 9, 10};  // tokens 1..10, eos 0, L 4
+}  // namespace
+
+TEST_F(DatasetPack, NpyOfEveryAcceptedDtypeAndHeaderVersionPacksLikeRawTokens) {
+  write_le(path("o.bin"), {0, 3, 7, 10}, 8);
+  for (const auto& [descr, dtype, bytes] : {std::tuple{"<i4", "int32", 4}, std::tuple{"<i8", "int64", 8},
+                                            std::tuple{"<u2", "uint16", 2}, std::tuple{"<u4", "uint32", 4}})
+    for (int major : {1, 2, 3}) {
+      SCOPED_TRACE(std::string(descr) + " version " + std::to_string(major));
+      const auto file = path("t.npy");
+      write_npy(file, descr, "(10,)", iota(1, 10), bytes, major);
+      PackOptions o = small_pack(file, path("o.bin"), path("n.h5"));
+      o.overwrite = true;
+      pack_dataset(o);
+      EXPECT_EQ(rows_of(o.out_path, 4), kSmallPackRows);
+      EXPECT_NE(inspect_dataset(o.out_path).source.find(std::string("format=npy offsets=") + path("o.bin") +
+                                                        " dtype=" + dtype),
+                std::string::npos)
+          << inspect_dataset(o.out_path).source;
+    }
+}
+
+TEST_F(DatasetPack, NpyHeaderIsNeverPackedAsTokensEvenWithAHugeVocabulary) {
+  write_npy(path("t.npy"), "<i4", "(8,)", iota(1, 8), 4);
+  PackOptions o = small_pack(path("t.npy"), "", path("n.h5"));
+  o.vocab_size = 2147483647;  // before .npy support, the header's bytes passed as token ids here
+  o.eos_id = -1;
+  pack_dataset(o);
+  EXPECT_EQ(all_documents(DatasetReader(o.out_path, 4, o.vocab_size, 1)),
+            (std::vector<std::int32_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+}
+
+TEST_F(DatasetPack, NpyOfAnotherDtypeShapeOrOrderIsRefusedNamingWhatWasFoundAndWhatIsAccepted) {
+  const std::vector<std::string> accepted = {"pack takes a 1-D C-order array of little-endian int32, int64, uint16 or "
+                                             "uint32", "'<i4', '<i8', '<u2', '<u4'"};
+  auto refused = [&](const std::string& descr, const std::string& shape, const std::string& fortran, int bytes,
+                     std::vector<std::string> found) {
+    SCOPED_TRACE(descr + " " + shape + " " + fortran);
+    write_npy(path("t.npy"), descr, shape, iota(1, 10), bytes, 1, fortran);
+    found.insert(found.end(), accepted.begin(), accepted.end());
+    expect_error<InputError>([&] { pack_dataset(small_pack(path("t.npy"), "", path("n.h5"))); }, found);
+  };
+  refused(">i4", "(10,)", "False", 4, {"t.npy' is a .npy file of dtype '>i4' (big-endian int32)"});
+  refused("<f4", "(10,)", "False", 4, {"dtype '<f4' (little-endian float32)"});
+  refused("<f8", "(10,)", "False", 8, {"(little-endian float64)"});
+  refused("|u1", "(10,)", "False", 1, {"dtype '|u1' (uint8)"});
+  refused("<i4", "(2, 5)", "False", 4, {"shape (2, 5)"});
+  refused("<i4", "()", "False", 4, {"shape ()"});
+  refused("<i4", "(10,)", "True", 4, {"fortran_order True"});
+  EXPECT_FALSE(fs::exists(path("n.h5")));
+}
+
+TEST_F(DatasetPack, NpyBrokenHeaderOrDataIsANamedInputError) {
+  const auto file = path("t.npy");
+  auto pack = [&] { pack_dataset(small_pack(file, "", path("n.h5"))); };
+  write_npy(file, "<i4", "(10,)", iota(1, 10), 4, 4);
+  expect_error<InputError>(pack, {".npy format version 4.0 is not supported", "1.0, 2.0 and 3.0"});
+  write_npy(file, "<i4", "(12,)", iota(1, 10), 4);
+  expect_error<InputError>(pack, {"header says 12 values of 4 bytes but 40 bytes follow the header"});
+  write_npy(file, "<i4", "(10,", iota(1, 10), 4);
+  expect_error<InputError>(pack, {"malformed .npy header"});
+  {
+    std::ofstream f(file, std::ios::binary | std::ios::trunc);
+    f << "\x93NUMPY\x01";  // ends inside the preamble
+  }
+  expect_error<InputError>(pack, {"truncated .npy file"});
+  write_npy(file, "<u4", "(10,)", iota(1, 10), 4);
+  PackOptions o = small_pack(file, "", path("n.h5"));
+  o.dtype = "uint16";
+  expect_error<UsageError>([&] { pack_dataset(o); }, {"dtype 'uint16' was given", "a .npy file of uint32", "'<u4'"});
+}
+
+TEST_F(DatasetPack, NpyInt64IdsOutsideInt32AreRefusedAtTheirIndex) {
+  const auto file = path("t.npy");
+  auto values = iota(1, 10);
+  values[3] = -1;
+  write_npy(file, "<i8", "(10,)", values, 8);
+  PackOptions o = small_pack(file, "", path("n.h5"));
+  o.vocab_size = 2147483647;
+  expect_error<InputError>([&] { pack_dataset(o); }, {"token id -1 at position 3", "int32"});
+  values[3] = 4;
+  values[6] = std::int64_t{1} << 40;
+  write_npy(file, "<i8", "(10,)", values, 8);
+  expect_error<InputError>([&] { pack_dataset(o); }, {"token id 1099511627776 at position 6", "int32"});
+}
+
+TEST_F(DatasetPack, TextAndOtherNonTokenFilesSayWhatPackTakes) {
+  const std::string takes = "pack takes raw int32 or .npy token ids";
+  PackOptions o = small_pack(path("t.txt"), "", path("n.h5"));
+  for (const std::string text : {"1 2 3 4\n5 6 7 8\n", "12 7 9\n", "[1, 2, 3, 4, 5]"}) {  // 16 bytes: a multiple of 4
+    std::ofstream(path("t.txt"), std::ios::binary | std::ios::trunc) << text;
+    expect_error<InputError>([&] { pack_dataset(o); }, {"t.txt' looks like text: " + takes});
+  }
+  write_synthetic_dataset(path("d.h5"), 11, {4}, 2, 1, false);
+  o.tokens_path = path("d.h5");
+  expect_error<InputError>([&] { pack_dataset(o); }, {"is an HDF5 file", takes});
+  write_le(path("odd.bin"), {1, 2, 3}, 2);  // binary, 6 bytes
+  o.tokens_path = path("odd.bin");
+  expect_error<InputError>([&] { pack_dataset(o); }, {"6 bytes, not a multiple of 4", takes});
+  EXPECT_FALSE(fs::exists(o.out_path));
+}
+
+// The same files as NumPy itself writes them (numpy.save), when /usr/bin/python3 has numpy; CI installs it.
+TEST_F(DatasetPack, NpyWrittenByNumpyItself) {
+  const bool ci = std::getenv("CI") != nullptr && std::string(std::getenv("CI")) == "true";
+  if (qwen3::test::run_command("/usr/bin/python3 -c 'import numpy'").exit_code != 0) {
+    if (ci) FAIL() << "CI=true but /usr/bin/python3 cannot import numpy (tools/bootstrap.sh installs python3-numpy)";
+    GTEST_SKIP() << "/usr/bin/python3 cannot import numpy: the hand-written .npy files are tested above";
+  }
+  const auto script = "import numpy as np; d = '" + dir_.string() + "'; ids = np.arange(1, 11);"
+                      " np.save(d + '/i64.npy', ids.astype(np.int64)); np.save(d + '/u16.npy', ids.astype(np.uint16));"
+                      " np.save(d + '/i32.npy', ids.astype('<i4')); np.save(d + '/be.npy', ids.astype('>i4'));"
+                      " np.save(d + '/f32.npy', ids.astype(np.float32)); np.save(d + '/two.npy', ids.reshape(2, 5))";
+  const auto r = qwen3::test::run_command("/usr/bin/python3 -c \"" + script + "\"");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  write_le(path("o.bin"), {0, 3, 7, 10}, 8);
+  for (const char* name : {"i64", "u16", "i32"}) {
+    SCOPED_TRACE(name);
+    PackOptions o = small_pack(path(std::string(name) + ".npy"), path("o.bin"), path(std::string(name) + ".h5"));
+    pack_dataset(o);
+    EXPECT_EQ(rows_of(o.out_path, 4), kSmallPackRows);
+  }
+  auto pack = [&](const char* name) { pack_dataset(small_pack(path(name), "", path("x.h5"))); };
+  expect_error<InputError>([&] { pack("be.npy"); }, {"big-endian int32"});
+  expect_error<InputError>([&] { pack("f32.npy"); }, {"little-endian float32"});
+  expect_error<InputError>([&] { pack("two.npy"); }, {"shape (2, 5)"});
+}
+
 // ------------------------------------------------------------------------------------------------ CLI
 
 namespace {
@@ -567,4 +733,19 @@ TEST_F(DatasetCli, InfoOnCorruptFileIsAnInputError) {
   auto r = run_cli("info '" + file + "'");
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("not an HDF5 file"), std::string::npos) << r.output;
+}
+
+TEST_F(DatasetCli, PackTakesANpyFileWithoutDtypeAndRefusesTextWithAnInputError) {
+  write_npy(path("t.npy"), "<i8", "(10,)", iota(1, 10), 8);
+  auto r = run_cli("pack --tokens '" + path("t.npy") + "' --out '" + path("n.h5") + "' --vocab-size 11 --lengths 5");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("1 buckets, 2 documents"), std::string::npos) << r.output;
+  r = run_cli("pack --tokens '" + path("t.npy") + "' --dtype uint16 --out '" + path("m.h5") + "' --vocab-size 11 --lengths 5");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("drop --dtype"), std::string::npos) << r.output;
+  std::ofstream(path("t.txt")) << "1 2 3 4 5 6 7 8 9 10\n";
+  r = run_cli("pack --tokens '" + path("t.txt") + "' --out '" + path("x.h5") + "' --vocab-size 11 --lengths 5");
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("looks like text: pack takes raw int32 or .npy token ids"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(path("x.h5")));
 }
