@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/help.h"
 #include "common/main_wrapper.h"
 #include "common/options_util.h"
 #include "core/error.h"
@@ -138,7 +139,11 @@ int main(int argc, char** argv) {
     desc.add_options()("help,h", "show this help")("device", po::value(&device)->default_value("cpu"),
                                                     "cpu (MPI, host buffers) or cuda (NCCL, device buffers)");
     po::variables_map vm;
-    if (!parse_command_line(argc, argv, desc, vm)) return 0;
+    const std::string exit_codes =
+        exit_codes_help({{ExitCode::ok, "every collective gave its known result"}, {ExitCode::internal},
+                         {ExitCode::usage, "also: --device cuda without a visible GPU or without NCCL in the build"},
+                         {ExitCode::out_of_memory}, {ExitCode::check_failed, "a collective gave a wrong result"}});
+    if (!parse_command_line(argc, argv, desc, vm, nullptr, exit_codes)) return 0;
     require_choice("--device", device, {"cpu", "cuda"});
     MpiSession mpi(&argc, &argv);
     MpiCommunicator world(MPI_COMM_WORLD);

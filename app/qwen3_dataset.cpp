@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/help.h"
 #include "common/main_wrapper.h"
 #include "common/options_util.h"
 #include "core/error.h"
@@ -30,7 +31,17 @@ constexpr const char* kToolHelp =
     "  pack        bucket a .npy or flat binary token file (plus optional document offsets) by sequence length\n"
     "  info FILE   print a dataset's format, vocabulary, source and documents per length\n"
     "\n"
-    "Run 'qwen3-dataset <subcommand> --help' for its options.\n";
+    "Run 'qwen3-dataset <subcommand> --help' for its options.\n\n";
+
+// The exit codes of every subcommand, for --help.
+std::string dataset_exit_codes() {
+  return exit_codes_help({{ExitCode::ok},
+                          {ExitCode::internal},
+                          {ExitCode::usage},
+                          {ExitCode::input, "pack: a bad tokens or offsets file; info: not a valid dataset"},
+                          {ExitCode::output},
+                          {ExitCode::out_of_memory}});
+}
 
 void require_positive_option(const po::variables_map& vm, const char* name) {
   const auto v = vm[name].as<std::int64_t>();
@@ -44,7 +55,7 @@ bool parse(const std::string& sub, const std::vector<std::string>& args, const p
     const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
     po::store(po::command_line_parser(args).options(options).positional(positional).style(style).run(), vm);
     if (vm.count("help")) {
-      std::cout << options;
+      std::cout << options << "\n" << dataset_exit_codes();
       return false;
     }
     po::notify(vm);  // checks required options
@@ -180,7 +191,7 @@ int run(int argc, char** argv) {
   const std::string sub = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
   if (sub == "--help" || sub == "-h" || sub == "help") {
-    std::cout << kToolHelp;
+    std::cout << kToolHelp << dataset_exit_codes();
     return 0;
   }
   if (sub == "synthetic") return run_synthetic(args);

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "common/help.h"
 #include "common/main_wrapper.h"
 #include "common/options_util.h"
 #include "core/error.h"
@@ -34,7 +35,10 @@ int main(int argc, char** argv) {
         ("tolerance", po::value(&tolerance), "one relative-error bound for every quantity (default: 1e-5 on cpu; on cuda the bf16-mixed bounds of "
          "docs/golden.md: 1.5e-2 logits/loss, 5e-2 gradients, 1e-2 after-step weights and training losses)");
     po::variables_map vm;
-    if (!parse_command_line(argc, argv, desc, vm)) return 0;
+    const std::string exit_codes = exit_codes_help(
+        {{ExitCode::ok, "every quantity within tolerance"}, {ExitCode::internal}, {ExitCode::usage}, {ExitCode::input},
+         {ExitCode::out_of_memory}, {ExitCode::check_failed, "a quantity is out of tolerance"}});
+    if (!parse_command_line(argc, argv, desc, vm, nullptr, exit_codes)) return 0;
     require_choice("--device", device, {"cpu", "cuda"});
     if (vm.count("tolerance") && !(tolerance > 0)) throw UsageError("--tolerance must be positive");
     const GoldenTolerance tol = vm.count("tolerance") ? GoldenTolerance::uniform(tolerance) : GoldenTolerance::for_device(device);

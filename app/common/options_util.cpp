@@ -5,13 +5,14 @@
 #include <iostream>
 
 #include "core/error.h"
+#include "core/format.h"
 
 namespace po = boost::program_options;
 
 namespace qwen3 {
 
 bool parse_command_line(int argc, char** argv, const po::options_description& desc, po::variables_map& vm,
-                        const po::positional_options_description* positional) {
+                        const po::positional_options_description* positional, const std::string& help_epilogue) {
   try {
     po::command_line_parser parser(argc, argv);
     // No abbreviations: "--over" must not silently mean "--overwrite".
@@ -19,7 +20,7 @@ bool parse_command_line(int argc, char** argv, const po::options_description& de
     if (positional) parser.positional(*positional);
     po::store(parser.run(), vm);
     if (vm.count("help")) {
-      std::cout << desc << "\n";
+      std::cout << desc << "\n" << help_epilogue;
       return false;
     }
     po::notify(vm);
@@ -27,6 +28,10 @@ bool parse_command_line(int argc, char** argv, const po::options_description& de
     throw UsageError(std::string(e.what()) + " (see --help)");
   }
   return true;
+}
+
+po::typed_value<double>* number_value(double* field) {
+  return po::value(field)->default_value(*field, format_shortest(*field));
 }
 
 void require_choice(const std::string& option, const std::string& value, const std::vector<std::string>& choices) {

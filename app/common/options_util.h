@@ -7,11 +7,16 @@
 
 namespace qwen3 {
 
-// Parses argv (and positional arguments when given); prints desc and returns false on --help.
+// Parses argv (and positional arguments when given); prints desc, then help_epilogue (e.g. exit_codes_help(...)
+// of common/help.h), and returns false on --help.
 // Any Boost error (unknown option, missing value, bad number) becomes a UsageError naming the option.
 bool parse_command_line(int argc, char** argv, const boost::program_options::options_description& desc,
                         boost::program_options::variables_map& vm,
-                        const boost::program_options::positional_options_description* positional = nullptr);
+                        const boost::program_options::positional_options_description* positional = nullptr,
+                        const std::string& help_epilogue = "");
+
+// A double option whose --help default prints as written (0.0003, not Boost's 0.00029999999999999997).
+boost::program_options::typed_value<double>* number_value(double* field);
 
 // Throws UsageError "--opt: invalid value 'x' (valid: a, b, c)" unless value is one of choices.
 void require_choice(const std::string& option, const std::string& value, const std::vector<std::string>& choices);

@@ -2,10 +2,13 @@
 #include "common/run_options.h"
 
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 
+#include "common/help.h"
 #include "common/options_util.h"
+#include "config/ini.h"
 #include "core/error.h"
 #include "io/hf_checkpoint.h"
 #include "model/pipeline_split.h"
@@ -14,6 +17,45 @@
 namespace po = boost::program_options;
 
 namespace qwen3 {
+namespace {
+
+// The --config file: keys as on the command line without '--', or with '_' for '-' as sweep specifications spell
+// them (global_batch = 32); an unknown key is refused naming the closest valid one.
+po::parsed_options parse_run_config_file(const std::string& path, const po::options_description& run,
+                                         const po::options_description& general) {
+  std::ifstream in(path);
+  if (!in) throw UsageError("--config: cannot read '" + path + "'");
+  po::parsed_options parsed = po::parse_config_file(in, run, /*allow_unregistered=*/true);
+  std::vector<std::string> keys;
+  for (const auto& o : run.options()) keys.push_back(o->long_name());
+  for (auto& o : parsed.options) {
+    if (!o.unregistered) continue;
+    std::string key = o.string_key;
+    std::replace(key.begin(), key.end(), '_', '-');
+    if (run.find_nothrow(key, false) != nullptr) {
+      o.string_key = key;
+      o.unregistered = false;
+    } else if (general.find_nothrow(key, false) != nullptr) {
+      throw UsageError("--config '" + path + "': '" + o.string_key + "' is a command-line option only (--" + key + ")");
+    } else {
+      throw UsageError("--config '" + path + "': " + unknown_key_message(o.string_key, keys));
+    }
+  }
+  return parsed;
+}
+
+// The exit codes qwen3-pretrain ends with, for --help.
+std::string pretrain_exit_codes() {
+  return exit_codes_help({{ExitCode::ok, "--plan: the plan fits"},
+                          {ExitCode::internal},
+                          {ExitCode::usage},
+                          {ExitCode::input, "--plan: the plan does not fit the device memory"},
+                          {ExitCode::output},
+                          {ExitCode::out_of_memory},
+                          {ExitCode::preempted, "only with --save"}});
+}
+
+}  // namespace
 
 std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   RunConfig c;
@@ -22,7 +64,8 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   std::string seed = std::to_string(c.seed);
   po::options_description general("General");
   general.add_options()("help,h", "show this help")("list-devices", "print the backends built into this binary and exit")(
-      "config", po::value(&config_file), "INI file of these options (keys without '--'); the command line overrides it")(
+      "config", po::value(&config_file), "INI file of the Run options below (keys without '--'; '_' may stand for '-'); "
+      "the command line overrides it")(
       "plan", po::bool_switch(&c.plan), "print the CUDA engine's memory per rank for this run and exit (no GPU, no "
       "mpirun needed): 0 if it fits --device-memory, 3 if not")(
       "world-size", po::value(&c.plan_world_size), "with --plan: the ranks to plan for (default: this job's)")(
@@ -39,15 +82,15 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       ("global-batch", po::value(&c.global_batch)->default_value(c.global_batch), "sequences per optimizer step")
       ("micro-batch", po::value(&c.micro_batch)->default_value(c.micro_batch), "sequences per forward/backward")
       ("steps", po::value(&c.steps)->default_value(c.steps), "optimizer steps")
-      ("lr", po::value(&c.lr)->default_value(c.lr), "peak learning rate")
-      ("min-lr", po::value(&c.min_lr)->default_value(c.min_lr), "learning rate at the last step (cosine decay)")
+      ("lr", number_value(&c.lr), "peak learning rate")
+      ("min-lr", number_value(&c.min_lr), "learning rate at the last step (cosine decay)")
       ("warmup-steps", po::value(&c.warmup_steps)->default_value(c.warmup_steps), "linear warmup steps")
-      ("weight-decay", po::value(&c.weight_decay)->default_value(c.weight_decay), "AdamW decoupled decay (2-D weights)")
-      ("clip-grad", po::value(&c.clip_grad)->default_value(c.clip_grad), "max global gradient norm; 0 = off")
-      ("beta1", po::value(&c.beta1)->default_value(c.beta1), "AdamW beta1")
-      ("beta2", po::value(&c.beta2)->default_value(c.beta2), "AdamW beta2")
-      ("adam-eps", po::value(&c.adam_eps)->default_value(c.adam_eps), "AdamW epsilon")
-      ("init-std", po::value(&c.init_std)->default_value(c.init_std), "std of the normal init of 2-D weights")
+      ("weight-decay", number_value(&c.weight_decay), "AdamW decoupled decay (2-D weights)")
+      ("clip-grad", number_value(&c.clip_grad), "max global gradient norm; 0 = off")
+      ("beta1", number_value(&c.beta1), "AdamW beta1")
+      ("beta2", number_value(&c.beta2), "AdamW beta2")
+      ("adam-eps", number_value(&c.adam_eps), "AdamW epsilon")
+      ("init-std", number_value(&c.init_std), "std of the normal init of 2-D weights")
       ("seed", po::value(&seed)->default_value(seed), "seed for weights and document order")
       ("device", po::value(&c.device)->default_value(c.device), "backend: cpu or cuda")
       ("out", po::value(&c.out), "results file to write (docs/results.md)")
@@ -81,7 +124,7 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       ("save-keep", po::value(&c.save_keep)->default_value(c.save_keep), "newest checkpoints kept under --save (0: all)")
       ("auto-resume", po::bool_switch(&c.auto_resume),
        "resume from --save's latest checkpoint when it has one, else start fresh (for jobs that are requeued)")
-      ("preempt-grace", po::value(&c.preempt_grace_s)->default_value(c.preempt_grace_s),
+      ("preempt-grace", number_value(&c.preempt_grace_s),
        "with --save: seconds a run stopped by SIGTERM/SIGUSR1 has to finish its step and save before it exits anyway")
       ("resume", po::value(&c.resume), "continue from a checkpoint folder (or a --save folder: its latest), in any "
        "tp/pp/dp layout; --steps counts from the start of the run")
@@ -92,16 +135,14 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       "Usage: mpirun -np N qwen3-pretrain --data FILE --seq-len L --out FILE [options]");
   all.add(general).add(run);
   po::variables_map vm;
-  if (!parse_command_line(argc, argv, all, vm)) return std::nullopt;
+  if (!parse_command_line(argc, argv, all, vm, nullptr, pretrain_exit_codes())) return std::nullopt;
   if (vm.count("list-devices")) {
     for (const auto& d : available_devices()) std::cout << d << "\n";
     return std::nullopt;
   }
   if (!config_file.empty()) {
-    std::ifstream in(config_file);
-    if (!in) throw UsageError("--config: cannot read '" + config_file + "'");
     try {
-      po::store(po::parse_config_file(in, run), vm);  // values already given on the command line win
+      po::store(parse_run_config_file(config_file, run, general), vm);  // values given on the command line win
       po::notify(vm);
     } catch (const po::error& e) {
       throw UsageError("--config '" + config_file + "': " + e.what());

@@ -1,9 +1,11 @@
 // Strict INI reader (see ini.h).
 #include "config/ini.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
+#include <numeric>
 
 #include "core/error.h"
 
@@ -15,7 +17,46 @@ std::string trim(const std::string& s) {
   auto e = s.find_last_not_of(" \t\r\n");
   return s.substr(b, e - b + 1);
 }
+
+// Insertions, deletions and substitutions that turn a into b (one row of the dynamic programme at a time); '_' and
+// '-' count as the same character (global_batch is global-batch).
+bool is_dash(char c) { return c == '_' || c == '-'; }
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  std::iota(row.begin(), row.end(), std::size_t{0});
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      const bool same = a[i - 1] == b[j - 1] || (is_dash(a[i - 1]) && is_dash(b[j - 1]));
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (same ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
 }  // namespace
+
+std::string closest_key(const std::string& key, const std::vector<std::string>& candidates) {
+  const std::size_t allowed = std::max<std::size_t>(2, key.size() / 3);
+  std::string best;
+  std::size_t best_distance = allowed + 1;
+  for (const auto& c : candidates) {
+    const auto d = edit_distance(key, c);
+    if (d < best_distance) {
+      best = c;
+      best_distance = d;
+    }
+  }
+  return best;
+}
+
+std::string unknown_key_message(const std::string& key, const std::vector<std::string>& candidates) {
+  const auto nearest = closest_key(key, candidates);
+  return "unknown key '" + key + "'" + (nearest.empty() ? "" : " (did you mean '" + nearest + "'?)");
+}
 
 IniFile read_ini(const std::string& path, const std::string& what) {
   std::ifstream in(path);
@@ -90,7 +131,8 @@ bool IniFile::get_bool(const std::string& key, bool fallback) {
 
 void IniFile::reject_unused() const {
   for (auto& [k, v] : values_)
-    if (!used_.count(k)) throw UsageError("'" + source_ + "': unknown key '" + k + "'");
+    if (!used_.count(k))
+      throw UsageError("'" + source_ + "': " + unknown_key_message(k, std::vector<std::string>(used_.begin(), used_.end())));
 }
 
 }  // namespace qwen3

@@ -6,17 +6,43 @@
 
 namespace qwen3 {
 
-// Process exit codes (docs/exit-codes.md). Stable: job scripts and the sweep tool read them.
+// Process exit codes. Stable: job scripts and the sweep tool read them. What each means is kExitCodes below.
 enum class ExitCode : int {
   ok = 0,
-  internal = 1,      // a bug or an unexpected library failure
-  usage = 2,         // bad command line, option value or config file
-  input = 3,         // bad or missing input data (dataset, golden file, model config)
-  output = 4,        // the results file cannot be written
-  out_of_memory = 5, // the device (or host) ran out of memory
-  check_failed = 6,  // a numerical check (golden check) was out of tolerance
-  preempted = 7,     // stopped by SIGTERM/SIGUSR1 after saving a checkpoint (status "preempted"): resume it
+  internal = 1,
+  usage = 2,
+  input = 3,
+  output = 4,
+  out_of_memory = 5,
+  check_failed = 6,
+  preempted = 7,
 };
+
+// The one table of exit codes and their meanings: every tool's --help prints its rows (app/common/help.h) and
+// docs/exit-codes.md holds the same rows (tests/unit/cli_test.cpp compares them).
+struct ExitCodeInfo {
+  ExitCode code;
+  const char* meaning;
+};
+inline constexpr ExitCodeInfo kExitCodes[] = {
+    {ExitCode::ok, "success"},
+    {ExitCode::internal, "internal error: a bug or an unexpected library failure"},
+    {ExitCode::usage, "usage: unknown option, invalid value, bad config file, layout or batch that does not divide"},
+    {ExitCode::input, "input data: dataset, golden file, model config or checkpoint missing, corrupt or of another "
+                      "format or version"},
+    {ExitCode::output, "output: the output exists (without --overwrite), or its folder is missing or unwritable"},
+    {ExitCode::out_of_memory, "out of memory (device or host); a results file says status oom or oom_predicted"},
+    {ExitCode::check_failed, "a check failed: a compared quantity is out of tolerance or a known answer is wrong"},
+    {ExitCode::preempted, "preempted: stopped by SIGTERM/SIGUSR1 after saving a checkpoint (status preempted); "
+                          "resume it"},
+};
+
+// The meaning of a code, from kExitCodes.
+inline const char* exit_code_meaning(ExitCode code) {
+  for (const auto& row : kExitCodes)
+    if (row.code == code) return row.meaning;
+  return "unknown exit code";
+}
 
 class Error : public std::runtime_error {
  public:
