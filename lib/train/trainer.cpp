@@ -12,6 +12,7 @@
 #include <new>
 
 #include "core/error.h"
+#include "core/format.h"
 #include "io/hf_checkpoint.h"
 #include "train/checkpoint.h"
 #include "dist/collective_errors.h"
@@ -271,9 +272,9 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
     const AdamWConfig adamw{cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay};
     const int dp_rank = layout.coords(rank).dp;
     if (root)
-      std::printf("qwen3-pretrain: %s (%.3g B parameters), %s, seq %lld, global batch %lld = %lld micro-batches of %lld "
+      std::printf("qwen3-pretrain: %s (%s parameters), %s, seq %lld, global batch %lld = %lld micro-batches of %lld "
                   "× %lld data-parallel ranks, %lld steps on %s\n",
-                  cfg.model_source.c_str(), cfg.model.parameter_count() / 1e9, layout.describe().c_str(), (long long)L,
+                  cfg.model_source.c_str(), format_parameter_count(cfg.model.parameter_count()).c_str(), layout.describe().c_str(), (long long)L,
                   (long long)GB, (long long)micro_steps, (long long)MB, (long long)layout.dp(), (long long)cfg.steps,
                   engine.device_name().c_str());
 
