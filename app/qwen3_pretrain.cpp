@@ -23,11 +23,11 @@ int main(int argc, char** argv) {
     if (!cfg) return 0;
     if (cfg->plan) {  // no dataset, no output, no device: only the arithmetic of train/memory_plan.h
       const int ranks = cfg->plan_world_size > 0 ? cfg->plan_world_size : world.size();
+      cfg->validate_layout(ranks, true);  // the rules a CUDA run applies at start (qwen3-sweep relies on them)
       const ParallelLayout layout(ranks, cfg->tp, cfg->cp, cfg->pp);
       MemoryPlanInput in{cfg->model, cfg->micro_batch, cfg->seq_len, cfg->tp, layout.dp(), cfg->pp, cfg->cp};
       in.shard_optimizer = cfg->shard_optimizer;
       in.stage_layers = cfg->pp_layers;
-      if (!(cfg->seq_len > 0) || !(cfg->micro_batch > 0)) throw UsageError("--plan needs a positive --seq-len and --micro-batch");
       in.micro_batches = std::max<std::int64_t>(1, cfg->global_batch / (cfg->micro_batch * layout.dp()));
       const std::int64_t device =
           parse_memory_size("--device-memory", cfg->device_memory.empty() ? "80GB" : cfg->device_memory);

@@ -63,7 +63,7 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   bool no_shard = false;
   std::string seed = std::to_string(c.seed);
   po::options_description general("General");
-  general.add_options()("help,h", "show this help")("list-devices", "print the backends built into this binary and exit")(
+  general.add_options()("help,h", "show this help")("list-devices", "print the backends that can run on this host (one per line) and exit")(
       "config", po::value(&config_file), "INI file of the Run options below (keys without '--'; '_' may stand for '-'); "
       "the command line overrides it")(
       "plan", po::bool_switch(&c.plan), "print the CUDA engine's memory per rank for this run and exit (no GPU, no "
@@ -137,7 +137,10 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   po::variables_map vm;
   if (!parse_command_line(argc, argv, all, vm, nullptr, pretrain_exit_codes())) return std::nullopt;
   if (vm.count("list-devices")) {
-    for (const auto& d : available_devices()) std::cout << d << "\n";
+    for (const auto& d : usable_devices()) std::cout << d << "\n";
+    for (const auto& d : available_devices())  // built but not usable here: said apart, so scripts read stdout only
+      if (const std::string why = device_unusable_reason(d); !why.empty())
+        std::cerr << "qwen3-pretrain: " << d << " is built in but cannot run here: " << why << "\n";
     return std::nullopt;
   }
   if (!config_file.empty()) {

@@ -215,7 +215,7 @@ struct Layouts {
   Dims scores, scores_stride, scores_t, scores_t_stride, rows, rows_stride, stats_stride;
 };
 Layouts layouts(const SdpaShape& s) {
-  const std::int64_t B = s.batch, H = s.heads, S = s.seq, K = s.keys(), R = s.q_rows();
+  const std::int64_t B = s.batch, H = s.heads, S = s.seq, K = s.keys(), R = s.stats_rows();
   return {{B, H, S, K},     {H * S * K, S * K, K, 1}, {B, H, K, S}, {H * S * K, S * K, 1, K},
           {B, H, S, 1},     {H * S, S, 1, 1},         {H * R, R, 1, 1}};
 }
@@ -288,6 +288,7 @@ void check_shape(const SdpaShape& s) {
                   s.q_stride >= s.heads * s.head_dim && s.o_stride >= s.heads * s.head_dim &&
                   s.k_stride >= s.kv_heads * s.head_dim && s.v_stride >= s.kv_heads * s.head_dim &&
                   s.keys() >= s.seq && s.q_rows() >= s.seq && s.kv_rows() >= s.keys() &&
+                  s.stats_rows() >= s.seq &&
                   s.keys() <= std::numeric_limits<std::int32_t>::max();
   if (!ok)
     throw InternalError("cuDNN attention: unsupported shape " + describe(s) +
@@ -427,7 +428,7 @@ bool CudnnAttention::available() {
 
 CudnnAttention::Plan& CudnnAttention::plan(const SdpaShape& s, bool backward) {
   const Key key{backward, {s.batch, s.seq, s.heads, s.kv_heads, s.head_dim, s.q_stride, s.k_stride, s.v_stride,
-                           s.o_stride, s.keys(), s.q_rows(), s.kv_rows()}};
+                           s.o_stride, s.keys(), s.q_rows(), s.kv_rows(), s.stats_rows()}};
   if (auto it = plans_.find(key); it != plans_.end()) return *it->second;
   check_shape(s);
 

@@ -28,8 +28,12 @@ struct SdpaShape {
   // last; rows from one sequence to the next: q_batch_rows for q, o, dout, dq and lse (lse[b, h, i] at
   // (b·heads + h)·q_batch_rows + i), kv_batch_rows for k, v, dk and dv. A chunk of a longer buffer is addressed so.
   std::int64_t kv_seq = 0, q_batch_rows = 0, kv_batch_rows = 0;
+  // lse[b, h, i] at (b·heads + h)·lse_rows + i when set (0: q_rows()): a chunk's statistics padded apart so that each
+  // chunk's first one stays 16-byte aligned whatever the chunk length.
+  std::int64_t lse_rows = 0;
   std::int64_t keys() const { return kv_seq > 0 ? kv_seq : seq; }
   std::int64_t q_rows() const { return q_batch_rows > 0 ? q_batch_rows : seq; }
+  std::int64_t stats_rows() const { return lse_rows > 0 ? lse_rows : q_rows(); }
   std::int64_t kv_rows() const { return kv_batch_rows > 0 ? kv_batch_rows : keys(); }
 };
 
@@ -63,7 +67,7 @@ class CudnnAttention {
 
  private:
   struct Plan;  // the finalized execution plan and what it keeps alive (cudnn_attention.cpp)
-  using Key = std::pair<bool, std::array<std::int64_t, 12>>;  // (backward?, shape)
+  using Key = std::pair<bool, std::array<std::int64_t, 13>>;  // (backward?, shape)
   Plan& plan(const SdpaShape& shape, bool backward);
 
   cudnnContext* handle_ = nullptr;

@@ -65,13 +65,14 @@ void HostStagedCollectives::all_reduce_sum(float* data, std::size_t count, cudaS
   CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
-bool ranks_share_a_gpu(Communicator& group, int device) {
+std::string shared_gpu(Communicator& group, int device) {
   char bus[64] = {0}, host[256] = {0};
   CUDA_CHECK(cudaDeviceGetPCIBusId(bus, sizeof bus, device));
   gethostname(host, sizeof host - 1);
   std::vector<std::string> all = group.all_gather(std::string(host) + "/" + bus);
   std::sort(all.begin(), all.end());
-  return std::adjacent_find(all.begin(), all.end()) != all.end();
+  const auto twice = std::adjacent_find(all.begin(), all.end());
+  return twice == all.end() ? std::string() : *twice;
 }
 
 }  // namespace qwen3::cuda

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "dist/communicator.h"
@@ -29,7 +30,9 @@ class HostStagedCollectives {
   std::vector<float> a_, b_;         // fp32 staging
 };
 
-// True when two ranks of `group` drive the same GPU (same host and PCI bus id): NCCL cannot span such a group.
-bool ranks_share_a_gpu(Communicator& group, int device);
+// "host/PCI bus id" of a GPU that two ranks of `group` drive, "" when every rank has its own: NCCL cannot span such
+// a group. Collective over the group.
+std::string shared_gpu(Communicator& group, int device);
+inline bool ranks_share_a_gpu(Communicator& group, int device) { return !shared_gpu(group, device).empty(); }
 
 }  // namespace qwen3::cuda

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "model/sequence_layout.h"
 #include "ops/cpu/attention.h"
 #include "ops/cpu/embedding.h"
 #include "ops/cpu/linear.h"
@@ -251,9 +252,7 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
   // Context parallelism: this rank's two chunks of every sequence (cp_position), tokens and labels alike.
   const int cp = cp_comm_ ? cp_comm_->size() : 1;
   const std::int64_t S_full = mb.seq, S = S_full / cp;
-  if (cp > 1 && S_full % (2 * cp) != 0)
-    throw UsageError("--cp " + std::to_string(cp) + ": the sequence length " + std::to_string(S_full) +
-                     " must divide by 2 × cp (two chunks per rank)");
+  check_sequence_layout(mb.batch, S_full, 1, cp, false);
   st.positions.resize(static_cast<std::size_t>(S));
   for (std::int64_t j = 0; j < S; ++j) st.positions[j] = cp > 1 ? context_parallel_position(cp_comm_->rank(), j, S_full, cp) : j;
   std::vector<std::int32_t> tokens_here, labels_here;

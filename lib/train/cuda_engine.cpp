@@ -21,19 +21,32 @@
 #include "cuda/gemm.h"
 #include "cuda/host_staged_collectives.h"
 #include "cuda/op_timer.h"
-#include "model/init.h"
+#include "model/init_stream.h"
+#include "model/sequence_layout.h"
 #include "model/tensor_parallel.h"
 #include "ops/cpu/cross_entropy.h"
 #include "ops/cpu/rope.h"
 #include "ops/cuda/attention.h"
 #include "ops/cuda/cross_entropy.h"
 #include "ops/cuda/elementwise.h"
+#include "ops/cuda/init.h"
 #include "ops/cuda/optimizer.h"
 #include "ops/cuda/qk_norm_rope.h"
 #include "ops/cuda/rmsnorm.h"
 
 namespace qwen3 {
 namespace {
+
+// Throws UsageError when two ranks of `group` (null: none) drive one GPU: NCCL cannot span them. Collective over it.
+void require_own_gpus(Communicator* group, const std::string& what, int device, int devices_here) {
+  if (!group || group->size() < 2) return;
+  const std::string gpu = cuda::shared_gpu(*group, device);
+  if (gpu.empty()) return;
+  throw UsageError(what + " ranks share one GPU (" + gpu + "): NCCL needs a GPU of its own for every rank of a "
+                   "tensor-, pipeline- or data-parallel group. Start one rank per GPU (this host shows " +
+                   std::to_string(devices_here) + ": at most " + std::to_string(devices_here) +
+                   " ranks per node); only context parallelism (--cp) runs with ranks sharing a GPU, through host memory");
+}
 
 using bf16 = __nv_bfloat16;
 using cuda::MemCategory;
@@ -55,7 +68,7 @@ struct LayerActs {
   bf16 *x_mid;     // [Tl, H]
   bf16 *h_in, *h_mid;  // [T, H] the two norm outputs, gathered over the sequence (kept: recomputing cost more time)
   bf16 *gate_up;   // [T, 2·I]
-  float *rstd_in, *rstd_q, *rstd_k, *lse, *rstd_mid;  // [Tl], [T·heads], [T·kv_heads], [B·heads·S], [Tl]
+  float *rstd_in, *rstd_q, *rstd_k, *lse, *rstd_mid;  // [Tl], [T·heads], [T·kv_heads], [B·heads·lse_rows], [Tl]
 };
 
 // Attention dimensions of one micro-batch (tokens of sequence b start at row b·S of every [T, ·] buffer). With
@@ -102,6 +115,11 @@ class CudaEngine final : public Engine {
   std::vector<float> download(const float* base, const std::string& name) const;
   // Weights values[n] for flat elements [offset, offset + n): the bf16 copy, and the master copy where in the shard.
   void upload_weights(const float* values, std::int64_t offset, std::int64_t n);
+  // The initial weights (model/init.h's values) of this rank's tensors, computed on the device.
+  void init_weights_on_device(std::uint64_t seed, double std);
+  // Flat elements [offset, offset + n) of the gradient buffer, holding fp32 weights, become the weights: the bf16
+  // copy, the master copy where in the shard; the gradient buffer is zeroed again.
+  void commit_weights(std::int64_t offset, std::int64_t n);
   // Tensor parallelism: every rank adds its share of the replicated weights' gradients (norms over the whole group,
   // replicated K/V heads over their KV group) in each micro-batch; the sums are reduced once, when the gradients are
   // first read after the last micro-batch (reduce_gradients, grad_norm, optimizer_step, gradient). Reading ends the
@@ -276,21 +294,13 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   }
   slot_shape_.assign(static_cast<std::size_t>(slots_), {0, 0});
   if (o.max_seq <= 0 || o.max_batch <= 0) throw InternalError("the CUDA engine needs the micro-batch shape up front");
-  if (cp_ > 1 && o.max_seq % (2 * cp_) != 0)
-    throw UsageError("--cp " + std::to_string(cp_) + ": the sequence of " + std::to_string(o.max_seq) +
-                     " tokens must divide by 2 × cp (each rank holds two chunks of every sequence)");
-  if (tp_host_) {
+  check_sequence_layout(o.max_batch, o.max_seq, tp_.size, cp_, true);
 #ifndef QWEN3_HAVE_NCCL
-    throw UsageError("tensor parallelism with --device cuda needs NCCL, which this build did not find");
+  if (tp_host_) throw UsageError("tensor parallelism with --device cuda needs NCCL, which this build did not find");
 #endif
-    if ((o.max_batch * o.max_seq / cp_) % tp_.size != 0)
-      throw UsageError("--tp " + std::to_string(tp_.size) + " with --device cuda: the micro-batch's " +
-                       std::to_string(o.max_batch * o.max_seq / cp_) + " tokens" + (cp_ > 1 ? " on each context-parallel rank" : "") +
-                       " must divide by the tensor-parallel size (sequence parallelism)");
-  }
+  require_usable_device("cuda");
   int devices = 0;
   CUDA_CHECK(cudaGetDeviceCount(&devices));
-  if (devices == 0) throw UsageError("--device cuda: no CUDA device is visible on this host");
   CUDA_CHECK(cudaSetDevice(o.local_rank % devices));
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, o.local_rank % devices));
@@ -334,6 +344,13 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   } else {
     shard_n_ = padded_ = P;
   }
+  // NCCL spans the tensor-, pipeline- and data-parallel groups: each needs a GPU per rank (ncclCommInitRank would
+  // refuse with "invalid usage"); said before anything is allocated.
+  require_own_gpus(tp_host_, "--tp " + std::to_string(tp_.size) + ": tensor-parallel", o.local_rank % devices, devices);
+  require_own_gpus(pp_host_, "--pp " + std::to_string(pp_host_ ? pp_host_->size() : 1) + ": pipeline-parallel",
+                   o.local_rank % devices, devices);
+  if (zero1_ || (o.dp_comm && o.dp_comm->size() > 1))
+    require_own_gpus(zero1_ ? dp_host_ : o.dp_comm, "data-parallel", o.local_rank % devices, devices);
   const std::string shard = zero1_ ? zero_over_cp_ ? " (this data/context-parallel rank's shard)" : " (this data-parallel rank's shard)" : "";
   w_ = alloc_.allocate<float>(MemCategory::weights, shard_n_, "fp32 master weights" + shard);
   wb_ = alloc_.allocate<bf16>(MemCategory::weights, padded_, "bf16 compute weights");
@@ -462,7 +479,7 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
     a.rstd_in = alloc_.allocate<float>(A, Tl, what);
     a.rstd_q = alloc_.allocate<float>(A, T * nh, what);
     a.rstd_k = alloc_.allocate<float>(A, T * nkv, what);
-    a.lse = alloc_.allocate<float>(A, T * nh, what);
+    a.lse = alloc_.allocate<float>(A, o.max_batch * nh * lse_rows(o.max_seq, cp_), what);
     a.rstd_mid = alloc_.allocate<float>(A, Tl, what);
     acts_[static_cast<std::size_t>(slot)].push_back(a);
     if (full) shared = a;
@@ -591,26 +608,38 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   CUDA_CHECK(cudaMemset(g_, 0, padded_ * sizeof(float)));
   CUDA_CHECK(cudaMemset(wb_, 0, padded_ * sizeof(bf16)));
 
-  // Initial weights: the same values as every other backend (model/init.h), only this rank's shard of each tensor
-  // computed (its rows, its columns, or all of a replicated one), uploaded once.
-  std::vector<float> host(static_cast<std::size_t>(P));
+  init_weights_on_device(o.seed, o.init_std);
+}
+
+void CudaEngine::init_weights_on_device(std::uint64_t seed, double std) {
+  // The same values as every other backend (model/init.h), only this rank's shard of each tensor computed (its rows,
+  // its columns, or all of a replicated one), on the GPU: the host would take minutes for the larger models.
+  CUDA_CHECK(cudaDeviceSynchronize());
   for (std::size_t i = 0; i < full_.entries().size(); ++i) {
     const auto& f = full_.entries()[i];
     if (!owned_[i]) continue;  // another pipeline stage's
+    float* out = g_ + table_.entries()[i].offset;
     const ShardSpec sh = shard_spec(full_, i, tp_);
     const std::int64_t rows = f.shape.size() < 2 ? 1 : f.shape[0], cols = f.numel / rows;
     const std::int64_t r0 = sh.dim == 0 ? sh.begin : 0, nr = sh.dim == 0 ? sh.count : rows;
     const std::int64_t c0 = sh.dim == 1 ? sh.begin : 0, nc = sh.dim == 1 ? sh.count : cols;
     QWEN3_ASSERT(nr * nc == table_.entries()[i].numel, "a tensor-parallel shard's size");
-    init_tensor_block(full_, i, o.seed, o.init_std, r0, nr, c0, nc, host.data() + table_.entries()[i].offset);
+    if (f.shape.size() < 2)
+      cuda::fill(out, nr * nc, 1.0f, stream_);
+    else
+      cuda::init_normal_block(out, nr, nc, r0, c0, cols, init_stream_start(seed, i), std, stream_);
   }
-  upload_weights(host.data(), 0, P);
+  commit_weights(0, table_.total_elements());
 }
 
 void CudaEngine::upload_weights(const float* values, std::int64_t offset, std::int64_t n) {
-  // Through the gradient buffer (unused outside a step): the bf16 copy of all n, the master copy of this rank's shard.
   CUDA_CHECK(cudaDeviceSynchronize());  // no optimizer step may still be writing these weights
   CUDA_CHECK(cudaMemcpyAsync(g_ + offset, values, n * sizeof(float), cudaMemcpyHostToDevice, stream_));  // ordered before the cast
+  commit_weights(offset, n);
+}
+
+void CudaEngine::commit_weights(std::int64_t offset, std::int64_t n) {
+  // From the gradient buffer (unused outside a step): the bf16 copy of all n, the master copy of this rank's shard.
   cuda::cast_f32_to_bf16(g_ + offset, wb_ + offset, n, stream_);
   const std::int64_t b = std::max(offset, shard0_), e = std::min(offset + n, shard0_ + shard_n_);
   if (e > b)
@@ -730,6 +759,7 @@ cuda::SdpaShape CudaEngine::cp_chunk_shape(int j, std::int64_t B, std::int64_t S
   shape.kv_seq = (g + 1) * c;  // keys up to the end of chunk g
   shape.q_batch_rows = 2 * c;  // this rank's rows of each sequence
   shape.kv_batch_rows = S;     // the whole gathered sequence
+  shape.lse_rows = lse_rows(S, cp_);  // chunk j's statistics at j · lse_rows / 2, each 16-byte aligned
   return shape;
 }
 
@@ -809,7 +839,7 @@ void CudaEngine::attention_forward(LayerActs& a, const AttnDims& s, const cuda::
       const cuda::SdpaShape shape = cp_chunk_shape(j, s.B, s.S_full);
       if (cudnn_->workspace_bytes(shape) > cudnn_ws_bytes_) throw InternalError("cuDNN attention workspace too small");
       const std::int64_t row = j * shape.seq;
-      cudnn_->forward(a.q + row * s.qd, cp_kv_full_, cp_kv_full_ + s.kvd, a.attn + row * s.qd, a.lse + row, shape,
+      cudnn_->forward(a.q + row * s.qd, cp_kv_full_, cp_kv_full_ + s.kvd, a.attn + row * s.qd, a.lse + j * shape.lse_rows / 2, shape,
                       cudnn_ws_, st);
     }
     timer_.mark(st, "attention fwd (two context-parallel chunks)");
@@ -846,7 +876,7 @@ void CudaEngine::attention_backward(LayerActs& a, const AttnDims& s, const cuda:
                                    static_cast<std::size_t>((S - second.kv_seq) * w) * sizeof(bf16),
                                    static_cast<std::size_t>(s.B), st));
     cudnn_->backward(a.q + c * s.qd, cp_kv_full_, cp_kv_full_ + s.kvd, a.attn + c * s.qd, dattn_ + c * s.qd,
-                     a.lse + c, dq_ + c * s.qd, cp_dkv_, cp_dkv_ + s.kvd, second, cudnn_ws_, st);
+                     a.lse + second.lse_rows / 2, dq_ + c * s.qd, cp_dkv_, cp_dkv_ + s.kvd, second, cudnn_ws_, st);
     cudnn_->backward(a.q, cp_kv_full_, cp_kv_full_ + s.kvd, a.attn, dattn_, a.lse, dq_, cp_dkv_first_,
                      cp_dkv_first_ + s.kvd, first, cudnn_ws_, st);
     for (std::int64_t b = 0; b < s.B; ++b)
@@ -929,12 +959,7 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mbp, double grad_scale,
   const std::int64_t V = tp_.vocab, v0 = tp_.vocab0;
   if (T > max_tokens_ || S_full > max_seq_ || B > max_batch_)
     throw InternalError("micro-batch " + std::to_string(B) + "×" + std::to_string(S_full) + " exceeds the engine's sizing");
-  if (cp_ > 1 && S_full % (2 * cp_) != 0)
-    throw UsageError("context parallelism: a sequence of " + std::to_string(S_full) + " tokens does not divide by 2 × cp = " +
-                     std::to_string(2 * cp_));
-  if (T % tp_.size != 0)
-    throw UsageError("sequence parallelism: the micro-batch's " + std::to_string(T) + " tokens do not divide by --tp " +
-                     std::to_string(tp_.size));
+  check_sequence_layout(B, S_full, tp_.size, cp_, true);
   const float eps = static_cast<float>(c.rms_norm_eps);
   cudaStream_t st = stream_;
   auto& gemm = *gemm_;
@@ -1383,6 +1408,23 @@ std::int64_t cuda_device_total_bytes(int local_rank) {
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, local_rank % devices));
   return static_cast<std::int64_t>(prop.totalGlobalMem);
+}
+
+std::string cuda_unusable_reason() {
+  int devices = 0;
+  const cudaError_t e = cudaGetDeviceCount(&devices);
+  if (e == cudaSuccess && devices > 0) return "";
+  cudaGetLastError();  // clear the error: the caller may still run on the CPU
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  const std::string mask = visible ? std::string(" (CUDA_VISIBLE_DEVICES=\"") + visible + "\")" : "";
+  const std::string runtime = std::to_string(CUDART_VERSION / 1000) + "." + std::to_string(CUDART_VERSION % 1000 / 10);
+  switch (e) {
+    case cudaSuccess:
+    case cudaErrorNoDevice: return "no CUDA device is visible" + mask;
+    case cudaErrorInsufficientDriver:
+      return "no NVIDIA driver was found, or it is older than this build's CUDA " + runtime + " runtime needs";
+    default: return std::string("CUDA cannot start (") + cudaGetErrorName(e) + ": " + cudaGetErrorString(e) + ")" + mask;
+  }
 }
 
 std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& cfg, const EngineOptions& opts) {

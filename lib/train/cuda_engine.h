@@ -4,6 +4,7 @@
 // NCCL); data-parallel gradients are all-reduced over NCCL in reduce_gradients().
 #pragma once
 #include <memory>
+#include <string>
 
 #include "train/engine.h"
 
@@ -14,5 +15,8 @@ std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& cfg, const EngineOpt
 
 // Total memory of the GPU that node-local rank `local_rank` drives; 0 when no GPU is visible.
 std::int64_t cuda_device_total_bytes(int local_rank);
+// Why CUDA cannot run here, in words ("" when a device is usable): no driver, a driver older than this build's
+// runtime, no visible device.
+std::string cuda_unusable_reason();
 
 }  // namespace qwen3

@@ -113,8 +113,14 @@ class Engine {
 
 // Registry: "cpu" always; other names answer with the list of backends built into this binary.
 std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig& cfg, const EngineOptions& opts);
-std::vector<std::string> available_devices();
-// Total memory of the device a rank with this node-local index drives (0 when unknown: the CPU, no device).
+std::vector<std::string> available_devices();  // built into this binary
+// Why a built backend cannot run on this host ("" when it can): e.g. no NVIDIA driver, no visible GPU.
+std::string device_unusable_reason(const std::string& device);
+// The built backends that can run here (--list-devices).
+std::vector<std::string> usable_devices();
+// Throws UsageError "--device cuda: no usable GPU ...: <reason>" when the backend cannot run on this host.
+void require_usable_device(const std::string& device);
+// Total memory of the device a rank with this node-local index drives (0 on the CPU); checks the device is usable.
 std::int64_t device_memory_bytes(const std::string& device, int local_rank);
 
 }  // namespace qwen3

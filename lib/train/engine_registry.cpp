@@ -24,10 +24,10 @@ const std::map<std::string, Factory>& registry() {
 }  // namespace
 
 std::int64_t device_memory_bytes(const std::string& device, int local_rank) {
+  require_usable_device(device);
 #ifdef QWEN3_HAVE_CUDA
   if (device == "cuda") return cuda_device_total_bytes(local_rank);
 #endif
-  (void)device;
   (void)local_rank;
   return 0;
 }
@@ -36,6 +36,29 @@ std::vector<std::string> available_devices() {
   std::vector<std::string> names;
   for (auto& [n, f] : registry()) names.push_back(n);
   return names;
+}
+
+std::string device_unusable_reason(const std::string& device) {
+#ifdef QWEN3_HAVE_CUDA
+  if (device == "cuda") return cuda_unusable_reason();
+#endif
+  (void)device;
+  return "";
+}
+
+std::vector<std::string> usable_devices() {
+  std::vector<std::string> names;
+  for (const auto& n : available_devices())
+    if (device_unusable_reason(n).empty()) names.push_back(n);
+  return names;
+}
+
+void require_usable_device(const std::string& device) {
+  if (registry().find(device) == registry().end()) return;  // make_engine names the built backends
+  const std::string why = device_unusable_reason(device);
+  if (!why.empty())
+    throw UsageError("--device " + device + ": no usable GPU on this host: " + why +
+                     " (--list-devices shows what works here; --device cpu runs on the CPU)");
 }
 
 std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig& cfg, const EngineOptions& opts) {

@@ -2,6 +2,7 @@
 #include "train/memory_plan.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -9,6 +10,7 @@
 #include "core/error.h"
 #include "model/param_table.h"
 #include "model/pipeline_split.h"
+#include "model/sequence_layout.h"
 #include "model/tensor_parallel.h"
 
 namespace qwen3 {
@@ -47,9 +49,7 @@ std::vector<std::pair<std::string, std::int64_t>> MemoryPlan::by_category() cons
 MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
   const ModelConfig& c = in.model;
   const int cp = std::max(1, in.cp);
-  if (in.seq_len % (2 * cp) != 0)
-    throw UsageError("--cp " + std::to_string(cp) + ": --seq-len " + std::to_string(in.seq_len) +
-                     " must divide by 2 × cp (each rank holds two chunks of every sequence)");
+  check_sequence_layout(in.micro_batch, in.seq_len, in.tp, cp, true);
   if (cp > 1 && !in.cudnn_attention)
     throw UsageError("--cp " + std::to_string(cp) + ": context parallelism on the GPU runs on cuDNN fused attention only");
   c.validate();
@@ -59,9 +59,6 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
   const ParamTable table = ParamTable(c, d.q_dim, d.kv_dim, d.inter, d.vocab).restricted(stage_tensors(ParamTable(c), stage));
   const std::int64_t slots = in.pp > 1 ? std::min<std::int64_t>(in.pp - in.stage, std::max<std::int64_t>(1, in.micro_batches)) : 1;
   const std::int64_t T = in.micro_batch * in.seq_len / cp, Tl = T / std::max(1, in.tp);  // this rank's tokens
-  if (T % in.tp != 0)
-    throw UsageError("--tp " + std::to_string(in.tp) + ": the micro-batch's " + std::to_string(T) +
-                     " tokens must divide by the tensor-parallel size (sequence parallelism)");
   const std::int64_t P = table.total_elements(), H = c.hidden_size, I = d.inter, qd = d.q_dim, kvd = d.kv_dim;
   const std::int64_t V = d.vocab, nh = d.heads, nkv = d.kv_heads, hd = c.head_dim, L = stage.layers();
   const std::int64_t shards = static_cast<std::int64_t>(in.dp) * cp;  // the optimizer shards over data × context ranks
@@ -84,7 +81,7 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
   // What one layer keeps without recomputation (the engine's LayerActs), and the parts selective recomputation drops.
   const std::int64_t per_layer = 2 * (Tl * H * 2 + T * (qd + 2 * kvd) + T * qd + T * kvd + (in.cudnn_attention ? 0 : T * kvd) +
                                       T * qd + T * H * 2 + T * 2 * I) +
-                                 4 * (2 * Tl + T * nh * 2 + T * nkv);
+                                 4 * (2 * Tl + T * nh + in.micro_batch * nh * lse_rows(in.seq_len, cp) + T * nkv);
   const std::int64_t dropped = 2 * (T * qd + T * kvd + 2 * T * H), input = 2 * Tl * H;
   const std::string in_flight = slots > 1 ? " × " + std::to_string(slots) + " micro-batches in flight" : "";
   const RecomputePolicy& rc = in.recompute;
@@ -170,7 +167,31 @@ RecomputePolicy choose_recompute(const std::string& policy, std::int64_t num_lay
   return candidates[3];
 }
 
+const std::vector<GpuMemory>& known_gpus() {
+  // Total memory as the CUDA driver reports it (cudaDeviceProp::totalGlobalMem, nvidia-smi's memory.total), read on
+  // the cards themselves: the marketing "80GB" is decimal and rounded, the device is what counts.
+  static const std::vector<GpuMemory> gpus = {
+      {"a100-40gb", 40960ll << 20},  {"a100-80gb", 81920ll << 20}, {"h100-80gb", 81559ll << 20},
+      {"h100", 81559ll << 20},       {"h200", 143771ll << 20},     {"h200-141gb", 143771ll << 20},
+  };
+  return gpus;
+}
+
+std::string known_gpu_names() {
+  std::string out;
+  for (const auto& g : known_gpus()) {
+    char line[64];
+    std::snprintf(line, sizeof line, "%s%s = %.1f GiB", out.empty() ? "" : ", ", g.name, g.bytes / 1073741824.0);
+    out += line;
+  }
+  return out;
+}
+
 std::int64_t parse_memory_size(const std::string& option, const std::string& text) {
+  std::string lower = text;
+  for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  for (const auto& g : known_gpus())
+    if (lower == g.name) return g.bytes;
   static const std::map<std::string, double> units = {
       {"", 1},         {"B", 1},         {"KB", 1e3},        {"MB", 1e6},        {"GB", 1e9},
       {"TB", 1e12},    {"KiB", 1 << 10}, {"MiB", 1 << 20},   {"GiB", 1ll << 30}, {"TiB", 1ll << 40}};
@@ -183,7 +204,8 @@ std::int64_t parse_memory_size(const std::string& option, const std::string& tex
   }
   const auto unit = units.find(text.substr(used));
   if (used == 0 || unit == units.end() || !(value > 0) || !std::isfinite(value))
-    throw UsageError(option + ": '" + text + "' is not a memory size (e.g. 141GB, 80GiB, 81559MiB)");
+    throw UsageError(option + ": '" + text + "' is neither a GPU name (" + known_gpu_names() +
+                     ") nor a memory size (80GiB, 81559MiB: binary units; 85GB: decimal, 10^9 bytes)");
   return static_cast<std::int64_t>(value * unit->second);
 }
 

@@ -57,7 +57,17 @@ std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in);
 RecomputePolicy choose_recompute(const std::string& policy, std::int64_t num_layers, bool offload_inputs,
                                  MemoryPlanInput in, std::int64_t device_bytes);
 
-// "141GB", "80GiB", "81559MiB", "1e11" (bytes) → bytes. Throws UsageError naming `option` otherwise.
+// A GPU model and its memory as the device reports it (nvidia-smi's memory.total).
+struct GpuMemory {
+  const char* name;  // lower case, as --device-memory takes it: "h100-80gb", "h200"
+  std::int64_t bytes;
+};
+const std::vector<GpuMemory>& known_gpus();
+// "h100-80gb = 79.6 GiB, h200 = 140.4 GiB, ...": the names for --help and messages.
+std::string known_gpu_names();
+
+// A GPU name of known_gpus() (its real size), or a size: "80GiB", "81559MiB" (binary units), "141GB" (decimal: 10^9
+// bytes), "1e11" (bytes) → bytes. Throws UsageError naming `option` otherwise.
 std::int64_t parse_memory_size(const std::string& option, const std::string& text);
 
 // The plan as text for people: one line per category with its largest items, the total, and the verdict against

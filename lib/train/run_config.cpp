@@ -2,11 +2,12 @@
 #include "train/run_config.h"
 
 #include <filesystem>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/format.h"
 #include "model/recompute.h"
 #include "model/pipeline_split.h"
+#include "model/sequence_layout.h"
 #include "model/tensor_parallel.h"
 #include "dist/layout.h"
 
@@ -17,24 +18,37 @@ std::string join_counts(const std::vector<std::int64_t>& v) {
   for (auto n : v) out += (out.empty() ? "" : ",") + std::to_string(n);
   return out;
 }
-std::string num(double v) {
-  std::ostringstream s;
-  s.precision(17);
-  s << v;
-  return s.str();
-}
+std::string num(double v) { return format_shortest(v); }
 void positive(const char* option, double v) {
   if (!(v > 0)) throw UsageError(std::string(option) + " must be positive, got " + num(v));
 }
 }  // namespace
 
-void RunConfig::validate(int world) const {
+void RunConfig::validate_layout(int world, bool cuda) const {
   model.validate();
-  if (data.empty()) throw UsageError("--data is required (a dataset file; make one with qwen3-dataset synthetic)");
-  if (out.empty()) throw UsageError("--out is required (the results file to write)");
   positive("--seq-len", static_cast<double>(seq_len));
   positive("--global-batch", static_cast<double>(global_batch));
   positive("--micro-batch", static_cast<double>(micro_batch));
+  for (auto [name, v] : {std::pair{"--tp", tp}, std::pair{"--pp", pp}, std::pair{"--cp", cp}}) {
+    if (v < 1) throw UsageError(std::string(name) + " must be at least 1, got " + std::to_string(v));
+  }
+  check_sequence_layout(micro_batch, seq_len, tp, cp, cuda);
+  if (!pp_layers.empty() && pp == 1 && pp_layers.size() != 1)
+    throw UsageError("--pp-layers lists " + std::to_string(pp_layers.size()) + " stages but --pp is 1");
+  pipeline_layer_counts(model, pp, seq_len, pp_layers);  // pp ≤ layers; an explicit split is complete
+  if (tp > 1) {
+    tp_dims(model, 0, tp);  // heads, KV heads, intermediate size and vocabulary divisible (or KV heads replicable)
+  }
+  ParallelLayout layout(world, tp, cp, pp);  // world divisible by tp·cp·pp
+  const std::int64_t dp = layout.dp();
+  if (global_batch % (micro_batch * dp) != 0)
+    throw UsageError("--global-batch " + std::to_string(global_batch) + " is not divisible by --micro-batch × data-parallel size = " +
+                     std::to_string(micro_batch) + " × " + std::to_string(dp) + " = " + std::to_string(micro_batch * dp));
+}
+
+void RunConfig::validate(int world) const {
+  if (data.empty()) throw UsageError("--data is required (a dataset file; make one with qwen3-dataset synthetic)");
+  if (out.empty()) throw UsageError("--out is required (the results file to write)");
   positive("--steps", static_cast<double>(steps));
   positive("--lr", lr);
   if (!(min_lr >= 0 && min_lr <= lr)) throw UsageError("--min-lr must be between 0 and --lr (" + num(lr) + "), got " + num(min_lr));
@@ -64,23 +78,7 @@ void RunConfig::validate(int world) const {
   if (!export_hf.empty() && std::filesystem::exists(export_hf) && !overwrite)
     throw UsageError("--export-hf: '" + export_hf + "' exists (pass --overwrite to replace it)");
   if (device != "cpu" && device != "cuda") throw UsageError("--device: invalid value '" + device + "' (valid: cpu, cuda)");
-  for (auto [name, v] : {std::pair{"--tp", tp}, std::pair{"--pp", pp}, std::pair{"--cp", cp}}) {
-    if (v < 1) throw UsageError(std::string(name) + " must be at least 1, got " + std::to_string(v));
-  }
-  if (cp > 1 && seq_len % (2 * cp) != 0)
-    throw UsageError("--cp " + std::to_string(cp) + ": --seq-len " + std::to_string(seq_len) +
-                     " must divide by 2 × cp (each rank holds two chunks of every sequence)");
-  if (!pp_layers.empty() && pp == 1 && pp_layers.size() != 1)
-    throw UsageError("--pp-layers lists " + std::to_string(pp_layers.size()) + " stages but --pp is 1");
-  pipeline_layer_counts(model, pp, seq_len, pp_layers);  // pp ≤ layers; an explicit split is complete
-  if (tp > 1) {
-    tp_dims(model, 0, tp);  // heads, KV heads, intermediate size and vocabulary divisible (or KV heads replicable)
-  }
-  ParallelLayout layout(world, tp, cp, pp);  // world divisible by tp·cp·pp
-  const std::int64_t dp = layout.dp();
-  if (global_batch % (micro_batch * dp) != 0)
-    throw UsageError("--global-batch " + std::to_string(global_batch) + " is not divisible by --micro-batch × data-parallel size = " +
-                     std::to_string(micro_batch) + " × " + std::to_string(dp) + " = " + std::to_string(micro_batch * dp));
+  validate_layout(world, device == "cuda");
 }
 
 std::vector<std::pair<std::string, std::string>> RunConfig::key_values() const {

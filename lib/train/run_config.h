@@ -51,6 +51,9 @@ struct RunConfig {
 
   // Throws UsageError naming the first bad field. world_size: ranks in the job.
   void validate(int world_size) const;
+  // The part of validate that --plan needs (no data, no output): the model, the batch and sequence sizes, and the
+  // layout of world_size ranks against them, with the rules of the CUDA backend when `cuda`.
+  void validate_layout(int world_size, bool cuda) const;
   // Sequences each data-parallel rank runs per step, and micro-batches per step.
   std::int64_t dp_size(int world_size) const { return world_size / (tp * pp * cp); }
   std::int64_t micro_batches_per_step(int world_size) const { return global_batch / (micro_batch * dp_size(world_size)); }

@@ -15,6 +15,11 @@
 #include "ops/cpu/swiglu.h"
 #include "ops/cuda/cross_entropy.h"
 #include "ops/cuda/elementwise.h"
+#include "ops/cuda/init.h"
+#include "config/model_config.h"
+#include "model/init.h"
+#include "model/init_stream.h"
+#include "model/param_table.h"
 #include "ops/cuda/optimizer.h"
 #include "ops/cuda/qk_norm_rope.h"
 #include "ops/cuda/rmsnorm.h"
@@ -280,6 +285,35 @@ TEST(CudaOps, SumOfSquaresInDouble) {
   double ref = 0;
   for (float v : x) ref += static_cast<double>(v) * v;
   EXPECT_NEAR(out.download()[0], ref, 1e-9 * ref);
+}
+
+// Weight initialisation on the device against the host's (model/init.h), for a row block and a column block of a
+// tensor with an odd width: every value within one float rounding (the GPU's double-precision log/sin/cos may differ
+// from the host's in the last bit of a double, which rounding to float almost always hides).
+TEST(CudaOps, InitNormalBlockEqualsTheHostInitialisation) {
+  QWEN3_REQUIRE_GPU();
+  const ModelConfig c = model_preset("tiny");
+  const ParamTable table(c);
+  const std::size_t index = table.layers[1].gate_proj;
+  const auto& e = table.entries()[index];
+  const std::int64_t rows = e.shape[0], width = e.numel / rows;
+  struct Block { std::int64_t r0, nr, c0, nc; };
+  for (const Block b : {Block{3, rows - 5, 0, width}, Block{0, rows, 7, width - 8}, Block{0, 1, 1, 3}}) {
+    std::vector<float> want(static_cast<std::size_t>(b.nr * b.nc));
+    init_tensor_block(table, index, 1234, 0.02, b.r0, b.nr, b.c0, b.nc, want.data());
+    DeviceBuffer<float> got(want.size());
+    cuda::init_normal_block(got.get(), b.nr, b.nc, b.r0, b.c0, width, init_stream_start(1234, index), 0.02, nullptr);
+    const auto g = got.download();
+    int differ = 0;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      EXPECT_NEAR(g[i], want[i], 1.2e-7 * std::fabs(want[i]) + 1e-30) << "element " << i;
+      differ += g[i] != want[i];
+    }
+    EXPECT_LE(differ, static_cast<int>(want.size() / 1000) + 1) << "more than rare last-bit differences";
+  }
+  DeviceBuffer<float> ones(5);
+  cuda::fill(ones.get(), 5, 1.0f, nullptr);
+  for (float v : ones.download()) EXPECT_EQ(v, 1.0f);
 }
 
 #else

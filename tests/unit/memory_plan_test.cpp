@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "io/dataset.h"
 #include "io/h5.h"
+#include "model/sequence_layout.h"
 #include "train/memory_plan.h"
 
 using namespace qwen3;
@@ -65,6 +66,8 @@ TEST(MemoryPlan, CategoriesAddUpAndScaleWithTheLayout) {
   EXPECT_NEAR(static_cast<double>(d4.by_category()[1].second), d1.by_category()[1].second, 0.01 * d1.by_category()[1].second);
   EXPECT_EQ(parse_memory_size("--device-memory", "141GB"), 141000000000ll);
   EXPECT_EQ(parse_memory_size("--device-memory", "80GiB"), 80ll << 30);
+  EXPECT_EQ(parse_memory_size("--device-memory", "h200"), 143771ll << 20);
+  EXPECT_EQ(parse_memory_size("--device-memory", "h100-80gb"), 81559ll << 20);
   EXPECT_THROW(parse_memory_size("--device-memory", "12XB"), UsageError);
 }
 
@@ -79,7 +82,11 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   EXPECT_NE(r.output.find("T8 C1 D1 P1 (8 ranks)"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --device-memory lots");
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("--device-memory: 'lots' is not a memory size"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--device-memory: 'lots' is neither a GPU name (a100-40gb = 40.0 GiB"), std::string::npos) << r.output;
+  // A GPU name means its real size (nvidia-smi's memory.total): an H100 80GB is 79.6 GiB, not 80e9 bytes = 74.5 GiB.
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --device-memory H100-80GB");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(" of 79.65 GiB: fits"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --pp 2 --world-size 2");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("per pipeline stage:\n  stage 0 (layers 0-"), std::string::npos) << r.output;
@@ -139,6 +146,19 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4098 --cp 2 --world-size 2");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("must divide by 2 × cp"), std::string::npos) << r.output;
+  // --plan applies every rule a CUDA run applies at start (qwen3-sweep asks it): sequence parallelism splits the
+  // tokens evenly, the global batch splits over the replicas.
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4097 --tp 2 --world-size 2");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--tp 2 with --device cuda: the micro-batch's 4097 tokens must divide by the tensor-parallel size"),
+            std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --global-batch 3 --world-size 2");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--global-batch 3 is not divisible"), std::string::npos) << r.output;
+  // Chunks of any length run on the GPU (each chunk's attention statistics padded to 16 bytes): 40 tokens at cp 2
+  // are chunks of 10.
+  r = test::run_program("qwen3-pretrain", "--plan --model tiny --seq-len 40 --cp 2 --world-size 2");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 TEST(MemoryPlan, RunWhosePlanDoesNotFitStopsBeforeAllocating) {
@@ -168,4 +188,17 @@ TEST(MemoryPlan, RunWhosePlanDoesNotFitStopsBeforeAllocating) {
   h5::Handle g = h5::open_read(offload_out, "results");
   EXPECT_EQ(h5::read_attr_string(g.get(), "status"), "oom_predicted");
   EXPECT_EQ(h5::read_attr_int(g.get(), "plan_host_pinned_bytes"), 864ll << 30);
+}
+
+TEST(MemoryPlan, SequenceRulesOfALayoutLiveInOnePlace) {
+  // Context parallelism: two chunks per rank; each chunk's attention statistics start 16-byte aligned (cuDNN).
+  EXPECT_THROW(check_sequence_layout(1, 30, 1, 2, false), UsageError);
+  EXPECT_NO_THROW(check_sequence_layout(1, 40, 1, 2, true));
+  EXPECT_EQ(lse_rows(4096, 1), 4096);
+  EXPECT_EQ(lse_rows(64, 2), 32);  // chunks of 16: already aligned
+  EXPECT_EQ(lse_rows(40, 2), 24);  // chunks of 10, each padded to 12 floats
+  // Sequence parallelism on the GPU splits a rank's tokens evenly; the CPU reference pads them.
+  EXPECT_THROW(check_sequence_layout(1, 4097, 2, 1, true), UsageError);
+  EXPECT_NO_THROW(check_sequence_layout(1, 4097, 2, 1, false));
+  EXPECT_NO_THROW(check_sequence_layout(2, 4097, 2, 1, true));  // 8,194 tokens in the micro-batch
 }
