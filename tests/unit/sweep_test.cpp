@@ -1,11 +1,17 @@
-// qwen3-sweep: the study's specification expands to its 90 cells; a small CPU sweep runs locally with one cell that
-// fails (a context-parallel cell whose length does not divide by 2 × cp) without stopping the others, pipeline cells
-// included, resumes by skipping complete cells, and feeds
-// qwen3-report; bad specifications — unknown model, layouts that do not fit the ranks, names that would reach a
-// shell — and a missing binary end with one clear message before anything runs; and the same small sweep submitted
-// to a real single-node Slurm started by the test (tools/slurm/local_slurm.sh), reported, and its daemons stopped.
+// qwen3-sweep and jobs/pretrain.sbatch: the study's specification expands to its 90 cells, named T<tp>P<pp>[C<cp>]D<dp>
+// as in every tool; a small CPU sweep runs locally, pipeline cells included, resumes by skipping complete cells, and
+// feeds qwen3-report; a layout qwen3-pretrain --plan refuses at a length (a context-parallel cell whose length does not
+// divide by 2 × cp) is recorded in DIR/cells.json with its reason and never run; a dataset is rebuilt when the spec
+// asks for a length, more documents or a seed it lacks; failed cells (status error) run again only with
+// --retry-failed; bad specifications — unknown model or key (with the closest spelling), layouts that do not fit the
+// ranks, names that would reach a shell, a device_memory qwen3-pretrain refuses — and a missing binary end with one
+// clear message before anything runs; the job script answers --help and names QWEN3_BIN when it cannot find the
+// binary; and the same small sweep submitted twice to a real single-node Slurm started by the test
+// (tools/slurm/local_slurm.sh) queues its cells once, is reported, and the job script runs as root from another folder.
+// Tests that need Slurm or the plotting stack skip with the reason on a host without them, and fail in CI (CI=true).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -25,6 +31,32 @@ std::string spec_file(const fs::path& dir, const std::string& name, const std::s
   std::ofstream(p) << body;
   return p.string();
 }
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+// s with the first `from` replaced by `to`.
+std::string replaced(std::string s, const std::string& from, const std::string& to) {
+  return s.replace(s.find(from), from.size(), to);
+}
+// p in single quotes, for a shell command line.
+std::string shq(const fs::path& p) { return "'" + p.string() + "'"; }
+std::string repo_file(const std::string& path) { return test::test_data_dir() + "/../../" + path; }
+bool in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci != nullptr && std::string(ci) == "true";
+}
+// qwen3-report's answer when no Python with its packages (h5py, matplotlib, scipy) was found.
+bool lacks_plotting_stack(const test::CliResult& r) {
+  return r.exit_code != 0 && (r.output.find("h5py") != std::string::npos ||
+                              r.output.find("matplotlib") != std::string::npos ||
+                              r.output.find("scipy") != std::string::npos);
+}
+// A results file's status, rewritten as a failed or killed run would have left it.
+void set_status(const fs::path& results, const std::string& status) {
+  h5::Handle f = h5::open_rw(results.string());
+  h5::write_attr(f.get(), "status", status);
+}
 const char* kTinySpec = R"([sweep]
 name = tiny-test
 models = tiny
@@ -36,85 +68,230 @@ documents = 8
 device = cpu
 gpus_per_node = 2
 )";
+// One rank per cell, one step: the cheapest cells, for the tests of what a re-run does.
+const char* kOneRankSpec = R"([sweep]
+name = one-rank
+models = tiny
+lengths = 64
+layouts = T1P1
+global_batch = 2
+steps = 1
+documents = 2
+device = cpu
+gpus_per_node = 1
+)";
 }  // namespace
 
+// A host without what a test needs skips it with the reason; CI, where tools/bootstrap.sh installs everything, fails.
+#define REQUIRE_OR_SKIP(available, reason)                                     \
+  do {                                                                         \
+    if (!(available)) {                                                        \
+      if (in_ci()) FAIL() << (reason) << " (CI=true: CI installs everything)"; \
+      GTEST_SKIP() << (reason);                                                \
+    }                                                                          \
+  } while (0)
+
 TEST(Sweep, StudySpecificationExpandsToNinetyCells) {
-  const auto r = test::run_program("qwen3-sweep", "'" + test::test_data_dir() + "/../../inputs/study-8xh200.sweep.ini' "
-                                   "--dir '" + ::testing::TempDir() + "/qwen3_study' --dry-run");
+  const auto r = test::run_program("qwen3-sweep", shq(repo_file("inputs/study-8xh200.sweep.ini")) + " --dir '" +
+                                                      ::testing::TempDir() + "/qwen3_study' --dry-run");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("90 cells (5 models × 6 lengths × 3 layouts), 8 ranks each"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("cell 32B-L131072-T2P4:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("cell 32B-L131072-T2P4D1:"), std::string::npos) << r.output;  // the layout's full name
   EXPECT_NE(r.output.find("--tp 2 --pp 4"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(fs::path(::testing::TempDir()) / "qwen3_study")) << "a dry run creates nothing";
   // Scaled to the 4-GPU hosts: the same 90 cells with 4-GPU layouts.
-  const auto four = test::run_program("qwen3-sweep", "'" + test::test_data_dir() + "/../../inputs/study-4xh100.sweep.ini' "
-                                      "--dir '" + ::testing::TempDir() + "/qwen3_study4' --dry-run");
+  const auto four = test::run_program("qwen3-sweep", shq(repo_file("inputs/study-4xh100.sweep.ini")) + " --dir '" +
+                                                         ::testing::TempDir() + "/qwen3_study4' --dry-run");
   ASSERT_EQ(four.exit_code, 0) << four.output;
   EXPECT_NE(four.output.find("90 cells (5 models × 6 lengths × 3 layouts), 4 ranks each"), std::string::npos) << four.output;
-  EXPECT_NE(four.output.find("cell 8B-L131072-T4P1:"), std::string::npos) << four.output;
+  EXPECT_NE(four.output.find("cell 8B-L131072-T4P1D1:"), std::string::npos) << four.output;
 }
 
 TEST(Sweep, LocalSweepRunsEveryCellResumesAndReports) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_sweep_local";
-  fs::remove_all(dir);
+  const fs::path dir = test::fresh_dir("qwen3_sweep_local");
   const std::string spec = spec_file(dir, "tiny.sweep.ini", kTinySpec);
-  const std::string args = "'" + spec + "' --dir '" + (dir / "run").string() + "' --local";
+  const std::string args = shq(spec) + " --dir " + shq(dir / "run") + " --local";
   auto r = test::run_program("qwen3-sweep", args);
-  EXPECT_EQ(r.exit_code, 1) << r.output;  // the C2 cell at 30 tokens fails: 30 does not divide by 2 × cp
-  EXPECT_NE(r.output.find("[1/4] tiny-L30-T1P2: ok"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("tiny-L30-T1P1C2: failed"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("[3/4] tiny-L64-T1P2: ok"), std::string::npos) << r.output;  // the failure stopped nothing
-  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P2.h5"));
-  std::ifstream log(dir / "run" / "logs" / "tiny-L30-T1P1C2.log");
-  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
-  EXPECT_NE(text.find("--seq-len 30 must divide by 2 × cp"), std::string::npos) << text;
-  r = test::run_program("qwen3-sweep", args);  // resumes: the complete cells are skipped, the failed one retried
-  EXPECT_NE(r.output.find("3 complete, 1 to run"), std::string::npos) << r.output;
-  r = test::run_program("qwen3-report", "'" + (dir / "run").string() + "' --out '" + (dir / "report").string() + "'");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  // The C2 cell at 30 tokens is refused at expansion by qwen3-pretrain --plan (30 does not divide by 2 × cp): not run.
+  EXPECT_NE(r.output.find("1 refused by qwen3-pretrain"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("tiny-L30-T1P1C2D1 not run: --cp 2: --seq-len 30 must divide by 2 × cp"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("[1/3] tiny-L30-T1P2D1: ok"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("[3/3] tiny-L64-T1P1C2D1: ok"), std::string::npos) << r.output;
+  // Each rank its share of the cores, none bound (here 2 cores over 2 ranks at most).
+  EXPECT_NE(r.output.find("mpirun --bind-to none"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P2D1.h5"));
+  EXPECT_FALSE(fs::exists(dir / "run" / "logs" / "tiny-L30-T1P1C2D1.log")) << "a refused cell never runs";
+  // The manifest for qwen3-report: every cell, the refused one with its reason.
+  const std::string manifest = read_text(dir / "run" / "cells.json");
+  EXPECT_NE(manifest.find("\"format\": \"qwen3-sweep-cells\", \"version\": 1, \"sweep\": \"tiny-test\""), std::string::npos)
+      << manifest;
+  EXPECT_NE(manifest.find("{\"name\": \"tiny-L30-T1P1C2D1\", \"model\": \"tiny\", \"seq\": 30, \"layout\": \"T1P1C2D1\", "
+                          "\"tp\": 1, \"pp\": 1, \"cp\": 2, \"dp\": 1, \"results\": \"results/tiny-L30-T1P1C2D1.h5\", "
+                          "\"refused\": \"--cp 2: --seq-len 30 must divide by 2 × cp"),
+            std::string::npos) << manifest;
+  EXPECT_NE(manifest.find("\"layout\": \"T1P2D1\", \"tp\": 1, \"pp\": 2, \"cp\": 1, \"dp\": 1, \"results\": "
+                          "\"results/tiny-L64-T1P2D1.h5\", \"refused\": null}"),
+            std::string::npos) << manifest;
+  r = test::run_program("qwen3-sweep", args);  // resumes: the complete cells are skipped, the refused one stays refused
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("3 complete, 1 refused by qwen3-pretrain"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("0 to run"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-report", shq(dir / "run") + " --out " + shq(dir / "report"));
+  REQUIRE_OR_SKIP(!lacks_plotting_stack(r), "qwen3-report has no Python with h5py, matplotlib and scipy: " + r.output);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("3 runs"), std::string::npos) << r.output;
   // The pipeline cells' per-rank time split and stage layers.
-  std::ifstream md(dir / "report" / "report.md");
-  const std::string report((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
+  const std::string report = read_text(dir / "report" / "report.md");
   EXPECT_NE(report.find("## Where each rank's time went"), std::string::npos) << report;
   EXPECT_NE(report.find("| tiny | T1P2D1 | 30 | 0–1, 2–3 |"), std::string::npos) << report;
 }
 
+TEST(Sweep, AStaleDatasetIsRebuiltWhenTheSpecAsksForMore) {
+  // The dataset holds lengths, documents and a seed; a spec asking for one it lacks rebuilds it before any cell runs
+  // (keeping the lengths it had), instead of failing every new cell with "no bucket for sequence length".
+  const fs::path dir = test::fresh_dir("qwen3_sweep_stale");
+  const std::string base(kOneRankSpec);
+  auto with = [&](const std::string& from, const std::string& to) { return replaced(base, from, to); };
+  const std::string args = shq(dir / "spec.ini") + " --dir " + shq(dir / "run") + " --local";
+  const std::string info = "info " + shq(dir / "run" / "data" / "data-v512.h5");
+  auto r = test::run_program("qwen3-sweep", shq(spec_file(dir, "spec.ini", base)) + " --dir " + shq(dir / "run") +
+                                                " --local");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  spec_file(dir, "spec.ini", with("lengths = 64", "lengths = 64, 96"));  // a new length
+  r = test::run_program("qwen3-sweep", args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("1 complete, 1 to run"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("data-v512.h5 (lacks 2 documents of length 96)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("[1/1] tiny-L96-T1P1D1: ok"), std::string::npos) << r.output;
+  // More documents (with a new length, so that a cell runs): every bucket gets them.
+  spec_file(dir, "spec.ini", replaced(with("lengths = 64", "lengths = 64, 96, 128"), "documents = 2", "documents = 4"));
+  r = test::run_program("qwen3-sweep", args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("(lacks 4 documents of length 128)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("[1/1] tiny-L128-T1P1D1: ok"), std::string::npos) << r.output;
+  auto d = test::run_program("qwen3-dataset", info);
+  EXPECT_NE(d.output.find("seed=1234"), std::string::npos) << d.output;
+  for (const char* row : {"          64            4", "          96            4", "         128            4"})
+    EXPECT_NE(d.output.find(row), std::string::npos) << row << "\n" << d.output;
+  // Another seed: rebuilt with it, the lengths it had kept.
+  spec_file(dir, "spec.ini", with("lengths = 64", "lengths = 64, 96, 128, 160") + "seed = 7\n");
+  r = test::run_program("qwen3-sweep", args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("(built with seed 1234, the spec asks for seed 7)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("[1/1] tiny-L160-T1P1D1: ok"), std::string::npos) << r.output;
+  d = test::run_program("qwen3-dataset", info);
+  EXPECT_NE(d.output.find("seed=7"), std::string::npos) << d.output;
+  for (const char* row : {"          64            4", "         128            4", "         160            4"})
+    EXPECT_NE(d.output.find(row), std::string::npos) << row << "\n" << d.output;
+}
+
+TEST(Sweep, FailedCellsRunAgainOnlyWithRetryFailed) {
+  // oom and oom_predicted answer a cell; error counts as complete too, said in the summary, until --retry-failed; a
+  // run killed from outside (only its .partial file) is not complete.
+  const fs::path dir = test::fresh_dir("qwen3_sweep_failed");
+  const std::string body = replaced(kOneRankSpec, "lengths = 64", "lengths = 64, 96, 128");
+  const std::string args = shq(spec_file(dir, "spec.ini", body)) + " --dir " + shq(dir / "run") + " --local";
+  auto r = test::run_program("qwen3-sweep", args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fs::path results = dir / "run" / "results";
+  set_status(results / "tiny-L64-T1P1D1.h5", "error");
+  set_status(results / "tiny-L96-T1P1D1.h5", "oom");
+  fs::rename(results / "tiny-L128-T1P1D1.h5", results / "tiny-L128-T1P1D1.h5.partial");
+  r = test::run_program("qwen3-sweep", args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("2 complete (1 failed: error; --retry-failed re-runs them), 1 to run"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("[1/1] tiny-L128-T1P1D1: ok"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-sweep", args + " --retry-failed");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("2 complete, 1 to run (1 failed before: error)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("[1/1] tiny-L64-T1P1D1: ok"), std::string::npos) << r.output;
+  {
+    h5::Handle f = h5::open_read((results / "tiny-L64-T1P1D1.h5").string(), "results");
+    EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "ok");
+  }
+  h5::Handle f = h5::open_read((results / "tiny-L96-T1P1D1.h5").string(), "results");
+  EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "oom") << "an out-of-memory cell is an answer: never re-run";
+}
+
 TEST(Sweep, BadSpecificationsAreRefusedBeforeAnythingRuns) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_sweep_bad";
-  fs::remove_all(dir);
+  const fs::path dir = test::fresh_dir("qwen3_sweep_bad");
   const std::string good(kTinySpec);
-  auto with = [&](const std::string& from, const std::string& to) {
-    std::string s = good;
-    s.replace(s.find(from), from.size(), to);
-    return s;
-  };
+  auto with = [&](const std::string& from, const std::string& to) { return replaced(good, from, to); };
   struct Case { std::string body, message; };
   for (const Case& c : {Case{with("models = tiny", "models = tiny, 7B"), "unknown model '7B'"},
                         Case{with("layouts = T1P2, T1P1C2", "layouts = T4P1"), "layout T4P1 needs tp·pp·cp = 4 to divide the 2 ranks"},
                         Case{with("layouts = T1P2, T1P1C2", "layouts = 4x2"), "layout '4x2' is not of the form"},
+                        Case{with("layouts = T1P2, T1P1C2", "layouts = T1P1D1"), "layout T1P1D1 says D1, but 2 ranks"},
                         Case{with("name = tiny-test", "name = x;rm -rf ~"), "may hold only letters, digits"},
                         Case{good + "extra_args = --lr $(reboot)\n", "holds characters a job script must not receive"},
                         Case{good + "colour = blue\n", "unknown key 'colour' in [sweep]"},
-                        Case{with("lengths = 30, 64", "lengths = 30, -64"), "must be a positive integer, got '-64'"}}) {
+                        Case{with("global_batch", "global_bacth"), "unknown key 'global_bacth' in [sweep] (did you mean 'global_batch'?"},
+                        Case{good + "global-batch = 4\n", "sets 'global_batch' twice"},
+                        Case{with("lengths = 30, 64", "lengths = 30, -64"), "must be a positive integer, got '-64'"},
+                        Case{good + "device_memory = 80 GB\n", "device_memory '80 GB' is neither a memory size"},
+                        // Safe characters, but qwen3-pretrain --plan judges the meaning: its message, once.
+                        Case{good + "device_memory = lots\n",
+                             "qwen3-pretrain refuses the specification's options: --device-memory: 'lots'"}}) {
     const std::string spec = spec_file(dir, "bad.sweep.ini", c.body);
-    const auto r = test::run_program("qwen3-sweep", "'" + spec + "' --dir '" + (dir / "run").string() + "' --local");
+    const auto r = test::run_program("qwen3-sweep", shq(spec) + " --dir " + shq(dir / "run") + " --local");
     EXPECT_EQ(r.exit_code, 2) << c.body << "\n" << r.output;
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.body << "\n" << r.output;
+    EXPECT_EQ(r.output.find("error:"), r.output.rfind("error:")) << "one message\n" << r.output;
     EXPECT_FALSE(fs::exists(dir / "run")) << "nothing may be created for a bad specification";
   }
+  // Keys spelled as in qwen3-pretrain's config files, and a layout with its data-parallel part, are accepted.
+  const std::string hyphens = spec_file(dir, "hyphens.sweep.ini",
+                                        replaced(with("global_batch", "global-batch"), "gpus_per_node", "gpus-per-node"));
+  auto r = test::run_program("qwen3-sweep", shq(hyphens) + " --dir " + shq(dir / "run") + " --dry-run");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("--global-batch 2"), std::string::npos) << r.output;
   const std::string spec = spec_file(dir, "good.sweep.ini", good);
-  const auto r = test::run_program("qwen3-sweep", "'" + spec + "' --dir '" + (dir / "run").string() + "' --bin /nonexistent --local");
+  r = test::run_program("qwen3-sweep", shq(spec) + " --dir " + shq(dir / "run") + " --bin /nonexistent --local");
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("'/nonexistent/qwen3-pretrain' is missing"), std::string::npos) << r.output;
+  // --help says what each exit code means.
+  r = test::run_program("qwen3-sweep", "--help");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const char* line : {"exit codes:", "1  some cells failed (--local)", "2  bad option or specification",
+                           "4  the sweep folder cannot be written", "--retry-failed"})
+    EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
+}
+
+TEST(Sweep, JobScriptAnswersHelpAndNamesQwen3BinWhenTheBinaryIsMissing) {
+  const std::string script = shq(repo_file("jobs/pretrain.sbatch"));
+  auto r = test::run_command("bash " + script + " --help");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const char* word : {"usage: sbatch", "QWEN3_BIN", "NCCL_NVLS_ENABLE", "OMP_NUM_THREADS", "--bind-to none"})
+    EXPECT_NE(r.output.find(word), std::string::npos) << word << "\n" << r.output;
+  r = test::run_command("bash " + script);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = test::run_command("QWEN3_BIN=/nonexistent bash " + script + " --model tiny");
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("pretrain.sbatch: error: QWEN3_BIN=/nonexistent holds no executable qwen3-pretrain"),
+            std::string::npos) << r.output;
+  // A copy outside any repository, run from elsewhere with no QWEN3_BIN: one message naming QWEN3_BIN.
+  const fs::path dir = test::fresh_dir("qwen3_sbatch_lone");
+  fs::copy_file(repo_file("jobs/pretrain.sbatch"), dir / "pretrain.sbatch");
+  r = test::run_command("cd / && env -u QWEN3_BIN -u SLURM_JOB_ID -u SLURM_SUBMIT_DIR PATH=/usr/bin:/bin bash " +
+                        shq(dir / "pretrain.sbatch") + " --model tiny");
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("pretrain.sbatch: error: qwen3-pretrain not found"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("set QWEN3_BIN to the folder holding it"), std::string::npos) << r.output;
 }
 
 TEST(Sweep, SubmittedToARealSlurmAsOneArrayJob) {
-  if (::geteuid() != 0) GTEST_SKIP() << "starting slurmctld/slurmd needs root (CI runs the suite as root)";
-  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_sweep_slurm";
-  fs::remove_all(dir);
+  const bool slurm = test::run_command("command -v sbatch && command -v squeue && command -v scontrol && "
+                                       "{ command -v slurmd || test -x /usr/sbin/slurmd; } && "
+                                       "{ command -v slurmctld || test -x /usr/sbin/slurmctld; } && "
+                                       "{ command -v munged || test -x /usr/sbin/munged; }").exit_code == 0;
+  REQUIRE_OR_SKIP(slurm, "Slurm is not installed (munge slurmctld slurmd slurm-client)");
+  REQUIRE_OR_SKIP(::geteuid() == 0, "starting slurmctld/slurmd needs root (CI runs the suite as root)");
+  const fs::path dir = test::fresh_dir("qwen3_sweep_slurm");
   const std::string cluster = (dir / "cluster").string();
-  const std::string script = "'" + test::test_data_dir() + "/../../tools/slurm/local_slurm.sh' ";
+  const std::string script = shq(repo_file("tools/slurm/local_slurm.sh")) + " ";
   struct Stop {  // the daemons this test started end with it, whatever happens
     std::string cmd;
     ~Stop() { test::run_command(cmd); }
@@ -123,41 +300,71 @@ TEST(Sweep, SubmittedToARealSlurmAsOneArrayJob) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   ::setenv("SLURM_CONF", (fs::path(cluster) / "slurm.conf").c_str(), 1);
   const std::string spec = spec_file(dir, "tiny.sweep.ini", kTinySpec);
-  r = test::run_program("qwen3-sweep", "'" + spec + "' --dir '" + (dir / "run").string() + "'");
+  const std::string args = shq(spec) + " --dir " + shq(dir / "run");
+  r = test::run_program("qwen3-sweep", args);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto at = r.output.find("submitted array job ");
   ASSERT_NE(at, std::string::npos) << r.output;
   const std::string job = r.output.substr(at + 20, r.output.find(' ', at + 20) - at - 20);
-  EXPECT_NE(r.output.find("(4 tasks)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(3 tasks)"), std::string::npos) << r.output;  // the refused cell is not submitted
+  const auto job_files = [&] {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir / "run" / "jobs")) ++n;
+    return n;
+  };
+  EXPECT_TRUE(fs::exists(dir / "run" / "jobs" / ("submission-" + job + ".json")));
+  const std::size_t files = job_files();
+  // Submitted again at once: every cell is queued, running or complete, so nothing is submitted or written.
+  r = test::run_program("qwen3-sweep", args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("nothing to submit"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(", 0 to run"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("submitted array job"), std::string::npos) << r.output;
+  EXPECT_EQ(job_files(), files) << "a submission with nothing to run writes nothing";
   for (int i = 0; i < 600; ++i) {  // until the array has left the queue (at most 2 minutes)
     if (test::run_command("squeue -h -j " + job).output.find_first_not_of(" \n") == std::string::npos) break;
     ::usleep(200000);
   }
   EXPECT_EQ(test::run_command("squeue -h -j " + job).output.find_first_not_of(" \n"), std::string::npos) << "still queued";
-  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L30-T1P2.h5"));
-  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P2.h5"));
-  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P1C2.h5"));
-  EXPECT_FALSE(fs::exists(dir / "run" / "results" / "tiny-L30-T1P1C2.h5"));  // refused: 30 tokens over 2 × cp chunks
-  r = test::run_command("cat '" + (dir / "run" / "logs").string() + "'/*_1.out");  // task 1: tiny-L30-T1P1C2
-  EXPECT_NE(r.output.find("--seq-len 30 must divide by 2 × cp"), std::string::npos) << r.output;
-  r = test::run_program("qwen3-report", "'" + (dir / "run").string() + "' --out '" + (dir / "report").string() + "'");
+  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L30-T1P2D1.h5"));
+  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P2D1.h5"));
+  EXPECT_TRUE(fs::exists(dir / "run" / "results" / "tiny-L64-T1P1C2D1.h5"));
+  EXPECT_FALSE(fs::exists(dir / "run" / "results" / "tiny-L30-T1P1C2D1.h5"));  // refused: 30 tokens over 2 × cp chunks
+  EXPECT_NE(read_text(dir / "run" / "cells.json").find("\"refused\": \"--cp 2: --seq-len 30 must divide by 2 × cp"),
+            std::string::npos);
+  r = test::run_program("qwen3-sweep", args + " --dry-run");  // resumes: nothing left
+  EXPECT_NE(r.output.find("3 complete, 1 refused by qwen3-pretrain"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("0 to run"), std::string::npos) << r.output;
+
+  // The job script as root, submitted from another folder with no QWEN3_BIN: it finds build/bin of the repository
+  // it was submitted from (here a copy of jobs/ beside a link to the binaries) and gives each rank its cores.
+  fs::create_directories(dir / "repo" / "jobs");
+  fs::create_directories(dir / "repo" / "build");
+  fs::copy_file(repo_file("jobs/pretrain.sbatch"), dir / "repo" / "jobs" / "pretrain.sbatch");
+  fs::create_directory_symlink(fs::absolute(test::bin_dir()), dir / "repo" / "build" / "bin");
+  fs::create_directories(dir / "elsewhere");
+  r = test::run_command("cd " + shq(dir / "elsewhere") + " && env -u QWEN3_BIN sbatch --wait --nodes=1 "
+                        "--ntasks-per-node=2 --gpus-per-node=0 -o job.out " + shq(dir / "repo" / "jobs" / "pretrain.sbatch") +
+                        " --model tiny --data " + shq(dir / "run" / "data" / "data-v512.h5") +
+                        " --seq-len 64 --global-batch 2 --steps 2 --device cpu --out run.h5");
+  EXPECT_EQ(r.exit_code, 0) << r.output << read_text(dir / "elsewhere" / "job.out");
+  EXPECT_TRUE(fs::exists(dir / "elsewhere" / "run.h5")) << read_text(dir / "elsewhere" / "job.out");
+
+  r = test::run_program("qwen3-report", shq(dir / "run") + " --out " + shq(dir / "report"));
+  REQUIRE_OR_SKIP(!lacks_plotting_stack(r), "qwen3-report has no Python with h5py, matplotlib and scipy: " + r.output);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("3 runs"), std::string::npos) << r.output;
-  // Re-submitting resumes: only the failed cell goes to Slurm again.
-  r = test::run_program("qwen3-sweep", "'" + spec + "' --dir '" + (dir / "run").string() + "' --dry-run");
-  EXPECT_NE(r.output.find("3 complete, 1 to run"), std::string::npos) << r.output;
 }
 
 TEST(Sweep, PlanPrintsEveryCellsPeakPerRank) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_sweep_plan";
-  fs::remove_all(dir);
+  const fs::path dir = test::fresh_dir("qwen3_sweep_plan");
   const std::string spec = spec_file(dir, "tiny.sweep.ini", std::string(kTinySpec) + "device_memory = 1GB\n");
-  const auto r = test::run_program("qwen3-sweep", "'" + spec + "' --dir '" + (dir / "run").string() + "' --plan");
+  const auto r = test::run_program("qwen3-sweep", shq(spec) + " --dir " + shq(dir / "run") + " --plan");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("| tiny | 30 | T1P2 | none |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| tiny | 30 | T1P2D1 | none |"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("✖ does not fit"), std::string::npos) << r.output;  // with the 1 GiB runtime reserve
-  EXPECT_NE(r.output.find("| tiny | 64 | T1P1C2 | none |"), std::string::npos) << r.output;  // context parallelism planned
-  EXPECT_NE(r.output.find("| tiny | 30 | T1P1C2 | — | — | --cp 2: --seq-len 30 must divide by 2 × cp"), std::string::npos)
+  EXPECT_NE(r.output.find("| tiny | 64 | T1P1C2D1 | none |"), std::string::npos) << r.output;  // context parallelism planned
+  EXPECT_NE(r.output.find("| tiny | 30 | T1P1C2D1 | — | — | --cp 2: --seq-len 30 must divide by 2 × cp"), std::string::npos)
       << r.output;
   EXPECT_FALSE(fs::exists(dir / "run")) << "planning creates nothing";
 }
@@ -178,27 +385,23 @@ device = cpu
 gpus_per_node = 1
 save_interval = 2
 )");
-  const std::string args = "'" + spec + "' --dir '" + (dir / "run").string() + "' --local";
+  const std::string args = shq(spec) + " --dir " + shq(dir / "run") + " --local";
   auto r = test::run_program("qwen3-sweep", args);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const fs::path ckpt = dir / "run" / "checkpoints" / "tiny-L64-T1P1", results = dir / "run" / "results" / "tiny-L64-T1P1.h5";
+  const fs::path ckpt = dir / "run" / "checkpoints" / "tiny-L64-T1P1D1", results = dir / "run" / "results" / "tiny-L64-T1P1D1.h5";
   EXPECT_TRUE(fs::exists(ckpt / "step-00000004" / "manifest.h5"));
   EXPECT_FALSE(fs::exists(ckpt / "step-00000002")) << "the cells keep their newest checkpoint only";
   // As if Slurm had stopped the cell after step 2: its checkpoint of step 2 and a results file saying so.
   fs::remove_all(ckpt);
-  const auto again = test::run_program("qwen3-pretrain", "--model tiny --data '" + (dir / "run" / "data" / "data-v512.h5").string() +
-                                                             "' --seq-len 64 --global-batch 2 --steps 2 --save '" + ckpt.string() +
-                                                             "' --out '" + (dir / "partial.h5").string() + "'");
+  const auto again = test::run_program("qwen3-pretrain", "--model tiny --data " + shq(dir / "run" / "data" / "data-v512.h5") +
+                                                             " --seq-len 64 --global-batch 2 --steps 2 --save " + shq(ckpt) +
+                                                             " --out " + shq(dir / "partial.h5"));
   ASSERT_EQ(again.exit_code, 0) << again.output;
-  {
-    h5::Handle f = h5::open_rw(results.string());
-    h5::write_attr(f.get(), "status", std::string("preempted"));
-  }
+  set_status(results, "preempted");
   r = test::run_program("qwen3-sweep", args);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("0 complete, 1 to run"), std::string::npos) << r.output;
-  std::ifstream log(dir / "run" / "logs" / "tiny-L64-T1P1.log");
-  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  const std::string text = read_text(dir / "run" / "logs" / "tiny-L64-T1P1D1.log");
   EXPECT_NE(text.find("resumed from"), std::string::npos) << text;
   EXPECT_NE(text.find("at step 2"), std::string::npos) << text;
   h5::Handle f = h5::open_read(results.string(), "results");
