@@ -168,12 +168,12 @@ RecomputePolicy choose_recompute(const std::string& policy, std::int64_t num_lay
 }
 
 const std::vector<GpuMemory>& known_gpus() {
-  // Total memory as the CUDA driver reports it (cudaDeviceProp::totalGlobalMem, nvidia-smi's memory.total), read on
-  // the cards themselves: the marketing "80GB" is decimal and rounded, the device is what counts.
+  // The memory the CUDA runtime gives a process on each card (cudaDeviceProp::totalGlobalMem, torch's total_memory):
+  // what a run checks its plan against. The marketing "80GB" is decimal and rounded; nvidia-smi's memory.total
+  // (81,559 and 143,771 MiB) also counts ~0.5 GiB the driver keeps. Read on the cards; the runtime's figure moves by a
+  // few MiB between drivers (H100: 81,082-81,090 MiB seen), so each entry is the lowest seen, rounded down.
   static const std::vector<GpuMemory> gpus = {
-      {"a100-40gb", 40960ll << 20},  {"a100-80gb", 81920ll << 20}, {"h100-80gb", 81559ll << 20},
-      {"h100", 81559ll << 20},       {"h200", 143771ll << 20},     {"h200-141gb", 143771ll << 20},
-  };
+      {"h100-80gb", 81080ll << 20}, {"h100", 81080ll << 20}, {"h200", 143150ll << 20}};
   return gpus;
 }
 

@@ -75,3 +75,28 @@ TEST(Device, PipelineRanksSharingOneGpuAreRefusedWithWhatToDo) {
   EXPECT_NE(r.output.find("Start one rank per GPU"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("invalid usage"), std::string::npos) << r.output;
 }
+
+#ifdef QWEN3_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "train/cuda_engine.h"
+#include "train/memory_plan.h"
+
+// --device-memory's GPU names against the card itself: never more than the CUDA runtime gives a process (a plan
+// that fits by the name fits the run's own check), and within 64 MiB of it.
+TEST(Device, GpuNameMeansTheCardsRealSize) {
+  if (!usable("cuda")) GTEST_SKIP() << "no usable GPU on this host";
+  cudaDeviceProp prop{};
+  ASSERT_EQ(cudaGetDeviceProperties(&prop, 0), cudaSuccess);
+  const std::string card = prop.name;
+  const std::string name = card.find("H200") != std::string::npos           ? "h200"
+                           : card.find("H100 80GB") != std::string::npos    ? "h100-80gb"
+                                                                            : "";
+  if (name.empty()) GTEST_SKIP() << card << " has no name in known_gpus()";
+  const std::int64_t table = parse_memory_size("--device-memory", name), real = cuda_device_total_bytes(0);
+  std::printf("%s: CUDA gives %lld bytes (%.2f MiB); '%s' means %lld\n", card.c_str(), static_cast<long long>(real),
+              real / 1048576.0, name.c_str(), static_cast<long long>(table));
+  EXPECT_LE(table, real) << card;
+  EXPECT_LT(real - table, 64ll << 20) << card;
+}
+#endif

@@ -66,8 +66,8 @@ TEST(MemoryPlan, CategoriesAddUpAndScaleWithTheLayout) {
   EXPECT_NEAR(static_cast<double>(d4.by_category()[1].second), d1.by_category()[1].second, 0.01 * d1.by_category()[1].second);
   EXPECT_EQ(parse_memory_size("--device-memory", "141GB"), 141000000000ll);
   EXPECT_EQ(parse_memory_size("--device-memory", "80GiB"), 80ll << 30);
-  EXPECT_EQ(parse_memory_size("--device-memory", "h200"), 143771ll << 20);
-  EXPECT_EQ(parse_memory_size("--device-memory", "h100-80gb"), 81559ll << 20);
+  EXPECT_EQ(parse_memory_size("--device-memory", "h200"), 143150ll << 20);
+  EXPECT_EQ(parse_memory_size("--device-memory", "h100-80gb"), 81080ll << 20);
   EXPECT_THROW(parse_memory_size("--device-memory", "12XB"), UsageError);
 }
 
@@ -82,11 +82,11 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   EXPECT_NE(r.output.find("T8 C1 D1 P1 (8 ranks)"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --device-memory lots");
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("--device-memory: 'lots' is neither a GPU name (a100-40gb = 40.0 GiB"), std::string::npos) << r.output;
-  // A GPU name means its real size (nvidia-smi's memory.total): an H100 80GB is 79.6 GiB, not 80e9 bytes = 74.5 GiB.
+  EXPECT_NE(r.output.find("--device-memory: 'lots' is neither a GPU name (h100-80gb = 79.2 GiB"), std::string::npos) << r.output;
+  // A GPU name means its real size (what CUDA gives a process): an H100 80GB is 79.2 GiB, not 80e9 bytes = 74.5 GiB.
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --device-memory H100-80GB");
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find(" of 79.65 GiB: fits"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" of 79.18 GiB: fits"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --pp 2 --world-size 2");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("per pipeline stage:\n  stage 0 (layers 0-"), std::string::npos) << r.output;
