@@ -1,16 +1,26 @@
-#!/usr/bin/python3
-"""qwen3-report: reads qwen3-pretrain results files (docs/results.md) — a folder searched recursively, or files —
-and writes, into --out: report.md (tables for people), runs.csv / feasibility.csv / regression.csv (tables to diff)
-and PNG plots (run time versus sequence length with a linear fit per model and layout, peak memory per run as the
-mean over ranks with the spread across ranks, tokens/s and MFU).
+#!/usr/bin/env python3
+"""qwen3-report: reads qwen3-pretrain results files (docs/results.md) — a folder searched recursively, or files — and
+a sweep's cells.json when the folder (or its parent) holds one, and writes into --out: report.md (tables for people),
+runs.csv / memory_per_rank.csv / feasibility.csv / regression.csv (tables to diff) and PNG plots: step time against
+sequence length (one panel per model, a line and linear fit per layout, cells that did not run marked with why), peak
+memory per rank (mean over ranks, every rank, the plan and the device's capacity), tokens/s and, for GPU runs, MFU.
 
-Exit codes: 0 written; 2 usage (bad option, missing path); 3 input (no results files, unreadable or wrong-version
-results file); 4 output (the folder cannot be written).
+Run through the qwen3-report launcher beside this file: it picks a Python that has h5py, matplotlib and scipy.
 """
-import argparse, signal, csv, math, os, sys
+import argparse, csv, datetime, json, math, os, re, signal, sys
 
 EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT = 2, 3, 4
+EXIT_CODES = """exit codes:
+  0  report written
+  2  usage: bad option, missing path; or no Python with h5py, matplotlib and scipy (the launcher says which lack what)
+  3  input: no results files, a file that is not HDF5, another results format version, a bad cells.json
+  4  output: --out cannot be written"""
 FORMAT, VERSION = "qwen3-pretrain-results", 1
+CELLS_FORMAT, CELLS_VERSION = "qwen3-sweep-cells", 1
+# Total memory as nvidia-smi reports it, by the device name results files record (they do not record the size), for
+# the GPUs whose sizes qwen3-pretrain --device-memory knows (known_gpus() in lib/train/memory_plan.cpp) and we ran on.
+DEVICE_GIB = {"NVIDIA H100 80GB HBM3": 81559 / 1024, "NVIDIA H200": 143771 / 1024}
+NAN = math.nan
 
 
 def fail(code, message):
@@ -24,73 +34,131 @@ try:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    import matplotlib.patches, matplotlib.ticker
     from scipy import stats
-except ImportError as e:  # the test command installs these (tools/bootstrap.sh)
-    fail(EXIT_USAGE, f"missing Python package ({e.name}): install python3-h5py python3-matplotlib python3-scipy")
+except ImportError as e:
+    fail(EXIT_USAGE, f"{sys.executable} lacks {e.name}: run it through the qwen3-report launcher beside this file, "
+                     "which finds a Python with h5py, matplotlib and scipy (or set QWEN3_PYTHON)")
 
 
+# ------------------------------------------------------------------------------------------------- small helpers
 def text(v):
+    """An HDF5 string as str: h5py gives str for variable-length UTF-8 attributes, bytes for older fixed-length ones."""
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def read_run(path):
-    """One results file as a dict, or None when it is another kind of HDF5 file (e.g. a dataset)."""
+def layout_name(tp, pp, cp, dp):
+    """The one name of a layout in every tool: T{tp}P{pp}[C{cp}]D{dp}, C only with context parallelism."""
+    return f"T{tp}P{pp}" + (f"C{cp}" if cp > 1 else "") + f"D{dp}"
+
+
+def natural(s):
+    """Sort key that orders T2 before T16."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
+
+
+def mean_after_first(series):
+    """Mean over the steps after the first, which pays for warm-up (the only step when there is one)."""
+    later = series[1:] if len(series) > 1 else series
+    return float(np.mean(later)) if len(later) else NAN
+
+
+def fmt(v, digits=1):
+    return "—" if isinstance(v, float) and math.isnan(v) else f"{v:,.{digits}f}"
+
+
+def plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def gib(nbytes):
+    return float(nbytes) / 2**30
+
+
+# ------------------------------------------------------------------------------------------------- results files
+def open_results(path):
+    """The open file when it is a qwen3-pretrain results file of our version, None for other HDF5 files (datasets)."""
     try:
         f = h5py.File(path, "r")
     except OSError as e:
         fail(EXIT_INPUT, f"'{path}' is not a readable HDF5 file ({e})")
+    if text(f.attrs.get("format", "")) != FORMAT:
+        f.close()
+        return None
+    version = int(f.attrs.get("format_version", -1))
+    if version != VERSION:
+        f.close()
+        fail(EXIT_INPUT, f"'{path}' has results format_version {version}; this report reads version {VERSION}")
+    return f
+
+
+def run_outcome(f, path):
+    """(status, reason) of a run; a lone .partial file is a run that was killed or is still going."""
+    if path.endswith(".partial"):
+        return "incomplete", "only a .partial file: the run was killed or is still running"
+    status, reason = text(f.attrs.get("status", "running")), text(f.attrs.get("error_message", ""))
+    if status == "oom" and "oom_category" in f.attrs:  # sizes are -1 where the run did not know them
+        sizes = [f"{gib(f.attrs[k]):.2f} GiB{what}" for k, what in (("oom_requested_bytes", ""),
+                                                                    ("oom_in_use_bytes", " in use"))
+                 if int(f.attrs.get(k, -1)) >= 0]
+        if sizes or not reason:  # else the program's own message says more (another rank's failure)
+            reason = (f"out of memory allocating {text(f.attrs['oom_category'])}"
+                      + (f" ({', '.join(sizes)})" if sizes else ""))
+    return status, reason
+
+
+def run_layout(f, cfg):
+    """The file's own `layout` attribute when it has one, else the name computed from its configuration."""
+    if "layout" in f.attrs:
+        return text(f.attrs["layout"])
+    tp, pp, cp = (int(cfg.get(k, "1")) for k in ("tp", "pp", "cp"))
+    return layout_name(tp, pp, cp, max(1, int(f.attrs.get("world_size", 1)) // (tp * pp * cp)))
+
+
+def run_time(f, path):
+    """When the run ended (or started), for 'the newest result of a cell decides'; the file's mtime without either."""
+    for key in ("end_time_utc", "start_time_utc"):
+        if key in f.attrs and text(f.attrs[key]):
+            return text(f.attrs[key])
+    return datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_run(path):
+    """One results file as a dict of what the report shows, or None when it is another kind of HDF5 file."""
+    f = open_results(path)
+    if f is None:
+        return None
     with f:
-        if text(f.attrs.get("format", "")) != FORMAT:
-            return None
-        version = int(f.attrs.get("format_version", -1))
-        if version != VERSION:
-            fail(EXIT_INPUT, f"'{path}' has results format_version {version}; this report reads version {VERSION}")
         cfg = {k: text(v) for k, v in f["config"].attrs.items()} if "config" in f else {}
         steps = {k: np.asarray(f["steps"][k][:], dtype=float) for k in f["steps"]} if "steps" in f else {}
-        peaks = np.asarray(f["memory/peak_bytes"][:], dtype=float) if "memory/peak_bytes" in f else np.array([])
-        world = int(f.attrs.get("world_size", 1))
-        tp, pp, cp = (int(cfg.get(k, "1")) for k in ("tp", "pp", "cp"))
-        status = text(f.attrs.get("status", "running"))
-        reason = text(f.attrs.get("error_message", ""))
-        if status == "oom" and "oom_category" in f.attrs:
-            reason = (f"out of memory allocating {text(f.attrs['oom_category'])} "
-                      f"({int(f.attrs['oom_requested_bytes']) / 2**30:.2f} GiB, "
-                      f"{int(f.attrs['oom_in_use_bytes']) / 2**30:.2f} GiB in use)")
-        if path.endswith(".partial"):
-            status, reason = "incomplete", "only a .partial file: the run was killed or is still running"
-        times = steps.get("step_time_s", np.array([]))
-        later = times[1:] if len(times) > 1 else times  # the first step pays for warm-up
-        ranks = {k: np.asarray(f["ranks"][k][:], dtype=float) for k in f["ranks"]} if "ranks" in f else {}
-        stages = ([(int(a), int(b)) for a, b in zip(f["stages/first_layer"][:], f["stages/end_layer"][:])]
-                  if "stages/first_layer" in f else [])
-        bubble = float(f["stages/bubble_formula"][0]) if "stages/bubble_formula" in f else math.nan
-        tflops = steps.get("tflops_per_device", np.array([]))
-        tflops = tflops[1:] if len(tflops) > 1 else tflops
+        devices = [text(d) for d in f.attrs.get("device_names", [])]
+        status, reason = run_outcome(f, path)
+        step_time = mean_after_first(steps.get("step_time_s", []))
+        on_gpu = cfg.get("device") == "cuda"
         return {
-            "file": path,
-            "model": cfg.get("model.name") or cfg.get("model", "?"),
-            "seq": int(cfg.get("seq_len", "0")),
-            "layout": f"T{tp}P{pp}" + (f"C{cp}" if cp > 1 else "") + f"D{max(1, world // max(1, tp * pp * cp))}",
-            "world": world,
-            "status": status,
-            "reason": reason,
-            "steps": len(times),
-            "step_time_s": float(np.mean(later)) if len(later) else math.nan,
-            "tokens_per_s": int(cfg.get("global_batch", "0")) * int(cfg.get("seq_len", "0")) / float(np.mean(later))
-            if len(later) else math.nan,
-            "tflops": float(np.mean(tflops)) if len(tflops) else math.nan,
-            "peak_mean_gib": float(np.mean(peaks)) / 2**30 if len(peaks) else math.nan,
-            "peak_std_gib": float(np.std(peaks)) / 2**30 if len(peaks) else math.nan,
-            "planned_gib": float(f.attrs["plan_peak_bytes"]) / 2**30 if "plan_peak_bytes" in f.attrs else math.nan,
-            "device": text(f.attrs["device_names"][0]) if "device_names" in f.attrs and len(f.attrs["device_names"]) else "",
+            "file": path, "time": run_time(f, path), "mtime": os.path.getmtime(path),
+            "model": cfg.get("model.name") or cfg.get("model", "?"), "seq": int(cfg.get("seq_len", "0")),
+            "layout": run_layout(f, cfg), "world": int(f.attrs.get("world_size", 1)),
+            "status": status, "reason": reason, "steps": len(steps.get("step_time_s", [])),
+            "step_time_s": step_time,
+            "tokens_per_s": int(cfg.get("global_batch", "0")) * int(cfg.get("seq_len", "0")) / step_time,
+            "tflops": mean_after_first(steps.get("tflops_per_device", [])),
+            "on_gpu": on_gpu,
+            "peaks_gib": [gib(b) for b in f["memory/peak_bytes"][:]] if "memory/peak_bytes" in f else [],
+            "planned_gib": gib(f.attrs["plan_peak_bytes"]) if "plan_peak_bytes" in f.attrs else NAN,
+            "device": cfg.get("device", "cpu"), "device_name": devices[0] if devices else "",
+            "capacity_gib": DEVICE_GIB.get(devices[0], NAN) if devices and on_gpu else NAN,
             "commit": text(f.attrs.get("git_commit", "")),
-            "ranks": ranks,
-            "stages": stages,
-            "bubble_formula": bubble,
+            "ranks": {k: np.asarray(f["ranks"][k][:], dtype=float) for k in f["ranks"]} if "ranks" in f else {},
+            "stages": ([(int(a), int(b)) for a, b in zip(f["stages/first_layer"][:], f["stages/end_layer"][:])]
+                       if "stages/first_layer" in f else []),
+            "bubble_formula": float(f["stages/bubble_formula"][0]) if "stages/bubble_formula" in f else NAN,
         }
 
 
 def find_files(paths):
+    """The .h5 and .h5.partial files under the given folders, and the given files."""
     files = []
     for p in paths:
         if not os.path.exists(p):
@@ -103,176 +171,486 @@ def find_files(paths):
     return sorted(files)
 
 
-def fmt(v, digits=1):
-    return "—" if isinstance(v, float) and math.isnan(v) else f"{v:,.{digits}f}"
+def newest_per_cell(runs):
+    """One run per cell (model, layout, length, --device): the newest; returns (kept, set aside)."""
+    newest = {}
+    for r in sorted(runs, key=lambda r: (r["time"], r["mtime"])):
+        newest[(r["model"], r["layout"], r["seq"], r["device"])] = r
+    kept = {id(r) for r in newest.values()}
+    return list(newest.values()), [r for r in runs if id(r) not in kept]
 
 
-def main():
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the output quietly
-    ap = argparse.ArgumentParser(prog="qwen3-report", description=__doc__.split("\n\n")[0])
-    ap.add_argument("paths", nargs="+", help="results files or folders holding them")
+def label_devices(runs):
+    """With runs on CPUs and GPUs in one report, the model column names the device too, so no two cells collide."""
+    if len({r["device"] for r in runs}) > 1:
+        for r in runs:
+            r["model"] = f"{r['model']} ({r['device']})"
+
+
+# ------------------------------------------------------------------------------------------------- sweep manifest
+def find_manifests(paths):
+    """The sweep manifests (path, sweep name, cells) of cells.json files in the given folders (or a given file's folder)
+    and their parents, each once."""
+    found = []
+    for p in paths:
+        d = p if os.path.isdir(p) else os.path.dirname(os.path.abspath(p))
+        for folder in (d, os.path.dirname(os.path.abspath(d))):
+            candidate = os.path.join(folder, "cells.json")
+            if os.path.isfile(candidate) and os.path.realpath(candidate) not in map(os.path.realpath, found):
+                found.append(candidate)
+    return [(path, *read_manifest(path)) for path in found]
+
+
+def read_manifest(path):
+    """The cells of one qwen3-sweep cells.json (format qwen3-sweep-cells, version 1)."""
+    try:
+        with open(path) as f:
+            m = json.load(f)
+    except (OSError, ValueError) as e:
+        fail(EXIT_INPUT, f"'{path}' cannot be read as JSON ({e})")
+    if not isinstance(m, dict) or m.get("format") != CELLS_FORMAT or m.get("version") != CELLS_VERSION:
+        fail(EXIT_INPUT, f"'{path}' is not a {CELLS_FORMAT} version {CELLS_VERSION} manifest")
+    return m.get("sweep", "?"), m.get("cells", [])
+
+
+def manifest_placeholders(manifests, runs):
+    """A row for every manifest cell that has no run here: refused by the sweep (with its reason) or not run yet."""
+    have = {(r["model"], r["layout"], r["seq"]) for r in runs}
+    rows = []
+    for _, _, cells in manifests:
+        for c in cells:
+            layout = (layout_name(*(int(c[k]) for k in ("tp", "pp", "cp", "dp")))
+                      if all(k in c for k in ("tp", "pp", "cp", "dp")) else c.get("layout", "?"))
+            key = (c.get("model", "?"), layout, int(c.get("seq", 0)))
+            if key in have:
+                continue
+            have.add(key)
+            status, reason = ("refused", c["refused"]) if c.get("refused") else ("not run", "no results file yet")
+            rows.append({"model": key[0], "layout": layout, "seq": key[2], "status": status, "reason": reason,
+                         "peaks_gib": [], "planned_gib": NAN, "capacity_gib": NAN, "step_time_s": NAN,
+                         "tokens_per_s": NAN, "mfu": NAN, "on_gpu": False, "device_name": ""})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------- fits and tables
+def ok_points(runs, model, layout, key):
+    """(length, value) of the finished runs of one model and layout, by length."""
+    return sorted((r["seq"], r[key]) for r in runs if r["model"] == model and r["layout"] == layout
+                  and r["status"] == "ok" and not math.isnan(r[key]))
+
+
+def linear_fits(runs, models, layouts):
+    """Least-squares step time against length per model and layout with three or more finished runs; and the
+    (model, layout, runs) that have fewer, for which a fit would say nothing."""
+    fits, too_few = [], []
+    for m in models:
+        for l in layouts:
+            pts = ok_points(runs, m, l, "step_time_s")
+            if len({x for x, _ in pts}) >= 3:
+                res = stats.linregress([x for x, _ in pts], [y for _, y in pts])
+                fits.append(dict(model=m, layout=l, points=len(pts), slope_s_per_token=res.slope,
+                                 intercept_s=res.intercept, r2=res.rvalue ** 2, p_value=res.pvalue))
+            elif any(r["model"] == m and r["layout"] == l for r in runs):
+                too_few.append((m, l, len(pts)))
+    return fits, too_few
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows([["" if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows])
+
+
+def write_tables(out, runs, cells, fits, models, layouts, seqs):
+    """runs.csv (one row per results file), memory_per_rank.csv, feasibility.csv (status per cell), regression.csv."""
+    cols = ["model", "layout", "seq_len", "device", "device_name", "status", "reason", "steps", "step_time_s",
+            "tokens_per_s", "tflops_per_device", "mfu_percent", "peak_mean_gib", "peak_std_gib", "peak_min_gib",
+            "peak_max_gib", "planned_peak_gib", "capacity_gib", "world_size", "commit", "file"]
+    write_csv(os.path.join(out, "runs.csv"), cols, [
+        [r["model"], r["layout"], r["seq"], r["device"], r["device_name"], r["status"], r["reason"], r["steps"],
+         r["step_time_s"], r["tokens_per_s"], r["tflops"], r["mfu"], *peak_stats(r), r["planned_gib"], r["capacity_gib"],
+         r["world"], r["commit"], r["file"]] for r in runs])
+    write_csv(os.path.join(out, "memory_per_rank.csv"), ["model", "layout", "seq_len", "rank", "peak_gib"],
+              [[r["model"], r["layout"], r["seq"], i, p] for r in runs for i, p in enumerate(r["peaks_gib"])])
+    write_csv(os.path.join(out, "feasibility.csv"), ["model", "layout"] + [f"seq_len_{s}" for s in seqs],
+              [[m, l] + [cells[(m, l, s)]["status"] if (m, l, s) in cells else "" for s in seqs]
+               for m in models for l in layouts if any((m, l, s) in cells for s in seqs)])
+    keys = ["model", "layout", "points", "slope_s_per_token", "intercept_s", "r2", "p_value"]
+    write_csv(os.path.join(out, "regression.csv"), keys, [[f[k] for k in keys] for f in fits])
+
+
+def peak_stats(r):
+    """Mean, std, min, max of the ranks' peak memory (GiB); NaN without a memory trace."""
+    p = r["peaks_gib"]
+    return (float(np.mean(p)), float(np.std(p)), min(p), max(p)) if p else (NAN,) * 4
+
+
+# ------------------------------------------------------------------------------------------------- plots
+# How a cell that has no step time is marked (strip under the step-time panels, text in the memory panels).
+REASON_COLOURS = {"oom": "crimson", "oom_predicted": "darkorange", "error": "black", "refused": "darkviolet",
+                  "incomplete": "grey", "preempted": "teal", "running": "grey"}
+
+
+def figure_description(fig):
+    """What each panel shows — scales, labels, legend entries, marks — stored in the PNG as its Description, for
+    readers that cannot see the image and for the tests."""
+    parts = [f"legend: {' | '.join(t.get_text() for t in lg.get_texts())}" for lg in fig.legends]
+    for ax in fig.axes:
+        rows = " | ".join(t.get_text() for t in ax.get_yticklabels()) if ax.get_label() == "strip" else ""
+        parts.append(f"panel '{ax.get_title() or ax.get_title('left')}'{' (rows: ' + rows + ')' if rows else ''}: "
+                     f"x {ax.get_xscale()} '{ax.get_xlabel()}', y {ax.get_yscale()} '{ax.get_ylabel()}'; "
+                     f"marks: {' | '.join(t.get_text().strip() for t in ax.texts) or '—'}")
+    return "\n".join(parts)
+
+
+def save(fig, out, name, handles):
+    """The figure with one legend below all panels (colours mean the same layout in every panel), nothing cut off."""
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=min(4, max(1, len(handles))),
+               fontsize=8, frameon=False)
+    fig.savefig(os.path.join(out, name), dpi=120, bbox_inches="tight", metadata={"Description": figure_description(fig)})
+    plt.close(fig)
+
+
+def panel_grid(n, width, height, title, strip_rows=0):
+    """n panels, at most three a row, each with a strip of strip_rows rows under it when strip_rows > 0;
+    returns the figure and (panel, strip or None) per panel."""
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    strip_h = 0.22 * strip_rows + 0.25 if strip_rows else 0
+    fig = plt.figure(figsize=(width * cols, (height + strip_h) * rows), constrained_layout=True)
+    fig.suptitle(title)
+    grid = fig.add_gridspec(rows, cols)
+    out = []
+    for i in range(n):
+        if not strip_rows:
+            out.append((fig.add_subplot(grid[i // cols, i % cols]), None))
+            continue
+        inner = grid[i // cols, i % cols].subgridspec(2, 1, height_ratios=[height, strip_h])
+        ax = fig.add_subplot(inner[0])
+        out.append((ax, fig.add_subplot(inner[1], sharex=ax, label="strip")))
+    return fig, out
+
+
+def colour(layouts, layout):
+    return plt.get_cmap("tab10")(layouts.index(layout) % 10)
+
+
+def engineering_ticks(axis):
+    axis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))  # 32k, 1.5M: no offset text, no collisions
+
+
+def layout_handles(layouts, drawn, style):
+    return [Line2D([], [], color=colour(layouts, l), label=l, **style) for l in layouts if l in drawn]
+
+
+def reason_handles(rows):
+    """Legend entries for the kinds of cell without a step time that were drawn, and only those."""
+    kinds = sorted({r["status"] for r in rows if r["status"] != "ok"})
+    return [Line2D([], [], ls="", marker="o", mfc="none", color="grey", label="not run (no results file)")
+            if k == "not run" else
+            Line2D([], [], ls="", marker="X", ms=8, color=REASON_COLOURS.get(k, "black"), label=f"✖ {k}")
+            for k in kinds]
+
+
+def draw_strip(strip, failed, layouts):
+    """A row per layout that has cells without a step time; at each such length ✖ coloured by why, or ○ not run."""
+    names = [l for l in layouts if any(r["layout"] == l for r in failed)]
+    for r in failed:
+        y = names.index(r["layout"])
+        if r["status"] == "not run":
+            strip.plot(r["seq"], y, "o", mfc="none", color="grey")
+        else:
+            strip.plot(r["seq"], y, "X", ms=8, color=REASON_COLOURS.get(r["status"], "black"))
+    strip.set_title("cells without a step time", fontsize=8, loc="left")
+    strip.set_yticks(range(len(names)), names, fontsize=7)
+    strip.set_ylim(-0.6, max(len(names), 1) - 0.4)
+    strip.invert_yaxis()
+    strip.set_xlabel("sequence length (tokens)")
+    engineering_ticks(strip.xaxis)
+
+
+def plot_time(out, rows, fits, models, layouts):
+    """Step time against length, linear axes, a panel per model: points and linear fit per layout; under it a strip
+    marking the cells that did not run to the end, at their length, with why."""
+    fit_of = {(f["model"], f["layout"]): f for f in fits}
+    failed = [r for r in rows if r["status"] != "ok"]
+    strip_rows = max([len({r["layout"] for r in failed if r["model"] == m}) for m in models] + [0])
+    fig, grid = panel_grid(len(models), 5.0, 3.6, "Step time against sequence length (points: runs; lines: linear "
+                           "fits over three lengths or more)", strip_rows)
+    drawn = set()
+    for (ax, strip), m in zip(grid, models):
+        for l in layouts:
+            pts = ok_points(rows, m, l, "step_time_s")
+            if pts:
+                drawn.add(l)
+                ax.plot([x for x, _ in pts], [y for _, y in pts], "o", color=colour(layouts, l))
+            if (m, l) in fit_of:
+                f, xs = fit_of[(m, l)], np.array([pts[0][0], pts[-1][0]], float)
+                ax.plot(xs, f["intercept_s"] + f["slope_s_per_token"] * xs, "-", color=colour(layouts, l), alpha=0.7)
+        ax.set_xlim(0, 1.04 * max(r["seq"] for r in rows))  # every cell's length in view, the same in every panel
+        ax.set_ylim(bottom=0)
+        ax.set_title(m)
+        ax.set_ylabel("step time (s)")
+        engineering_ticks(ax.xaxis)
+        if strip is None:
+            ax.set_xlabel("sequence length (tokens)")
+        else:
+            ax.tick_params(labelbottom=False)
+            draw_strip(strip, [r for r in failed if r["model"] == m], layouts)
+    fit_line = [Line2D([], [], color="grey", label="linear fit (three lengths or more)")] if fits else []
+    save(fig, out, "time_vs_length.png",
+         layout_handles(layouts, drawn, dict(ls="", marker="o")) + fit_line + reason_handles(failed))
+
+
+def memory_top(rows):
+    """A memory panel's top: what was measured and the capacity, with room (plans beyond it show as ▲ at the top);
+    infinite when nothing was, so that every plan is drawn."""
+    seen = [p for r in rows for p in r["peaks_gib"]] + [r["capacity_gib"] for r in rows]
+    seen = [v for v in seen if not math.isnan(v)]
+    return 1.15 * max(seen) if seen else math.inf
+
+
+def draw_memory_slot(ax, x, w, r, layouts, top):
+    """One cell: a bar for the mean over ranks, every rank's peak as a dot, the planned peak as a bar-wide line (▲ at
+    the top when it is beyond the axis), and ✖ why for a cell that did not run to the end."""
+    c = colour(layouts, r["layout"])
+    if r["peaks_gib"]:
+        ax.bar(x, np.mean(r["peaks_gib"]), w, color=c, alpha=0.55, edgecolor=c,
+               hatch=None if r["status"] == "ok" else "//")
+        n = len(r["peaks_gib"])
+        ax.plot(x + (np.linspace(-w / 4, w / 4, n) if n > 1 else np.zeros(1)), r["peaks_gib"], ".", color="black", ms=4)
+    if not math.isnan(r["planned_gib"]):
+        if r["planned_gib"] <= top:
+            ax.plot([x - w / 2, x + w / 2], [r["planned_gib"]] * 2, "-", color="black", lw=2)
+        else:
+            ax.plot(x, 0.985, "^", color="black", transform=ax.get_xaxis_transform(), clip_on=False)
+    if r["status"] != "ok":
+        ax.text(x, 0.01, f" {r['layout']} " + ("not run" if r["status"] == "not run" else f"✖ {r['status']}"),
+                rotation=90, ha="center", va="bottom", fontsize=7, transform=ax.get_xaxis_transform(),
+                color=REASON_COLOURS.get(r["status"], "grey"))
+
+
+def memory_handles(rows, layouts, tops):
+    """Legend entries for exactly what the memory panels draw (tops: each model's axis top)."""
+    h = layout_handles(layouts, {r["layout"] for r in rows if r["peaks_gib"]},
+                       dict(ls="", marker="s", ms=9, alpha=0.55))
+    if any(r["peaks_gib"] for r in rows):
+        h.append(Line2D([], [], ls="", marker=".", color="black", label="each rank's peak (bar: mean over ranks)"))
+    beyond = [r["planned_gib"] > tops[r["model"]] for r in rows if not math.isnan(r["planned_gib"])]
+    if not all(beyond):
+        h.append(Line2D([], [], color="black", lw=2, label="planned peak (the rank that needs most)"))
+    if any(beyond):
+        h.append(Line2D([], [], ls="", marker="^", color="black", label="planned peak beyond the axis"))
+    if any(r["peaks_gib"] and r["status"] != "ok" for r in rows):
+        h.append(matplotlib.patches.Patch(facecolor="white", edgecolor="black", hatch="//", label="run did not finish"))
+    for name, cap in sorted({(r["device_name"], r["capacity_gib"]) for r in rows if not math.isnan(r["capacity_gib"])}):
+        h.append(Line2D([], [], color="red", ls="--", label=f"{name}: {cap:.1f} GiB (nvidia-smi total)"))
+    return h
+
+
+def plot_memory(out, rows, models, layouts):
+    """Peak memory, a panel per model: per length a slot per layout (mean over ranks, every rank, the plan), the
+    device's capacity as a line where known."""
+    fig, grid = panel_grid(len(models), 6.0, 4.0, "Peak memory per rank (GPU: device memory; CPU: resident memory)")
+    tops = {m: memory_top([r for r in rows if r["model"] == m]) for m in models}
+    for (ax, _), m in zip(grid, models):
+        mine, top = [r for r in rows if r["model"] == m], tops[m]
+        seqs = sorted({r["seq"] for r in mine})
+        here = [l for l in layouts if any(r["layout"] == l for r in mine)]
+        w = 0.8 / len(here)
+        for r in mine:
+            x = seqs.index(r["seq"]) + (here.index(r["layout"]) - (len(here) - 1) / 2) * w
+            draw_memory_slot(ax, x, w, r, layouts, top)
+        for cap in {r["capacity_gib"] for r in mine if not math.isnan(r["capacity_gib"])}:
+            ax.axhline(cap, color="red", ls="--")
+        ax.set_xticks(range(len(seqs)), [f"{s:,}" for s in seqs])
+        ax.set_xlim(-0.5, len(seqs) - 0.5)  # slots that hold only a mark in view
+        ax.set_xlabel("sequence length (tokens)")
+        ax.set_ylabel("peak memory per rank (GiB)")
+        ax.set_ylim(0, top if top < math.inf else None)
+        ax.set_title(m)
+    save(fig, out, "memory.png", memory_handles(rows, layouts, tops))
+
+
+def plot_throughput(out, runs, models, layouts):
+    """tokens/s against length per model and layout; MFU the same for GPU runs only (it means nothing on a CPU)."""
+    gpu_models = [m for m in models if any(r["model"] == m and r["on_gpu"] for r in runs)]
+    charts = [(m, "tokens_per_s", "tokens/s, all ranks") for m in models] + [(m, "mfu", "MFU (%)") for m in gpu_models]
+    fig, grid = panel_grid(len(charts), 5.0, 3.6, "Throughput of the finished runs")
+    drawn = set()
+    for (ax, _), (m, key, what) in zip(grid, charts):
+        for l in layouts:
+            pts = ok_points(runs, m, l, key)  # MFU is NaN, so left out, for CPU runs
+            if pts:
+                drawn.add(l)
+                ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=colour(layouts, l))
+        ax.set_xlim(0, 1.04 * max(r["seq"] for r in runs))
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{m}: {what}")
+        ax.set_xlabel("sequence length (tokens)")
+        ax.set_ylabel(what)
+        engineering_ticks(ax.xaxis)
+        engineering_ticks(ax.yaxis) if key == "tokens_per_s" else None
+    save(fig, out, "throughput.png", layout_handles(layouts, drawn, dict(marker="o")))
+
+
+# ------------------------------------------------------------------------------------------------- report.md
+def cell_mark(r):
+    """A feasibility-table cell: ✔ / ✖ status / not run, with the measured and planned peak where known."""
+    if r["status"] == "not run":
+        return "not run"
+    peaks = [f"{np.mean(r['peaks_gib']):.1f} GiB" if r["peaks_gib"] else "",
+             f"plan {r['planned_gib']:.1f}" if not math.isnan(r["planned_gib"]) else ""]
+    peaks = [p for p in peaks if p]
+    return ("✔" if r["status"] == "ok" else f"✖ {r['status']}") + (f" ({', '.join(peaks)})" if peaks else "")
+
+
+def md_feasibility(rows, cells, models, layouts, seqs):
+    """A table per layout (models × lengths) of every cell's mark, then the reason of each one that did not finish."""
+    md = ["## Feasibility (✔ finished, ✖ did not: reasons below; measured peak per rank and the plan's, where known)",
+          ""]
+    for l in layouts:
+        md += [f"### {l}", "", "| model | " + " | ".join(str(s) for s in seqs) + " |", "|---|" + "---|" * len(seqs)]
+        md += [f"| {m} | " + " | ".join(cell_mark(cells[(m, l, s)]) if (m, l, s) in cells else "" for s in seqs) + " |"
+               for m in models if any((m, l, s) in cells for s in seqs)]
+        md.append("")
+    failed = [r for r in rows if r["status"] not in ("ok", "not run")]
+    if failed:
+        md += ["Reasons:", ""] + [f"- {r['model']} {r['layout']} {r['seq']}: {r['status']} — "
+                                  f"{r['reason'] or '(no message)'}"
+                                  for r in failed] + [""]
+    return md
+
+
+def md_runs(runs):
+    """A row per run: the measured numbers."""
+    md = ["## Runs", "", "| model | layout | seq | status | step time (s) | tokens/s | TFLOP/s per device | MFU | "
+          "peak per rank, mean ± std (GiB) | planned peak (GiB) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        mean, std, _, _ = peak_stats(r)
+        md.append(f"| {r['model']} | {r['layout']} | {r['seq']} | {r['status']} | {fmt(r['step_time_s'], 3)} | "
+                  f"{fmt(r['tokens_per_s'], 0)} | {fmt(r['tflops'])} | "
+                  f"{fmt(r['mfu']) + ('' if math.isnan(r['mfu']) else '%')} | "
+                  f"{fmt(mean, 2) + ('' if math.isnan(mean) else ' ± ' + fmt(std, 2))} | {fmt(r['planned_gib'], 2)} |")
+    return md + [""]
+
+
+def md_pipeline(runs):
+    """The study's finding: pipeline stages load their GPUs unevenly; where each rank's time went."""
+    piped = [r for r in runs if r["status"] == "ok" and len(r["stages"]) > 1 and "compute_s" in r["ranks"]]
+    if not piped:
+        return []
+    md = ["## Where each rank's time went (pipeline runs; steps after the first)", "",
+          "Share of the step per rank: compute (forward/backward) / waiting in pipeline transfers (the bubble) / "
+          "data-parallel reduction; 1F1B's formula (p − 1)/(m + p − 1) assumes equal stages.", "",
+          "| model | layout | seq | stages (layers) | 1F1B formula | per rank: compute / wait / reduce (%) |",
+          "|---|---|---|---|---|---|"]
+    for r in piped:
+        k = r["ranks"]
+        shares = [f"{100 * k['compute_s'][i] / t:.0f}/{100 * k['pipeline_wait_s'][i] / t:.0f}/"
+                  f"{100 * k['dp_reduce_s'][i] / t:.0f}"
+                  for i, t in enumerate(s if s > 0 else 1.0 for s in k["step_s"])]
+        layers = ", ".join(f"{a}–{b - 1}" for a, b in r["stages"])
+        md.append(f"| {r['model']} | {r['layout']} | {r['seq']} | {layers} | {100 * r['bubble_formula']:.1f}% | "
+                  f"{'; '.join(shares)} |")
+    return md + [""]
+
+
+def md_regression(fits, too_few):
+    """The fits' table, and a sentence for the layouts with too few finished lengths (only the sentence if no fit)."""
+    md = ["## Step time versus sequence length (linear fit per model and layout, three lengths or more)", ""]
+    if fits:
+        md += ["| model | layout | runs | slope (s per token) | intercept (s) | R² | p-value |",
+               "|---|---|---|---|---|---|---|"]
+        md += [f"| {f['model']} | {f['layout']} | {f['points']} | {f['slope_s_per_token']:.3e} | "
+               f"{f['intercept_s']:.4f} | {fmt(f['r2'], 4)} | "
+               f"{'—' if math.isnan(f['p_value']) else format(f['p_value'], '.2e')} |" for f in fits]
+        md.append("")
+    if too_few:
+        md += [("No fit (" if not fits else "Too few finished lengths for a fit (") + "three are needed): " +
+               ", ".join(f"{m} {l} ({n} finished)" for m, l, n in too_few) + ".", ""]
+    return md
+
+
+def md_sources(runs, set_aside, manifests, rows, paths):
+    """The head: what was read (runs, devices, commits), which results were set aside, the sweep's manifest."""
+    devices = ", ".join(sorted({r["device_name"] for r in runs if r["device_name"]})) or "—"
+    commits = ", ".join(sorted({r["commit"] for r in runs if r["commit"]})) or "—"
+    md = ["# qwen3-pretrain report", "",
+          f"{plural(len(runs), 'run')} from {', '.join(paths)}; devices: {devices}; commits: {commits}."]
+    if set_aside:
+        md += ["", f"{plural(len(set_aside), 'older result')} of a cell that has a newer one "
+                   "set aside (the newest decides): " + ", ".join(r["file"] for r in set_aside) + "."]
+    if manifests:
+        count = lambda status: sum(1 for r in rows if r["status"] == status)
+        md += ["", "Sweep manifest: " + "; ".join(f"'{name}' ({path}, {len(cells)} cells)"
+                                                  for path, name, cells in manifests)
+               + f"; {plural(count('refused'), 'cell')} refused by the sweep, {count('not run')} not run yet."]
+    return md + [""]
+
+
+# ------------------------------------------------------------------------------------------------- main
+def parse_args():
+    ap = argparse.ArgumentParser(prog="qwen3-report", description=__doc__.split("\n\n")[0],
+                                 epilog=f"{EXIT_CODES}\n\nPython: {sys.executable}",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="+", help="results files or folders holding them (a sweep's DIR: its cells.json too)")
     ap.add_argument("--out", required=True, help="folder for report.md, the CSV tables and the plots")
-    ap.add_argument("--peak-tflops", type=float, default=989.0, help="device peak for MFU (default 989, H100/H200 bf16)")
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="GPU peak for MFU (default 989, H100/H200 bf16)")
     try:
         a = ap.parse_args()
     except SystemExit as e:
         sys.exit(EXIT_USAGE if e.code else 0)
     if not a.peak_tflops > 0:
         fail(EXIT_USAGE, "--peak-tflops must be positive")
-    runs = [r for r in (read_run(p) for p in find_files(a.paths)) if r]
-    if not runs:
-        fail(EXIT_INPUT, "no qwen3-pretrain results files under " + ", ".join(f"'{p}'" for p in a.paths))
+    return a
+
+
+def make_out(out):
+    """Creates --out, and fails with exit 4 now rather than after the work when it cannot be written."""
     try:
-        os.makedirs(a.out, exist_ok=True)
-        probe = os.path.join(a.out, ".write-test")
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".write-test")
         open(probe, "w").close()
         os.remove(probe)
     except OSError as e:
-        fail(EXIT_OUTPUT, f"cannot write to '{a.out}': {e.strerror}")
+        fail(EXIT_OUTPUT, f"cannot write to '{out}': {e.strerror}")
+
+
+def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the output quietly
+    a = parse_args()
+    runs, set_aside = newest_per_cell([r for r in (read_run(p) for p in find_files(a.paths)) if r])
+    manifests = find_manifests(a.paths)
+    placeholders = manifest_placeholders(manifests, runs)
+    if not runs and not placeholders:
+        fail(EXIT_INPUT, "no qwen3-pretrain results files under " + ", ".join(f"'{p}'" for p in a.paths))
+    make_out(a.out)
+    label_devices(runs)
     for r in runs:
-        r["mfu"] = 100.0 * r["tflops"] / a.peak_tflops if not math.isnan(r["tflops"]) else math.nan
-    runs.sort(key=lambda r: (r["model"], r["layout"], r["seq"]))
-
-    # Tables to diff.
-    cols = ["model", "layout", "seq", "status", "reason", "steps", "step_time_s", "tokens_per_s", "tflops", "mfu",
-            "peak_mean_gib", "peak_std_gib", "planned_gib", "world", "device", "commit", "file"]
-    with open(os.path.join(a.out, "runs.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(runs)
-    models = sorted({r["model"] for r in runs})
-    layouts = sorted({r["layout"] for r in runs})
-    seqs = sorted({r["seq"] for r in runs})
-    cell = {(r["model"], r["layout"], r["seq"]): r for r in runs}
-    with open(os.path.join(a.out, "feasibility.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "layout"] + [str(s) for s in seqs])
-        for m in models:
-            for l in layouts:
-                w.writerow([m, l] + [cell[(m, l, s)]["status"] if (m, l, s) in cell else "" for s in seqs])
-    fits = []
-    for m in models:
-        for l in layouts:
-            pts = [(r["seq"], r["step_time_s"]) for r in runs
-                   if r["model"] == m and r["layout"] == l and r["status"] == "ok" and not math.isnan(r["step_time_s"])]
-            if len(pts) < 2:
-                continue
-            x, y = np.array([p[0] for p in pts], float), np.array([p[1] for p in pts], float)
-            if len(pts) >= 3:
-                res = stats.linregress(x, y)
-                fits.append(dict(model=m, layout=l, points=len(pts), slope_s_per_token=res.slope,
-                                 intercept_s=res.intercept, r2=res.rvalue ** 2, p_value=res.pvalue))
-            else:  # two points: the line is exact, R² and p say nothing
-                slope = (y[1] - y[0]) / (x[1] - x[0])
-                fits.append(dict(model=m, layout=l, points=2, slope_s_per_token=slope, intercept_s=y[0] - slope * x[0],
-                                 r2=math.nan, p_value=math.nan))
-    with open(os.path.join(a.out, "regression.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["model", "layout", "points", "slope_s_per_token", "intercept_s", "r2", "p_value"])
-        w.writeheader()
-        w.writerows(fits)
-
-    # Plots for people.
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for fit in fits:
-        pts = sorted((r["seq"], r["step_time_s"]) for r in runs if r["model"] == fit["model"] and
-                     r["layout"] == fit["layout"] and r["status"] == "ok" and not math.isnan(r["step_time_s"]))
-        x = np.array([p[0] for p in pts], float)
-        line = ax.plot(x, [p[1] for p in pts], "o", label=f"{fit['model']} {fit['layout']}")[0]
-        xs = np.geomspace(x.min(), x.max(), 50)
-        ax.plot(xs, fit["intercept_s"] + fit["slope_s_per_token"] * xs, "-", color=line.get_color(), alpha=0.6)
-    ax.set_xscale("log")
-    ax.set_xlabel("sequence length (tokens)")
-    ax.set_ylabel("step time (s)")
-    ax.set_title("Run time versus sequence length (points: runs; lines: linear fits)")
-    if fits:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(a.out, "time_vs_length.png"), dpi=120)
-    plt.close(fig)
-    measured = [r for r in runs if not math.isnan(r["peak_mean_gib"])]
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(measured)), 4.5))
-    ax.bar(range(len(measured)), [r["peak_mean_gib"] for r in measured], yerr=[r["peak_std_gib"] for r in measured],
-           capsize=3, color=["tab:blue" if r["status"] == "ok" else "tab:red" for r in measured])
-    ax.set_xticks(range(len(measured)), [f"{r['model']} {r['layout']} {r['seq']}" for r in measured], rotation=60,
-                  ha="right", fontsize=7)
-    ax.set_ylabel("peak memory per rank (GiB): mean, bar = std across ranks")
-    ax.set_title("Peak memory per run (red: did not finish)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(a.out, "memory.png"), dpi=120)
-    plt.close(fig)
-    ok = [r for r in runs if r["status"] == "ok"]
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.8 * len(ok)), 4.5))
-    labels = [f"{r['model']} {r['layout']} {r['seq']}" for r in ok]
-    for axis, key, title in ((axes[0], "tokens_per_s", "tokens/s (all ranks)"), (axes[1], "mfu", "MFU (%)")):
-        axis.bar(range(len(ok)), [r[key] for r in ok])
-        axis.set_xticks(range(len(ok)), labels, rotation=60, ha="right", fontsize=7)
-        axis.set_title(title)
-    fig.tight_layout()
-    fig.savefig(os.path.join(a.out, "throughput.png"), dpi=120)
-    plt.close(fig)
-
-    # The Markdown report.
-    md = ["# qwen3-pretrain report", "",
-          f"{len(runs)} runs from {', '.join(a.paths)}; devices: {', '.join(sorted({r['device'] for r in runs if r['device']})) or '—'}; "
-          f"commits: {', '.join(sorted({r['commit'] for r in runs if r['commit']})) or '—'}.", "",
-          "## Feasibility (✔ finished, ✖ did not: reasons below; measured peak per rank and the plan's, where known)", ""]
-    for l in layouts:
-        md += [f"### {l}", "", "| model | " + " | ".join(str(s) for s in seqs) + " |",
-               "|---|" + "---|" * len(seqs)]
-        for m in models:
-            marks = []
-            for s in seqs:
-                r = cell.get((m, l, s))
-                if r is None:
-                    marks.append("")
-                    continue
-                mark = "✔" if r["status"] == "ok" else f"✖ {r['status']}"
-                peaks = [f"{r['peak_mean_gib']:.1f} GiB" if not math.isnan(r["peak_mean_gib"]) else "",
-                         f"plan {r['planned_gib']:.1f}" if not math.isnan(r["planned_gib"]) else ""]
-                peaks = [p for p in peaks if p]
-                marks.append(mark + (f" ({', '.join(peaks)})" if peaks else ""))
-            md.append(f"| {m} | " + " | ".join(marks) + " |")
-        md.append("")
-    failed = [r for r in runs if r["status"] != "ok"]
-    if failed:
-        md += ["Reasons:", ""] + [f"- {r['model']} {r['layout']} {r['seq']}: {r['status']} — {r['reason'] or '(no message)'}"
-                                  for r in failed] + [""]
-    md += ["## Runs", "", "| model | layout | seq | status | step time (s) | tokens/s | TFLOP/s per device | MFU | "
-           "peak per rank, mean ± std (GiB) | planned peak (GiB) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in runs:
-        md.append(f"| {r['model']} | {r['layout']} | {r['seq']} | {r['status']} | {fmt(r['step_time_s'], 3)} | "
-                  f"{fmt(r['tokens_per_s'], 0)} | {fmt(r['tflops'])} | {fmt(r['mfu']) + ('' if math.isnan(r['mfu']) else '%')} | "
-                  f"{fmt(r['peak_mean_gib'], 2) + ('' if math.isnan(r['peak_mean_gib']) else ' ± ' + fmt(r['peak_std_gib'], 2))} | "
-                  f"{fmt(r['planned_gib'], 2)} |")
-    piped = [r for r in runs if r["status"] == "ok" and len(r["stages"]) > 1 and "compute_s" in r["ranks"]]
-    if piped:  # the study's finding: pipeline stages load their GPUs unevenly
-        md += ["", "## Where each rank's time went (pipeline runs; steps after the first)", "",
-               "Share of the step per rank: compute (forward/backward) / waiting in pipeline transfers (the bubble) / "
-               "data-parallel reduction; 1F1B's formula (p − 1)/(m + p − 1) assumes equal stages.", "",
-               "| model | layout | seq | stages (layers) | 1F1B formula | per rank: compute / wait / reduce (%) |",
-               "|---|---|---|---|---|---|"]
-        for r in piped:
-            k = r["ranks"]
-            shares = []
-            for i in range(len(k["compute_s"])):
-                total = k["step_s"][i] if k["step_s"][i] > 0 else 1.0
-                shares.append(f"{100 * k['compute_s'][i] / total:.0f}/{100 * k['pipeline_wait_s'][i] / total:.0f}/"
-                              f"{100 * k['dp_reduce_s'][i] / total:.0f}")
-            layers = ", ".join(f"{a}–{b - 1}" for a, b in r["stages"])
-            md.append(f"| {r['model']} | {r['layout']} | {r['seq']} | {layers} | {100 * r['bubble_formula']:.1f}% | "
-                      f"{'; '.join(shares)} |")
-    md += ["", "## Step time versus sequence length (linear fit per model and layout)", "",
-           "| model | layout | runs | slope (s per token) | intercept (s) | R² | p-value |", "|---|---|---|---|---|---|---|"]
-    for fit in fits:
-        md.append(f"| {fit['model']} | {fit['layout']} | {fit['points']} | {fit['slope_s_per_token']:.3e} | "
-                  f"{fit['intercept_s']:.4f} | {fmt(fit['r2'], 4)} | "
-                  f"{'—' if math.isnan(fit['p_value']) else format(fit['p_value'], '.2e')} |")
-    md += ["", "![time versus length](time_vs_length.png)", "", "![memory](memory.png)", "",
-           "![throughput](throughput.png)", ""]
+        r["mfu"] = 100.0 * r["tflops"] / a.peak_tflops if r["on_gpu"] and not math.isnan(r["tflops"]) else NAN
+    runs.sort(key=lambda r: (natural(r["model"]), natural(r["layout"]), r["seq"]))
+    rows = runs + placeholders  # every cell: those with results, and the sweep's refused and not-run ones
+    models = sorted({r["model"] for r in rows}, key=natural)
+    layouts = sorted({r["layout"] for r in rows}, key=natural)
+    seqs = sorted({r["seq"] for r in rows})
+    cells = {(r["model"], r["layout"], r["seq"]): r for r in rows}
+    fits, too_few = linear_fits(runs, models, layouts)
+    write_tables(a.out, runs, cells, fits, models, layouts, seqs)
+    plot_time(a.out, rows, fits, models, layouts)
+    plot_memory(a.out, rows, models, layouts)
+    plot_throughput(a.out, runs, models, layouts)
+    md = (md_sources(runs, set_aside, manifests, rows, a.paths) + md_feasibility(rows, cells, models, layouts, seqs) +
+          md_runs(runs) + md_pipeline(runs) + md_regression(fits, too_few) +
+          ["![time versus length](time_vs_length.png)", "", "![memory](memory.png)", "",
+           "![throughput](throughput.png)", ""])
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write("\n".join(md))
-    print(f"qwen3-report: {len(runs)} runs → {os.path.join(a.out, 'report.md')} (+ runs.csv, feasibility.csv, "
-          f"regression.csv, time_vs_length.png, memory.png, throughput.png)")
+    print(f"qwen3-report: {plural(len(runs), 'run')}" + (f" ({len(set_aside)} older set aside)" if set_aside else "") +
+          (f", {plural(len(placeholders), 'cell')} without results" if placeholders else "") +
+          f" → {os.path.join(a.out, 'report.md')} (+ runs.csv, memory_per_rank.csv, feasibility.csv, regression.csv, "
+          "time_vs_length.png, memory.png, throughput.png)")
 
 
 if __name__ == "__main__":
