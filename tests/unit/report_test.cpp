@@ -252,7 +252,7 @@ TEST(Report, FeasibilityRegressionTablesAndPlotsFromAFolderOfRuns) {
   const std::string memory = png_description(out / "memory.png");
   EXPECT_NE(memory.find("legend: T1P1D1 | T2P1D1 | each rank's peak"), std::string::npos) << memory;
   EXPECT_NE(memory.find("marks: T1P1D1 ✖ error"), std::string::npos) << memory;
-  for (const char* absent : {"planned", "GiB (nvidia-smi total)"})
+  for (const char* absent : {"planned", "what CUDA gives a process"})
     EXPECT_EQ(memory.find(absent), std::string::npos) << absent << "\n" << memory;
   const std::string throughput = png_description(out / "throughput.png");
   EXPECT_NE(throughput.find("panel 'tiny: tokens/s, all ranks'"), std::string::npos) << throughput;
@@ -296,10 +296,10 @@ TEST(Report, NewestResultOfACellDecidesFilesMayNameTheirLayoutGpuRunsGetMfu) {
   EXPECT_NE(csv_field(csv, gpu, "mfu_percent"), "") << csv;  // MFU for the GPU run only
   EXPECT_EQ(csv_field(csv, cpu, "mfu_percent"), "") << csv;
   EXPECT_EQ(csv_field(csv, gpu, "planned_peak_gib"), "1.5") << csv;
-  EXPECT_EQ(csv_field(csv, gpu, "capacity_gib").substr(0, 6), "140.40") << csv;  // nvidia-smi's 143,771 MiB
+  EXPECT_EQ(csv_field(csv, gpu, "capacity_gib").substr(0, 6), "139.79") << csv;  // CUDA's 143,150 MiB
   EXPECT_EQ(csv_field(csv, cpu, "capacity_gib"), "") << csv;
   const std::string memory = png_description(out / "memory.png");
-  for (const char* drawn : {"planned peak (the rank that needs most)", "NVIDIA H200: 140.4 GiB (nvidia-smi total)"})
+  for (const char* drawn : {"planned peak (the rank that needs most)", "NVIDIA H200: 139.8 GiB (what CUDA gives a process)"})
     EXPECT_NE(memory.find(drawn), std::string::npos) << drawn << "\n" << memory;
   const std::string throughput = png_description(out / "throughput.png");
   EXPECT_NE(throughput.find("panel 'tiny (cuda): MFU (%)'"), std::string::npos) << throughput;

@@ -17,9 +17,9 @@ EXIT_CODES = """exit codes:
   4  output: --out cannot be written"""
 FORMAT, VERSION = "qwen3-pretrain-results", 1
 CELLS_FORMAT, CELLS_VERSION = "qwen3-sweep-cells", 1
-# Total memory as nvidia-smi reports it, by the device name results files record (they do not record the size), for
-# the GPUs whose sizes qwen3-pretrain --device-memory knows (known_gpus() in lib/train/memory_plan.cpp) and we ran on.
-DEVICE_GIB = {"NVIDIA H100 80GB HBM3": 81559 / 1024, "NVIDIA H200": 143771 / 1024}
+# The memory the CUDA runtime gives a process on a device, by the name results files record (they do not record the
+# size): the sizes of known_gpus() in lib/train/memory_plan.cpp, which a run checks its plan against.
+DEVICE_GIB = {"NVIDIA H100 80GB HBM3": 81080 / 1024, "NVIDIA H200": 143150 / 1024}
 NAN = math.nan
 
 
@@ -445,7 +445,7 @@ def memory_handles(rows, layouts, tops):
     if any(r["peaks_gib"] and r["status"] != "ok" for r in rows):
         h.append(matplotlib.patches.Patch(facecolor="white", edgecolor="black", hatch="//", label="run did not finish"))
     for name, cap in sorted({(r["device_name"], r["capacity_gib"]) for r in rows if not math.isnan(r["capacity_gib"])}):
-        h.append(Line2D([], [], color="red", ls="--", label=f"{name}: {cap:.1f} GiB (nvidia-smi total)"))
+        h.append(Line2D([], [], color="red", ls="--", label=f"{name}: {cap:.1f} GiB (what CUDA gives a process)"))
     return h
 
 
