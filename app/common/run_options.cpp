@@ -13,6 +13,7 @@
 #include "io/hf_checkpoint.h"
 #include "model/pipeline_split.h"
 #include "train/engine.h"
+#include "train/memory_plan.h"
 
 namespace po = boost::program_options;
 
@@ -70,8 +71,10 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       "mpirun needed): 0 if it fits --device-memory, 3 if not")(
       "world-size", po::value(&c.plan_world_size), "with --plan: the ranks to plan for (default: this job's)")(
       "device-memory", po::value(&c.device_memory),
-      "memory of one device, e.g. 80GB, 141GB, 81559MiB: for --plan (default 80GB), and for the check that stops a "
-      "CUDA run whose plan does not fit before it allocates (default: the device's own)")(
+      ("memory of one device: a GPU name (" + known_gpu_names() + ", what CUDA gives a process on that card) or a "
+       "size in GiB/MiB (binary: 1 GiB = 2^30 bytes) or GB/MB (decimal: 1 GB = 10^9 bytes; 80GB is 74.5 GiB); for "
+       "--plan (default " + std::string(kDefaultPlanDevice) + "), and for the check that stops a CUDA run whose plan "
+       "does not fit before it allocates (default: the device's own)").c_str())(
       "force", po::bool_switch(&c.force), "run even when the memory plan says it does not fit");
   po::options_description run("Run (also valid as keys in --config)");
   run.add_options()

@@ -63,8 +63,10 @@ struct GpuMemory {
   std::int64_t bytes;
 };
 const std::vector<GpuMemory>& known_gpus();
-// "h100-80gb = 79.6 GiB, h200 = 140.4 GiB, ...": the names for --help and messages.
+// "h100-80gb = 79.2 GiB, h200 = 139.8 GiB, ...": the names for --help and messages.
 std::string known_gpu_names();
+// The device --plan plans for when --device-memory is not given.
+inline constexpr const char* kDefaultPlanDevice = "h100-80gb";
 
 // A GPU name of known_gpus() (its real size), or a size: "80GiB", "81559MiB" (binary units), "141GB" (decimal: 10^9
 // bytes), "1e11" (bytes) → bytes. Throws UsageError naming `option` otherwise.
