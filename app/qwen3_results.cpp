@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <numeric>
 
+#include "common/help.h"
 #include "common/main_wrapper.h"
 #include "common/options_util.h"
 #include "core/error.h"
@@ -22,6 +23,16 @@ double mean_after_first(const std::vector<double>& v) {
   if (v.size() < 2) return v.empty() ? 0 : v[0];
   return std::accumulate(v.begin() + 1, v.end(), 0.0) / static_cast<double>(v.size() - 1);
 }
+std::string bytes_or_unknown(std::int64_t bytes) { return bytes < 0 ? "unknown" : format_bytes(bytes); }
+
+// An out-of-memory run: what was being allocated, its size and the memory in use then (-1: unknown).
+void print_oom_details(hid_t root) {
+  if (!h5::has_attr(root, "oom_category")) return;
+  std::printf("  out of memory allocating %s (%s requested, %s in use)\n",
+              h5::read_attr_string(root, "oom_category").c_str(),
+              bytes_or_unknown(h5::read_attr_int(root, "oom_requested_bytes")).c_str(),
+              bytes_or_unknown(h5::read_attr_int(root, "oom_in_use_bytes")).c_str());
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -32,16 +43,25 @@ int main(int argc, char** argv) {
     po::positional_options_description pos;
     pos.add("file", 1);
     po::variables_map vm;
-    if (!parse_command_line(argc, argv, desc, vm, &pos)) return 0;
+    const std::string exit_codes = exit_codes_help(
+        {{ExitCode::ok, "the run's status is ok"},
+         {ExitCode::internal, "also when the run's status is not ok (running, oom, oom_predicted, error, preempted)"},
+         {ExitCode::usage},
+         {ExitCode::input, "not a qwen3-pretrain results file, or one of another format version"}});
+    if (!parse_command_line(argc, argv, desc, vm, &pos, exit_codes)) return 0;
     h5::Handle f = h5::open_read(path, "results file");
     const hid_t root = f.get();
     if (attr_or(root, "format", "") != kResultsFormat)
       throw InputError("'" + path + "' is not a qwen3-pretrain results file (format '" + attr_or(root, "format", "") + "')");
+    if (const auto version = h5::read_attr_int(root, "format_version"); version != kResultsVersion)
+      throw InputError("'" + path + "' has results format_version " + std::to_string(version) + "; this qwen3-results reads " +
+                       std::to_string(kResultsVersion));
     const std::string status = attr_or(root, "status");
     h5::Handle cfg = h5::open_group(root, "config");
     auto c = [&](const char* k) { return attr_or(cfg.get(), k); };
     std::printf("results %s\n", path.c_str());
     std::printf("  status        %s%s%s\n", status.c_str(), status == "ok" ? "" : ": ", status == "ok" ? "" : attr_or(root, "error_message").c_str());
+    print_oom_details(root);
     std::printf("  model         %s (%s parameters), seq %s, global batch %s, micro-batch %s, tp %s pp %s cp %s, device %s\n",
                 c("model").c_str(), c("model.parameters").c_str(), c("seq_len").c_str(), c("global_batch").c_str(),
                 c("micro_batch").c_str(), c("tp").c_str(), c("pp").c_str(), c("cp").c_str(), c("device").c_str());

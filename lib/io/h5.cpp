@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 
 #include "core/error.h"
 
@@ -65,6 +66,64 @@ Handle open_attr(hid_t obj, const std::string& name) {
 
 void replace_attr(hid_t obj, const std::string& name) {
   if (has_attr(obj, name)) check(H5Adelete(obj, name.c_str()), "delete attribute " + name);
+}
+
+// Strings are stored variable-length UTF-8: h5py reads such attributes as str (fixed-length ones come back as bytes).
+Handle utf8_vlen_type() {
+  Handle type(check_id(H5Tcopy(H5T_C_S1), "string type"));
+  check(H5Tset_size(type.get(), H5T_VARIABLE), "variable-length string");
+  check(H5Tset_cset(type.get(), H5T_CSET_UTF8), "string cset");
+  return type;
+}
+
+// Rewrites an existing scalar attribute of the same type class in place (values updated every step, e.g. timings,
+// then take no new space in the object header); false when there is none to rewrite.
+bool overwrite_scalar(hid_t obj, const std::string& name, H5T_class_t cls, hid_t mem_type, const void* value) {
+  if (!has_attr(obj, name)) return false;
+  Handle a(check_id(H5Aopen(obj, name.c_str(), H5P_DEFAULT), "open attribute " + name));
+  Handle ftype(check_id(H5Aget_type(a.get()), "attribute type"));
+  Handle space(check_id(H5Aget_space(a.get()), "attribute space"));
+  if (H5Tget_class(ftype.get()) != cls || H5Sget_simple_extent_type(space.get()) != H5S_SCALAR) return false;
+  check(H5Awrite(a.get(), mem_type, value), "write attribute " + name);
+  return true;
+}
+
+// The strings of a string attribute or dataset's elements, fixed-length (older files) or variable-length.
+// read(mem_type, buffer) reads every element into buffer.
+std::vector<std::string> read_strings(hid_t file_type, std::size_t count, const std::string& what,
+                                      const std::function<herr_t(hid_t, void*)>& read) {
+  if (H5Tget_class(file_type) != H5T_STRING) throw InputError(what + " is not a string");
+  std::vector<std::string> out;
+  if (H5Tis_variable_str(file_type) > 0) {
+    Handle mtype(check_id(H5Tcopy(H5T_C_S1), "string type"));
+    check(H5Tset_size(mtype.get(), H5T_VARIABLE), "vlen");
+    check(H5Tset_cset(mtype.get(), H5Tget_cset(file_type)), "string cset");
+    std::vector<char*> ptrs(count, nullptr);
+    if (count > 0) check(read(mtype.get(), ptrs.data()), "read " + what);
+    for (char* p : ptrs) {
+      out.emplace_back(p ? p : "");
+      H5free_memory(p);
+    }
+    return out;
+  }
+  const std::size_t size = H5Tget_size(file_type);
+  std::string buf(size * count, '\0');
+  Handle mtype(check_id(H5Tcopy(H5T_C_S1), "string type"));
+  check(H5Tset_size(mtype.get(), size), "string size");
+  check(H5Tset_cset(mtype.get(), H5Tget_cset(file_type)), "string cset");
+  if (count > 0) check(read(mtype.get(), buf.data()), "read " + what);
+  for (std::size_t i = 0; i < count; ++i) {
+    std::string s = buf.substr(i * size, size);
+    out.push_back(s.substr(0, s.find('\0')));
+  }
+  return out;
+}
+
+// Elements in an attribute's or a dataset's dataspace.
+std::size_t space_points(hid_t space) {
+  const hssize_t n = H5Sget_simple_extent_npoints(space);
+  check(static_cast<herr_t>(n < 0 ? -1 : 0), "dataspace size");
+  return static_cast<std::size_t>(n);
 }
 
 }  // namespace
@@ -180,31 +239,26 @@ std::vector<std::string> list(hid_t loc, const std::string& group) {
 
 void write_attr(hid_t obj, const std::string& name, const std::string& value) {
   replace_attr(obj, name);
-  Handle type(check_id(H5Tcopy(H5T_C_S1), "string type"));
-  check(H5Tset_size(type.get(), std::max<std::size_t>(1, value.size())), "string size");
-  check(H5Tset_cset(type.get(), H5T_CSET_UTF8), "string cset");
+  Handle type = utf8_vlen_type();
   Handle space(check_id(H5Screate(H5S_SCALAR), "scalar space"));
   Handle a(check_id(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name));
-  std::string padded = value.empty() ? std::string(1, '\0') : value;
-  check(H5Awrite(a.get(), type.get(), padded.data()), "write attribute " + name);
+  const char* p = value.c_str();
+  check(H5Awrite(a.get(), type.get(), &p), "write attribute " + name);
 }
 
 void write_attr(hid_t obj, const std::string& name, const std::vector<std::string>& values) {
   replace_attr(obj, name);
-  std::size_t width = 1;
-  for (auto& v : values) width = std::max(width, v.size());
-  std::vector<char> buf(width * std::max<std::size_t>(1, values.size()), '\0');
-  for (std::size_t i = 0; i < values.size(); ++i) std::copy(values[i].begin(), values[i].end(), buf.begin() + i * width);
-  Handle type(check_id(H5Tcopy(H5T_C_S1), "string type"));
-  check(H5Tset_size(type.get(), width), "string size");
-  check(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), "string pad");
+  std::vector<const char*> ptrs;
+  for (const auto& v : values) ptrs.push_back(v.c_str());
+  Handle type = utf8_vlen_type();
   hsize_t n = values.size();
   Handle space(check_id(H5Screate_simple(1, &n, nullptr), "space"));
   Handle a(check_id(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name));
-  if (n > 0) check(H5Awrite(a.get(), type.get(), buf.data()), "write attribute " + name);
+  if (n > 0) check(H5Awrite(a.get(), type.get(), ptrs.data()), "write attribute " + name);
 }
 
 void write_attr(hid_t obj, const std::string& name, std::int64_t value) {
+  if (overwrite_scalar(obj, name, H5T_INTEGER, H5T_NATIVE_INT64, &value)) return;
   replace_attr(obj, name);
   Handle space(check_id(H5Screate(H5S_SCALAR), "scalar space"));
   Handle a(check_id(H5Acreate2(obj, name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name));
@@ -212,6 +266,7 @@ void write_attr(hid_t obj, const std::string& name, std::int64_t value) {
 }
 
 void write_attr(hid_t obj, const std::string& name, double value) {
+  if (overwrite_scalar(obj, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, &value)) return;
   replace_attr(obj, name);
   Handle space(check_id(H5Screate(H5S_SCALAR), "scalar space"));
   Handle a(check_id(H5Acreate2(obj, name.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name));
@@ -221,26 +276,19 @@ void write_attr(hid_t obj, const std::string& name, double value) {
 std::string read_attr_string(hid_t obj, const std::string& name) {
   Handle a = open_attr(obj, name);
   Handle ftype(check_id(H5Aget_type(a.get()), "attribute type"));
+  Handle space(check_id(H5Aget_space(a.get()), "attribute space"));
   if (H5Tget_class(ftype.get()) != H5T_STRING) throw InputError("attribute '" + name + "' is not a string");
-  if (H5Tis_variable_str(ftype.get()) > 0) {
-    Handle mtype(check_id(H5Tcopy(H5T_C_S1), "string type"));
-    check(H5Tset_size(mtype.get(), H5T_VARIABLE), "vlen");
-    check(H5Tset_cset(mtype.get(), H5Tget_cset(ftype.get())), "string cset");
-    char* s = nullptr;
-    check(H5Aread(a.get(), mtype.get(), &s), "read attribute " + name);
-    std::string out = s ? s : "";
-    H5free_memory(s);
-    return out;
-  }
-  std::size_t size = H5Tget_size(ftype.get());
-  std::string buf(size, '\0');
-  Handle mtype(check_id(H5Tcopy(H5T_C_S1), "string type"));
-  check(H5Tset_size(mtype.get(), size), "string size");
-  check(H5Tset_cset(mtype.get(), H5Tget_cset(ftype.get())), "string cset");
-  check(H5Aread(a.get(), mtype.get(), buf.data()), "read attribute " + name);
-  auto end = buf.find('\0');
-  if (end != std::string::npos) buf.resize(end);
-  return buf;
+  if (space_points(space.get()) != 1) throw InputError("attribute '" + name + "' is not a single string");
+  return read_strings(ftype.get(), 1, "attribute '" + name + "'",
+                      [&](hid_t mtype, void* buf) { return H5Aread(a.get(), mtype, buf); })[0];
+}
+
+std::vector<std::string> read_attr_strings(hid_t obj, const std::string& name) {
+  Handle a = open_attr(obj, name);
+  Handle ftype(check_id(H5Aget_type(a.get()), "attribute type"));
+  Handle space(check_id(H5Aget_space(a.get()), "attribute space"));
+  return read_strings(ftype.get(), space_points(space.get()), "attribute '" + name + "'",
+                      [&](hid_t mtype, void* buf) { return H5Aread(a.get(), mtype, buf); });
 }
 
 std::int64_t read_attr_int(hid_t obj, const std::string& name) {
@@ -332,6 +380,13 @@ void write_i32(hid_t loc, const std::string& path, const std::vector<std::int32_
   write_all(loc, path, H5T_STD_I32LE, H5T_NATIVE_INT32, data.data(), s, chunk_rows);
 }
 
+void rewrite_i64(hid_t loc, const std::string& path, const std::vector<std::int64_t>& data) {
+  const auto s = shape(loc, path);
+  if (element_count(s) != static_cast<std::int64_t>(data.size())) throw InternalError("size mismatch rewriting " + path);
+  Handle d(check_id(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), "open dataset " + path));
+  if (!data.empty()) check(H5Dwrite(d.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), "write " + path);
+}
+
 void write_string(hid_t loc, const std::string& path, const std::string& value) {
   auto slash = path.rfind('/');
   if (slash != std::string::npos && slash > 0) ensure_group(loc, path.substr(0, slash));
@@ -348,14 +403,11 @@ std::string read_string(hid_t loc, const std::string& path) {
   if (!exists(loc, path)) throw InputError("dataset '" + path + "' is missing");
   Handle d(check_id(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), "open " + path));
   Handle ftype(check_id(H5Dget_type(d.get()), "dataset type"));
-  if (H5Tget_class(ftype.get()) != H5T_STRING || H5Tis_variable_str(ftype.get()) > 0)
-    throw InputError("dataset '" + path + "' is not a fixed-length string");
-  const std::size_t size = H5Tget_size(ftype.get());
-  std::string buf(size, '\0');
-  Handle mtype(check_id(H5Tcopy(H5T_C_S1), "string type"));
-  check(H5Tset_size(mtype.get(), size), "string size");
-  check(H5Dread(d.get(), mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()), "read " + path);
-  return buf.substr(0, buf.find('\0'));
+  Handle space(check_id(H5Dget_space(d.get()), "dataspace " + path));
+  if (H5Tget_class(ftype.get()) != H5T_STRING || space_points(space.get()) != 1)
+    throw InputError("dataset '" + path + "' is not a string");
+  return read_strings(ftype.get(), 1, "dataset '" + path + "'",
+                      [&](hid_t mtype, void* buf) { return H5Dread(d.get(), mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf); })[0];
 }
 
 void create_i32_2d(hid_t loc, const std::string& path, std::int64_t rows, std::int64_t cols, std::int64_t chunk_rows) {
@@ -409,6 +461,33 @@ void Series::append(double value) {
   Handle mspace(check_id(H5Screate_simple(1, &count, nullptr), "memspace"));
   check(H5Dwrite(dset_.get(), H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(), H5P_DEFAULT, &value), "append");
   size_ += 1;
+}
+
+Rows::Rows(hid_t loc, const std::string& path, std::int64_t cols) : cols_(cols) {
+  if (cols <= 0) throw InternalError("no columns for " + path);
+  auto slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) ensure_group(loc, path.substr(0, slash));
+  hsize_t dims[2] = {0, static_cast<hsize_t>(cols)}, maxdims[2] = {H5S_UNLIMITED, static_cast<hsize_t>(cols)};
+  hsize_t chunk[2] = {512, static_cast<hsize_t>(cols)};
+  Handle space(check_id(H5Screate_simple(2, dims, maxdims), "rows space"));
+  Handle dcpl(check_id(H5Pcreate(H5P_DATASET_CREATE), "dcpl"));
+  check(H5Pset_chunk(dcpl.get(), 2, chunk), "rows chunk");
+  dset_ = Handle(check_id(H5Dcreate2(loc, path.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+                          "create rows " + path));
+}
+
+void Rows::append(const std::vector<double>& rows) {
+  if (rows.size() % static_cast<std::size_t>(cols_) != 0) throw InternalError("partial row appended");
+  const hsize_t n = rows.size() / static_cast<std::size_t>(cols_);
+  if (n == 0) return;
+  hsize_t dims[2] = {static_cast<hsize_t>(size_) + n, static_cast<hsize_t>(cols_)};
+  check(H5Dset_extent(dset_.get(), dims), "extend rows");
+  Handle fspace(check_id(H5Dget_space(dset_.get()), "rows space"));
+  hsize_t start[2] = {static_cast<hsize_t>(size_), 0}, count[2] = {n, static_cast<hsize_t>(cols_)};
+  check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), "select rows");
+  Handle mspace(check_id(H5Screate_simple(2, count, nullptr), "memspace"));
+  check(H5Dwrite(dset_.get(), H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(), H5P_DEFAULT, rows.data()), "append rows");
+  size_ += static_cast<std::int64_t>(n);
 }
 
 std::string library_version() {

@@ -45,11 +45,14 @@ Handle ensure_group(hid_t loc, const std::string& path);  // creates intermediat
 std::vector<std::string> list(hid_t loc, const std::string& group);  // child names, sorted
 
 // Attributes (scalars). Readers throw InputError naming the attribute when it is missing or of the wrong kind.
+// Strings are written variable-length UTF-8 (h5py reads them as str) and read in either form (older files hold
+// fixed-length ones); a number written again over one of its kind is rewritten in place.
 void write_attr(hid_t obj, const std::string& name, const std::string& value);
 void write_attr(hid_t obj, const std::string& name, std::int64_t value);
 void write_attr(hid_t obj, const std::string& name, double value);
 void write_attr(hid_t obj, const std::string& name, const std::vector<std::string>& values);
 std::string read_attr_string(hid_t obj, const std::string& name);
+std::vector<std::string> read_attr_strings(hid_t obj, const std::string& name);  // a 1-D string attribute
 std::int64_t read_attr_int(hid_t obj, const std::string& name);
 double read_attr_double(hid_t obj, const std::string& name);
 
@@ -69,10 +72,13 @@ void write_f32(hid_t loc, const std::string& path, const std::vector<float>& dat
 void write_f64(hid_t loc, const std::string& path, const std::vector<double>& data, const std::vector<std::int64_t>& shape);
 void write_i64(hid_t loc, const std::string& path, const std::vector<std::int64_t>& data,
                const std::vector<std::int64_t>& shape);
+// Writes all of an existing dataset again (its shape unchanged: data holds exactly its elements).
+void rewrite_i64(hid_t loc, const std::string& path, const std::vector<std::int64_t>& data);
 void write_i32(hid_t loc, const std::string& path, const std::vector<std::int32_t>& data,
                const std::vector<std::int64_t>& shape, std::int64_t chunk_rows = 0);
 void write_string(hid_t loc, const std::string& path, const std::string& value);
-// A scalar fixed-length string dataset (write_string's); InputError naming the path when absent or not a string.
+// A scalar string dataset (write_string's fixed-length one, or variable-length); InputError naming the path when
+// absent or not a string.
 std::string read_string(hid_t loc, const std::string& path);
 
 // Row-streamed 2-D int32 writes, so a big [N, L] dataset never has to sit in memory whole:
@@ -93,6 +99,20 @@ class Series {
  private:
   Handle dset_;
   std::int64_t size_ = 0;
+};
+
+// An extendible 2-D float64 dataset [n, cols] that grows by blocks of rows (e.g. a memory trace flushed as it goes).
+class Rows {
+ public:
+  Rows() = default;
+  Rows(hid_t loc, const std::string& path, std::int64_t cols);  // creates it, empty
+  void append(const std::vector<double>& rows);  // whole rows: a multiple of cols values
+  std::int64_t size() const { return size_; }
+  hid_t get() const { return dset_.get(); }
+
+ private:
+  Handle dset_;
+  std::int64_t cols_ = 0, size_ = 0;
 };
 
 std::string library_version();  // "1.10.8"

@@ -3,11 +3,15 @@
 
 #include <unistd.h>
 
-#include <algorithm>
+#include <cstdlib>
 #include <fstream>
+#include <new>
 #include <string>
 
 namespace qwen3 {
+namespace {
+std::atomic<std::int64_t> failed_request_bytes{-1};  // see last_failed_host_allocation_bytes()
+}  // namespace
 
 MemoryTracer::MemoryTracer(Probe probe, std::chrono::milliseconds interval)
     : probe_(std::move(probe)), interval_(interval), start_(std::chrono::steady_clock::now()) {
@@ -28,17 +32,24 @@ MemoryTracer::~MemoryTracer() { stop(); }
 
 void MemoryTracer::record() {
   const std::int64_t bytes = probe_();
-  const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   std::int64_t prev = peak_.load();
   while (bytes > prev && !peak_.compare_exchange_weak(prev, bytes)) {
   }
-  std::lock_guard lock(mu_);
+  std::lock_guard lock(mu_);  // the time is taken under the lock: samples are appended in time order
+  const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   samples_.push_back({t, bytes});
 }
 
 void MemoryTracer::sample_now() { record(); }
 
-std::vector<MemorySample> MemoryTracer::stop() {
+std::vector<MemorySample> MemoryTracer::take_new() {
+  std::lock_guard lock(mu_);
+  std::vector<MemorySample> out;
+  out.swap(samples_);
+  return out;
+}
+
+void MemoryTracer::stop() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
@@ -48,10 +59,6 @@ std::vector<MemorySample> MemoryTracer::stop() {
     thread_.join();
     record();  // the final state
   }
-  std::lock_guard lock(mu_);
-  auto out = samples_;
-  std::sort(out.begin(), out.end(), [](const MemorySample& a, const MemorySample& b) { return a.time_s < b.time_s; });
-  return out;
 }
 
 std::int64_t resident_bytes() {
@@ -72,4 +79,23 @@ std::int64_t host_available_bytes() {
   return 0;
 }
 
+std::int64_t last_failed_host_allocation_bytes() { return failed_request_bytes.load(); }
+
 }  // namespace qwen3
+
+// The global operator new, replaced (as the standard allows, once per program) only to note the size of a request
+// it cannot meet before throwing std::bad_alloc: a host out-of-memory run records it (docs/results.md). Otherwise
+// as libstdc++'s own: malloc, and the new-handler between attempts. The array and nothrow forms call this one, and
+// operator delete's free() matches malloc.
+void* operator new(std::size_t size) {
+  if (size == 0) size = 1;
+  while (true) {
+    if (void* p = std::malloc(size)) return p;
+    if (std::new_handler handler = std::get_new_handler()) {
+      handler();
+      continue;
+    }
+    qwen3::failed_request_bytes.store(static_cast<std::int64_t>(size));
+    throw std::bad_alloc();
+  }
+}

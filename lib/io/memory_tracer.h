@@ -1,4 +1,5 @@
-// Background sampler of one rank's memory in use (device memory on a GPU, resident memory on the CPU).
+// Background sampler of one rank's memory in use (device memory on a GPU, resident memory on the CPU), and what is
+// known of a host allocation that failed.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -27,8 +28,11 @@ class MemoryTracer {
 
   void sample_now();                       // an extra sample (e.g. right after a step)
   std::int64_t peak_bytes() const { return peak_.load(); }
-  // Stops the thread (idempotent) and returns every sample in time order.
-  std::vector<MemorySample> stop();
+  // The samples taken since the last call, in time order, handed over (the results file is written as the run goes,
+  // so the tracer keeps only what has not been written yet).
+  std::vector<MemorySample> take_new();
+  // Stops the thread (idempotent) after one last sample, which take_new() still returns.
+  void stop();
 
  private:
   void record();
@@ -47,5 +51,8 @@ class MemoryTracer {
 std::int64_t resident_bytes();
 // This host's available memory (/proc/meminfo MemAvailable), 0 where it cannot be read.
 std::int64_t host_available_bytes();
+// The size of the last request that the global operator new of this process could not meet (before it threw
+// std::bad_alloc), -1 if none failed. Over-aligned requests (operator new with std::align_val_t) are not noted.
+std::int64_t last_failed_host_allocation_bytes();
 
 }  // namespace qwen3

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -69,6 +70,7 @@ void ResultsWriter::append_step(const StepRecord& s) {
   step_time_.append(s.step_time_s);
   tokens_per_s_.append(s.tokens_per_s);
   tflops_.append(s.tflops_per_device);
+  h5::write_attr(file_.get(), "steps_completed", loss_.size());
   h5::flush(file_);
 }
 
@@ -77,32 +79,53 @@ void ResultsWriter::write_timings(double init_s, double first_step_s, double tot
   h5::write_attr(g.get(), "init_s", init_s);
   h5::write_attr(g.get(), "first_step_s", first_step_s);
   h5::write_attr(g.get(), "total_s", total_s);
+  init_s_ = init_s;
+  first_step_s_ = first_step_s;
+}
+
+void ResultsWriter::update_total_time(double total_s) { write_timings(init_s_, first_step_s_, total_s); }
+
+void ResultsWriter::flush() { h5::flush(file_); }
+
+void ResultsWriter::describe(const std::string& path, const std::string& what) {
+  h5::Handle d(H5Dopen2(file_.get(), path.c_str(), H5P_DEFAULT));
+  h5::write_attr(d.get(), "description", what);
 }
 
 void ResultsWriter::write_values(const std::string& path, const std::vector<double>& values, const std::string& what) {
   h5::write_f64(file_.get(), path, values, {static_cast<std::int64_t>(values.size())});
-  h5::Handle d(H5Dopen2(file_.get(), path.c_str(), H5P_DEFAULT));
-  h5::write_attr(d.get(), "description", what);
+  describe(path, what);
   h5::flush(file_);
 }
 
-void ResultsWriter::write_memory(const std::vector<std::vector<MemorySample>>& per_rank) {
-  std::vector<std::int64_t> peaks;
-  for (std::size_t r = 0; r < per_rank.size(); ++r) {
+void ResultsWriter::write_values(const std::string& path, const std::vector<std::int64_t>& values, const std::string& what) {
+  h5::write_i64(file_.get(), path, values, {static_cast<std::int64_t>(values.size())});
+  describe(path, what);
+  h5::flush(file_);
+}
+
+void ResultsWriter::append_memory(const std::vector<std::vector<MemorySample>>& new_per_rank) {
+  if (traces_.empty()) {  // the first flush: one trace per rank, and their peaks
+    for (std::size_t r = 0; r < new_per_rank.size(); ++r) {
+      const std::string name = "memory/trace/rank_" + std::to_string(r);
+      traces_.emplace_back(file_.get(), name, 2);
+      h5::write_attr(traces_.back().get(), "columns", std::string("time_s, bytes"));
+    }
+    peaks_.assign(new_per_rank.size(), 0);
+    h5::write_i64(file_.get(), "memory/peak_bytes", peaks_, {static_cast<std::int64_t>(peaks_.size())});
+  }
+  if (new_per_rank.size() != traces_.size()) throw InternalError("memory samples of " + std::to_string(new_per_rank.size()) +
+                                                                 " ranks for " + std::to_string(traces_.size()) + " traces");
+  for (std::size_t r = 0; r < new_per_rank.size(); ++r) {
     std::vector<double> flat;  // [n, 2]: time_s, bytes
-    std::int64_t peak = 0;
-    for (const auto& s : per_rank[r]) {
+    for (const auto& s : new_per_rank[r]) {
       flat.push_back(s.time_s);
       flat.push_back(static_cast<double>(s.bytes));
-      peak = std::max(peak, s.bytes);
+      peaks_[r] = std::max(peaks_[r], s.bytes);
     }
-    const std::string name = "memory/trace/rank_" + std::to_string(r);
-    h5::write_f64(file_.get(), name, flat, {static_cast<std::int64_t>(per_rank[r].size()), 2});
-    h5::Handle d(H5Dopen2(file_.get(), name.c_str(), H5P_DEFAULT));
-    h5::write_attr(d.get(), "columns", std::string("time_s, bytes"));
-    peaks.push_back(peak);
+    traces_[r].append(flat);
   }
-  h5::write_i64(file_.get(), "memory/peak_bytes", peaks, {static_cast<std::int64_t>(peaks.size())});
+  h5::rewrite_i64(file_.get(), "memory/peak_bytes", peaks_);
 }
 
 void ResultsWriter::write_attribute(const std::string& name, const std::string& value) { h5::write_attr(file_.get(), name, value); }
@@ -118,8 +141,11 @@ void ResultsWriter::finish(const std::string& status, const std::string& error_m
   h5::write_attr(f, "error_message", error_message);
   h5::write_attr(f, "end_time_utc", utc_now());
   h5::write_attr(f, "steps_completed", loss_.size());
-  h5::flush(file_);  // on disk now: the step series keep the file open until they close, which an _exit skips
-  file_.reset();     // close before the rename: the final name appears only once the file is whole
+  h5::flush(file_);  // on disk now, even if an _exit skips the closing below
+  // Every dataset held open, then the file: closed before the rename, so the final name appears only once it is whole.
+  traces_.clear();
+  for (h5::Series* series : {&loss_, &grad_norm_, &lr_, &step_time_, &tokens_per_s_, &tflops_}) *series = h5::Series();
+  file_.reset();
   std::error_code ec;
   fs::rename(partial_path(), path_, ec);
   if (ec) throw OutputError("cannot rename '" + partial_path() + "' to '" + path_ + "': " + ec.message());

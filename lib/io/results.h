@@ -37,11 +37,19 @@ class ResultsWriter {
 
   void write_facts(const RunFacts& facts);
   void write_config(const std::vector<std::pair<std::string, std::string>>& settings);
-  void append_step(const StepRecord& s);  // flushed, so a killed run keeps its steps in the .partial file
+  // Appends one step and flushes everything written so far, so a killed run keeps it in the .partial file.
+  void append_step(const StepRecord& s);
+  // Timings so far (rewritten as the run goes; 0 for a phase not reached); update_total_time keeps the others.
   void write_timings(double init_s, double first_step_s, double total_s);
-  void write_memory(const std::vector<std::vector<MemorySample>>& per_rank);
-  // A 1-D float64 dataset at `path` (e.g. ranks/compute_s: one value per rank, in rank order) with a description.
+  void update_total_time(double total_s);
+  // Appends each rank's new memory samples to /memory/trace/rank_<r> (the first call creates one trace per entry of
+  // new_per_rank: the world size) and rewrites /memory/peak_bytes. Not flushed (flush() or append_step do).
+  void append_memory(const std::vector<std::vector<MemorySample>>& new_per_rank);
+  void flush();
+  // A 1-D dataset at `path` (e.g. ranks/compute_s: one value per rank, in rank order) with a description:
+  // float64 values, or int64 for integer quantities (ranks/tp_rank, stages/first_layer).
   void write_values(const std::string& path, const std::vector<double>& values, const std::string& what);
+  void write_values(const std::string& path, const std::vector<std::int64_t>& values, const std::string& what);
   // status: "ok", "oom" or "error". Writes the end time, closes, renames to the final path.
   void finish(const std::string& status, const std::string& error_message);
   // Extra root attributes (e.g. the OOM category and sizes).
@@ -53,9 +61,14 @@ class ResultsWriter {
   std::string partial_path() const { return path_ + ".partial"; }
 
  private:
+  void describe(const std::string& path, const std::string& what);
+
   std::string path_;
   h5::Handle file_;
   h5::Series loss_, grad_norm_, lr_, step_time_, tokens_per_s_, tflops_;
+  std::vector<h5::Rows> traces_;        // /memory/trace/rank_<r>, once append_memory has made them
+  std::vector<std::int64_t> peaks_;     // the largest sample of each rank so far
+  double init_s_ = 0, first_step_s_ = 0;  // the last timings written
   bool finished_ = false;
 };
 

@@ -2,6 +2,7 @@
 #include "train/trainer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -46,19 +47,112 @@ void make_labels(const std::vector<std::int32_t>& tokens, std::int64_t L, std::v
       labels[d * L + t] = t + 1 < L ? tokens[d * L + t + 1] : cpu::kIgnoreLabel;
 }
 
+// A host allocation this process could not make (std::bad_alloc): what the results file records of it.
+OutOfMemory host_out_of_memory() {
+  return OutOfMemory("out of host memory", "host", last_failed_host_allocation_bytes(), resident_bytes());
+}
+
+// What the results file records of a run that ran out of memory (status "oom"): the allocator's details; for a
+// std::bad_alloc that collectively() agreed on as a plain error, the host's — this process's failed request and
+// resident bytes, or -1 (unknown) when it was another rank's ("rank N: " before its message).
 void write_oom_details(ResultsWriter& results, const Error& e) {
-  if (auto* oom = dynamic_cast<const OutOfMemory*>(&e)) {
-    results.write_attribute("oom_category", oom->category);
-    results.write_attribute("oom_requested_bytes", oom->requested_bytes);
-    results.write_attribute("oom_in_use_bytes", oom->in_use_bytes);
+  if (std::string(e.status()) != "oom") return;
+  const std::string message = e.what();
+  OutOfMemory details = host_out_of_memory();
+  if (const auto* oom = dynamic_cast<const OutOfMemory*>(&e)) {
+    details = *oom;
+  } else if (message.rfind("rank ", 0) == 0) {  // another rank's: only its message came here
+    const bool host = message.find("out of host memory") != std::string::npos;
+    details = OutOfMemory(message, host ? "host" : "unknown", -1, -1);
   }
+  results.write_attribute("oom_category", details.category);
+  results.write_attribute("oom_requested_bytes", details.requested_bytes);
+  results.write_attribute("oom_in_use_bytes", details.in_use_bytes);
 }
 
 struct TrainState {
   std::unique_ptr<DatasetReader> data;
   std::unique_ptr<Engine> engine;
-  std::unique_ptr<MemoryTracer> tracer;
+  std::atomic<const Engine*> traced_engine{nullptr};  // the engine, for the tracer's thread, once it exists
+  std::unique_ptr<MemoryTracer> tracer;               // last: stops before the engine goes
 };
+
+// The memory tracer, started with the run so that its trace covers initialisation: resident memory on the CPU, the
+// engine's device bytes elsewhere (0 until the engine exists).
+std::unique_ptr<MemoryTracer> start_tracer(const RunConfig& cfg, const std::atomic<const Engine*>& engine) {
+  const bool on_cpu = cfg.device == "cpu";
+  return std::make_unique<MemoryTracer>(
+      [&engine, on_cpu]() -> std::int64_t {
+        if (on_cpu) return resident_bytes();
+        const Engine* e = engine.load();
+        return e ? e->device_bytes_in_use() : 0;
+      },
+      std::chrono::milliseconds(cfg.memory_interval_ms));
+}
+
+// Collective (every rank calls it at the same point): each rank's memory samples since the last call, on rank 0
+// in rank order (empty elsewhere). Bounded: a step's worth of samples per rank.
+std::vector<std::vector<MemorySample>> gather_new_samples(Communicator& world, MemoryTracer& tracer) {
+  std::vector<double> flat;
+  for (const auto& s : tracer.take_new()) flat.push_back(s.time_s), flat.push_back(static_cast<double>(s.bytes));
+  std::vector<std::vector<MemorySample>> per_rank;
+  for (const auto& f : world.gather(flat, 0)) {
+    per_rank.emplace_back();
+    for (std::size_t i = 0; i + 1 < f.size(); i += 2) per_rank.back().push_back({f[i], static_cast<std::int64_t>(f[i + 1])});
+  }
+  return per_rank;
+}
+
+// Rank 0 after a failure: the OOM details, its own memory samples not yet written (the other ranks' cannot be
+// gathered now: they may be anywhere; theirs up to the last flush are in the file), the timings, the status.
+// A failure to write these details (no host memory or disk left) must not keep the status from being written.
+void finish_failed_run(ResultsWriter& results, const Error& e, MemoryTracer* tracer, int world_size, double init_s,
+                       double first_step_s, double total_s) {
+  const auto attempt = [](const std::function<void()>& write) {
+    try {
+      write();
+    } catch (const std::exception&) {  // the run's own error is the one to report
+    }
+  };
+  attempt([&] { write_oom_details(results, e); });
+  if (tracer) {
+    attempt([&] {
+      std::vector<std::vector<MemorySample>> own(static_cast<std::size_t>(world_size));
+      tracer->sample_now();  // the memory in use as the run failed
+      own[0] = tracer->take_new();
+      results.append_memory(own);
+    });
+  }
+  attempt([&] { results.write_timings(init_s, first_step_s, total_s); });
+  results.finish(e.status(), e.what());
+}
+
+// Where each rank's time went (/ranks, one row of `all` per rank: compute, pipeline wait, dp reduce, step seconds,
+// then pp stage, tp rank, dp rank) and each pipeline stage's layers (/stages).
+void write_rank_times(ResultsWriter& results, const std::vector<std::vector<double>>& all, int pp,
+                      const std::vector<std::int64_t>& stage_layers, std::int64_t micro_steps) {
+  std::vector<std::vector<double>> cols(all.at(0).size());
+  for (const auto& r : all)
+    for (std::size_t k = 0; k < cols.size(); ++k) cols[k].push_back(r[k]);
+  const auto as_integers = [](const std::vector<double>& v) { return std::vector<std::int64_t>(v.begin(), v.end()); };
+  results.write_values("ranks/compute_s", cols[0], "time in forward/backward (tensor-parallel collectives included), steps after the first");
+  results.write_values("ranks/pipeline_wait_s", cols[1], "time in pipeline transfers, waiting for the neighbouring stages included (the bubble)");
+  results.write_values("ranks/dp_reduce_s", cols[2], "time reducing gradients over data-parallel replicas");
+  results.write_values("ranks/step_s", cols[3], "wall time of the steps after the first (the slowest rank's)");
+  results.write_values("ranks/pp_stage", as_integers(cols[4]), "pipeline stage of each rank");
+  results.write_values("ranks/tp_rank", as_integers(cols[5]), "tensor-parallel rank");
+  results.write_values("ranks/dp_rank", as_integers(cols[6]), "data-parallel rank");
+  std::vector<std::int64_t> first, end;
+  for (int s = 0; s < pp; ++s) {
+    const StageRange r = stage_range(stage_layers, s);
+    first.push_back(r.first_layer);
+    end.push_back(r.last_layer);
+  }
+  results.write_values("stages/first_layer", first, "first layer of each pipeline stage");
+  results.write_values("stages/end_layer", end, "one past the last layer of each pipeline stage");
+  const std::vector<double> bubble = {bubble_fraction(pp, static_cast<int>(micro_steps))};
+  results.write_values("stages/bubble_formula", bubble, "1F1B's idle share with equal stages: (p - 1) / (m + p - 1)");
+}
 
 }  // namespace
 
@@ -83,6 +177,7 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
   // With --save, SIGTERM/SIGUSR1 ask for a graceful stop: a checkpoint at the next step boundary, status "preempted".
   const TerminationWatch watch([&](int sig) {
     locked([&] {
+      results->update_total_time(seconds_since(t_start));  // the rest as flushed at the last step
       results->finish("error", "terminated by signal " + std::to_string(sig) + " (" + strsignal(sig) +
                                    "): the job was ended from outside — by mpirun when another rank failed (its message "
                                    "is in the job's output), or by the scheduler");
@@ -103,7 +198,38 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
   TrainState st;
   double init_s = 0, first_step_s = 0;  // recorded in the results file even when the run fails
   bool in_loop = false;  // errors inside the loop are seen by one rank only: end the whole job (below)
+  // Collective: every rank's new memory samples, the timings so far and the step (if any) into the results file, so
+  // that whatever ends the run later, the file keeps them (docs/results.md).
+  const auto flush_progress = [&](const StepRecord* step) {
+    const auto samples = gather_new_samples(world, *st.tracer);
+    if (!root) return;
+    locked([&] {
+      results->append_memory(samples);
+      results->write_timings(init_s, first_step_s, seconds_since(t_start));
+      if (step) results->append_step(*step);
+      results->flush();
+    });
+  };
+  // Any failure after the results file exists: rank 0 finishes it; inside the loop, the other ranks are ended too.
+  const auto on_failure = [&](const Error& e) {
+    try {
+      if (root) {
+        locked([&] {
+          finish_failed_run(*results, e, st.tracer.get(), W, init_s, first_step_s, seconds_since(t_start));
+          finished = true;
+        });
+      }
+    } catch (const std::exception& w) {  // the run's own error stays the one reported
+      std::fprintf(stderr, "qwen3-pretrain: could not finish %s: %s\n", results->partial_path().c_str(), w.what());
+    }
+    if (in_loop && W > 1) {
+      std::fprintf(stderr, "qwen3-pretrain: error on rank %d: %s\n", rank, e.what());
+      MpiSession::abort(static_cast<int>(e.code()));
+    }
+  };
   try {
+    st.tracer = start_tracer(cfg, st.traced_engine);
+    flush_progress(nullptr);  // every rank's trace exists from here on
     RunFacts facts;
     facts.git_commit = git_commit();
     facts.start_utc = start_utc;
@@ -204,6 +330,19 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
       st.engine = make_engine(cfg.device, cfg.model, eo);
     });
     Engine& engine = *st.engine;
+    st.traced_engine = &engine;
+    const auto device_names = world.all_gather(engine.device_name());
+    double pinned = static_cast<double>(engine.host_pinned_bytes());  // per rank: stages differ
+    world.all_reduce_max(&pinned, 1);
+    const auto pinned_max = static_cast<std::int64_t>(pinned);
+    collectively(world, root, [&] {
+      locked([&] {
+        results->write_attribute("device_names", device_names);
+        for (const auto& [category, bytes] : engine.device_bytes_by_category())
+          results->write_attribute("memory_" + category + "_bytes", bytes);  // rank 0's device, by category
+        results->write_attribute("memory_host_pinned_bytes", pinned_max);  // the rank that pins the most
+      });
+    });
     CheckpointRun ckpt_run;
     ckpt_run.model = cfg.model, ckpt_run.seed = cfg.seed, ckpt_run.global_batch = cfg.global_batch;
     ckpt_run.seq_len = cfg.seq_len, ckpt_run.num_documents = st.data->num_documents(), ckpt_run.layout = layout.describe();
@@ -245,25 +384,9 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
         for (const auto& p : engine.params().entries()) engine.set_weights(p.name, hf.read(p.name));
       });
     }
-    const bool on_cpu = cfg.device == "cpu";
-    st.tracer = std::make_unique<MemoryTracer>(
-        [&engine, on_cpu] { return on_cpu ? resident_bytes() : engine.device_bytes_in_use(); },
-        std::chrono::milliseconds(cfg.memory_interval_ms));
-
-    const auto device_names = world.all_gather(engine.device_name());
-    double pinned = static_cast<double>(engine.host_pinned_bytes());  // per rank: stages differ
-    world.all_reduce_max(&pinned, 1);
-    const auto pinned_max = static_cast<std::int64_t>(pinned);
-    collectively(world, root, [&] {
-      locked([&] {
-        results->write_attribute("device_names", device_names);
-        for (const auto& [category, bytes] : engine.device_bytes_by_category())
-          results->write_attribute("memory_" + category + "_bytes", bytes);  // rank 0's device, by category
-        results->write_attribute("memory_host_pinned_bytes", pinned_max);  // the rank that pins the most
-      });
-    });
 
     init_s = seconds_since(t_start);
+    flush_progress(nullptr);
     const std::int64_t L = cfg.seq_len, GB = cfg.global_batch, MB = cfg.micro_batch;
     const std::int64_t micro_steps = cfg.micro_batches_per_step(W);
     const double counted_tokens = static_cast<double>(GB * (L - 1));  // targets per step, all ranks
@@ -341,8 +464,8 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
 
       const StepRecord rec{loss_sum[0] / loss_sum[1], norm, lr, dt, static_cast<double>(GB * L) / dt,
                            flops_per_step / W / dt / 1e12};
+      flush_progress(&rec);
       if (root) {
-        locked([&] { results->append_step(rec); });
         const double mean = step > start_step ? later_steps_s / static_cast<double>(step - start_step) : first_step_s;
         std::printf("%s\n", progress_line(step + 1, cfg.steps, rec, st.tracer->peak_bytes(),
                                           mean * static_cast<double>(cfg.steps - step - 1)).c_str());
@@ -385,45 +508,12 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
                                         static_cast<double>(pp_rank), static_cast<double>(layout.coords(rank).tp),
                                         static_cast<double>(dp_rank)};
       const auto all = world.gather(mine, 0);
-      if (root) {
-        std::vector<std::vector<double>> cols(mine.size());
-        for (const auto& r : all)
-          for (std::size_t k = 0; k < mine.size(); ++k) cols[k].push_back(r[k]);
-        locked([&] {
-          results->write_values("ranks/compute_s", cols[0], "time in forward/backward (tensor-parallel collectives included), steps after the first");
-          results->write_values("ranks/pipeline_wait_s", cols[1], "time in pipeline transfers, waiting for the neighbouring stages included (the bubble)");
-          results->write_values("ranks/dp_reduce_s", cols[2], "time reducing gradients over data-parallel replicas");
-          results->write_values("ranks/step_s", cols[3], "wall time of the steps after the first (the slowest rank's)");
-          results->write_values("ranks/pp_stage", cols[4], "pipeline stage of each rank");
-          results->write_values("ranks/tp_rank", cols[5], "tensor-parallel rank");
-          results->write_values("ranks/dp_rank", cols[6], "data-parallel rank");
-          std::vector<double> first, last;
-          for (int s = 0; s < layout.pp(); ++s) {
-            const StageRange r = stage_range(stage_layers, s);
-            first.push_back(static_cast<double>(r.first_layer));
-            last.push_back(static_cast<double>(r.last_layer));
-          }
-          results->write_values("stages/first_layer", first, "first layer of each pipeline stage");
-          results->write_values("stages/end_layer", last, "one past the last layer of each pipeline stage");
-          results->write_values("stages/bubble_formula", {bubble_fraction(layout.pp(), static_cast<int>(micro_steps))},
-                                "1F1B's idle share with equal stages: (p - 1) / (m + p - 1)");
-        });
-      }
+      if (root) locked([&] { write_rank_times(*results, all, layout.pp(), stage_layers, micro_steps); });
     }
-    // Memory traces of every rank, gathered on rank 0.
-    std::vector<double> flat;
-    for (const auto& s : st.tracer->stop()) flat.push_back(s.time_s), flat.push_back(static_cast<double>(s.bytes));
-    const auto gathered = world.gather(flat, 0);
+    st.tracer->stop();
+    flush_progress(nullptr);  // the rest of every rank's trace, the final timings
     if (root) {
-      std::vector<std::vector<MemorySample>> per_rank;
-      for (const auto& f : gathered) {
-        per_rank.emplace_back();
-        for (std::size_t i = 0; i + 1 < f.size(); i += 2)
-          per_rank.back().push_back({f[i], static_cast<std::int64_t>(f[i + 1])});
-      }
       locked([&] {
-        results->write_memory(per_rank);
-        results->write_timings(init_s, first_step_s, seconds_since(t_start));
         if (preempted_at < 0) {
           results->finish("ok", "");
         } else {
@@ -441,29 +531,15 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
     }
     return preempted_at >= 0 ? static_cast<int>(ExitCode::preempted) : 0;
   } catch (const Error& e) {
-    if (root) {
-      locked([&] {
-        write_oom_details(*results, e);
-        results->write_timings(init_s, first_step_s, seconds_since(t_start));
-        results->finish(e.status(), e.what());
-        finished = true;
-      });
-    }
-    if (in_loop && W > 1) {
-      std::fprintf(stderr, "qwen3-pretrain: error on rank %d: %s\n", rank, e.what());
-      MpiSession::abort(static_cast<int>(e.code()));
-    }
+    on_failure(e);
     throw;
   } catch (const std::bad_alloc&) {
-    const OutOfMemory oom("out of host memory", "host", 0, resident_bytes());
-    if (root) {
-      locked([&] {
-        write_oom_details(*results, oom);
-        results->finish(oom.status(), oom.what());
-        finished = true;
-      });
-    }
+    const OutOfMemory oom = host_out_of_memory();
+    on_failure(oom);
     throw oom;
+  } catch (const std::exception& e) {  // anything else (a library's own exception): recorded as an internal error
+    on_failure(InternalError(e.what()));
+    throw;
   }
 }
 
