@@ -46,13 +46,24 @@ void expect_traces(hid_t f, int ranks, std::int64_t min_rows) {
   }
 }
 
-// A fixture with a small dataset of length-64 documents in its own folder.
+// A tiny model's config with another vocabulary size: its embedding (and output projection, logits) scale with it.
+std::string model_config(std::int64_t vocab_size) {
+  return "name = vocab-" + std::to_string(vocab_size) + "\nvocab_size = " + std::to_string(vocab_size) +
+         "\nhidden_size = 64\nintermediate_size = 192\nnum_hidden_layers = 4\nnum_attention_heads = 8\n"
+         "num_key_value_heads = 4\nhead_dim = 16\nrope_theta = 1000000\nrms_norm_eps = 1e-6\ntie_word_embeddings = true\n";
+}
+
+// Far above what a process of ours needs to start (Open MPI, CUDA's libraries mapped: up to ~2.5 GB on a GPU host),
+// far below what the out-of-memory tests ask for in one allocation.
+constexpr long kVirtualLimitKib = 6'000'000;
+
+// A fixture with a small dataset of length-64 and length-512 documents in its own folder.
 class ResultsFile : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = test::fresh_dir("qwen3_results_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     data_ = (dir_ / "data.h5").string();
-    write_synthetic_dataset(data_, 512, {64}, 64, 5, false);
+    write_synthetic_dataset(data_, 512, {64, 512}, 64, 5, false);
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
@@ -87,19 +98,22 @@ TEST(ResultsKilledRun, KeepsEveryRanksMemoryTraceAndTheTimings) {
   EXPECT_EQ(h5::read_attr_strings(f.get(), "device_names").size(), 2u);
 }
 
-// A host out-of-memory failure while the engine is made (the 0.6B model's weights under a 3 GB limit): status oom,
-// exit 5, category host, the failed request's size, the resident bytes, the trace so far. No engine: no device_names.
+// A host out-of-memory failure while the engine is made (a 40M-word vocabulary's embedding is 10 GB, under a 6 GB
+// limit): status oom, exit 5, category host, the failed request's size, the resident bytes, the trace so far. No
+// engine: no device_names.
 TEST_F(ResultsFile, HostOutOfMemoryWhileInitialisingRecordsWhatFailed) {
+  std::ofstream(path("huge.ini")) << model_config(40'000'000);
   const auto out = path("oom.h5");
-  const auto r = pretrain_limited(3000000, "--model 0.6B --seq-len 64 --global-batch 1 --steps 1 --out '" + out + "'");
+  const auto r = pretrain_limited(kVirtualLimitKib, "--model-config '" + path("huge.ini") +
+                                                        "' --seq-len 64 --global-batch 1 --steps 1 --out '" + out + "'");
   EXPECT_EQ(r.exit_code, 5) << r.output;
   EXPECT_NE(r.output.find("out of host memory"), std::string::npos) << r.output;
   ASSERT_TRUE(fs::exists(out)) << r.output;
   h5::Handle f = h5::open_read(out, "results");
   EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "oom");
   EXPECT_EQ(h5::read_attr_string(f.get(), "oom_category"), "host");
-  EXPECT_GT(h5::read_attr_int(f.get(), "oom_requested_bytes"), 1 << 20);  // a tensor of a 0.6B model
-  EXPECT_GT(h5::read_attr_int(f.get(), "oom_in_use_bytes"), 1 << 20);     // a process's resident memory
+  EXPECT_GE(h5::read_attr_int(f.get(), "oom_requested_bytes"), 40'000'000LL * 64 * 4);  // the embedding, float32
+  EXPECT_GT(h5::read_attr_int(f.get(), "oom_in_use_bytes"), 1 << 20);                   // a process's resident memory
   EXPECT_FALSE(h5::has_attr(f.get(), "device_names"));
   expect_traces(f.get(), 1, 2);  // the sample at the start and the one as it failed
   EXPECT_TRUE(h5::exists(f.get(), "timings"));
@@ -109,21 +123,20 @@ TEST_F(ResultsFile, HostOutOfMemoryWhileInitialisingRecordsWhatFailed) {
   EXPECT_NE(summary.output.find("out of memory allocating host ("), std::string::npos) << summary.output;
 }
 
-// A host out-of-memory failure in the first step (a 131,072-word vocabulary's logits for 32 sequences need 1 GiB at
-// once under a 2 GB limit): the engine exists, so device_names is there, and the trace covers initialisation.
+// A host out-of-memory failure in the first step (the logits of 32 sequences of 512 tokens over 131,072 words need
+// 16 GiB at once, under a 6 GB limit): the engine exists, so device_names is there, and the trace covers
+// initialisation.
 TEST_F(ResultsFile, HostOutOfMemoryInAStepRecordsDeviceNamesAndTheTrace) {
-  std::ofstream(path("wide.ini")) << "name = wide-vocab\nvocab_size = 131072\nhidden_size = 64\nintermediate_size = 192\n"
-                                     "num_hidden_layers = 4\nnum_attention_heads = 8\nnum_key_value_heads = 4\n"
-                                     "head_dim = 16\nrope_theta = 1000000\nrms_norm_eps = 1e-6\ntie_word_embeddings = false\n";
+  std::ofstream(path("wide.ini")) << model_config(131'072);
   const auto out = path("oom.h5");
-  const auto r = pretrain_limited(2000000, "--model-config '" + path("wide.ini") + "' --seq-len 64 --global-batch 32 "
-                                           "--micro-batch 32 --steps 1 --memory-interval-ms 10 --out '" + out + "'");
+  const auto r = pretrain_limited(kVirtualLimitKib, "--model-config '" + path("wide.ini") + "' --seq-len 512 --global-batch 32 "
+                                                    "--micro-batch 32 --steps 1 --memory-interval-ms 10 --out '" + out + "'");
   EXPECT_EQ(r.exit_code, 5) << r.output;
   ASSERT_TRUE(fs::exists(out)) << r.output;
   h5::Handle f = h5::open_read(out, "results");
   EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "oom");
   EXPECT_EQ(h5::read_attr_string(f.get(), "oom_category"), "host");
-  EXPECT_GE(h5::read_attr_int(f.get(), "oom_requested_bytes"), 1 << 30);
+  EXPECT_GE(h5::read_attr_int(f.get(), "oom_requested_bytes"), 32LL * 512 * 131'072 * 4);  // the logits
   EXPECT_GT(h5::read_attr_int(f.get(), "oom_in_use_bytes"), 1 << 20);
   const auto devices = h5::read_attr_strings(f.get(), "device_names");
   ASSERT_EQ(devices.size(), 1u);
