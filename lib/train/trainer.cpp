@@ -338,6 +338,10 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
     collectively(world, root, [&] {
       locked([&] {
         results->write_attribute("device_names", device_names);
+        if (cfg.device == "cuda") {  // the capacity beside the peaks: rank 0's device, and what the plan was checked against
+          results->write_attribute("device_total_bytes", device_memory_bytes(cfg.device, local_rank));
+          results->write_attribute("plan_device_bytes", device);
+        }
         for (const auto& [category, bytes] : engine.device_bytes_by_category())
           results->write_attribute("memory_" + category + "_bytes", bytes);  // rank 0's device, by category
         results->write_attribute("memory_host_pinned_bytes", pinned_max);  // the rank that pins the most

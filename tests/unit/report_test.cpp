@@ -280,6 +280,7 @@ TEST(Report, NewestResultOfACellDecidesFilesMayNameTheirLayoutGpuRunsGetMfu) {
     const h5::Handle f = h5::open_rw((dir / "in" / "gpu.h5").string());
     h5::write_attr(f.get(), "device_names", std::vector<std::string>{"NVIDIA H200"});
     h5::write_attr(f.get(), "plan_peak_bytes", std::int64_t{3} << 29);  // 1.5 GiB
+    h5::write_attr(f.get(), "device_total_bytes", std::int64_t{143150} << 20);  // what a CUDA run records
   }
   const std::string printed = report(dir, "'" + (dir / "in").string() + "'");
   EXPECT_NE(printed.find("3 runs (1 older set aside)"), std::string::npos) << printed;
@@ -296,7 +297,7 @@ TEST(Report, NewestResultOfACellDecidesFilesMayNameTheirLayoutGpuRunsGetMfu) {
   EXPECT_NE(csv_field(csv, gpu, "mfu_percent"), "") << csv;  // MFU for the GPU run only
   EXPECT_EQ(csv_field(csv, cpu, "mfu_percent"), "") << csv;
   EXPECT_EQ(csv_field(csv, gpu, "planned_peak_gib"), "1.5") << csv;
-  EXPECT_EQ(csv_field(csv, gpu, "capacity_gib").substr(0, 6), "139.79") << csv;  // CUDA's 143,150 MiB
+  EXPECT_EQ(csv_field(csv, gpu, "capacity_gib").substr(0, 6), "139.79") << csv;  // the file's device_total_bytes
   EXPECT_EQ(csv_field(csv, cpu, "capacity_gib"), "") << csv;
   const std::string memory = png_description(out / "memory.png");
   for (const char* drawn : {"planned peak (the rank that needs most)", "NVIDIA H200: 139.8 GiB (what CUDA gives a process)"})

@@ -17,9 +17,6 @@ EXIT_CODES = """exit codes:
   4  output: --out cannot be written"""
 FORMAT, VERSION = "qwen3-pretrain-results", 1
 CELLS_FORMAT, CELLS_VERSION = "qwen3-sweep-cells", 1
-# The memory the CUDA runtime gives a process on a device, by the name results files record (they do not record the
-# size): the sizes of known_gpus() in lib/train/memory_plan.cpp, which a run checks its plan against.
-DEVICE_GIB = {"NVIDIA H100 80GB HBM3": 81080 / 1024, "NVIDIA H200": 143150 / 1024}
 NAN = math.nan
 
 
@@ -148,7 +145,8 @@ def read_run(path):
             "peaks_gib": [gib(b) for b in f["memory/peak_bytes"][:]] if "memory/peak_bytes" in f else [],
             "planned_gib": gib(f.attrs["plan_peak_bytes"]) if "plan_peak_bytes" in f.attrs else NAN,
             "device": cfg.get("device", "cpu"), "device_name": devices[0] if devices else "",
-            "capacity_gib": DEVICE_GIB.get(devices[0], NAN) if devices and on_gpu else NAN,
+            # the memory CUDA gives a process on rank 0's device (files from before 2026-12-02 do not record it)
+            "capacity_gib": gib(f.attrs["device_total_bytes"]) if "device_total_bytes" in f.attrs and on_gpu else NAN,
             "commit": text(f.attrs.get("git_commit", "")),
             "ranks": {k: np.asarray(f["ranks"][k][:], dtype=float) for k in f["ranks"]} if "ranks" in f else {},
             "stages": ([(int(a), int(b)) for a, b in zip(f["stages/first_layer"][:], f["stages/end_layer"][:])]
