@@ -52,7 +52,7 @@ std::string repo_file(const std::string& relative) { return qwen3::test::test_da
 TEST(ExitCodes, EveryToolsHelpListsItsCodesWithTheTablesMeanings) {
   const std::vector<std::pair<std::string, std::string>> tools = {
       {"qwen3-pretrain", "--help"},      {"qwen3-dataset", "--help"},  {"qwen3-dataset", "pack --help"},
-      {"qwen3-golden-check", "--help"},  {"qwen3-comm-check", "--help"}};
+      {"qwen3-golden-check", "--help"},  {"qwen3-comm-check", "--help"}, {"qwen3-results", "--help"}};
   for (const auto& [tool, args] : tools) {
     SCOPED_TRACE(tool + " " + args);
     const auto r = run_program(tool, args);

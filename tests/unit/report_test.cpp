@@ -43,14 +43,10 @@ std::string plotting_stack_missing() {
 }
 
 // CI installs the packages (tools/bootstrap.sh), so there a missing stack is a failure, elsewhere a skip with why.
-#define REQUIRE_PLOTTING_STACK()                                                  \
-  do {                                                                            \
-    const std::string why = plotting_stack_missing();                             \
-    if (!why.empty()) {                                                           \
-      const char* ci = std::getenv("CI");                                         \
-      if (ci != nullptr && std::string(ci) == "true") FAIL() << why;              \
-      GTEST_SKIP() << "no Python with h5py, matplotlib and scipy here: " << why;  \
-    }                                                                             \
+#define REQUIRE_PLOTTING_STACK()                                                                              \
+  do {                                                                                                        \
+    const std::string why = plotting_stack_missing();                                                         \
+    QWEN3_REQUIRE_OR_SKIP(why.empty(), "no Python with h5py, matplotlib and scipy here: " + why);             \
   } while (0)
 
 // The interpreter the launcher picked (the help's last line: "Python: PATH").

@@ -21,11 +21,6 @@ using namespace qwen3;
 
 namespace {
 
-bool in_ci() {
-  const char* ci = std::getenv("CI");
-  return ci != nullptr && std::string(ci) == "true";
-}
-
 // Each rank's trace has at least `min_rows` samples [time_s, bytes] with time increasing and bytes > 0, and
 // peak_bytes[r] is its largest.
 void expect_traces(hid_t f, int ranks, std::int64_t min_rows) {
@@ -149,10 +144,8 @@ TEST_F(ResultsFile, HostOutOfMemoryInAStepRecordsDeviceNamesAndTheTrace) {
 
 // h5py (Debian's /usr/bin/python3) reads the string attributes as str and the rank coordinates as integers.
 TEST_F(ResultsFile, H5pyReadsStringsAsStrAndRanksAsIntegers) {
-  if (test::run_command("/usr/bin/python3 -c 'import h5py'").exit_code != 0) {
-    if (in_ci()) FAIL() << "CI=true but /usr/bin/python3 cannot import h5py (tools/bootstrap.sh installs python3-h5py)";
-    GTEST_SKIP() << "/usr/bin/python3 cannot import h5py (apt-get install python3-h5py)";
-  }
+  QWEN3_REQUIRE_OR_SKIP(test::run_command("/usr/bin/python3 -c 'import h5py'").exit_code == 0,
+                        "/usr/bin/python3 cannot import h5py (apt-get install python3-h5py)");
   const auto out = path("run.h5");
   const auto r = test::run_program("qwen3-pretrain", "--data '" + data_ + "' --seq-len 64 --global-batch 2 --steps 2 --out '" + out + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -42,10 +42,6 @@ std::string replaced(std::string s, const std::string& from, const std::string& 
 // p in single quotes, for a shell command line.
 std::string shq(const fs::path& p) { return "'" + p.string() + "'"; }
 std::string repo_file(const std::string& path) { return test::test_data_dir() + "/../../" + path; }
-bool in_ci() {
-  const char* ci = std::getenv("CI");
-  return ci != nullptr && std::string(ci) == "true";
-}
 // qwen3-report's answer when no Python with its packages (h5py, matplotlib, scipy) was found.
 bool lacks_plotting_stack(const test::CliResult& r) {
   return r.exit_code != 0 && (r.output.find("h5py") != std::string::npos ||
@@ -82,14 +78,7 @@ gpus_per_node = 1
 )";
 }  // namespace
 
-// A host without what a test needs skips it with the reason; CI, where tools/bootstrap.sh installs everything, fails.
-#define REQUIRE_OR_SKIP(available, reason)                                     \
-  do {                                                                         \
-    if (!(available)) {                                                        \
-      if (in_ci()) FAIL() << (reason) << " (CI=true: CI installs everything)"; \
-      GTEST_SKIP() << (reason);                                                \
-    }                                                                          \
-  } while (0)
+#define REQUIRE_OR_SKIP QWEN3_REQUIRE_OR_SKIP
 
 TEST(Sweep, StudySpecificationExpandsToNinetyCells) {
   const auto r = test::run_program("qwen3-sweep", shq(repo_file("inputs/study-8xh200.sweep.ini")) + " --dir '" +
