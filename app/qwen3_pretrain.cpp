@@ -20,11 +20,13 @@ namespace {
 // --plan: no dataset, no output, no device, only the arithmetic of train/memory_plan.h. Exit 0 fits, 3 does not.
 int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
   const int ranks = cfg.plan_world_size > 0 ? cfg.plan_world_size : job_ranks;
-  cfg.validate_layout(ranks, true);  // the rules a CUDA run applies at start (qwen3-sweep relies on them)
+  const bool cuda = cfg.device == "cuda";
+  cfg.validate_layout(ranks, cuda);  // the rules a run on this backend applies at start (qwen3-sweep relies on them)
   const ParallelLayout layout(ranks, cfg.tp, cfg.cp, cfg.pp);
   MemoryPlanInput in{cfg.model, cfg.micro_batch, cfg.seq_len, cfg.tp, layout.dp(), cfg.pp, cfg.cp};
   in.shard_optimizer = cfg.shard_optimizer;
   in.stage_layers = cfg.pp_layers;
+  in.cuda_rules = cuda;
   in.micro_batches = std::max<std::int64_t>(1, cfg.global_batch / (cfg.micro_batch * layout.dp()));
   const std::int64_t device =
       parse_memory_size("--device-memory", cfg.device_memory.empty() ? kDefaultPlanDevice : cfg.device_memory);

@@ -170,6 +170,7 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
     c.model_source = model;
   }
   require_choice("--device", c.device, {"cpu", "cuda"});
+  if (c.plan && vm["device"].defaulted()) c.device = "cuda";  // --plan plans the CUDA engine's run unless told cpu
   if (!vm.count("seq-len")) throw UsageError("--seq-len is required (the dataset bucket to train on)");
   if (vm.count("pp-layers")) c.pp_layers = parse_layer_list("--pp-layers", pp_layers);
   c.shard_optimizer = !no_shard;

@@ -111,6 +111,8 @@ std::vector<std::string> read_strings(hid_t file_type, std::size_t count, const 
   Handle mtype(check_id(H5Tcopy(H5T_C_S1), "string type"));
   check(H5Tset_size(mtype.get(), size), "string size");
   check(H5Tset_cset(mtype.get(), H5Tget_cset(file_type)), "string cset");
+  // The file's padding, so that no conversion happens: NULLPAD to NULLTERM would put a null in the last byte.
+  check(H5Tset_strpad(mtype.get(), H5Tget_strpad(file_type)), "string padding");
   if (count > 0) check(read(mtype.get(), buf.data()), "read " + what);
   for (std::size_t i = 0; i < count; ++i) {
     std::string s = buf.substr(i * size, size);

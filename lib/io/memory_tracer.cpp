@@ -79,7 +79,7 @@ std::int64_t host_available_bytes() {
   return 0;
 }
 
-std::int64_t last_failed_host_allocation_bytes() { return failed_request_bytes.load(); }
+std::int64_t last_failed_host_allocation_bytes() { return failed_request_bytes.exchange(-1); }
 
 }  // namespace qwen3
 
@@ -99,3 +99,8 @@ void* operator new(std::size_t size) {
     throw std::bad_alloc();
   }
 }
+
+// Its pair, so that every pointer from the malloc above goes back through free (what the default does; said here so
+// that tools which check allocation pairs see them matched).
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }

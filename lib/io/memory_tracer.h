@@ -52,7 +52,8 @@ std::int64_t resident_bytes();
 // This host's available memory (/proc/meminfo MemAvailable), 0 where it cannot be read.
 std::int64_t host_available_bytes();
 // The size of the last request that the global operator new of this process could not meet (before it threw
-// std::bad_alloc), -1 if none failed. Over-aligned requests (operator new with std::align_val_t) are not noted.
+// std::bad_alloc), -1 if none failed since the last call (a failure recovered from is not reported later). Over-aligned
+// requests (operator new with std::align_val_t) are not noted.
 std::int64_t last_failed_host_allocation_bytes();
 
 }  // namespace qwen3

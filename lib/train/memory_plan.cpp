@@ -49,7 +49,7 @@ std::vector<std::pair<std::string, std::int64_t>> MemoryPlan::by_category() cons
 MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
   const ModelConfig& c = in.model;
   const int cp = std::max(1, in.cp);
-  check_sequence_layout(in.micro_batch, in.seq_len, in.tp, cp, true);
+  check_sequence_layout(in.micro_batch, in.seq_len, in.tp, cp, in.cuda_rules);
   if (cp > 1 && !in.cudnn_attention)
     throw UsageError("--cp " + std::to_string(cp) + ": context parallelism on the GPU runs on cuDNN fused attention only");
   c.validate();

@@ -22,6 +22,8 @@ struct MemoryPlanInput {
   std::int64_t micro_batch = 1, seq_len = 0;
   int tp = 1, dp = 1, pp = 1, cp = 1;
   bool cudnn_attention = true;  // the engine's default; the own kernels' workspace otherwise
+  // The CUDA backend's sequence rules (model/sequence_layout.h): --plan of a CPU run applies the CPU's instead.
+  bool cuda_rules = true;
   bool shard_optimizer = true;  // ZeRO-1 over dp (the default of qwen3-pretrain)
   RecomputePolicy recompute;    // model/recompute.h
   int stage = 0;                // pipeline: which stage's rank
@@ -57,7 +59,7 @@ std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in);
 RecomputePolicy choose_recompute(const std::string& policy, std::int64_t num_layers, bool offload_inputs,
                                  MemoryPlanInput in, std::int64_t device_bytes);
 
-// A GPU model and its memory as the device reports it (nvidia-smi's memory.total).
+// A GPU model and the memory CUDA gives a process on it (cudaDeviceProp::totalGlobalMem).
 struct GpuMemory {
   const char* name;  // lower case, as --device-memory takes it: "h100-80gb", "h200"
   std::int64_t bytes;

@@ -200,14 +200,16 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
   bool in_loop = false;  // errors inside the loop are seen by one rank only: end the whole job (below)
   // Collective: every rank's new memory samples, the timings so far and the step (if any) into the results file, so
   // that whatever ends the run later, the file keeps them (docs/results.md).
+  // Rank 0's write is agreed on (collectively): a write that fails there fails every rank alike, none left waiting.
   const auto flush_progress = [&](const StepRecord* step) {
     const auto samples = gather_new_samples(world, *st.tracer);
-    if (!root) return;
-    locked([&] {
-      results->append_memory(samples);
-      results->write_timings(init_s, first_step_s, seconds_since(t_start));
-      if (step) results->append_step(*step);
-      results->flush();
+    collectively(world, root, [&] {
+      locked([&] {
+        results->append_memory(samples);
+        results->write_timings(init_s, first_step_s, seconds_since(t_start));
+        if (step) results->append_step(*step);
+        results->flush();
+      });
     });
   };
   // Any failure after the results file exists: rank 0 finishes it; inside the loop, the other ranks are ended too.
@@ -512,7 +514,7 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
                                         static_cast<double>(pp_rank), static_cast<double>(layout.coords(rank).tp),
                                         static_cast<double>(dp_rank)};
       const auto all = world.gather(mine, 0);
-      if (root) locked([&] { write_rank_times(*results, all, layout.pp(), stage_layers, micro_steps); });
+      collectively(world, root, [&] { locked([&] { write_rank_times(*results, all, layout.pp(), stage_layers, micro_steps); }); });
     }
     st.tracer->stop();
     flush_progress(nullptr);  // the rest of every rank's trace, the final timings

@@ -184,6 +184,7 @@ void make_fixed_length(hid_t obj, const std::string& name) {
   ASSERT_GE(H5Adelete(obj, name.c_str()), 0);
   h5::Handle type(H5Tcopy(H5T_C_S1));
   H5Tset_size(type.get(), width);
+  if (!scalar) H5Tset_strpad(type.get(), H5T_STR_NULLPAD);  // the older writer's arrays (hostnames, device_names)
   const hsize_t n = values.size();
   h5::Handle fspace(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr));
   h5::Handle created(H5Acreate2(obj, name.c_str(), type.get(), fspace.get(), H5P_DEFAULT, H5P_DEFAULT));
@@ -213,6 +214,11 @@ TEST_F(ResultsFile, OlderFilesStillRead) {
   const auto out = path("old.h5");
   const auto r = test::run_program("qwen3-pretrain", "--data '" + data_ + "' --seq-len 64 --global-batch 2 --steps 2 --out '" + out + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<std::string> device_names;  // as written, to compare whole (a padding conversion drops a last character)
+  {
+    h5::Handle f = h5::open_read(out, "results");
+    device_names = h5::read_attr_strings(f.get(), "device_names");
+  }
   {
     h5::Handle f = h5::open_rw(out);
     make_all_fixed_length(f.get());
@@ -229,7 +235,7 @@ TEST_F(ResultsFile, OlderFilesStillRead) {
   }
   h5::Handle f = h5::open_read(out, "results");
   EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "ok");
-  EXPECT_EQ(h5::read_attr_strings(f.get(), "device_names").at(0).rfind("CPU", 0), 0u);
+  EXPECT_EQ(h5::read_attr_strings(f.get(), "device_names"), device_names);
   const auto summary = test::run_program("qwen3-results", "'" + out + "'");
   EXPECT_EQ(summary.exit_code, 0) << summary.output;
   EXPECT_NE(summary.output.find("status        ok"), std::string::npos) << summary.output;

@@ -77,7 +77,8 @@ def gib(nbytes):
 def open_results(path):
     """The open file when it is a qwen3-pretrain results file of our version, None for other HDF5 files (datasets)."""
     try:
-        f = h5py.File(path, "r")
+        # without HDF5's lock: a cell still running holds its .partial file open for writing, and is reported as such
+        f = h5py.File(path, "r", locking=False)
     except OSError as e:
         fail(EXIT_INPUT, f"'{path}' is not a readable HDF5 file ({e})")
     if text(f.attrs.get("format", "")) != FORMAT:
