@@ -33,7 +33,9 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
   in.recompute = choose_recompute(cfg.recompute, cfg.recompute_num_layers, cfg.offload_inputs, in, device);
   const auto [worst, plan] = plan_worst_stage(in);
   const bool fits = plan.total() + kRuntimeReserveBytes <= device;
-  if (print) {
+  if (print && cfg.format == "json") {
+    std::printf("%s\n", plan_json(in, worst, plan, device).c_str());
+  } else if (print) {
     std::string who = "every rank holds the same";
     if (cfg.pp > 1) {
       who = "per pipeline stage:";
@@ -68,7 +70,7 @@ bool launched_by_mpi() {
   return false;
 }
 
-// A plain process asking only for --plan, --help or --list-devices needs no MPI: skipping its start keeps these
+// A plain process asking only for --plan, --help, --list-devices or --list-models needs no MPI: skipping its start keeps these
 // fast and safe to run many at once (qwen3-sweep asks --plan about every cell, in parallel).
 bool asks_nothing_of_mpi(int argc, char** argv) {
   if (launched_by_mpi()) return false;
@@ -86,7 +88,7 @@ int main(int argc, char** argv) {
     return run_main(program, [&] {
       auto cfg = parse_run_options(argc, argv);
       if (!cfg) return 0;
-      if (!cfg->plan) throw UsageError("--plan, --help or --list-devices: give one of them, or no such option for a run");
+      if (!cfg->plan) throw UsageError("--plan, --help, --list-devices or --list-models: give one of them, or no such option for a run");
       return print_plan(*cfg, 1, true);
     });
   // MPI first: under mpirun every rank parses and validates identically, so every rank fails alike.

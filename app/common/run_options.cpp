@@ -3,6 +3,7 @@
 
 #include <boost/program_options.hpp>
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <iostream>
 
@@ -10,6 +11,7 @@
 #include "common/options_util.h"
 #include "config/ini.h"
 #include "core/error.h"
+#include "core/format.h"
 #include "io/hf_checkpoint.h"
 #include "model/pipeline_split.h"
 #include "train/engine.h"
@@ -70,6 +72,9 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       "plan", po::bool_switch(&c.plan), "print the CUDA engine's memory per rank for this run and exit (no GPU, no "
       "mpirun needed): 0 if it fits --device-memory, 3 if not")(
       "world-size", po::value(&c.plan_world_size), "with --plan: the ranks to plan for (default: this job's)")(
+      "list-models", "print the model presets (name, vocabulary, layers, parameters) and exit")(
+      "format", po::value(&c.format)->default_value(c.format),
+      "output of --plan and --list-models: text (for people) or json (one line, for tools such as qwen3-sweep)")(
       "device-memory", po::value(&c.device_memory),
       ("memory of one device: a GPU name (" + known_gpu_names() + ", what CUDA gives a process on that card) or a "
        "size in GiB/MiB (binary: 1 GiB = 2^30 bytes) or GB/MB (decimal: 1 GB = 10^9 bytes; 80GB is 74.5 GiB); for "
@@ -139,6 +144,20 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   all.add(general).add(run);
   po::variables_map vm;
   if (!parse_command_line(argc, argv, all, vm, nullptr, pretrain_exit_codes())) return std::nullopt;
+  require_choice("--format", c.format, {"text", "json"});
+  if (vm.count("list-models")) {
+    if (c.format == "json") {
+      std::cout << presets_json() << "\n";
+    } else {
+      for (const auto& name : preset_names()) {
+        const ModelConfig m = model_preset(name);
+        std::printf("%-5s vocab %6lld, %2lld layers, hidden %5lld, %s parameters\n", name.c_str(),
+                    static_cast<long long>(m.vocab_size), static_cast<long long>(m.num_layers),
+                    static_cast<long long>(m.hidden_size), format_parameter_count(m.parameter_count()).c_str());
+      }
+    }
+    return std::nullopt;
+  }
   if (vm.count("list-devices")) {
     for (const auto& d : usable_devices()) std::cout << d << "\n";
     for (const auto& d : available_devices())  // built but not usable here: said apart, so scripts read stdout only

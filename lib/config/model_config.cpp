@@ -5,6 +5,8 @@
 #include <map>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "config/ini.h"
 #include "core/error.h"
 
@@ -123,6 +125,16 @@ ModelConfig load_model_config(const std::string& path) {
     throw UsageError(std::string(e.what()) + " in '" + path + "'");
   }
   return c;
+}
+
+std::string presets_json() {
+  nlohmann::json all = nlohmann::json::array();
+  for (const auto& c : presets())
+    all.push_back({{"name", c.name}, {"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
+                   {"intermediate_size", c.intermediate_size}, {"num_layers", c.num_layers}, {"num_heads", c.num_heads},
+                   {"num_kv_heads", c.num_kv_heads}, {"head_dim", c.head_dim},
+                   {"tie_word_embeddings", c.tie_word_embeddings}, {"parameters", c.parameter_count()}});
+  return all.dump();
 }
 
 }  // namespace qwen3

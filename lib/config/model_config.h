@@ -35,6 +35,10 @@ struct ModelConfig {
 
 // Preset names in size order: tiny, 0.6B, 1.7B, 4B, 8B, 14B, 32B.
 const std::vector<std::string>& preset_names();
+// Every preset for tools (qwen3-sweep reads it instead of a copy): a JSON array of {"name", "vocab_size",
+// "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "tie_word_embeddings",
+// "parameters"}.
+std::string presets_json();
 // Throws UsageError listing the valid names when unknown.
 ModelConfig model_preset(const std::string& name);
 // Reads an INI model config (Hugging Face key names, see docs/config.md). Throws UsageError naming the problem.

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <map>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 #include "model/param_table.h"
 #include "model/pipeline_split.h"
@@ -223,6 +225,21 @@ std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes) {
   out += "  peak per rank     " + gib(total) + " of " + gib(device_bytes) + ": " +
          (total <= device_bytes ? "fits" : "does NOT fit") + "\n";
   return out;
+}
+
+std::string plan_json(const MemoryPlanInput& in, int worst, const MemoryPlan& plan, std::int64_t device_bytes) {
+  nlohmann::json categories = nlohmann::json::object();
+  for (const auto& [category, bytes] : plan.by_category()) categories[category] = bytes;
+  const std::int64_t peak = plan.total() + kRuntimeReserveBytes;
+  return nlohmann::json{{"model", in.model.name},           {"seq_len", in.seq_len},
+                        {"micro_batch", in.micro_batch},    {"tp", in.tp},
+                        {"pp", in.pp},                      {"cp", in.cp},
+                        {"dp", in.dp},                      {"worst_stage", worst},
+                        {"recompute", in.recompute.describe()}, {"plan_bytes", plan.total()},
+                        {"reserve_bytes", kRuntimeReserveBytes}, {"peak_bytes", peak},
+                        {"device_bytes", device_bytes},     {"fits", peak <= device_bytes},
+                        {"host_pinned_bytes", plan.host_pinned_bytes}, {"by_category", categories}}
+      .dump();
 }
 
 }  // namespace qwen3

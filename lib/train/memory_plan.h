@@ -74,6 +74,11 @@ inline constexpr const char* kDefaultPlanDevice = "h100-80gb";
 // bytes), "1e11" (bytes) → bytes. Throws UsageError naming `option` otherwise.
 std::int64_t parse_memory_size(const std::string& option, const std::string& text);
 
+// The plan of the rank that needs the most (stage `worst`) as one JSON object for tools (qwen3-sweep): {"model",
+// "seq_len", "micro_batch", "tp", "pp", "cp", "dp", "worst_stage", "recompute", "plan_bytes", "reserve_bytes",
+// "peak_bytes" (the two added), "device_bytes", "fits", "host_pinned_bytes", "by_category": {category: bytes}}.
+std::string plan_json(const MemoryPlanInput& in, int worst, const MemoryPlan& plan, std::int64_t device_bytes);
+
 // The plan as text for people: one line per category with its largest items, the total, and the verdict against
 // device_bytes (with the runtime reserve).
 std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes);

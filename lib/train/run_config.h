@@ -31,6 +31,7 @@ struct RunConfig {
   std::vector<std::int64_t> pp_layers;  // --pp-layers: layers per pipeline stage (empty: the balanced split)
   bool plan = false;                 // --plan: print the memory plan (train/memory_plan.h) and exit
   int plan_world_size = 0;           // --world-size for --plan (0: the job's)
+  std::string format = "text";       // --format of --plan and --list-models: text (people) or json (tools)
   std::string device_memory;         // --device-memory: a device's memory for --plan (80GB when not given) and for
                                      // the check before a CUDA run allocates (the device's own when not given)
   std::string recompute = "none";   // none | selective | full | auto (--recompute; model/recompute.h)

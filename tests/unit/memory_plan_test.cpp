@@ -152,6 +152,21 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("--tp 2 with --device cuda: the micro-batch's 4097 tokens must divide by the tensor-parallel size"),
             std::string::npos) << r.output;
+  // For tools: the same plan as one JSON object, and the presets (qwen3-sweep reads both instead of copies).
+  r = test::run_program("qwen3-pretrain", "--plan --model 8B --seq-len 4096 --tp 4 --world-size 4 --format json");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const char* field : {"\"model\":\"8B\"", "\"tp\":4", "\"fits\":true", "\"recompute\":\"none\"", "\"peak_bytes\":",
+                            "\"by_category\":{\"activations\":"})
+    EXPECT_NE(r.output.find(field), std::string::npos) << field << "\n" << r.output;
+  r = test::run_program("qwen3-pretrain", "--list-models --format json");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("{\"head_dim\":16,\"hidden_size\":64,\"intermediate_size\":192,\"name\":\"tiny\""), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("\"name\":\"32B\""), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--list-models");
+  EXPECT_NE(r.output.find("tiny  vocab    512,  4 layers, hidden    64, 0.28 M parameters"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 8B --seq-len 4096 --format xml");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
   // The CPU reference pads a rank's tokens instead: --plan of a CPU run does not refuse what that run would take.
   r = test::run_program("qwen3-pretrain", "--plan --device cpu --model tiny --seq-len 30 --tp 4 --world-size 4 --global-batch 4");
   EXPECT_EQ(r.exit_code, 0) << r.output;

@@ -18,7 +18,9 @@ EXIT_CODES = """exit codes:
   3  a missing binary, or a tool that failed (qwen3-dataset, qwen3-pretrain --plan, sbatch, squeue)
   4  the sweep folder cannot be written"""
 
-PRESETS = {"tiny": 512, "0.6B": 151936, "1.7B": 151936, "4B": 151936, "8B": 151936, "14B": 151936, "32B": 151936}
+# Each model preset's vocabulary size (one dataset per vocabulary), filled from qwen3-pretrain --list-models --format
+# json when the sweep starts (model_vocabularies): the binary is the one source of its presets.
+PRESETS = {}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # nothing a shell or Slurm would interpret
 LAYOUT = re.compile(r"^T(\d+)P(\d+)(?:C(\d+))?(?:D(\d+))?$")
 SWEEP_KEYS = {"name", "models", "lengths", "layouts", "global_batch", "micro_batch", "steps", "documents", "device",
@@ -232,14 +234,15 @@ def error_reason(stderr, program):
 # ---- qwen3-pretrain --plan: the one judge of every layout against a length -----------------------------------------
 
 def plan_cell(spec, cell, root, bin_dir, world_size):
-    """qwen3-pretrain --plan for one cell: (exit code, stdout, stderr); 0 fits, 3 does not fit, 2 refused."""
+    """qwen3-pretrain --plan --format json for one cell: (exit code, the plan as a dict or None, stderr); 0 fits,
+    3 does not fit, 2 refused."""
     cmd = pretrain_args(spec, cell, root, tool(bin_dir, "qwen3-pretrain")) + \
-        ["--plan", "--world-size", str(world_size), "--device-memory", spec["device_memory"]]
+        ["--plan", "--format", "json", "--world-size", str(world_size), "--device-memory", spec["device_memory"]]
     r = run_tool(cmd)
     if r.returncode not in (0, 2, 3):
         raise ToolError(f"qwen3-pretrain --plan failed for {cell['name']} (exit {r.returncode}): "
                         f"{error_reason(r.stderr, 'qwen3-pretrain')}")
-    return r.returncode, r.stdout, r.stderr
+    return r.returncode, json.loads(r.stdout) if r.returncode in (0, 3) else None, r.stderr
 
 
 def check_spec_options(path, spec, root, bin_dir):
@@ -264,12 +267,9 @@ def print_plan_table(spec, cells, plans):
           "| verdict |")
     print("|---|---|---|---|---|---|")
     for c in cells:
-        code, out, reason = plans[c["name"]]
-        peak = re.search(r"peak per rank\s+([0-9.]+) GiB", out)
-        policy = re.search(r"recomputation ([^;]+);", out)
-        if reason is None and peak:
-            row = (policy.group(1) if policy else "?", f"{float(peak.group(1)):.1f}",
-                   "✔ fits" if code == 0 else "✖ does not fit")
+        code, plan, reason = plans[c["name"]]
+        if reason is None and plan:
+            row = (plan["recompute"], f"{plan['peak_bytes'] / 2**30:.1f}", "✔ fits" if plan["fits"] else "✖ does not fit")
         else:
             row = ("—", "—", reason or "?")
         print(f"| {c['model']} | {c['seq']} | {c['layout']} | {row[0]} | {row[1]} | {row[2]} |")
@@ -581,13 +581,22 @@ def main():
         fail(3, str(e))
 
 
+def model_vocabularies(bin_dir):
+    """{preset name: vocabulary size}, as qwen3-pretrain itself lists its presets."""
+    r = run_tool([tool(bin_dir, "qwen3-pretrain"), "--list-models", "--format", "json"])
+    if r.returncode != 0:
+        fail(3, f"qwen3-pretrain --list-models failed: {error_reason(r.stderr, 'qwen3-pretrain')}")
+    return {m["name"]: m["vocab_size"] for m in json.loads(r.stdout)}
+
+
 def sweep(a):
     """Reads the spec, judges every cell, and plans, prints, runs or submits what is left to do."""
-    spec = read_spec(a.spec)
-    root = os.path.abspath(a.dir)
     for t in ("qwen3-pretrain", "qwen3-dataset", "qwen3-results"):
         if not os.access(tool(a.bin, t), os.X_OK):
             fail(3, f"'{tool(a.bin, t)}' is missing or not executable (build it, or pass --bin)")
+    PRESETS.update(model_vocabularies(a.bin))
+    spec = read_spec(a.spec)
+    root = os.path.abspath(a.dir)
     if not (a.local or a.dry_run or a.plan) and shutil.which("sbatch") is None:
         fail(3, "sbatch is not on PATH (use --local to run here, or --dry-run)")
     check_spec_options(a.spec, spec, root, a.bin)
