@@ -273,6 +273,7 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
         if (cfg.device == "cuda") {  // the plan beside the peak that will be measured
           const auto [worst_stage, plan] = plan_worst_stage(in);
           results->write_attribute("plan_peak_bytes", plan.total());
+          results->write_attribute("plan_device_bytes", device);  // what the plan is checked against, even if refused
           results->write_attribute("plan_peak_stage", static_cast<std::int64_t>(worst_stage));
           for (const auto& [category, bytes] : plan.by_category()) results->write_attribute("plan_" + category + "_bytes", bytes);
           std::int64_t plan_pinned = 0;  // the stage that pins the most (the first: most micro-batches in flight)
@@ -340,10 +341,8 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
     collectively(world, root, [&] {
       locked([&] {
         results->write_attribute("device_names", device_names);
-        if (cfg.device == "cuda") {  // the capacity beside the peaks: rank 0's device, and what the plan was checked against
+        if (cfg.device == "cuda")  // the capacity beside the peaks: rank 0's device
           results->write_attribute("device_total_bytes", device_memory_bytes(cfg.device, local_rank));
-          results->write_attribute("plan_device_bytes", device);
-        }
         for (const auto& [category, bytes] : engine.device_bytes_by_category())
           results->write_attribute("memory_" + category + "_bytes", bytes);  // rank 0's device, by category
         results->write_attribute("memory_host_pinned_bytes", pinned_max);  // the rank that pins the most

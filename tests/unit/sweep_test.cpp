@@ -78,7 +78,6 @@ gpus_per_node = 1
 )";
 }  // namespace
 
-#define REQUIRE_OR_SKIP QWEN3_REQUIRE_OR_SKIP
 
 TEST(Sweep, StudySpecificationExpandsToNinetyCells) {
   const auto r = test::run_program("qwen3-sweep", shq(repo_file("inputs/study-8xh200.sweep.ini")) + " --dir '" +
@@ -128,7 +127,7 @@ TEST(Sweep, LocalSweepRunsEveryCellResumesAndReports) {
   EXPECT_NE(r.output.find("3 complete, 1 refused by qwen3-pretrain"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("0 to run"), std::string::npos) << r.output;
   r = test::run_program("qwen3-report", shq(dir / "run") + " --out " + shq(dir / "report"));
-  REQUIRE_OR_SKIP(!lacks_plotting_stack(r), "qwen3-report has no Python with h5py, matplotlib and scipy: " + r.output);
+  QWEN3_REQUIRE_OR_SKIP(!lacks_plotting_stack(r), "qwen3-report has no Python with h5py, matplotlib and scipy: " + r.output);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("3 runs"), std::string::npos) << r.output;
   // The pipeline cells' per-rank time split and stage layers.
@@ -276,8 +275,8 @@ TEST(Sweep, SubmittedToARealSlurmAsOneArrayJob) {
                                        "{ command -v slurmd || test -x /usr/sbin/slurmd; } && "
                                        "{ command -v slurmctld || test -x /usr/sbin/slurmctld; } && "
                                        "{ command -v munged || test -x /usr/sbin/munged; }").exit_code == 0;
-  REQUIRE_OR_SKIP(slurm, "Slurm is not installed (munge slurmctld slurmd slurm-client)");
-  REQUIRE_OR_SKIP(::geteuid() == 0, "starting slurmctld/slurmd needs root (CI runs the suite as root)");
+  QWEN3_REQUIRE_OR_SKIP(slurm, "Slurm is not installed (munge slurmctld slurmd slurm-client)");
+  QWEN3_REQUIRE_OR_SKIP(::geteuid() == 0, "starting slurmctld/slurmd needs root (CI runs the suite as root)");
   const fs::path dir = test::fresh_dir("qwen3_sweep_slurm");
   const std::string cluster = (dir / "cluster").string();
   const std::string script = shq(repo_file("tools/slurm/local_slurm.sh")) + " ";
@@ -340,7 +339,7 @@ TEST(Sweep, SubmittedToARealSlurmAsOneArrayJob) {
   EXPECT_TRUE(fs::exists(dir / "elsewhere" / "run.h5")) << read_text(dir / "elsewhere" / "job.out");
 
   r = test::run_program("qwen3-report", shq(dir / "run") + " --out " + shq(dir / "report"));
-  REQUIRE_OR_SKIP(!lacks_plotting_stack(r), "qwen3-report has no Python with h5py, matplotlib and scipy: " + r.output);
+  QWEN3_REQUIRE_OR_SKIP(!lacks_plotting_stack(r), "qwen3-report has no Python with h5py, matplotlib and scipy: " + r.output);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("3 runs"), std::string::npos) << r.output;
 }

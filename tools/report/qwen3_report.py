@@ -74,6 +74,21 @@ def gib(nbytes):
 
 
 # ------------------------------------------------------------------------------------------------- results files
+def measured_peaks(f):
+    """Each rank's peak in GiB; none when nothing was allocated (a run refused before it took any memory)."""
+    peaks = [gib(b) for b in f["memory/peak_bytes"][:]] if "memory/peak_bytes" in f else []
+    return peaks if any(p > 0 for p in peaks) else []
+
+
+def capacity(f):
+    """The device's memory in GiB: what CUDA gives a process on rank 0's GPU, else (a run refused before it made its
+    engine) what its plan was checked against; NaN for files from before 2026-12-02, which record neither."""
+    for key in ("device_total_bytes", "plan_device_bytes"):
+        if key in f.attrs:
+            return gib(f.attrs[key])
+    return NAN
+
+
 def open_results(path):
     """The open file when it is a qwen3-pretrain results file of our version, None for other HDF5 files (datasets)."""
     try:
@@ -143,11 +158,10 @@ def read_run(path):
             "tokens_per_s": int(cfg.get("global_batch", "0")) * int(cfg.get("seq_len", "0")) / step_time,
             "tflops": mean_after_first(steps.get("tflops_per_device", [])),
             "on_gpu": on_gpu,
-            "peaks_gib": [gib(b) for b in f["memory/peak_bytes"][:]] if "memory/peak_bytes" in f else [],
+            "peaks_gib": measured_peaks(f),
             "planned_gib": gib(f.attrs["plan_peak_bytes"]) if "plan_peak_bytes" in f.attrs else NAN,
             "device": cfg.get("device", "cpu"), "device_name": devices[0] if devices else "",
-            # the memory CUDA gives a process on rank 0's device (files from before 2026-12-02 do not record it)
-            "capacity_gib": gib(f.attrs["device_total_bytes"]) if "device_total_bytes" in f.attrs and on_gpu else NAN,
+            "capacity_gib": capacity(f) if on_gpu else NAN,
             "commit": text(f.attrs.get("git_commit", "")),
             "ranks": {k: np.asarray(f["ranks"][k][:], dtype=float) for k in f["ranks"]} if "ranks" in f else {},
             "stages": ([(int(a), int(b)) for a, b in zip(f["stages/first_layer"][:], f["stages/end_layer"][:])]
@@ -443,8 +457,12 @@ def memory_handles(rows, layouts, tops):
         h.append(Line2D([], [], ls="", marker="^", color="black", label="planned peak beyond the axis"))
     if any(r["peaks_gib"] and r["status"] != "ok" for r in rows):
         h.append(matplotlib.patches.Patch(facecolor="white", edgecolor="black", hatch="//", label="run did not finish"))
-    for name, cap in sorted({(r["device_name"], r["capacity_gib"]) for r in rows if not math.isnan(r["capacity_gib"])}):
-        h.append(Line2D([], [], color="red", ls="--", label=f"{name}: {cap:.1f} GiB (what CUDA gives a process)"))
+    # One entry per capacity as printed: a run refused before it made its engine names no device and records the size
+    # its plan was checked against (a GPU name's, within MiB of the card's), so it joins the runs that name the card.
+    for cap in sorted({round(r["capacity_gib"], 1) for r in rows if not math.isnan(r["capacity_gib"])}):
+        names = sorted({r["device_name"] for r in rows if r["device_name"] and not math.isnan(r["capacity_gib"])
+                        and round(r["capacity_gib"], 1) == cap}) or ["device"]
+        h.append(Line2D([], [], color="red", ls="--", label=f"{', '.join(names)}: {cap:.1f} GiB (what CUDA gives a process)"))
     return h
 
 
@@ -473,7 +491,9 @@ def plot_memory(out, rows, models, layouts):
 
 
 def plot_throughput(out, runs, models, layouts):
-    """tokens/s against length per model and layout; MFU the same for GPU runs only (it means nothing on a CPU)."""
+    """tokens/s against length per model and layout; MFU the same for GPU runs only (it means nothing on a CPU). A model
+    with no finished run has no panel (the feasibility table and the other plots say why), unless none has one."""
+    models = [m for m in models if any(r["model"] == m and r["status"] == "ok" for r in runs)] or models
     gpu_models = [m for m in models if any(r["model"] == m and r["on_gpu"] for r in runs)]
     charts = [(m, "tokens_per_s", "tokens/s, all ranks") for m in models] + [(m, "mfu", "MFU (%)") for m in gpu_models]
     fig, grid = panel_grid(len(charts), 5.0, 3.6, "Throughput of the finished runs")
