@@ -15,37 +15,6 @@
 
 namespace qwen3 {
 
-std::int64_t context_parallel_position(int r, std::int64_t j, std::int64_t seq, int cp) {
-  const std::int64_t c = seq / (2 * cp);
-  return j < c ? r * c + j : (2 * cp - 1 - r) * c + (j - c);
-}
-
-namespace {
-template <typename T>
-std::vector<T> gather_in_sequence_order(Communicator& cp, const std::vector<T>& local, std::int64_t B, std::int64_t S,
-                                        std::int64_t n) {
-  const int size = cp.size();
-  const std::int64_t S_full = S * size, block = B * S * n;
-  std::vector<T> all(static_cast<std::size_t>(block * size)), full(static_cast<std::size_t>(B * S_full * n));
-  cp.all_gather(local.data(), all.data(), static_cast<std::size_t>(block));
-  for (int r = 0; r < size; ++r)
-    for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t j = 0; j < S; ++j)
-        std::copy_n(all.begin() + r * block + (b * S + j) * n, n,
-                    full.begin() + (b * S_full + context_parallel_position(r, j, S_full, size)) * n);
-  return full;
-}
-}  // namespace
-
-std::vector<double> context_parallel_gather(Communicator& cp, const std::vector<double>& local, std::int64_t B,
-                                            std::int64_t S, std::int64_t n) {
-  return gather_in_sequence_order(cp, local, B, S, n);
-}
-std::vector<float> context_parallel_gather(Communicator& cp, const std::vector<float>& local, std::int64_t B,
-                                           std::int64_t S, std::int64_t n) {
-  return gather_in_sequence_order(cp, local, B, S, n);
-}
-
 namespace {
 
 using cpu::act_t;
@@ -253,14 +222,11 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
   const int cp = cp_comm_ ? cp_comm_->size() : 1;
   const std::int64_t S_full = mb.seq, S = S_full / cp;
   check_sequence_layout(mb.batch, S_full, 1, cp, false);
-  st.positions.resize(static_cast<std::size_t>(S));
-  for (std::int64_t j = 0; j < S; ++j) st.positions[j] = cp > 1 ? context_parallel_position(cp_comm_->rank(), j, S_full, cp) : j;
-  std::vector<std::int32_t> tokens_here, labels_here;
-  for (std::int64_t b = 0; b < mb.batch; ++b)
-    for (std::int64_t j = 0; j < S; ++j) {
-      tokens_here.push_back(mb.tokens[b * S_full + st.positions[j]]);
-      labels_here.push_back(mb.labels[b * S_full + st.positions[j]]);
-    }
+  const int cp_rank = cp > 1 ? cp_comm_->rank() : 0;
+  st.positions = context_parallel_positions(cp_rank, cp, S_full);
+  std::vector<std::int32_t> tokens_here(static_cast<std::size_t>(mb.batch * S)), labels_here(tokens_here.size());
+  context_parallel_rows(cp_rank, cp, mb.batch, S_full, 1, mb.tokens, tokens_here.data());
+  context_parallel_rows(cp_rank, cp, mb.batch, S_full, 1, mb.labels, labels_here.data());
   const std::int32_t* tokens = tokens_here.data();
   const std::int64_t B = mb.batch, T = B * S, H = c.hidden_size, hd = c.head_dim;
   const std::int64_t V = tp_.vocab, v0 = tp_.vocab0;
@@ -272,16 +238,7 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
   const SeqParallel sp{tp_comm_, Tp, Tl};
   auto W = [&](std::size_t idx) { return weights + table_.entries()[idx].offset; };
   auto G = [&](std::size_t idx) { return grads + table_.entries()[idx].offset; };
-  {  // RoPE at this rank's positions
-    const cpu::RopeTable full = cpu::rope_table(S_full, hd, c.rope_theta);
-    st.rope = cpu::RopeTable{S, full.half, {}, {}};
-    for (std::int64_t j = 0; j < S; ++j) {
-      st.rope.cos.insert(st.rope.cos.end(), full.cos.begin() + st.positions[j] * full.half,
-                         full.cos.begin() + (st.positions[j] + 1) * full.half);
-      st.rope.sin.insert(st.rope.sin.end(), full.sin.begin() + st.positions[j] * full.half,
-                         full.sin.begin() + (st.positions[j] + 1) * full.half);
-    }
-  }
+  st.rope = context_parallel_rope(cp_rank, cp, S_full, hd, c.rope_theta);  // RoPE at this rank's positions
   const cpu::RopeTable& rope = st.rope;
 
   // ---- forward ----

@@ -7,6 +7,7 @@
 
 #include "config/model_config.h"
 #include "dist/communicator.h"
+#include "model/context_parallel.h"
 #include "model/param_table.h"
 #include "model/pipeline_split.h"
 #include "model/recompute.h"
@@ -20,16 +21,6 @@ struct MicroBatch {
   const std::int32_t* labels = nullptr;  // [batch, seq], kIgnoreLabel where no target
   std::int64_t batch = 0, seq = 0;
 };
-
-// Context parallelism with causal load balancing: the sequence of `seq` tokens is cut into 2·cp chunks; cp rank r
-// holds chunks r and 2·cp − 1 − r. The position in the sequence of that rank's local token j (0 ≤ j < seq / cp).
-std::int64_t context_parallel_position(int rank, std::int64_t j, std::int64_t seq, int cp);
-// Every cp rank's local rows [B, S, n] (S = its tokens of each sequence), all-gathered and put in sequence order:
-// [B, S·cp, n] on every rank.
-std::vector<double> context_parallel_gather(Communicator& cp, const std::vector<double>& local, std::int64_t B,
-                                            std::int64_t S, std::int64_t n);
-std::vector<float> context_parallel_gather(Communicator& cp, const std::vector<float>& local, std::int64_t B,
-                                           std::int64_t S, std::int64_t n);
 
 // With tensor parallelism (tp_comm non-null, size > 1) this object is one rank's share (model/tensor_parallel.h):
 // its weights and gradients follow the local table, the residual stream is split along the tokens (sequence
