@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian 12 machine: installs missing packages, builds, then runs the demo or the tests.
 #   tools/bootstrap.sh demo   build, make a small synthetic dataset, train the tiny model under mpirun, print the summary
-#   tools/bootstrap.sh test   build and run the whole test suite (ctest)
+#   tools/bootstrap.sh test   build and run the whole test suite (ctest); arguments after `test` go to ctest, e.g.
+#                             `tools/bootstrap.sh test -L unit` (labels unit, mpi, slurm, gpu: README.md, tests/CMakeLists.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-}"
-case "$mode" in demo|test) ;; *) echo "usage: tools/bootstrap.sh demo|test" >&2; exit 2 ;; esac
+case "$mode" in demo|test) ;; *) echo "usage: tools/bootstrap.sh demo | test [ctest arguments]" >&2; exit 2 ;; esac
+shift
+[ "$mode" = test ] || [ $# -eq 0 ] || { echo "usage: tools/bootstrap.sh demo | test [ctest arguments]" >&2; exit 2; }
 
 packages=(build-essential cmake ninja-build git pkg-config libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
           libboost-program-options-dev nlohmann-json3-dev libgtest-dev python3-h5py python3-matplotlib python3-scipy
@@ -30,7 +33,7 @@ cmake --build "$build" -j "$(nproc)"
 
 if [ "$mode" = test ]; then
   cd "$build"
-  exec ctest --output-on-failure -j "$(nproc)" --timeout 900
+  exec ctest --output-on-failure -j "$(nproc)" --timeout 900 "$@"
 fi
 
 # demo: the GPUs of this node when the build has the CUDA backend, else two CPU ranks.

@@ -26,7 +26,7 @@ struct RunOutcome {
   std::vector<double> loss, grad_norm;
 };
 
-class Checkpoints : public ::testing::Test {
+class CheckpointsMpirun : public ::testing::Test {
  protected:
   void SetUp() override {
     // One folder per test: ctest runs the tests of this fixture in parallel.
@@ -59,7 +59,7 @@ std::vector<double> tail(const std::vector<double>& v, std::size_t from) { retur
 
 }  // namespace
 
-TEST_F(Checkpoints, ResumeAtTheSameLayoutGivesTheSameLossesToTheBit) {
+TEST_F(CheckpointsMpirun, ResumeAtTheSameLayoutGivesTheSameLossesToTheBit) {
   for (const auto& [np, layout, tag] : {std::tuple<int, std::string, std::string>{1, "", "one"},
                                         {2, "", "dp2"}, {2, "--no-shard-optimizer", "dp2-unsharded"}}) {
     const RunOutcome whole = train(np, layout + " --save '" + path(tag) + "' --save-interval 3", tag + "-whole");
@@ -76,7 +76,7 @@ TEST_F(Checkpoints, ResumeAtTheSameLayoutGivesTheSameLossesToTheBit) {
   }
 }
 
-TEST_F(Checkpoints, ATp2Pp2CheckpointResumesOnOneRank) {
+TEST_F(CheckpointsMpirun, ATp2Pp2CheckpointResumesOnOneRank) {
   const RunOutcome whole = train(4, "--tp 2 --pp 2 --save '" + path("tp2pp2") + "' --save-interval 3", "tp2pp2");
   ASSERT_EQ(whole.exit_code, 0) << whole.output;
   EXPECT_EQ(fs::exists(path("tp2pp2") + "/step-00000003/shard-00003-of-00004.h5"), true);  // every rank wrote a shard
@@ -120,7 +120,7 @@ TEST_F(Checkpoints, ATp2Pp2CheckpointResumesOnOneRank) {
   }
 }
 
-TEST_F(Checkpoints, AnInterruptedSaveLeavesThePreviousOneAndRetentionKeepsTheNewest) {
+TEST_F(CheckpointsMpirun, AnInterruptedSaveLeavesThePreviousOneAndRetentionKeepsTheNewest) {
   const RunOutcome whole = train(1, "--save '" + path("keep") + "' --save-interval 2 --save-keep 2", "keep");
   ASSERT_EQ(whole.exit_code, 0) << whole.output;
   // Steps 2, 4, 6 saved, the newest two kept.
@@ -143,7 +143,7 @@ TEST_F(Checkpoints, AnInterruptedSaveLeavesThePreviousOneAndRetentionKeepsTheNew
   EXPECT_EQ(resumed.loss, tail(whole.loss, 4));
 }
 
-TEST_F(Checkpoints, BadCheckpointsEndWithOneClearMessage) {
+TEST_F(CheckpointsMpirun, BadCheckpointsEndWithOneClearMessage) {
   ASSERT_EQ(train(1, "--save '" + path("good") + "' --save-interval 3", "good").exit_code, 0);
   const std::string step3 = path("good") + "/step-00000003";
   auto copy = [&](const std::string& name) {
@@ -192,7 +192,7 @@ TEST_F(Checkpoints, BadCheckpointsEndWithOneClearMessage) {
   }
 }
 
-TEST_F(Checkpoints, ASignalSavesEndsAsPreemptedAndAutoResumeContinues) {
+TEST_F(CheckpointsMpirun, ASignalSavesEndsAsPreemptedAndAutoResumeContinues) {
   // Slurm ends a job (time limit, pre-emption, scancel) with SIGTERM to every process of it: here the ranks get it
   // directly, mid-run. With --save they finish the step they are in, save, and end with status "preempted" and exit
   // code 7; the same command with --auto-resume continues from that checkpoint. A constant learning rate after the

@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <string>
 
+#include "test_labels.h"
+
 namespace qwen3::test {
 
 struct CliResult {
@@ -70,8 +72,9 @@ inline bool in_ci() {
   } while (0)
 
 // mpirun as the tests use it: root allowed, oversubscribed (2 cores in CI), one OpenMP thread per rank, NVLink
-// multicast off for NCCL.
+// multicast off for NCCL. Only tests labelled mpi, slurm or gpu may start it (test_labels.h).
 inline std::string mpirun(int np) {
+  expect_label({"mpi", "slurm", "gpu"}, "starts mpirun");
   return "mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -x NCCL_NVLS_ENABLE=0 -np " + std::to_string(np) + " ";
 }
 

@@ -35,7 +35,7 @@ int gpus() {
 }
 }  // namespace
 
-TEST(CommCheck, MpiCollectivesGiveKnownAnswers) {
+TEST(CommCheckMpirun, MpiCollectivesGiveKnownAnswers) {
   for (int np : {2, 3}) {
     const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-comm-check' --device cpu");
     EXPECT_EQ(r.exit_code, 0) << r.output;

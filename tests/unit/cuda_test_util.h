@@ -10,6 +10,8 @@
 #include <random>
 #include <vector>
 
+#include "test_labels.h"
+
 namespace qwen3::test {
 
 inline bool cuda_device_present() {
@@ -22,8 +24,12 @@ inline int cuda_device_count() {
   return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
 }
 
-#define QWEN3_REQUIRE_GPU() \
-  if (!::qwen3::test::cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host"
+// Only in tests labelled gpu (test_labels.h): elsewhere the test fails, on any host.
+#define QWEN3_REQUIRE_GPU()                                                                  \
+  do {                                                                                       \
+    ::qwen3::test::expect_label({"gpu"}, "needs a GPU (QWEN3_REQUIRE_GPU)");                 \
+    if (!::qwen3::test::cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host"; \
+  } while (0)
 
 // Fresh inputs every run; the seed is printed with any failure (SCOPED_TRACE by the caller).
 inline std::mt19937_64& cuda_rng() {

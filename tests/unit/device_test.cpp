@@ -56,14 +56,14 @@ TEST(Device, NoUsableGpuIsOneLineAndTheUsageExitCode) {
   EXPECT_NE(r.output.find("no usable GPU on this host"), std::string::npos) << r.output;
 }
 
-TEST(Device, ListDevicesNamesTheGpuBackendWhereAGpuWorks) {
+TEST(DeviceGpu, ListDevicesNamesTheGpuBackendWhereAGpuWorks) {
   if (!usable("cuda")) GTEST_SKIP() << "no usable GPU on this host";
   const auto r = test::run_command("'" + test::bin_dir() + "/qwen3-pretrain' --list-devices");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output, "cpu\ncuda\n");
 }
 
-TEST(Device, PipelineRanksSharingOneGpuAreRefusedWithWhatToDo) {
+TEST(DeviceGpu, PipelineRanksSharingOneGpuAreRefusedWithWhatToDo) {
   if (!usable("cuda")) GTEST_SKIP() << "no usable GPU on this host";
   const std::string data = tiny_dataset("qwen3_shared_gpu");
   const std::string out = (std::filesystem::path(data).parent_path() / "run.h5").string();
@@ -84,7 +84,7 @@ TEST(Device, PipelineRanksSharingOneGpuAreRefusedWithWhatToDo) {
 
 // --device-memory's GPU names against the card itself: never more than the CUDA runtime gives a process (a plan
 // that fits by the name fits the run's own check), and within 64 MiB of it.
-TEST(Device, GpuNameMeansTheCardsRealSize) {
+TEST(DeviceGpu, GpuNameMeansTheCardsRealSize) {
   if (!usable("cuda")) GTEST_SKIP() << "no usable GPU on this host";
   cudaDeviceProp prop{};
   ASSERT_EQ(cudaGetDeviceProperties(&prop, 0), cudaSuccess);

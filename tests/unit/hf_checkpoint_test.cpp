@@ -72,7 +72,7 @@ TEST(HfCheckpoint, ReadsWhatTransformersWrote) {
   }
 }
 
-TEST(HfCheckpoint, GoldenCheckPassesFromHuggingFacesOwnCheckpoint) {
+TEST(HfCheckpointMpirun, GoldenCheckPassesFromHuggingFacesOwnCheckpoint) {
   // The golden files' weights, as transformers saved them, give Hugging Face's loss, logits, gradients, AdamW step
   // and training losses: on one rank and at tp 2.
   for (const auto& [model, file] : {std::pair<std::string, std::string>{"tiny", "qwen3-tiny.h5"}, {"untied", "qwen3-small-untied.h5"}}) {
@@ -140,7 +140,7 @@ TEST(HfCheckpoint, ExportReadsBackExactlyInEveryDtypeAndShardLayout) {
   }
 }
 
-TEST(HfCheckpoint, TrainFromHuggingFaceAndExportTheSameFromAnyLayout) {
+TEST(HfCheckpointMpirun, TrainFromHuggingFaceAndExportTheSameFromAnyLayout) {
   // qwen3-pretrain --init-from-hf, two steps, --export-hf: one rank and tp 2 × pp 2 export the same weights (the CPU
   // layouts agree to 1e-5 relative), and the export starts a run again.
   const fs::path dir = test::fresh_dir("qwen3_hf_train");

@@ -200,7 +200,7 @@ TEST(Report, HelpListsItsExitCodes) {
     EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
 }
 
-TEST(Report, FeasibilityRegressionTablesAndPlotsFromAFolderOfRuns) {
+TEST(ReportMpirun, FeasibilityRegressionTablesAndPlotsFromAFolderOfRuns) {
   REQUIRE_PLOTTING_STACK();
   const fs::path runs = runs_folder();
   const fs::path dir = test::fresh_dir("qwen3_report");
@@ -255,7 +255,7 @@ TEST(Report, FeasibilityRegressionTablesAndPlotsFromAFolderOfRuns) {
   EXPECT_EQ(throughput.find("MFU"), std::string::npos) << throughput;
 }
 
-TEST(Report, NewestResultOfACellDecidesFilesMayNameTheirLayoutGpuRunsGetMfu) {
+TEST(ReportMpirun, NewestResultOfACellDecidesFilesMayNameTheirLayoutGpuRunsGetMfu) {
   REQUIRE_PLOTTING_STACK();
   const fs::path runs = runs_folder();
   const fs::path dir = test::fresh_dir("qwen3_report_newest");
@@ -303,7 +303,7 @@ TEST(Report, NewestResultOfACellDecidesFilesMayNameTheirLayoutGpuRunsGetMfu) {
   EXPECT_EQ(throughput.find("panel 'tiny (cpu): MFU"), std::string::npos) << throughput;
 }
 
-TEST(Report, SweepManifestShowsRefusedAndNotRunCells) {
+TEST(ReportMpirun, SweepManifestShowsRefusedAndNotRunCells) {
   REQUIRE_PLOTTING_STACK();
   const fs::path runs = runs_folder();
   const fs::path dir = test::fresh_dir("qwen3_report_sweep");

@@ -75,7 +75,7 @@ class ResultsFile : public ::testing::Test {
 
 // kill -9 of rank 1 during a tp 2 run: rank 0 finishes the file (status error), and it holds both ranks' memory
 // traces and the timings, flushed as the steps went.
-TEST(ResultsKilledRun, KeepsEveryRanksMemoryTraceAndTheTimings) {
+TEST(ResultsKilledRunMpirun, KeepsEveryRanksMemoryTraceAndTheTimings) {
   const auto k = test::kill_rank_during_run("cpu", 2, "qwen3_results_killed_rank");
   ASSERT_TRUE(k.mpirun_ended) << k.output;
   ASSERT_EQ(k.status, "error") << k.log;

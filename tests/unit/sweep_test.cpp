@@ -95,7 +95,7 @@ TEST(Sweep, StudySpecificationExpandsToNinetyCells) {
   EXPECT_NE(four.output.find("cell 8B-L131072-T4P1D1:"), std::string::npos) << four.output;
 }
 
-TEST(Sweep, LocalSweepRunsEveryCellResumesAndReports) {
+TEST(SweepMpirun, LocalSweepRunsEveryCellResumesAndReports) {
   const fs::path dir = test::fresh_dir("qwen3_sweep_local");
   const std::string spec = spec_file(dir, "tiny.sweep.ini", kTinySpec);
   const std::string args = shq(spec) + " --dir " + shq(dir / "run") + " --local";
@@ -136,7 +136,7 @@ TEST(Sweep, LocalSweepRunsEveryCellResumesAndReports) {
   EXPECT_NE(report.find("| tiny | T1P2D1 | 30 | 0–1, 2–3 |"), std::string::npos) << report;
 }
 
-TEST(Sweep, AStaleDatasetIsRebuiltWhenTheSpecAsksForMore) {
+TEST(SweepMpirun, AStaleDatasetIsRebuiltWhenTheSpecAsksForMore) {
   // The dataset holds lengths, documents and a seed; a spec asking for one it lacks rebuilds it before any cell runs
   // (keeping the lengths it had), instead of failing every new cell with "no bucket for sequence length".
   const fs::path dir = test::fresh_dir("qwen3_sweep_stale");
@@ -175,7 +175,7 @@ TEST(Sweep, AStaleDatasetIsRebuiltWhenTheSpecAsksForMore) {
     EXPECT_NE(d.output.find(row), std::string::npos) << row << "\n" << d.output;
 }
 
-TEST(Sweep, FailedCellsRunAgainOnlyWithRetryFailed) {
+TEST(SweepMpirun, FailedCellsRunAgainOnlyWithRetryFailed) {
   // oom and oom_predicted answer a cell; error counts as complete too, said in the summary, until --retry-failed; a
   // run killed from outside (only its .partial file) is not complete.
   const fs::path dir = test::fresh_dir("qwen3_sweep_failed");
@@ -270,7 +270,7 @@ TEST(Sweep, JobScriptAnswersHelpAndNamesQwen3BinWhenTheBinaryIsMissing) {
   EXPECT_NE(r.output.find("set QWEN3_BIN to the folder holding it"), std::string::npos) << r.output;
 }
 
-TEST(Sweep, SubmittedToARealSlurmAsOneArrayJob) {
+TEST(SweepSlurm, SubmittedToARealSlurmAsOneArrayJob) {
   const bool slurm = test::run_command("command -v sbatch && command -v squeue && command -v scontrol && "
                                        "{ command -v slurmd || test -x /usr/sbin/slurmd; } && "
                                        "{ command -v slurmctld || test -x /usr/sbin/slurmctld; } && "
@@ -357,7 +357,7 @@ TEST(Sweep, PlanPrintsEveryCellsPeakPerRank) {
   EXPECT_FALSE(fs::exists(dir / "run")) << "planning creates nothing";
 }
 
-TEST(Sweep, APreemptedCellRunsAgainFromItsCheckpoint) {
+TEST(SweepMpirun, APreemptedCellRunsAgainFromItsCheckpoint) {
   // save_interval makes every cell checkpoint and continue from its checkpoint (--auto-resume). A cell whose results
   // file says "preempted" is not complete: the next sweep runs it again, from its checkpoint.
   const fs::path dir = test::fresh_dir("qwen3_sweep_preempted");

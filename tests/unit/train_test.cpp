@@ -125,7 +125,10 @@ TEST_F(Pretrain, TwentyStepRunWritesEveryFieldAndLossFalls) {
   EXPECT_NE(summary.output.find("status        ok"), std::string::npos) << summary.output;
 }
 
-TEST_F(Pretrain, DataParallelUnderMpirunEqualsOneRank) {
+// Under mpirun (ctest label mpi: the suite's name says so).
+class PretrainMpirun : public Pretrain {};
+
+TEST_F(PretrainMpirun, DataParallelEqualsOneRank) {
   const std::string common = "--model tiny --data '" + data_ + "' --seq-len 32 --global-batch 4 --steps 3 --lr 1e-2 ";
   const std::string exe = test::bin_dir() + "/qwen3-pretrain";
   auto run = [&](int np, const std::string& out) {

@@ -8,7 +8,7 @@ out="${OUT:-gpu-out}"; mkdir -p "$out"
 export QWEN3_BIN_DIR="$PWD/build/bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  build/bin/qwen3_unit_tests --gtest_brief=1 ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} >"$out/unit.log" 2>&1
+  build/bin/qwen3_tests --gtest_brief=1 ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} >"$out/unit.log" 2>&1
   echo "unit tests exit $?"; grep -E "^\[  (FAILED|PASSED|SKIPPED) |tests? ran|Failure|rel_error|Expected|Which is" "$out/unit.log" | head -60
   for g in tests/data/qwen3-tiny.h5 tests/data/qwen3-small-untied.h5; do
     build/bin/qwen3-golden-check --golden "$g" --device cuda >"$out/golden-$(basename "$g" .h5).log" 2>&1

@@ -17,7 +17,7 @@ summary="$out/summary.txt"
 run_mpi() { local np=$1; shift; mpirun --allow-run-as-root --bind-to none -np "$np" -x NCCL_NVLS_ENABLE -x QWEN3_COMM_SM_MARGIN -x QWEN3_CUDA_OP_TIMES "$@"; }
 
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  "$bin/qwen3_unit_tests" --gtest_brief=1 --gtest_filter="${GTEST_FILTER:-Cuda*:Cudnn*:CommCheck*:MemoryPlan*:Golden*:TensorParallel*}" \
+  "$bin/qwen3_tests" --gtest_brief=1 --gtest_filter="${GTEST_FILTER:-Cuda*:Cudnn*:CommCheck*:MemoryPlan*:Golden*:TensorParallel*}" \
     >"$logs/unit.log" 2>&1
   echo "unit tests exit $?" | tee -a "$summary"
   grep -E "^\[  (FAILED|PASSED|SKIPPED) |tests? ran|Failure|Expected|Which is" "$logs/unit.log" | head -60 | tee -a "$summary"
