@@ -88,22 +88,22 @@ void write_text(const fs::path& path, const std::string& text) {
   if (ec) throw OutputError("cannot publish '" + path.string() + "': " + ec.message());
 }
 
-}  // namespace
-
-void save_checkpoint(const std::string& root, std::int64_t step, Engine& engine, Communicator& world,
-                     const CheckpointRun& run, int keep) {
-  const int rank = world.rank(), W = world.size();
-  const fs::path final_dir = fs::path(root) / step_name(step), partial = final_dir.string() + ".partial";
-  collectively(world, rank == 0, [&] {
+// Step 1 (rank 0): an empty root/step-N.partial folder, a stale one from an interrupted save removed.
+void create_partial_folder(Communicator& world, const fs::path& partial) {
+  collectively(world, world.rank() == 0, [&] {
     std::error_code ec;
     fs::remove_all(partial, ec);
     fs::create_directories(partial, ec);
     if (ec) throw OutputError("--save: cannot create '" + partial.string() + "': " + ec.message());
   });
+}
+
+// Step 2 (every rank): this rank's shard file. Every rank asks for every tensor (the engine's reads are collective);
+// each writes the ones assigned to it. A write error is kept until the end, so that the collective reads stay
+// matched, then reaches every rank.
+void write_own_shard(const fs::path& partial, Engine& engine, Communicator& world, const std::vector<int>& writer) {
+  const int rank = world.rank(), W = world.size();
   const ParamTable& table = engine.params();
-  const std::vector<int> writer = assign_writers(table, W);
-  // Every rank asks for every tensor (the engine's reads are collective); each writes the ones assigned to it. A write
-  // error is kept until the end, so that the collective reads stay matched, then reaches every rank.
   std::string failed;
   h5::Handle file;
   try {
@@ -134,52 +134,77 @@ void save_checkpoint(const std::string& root, std::int64_t step, Engine& engine,
   collectively(world, true, [&] {
     if (!failed.empty()) throw OutputError("--save: " + failed);
   });
+}
+
+// Step 3 (rank 0): the manifest — format, step, run facts, model, and which shard holds each tensor.
+void write_manifest(const fs::path& partial, std::int64_t step, Engine& engine, const CheckpointRun& run, int W,
+                    const std::vector<int>& writer) {
+  const ParamTable& table = engine.params();
+  h5::Handle f = h5::create((partial / "manifest.h5").string());
+  h5::write_attr(f.get(), "format", std::string(kCheckpointFormat));
+  h5::write_attr(f.get(), "version", kCheckpointVersion);
+  h5::write_attr(f.get(), "step", step);
+  h5::write_attr(f.get(), "optimizer_steps", engine.optimizer_steps());
+  h5::write_attr(f.get(), "seed", static_cast<std::int64_t>(run.seed));
+  h5::write_attr(f.get(), "global_batch", run.global_batch);
+  h5::write_attr(f.get(), "seq_len", run.seq_len);
+  h5::write_attr(f.get(), "num_documents", run.num_documents);
+  h5::write_attr(f.get(), "lr", run.lr);
+  h5::write_attr(f.get(), "min_lr", run.min_lr);
+  h5::write_attr(f.get(), "warmup_steps", run.warmup_steps);
+  h5::write_attr(f.get(), "steps", run.steps);
+  h5::write_attr(f.get(), "layout", run.layout);
+  h5::write_attr(f.get(), "world_size", static_cast<std::int64_t>(W));
+  write_model(f.get(), run.model);
+  std::vector<std::string> names;
+  std::vector<std::int64_t> shards;
+  for (std::size_t i = 0; i < table.entries().size(); ++i) {
+    names.push_back(table.entries()[i].name);
+    shards.push_back(writer[i]);
+  }
+  std::string joined;
+  for (const auto& n : names) joined += n + "\n";
+  h5::write_string(f.get(), "tensor_names", joined);
+  h5::write_i64(f.get(), "tensor_shard", shards, {static_cast<std::int64_t>(shards.size())});
+  h5::flush(f);
+}
+
+// Step 4 (rank 0): step-N.partial renamed to step-N, and root/latest pointed at it.
+void publish_checkpoint(const std::string& root, std::int64_t step, const fs::path& partial, const fs::path& final_dir) {
+  std::error_code ec;
+  fs::remove_all(final_dir, ec);
+  fs::rename(partial, final_dir, ec);
+  if (ec) throw OutputError("--save: cannot publish '" + final_dir.string() + "': " + ec.message());
+  write_text(fs::path(root) / "latest", step_name(step));
+}
+
+// Step 5 (rank 0), retention: this checkpoint and the newest keep − 1 before it stay; later steps are left alone.
+void remove_older_checkpoints(const std::string& root, std::int64_t step, int keep) {
+  std::error_code ec;
+  std::vector<std::string> older;
+  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    if (n.rfind("step-", 0) == 0 && n.find('.') == std::string::npos && n < step_name(step)) older.push_back(n);
+  }
+  if (ec) throw OutputError("--save: cannot list '" + root + "': " + ec.message());
+  std::sort(older.begin(), older.end());
+  for (std::size_t i = 0; i + static_cast<std::size_t>(keep) - 1 < older.size(); ++i) fs::remove_all(fs::path(root) / older[i], ec);
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& root, std::int64_t step, Engine& engine, Communicator& world,
+                     const CheckpointRun& run, int keep) {
+  const int rank = world.rank(), W = world.size();
+  const fs::path final_dir = fs::path(root) / step_name(step), partial = final_dir.string() + ".partial";
+  create_partial_folder(world, partial);
+  const std::vector<int> writer = assign_writers(engine.params(), W);
+  write_own_shard(partial, engine, world, writer);
   // The manifest last: a folder with it and every shard is a complete checkpoint.
   collectively(world, rank == 0, [&] {
-    {
-      h5::Handle f = h5::create((partial / "manifest.h5").string());
-      h5::write_attr(f.get(), "format", std::string(kCheckpointFormat));
-      h5::write_attr(f.get(), "version", kCheckpointVersion);
-      h5::write_attr(f.get(), "step", step);
-      h5::write_attr(f.get(), "optimizer_steps", engine.optimizer_steps());
-      h5::write_attr(f.get(), "seed", static_cast<std::int64_t>(run.seed));
-      h5::write_attr(f.get(), "global_batch", run.global_batch);
-      h5::write_attr(f.get(), "seq_len", run.seq_len);
-      h5::write_attr(f.get(), "num_documents", run.num_documents);
-      h5::write_attr(f.get(), "lr", run.lr);
-      h5::write_attr(f.get(), "min_lr", run.min_lr);
-      h5::write_attr(f.get(), "warmup_steps", run.warmup_steps);
-      h5::write_attr(f.get(), "steps", run.steps);
-      h5::write_attr(f.get(), "layout", run.layout);
-      h5::write_attr(f.get(), "world_size", static_cast<std::int64_t>(W));
-      write_model(f.get(), run.model);
-      std::vector<std::string> names;
-      std::vector<std::int64_t> shards;
-      for (std::size_t i = 0; i < table.entries().size(); ++i) {
-        names.push_back(table.entries()[i].name);
-        shards.push_back(writer[i]);
-      }
-      std::string joined;
-      for (const auto& n : names) joined += n + "\n";
-      h5::write_string(f.get(), "tensor_names", joined);
-      h5::write_i64(f.get(), "tensor_shard", shards, {static_cast<std::int64_t>(shards.size())});
-      h5::flush(f);
-    }
-    std::error_code ec;
-    fs::remove_all(final_dir, ec);
-    fs::rename(partial, final_dir, ec);
-    if (ec) throw OutputError("--save: cannot publish '" + final_dir.string() + "': " + ec.message());
-    write_text(fs::path(root) / "latest", step_name(step));
-    if (keep > 0) {  // retention: this checkpoint and the newest keep − 1 before it stay; later steps are left alone
-      std::vector<std::string> older;
-      for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
-        const std::string n = it->path().filename().string();
-        if (n.rfind("step-", 0) == 0 && n.find('.') == std::string::npos && n < step_name(step)) older.push_back(n);
-      }
-      if (ec) throw OutputError("--save: cannot list '" + root + "': " + ec.message());
-      std::sort(older.begin(), older.end());
-      for (std::size_t i = 0; i + static_cast<std::size_t>(keep) - 1 < older.size(); ++i) fs::remove_all(fs::path(root) / older[i], ec);
-    }
+    write_manifest(partial, step, engine, run, W, writer);
+    publish_checkpoint(root, step, partial, final_dir);
+    if (keep > 0) remove_older_checkpoints(root, step, keep);
   });
 }
 

@@ -1,0 +1,137 @@
+// The training run's results file behind one owner (see results_owner.h).
+#include "train/results_owner.h"
+
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "dist/collective_errors.h"
+#include "io/system_info.h"
+
+namespace qwen3::trainer {
+namespace {
+
+// What the results file records of a run that ran out of memory (status "oom"): the allocator's details; for a
+// std::bad_alloc that collectively() agreed on as a plain error, the host's — this process's failed request and
+// resident bytes, or -1 (unknown) when it was another rank's ("rank N: " before its message).
+void write_oom_details(ResultsWriter& results, const Error& e) {
+  if (std::string(e.status()) != "oom") return;
+  const std::string message = e.what();
+  OutOfMemory details = host_out_of_memory();
+  if (const auto* oom = dynamic_cast<const OutOfMemory*>(&e)) {
+    details = *oom;
+  } else if (message.rfind("rank ", 0) == 0) {  // another rank's: only its message came here
+    const bool host = message.find("out of host memory") != std::string::npos;
+    details = OutOfMemory(message, host ? "host" : "unknown", -1, -1);
+  }
+  results.write_attribute("oom_category", details.category);
+  results.write_attribute("oom_requested_bytes", details.requested_bytes);
+  results.write_attribute("oom_in_use_bytes", details.in_use_bytes);
+}
+
+// Collective (every rank calls it at the same point): each rank's memory samples since the last call, on rank 0
+// in rank order (empty elsewhere). Bounded: a step's worth of samples per rank.
+std::vector<std::vector<MemorySample>> gather_new_samples(Communicator& world, MemoryTracer& tracer) {
+  std::vector<double> flat;
+  for (const auto& s : tracer.take_new()) flat.push_back(s.time_s), flat.push_back(static_cast<double>(s.bytes));
+  std::vector<std::vector<MemorySample>> per_rank;
+  for (const auto& f : world.gather(flat, 0)) {
+    per_rank.emplace_back();
+    for (std::size_t i = 0; i + 1 < f.size(); i += 2) per_rank.back().push_back({f[i], static_cast<std::int64_t>(f[i + 1])});
+  }
+  return per_rank;
+}
+
+// Rank 0 after a failure: the OOM details, its own memory samples not yet written (the other ranks' cannot be
+// gathered now: they may be anywhere; theirs up to the last flush are in the file), the timings, the status.
+// A failure to write these details (no host memory or disk left) must not keep the status from being written.
+void finish_failed_run(ResultsWriter& results, const Error& e, MemoryTracer* tracer, int world_size, double init_s,
+                       double first_step_s, double total_s) {
+  const auto attempt = [](const std::function<void()>& write) {
+    try {
+      write();
+    } catch (const std::exception&) {  // the run's own error is the one to report
+    }
+  };
+  attempt([&] { write_oom_details(results, e); });
+  if (tracer) {
+    attempt([&] {
+      std::vector<std::vector<MemorySample>> own(static_cast<std::size_t>(world_size));
+      tracer->sample_now();  // the memory in use as the run failed
+      own[0] = tracer->take_new();
+      results.append_memory(own);
+    });
+  }
+  attempt([&] { results.write_timings(init_s, first_step_s, total_s); });
+  results.finish(e.status(), e.what());
+}
+
+}  // namespace
+
+OutOfMemory host_out_of_memory() {
+  return OutOfMemory("out of host memory", "host", last_failed_host_allocation_bytes(), resident_bytes());
+}
+
+ResultsOwner::ResultsOwner(const std::string& path, bool overwrite, Communicator& world, Clock::time_point start)
+    : world_(world), root_(world.rank() == 0), start_(start) {
+  collectively(world_, root_, [&] { file_ = std::make_unique<ResultsWriter>(path, overwrite); });
+}
+
+void ResultsOwner::write(const std::function<void(ResultsWriter&)>& write) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  if (file_ && !finished_) write(*file_);
+}
+
+void ResultsOwner::finish_with(const std::function<void(ResultsWriter&)>& write) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  if (file_ && !finished_) {
+    write(*file_);
+    finished_ = true;
+  }
+}
+
+void ResultsOwner::flush_progress(MemoryTracer& tracer, const StepRecord* step) {
+  const auto samples = gather_new_samples(world_, tracer);
+  collectively(world_, root_, [&] {
+    write([&](ResultsWriter& results) {
+      results.append_memory(samples);
+      results.write_timings(init_s_, first_step_s_, seconds_since(start_));
+      if (step) results.append_step(*step);
+      results.flush();
+    });
+  });
+}
+
+void ResultsOwner::finish_on_signal(int sig) {
+  finish_with([&](ResultsWriter& results) {
+    results.update_total_time(seconds_since(start_));  // the rest as flushed at the last step
+    results.finish("error", "terminated by signal " + std::to_string(sig) + " (" + strsignal(sig) +
+                                "): the job was ended from outside — by mpirun when another rank failed (its message "
+                                "is in the job's output), or by the scheduler");
+  });
+}
+
+void ResultsOwner::finish_failed(const Error& e, MemoryTracer* tracer) {
+  try {
+    if (root_) {
+      finish_with([&](ResultsWriter& results) {
+        finish_failed_run(results, e, tracer, world_.size(), init_s_, first_step_s_, seconds_since(start_));
+      });
+    }
+  } catch (const std::exception& w) {  // the run's own error stays the one reported
+    std::fprintf(stderr, "qwen3-pretrain: could not finish %s: %s\n", file_->partial_path().c_str(), w.what());
+  }
+}
+
+void ResultsOwner::finish_ok() {
+  finish_with([](ResultsWriter& results) { results.finish("ok", ""); });
+}
+
+void ResultsOwner::finish_preempted(std::int64_t at_step, const std::string& message) {
+  finish_with([&](ResultsWriter& results) {
+    results.write_attribute("preempted_at_step", at_step);
+    results.finish("preempted", message);
+  });
+}
+
+}  // namespace qwen3::trainer

@@ -1,0 +1,174 @@
+// The training run's set-up steps (train/trainer_steps.h): the run's facts and the memory check before anything big
+// is allocated, then the dataset and the engine.
+#include <algorithm>
+#include <cstdio>
+
+#include "core/error.h"
+#include "dist/collective_errors.h"
+#include "io/system_info.h"
+#include "train/memory_plan.h"
+#include "train/trainer_steps.h"
+
+namespace qwen3::trainer {
+namespace {
+
+// What the results file records of where and when the run ran. Collective (the hostnames).
+RunFacts run_facts(TrainingRun& run, const std::string& start_utc) {
+  RunFacts facts;
+  facts.git_commit = git_commit();
+  facts.start_utc = start_utc;
+  facts.world_size = run.W;
+  facts.hostnames = run.world.all_gather(hostname());
+  facts.library_versions = library_versions();
+  return facts;
+}
+
+// The memory planner's view of the run.
+MemoryPlanInput plan_input(const TrainingRun& run) {
+  const RunConfig& cfg = run.cfg;
+  MemoryPlanInput in;
+  in.model = cfg.model;
+  in.micro_batch = cfg.micro_batch;
+  in.seq_len = cfg.seq_len;
+  in.tp = cfg.tp, in.dp = run.layout.dp(), in.pp = cfg.pp, in.cp = cfg.cp;
+  in.shard_optimizer = cfg.shard_optimizer;
+  in.stage_layers = cfg.pp_layers;
+  in.micro_batches = cfg.micro_batches_per_step(run.W);
+  return in;
+}
+
+// Collective: with --recompute auto, the cheapest policy that fits `device` bytes (set here: the device's memory or
+// --device-memory); every rank decides alike. The CPU backend takes --recompute as given, auto as none.
+RecomputePolicy choose_policy(TrainingRun& run, MemoryPlanInput& in, std::int64_t& device) {
+  const RunConfig& cfg = run.cfg;
+  RecomputePolicy recompute;
+  collectively(run.world, true, [&] {
+    if (cfg.device != "cuda") {
+      recompute = choose_recompute(cfg.recompute == "auto" ? "none" : cfg.recompute,
+                                   cfg.recompute == "auto" ? 0 : cfg.recompute_num_layers, cfg.offload_inputs, in, 0);
+      return;
+    }
+    device = cfg.device_memory.empty() ? device_memory_bytes(cfg.device, run.local_rank)
+                                       : parse_memory_size("--device-memory", cfg.device_memory);
+    recompute = choose_recompute(cfg.recompute, cfg.recompute_num_layers, cfg.offload_inputs, in,
+                                 device > 0 ? device : INT64_MAX);
+    in.recompute = recompute;
+  });
+  return recompute;
+}
+
+// Offloaded inputs are pinned host memory: every rank on this host pins its share (rank 0 runs this check).
+void check_pinned_memory(std::int64_t plan_pinned, const RunFacts& facts, bool force) {
+  const std::int64_t ranks_here = static_cast<std::int64_t>(
+      std::count(facts.hostnames.begin(), facts.hostnames.end(), facts.hostnames.front()));
+  const std::int64_t host = host_available_bytes();
+  if (plan_pinned > 0 && host > 0 && plan_pinned * ranks_here > host && !force) {
+    char msg[360];
+    std::snprintf(msg, sizeof msg,
+                  "--offload-inputs needs %.2f GiB of pinned host memory per rank, %lld ranks on this host: "
+                  "%.2f GiB, and the host has %.2f GiB available: not allocating (--force tries anyway)",
+                  plan_pinned / 1073741824.0, static_cast<long long>(ranks_here),
+                  plan_pinned * ranks_here / 1073741824.0, host / 1073741824.0);
+    throw PredictedOutOfMemory(msg);
+  }
+}
+
+// A plan that does not fit stops the run here, before any device memory is taken (--force runs anyway).
+void check_device_memory(const MemoryPlan& plan, std::int64_t device, bool force) {
+  const std::int64_t need = plan.total() + kRuntimeReserveBytes;
+  if (device > 0 && need > device && !force) {
+    char msg[320];
+    std::snprintf(msg, sizeof msg,
+                  "the memory plan needs %.2f GiB per rank (with a %.0f GiB runtime reserve), the device has "
+                  "%.2f GiB: not allocating (qwen3-pretrain --plan shows where it goes; --force tries anyway)",
+                  need / 1073741824.0, kRuntimeReserveBytes / 1073741824.0, device / 1073741824.0);
+    throw PredictedOutOfMemory(msg);
+  }
+}
+
+// Rank 0, CUDA: the plan beside the peak that will be measured, then the checks against the host and the device.
+void record_and_check_plan(ResultsWriter& results, const RunConfig& cfg, const MemoryPlanInput& in,
+                           std::int64_t device, const RunFacts& facts) {
+  const auto [worst_stage, plan] = plan_worst_stage(in);
+  results.write_attribute("plan_peak_bytes", plan.total());
+  results.write_attribute("plan_device_bytes", device);  // what the plan is checked against, even if refused
+  results.write_attribute("plan_peak_stage", static_cast<std::int64_t>(worst_stage));
+  for (const auto& [category, bytes] : plan.by_category()) results.write_attribute("plan_" + category + "_bytes", bytes);
+  std::int64_t plan_pinned = 0;  // the stage that pins the most (the first: most micro-batches in flight)
+  for (int s = 0; s < std::max(1, in.pp); ++s) {
+    MemoryPlanInput one = in;
+    one.stage = s;
+    plan_pinned = std::max(plan_pinned, plan_cuda_rank_memory(one).host_pinned_bytes);
+  }
+  results.write_attribute("plan_host_pinned_bytes", plan_pinned);
+  check_pinned_memory(plan_pinned, facts, cfg.force);
+  check_device_memory(plan, device, cfg.force);
+}
+
+}  // namespace
+
+// The memory plan is that of the rank that needs the most (with pipeline parallelism, its stage's; every rank of a
+// stage the same).
+RecomputePolicy check_memory(TrainingRun& run, const std::string& start_utc) {
+  const RunConfig& cfg = run.cfg;
+  const RunFacts facts = run_facts(run, start_utc);
+  MemoryPlanInput in = plan_input(run);
+  std::int64_t device = 0;
+  const RecomputePolicy recompute = choose_policy(run, in, device);
+  collectively(run.world, run.root, [&] {
+    run.results.write([&](ResultsWriter& results) {
+      results.write_facts(facts);
+      results.write_config(cfg.key_values());
+      results.write_attribute("recompute", std::string(recompute_name(recompute.mode)));
+      results.write_attribute("recompute_num_layers", recompute.num_layers);
+      results.write_attribute("offload_inputs", static_cast<std::int64_t>(recompute.offload_inputs));
+      if (cfg.device == "cuda") record_and_check_plan(results, cfg, in, device, facts);
+    });
+  });
+  return recompute;
+}
+
+void create_dataset_and_engine(TrainingRun& run, const RecomputePolicy& recompute) {
+  const RunConfig& cfg = run.cfg;
+  // Every rank validates the dataset before anything big is allocated.
+  collectively(run.world, true, [&] {
+    if (cfg.seq_len < 2) throw UsageError("--seq-len must be at least 2 (one next-token target)");
+    run.st.data = std::make_unique<DatasetReader>(cfg.data, cfg.seq_len, cfg.model.vocab_size, cfg.global_batch);
+  });
+  collectively(run.world, true, [&] {
+    EngineOptions eo;
+    eo.seed = cfg.seed;
+    eo.init_std = cfg.init_std;
+    eo.local_rank = run.local_rank;
+    eo.max_batch = cfg.micro_batch;
+    eo.max_seq = cfg.seq_len;  // one rank per device: the device of this rank's place on its node
+    eo.tp_comm = run.groups.tp.get();
+    eo.pp_comm = run.groups.pp.get();
+    eo.cp_comm = run.groups.cp.get();
+    eo.dp_comm = run.groups.dp.get();
+    eo.shard_comm = cfg.cp > 1 ? run.groups.dp_cp.get() : nullptr;
+    eo.shard_optimizer = cfg.shard_optimizer;
+    eo.recompute = recompute;
+    eo.stage = stage_range(run.stage_layers, run.groups.coords.pp);
+    eo.micro_batches = static_cast<int>(cfg.micro_batches_per_step(run.W));
+    run.st.engine = make_engine(cfg.device, cfg.model, eo);
+  });
+  Engine& engine = *run.st.engine;
+  run.st.traced_engine = &engine;
+  const auto device_names = run.world.all_gather(engine.device_name());
+  double pinned = static_cast<double>(engine.host_pinned_bytes());  // per rank: stages differ
+  run.world.all_reduce_max(&pinned, 1);
+  const auto pinned_max = static_cast<std::int64_t>(pinned);
+  collectively(run.world, run.root, [&] {
+    run.results.write([&](ResultsWriter& results) {
+      results.write_attribute("device_names", device_names);
+      if (cfg.device == "cuda")  // the capacity beside the peaks: rank 0's device
+        results.write_attribute("device_total_bytes", device_memory_bytes(cfg.device, run.local_rank));
+      for (const auto& [category, bytes] : engine.device_bytes_by_category())
+        results.write_attribute("memory_" + category + "_bytes", bytes);  // rank 0's device, by category
+      results.write_attribute("memory_host_pinned_bytes", pinned_max);  // the rank that pins the most
+    });
+  });
+}
+
+}  // namespace qwen3::trainer
