@@ -1,5 +1,7 @@
 // Qwen3 forward and backward on the CPU reference ops (see cpu_qwen3.h), with Megatron-style tensor and sequence
-// parallelism over a communicator. One code path: with one rank every collective is the identity.
+// parallelism over a communicator. One code path: with one rank every collective is the identity. The per-block
+// functions carry the CUDA engine's names (embed_*, attention_block_*, mlp_block_*, layer_*, head_forward_backward)
+// so that the two backends read side by side.
 #include "model/cpu_qwen3.h"
 
 #include <algorithm>
@@ -22,19 +24,19 @@ using Vec = std::vector<act_t>;  // activations: float64 (ops/cpu/types.h)
 Vec zeros(std::int64_t n) { return Vec(static_cast<std::size_t>(n), 0.0); }
 
 // What one decoder layer keeps from its forward for its backward (T = batch·seq tokens, Tl = T / tp local rows;
-// q/k/v/attention/MLP widths are this rank's shares).
+// q/k/v/attention/MLP widths are this rank's shares). Names as in the CUDA engine where they mean the same.
 struct LayerActs {
   Vec x_in;            // [Tl, H]  residual stream entering the layer (sequence shard)
   Vec rstd_in;         // [Tl]
-  Vec h_attn;          // [T, H]   input_layernorm(x_in), gathered over the sequence
+  Vec h_in;            // [T, H]   input_layernorm(x_in), gathered over the sequence
   Vec q_raw, k_raw;    // [T, q_dim], [T, kv_dim] projections before q/k norm
   Vec rstd_q, rstd_k;  // [T·heads], [T·kv_heads]
   Vec q, k, v;         // [T, heads|kv_heads, head_dim] after norm + RoPE (v untouched)
+  Vec k_all, v_all;    // context parallelism: [B, S_full, kv_dim] every cp rank's keys and values, in sequence order
   Vec attn, lse;       // [T, q_dim], [batch, heads, seq]
   Vec x_mid;           // [Tl, H]  x_in + o_proj(attn), sequence shard
-  Vec k_all, v_all;    // context parallelism: [B, S_full, kv_dim] every cp rank's keys and values, in sequence order
   Vec rstd_mid;        // [Tl]
-  Vec h_mlp;           // [T, H]   post_attention_layernorm(x_mid), gathered
+  Vec h_mid;           // [T, H]   post_attention_layernorm(x_mid), gathered
   Vec gate, up, act;   // [T, I]
 };
 
@@ -58,7 +60,7 @@ struct SeqParallel {
   }
 };
 
-// The reverse: this rank's rows [B, S, n] of the sum over cp ranks of full [B, S_full, n].
+// The reverse of context_parallel_gather: this rank's rows [B, S, n] of the sum over cp ranks of full [B, S_full, n].
 Vec cp_scatter(Communicator& cp, const Vec& full, std::int64_t B, std::int64_t S, std::int64_t n) {
   const int size = cp.size();
   const std::int64_t S_full = S * size, block = B * S * n;
@@ -72,98 +74,281 @@ Vec cp_scatter(Communicator& cp, const Vec& full, std::int64_t B, std::int64_t S
   return local;
 }
 
-// One decoder layer's forward on this rank's share: x [Tl, H] (the residual stream) in and out, everything the
-// backward needs kept in a. Used by the forward and, with recomputation, again just before the layer's backward.
-struct LayerContext {
+// What every block function reads: the model, this rank's parameter table and shares, the weights and gradients,
+// and the micro-batch's shape. Built per forward and per backward call from the micro-batch's slot.
+struct BlockContext {
   const ModelConfig& c;
   const ParamTable& table;
   const TpDims& tp;
-  const SeqParallel& sp;
-  const cpu::RopeTable& rope;  // this rank's positions
-  std::int64_t B, S, Tl, Tp;
+  SeqParallel sp;
+  const cpu::RopeTable& rope;            // this rank's positions
+  const float* weights;                  // [total] this rank's table
+  float* grads;                          // [total] added into
+  std::int64_t B, S, T, Tl, Tp;          // T = B·S this rank's tokens, Tl its sequence rows, Tp = Tl·tp padded rows
   Communicator* cp = nullptr;            // context parallelism: S is this rank's part of S_full = S · cp tokens
   const std::int64_t* positions = nullptr;  // [S] their positions in the sequence
+  const float* W(std::size_t index) const { return weights + table.entries()[index].offset; }
+  float* G(std::size_t index) const { return grads + table.entries()[index].offset; }
+  const LayerParamIndex& layer(std::int64_t l) const { return table.layers[static_cast<std::size_t>(l)]; }
 };
+
+// ---- the shared pieces of both blocks: norm and gather, linear layers, row-parallel output with the residual ----
 
 // RMSNorm of this rank's rows of the residual stream (statistics into rstd [Tl]), gathered over the sequence for a
 // column-parallel block: [Tp, H].
-Vec norm_gathered(const LayerContext& ctx, const float* weights, std::size_t weight, const Vec& x_local, Vec& rstd) {
+Vec norm_gathered(const BlockContext& ctx, std::size_t weight, const Vec& x_local, Vec& rstd) {
   const std::int64_t Tl = ctx.Tl, H = ctx.c.hidden_size;
   rstd = zeros(Tl);
   Vec h = zeros(Tl * H);
-  cpu::rmsnorm_forward(x_local.data(), weights + ctx.table.entries()[weight].offset, h.data(), rstd.data(), Tl, H,
-                       ctx.c.rms_norm_eps);
+  cpu::rmsnorm_forward(x_local.data(), ctx.W(weight), h.data(), rstd.data(), Tl, H, ctx.c.rms_norm_eps);
   return ctx.sp.gather(h, H);
 }
+// Its backward: the gradient of x_local [Tl, H] from dh [Tp, H] (this rank's partial sums, reduce-scattered to its
+// rows); the norm weight's gradient accumulates.
+Vec norm_gathered_backward(const BlockContext& ctx, std::size_t weight, const Vec& x_local, const Vec& rstd,
+                           const Vec& dh) {
+  const std::int64_t Tl = ctx.Tl, H = ctx.c.hidden_size;
+  const Vec dh_local = ctx.sp.scatter(dh, H);
+  Vec dx = zeros(Tl * H);
+  cpu::rmsnorm_backward(x_local.data(), ctx.W(weight), rstd.data(), dh_local.data(), dx.data(), ctx.G(weight), Tl, H);
+  return dx;
+}
+
+// The residual connection: x [Tl, H] += y [Tl, H].
+void add_residual(Vec& x, const Vec& y) {
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] += y[i];
+}
+
+// y [Tp, out] = x [Tp, in] · W[weight]ᵀ
+Vec linear(const BlockContext& ctx, const Vec& x, std::size_t weight, std::int64_t in, std::int64_t out) {
+  Vec y = zeros(ctx.Tp * out);
+  cpu::linear_forward(x.data(), ctx.W(weight), y.data(), ctx.Tp, in, out);
+  return y;
+}
+// dx [Tp, in] (+)= dy · W[weight]; the weight's gradient accumulates.
+void linear_backward(const BlockContext& ctx, const Vec& x, std::size_t weight, const Vec& dy, Vec& dx, std::int64_t in,
+                     std::int64_t out, bool accumulate_dx = false) {
+  cpu::linear_backward(x.data(), ctx.W(weight), dy.data(), dx.data(), ctx.G(weight), ctx.Tp, in, out, accumulate_dx);
+}
+
+// A block's row-parallel output projection added to the residual stream: x [Tl, H] += this rank's rows of
+// Σ_ranks in [Tp, in] · W[weight]ᵀ (each rank holds a partial sum over its share of `in`).
+void row_parallel_residual(const BlockContext& ctx, const Vec& in, std::size_t weight, std::int64_t width, Vec& x) {
+  const std::int64_t H = ctx.c.hidden_size;
+  add_residual(x, ctx.sp.scatter(linear(ctx, in, weight, width, H), H));
+}
+// Its backward: the residual's gradient dx [Tl, H] gathered over the sequence, through the projection: d(in) [Tp, in].
+Vec row_parallel_residual_backward(const BlockContext& ctx, const Vec& in, std::size_t weight, std::int64_t width,
+                                   const Vec& dx) {
+  const std::int64_t H = ctx.c.hidden_size;
+  Vec din = zeros(ctx.Tp * width);
+  linear_backward(ctx, in, weight, ctx.sp.gather(dx, H), din, width, H);
+  return din;
+}
+
+// ---- attention block: x_mid = x_in + o(attn(rope(qnorm(q(h))), rope(knorm(k(h))), v(h))), h = norm(x_in) ----
 
 // a.q, a.k: q_raw and k_raw after their per-head RMSNorm (statistics into rstd_q, rstd_k) and RoPE.
-void qk_norm_rope(const LayerContext& ctx, const float* weights, std::int64_t l, LayerActs& a) {
-  const auto& c = ctx.c;
-  const std::int64_t Tp = ctx.Tp, nh = ctx.tp.heads, nkv = ctx.tp.kv_heads, hd = c.head_dim;
-  const auto& p = ctx.table.layers[static_cast<std::size_t>(l)];
-  auto W = [&](std::size_t idx) { return weights + ctx.table.entries()[idx].offset; };
+void qk_norm_rope(const BlockContext& ctx, std::int64_t l, LayerActs& a) {
+  const std::int64_t Tp = ctx.Tp, nh = ctx.tp.heads, nkv = ctx.tp.kv_heads, hd = ctx.c.head_dim;
+  const auto& p = ctx.layer(l);
   a.q = zeros(Tp * ctx.tp.q_dim);
   a.k = zeros(Tp * ctx.tp.kv_dim);
   a.rstd_q = zeros(Tp * nh);
   a.rstd_k = zeros(Tp * nkv);
-  cpu::rmsnorm_forward(a.q_raw.data(), W(p.q_norm), a.q.data(), a.rstd_q.data(), Tp * nh, hd, c.rms_norm_eps);
-  cpu::rmsnorm_forward(a.k_raw.data(), W(p.k_norm), a.k.data(), a.rstd_k.data(), Tp * nkv, hd, c.rms_norm_eps);
+  cpu::rmsnorm_forward(a.q_raw.data(), ctx.W(p.q_norm), a.q.data(), a.rstd_q.data(), Tp * nh, hd, ctx.c.rms_norm_eps);
+  cpu::rmsnorm_forward(a.k_raw.data(), ctx.W(p.k_norm), a.k.data(), a.rstd_k.data(), Tp * nkv, hd, ctx.c.rms_norm_eps);
   cpu::rope_forward(a.q.data(), ctx.rope, ctx.B, ctx.S, nh, hd);
   cpu::rope_forward(a.k.data(), ctx.rope, ctx.B, ctx.S, nkv, hd);
 }
+// Its backward, in place: dq, dk from the gradients of the rotated, normed q and k to those of q_raw and k_raw.
+void qk_norm_rope_backward(const BlockContext& ctx, std::int64_t l, const LayerActs& a, Vec& dq, Vec& dk) {
+  const std::int64_t Tp = ctx.Tp, nh = ctx.tp.heads, nkv = ctx.tp.kv_heads, hd = ctx.c.head_dim;
+  const auto& p = ctx.layer(l);
+  cpu::rope_backward(dq.data(), ctx.rope, ctx.B, ctx.S, nh, hd);
+  cpu::rope_backward(dk.data(), ctx.rope, ctx.B, ctx.S, nkv, hd);
+  cpu::rmsnorm_backward(a.q_raw.data(), ctx.W(p.q_norm), a.rstd_q.data(), dq.data(), dq.data(), ctx.G(p.q_norm), Tp * nh, hd);
+  cpu::rmsnorm_backward(a.k_raw.data(), ctx.W(p.k_norm), a.rstd_k.data(), dk.data(), dk.data(), ctx.G(p.k_norm), Tp * nkv, hd);
+}
 
-void layer_forward(const LayerContext& ctx, const float* weights, std::int64_t l, LayerActs& a, Vec& x) {
-  const auto& c = ctx.c;
-  const auto& sp = ctx.sp;
-  const std::int64_t B = ctx.B, S = ctx.S, Tl = ctx.Tl, Tp = ctx.Tp, H = c.hidden_size;
-  const std::int64_t nh = ctx.tp.heads, nkv = ctx.tp.kv_heads, hd = c.head_dim, qd = ctx.tp.q_dim, kvd = ctx.tp.kv_dim;
-  const std::int64_t I = ctx.tp.inter;
-  cpu::AttentionShape ashape{B, S, nh, nkv, hd};
-  if (ctx.cp) ashape.kv_seq = S * ctx.cp->size(), ashape.q_pos = ctx.positions;
-  const auto& p = ctx.table.layers[static_cast<std::size_t>(l)];
-  auto W = [&](std::size_t idx) { return weights + ctx.table.entries()[idx].offset; };
-  a.x_in = x;
-  a.h_attn = norm_gathered(ctx, weights, p.input_norm, x, a.rstd_in);
-  a.q_raw = zeros(Tp * qd);
-  a.k_raw = zeros(Tp * kvd);
-  a.v = zeros(Tp * kvd);
-  cpu::linear_forward(a.h_attn.data(), W(p.q_proj), a.q_raw.data(), Tp, H, qd);
-  cpu::linear_forward(a.h_attn.data(), W(p.k_proj), a.k_raw.data(), Tp, H, kvd);
-  cpu::linear_forward(a.h_attn.data(), W(p.v_proj), a.v.data(), Tp, H, kvd);
-  qk_norm_rope(ctx, weights, l, a);
-  a.attn = zeros(Tp * qd);
-  a.lse = zeros(B * nh * S);
-  if (ctx.cp) {  // every key and value of the sequence (this rank's heads), for its queries at their positions
+cpu::AttentionShape attention_shape(const BlockContext& ctx) {
+  cpu::AttentionShape shape{ctx.B, ctx.S, ctx.tp.heads, ctx.tp.kv_heads, ctx.c.head_dim};
+  if (ctx.cp) shape.kv_seq = ctx.S * ctx.cp->size(), shape.q_pos = ctx.positions;
+  return shape;
+}
+
+// a.attn, a.lse: causal attention of this rank's queries; with context parallelism over every key and value of the
+// sequence (this rank's heads), all-gathered into a.k_all, a.v_all, for its queries at their positions.
+void causal_attention(const BlockContext& ctx, LayerActs& a) {
+  const std::int64_t B = ctx.B, S = ctx.S, kvd = ctx.tp.kv_dim;
+  a.attn = zeros(ctx.Tp * ctx.tp.q_dim);
+  a.lse = zeros(B * ctx.tp.heads * S);
+  if (ctx.cp) {
     a.k_all = context_parallel_gather(*ctx.cp, Vec(a.k.begin(), a.k.begin() + B * S * kvd), B, S, kvd);
     a.v_all = context_parallel_gather(*ctx.cp, Vec(a.v.begin(), a.v.begin() + B * S * kvd), B, S, kvd);
   }
   cpu::attention_forward(a.q.data(), ctx.cp ? a.k_all.data() : a.k.data(), ctx.cp ? a.v_all.data() : a.v.data(),
-                         a.attn.data(), a.lse.data(), ashape);
-  Vec o = zeros(Tp * H);  // row-parallel: this rank's partial sum
-  cpu::linear_forward(a.attn.data(), W(p.o_proj), o.data(), Tp, qd, H);
-  const Vec o_local = sp.scatter(o, H);
-  for (std::int64_t i = 0; i < Tl * H; ++i) x[i] += o_local[i];
-  a.x_mid = x;
-  a.h_mlp = norm_gathered(ctx, weights, p.post_norm, x, a.rstd_mid);
-  a.gate = zeros(Tp * I);
-  a.up = zeros(Tp * I);
-  a.act = zeros(Tp * I);
-  cpu::linear_forward(a.h_mlp.data(), W(p.gate_proj), a.gate.data(), Tp, H, I);
-  cpu::linear_forward(a.h_mlp.data(), W(p.up_proj), a.up.data(), Tp, H, I);
-  cpu::swiglu_forward(a.gate.data(), a.up.data(), a.act.data(), Tp * I);
-  Vec m = zeros(Tp * H);
-  cpu::linear_forward(a.act.data(), W(p.down_proj), m.data(), Tp, I, H);
-  const Vec m_local = sp.scatter(m, H);
-  for (std::int64_t i = 0; i < Tl * H; ++i) x[i] += m_local[i];
+                         a.attn.data(), a.lse.data(), attention_shape(ctx));
+}
+// Its backward into dq, dk, dv (zeroed, [Tp, ·]); with context parallelism the gradients of every key and value of
+// the sequence are summed over the cp ranks back to their owners.
+void causal_attention_backward(const BlockContext& ctx, const LayerActs& a, const Vec& dattn, Vec& dq, Vec& dk,
+                               Vec& dv) {
+  if (!ctx.cp) {
+    cpu::attention_backward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.lse.data(), dattn.data(), dq.data(),
+                            dk.data(), dv.data(), attention_shape(ctx));
+    return;
+  }
+  Vec dk_all = zeros(static_cast<std::int64_t>(a.k_all.size())), dv_all = zeros(static_cast<std::int64_t>(a.v_all.size()));
+  cpu::attention_backward(a.q.data(), a.k_all.data(), a.v_all.data(), a.attn.data(), a.lse.data(), dattn.data(),
+                          dq.data(), dk_all.data(), dv_all.data(), attention_shape(ctx));
+  const std::int64_t B = ctx.B, S = ctx.S, kvd = ctx.tp.kv_dim;
+  const Vec dk_here = cp_scatter(*ctx.cp, dk_all, B, S, kvd), dv_here = cp_scatter(*ctx.cp, dv_all, B, S, kvd);
+  std::copy(dk_here.begin(), dk_here.end(), dk.begin());
+  std::copy(dv_here.begin(), dv_here.end(), dv.begin());
 }
 
-// Selective recomputation: the parts layer_forward computed that a selective layer dropped — both norm outputs
-// (gathered over the sequence) and q, k after their norms and RoPE — from what it kept, with the same operations.
-void recompute_selective(const LayerContext& ctx, const float* weights, std::int64_t l, LayerActs& a) {
-  const auto& p = ctx.table.layers[static_cast<std::size_t>(l)];
-  a.h_attn = norm_gathered(ctx, weights, p.input_norm, a.x_in, a.rstd_in);
-  a.h_mlp = norm_gathered(ctx, weights, p.post_norm, a.x_mid, a.rstd_mid);
-  qk_norm_rope(ctx, weights, l, a);
+// x [Tl, H]: x_in in, x_mid out; what the backward needs kept in a.
+void attention_block_forward(const BlockContext& ctx, std::int64_t l, LayerActs& a, Vec& x) {
+  const std::int64_t H = ctx.c.hidden_size, qd = ctx.tp.q_dim, kvd = ctx.tp.kv_dim;
+  const auto& p = ctx.layer(l);
+  a.x_in = x;
+  a.h_in = norm_gathered(ctx, p.input_norm, x, a.rstd_in);
+  a.q_raw = linear(ctx, a.h_in, p.q_proj, H, qd);
+  a.k_raw = linear(ctx, a.h_in, p.k_proj, H, kvd);
+  a.v = linear(ctx, a.h_in, p.v_proj, H, kvd);
+  qk_norm_rope(ctx, l, a);
+  causal_attention(ctx, a);
+  row_parallel_residual(ctx, a.attn, p.o_proj, qd, x);
+}
+// dx [Tl, H]: the gradient at x_mid in, at x_in out.
+void attention_block_backward(const BlockContext& ctx, std::int64_t l, const LayerActs& a, Vec& dx) {
+  const std::int64_t Tp = ctx.Tp, H = ctx.c.hidden_size, qd = ctx.tp.q_dim, kvd = ctx.tp.kv_dim;
+  const auto& p = ctx.layer(l);
+  const Vec dattn = row_parallel_residual_backward(ctx, a.attn, p.o_proj, qd, dx);
+  Vec dq = zeros(Tp * qd), dk = zeros(Tp * kvd), dv = zeros(Tp * kvd), dh = zeros(Tp * H);
+  causal_attention_backward(ctx, a, dattn, dq, dk, dv);
+  qk_norm_rope_backward(ctx, l, a, dq, dk);
+  linear_backward(ctx, a.h_in, p.q_proj, dq, dh, H, qd);
+  linear_backward(ctx, a.h_in, p.k_proj, dk, dh, H, kvd, true);
+  linear_backward(ctx, a.h_in, p.v_proj, dv, dh, H, kvd, true);
+  add_residual(dx, norm_gathered_backward(ctx, p.input_norm, a.x_in, a.rstd_in, dh));
+}
+
+// ---- MLP block: x_out = x_mid + down(swiglu(gate(h), up(h))), h = norm(x_mid) ----
+
+void mlp_block_forward(const BlockContext& ctx, std::int64_t l, LayerActs& a, Vec& x) {
+  const std::int64_t H = ctx.c.hidden_size, I = ctx.tp.inter;
+  const auto& p = ctx.layer(l);
+  a.x_mid = x;
+  a.h_mid = norm_gathered(ctx, p.post_norm, x, a.rstd_mid);
+  a.gate = linear(ctx, a.h_mid, p.gate_proj, H, I);
+  a.up = linear(ctx, a.h_mid, p.up_proj, H, I);
+  a.act = zeros(ctx.Tp * I);
+  cpu::swiglu_forward(a.gate.data(), a.up.data(), a.act.data(), ctx.Tp * I);
+  row_parallel_residual(ctx, a.act, p.down_proj, I, x);
+}
+void mlp_block_backward(const BlockContext& ctx, std::int64_t l, const LayerActs& a, Vec& dx) {
+  const std::int64_t Tp = ctx.Tp, H = ctx.c.hidden_size, I = ctx.tp.inter;
+  const auto& p = ctx.layer(l);
+  const Vec dact = row_parallel_residual_backward(ctx, a.act, p.down_proj, I, dx);
+  Vec dgate = zeros(Tp * I), dup = zeros(Tp * I), dh = zeros(Tp * H);
+  cpu::swiglu_backward(a.gate.data(), a.up.data(), dact.data(), dgate.data(), dup.data(), Tp * I);
+  linear_backward(ctx, a.h_mid, p.gate_proj, dgate, dh, H, I);
+  linear_backward(ctx, a.h_mid, p.up_proj, dup, dh, H, I, true);
+  add_residual(dx, norm_gathered_backward(ctx, p.post_norm, a.x_mid, a.rstd_mid, dh));
+}
+
+// ---- the decoder layer, and what recomputation drops after its forward and restores before its backward ----
+
+// One decoder layer's forward on this rank's share: x [Tl, H] (the residual stream) in and out, everything the
+// backward needs kept in a. Used by the forward and, with full recomputation, again just before the layer's backward.
+void layer_forward(const BlockContext& ctx, std::int64_t l, LayerActs& a, Vec& x) {
+  attention_block_forward(ctx, l, a, x);
+  mlp_block_forward(ctx, l, a, x);
+}
+void layer_backward(const BlockContext& ctx, std::int64_t l, const LayerActs& a, Vec& dx) {
+  mlp_block_backward(ctx, l, a, dx);
+  attention_block_backward(ctx, l, a, dx);
+}
+
+// After the forward of the index-th layer of the stage: full recomputation keeps the layer's input only; selective
+// drops the norm outputs and the normed, rotated q and k (model/recompute.h).
+void drop_recomputed(const RecomputePolicy& recompute, std::int64_t index, LayerActs& a) {
+  if (recompute.full(index)) {
+    Vec input = std::move(a.x_in);
+    a = LayerActs{};
+    a.x_in = std::move(input);
+  } else if (recompute.selective(index)) {
+    a.h_in = Vec{};
+    a.h_mid = Vec{};
+    a.q = Vec{};
+    a.k = Vec{};
+  }
+}
+// Before its backward: what drop_recomputed dropped, from what it kept, with the same operations (bit-identical).
+void recompute_dropped(const BlockContext& ctx, const RecomputePolicy& recompute, std::int64_t l, std::int64_t index,
+                       LayerActs& a) {
+  const auto& p = ctx.layer(l);
+  if (recompute.full(index)) {  // the layer's activations again, from its input, exactly as the forward computed them
+    Vec out = a.x_in;
+    layer_forward(ctx, l, a, out);
+  } else if (recompute.selective(index)) {
+    a.h_in = norm_gathered(ctx, p.input_norm, a.x_in, a.rstd_in);
+    a.h_mid = norm_gathered(ctx, p.post_norm, a.x_mid, a.rstd_mid);
+    qk_norm_rope(ctx, l, a);
+  }
+}
+
+// ---- the vocabulary-parallel embedding (first stage) and the head: final norm, output projection, loss ----
+
+// x [Tl, H]: each rank fills the rows of the tokens [T] in its vocabulary slice; the sum is scattered.
+Vec embed_forward(const BlockContext& ctx, const std::int32_t* tokens) {
+  const std::int64_t H = ctx.c.hidden_size, V = ctx.tp.vocab, v0 = ctx.tp.vocab0;
+  const float* embed = ctx.W(ctx.table.embed);
+  Vec emb = zeros(ctx.Tp * H);
+  for (std::int64_t t = 0; t < ctx.T; ++t) {
+    const std::int64_t local = static_cast<std::int64_t>(tokens[t]) - v0;
+    if (local >= 0 && local < V) std::copy(embed + local * H, embed + (local + 1) * H, emb.begin() + t * H);
+  }
+  return ctx.sp.scatter(emb, H);
+}
+// Every rank sees every token's gradient (dx [Tl, H] gathered), keeps its own vocabulary rows.
+void embed_backward(const BlockContext& ctx, const std::int32_t* tokens, const Vec& dx) {
+  const std::int64_t H = ctx.c.hidden_size, V = ctx.tp.vocab, v0 = ctx.tp.vocab0;
+  const Vec dx_full = ctx.sp.gather(dx, H);
+  float* gemb = ctx.G(ctx.table.embed);
+  for (std::int64_t t = 0; t < ctx.T; ++t) {
+    const std::int64_t local = static_cast<std::int64_t>(tokens[t]) - v0;
+    if (local < 0 || local >= V) continue;
+    for (std::int64_t i = 0; i < H; ++i) gemb[local * H + i] = static_cast<float>(gemb[local * H + i] + dx_full[t * H + i]);
+  }
+}
+
+// The last stage: final norm of x [Tl, H], output projection to this rank's vocabulary slice, vocabulary-parallel
+// cross-entropy against labels [T] (gradients scaled by grad_scale), and the backward of the projection and the
+// norm: dx [Tl, H] receives the gradient of x. logits_out, when given, receives the logits [T, V_local].
+cpu::LossSum head_forward_backward(const BlockContext& ctx, const Vec& x, std::vector<std::int32_t> labels,
+                                   double grad_scale, std::vector<float>* logits_out, Vec& dx) {
+  const std::int64_t T = ctx.T, Tp = ctx.Tp, H = ctx.c.hidden_size, V = ctx.tp.vocab;
+  const std::size_t final_norm = ctx.table.final_norm, lm_head = ctx.table.lm_head;
+  labels.resize(static_cast<std::size_t>(Tp), cpu::kIgnoreLabel);  // padding rows carry no label
+  Vec rstd_final;  // [Tl]
+  const Vec hf = norm_gathered(ctx, final_norm, x, rstd_final);
+  Vec logits = linear(ctx, hf, lm_head, H, V);  // [Tp, V_local]: this rank's vocabulary slice
+  if (logits_out) logits_out->assign(logits.begin(), logits.begin() + T * V);
+
+  Communicator* tp = ctx.sp.comm;
+  const cpu::RowReduce none = [](double*, std::size_t) {};
+  const cpu::RowReduce rmax = [&](double* v, std::size_t n) { tp->all_reduce_max(v, n); };
+  const cpu::RowReduce rsum = [&](double* v, std::size_t n) { tp->all_reduce_sum(v, n); };
+  const cpu::LossSum loss = cpu::cross_entropy_vocab_parallel(logits.data(), labels.data(), logits.data(), Tp, V,
+                                                              ctx.tp.vocab0, grad_scale, tp ? rmax : none, tp ? rsum : none);
+  const Vec& dlogits = logits;  // overwritten in place
+  Vec dhf = zeros(Tp * H);
+  linear_backward(ctx, hf, lm_head, dlogits, dhf, H, V);
+  dx = norm_gathered_backward(ctx, final_norm, x, rstd_final, dhf);
+  return loss;
 }
 
 }  // namespace
@@ -216,160 +401,65 @@ cpu::LossSum CpuQwen3::forward_backward(const float* weights, float* grads, cons
 cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grads, const MicroBatch& mb,
                                double grad_scale, const Activations* x_in, Activations* x_out,
                                std::vector<float>* logits_out) {
-  const auto& c = cfg_;
   Slot& st = slot(slot_index);
-  // Context parallelism: this rank's two chunks of every sequence (cp_position), tokens and labels alike.
-  const int cp = cp_comm_ ? cp_comm_->size() : 1;
-  const std::int64_t S_full = mb.seq, S = S_full / cp;
-  check_sequence_layout(mb.batch, S_full, 1, cp, false);
-  const int cp_rank = cp > 1 ? cp_comm_->rank() : 0;
+  // Context parallelism: this rank's two chunks of every sequence (model/context_parallel.h): tokens, labels and
+  // RoPE rows alike.
+  const int cp = cp_size(), cp_rank = cp > 1 ? cp_comm_->rank() : 0;
+  const std::int64_t B = mb.batch, S_full = mb.seq, S = S_full / cp, T = B * S, H = cfg_.hidden_size;
+  check_sequence_layout(B, S_full, 1, cp, false);
   st.positions = context_parallel_positions(cp_rank, cp, S_full);
-  std::vector<std::int32_t> tokens_here(static_cast<std::size_t>(mb.batch * S)), labels_here(tokens_here.size());
-  context_parallel_rows(cp_rank, cp, mb.batch, S_full, 1, mb.tokens, tokens_here.data());
-  context_parallel_rows(cp_rank, cp, mb.batch, S_full, 1, mb.labels, labels_here.data());
-  const std::int32_t* tokens = tokens_here.data();
-  const std::int64_t B = mb.batch, T = B * S, H = c.hidden_size, hd = c.head_dim;
-  const std::int64_t V = tp_.vocab, v0 = tp_.vocab0;
+  st.rope = context_parallel_rope(cp_rank, cp, S_full, cfg_.head_dim, cfg_.rope_theta);
+  std::vector<std::int32_t> tokens(static_cast<std::size_t>(T)), labels(tokens.size());
+  context_parallel_rows(cp_rank, cp, B, S_full, 1, mb.tokens, tokens.data());
+  context_parallel_rows(cp_rank, cp, B, S_full, 1, mb.labels, labels.data());
   // Sequence parallelism: this rank holds rows [rank·Tl, (rank + 1)·Tl) of the residual stream. When tp does not
   // divide T, the token rows are padded to Tp = Tl·tp with zero rows that carry no label: every per-row op maps zeros
   // to zeros, attention and RoPE only see the B·S real rows, so the padding changes nothing.
   const std::int64_t Tl = (T + tp_.size - 1) / tp_.size, Tp = Tl * tp_.size;
   st.B = B, st.S = S, st.T = T, st.Tl = Tl, st.Tp = Tp;
-  const SeqParallel sp{tp_comm_, Tp, Tl};
-  auto W = [&](std::size_t idx) { return weights + table_.entries()[idx].offset; };
-  auto G = [&](std::size_t idx) { return grads + table_.entries()[idx].offset; };
-  st.rope = context_parallel_rope(cp_rank, cp, S_full, hd, c.rope_theta);  // RoPE at this rank's positions
-  const cpu::RopeTable& rope = st.rope;
+  const BlockContext ctx{cfg_, table_, tp_, {tp_comm_, Tp, Tl}, st.rope, weights, grads,
+                         B, S, T, Tl, Tp, cp_comm_, st.positions.data()};
 
-  // ---- forward ----
   Vec x;  // [Tl, H] residual stream
   if (stage_.first) {
-    // Vocabulary-parallel embedding: each rank fills the rows of tokens in its vocabulary slice, the sum is scattered.
-    st.tokens.assign(tokens, tokens + T);
-    Vec emb = zeros(Tp * H);
-    for (std::int64_t t = 0; t < T; ++t) {
-      const std::int64_t local = static_cast<std::int64_t>(tokens[t]) - v0;
-      if (local >= 0 && local < V) std::copy(W(table_.embed) + local * H, W(table_.embed) + (local + 1) * H, emb.begin() + t * H);
-    }
-    x = sp.scatter(emb, H);
+    st.tokens = std::move(tokens);
+    x = embed_forward(ctx, st.tokens.data());
   } else {
     if (!x_in || static_cast<std::int64_t>(x_in->size()) != Tl * H) throw InternalError("pipeline stage input of the wrong size");
     x = *x_in;
   }
   st.acts.assign(static_cast<std::size_t>(stage_.layers()), LayerActs{});
-  const LayerContext ctx{c, table_, tp_, sp, rope, B, S, Tl, Tp, cp_comm_, st.positions.data()};
   for (std::int64_t l = stage_.first_layer; l < stage_.last_layer; ++l) {
-    LayerActs& a = st.acts[static_cast<std::size_t>(l - stage_.first_layer)];
-    layer_forward(ctx, weights, l, a, x);
     const std::int64_t index = l - stage_.first_layer;
-    if (recompute_.full(index)) {  // keep the layer's input only; backward() recomputes the rest
-      Vec input = std::move(a.x_in);
-      a = LayerActs{};
-      a.x_in = std::move(input);
-    } else if (recompute_.selective(index)) {  // drop the norm outputs and the normed, rotated q and k
-      a.h_attn = Vec{};
-      a.h_mlp = Vec{};
-      a.q = Vec{};
-      a.k = Vec{};
-    }
+    LayerActs& a = st.acts[static_cast<std::size_t>(index)];
+    layer_forward(ctx, l, a, x);
+    drop_recomputed(recompute_, index, a);
   }
   if (!stage_.last) {
     if (!x_out) throw InternalError("pipeline stage output missing");
     *x_out = std::move(x);
     return {0.0, 0};
   }
-  std::vector<std::int32_t> labels(labels_here);
-  labels.resize(static_cast<std::size_t>(Tp), cpu::kIgnoreLabel);
-  Vec rstd_f = zeros(Tl), hf_local = zeros(Tl * H);
-  cpu::rmsnorm_forward(x.data(), W(table_.final_norm), hf_local.data(), rstd_f.data(), Tl, H, c.rms_norm_eps);
-  const Vec hf = sp.gather(hf_local, H);
-  Vec logits = zeros(Tp * V);  // [T, V_local]: this rank's vocabulary slice
-  cpu::linear_forward(hf.data(), W(table_.lm_head), logits.data(), Tp, H, V);
-  if (logits_out) logits_out->assign(logits.begin(), logits.begin() + T * V);
-
-  // ---- loss (vocabulary-parallel), and the backward of the output projection and the final norm ----
-  const cpu::RowReduce none = [](double*, std::size_t) {};
-  const cpu::RowReduce rmax = [&](double* v, std::size_t n) { tp_comm_->all_reduce_max(v, n); };
-  const cpu::RowReduce rsum = [&](double* v, std::size_t n) { tp_comm_->all_reduce_sum(v, n); };
-  cpu::LossSum loss = cpu::cross_entropy_vocab_parallel(logits.data(), labels.data(), logits.data(), Tp, V, v0, grad_scale,
-                                                        tp_comm_ ? rmax : none, tp_comm_ ? rsum : none);
-  Vec& dlogits = logits;  // overwritten in place
-  Vec dhf = zeros(Tp * H);
-  cpu::linear_backward(hf.data(), W(table_.lm_head), dlogits.data(), dhf.data(), G(table_.lm_head), Tp, H, V);
-  const Vec dhf_local = sp.scatter(dhf, H);
-  st.dx = zeros(Tl * H);  // gradient of the residual stream (sequence shard)
-  cpu::rmsnorm_backward(x.data(), W(table_.final_norm), rstd_f.data(), dhf_local.data(), st.dx.data(),
-                        G(table_.final_norm), Tl, H);
-  return loss;
+  return head_forward_backward(ctx, x, std::move(labels), grad_scale, logits_out, st.dx);
 }
 
 void CpuQwen3::backward(int slot_index, const float* weights, float* grads, const Activations* dy, Activations* dx_out) {
-  const auto& c = cfg_;
   Slot& st = slot(slot_index);
-  const std::int64_t B = st.B, S = st.S, T = st.T, Tl = st.Tl, Tp = st.Tp, H = c.hidden_size;
-  const std::int64_t nh = tp_.heads, nkv = tp_.kv_heads, hd = c.head_dim, qd = tp_.q_dim, kvd = tp_.kv_dim;
-  const std::int64_t I = tp_.inter, V = tp_.vocab, v0 = tp_.vocab0;
-  const SeqParallel sp{tp_comm_, Tp, Tl};
-  auto W = [&](std::size_t idx) { return weights + table_.entries()[idx].offset; };
-  auto G = [&](std::size_t idx) { return grads + table_.entries()[idx].offset; };
-  const cpu::RopeTable& rope = st.rope;
-  cpu::AttentionShape ashape{B, S, nh, nkv, hd};
-  if (cp_comm_) ashape.kv_seq = S * cp_comm_->size(), ashape.q_pos = st.positions.data();
-  Vec dx;  // gradient of the residual stream (sequence shard)
+  const BlockContext ctx{cfg_, table_, tp_, {tp_comm_, st.Tp, st.Tl}, st.rope, weights, grads,
+                         st.B, st.S, st.T, st.Tl, st.Tp, cp_comm_, st.positions.data()};
+  Vec dx;  // [Tl, H] gradient of the residual stream (sequence shard)
   if (stage_.last) {
     dx = std::move(st.dx);
   } else {
-    if (!dy || static_cast<std::int64_t>(dy->size()) != Tl * H) throw InternalError("pipeline stage gradient of the wrong size");
+    if (!dy || static_cast<std::int64_t>(dy->size()) != st.Tl * cfg_.hidden_size)
+      throw InternalError("pipeline stage gradient of the wrong size");
     dx = *dy;
   }
-
-  Vec tmp = zeros(Tl * H);
-  const LayerContext ctx{c, table_, tp_, sp, rope, B, S, Tl, Tp, cp_comm_, st.positions.data()};
   for (std::int64_t l = stage_.last_layer - 1; l >= stage_.first_layer; --l) {
-    const auto& p = table_.layers[l];
-    LayerActs& a = st.acts[static_cast<std::size_t>(l - stage_.first_layer)];
     const std::int64_t index = l - stage_.first_layer;
-    if (recompute_.full(index)) {  // the layer's activations again, from its input, exactly as the forward computed them
-      Vec out = a.x_in;
-      layer_forward(ctx, weights, l, a, out);
-    } else if (recompute_.selective(index)) {
-      recompute_selective(ctx, weights, l, a);
-    }
-    // MLP block: x_out = x_mid + down(swiglu(gate(h), up(h))), h = norm(x_mid)
-    Vec dact = zeros(Tp * I), dgate = zeros(Tp * I), dup = zeros(Tp * I), dh = zeros(Tp * H);
-    const Vec dy_mlp = sp.gather(dx, H);
-    cpu::linear_backward(a.act.data(), W(p.down_proj), dy_mlp.data(), dact.data(), G(p.down_proj), Tp, I, H);
-    cpu::swiglu_backward(a.gate.data(), a.up.data(), dact.data(), dgate.data(), dup.data(), Tp * I);
-    cpu::linear_backward(a.h_mlp.data(), W(p.gate_proj), dgate.data(), dh.data(), G(p.gate_proj), Tp, H, I);
-    cpu::linear_backward(a.h_mlp.data(), W(p.up_proj), dup.data(), dh.data(), G(p.up_proj), Tp, H, I, true);
-    Vec dh_local = sp.scatter(dh, H);
-    cpu::rmsnorm_backward(a.x_mid.data(), W(p.post_norm), a.rstd_mid.data(), dh_local.data(), tmp.data(), G(p.post_norm), Tl, H);
-    for (std::int64_t i = 0; i < Tl * H; ++i) dx[i] += tmp[i];
-    // Attention block: x_mid = x_in + o(attn(rope(qnorm(q(h))), rope(knorm(k(h))), v(h))), h = norm(x_in)
-    Vec dattn = zeros(Tp * qd), dq = zeros(Tp * qd), dk = zeros(Tp * kvd), dv = zeros(Tp * kvd);
-    const Vec dy_attn = sp.gather(dx, H);
-    cpu::linear_backward(a.attn.data(), W(p.o_proj), dy_attn.data(), dattn.data(), G(p.o_proj), Tp, qd, H);
-    if (!cp_comm_) {
-      cpu::attention_backward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.lse.data(), dattn.data(), dq.data(),
-                              dk.data(), dv.data(), ashape);
-    } else {  // gradients of every key and value of the sequence, summed over the cp ranks back to their owners
-      Vec dk_all = zeros(static_cast<std::int64_t>(a.k_all.size())), dv_all = zeros(static_cast<std::int64_t>(a.v_all.size()));
-      cpu::attention_backward(a.q.data(), a.k_all.data(), a.v_all.data(), a.attn.data(), a.lse.data(), dattn.data(),
-                              dq.data(), dk_all.data(), dv_all.data(), ashape);
-      const Vec dk_here = cp_scatter(*cp_comm_, dk_all, B, S, kvd), dv_here = cp_scatter(*cp_comm_, dv_all, B, S, kvd);
-      std::copy(dk_here.begin(), dk_here.end(), dk.begin());
-      std::copy(dv_here.begin(), dv_here.end(), dv.begin());
-    }
-    cpu::rope_backward(dq.data(), rope, B, S, nh, hd);
-    cpu::rope_backward(dk.data(), rope, B, S, nkv, hd);
-    cpu::rmsnorm_backward(a.q_raw.data(), W(p.q_norm), a.rstd_q.data(), dq.data(), dq.data(), G(p.q_norm), Tp * nh, hd);
-    cpu::rmsnorm_backward(a.k_raw.data(), W(p.k_norm), a.rstd_k.data(), dk.data(), dk.data(), G(p.k_norm), Tp * nkv, hd);
-    cpu::linear_backward(a.h_attn.data(), W(p.q_proj), dq.data(), dh.data(), G(p.q_proj), Tp, H, qd);
-    cpu::linear_backward(a.h_attn.data(), W(p.k_proj), dk.data(), dh.data(), G(p.k_proj), Tp, H, kvd, true);
-    cpu::linear_backward(a.h_attn.data(), W(p.v_proj), dv.data(), dh.data(), G(p.v_proj), Tp, H, kvd, true);
-    dh_local = sp.scatter(dh, H);
-    cpu::rmsnorm_backward(a.x_in.data(), W(p.input_norm), a.rstd_in.data(), dh_local.data(), tmp.data(), G(p.input_norm), Tl, H);
-    for (std::int64_t i = 0; i < Tl * H; ++i) dx[i] += tmp[i];
+    LayerActs& a = st.acts[static_cast<std::size_t>(index)];
+    recompute_dropped(ctx, recompute_, l, index, a);
+    layer_backward(ctx, l, a, dx);
     a = LayerActs{};  // free this layer's activations as soon as they are used
   }
   st.acts.clear();
@@ -378,14 +468,7 @@ void CpuQwen3::backward(int slot_index, const float* weights, float* grads, cons
     *dx_out = std::move(dx);
     return;
   }
-  // Vocabulary-parallel embedding backward: every rank sees every token's gradient, keeps its own rows.
-  const Vec dx_full = sp.gather(dx, H);
-  float* gemb = G(table_.embed);
-  for (std::int64_t t = 0; t < T; ++t) {
-    const std::int64_t local = static_cast<std::int64_t>(st.tokens[t]) - v0;
-    if (local < 0 || local >= V) continue;
-    for (std::int64_t i = 0; i < H; ++i) gemb[local * H + i] = static_cast<float>(gemb[local * H + i] + dx_full[t * H + i]);
-  }
+  embed_backward(ctx, st.tokens.data(), dx);
 }
 
 }  // namespace qwen3
