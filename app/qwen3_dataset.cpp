@@ -5,8 +5,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "common/help.h"
 #include "common/main_wrapper.h"
@@ -29,7 +32,7 @@ constexpr const char* kToolHelp =
     "subcommands:\n"
     "  synthetic   write a learnable synthetic dataset (seeded Markov chain over the vocabulary)\n"
     "  pack        bucket a .npy or flat binary token file (plus optional document offsets) by sequence length\n"
-    "  info FILE   print a dataset's format, vocabulary, source and documents per length\n"
+    "  info FILE   print a dataset's format, vocabulary, source and documents per length (--format json: for tools)\n"
     "\n"
     "Run 'qwen3-dataset <subcommand> --help' for its options.\n\n";
 
@@ -157,17 +160,62 @@ int run_pack(const std::vector<std::string>& args) {
   return 0;
 }
 
+// The seed of a synthetic dataset, from its source attribute ("synthetic seed=1234 (...)", docs/datasets.md).
+std::optional<std::uint64_t> synthetic_seed(const std::string& source) {
+  const std::string prefix = "synthetic seed=";
+  if (source.rfind(prefix, 0) != 0) return std::nullopt;
+  std::uint64_t seed = 0;
+  const char* begin = source.data() + prefix.size();
+  const auto [end, ec] = std::from_chars(begin, source.data() + source.size(), seed);
+  if (ec != std::errc() || end == begin) return std::nullopt;
+  return seed;
+}
+
+// info --format json: one JSON object on one line (fields in info --help).
+std::string info_json(const std::string& path, const DatasetSummary& s) {
+  nlohmann::json buckets = nlohmann::json::array();
+  std::int64_t documents = 0, tokens = 0;
+  for (const auto& [len, n] : s.documents_per_length) {
+    buckets.push_back({{"seq_len", len}, {"documents", n}, {"tokens", len * n}});
+    documents += n;
+    tokens += len * n;
+  }
+  const auto seed = synthetic_seed(s.source);
+  return nlohmann::json{{"file", path},
+                        {"format", kDatasetFormat},
+                        {"format_version", kDatasetFormatVersion},
+                        {"vocab_size", s.vocab_size},
+                        {"source", s.source},
+                        {"seed", seed ? nlohmann::json(*seed) : nlohmann::json(nullptr)},
+                        {"created_utc", s.created_utc},
+                        {"buckets", buckets},
+                        {"documents", documents},
+                        {"tokens", tokens}}
+      .dump();
+}
+
 int run_info(const std::vector<std::string>& args) {
   po::options_description options(
-      "usage: qwen3-dataset info FILE\n\nPrints a dataset's format, version, vocabulary size, source and the number\n"
-      "of documents per sequence length (format and bucket shapes are checked; token ids are not scanned).\n\noptions");
-  options.add_options()("help,h", "this help")("file", po::value<std::string>()->required(), "dataset file (.h5)");
+      "usage: qwen3-dataset info FILE [--format text|json]\n\nPrints a dataset's format, version, vocabulary size, "
+      "source and the number\nof documents per sequence length (format and bucket shapes are checked; token ids are "
+      "not scanned).\n\noptions");
+  options.add_options()("help,h", "this help")("file", po::value<std::string>()->required(), "dataset file (.h5)")(
+      "format", po::value<std::string>()->default_value("text"),
+      "text (for people) or json: one JSON object on one line, for tools such as qwen3-sweep: file, format, "
+      "format_version, vocab_size, source, seed (a synthetic dataset's; null otherwise), created_utc, buckets "
+      "[{seq_len, documents, tokens}] in increasing length, documents, tokens (totals)");
   po::positional_options_description positional;
   positional.add("file", 1);
   po::variables_map vm;
   if (!parse("info", args, options, positional, vm)) return 0;
+  const auto format = vm["format"].as<std::string>();
+  require_choice("--format", format, {"text", "json"});
   const auto path = vm["file"].as<std::string>();
   const auto s = inspect_dataset(path);
+  if (format == "json") {
+    std::printf("%s\n", info_json(path, s).c_str());
+    return 0;
+  }
   std::printf("file:           %s\n", path.c_str());
   std::printf("format:         %s\n", kDatasetFormat);
   std::printf("format_version: %lld\n", static_cast<long long>(kDatasetFormatVersion));

@@ -1,8 +1,12 @@
-// qwen3-results: reads a results file back and prints its summary (status, model, throughput, memory, losses).
+// qwen3-results: reads a results file back and prints its summary (status, model, throughput, memory, losses), as
+// text for people or as one JSON object for tools (--format json; qwen3-sweep reads a cell's status from it).
 #include <boost/program_options.hpp>
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <numeric>
+
+#include <nlohmann/json.hpp>
 
 #include "common/help.h"
 #include "common/main_wrapper.h"
@@ -33,13 +37,105 @@ void print_oom_details(hid_t root) {
               bytes_or_unknown(h5::read_attr_int(root, "oom_requested_bytes")).c_str(),
               bytes_or_unknown(h5::read_attr_int(root, "oom_in_use_bytes")).c_str());
 }
+
+using nlohmann::json;
+
+// A /config setting (every one is stored as a string, docs/results.md) for JSON: an integer as a number, other text
+// as a string, an absent setting as null.
+json config_value(hid_t cfg, const char* name) {
+  if (!h5::has_attr(cfg, name)) return nullptr;
+  const std::string s = h5::read_attr_string(cfg, name);
+  std::int64_t v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (!s.empty() && ec == std::errc() && end == s.data() + s.size()) return v;
+  return s;
+}
+json attr_or_null(hid_t obj, const char* name) { return h5::has_attr(obj, name) ? json(h5::read_attr_string(obj, name)) : json(nullptr); }
+json int_attr_or_null(hid_t obj, const char* name) {
+  if (!h5::has_attr(obj, name)) return nullptr;
+  const std::int64_t v = h5::read_attr_int(obj, name);
+  return v < 0 ? json(nullptr) : json(v);  // -1: unknown
+}
+
+// --format json: what the text summary says, as one JSON object on one line (field list in --help, docs/cli.md).
+std::string summary_json(const std::string& path, hid_t root) {
+  const std::string status = attr_or(root, "status");
+  json out{{"file", path}, {"format_version", h5::read_attr_int(root, "format_version")}, {"status", status},
+           {"error_message", status == "ok" ? json(nullptr) : attr_or_null(root, "error_message")}, {"oom", nullptr}};
+  if (h5::has_attr(root, "oom_category"))
+    out["oom"] = {{"category", h5::read_attr_string(root, "oom_category")},
+                  {"requested_bytes", int_attr_or_null(root, "oom_requested_bytes")},
+                  {"in_use_bytes", int_attr_or_null(root, "oom_in_use_bytes")}};
+  h5::Handle cfg = h5::open_group(root, "config");
+  json config = json::object();
+  for (const auto& [key, name] : {std::pair{"model", "model"}, {"parameters", "model.parameters"}, {"seq_len", "seq_len"},
+                                  {"global_batch", "global_batch"}, {"micro_batch", "micro_batch"}, {"tp", "tp"},
+                                  {"pp", "pp"}, {"cp", "cp"}, {"device", "device"}, {"steps", "steps"}})
+    config[key] = config_value(cfg.get(), name);
+  out["config"] = config;
+  out["git_commit"] = attr_or_null(root, "git_commit");
+  out["start_time_utc"] = attr_or_null(root, "start_time_utc");
+  out["end_time_utc"] = attr_or_null(root, "end_time_utc");
+  const auto loss = h5::read_f64(root, "steps/loss");
+  out["steps_completed"] = loss.size();
+  out["loss_first"] = loss.empty() ? json(nullptr) : json(loss.front());
+  out["loss_last"] = loss.empty() ? json(nullptr) : json(loss.back());
+  // Means of the steps after the first (the first holds warm-up), as the text says.
+  const double tflops = mean_after_first(h5::read_f64(root, "steps/tflops_per_device"));
+  out["tokens_per_s"] = loss.empty() ? json(nullptr) : json(mean_after_first(h5::read_f64(root, "steps/tokens_per_s")));
+  out["tflops_per_device"] = loss.empty() ? json(nullptr) : json(tflops);
+  out["mfu_percent"] = loss.empty() ? json(nullptr) : json(100 * tflops / kPeakTflopsPerDevice);
+  out["timings"] = nullptr;
+  if (h5::exists(root, "timings")) {
+    h5::Handle t = h5::open_group(root, "timings");
+    out["timings"] = {{"init_s", h5::read_attr_double(t.get(), "init_s")},
+                      {"first_step_s", h5::read_attr_double(t.get(), "first_step_s")},
+                      {"total_s", h5::read_attr_double(t.get(), "total_s")}};
+  }
+  out["peak_bytes"] = nullptr;  // per rank
+  if (h5::exists(root, "memory/peak_bytes")) {
+    json peaks = json::array();
+    for (const double b : h5::read_f64(root, "memory/peak_bytes")) peaks.push_back(static_cast<std::int64_t>(b));
+    out["peak_bytes"] = peaks;
+  }
+  out["plan_peak_bytes"] = h5::has_attr(root, "plan_peak_bytes") ? json(h5::read_attr_int(root, "plan_peak_bytes")) : json(nullptr);
+  out["stages"] = nullptr;  // pipeline stages: [first_layer, end_layer) each
+  out["bubble_formula"] = nullptr;
+  if (h5::exists(root, "stages/first_layer") && h5::read_f64(root, "stages/first_layer").size() > 1) {
+    const auto first = h5::read_f64(root, "stages/first_layer"), end = h5::read_f64(root, "stages/end_layer");
+    json stages = json::array();
+    for (std::size_t i = 0; i < first.size() && i < end.size(); ++i)
+      stages.push_back({{"first_layer", static_cast<std::int64_t>(first[i])}, {"end_layer", static_cast<std::int64_t>(end[i])}});
+    out["stages"] = stages;
+    out["bubble_formula"] = h5::read_f64(root, "stages/bubble_formula").at(0);
+  }
+  out["ranks"] = nullptr;  // where each rank's time went (seconds, steps after the first)
+  if (h5::exists(root, "ranks/compute_s")) {
+    const auto compute = h5::read_f64(root, "ranks/compute_s"), wait = h5::read_f64(root, "ranks/pipeline_wait_s");
+    const auto reduce = h5::read_f64(root, "ranks/dp_reduce_s"), step = h5::read_f64(root, "ranks/step_s");
+    json ranks = json::array();
+    for (std::size_t r = 0; r < compute.size() && r < step.size(); ++r)
+      ranks.push_back({{"compute_s", compute[r]}, {"pipeline_wait_s", wait.at(r)}, {"dp_reduce_s", reduce.at(r)}, {"step_s", step[r]}});
+    out["ranks"] = ranks;
+  }
+  return out.dump();
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   return run_main("qwen3-results", [&] {
-    std::string path;
-    po::options_description desc("qwen3-results: summary of a qwen3-pretrain results file\nUsage: qwen3-results FILE\nOptions");
-    desc.add_options()("help,h", "show this help")("file", po::value(&path)->required(), "results file");
+    std::string path, format = "text";
+    po::options_description desc(
+        "qwen3-results: summary of a qwen3-pretrain results file\nUsage: qwen3-results FILE [--format text|json]\nOptions");
+    desc.add_options()("help,h", "show this help")("file", po::value(&path)->required(), "results file")(
+        "format", po::value(&format)->default_value(format),
+        "text (for people) or json: one JSON object on one line, for tools such as qwen3-sweep: file, format_version, "
+        "status, error_message, oom {category, requested_bytes, in_use_bytes}, config {model, parameters, seq_len, "
+        "global_batch, micro_batch, tp, pp, cp, device, steps}, git_commit, start_time_utc, end_time_utc, "
+        "steps_completed, loss_first, loss_last, tokens_per_s, tflops_per_device, mfu_percent (means of the steps after "
+        "the first), timings {init_s, first_step_s, total_s}, peak_bytes [per rank], plan_peak_bytes, stages "
+        "[{first_layer, end_layer}], bubble_formula, ranks [{compute_s, pipeline_wait_s, dp_reduce_s, step_s}]; "
+        "null where the file has no such record. Exit codes as for text");
     po::positional_options_description pos;
     pos.add("file", 1);
     po::variables_map vm;
@@ -49,6 +145,7 @@ int main(int argc, char** argv) {
          {ExitCode::usage},
          {ExitCode::input, "not a qwen3-pretrain results file, or one of another format version"}});
     if (!parse_command_line(argc, argv, desc, vm, &pos, exit_codes)) return 0;
+    require_choice("--format", format, {"text", "json"});
     h5::Handle f = h5::open_read(path, "results file");
     const hid_t root = f.get();
     if (attr_or(root, "format", "") != kResultsFormat)
@@ -57,6 +154,10 @@ int main(int argc, char** argv) {
       throw InputError("'" + path + "' has results format_version " + std::to_string(version) + "; this qwen3-results reads " +
                        std::to_string(kResultsVersion));
     const std::string status = attr_or(root, "status");
+    if (format == "json") {
+      std::printf("%s\n", summary_json(path, root).c_str());
+      return status == "ok" ? 0 : 1;
+    }
     h5::Handle cfg = h5::open_group(root, "config");
     auto c = [&](const char* k) { return attr_or(cfg.get(), k); };
     std::printf("results %s\n", path.c_str());

@@ -18,6 +18,8 @@
 #include <tuple>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 #include "io/dataset.h"
 #include "io/h5.h"
@@ -685,6 +687,44 @@ TEST_F(DatasetCli, SyntheticThenInfo) {
   EXPECT_NE(r.output.find("synthetic seed=5"), std::string::npos) << r.output;
   EXPECT_EQ(run_cli("--help").exit_code, 0);
   EXPECT_EQ(run_cli("pack --help").exit_code, 0);
+}
+
+// info --format json: what info prints, as one JSON object on one line for tools (qwen3-sweep reads a dataset's
+// vocabulary, seed and documents per length from it): a synthetic dataset's seed (all 64 bits), a packed one's null.
+TEST_F(DatasetCli, InfoAsOneJsonObjectForTools) {
+  const auto file = path("cli.h5");
+  ASSERT_EQ(run_cli("synthetic --out '" + file + "' --vocab-size 100 --lengths 16,8 --documents 3 --seed 18446744073709551615")
+                .exit_code, 0);
+  auto r = run_cli("info '" + file + "' --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["file"], file);
+  EXPECT_EQ(j["format"], "qwen3-pretrain-dataset");
+  EXPECT_EQ(j["format_version"], 1);
+  EXPECT_EQ(j["vocab_size"], 100);
+  EXPECT_EQ(j["seed"].get<std::uint64_t>(), 18446744073709551615ull) << r.output;
+  EXPECT_EQ(j["source"].get<std::string>().rfind("synthetic seed=18446744073709551615", 0), 0u) << r.output;
+  EXPECT_FALSE(j["created_utc"].get<std::string>().empty());
+  EXPECT_EQ(j["buckets"], nlohmann::json::parse(R"([{"seq_len":8,"documents":3,"tokens":24},{"seq_len":16,"documents":3,"tokens":48}])"))
+      << r.output;
+  EXPECT_EQ(j["documents"], 6);
+  EXPECT_EQ(j["tokens"], 72);
+  // A packed dataset has no seed.
+  write_le(path("tokens.bin"), iota(0, 39), 4);
+  ASSERT_EQ(run_cli("pack --tokens '" + path("tokens.bin") + "' --out '" + path("packed.h5") + "' --vocab-size 100 --lengths 8")
+                .exit_code, 0);
+  r = run_cli("info '" + path("packed.h5") + "' --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  j = nlohmann::json::parse(r.output);
+  EXPECT_TRUE(j["seed"].is_null()) << r.output;
+  EXPECT_EQ(j["buckets"], nlohmann::json::parse(R"([{"seq_len":8,"documents":5,"tokens":40}])")) << r.output;
+  // The help names the fields; a bad format or file is the usual usage or input error.
+  r = run_cli("info --help");
+  EXPECT_NE(r.output.find("--format"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("buckets"), std::string::npos) << r.output;
+  EXPECT_EQ(run_cli("info '" + file + "' --format yaml").exit_code, 2);
+  EXPECT_EQ(run_cli("info '" + path("none.h5") + "' --format json").exit_code, 3);
 }
 
 TEST_F(DatasetCli, UnknownOptionIsAUsageError) {

@@ -10,7 +10,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "cli_runner.h"
+#include "config/model_config.h"
 #include "core/error.h"
 #include "io/dataset.h"
 #include "io/h5.h"
@@ -299,4 +302,59 @@ TEST_F(ResultsFile, SummaryToolListsItsExitCodesAndRefusesOtherVersions) {
   const auto r = test::run_program("qwen3-results", "'" + out + "'");
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("format_version 2"), std::string::npos) << r.output;
+}
+
+// qwen3-results --format json: the summary as one JSON object on one line for tools (qwen3-sweep reads a cell's status
+// from it), typed (integers as numbers, absent records null), with the text's exit codes.
+TEST_F(ResultsFile, SummaryToolPrintsOneJsonObjectForTools) {
+  const auto out = path("run.h5");
+  ASSERT_EQ(test::run_program("qwen3-pretrain", "--data '" + data_ + "' --seq-len 64 --global-batch 2 --steps 2 --out '" + out + "'").exit_code, 0);
+  auto r = test::run_program("qwen3-results", "'" + out + "' --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["file"], out);
+  EXPECT_EQ(j["format_version"], 1);
+  EXPECT_EQ(j["status"], "ok");
+  EXPECT_TRUE(j["error_message"].is_null()) << r.output;
+  EXPECT_TRUE(j["oom"].is_null()) << r.output;
+  auto& c = j["config"];
+  EXPECT_EQ(c["model"], "tiny");
+  EXPECT_EQ(c["parameters"], model_preset("tiny").parameter_count());
+  for (const auto& [key, value] : {std::pair{"seq_len", 64}, {"global_batch", 2}, {"micro_batch", 1}, {"tp", 1}, {"pp", 1},
+                                   {"cp", 1}, {"steps", 2}})
+    EXPECT_EQ(c[key], value) << key << "\n" << r.output;
+  EXPECT_EQ(c["device"], "cpu");
+  EXPECT_EQ(j["steps_completed"], 2);
+  h5::Handle f = h5::open_read(out, "results");
+  const auto loss = h5::read_f64(f.get(), "steps/loss");
+  EXPECT_EQ(j["loss_first"].get<double>(), loss.front());  // 17 significant digits: the same double
+  EXPECT_EQ(j["loss_last"].get<double>(), loss.back());
+  EXPECT_EQ(j["tokens_per_s"].get<double>(), h5::read_f64(f.get(), "steps/tokens_per_s").back());  // mean after the first
+  EXPECT_GT(j["mfu_percent"].get<double>(), 0);
+  EXPECT_GT(j["timings"]["total_s"].get<double>(), 0);
+  ASSERT_EQ(j["peak_bytes"].size(), 1u);
+  EXPECT_GT(j["peak_bytes"][0].get<std::int64_t>(), 1 << 20);
+  EXPECT_TRUE(j["stages"].is_null()) << "one stage: no pipeline record";
+  for (const char* key : {"git_commit", "start_time_utc", "end_time_utc", "plan_peak_bytes", "bubble_formula", "ranks"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  f.reset();
+  // A run that did not end ok: its status and message, exit 1 as in text.
+  {
+    h5::Handle w = h5::open_rw(out);
+    h5::write_attr(w.get(), "status", std::string("error"));
+    h5::write_attr(w.get(), "error_message", std::string("rank 1 exited"));
+  }
+  r = test::run_program("qwen3-results", "'" + out + "' --format json");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  auto failed = nlohmann::json::parse(r.output);
+  EXPECT_EQ(failed["status"], "error");
+  EXPECT_EQ(failed["error_message"], "rank 1 exited");
+  EXPECT_EQ(test::run_program("qwen3-results", "'" + out + "' --format xml").exit_code, 2);
+  r = test::run_program("qwen3-results", "--help");  // names the fields
+  for (const char* word : {"--format", "steps_completed", "mfu_percent", "peak_bytes"})
+    EXPECT_NE(r.output.find(word), std::string::npos) << word << "\n" << r.output;
+  r = test::run_program("qwen3-results", "'" + data_ + "' --format json");  // a dataset, not a results file
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_EQ(r.output.find('{'), std::string::npos) << "no JSON for a file it cannot read: " << r.output;
 }

@@ -248,6 +248,43 @@ TEST(Sweep, BadSpecificationsAreRefusedBeforeAnythingRuns) {
     EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
 }
 
+// Without running anything (no mpirun): a dry run judges each cell by its results file and the dataset by what it
+// holds, both read through the tools' --format json (qwen3-results, qwen3-dataset info), not their text.
+TEST(Sweep, DryRunReadsCellStatusesAndTheDatasetThroughTheToolsJson) {
+  const fs::path dir = test::fresh_dir("qwen3_sweep_dry_state");
+  const std::string body = replaced(kOneRankSpec, "lengths = 64", "lengths = 64, 96, 128");
+  const std::string spec = spec_file(dir, "spec.ini", body);
+  const fs::path run = dir / "run", data = run / "data" / "data-v512.h5";
+  fs::create_directories(run / "results");
+  fs::create_directories(run / "data");
+  // The dataset and two cells' results as an earlier sweep would have left them, one of them failed.
+  auto r = test::run_program("qwen3-dataset", "synthetic --out " + shq(data) +
+                                                  " --vocab-size 512 --lengths 64,96,128 --documents 2 --seed 1234");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const std::string len : {"64", "96"}) {
+    r = test::run_program("qwen3-pretrain", "--model tiny --data " + shq(data) + " --seq-len " + len +
+                                                " --global-batch 2 --steps 1 --out " + shq(run / "results" / ("tiny-L" + len + "-T1P1D1.h5")));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  set_status(run / "results" / "tiny-L96-T1P1D1.h5", "error");
+  const std::string args = shq(spec) + " --dir " + shq(run) + " --dry-run";
+  r = test::run_program("qwen3-sweep", args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("2 complete (1 failed: error; --retry-failed re-runs them), 1 to run"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("cell tiny-L128-T1P1D1:"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("dataset ("), std::string::npos) << "the dataset holds what the cell needs\n" << r.output;
+  // Another seed, then more documents: what the file holds, read back, says why it would be rebuilt.
+  spec_file(dir, "spec.ini", body + "seed = 7\n");
+  r = test::run_program("qwen3-sweep", args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("dataset (built with seed 1234, the spec asks for seed 7):"), std::string::npos) << r.output;
+  spec_file(dir, "spec.ini", replaced(body, "documents = 2", "documents = 4"));
+  r = test::run_program("qwen3-sweep", args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("dataset (lacks 4 documents of length 128):"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(run / "cells.json")) << "a dry run writes nothing";
+}
+
 TEST(Sweep, JobScriptAnswersHelpAndNamesQwen3BinWhenTheBinaryIsMissing) {
   const std::string script = shq(repo_file("jobs/pretrain.sbatch"));
   auto r = test::run_command("bash " + script + " --help");

@@ -277,14 +277,27 @@ def print_plan_table(spec, cells, plans):
 
 # ---- which cells are done, queued, refused or to run --------------------------------------------------------------
 
+def tool_json(cmd, codes):
+    """A tool's --format json answer as a dict, or None when it ended with an exit code not in codes (e.g. 3: the
+    file is not one it reads) or printed no JSON object."""
+    r = run_tool(cmd)
+    if r.returncode not in codes:
+        return None
+    try:
+        out = json.loads(r.stdout)
+    except ValueError:
+        return None
+    return out if isinstance(out, dict) else None
+
+
 def result_status(path, bin_dir):
-    """The status a final results file records (qwen3-results reads it), or None when there is none to read. The
-    final name appears only once a run has ended (docs/results.md): a killed run leaves only its .partial file."""
+    """The status a final results file records (qwen3-results --format json reads it), or None when there is none to
+    read. The final name appears only once a run has ended (docs/results.md): a killed run leaves only its .partial
+    file."""
     if not os.path.isfile(path):
         return None
-    r = run_tool([tool(bin_dir, "qwen3-results"), path])
-    status = re.search(r"^\s*status\s+(\w+)", r.stdout, re.M)
-    return status.group(1) if status else None
+    summary = tool_json([tool(bin_dir, "qwen3-results"), path, "--format", "json"], (0, 1))  # 1: status not ok
+    return summary.get("status") if summary else None
 
 
 def submissions(root):
@@ -395,17 +408,14 @@ def write_if_changed(path, text):
 # ---- datasets: built from what the spec asks, rebuilt when a file lacks it ------------------------------------------
 
 def dataset_contents(path, bin_dir):
-    """What a dataset file holds, read back by qwen3-dataset info: (vocab, seed or None, {length: documents}), or
-    None when there is no readable file."""
+    """What a dataset file holds, read back by qwen3-dataset info --format json: (vocab, seed or None,
+    {length: documents}), or None when there is no readable file."""
     if not os.path.isfile(path):
         return None
-    r = run_tool([tool(bin_dir, "qwen3-dataset"), "info", path])
-    vocab = re.search(r"^vocab_size:\s+(\d+)", r.stdout, re.M)
-    if r.returncode != 0 or not vocab:
+    info = tool_json([tool(bin_dir, "qwen3-dataset"), "info", path, "--format", "json"], (0,))
+    if info is None:
         return None
-    seed = re.search(r"^source:\s+synthetic seed=(\d+)", r.stdout, re.M)
-    buckets = {int(l): int(d) for l, d in re.findall(r"^\s+(\d+)\s+(\d+)\s+\d+\s*$", r.stdout, re.M)}
-    return int(vocab.group(1)), int(seed.group(1)) if seed else None, buckets
+    return info["vocab_size"], info["seed"], {b["seq_len"]: b["documents"] for b in info["buckets"]}
 
 
 def stale_reason(have, vocab, seed, lengths, documents, exists):
