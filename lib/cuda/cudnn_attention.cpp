@@ -1,5 +1,6 @@
 // Causal GQA attention through cuDNN's fused flash attention (see cudnn_attention.h). The forward and backward
-// graphs are the operation patterns cuDNN's fused attention engines recognise, written out with the backend API:
+// graphs are the operation patterns cuDNN's fused attention engines recognise, written out with the backend API
+// (through cuda/cudnn_graph_builder.h):
 //
 //   forward   S = Q·Kᵀ (fp32) → ·scale → causal select → softmax (max, sub, exp, sum, div) → P (bf16) → O = P·V
 //             Stats = max + log(sum), the natural-log sum-exp per query row, written to lse.
@@ -22,50 +23,14 @@
 
 #include "core/error.h"
 #include "cuda/check.h"
+#include "cuda/cudnn_graph_builder.h"
 
 namespace qwen3::cuda {
 namespace {
 
-[[noreturn]] void throw_cudnn_error(cudnnStatus_t st, const char* call, const char* file, int line) {
-  std::string msg = std::string("cuDNN ") + cudnnGetErrorString(st) + " (" + std::to_string(static_cast<int>(st)) +
-                    ") from " + call + " at " + file + ":" + std::to_string(line);
-  char detail[1024] = {0};
-  cudnnGetLastErrorString(detail, sizeof detail);
-  if (detail[0] != '\0') msg += ": " + std::string(detail);
-  throw InternalError(msg);
-}
-
-#define CUDNN_CHECK(call)                                                                                   \
-  do {                                                                                                      \
-    const cudnnStatus_t qwen3_st_ = (call);                                                                 \
-    if (qwen3_st_ != CUDNN_STATUS_SUCCESS) ::qwen3::cuda::throw_cudnn_error(qwen3_st_, #call, __FILE__, __LINE__); \
-  } while (0)
-
-std::string last_cudnn_error() {
-  char detail[1024] = {0};
-  cudnnGetLastErrorString(detail, sizeof detail);
-  return detail;
-}
-
-// An owned backend descriptor.
-class Desc {
- public:
-  explicit Desc(cudnnBackendDescriptorType_t type) { CUDNN_CHECK(cudnnBackendCreateDescriptor(type, &d_)); }
-  ~Desc() {
-    if (d_ != nullptr) cudnnBackendDestroyDescriptor(d_);
-  }
-  Desc(Desc&& o) noexcept : d_(std::exchange(o.d_, nullptr)) {}
-  Desc& operator=(Desc&& o) noexcept {
-    std::swap(d_, o.d_);
-    return *this;
-  }
-  Desc(const Desc&) = delete;
-  Desc& operator=(const Desc&) = delete;
-  cudnnBackendDescriptor_t get() const { return d_; }
-
- private:
-  cudnnBackendDescriptor_t d_ = nullptr;
-};
+using cudnn::Dims;
+using cudnn::GraphBuilder;
+using cudnn::Tensor;
 
 // Unique ids of the tensors the caller (or the workspace) provides; virtual tensors count up from kFirstVirtual.
 enum Uid : std::int64_t {
@@ -77,137 +42,7 @@ enum Uid : std::int64_t {
   kFirstVirtual = 100,
 };
 
-using Dims = std::array<std::int64_t, 4>;
-
-// Accumulates the descriptors of one operation graph (kept alive with the plan) and its operations.
-class GraphBuilder {
- public:
-  cudnnBackendDescriptor_t tensor(std::int64_t uid, cudnnDataType_t type, const Dims& dim, const Dims& stride,
-                                  bool is_virtual, bool by_value = false) {
-    Desc t(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
-    const std::int64_t alignment = 16;
-    CUDNN_CHECK(cudnnBackendSetAttribute(t.get(), CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type));
-    CUDNN_CHECK(cudnnBackendSetAttribute(t.get(), CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dim.data()));
-    CUDNN_CHECK(cudnnBackendSetAttribute(t.get(), CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, stride.data()));
-    CUDNN_CHECK(cudnnBackendSetAttribute(t.get(), CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid));
-    CUDNN_CHECK(cudnnBackendSetAttribute(t.get(), CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment));
-    CUDNN_CHECK(cudnnBackendSetAttribute(t.get(), CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual));
-    if (by_value)
-      CUDNN_CHECK(cudnnBackendSetAttribute(t.get(), CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value));
-    CUDNN_CHECK(cudnnBackendFinalize(t.get()));
-    return keep(std::move(t));
-  }
-  cudnnBackendDescriptor_t virt(cudnnDataType_t type, const Dims& dim, const Dims& stride) {
-    return tensor(next_virtual_++, type, dim, stride, true);
-  }
-  // A host scalar passed by value at execution ([1,1,1,1], broadcast against anything).
-  cudnnBackendDescriptor_t scalar(std::int64_t uid, cudnnDataType_t type) {
-    return tensor(uid, type, {1, 1, 1, 1}, {1, 1, 1, 1}, false, true);
-  }
-
-  // y = mode(x[, b][, t]); b is the second operand, t the selector of BINARY_SELECT (y = t ? x : b).
-  void pointwise(cudnnPointwiseMode_t mode, cudnnDataType_t precision, cudnnBackendDescriptor_t x,
-                 cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t y, cudnnBackendDescriptor_t t = nullptr,
-                 std::int64_t axis = -1) {
-    Desc pw(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
-    CUDNN_CHECK(cudnnBackendSetAttribute(pw.get(), CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode));
-    CUDNN_CHECK(cudnnBackendSetAttribute(pw.get(), CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &precision));
-    if (axis >= 0)
-      CUDNN_CHECK(cudnnBackendSetAttribute(pw.get(), CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis));
-    CUDNN_CHECK(cudnnBackendFinalize(pw.get()));
-    cudnnBackendDescriptor_t pw_raw = keep(std::move(pw));
-
-    Desc op(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
-    CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR,
-                                         CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw_raw));
-    CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                         1, &x));
-    if (b != nullptr)
-      CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_POINTWISE_BDESC,
-                                           CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b));
-    if (t != nullptr)
-      CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_POINTWISE_TDESC,
-                                           CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t));
-    CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                         1, &y));
-    CUDNN_CHECK(cudnnBackendFinalize(op.get()));
-    ops_.push_back(keep(std::move(op)));
-  }
-
-  // c = a·b over the last two dimensions (fp32 accumulate), batched over the first two; b's batch dimensions may be
-  // smaller by a whole factor (GQA). The overrides, when given, are int32 [B,1,1,1] actual lengths of m, n, k.
-  void matmul(cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t c,
-              cudnnBackendDescriptor_t m_override = nullptr, cudnnBackendDescriptor_t n_override = nullptr,
-              cudnnBackendDescriptor_t k_override = nullptr) {
-    Desc mm(CUDNN_BACKEND_MATMUL_DESCRIPTOR);
-    const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
-    CUDNN_CHECK(cudnnBackendSetAttribute(mm.get(), CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute));
-    CUDNN_CHECK(cudnnBackendFinalize(mm.get()));
-    cudnnBackendDescriptor_t mm_raw = keep(std::move(mm));
-
-    Desc op(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR);
-    CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a));
-    CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b));
-    CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c));
-    CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                         &mm_raw));
-    if (m_override != nullptr)
-      CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_MATMUL_GEMM_M_OVERRIDE_DESC,
-                                           CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &m_override));
-    if (n_override != nullptr)
-      CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_MATMUL_GEMM_N_OVERRIDE_DESC,
-                                           CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n_override));
-    if (k_override != nullptr)
-      CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_MATMUL_GEMM_K_OVERRIDE_DESC,
-                                           CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &k_override));
-    CUDNN_CHECK(cudnnBackendFinalize(op.get()));
-    ops_.push_back(keep(std::move(op)));
-  }
-
-  // y = reduce(x) over every dimension where y is 1 (or a whole factor smaller, for the GQA head groups).
-  void reduction(cudnnReduceTensorOp_t mode, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
-    Desc red(CUDNN_BACKEND_REDUCTION_DESCRIPTOR);
-    const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
-    CUDNN_CHECK(cudnnBackendSetAttribute(red.get(), CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE,
-                                         1, &mode));
-    CUDNN_CHECK(cudnnBackendSetAttribute(red.get(), CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute));
-    CUDNN_CHECK(cudnnBackendFinalize(red.get()));
-    cudnnBackendDescriptor_t red_raw = keep(std::move(red));
-
-    Desc op(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR);
-    CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                         1, &x));
-    CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                         1, &y));
-    CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                         1, &red_raw));
-    CUDNN_CHECK(cudnnBackendFinalize(op.get()));
-    ops_.push_back(keep(std::move(op)));
-  }
-
-  // y views x's elements under other dimensions and strides (here: a transpose of the last two).
-  void reshape(cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
-    Desc op(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
-    CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                         1, &x));
-    CUDNN_CHECK(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                         1, &y));
-    CUDNN_CHECK(cudnnBackendFinalize(op.get()));
-    ops_.push_back(keep(std::move(op)));
-  }
-
-  const std::vector<cudnnBackendDescriptor_t>& ops() const { return ops_; }
-  std::vector<Desc> take() { return std::move(owned_); }
-
- private:
-  cudnnBackendDescriptor_t keep(Desc d) {
-    owned_.push_back(std::move(d));
-    return owned_.back().get();
-  }
-  std::vector<Desc> owned_;
-  std::vector<cudnnBackendDescriptor_t> ops_;
-  std::int64_t next_virtual_ = kFirstVirtual;
-};
+constexpr cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
 
 // Scores [B,H,S,S_kv] (row-major per head) and per-row statistics [B,H,S,1] (packed; the Stats tensor itself with
 // the caller's q_batch_rows between sequences).
@@ -231,46 +66,202 @@ Dims token_major_stride(const SdpaShape& s, std::int64_t batch_rows, std::int64_
 }
 Dims packed_stride(const Dims& d) { return {d[1] * d[2] * d[3], d[2] * d[3], d[3], 1}; }
 
-// x where query row (+ key count − query count: the diagonal aligned bottom-right, when those are given) >= key
-// column, else -inf: the causal mask of cuDNN's fused attention pattern.
-cudnnBackendDescriptor_t causal_mask(GraphBuilder& g, const Layouts& l, cudnnBackendDescriptor_t x,
-                                     cudnnBackendDescriptor_t neg_inf, cudnnBackendDescriptor_t keys = nullptr,
-                                     cudnnBackendDescriptor_t queries = nullptr) {
-  auto row = g.virt(CUDNN_DATA_INT32, l.scores, l.scores_stride);
-  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, x, nullptr, row, nullptr, 2);
-  if (keys != nullptr) {
-    auto plus_keys = g.virt(CUDNN_DATA_INT32, l.scores, l.scores_stride);
-    g.pointwise(CUDNN_POINTWISE_ADD, CUDNN_DATA_INT32, row, keys, plus_keys, nullptr, 3);
-    auto shifted = g.virt(CUDNN_DATA_INT32, l.scores, l.scores_stride);
-    g.pointwise(CUDNN_POINTWISE_SUB, CUDNN_DATA_INT32, plus_keys, queries, shifted, nullptr, 3);
-    row = shifted;
+// One attention graph under construction: the builder, the shape and its layouts, the tensors both directions
+// read (Q, Kᵀ, Stats, the scale and −inf scalars, created in that order) and the operations on the score matrix.
+struct AttentionGraph {
+  explicit AttentionGraph(const SdpaShape& shape)
+      : s(shape),
+        l(layouts(shape)),
+        q(query_tensor(kQ, s.q_stride)),
+        kt(key_tensor(kK, s.k_stride, true)),
+        stats(g.tensor(kStats, f32, l.rows, l.stats_stride, false)),
+        scale(g.scalar(kScale, f32)),
+        neg_inf(g.scalar(kNegInf, f32)) {}
+
+  // A bf16 tensor the caller binds: token-major queries (heads, seq, q_rows) or keys (kv_heads, keys, kv_rows).
+  Tensor query_tensor(Uid uid, std::int64_t row_stride) {
+    return g.tensor(uid, bf16, token_major(s, s.heads, s.seq), token_major_stride(s, s.q_rows(), row_stride), false);
   }
-  auto col = g.virt(CUDNN_DATA_INT32, l.scores, l.scores_stride);
-  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, x, nullptr, col, nullptr, 3);
-  auto keep = g.virt(CUDNN_DATA_BOOLEAN, l.scores, l.scores_stride);
-  g.pointwise(CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, keep);
-  auto y = g.virt(CUDNN_DATA_FLOAT, l.scores, l.scores_stride);
-  g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, x, neg_inf, y, keep);
-  return y;
+  Tensor key_tensor(Uid uid, std::int64_t row_stride, bool transposed = false) {
+    return g.tensor(uid, bf16, token_major(s, s.kv_heads, s.keys(), transposed),
+                    token_major_stride(s, s.kv_rows(), row_stride, transposed), false);
+  }
+  // The bottom-right diagonal's key and query counts as by-value scalars (context parallelism: more keys than queries).
+  void shift_by_value() {
+    shift_keys = g.scalar(kShiftKV, CUDNN_DATA_INT32);
+    shift_queries = g.scalar(kShiftQ, CUDNN_DATA_INT32);
+  }
+
+  // y = mode(x[, b]) as a new virtual tensor shaped like the scores, of `type` (also the compute precision).
+  Tensor scores_op(cudnnPointwiseMode_t mode, Tensor x, Tensor b = nullptr, cudnnDataType_t type = f32,
+                   std::int64_t axis = -1) {
+    const Tensor y = g.virt(type, l.scores, l.scores_stride);
+    g.pointwise(mode, type, x, b, y, nullptr, axis);
+    return y;
+  }
+  // y = reduce(x) over each row of the scores: a new virtual fp32 [B,H,S,1].
+  Tensor row_reduce(cudnnReduceTensorOp_t mode, Tensor x) {
+    const Tensor y = g.virt(f32, l.rows, l.rows_stride);
+    g.reduction(mode, x, y);
+    return y;
+  }
+  // Q·Kᵀ·scale, with the matmul's m and n overridden by the padding mask's lengths when given.
+  Tensor scaled_scores(Tensor m_override = nullptr, Tensor n_override = nullptr) {
+    const Tensor scores = g.virt(f32, l.scores, l.scores_stride);
+    g.matmul(q, kt, scores, m_override, n_override);
+    return scores_op(CUDNN_POINTWISE_MUL, scores, scale);
+  }
+  // x where keep, else -inf.
+  Tensor keep_or_neg_inf(Tensor x, Tensor keep) {
+    const Tensor y = g.virt(f32, l.scores, l.scores_stride);
+    g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, f32, x, neg_inf, y, keep);
+    return y;
+  }
+  Tensor causal_mask(Tensor x);
+  Tensor padding_mask(Tensor x, Tensor seq_q, Tensor seq_kv);
+
+  const SdpaShape& s;
+  const Layouts l;
+  GraphBuilder g{kFirstVirtual};
+  const Tensor q, kt, stats, scale, neg_inf;
+  Tensor shift_keys = nullptr, shift_queries = nullptr;  // the bottom-right diagonal's shift, when more keys than queries
+};
+
+// x where query row (+ key count − query count: the diagonal aligned bottom-right, when a shift is set) >= key
+// column, else -inf: the causal mask of cuDNN's fused attention pattern.
+Tensor AttentionGraph::causal_mask(Tensor x) {
+  Tensor row = scores_op(CUDNN_POINTWISE_GEN_INDEX, x, nullptr, CUDNN_DATA_INT32, 2);
+  if (shift_keys != nullptr) {
+    const Tensor plus_keys = scores_op(CUDNN_POINTWISE_ADD, row, shift_keys, CUDNN_DATA_INT32, 3);
+    row = scores_op(CUDNN_POINTWISE_SUB, plus_keys, shift_queries, CUDNN_DATA_INT32, 3);
+  }
+  const Tensor col = scores_op(CUDNN_POINTWISE_GEN_INDEX, x, nullptr, CUDNN_DATA_INT32, 3);
+  return keep_or_neg_inf(x, scores_op(CUDNN_POINTWISE_CMP_GE, row, col, CUDNN_DATA_BOOLEAN));
 }
 
 // x where row < seq_len_q[b] and column < seq_len_kv[b], else -inf.
-cudnnBackendDescriptor_t padding_mask(GraphBuilder& g, const Layouts& l, cudnnBackendDescriptor_t x,
-                                      cudnnBackendDescriptor_t neg_inf, cudnnBackendDescriptor_t seq_q,
-                                      cudnnBackendDescriptor_t seq_kv) {
-  auto row = g.virt(CUDNN_DATA_INT32, l.scores, l.scores_stride);
-  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, x, nullptr, row, nullptr, 2);
-  auto col = g.virt(CUDNN_DATA_INT32, l.scores, l.scores_stride);
-  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, x, nullptr, col, nullptr, 3);
-  auto row_in = g.virt(CUDNN_DATA_BOOLEAN, l.scores, l.scores_stride);
-  g.pointwise(CUDNN_POINTWISE_CMP_LT, CUDNN_DATA_BOOLEAN, row, seq_q, row_in);
-  auto col_in = g.virt(CUDNN_DATA_BOOLEAN, l.scores, l.scores_stride);
-  g.pointwise(CUDNN_POINTWISE_CMP_LT, CUDNN_DATA_BOOLEAN, col, seq_kv, col_in);
-  auto inside = g.virt(CUDNN_DATA_BOOLEAN, l.scores, l.scores_stride);
-  g.pointwise(CUDNN_POINTWISE_LOGICAL_AND, CUDNN_DATA_BOOLEAN, row_in, col_in, inside);
-  auto y = g.virt(CUDNN_DATA_FLOAT, l.scores, l.scores_stride);
-  g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, x, neg_inf, y, inside);
-  return y;
+Tensor AttentionGraph::padding_mask(Tensor x, Tensor seq_q, Tensor seq_kv) {
+  const Tensor row = scores_op(CUDNN_POINTWISE_GEN_INDEX, x, nullptr, CUDNN_DATA_INT32, 2);
+  const Tensor col = scores_op(CUDNN_POINTWISE_GEN_INDEX, x, nullptr, CUDNN_DATA_INT32, 3);
+  const Tensor row_in = scores_op(CUDNN_POINTWISE_CMP_LT, row, seq_q, CUDNN_DATA_BOOLEAN);
+  const Tensor col_in = scores_op(CUDNN_POINTWISE_CMP_LT, col, seq_kv, CUDNN_DATA_BOOLEAN);
+  return keep_or_neg_inf(x, scores_op(CUDNN_POINTWISE_LOGICAL_AND, row_in, col_in, CUDNN_DATA_BOOLEAN));
+}
+
+// The forward graph: O = softmax(causal(Q·Kᵀ·scale))·V, Stats = max + log(sum) of each score row.
+void build_forward(AttentionGraph& a) {
+  GraphBuilder& g = a.g;
+  const SdpaShape& s = a.s;
+  const Tensor v = a.key_tensor(kV, s.v_stride);
+  const Tensor o = a.query_tensor(kO, s.o_stride);
+  if (s.keys() != s.seq) a.shift_by_value();
+  const Tensor masked = a.causal_mask(a.scaled_scores());
+  const Tensor row_max = a.row_reduce(CUDNN_REDUCE_TENSOR_MAX, masked);
+  const Tensor shifted = a.scores_op(CUDNN_POINTWISE_SUB, masked, row_max);
+  const Tensor e = a.scores_op(CUDNN_POINTWISE_EXP, shifted);
+  const Tensor row_sum = a.row_reduce(CUDNN_REDUCE_TENSOR_ADD, e);
+  const Tensor log_sum = g.virt(f32, a.l.rows, a.l.rows_stride);
+  g.pointwise(CUDNN_POINTWISE_LOG, f32, row_sum, nullptr, log_sum);
+  g.pointwise(CUDNN_POINTWISE_ADD, f32, row_max, log_sum, a.stats);
+  const Tensor probs = g.virt(bf16, a.l.scores, a.l.scores_stride);  // P enters the second matmul in bf16
+  g.pointwise(CUDNN_POINTWISE_DIV, f32, e, row_sum, probs);
+  g.matmul(probs, v, o);
+}
+
+// cuDNN up to 9.15 needs an explicit padding mask (with actual lengths S and S_kv) when a length is not a multiple of
+// 128; cuDNN's own frontend adds the same workaround, and shifts a bottom-right diagonal by those lengths.
+bool needs_padding_mask(const SdpaShape& s) {
+  return (s.seq % 128 != 0 || s.keys() % 128 != 0) && cudnnGetVersion() <= 91500;
+}
+
+// Device int32 [2][B]: the padding mask's lengths, S for every sequence's queries, then S_kv for its keys.
+std::int32_t* upload_sequence_lengths(const SdpaShape& s) {
+  std::vector<std::int32_t> lens(static_cast<std::size_t>(2 * s.batch), static_cast<std::int32_t>(s.seq));
+  std::fill(lens.begin() + s.batch, lens.end(), static_cast<std::int32_t>(s.keys()));
+  std::int32_t* device = nullptr;
+  CUDA_CHECK(cudaMalloc(&device, lens.size() * sizeof(std::int32_t)));
+  CUDA_CHECK(cudaMemcpy(device, lens.data(), lens.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaDeviceSynchronize());  // a pageable copy may still be in flight; the plans run on other streams
+  return device;
+}
+
+// The backward's lengths: the padding mask's int32 [B,1,1,1] tensors (null without it).
+struct Lengths {
+  Tensor seq_q = nullptr, seq_kv = nullptr;
+};
+
+// out = a·b over every query head (the gradient of keys or values); with GQA computed per query head, then summed
+// over each kv head's group.
+void kv_gradient(AttentionGraph& ag, Tensor a, Tensor b, Tensor out, const Lengths& len) {
+  const SdpaShape& s = ag.s;
+  if (s.heads == s.kv_heads) {
+    ag.g.matmul(a, b, out, len.seq_kv, nullptr, len.seq_q);
+    return;
+  }
+  const Dims full = token_major(s, s.heads, s.keys());  // per query head, before the GQA group sum
+  const Tensor per_query_head = ag.g.virt(bf16, full, packed_stride(full));
+  ag.g.matmul(a, b, per_query_head, len.seq_kv, nullptr, len.seq_q);
+  ag.g.reduction(CUDNN_REDUCE_TENSOR_ADD, per_query_head, out);
+}
+
+// P = exp(Q·Kᵀ·scale − Stats) under the (padding and) causal mask, recomputed from the forward's statistics.
+Tensor recomputed_probabilities(AttentionGraph& a, const Lengths& len) {
+  const Tensor scaled = a.scaled_scores(len.seq_q, len.seq_kv);
+  Tensor shifted = a.scores_op(CUDNN_POINTWISE_SUB, scaled, a.stats);
+  if (len.seq_q != nullptr) shifted = a.padding_mask(shifted, len.seq_q, len.seq_kv);
+  return a.scores_op(CUDNN_POINTWISE_EXP, a.causal_mask(shifted));
+}
+
+// The backward graph (see the top of this file); `pad`: with the padding mask (needs_padding_mask).
+void build_backward(AttentionGraph& a, bool pad) {
+  GraphBuilder& g = a.g;
+  const SdpaShape& s = a.s;
+  const Tensor vt = a.key_tensor(kV, s.v_stride, true);  // Vᵀ
+  const Tensor o = a.query_tensor(kO, s.o_stride), dout = a.query_tensor(kdO, s.o_stride);
+  const Tensor dq = a.query_tensor(kdQ, s.q_stride);
+  const Tensor dk = a.key_tensor(kdK, s.k_stride), dv = a.key_tensor(kdV, s.v_stride);
+  const Tensor one = g.scalar(kOne, f32);
+  const Tensor softmax_sum = g.tensor(kSoftmaxSum, f32, a.l.rows, a.l.rows_stride, false);
+  const Dims dq_dims = token_major(s, s.heads, s.seq);
+  const Tensor dq_accum = g.tensor(kdQAccum, f32, dq_dims, packed_stride(dq_dims), false);
+  Lengths len;
+  if (pad) {
+    const Dims d{s.batch, 1, 1, 1}, st{1, 1, 1, 1};
+    len.seq_q = g.tensor(kSeqLenQ, CUDNN_DATA_INT32, d, st, false);
+    len.seq_kv = g.tensor(kSeqLenKV, CUDNN_DATA_INT32, d, st, false);
+  }
+  if (s.keys() != s.seq && pad) a.shift_keys = len.seq_kv, a.shift_queries = len.seq_q;
+  if (s.keys() != s.seq && !pad) a.shift_by_value();
+
+  // Δ = rowsum(dO∘O)
+  const Tensor dout_o = g.virt(f32, token_major(s, s.heads, s.seq), token_major_stride(s, s.q_rows(), s.o_stride));
+  g.pointwise(CUDNN_POINTWISE_MUL, f32, dout, o, dout_o);
+  const Tensor delta = a.row_reduce(CUDNN_REDUCE_TENSOR_ADD, dout_o);
+  g.pointwise(CUDNN_POINTWISE_MUL, f32, delta, one, softmax_sum);
+
+  const Tensor probs = recomputed_probabilities(a, len);
+  // dV = Pᵀ·dO (summed over each group's query heads with GQA)
+  const Tensor probs_t = g.virt(bf16, a.l.scores_t, a.l.scores_t_stride);
+  g.reshape(probs, probs_t);
+  kv_gradient(a, probs_t, dout, dv, len);
+
+  // dS = P∘(dO·Vᵀ − Δ)·scale
+  const Tensor dprobs = g.virt(f32, a.l.scores, a.l.scores_stride);
+  g.matmul(dout, vt, dprobs, len.seq_q, len.seq_kv);
+  const Tensor centered = a.scores_op(CUDNN_POINTWISE_SUB, dprobs, softmax_sum);
+  const Tensor weighted = a.scores_op(CUDNN_POINTWISE_MUL, centered, probs);
+  const Tensor dscores = a.scores_op(CUDNN_POINTWISE_MUL, weighted, a.scale);
+
+  // dK = dSᵀ·Q (group-summed with GQA)
+  const Tensor dscores_t = g.virt(bf16, a.l.scores_t, a.l.scores_t_stride);
+  g.reshape(dscores, dscores_t);
+  kv_gradient(a, dscores_t, a.q, dk, len);
+
+  // dQ = dS·K, accumulated in fp32 workspace, then rounded into dq
+  const Tensor k = g.virt(bf16, token_major(s, s.kv_heads, s.keys()), token_major_stride(s, s.kv_rows(), s.k_stride));
+  g.reshape(a.kt, k);
+  g.matmul(dscores, k, dq_accum, len.seq_q, nullptr, len.seq_kv);
+  g.pointwise(CUDNN_POINTWISE_IDENTITY, f32, dq_accum, nullptr, dq);
 }
 
 std::string describe(const SdpaShape& s) {
@@ -303,92 +294,10 @@ void check_aligned(const void* p, const char* name) {
 
 std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
-// A finalized execution plan and every descriptor it was built from (kept alive alongside it).
-struct Finalized {
-  Finalized() = default;
-  Finalized(Finalized&&) = default;
-  Finalized& operator=(Finalized&&) = default;
-  ~Finalized() {  // the plan first, then what it was built from
-    while (!descriptors.empty()) descriptors.pop_back();
-  }
-  std::vector<Desc> descriptors;  // tensors and operations, then graph, engine config, execution plan
-  cudnnBackendDescriptor_t exec = nullptr;
-  std::size_t workspace = 0;
-};
-
-// Finalizes the operation graph, asks heuristics mode A, then the fallback list, for engine configs and keeps the
-// first whose execution plan finalizes. Throws InternalError naming the graph when none does.
-Finalized finalize_plan(cudnnHandle_t handle, GraphBuilder& g, const std::string& what) {
-  Desc graph(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-  const auto& ops = g.ops();
-  CUDNN_CHECK(cudnnBackendSetAttribute(graph.get(), CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                       static_cast<std::int64_t>(ops.size()), ops.data()));
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-  CUDNN_CHECK(cudnnBackendSetAttribute(graph.get(), CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
-#pragma GCC diagnostic pop
-  if (const cudnnStatus_t st = cudnnBackendFinalize(graph.get()); st != CUDNN_STATUS_SUCCESS)
-    throw InternalError("cuDNN does not support the " + what + " graph (operation graph finalize: " +
-                        cudnnGetErrorString(st) + ": " + last_cudnn_error() + ")");
-
-  std::string refusals;
-  for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    const char* mode_name = mode == CUDNN_HEUR_MODE_A ? "heuristics A" : "fallback";
-    Desc heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-    cudnnBackendDescriptor_t graph_raw = graph.get();
-    CUDNN_CHECK(cudnnBackendSetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
-                                         CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph_raw));
-    CUDNN_CHECK(cudnnBackendSetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode));
-    if (const cudnnStatus_t st = cudnnBackendFinalize(heur.get()); st != CUDNN_STATUS_SUCCESS) {
-      refusals += std::string(" ") + mode_name + ": " + cudnnGetErrorString(st) + ";";
-      continue;
-    }
-    std::int64_t count = 0;
-    CUDNN_CHECK(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0,
-                                         &count, nullptr));
-    std::vector<Desc> configs;
-    std::vector<cudnnBackendDescriptor_t> raw;
-    for (std::int64_t i = 0; i < count; ++i) {
-      configs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
-      raw.push_back(configs.back().get());
-    }
-    std::int64_t got = 0;
-    if (count > 0)
-      CUDNN_CHECK(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                           count, &got, raw.data()));
-    if (got == 0) refusals += std::string(" ") + mode_name + ": no engine configs;";
-    for (std::int64_t i = 0; i < got; ++i) {
-      Desc exec(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-      CUDNN_CHECK(cudnnBackendSetAttribute(exec.get(), CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
-#pragma GCC diagnostic pop
-      CUDNN_CHECK(cudnnBackendSetAttribute(exec.get(), CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
-                                           CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw[i]));
-      if (const cudnnStatus_t st = cudnnBackendFinalize(exec.get()); st != CUDNN_STATUS_SUCCESS) {
-        refusals += std::string(" ") + mode_name + " config " + std::to_string(i) + ": " + cudnnGetErrorString(st) +
-                    " " + last_cudnn_error() + ";";
-        continue;
-      }
-      std::int64_t workspace = 0;
-      CUDNN_CHECK(cudnnBackendGetAttribute(exec.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
-                                           nullptr, &workspace));
-      Finalized f;
-      f.descriptors = g.take();
-      f.exec = exec.get();
-      f.workspace = static_cast<std::size_t>(workspace);
-      f.descriptors.push_back(std::move(graph));
-      f.descriptors.push_back(std::move(configs[static_cast<std::size_t>(i)]));
-      f.descriptors.push_back(std::move(exec));
-      return f;
-    }
-  }
-  throw InternalError("cuDNN has no engine for the " + what + " graph;" + refusals);
-}
 }  // namespace
 
 struct CudnnAttention::Plan {
-  Finalized finalized;
+  cudnn::Finalized finalized;
   std::size_t softmax_sum_offset = 0, dq_accum_offset = 0;  // backward: fp32 tensors after cuDNN's own workspace
   std::size_t total_workspace = 0;
   // By-value scalars: the variant pack points at these.
@@ -397,6 +306,17 @@ struct CudnnAttention::Plan {
   std::int32_t* seq_lens = nullptr;  // device [2][B] lengths for the padding-mask workaround, or null
   ~Plan() {
     if (seq_lens != nullptr) cudaFree(seq_lens);
+  }
+  // Binds what the masks read: the padding mask's lengths when the graph has it, else the bottom-right diagonal's
+  // shift by value when there are more keys than queries.
+  void bind_masks(const SdpaShape& shape, std::vector<std::int64_t>& uids, std::vector<void*>& ptrs) {
+    if (seq_lens != nullptr) {
+      uids.insert(uids.end(), {kSeqLenQ, kSeqLenKV});
+      ptrs.insert(ptrs.end(), {seq_lens, seq_lens + shape.batch});
+    } else if (shape.keys() != shape.seq) {
+      uids.insert(uids.end(), {kShiftKV, kShiftQ});
+      ptrs.insert(ptrs.end(), {&keys, &queries});
+    }
   }
 };
 
@@ -434,134 +354,20 @@ CudnnAttention::Plan& CudnnAttention::plan(const SdpaShape& s, bool backward) {
 
   auto p = std::make_unique<Plan>();
   p->scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.head_dim)));
-  const Layouts l = layouts(s);
-  const std::int64_t H = s.heads, KVH = s.kv_heads, S = s.seq, K = s.keys(), QR = s.q_rows(), KR = s.kv_rows();
-  const bool shifted_diagonal = K != S;  // context parallelism: the queries are the last S of K positions
-  p->keys = static_cast<std::int32_t>(K);
-  p->queries = static_cast<std::int32_t>(S);
-  GraphBuilder g;
-  const auto bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
-
-  auto q = g.tensor(kQ, bf16, token_major(s, H, S), token_major_stride(s, QR, s.q_stride), false);
-  auto kt = g.tensor(kK, bf16, token_major(s, KVH, K, true), token_major_stride(s, KR, s.k_stride, true), false);  // Kᵀ
-  auto stats = g.tensor(kStats, f32, l.rows, l.stats_stride, false);
-  auto scale = g.scalar(kScale, f32);
-  auto neg_inf = g.scalar(kNegInf, f32);
-  cudnnBackendDescriptor_t shift_keys = nullptr, shift_queries = nullptr;  // by value unless the padding lengths serve
-
+  p->keys = static_cast<std::int32_t>(s.keys());
+  p->queries = static_cast<std::int32_t>(s.seq);
+  AttentionGraph graph(s);
   if (!backward) {
-    auto v = g.tensor(kV, bf16, token_major(s, KVH, K), token_major_stride(s, KR, s.v_stride), false);
-    auto o = g.tensor(kO, bf16, token_major(s, H, S), token_major_stride(s, QR, s.o_stride), false);
-    if (shifted_diagonal) shift_keys = g.scalar(kShiftKV, CUDNN_DATA_INT32), shift_queries = g.scalar(kShiftQ, CUDNN_DATA_INT32);
-    auto scores = g.virt(f32, l.scores, l.scores_stride);
-    g.matmul(q, kt, scores);
-    auto scaled = g.virt(f32, l.scores, l.scores_stride);
-    g.pointwise(CUDNN_POINTWISE_MUL, f32, scores, scale, scaled);
-    auto masked = causal_mask(g, l, scaled, neg_inf, shift_keys, shift_queries);
-    auto row_max = g.virt(f32, l.rows, l.rows_stride);
-    g.reduction(CUDNN_REDUCE_TENSOR_MAX, masked, row_max);
-    auto shifted = g.virt(f32, l.scores, l.scores_stride);
-    g.pointwise(CUDNN_POINTWISE_SUB, f32, masked, row_max, shifted);
-    auto e = g.virt(f32, l.scores, l.scores_stride);
-    g.pointwise(CUDNN_POINTWISE_EXP, f32, shifted, nullptr, e);
-    auto row_sum = g.virt(f32, l.rows, l.rows_stride);
-    g.reduction(CUDNN_REDUCE_TENSOR_ADD, e, row_sum);
-    auto log_sum = g.virt(f32, l.rows, l.rows_stride);
-    g.pointwise(CUDNN_POINTWISE_LOG, f32, row_sum, nullptr, log_sum);
-    g.pointwise(CUDNN_POINTWISE_ADD, f32, row_max, log_sum, stats);
-    auto probs = g.virt(bf16, l.scores, l.scores_stride);  // P enters the second matmul in bf16
-    g.pointwise(CUDNN_POINTWISE_DIV, f32, e, row_sum, probs);
-    g.matmul(probs, v, o);
-    p->finalized = finalize_plan(handle_, g, "causal attention forward (" + describe(s) + ")");
+    build_forward(graph);
+    p->finalized = cudnn::finalize_plan(handle_, graph.g, "causal attention forward (" + describe(s) + ")");
     p->total_workspace = p->finalized.workspace;
   } else {
-    auto vt = g.tensor(kV, bf16, token_major(s, KVH, K, true), token_major_stride(s, KR, s.v_stride, true), false);  // Vᵀ
-    auto o = g.tensor(kO, bf16, token_major(s, H, S), token_major_stride(s, QR, s.o_stride), false);
-    auto dout = g.tensor(kdO, bf16, token_major(s, H, S), token_major_stride(s, QR, s.o_stride), false);
-    auto dq = g.tensor(kdQ, bf16, token_major(s, H, S), token_major_stride(s, QR, s.q_stride), false);
-    auto dk = g.tensor(kdK, bf16, token_major(s, KVH, K), token_major_stride(s, KR, s.k_stride), false);
-    auto dv = g.tensor(kdV, bf16, token_major(s, KVH, K), token_major_stride(s, KR, s.v_stride), false);
-    auto one = g.scalar(kOne, f32);
-    auto softmax_sum = g.tensor(kSoftmaxSum, f32, l.rows, l.rows_stride, false);
-    const Dims dq_dims = token_major(s, H, S);
-    auto dq_accum = g.tensor(kdQAccum, f32, dq_dims, packed_stride(dq_dims), false);
-
-    // cuDNN up to 9.15 needs an explicit padding mask (with actual lengths S and S_kv) when a length is not a
-    // multiple of 128; cuDNN's own frontend adds the same workaround, and shifts a bottom-right diagonal by those
-    // lengths.
-    const bool pad = (S % 128 != 0 || K % 128 != 0) && cudnnGetVersion() <= 91500;
-    cudnnBackendDescriptor_t seq_q = nullptr, seq_kv = nullptr;
-    if (pad) {
-      const Dims d{s.batch, 1, 1, 1}, st{1, 1, 1, 1};
-      seq_q = g.tensor(kSeqLenQ, CUDNN_DATA_INT32, d, st, false);
-      seq_kv = g.tensor(kSeqLenKV, CUDNN_DATA_INT32, d, st, false);
-      std::vector<std::int32_t> lens(static_cast<std::size_t>(2 * s.batch), static_cast<std::int32_t>(S));
-      std::fill(lens.begin() + s.batch, lens.end(), static_cast<std::int32_t>(K));
-      CUDA_CHECK(cudaMalloc(&p->seq_lens, lens.size() * sizeof(std::int32_t)));
-      CUDA_CHECK(cudaMemcpy(p->seq_lens, lens.data(), lens.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice));
-      CUDA_CHECK(cudaDeviceSynchronize());  // a pageable copy may still be in flight; the plans run on other streams
-    }
-    if (shifted_diagonal && pad) shift_keys = seq_kv, shift_queries = seq_q;
-    if (shifted_diagonal && !pad) shift_keys = g.scalar(kShiftKV, CUDNN_DATA_INT32), shift_queries = g.scalar(kShiftQ, CUDNN_DATA_INT32);
-
-    // Δ = rowsum(dO∘O)
-    auto dout_o = g.virt(f32, token_major(s, H, S), token_major_stride(s, QR, s.o_stride));
-    g.pointwise(CUDNN_POINTWISE_MUL, f32, dout, o, dout_o);
-    auto delta = g.virt(f32, l.rows, l.rows_stride);
-    g.reduction(CUDNN_REDUCE_TENSOR_ADD, dout_o, delta);
-    g.pointwise(CUDNN_POINTWISE_MUL, f32, delta, one, softmax_sum);
-
-    // P = exp(Q·Kᵀ·scale − Stats), masked
-    auto scores = g.virt(f32, l.scores, l.scores_stride);
-    g.matmul(q, kt, scores, seq_q, seq_kv);
-    auto scaled = g.virt(f32, l.scores, l.scores_stride);
-    g.pointwise(CUDNN_POINTWISE_MUL, f32, scores, scale, scaled);
-    auto shifted = g.virt(f32, l.scores, l.scores_stride);
-    g.pointwise(CUDNN_POINTWISE_SUB, f32, scaled, stats, shifted);
-    if (pad) shifted = padding_mask(g, l, shifted, neg_inf, seq_q, seq_kv);
-    auto masked = causal_mask(g, l, shifted, neg_inf, shift_keys, shift_queries);
-    auto probs = g.virt(f32, l.scores, l.scores_stride);
-    g.pointwise(CUDNN_POINTWISE_EXP, f32, masked, nullptr, probs);
-
-    // dV = Pᵀ·dO (summed over each group's query heads with GQA)
-    auto probs_t = g.virt(bf16, l.scores_t, l.scores_t_stride);
-    g.reshape(probs, probs_t);
-    const Dims full = token_major(s, H, K);  // per query head, before the GQA group sum
-    // out = a·b over every query head; with GQA computed per query head, then summed over each kv head's group.
-    auto matmul_kv_grad = [&](auto a, auto b, auto out) {
-      if (H == KVH) {
-        g.matmul(a, b, out, seq_kv, nullptr, seq_q);
-        return;
-      }
-      auto per_query_head = g.virt(bf16, full, packed_stride(full));
-      g.matmul(a, b, per_query_head, seq_kv, nullptr, seq_q);
-      g.reduction(CUDNN_REDUCE_TENSOR_ADD, per_query_head, out);
-    };
-    matmul_kv_grad(probs_t, dout, dv);
-
-    // dS = P∘(dO·Vᵀ − Δ)·scale
-    auto dprobs = g.virt(f32, l.scores, l.scores_stride);
-    g.matmul(dout, vt, dprobs, seq_q, seq_kv);
-    auto centered = g.virt(f32, l.scores, l.scores_stride);
-    g.pointwise(CUDNN_POINTWISE_SUB, f32, dprobs, softmax_sum, centered);
-    auto weighted = g.virt(f32, l.scores, l.scores_stride);
-    g.pointwise(CUDNN_POINTWISE_MUL, f32, centered, probs, weighted);
-    auto dscores = g.virt(f32, l.scores, l.scores_stride);
-    g.pointwise(CUDNN_POINTWISE_MUL, f32, weighted, scale, dscores);
-
-    // dK = dSᵀ·Q (group-summed with GQA)
-    auto dscores_t = g.virt(bf16, l.scores_t, l.scores_t_stride);
-    g.reshape(dscores, dscores_t);
-    matmul_kv_grad(dscores_t, q, dk);
-
-    // dQ = dS·K, accumulated in fp32 workspace, then rounded into dq
-    auto k = g.virt(bf16, token_major(s, KVH, K), token_major_stride(s, KR, s.k_stride));
-    g.reshape(kt, k);
-    g.matmul(dscores, k, dq_accum, seq_q, nullptr, seq_kv);
-    g.pointwise(CUDNN_POINTWISE_IDENTITY, f32, dq_accum, nullptr, dq);
-
-    p->finalized = finalize_plan(handle_, g, "causal attention backward (" + describe(s) + ")");
-    const std::size_t rows = static_cast<std::size_t>(s.batch * H * S);
+    const bool pad = needs_padding_mask(s);
+    build_backward(graph, pad);
+    if (pad) p->seq_lens = upload_sequence_lengths(s);
+    p->finalized = cudnn::finalize_plan(handle_, graph.g, "causal attention backward (" + describe(s) + ")");
+    // Δ and the fp32 dQ accumulator follow cuDNN's own workspace.
+    const std::size_t rows = static_cast<std::size_t>(s.batch * s.heads * s.seq);
     p->softmax_sum_offset = align_up(p->finalized.workspace);
     p->dq_accum_offset = align_up(p->softmax_sum_offset + rows * sizeof(float));
     p->total_workspace = p->dq_accum_offset + rows * static_cast<std::size_t>(s.head_dim) * sizeof(float);
@@ -573,22 +379,6 @@ std::size_t CudnnAttention::workspace_bytes(const SdpaShape& shape) {
   return std::max(plan(shape, false).total_workspace, plan(shape, true).total_workspace);
 }
 
-namespace {
-void execute(cudnnHandle_t handle, cudnnBackendDescriptor_t exec, const std::vector<std::int64_t>& uids,
-             const std::vector<void*>& pointers, void* workspace, cudaStream_t stream) {
-  CUDNN_CHECK(cudnnSetStream(handle, stream));
-  Desc pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
-  CUDNN_CHECK(cudnnBackendSetAttribute(pack.get(), CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64,
-                                       static_cast<std::int64_t>(uids.size()), uids.data()));
-  CUDNN_CHECK(cudnnBackendSetAttribute(pack.get(), CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
-                                       static_cast<std::int64_t>(pointers.size()), pointers.data()));
-  CUDNN_CHECK(cudnnBackendSetAttribute(pack.get(), CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1,
-                                       &workspace));
-  CUDNN_CHECK(cudnnBackendFinalize(pack.get()));
-  CUDNN_CHECK(cudnnBackendExecute(handle, exec, pack.get()));
-}
-}  // namespace
-
 void CudnnAttention::forward(const void* q, const void* k, const void* v, void* o, float* lse, const SdpaShape& shape,
                              void* workspace, cudaStream_t stream) {
   Plan& p = plan(shape, false);
@@ -598,11 +388,8 @@ void CudnnAttention::forward(const void* q, const void* k, const void* v, void* 
   std::vector<std::int64_t> uids{kQ, kK, kV, kO, kStats, kScale, kNegInf};
   std::vector<void*> ptrs{const_cast<void*>(q), const_cast<void*>(k), const_cast<void*>(v), o, lse, &p.scale,
                           &p.neg_inf};
-  if (shape.keys() != shape.seq) {
-    uids.insert(uids.end(), {kShiftKV, kShiftQ});
-    ptrs.insert(ptrs.end(), {&p.keys, &p.queries});
-  }
-  execute(handle_, p.finalized.exec, uids, ptrs, workspace, stream);
+  p.bind_masks(shape, uids, ptrs);
+  cudnn::execute(handle_, p.finalized.exec, uids, ptrs, workspace, stream);
 }
 
 void CudnnAttention::backward(const void* q, const void* k, const void* v, const void* o, const void* dout,
@@ -619,14 +406,8 @@ void CudnnAttention::backward(const void* q, const void* k, const void* v, const
   std::vector<void*> ptrs{const_cast<void*>(q), const_cast<void*>(k), const_cast<void*>(v), const_cast<void*>(o),
                           const_cast<void*>(dout), const_cast<float*>(lse), dq, dk, dv, &p.scale, &p.neg_inf, &p.one,
                           ws + p.softmax_sum_offset, ws + p.dq_accum_offset};
-  if (p.seq_lens != nullptr) {
-    uids.insert(uids.end(), {kSeqLenQ, kSeqLenKV});
-    ptrs.insert(ptrs.end(), {p.seq_lens, p.seq_lens + shape.batch});
-  } else if (shape.keys() != shape.seq) {
-    uids.insert(uids.end(), {kShiftKV, kShiftQ});
-    ptrs.insert(ptrs.end(), {&p.keys, &p.queries});
-  }
-  execute(handle_, p.finalized.exec, uids, ptrs, workspace, stream);
+  p.bind_masks(shape, uids, ptrs);
+  cudnn::execute(handle_, p.finalized.exec, uids, ptrs, workspace, stream);
 }
 
 }  // namespace qwen3::cuda
