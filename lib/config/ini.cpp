@@ -99,24 +99,27 @@ std::string IniFile::get_string(const std::string& key, const std::string& fallb
   return v ? *v : fallback;
 }
 
-std::int64_t IniFile::get_int(const std::string& key, std::int64_t fallback, bool required) {
-  auto* v = find(key, required);
-  if (!v) return fallback;
+// The whole of text as a number by parse (strtoll, strtod): false when anything is left over or it is out of range.
+template <typename T, typename Parse>
+bool parse_whole(const std::string& text, Parse parse, T* out) {
   errno = 0;
   char* end = nullptr;
-  long long x = std::strtoll(v->c_str(), &end, 10);
-  if (v->empty() || *end != '\0' || errno != 0)
+  *out = static_cast<T>(parse(text.c_str(), &end));
+  return !text.empty() && *end == '\0' && errno == 0;
+}
+
+std::int64_t IniFile::get_int(const std::string& key, std::int64_t fallback, bool required) {
+  auto* v = find(key, required);
+  std::int64_t x = fallback;
+  if (v && !parse_whole(*v, [](const char* s, char** e) { return std::strtoll(s, e, 10); }, &x))
     throw UsageError("'" + source_ + "': key '" + key + "' must be an integer, got '" + *v + "'");
   return x;
 }
 
 double IniFile::get_double(const std::string& key, double fallback) {
   auto* v = find(key, false);
-  if (!v) return fallback;
-  errno = 0;
-  char* end = nullptr;
-  double x = std::strtod(v->c_str(), &end);
-  if (v->empty() || *end != '\0' || errno != 0)
+  double x = fallback;
+  if (v && !parse_whole(*v, [](const char* s, char** e) { return std::strtod(s, e); }, &x))
     throw UsageError("'" + source_ + "': key '" + key + "' must be a number, got '" + *v + "'");
   return x;
 }

@@ -17,14 +17,8 @@ std::string gib(std::int64_t b) {
 }  // namespace
 
 const char* category_name(MemCategory c) {
-  switch (c) {
-    case MemCategory::weights: return "weights";
-    case MemCategory::gradients: return "gradients";
-    case MemCategory::optimizer_state: return "optimizer_state";
-    case MemCategory::activations: return "activations";
-    case MemCategory::workspace: return "workspace";
-    default: return "unknown";
-  }
+  static_assert(static_cast<int>(MemCategory::count) == kDeviceCategories, "one category list (core/memory_category.h)");
+  return buffer_category_name(static_cast<BufferCategory>(c));
 }
 
 DeviceAllocator::~DeviceAllocator() {

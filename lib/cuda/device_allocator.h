@@ -6,8 +6,11 @@
 #include <string>
 #include <vector>
 
+#include "core/memory_category.h"
+
 namespace qwen3::cuda {
 
+// The device categories of core/memory_category.h, in its order (the allocator's bytes by category).
 enum class MemCategory { weights, gradients, optimizer_state, activations, workspace, count };
 const char* category_name(MemCategory c);
 

@@ -26,34 +26,34 @@ std::uint16_t narrow(float f) {  // round to nearest even, as __float2bfloat16_r
 }
 }  // namespace
 
-void HostStagedCollectives::all_gather_bf16(const void* in, void* out, std::size_t count, cudaStream_t stream) {
-  const auto n = static_cast<std::size_t>(host_.size()) * count;
-  bits_.resize(count);
-  CUDA_CHECK(cudaMemcpyAsync(bits_.data(), in, count * 2, cudaMemcpyDeviceToHost, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-  a_.resize(count);
-  b_.resize(n);
-  std::transform(bits_.begin(), bits_.end(), a_.begin(), widen);  // exact: every bf16 is a float
-  host_.all_gather(a_.data(), b_.data(), count);
-  bits_.resize(n);
-  std::transform(b_.begin(), b_.end(), bits_.begin(), narrow);
-  CUDA_CHECK(cudaMemcpyAsync(out, bits_.data(), n * 2, cudaMemcpyHostToDevice, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-}
-
-void HostStagedCollectives::reduce_scatter_sum_bf16(const void* in, void* out, std::size_t count, cudaStream_t stream) {
-  const auto n = static_cast<std::size_t>(host_.size()) * count;
+void HostStagedCollectives::download_bf16(const void* in, std::size_t n, cudaStream_t stream) {
   bits_.resize(n);
   CUDA_CHECK(cudaMemcpyAsync(bits_.data(), in, n * 2, cudaMemcpyDeviceToHost, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
   a_.resize(n);
-  b_.resize(count);
-  std::transform(bits_.begin(), bits_.end(), a_.begin(), widen);
-  host_.reduce_scatter_sum(a_.data(), b_.data(), count);
-  bits_.resize(count);
-  std::transform(b_.begin(), b_.end(), bits_.begin(), narrow);
-  CUDA_CHECK(cudaMemcpyAsync(out, bits_.data(), count * 2, cudaMemcpyHostToDevice, stream));
+  std::transform(bits_.begin(), bits_.end(), a_.begin(), widen);  // exact: every bf16 is a float
+}
+
+void HostStagedCollectives::upload_bf16(void* out, std::size_t n, cudaStream_t stream) {
+  bits_.resize(n);
+  std::transform(b_.begin(), b_.begin() + static_cast<std::ptrdiff_t>(n), bits_.begin(), narrow);
+  CUDA_CHECK(cudaMemcpyAsync(out, bits_.data(), n * 2, cudaMemcpyHostToDevice, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void HostStagedCollectives::all_gather_bf16(const void* in, void* out, std::size_t count, cudaStream_t stream) {
+  const auto n = static_cast<std::size_t>(host_.size()) * count;
+  download_bf16(in, count, stream);
+  b_.resize(n);
+  host_.all_gather(a_.data(), b_.data(), count);
+  upload_bf16(out, n, stream);
+}
+
+void HostStagedCollectives::reduce_scatter_sum_bf16(const void* in, void* out, std::size_t count, cudaStream_t stream) {
+  download_bf16(in, static_cast<std::size_t>(host_.size()) * count, stream);
+  b_.resize(count);
+  host_.reduce_scatter_sum(a_.data(), b_.data(), count);
+  upload_bf16(out, count, stream);
 }
 
 void HostStagedCollectives::all_reduce_sum(float* data, std::size_t count, cudaStream_t stream) {

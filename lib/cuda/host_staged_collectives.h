@@ -26,6 +26,9 @@ class HostStagedCollectives {
 
  private:
   Communicator& host_;
+  // in[n] (bf16, device) → a_[n] (fp32, host); b_[0, n) → out[n] (bf16, device). Synchronous on stream.
+  void download_bf16(const void* in, std::size_t n, cudaStream_t stream);
+  void upload_bf16(void* out, std::size_t n, cudaStream_t stream);
   std::vector<std::uint16_t> bits_;  // bf16 staging
   std::vector<float> a_, b_;         // fp32 staging
 };

@@ -14,21 +14,66 @@
 #include "model/pipeline_split.h"
 #include "model/sequence_layout.h"
 #include "model/tensor_parallel.h"
+#include "train/buffer_table.h"
 
 namespace qwen3 {
 namespace {
-constexpr std::int64_t kGemmWorkspace = 64ll << 20;      // cuda_engine.cpp
-constexpr std::int64_t kLogitChunkBytes = 2ll << 30;     // cuda_engine.cpp
-constexpr std::int64_t kAdamWChunkElements = 1 << 16;   // ops/cuda/optimizer.h
-constexpr std::int64_t kNormBlocks = 1024;              // ops/cuda/optimizer.h
-constexpr std::int64_t kAdamWChunkBytes = 24;           // sizeof(cuda::AdamWChunk): two int64 and an int, padded
-const char* const kCategories[] = {"weights", "gradients", "optimizer_state", "activations", "workspace"};
 
 std::string gib(std::int64_t b) {
   char s[32];
   std::snprintf(s, sizeof s, "%.2f GiB", static_cast<double>(b) / (1ll << 30));
   return s;
 }
+
+// The engine's view of one rank of the planned layout (train/buffer_table.h): the optimizer shards over data ×
+// context-parallel ranks (rank 0's window), the attention workspace estimated.
+BufferTableInput rank_buffers(const MemoryPlanInput& in) {
+  const ModelConfig& c = in.model;
+  const int cp = std::max(1, in.cp);
+  check_sequence_layout(in.micro_batch, in.seq_len, in.tp, cp, in.cuda_rules);
+  if (cp > 1 && !in.cudnn_attention)
+    throw UsageError("--cp " + std::to_string(cp) + ": context parallelism on the GPU runs on cuDNN fused attention only");
+  c.validate();
+  RankLayout rank;
+  rank.tp = in.tp, rank.cp = cp, rank.pp = in.pp, rank.pp_rank = in.stage;
+  rank.stage = stage_range(pipeline_layer_counts(c, in.pp, in.seq_len, in.stage_layers), in.stage);
+  rank.micro_batches = static_cast<int>(std::min<std::int64_t>(in.micro_batches, 1 << 30));
+  rank.shards = in.shard_optimizer ? in.dp * cp : 1;  // data × context-parallel ranks hold the same weights
+  BufferTableInput b = rank_buffer_input(c, rank, in.micro_batch, in.seq_len, in.recompute, in.cudnn_attention);
+  b.attention_workspace_bytes = estimated_attention_workspace(b);
+  return b;
+}
+
+// The plan's items: the table's entries summed by (category, name) in table order; a name that spans several layers
+// says how many and what one layer takes, and the micro-batches in flight.
+std::vector<MemoryItem> plan_items(const std::vector<BufferSpec>& table, int slots) {
+  struct Group {
+    BufferCategory category;
+    std::string what;
+    std::int64_t bytes = 0;
+    std::vector<int> layers;
+    bool per_slot = false;
+  };
+  std::vector<Group> groups;
+  for (const auto& s : table) {
+    if (s.category == BufferCategory::host_pinned || s.bytes() == 0) continue;
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const Group& x) { return x.category == s.category && x.what == s.what; });
+    if (g == groups.end()) g = groups.insert(groups.end(), Group{s.category, s.what, 0, {}, false});
+    g->bytes += s.bytes();
+    if (s.layer >= 0 && std::find(g->layers.begin(), g->layers.end(), s.layer) == g->layers.end()) g->layers.push_back(s.layer);
+    g->per_slot |= s.slot > 0 && s.id != Buf::offload_ring && s.id != Buf::sp_dy_gathered;
+  }
+  std::vector<MemoryItem> items;
+  for (const auto& g : groups) {
+    const std::int64_t n = static_cast<std::int64_t>(g.layers.size()), copies = g.per_slot ? slots : 1;
+    std::string what = g.what;
+    if (n > 1) what = std::to_string(n) + " layers × " + gib(g.bytes / (n * copies)) + ": " + what;
+    if (g.per_slot) what += " × " + std::to_string(slots) + " micro-batches in flight";
+    items.push_back({buffer_category_name(g.category), what, g.bytes});
+  }
+  return items;
+}
+
 }  // namespace
 
 std::int64_t MemoryPlan::total() const {
@@ -39,103 +84,20 @@ std::int64_t MemoryPlan::total() const {
 
 std::vector<std::pair<std::string, std::int64_t>> MemoryPlan::by_category() const {
   std::vector<std::pair<std::string, std::int64_t>> out;
-  for (const char* c : kCategories) {
+  for (int c = 0; c < kDeviceCategories; ++c) {
+    const char* name = buffer_category_name(static_cast<BufferCategory>(c));
     std::int64_t b = 0;
     for (const auto& i : items)
-      if (i.category == c) b += i.bytes;
-    out.emplace_back(c, b);
+      if (i.category == name) b += i.bytes;
+    out.emplace_back(name, b);
   }
   return out;
 }
 
 MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
-  const ModelConfig& c = in.model;
-  const int cp = std::max(1, in.cp);
-  check_sequence_layout(in.micro_batch, in.seq_len, in.tp, cp, in.cuda_rules);
-  if (cp > 1 && !in.cudnn_attention)
-    throw UsageError("--cp " + std::to_string(cp) + ": context parallelism on the GPU runs on cuDNN fused attention only");
-  c.validate();
-  const TpDims d = tp_dims(c, 0, in.tp);  // every tensor-parallel rank holds the same shapes
-  const auto counts = pipeline_layer_counts(c, in.pp, in.seq_len, in.stage_layers);
-  const StageRange stage = stage_range(counts, in.stage);
-  const ParamTable table = ParamTable(c, d.q_dim, d.kv_dim, d.inter, d.vocab).restricted(stage_tensors(ParamTable(c), stage));
-  const std::int64_t slots = in.pp > 1 ? std::min<std::int64_t>(in.pp - in.stage, std::max<std::int64_t>(1, in.micro_batches)) : 1;
-  const std::int64_t T = in.micro_batch * in.seq_len / cp, Tl = T / std::max(1, in.tp);  // this rank's tokens
-  const std::int64_t P = table.total_elements(), H = c.hidden_size, I = d.inter, qd = d.q_dim, kvd = d.kv_dim;
-  const std::int64_t V = d.vocab, nh = d.heads, nkv = d.kv_heads, hd = c.head_dim, L = stage.layers();
-  const std::int64_t shards = static_cast<std::int64_t>(in.dp) * cp;  // the optimizer shards over data × context ranks
-  const bool zero1 = in.shard_optimizer && shards > 1;
-  const std::int64_t shard = zero1 ? ((P + shards - 1) / shards + 63) / 64 * 64 : P, padded = zero1 ? shard * shards : P;
-  const std::int64_t chunk = std::max<std::int64_t>(1, std::min(T, kLogitChunkBytes / (2 * V)));
-  MemoryPlan p;
-  auto add = [&](const char* cat, const std::string& what, std::int64_t bytes) { p.items.push_back({cat, what, bytes}); };
-  const std::string of_shard = zero1 ? " (1/" + std::to_string(shards) + " shard, distributed optimizer)" : "";
-  add("weights", "fp32 master weights" + of_shard, 4 * shard);
-  add("weights", "bf16 compute weights", 2 * padded);
-  add("gradients", "fp32 gradients", 4 * padded);
-  add("optimizer_state", "AdamW moments (fp32 m, v)" + of_shard, 8 * shard);
-  std::int64_t chunks = 0;  // per tensor, its part in this rank's shard (data-parallel rank 0's)
-  for (const auto& e : table.entries()) {
-    const std::int64_t n = std::max<std::int64_t>(0, std::min(e.offset + e.numel, shard) - e.offset);
-    chunks += (n + kAdamWChunkElements - 1) / kAdamWChunkElements;
-  }
-  add("optimizer_state", "AdamW chunk table", kAdamWChunkBytes * chunks);
-  // What one layer keeps without recomputation (the engine's LayerActs), and the parts selective recomputation drops.
-  const std::int64_t per_layer = 2 * (Tl * H * 2 + T * (qd + 2 * kvd) + T * qd + T * kvd + (in.cudnn_attention ? 0 : T * kvd) +
-                                      T * qd + T * H * 2 + T * 2 * I) +
-                                 4 * (2 * Tl + T * nh + in.micro_batch * nh * lse_rows(in.seq_len, cp) + T * nkv);
-  const std::int64_t dropped = 2 * (T * qd + T * kvd + 2 * T * H), input = 2 * Tl * H;
-  const std::string in_flight = slots > 1 ? " × " + std::to_string(slots) + " micro-batches in flight" : "";
-  const RecomputePolicy& rc = in.recompute;
-  const std::int64_t F = rc.full_layers(L), R = L - F;  // fully recomputed layers (the stage's first F), the rest
-  if (R > 0 && rc.mode == Recompute::selective) {
-    add("activations", std::to_string(R) + " layers × " + gib(per_layer - dropped) +
-                           " (inputs, q|k|v, attention, gate|up; norm outputs and q, k recomputed)" + in_flight,
-        R * (per_layer - dropped) * slots);
-    add("activations", "norm outputs and q, k of the layer being recomputed (selective)", dropped);
-  } else if (R > 0) {
-    add("activations", std::to_string(R) + " layers × " + gib(per_layer) + " (inputs, q|k|v, attention, norms, gate|up)" +
-                           in_flight, R * per_layer * slots);
-  }
-  if (F > 0) {  // the engine: each layer's input per slot, one shared layer for the recomputed rest, its scratch output
-    const std::int64_t offloaded = rc.offload_inputs ? F - 1 : 0;  // every recomputed layer but the stage's first
-    add("activations", std::to_string(F - offloaded) + " layer input" + (F - offloaded > 1 ? "s" : "") +
-                           " (recomputation)" + in_flight, (F - offloaded) * input * slots);
-    if (offloaded > 0) {
-      add("activations", "two device buffers for the inputs moving to and from the host", std::min<std::int64_t>(2, offloaded) * input);
-      p.host_pinned_bytes = offloaded * input * slots;
-    }
-    add("activations", "one layer recomputed in the backward (its input read, its output to scratch)", per_layer);
-  }
-  if (!stage.last) add("activations", "stage output (sent to the next stage)", 2 * Tl * H * slots);
-  // The output projection and loss on the last stage, the token ids (per slot) on the first (engine: the same gates).
-  if (stage.last) {
-    add("activations", "final hidden state and norm", 2 * Tl * H + 2 * T * H + 4 * Tl);
-    add("workspace", "logits of one token chunk (" + std::to_string(chunk) + " tokens) and per-token loss",
-        2 * chunk * V + 4 * T);
-  }
-  add("workspace", "backward scratch (gradients of every block)",
-      2 * T * I + 4 * Tl * H + 4 * T * H + 2 * T * std::max(H, qd) + 2 * T * qd * 2 + 2 * T * kvd * 2 +
-          2 * T * (qd + 2 * kvd) + 2 * T * I + 2 * T * 2 * I);
-  add("workspace", "RoPE tables, token ids, labels",
-      2 * 4 * (in.seq_len / cp) * (hd / 2) + (stage.first ? 4 * T * slots : 0) + (stage.last ? 4 * T : 0));
-  if (cp > 1)  // this rank's keys|values, every rank's (rank order, sequence order) and two gradient buffers, bf16
-    add("workspace", "context-parallel keys|values of the whole sequence and their gradients (one layer at a time)",
-        2 * (T * 2 * kvd + 4 * cp * T * 2 * kvd));
-  if (in.tp > 1) {
-    // norm output and reduce-scattered rows (Tl, bf16), row-parallel partial sums and two gathered gradients (T, bf16),
-    // the reduce-scattered and the gathered fp32 gradient, vocabulary-parallel cross-entropy statistics
-    add("workspace", "sequence-parallel buffers",
-        2 * Tl * H * 2 + 3 * T * H * 2 + 4 * Tl * H + (stage.first ? 4 * T * H : 0) + (stage.last ? 4 * 4 * chunk : 0));
-  }
-  // cuDNN's backward: its own workspace plus an fp32 dQ accumulator (both about B·H·S·D·4) and row sums of dO∘O;
-  // the own kernels: row sums and the dQ accumulator. With context parallelism S is one chunk (two calls per layer).
-  const std::int64_t q_rows = in.seq_len / (cp > 1 ? 2 * cp : 1);
-  const std::int64_t bhsd = in.micro_batch * nh * q_rows * hd, bhs = in.micro_batch * nh * q_rows;
-  add("workspace", in.cudnn_attention ? "cuDNN attention workspace (estimated)" : "attention workspace",
-      in.cudnn_attention ? 2 * 4 * bhsd + 4 * bhs : 4 * bhsd + 4 * bhs);
-  add("workspace", "reductions and cuBLASLt workspace", 8 * kNormBlocks + 8 + kGemmWorkspace);
-  return p;
+  const BufferTableInput rank = rank_buffers(in);
+  const std::vector<BufferSpec> table = buffer_table(rank);
+  return {plan_items(table, rank.slots), host_pinned_bytes(table)};
 }
 
 std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in) {

@@ -128,6 +128,39 @@ RecomputePolicy check_memory(TrainingRun& run, const std::string& start_utc) {
   return recompute;
 }
 
+namespace {
+
+// Collective, CUDA: every rank's device bytes by category as its allocator holds them, beside the plan of its own
+// pipeline stage (ranks/memory_<category>_bytes, ranks/plan_<category>_bytes): where a rank departs from the plan.
+void record_rank_memory(TrainingRun& run, const Engine& engine, const RecomputePolicy& recompute) {
+  MemoryPlanInput in = plan_input(run);
+  in.recompute = recompute;
+  in.stage = run.groups.coords.pp;
+  std::vector<double> mine;
+  std::vector<std::string> categories;
+  for (const auto& [category, bytes] : engine.device_bytes_by_category()) {
+    mine.push_back(static_cast<double>(bytes));
+    categories.push_back(category);
+  }
+  for (const auto& [category, bytes] : plan_cuda_rank_memory(in).by_category()) mine.push_back(static_cast<double>(bytes));
+  const auto all = run.world.gather(mine, 0);
+  collectively(run.world, run.root, [&] {
+    run.results.write([&](ResultsWriter& results) {
+      for (std::size_t c = 0; c < categories.size(); ++c)
+        for (const char* source : {"memory", "plan"}) {
+          const std::size_t k = c + (source[0] == 'p' ? categories.size() : 0);
+          std::vector<std::int64_t> per_rank;
+          for (const auto& r : all) per_rank.push_back(static_cast<std::int64_t>(r.at(k)));
+          results.write_values("ranks/" + std::string(source) + "_" + categories[c] + "_bytes", per_rank,
+                               source[0] == 'm' ? "device bytes of this category in the rank's allocator after start-up"
+                                                : "the memory plan of the rank's pipeline stage, this category");
+        }
+    });
+  });
+}
+
+}  // namespace
+
 void create_dataset_and_engine(TrainingRun& run, const RecomputePolicy& recompute) {
   const RunConfig& cfg = run.cfg;
   // Every rank validates the dataset before anything big is allocated.
@@ -169,6 +202,7 @@ void create_dataset_and_engine(TrainingRun& run, const RecomputePolicy& recomput
       results.write_attribute("memory_host_pinned_bytes", pinned_max);  // the rank that pins the most
     });
   });
+  if (cfg.device == "cuda") record_rank_memory(run, engine, recompute);
 }
 
 }  // namespace qwen3::trainer

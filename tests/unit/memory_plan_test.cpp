@@ -97,7 +97,7 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 65536 --recompute auto");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("recomputation full"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("28 layer inputs (recomputation)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("28 layers × 0.25 GiB: layer input (recomputation)"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --recompute auto");
   EXPECT_NE(r.output.find("recomputation none"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --recompute sometimes");
@@ -113,12 +113,12 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   EXPECT_NE(r.output.find("peak per rank     117.1"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 65536 --recompute full --recompute-num-layers 20");
   EXPECT_NE(r.output.find("recomputation full (first 20 layers of each stage)"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("20 layer inputs (recomputation)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("20 layers × 0.25 GiB: layer input (recomputation)"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("8 layers × "), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 65536 --recompute full --offload-inputs");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("host (pinned)     6.75 GiB per rank"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("1 layer input (recomputation)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("  layer input (recomputation)"), std::string::npos) << r.output;
   // The study's one cell that full recomputation alone does not fit: 32B at 131,072 tokens, T2 P4 on 8 × H200. Its
   // first stage holds 4 micro-batches of 16 layer inputs; auto offloads them.
   r = test::run_program("qwen3-pretrain", "--plan --model 32B --seq-len 131072 --tp 2 --pp 4 --world-size 8 "

@@ -23,17 +23,19 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
-__device__ __forceinline__ float block_sum(float v) {
+// Sum (kMax false) or maximum (kMax true) over the block (blockDim.x a multiple of 32, at most 1024); every thread
+// gets the result.
+template <bool kMax>
+__device__ __forceinline__ float block_reduce(float v) {
   __shared__ float partial[32];
   __shared__ float total;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  v = warp_sum(v);
+  v = kMax ? warp_max(v) : warp_sum(v);
   if (lane == 0) partial[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    float s = lane < static_cast<int>(blockDim.x >> 5) ? partial[lane] : 0.0f;
-    s = warp_sum(s);
+    float s = lane < static_cast<int>(blockDim.x >> 5) ? partial[lane] : (kMax ? -INFINITY : 0.0f);
+    s = kMax ? warp_max(s) : warp_sum(s);
     if (lane == 0) total = s;
   }
   __syncthreads();
@@ -41,24 +43,8 @@ __device__ __forceinline__ float block_sum(float v) {
   __syncthreads();  // partial/total may be reused by the next call
   return r;
 }
-
-__device__ __forceinline__ float block_max(float v) {
-  __shared__ float partial[32];
-  __shared__ float total;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  v = warp_max(v);
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    float s = lane < static_cast<int>(blockDim.x >> 5) ? partial[lane] : -INFINITY;
-    s = warp_max(s);
-    if (lane == 0) total = s;
-  }
-  __syncthreads();
-  const float r = total;
-  __syncthreads();
-  return r;
-}
+__device__ __forceinline__ float block_sum(float v) { return block_reduce<false>(v); }
+__device__ __forceinline__ float block_max(float v) { return block_reduce<true>(v); }
 
 // Eight bf16 values moved as one 16-byte access (callers check 16-byte alignment: index multiple of 8).
 struct alignas(16) Bf16x8 {

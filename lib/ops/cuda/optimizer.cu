@@ -101,14 +101,6 @@ void reduce(const float* x, std::int64_t n, double* partial, double* out, cudaSt
 
 }  // namespace
 
-std::vector<AdamWChunk> make_adamw_chunks(const std::vector<AdamWChunk>& tensors) {
-  std::vector<AdamWChunk> chunks;
-  for (const auto& t : tensors)
-    for (std::int64_t b = t.begin; b < t.end; b += kAdamWChunkElements)
-      chunks.push_back({b, std::min(t.end, b + kAdamWChunkElements), t.decay});
-  return chunks;
-}
-
 void adamw_step(float* w, float* m, float* v, const float* g, bf16* w_bf16, const AdamWChunk* chunks, int n_chunks,
                 const AdamWArgs& a, cudaStream_t stream) {
   if (n_chunks == 0) return;

@@ -7,13 +7,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "ops/adamw_chunks.h"
+
 namespace qwen3::cuda {
 
-// A run of the flat buffer with one weight-decay setting; AdamW is launched once over a list of such chunks.
-struct AdamWChunk {
-  std::int64_t begin, end;  // element range in the flat buffers
-  int decay;                // 1: decoupled weight decay applies (2-D tensors)
-};
+using qwen3::AdamWChunk;  // ops/adamw_chunks.h: the chunk list, shared with the buffer table
+using qwen3::kAdamWChunkElements;
+using qwen3::kNormBlocks;
+using qwen3::make_adamw_chunks;
 
 struct AdamWArgs {
   float lr, beta1, beta2, eps, weight_decay;
@@ -22,14 +23,10 @@ struct AdamWArgs {
 };
 
 // chunks: device array of n_chunks AdamWChunk (each at most kAdamWChunkElements long).
-inline constexpr std::int64_t kAdamWChunkElements = 1 << 16;
 void adamw_step(float* w, float* m, float* v, const float* g, __nv_bfloat16* w_bf16, const AdamWChunk* chunks,
                 int n_chunks, const AdamWArgs& a, cudaStream_t stream);
-// Splits tensors (begin, end, decay) into chunks of at most kAdamWChunkElements.
-std::vector<AdamWChunk> make_adamw_chunks(const std::vector<AdamWChunk>& tensors);
 
 // out[0] (fp64) = Σ x² over n fp32 values. partial: device scratch of at least kNormBlocks doubles.
-inline constexpr int kNormBlocks = 1024;
 void sum_squares(const float* x, std::int64_t n, double* partial, double* out, cudaStream_t stream);
 // out[0] (fp64) = Σ x over n fp32 values.
 void sum(const float* x, std::int64_t n, double* partial, double* out, cudaStream_t stream);

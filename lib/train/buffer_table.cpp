@@ -1,0 +1,286 @@
+// The CUDA engine's buffers as data (see buffer_table.h).
+#include "train/buffer_table.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "model/sequence_layout.h"  // lse_rows
+#include "ops/adamw_chunks.h"
+#include "train/pipeline_schedule.h"
+#include "train/optimizer_segments.h"
+
+namespace qwen3 {
+namespace {
+
+constexpr std::int64_t kGemmWorkspaceBytes = 64ll << 20;  // cuBLASLt's workspace
+constexpr std::int64_t kLogitChunkBytes = 2ll << 30;      // bf16 logits of one token chunk
+
+// The table being built, with the sizes every part reads.
+struct Builder {
+  const BufferTableInput& in;
+  std::vector<BufferSpec> out;
+  std::int64_t T, Tl, H, I, qd, kvd, V, nh, nkv, chunk;
+
+  int add(Buf id, BufferCategory c, Dtype t, std::int64_t n, const std::string& what, int slot = 0, int layer = -1) {
+    out.push_back({id, slot, layer, c, t, n, -1, what});
+    return static_cast<int>(out.size()) - 1;
+  }
+  // An entry that reuses the memory of entry `owner`.
+  void share(Buf id, int owner, int slot, int layer) {
+    const BufferSpec& o = out[static_cast<std::size_t>(owner)];
+    out.push_back({id, slot, layer, o.category, o.dtype, o.elements, owner, o.what});
+  }
+};
+
+// Weights, gradients and the optimizer: the flat buffers ([padded], the shard window's part for the fp32 state).
+void add_parameter_state(Builder& b) {
+  const auto& in = b.in;
+  const std::string of_shard =
+      in.shard_parts > 1 ? " (1/" + std::to_string(in.shard_parts) + " shard, distributed optimizer)" : "";
+  b.add(Buf::master_weights, BufferCategory::weights, Dtype::f32, in.shard.size, "fp32 master weights" + of_shard);
+  b.add(Buf::compute_weights, BufferCategory::weights, Dtype::bf16, in.shard.padded, "bf16 compute weights");
+  b.add(Buf::gradients, BufferCategory::gradients, Dtype::f32, in.shard.padded, "fp32 gradients");
+  b.add(Buf::adam_m, BufferCategory::optimizer_state, Dtype::f32, in.shard.size, "AdamW moments (fp32 m, v)" + of_shard);
+  b.add(Buf::adam_v, BufferCategory::optimizer_state, Dtype::f32, in.shard.size, "AdamW moments (fp32 m, v)" + of_shard);
+  const auto chunks = optimizer_segments(*in.table, in.model.num_layers, in.shard).chunks.size();
+  b.add(Buf::adamw_chunks, BufferCategory::optimizer_state, Dtype::adamw_chunk, static_cast<std::int64_t>(chunks),
+        "AdamW chunk table");
+}
+
+// The per-layer fields of LayerActs with their element counts (v only for the own attention kernels).
+struct LayerField {
+  Buf id;
+  Dtype dtype;
+  std::int64_t elements;
+};
+std::vector<LayerField> layer_fields(const Builder& b) {
+  const auto& in = b.in;
+  const std::int64_t T = b.T, Tl = b.Tl, H = b.H;
+  std::vector<LayerField> f = {{Buf::qkv, Dtype::bf16, T * (b.qd + 2 * b.kvd)}, {Buf::q, Dtype::bf16, T * b.qd},
+                               {Buf::k, Dtype::bf16, T * b.kvd}, {Buf::h_in, Dtype::bf16, T * H},
+                               {Buf::h_mid, Dtype::bf16, T * H}};
+  if (!in.cudnn) f.push_back({Buf::v, Dtype::bf16, T * b.kvd});
+  const std::vector<LayerField> rest = {{Buf::attn, Dtype::bf16, T * b.qd}, {Buf::x_mid, Dtype::bf16, Tl * H},
+                                        {Buf::gate_up, Dtype::bf16, T * 2 * b.I}, {Buf::rstd_in, Dtype::f32, Tl},
+                                        {Buf::rstd_q, Dtype::f32, T * b.nh}, {Buf::rstd_k, Dtype::f32, T * b.nkv},
+                                        {Buf::lse, Dtype::f32, in.max_batch * b.nh * lse_rows(in.max_seq, in.cp)},
+                                        {Buf::rstd_mid, Dtype::f32, Tl}};
+  f.insert(f.end(), rest.begin(), rest.end());
+  return f;
+}
+
+bool selective_part(Buf id) { return id == Buf::q || id == Buf::k || id == Buf::h_in || id == Buf::h_mid; }
+
+constexpr const char* kRecomputedLayer = "one layer recomputed in the backward (its input read, its output to scratch)";
+
+// What the plan calls a layer's field: by the layer's recomputation and whether selective recomputation drops it.
+std::string layer_label(bool full, bool selective, bool dropped_by_selective) {
+  if (full) return kRecomputedLayer;
+  if (selective && dropped_by_selective) return "norm outputs and q, k of the layer being recomputed (selective)";
+  if (selective) return "layer activations, selective recomputation (inputs, q|k|v, attention, gate|up)";
+  return "layer activations (inputs, q|k|v, attention, norms, gate|up)";
+}
+
+// The input a layer keeps: its own buffer, or (offloaded) one of two device buffers on the way to or from the host.
+void add_layer_input(Builder& b, int slot, int index, int ring[2]) {
+  const auto& rc = b.in.recompute;
+  const auto A = BufferCategory::activations;
+  if (rc.offloaded(index)) {
+    int& r = ring[index % 2];
+    if (r < 0)
+      r = b.add(Buf::offload_ring, A, Dtype::bf16, b.Tl * b.H, "two device buffers for the inputs moving to and from the host",
+                index % 2);
+    b.share(Buf::x_in, r, slot, index);
+  } else {
+    b.add(Buf::x_in, A, Dtype::bf16, b.Tl * b.H,
+          rc.full(index) ? "layer input (recomputation)" : layer_label(false, rc.selective(index), false), slot, index);
+  }
+}
+
+// What every layer keeps for its backward (engine: LayerActs), with the recomputation policy's sharing: a fully
+// recomputed layer keeps its input, the rest of its fields are one shared layer's (refilled before each backward);
+// selective recomputation shares the norm outputs and q, k of one layer.
+void add_layer_activations(Builder& b) {
+  const auto& in = b.in;
+  const auto& rc = in.recompute;
+  const auto A = BufferCategory::activations;
+  const auto fields = layer_fields(b);
+  std::vector<int> full_owner(fields.size(), -1), sel_owner(fields.size(), -1);
+  int ring[2] = {-1, -1};
+  for (int slot = 0; slot < in.slots; ++slot)
+    for (int index = 0; index < in.stage.layers(); ++index) {
+      add_layer_input(b, slot, index, ring);
+      const bool full = rc.full(index), sel = rc.selective(index);
+      for (std::size_t f = 0; f < fields.size(); ++f) {
+        const LayerField& x = fields[f];
+        const bool shared = full || (sel && selective_part(x.id));
+        int& owner = full ? full_owner[f] : sel_owner[f];
+        if (shared && owner >= 0) {
+          b.share(x.id, owner, slot, index);
+          continue;
+        }
+        const int e = b.add(x.id, A, x.dtype, x.elements, layer_label(full, sel, selective_part(x.id)), slot, index);
+        if (shared) owner = e;
+      }
+    }
+  if (rc.full_layers(in.stage.layers()) > 0)
+    b.add(Buf::recompute_out, A, Dtype::bf16, b.Tl * b.H, kRecomputedLayer);
+  if (in.recompute.offload_inputs && rc.full_layers(in.stage.layers()) > 1) {
+    const std::int64_t offloaded = rc.full_layers(in.stage.layers()) - 1;  // every recomputed layer but the stage's first
+    b.add(Buf::host_inputs, BufferCategory::host_pinned, Dtype::bf16, in.slots * offloaded * b.Tl * b.H,
+          "offloaded layer inputs (pinned host memory)");
+  }
+}
+
+// A pipeline stage's output (per slot) and the last stage's final norm.
+void add_stage_activations(Builder& b) {
+  const auto& in = b.in;
+  const auto A = BufferCategory::activations;
+  if (!in.stage.last)
+    for (int slot = 0; slot < in.slots; ++slot)
+      b.add(Buf::stage_out, A, Dtype::bf16, b.Tl * b.H, "stage output (sent to the next stage)", slot);
+  if (!in.stage.last) return;
+  const std::string what = "final hidden state and norm";
+  b.add(Buf::x_final, A, Dtype::bf16, b.Tl * b.H, what);
+  b.add(Buf::h_final, A, Dtype::bf16, b.T * b.H, what);
+  b.add(Buf::rstd_final, A, Dtype::f32, b.Tl, what);
+}
+
+// Scratch of one block's forward and backward, the loss, the token ids and the RoPE tables.
+void add_step_workspace(Builder& b) {
+  const auto& in = b.in;
+  const auto W = BufferCategory::workspace;
+  const std::int64_t T = b.T, Tl = b.Tl, H = b.H, I = b.I, qd = b.qd, kvd = b.kvd;
+  const std::string scratch = "backward scratch (gradients of every block)";
+  b.add(Buf::swiglu_scratch, W, Dtype::bf16, T * I, scratch);
+  if (in.stage.last) {
+    const std::string loss = "logits of one token chunk (" + std::to_string(b.chunk) + " tokens) and per-token loss";
+    b.add(Buf::logits, W, Dtype::bf16, b.chunk * b.V, loss);
+    b.add(Buf::row_loss, W, Dtype::f32, T, loss);
+  }
+  b.add(Buf::dres, W, Dtype::f32, Tl * H, scratch);
+  b.add(Buf::dh, W, Dtype::f32, T * H, scratch);
+  b.add(Buf::dy_bf16, W, Dtype::bf16, T * std::max(H, qd), scratch);
+  for (Buf id : {Buf::dattn, Buf::dq}) b.add(id, W, Dtype::bf16, T * qd, scratch);
+  for (Buf id : {Buf::dk, Buf::dv}) b.add(id, W, Dtype::bf16, T * kvd, scratch);
+  b.add(Buf::dqkv, W, Dtype::bf16, T * (qd + 2 * kvd), scratch);
+  b.add(Buf::dact, W, Dtype::bf16, T * I, scratch);
+  b.add(Buf::dgate_up, W, Dtype::bf16, T * 2 * I, scratch);
+  const std::string rope = "RoPE tables, token ids, labels";
+  for (Buf id : {Buf::rope_cos, Buf::rope_sin}) b.add(id, W, Dtype::f32, in.max_seq / in.cp * (in.model.head_dim / 2), rope);
+  if (in.stage.first) b.add(Buf::tokens, W, Dtype::i32, T * in.slots, rope);
+  if (in.stage.last) b.add(Buf::labels, W, Dtype::i32, T, rope);
+}
+
+// Context parallelism: this rank's keys|values, every rank's (rank order, sequence order) and two gradient buffers.
+void add_context_parallel(Builder& b) {
+  if (b.in.cp < 2) return;
+  const std::string what = "context-parallel keys|values of the whole sequence and their gradients (one layer at a time)";
+  const std::int64_t kv2 = 2 * b.kvd, cp = b.in.cp;
+  b.add(Buf::cp_kv_local, BufferCategory::workspace, Dtype::bf16, b.T * kv2, what);
+  for (Buf id : {Buf::cp_kv_ranks, Buf::cp_kv_full, Buf::cp_dkv, Buf::cp_dkv_first})
+    b.add(id, BufferCategory::workspace, Dtype::bf16, cp * b.T * kv2, what);
+}
+
+// Sequence parallelism (tp > 1): the norm output and reduce-scattered rows [Tl, H], row-parallel partial sums and
+// two gathered output gradients [T, H], the reduce-scattered and the gathered fp32 gradient, the vocabulary-parallel
+// cross-entropy statistics.
+void add_sequence_parallel(Builder& b) {
+  const auto& in = b.in;
+  if (in.tp.size < 2) return;
+  const auto W = BufferCategory::workspace;
+  const std::string what = "sequence-parallel buffers";
+  const std::int64_t T = b.T, Tl = b.Tl, H = b.H;
+  b.add(Buf::sp_h_local, W, Dtype::bf16, Tl * H, what);
+  b.add(Buf::sp_partial, W, Dtype::bf16, T * H, what);
+  b.add(Buf::sp_sum_local, W, Dtype::bf16, Tl * H, what);
+  for (int i = 0; i < 2; ++i) b.add(Buf::sp_dy_gathered, W, Dtype::bf16, T * H, what, i);
+  b.add(Buf::sp_dh_local, W, Dtype::f32, Tl * H, what);
+  if (in.stage.first) b.add(Buf::sp_dres_full, W, Dtype::f32, T * H, what);
+  if (in.stage.last)
+    for (Buf id : {Buf::ce_max, Buf::ce_max_global, Buf::ce_sum_exp, Buf::ce_target}) b.add(id, W, Dtype::f32, b.chunk, what);
+}
+
+// Attention's backward workspace, the reductions' partials and result, cuBLASLt's workspace.
+void add_library_workspace(Builder& b) {
+  const auto W = BufferCategory::workspace;
+  b.add(Buf::attention_workspace, W, Dtype::byte, b.in.attention_workspace_bytes,
+        b.in.cudnn ? "cuDNN attention workspace" : "attention workspace");
+  const std::string what = "reductions and cuBLASLt workspace";
+  b.add(Buf::reduce_partials, W, Dtype::f64, kNormBlocks, what);
+  b.add(Buf::reduce_result, W, Dtype::f64, 1, what);
+  b.add(Buf::gemm_workspace, W, Dtype::byte, kGemmWorkspaceBytes, what);
+}
+
+}  // namespace
+
+std::int64_t dtype_bytes(Dtype t) {
+  switch (t) {
+    case Dtype::bf16: return 2;
+    case Dtype::f32: case Dtype::i32: return 4;
+    case Dtype::f64: return 8;
+    case Dtype::byte: return 1;
+    case Dtype::adamw_chunk: return static_cast<std::int64_t>(sizeof(AdamWChunk));
+  }
+  return 0;
+}
+
+std::int64_t logit_chunk_tokens(std::int64_t tokens, std::int64_t vocab) {
+  return std::max<std::int64_t>(1, std::min(tokens, kLogitChunkBytes / (2 * vocab)));
+}
+
+std::int64_t estimated_attention_workspace(const BufferTableInput& in) {
+  const std::int64_t q_rows = in.max_seq / (in.cp > 1 ? 2 * in.cp : 1);
+  const std::int64_t bhsd = in.max_batch * in.tp.heads * q_rows * in.model.head_dim, bhs = in.max_batch * in.tp.heads * q_rows;
+  return in.cudnn ? 2 * 4 * bhsd + 4 * bhs : 4 * bhsd + 4 * bhs;
+}
+
+BufferTableInput rank_buffer_input(const ModelConfig& model, const RankLayout& rank, std::int64_t max_batch,
+                                   std::int64_t max_seq, const RecomputePolicy& recompute, bool cudnn) {
+  BufferTableInput b;
+  b.model = model;
+  b.tp = tp_dims(model, rank.tp_rank, rank.tp);
+  b.stage = rank.stage;
+  const ParamTable full(model);
+  b.table = ParamTable(model, b.tp.q_dim, b.tp.kv_dim, b.tp.inter, b.tp.vocab).restricted(stage_tensors(full, rank.stage));
+  b.slots = rank.pp > 1 ? in_flight(rank.pp_rank, rank.pp, std::max(1, rank.micro_batches)) : 1;
+  b.max_batch = max_batch;
+  b.max_seq = max_seq;
+  b.cp = rank.cp;
+  b.recompute = recompute;
+  b.cudnn = cudnn;
+  const std::int64_t P = b.table->total_elements();
+  b.shard = rank.shards > 1 ? ShardWindow::of(P, rank.shards, rank.shard_rank, 64) : ShardWindow::whole(P);
+  b.shard_parts = rank.shards;
+  return b;
+}
+
+std::vector<BufferSpec> buffer_table(const BufferTableInput& in) {
+  const std::int64_t T = in.max_batch * in.max_seq / in.cp;
+  Builder b{in, {}, T, T / in.tp.size, in.model.hidden_size, in.tp.inter, in.tp.q_dim, in.tp.kv_dim, in.tp.vocab,
+            in.tp.heads, in.tp.kv_heads, logit_chunk_tokens(T, in.tp.vocab)};
+  add_parameter_state(b);
+  add_layer_activations(b);
+  add_stage_activations(b);
+  add_step_workspace(b);
+  add_context_parallel(b);
+  add_sequence_parallel(b);
+  add_library_workspace(b);
+  return std::move(b.out);
+}
+
+std::vector<std::int64_t> device_bytes_by_category(const std::vector<BufferSpec>& table) {
+  std::vector<std::int64_t> out(kDeviceCategories, 0);
+  for (const auto& s : table)
+    if (s.category != BufferCategory::host_pinned) out[static_cast<std::size_t>(s.category)] += s.bytes();
+  return out;
+}
+
+std::int64_t host_pinned_bytes(const std::vector<BufferSpec>& table) {
+  std::int64_t n = 0;
+  for (const auto& s : table)
+    if (s.category == BufferCategory::host_pinned) n += s.bytes();
+  return n;
+}
+
+}  // namespace qwen3

@@ -1,0 +1,103 @@
+// The CUDA engine's flat parameter state: bf16 compute weights, fp32 gradients, and fp32 master weights and AdamW
+// moments over this rank's ZeRO-1 shard window (model/shard_window.h); their exchange with the host by full tensor
+// name; gradient ownership (model/gradient_ownership.h: the replicated weights' partial sums finished once, each
+// tensor counted once in the norm); and AdamW on a low-priority side stream that overlaps the next forward, one
+// segment per forward segment (train/optimizer_segments.h), the forward waiting for each just before it reads it.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cuda/op_timer.h"
+#include "model/gradient_ownership.h"
+#include "model/shard_window.h"
+#include "ops/adamw_chunks.h"
+#include "train/engine.h"
+#include "train/cuda/device_buffers.h"
+#include "train/cuda/device_group.h"
+#include "train/cuda/engine_context.h"
+#include "train/cuda/streams.h"
+
+namespace qwen3::cuda {
+
+// The groups the parameter state reduces over: host communicators (null when the group has one rank) and the device
+// groups of the replicated gradients.
+struct ParamGroups {
+  Communicator *tp = nullptr, *pp = nullptr, *cp = nullptr;
+  Communicator* shards = nullptr;  // the distributed optimizer's group (data, or data × context parallel), or null
+  bool zero_over_cp = false;       // the shards span the context-parallel ranks: their reduce-scatter sums over cp
+  DeviceGroup *tp_dev = nullptr, *kv_dev = nullptr, *embed_dev = nullptr, *cp_dev = nullptr;
+};
+
+class ParamState {
+ public:
+  // full: the model's table; owned / reports: per tensor, this stage holds it / reports it; zero1: ZeRO-1 over
+  // groups.shards with this window.
+  ParamState(const EngineContext& ctx, const ParamTable& full, std::vector<bool> owned, std::vector<bool> reports,
+             const ParamGroups& groups, bool zero1, const ShardWindow& shard, const DeviceBuffers& buffers,
+             OpTimer& timer);
+
+  // The initial weights (model/init.h's values) of this rank's tensors, computed on the device.
+  void init_on_device(std::uint64_t seed, double std);
+  void set_weights(const std::string& name, const std::vector<float>& values);
+  void set_moment(const std::string& name, int which, const std::vector<float>& values);
+  std::vector<float> weights(const std::string& name) const { return download(w_, name); }
+  std::vector<float> moment(const std::string& name, int which) const { return download(which == 0 ? m_ : v_, name); }
+  std::vector<float> gradient(const std::string& name) const;
+
+  // Before a micro-batch's backward writes gradients: whether its weight-gradient GEMMs add (or overwrite, β = 0,
+  // the first after zero_grad without pipeline parallelism); marks the replicated gradients partial.
+  bool begin_micro_batch(bool replicated_partial);
+  // The forward's wait for segment `seg`'s pending AdamW update; the backward's for zero_grad's memsets.
+  void wait_segment(std::size_t seg, cudaStream_t st, bool pending) const;
+  bool take_update_pending();
+  void wait_zero(cudaStream_t st);
+
+  void zero_grad();
+  void finish_replicated_grads() const;
+  void reduce_gradients(Communicator& dp);
+  double grad_norm();
+  void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale);
+  std::int64_t steps() const { return step_; }
+  void set_steps(std::int64_t s) { step_ = s; }
+  // Σ over the device scalar buffer: the result of the last reduction (cuda::sum/sum_squares).
+  double device_scalar() const;
+  double* partials() const { return partial_; }
+  double* scalar() const { return scalar_; }
+
+ private:
+  // The full tensor `name` (gathered over the tensor-parallel group) from one of the flat fp32 buffers.
+  std::vector<float> download(const float* base, const std::string& name) const;
+  std::vector<float> own_part(std::size_t index, const std::vector<float>& values) const;
+  void upload(const float* values, std::int64_t offset, std::int64_t n);
+  // Flat elements [offset, offset + n) of the gradient buffer, holding fp32 weights, become the weights: the bf16
+  // copy, the master copy where in the shard; the gradient buffer is zeroed again.
+  void commit(std::int64_t offset, std::int64_t n);
+  void setup_optimizer(const DeviceBuffers& buffers);
+
+  const EngineContext& ctx_;
+  const ParamTable& full_;
+  std::vector<bool> owned_, reports_;
+  ParamGroups groups_;
+  GradientOwnership ownership_;
+  bool zero1_;
+  ShardWindow shard_;
+  OpTimer& timer_;
+  float *w_, *g_, *m_, *v_;  // [shard], [padded], [shard] ×2
+  bf16* wb_;                 // [padded]
+  AdamWChunk* chunks_;
+  double *partial_, *scalar_;
+  Stream opt_stream_;
+  std::vector<std::pair<int, int>> segments_;
+  std::vector<Event> segment_done_;
+  Event grads_ready_, zero_done_;
+  std::unique_ptr<DeviceGroup> dp_dev_;  // the data-parallel (or shard) group on the device, made on first use
+  bool update_pending_ = false, zero_pending_ = false, overwrite_grads_ = false, grads_scattered_ = false;
+  enum class Replicated { clean, partial, reduced };
+  mutable Replicated replicated_ = Replicated::clean;
+  std::vector<std::size_t> zeroed_by_memset_;  // gradients no GEMM overwrites (norms, an untied embedding)
+  std::int64_t step_ = 0;
+};
+
+}  // namespace qwen3::cuda

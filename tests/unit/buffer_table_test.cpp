@@ -1,0 +1,188 @@
+// The buffer table (train/buffer_table.h) at table level, without a GPU: for a grid of layouts, what every rank's CUDA
+// engine would allocate (its own table input: tensor-parallel rank, pipeline stage, ZeRO-1 window) equals the memory
+// plan by category, and every buffer the engine binds — each layer's activations per micro-batch slot, the stage's
+// and the layout's buffers — is in the table exactly when the layout needs it, shared entries pointing at an owner of
+// the same size. The same comparison on a GPU, against the allocator, is CudaEngine.AllocatesWhatTheMemoryPlanSays.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <tuple>
+
+#include "config/model_config.h"
+#include "model/pipeline_split.h"
+#include "model/sequence_layout.h"
+#include "ops/adamw_chunks.h"
+#include "train/buffer_table.h"
+#include "train/memory_plan.h"
+
+using namespace qwen3;
+
+namespace {
+
+struct Layout {
+  const char* model;
+  std::int64_t batch, seq;
+  int tp, cp, pp, dp;
+  int micro_batches;
+};
+
+const RecomputePolicy kPolicies[] = {{}, {Recompute::selective}, {Recompute::full}, {Recompute::full, 2},
+                                     {Recompute::full, 0, true}};
+
+std::vector<Layout> grid() {
+  std::vector<Layout> out;
+  for (const char* m : {"tiny", "0.6B", "8B"})
+    for (int tp : {1, 2, 4})
+      for (int cp : {1, 2})
+        for (int pp : {1, 2, 4})
+          for (int dp : {1, 2}) out.push_back({m, 2, 1024, tp, cp, pp, dp, pp > 1 ? 4 : 1});
+  return out;
+}
+
+MemoryPlanInput plan_input(const Layout& l, const RecomputePolicy& rc, bool cudnn, int stage) {
+  MemoryPlanInput in{model_preset(l.model), l.batch, l.seq, l.tp, l.dp, l.pp, l.cp};
+  in.recompute = rc;
+  in.cudnn_attention = cudnn;
+  in.micro_batches = l.micro_batches;
+  in.stage = stage;
+  return in;
+}
+
+// What rank (tp_rank, cp_rank, stage, dp_rank) of the layout allocates, by device category, as its engine builds it.
+std::vector<std::int64_t> engine_bytes(const Layout& l, const RecomputePolicy& rc, bool cudnn, int tp_rank, int cp_rank,
+                                       int stage, int dp_rank, std::int64_t* pinned) {
+  const ModelConfig c = model_preset(l.model);
+  RankLayout r;
+  r.tp = l.tp, r.tp_rank = tp_rank, r.cp = l.cp, r.cp_rank = cp_rank, r.pp = l.pp, r.pp_rank = stage;
+  r.stage = l.pp > 1 ? stage_range(pipeline_layer_counts(c, l.pp, l.seq, {}), stage) : StageRange{0, c.num_layers, true, true};
+  r.micro_batches = l.micro_batches;
+  r.shards = l.dp * l.cp, r.shard_rank = dp_rank * l.cp + cp_rank;  // the default: ZeRO-1 over data × context ranks
+  BufferTableInput in = rank_buffer_input(c, r, l.batch, l.seq, rc, cudnn);
+  in.attention_workspace_bytes = estimated_attention_workspace(in);
+  const auto table = buffer_table(in);
+  *pinned = host_pinned_bytes(table);
+  return device_bytes_by_category(table);
+}
+
+}  // namespace
+
+TEST(BufferTable, EveryRankOfALayoutAllocatesWhatThePlanSays) {
+  int compared = 0;
+  for (const Layout& l : grid())
+    for (const RecomputePolicy& rc : kPolicies)
+      for (bool cudnn : {true, false}) {
+        if (l.cp > 1 && !cudnn) continue;  // context parallelism runs on cuDNN only
+        for (int stage = 0; stage < l.pp; ++stage) {
+          const MemoryPlan plan = plan_cuda_rank_memory(plan_input(l, rc, cudnn, stage));
+          const auto planned = plan.by_category();
+          for (int t = 0; t < l.tp; ++t)
+            for (int q = 0; q < l.cp; ++q)
+              for (int d = 0; d < l.dp; ++d) {
+                std::int64_t pinned = 0;
+                const auto bytes = engine_bytes(l, rc, cudnn, t, q, stage, d, &pinned);
+                const std::string tag = std::string(l.model) + " tp" + std::to_string(l.tp) + " cp" + std::to_string(l.cp) +
+                                        " pp" + std::to_string(l.pp) + " dp" + std::to_string(l.dp) + " " + rc.describe() +
+                                        (cudnn ? " cudnn" : " own") + " rank t" + std::to_string(t) + " c" +
+                                        std::to_string(q) + " s" + std::to_string(stage) + " d" + std::to_string(d);
+                ASSERT_EQ(bytes.size(), planned.size());
+                for (std::size_t k = 0; k < bytes.size(); ++k) {
+                  // The plan is of the first shard's rank: another shard's window may cut one more tensor in two, one
+                  // more AdamW chunk per tensor at most.
+                  const std::int64_t slack = planned[k].first == "optimizer_state"
+                                                 ? static_cast<std::int64_t>(sizeof(AdamWChunk)) * 16 * (1 + model_preset(l.model).num_layers)
+                                                 : 0;
+                  EXPECT_NEAR(static_cast<double>(bytes[k]), static_cast<double>(planned[k].second), static_cast<double>(slack))
+                      << tag << " " << planned[k].first;
+                }
+                EXPECT_EQ(pinned, plan.host_pinned_bytes) << tag;
+                ++compared;
+              }
+        }
+      }
+  EXPECT_GT(compared, 5000);
+}
+
+TEST(BufferTable, EveryBufferTheEngineBindsIsThereWhenTheLayoutNeedsIt) {
+  for (const Layout& l : grid())
+    for (const RecomputePolicy& rc : kPolicies)
+      for (bool cudnn : {true, false})
+        for (int stage = 0; stage < l.pp; ++stage) {
+          if (l.cp > 1 && !cudnn) continue;
+          const ModelConfig c = model_preset(l.model);
+          RankLayout r;
+          r.tp = l.tp, r.cp = l.cp, r.pp = l.pp, r.pp_rank = stage, r.micro_batches = l.micro_batches;
+          r.stage = l.pp > 1 ? stage_range(pipeline_layer_counts(c, l.pp, l.seq, {}), stage) : StageRange{0, c.num_layers, true, true};
+          const BufferTableInput in = rank_buffer_input(c, r, l.batch, l.seq, rc, cudnn);
+          const auto table = buffer_table(in);
+          const std::string tag = std::string(l.model) + " tp" + std::to_string(l.tp) + " cp" + std::to_string(l.cp) +
+                                  " pp" + std::to_string(l.pp) + " stage " + std::to_string(stage) + " " + rc.describe();
+          std::map<std::tuple<Buf, int, int>, int> where;
+          for (std::size_t i = 0; i < table.size(); ++i) {
+            const BufferSpec& s = table[i];
+            ASSERT_TRUE(where.emplace(std::tuple{s.id, s.slot, s.layer}, static_cast<int>(i)).second) << tag << " entry " << i;
+            if (s.shares < 0) continue;
+            ASSERT_LT(s.shares, static_cast<int>(i)) << tag;
+            const BufferSpec& owner = table[static_cast<std::size_t>(s.shares)];
+            EXPECT_EQ(owner.shares, -1) << tag;
+            EXPECT_EQ(owner.elements * dtype_bytes(owner.dtype), s.elements * dtype_bytes(s.dtype)) << tag;
+          }
+          auto has = [&](Buf id, int slot = 0, int layer = -1) { return where.count({id, slot, layer}) > 0; };
+          const int L = static_cast<int>(r.stage.layers()), slots = in.slots;
+          EXPECT_EQ(slots, l.pp > 1 ? std::min(l.pp - stage, l.micro_batches) : 1) << tag;
+          for (int slot = 0; slot < slots; ++slot) {
+            for (int layer = 0; layer < L; ++layer) {
+              for (Buf id : {Buf::x_in, Buf::qkv, Buf::q, Buf::k, Buf::attn, Buf::x_mid, Buf::h_in, Buf::h_mid,
+                             Buf::gate_up, Buf::rstd_in, Buf::rstd_q, Buf::rstd_k, Buf::lse, Buf::rstd_mid})
+                EXPECT_TRUE(has(id, slot, layer)) << tag << " slot " << slot << " layer " << layer;
+              EXPECT_EQ(has(Buf::v, slot, layer), !cudnn) << tag;
+            }
+            EXPECT_EQ(has(Buf::stage_out, slot), !r.stage.last) << tag;
+          }
+          for (Buf id : {Buf::x_final, Buf::h_final, Buf::rstd_final, Buf::logits, Buf::row_loss, Buf::labels})
+            EXPECT_EQ(has(id), r.stage.last) << tag;
+          EXPECT_EQ(has(Buf::tokens), r.stage.first) << tag;
+          for (Buf id : {Buf::sp_h_local, Buf::sp_partial, Buf::sp_sum_local, Buf::sp_dh_local})
+            EXPECT_EQ(has(id), l.tp > 1) << tag;
+          EXPECT_EQ(has(Buf::sp_dy_gathered, 1), l.tp > 1) << tag;
+          EXPECT_EQ(has(Buf::sp_dres_full), l.tp > 1 && r.stage.first) << tag;
+          EXPECT_EQ(has(Buf::ce_max), l.tp > 1 && r.stage.last) << tag;
+          for (Buf id : {Buf::cp_kv_local, Buf::cp_kv_ranks, Buf::cp_kv_full, Buf::cp_dkv, Buf::cp_dkv_first})
+            EXPECT_EQ(has(id), l.cp > 1) << tag;
+          const std::int64_t F = rc.full_layers(L);
+          EXPECT_EQ(has(Buf::recompute_out), F > 0) << tag;
+          EXPECT_EQ(has(Buf::host_inputs), rc.offload_inputs && F > 1) << tag;
+          EXPECT_EQ(has(Buf::offload_ring, 1), rc.offload_inputs && F > 1) << tag;  // stage layer 1's input (odd)
+          EXPECT_EQ(has(Buf::offload_ring, 0), rc.offload_inputs && F > 2) << tag;  // layer 2's (even)
+          for (Buf id : {Buf::master_weights, Buf::compute_weights, Buf::gradients, Buf::adam_m, Buf::adam_v,
+                         Buf::adamw_chunks, Buf::attention_workspace, Buf::reduce_partials, Buf::reduce_result,
+                         Buf::gemm_workspace, Buf::dres, Buf::dh, Buf::dy_bf16, Buf::dqkv, Buf::rope_cos})
+            EXPECT_TRUE(has(id)) << tag;
+        }
+}
+
+TEST(BufferTable, RecomputationKeepsOneLayerAndOffloadKeepsTwoInputs) {
+  // 0.6B, 28 layers, one rank: full recomputation owns 28 inputs and one layer's other fields; offloading keeps the
+  // first input and two ring buffers on the device, the other 27 inputs in pinned host memory; selective shares the
+  // norm outputs and q, k of one layer.
+  const ModelConfig c = model_preset("0.6B");
+  RankLayout r;
+  r.stage = {0, c.num_layers, true, true};
+  auto owned = [&](const RecomputePolicy& rc, Buf id) {
+    int n = 0;
+    for (const auto& s : buffer_table(rank_buffer_input(c, r, 1, 4096, rc, true)))
+      n += s.id == id && s.shares < 0;
+    return n;
+  };
+  EXPECT_EQ(owned({}, Buf::qkv), 28);
+  EXPECT_EQ(owned({Recompute::full}, Buf::x_in), 28);
+  EXPECT_EQ(owned({Recompute::full}, Buf::qkv), 1);
+  EXPECT_EQ(owned({Recompute::full, 0, true}, Buf::x_in), 1);
+  EXPECT_EQ(owned({Recompute::full, 0, true}, Buf::offload_ring), 2);
+  EXPECT_EQ(owned({Recompute::full, 4}, Buf::qkv), 1 + 24);
+  EXPECT_EQ(owned({Recompute::selective}, Buf::h_in), 1);
+  EXPECT_EQ(owned({Recompute::selective}, Buf::qkv), 28);
+  const auto offload = buffer_table(rank_buffer_input(c, r, 1, 4096, {Recompute::full, 0, true}, true));
+  EXPECT_EQ(host_pinned_bytes(offload), 27ll * 4096 * c.hidden_size * 2);
+}
