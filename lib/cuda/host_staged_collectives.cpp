@@ -65,6 +65,55 @@ void HostStagedCollectives::all_reduce_sum(float* data, std::size_t count, cudaS
   CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+void HostStagedCollectives::download(const float* in, std::size_t n, cudaStream_t stream) {
+  a_.resize(n);
+  CUDA_CHECK(cudaMemcpyAsync(a_.data(), in, n * sizeof(float), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void HostStagedCollectives::upload(float* out, std::size_t n, cudaStream_t stream) {
+  CUDA_CHECK(cudaMemcpyAsync(out, b_.data(), n * sizeof(float), cudaMemcpyHostToDevice, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void HostStagedCollectives::all_gather(const float* in, float* out, std::size_t count, cudaStream_t stream) {
+  download(in, count, stream);
+  b_.resize(static_cast<std::size_t>(host_.size()) * count);
+  host_.all_gather(a_.data(), b_.data(), count);
+  upload(out, b_.size(), stream);
+}
+
+void HostStagedCollectives::reduce_scatter_sum(const float* in, float* out, std::size_t count, cudaStream_t stream) {
+  download(in, static_cast<std::size_t>(host_.size()) * count, stream);
+  b_.resize(count);
+  host_.reduce_scatter_sum(a_.data(), b_.data(), count);
+  upload(out, count, stream);
+}
+
+void HostStagedCollectives::all_reduce_max(float* data, std::size_t count, cudaStream_t stream) {
+  download(data, count, stream);
+  std::vector<double> wide(a_.begin(), a_.end());  // the host communicator's maximum is fp64 (exact for fp32)
+  host_.all_reduce_max(wide.data(), count);
+  b_.assign(wide.begin(), wide.end());
+  upload(data, count, stream);
+}
+
+void HostStagedCollectives::exchange(const std::vector<Communicator::Transfer>& transfers, cudaStream_t stream) {
+  CUDA_CHECK(cudaStreamSynchronize(stream));  // what the sends carry is written
+  std::vector<std::vector<char>> staged(transfers.size());
+  std::vector<Communicator::Transfer> host = transfers;
+  for (std::size_t i = 0; i < transfers.size(); ++i) {
+    staged[i].resize(transfers[i].bytes);
+    host[i].data = staged[i].data();
+    if (transfers[i].send && transfers[i].bytes > 0)
+      CUDA_CHECK(cudaMemcpy(staged[i].data(), transfers[i].data, transfers[i].bytes, cudaMemcpyDeviceToHost));
+  }
+  host_.exchange(host);
+  for (std::size_t i = 0; i < transfers.size(); ++i)
+    if (!transfers[i].send && transfers[i].bytes > 0)
+      CUDA_CHECK(cudaMemcpy(transfers[i].data, staged[i].data(), transfers[i].bytes, cudaMemcpyHostToDevice));
+}
+
 std::string shared_gpu(Communicator& group, int device) {
   char bus[64] = {0}, host[256] = {0};
   CUDA_CHECK(cudaDeviceGetPCIBusId(bus, sizeof bus, device));

@@ -23,12 +23,22 @@ class HostStagedCollectives {
   void reduce_scatter_sum_bf16(const void* in, void* out, std::size_t count, cudaStream_t stream);
   // data[count] (fp32) = the element-wise sum over the ranks, in place.
   void all_reduce_sum(float* data, std::size_t count, cudaStream_t stream);
+  // The same pair in fp32, and the element-wise maximum in place.
+  void all_gather(const float* in, float* out, std::size_t count, cudaStream_t stream);
+  void reduce_scatter_sum(const float* in, float* out, std::size_t count, cudaStream_t stream);
+  void all_reduce_max(float* data, std::size_t count, cudaStream_t stream);
+  // Point-to-point transfers of device buffers (Communicator::exchange): sends copied out once the stream's work is
+  // done, received data copied in before returning.
+  void exchange(const std::vector<Communicator::Transfer>& transfers, cudaStream_t stream);
 
  private:
   Communicator& host_;
   // in[n] (bf16, device) → a_[n] (fp32, host); b_[0, n) → out[n] (bf16, device). Synchronous on stream.
   void download_bf16(const void* in, std::size_t n, cudaStream_t stream);
   void upload_bf16(void* out, std::size_t n, cudaStream_t stream);
+  // in[n] (fp32, device) → a_[n]; b_[0, n) → out[n].
+  void download(const float* in, std::size_t n, cudaStream_t stream);
+  void upload(float* out, std::size_t n, cudaStream_t stream);
   std::vector<std::uint16_t> bits_;  // bf16 staging
   std::vector<float> a_, b_;         // fp32 staging
 };

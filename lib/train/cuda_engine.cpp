@@ -34,11 +34,13 @@ namespace {
 
 using cuda::bf16;
 
-// Throws UsageError when two ranks of `group` (null: none) drive one GPU: NCCL cannot span them. Collective over it.
-void require_own_gpus(Communicator* group, const std::string& what, int device, int devices_here) {
-  if (!group || group->size() < 2) return;
+// Whether two ranks of `group` (null: none) drive one GPU, which NCCL cannot span: then UsageError saying what to do,
+// or with QWEN3_SHARED_GPU_STAGING=1 true (the group is staged through host memory). Collective over the group.
+bool shares_a_gpu(Communicator* group, const std::string& what, int device, int devices_here) {
+  if (!group || group->size() < 2) return false;
   const std::string gpu = cuda::shared_gpu(*group, device);
-  if (gpu.empty()) return;
+  if (gpu.empty()) return false;
+  if (cuda::shared_gpu_staging_allowed()) return true;
   throw UsageError(what + " ranks share one GPU (" + gpu + "): NCCL needs a GPU of its own for every rank of a "
                    "tensor-, pipeline- or data-parallel group. Start one rank per GPU (this host shows " +
                    std::to_string(devices_here) + ": at most " + std::to_string(devices_here) +
@@ -88,6 +90,7 @@ class CudaEngine final : public Engine {
   void synchronize() override { CUDA_CHECK(cudaDeviceSynchronize()); }
   std::int64_t device_bytes_in_use() const override { return alloc_.bytes_in_use(); }
   std::int64_t host_pinned_bytes() const override { return buffers_->host_pinned_bytes(); }
+  int optimizer_shards() const override { return shard_parts_; }
   std::vector<std::pair<std::string, std::int64_t>> device_bytes_by_category() const override;
 
  private:
@@ -123,8 +126,9 @@ class CudaEngine final : public Engine {
   std::string device_name_;
   bool zero1_ = false;
   ShardWindow shard_;
+  int shard_parts_ = 1;
   cuda::ParamGroups groups_;
-  bool cp_staged_ = false;  // the context-parallel group's collectives go through host memory
+  bool cp_staged_ = false, tp_staged_ = false, pp_staged_ = false;  // groups whose collectives go through host memory
   cuda::Stream stream_;
   cuda::DeviceAllocator alloc_;
   cuda::OpTimer timer_;  // QWEN3_CUDA_OP_TIMES=1: per-operation GPU time, printed at exit
@@ -169,6 +173,7 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   // Everything this rank allocates, in one table (persistent state, activations, workspaces).
   const BufferTableInput in = table_input(o);
   shard_ = in.shard;  // this rank's ZeRO-1 window (the whole buffers without it)
+  shard_parts_ = in.shard_parts;
   buffers_ = std::make_unique<cuda::DeviceBuffers>(buffer_table(in), alloc_);
   gemm_ = std::make_unique<cuda::Gemm>(buffers_->get<void>(Buf::gemm_workspace),
                                        static_cast<std::size_t>(buffers_->bytes(Buf::gemm_workspace)));
@@ -225,9 +230,10 @@ cuda::ParamGroups CudaEngine::host_groups(const EngineOptions& o, int devices) {
   g.shards = zero1_ ? g.shards : nullptr;
   // NCCL spans the tensor-, pipeline- and data-parallel groups: each needs a GPU per rank (ncclCommInitRank would
   // refuse with "invalid usage"); said before anything is allocated.
-  require_own_gpus(tp_host_, "--tp " + std::to_string(tp_.size) + ": tensor-parallel", device, devices);
-  require_own_gpus(pp_host_, "--pp " + std::to_string(pp_host_ ? pp_host_->size() : 1) + ": pipeline-parallel", device, devices);
-  if (zero1_ || group_of(o.dp_comm)) require_own_gpus(zero1_ ? g.shards : o.dp_comm, "data-parallel", device, devices);
+  tp_staged_ = shares_a_gpu(tp_host_, "--tp " + std::to_string(tp_.size) + ": tensor-parallel", device, devices);
+  pp_staged_ = shares_a_gpu(pp_host_, "--pp " + std::to_string(pp_host_ ? pp_host_->size() : 1) + ": pipeline-parallel",
+                            device, devices);
+  if (zero1_ || group_of(o.dp_comm)) g.staged_dp = shares_a_gpu(zero1_ ? g.shards : o.dp_comm, "data-parallel", device, devices);
   return g;
 }
 
@@ -254,11 +260,13 @@ void CudaEngine::make_device_groups() {
     cp_dev_ = cuda::make_nccl_group(*cp_host_, stream_, "context parallelism");
   }
   if (tp_host_) {
-    tp_dev_ = cuda::make_nccl_group(*tp_host_, stream_, "tensor parallelism");
+    tp_dev_ = tp_staged_ ? cuda::make_host_staged_group(*tp_host_, stream_)
+                         : cuda::make_nccl_group(*tp_host_, stream_, "tensor parallelism");
     if (tp_.kv_replicas > 1) kv_dev_ = tp_dev_->split(tp_.kv_group(), tp_.rank);
   }
   if (pp_host_) {
-    pp_dev_ = cuda::make_nccl_group(*pp_host_, stream_, "pipeline parallelism");
+    pp_dev_ = pp_staged_ ? cuda::make_host_staged_group(*pp_host_, stream_)
+                         : cuda::make_nccl_group(*pp_host_, stream_, "pipeline parallelism");
     if (cfg_.tie_word_embeddings) embed_dev_ = pp_dev_->split(stage_.first || stage_.last ? 0 : 1, pp_host_->rank());
   }
 }

@@ -109,6 +109,9 @@ class Engine {
   virtual std::vector<std::pair<std::string, std::int64_t>> device_bytes_by_category() const { return {}; }
   // Pinned host bytes the engine holds for offloaded layer inputs (EngineOptions::recompute.offload_inputs).
   virtual std::int64_t host_pinned_bytes() const { return 0; }
+  // Ranks the optimizer state is sharded over (1: none). The CUDA engine shards over data × context-parallel ranks,
+  // but over the data-parallel ones only where the context-parallel ranks share a GPU (host-staged exchange).
+  virtual int optimizer_shards() const { return 1; }
 };
 
 // Registry: "cpu" always; other names answer with the list of backends built into this binary.

@@ -38,7 +38,8 @@ BufferTableInput rank_buffers(const MemoryPlanInput& in) {
   rank.tp = in.tp, rank.cp = cp, rank.pp = in.pp, rank.pp_rank = in.stage;
   rank.stage = stage_range(pipeline_layer_counts(c, in.pp, in.seq_len, in.stage_layers), in.stage);
   rank.micro_batches = static_cast<int>(std::min<std::int64_t>(in.micro_batches, 1 << 30));
-  rank.shards = in.shard_optimizer ? in.dp * cp : 1;  // data × context-parallel ranks hold the same weights
+  // Data × context-parallel ranks hold the same weights (a running engine says what it did: Engine::optimizer_shards).
+  rank.shards = in.optimizer_shards > 0 ? in.optimizer_shards : in.shard_optimizer ? in.dp * cp : 1;
   BufferTableInput b = rank_buffer_input(c, rank, in.micro_batch, in.seq_len, in.recompute, in.cudnn_attention);
   b.attention_workspace_bytes = estimated_attention_workspace(b);
   return b;

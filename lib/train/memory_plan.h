@@ -24,7 +24,8 @@ struct MemoryPlanInput {
   bool cudnn_attention = true;  // the engine's default; the own kernels' workspace otherwise
   // The CUDA backend's sequence rules (model/sequence_layout.h): --plan of a CPU run applies the CPU's instead.
   bool cuda_rules = true;
-  bool shard_optimizer = true;  // ZeRO-1 over dp (the default of qwen3-pretrain)
+  bool shard_optimizer = true;  // ZeRO-1 over dp × cp (the default of qwen3-pretrain)
+  int optimizer_shards = 0;     // the shards a running engine reports (Engine::optimizer_shards); 0: dp × cp
   RecomputePolicy recompute;    // model/recompute.h
   int stage = 0;                // pipeline: which stage's rank
   std::vector<std::int64_t> stage_layers;  // pipeline: layers per stage (empty: the balanced split)

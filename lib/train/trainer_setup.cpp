@@ -136,6 +136,7 @@ void record_rank_memory(TrainingRun& run, const Engine& engine, const RecomputeP
   MemoryPlanInput in = plan_input(run);
   in.recompute = recompute;
   in.stage = run.groups.coords.pp;
+  in.optimizer_shards = engine.optimizer_shards();
   std::vector<double> mine;
   std::vector<std::string> categories;
   for (const auto& [category, bytes] : engine.device_bytes_by_category()) {

@@ -26,8 +26,12 @@ using namespace qwen3;
 namespace {
 
 
+// GPUs the multi-GPU layouts may use: with QWEN3_SHARED_GPU_STAGING=1 four ranks share whatever the host has (their
+// collectives staged through host memory: the engine's logic checked on a one-GPU host, not NCCL's).
 int gpus() {
 #if defined(QWEN3_HAVE_CUDA) && defined(QWEN3_HAVE_NCCL)
+  const char* staging = std::getenv("QWEN3_SHARED_GPU_STAGING");
+  if (staging && std::string(staging) == "1" && test::cuda_device_count() > 0) return 4;
   return test::cuda_device_count();
 #else
   return 0;

@@ -10,7 +10,7 @@ what="${1:-all}"
 out="${OUT:-gpu-out}"; logs="$out/logs"; mkdir -p "$logs"
 export QWEN3_COMM_SM_MARGIN="${QWEN3_COMM_SM_MARGIN:-0}" QWEN3_CUDA_OP_TIMES="${QWEN3_CUDA_OP_TIMES:-0}"
 export QWEN3_BIN_DIR="$PWD/build/bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
-bin=build/bin
+bin="${BIN:-build/bin}"  # BIN: another build's bin folder (an earlier tree's, for a same-call comparison)
 gpus=$(nvidia-smi -L | wc -l)
 summary="$out/summary.txt"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nvidia-smi topo -m | head -8; } | tee "$summary"

@@ -1,7 +1,10 @@
 // Device collectives behind one seam (see device_group.h): NCCL when built, host-staged for ranks sharing a GPU.
 #include "train/cuda/device_group.h"
 
+#include <cstdlib>
+
 #include "core/error.h"
+#include "cuda/check.h"
 #include "cuda/host_staged_collectives.h"
 #ifdef QWEN3_HAVE_NCCL
 #include "dist/nccl_communicator.h"
@@ -39,26 +42,63 @@ class NcclGroup final : public DeviceGroup {
 };
 #endif
 
+// A Communicator over device buffers whose point-to-point transfers go through host memory (the pipeline's stage
+// boundaries when its ranks share a GPU); everything else is the host communicator's.
+class StagedCommunicator final : public Communicator {
+ public:
+  StagedCommunicator(Communicator& host, HostStagedCollectives& staged, const cudaStream_t& stream)
+      : host_(host), staged_(staged), stream_(stream) {}
+  int rank() const override { return host_.rank(); }
+  int size() const override { return host_.size(); }
+  void all_reduce_sum(float* d, std::size_t n) override { host_.all_reduce_sum(d, n); }
+  void all_reduce_sum(double* d, std::size_t n) override { host_.all_reduce_sum(d, n); }
+  void all_reduce_max(double* d, std::size_t n) override { host_.all_reduce_max(d, n); }
+  void all_gather(const double* i, double* o, std::size_t n) override { host_.all_gather(i, o, n); }
+  void reduce_scatter_sum(const double* i, double* o, std::size_t n) override { host_.reduce_scatter_sum(i, o, n); }
+  void all_gather(const float* i, float* o, std::size_t n) override { host_.all_gather(i, o, n); }
+  void reduce_scatter_sum(const float* i, float* o, std::size_t n) override { host_.reduce_scatter_sum(i, o, n); }
+  void exchange(const std::vector<Transfer>& transfers) override { staged_.exchange(transfers, stream_); }
+  std::unique_ptr<Communicator> split(int color, int key) override { return host_.split(color, key); }
+  std::vector<std::string> all_gather(const std::string& v) override { return host_.all_gather(v); }
+  std::vector<std::vector<double>> gather(const std::vector<double>& v, int root) override { return host_.gather(v, root); }
+  void broadcast(std::string& v, int root) override { host_.broadcast(v, root); }
+  void barrier() override {
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    host_.barrier();
+  }
+
+ private:
+  Communicator& host_;
+  HostStagedCollectives& staged_;
+  const cudaStream_t& stream_;
+};
+
 class StagedGroup final : public DeviceGroup {
  public:
-  StagedGroup(Communicator& host, cudaStream_t s) : c_(host), stream_(s) {}
+  StagedGroup(Communicator& host, cudaStream_t s, std::unique_ptr<Communicator> owned = nullptr)
+      : owned_(std::move(owned)), host_(host), c_(host), stream_(s), comm_(host, c_, stream_) {}
   void set_stream(cudaStream_t s) override { stream_ = s; }
   void all_gather_bf16(const void* in, void* out, std::size_t n) override { c_.all_gather_bf16(in, out, n, stream_); }
   void reduce_scatter_sum_bf16(const void* in, void* out, std::size_t n) override {
     c_.reduce_scatter_sum_bf16(in, out, n, stream_);
   }
+  void all_gather(const float* in, float* out, std::size_t n) override { c_.all_gather(in, out, n, stream_); }
+  void reduce_scatter_sum(const float* in, float* out, std::size_t n) override { c_.reduce_scatter_sum(in, out, n, stream_); }
   void all_reduce_sum(float* data, std::size_t n) override { c_.all_reduce_sum(data, n, stream_); }
-  void all_gather(const float*, float*, std::size_t) override { unsupported("all_gather"); }
-  void reduce_scatter_sum(const float*, float*, std::size_t) override { unsupported("reduce_scatter_sum"); }
-  void all_reduce_max(float*, std::size_t) override { unsupported("all_reduce_max"); }
-  std::unique_ptr<DeviceGroup> split(int, int) override { unsupported("split"); }
+  void all_reduce_max(float* data, std::size_t n) override { c_.all_reduce_max(data, n, stream_); }
+  Communicator* communicator() override { return &comm_; }
+  std::unique_ptr<DeviceGroup> split(int color, int key) override {
+    std::unique_ptr<Communicator> sub = host_.split(color, key);
+    Communicator& ref = *sub;
+    return std::make_unique<StagedGroup>(ref, stream_, std::move(sub));
+  }
 
  private:
-  [[noreturn]] static void unsupported(const char* what) {
-    throw InternalError(std::string("host-staged device collectives have no ") + what);
-  }
+  std::unique_ptr<Communicator> owned_;  // a split's host communicator
+  Communicator& host_;
   HostStagedCollectives c_;
   cudaStream_t stream_;
+  StagedCommunicator comm_;
 };
 
 }  // namespace
@@ -69,6 +109,11 @@ bool stage_through_host(Communicator& group, int device) {
 #else
   return true;
 #endif
+}
+
+bool shared_gpu_staging_allowed() {
+  const char* v = std::getenv("QWEN3_SHARED_GPU_STAGING");
+  return v != nullptr && std::string(v) == "1";
 }
 
 void require_nccl(const std::string& what) {

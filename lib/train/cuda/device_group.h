@@ -36,11 +36,15 @@ class DeviceGroup {
 // NCCL over `host`'s ranks (collective), on `stream`. Without NCCL in this build: UsageError "<what> with --device
 // cuda needs NCCL, which this build did not find".
 std::unique_ptr<DeviceGroup> make_nccl_group(Communicator& host, cudaStream_t stream, const std::string& what);
-// Collectives staged through host memory over `host` (bf16 gather and reduce-scatter, fp32 all-reduce only).
+// Every collective and the point-to-point transfers staged through host memory over `host` (synchronous, slow): for
+// groups whose ranks share a GPU.
 std::unique_ptr<DeviceGroup> make_host_staged_group(Communicator& host, cudaStream_t stream);
 // Whether `group`'s collectives must be staged through host memory: its ranks share a GPU (collective over it), or
 // this build has no NCCL.
 bool stage_through_host(Communicator& group, int device);
+// QWEN3_SHARED_GPU_STAGING=1: tensor-, pipeline- and data-parallel ranks that share a GPU are staged through host
+// memory too, instead of refused (for tests of those layouts on a one-GPU host; slow).
+bool shared_gpu_staging_allowed();
 // Throws the UsageError above when this build has no NCCL; returns otherwise.
 void require_nccl(const std::string& what);
 

@@ -27,6 +27,7 @@ struct ParamGroups {
   Communicator *tp = nullptr, *pp = nullptr, *cp = nullptr;
   Communicator* shards = nullptr;  // the distributed optimizer's group (data, or data × context parallel), or null
   bool zero_over_cp = false;       // the shards span the context-parallel ranks: their reduce-scatter sums over cp
+  bool staged_dp = false;          // the data-parallel (or shard) group's ranks share a GPU: staged through host memory
   DeviceGroup *tp_dev = nullptr, *kv_dev = nullptr, *embed_dev = nullptr, *cp_dev = nullptr;
 };
 

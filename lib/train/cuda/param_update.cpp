@@ -74,7 +74,10 @@ void ParamState::finish_replicated_grads() const {
 void ParamState::reduce_gradients(Communicator& dp) {
   finish_replicated_grads();
   if (dp.size() == 1 && !zero1_) return;
-  if (!dp_dev_) dp_dev_ = make_nccl_group(zero1_ ? *groups_.shards : dp, ctx_.stream, "data parallelism");  // collective
+  if (!dp_dev_) {  // collective over the group: every replica reaches its first reduction together
+    Communicator& group = zero1_ ? *groups_.shards : dp;
+    dp_dev_ = groups_.staged_dp ? make_host_staged_group(group, ctx_.stream) : make_nccl_group(group, ctx_.stream, "data parallelism");
+  }
   timer_.start(ctx_.stream);
   if (zero1_) {  // each rank receives the sums of its shard, in place (fp32, on the main stream)
     if (dp.size() * (groups_.zero_over_cp ? ctx_.cp : 1) != groups_.shards->size())
