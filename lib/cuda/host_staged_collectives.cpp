@@ -111,7 +111,8 @@ void HostStagedCollectives::exchange(const std::vector<Communicator::Transfer>& 
   host_.exchange(host);
   for (std::size_t i = 0; i < transfers.size(); ++i)
     if (!transfers[i].send && transfers[i].bytes > 0)
-      CUDA_CHECK(cudaMemcpy(transfers[i].data, staged[i].data(), transfers[i].bytes, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpyAsync(transfers[i].data, staged[i].data(), transfers[i].bytes, cudaMemcpyHostToDevice, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));  // landed before the stream's next reader (and before staged goes)
 }
 
 std::string shared_gpu(Communicator& group, int device) {

@@ -210,7 +210,7 @@ TEST(CommCheck, CudaContextParallelPassesTheGoldenCheckAndTrainsLikeOneGpu) {
     // The plan stored beside the run is what the engine allocated (cuDNN's own workspace aside, which is estimated).
     // Ranks sharing one GPU shard the optimizer over data-parallel replicas only (no NCCL across them): activations.
     std::vector<const char*> categories = {"activations"};
-    if (gpus() >= np) categories.insert(categories.end(), {"weights", "gradients", "optimizer_state"});
+    if (test::cuda_device_count() >= np) categories.insert(categories.end(), {"weights", "gradients", "optimizer_state"});
     for (const char* category : categories)
       EXPECT_EQ(h5::read_attr_int(f.get(), std::string("plan_") + category + "_bytes"),
                 h5::read_attr_int(f.get(), std::string("memory_") + category + "_bytes")) << tag << " " << category;
