@@ -26,76 +26,65 @@ std::uint16_t narrow(float f) {  // round to nearest even, as __float2bfloat16_r
 }
 }  // namespace
 
-void HostStagedCollectives::download_bf16(const void* in, std::size_t n, cudaStream_t stream) {
-  bits_.resize(n);
-  CUDA_CHECK(cudaMemcpyAsync(bits_.data(), in, n * 2, cudaMemcpyDeviceToHost, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
+void HostStagedCollectives::download(const void* in, std::size_t n, bool bf16, cudaStream_t stream) {
   a_.resize(n);
-  std::transform(bits_.begin(), bits_.end(), a_.begin(), widen);  // exact: every bf16 is a float
+  if (bf16) bits_.resize(n);
+  CUDA_CHECK(cudaMemcpyAsync(bf16 ? static_cast<void*>(bits_.data()) : static_cast<void*>(a_.data()), in,
+                             n * (bf16 ? 2 : sizeof(float)), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (bf16) std::transform(bits_.begin(), bits_.end(), a_.begin(), widen);  // exact: every bf16 is a float
 }
 
-void HostStagedCollectives::upload_bf16(void* out, std::size_t n, cudaStream_t stream) {
-  bits_.resize(n);
-  std::transform(b_.begin(), b_.begin() + static_cast<std::ptrdiff_t>(n), bits_.begin(), narrow);
-  CUDA_CHECK(cudaMemcpyAsync(out, bits_.data(), n * 2, cudaMemcpyHostToDevice, stream));
+void HostStagedCollectives::upload(void* out, std::size_t n, bool bf16, cudaStream_t stream) {
+  if (bf16) {
+    bits_.resize(n);
+    std::transform(b_.begin(), b_.begin() + static_cast<std::ptrdiff_t>(n), bits_.begin(), narrow);
+  }
+  CUDA_CHECK(cudaMemcpyAsync(out, bf16 ? static_cast<const void*>(bits_.data()) : static_cast<const void*>(b_.data()),
+                             n * (bf16 ? 2 : sizeof(float)), cudaMemcpyHostToDevice, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void HostStagedCollectives::gather(const void* in, void* out, std::size_t count, bool bf16, cudaStream_t stream) {
+  download(in, count, bf16, stream);
+  b_.resize(static_cast<std::size_t>(host_.size()) * count);
+  host_.all_gather(a_.data(), b_.data(), count);
+  upload(out, b_.size(), bf16, stream);
+}
+
+void HostStagedCollectives::scatter(const void* in, void* out, std::size_t count, bool bf16, cudaStream_t stream) {
+  download(in, static_cast<std::size_t>(host_.size()) * count, bf16, stream);
+  b_.resize(count);
+  host_.reduce_scatter_sum(a_.data(), b_.data(), count);
+  upload(out, count, bf16, stream);
 }
 
 void HostStagedCollectives::all_gather_bf16(const void* in, void* out, std::size_t count, cudaStream_t stream) {
-  const auto n = static_cast<std::size_t>(host_.size()) * count;
-  download_bf16(in, count, stream);
-  b_.resize(n);
-  host_.all_gather(a_.data(), b_.data(), count);
-  upload_bf16(out, n, stream);
+  gather(in, out, count, true, stream);
 }
-
 void HostStagedCollectives::reduce_scatter_sum_bf16(const void* in, void* out, std::size_t count, cudaStream_t stream) {
-  download_bf16(in, static_cast<std::size_t>(host_.size()) * count, stream);
-  b_.resize(count);
-  host_.reduce_scatter_sum(a_.data(), b_.data(), count);
-  upload_bf16(out, count, stream);
+  scatter(in, out, count, true, stream);
+}
+void HostStagedCollectives::all_gather(const float* in, float* out, std::size_t count, cudaStream_t stream) {
+  gather(in, out, count, false, stream);
+}
+void HostStagedCollectives::reduce_scatter_sum(const float* in, float* out, std::size_t count, cudaStream_t stream) {
+  scatter(in, out, count, false, stream);
 }
 
 void HostStagedCollectives::all_reduce_sum(float* data, std::size_t count, cudaStream_t stream) {
-  a_.resize(count);
-  CUDA_CHECK(cudaMemcpyAsync(a_.data(), data, count * sizeof(float), cudaMemcpyDeviceToHost, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
+  download(data, count, false, stream);
   host_.all_reduce_sum(a_.data(), count);
-  CUDA_CHECK(cudaMemcpyAsync(data, a_.data(), count * sizeof(float), cudaMemcpyHostToDevice, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-}
-
-void HostStagedCollectives::download(const float* in, std::size_t n, cudaStream_t stream) {
-  a_.resize(n);
-  CUDA_CHECK(cudaMemcpyAsync(a_.data(), in, n * sizeof(float), cudaMemcpyDeviceToHost, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-}
-
-void HostStagedCollectives::upload(float* out, std::size_t n, cudaStream_t stream) {
-  CUDA_CHECK(cudaMemcpyAsync(out, b_.data(), n * sizeof(float), cudaMemcpyHostToDevice, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-}
-
-void HostStagedCollectives::all_gather(const float* in, float* out, std::size_t count, cudaStream_t stream) {
-  download(in, count, stream);
-  b_.resize(static_cast<std::size_t>(host_.size()) * count);
-  host_.all_gather(a_.data(), b_.data(), count);
-  upload(out, b_.size(), stream);
-}
-
-void HostStagedCollectives::reduce_scatter_sum(const float* in, float* out, std::size_t count, cudaStream_t stream) {
-  download(in, static_cast<std::size_t>(host_.size()) * count, stream);
-  b_.resize(count);
-  host_.reduce_scatter_sum(a_.data(), b_.data(), count);
-  upload(out, count, stream);
+  b_ = a_;
+  upload(data, count, false, stream);
 }
 
 void HostStagedCollectives::all_reduce_max(float* data, std::size_t count, cudaStream_t stream) {
-  download(data, count, stream);
+  download(data, count, false, stream);
   std::vector<double> wide(a_.begin(), a_.end());  // the host communicator's maximum is fp64 (exact for fp32)
   host_.all_reduce_max(wide.data(), count);
   b_.assign(wide.begin(), wide.end());
-  upload(data, count, stream);
+  upload(data, count, false, stream);
 }
 
 void HostStagedCollectives::exchange(const std::vector<Communicator::Transfer>& transfers, cudaStream_t stream) {

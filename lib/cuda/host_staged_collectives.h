@@ -33,12 +33,12 @@ class HostStagedCollectives {
 
  private:
   Communicator& host_;
-  // in[n] (bf16, device) → a_[n] (fp32, host); b_[0, n) → out[n] (bf16, device). Synchronous on stream.
-  void download_bf16(const void* in, std::size_t n, cudaStream_t stream);
-  void upload_bf16(void* out, std::size_t n, cudaStream_t stream);
-  // in[n] (fp32, device) → a_[n]; b_[0, n) → out[n].
-  void download(const float* in, std::size_t n, cudaStream_t stream);
-  void upload(float* out, std::size_t n, cudaStream_t stream);
+  // in[n] (bf16 or fp32, device) → a_[n] (fp32, host); b_[0, n) → out[n]. Synchronous on stream.
+  void download(const void* in, std::size_t n, bool bf16, cudaStream_t stream);
+  void upload(void* out, std::size_t n, bool bf16, cudaStream_t stream);
+  // The all-gather and the reduce-scatter of either type (bf16 summed in fp32 and rounded once).
+  void gather(const void* in, void* out, std::size_t count, bool bf16, cudaStream_t stream);
+  void scatter(const void* in, void* out, std::size_t count, bool bf16, cudaStream_t stream);
   std::vector<std::uint16_t> bits_;  // bf16 staging
   std::vector<float> a_, b_;         // fp32 staging
 };
