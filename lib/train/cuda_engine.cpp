@@ -166,7 +166,6 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   check_layout(o);
   const auto [devices, sm_count] = select_device(o);
   groups_ = host_groups(o, devices);
-  make_device_groups();
   attention_ = std::make_unique<cuda::Attention>(cfg_, tp_, cp_, cp_rank_, max_batch_, max_seq_);
   recompute_ = o.recompute;
   recompute_.validate();
@@ -180,6 +179,7 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   ctx_ = std::make_unique<cuda::EngineContext>(cuda::EngineContext{cfg_, tp_, stage_, table_, cp_, cp_rank_, stream_, *gemm_,
                                                                    timer_, buffers_->get<bf16>(Buf::compute_weights),
                                                                    buffers_->get<float>(Buf::gradients)});
+  make_device_groups();  // after every allocation: out of memory is the table's, before NCCL reserves its buffers
   bind_units(o, sm_count);
   state_->init_on_device(o.seed, o.init_std);
 }
