@@ -18,11 +18,11 @@ using namespace qwen3;
 int main(int argc, char** argv) {
   return run_main("qwen3-golden-check", [&] {
     std::string golden, device, init_from_hf;
-    double tolerance = 0;
+    double tolerance = 0, offload_optimizer = 0;
     int tp = 1, pp = 1, cp = 1;
     po::options_description desc(
         "qwen3-golden-check: reproduce Hugging Face's logits, loss, gradients, AdamW step and training losses\n"
-        "Usage: [mpirun -np N] qwen3-golden-check --golden FILE [--device cpu|cuda] [--tp T] [--pp P] [--init-from-hf DIR] [--tolerance X]\n"
+        "Usage: [mpirun -np N] qwen3-golden-check --golden FILE [--device cpu|cuda] [--tp T] [--pp P] [--init-from-hf DIR] [--offload-optimizer[=F]] [--tolerance X]\n"
         "Under mpirun -np N the ranks form T x P x D groups with D = N / (T x P) data-parallel replicas.\nOptions");
     desc.add_options()("help,h", "show this help")
         ("golden", po::value(&golden)->required(), "golden file (schema: tests/data/README.md)")
@@ -32,6 +32,9 @@ int main(int argc, char** argv) {
         ("cp", po::value(&cp)->default_value(1), "context-parallel size (the sequence must divide by 2 × cp)")
         ("init-from-hf", po::value(&init_from_hf), "take the weights from this Hugging Face checkpoint folder instead of the "
          "golden file's /weights (its config.json must describe the same model)")
+        ("offload-optimizer", po::value(&offload_optimizer)->implicit_value(1.0, "1")->value_name("FRACTION"),
+         "cuda: the AdamW step on the host for this fraction of the optimizer state (all without a value), as "
+         "qwen3-pretrain --offload-optimizer")
         ("tolerance", po::value(&tolerance), "one relative-error bound for every quantity (default: 1e-5 on cpu; on cuda the bf16-mixed bounds of "
          "docs/golden.md: 1.5e-2 logits/loss, 5e-2 gradients, 1e-2 after-step weights and training losses)");
     po::variables_map vm;
@@ -45,6 +48,7 @@ int main(int argc, char** argv) {
     if (tp < 1) throw UsageError("--tp must be at least 1, got " + std::to_string(tp));
     if (pp < 1) throw UsageError("--pp must be at least 1, got " + std::to_string(pp));
     if (cp < 1) throw UsageError("--cp must be at least 1, got " + std::to_string(cp));
+    if (offload_optimizer > 0 && device != "cuda") throw UsageError("--offload-optimizer: the CUDA backend's (--device cuda)");
     MpiSession mpi(&argc, &argv);
     MpiCommunicator world(MPI_COMM_WORLD);
     if (world.size() % (tp * pp * cp) != 0)
@@ -55,7 +59,7 @@ int main(int argc, char** argv) {
     ParallelGroups groups = make_parallel_groups(world, layout);
     GoldenReport r;
     try {
-      r = run_golden_check(golden, device, tol, {groups.tp.get(), groups.cp.get(), groups.pp.get(), groups.dp.get(), groups.dp_cp.get()},
+      r = run_golden_check(golden, device, tol, {groups.tp.get(), groups.cp.get(), groups.pp.get(), groups.dp.get(), groups.dp_cp.get(), offload_optimizer},
                            node_local_rank(world.comm()), init_from_hf);
     } catch (const Error& e) {
       // Seen by some ranks only (a pipeline stage, say), the others would wait for them: end the whole job.

@@ -30,7 +30,7 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
   in.micro_batches = std::max<std::int64_t>(1, cfg.global_batch / (cfg.micro_batch * layout.dp()));
   const std::int64_t device =
       parse_memory_size("--device-memory", cfg.device_memory.empty() ? kDefaultPlanDevice : cfg.device_memory);
-  in.recompute = choose_recompute(cfg.recompute, cfg.recompute_num_layers, cfg.offload_inputs, in, device);
+  in.recompute = choose_recompute(cfg.memory_request(), in, device, 0);  // the host's memory is the run's to check
   const auto [worst, plan] = plan_worst_stage(in);
   const bool fits = plan.total() + kRuntimeReserveBytes <= device;
   if (print && cfg.format == "json") {

@@ -108,12 +108,17 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       ("recompute", po::value(&c.recompute)->default_value(c.recompute),
        "activation recomputation: none; selective (recompute the norm outputs and the normed, rotated q and k); full "
        "(keep each layer's input, recompute the rest in the backward); or auto (the cheapest that the memory plan "
-       "says fits the device: none, selective, full, full with the inputs offloaded)")
+       "says fits the device: none, selective, full, full with the inputs offloaded; then the same with the smallest "
+       "share of the optimizer on the host that fits, unless --offload-optimizer is given)")
       ("recompute-num-layers", po::value(&c.recompute_num_layers)->default_value(c.recompute_num_layers),
        "with full recomputation: recompute only the first N layers of each pipeline stage (0: all)")
       ("offload-inputs", po::bool_switch(&c.offload_inputs),
        "with full recomputation: keep the recomputed layers' inputs in pinned host memory, copied out during the "
        "forward and back during the backward (CUDA; on the CPU backend everything is in host memory already)")
+      ("offload-optimizer", po::value(&c.offload_optimizer)->implicit_value(1.0, "1")->value_name("FRACTION"),
+       "keep the fp32 master weights and AdamW moments in pinned host memory and run AdamW on the CPU (CUDA): "
+       "--offload-optimizer for all of this rank's optimizer state, --offload-optimizer=0.4 for the last 40% of it "
+       "(the rest stays on the device), =0 for none (auto then never offloads it)")
       ("no-shard-optimizer", po::bool_switch(&no_shard),
        "keep the full fp32 master weights and AdamW state on every data-parallel replica (default: sharded, ZeRO-1)")
       ("pp-layers", po::value(&pp_layers),

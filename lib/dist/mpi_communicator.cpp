@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "core/error.h"
 
@@ -158,16 +159,25 @@ void MpiSession::abort(int code) {
   std::exit(code);
 }
 
-int node_local_rank(MPI_Comm comm) {
+namespace {
+
+// This rank's place on its node and the node's ranks of `comm`.
+std::pair<int, int> node_rank_and_size(MPI_Comm comm) {
   int rank = 0;
   mpi_check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
   MPI_Comm node = MPI_COMM_NULL;
   mpi_check(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
-  int local = 0;
+  int local = 0, size = 1;
   mpi_check(MPI_Comm_rank(node, &local), "MPI_Comm_rank");
+  mpi_check(MPI_Comm_size(node, &size), "MPI_Comm_size");
   mpi_check(MPI_Comm_free(&node), "MPI_Comm_free");
-  return local;
+  return {local, size};
 }
+
+}  // namespace
+
+int node_local_rank(MPI_Comm comm) { return node_rank_and_size(comm).first; }
+int node_local_size(MPI_Comm comm) { return node_rank_and_size(comm).second; }
 
 std::string mpi_library_version() {
   char v[MPI_MAX_LIBRARY_VERSION_STRING];

@@ -55,5 +55,7 @@ std::string mpi_library_version();
 
 // This rank's index among the ranks on its node (MPI_COMM_TYPE_SHARED): the device it drives.
 int node_local_rank(MPI_Comm comm);
+// The ranks of `comm` on this rank's node.
+int node_local_size(MPI_Comm comm);
 
 }  // namespace qwen3

@@ -130,6 +130,7 @@ void ResultsWriter::append_memory(const std::vector<std::vector<MemorySample>>& 
 
 void ResultsWriter::write_attribute(const std::string& name, const std::string& value) { h5::write_attr(file_.get(), name, value); }
 void ResultsWriter::write_attribute(const std::string& name, std::int64_t value) { h5::write_attr(file_.get(), name, value); }
+void ResultsWriter::write_attribute(const std::string& name, double value) { h5::write_attr(file_.get(), name, value); }
 void ResultsWriter::write_attribute(const std::string& name, const std::vector<std::string>& values) {
   h5::write_attr(file_.get(), name, values);
 }

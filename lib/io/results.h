@@ -55,6 +55,7 @@ class ResultsWriter {
   // Extra root attributes (e.g. the OOM category and sizes).
   void write_attribute(const std::string& name, const std::string& value);
   void write_attribute(const std::string& name, std::int64_t value);
+  void write_attribute(const std::string& name, double value);
   void write_attribute(const std::string& name, const std::vector<std::string>& values);
 
   const std::string& path() const { return path_; }

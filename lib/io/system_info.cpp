@@ -1,8 +1,10 @@
 // System facts for results files (see system_info.h).
 #include "io/system_info.h"
 
+#include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "dist/mpi_communicator.h"
@@ -25,6 +27,15 @@ std::string hostname() {
   char buf[256] = {0};
   if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
   return buf;
+}
+
+int cores_per_rank(int ranks_here) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const long host = sysconf(_SC_NPROCESSORS_ONLN);
+  const int mine = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : static_cast<int>(host);
+  const long share = host / std::max(1, ranks_here);
+  return static_cast<int>(std::max(1L, std::min(static_cast<long>(mine), share)));
 }
 
 std::string utc_now() {

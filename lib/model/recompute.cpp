@@ -2,6 +2,7 @@
 #include "model/recompute.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 
@@ -22,10 +23,11 @@ const char* recompute_name(Recompute mode) {
 }
 
 std::string RecomputePolicy::describe() const {
-  if (mode != Recompute::full) return recompute_name(mode);
-  std::string s = "full";
-  if (num_layers > 0) s += " (first " + std::to_string(num_layers) + " layers of each stage)";
-  if (offload_inputs) s += ", inputs offloaded to host";
+  std::string s = recompute_name(mode);
+  if (mode == Recompute::full && num_layers > 0) s += " (first " + std::to_string(num_layers) + " layers of each stage)";
+  if (mode == Recompute::full && offload_inputs) s += ", inputs offloaded to host";
+  if (offload_optimizer >= 1) s += ", optimizer on host";
+  else if (offload_optimizer > 0) s += ", " + std::to_string(static_cast<int>(std::lround(offload_optimizer * 100))) + "% of the optimizer on host";
   return s;
 }
 
@@ -35,6 +37,9 @@ void RecomputePolicy::validate() const {
     throw UsageError("--recompute-num-layers applies to --recompute full (or auto) only");
   if (offload_inputs && mode != Recompute::full)
     throw UsageError("--offload-inputs needs --recompute full (or auto): only the kept layer inputs are offloaded");
+  if (!(offload_optimizer >= 0 && offload_optimizer <= 1))
+    throw UsageError("--offload-optimizer: the fraction of the optimizer state on the host must be between 0 and 1, got " +
+                     std::to_string(offload_optimizer));
 }
 
 Recompute parse_recompute(const std::string& text) {

@@ -1,5 +1,6 @@
-// Activation recomputation policy, shared by the engines and the memory planner (--recompute, --recompute-num-layers,
-// --offload-inputs). What each layer keeps for its backward:
+// The memory policy, shared by the engines and the memory planner: activation recomputation (--recompute,
+// --recompute-num-layers, --offload-inputs) and the optimizer on the host (--offload-optimizer). What each layer keeps
+// for its backward:
 //   none       everything its backward reads;
 //   selective  everything but the cheap-to-recompute, expensive-to-store parts — the two RMSNorm outputs and the
 //              normed, rotated q and k ([T, H] twice and [T, q_dim + kv_dim]) — recomputed from what is kept (an
@@ -9,6 +10,9 @@
 // offload_inputs (full only): the kept inputs of the recomputed layers, except each stage's first layer (where the
 // stage's input arrives), live in pinned host memory — copied out while the layer's forward runs, copied back while
 // the layer after it runs its backward — so device memory no longer grows with layers × micro-batches in flight.
+// offload_optimizer (CUDA): the fraction of this rank's optimizer shard — fp32 master weights and AdamW moments, 12
+// bytes per parameter — kept in pinned host memory and updated there by the CPU (the tail of the flat buffers: the
+// last layers, which the next forward reads last); the rest stays on the device.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -21,6 +25,7 @@ struct RecomputePolicy {
   Recompute mode = Recompute::none;
   std::int64_t num_layers = 0;  // full: the first num_layers layers of each stage (0: all)
   bool offload_inputs = false;  // full: inputs of recomputed layers (but each stage's first) in pinned host memory
+  double offload_optimizer = 0;  // fraction of the optimizer shard in pinned host memory, 0 (none) to 1 (all)
 
   // Whether the index-th layer of a stage (0-based) is fully recomputed, recomputed selectively, its input offloaded.
   bool full(std::int64_t index) const { return mode == Recompute::full && (num_layers == 0 || index < num_layers); }
@@ -28,9 +33,11 @@ struct RecomputePolicy {
   bool offloaded(std::int64_t index) const { return offload_inputs && index > 0 && full(index); }
   // Fully recomputed layers among a stage's `layers`.
   std::int64_t full_layers(std::int64_t layers) const;
-  // "none", "selective", "full", "full (first 4 layers of each stage)", "full, inputs offloaded to host".
+  // "none", "selective", "full", "full (first 4 layers of each stage)", "full, inputs offloaded to host", and
+  // ", optimizer on host" or ", 40% of the optimizer on host".
   std::string describe() const;
-  // Throws UsageError naming the option for an inconsistent policy (offload without full, negative layer count).
+  // Throws UsageError naming the option for an inconsistent policy (offload without full, negative layer count, an
+  // optimizer fraction outside [0, 1]).
   void validate() const;
 };
 

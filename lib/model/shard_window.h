@@ -18,6 +18,12 @@ struct ShardWindow {
     const std::int64_t size = ((P + parts - 1) / parts + align - 1) / align * align;
     return {size * rank, size, size * parts};
   }
+  // Where the part of the window on the host begins (window coordinates) when `host_fraction` of it is there
+  // (--offload-optimizer): [0, result) stays on the device, [result, size) is on the host; a multiple of 64.
+  std::int64_t host_begin(double host_fraction) const {
+    const auto host = static_cast<std::int64_t>(host_fraction * static_cast<double>(size) + 63) / 64 * 64;
+    return std::max<std::int64_t>(0, size - host);
+  }
   // Flat elements [offset, offset + n) inside the window: [first, second), empty when second <= first.
   std::pair<std::int64_t, std::int64_t> overlap(std::int64_t offset, std::int64_t n) const {
     return {std::max(offset, begin), std::min(offset + n, begin + size)};

@@ -32,19 +32,33 @@ struct Builder {
   }
 };
 
-// Weights, gradients and the optimizer: the flat buffers ([padded], the shard window's part for the fp32 state).
+// Weights, gradients and the optimizer: the flat buffers ([padded]; the fp32 state the shard window's part, split
+// between the device and pinned host memory by --offload-optimizer).
 void add_parameter_state(Builder& b) {
   const auto& in = b.in;
   const std::string of_shard =
       in.shard_parts > 1 ? " (1/" + std::to_string(in.shard_parts) + " shard, distributed optimizer)" : "";
-  b.add(Buf::master_weights, BufferCategory::weights, Dtype::f32, in.shard.size, "fp32 master weights" + of_shard);
+  const std::int64_t dev = in.shard.host_begin(in.recompute.offload_optimizer), host = in.shard.size - dev;
+  const std::string on_device = host > 0 ? " on the device" : "";
+  b.add(Buf::master_weights, BufferCategory::weights, Dtype::f32, dev, "fp32 master weights" + of_shard + on_device);
   b.add(Buf::compute_weights, BufferCategory::weights, Dtype::bf16, in.shard.padded, "bf16 compute weights");
   b.add(Buf::gradients, BufferCategory::gradients, Dtype::f32, in.shard.padded, "fp32 gradients");
-  b.add(Buf::adam_m, BufferCategory::optimizer_state, Dtype::f32, in.shard.size, "AdamW moments (fp32 m, v)" + of_shard);
-  b.add(Buf::adam_v, BufferCategory::optimizer_state, Dtype::f32, in.shard.size, "AdamW moments (fp32 m, v)" + of_shard);
-  const auto chunks = optimizer_segments(*in.table, in.model.num_layers, in.shard).chunks.size();
+  const std::string moments = "AdamW moments (fp32 m, v)" + of_shard + on_device;
+  b.add(Buf::adam_m, BufferCategory::optimizer_state, Dtype::f32, dev, moments);
+  b.add(Buf::adam_v, BufferCategory::optimizer_state, Dtype::f32, dev, moments);
+  const auto chunks = optimizer_segments(*in.table, in.model.num_layers, in.shard, dev).chunks.size();
   b.add(Buf::adamw_chunks, BufferCategory::optimizer_state, Dtype::adamw_chunk, static_cast<std::int64_t>(chunks),
         "AdamW chunk table");
+  if (host == 0) return;
+  const auto H = BufferCategory::host_pinned;
+  const std::string state = "fp32 master weights and AdamW moments on the host (--offload-optimizer)";
+  for (Buf id : {Buf::host_master, Buf::host_adam_m, Buf::host_adam_v}) b.add(id, H, Dtype::f32, host, state);
+  const std::int64_t piece = std::min(host, kHostAdamWPieceElements);
+  const std::string staging = "gradients down, bf16 weights up: the host optimizer's two staging slots";
+  for (int slot = 0; slot < 2; ++slot) {
+    b.add(Buf::host_grad_stage, H, Dtype::f32, piece, staging, slot);
+    b.add(Buf::host_weight_stage, H, Dtype::bf16, piece, staging, slot);
+  }
 }
 
 // The per-layer fields of LayerActs with their element counts (v only for the own attention kernels).
@@ -213,6 +227,10 @@ void add_library_workspace(Builder& b) {
 }
 
 }  // namespace
+
+bool double_buffered(Buf id) {
+  return id == Buf::offload_ring || id == Buf::sp_dy_gathered || id == Buf::host_grad_stage || id == Buf::host_weight_stage;
+}
 
 std::int64_t dtype_bytes(Dtype t) {
   switch (t) {

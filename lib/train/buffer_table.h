@@ -23,10 +23,12 @@ enum class Dtype { bf16, f32, f64, i32, byte, adamw_chunk };
 std::int64_t dtype_bytes(Dtype t);
 
 // The buffers. Per layer (LayerActs of the engine): x_in … rstd_mid; per slot: stage_out, tokens; double buffers
-// (slot 0 / 1): offload_ring, sp_dy_gathered. Shapes: T this rank's tokens of the largest micro-batch, Tl = T / tp
+// (slot 0 / 1): offload_ring, sp_dy_gathered, the host optimizer's staging. The fp32 state covers this rank's shard
+// window, its device part [0, host_begin) on the device, the rest in pinned host memory. Shapes: T this rank's tokens of the largest micro-batch, Tl = T / tp
 // (sequence parallelism), widths this rank's tensor-parallel shares.
 enum class Buf {
-  master_weights, compute_weights, gradients, adam_m, adam_v, adamw_chunks,  // [shard], [padded] ×3, [shard] ×2
+  master_weights, compute_weights, gradients, adam_m, adam_v, adamw_chunks,  // [device part], [padded] ×2, [device part] ×2
+  host_master, host_adam_m, host_adam_v, host_grad_stage, host_weight_stage,  // --offload-optimizer: [host part] ×3, 2 slots
   x_in, qkv, q, k, v, attn, x_mid, h_in, h_mid, gate_up,                     // per layer, bf16 (see LayerActs)
   rstd_in, rstd_q, rstd_k, lse, rstd_mid,                                    // per layer, fp32
   offload_ring, host_inputs, recompute_out, stage_out,                       // recomputation, offload, pipeline
@@ -39,6 +41,10 @@ enum class Buf {
   ce_max, ce_max_global, ce_sum_exp, ce_target,                              // vocabulary-parallel loss [chunk]
   attention_workspace, reduce_partials, reduce_result, gemm_workspace,
 };
+
+// A buffer of two slots used in turn (offload_ring, sp_dy_gathered, the host optimizer's staging), not one per
+// micro-batch in flight.
+bool double_buffered(Buf id);
 
 struct BufferSpec {
   Buf id;

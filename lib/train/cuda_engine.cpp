@@ -276,7 +276,8 @@ void CudaEngine::bind_units(const EngineOptions& o, int sm_count) {
   scratch_ = cuda::bind_scratch(b);
   groups_.tp_dev = tp_dev_.get(), groups_.kv_dev = kv_dev_.get(), groups_.embed_dev = embed_dev_.get();
   groups_.cp_dev = cp_dev_.get();
-  state_ = std::make_unique<cuda::ParamState>(*ctx_, full_, owned_, reports_, groups_, zero1_, shard_, b, timer_);
+  state_ = std::make_unique<cuda::ParamState>(*ctx_, full_, owned_, reports_, groups_, zero1_, shard_, b, timer_,
+                                              cuda::OptimizerOnHost{recompute_.offload_optimizer, o.host_threads});
   sp_ = std::make_unique<cuda::SequenceParallel>(*ctx_, tp_dev_.get(), b, scratch_, tp_dev_ ? overlapped_gemm_sms(sm_count) : 0);
   attention_->bind(*ctx_, b, scratch_, cp_dev_.get(), o.max_seq);
   blocks_ = std::make_unique<cuda::Qwen3Blocks>(*ctx_, *sp_, *attention_, scratch_);

@@ -47,8 +47,11 @@ struct EngineOptions {
   // ranks inside reduce_gradients (one reduce-scatter over the whole group), which must be called even when
   // dp_comm has one rank.
   Communicator* shard_comm = nullptr;
-  // Activation recomputation and offloading of kept layer inputs (model/recompute.h).
+  // Activation recomputation, offloading of kept layer inputs and of the optimizer (model/recompute.h).
   RecomputePolicy recompute;
+  // The CPU threads of the host optimizer's pass (recompute.offload_optimizer > 0; 0: OpenMP's default): this rank's
+  // share of the node's cores.
+  int host_threads = 0;
   // Context parallelism: the group that splits each sequence (null or size 1: none). Its ranks hold the same weights;
   // gradients and losses are summed over it.
   Communicator* cp_comm = nullptr;
@@ -107,7 +110,7 @@ class Engine {
   virtual std::int64_t device_bytes_in_use() const = 0;
   // Those bytes by category (weights, gradients, optimizer_state, activations, workspace); empty on the CPU.
   virtual std::vector<std::pair<std::string, std::int64_t>> device_bytes_by_category() const { return {}; }
-  // Pinned host bytes the engine holds for offloaded layer inputs (EngineOptions::recompute.offload_inputs).
+  // Pinned host bytes the engine holds: offloaded layer inputs, the optimizer state on the host (EngineOptions::recompute).
   virtual std::int64_t host_pinned_bytes() const { return 0; }
   // Ranks the optimizer state is sharded over (1: none). The CUDA engine shards over data × context-parallel ranks,
   // but over the data-parallel ones only where the context-parallel ranks share a GPU (host-staged exchange).

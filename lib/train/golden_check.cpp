@@ -136,6 +136,8 @@ std::unique_ptr<Engine> make_golden_engine(const std::string& device, const Mode
   eo.stage = stage_range(pipeline_layer_counts(cfg, share.pp, share.seq), share.stage);
   eo.micro_batches = 1;
   eo.local_rank = local_rank;
+  eo.recompute.offload_optimizer = par.offload_optimizer;
+  eo.recompute.validate();
   return make_engine(device, cfg, eo);
 }
 

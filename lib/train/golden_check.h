@@ -49,6 +49,7 @@ struct GoldenParallel {
   Communicator* pp = nullptr;
   Communicator* dp = nullptr;
   Communicator* dp_cp = nullptr;  // dp × cp: the distributed optimizer's shards with context parallelism
+  double offload_optimizer = 0;   // CUDA: the fraction of the optimizer state on the host (--offload-optimizer)
 };
 
 // Runs the whole check on `device`. Throws InputError for a file that does not follow the schema. In parallel every

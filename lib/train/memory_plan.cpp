@@ -45,9 +45,9 @@ BufferTableInput rank_buffers(const MemoryPlanInput& in) {
   return b;
 }
 
-// The plan's items: the table's entries summed by (category, name) in table order; a name that spans several layers
-// says how many and what one layer takes, and the micro-batches in flight.
-std::vector<MemoryItem> plan_items(const std::vector<BufferSpec>& table, int slots) {
+// The plan's items on the device (host: in pinned host memory): the table's entries summed by (category, name) in
+// table order; a name that spans several layers says how many and what one layer takes, and the micro-batches in flight.
+std::vector<MemoryItem> plan_items(const std::vector<BufferSpec>& table, int slots, bool host) {
   struct Group {
     BufferCategory category;
     std::string what;
@@ -57,12 +57,12 @@ std::vector<MemoryItem> plan_items(const std::vector<BufferSpec>& table, int slo
   };
   std::vector<Group> groups;
   for (const auto& s : table) {
-    if (s.category == BufferCategory::host_pinned || s.bytes() == 0) continue;
+    if ((s.category == BufferCategory::host_pinned) != host || s.bytes() == 0) continue;
     auto g = std::find_if(groups.begin(), groups.end(), [&](const Group& x) { return x.category == s.category && x.what == s.what; });
     if (g == groups.end()) g = groups.insert(groups.end(), Group{s.category, s.what, 0, {}, false});
     g->bytes += s.bytes();
     if (s.layer >= 0 && std::find(g->layers.begin(), g->layers.end(), s.layer) == g->layers.end()) g->layers.push_back(s.layer);
-    g->per_slot |= s.slot > 0 && s.id != Buf::offload_ring && s.id != Buf::sp_dy_gathered;
+    g->per_slot |= s.slot > 0 && !double_buffered(s.id);
   }
   std::vector<MemoryItem> items;
   for (const auto& g : groups) {
@@ -98,7 +98,7 @@ std::vector<std::pair<std::string, std::int64_t>> MemoryPlan::by_category() cons
 MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
   const BufferTableInput rank = rank_buffers(in);
   const std::vector<BufferSpec> table = buffer_table(rank);
-  return {plan_items(table, rank.slots), host_pinned_bytes(table)};
+  return {plan_items(table, rank.slots, false), plan_items(table, rank.slots, true), host_pinned_bytes(table)};
 }
 
 std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in) {
@@ -111,25 +111,67 @@ std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in) {
   return worst;
 }
 
-RecomputePolicy choose_recompute(const std::string& policy, std::int64_t num_layers, bool offload_inputs,
-                                 MemoryPlanInput in, std::int64_t device_bytes) {
-  if (policy != "auto") {
-    RecomputePolicy p{parse_recompute(policy), num_layers, offload_inputs};
+namespace {
+
+// Whether every stage's rank fits the device (with the runtime reserve) and pins at most host_bytes (<= 0: unchecked).
+bool fits(MemoryPlanInput in, std::int64_t device_bytes, std::int64_t host_bytes) {
+  for (int s = 0; s < std::max(1, in.pp); ++s) {
+    in.stage = s;
+    const MemoryPlan p = plan_cuda_rank_memory(in);
+    if (p.total() + kRuntimeReserveBytes > device_bytes || (host_bytes > 0 && p.host_pinned_bytes > host_bytes)) return false;
+  }
+  return true;
+}
+
+// The smallest fraction of the optimizer on the host, in steps of 5%, with which `in` fits (device bytes fall and
+// host bytes grow with it); -1 when none does.
+double smallest_optimizer_offload(MemoryPlanInput in, std::int64_t device_bytes, std::int64_t host_bytes) {
+  int lo = 1, hi = 20;  // twentieths
+  in.recompute.offload_optimizer = 1.0;
+  if (!fits(in, device_bytes, 0)) return -1;
+  while (lo < hi) {  // the device alone decides the smallest; the host is checked at it (more only pins more)
+    const int mid = (lo + hi) / 2;
+    in.recompute.offload_optimizer = mid / 20.0;
+    if (fits(in, device_bytes, 0))
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  in.recompute.offload_optimizer = lo / 20.0;
+  return fits(in, device_bytes, host_bytes) ? in.recompute.offload_optimizer : -1;
+}
+
+}  // namespace
+
+RecomputePolicy choose_recompute(const MemoryRequest& r, MemoryPlanInput in, std::int64_t device_bytes,
+                                 std::int64_t host_bytes) {
+  const double optimizer = std::max(0.0, r.offload_optimizer);
+  if (r.recompute != "auto") {
+    RecomputePolicy p{parse_recompute(r.recompute), r.num_layers, r.offload_inputs, optimizer};
     p.validate();
     return p;
   }
-  if (offload_inputs) throw UsageError("--offload-inputs with --recompute auto: auto chooses offloading itself when it is needed");
-  const RecomputePolicy candidates[] = {{Recompute::none, 0, false},
-                                        {Recompute::selective, 0, false},
-                                        {Recompute::full, num_layers, false},
-                                        {Recompute::full, num_layers, true}};
-  for (const RecomputePolicy& c : candidates) {
-    if (num_layers > 0 && c.mode != Recompute::full) continue;  // a layer count asks for full recomputation
+  if (r.offload_inputs) throw UsageError("--offload-inputs with --recompute auto: auto chooses offloading itself when it is needed");
+  std::vector<RecomputePolicy> ladder;
+  for (const RecomputePolicy& c : {RecomputePolicy{Recompute::none, 0, false, optimizer},
+                                   RecomputePolicy{Recompute::selective, 0, false, optimizer},
+                                   RecomputePolicy{Recompute::full, r.num_layers, false, optimizer},
+                                   RecomputePolicy{Recompute::full, r.num_layers, true, optimizer}})
+    if (r.num_layers == 0 || c.mode == Recompute::full) ladder.push_back(c);  // a layer count asks for full recomputation
+  for (const RecomputePolicy& c : ladder) {
     c.validate();
     in.recompute = c;
-    if (plan_worst_stage(in).second.total() + kRuntimeReserveBytes <= device_bytes) return c;
+    if (fits(in, device_bytes, host_bytes)) return c;
   }
-  return candidates[3];
+  if (r.offload_optimizer >= 0) return ladder.back();  // the fraction was given: auto does not change it
+  for (RecomputePolicy c : ladder) {
+    in.recompute = c;
+    c.offload_optimizer = smallest_optimizer_offload(in, device_bytes, host_bytes);
+    if (c.offload_optimizer > 0) return c;
+  }
+  RecomputePolicy last = ladder.back();
+  last.offload_optimizer = 1.0;
+  return last;
 }
 
 const std::vector<GpuMemory>& known_gpus() {
@@ -183,8 +225,10 @@ std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes) {
   }
   const std::int64_t total = plan.total() + kRuntimeReserveBytes;
   out += "  runtime reserve   " + gib(kRuntimeReserveBytes) + " (CUDA context, cuBLAS, cuDNN, NCCL)\n";
-  if (plan.host_pinned_bytes > 0)
-    out += "  host (pinned)     " + gib(plan.host_pinned_bytes) + " per rank: offloaded layer inputs, not on the device\n";
+  if (plan.host_pinned_bytes > 0) {
+    out += "  host (pinned)     " + gib(plan.host_pinned_bytes) + " per rank, not on the device\n";
+    for (const auto& i : plan.host_items) out += "      " + gib(i.bytes) + "  " + i.what + "\n";
+  }
   out += "  peak per rank     " + gib(total) + " of " + gib(device_bytes) + ": " +
          (total <= device_bytes ? "fits" : "does NOT fit") + "\n";
   return out;

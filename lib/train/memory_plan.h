@@ -40,7 +40,8 @@ struct MemoryItem {
 
 struct MemoryPlan {
   std::vector<MemoryItem> items;          // device memory
-  std::int64_t host_pinned_bytes = 0;     // pinned host memory (offloaded layer inputs), not on the device
+  std::vector<MemoryItem> host_items;     // pinned host memory (offloaded layer inputs, the optimizer on the host)
+  std::int64_t host_pinned_bytes = 0;     // their sum: not on the device
   std::int64_t total() const;
   std::vector<std::pair<std::string, std::int64_t>> by_category() const;  // in the allocator's category order
 };
@@ -54,11 +55,21 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in);
 // The stage whose rank needs the most (0 without pipeline parallelism) and its plan.
 std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in);
 
-// --recompute none | selective | full as given (with --recompute-num-layers and --offload-inputs); "auto" the cheapest
-// that fits device_bytes with the runtime reserve, in the order none, selective, full, full with the inputs offloaded
-// (the last may still not fit). Throws UsageError for an invalid or inconsistent request.
-RecomputePolicy choose_recompute(const std::string& policy, std::int64_t num_layers, bool offload_inputs,
-                                 MemoryPlanInput in, std::int64_t device_bytes);
+// What the user asked of the memory policy: --recompute, --recompute-num-layers, --offload-inputs and
+// --offload-optimizer (the fraction of the optimizer state on the host; < 0 when not given).
+struct MemoryRequest {
+  std::string recompute = "none";
+  std::int64_t num_layers = 0;
+  bool offload_inputs = false;
+  double offload_optimizer = -1;
+};
+
+// The policy as given, or for --recompute auto the cheapest that fits device_bytes with the runtime reserve and pins
+// at most host_bytes per rank (<= 0: unchecked): none, selective, full, full with the inputs offloaded; then (unless
+// --offload-optimizer was given) the same four with the smallest fraction of the optimizer on the host, in steps of
+// 5%, that fits. The last (everything offloaded) may still not fit. Throws UsageError for an invalid request.
+RecomputePolicy choose_recompute(const MemoryRequest& request, MemoryPlanInput in, std::int64_t device_bytes,
+                                 std::int64_t host_bytes);
 
 // A GPU model and the memory CUDA gives a process on it (cudaDeviceProp::totalGlobalMem).
 struct GpuMemory {

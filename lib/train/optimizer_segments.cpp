@@ -1,10 +1,15 @@
 // AdamW's chunks by forward segment (see optimizer_segments.h).
 #include "train/optimizer_segments.h"
 
+#include <algorithm>
+
 namespace qwen3 {
 
-OptimizerSegments optimizer_segments(const ParamTable& table, std::int64_t num_layers, const ShardWindow& shard) {
+OptimizerSegments optimizer_segments(const ParamTable& table, std::int64_t num_layers, const ShardWindow& shard,
+                                     std::int64_t host_begin) {
   std::vector<std::vector<AdamWChunk>> by_segment(static_cast<std::size_t>(num_layers + 2));
+  OptimizerSegments out;
+  out.host.resize(by_segment.size());
   std::vector<int> segment_of(table.entries().size(), static_cast<int>(num_layers + 1));
   segment_of[table.embed] = 0;
   for (std::int64_t l = 0; l < num_layers; ++l) {
@@ -16,9 +21,11 @@ OptimizerSegments optimizer_segments(const ParamTable& table, std::int64_t num_l
   for (std::size_t i = 0; i < table.entries().size(); ++i) {
     const auto& p = table.entries()[i];  // the part in this rank's shard, in shard coordinates
     const auto [b, e] = shard.overlap(p.offset, p.numel);
-    if (e > b) by_segment[static_cast<std::size_t>(segment_of[i])].push_back({b - shard.begin, e - shard.begin, p.decay ? 1 : 0});
+    const std::int64_t lo = b - shard.begin, hi = e - shard.begin, split = std::clamp(host_begin, lo, std::max(lo, hi));
+    const auto seg = static_cast<std::size_t>(segment_of[i]);
+    if (split > lo) by_segment[seg].push_back({lo, split, p.decay ? 1 : 0});
+    if (hi > split) out.host[seg].push_back({split, hi, p.decay ? 1 : 0});
   }
-  OptimizerSegments out;
   for (const auto& tensors : by_segment) {
     const auto seg = make_adamw_chunks(tensors);
     out.segments.emplace_back(static_cast<int>(out.chunks.size()), static_cast<int>(seg.size()));

@@ -14,9 +14,12 @@ namespace qwen3 {
 struct OptimizerSegments {
   std::vector<AdamWChunk> chunks;               // in shard coordinates (element 0 = the window's first)
   std::vector<std::pair<int, int>> segments;    // (first chunk, chunk count), num_layers + 2 of them
+  std::vector<std::vector<AdamWChunk>> host;    // per segment: its tensors' runs at or after host_begin (unsplit)
 };
 
 // table: this rank's tensors (the flat layout; the order is embedding, layers, final norm, output projection).
-OptimizerSegments optimizer_segments(const ParamTable& table, std::int64_t num_layers, const ShardWindow& shard);
+// host_begin: window coordinate where the host's part begins (ShardWindow::host_begin; shard.size: none).
+OptimizerSegments optimizer_segments(const ParamTable& table, std::int64_t num_layers, const ShardWindow& shard,
+                                     std::int64_t host_begin);
 
 }  // namespace qwen3

@@ -1,6 +1,7 @@
 // Validation and serialisation of RunConfig (see run_config.h).
 #include "train/run_config.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "core/error.h"
@@ -59,10 +60,12 @@ void RunConfig::validate(int world) const {
   positive("--adam-eps", adam_eps);
   positive("--init-std", init_std);
   if (memory_interval_ms < 1) throw UsageError("--memory-interval-ms must be at least 1, got " + std::to_string(memory_interval_ms));
+  if (offload_optimizer > 0 && device != "cuda")
+    throw UsageError("--offload-optimizer: the CUDA backend's (the CPU backend's optimizer state is in host memory already)");
   if (recompute != "auto") {
-    RecomputePolicy{parse_recompute(recompute), recompute_num_layers, offload_inputs}.validate();
+    RecomputePolicy{parse_recompute(recompute), recompute_num_layers, offload_inputs, std::max(0.0, offload_optimizer)}.validate();
   } else {
-    RecomputePolicy{Recompute::full, recompute_num_layers, false}.validate();
+    RecomputePolicy{Recompute::full, recompute_num_layers, false, std::max(0.0, offload_optimizer)}.validate();
     if (offload_inputs) throw UsageError("--offload-inputs with --recompute auto: auto chooses offloading itself when it is needed");
   }
   if (save_interval < 0) throw UsageError("--save-interval must be 0 (only at the end) or positive");
@@ -97,7 +100,7 @@ std::vector<std::pair<std::string, std::string>> RunConfig::key_values() const {
       {"min_lr", num(min_lr)}, {"warmup_steps", std::to_string(warmup_steps)}, {"weight_decay", num(weight_decay)},
       {"clip_grad", num(clip_grad)}, {"beta1", num(beta1)}, {"beta2", num(beta2)}, {"adam_eps", num(adam_eps)},
       {"init_std", num(init_std)}, {"seed", std::to_string(seed)}, {"device", device}, {"out", out},
-      {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)}, {"shard_optimizer", shard_optimizer ? "true" : "false"}, {"recompute", recompute}, {"recompute_num_layers", std::to_string(recompute_num_layers)}, {"offload_inputs", offload_inputs ? "true" : "false"}, {"pp_layers", join_counts(pipeline_layer_counts(model, pp, seq_len, pp_layers))},
+      {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)}, {"shard_optimizer", shard_optimizer ? "true" : "false"}, {"recompute", recompute}, {"recompute_num_layers", std::to_string(recompute_num_layers)}, {"offload_inputs", offload_inputs ? "true" : "false"}, {"offload_optimizer", offload_optimizer >= 0 ? num(offload_optimizer) : recompute == "auto" ? "auto" : "0"}, {"pp_layers", join_counts(pipeline_layer_counts(model, pp, seq_len, pp_layers))},
       {"cp", std::to_string(cp)}, {"init_from_hf", init_from_hf}, {"export_hf", export_hf}, {"export_dtype", export_dtype}, {"save", save}, {"save_interval", std::to_string(save_interval)}, {"save_keep", std::to_string(save_keep)}, {"resume", resume}, {"auto_resume", auto_resume ? "true" : "false"}, {"preempt_grace_s", num(preempt_grace_s)}, {"memory_interval_ms", std::to_string(memory_interval_ms)},
   };
 }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "config/model_config.h"
+#include "train/memory_plan.h"
 
 namespace qwen3 {
 
@@ -37,6 +38,7 @@ struct RunConfig {
   std::string recompute = "none";   // none | selective | full | auto (--recompute; model/recompute.h)
   std::int64_t recompute_num_layers = 0;  // full: the first N layers of each stage (0: all)
   bool offload_inputs = false;      // full: kept layer inputs in pinned host memory
+  double offload_optimizer = -1;     // --offload-optimizer[=F]: the optimizer shard's fraction on the host (< 0: not given)
   bool shard_optimizer = true;      // ZeRO-1 over data-parallel replicas (--no-shard-optimizer: every replica keeps all)
   bool force = false;                // --force: run even when the memory plan does not fit
   std::string init_from_hf;          // --init-from-hf: a Hugging Face checkpoint folder (model and weights from it)
@@ -51,6 +53,8 @@ struct RunConfig {
   std::int64_t memory_interval_ms = 100;
 
   // Throws UsageError naming the first bad field. world_size: ranks in the job.
+  // --recompute, --recompute-num-layers, --offload-inputs and --offload-optimizer as the memory planner takes them.
+  MemoryRequest memory_request() const { return {recompute, recompute_num_layers, offload_inputs, offload_optimizer}; }
   void validate(int world_size) const;
   // The part of validate that --plan needs (no data, no output): the model, the batch and sequence sizes, and the
   // layout of world_size ranks against them, with the rules of the CUDA backend when `cuda`.

@@ -23,6 +23,7 @@ TrainingRun::TrainingRun(const RunConfig& cfg, MpiCommunicator& world, const Par
       W(world.size()),
       root(rank == 0),
       local_rank(node_local_rank(world.comm())),
+      local_size(node_local_size(world.comm())),
       groups(make_parallel_groups(world, layout)),
       stage_layers(pipeline_layer_counts(cfg.model, cfg.pp, cfg.seq_len, cfg.pp_layers)) {}
 

@@ -38,26 +38,30 @@ MemoryPlanInput plan_input(const TrainingRun& run) {
 }
 
 // Collective: with --recompute auto, the cheapest policy that fits `device` bytes (set here: the device's memory or
-// --device-memory); every rank decides alike. The CPU backend takes --recompute as given, auto as none.
+// --device-memory) and this host's available memory shared by its ranks; every rank decides alike. The CPU backend
+// takes --recompute as given, auto as none.
 RecomputePolicy choose_policy(TrainingRun& run, MemoryPlanInput& in, std::int64_t& device) {
   const RunConfig& cfg = run.cfg;
   RecomputePolicy recompute;
   collectively(run.world, true, [&] {
     if (cfg.device != "cuda") {
-      recompute = choose_recompute(cfg.recompute == "auto" ? "none" : cfg.recompute,
-                                   cfg.recompute == "auto" ? 0 : cfg.recompute_num_layers, cfg.offload_inputs, in, 0);
+      MemoryRequest r = cfg.memory_request();
+      if (r.recompute == "auto") r.recompute = "none", r.num_layers = 0;
+      recompute = choose_recompute(r, in, 0, 0);
       return;
     }
     device = cfg.device_memory.empty() ? device_memory_bytes(cfg.device, run.local_rank)
                                        : parse_memory_size("--device-memory", cfg.device_memory);
-    recompute = choose_recompute(cfg.recompute, cfg.recompute_num_layers, cfg.offload_inputs, in,
-                                 device > 0 ? device : INT64_MAX);
+    const std::int64_t host = host_available_bytes();
+    recompute = choose_recompute(cfg.memory_request(), in, device > 0 ? device : INT64_MAX,
+                                 host > 0 ? host / run.local_size : 0);
     in.recompute = recompute;
   });
   return recompute;
 }
 
-// Offloaded inputs are pinned host memory: every rank on this host pins its share (rank 0 runs this check).
+// Offloaded inputs and an offloaded optimizer are pinned host memory: every rank on this host pins its share (rank 0
+// runs this check).
 void check_pinned_memory(std::int64_t plan_pinned, const RunFacts& facts, bool force) {
   const std::int64_t ranks_here = static_cast<std::int64_t>(
       std::count(facts.hostnames.begin(), facts.hostnames.end(), facts.hostnames.front()));
@@ -65,8 +69,8 @@ void check_pinned_memory(std::int64_t plan_pinned, const RunFacts& facts, bool f
   if (plan_pinned > 0 && host > 0 && plan_pinned * ranks_here > host && !force) {
     char msg[360];
     std::snprintf(msg, sizeof msg,
-                  "--offload-inputs needs %.2f GiB of pinned host memory per rank, %lld ranks on this host: "
-                  "%.2f GiB, and the host has %.2f GiB available: not allocating (--force tries anyway)",
+                  "the plan pins %.2f GiB of host memory per rank (offloaded inputs or optimizer), %lld ranks on this "
+                  "host: %.2f GiB, and the host has %.2f GiB available: not allocating (--force tries anyway)",
                   plan_pinned / 1073741824.0, static_cast<long long>(ranks_here),
                   plan_pinned * ranks_here / 1073741824.0, host / 1073741824.0);
     throw PredictedOutOfMemory(msg);
@@ -122,6 +126,7 @@ RecomputePolicy check_memory(TrainingRun& run, const std::string& start_utc) {
       results.write_attribute("recompute", std::string(recompute_name(recompute.mode)));
       results.write_attribute("recompute_num_layers", recompute.num_layers);
       results.write_attribute("offload_inputs", static_cast<std::int64_t>(recompute.offload_inputs));
+      results.write_attribute("offload_optimizer", recompute.offload_optimizer);
       if (cfg.device == "cuda") record_and_check_plan(results, cfg, in, device, facts);
     });
   });
@@ -183,6 +188,7 @@ void create_dataset_and_engine(TrainingRun& run, const RecomputePolicy& recomput
     eo.shard_comm = cfg.cp > 1 ? run.groups.dp_cp.get() : nullptr;
     eo.shard_optimizer = cfg.shard_optimizer;
     eo.recompute = recompute;
+    eo.host_threads = cores_per_rank(run.local_size);
     eo.stage = stage_range(run.stage_layers, run.groups.coords.pp);
     eo.micro_batches = static_cast<int>(cfg.micro_batches_per_step(run.W));
     run.st.engine = make_engine(cfg.device, cfg.model, eo);

@@ -43,6 +43,7 @@ struct TrainingRun {
   const int rank, W;
   const bool root;
   const int local_rank;  // this rank's place on its node: its device
+  const int local_size;  // the ranks on this rank's node
   // The groups (Megatron's order: tensor-parallel ranks adjacent); the pipeline group ordered by stage.
   ParallelGroups groups;
   const std::vector<std::int64_t> stage_layers;  // layers of each pipeline stage

@@ -16,6 +16,7 @@
 #include "ops/adamw_chunks.h"
 #include "train/buffer_table.h"
 #include "train/memory_plan.h"
+#include "train/optimizer_segments.h"
 
 using namespace qwen3;
 
@@ -29,7 +30,8 @@ struct Layout {
 };
 
 const RecomputePolicy kPolicies[] = {{}, {Recompute::selective}, {Recompute::full}, {Recompute::full, 2},
-                                     {Recompute::full, 0, true}};
+                                     {Recompute::full, 0, true}, {Recompute::none, 0, false, 0.4},
+                                     {Recompute::full, 0, true, 1.0}};
 
 std::vector<Layout> grid() {
   std::vector<Layout> out;
@@ -155,6 +157,9 @@ TEST(BufferTable, EveryBufferTheEngineBindsIsThereWhenTheLayoutNeedsIt) {
           EXPECT_EQ(has(Buf::host_inputs), rc.offload_inputs && F > 1) << tag;
           EXPECT_EQ(has(Buf::offload_ring, 1), rc.offload_inputs && F > 1) << tag;  // stage layer 1's input (odd)
           EXPECT_EQ(has(Buf::offload_ring, 0), rc.offload_inputs && F > 2) << tag;  // layer 2's (even)
+          for (Buf id : {Buf::host_master, Buf::host_adam_m, Buf::host_adam_v, Buf::host_grad_stage, Buf::host_weight_stage})
+            EXPECT_EQ(has(id), rc.offload_optimizer > 0) << tag;
+          EXPECT_EQ(has(Buf::host_grad_stage, 1), rc.offload_optimizer > 0) << tag;
           for (Buf id : {Buf::master_weights, Buf::compute_weights, Buf::gradients, Buf::adam_m, Buf::adam_v,
                          Buf::adamw_chunks, Buf::attention_workspace, Buf::reduce_partials, Buf::reduce_result,
                          Buf::gemm_workspace, Buf::dres, Buf::dh, Buf::dy_bf16, Buf::dqkv, Buf::rope_cos})
@@ -185,4 +190,48 @@ TEST(BufferTable, RecomputationKeepsOneLayerAndOffloadKeepsTwoInputs) {
   EXPECT_EQ(owned({Recompute::selective}, Buf::qkv), 28);
   const auto offload = buffer_table(rank_buffer_input(c, r, 1, 4096, {Recompute::full, 0, true}, true));
   EXPECT_EQ(host_pinned_bytes(offload), 27ll * 4096 * c.hidden_size * 2);
+}
+
+TEST(BufferTable, OptimizerOnTheHostMovesTheWindowsTailOffTheDevice) {
+  // --offload-optimizer=F: the last F of this rank's optimizer window (fp32 master weights and both moments, 12 bytes
+  // per element) in pinned host memory with two staging slots each way; the device keeps the head and chunks AdamW
+  // over it only; the host's runs cover the tail, segment by segment, and together they cover every tensor once.
+  const ModelConfig c = model_preset("0.6B");
+  for (int shards : {1, 4})
+    for (double f : {0.0, 0.25, 1.0}) {
+      RankLayout r;
+      r.stage = {0, c.num_layers, true, true};
+      r.shards = shards, r.shard_rank = shards - 1;
+      const BufferTableInput in = rank_buffer_input(c, r, 1, 1024, {Recompute::none, 0, false, f}, true);
+      const auto table = buffer_table(in);
+      const std::int64_t hb = in.shard.host_begin(f), host = in.shard.size - hb;
+      const std::string tag = "shards " + std::to_string(shards) + " fraction " + std::to_string(f);
+      EXPECT_EQ(hb % 64 == 0 || hb == in.shard.size, true) << tag;
+      EXPECT_NEAR(static_cast<double>(host), f * static_cast<double>(in.shard.size), 64) << tag;
+      std::map<Buf, std::int64_t> bytes;
+      for (const auto& s : table) bytes[s.id] += s.bytes();
+      EXPECT_EQ(bytes[Buf::master_weights], 4 * hb) << tag;
+      EXPECT_EQ(bytes[Buf::adam_m] + bytes[Buf::adam_v], 8 * hb) << tag;
+      EXPECT_EQ(bytes[Buf::host_master] + bytes[Buf::host_adam_m] + bytes[Buf::host_adam_v], 12 * host) << tag;
+      const std::int64_t piece = std::min(host, kHostAdamWPieceElements);
+      EXPECT_EQ(host_pinned_bytes(table), 12 * host + 2 * piece * (4 + 2)) << tag;
+      const OptimizerSegments seg = optimizer_segments(*in.table, c.num_layers, in.shard, hb);
+      ASSERT_EQ(seg.host.size(), seg.segments.size()) << tag;
+      EXPECT_EQ(bytes[Buf::adamw_chunks], static_cast<std::int64_t>(seg.chunks.size() * sizeof(AdamWChunk))) << tag;
+      std::int64_t covered = 0;
+      for (const auto& ch : seg.chunks) {
+        EXPECT_LE(ch.end, hb) << tag;
+        covered += ch.end - ch.begin;
+      }
+      std::int64_t last_end = hb;
+      for (const auto& runs : seg.host)
+        for (const auto& run : runs) {
+          EXPECT_GE(run.begin, last_end) << tag << ": the host's runs ascend through the tail";
+          last_end = run.end;
+          covered += run.end - run.begin;
+        }
+      // Every element of the window that belongs to a tensor (the last shard's window ends in padding).
+      const std::int64_t real = std::min(in.shard.begin + in.shard.size, in.table->total_elements()) - in.shard.begin;
+      EXPECT_EQ(covered, real) << tag;
+    }
 }

@@ -5,9 +5,12 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <random>
+#include <vector>
 
 #include "ops/cpu/attention.h"
+#include "ops/cpu/bf16.h"
 #include "ops/cpu/cross_entropy.h"
 #include "ops/cpu/linear.h"
 #include "ops/cpu/rmsnorm.h"
@@ -172,4 +175,24 @@ TEST(CpuOps, CrossEntropyGradientAndIgnoredPositions) {
   EXPECT_EQ(l.count, 4);
   EXPECT_LT(rel(d, numeric_grad(logits, loss, 1e-5)), 1e-7);
   for (std::int64_t i = 0; i < V; ++i) EXPECT_EQ(d[2 * V + i], 0.0);
+}
+
+TEST(CpuOps, Bf16RoundsToNearestEven) {
+  // bfloat16 keeps float32's top 16 bits: 1 + 2^-8 lies halfway between 1 and 1 + 2^-7 and rounds to the even 1; a hair
+  // above it rounds up; signs, infinities and the largest float (which rounds to infinity) as CUDA's __float2bfloat16.
+  EXPECT_EQ(qwen3::cpu::bf16_bits(1.0f), 0x3f80);
+  EXPECT_EQ(qwen3::cpu::bf16_bits(1.0f + 0x1p-8f), 0x3f80);
+  EXPECT_EQ(qwen3::cpu::bf16_bits(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);
+  EXPECT_EQ(qwen3::cpu::bf16_bits(1.0f + 3 * 0x1p-8f), 0x3f82);  // halfway above an odd mantissa: up to even
+  EXPECT_EQ(qwen3::cpu::bf16_bits(-2.0f), 0xc000);
+  EXPECT_EQ(qwen3::cpu::bf16_bits(std::numeric_limits<float>::infinity()), 0x7f80);
+  EXPECT_EQ(qwen3::cpu::bf16_bits(std::numeric_limits<float>::max()), 0x7f80);
+  EXPECT_EQ(qwen3::cpu::bf16_bits(0.0f), 0x0000);
+  const std::uint16_t nan = qwen3::cpu::bf16_bits(std::numeric_limits<float>::quiet_NaN());
+  EXPECT_EQ(nan & 0x7f80, 0x7f80);
+  EXPECT_NE(nan & 0x007f, 0);
+  std::vector<float> in = {1.0f, -2.0f, 3.0f};
+  std::vector<std::uint16_t> out(3);
+  qwen3::cpu::to_bf16(in.data(), out.data(), 3);
+  EXPECT_EQ(out, (std::vector<std::uint16_t>{0x3f80, 0xc000, 0x4040}));
 }

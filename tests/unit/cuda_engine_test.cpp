@@ -39,10 +39,11 @@ TEST(CudaEngine, OversizedModelIsOutOfMemoryNamingTheCategory) {
 TEST(CudaEngine, AllocatesWhatTheMemoryPlanSays) {
   QWEN3_REQUIRE_GPU();
   const RecomputePolicy none{}, selective{Recompute::selective}, full{Recompute::full}, first2{Recompute::full, 2},
-      offload{Recompute::full, 0, true};
+      offload{Recompute::full, 0, true}, half_on_host{Recompute::none, 0, false, 0.5}, on_host{Recompute::full, 0, true, 1.0};
   for (auto [model, seq, recompute] : {std::tuple<const char*, std::int64_t, RecomputePolicy>{"0.6B", 2048, none},
                                        {"0.6B", 8192, full}, {"0.6B", 8192, selective}, {"0.6B", 8192, first2},
-                                       {"0.6B", 8192, offload}, {"tiny", 256, none}}) {
+                                       {"0.6B", 8192, offload}, {"tiny", 256, none}, {"0.6B", 2048, half_on_host},
+                                       {"0.6B", 8192, on_host}}) {
     EngineOptions o;
     o.max_batch = 1;
     o.max_seq = seq;
@@ -60,7 +61,7 @@ TEST(CudaEngine, AllocatesWhatTheMemoryPlanSays) {
         for (const auto& [c, planned] : plan.by_category())
           if (c == category) EXPECT_EQ(bytes, planned) << tag << " " << category;
     EXPECT_EQ(engine->host_pinned_bytes(), plan.host_pinned_bytes) << tag;
-    if (recompute.offload_inputs) EXPECT_GT(plan.host_pinned_bytes, 0) << tag;
+    if (recompute.offload_inputs || recompute.offload_optimizer > 0) EXPECT_GT(plan.host_pinned_bytes, 0) << tag;
   }
 }
 
@@ -144,8 +145,9 @@ TEST(CudaEngine, RecomputationTrainsLikeKeepingActivations) {
   QWEN3_REQUIRE_GPU();
   // Every recomputation policy runs the same kernels on the same inputs as keeping everything: selective recomputes
   // the norm outputs and q, k; full the whole layer from its input (all layers, or the first 2), with the inputs in
-  // pinned host memory or not. The first loss is bit-identical, the later ones differ at most by the order of cuDNN's
-  // attention-gradient accumulation (1e-3 relative).
+  // pinned host memory or not. The optimizer on the host (all of it, or its last 30%) runs the CPU reference's AdamW,
+  // which rounds apart from the device's at float precision. The first loss is bit-identical, the later ones differ at
+  // most by the order of cuDNN's attention-gradient accumulation and that rounding (1e-3 relative).
   const fs::path dir = test::fresh_dir("qwen3_cuda_recompute");
   const auto data = (dir / "data.h5").string();
   write_synthetic_dataset(data, 512, {256}, 16, 77, false);
@@ -166,11 +168,13 @@ TEST(CudaEngine, RecomputationTrainsLikeKeepingActivations) {
        {std::tuple<std::string, std::string, std::string>{"selective", "--recompute selective", "selective"},
         {"full", "--recompute full", "full"},
         {"first2", "--recompute full --recompute-num-layers 2", "full"},
-        {"offload", "--recompute full --offload-inputs", "full"}}) {
+        {"offload", "--recompute full --offload-inputs", "full"},
+        {"optimizer", "--recompute none --offload-optimizer", "none"},
+        {"optimizer-part", "--recompute none --offload-optimizer=0.3", "none"}}) {
     const auto [b, bn, m, host] = train(tag, args);
     ASSERT_EQ(b.size(), 4u) << tag;
     EXPECT_EQ(m, expect_mode) << tag;
-    EXPECT_EQ(host > 0, tag == "offload") << tag << " pinned host bytes " << host;
+    EXPECT_EQ(host > 0, tag == "offload" || tag.rfind("optimizer", 0) == 0) << tag << " pinned host bytes " << host;
     EXPECT_EQ(a[0], b[0]) << tag;
     for (int i = 0; i < 4; ++i) {
       EXPECT_NEAR(a[i], b[i], 1e-3 * std::abs(a[i])) << tag << " step " << i;
@@ -178,6 +182,55 @@ TEST(CudaEngine, RecomputationTrainsLikeKeepingActivations) {
     }
   }
   fs::remove_all(dir);
+}
+
+TEST(CudaEngine, OptimizerOnTheHostStepsLikeTheDevice) {
+  QWEN3_REQUIRE_GPU();
+  // --offload-optimizer: the host's AdamW (ops/cpu/adamw.h) on the window's tail, the device's kernel on its head.
+  // Three steps with the same batches: the losses and the master weights and moments that the checkpoints read agree
+  // with the all-device engine to float rounding; what is set (a checkpoint's restore) reads back exactly.
+  auto cfg = model_preset("tiny");
+  EngineOptions o;
+  o.max_batch = 2;
+  o.max_seq = 96;
+  auto device = make_engine("cuda", cfg, o);
+  o.recompute.offload_optimizer = 1.0;
+  auto host = make_engine("cuda", cfg, o);
+  o.recompute.offload_optimizer = 0.5;
+  auto half = make_engine("cuda", cfg, o);
+  EXPECT_GT(host->host_pinned_bytes(), 12 * 200000);
+  std::vector<std::int32_t> tokens(2 * 96), labels(2 * 96);
+  std::uniform_int_distribution<int> pick(0, 511);
+  for (auto& t : tokens) t = pick(test::cuda_rng());
+  for (std::size_t i = 0; i < tokens.size(); ++i) labels[i] = (i % 96 == 95) ? cpu::kIgnoreLabel : tokens[i + 1];
+  const MicroBatch mb{tokens.data(), labels.data(), 2, 96};
+  for (int step = 0; step < 3; ++step) {
+    std::vector<double> losses;
+    for (Engine* e : {device.get(), host.get(), half.get()}) {
+      e->zero_grad();
+      const auto l = e->forward_backward(mb, 1.0 / 190, nullptr);
+      losses.push_back(l.sum / l.count);
+      e->grad_norm();
+      e->optimizer_step(3e-3, AdamWConfig{}, 0.7);
+    }
+    EXPECT_NEAR(losses[1], losses[0], 1e-4 * losses[0]) << "step " << step;
+    EXPECT_NEAR(losses[2], losses[0], 1e-4 * losses[0]) << "step " << step;
+  }
+  for (const auto& p : device->params().entries()) {
+    for (Engine* e : {host.get(), half.get()}) {
+      EXPECT_LT(test::rel_error(test::widen(e->weights(p.name)), test::widen(device->weights(p.name))), 1e-4) << p.name;
+      for (int which : {0, 1})
+        EXPECT_LT(test::rel_error(test::widen(e->moment(p.name, which)), test::widen(device->moment(p.name, which))), 1e-2)
+            << p.name << " moment " << which;
+    }
+  }
+  const std::string name = "model.layers.3.mlp.down_proj.weight";  // at the flat buffers' tail: on the host
+  std::vector<float> values(host->weights(name).size());
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = 0.001f * static_cast<float>(i % 97);
+  host->set_weights(name, values);
+  host->set_moment(name, 1, values);
+  EXPECT_EQ(host->weights(name), values);
+  EXPECT_EQ(host->moment(name, 1), values);
 }
 
 TEST(CudaEngine, PretrainCliTrainsAndRecordsOom) {

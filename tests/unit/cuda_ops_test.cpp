@@ -3,10 +3,13 @@
 // bf16 inputs 1e-4 (fp32 accumulation order only), AdamW fp32 state 1e-5. Skipped where no GPU is present.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #ifdef QWEN3_HAVE_CUDA
 #include "cuda/gemm.h"
 #include "cuda_test_util.h"
 #include "ops/cpu/adamw.h"
+#include "ops/cpu/bf16.h"
 #include "ops/cpu/cross_entropy.h"
 #include "ops/cpu/embedding.h"
 #include "ops/cpu/linear.h"
@@ -272,6 +275,30 @@ TEST(CudaOps, AdamWMatchesReferenceAndRefreshesBf16Copy) {
   for (std::int64_t i = 0; i < n; ++i) du[i] = got[i] - w[i], dr[i] = wr[i] - w[i];
   EXPECT_LT(rel_error(du, dr), 1e-4);
   EXPECT_LT(rel_error(widen(wb.download()), widen(got)), kBf16Tol);
+}
+
+TEST(CudaOps, Bf16CastEqualsTheHostRounding) {
+  // The host optimizer (--offload-optimizer) rounds the weights it uploads with ops/cpu/bf16.h: bit for bit the
+  // device cast's, on random values, halfway cases, tiny and huge values.
+  QWEN3_REQUIRE_GPU();
+  std::vector<float> x = random_bf16_values(100000, 3.0);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] *= 1.0f + 0x1p-9f * static_cast<float>(i % 7);  // off the bf16 grid
+  for (float f : {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -1.0f - 0x1p-8f, 1e-40f, 3e38f, 0.0f, -0.0f}) x.push_back(f);
+  const std::int64_t n = static_cast<std::int64_t>(x.size());
+  DeviceBuffer<float> in(n);
+  DeviceBuffer<bf16> out(n);
+  in.upload(x);
+  cuda::cast_f32_to_bf16(in.get(), out.get(), n, nullptr);
+  const std::vector<bf16> got = out.download();
+  std::vector<std::uint16_t> host(x.size());
+  cpu::to_bf16(x.data(), host.data(), n);
+  int differ = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    std::uint16_t bits;
+    std::memcpy(&bits, &got[i], 2);
+    differ += bits != host[i];
+  }
+  EXPECT_EQ(differ, 0);
 }
 
 TEST(CudaOps, SumOfSquaresInDouble) {

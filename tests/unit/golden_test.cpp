@@ -53,10 +53,14 @@ TEST(Golden, CudaWithinBf16Tolerance) {
 #ifdef QWEN3_HAVE_CUDA
   if (!test::cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host";
 #endif
-  for (const auto& file : golden_files()) {
-    const GoldenReport r = run_golden_check(file, "cuda", GoldenTolerance::bf16());
-    for (const auto& row : r.rows) EXPECT_TRUE(row.pass()) << file << ": " << row.quantity << " " << row.rel_error;
-  }
+  for (const auto& file : golden_files())
+    for (double on_host : {0.0, 0.5, 1.0}) {  // the optimizer on the device, half on the host, all (--offload-optimizer)
+      GoldenParallel par;
+      par.offload_optimizer = on_host;
+      const GoldenReport r = run_golden_check(file, "cuda", GoldenTolerance::bf16(), par);
+      for (const auto& row : r.rows)
+        EXPECT_TRUE(row.pass()) << file << " optimizer on host " << on_host << ": " << row.quantity << " " << row.rel_error;
+    }
 }
 
 TEST(Golden, ACorruptedReferenceFails) {

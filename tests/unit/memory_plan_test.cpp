@@ -179,6 +179,62 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
+TEST(MemoryPlan, AutoPutsTheSmallestShareOfTheOptimizerOnTheHostThatFits) {
+  // One H200: 8B at 4,096 tokens does not fit with any recomputation (141 GiB with full recomputation and offloaded
+  // inputs), nor at 131,072; with part of the optimizer state (12 bytes per parameter) in pinned host memory both do.
+  // auto keeps the ladder's order — activation policies first, then the same with the optimizer on the host — and
+  // takes the smallest share, in steps of 5%, that fits.
+  const std::int64_t h200 = parse_memory_size("--device-memory", "h200"), GiB = 1ll << 30;
+  for (std::int64_t seq : {4096, 131072}) {
+    MemoryPlanInput in{model_preset("8B"), 1, seq};
+    const RecomputePolicy p = choose_recompute({"auto"}, in, h200, 0);
+    const std::string tag = "8B at " + std::to_string(seq) + ": " + p.describe();
+    EXPECT_GT(p.offload_optimizer, 0) << tag;
+    in.recompute = p;
+    EXPECT_LE(plan_cuda_rank_memory(in).total() + kRuntimeReserveBytes, h200) << tag;
+    RecomputePolicy less = p;
+    less.offload_optimizer = p.offload_optimizer - 0.05;
+    in.recompute = less;
+    if (less.offload_optimizer > 0) EXPECT_GT(plan_cuda_rank_memory(in).total() + kRuntimeReserveBytes, h200) << tag;
+    // An activation policy earlier in the ladder with the whole optimizer on the host does not fit.
+    for (RecomputePolicy earlier : {RecomputePolicy{Recompute::none}, RecomputePolicy{Recompute::selective},
+                                    RecomputePolicy{Recompute::full}, RecomputePolicy{Recompute::full, 0, true}}) {
+      if (earlier.mode == p.mode && earlier.offload_inputs == p.offload_inputs) break;
+      earlier.offload_optimizer = 1;
+      in.recompute = earlier;
+      EXPECT_GT(plan_cuda_rank_memory(in).total() + kRuntimeReserveBytes, h200) << tag << " vs " << earlier.describe();
+    }
+    // A host that cannot pin even 5% of it: the ladder's last policy (everything offloaded), which does not fit it.
+    const RecomputePolicy small_host = choose_recompute({"auto"}, MemoryPlanInput{model_preset("8B"), 1, seq}, h200, GiB);
+    EXPECT_EQ(small_host.describe(), "full, inputs offloaded to host, optimizer on host") << tag;
+    // Given a fraction (here none), auto does not change it.
+    const RecomputePolicy kept = choose_recompute({"auto", 0, false, 0.0}, MemoryPlanInput{model_preset("8B"), 1, seq}, h200, 0);
+    EXPECT_EQ(kept.offload_optimizer, 0) << tag;
+  }
+  // 8B at 131,072 tokens: full recomputation with the inputs on the device and about 80% of the optimizer on the host
+  // (pinned: its 12 bytes per parameter of that share), not the inputs' 35 GiB on top.
+  MemoryPlanInput in{model_preset("8B"), 1, 131072};
+  in.recompute = choose_recompute({"auto"}, in, h200, 0);
+  EXPECT_EQ(in.recompute.mode, Recompute::full);
+  EXPECT_FALSE(in.recompute.offload_inputs);
+  const MemoryPlan plan = plan_cuda_rank_memory(in);
+  EXPECT_GT(plan.host_pinned_bytes, 60 * GiB);
+  EXPECT_LT(plan.host_pinned_bytes, 95 * GiB);
+  // --plan shows it: the policy, the host's items.
+  auto r = test::run_program("qwen3-pretrain", "--plan --model 8B --seq-len 4096 --device-memory h200 --recompute full "
+                                               "--offload-optimizer");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("recomputation full, optimizer on host"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("fp32 master weights and AdamW moments on the host (--offload-optimizer)"), std::string::npos)
+      << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 8B --seq-len 4096 --device-memory h200 --offload-optimizer=0.5");
+  EXPECT_NE(r.output.find("recomputation none, 50% of the optimizer on host"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 8B --seq-len 4096 --offload-optimizer=1.5");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--offload-optimizer: the fraction of the optimizer state on the host must be between 0 and 1"),
+            std::string::npos) << r.output;
+}
+
 TEST(MemoryPlan, RunWhosePlanDoesNotFitStopsBeforeAllocating) {
   const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "qwen3_oom_predicted";
   std::filesystem::remove_all(dir);
@@ -201,7 +257,7 @@ TEST(MemoryPlan, RunWhosePlanDoesNotFitStopsBeforeAllocating) {
   r = test::run_program("qwen3-pretrain", "--device cuda --model 1.7B --data '" + data + "' --seq-len 8388608 "
                         "--global-batch 1 --recompute full --offload-inputs --device-memory 100TB --out '" + offload_out + "'");
   EXPECT_EQ(r.exit_code, 5) << r.output;
-  EXPECT_NE(r.output.find("--offload-inputs needs 864.00 GiB of pinned host memory per rank, 1 ranks on this host"),
+  EXPECT_NE(r.output.find("the plan pins 864.00 GiB of host memory per rank (offloaded inputs or optimizer), 1 ranks on this host"),
             std::string::npos) << r.output;
   h5::Handle g = h5::open_read(offload_out, "results");
   EXPECT_EQ(h5::read_attr_string(g.get(), "status"), "oom_predicted");

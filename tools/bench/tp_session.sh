@@ -2,8 +2,10 @@
 # One multi-GPU session for tensor parallelism over a carried build folder: the GPU and multi-GPU tests, the CUDA
 # golden checks at tp 1, 2, 4, then the tensor-parallel benchmarks (ours under mpirun, the Hugging Face baseline on
 # one GPU in the same call). Logs and a summary go under $OUT (or ./gpu-out), packed into one tarball.
-# Usage: tp_session.sh [tests|bench|all]; BENCH lists MODEL:SEQ:GLOBAL_BATCH:TP:PP:RANKS[:SM_MARGIN[:RECOMPUTE[:CP]]] runs
-# (data parallelism = RANKS / (TP × PP × CP); RECOMPUTE none, selective, full, full+offload or auto), HF_SPECS the baseline's. EXTRA is added to every qwen3-pretrain command line.
+# Usage: tp_session.sh [tests|bench|all]; BENCH lists MODEL:SEQ:GLOBAL_BATCH:TP:PP:RANKS[:SM_MARGIN[:RECOMPUTE[:CP[:OPT]]]]
+# runs (data parallelism = RANKS / (TP × PP × CP); RECOMPUTE none, selective, full, full+offload or auto; OPT the
+# optimizer's fraction on the host, --offload-optimizer=OPT), HF_SPECS the baseline's. EXTRA is added to every
+# qwen3-pretrain command line.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 what="${1:-all}"
@@ -38,16 +40,17 @@ fi
 
 if [ "$what" = bench ] || [ "$what" = all ]; then
   for spec in ${BENCH:-}; do
-    IFS=: read -r model seq gb tp pp np margin recompute cp <<<"$spec"
+    IFS=: read -r model seq gb tp pp np margin recompute cp opt <<<"$spec"
     data="$out/data-$seq.h5"
     [ -f "$data" ] || "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size 151936 --lengths "$seq" --documents 64 \
       --seed 7 >/dev/null
     rc_mode="${recompute:-none}"; rc_mode="${rc_mode%+offload}"
     rc_offload=""; [ "${recompute:-}" = "$rc_mode+offload" ] && rc_offload="--offload-inputs"
-    tag="$model-$seq-gb$gb-t$tp-p$pp-c${cp:-1}-n$np-m${margin:-0}-r${recompute:-none}"
+    opt_arg=""; [ -n "${opt:-}" ] && opt_arg="--offload-optimizer=$opt"
+    tag="$model-$seq-gb$gb-t$tp-p$pp-c${cp:-1}-n$np-m${margin:-0}-r${recompute:-none}${opt:+-o$opt}"
     QWEN3_COMM_SM_MARGIN="${margin:-0}" run_mpi "$np" "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" \
       --seq-len "$seq" --global-batch "$gb" --micro-batch 1 --steps "${STEPS:-5}" --warmup-steps 1 --tp "$tp" --pp "$pp" \
-      --cp "${cp:-1}" --recompute "${rc_mode}" ${rc_offload} ${EXTRA:-} --out "$out/$tag.h5" --overwrite >"$logs/$tag.log" 2>&1
+      --cp "${cp:-1}" --recompute "${rc_mode}" ${rc_offload} ${opt_arg} ${EXTRA:-} --out "$out/$tag.h5" --overwrite >"$logs/$tag.log" 2>&1
     echo "== ours $tag (exit $?)" | tee -a "$summary"
     tail -n 2 "$logs/$tag.log" | tee -a "$summary"
     "$bin/qwen3-results" "$out/$tag.h5" >"$logs/$tag.results.txt" 2>&1
@@ -58,6 +61,7 @@ f = h5py.File(sys.argv[1])
 a = f.attrs
 r = a.get("recompute", b""); r = r.decode() if isinstance(r, bytes) else r
 print("  recompute", r, "num_layers", a.get("recompute_num_layers"), "offload", a.get("offload_inputs"),
+      "optimizer on host", a.get("offload_optimizer"),
       "host pinned GiB", round(int(a.get("memory_host_pinned_bytes", 0)) / 2**30, 2),
       "plan", round(int(a.get("plan_host_pinned_bytes", 0)) / 2**30, 2))
 if "ranks" in f:

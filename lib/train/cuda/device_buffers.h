@@ -1,5 +1,5 @@
 // The buffer table (train/buffer_table.h) made real on one GPU: every entry allocated through the accounting
-// allocator (device) or cudaHostAlloc (pinned host), each shared entry bound to its owner's memory, and typed
+// allocator (device) or cudaHostAlloc (pinned host), all zeroed, each shared entry bound to its owner's memory, and typed
 // pointers looked up by (buffer, slot, layer). Nothing else in the engine allocates.
 #pragma once
 #include <cstdint>

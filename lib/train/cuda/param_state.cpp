@@ -12,11 +12,11 @@ namespace qwen3::cuda {
 
 ParamState::ParamState(const EngineContext& ctx, const ParamTable& full, std::vector<bool> owned,
                        std::vector<bool> reports, const ParamGroups& groups, bool zero1, const ShardWindow& shard,
-                       const DeviceBuffers& buffers, OpTimer& timer)
+                       const DeviceBuffers& buffers, OpTimer& timer, const OptimizerOnHost& on_host)
     : ctx_(ctx), full_(full), owned_(std::move(owned)), reports_(std::move(reports)), groups_(groups),
       ownership_(gradient_ownership(full, ctx.tp, reports_)), zero1_(zero1), shard_(shard), timer_(timer),
       w_(buffers.get<float>(Buf::master_weights)), g_(buffers.get<float>(Buf::gradients)),
-      m_(buffers.get<float>(Buf::adam_m)), v_(buffers.get<float>(Buf::adam_v)),
+      m_(buffers.get<float>(Buf::adam_m)), v_(buffers.get<float>(Buf::adam_v)), host_begin_(shard.host_begin(on_host.fraction)),
       wb_(buffers.get<bf16>(Buf::compute_weights)), chunks_(buffers.get<AdamWChunk>(Buf::adamw_chunks)),
       partial_(buffers.get<double>(Buf::reduce_partials)), scalar_(buffers.get<double>(Buf::reduce_result)),
       opt_stream_(stream_priorities().least) {
@@ -29,7 +29,7 @@ ParamState::ParamState(const EngineContext& ctx, const ParamTable& full, std::ve
                      e[p.up_proj].offset == e[p.gate_proj].offset + e[p.gate_proj].numel,
                  "q|k|v and gate|up weights must be adjacent in the parameter table");
   }
-  setup_optimizer(buffers);
+  setup_optimizer(buffers, on_host.threads);
   // Gradients no GEMM overwrites (norm weights, an untied embedding: scatter-added) are zeroed by zero_grad(); the
   // GEMM-written ones are overwritten by the first backward after it (β = 0). A pipeline stage's micro-batches
   // interleave: it zeroes all.
@@ -44,8 +44,13 @@ ParamState::ParamState(const EngineContext& ctx, const ParamTable& full, std::ve
   CUDA_CHECK(cudaMemset(wb_, 0, shard_.padded * sizeof(bf16)));
 }
 
-void ParamState::setup_optimizer(const DeviceBuffers& buffers) {
-  const OptimizerSegments seg = optimizer_segments(ctx_.table, ctx_.cfg.num_layers, shard_);
+ParamState::~ParamState() {
+  cudaDeviceSynchronize();  // no host-optimizer piece may still run on the host state
+}
+
+void ParamState::setup_optimizer(const DeviceBuffers& buffers, int host_threads) {
+  const OptimizerSegments seg = optimizer_segments(ctx_.table, ctx_.cfg.num_layers, shard_, host_begin_);
+  if (host_begin_ < shard_.size) host_ = std::make_unique<HostOptimizer>(buffers, host_begin_, seg.host, host_threads);
   QWEN3_ASSERT(buffers.bytes(Buf::adamw_chunks) == static_cast<std::int64_t>(seg.chunks.size() * sizeof(AdamWChunk)),
                "the buffer table's AdamW chunk list");
   segments_ = seg.segments;
@@ -84,8 +89,7 @@ void ParamState::commit(std::int64_t offset, std::int64_t n) {
   // From the gradient buffer (unused outside a step): the bf16 copy of all n, the master copy of this rank's shard.
   cast_f32_to_bf16(g_ + offset, wb_ + offset, n, ctx_.stream);
   const auto [b, e] = shard_.overlap(offset, n);
-  if (e > b)
-    CUDA_CHECK(cudaMemcpyAsync(w_ + (b - shard_.begin), g_ + b, (e - b) * sizeof(float), cudaMemcpyDeviceToDevice, ctx_.stream));
+  if (e > b) copy_state(kMaster, b - shard_.begin, e - shard_.begin, g_ + b, true);
   CUDA_CHECK(cudaMemsetAsync(g_ + offset, 0, n * sizeof(float), ctx_.stream));
   CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
 }
@@ -107,37 +111,53 @@ void ParamState::set_moment(const std::string& name, int which, const std::vecto
   const std::size_t index = full_.index_of_full(name, values.size(), "moment of");
   if (!owned_[index]) return;  // another pipeline stage's tensor
   const auto& p = ctx_.table.entries()[index];
-  const std::vector<float> part = own_part(index, values);
+  std::vector<float> part = own_part(index, values);
   CUDA_CHECK(cudaDeviceSynchronize());  // no optimizer step may still be writing the moments
   const auto [b, e] = shard_.overlap(p.offset, p.numel);
   if (e <= b) return;
-  CUDA_CHECK(cudaMemcpyAsync((which == 0 ? m_ : v_) + (b - shard_.begin), part.data() + (b - p.offset),
-                             (e - b) * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream));
+  copy_state(which == 0 ? kM : kV, b - shard_.begin, e - shard_.begin, part.data() + (b - p.offset), true);
   CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));  // complete before the optimizer's side stream reads it
+}
+
+void ParamState::copy_state(Flat which, std::int64_t lo, std::int64_t hi, float* other, bool to_state) const {
+  float* const device[3] = {w_, m_, v_};
+  // cudaMemcpyDefault: unified addressing tells host (pinned or not) from device memory.
+  auto copy = [&](float* state, std::int64_t from, std::int64_t to) {
+    float* o = other + (from - lo);
+    const std::size_t bytes = static_cast<std::size_t>(to - from) * sizeof(float);
+    CUDA_CHECK(cudaMemcpyAsync(to_state ? state : o, to_state ? o : state, bytes, cudaMemcpyDefault, ctx_.stream));
+  };
+  if (std::min(hi, host_begin_) > lo) copy(device[which] + lo, lo, std::min(hi, host_begin_));
+  if (hi > std::max(lo, host_begin_)) {
+    const std::int64_t from = std::max(lo, host_begin_);
+    copy(host_->state(which) + (from - host_begin_), from, hi);
+  }
 }
 
 std::vector<float> ParamState::gradient(const std::string& name) const {
   finish_replicated_grads();
-  return download(g_, name);
+  return download(kGrad, name);
 }
 
-std::vector<float> ParamState::download(const float* base, const std::string& name) const {
+std::vector<float> ParamState::download(Flat which, const std::string& name) const {
   const auto& f = full_.find(name);
   const std::size_t index = static_cast<std::size_t>(&f - full_.entries().data());
   const auto& p = ctx_.table.entries()[index];
   std::vector<float> out(static_cast<std::size_t>(p.numel));
   CUDA_CHECK(cudaDeviceSynchronize());  // both streams: a pending optimizer step or memset
   if (owned_[index]) {
-    // The distributed optimizer's master weights (and reduce-scattered gradients) live in shards: each data-parallel
-    // rank gives its part, the others add zeros.
-    const bool shard_buffer = base == w_ || base == m_ || base == v_;  // [shard] at flat shard_.begin
-    if (!(zero1_ && (shard_buffer || grads_scattered_))) {
-      CUDA_CHECK(cudaMemcpy(out.data(), base + p.offset, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
-      if (base == g_ && groups_.zero_over_cp) groups_.cp->all_reduce_sum(out.data(), out.size());  // not yet summed over cp
+    // The master weights and moments (and reduce-scattered gradients) of the distributed optimizer live in shards:
+    // each data-parallel rank gives its part, the others add zeros.
+    const auto [b, e] = shard_.overlap(p.offset, p.numel);
+    if (which != kGrad) {
+      if (e > b) copy_state(which, b - shard_.begin, e - shard_.begin, out.data() + (b - p.offset), false);
+      CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+      if (zero1_) groups_.shards->all_reduce_sum(out.data(), out.size());
+    } else if (!(zero1_ && grads_scattered_)) {
+      CUDA_CHECK(cudaMemcpy(out.data(), g_ + p.offset, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+      if (groups_.zero_over_cp) groups_.cp->all_reduce_sum(out.data(), out.size());  // not yet summed over cp
     } else {
-      const auto [b, e] = shard_.overlap(p.offset, p.numel);
-      const float* src = shard_buffer ? base + (b - shard_.begin) : g_ + b;
-      if (e > b) CUDA_CHECK(cudaMemcpy(out.data() + (b - p.offset), src, (e - b) * sizeof(float), cudaMemcpyDeviceToHost));
+      if (e > b) CUDA_CHECK(cudaMemcpy(out.data() + (b - p.offset), g_ + b, (e - b) * sizeof(float), cudaMemcpyDeviceToHost));
       groups_.shards->all_reduce_sum(out.data(), out.size());
     }
     if (groups_.tp) out = gather_full_tensor(*groups_.tp, ctx_.cfg, full_, index, out.data(), p.numel);

@@ -1,5 +1,6 @@
 // The CUDA engine's flat parameter state: bf16 compute weights, fp32 gradients, and fp32 master weights and AdamW
-// moments over this rank's ZeRO-1 shard window (model/shard_window.h); their exchange with the host by full tensor
+// moments over this rank's ZeRO-1 shard window (model/shard_window.h) — on the device, or the window's tail in pinned
+// host memory updated by the CPU (--offload-optimizer: train/cuda/host_optimizer.h); their exchange with the host by full tensor
 // name; gradient ownership (model/gradient_ownership.h: the replicated weights' partial sums finished once, each
 // tensor counted once in the norm); and AdamW on a low-priority side stream that overlaps the next forward, one
 // segment per forward segment (train/optimizer_segments.h), the forward waiting for each just before it reads it.
@@ -17,6 +18,7 @@
 #include "train/cuda/device_buffers.h"
 #include "train/cuda/device_group.h"
 #include "train/cuda/engine_context.h"
+#include "train/cuda/host_optimizer.h"
 #include "train/cuda/streams.h"
 
 namespace qwen3::cuda {
@@ -31,20 +33,27 @@ struct ParamGroups {
   DeviceGroup *tp_dev = nullptr, *kv_dev = nullptr, *embed_dev = nullptr, *cp_dev = nullptr;
 };
 
+// The optimizer state's part on the host (--offload-optimizer): the fraction of the window, the CPU pass's threads.
+struct OptimizerOnHost {
+  double fraction = 0;
+  int threads = 0;  // 0: OpenMP's default
+};
+
 class ParamState {
  public:
   // full: the model's table; owned / reports: per tensor, this stage holds it / reports it; zero1: ZeRO-1 over
   // groups.shards with this window.
   ParamState(const EngineContext& ctx, const ParamTable& full, std::vector<bool> owned, std::vector<bool> reports,
              const ParamGroups& groups, bool zero1, const ShardWindow& shard, const DeviceBuffers& buffers,
-             OpTimer& timer);
+             OpTimer& timer, const OptimizerOnHost& on_host);
+  ~ParamState();
 
   // The initial weights (model/init.h's values) of this rank's tensors, computed on the device.
   void init_on_device(std::uint64_t seed, double std);
   void set_weights(const std::string& name, const std::vector<float>& values);
   void set_moment(const std::string& name, int which, const std::vector<float>& values);
-  std::vector<float> weights(const std::string& name) const { return download(w_, name); }
-  std::vector<float> moment(const std::string& name, int which) const { return download(which == 0 ? m_ : v_, name); }
+  std::vector<float> weights(const std::string& name) const { return download(kMaster, name); }
+  std::vector<float> moment(const std::string& name, int which) const { return download(which == 0 ? kM : kV, name); }
   std::vector<float> gradient(const std::string& name) const;
 
   // Before a micro-batch's backward writes gradients: whether its weight-gradient GEMMs add (or overwrite, β = 0,
@@ -68,14 +77,19 @@ class ParamState {
   double* scalar() const { return scalar_; }
 
  private:
+  // The flat fp32 buffers: the window's master weights and moments (device part, host part), the gradients.
+  enum Flat { kMaster = 0, kM = 1, kV = 2, kGrad = 3 };
   // The full tensor `name` (gathered over the tensor-parallel group) from one of the flat fp32 buffers.
-  std::vector<float> download(const float* base, const std::string& name) const;
+  std::vector<float> download(Flat which, const std::string& name) const;
+  // Window elements [lo, hi) of state `which` (master, m, v) from `other` (to_state) or to it, host or device memory,
+  // on the main stream: the device part's and the host part's.
+  void copy_state(Flat which, std::int64_t lo, std::int64_t hi, float* other, bool to_state) const;
   std::vector<float> own_part(std::size_t index, const std::vector<float>& values) const;
   void upload(const float* values, std::int64_t offset, std::int64_t n);
   // Flat elements [offset, offset + n) of the gradient buffer, holding fp32 weights, become the weights: the bf16
   // copy, the master copy where in the shard; the gradient buffer is zeroed again.
   void commit(std::int64_t offset, std::int64_t n);
-  void setup_optimizer(const DeviceBuffers& buffers);
+  void setup_optimizer(const DeviceBuffers& buffers, int host_threads);
 
   const EngineContext& ctx_;
   const ParamTable& full_;
@@ -85,7 +99,9 @@ class ParamState {
   bool zero1_;
   ShardWindow shard_;
   OpTimer& timer_;
-  float *w_, *g_, *m_, *v_;  // [shard], [padded], [shard] ×2
+  float *w_, *g_, *m_, *v_;  // [host_begin_], [padded], [host_begin_] ×2
+  std::int64_t host_begin_;  // the window's elements from here on are the host optimizer's
+  std::unique_ptr<HostOptimizer> host_;
   bf16* wb_;                 // [padded]
   AdamWChunk* chunks_;
   double *partial_, *scalar_;

@@ -128,13 +128,16 @@ void ParamState::optimizer_step(double lr, const AdamWConfig& a, double grad_sca
   args.bias_correction1 = static_cast<float>(1.0 - std::pow(a.beta1, static_cast<double>(step_)));
   args.bias_correction2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(a.beta2, static_cast<double>(step_))));
   args.grad_scale = static_cast<float>(grad_scale);
-  fork(ctx_.stream, opt_stream_, grads_ready_);
-  timer_.start(opt_stream_);
   if (zero1_ && !grads_scattered_) throw InternalError("the distributed optimizer steps after reduce_gradients only");
+  fork(ctx_.stream, opt_stream_, grads_ready_);
+  // The window's host part: the CPU reference's AdamW (its own arithmetic, float64 inside), same arguments.
+  if (host_) host_->begin_step({lr, a.beta1, a.beta2, a.eps, a.weight_decay, step_, grad_scale}, grads_ready_);
+  timer_.start(opt_stream_);
   for (std::size_t s = 0; s < segments_.size(); ++s) {
     if (segments_[s].second > 0)
       adamw_step(w_, m_, v_, g_ + shard_.begin, wb_ + shard_.begin, chunks_ + segments_[s].first, segments_[s].second,
                  args, opt_stream_);
+    if (host_) host_->update_segment(s, g_ + shard_.begin, wb_ + shard_.begin, opt_stream_);
     if (!zero1_) segment_done_[s].record(opt_stream_);
   }
   timer_.mark(opt_stream_, "adamw (side stream, overlaps the next forward)");
