@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "ops/cpu/adamw.h"
 #include "ops/cpu/attention.h"
 #include "ops/cpu/bf16.h"
 #include "ops/cpu/cross_entropy.h"
@@ -191,8 +192,35 @@ TEST(CpuOps, Bf16RoundsToNearestEven) {
   const std::uint16_t nan = qwen3::cpu::bf16_bits(std::numeric_limits<float>::quiet_NaN());
   EXPECT_EQ(nan & 0x7f80, 0x7f80);
   EXPECT_NE(nan & 0x007f, 0);
-  std::vector<float> in = {1.0f, -2.0f, 3.0f};
-  std::vector<std::uint16_t> out(3);
-  qwen3::cpu::to_bf16(in.data(), out.data(), 3);
-  EXPECT_EQ(out, (std::vector<std::uint16_t>{0x3f80, 0xc000, 0x4040}));
+}
+
+TEST(CpuOps, Float32AdamWEqualsTheReferenceToFloatRounding) {
+  // The host optimizer's step (float32, vectorised, bf16 copy written) against the reference's (float64 inside), over
+  // sizes that leave vector remainders, with weight decay and clipping; the update itself compared too, which the
+  // weights would hide.
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (std::int64_t n : {1, 7, 100003}) {
+    std::vector<float> w(n), m(n), v(n), g(n);
+    for (std::int64_t i = 0; i < n; ++i) {
+      w[i] = 0.05f * nd(rng), g[i] = 1e-3f * nd(rng);
+      m[i] = 1e-4f * g[i], v[i] = 1e-7f * std::abs(g[i]);
+    }
+    const AdamWStep s{1e-3, 0.9, 0.95, 1e-8, 0.1, 3, 0.5};
+    auto wr = w, mr = m, vr = v, wf = w, mf = m, vf = v;
+    std::vector<std::uint16_t> wb(n);
+    adamw_step(wr.data(), mr.data(), vr.data(), g.data(), n, s);
+    adamw_step_f32(wf.data(), mf.data(), vf.data(), g.data(), wb.data(), n, s);
+    std::vector<double> du(n), dr(n);
+    double werr = 0, wnorm = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      du[i] = wf[i] - w[i], dr[i] = wr[i] - w[i];
+      werr += (wf[i] - wr[i]) * (wf[i] - wr[i]), wnorm += wr[i] * wr[i];
+      ASSERT_EQ(wb[i], qwen3::cpu::bf16_bits(wf[i])) << i;
+      ASSERT_NEAR(mf[i], mr[i], 1e-6f * std::abs(mr[i]) + 1e-12f) << i;
+      ASSERT_NEAR(vf[i], vr[i], 1e-6f * std::abs(vr[i]) + 1e-18f) << i;
+    }
+    EXPECT_LT(std::sqrt(werr / wnorm), 1e-6) << n;
+    EXPECT_LT(rel(du, dr), 1e-5) << n;
+  }
 }

@@ -5,6 +5,7 @@
 #ifdef QWEN3_HAVE_CUDA
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <tuple>
 #include <utility>
 
@@ -187,8 +188,8 @@ TEST(CudaEngine, RecomputationTrainsLikeKeepingActivations) {
 TEST(CudaEngine, OptimizerOnTheHostStepsLikeTheDevice) {
   QWEN3_REQUIRE_GPU();
   // --offload-optimizer: the host's AdamW (ops/cpu/adamw.h) on the window's tail, the device's kernel on its head.
-  // Three steps with the same batches: the losses and the master weights and moments that the checkpoints read agree
-  // with the all-device engine to float rounding; what is set (a checkpoint's restore) reads back exactly.
+  // Three steps with the same batches: the losses, the weights' change and the moments that the checkpoints read agree
+  // with the all-device engine; what is set (a checkpoint's restore) reads back exactly.
   auto cfg = model_preset("tiny");
   EngineOptions o;
   o.max_batch = 2;
@@ -204,6 +205,8 @@ TEST(CudaEngine, OptimizerOnTheHostStepsLikeTheDevice) {
   for (auto& t : tokens) t = pick(test::cuda_rng());
   for (std::size_t i = 0; i < tokens.size(); ++i) labels[i] = (i % 96 == 95) ? cpu::kIgnoreLabel : tokens[i + 1];
   const MicroBatch mb{tokens.data(), labels.data(), 2, 96};
+  std::map<std::string, std::vector<double>> start;  // the weights before the steps
+  for (const auto& p : device->params().entries()) start[p.name] = test::widen(device->weights(p.name));
   for (int step = 0; step < 3; ++step) {
     std::vector<double> losses;
     for (Engine* e : {device.get(), host.get(), half.get()}) {
@@ -216,11 +219,18 @@ TEST(CudaEngine, OptimizerOnTheHostStepsLikeTheDevice) {
     EXPECT_NEAR(losses[1], losses[0], 1e-4 * losses[0]) << "step " << step;
     EXPECT_NEAR(losses[2], losses[0], 1e-4 * losses[0]) << "step " << step;
   }
+  // What the three steps moved (w3 − w0) agrees within 2% (bf16 roundings of the weights differ now and then, and
+  // AdamW's step for a gradient near zero follows its sign); a tensor the host missed or decayed wrongly is off by ~100%.
+  auto moved = [&](Engine& e, const std::string& name) {
+    auto w = test::widen(e.weights(name));
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] -= start[name][i];
+    return w;
+  };
   for (const auto& p : device->params().entries()) {
     for (Engine* e : {host.get(), half.get()}) {
-      EXPECT_LT(test::rel_error(test::widen(e->weights(p.name)), test::widen(device->weights(p.name))), 1e-4) << p.name;
+      EXPECT_LT(test::rel_error(moved(*e, p.name), moved(*device, p.name)), 2e-2) << p.name;
       for (int which : {0, 1})
-        EXPECT_LT(test::rel_error(test::widen(e->moment(p.name, which)), test::widen(device->moment(p.name, which))), 1e-2)
+        EXPECT_LT(test::rel_error(test::widen(e->moment(p.name, which)), test::widen(device->moment(p.name, which))), 3e-2)
             << p.name << " moment " << which;
     }
   }

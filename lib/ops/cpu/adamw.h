@@ -16,4 +16,9 @@ struct AdamWStep {
 // w ← w·(1 − lr·wd);  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  w ← w − lr·(m/(1−β1ᵗ)) / (sqrt(v/(1−β2ᵗ)) + eps)
 void adamw_step(float* w, float* m, float* v, const float* g, std::int64_t n, const AdamWStep& s);
 
+// The same step in float32 arithmetic, in the order of the CUDA kernel (ops/cuda/optimizer.cu), vectorised (AVX-512 or
+// AVX2 where the CPU has them) over OpenMP's threads, also writing the bf16 copy of the new weights (w_bf16: [n] bf16
+// bits, ops/cpu/bf16.h): the host optimizer's (--offload-optimizer). Equals adamw_step to float rounding.
+void adamw_step_f32(float* w, float* m, float* v, const float* g, std::uint16_t* w_bf16, std::int64_t n, const AdamWStep& s);
+
 }  // namespace qwen3::cpu

@@ -5,7 +5,6 @@
 
 #include "core/error.h"
 #include "cuda/check.h"
-#include "ops/cpu/bf16.h"
 
 namespace qwen3::cuda {
 
@@ -70,8 +69,7 @@ void HostOptimizer::cpu_pass(const Piece& p) {
   cpu::AdamWStep a = args_;
   if (!p.decay) a.weight_decay = 0;
   const std::int64_t i = p.begin - begin_, n = p.end - p.begin;
-  cpu::adamw_step(state_[0] + i, state_[1] + i, state_[2] + i, grad_stage_[p.slot], n, a);
-  cpu::to_bf16(state_[0] + i, weight_stage_[p.slot], n);
+  cpu::adamw_step_f32(state_[0] + i, state_[1] + i, state_[2] + i, grad_stage_[p.slot], weight_stage_[p.slot], n, a);
 }
 
 }  // namespace qwen3::cuda

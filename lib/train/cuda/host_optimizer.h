@@ -1,8 +1,8 @@
 // AdamW on the CPU for the part of this rank's optimizer shard kept in pinned host memory (--offload-optimizer,
 // model/recompute.h). The fp32 master weights and moments of that part live on the host; each step its gradients
-// stream down in pieces through two pinned staging slots, the CPU reference's AdamW (ops/cpu/adamw.h, OpenMP over the
-// rank's share of the cores) updates them and rounds the weights to bf16 (ops/cpu/bf16.h), and the bf16 weights stream
-// back up. Three streams, one per stage — copy down, CPU pass (a host function), copy up — so piece k's CPU pass runs
+// stream down in pieces through two pinned staging slots, the host's AdamW (ops/cpu/adamw.h: the device kernel's float
+// arithmetic, vectorised, over the rank's share of the cores) updates them and rounds the weights to bf16, and the
+// bf16 weights stream back up. Three streams, one per stage — copy down, CPU pass (a host function), copy up — so piece k's CPU pass runs
 // while piece k+1 comes down and piece k−1 goes up. The caller's stream waits for each forward segment's last piece.
 #pragma once
 #include <cstdint>

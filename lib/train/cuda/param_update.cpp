@@ -130,7 +130,7 @@ void ParamState::optimizer_step(double lr, const AdamWConfig& a, double grad_sca
   args.grad_scale = static_cast<float>(grad_scale);
   if (zero1_ && !grads_scattered_) throw InternalError("the distributed optimizer steps after reduce_gradients only");
   fork(ctx_.stream, opt_stream_, grads_ready_);
-  // The window's host part: the CPU reference's AdamW (its own arithmetic, float64 inside), same arguments.
+  // The window's host part: the same step on the CPU (ops/cpu/adamw.h), same arguments.
   if (host_) host_->begin_step({lr, a.beta1, a.beta2, a.eps, a.weight_decay, step_, grad_scale}, grads_ready_);
   timer_.start(opt_stream_);
   for (std::size_t s = 0; s < segments_.size(); ++s) {
