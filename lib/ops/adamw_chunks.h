@@ -26,8 +26,9 @@ inline std::vector<AdamWChunk> make_adamw_chunks(const std::vector<AdamWChunk>& 
 }
 
 // The host's AdamW (--offload-optimizer) streams gradients down and bf16 weights up in pieces of at most this many
-// elements, through two pinned staging slots each way (64 MiB of fp32 gradients per slot).
-inline constexpr std::int64_t kHostAdamWPieceElements = 1 << 24;
+// elements, through two pinned staging slots each way (16 MiB of fp32 gradients per slot: measured on an H200 host,
+// 1.5% faster than 64 MiB for 1.7B).
+inline constexpr std::int64_t kHostAdamWPieceElements = 1 << 22;
 
 // Blocks of the device reductions (sum, sum of squares): each writes one fp64 partial.
 inline constexpr int kNormBlocks = 1024;

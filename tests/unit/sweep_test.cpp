@@ -389,7 +389,7 @@ TEST(Sweep, PlanPrintsEveryCellsPeakPerRank) {
   EXPECT_NE(r.output.find("| tiny | 30 | T1P2D1 | none |"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("✖ does not fit"), std::string::npos) << r.output;  // with the 1 GiB runtime reserve
   EXPECT_NE(r.output.find("| tiny | 64 | T1P1C2D1 | none |"), std::string::npos) << r.output;  // context parallelism planned
-  EXPECT_NE(r.output.find("| tiny | 30 | T1P1C2D1 | — | — | --cp 2: --seq-len 30 must divide by 2 × cp"), std::string::npos)
+  EXPECT_NE(r.output.find("| tiny | 30 | T1P1C2D1 | — | — | — | --cp 2: --seq-len 30 must divide by 2 × cp"), std::string::npos)
       << r.output;
   EXPECT_FALSE(fs::exists(dir / "run")) << "planning creates nothing";
 }

@@ -264,15 +264,16 @@ def plan_cells(spec, cells, root, bin_dir):
 def print_plan_table(spec, cells, plans):
     """--plan: every cell's planned peak per rank as a Markdown table (docs/study-plan.md is one)."""
     print(f"| model | length | layout | recomputation | planned peak per rank (GiB, {spec['device_memory']} device) "
-          "| verdict |")
-    print("|---|---|---|---|---|---|")
+          "| pinned host memory per rank (GiB) | verdict |")
+    print("|---|---|---|---|---|---|---|")
     for c in cells:
         code, plan, reason = plans[c["name"]]
         if reason is None and plan:
-            row = (plan["recompute"], f"{plan['peak_bytes'] / 2**30:.1f}", "✔ fits" if plan["fits"] else "✖ does not fit")
+            row = (plan["recompute"], f"{plan['peak_bytes'] / 2**30:.1f}", f"{plan['host_pinned_bytes'] / 2**30:.1f}",
+                   "✔ fits" if plan["fits"] else "✖ does not fit")
         else:
-            row = ("—", "—", reason or "?")
-        print(f"| {c['model']} | {c['seq']} | {c['layout']} | {row[0]} | {row[1]} | {row[2]} |")
+            row = ("—", "—", "—", reason or "?")
+        print(f"| {c['model']} | {c['seq']} | {c['layout']} | {' | '.join(row)} |")
 
 
 # ---- which cells are done, queued, refused or to run --------------------------------------------------------------
