@@ -20,6 +20,27 @@
 namespace fs = std::filesystem;
 using namespace qwen3;
 
+namespace {
+
+// Two random sequences of 96 tokens of the tiny model, each one's last label ignored.
+struct TinyBatch {
+  std::vector<std::int32_t> tokens, labels;
+  TinyBatch() : tokens(2 * 96), labels(2 * 96) {
+    std::uniform_int_distribution<int> pick(0, 511);
+    for (auto& t : tokens) t = pick(test::cuda_rng());
+    for (std::size_t i = 0; i < tokens.size(); ++i) labels[i] = (i % 96 == 95) ? cpu::kIgnoreLabel : tokens[i + 1];
+  }
+  MicroBatch micro_batch() const { return {tokens.data(), labels.data(), 2, 96}; }
+  static EngineOptions options() {  // an engine sized for it
+    EngineOptions o;
+    o.max_batch = 2;
+    o.max_seq = 96;
+    return o;
+  }
+};
+
+}  // namespace
+
 TEST(CudaEngine, OversizedModelIsOutOfMemoryNamingTheCategory) {
   QWEN3_REQUIRE_GPU();
   EngineOptions o;
@@ -113,16 +134,11 @@ TEST(CudaEngine, EveryRankOfTpPpCpLayoutsAllocatesItsStagesPlan) {
 
 TEST(CudaEngine, SameStepsAsTheCpuEngineWithinBf16) {
   QWEN3_REQUIRE_GPU();
-  auto cfg = model_preset("tiny");
-  EngineOptions o;
-  o.max_batch = 2;
-  o.max_seq = 96;
+  const auto cfg = model_preset("tiny");
+  const EngineOptions o = TinyBatch::options();
   auto cpu = make_engine("cpu", cfg, o), gpu = make_engine("cuda", cfg, o);
-  std::vector<std::int32_t> tokens(2 * 96), labels(2 * 96);
-  std::uniform_int_distribution<int> pick(0, 511);
-  for (auto& t : tokens) t = pick(test::cuda_rng());
-  for (std::size_t i = 0; i < tokens.size(); ++i) labels[i] = (i % 96 == 95) ? cpu::kIgnoreLabel : tokens[i + 1];
-  const MicroBatch mb{tokens.data(), labels.data(), 2, 96};
+  const TinyBatch batch;
+  const MicroBatch mb = batch.micro_batch();
   const AdamWConfig adamw;
   for (int step = 0; step < 3; ++step) {
     cpu->zero_grad();
@@ -190,21 +206,16 @@ TEST(CudaEngine, OptimizerOnTheHostStepsLikeTheDevice) {
   // --offload-optimizer: the host's AdamW (ops/cpu/adamw.h) on the window's tail, the device's kernel on its head.
   // Three steps with the same batches: the losses, the weights' change and the moments that the checkpoints read agree
   // with the all-device engine; what is set (a checkpoint's restore) reads back exactly.
-  auto cfg = model_preset("tiny");
-  EngineOptions o;
-  o.max_batch = 2;
-  o.max_seq = 96;
+  const auto cfg = model_preset("tiny");
+  EngineOptions o = TinyBatch::options();
   auto device = make_engine("cuda", cfg, o);
   o.recompute.offload_optimizer = 1.0;
   auto host = make_engine("cuda", cfg, o);
   o.recompute.offload_optimizer = 0.5;
   auto half = make_engine("cuda", cfg, o);
   EXPECT_GT(host->host_pinned_bytes(), 12 * 200000);
-  std::vector<std::int32_t> tokens(2 * 96), labels(2 * 96);
-  std::uniform_int_distribution<int> pick(0, 511);
-  for (auto& t : tokens) t = pick(test::cuda_rng());
-  for (std::size_t i = 0; i < tokens.size(); ++i) labels[i] = (i % 96 == 95) ? cpu::kIgnoreLabel : tokens[i + 1];
-  const MicroBatch mb{tokens.data(), labels.data(), 2, 96};
+  const TinyBatch batch;
+  const MicroBatch mb = batch.micro_batch();
   std::map<std::string, std::vector<double>> start;  // the weights before the steps
   for (const auto& p : device->params().entries()) start[p.name] = test::widen(device->weights(p.name));
   for (int step = 0; step < 3; ++step) {
