@@ -254,6 +254,36 @@ TEST(CudaEngine, OptimizerOnTheHostStepsLikeTheDevice) {
   EXPECT_EQ(host->moment(name, 1), values);
 }
 
+TEST(CudaEngine, OptimizerOnTheHostCheckpointsResumesAndExports) {
+  QWEN3_REQUIRE_GPU();
+  // Six steps with the whole optimizer on the host, saved at step 3: resumed with the optimizer on the host, half on
+  // it, or on the device, the last three steps follow the uninterrupted run (the checkpoint holds full tensors, read
+  // back from wherever they lived); --export-hf writes the final weights from the host's master copy.
+  const fs::path dir = test::fresh_dir("qwen3_cuda_offload_ckpt");
+  const auto data = (dir / "data.h5").string();
+  write_synthetic_dataset(data, 512, {128}, 32, 11, false);
+  auto train = [&](const std::string& tag, const std::string& args) {
+    const auto out = (dir / (tag + ".h5")).string();
+    auto r = test::run_program("qwen3-pretrain", "--device cuda --data '" + data + "' --seq-len 128 --global-batch 4 "
+                               "--steps 6 --lr 3e-3 " + args + " --out '" + out + "'");
+    EXPECT_EQ(r.exit_code, 0) << tag << "\n" << r.output;
+    h5::Handle f = h5::open_read(out, "results");
+    return h5::read_f64(f.get(), "steps/loss");
+  };
+  const std::string ckpt = (dir / "ckpt").string(), hf = (dir / "hf").string();
+  const auto whole = train("whole", "--offload-optimizer --save '" + ckpt + "' --save-interval 3 --export-hf '" + hf + "'");
+  ASSERT_EQ(whole.size(), 6u);
+  EXPECT_TRUE(fs::exists(fs::path(hf) / "config.json"));
+  EXPECT_TRUE(fs::exists(fs::path(hf) / "model.safetensors"));
+  for (const char* on_host : {"1", "0.5", "0"}) {
+    const auto resumed = train(std::string("resumed-") + on_host,
+                               std::string("--offload-optimizer=") + on_host + " --resume '" + ckpt + "/step-00000003'");
+    ASSERT_EQ(resumed.size(), 3u) << on_host;
+    for (int i = 0; i < 3; ++i) EXPECT_NEAR(resumed[i], whole[3 + i], 1e-3 * whole[3 + i]) << on_host << " step " << 4 + i;
+  }
+  fs::remove_all(dir);
+}
+
 TEST(CudaEngine, PretrainCliTrainsAndRecordsOom) {
   QWEN3_REQUIRE_GPU();
   const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_cuda_cli";
