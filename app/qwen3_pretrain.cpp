@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "dist/layout.h"
 #include "dist/mpi_communicator.h"
+#include "io/system_info.h"
 #include "model/pipeline_split.h"
 #include "train/memory_plan.h"
 #include "train/trainer.h"
@@ -63,6 +64,18 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
   return fits ? 0 : static_cast<int>(ExitCode::input);
 }
 
+// Tensor- and context-parallel groups stay inside a node: their collectives run in every layer. Collective; every rank
+// decides alike (UsageError), or with --allow-cross-node-tp rank 0 warns.
+void check_groups_inside_nodes(const RunConfig& cfg, MpiCommunicator& world) {
+  const std::string why = ParallelLayout(world.size(), cfg.tp, cfg.cp, cfg.pp).groups_across_hosts(world.all_gather(hostname()));
+  if (why.empty()) return;
+  if (!cfg.allow_cross_node_tp)
+    throw UsageError("--tp " + std::to_string(cfg.tp) + " --cp " + std::to_string(cfg.cp) + ": " + why +
+                     ": tensor- and context-parallel groups must stay inside a node (start tp × cp ranks or more per "
+                     "node, in rank order, or give --allow-cross-node-tp to run anyway)");
+  if (world.rank() == 0) std::fprintf(stderr, "qwen3-pretrain: warning: %s (--allow-cross-node-tp)\n", why.c_str());
+}
+
 // mpirun or srun started this process (their environment): then MPI starts, whatever was asked.
 bool launched_by_mpi() {
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
@@ -99,6 +112,7 @@ int main(int argc, char** argv) {
     if (!cfg) return 0;
     if (cfg->plan) return print_plan(*cfg, world.size(), world.rank() == 0);
     cfg->validate(world.size());
+    check_groups_inside_nodes(*cfg, world);
     return run_training(*cfg, world);
   });
 }

@@ -115,6 +115,9 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       ("offload-inputs", po::bool_switch(&c.offload_inputs),
        "with full recomputation: keep the recomputed layers' inputs in pinned host memory, copied out during the "
        "forward and back during the backward (CUDA; on the CPU backend everything is in host memory already)")
+      ("allow-cross-node-tp", po::bool_switch(&c.allow_cross_node_tp),
+       "run even when a tensor- or context-parallel group spans nodes (refused by default: their collectives run in "
+       "every layer and belong inside a node's NVLink domain; start tp × cp ranks or more per node)")
       ("offload-optimizer", po::value(&c.offload_optimizer)->implicit_value(1.0, "1")->value_name("FRACTION"),
        "keep the fp32 master weights and AdamW moments in pinned host memory and run AdamW on the CPU (CUDA): "
        "--offload-optimizer for all of this rank's optimizer state, --offload-optimizer=0.4 for the last 40% of it "

@@ -1,7 +1,9 @@
 // Rank layout arithmetic (see layout.h).
 #include "dist/layout.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <utility>
 
 #include "core/error.h"
 
@@ -49,6 +51,24 @@ std::string ParallelLayout::describe() const {
   char buf[96];
   std::snprintf(buf, sizeof buf, "T%d C%d D%d P%d (%d ranks)", tp_, cp_, dp_, pp_, world_);
   return buf;
+}
+
+std::string ParallelLayout::groups_across_hosts(const std::vector<std::string>& hosts) const {
+  for (int r = 0; r < world_; ++r)
+    for (const auto& [what, group] : {std::pair<const char*, std::vector<int>>{"tensor-parallel", tp_group(r)},
+                                      {"context-parallel", cp_group(r)}}) {
+      std::vector<std::string> seen;
+      for (int g : group)
+        if (std::find(seen.begin(), seen.end(), hosts.at(static_cast<std::size_t>(g))) == seen.end())
+          seen.push_back(hosts[static_cast<std::size_t>(g)]);
+      if (seen.size() < 2) continue;
+      const auto per_host = std::count(hosts.begin(), hosts.end(), hosts[static_cast<std::size_t>(r)]);
+      std::string names;
+      for (const auto& h : seen) names += (names.empty() ? "" : ", ") + h;
+      return std::string(what) + " ranks " + std::to_string(group.front()) + "-" + std::to_string(group.back()) +
+             " span hosts " + names + " (" + std::to_string(per_host) + " ranks on " + hosts[static_cast<std::size_t>(r)] + ")";
+    }
+  return "";
 }
 
 }  // namespace qwen3

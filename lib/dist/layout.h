@@ -28,6 +28,9 @@ class ParallelLayout {
   std::vector<int> dp_group(int rank) const;
   std::vector<int> pp_group(int rank) const;
   std::string describe() const;  // "T2 C1 D2 P2 (8 ranks)"
+  // Given each rank's host (hosts[rank]): "" when every tensor-parallel and every context-parallel group is on one
+  // host, else why not — the first group that spans hosts, its ranks and hosts, the ranks per host — for a message.
+  std::string groups_across_hosts(const std::vector<std::string>& hosts) const;
 
  private:
   std::vector<int> group(int rank, int RankCoords::*dim, int extent) const;

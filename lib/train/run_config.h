@@ -41,6 +41,7 @@ struct RunConfig {
   double offload_optimizer = -1;     // --offload-optimizer[=F]: the optimizer shard's fraction on the host (< 0: not given)
   bool shard_optimizer = true;      // ZeRO-1 over data-parallel replicas (--no-shard-optimizer: every replica keeps all)
   bool force = false;                // --force: run even when the memory plan does not fit
+  bool allow_cross_node_tp = false;  // --allow-cross-node-tp: run tensor/context-parallel groups that span nodes
   std::string init_from_hf;          // --init-from-hf: a Hugging Face checkpoint folder (model and weights from it)
   std::string export_hf;             // --export-hf: write the final weights there as a Hugging Face checkpoint
   std::string export_dtype = "bf16"; // bf16 | fp32

@@ -1,0 +1,196 @@
+// Past one node: two Slurm nodes on this machine (tools/slurm/local_slurm.sh start DIR 2: two network and UTS
+// namespaces, hosts node0 and node1, a slurmd each), Open MPI over TCP between them, the CPU backend. What a cluster
+// user meets: the job script with --nodes 2 (tensor parallelism inside each node, data or pipeline parallelism across,
+// equal to one rank), a tensor-parallel group across nodes refused, a two-node sweep cell, a checkpoint written by two
+// nodes resumed on one. Needs root and Slurm (CI has both); starts the cluster once for the suite.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "cli_runner.h"
+#include "io/dataset.h"
+#include "io/h5.h"
+
+namespace fs = std::filesystem;
+using namespace qwen3;
+
+namespace {
+
+std::string shq(const std::string& s) { return "'" + s + "'"; }
+std::string repo_file(const std::string& path) { return test::test_data_dir() + "/../../" + path; }
+
+// The two-node cluster, its folder and the prefix Slurm's clients run with (node0's network namespace).
+struct Cluster {
+  std::string dir, client, error;
+};
+
+class MultiNodeSlurm : public ::testing::Test {
+ protected:
+  static Cluster* cluster;
+  static fs::path work;
+
+  static void SetUpTestSuite() {
+    cluster = new Cluster;
+    const bool slurm = test::run_command("command -v sbatch && command -v nsenter && command -v ip && "
+                                         "{ command -v slurmd || test -x /usr/sbin/slurmd; }").exit_code == 0;
+    if (!slurm || ::geteuid() != 0) {
+      cluster->error = "needs root, Slurm (munge slurmctld slurmd slurm-client), nsenter and ip";
+      return;
+    }
+    work = test::fresh_dir("qwen3_multinode");
+    cluster->dir = (work / "cluster").string();
+    const auto r = test::run_command(shq(repo_file("tools/slurm/local_slurm.sh")) + " start " + shq(cluster->dir) + " 2");
+    if (r.exit_code != 0) {
+      cluster->error = "the two-node cluster did not start: " + r.output;
+      return;
+    }
+    const auto at = r.output.find("QWEN3_SLURM_CLIENT=\"");
+    cluster->client = r.output.substr(at + 20, r.output.find('"', at + 20) - at - 20);
+    ::setenv("SLURM_CONF", (fs::path(cluster->dir) / "slurm.conf").c_str(), 1);
+    // Open MPI between the nodes: TCP over the namespaces' network (what a cluster user sets for their interface).
+    ::setenv("OMPI_MCA_btl_tcp_if_include", "10.77.0.0/24", 1);
+    ::setenv("OMPI_MCA_oob_tcp_if_include", "10.77.0.0/24", 1);
+    write_synthetic_dataset((work / "data.h5").string(), 512, {64}, 32, 21, false);
+  }
+  static void TearDownTestSuite() {
+    if (!cluster->dir.empty()) test::run_command(shq(repo_file("tools/slurm/local_slurm.sh")) + " stop " + shq(cluster->dir));
+    delete cluster;
+  }
+  void SetUp() override {
+    if (!cluster->error.empty()) {
+      if (test::in_ci()) FAIL() << cluster->error;
+      GTEST_SKIP() << cluster->error;
+    }
+  }
+
+  struct Job {
+    int exit_code = -1;
+    std::string state, output;
+  };
+  // sbatch ARGS (from node0's namespace), waited for by polling scontrol; the job's output.
+  static Job submit(const std::string& args, double timeout_s = 240) {
+    static int n = 0;
+    const std::string out = (work / ("job-" + std::to_string(++n) + ".out")).string();
+    const auto r = test::run_command(cluster->client + " sbatch --parsable -o " + shq(out) + " " + args);
+    Job job;
+    if (r.exit_code != 0) {
+      job.output = r.output;
+      return job;
+    }
+    const std::string id = r.output.substr(0, r.output.find_first_of(";\n"));
+    const auto t0 = std::chrono::steady_clock::now();
+    while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < timeout_s) {
+      const std::string show = test::run_command(cluster->client + " scontrol show job " + id).output;
+      const auto s = show.find("JobState=");
+      job.state = s == std::string::npos ? "" : show.substr(s + 9, show.find(' ', s) - s - 9);
+      if (job.state == "COMPLETED" || job.state == "FAILED" || job.state == "CANCELLED" || job.state == "TIMEOUT" ||
+          job.state == "NODE_FAIL") {
+        const auto e = show.find("ExitCode=");
+        job.exit_code = std::stoi(show.substr(e + 9));
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+    std::ifstream f(out);
+    job.output.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    return job;
+  }
+  // The job script on `nodes` nodes × `per_node` ranks, training the tiny model (no GPUs: --gpus-per-node=0 undoes
+  // the script's default).
+  static Job pretrain(int nodes, int per_node, const std::string& args) {
+    return submit("--nodes " + std::to_string(nodes) + " --ntasks-per-node " + std::to_string(per_node) + " --gpus-per-node=0 " +
+                  shq(repo_file("jobs/pretrain.sbatch")) + " --model tiny --data " + shq((work / "data.h5").string()) +
+                  " --seq-len 64 --global-batch 4 --steps 4 --overwrite " + args);
+  }
+  // One rank on this machine, for reference.
+  static std::vector<double> one_rank_losses(const std::string& args) {
+    const std::string out = (work / "one.h5").string();
+    const auto r = test::run_program("qwen3-pretrain", "--model tiny --data " + shq((work / "data.h5").string()) +
+                                     " --seq-len 64 --global-batch 4 --steps 4 --overwrite " + args + " --out " + shq(out));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return losses(out);
+  }
+  static std::vector<double> losses(const std::string& results) {
+    h5::Handle f = h5::open_read(results, "results");
+    return h5::read_f64(f.get(), "steps/loss");
+  }
+  static std::vector<std::string> hosts(const std::string& results) {
+    h5::Handle f = h5::open_read(results, "results");
+    return h5::read_attr_strings(f.get(), "hostnames");
+  }
+};
+Cluster* MultiNodeSlurm::cluster = nullptr;
+fs::path MultiNodeSlurm::work;
+
+}  // namespace
+
+TEST_F(MultiNodeSlurm, TensorParallelInsideNodesDataParallelAcrossEqualsOneRank) {
+  const std::string out = (work / "tp2dp2.h5").string();
+  const Job job = pretrain(2, 2, "--tp 2 --out " + shq(out));
+  ASSERT_EQ(job.exit_code, 0) << job.state << "\n" << job.output;
+  EXPECT_EQ(hosts(out), (std::vector<std::string>{"node0", "node0", "node1", "node1"}));
+  const auto one = one_rank_losses("");
+  const auto two = losses(out);
+  ASSERT_EQ(two.size(), one.size());
+  for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-6 * one[i]) << "step " << i + 1;
+}
+
+TEST_F(MultiNodeSlurm, PipelineAcrossNodesEqualsOneRank) {
+  const std::string out = (work / "pp2.h5").string();
+  const Job job = pretrain(2, 1, "--pp 2 --out " + shq(out));
+  ASSERT_EQ(job.exit_code, 0) << job.state << "\n" << job.output;
+  EXPECT_EQ(hosts(out), (std::vector<std::string>{"node0", "node1"}));
+  const auto one = one_rank_losses("");
+  const auto two = losses(out);
+  ASSERT_EQ(two.size(), one.size());
+  for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-6 * one[i]) << "step " << i + 1;
+}
+
+TEST_F(MultiNodeSlurm, ATensorParallelGroupAcrossNodesIsRefusedNamingTheHosts) {
+  const std::string out = (work / "tp-across.h5").string();
+  Job job = pretrain(2, 1, "--tp 2 --out " + shq(out));
+  EXPECT_EQ(job.exit_code, 2) << job.state << "\n" << job.output;
+  EXPECT_NE(job.output.find("tensor-parallel ranks 0-1 span hosts node0, node1 (1 ranks on node0)"), std::string::npos)
+      << job.output;
+  EXPECT_NE(job.output.find("--allow-cross-node-tp"), std::string::npos) << job.output;
+  EXPECT_FALSE(fs::exists(out)) << "refused before the results file";
+  job = pretrain(2, 1, "--tp 2 --allow-cross-node-tp --out " + shq(out));
+  EXPECT_EQ(job.exit_code, 0) << job.state << "\n" << job.output;
+  EXPECT_NE(job.output.find("warning: tensor-parallel ranks 0-1 span hosts node0, node1"), std::string::npos) << job.output;
+}
+
+TEST_F(MultiNodeSlurm, ACheckpointOfTwoNodesResumesOnOne) {
+  const std::string ckpt = (work / "ckpt").string(), out = (work / "ckpt-run.h5").string();
+  const Job job = pretrain(2, 2, "--tp 2 --save " + shq(ckpt) + " --save-interval 2 --out " + shq(out));
+  ASSERT_EQ(job.exit_code, 0) << job.state << "\n" << job.output;
+  ASSERT_TRUE(fs::exists(fs::path(ckpt) / "step-00000002" / "manifest.h5"));
+  const std::string resumed = (work / "resumed.h5").string();
+  const auto r = test::run_program("qwen3-pretrain", "--model tiny --data " + shq((work / "data.h5").string()) +
+                                   " --seq-len 64 --global-batch 4 --steps 4 --resume " + shq(ckpt + "/step-00000002") +
+                                   " --out " + shq(resumed) + " --overwrite");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto whole = losses(out), tail = losses(resumed);
+  ASSERT_EQ(tail.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) EXPECT_NEAR(tail[i], whole[2 + i], 1e-6 * whole[2 + i]) << "step " << 3 + i;
+}
+
+TEST_F(MultiNodeSlurm, ASweepCellRunsOnTwoNodes) {
+  const fs::path spec = work / "two-node.sweep.ini";
+  std::ofstream(spec) << "[sweep]\nname = two-node\nmodels = tiny\nlengths = 64\nlayouts = T2P1\nglobal_batch = 4\n"
+                         "steps = 2\ndocuments = 8\ndevice = cpu\nnodes = 2\ngpus_per_node = 2\n";
+  const fs::path run = work / "sweep";
+  const auto r = test::run_command(cluster->client + " " + shq(test::bin_dir() + "/qwen3-sweep") + " " + shq(spec.string()) +
+                                   " --dir " + shq(run.string()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string results = (run / "results" / "tiny-L64-T2P1D2.h5").string();
+  for (int i = 0; i < 800 && !fs::exists(results); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(fs::exists(results)) << r.output;
+  h5::Handle f = h5::open_read(results, "results");
+  EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "ok");
+  EXPECT_EQ(h5::read_attr_strings(f.get(), "hostnames"), (std::vector<std::string>{"node0", "node0", "node1", "node1"}));
+}
