@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <ctime>
 
 #include "dist/mpi_communicator.h"
@@ -30,6 +31,7 @@ std::string hostname() {
 }
 
 int cores_per_rank(int ranks_here) {
+  if (const char* omp = std::getenv("OMP_NUM_THREADS"); omp && std::atoi(omp) > 0) return std::atoi(omp);
   cpu_set_t set;
   CPU_ZERO(&set);
   const long host = sysconf(_SC_NPROCESSORS_ONLN);

@@ -27,7 +27,10 @@ std::string RecomputePolicy::describe() const {
   if (mode == Recompute::full && num_layers > 0) s += " (first " + std::to_string(num_layers) + " layers of each stage)";
   if (mode == Recompute::full && offload_inputs) s += ", inputs offloaded to host";
   if (offload_optimizer >= 1) s += ", optimizer on host";
-  else if (offload_optimizer > 0) s += ", " + std::to_string(static_cast<int>(std::lround(offload_optimizer * 100))) + "% of the optimizer on host";
+  else if (offload_optimizer >= 0.01)
+    s += ", " + std::to_string(static_cast<int>(std::lround(offload_optimizer * 100))) + "% of the optimizer on host";
+  else if (offload_optimizer > 0)
+    s += ", under 1% of the optimizer on host";
   return s;
 }
 

@@ -11,8 +11,9 @@
 // stage's input arrives), live in pinned host memory — copied out while the layer's forward runs, copied back while
 // the layer after it runs its backward — so device memory no longer grows with layers × micro-batches in flight.
 // offload_optimizer (CUDA): the fraction of this rank's optimizer shard — fp32 master weights and AdamW moments, 12
-// bytes per parameter — kept in pinned host memory and updated there by the CPU (the tail of the flat buffers: the
-// last layers, which the next forward reads last); the rest stays on the device.
+// bytes per parameter — kept in pinned host memory and updated there by the CPU (the tail of the rank's window of the
+// flat buffers: without data-parallel sharding, the last layers, which the next forward reads last); the rest stays on
+// the device.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -19,7 +19,8 @@ struct ShardWindow {
     return {size * rank, size, size * parts};
   }
   // Where the part of the window on the host begins (window coordinates) when `host_fraction` of it is there
-  // (--offload-optimizer): [0, result) stays on the device, [result, size) is on the host; a multiple of 64.
+  // (--offload-optimizer): [0, result) stays on the device, [result, size) is on the host, a multiple of 64 elements
+  // (or the whole window).
   std::int64_t host_begin(double host_fraction) const {
     const auto host = static_cast<std::int64_t>(host_fraction * static_cast<double>(size) + 63) / 64 * 64;
     return std::max<std::int64_t>(0, size - host);

@@ -164,11 +164,14 @@ RecomputePolicy choose_recompute(const MemoryRequest& r, MemoryPlanInput in, std
     if (fits(in, device_bytes, host_bytes)) return c;
   }
   if (r.offload_optimizer >= 0) return ladder.back();  // the fraction was given: auto does not change it
-  for (RecomputePolicy c : ladder) {
-    in.recompute = c;
-    c.offload_optimizer = smallest_optimizer_offload(in, device_bytes, host_bytes);
-    if (c.offload_optimizer > 0) return c;
-  }
+  // The host's limit first; where it rules out every share, the choice without it (what --plan shows, which does not
+  // know the host): the run then stops naming the pinned bytes against the host's.
+  for (std::int64_t host : {host_bytes, std::int64_t{0}})
+    for (RecomputePolicy c : ladder) {
+      in.recompute = c;
+      c.offload_optimizer = smallest_optimizer_offload(in, device_bytes, host);
+      if (c.offload_optimizer > 0) return c;
+    }
   RecomputePolicy last = ladder.back();
   last.offload_optimizer = 1.0;
   return last;

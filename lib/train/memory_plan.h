@@ -67,7 +67,9 @@ struct MemoryRequest {
 // The policy as given, or for --recompute auto the cheapest that fits device_bytes with the runtime reserve and pins
 // at most host_bytes per rank (<= 0: unchecked): none, selective, full, full with the inputs offloaded; then (unless
 // --offload-optimizer was given) the same four with the smallest fraction of the optimizer on the host, in steps of
-// 5%, that fits. The last (everything offloaded) may still not fit. Throws UsageError for an invalid request.
+// 5%, that fits (when the host's limit rules out every share: the first that fits the device alone, which the run
+// then refuses naming the host's memory). The last (everything offloaded) may still not fit. Throws UsageError for an
+// invalid request.
 RecomputePolicy choose_recompute(const MemoryRequest& request, MemoryPlanInput in, std::int64_t device_bytes,
                                  std::int64_t host_bytes);
 

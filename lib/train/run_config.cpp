@@ -26,6 +26,8 @@ void positive(const char* option, double v) {
 }  // namespace
 
 void RunConfig::validate_layout(int world, bool cuda) const {
+  if (offload_optimizer > 0 && !cuda)
+    throw UsageError("--offload-optimizer: the CUDA backend's (the CPU backend's optimizer state is in host memory already)");
   model.validate();
   positive("--seq-len", static_cast<double>(seq_len));
   positive("--global-batch", static_cast<double>(global_batch));
@@ -60,8 +62,6 @@ void RunConfig::validate(int world) const {
   positive("--adam-eps", adam_eps);
   positive("--init-std", init_std);
   if (memory_interval_ms < 1) throw UsageError("--memory-interval-ms must be at least 1, got " + std::to_string(memory_interval_ms));
-  if (offload_optimizer > 0 && device != "cuda")
-    throw UsageError("--offload-optimizer: the CUDA backend's (the CPU backend's optimizer state is in host memory already)");
   if (recompute != "auto") {
     RecomputePolicy{parse_recompute(recompute), recompute_num_layers, offload_inputs, std::max(0.0, offload_optimizer)}.validate();
   } else {

@@ -37,24 +37,36 @@ MemoryPlanInput plan_input(const TrainingRun& run) {
   return in;
 }
 
+// The share of a host's available memory --recompute auto may pin for one rank: 90% of it (the process, MPI and the
+// page cache keep the rest) over the ranks on the host.
+constexpr double kPinnableShare = 0.9;
+
 // Collective: with --recompute auto, the cheapest policy that fits `device` bytes (set here: the device's memory or
-// --device-memory) and this host's available memory shared by its ranks; every rank decides alike. The CPU backend
-// takes --recompute as given, auto as none.
+// --device-memory) and the host memory a rank may pin; every rank decides from the same figures (the smallest of every
+// rank's), so every rank decides alike. The CPU backend takes --recompute as given, auto as none.
 RecomputePolicy choose_policy(TrainingRun& run, MemoryPlanInput& in, std::int64_t& device) {
   const RunConfig& cfg = run.cfg;
   RecomputePolicy recompute;
+  constexpr double kUnknown = 1e300;  // no device figure (no GPU visible: the engine says why)
+  double limits[2] = {0, 0};  // −device bytes, −pinnable host bytes per rank: their maximum over ranks is the minimum
   collectively(run.world, true, [&] {
+    if (cfg.device != "cuda") return;
+    const std::int64_t d = cfg.device_memory.empty() ? device_memory_bytes(cfg.device, run.local_rank)
+                                                     : parse_memory_size("--device-memory", cfg.device_memory);
+    const std::int64_t host = host_available_bytes();
+    limits[0] = -static_cast<double>(d > 0 ? d : kUnknown);
+    limits[1] = -(host > 0 ? kPinnableShare * static_cast<double>(host) / run.local_size : 0.0);
+  });
+  run.world.all_reduce_max(limits, 2);
+  collectively(run.world, true, [&] {
+    MemoryRequest r = cfg.memory_request();
     if (cfg.device != "cuda") {
-      MemoryRequest r = cfg.memory_request();
       if (r.recompute == "auto") r.recompute = "none", r.num_layers = 0;
       recompute = choose_recompute(r, in, 0, 0);
       return;
     }
-    device = cfg.device_memory.empty() ? device_memory_bytes(cfg.device, run.local_rank)
-                                       : parse_memory_size("--device-memory", cfg.device_memory);
-    const std::int64_t host = host_available_bytes();
-    recompute = choose_recompute(cfg.memory_request(), in, device > 0 ? device : INT64_MAX,
-                                 host > 0 ? host / run.local_size : 0);
+    device = -limits[0] >= kUnknown ? 0 : static_cast<std::int64_t>(-limits[0]);
+    recompute = choose_recompute(r, in, device > 0 ? device : INT64_MAX, static_cast<std::int64_t>(-limits[1]));
     in.recompute = recompute;
   });
   return recompute;

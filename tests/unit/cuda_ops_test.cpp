@@ -275,6 +275,21 @@ TEST(CudaOps, AdamWMatchesReferenceAndRefreshesBf16Copy) {
   for (std::int64_t i = 0; i < n; ++i) du[i] = got[i] - w[i], dr[i] = wr[i] - w[i];
   EXPECT_LT(rel_error(du, dr), 1e-4);
   EXPECT_LT(rel_error(widen(wb.download()), widen(got)), kBf16Tol);
+  // The host optimizer's float32 step (--offload-optimizer) gives the same bits: weights, moments, the bf16 copy.
+  auto wf = w, mf = m, vf = v;
+  std::vector<std::uint16_t> bf(n);
+  cpu::adamw_step_f32(wf.data(), mf.data(), vf.data(), g.data(), bf.data(), a, {lr, b1, b2, eps, wdk, step, clip});
+  cpu::adamw_step_f32(wf.data() + a, mf.data() + a, vf.data() + a, g.data() + a, bf.data() + a, b,
+                      {lr, b1, b2, eps, 0.0, step, clip});
+  const auto md_host = md.download(), vd_host = vd.download();
+  const auto wb_host = wb.download();
+  int differ = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::uint16_t bits;
+    std::memcpy(&bits, &wb_host[i], 2);
+    differ += got[i] != wf[i] || md_host[i] != mf[i] || vd_host[i] != vf[i] || bits != bf[i];
+  }
+  EXPECT_EQ(differ, 0) << "of " << n;
 }
 
 TEST(CudaOps, Bf16CastEqualsTheHostRounding) {

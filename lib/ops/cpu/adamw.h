@@ -18,7 +18,8 @@ void adamw_step(float* w, float* m, float* v, const float* g, std::int64_t n, co
 
 // The same step in float32 arithmetic, in the order of the CUDA kernel (ops/cuda/optimizer.cu), vectorised (AVX-512 or
 // AVX2 where the CPU has them) over OpenMP's threads, also writing the bf16 copy of the new weights (w_bf16: [n] bf16
-// bits, ops/cpu/bf16.h): the host optimizer's (--offload-optimizer). Equals adamw_step to float rounding.
+// bits, ops/cpu/bf16.h): the host optimizer's (--offload-optimizer). Equals adamw_step to float rounding, and the CUDA
+// kernel's result bit for bit (both round every operation on its own, in the same order; tested on a GPU).
 void adamw_step_f32(float* w, float* m, float* v, const float* g, std::uint16_t* w_bf16, std::int64_t n, const AdamWStep& s);
 
 }  // namespace qwen3::cpu

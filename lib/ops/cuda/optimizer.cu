@@ -10,12 +10,16 @@ struct AdamWCoefficients {
   float decay, step_size;
 };
 
+// Each operation rounded on its own (no fused multiply-add: the _rn intrinsics are never contracted), in the order of
+// the host's float32 AdamW (ops/cpu/adamw.h), so the two give the same bits: a tensor whose copies are updated on the
+// device by one rank and on the host by another (tied embeddings across pipeline stages) stays one tensor.
 __device__ __forceinline__ void adamw_update(float& w, float& m, float& v, float g, bf16& wb, const AdamWArgs& a,
                                              const AdamWCoefficients& k) {
-  const float grad = g * a.grad_scale;
-  m = a.beta1 * m + (1.0f - a.beta1) * grad;
-  v = a.beta2 * v + (1.0f - a.beta2) * grad * grad;
-  w = w * k.decay - k.step_size * m / (sqrtf(v) / a.bias_correction2_sqrt + a.eps);
+  const float grad = __fmul_rn(g, a.grad_scale);
+  m = __fadd_rn(__fmul_rn(a.beta1, m), __fmul_rn(1.0f - a.beta1, grad));
+  v = __fadd_rn(__fmul_rn(a.beta2, v), __fmul_rn(__fmul_rn(1.0f - a.beta2, grad), grad));
+  const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), a.bias_correction2_sqrt), a.eps);
+  w = __fsub_rn(__fmul_rn(w, k.decay), __fdiv_rn(__fmul_rn(k.step_size, m), denom));
   wb = to_bf(w);
 }
 
@@ -24,7 +28,8 @@ __global__ void adamw_kernel(float* __restrict__ w, float* __restrict__ m, float
                              const float* __restrict__ g, bf16* __restrict__ wb, const AdamWChunk* __restrict__ chunks,
                              AdamWArgs a) {
   const AdamWChunk c = chunks[blockIdx.x];
-  const AdamWCoefficients k{c.decay ? 1.0f - a.lr * a.weight_decay : 1.0f, a.lr / a.bias_correction1};
+  const AdamWCoefficients k{c.decay ? __fsub_rn(1.0f, __fmul_rn(a.lr, a.weight_decay)) : 1.0f,
+                            __fdiv_rn(a.lr, a.bias_correction1)};
   if (((c.begin | c.end) & 3) == 0) {
     for (std::int64_t i = c.begin + 4 * threadIdx.x; i < c.end; i += 4 * blockDim.x) {
       float4 wi = *reinterpret_cast<const float4*>(w + i), mi = *reinterpret_cast<const float4*>(m + i);

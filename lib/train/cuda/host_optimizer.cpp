@@ -1,7 +1,9 @@
 // The optimizer's host part (see host_optimizer.h).
 #include "train/cuda/host_optimizer.h"
 
+#ifdef _OPENMP
 #include <omp.h>
+#endif
 
 #include "core/error.h"
 #include "cuda/check.h"
@@ -14,7 +16,7 @@ HostOptimizer::HostOptimizer(const DeviceBuffers& buffers, std::int64_t host_beg
       state_{buffers.get<float>(Buf::host_master), buffers.get<float>(Buf::host_adam_m), buffers.get<float>(Buf::host_adam_v)},
       grad_stage_{buffers.get<float>(Buf::host_grad_stage, 0), buffers.get<float>(Buf::host_grad_stage, 1)},
       weight_stage_{buffers.get<std::uint16_t>(Buf::host_weight_stage, 0), buffers.get<std::uint16_t>(Buf::host_weight_stage, 1)},
-      threads_(threads > 0 ? threads : omp_get_max_threads()),
+      threads_(threads),
       down_(stream_priorities().least), cpu_(stream_priorities().least), up_(stream_priorities().least) {
   QWEN3_ASSERT(state_[0] && state_[1] && state_[2] && grad_stage_[1] && weight_stage_[1],
                "the buffer table's host optimizer state");
@@ -65,7 +67,9 @@ void CUDART_CB HostOptimizer::run_piece(void* piece) {
 
 void HostOptimizer::cpu_pass(const Piece& p) {
   // On CUDA's host-function thread: no CUDA calls here.
-  omp_set_num_threads(threads_);
+#ifdef _OPENMP
+  if (threads_ > 0) omp_set_num_threads(threads_);
+#endif
   cpu::AdamWStep a = args_;
   if (!p.decay) a.weight_decay = 0;
   const std::int64_t i = p.begin - begin_, n = p.end - p.begin;

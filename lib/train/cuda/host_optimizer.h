@@ -19,9 +19,12 @@ namespace qwen3::cuda {
 class HostOptimizer {
  public:
   // host_begin: the window coordinate where the host's part begins; runs: per forward segment, the runs [begin, end)
-  // (window coordinates, decay) it updates (train/optimizer_segments.h); threads: the CPU pass's OpenMP threads.
+  // (window coordinates, decay) it updates (train/optimizer_segments.h); threads: the CPU pass's OpenMP threads (0:
+  // OpenMP's default).
   HostOptimizer(const DeviceBuffers& buffers, std::int64_t host_begin, const std::vector<std::vector<AdamWChunk>>& runs,
                 int threads);
+  HostOptimizer(const HostOptimizer&) = delete;  // its pieces point at it
+  HostOptimizer& operator=(const HostOptimizer&) = delete;
 
   std::int64_t begin() const { return begin_; }
   // The host part's fp32 state: 0 master weights, 1 first moment, 2 second moment; element i of the window at
