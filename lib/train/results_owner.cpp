@@ -102,12 +102,20 @@ void ResultsOwner::flush_progress(MemoryTracer& tracer, const StepRecord* step) 
   });
 }
 
-void ResultsOwner::finish_on_signal(int sig) {
+void ResultsOwner::finish_on_signal(int sig, const std::string& cause) {
   finish_with([&](ResultsWriter& results) {
     results.update_total_time(seconds_since(start_));  // the rest as flushed at the last step
-    results.finish("error", "terminated by signal " + std::to_string(sig) + " (" + strsignal(sig) +
-                                "): the job was ended from outside — by mpirun when another rank failed (its message "
-                                "is in the job's output), or by the scheduler");
+    results.finish("error", "terminated by signal " + std::to_string(sig) + " (" + strsignal(sig) + "): the job was ended " +
+                                (cause.empty() ? "from outside — by mpirun when another rank failed (its message is in "
+                                                 "the job's output), or by the scheduler"
+                                               : "by mpirun after " + cause));
+  });
+}
+
+void ResultsOwner::finish_lost_rank(const std::string& what) {
+  finish_with([&](ResultsWriter& results) {
+    results.update_total_time(seconds_since(start_));
+    results.finish("error", what);
   });
 }
 

@@ -43,7 +43,10 @@ class ResultsOwner {
   double first_step_s() const { return first_step_s_; }
 
   // The endings, each at most once (the first wins): the run ended from outside (the watcher's thread) ...
-  void finish_on_signal(int signal);
+  // cause: what else is known (the liveness watch's first failure, dist/rank_watch.h), or "".
+  void finish_on_signal(int signal, const std::string& cause);
+  // A rank lost (the liveness watch): status "error", its description.
+  void finish_lost_rank(const std::string& what);
   // ... a failure (rank 0 records it; a failure to record it is printed, the run's own error stays the one
   // reported); tracer: this rank's, for its samples not yet written (null before it exists) ...
   void finish_failed(const Error& e, MemoryTracer* tracer);

@@ -2,10 +2,14 @@
 // checkpoints and pre-emption, summary; the results file behind one owner (train/results_owner.h).
 #include "train/trainer.h"
 
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <new>
+#include <thread>
 
 #include "core/error.h"
+#include "dist/rank_watch.h"
 #include "io/system_info.h"
 #include "model/pipeline_split.h"
 #include "train/trainer_steps.h"
@@ -41,6 +45,9 @@ std::unique_ptr<MemoryTracer> start_tracer(const RunConfig& cfg, const std::atom
 
 }  // namespace trainer
 
+// How long rank 0 leaves mpirun to end a job after a rank was lost before it ends the job itself.
+constexpr double kLostRankGraceSeconds = 20;
+
 int run_training(const RunConfig& cfg, MpiCommunicator& world) {
   using namespace trainer;
   const auto t_start = Clock::now();
@@ -48,10 +55,18 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
   const ParallelLayout layout(world.size(), cfg.tp, cfg.cp, cfg.pp);
   // The results file first (rank 0): a bad destination fails before any work, and leaves nothing behind.
   ResultsOwner results(cfg.out, cfg.overwrite, world, t_start);
+  // A rank that dies, or a node: rank 0 names it in the results file — when mpirun tears the job down (below), or,
+  // if nothing has ended the job kLostRankGraceSeconds later, by ending it itself.
+  RankWatch liveness(world, world.all_gather(hostname()), [&](const std::string& what) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(kLostRankGraceSeconds));
+    results.finish_lost_rank(what + "; the job was ended by rank 0");
+    std::fprintf(stderr, "qwen3-pretrain: %s: ending the job\n", what.c_str());
+    std::_Exit(static_cast<int>(ExitCode::internal));
+  });
   // Ended from outside (mpirun stopping the job because another rank died or aborted, or Slurm cancelling it): rank 0
-  // still records that in the results file.
+  // still records that in the results file, with the rank that ended first when the liveness watch saw one.
   // With --save, SIGTERM/SIGUSR1 ask for a graceful stop: a checkpoint at the next step boundary, status "preempted".
-  const TerminationWatch watch([&](int sig) { results.finish_on_signal(sig); },
+  const TerminationWatch watch([&](int sig) { results.finish_on_signal(sig, liveness.first_failure(2.0)); },
                                cfg.save.empty() ? 0.0 : cfg.preempt_grace_s);
   TrainingRun run(cfg, world, layout, results);
   bool in_loop = false;  // errors inside the loop are seen by one rank only: end the whole job (below)

@@ -2,7 +2,8 @@
 // namespaces, hosts node0 and node1, a slurmd each), Open MPI over TCP between them, the CPU backend. What a cluster
 // user meets: the job script with --nodes 2 (tensor parallelism inside each node, data or pipeline parallelism across,
 // equal to one rank), a tensor-parallel group across nodes refused, a two-node sweep cell, a checkpoint written by two
-// nodes resumed on one. Needs root and Slurm (CI has both); starts the cluster once for the suite.
+// nodes resumed on one, a node whose ranks all die named in the results file. Needs root and Slurm (CI has both);
+// starts the cluster once for the suite.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -72,17 +73,20 @@ class MultiNodeSlurm : public ::testing::Test {
     int exit_code = -1;
     std::string state, output;
   };
-  // sbatch ARGS (from node0's namespace), waited for by polling scontrol; the job's output.
-  static Job submit(const std::string& args, double timeout_s = 240) {
+  // sbatch ARGS from node0's namespace: the job's id ("" when refused, `output` then says why) and output file.
+  static std::string start(const std::string& args, std::string& output) {
     static int n = 0;
-    const std::string out = (work / ("job-" + std::to_string(++n) + ".out")).string();
-    const auto r = test::run_command(cluster->client + " sbatch --parsable -o " + shq(out) + " " + args);
-    Job job;
+    output = (work / ("job-" + std::to_string(++n) + ".out")).string();
+    const auto r = test::run_command(cluster->client + " sbatch --parsable -o " + shq(output) + " " + args);
     if (r.exit_code != 0) {
-      job.output = r.output;
-      return job;
+      output = r.output;
+      return "";
     }
-    const std::string id = r.output.substr(0, r.output.find_first_of(";\n"));
+    return r.output.substr(0, r.output.find_first_of(";\n"));
+  }
+  // Waits for job `id` by polling scontrol (sbatch --wait polls at 10 s and more); its state, exit code and output.
+  static Job wait(const std::string& id, const std::string& output, double timeout_s = 240) {
+    Job job;
     const auto t0 = std::chrono::steady_clock::now();
     while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < timeout_s) {
       const std::string show = test::run_command(cluster->client + " scontrol show job " + id).output;
@@ -90,22 +94,30 @@ class MultiNodeSlurm : public ::testing::Test {
       job.state = s == std::string::npos ? "" : show.substr(s + 9, show.find(' ', s) - s - 9);
       if (job.state == "COMPLETED" || job.state == "FAILED" || job.state == "CANCELLED" || job.state == "TIMEOUT" ||
           job.state == "NODE_FAIL") {
-        const auto e = show.find("ExitCode=");
-        job.exit_code = std::stoi(show.substr(e + 9));
+        job.exit_code = std::stoi(show.substr(show.find("ExitCode=") + 9));
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
     }
-    std::ifstream f(out);
+    std::ifstream f(output);
     job.output.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
     return job;
   }
-  // The job script on `nodes` nodes × `per_node` ranks, training the tiny model (no GPUs: --gpus-per-node=0 undoes
-  // the script's default).
+  static Job submit(const std::string& args) {
+    std::string output;
+    const std::string id = start(args, output);
+    if (id.empty()) return Job{-1, "", output};
+    return wait(id, output);
+  }
+  static std::string pretrain_args(int nodes, int per_node, const std::string& args) {
+    return "--nodes " + std::to_string(nodes) + " --ntasks-per-node " + std::to_string(per_node) + " --gpus-per-node=0 " +
+           shq(repo_file("jobs/pretrain.sbatch")) + " --model tiny --data " + shq((work / "data.h5").string()) +
+           " --seq-len 64 --global-batch 4 --overwrite " + args;
+  }
+  // The job script on `nodes` nodes × `per_node` ranks, training the tiny model for 4 steps (no GPUs:
+  // --gpus-per-node=0 undoes the script's default).
   static Job pretrain(int nodes, int per_node, const std::string& args) {
-    return submit("--nodes " + std::to_string(nodes) + " --ntasks-per-node " + std::to_string(per_node) + " --gpus-per-node=0 " +
-                  shq(repo_file("jobs/pretrain.sbatch")) + " --model tiny --data " + shq((work / "data.h5").string()) +
-                  " --seq-len 64 --global-batch 4 --steps 4 --overwrite " + args);
+    return submit(pretrain_args(nodes, per_node, "--steps 4 " + args));
   }
   // One rank on this machine, for reference.
   static std::vector<double> one_rank_losses(const std::string& args) {
@@ -193,4 +205,37 @@ TEST_F(MultiNodeSlurm, ASweepCellRunsOnTwoNodes) {
   h5::Handle f = h5::open_read(results, "results");
   EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "ok");
   EXPECT_EQ(h5::read_attr_strings(f.get(), "hostnames"), (std::vector<std::string>{"node0", "node0", "node1", "node1"}));
+}
+
+TEST_F(MultiNodeSlurm, ANodeWhoseRanksAllDieEndsTheJobNamingTheHost) {
+  // Every rank of node1 (ranks 2 and 3) killed mid-run: the job ends within 60 s, and rank 0 (on node0) writes status
+  // "error" naming node1 (its liveness watch saw their connections close, dist/rank_watch.h).
+  const std::string out = (work / "dying.h5").string();
+  std::string output;
+  const std::string id = start(pretrain_args(2, 2, "--tp 2 --steps 1000000 --out " + shq(out)), output);
+  ASSERT_FALSE(id.empty()) << output;
+  struct Cancel {  // whatever happens, the job does not outlive the test
+    std::string cmd;
+    ~Cancel() { test::run_command(cmd); }
+  } cancel{cluster->client + " scancel " + id};
+  // node1's ranks (2 and 3) by their environment; training once both exist and a few seconds have passed (the job's
+  // output is buffered until it ends).
+  const std::string finder = (work / "node1-ranks.sh").string();
+  std::ofstream(finder) << "for p in $(pgrep -f -- " << shq(out) << "); do tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null"
+                        << " | grep -qxE 'OMPI_COMM_WORLD_RANK=(2|3)' && echo $p; done\n";
+  for (int i = 0; i < 600 && test::run_command("bash " + shq(finder) + " | wc -l").output.rfind("2", 0) != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const auto killed = test::run_command("for p in $(bash " + shq(finder) + "); do kill -9 $p && echo killed $p; done");
+  ASSERT_NE(killed.output.find("killed"), std::string::npos) << killed.output;
+  const auto t0 = std::chrono::steady_clock::now();
+  const Job job = wait(id, output, 120);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(seconds, 60) << job.output;
+  EXPECT_NE(job.exit_code, 0) << job.state << "\n" << job.output;
+  ASSERT_TRUE(fs::exists(out)) << job.output;
+  h5::Handle f = h5::open_read(out, "results");
+  EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "error");
+  const std::string message = h5::read_attr_string(f.get(), "error_message");
+  EXPECT_NE(message.find("on host node1"), std::string::npos) << message;
 }

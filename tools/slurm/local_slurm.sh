@@ -29,6 +29,15 @@ stop_pid() {  # pid file → SIGTERM, then wait until gone (zombies count as gon
 }
 
 if [ "$cmd" = stop ]; then
+  # The jobs first (their steps outlive the daemons otherwise), while slurmctld can still cancel them.
+  if [ -f "$dir/slurm.conf" ] && [ -f "$dir/slurmctld.pid" ]; then
+    client=""; [ -e "/run/netns/$net-n0" ] && client="nsenter --net=/run/netns/$net-n0"
+    SLURM_CONF="$dir/slurm.conf" $client scancel --quiet --full --partition=test 2>/dev/null
+    for _ in $(seq 50); do
+      [ -z "$(SLURM_CONF="$dir/slurm.conf" $client squeue -h -t running,completing 2>/dev/null)" ] && break
+      sleep 0.1
+    done
+  fi
   for f in "$dir"/slurmd*.pid; do stop_pid "$f"; done
   stop_pid "$dir/slurmctld.pid"
   stop_pid "$dir/munged.pid"
