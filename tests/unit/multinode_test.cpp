@@ -152,6 +152,18 @@ TEST_F(MultiNodeSlurm, TensorParallelInsideNodesDataParallelAcrossEqualsOneRank)
   for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-6 * one[i]) << "step " << i + 1;
 }
 
+TEST_F(MultiNodeSlurm, TheJobScriptLaunchesWithSrunToo) {
+  // QWEN3_LAUNCHER=srun: srun --mpi=pmix starts the ranks (each node's PMIx folder its own), tp 2 inside each node.
+  const std::string out = (work / "srun.h5").string();
+  const Job job = submit("--export=ALL,QWEN3_LAUNCHER=srun " + pretrain_args(2, 2, "--steps 4 --tp 2 --out " + shq(out)));
+  ASSERT_EQ(job.exit_code, 0) << job.state << "\n" << job.output;
+  EXPECT_EQ(hosts(out), (std::vector<std::string>{"node0", "node0", "node1", "node1"}));
+  const auto one = one_rank_losses("");
+  const auto two = losses(out);
+  ASSERT_EQ(two.size(), one.size());
+  for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-6 * one[i]) << "step " << i + 1;
+}
+
 TEST_F(MultiNodeSlurm, PipelineAcrossNodesEqualsOneRank) {
   const std::string out = (work / "pp2.h5").string();
   const Job job = pretrain(2, 1, "--pp 2 --out " + shq(out));

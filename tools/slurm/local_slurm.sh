@@ -76,8 +76,15 @@ else
       ip -n "$ns" addr add "10.77.0.$((i + 1))/24" dev eth0 && ip -n "$ns" link set eth0 up && ip -n "$ns" link set lo up; } ||
       { echo "local_slurm: could not make node$i's network namespace" >&2; exit 1; }
   done
-  # A daemon in node I's network namespace and a UTS namespace with its hostname (the processes it starts keep both).
-  on_node() { local i="$1"; shift; nsenter --net="/run/netns/$net-n$i" unshare --uts sh -c 'hostname "$0" && exec "$@"' "node$i" "$@"; }
+  # A daemon in node I's network namespace, a UTS namespace with its hostname and a mount namespace with a /tmp-like
+  # folder of its own for PMIx (srun --mpi=pmix: each node's step daemon makes the same names there); the processes it
+  # starts keep all three. Every other path is shared, as a cluster's file system is.
+  mkdir -p "$dir/pmix"
+  on_node() {
+    local i="$1"; shift
+    nsenter --net="/run/netns/$net-n$i" unshare --uts --mount \
+      sh -c 'hostname "$0" && mount -t tmpfs -o size=64m qwen3-pmix "$1" && shift && exec "$@"' "node$i" "$dir/pmix" "$@"
+  }
 fi
 client=""; [ "$nodes" -gt 1 ] && client="nsenter --net=/run/netns/$net-n0"
 node_lines=""
@@ -114,6 +121,7 @@ SlurmdParameters=config_overrides
 ReturnToService=2
 ${node_lines}PartitionName=test Nodes=$(IFS=,; echo "${names[*]}") Default=YES MaxTime=INFINITE State=UP
 CONF
+[ "$nodes" -gt 1 ] && echo "PMIxCliTmpDirBase=$dir/pmix" > "$dir/mpi.conf"
 export SLURM_CONF="$dir/slurm.conf"
 on_node 0 slurmctld -f "$SLURM_CONF" || { echo "local_slurm: slurmctld did not start (see $dir/log/slurmctld.log)" >&2; exit 1; }
 for i in "${!names[@]}"; do
