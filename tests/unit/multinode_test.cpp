@@ -150,6 +150,14 @@ TEST_F(MultiNodeSlurm, TensorParallelInsideNodesDataParallelAcrossEqualsOneRank)
   const auto two = losses(out);
   ASSERT_EQ(two.size(), one.size());
   for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-6 * one[i]) << "step " << i + 1;
+  // The report groups its memory by node.
+  const std::string report = (work / "report").string();
+  const auto r = test::run_program("qwen3-report", shq(out) + " --out " + shq(report));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream md(report + "/report.md");
+  const std::string text((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("## Memory by node"), std::string::npos) << text;
+  EXPECT_NE(text.find("| tiny | T2P1D2 | 64 | node1 | 2–3 |"), std::string::npos) << text;
 }
 
 TEST_F(MultiNodeSlurm, TheJobScriptLaunchesWithSrunToo) {

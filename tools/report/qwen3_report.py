@@ -159,6 +159,7 @@ def read_run(path):
             "tflops": mean_after_first(steps.get("tflops_per_device", [])),
             "on_gpu": on_gpu,
             "peaks_gib": measured_peaks(f),
+            "hosts": [text(h) for h in f.attrs.get("hostnames", [])],  # each rank's, in rank order
             "planned_gib": gib(f.attrs["plan_peak_bytes"]) if "plan_peak_bytes" in f.attrs else NAN,
             "device": cfg.get("device", "cpu"), "device_name": devices[0] if devices else "",
             "capacity_gib": capacity(f) if on_gpu else NAN,
@@ -240,7 +241,7 @@ def manifest_placeholders(manifests, runs):
             have.add(key)
             status, reason = ("refused", c["refused"]) if c.get("refused") else ("not run", "no results file yet")
             rows.append({"model": key[0], "layout": layout, "seq": key[2], "status": status, "reason": reason,
-                         "peaks_gib": [], "planned_gib": NAN, "capacity_gib": NAN, "step_time_s": NAN,
+                         "peaks_gib": [], "hosts": [], "planned_gib": NAN, "capacity_gib": NAN, "step_time_s": NAN,
                          "tokens_per_s": NAN, "mfu": NAN, "on_gpu": False, "device_name": ""})
     return rows
 
@@ -284,13 +285,18 @@ def write_tables(out, runs, cells, fits, models, layouts, seqs):
         [r["model"], r["layout"], r["seq"], r["device"], r["device_name"], r["status"], r["reason"], r["steps"],
          r["step_time_s"], r["tokens_per_s"], r["tflops"], r["mfu"], *peak_stats(r), r["planned_gib"], r["capacity_gib"],
          r["world"], r["commit"], r["file"]] for r in runs])
-    write_csv(os.path.join(out, "memory_per_rank.csv"), ["model", "layout", "seq_len", "rank", "peak_gib"],
-              [[r["model"], r["layout"], r["seq"], i, p] for r in runs for i, p in enumerate(r["peaks_gib"])])
+    write_csv(os.path.join(out, "memory_per_rank.csv"), ["model", "layout", "seq_len", "rank", "host", "peak_gib"],
+              [[r["model"], r["layout"], r["seq"], i, host_of(r, i), p] for r in runs for i, p in enumerate(r["peaks_gib"])])
     write_csv(os.path.join(out, "feasibility.csv"), ["model", "layout"] + [f"seq_len_{s}" for s in seqs],
               [[m, l] + [cells[(m, l, s)]["status"] if (m, l, s) in cells else "" for s in seqs]
                for m in models for l in layouts if any((m, l, s) in cells for s in seqs)])
     keys = ["model", "layout", "points", "slope_s_per_token", "intercept_s", "r2", "p_value"]
     write_csv(os.path.join(out, "regression.csv"), keys, [[f[k] for k in keys] for f in fits])
+
+
+def host_of(r, rank):
+    """The host rank `rank` of run r ran on ("" when the file does not say)."""
+    return r["hosts"][rank] if rank < len(r["hosts"]) else ""
 
 
 def peak_stats(r):
@@ -555,6 +561,22 @@ def md_runs(runs):
     return md + [""]
 
 
+def md_nodes(runs):
+    """Runs over several nodes: each node's ranks and their peak memory (one node short of memory shows here)."""
+    multi = [r for r in runs if len(set(r["hosts"])) > 1 and r["peaks_gib"]]
+    if not multi:
+        return []
+    md = ["## Memory by node (runs over several nodes)", "",
+          "| model | layout | seq | node | ranks | peak per rank, mean / max (GiB) |", "|---|---|---|---|---|---|"]
+    for r in multi:
+        for host in dict.fromkeys(r["hosts"]):  # in rank order
+            ranks = [i for i, h in enumerate(r["hosts"]) if h == host and i < len(r["peaks_gib"])]
+            peaks = [r["peaks_gib"][i] for i in ranks]
+            md.append(f"| {r['model']} | {r['layout']} | {r['seq']} | {host} | {ranks[0]}–{ranks[-1]} | "
+                      f"{fmt(float(np.mean(peaks)), 2)} / {fmt(max(peaks), 2)} |")
+    return md + [""]
+
+
 def md_pipeline(runs):
     """The study's finding: pipeline stages load their GPUs unevenly; where each rank's time went."""
     piped = [r for r in runs if r["status"] == "ok" and len(r["stages"]) > 1 and "compute_s" in r["ranks"]]
@@ -661,7 +683,7 @@ def main():
     plot_memory(a.out, rows, models, layouts)
     plot_throughput(a.out, runs, models, layouts)
     md = (md_sources(runs, set_aside, manifests, rows, a.paths) + md_feasibility(rows, cells, models, layouts, seqs) +
-          md_runs(runs) + md_pipeline(runs) + md_regression(fits, too_few) +
+          md_runs(runs) + md_nodes(runs) + md_pipeline(runs) + md_regression(fits, too_few) +
           ["![time versus length](time_vs_length.png)", "", "![memory](memory.png)", "",
            "![throughput](throughput.png)", ""])
     with open(os.path.join(a.out, "report.md"), "w") as f:
