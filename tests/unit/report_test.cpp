@@ -253,6 +253,23 @@ TEST(ReportMpirun, FeasibilityRegressionTablesAndPlotsFromAFolderOfRuns) {
   const std::string throughput = png_description(out / "throughput.png");
   EXPECT_NE(throughput.find("panel 'tiny: tokens/s, all ranks'"), std::string::npos) << throughput;
   EXPECT_EQ(throughput.find("MFU"), std::string::npos) << throughput;
+  // The study's own figures: run time in minutes and the peak of the mean memory over ranks against length on a log
+  // axis, a panel per layout; run time fitted linearly (three lengths) — a quadratic term needs a fourth.
+  const std::string runtime = png_description(out / "study_runtime.png");
+  EXPECT_NE(runtime.find("panel 'T1P1D1': x log 'sequence length (tokens)', y linear 'run time (minutes)'"),
+            std::string::npos) << runtime;
+  const std::string study_memory = png_description(out / "study_memory.png");
+  EXPECT_NE(study_memory.find("y linear 'peak mean memory per rank (GiB)'"), std::string::npos) << study_memory;
+  EXPECT_NE(study_memory.find("memory read as: resident memory, CPU"), std::string::npos) << study_memory;
+  EXPECT_EQ(study_memory.find("out of memory"), std::string::npos) << "no cell ran out of memory\n" << study_memory;
+  const std::string study_fits = read_text(out / "study_fits.csv");
+  EXPECT_EQ(study_fits.substr(0, study_fits.find('\n')),
+            "model,layout,points,linear_slope_min_per_token,linear_intercept_min,linear_p,quad_c_min_per_token2,"
+            "quad_b_min_per_token,quad_a_min,quad_p,supported") << study_fits;
+  EXPECT_NE(study_fits.find("tiny,T1P1D1,3,"), std::string::npos) << study_fits;
+  EXPECT_NE(study_fits.find(",linear\n"), std::string::npos) << study_fits;
+  EXPECT_NE(md.find("## The study's figures"), std::string::npos) << md;
+  EXPECT_NE(md.find("| linear (too few for a quadratic) |"), std::string::npos) << md;
 }
 
 TEST(ReportMpirun, NewestResultOfACellDecidesFilesMayNameTheirLayoutGpuRunsGetMfu) {
@@ -278,8 +295,16 @@ TEST(ReportMpirun, NewestResultOfACellDecidesFilesMayNameTheirLayoutGpuRunsGetMf
     h5::write_attr(f.get(), "plan_peak_bytes", std::int64_t{3} << 29);  // 1.5 GiB
     h5::write_attr(f.get(), "device_total_bytes", std::int64_t{143150} << 20);  // what a CUDA run records
   }
+  // A GPU cell that ran out of memory: the study's memory figure draws it at the device's capacity.
+  fs::copy_file(runs / "t1-64.h5", dir / "in" / "gpu-oom.h5");
+  set_vlen_string(dir / "in" / "gpu-oom.h5", "config", "device", "cuda");
+  set_vlen_string(dir / "in" / "gpu-oom.h5", "", "status", "oom");
+  {
+    const h5::Handle f = h5::open_rw((dir / "in" / "gpu-oom.h5").string());
+    h5::write_attr(f.get(), "device_total_bytes", std::int64_t{143150} << 20);
+  }
   const std::string printed = report(dir, "'" + (dir / "in").string() + "'");
-  EXPECT_NE(printed.find("3 runs (1 older set aside)"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("4 runs (1 older set aside)"), std::string::npos) << printed;
   const fs::path out = dir / "report";
   const std::string md = read_text(out / "report.md");
   EXPECT_NE(md.find("1 older result of a cell that has a newer one set aside (the newest decides): " +
@@ -287,7 +312,7 @@ TEST(ReportMpirun, NewestResultOfACellDecidesFilesMayNameTheirLayoutGpuRunsGetMf
   const std::string feas = read_text(out / "feasibility.csv");
   EXPECT_NE(feas.find("tiny (cpu),T1P1D1,oom,,\n"), std::string::npos) << feas;  // the newer file's status
   EXPECT_NE(feas.find("tiny (cpu),T1P1D1-named,,ok,\n"), std::string::npos) << feas;
-  EXPECT_NE(feas.find("tiny (cuda),T1P1D1,,,ok\n"), std::string::npos) << feas;
+  EXPECT_NE(feas.find("tiny (cuda),T1P1D1,,oom,ok\n"), std::string::npos) << feas;
   const std::string csv = read_text(out / "runs.csv");
   const std::string gpu = "tiny (cuda),T1P1D1,128,cuda,NVIDIA H200,ok,", cpu = "tiny (cpu),T1P1D1-named,64,cpu,";
   EXPECT_NE(csv_field(csv, gpu, "mfu_percent"), "") << csv;  // MFU for the GPU run only
@@ -298,6 +323,9 @@ TEST(ReportMpirun, NewestResultOfACellDecidesFilesMayNameTheirLayoutGpuRunsGetMf
   const std::string memory = png_description(out / "memory.png");
   for (const char* drawn : {"planned peak (the rank that needs most)", "NVIDIA H200: 139.8 GiB (what CUDA gives a process)"})
     EXPECT_NE(memory.find(drawn), std::string::npos) << drawn << "\n" << memory;
+  const std::string study_memory = png_description(out / "study_memory.png");
+  EXPECT_NE(study_memory.find("out of memory (at capacity)"), std::string::npos) << study_memory;
+  EXPECT_NE(study_memory.find("memory read as: allocator's bytes, GPU"), std::string::npos) << study_memory;
   const std::string throughput = png_description(out / "throughput.png");
   EXPECT_NE(throughput.find("panel 'tiny (cuda): MFU (%)'"), std::string::npos) << throughput;
   EXPECT_EQ(throughput.find("panel 'tiny (cpu): MFU"), std::string::npos) << throughput;

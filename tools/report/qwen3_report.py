@@ -34,6 +34,7 @@ try:
     from matplotlib.lines import Line2D
     import matplotlib.patches, matplotlib.ticker
     from scipy import stats
+    import study_figures  # beside this file
 except ImportError as e:
     fail(EXIT_USAGE, f"{sys.executable} lacks {e.name}: run it through the qwen3-report launcher beside this file, "
                      "which finds a Python with h5py, matplotlib and scipy (or set QWEN3_PYTHON)")
@@ -150,6 +151,7 @@ def read_run(path):
         step_time = mean_after_first(steps.get("step_time_s", []))
         on_gpu = cfg.get("device") == "cuda"
         return {
+            **study_figures.read(f),  # run_min, mean_peak_gib, std_at_peak_gib
             "file": path, "time": run_time(f, path), "mtime": os.path.getmtime(path),
             "model": cfg.get("model.name") or cfg.get("model", "?"), "seq": int(cfg.get("seq_len", "0")),
             "layout": run_layout(f, cfg), "world": int(f.attrs.get("world_size", 1)),
@@ -241,7 +243,8 @@ def manifest_placeholders(manifests, runs):
             have.add(key)
             status, reason = ("refused", c["refused"]) if c.get("refused") else ("not run", "no results file yet")
             rows.append({"model": key[0], "layout": layout, "seq": key[2], "status": status, "reason": reason,
-                         "peaks_gib": [], "hosts": [], "planned_gib": NAN, "capacity_gib": NAN, "step_time_s": NAN,
+                         "peaks_gib": [], "hosts": [], "run_min": NAN, "mean_peak_gib": NAN, "std_at_peak_gib": NAN,
+                         "planned_gib": NAN, "capacity_gib": NAN, "step_time_s": NAN,
                          "tokens_per_s": NAN, "mfu": NAN, "on_gpu": False, "device_name": ""})
     return rows
 
@@ -679,19 +682,22 @@ def main():
     cells = {(r["model"], r["layout"], r["seq"]): r for r in rows}
     fits, too_few = linear_fits(runs, models, layouts)
     write_tables(a.out, runs, cells, fits, models, layouts, seqs)
+    study_fits = study_figures.fits(runs, models, layouts)
+    write_csv(os.path.join(a.out, "study_fits.csv"), *study_figures.csv_rows(study_fits))
     plot_time(a.out, rows, fits, models, layouts)
     plot_memory(a.out, rows, models, layouts)
     plot_throughput(a.out, runs, models, layouts)
+    study_figures.plot(a.out, rows, models, layouts, panel_grid, save)
     md = (md_sources(runs, set_aside, manifests, rows, a.paths) + md_feasibility(rows, cells, models, layouts, seqs) +
           md_runs(runs) + md_nodes(runs) + md_pipeline(runs) + md_regression(fits, too_few) +
           ["![time versus length](time_vs_length.png)", "", "![memory](memory.png)", "",
-           "![throughput](throughput.png)", ""])
+           "![throughput](throughput.png)", ""] + study_figures.markdown(study_fits, fmt))
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write("\n".join(md))
     print(f"qwen3-report: {plural(len(runs), 'run')}" + (f" ({len(set_aside)} older set aside)" if set_aside else "") +
           (f", {plural(len(placeholders), 'cell')} without results" if placeholders else "") +
           f" → {os.path.join(a.out, 'report.md')} (+ runs.csv, memory_per_rank.csv, feasibility.csv, regression.csv, "
-          "time_vs_length.png, memory.png, throughput.png)")
+          "study_fits.csv, time_vs_length.png, memory.png, throughput.png, study_runtime.png, study_memory.png)")
 
 
 if __name__ == "__main__":
