@@ -127,6 +127,12 @@ class MultiNodeSlurm : public ::testing::Test {
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return losses(out);
   }
+  // A multi-node run's losses are one rank's.
+  static void expect_one_rank_losses(const std::string& results) {
+    const auto one = one_rank_losses(""), many = losses(results);
+    ASSERT_EQ(many.size(), one.size());
+    for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(many[i], one[i], 1e-6 * one[i]) << "step " << i + 1;
+  }
   static std::vector<double> losses(const std::string& results) {
     h5::Handle f = h5::open_read(results, "results");
     return h5::read_f64(f.get(), "steps/loss");
@@ -146,10 +152,7 @@ TEST_F(MultiNodeSlurm, TensorParallelInsideNodesDataParallelAcrossEqualsOneRank)
   const Job job = pretrain(2, 2, "--tp 2 --out " + shq(out));
   ASSERT_EQ(job.exit_code, 0) << job.state << "\n" << job.output;
   EXPECT_EQ(hosts(out), (std::vector<std::string>{"node0", "node0", "node1", "node1"}));
-  const auto one = one_rank_losses("");
-  const auto two = losses(out);
-  ASSERT_EQ(two.size(), one.size());
-  for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-6 * one[i]) << "step " << i + 1;
+  expect_one_rank_losses(out);
   // The report groups its memory by node.
   const std::string report = (work / "report").string();
   const auto r = test::run_program("qwen3-report", shq(out) + " --out " + shq(report));
@@ -166,10 +169,7 @@ TEST_F(MultiNodeSlurm, TheJobScriptLaunchesWithSrunToo) {
   const Job job = submit("--export=ALL,QWEN3_LAUNCHER=srun " + pretrain_args(2, 2, "--steps 4 --tp 2 --out " + shq(out)));
   ASSERT_EQ(job.exit_code, 0) << job.state << "\n" << job.output;
   EXPECT_EQ(hosts(out), (std::vector<std::string>{"node0", "node0", "node1", "node1"}));
-  const auto one = one_rank_losses("");
-  const auto two = losses(out);
-  ASSERT_EQ(two.size(), one.size());
-  for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-6 * one[i]) << "step " << i + 1;
+  expect_one_rank_losses(out);
 }
 
 TEST_F(MultiNodeSlurm, PipelineAcrossNodesEqualsOneRank) {
@@ -177,10 +177,7 @@ TEST_F(MultiNodeSlurm, PipelineAcrossNodesEqualsOneRank) {
   const Job job = pretrain(2, 1, "--pp 2 --out " + shq(out));
   ASSERT_EQ(job.exit_code, 0) << job.state << "\n" << job.output;
   EXPECT_EQ(hosts(out), (std::vector<std::string>{"node0", "node1"}));
-  const auto one = one_rank_losses("");
-  const auto two = losses(out);
-  ASSERT_EQ(two.size(), one.size());
-  for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-6 * one[i]) << "step " << i + 1;
+  expect_one_rank_losses(out);
 }
 
 TEST_F(MultiNodeSlurm, ATensorParallelGroupAcrossNodesIsRefusedNamingTheHosts) {
