@@ -110,7 +110,7 @@ void ResultsOwner::finish_on_signal(int sig, const std::string& cause) {
     results.finish("error", "terminated by signal " + std::to_string(sig) + " (" + strsignal(sig) + "): the job was ended " +
                                 (cause.empty() ? "from outside — by mpirun when another rank failed (its message is in "
                                                  "the job's output), or by the scheduler"
-                                               : "by mpirun after " + cause));
+                                               : "after " + cause));
   });
 }
 

@@ -62,23 +62,29 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
   ResultsOwner results(cfg.out, cfg.overwrite, world, t_start);
   // A rank that dies, or a node: rank 0 names it in the results file — when mpirun tears the job down (below), or,
   // if nothing has ended the job kLostRankGraceSeconds later, by ending it itself.
-  RankWatch liveness(world, world.all_gather(hostname()), [&](const std::string& what) {
-    std::this_thread::sleep_for(std::chrono::duration<double>(kLostRankGraceSeconds));
+  RankWatch liveness(world, world.all_gather(hostname()), kLostRankGraceSeconds, [&](const std::string& what) {
     results.finish_lost_rank(what + "; the job was ended by rank 0");
     std::fprintf(stderr, "qwen3-pretrain: %s: ending the job\n", what.c_str());
     std::_Exit(static_cast<int>(ExitCode::internal));
   });
   // Ended from outside (mpirun stopping the job because another rank died or aborted, or Slurm cancelling it): rank 0
-  // still records that in the results file, with the rank that ended first when the liveness watch saw one.
+  // still records that in the results file, with the rank that ended first when the liveness watch saw one (it hears
+  // of a dead rank before the launcher's signal arrives; the launcher's SIGKILL follows the signal within a second,
+  // so rank 0 does not wait for news).
   // With --save, SIGTERM/SIGUSR1 ask for a graceful stop: a checkpoint at the next step boundary, status "preempted".
-  const TerminationWatch watch([&](int sig) { results.finish_on_signal(sig, liveness.first_failure(2.0)); },
-                               cfg.save.empty() ? 0.0 : cfg.preempt_grace_s);
+  const TerminationWatch watch(
+      [&](int sig) {
+        liveness.leaving(RankWatch::Leaving::signal);
+        results.finish_on_signal(sig, liveness.first_failure(0.0));
+      },
+      cfg.save.empty() ? 0.0 : cfg.preempt_grace_s);
   TrainingRun run(cfg, world, layout, results);
   bool in_loop = false;  // errors inside the loop are seen by one rank only: end the whole job (below)
   // Any failure after the results file exists: rank 0 finishes it; inside the loop, the other ranks are ended too.
   const auto on_failure = [&](const Error& e) {
     results.finish_failed(e, run.st.tracer.get());
     if (in_loop && run.W > 1) {
+      liveness.leaving(RankWatch::Leaving::error);
       std::fprintf(stderr, "qwen3-pretrain: error on rank %d: %s\n", run.rank, e.what());
       MpiSession::abort(static_cast<int>(e.code()));
     }

@@ -119,6 +119,17 @@ class MultiNodeSlurm : public ::testing::Test {
   static Job pretrain(int nodes, int per_node, const std::string& args) {
     return submit(pretrain_args(nodes, per_node, "--steps 4 " + args));
   }
+  // A script printing the pids of node1's ranks (2 and 3, by their environment) of the run writing `out`, once both
+  // exist and a few seconds have passed (the job's output is buffered until it ends: no step line to wait for).
+  static std::string node1_ranks_once_training(const std::string& out) {
+    const std::string finder = (work / "node1-ranks.sh").string();
+    std::ofstream(finder) << "for p in $(pgrep -f -- " << shq(out) << "); do tr '\\0' '\\n' < /proc/$p/environ "
+                          << "2>/dev/null | grep -qxE 'OMPI_COMM_WORLD_RANK=(2|3)' && echo $p; done\n";
+    for (int i = 0; i < 600 && test::run_command("bash " + shq(finder) + " | wc -l").output.rfind("2", 0) != 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    return finder;
+  }
   // One rank on this machine, for reference.
   static std::vector<double> one_rank_losses(const std::string& args) {
     const std::string out = (work / "one.h5").string();
@@ -235,14 +246,7 @@ TEST_F(MultiNodeSlurm, ANodeWhoseRanksAllDieEndsTheJobNamingTheHost) {
     std::string cmd;
     ~Cancel() { test::run_command(cmd); }
   } cancel{cluster->client + " scancel " + id};
-  // node1's ranks (2 and 3) by their environment; training once both exist and a few seconds have passed (the job's
-  // output is buffered until it ends).
-  const std::string finder = (work / "node1-ranks.sh").string();
-  std::ofstream(finder) << "for p in $(pgrep -f -- " << shq(out) << "); do tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null"
-                        << " | grep -qxE 'OMPI_COMM_WORLD_RANK=(2|3)' && echo $p; done\n";
-  for (int i = 0; i < 600 && test::run_command("bash " + shq(finder) + " | wc -l").output.rfind("2", 0) != 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const std::string finder = node1_ranks_once_training(out);
   const auto killed = test::run_command("for p in $(bash " + shq(finder) + "); do kill -9 $p && echo killed $p; done");
   ASSERT_NE(killed.output.find("killed"), std::string::npos) << killed.output;
   const auto t0 = std::chrono::steady_clock::now();
@@ -255,4 +259,23 @@ TEST_F(MultiNodeSlurm, ANodeWhoseRanksAllDieEndsTheJobNamingTheHost) {
   EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "error");
   const std::string message = h5::read_attr_string(f.get(), "error_message");
   EXPECT_NE(message.find("on host node1"), std::string::npos) << message;
+}
+
+TEST_F(MultiNodeSlurm, ACancelledJobNamesNoRankAsFailed) {
+  // scancel: every rank gets the signal and says so to rank 0 before it goes; the results file says the job was ended
+  // by a signal, and blames no rank.
+  const std::string out = (work / "cancelled.h5").string();
+  std::string output;
+  const std::string id = start(pretrain_args(2, 2, "--tp 2 --steps 1000000 --out " + shq(out)), output);
+  ASSERT_FALSE(id.empty()) << output;
+  node1_ranks_once_training(out);
+  test::run_command(cluster->client + " scancel " + id);
+  const Job job = wait(id, output, 120);
+  EXPECT_EQ(job.state, "CANCELLED") << job.output;
+  ASSERT_TRUE(fs::exists(out)) << job.output;
+  h5::Handle f = h5::open_read(out, "results");
+  EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "error");
+  const std::string message = h5::read_attr_string(f.get(), "error_message");
+  EXPECT_NE(message.find("terminated by signal"), std::string::npos) << message;
+  EXPECT_EQ(message.find("on host"), std::string::npos) << message;
 }

@@ -260,7 +260,7 @@ TEST(ReportMpirun, FeasibilityRegressionTablesAndPlotsFromAFolderOfRuns) {
             std::string::npos) << runtime;
   const std::string study_memory = png_description(out / "study_memory.png");
   EXPECT_NE(study_memory.find("y linear 'peak mean memory per rank (GiB)'"), std::string::npos) << study_memory;
-  EXPECT_NE(study_memory.find("memory read as: resident memory, CPU"), std::string::npos) << study_memory;
+  EXPECT_NE(study_memory.find("memory read as: resident memory, CPU runs"), std::string::npos) << study_memory;
   EXPECT_EQ(study_memory.find("out of memory"), std::string::npos) << "no cell ran out of memory\n" << study_memory;
   const std::string study_fits = read_text(out / "study_fits.csv");
   EXPECT_EQ(study_fits.substr(0, study_fits.find('\n')),
@@ -325,7 +325,8 @@ TEST(ReportMpirun, NewestResultOfACellDecidesFilesMayNameTheirLayoutGpuRunsGetMf
     EXPECT_NE(memory.find(drawn), std::string::npos) << drawn << "\n" << memory;
   const std::string study_memory = png_description(out / "study_memory.png");
   EXPECT_NE(study_memory.find("out of memory (at capacity)"), std::string::npos) << study_memory;
-  EXPECT_NE(study_memory.find("memory read as: allocator's bytes, GPU"), std::string::npos) << study_memory;
+  EXPECT_NE(study_memory.find("memory read as: allocator's bytes, GPU runs and resident memory, CPU runs"),
+            std::string::npos) << study_memory;
   const std::string throughput = png_description(out / "throughput.png");
   EXPECT_NE(throughput.find("panel 'tiny (cuda): MFU (%)'"), std::string::npos) << throughput;
   EXPECT_EQ(throughput.find("panel 'tiny (cpu): MFU"), std::string::npos) << throughput;

@@ -24,13 +24,13 @@ def read(f):
     the memory traces with the ranks' standard deviation at that moment (GiB); NaN where the file has none."""
     t = f["timings"].attrs if "timings" in f else {}
     total = float(t["total_s"]) / 60 if "total_s" in t else NAN
-    traces = [f["memory/trace"][k][:] for k in sorted(f["memory/trace"], key=lambda k: int(k.split("_")[-1]))] \
-        if "memory/trace" in f else []
-    traces = [t for t in traces if len(t)]
+    names = [k for k in f["memory/trace"] if k.startswith("rank_")] if "memory/trace" in f else []
+    traces = [t for t in (f["memory/trace"][k][:] for k in names) if t.ndim == 2 and len(t)]
     if not traces:
         return dict(run_min=total, mean_peak_gib=NAN, std_at_peak_gib=NAN)
-    # Each rank's bytes on one time grid (every rank's sample times), held from its last sample.
-    grid = np.unique(np.concatenate([t[:, 0] for t in traces]))
+    # Each rank's bytes on one time grid (the longest trace's sample times), held from its last sample: memory and
+    # time grow with ranks × samples.
+    grid = max(traces, key=len)[:, 0]
     held = np.array([t[np.clip(np.searchsorted(t[:, 0], grid, side="right") - 1, 0, None), 1] for t in traces])
     mean = held.mean(axis=0)
     at = int(np.argmax(mean))
@@ -68,8 +68,8 @@ def quadratic(x, y):
     resid = y - X @ coef
     sigma2 = float(resid @ resid) / dof
     cov = sigma2 * np.linalg.inv(X.T @ X)
-    se = math.sqrt(cov[0, 0]) if cov[0, 0] > 0 else 0.0
-    p = 2 * stats.t.sf(abs(coef[0]) / se, dof) if se > 0 else (0.0 if coef[0] != 0 else 1.0)
+    # An exact fit (no residual) leaves no variance to test against: no p-value.
+    p = 2 * stats.t.sf(abs(coef[0]) / math.sqrt(cov[0, 0]), dof) if cov[0, 0] > 0 else NAN
     return (coef[0] / s**2, coef[1] / s, coef[2]), float(p)
 
 
@@ -101,7 +101,7 @@ def plot(out, rows, models, layouts, panel_grid, save):
     """study_runtime.png and study_memory.png: a panel per layout, a line per model, length on a log axis."""
     cmap = plt.get_cmap("tab10")
     colour = {m: cmap(i % 10) for i, m in enumerate(models)}
-    on_gpu = any(r.get("on_gpu") for r in rows)
+    kinds = {bool(r.get("on_gpu")) for r in rows if not math.isnan(r.get("mean_peak_gib", NAN))}
     handles = [Line2D([], [], color=colour[m], marker="o", label=m) for m in models]
     fig, grid = panel_grid(len(layouts), 5.0, 3.6, "Run time against sequence length (start to end of each run)")
     for (ax, _), l in zip(grid, layouts):
@@ -112,7 +112,8 @@ def plot(out, rows, models, layouts, panel_grid, save):
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colour[m])
         axes(ax, l, "run time (minutes)")
     save(fig, out, "study_runtime.png", handles)
-    what = "allocator's bytes, GPU" if on_gpu else "resident memory, CPU"
+    what = " and ".join(w for k, w in ((True, "allocator's bytes, GPU runs"), (False, "resident memory, CPU runs"))
+                        if k in kinds) or "no trace"
     fig, grid = panel_grid(len(layouts), 5.0, 3.6, "Peak of the mean memory over ranks, with the std across ranks at "
                            "that peak; out of memory drawn at the device's capacity")
     oom_drawn = False

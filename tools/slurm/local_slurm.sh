@@ -13,7 +13,8 @@ set -uo pipefail
 cmd="${1:-}"; dir="${2:-}"; nodes="${3:-1}"
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: local_slurm.sh start|stop DIR [NODES]" >&2; exit 2; }
 mkdir -p "$dir" && dir="$(cd "$dir" && pwd)"
-net="q3$(printf %s "$dir" | cksum | cut -c1-8)"  # this folder's namespaces <net>-n<i>, bridge <net>-br, links <net>-v<i>
+# This folder's namespaces <net>-n<i>, bridge <net>-br and links <net>-v<i>: a hash of its path, 8 hex digits.
+net="q3$(printf '%08x' "$(printf %s "$dir" | cksum | cut -d' ' -f1)")"
 
 stop_pid() {  # pid file → SIGTERM, then wait until gone (zombies count as gone)
   local f="$1" pid state
@@ -30,7 +31,7 @@ stop_pid() {  # pid file → SIGTERM, then wait until gone (zombies count as gon
 
 if [ "$cmd" = stop ]; then
   # The jobs first (their steps outlive the daemons otherwise), while slurmctld can still cancel them.
-  if [ -f "$dir/slurm.conf" ] && [ -f "$dir/slurmctld.pid" ]; then
+  if [ -f "$dir/slurm.conf" ] && [ -f "$dir/slurmctld.pid" ] && kill -0 "$(cat "$dir/slurmctld.pid")" 2>/dev/null; then
     client=""; [ -e "/run/netns/$net-n0" ] && client="nsenter --net=/run/netns/$net-n0"
     SLURM_CONF="$dir/slurm.conf" $client scancel --quiet --full --partition=test 2>/dev/null
     for _ in $(seq 50); do
@@ -41,12 +42,19 @@ if [ "$cmd" = stop ]; then
   for f in "$dir"/slurmd*.pid; do stop_pid "$f"; done
   stop_pid "$dir/slurmctld.pid"
   stop_pid "$dir/munged.pid"
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$net-n"); do ip netns del "$ns"; done
+  # Whatever is left of this folder's cluster (a start that failed halfway, pid files deleted): its daemons by their
+  # command lines, every process still in its namespaces (job steps that outlived the cancel), the namespaces.
+  pkill -f -- "-f $dir/slurm.conf" 2>/dev/null
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$net-n"); do
+    pids="$(ip netns pids "$ns" 2>/dev/null)"; [ -z "$pids" ] || kill -9 $pids 2>/dev/null
+    ip netns del "$ns"
+  done
   for link in $(ip -o link show 2>/dev/null | grep -o "$net-[vb][0-9r]*" | sort -u); do ip link del "$link" 2>/dev/null; done
   exit 0
 fi
 [ "$cmd" = start ] || { echo "usage: local_slurm.sh start|stop DIR [NODES]" >&2; exit 2; }
 [[ "$nodes" =~ ^[1-9][0-9]?$ ]] && [ "$nodes" -le 32 ] || { echo "local_slurm: NODES must be 1 to 32, got '$nodes'" >&2; exit 2; }
+"$0" stop "$dir"  # what an earlier start of this folder left behind
 for b in munged slurmctld slurmd sbatch scontrol; do
   command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || { echo "local_slurm: $b is not installed (munge slurmctld slurmd slurm-client)" >&2; exit 1; }
 done
