@@ -11,6 +11,7 @@
 #include "common/options_util.h"
 #include "config/ini.h"
 #include "core/error.h"
+#include "model/recompute.h"
 #include "core/format.h"
 #include "io/hf_checkpoint.h"
 #include "model/pipeline_split.h"
@@ -199,9 +200,7 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   require_choice("--device", c.device, {"cpu", "cuda"});
   if (c.plan && vm["device"].defaulted()) c.device = "cuda";  // --plan plans the CUDA engine's run unless told cpu
   if (!vm.count("seq-len")) throw UsageError("--seq-len is required (the dataset bucket to train on)");
-  if (vm.count("offload-optimizer") && !(c.offload_optimizer >= 0 && c.offload_optimizer <= 1))  // NaN too
-    throw UsageError("--offload-optimizer: the fraction of the optimizer state on the host must be between 0 and 1, got " +
-                     std::to_string(c.offload_optimizer));
+  if (vm.count("offload-optimizer")) validate_optimizer_offload(c.offload_optimizer);
   if (vm.count("pp-layers")) c.pp_layers = parse_layer_list("--pp-layers", pp_layers);
   c.shard_optimizer = !no_shard;
   return c;

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "ops/cpu/bf16.h"
 
 namespace qwen3 {
 namespace {
@@ -30,14 +31,6 @@ float f16_to_float(std::uint16_t h) {
   else if (exp == 31) v = man ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
   else v = std::ldexp(static_cast<float>(man | 0x400u), static_cast<int>(exp) - 25);
   return sign ? -v : v;
-}
-
-std::uint16_t float_to_bf16(float f) {  // round to nearest even; NaN stays NaN
-  std::uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<std::uint16_t>(u >> 16);
 }
 
 }  // namespace
@@ -182,7 +175,7 @@ void SafetensorsWriter::write(const std::vector<float>& values) {
     ok = std::fwrite(values.data(), sizeof(float), values.size(), f_) == values.size();
   } else {
     std::vector<std::uint16_t> h(values.size());
-    for (std::size_t i = 0; i < h.size(); ++i) h[i] = float_to_bf16(values[i]);
+    for (std::size_t i = 0; i < h.size(); ++i) h[i] = cpu::bf16_bits(values[i]);  // round to nearest even (ops/cpu/bf16.h)
     ok = std::fwrite(h.data(), sizeof(std::uint16_t), h.size(), f_) == h.size();
   }
   if (!ok) throw OutputError("cannot write '" + path_ + "' (disk full?)");

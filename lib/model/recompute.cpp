@@ -40,9 +40,13 @@ void RecomputePolicy::validate() const {
     throw UsageError("--recompute-num-layers applies to --recompute full (or auto) only");
   if (offload_inputs && mode != Recompute::full)
     throw UsageError("--offload-inputs needs --recompute full (or auto): only the kept layer inputs are offloaded");
-  if (!(offload_optimizer >= 0 && offload_optimizer <= 1))
+  validate_optimizer_offload(offload_optimizer);
+}
+
+void validate_optimizer_offload(double fraction) {
+  if (!(fraction >= 0 && fraction <= 1))
     throw UsageError("--offload-optimizer: the fraction of the optimizer state on the host must be between 0 and 1, got " +
-                     std::to_string(offload_optimizer));
+                     std::to_string(fraction));
 }
 
 Recompute parse_recompute(const std::string& text) {

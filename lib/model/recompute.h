@@ -42,6 +42,9 @@ struct RecomputePolicy {
   void validate() const;
 };
 
+// Throws UsageError naming --offload-optimizer unless 0 <= fraction <= 1 (NaN too).
+void validate_optimizer_offload(double fraction);
+
 // "none" | "selective" | "full" → the mode; anything else throws UsageError naming --recompute and the valid values.
 Recompute parse_recompute(const std::string& text);
 const char* recompute_name(Recompute mode);  // the inverse

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <new>
 #include <thread>
+#include <utility>
 
 #include "core/error.h"
 #include "dist/rank_watch.h"
@@ -18,7 +19,7 @@ namespace qwen3 {
 namespace trainer {
 
 TrainingRun::TrainingRun(const RunConfig& cfg, MpiCommunicator& world, const ParallelLayout& layout,
-                         ResultsOwner& results)
+                         ResultsOwner& results, std::vector<std::string> hosts)
     : cfg(cfg),
       world(world),
       layout(layout),
@@ -28,6 +29,7 @@ TrainingRun::TrainingRun(const RunConfig& cfg, MpiCommunicator& world, const Par
       root(rank == 0),
       local_rank(node_local_rank(world.comm())),
       local_size(node_local_size(world.comm())),
+      hosts(std::move(hosts)),
       groups(make_parallel_groups(world, layout)),
       stage_layers(pipeline_layer_counts(cfg.model, cfg.pp, cfg.seq_len, cfg.pp_layers)) {}
 
@@ -57,7 +59,8 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
   ResultsOwner results(cfg.out, cfg.overwrite, world, t_start);
   // A rank that dies, or a node: rank 0 names it in the results file — when mpirun tears the job down (below), or,
   // if nothing has ended the job kLostRankGraceSeconds later, by ending it itself.
-  RankWatch liveness(world, world.all_gather(hostname()), kLostRankGraceSeconds, [&](const std::string& what) {
+  std::vector<std::string> hosts = world.all_gather(hostname());  // every rank's, once
+  RankWatch liveness(world, hosts, kLostRankGraceSeconds, [&](const std::string& what) {
     results.finish_lost_rank(what + "; the job was ended by rank 0");
     std::fprintf(stderr, "qwen3-pretrain: %s: ending the job\n", what.c_str());
     std::_Exit(static_cast<int>(ExitCode::internal));
@@ -73,7 +76,7 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
         results.finish_on_signal(sig, liveness.first_failure(0.0));
       },
       cfg.save.empty() ? 0.0 : cfg.preempt_grace_s);
-  TrainingRun run(cfg, world, layout, results);
+  TrainingRun run(cfg, world, layout, results, std::move(hosts));
   bool in_loop = false;  // errors inside the loop are seen by one rank only: end the whole job (below)
   // Any failure after the results file exists: rank 0 finishes it; inside the loop, the other ranks are ended too.
   const auto on_failure = [&](const Error& e) {

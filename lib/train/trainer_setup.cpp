@@ -12,13 +12,13 @@
 namespace qwen3::trainer {
 namespace {
 
-// What the results file records of where and when the run ran. Collective (the hostnames).
+// What the results file records of where and when the run ran.
 RunFacts run_facts(TrainingRun& run, const std::string& start_utc) {
   RunFacts facts;
   facts.git_commit = git_commit();
   facts.start_utc = start_utc;
   facts.world_size = run.W;
-  facts.hostnames = run.world.all_gather(hostname());
+  facts.hostnames = run.hosts;
   facts.library_versions = library_versions();
   return facts;
 }

@@ -35,7 +35,8 @@ struct TrainState {
 // What every step of one run shares: its configuration, this rank's place and groups, the results file, the state.
 struct TrainingRun {
   // Collective (the node-local rank and the groups are agreed between ranks).
-  TrainingRun(const RunConfig& cfg, MpiCommunicator& world, const ParallelLayout& layout, ResultsOwner& results);
+  TrainingRun(const RunConfig& cfg, MpiCommunicator& world, const ParallelLayout& layout, ResultsOwner& results,
+              std::vector<std::string> hosts);
   const RunConfig& cfg;
   MpiCommunicator& world;
   const ParallelLayout& layout;
@@ -44,6 +45,7 @@ struct TrainingRun {
   const bool root;
   const int local_rank;  // this rank's place on its node: its device
   const int local_size;  // the ranks on this rank's node
+  const std::vector<std::string> hosts;  // every rank's host, in rank order
   // The groups (Megatron's order: tensor-parallel ranks adjacent); the pipeline group ordered by stage.
   ParallelGroups groups;
   const std::vector<std::int64_t> stage_layers;  // layers of each pipeline stage

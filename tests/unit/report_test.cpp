@@ -253,15 +253,21 @@ TEST(ReportMpirun, FeasibilityRegressionTablesAndPlotsFromAFolderOfRuns) {
   const std::string throughput = png_description(out / "throughput.png");
   EXPECT_NE(throughput.find("panel 'tiny: tokens/s, all ranks'"), std::string::npos) << throughput;
   EXPECT_EQ(throughput.find("MFU"), std::string::npos) << throughput;
+  // Speed figures name where their numbers come from: the CPU (or card) and the commit; the baseline is not in them.
+  for (const std::string* d : {&time, &throughput})
+    EXPECT_NE(d->find("\non CPU: "), std::string::npos) << *d;
+  EXPECT_NE(throughput.find("no Hugging Face baseline in results files"), std::string::npos) << throughput;
   // The study's own figures: run time in minutes and the peak of the mean memory over ranks against length on a log
   // axis, a panel per layout; run time fitted linearly (three lengths) — a quadratic term needs a fourth.
   const std::string runtime = png_description(out / "study_runtime.png");
   EXPECT_NE(runtime.find("panel 'T1P1D1': x log 'sequence length (tokens)', y linear 'run time (minutes)'"),
             std::string::npos) << runtime;
+  EXPECT_NE(runtime.find(", commit "), std::string::npos) << runtime;
   const std::string study_memory = png_description(out / "study_memory.png");
   EXPECT_NE(study_memory.find("y linear 'peak mean memory per rank (GiB)'"), std::string::npos) << study_memory;
   EXPECT_NE(study_memory.find("memory read as: resident memory, CPU runs"), std::string::npos) << study_memory;
-  EXPECT_EQ(study_memory.find("out of memory"), std::string::npos) << "no cell ran out of memory\n" << study_memory;
+  EXPECT_EQ(study_memory.find("out of memory (at capacity)"), std::string::npos) << "no cell ran out of memory\n"
+                                                                                << study_memory;
   const std::string study_fits = read_text(out / "study_fits.csv");
   EXPECT_EQ(study_fits.substr(0, study_fits.find('\n')),
             "model,layout,points,linear_slope_min_per_token,linear_intercept_min,linear_p,quad_c_min_per_token2,"

@@ -314,10 +314,21 @@ REASON_COLOURS = {"oom": "crimson", "oom_predicted": "darkorange", "error": "bla
                   "incomplete": "grey", "preempted": "teal", "running": "grey"}
 
 
+def provenance(runs):
+    """A speed figure's second title line: the cards (or CPUs) and commits of the finished runs drawn; the Hugging Face
+    baseline is not in results files."""
+    ok = [r for r in runs if r["status"] == "ok"]
+    cards = sorted({r["device_name"] or r["device"] for r in ok})
+    commits = sorted({r["commit"][:12] for r in ok if r["commit"]})
+    return (f"on {', '.join(cards) or '—'}, commit {', '.join(commits) or 'not recorded'}; no Hugging Face baseline "
+            "in results files (BENCHMARKS.md has the same-call baselines)")
+
+
 def figure_description(fig):
     """What each panel shows — scales, labels, legend entries, marks — stored in the PNG as its Description, for
     readers that cannot see the image and for the tests."""
-    parts = [f"legend: {' | '.join(t.get_text() for t in lg.get_texts())}" for lg in fig.legends]
+    parts = [f"title: {fig._suptitle.get_text()}"] if fig._suptitle else []
+    parts += [f"legend: {' | '.join(t.get_text() for t in lg.get_texts())}" for lg in fig.legends]
     for ax in fig.axes:
         rows = " | ".join(t.get_text() for t in ax.get_yticklabels()) if ax.get_label() == "strip" else ""
         parts.append(f"panel '{ax.get_title() or ax.get_title('left')}'{' (rows: ' + rows + ')' if rows else ''}: "
@@ -399,7 +410,7 @@ def plot_time(out, rows, fits, models, layouts):
     failed = [r for r in rows if r["status"] != "ok"]
     strip_rows = max([len({r["layout"] for r in failed if r["model"] == m}) for m in models] + [0])
     fig, grid = panel_grid(len(models), 5.0, 3.6, "Step time against sequence length (points: runs; lines: linear "
-                           "fits over three lengths or more)", strip_rows)
+                           "fits over three lengths or more)\n" + provenance(rows), strip_rows)
     drawn = set()
     for (ax, strip), m in zip(grid, models):
         for l in layouts:
@@ -478,7 +489,8 @@ def memory_handles(rows, layouts, tops):
 def plot_memory(out, rows, models, layouts):
     """Peak memory, a panel per model: per length a slot per layout (mean over ranks, every rank, the plan), the
     device's capacity as a line where known."""
-    fig, grid = panel_grid(len(models), 6.0, 4.0, "Peak memory per rank (GPU: device memory; CPU: resident memory)")
+    fig, grid = panel_grid(len(models), 6.0, 4.0, "Peak memory per rank (GPU: the engine's allocator; CPU: resident "
+                           "memory)")
     tops = {m: memory_top([r for r in rows if r["model"] == m]) for m in models}
     for (ax, _), m in zip(grid, models):
         mine, top = [r for r in rows if r["model"] == m], tops[m]
@@ -505,7 +517,7 @@ def plot_throughput(out, runs, models, layouts):
     models = [m for m in models if any(r["model"] == m and r["status"] == "ok" for r in runs)] or models
     gpu_models = [m for m in models if any(r["model"] == m and r["on_gpu"] for r in runs)]
     charts = [(m, "tokens_per_s", "tokens/s, all ranks") for m in models] + [(m, "mfu", "MFU (%)") for m in gpu_models]
-    fig, grid = panel_grid(len(charts), 5.0, 3.6, "Throughput of the finished runs")
+    fig, grid = panel_grid(len(charts), 5.0, 3.6, "Throughput of the finished runs\n" + provenance(runs))
     drawn = set()
     for (ax, _), (m, key, what) in zip(grid, charts):
         for l in layouts:
@@ -687,7 +699,7 @@ def main():
     plot_time(a.out, rows, fits, models, layouts)
     plot_memory(a.out, rows, models, layouts)
     plot_throughput(a.out, runs, models, layouts)
-    study_figures.plot(a.out, rows, models, layouts, panel_grid, save)
+    study_figures.plot(a.out, rows, models, layouts, panel_grid, save, provenance(runs))
     md = (md_sources(runs, set_aside, manifests, rows, a.paths) + md_feasibility(rows, cells, models, layouts, seqs) +
           md_runs(runs) + md_nodes(runs) + md_pipeline(runs) + md_regression(fits, too_few) +
           ["![time versus length](time_vs_length.png)", "", "![memory](memory.png)", "",

@@ -97,13 +97,15 @@ def markdown(fit_list, fmt):
     return md + [""]
 
 
-def plot(out, rows, models, layouts, panel_grid, save):
-    """study_runtime.png and study_memory.png: a panel per layout, a line per model, length on a log axis."""
+def plot(out, rows, models, layouts, panel_grid, save, provenance):
+    """study_runtime.png and study_memory.png: a panel per layout, a line per model, length on a log axis; provenance:
+    the run time figure's second title line (cards, commits)."""
     cmap = plt.get_cmap("tab10")
     colour = {m: cmap(i % 10) for i, m in enumerate(models)}
     kinds = {bool(r.get("on_gpu")) for r in rows if not math.isnan(r.get("mean_peak_gib", NAN))}
     handles = [Line2D([], [], color=colour[m], marker="o", label=m) for m in models]
-    fig, grid = panel_grid(len(layouts), 5.0, 3.6, "Run time against sequence length (start to end of each run)")
+    fig, grid = panel_grid(len(layouts), 5.0, 3.6,
+                           "Run time against sequence length (start to end of each run)\n" + provenance)
     for (ax, _), l in zip(grid, layouts):
         for m in models:
             pts = sorted((r["seq"], r["run_min"]) for r in rows if r["model"] == m and r["layout"] == l
@@ -142,4 +144,4 @@ def axes(ax, layout, ylabel):
     ax.set_title(layout)
     ax.set_xlabel("sequence length (tokens)")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 1.08 * max(ax.get_ylim()[1], 1e-9))  # from zero, the highest point clear of the frame

@@ -1,6 +1,6 @@
 // float32 → bfloat16 on the CPU, rounding to nearest even as CUDA's __float2bfloat16 (ops/cuda/elementwise.h's
 // cast_f32_to_bf16) does; NaN stays a (quiet) NaN. The host optimizer (--offload-optimizer, ops/cpu/adamw.h) rounds
-// the bf16 compute weights with it.
+// the bf16 compute weights with it, and --export-hf's bf16 safetensors (io/safetensors.cpp) their weights.
 #pragma once
 #include <cstdint>
 #include <cstring>
