@@ -13,8 +13,8 @@ namespace {
 std::atomic<std::int64_t> failed_request_bytes{-1};  // see last_failed_host_allocation_bytes()
 }  // namespace
 
-MemoryTracer::MemoryTracer(Probe probe, std::chrono::milliseconds interval)
-    : probe_(std::move(probe)), interval_(interval), start_(std::chrono::steady_clock::now()) {
+MemoryTracer::MemoryTracer(Probe probe, std::chrono::milliseconds interval, Probe device)
+    : probe_(std::move(probe)), device_(std::move(device)), interval_(interval), start_(std::chrono::steady_clock::now()) {
   record();
   thread_ = std::thread([this] {
     std::unique_lock lock(mu_);
@@ -31,13 +31,13 @@ MemoryTracer::MemoryTracer(Probe probe, std::chrono::milliseconds interval)
 MemoryTracer::~MemoryTracer() { stop(); }
 
 void MemoryTracer::record() {
-  const std::int64_t bytes = probe_();
+  const std::int64_t bytes = probe_(), device_bytes = device_ ? device_() : -1;
   std::int64_t prev = peak_.load();
   while (bytes > prev && !peak_.compare_exchange_weak(prev, bytes)) {
   }
   std::lock_guard lock(mu_);  // the time is taken under the lock: samples are appended in time order
   const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  samples_.push_back({t, bytes});
+  samples_.push_back({t, bytes, device_bytes});
 }
 
 void MemoryTracer::sample_now() { record(); }

@@ -1,5 +1,5 @@
-// Background sampler of one rank's memory in use (device memory on a GPU, resident memory on the CPU), and what is
-// known of a host allocation that failed.
+// Background sampler of one rank's memory in use (device memory on a GPU, resident memory on the CPU) and, where known,
+// of its device's memory in use as nvidia-smi shows it; and what is known of a host allocation that failed.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -13,15 +13,16 @@
 namespace qwen3 {
 
 struct MemorySample {
-  double time_s;       // seconds since the tracer started
-  std::int64_t bytes;  // in use at that moment
+  double time_s;              // seconds since the tracer started
+  std::int64_t bytes;         // in use at that moment
+  std::int64_t device_bytes;  // the device's memory in use (every process's, as nvidia-smi shows it); -1 unknown
 };
 
 class MemoryTracer {
  public:
   using Probe = std::function<std::int64_t()>;
-  // Starts sampling `probe` every interval on its own thread (one sample at once).
-  MemoryTracer(Probe probe, std::chrono::milliseconds interval);
+  // Starts sampling `probe` (and `device`: -1 where unknown) every interval on its own thread (one sample at once).
+  MemoryTracer(Probe probe, std::chrono::milliseconds interval, Probe device = nullptr);
   ~MemoryTracer();
   MemoryTracer(const MemoryTracer&) = delete;
   MemoryTracer& operator=(const MemoryTracer&) = delete;
@@ -36,7 +37,7 @@ class MemoryTracer {
 
  private:
   void record();
-  Probe probe_;
+  Probe probe_, device_;
   std::chrono::milliseconds interval_;
   std::chrono::steady_clock::time_point start_;
   std::atomic<std::int64_t> peak_{0};

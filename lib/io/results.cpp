@@ -116,16 +116,35 @@ void ResultsWriter::append_memory(const std::vector<std::vector<MemorySample>>& 
   }
   if (new_per_rank.size() != traces_.size()) throw InternalError("memory samples of " + std::to_string(new_per_rank.size()) +
                                                                  " ranks for " + std::to_string(traces_.size()) + " traces");
+  bool device = false;
   for (std::size_t r = 0; r < new_per_rank.size(); ++r) {
-    std::vector<double> flat;  // [n, 2]: time_s, bytes
+    std::vector<double> flat, on_device;  // [n, 2]: time_s, bytes (the device's: where known)
     for (const auto& s : new_per_rank[r]) {
-      flat.push_back(s.time_s);
-      flat.push_back(static_cast<double>(s.bytes));
+      flat.insert(flat.end(), {s.time_s, static_cast<double>(s.bytes)});
       peaks_[r] = std::max(peaks_[r], s.bytes);
+      if (s.device_bytes < 0) continue;
+      on_device.insert(on_device.end(), {s.time_s, static_cast<double>(s.device_bytes)});
+      device = true;
     }
     traces_[r].append(flat);
+    if (device && device_traces_.empty()) start_device_traces(new_per_rank.size());
+    if (!on_device.empty()) {
+      device_traces_[r].append(on_device);
+      for (std::size_t i = 1; i < on_device.size(); i += 2)
+        device_peaks_[r] = std::max(device_peaks_[r], static_cast<std::int64_t>(on_device[i]));
+    }
   }
   h5::rewrite_i64(file_.get(), "memory/peak_bytes", peaks_);
+  if (!device_traces_.empty()) h5::rewrite_i64(file_.get(), "memory/device_peak_bytes", device_peaks_);
+}
+
+void ResultsWriter::start_device_traces(std::size_t ranks) {
+  for (std::size_t r = 0; r < ranks; ++r) {
+    device_traces_.emplace_back(file_.get(), "memory/device_trace/rank_" + std::to_string(r), 2);
+    h5::write_attr(device_traces_.back().get(), "columns", std::string("time_s, bytes"));
+  }
+  device_peaks_.assign(ranks, 0);
+  h5::write_i64(file_.get(), "memory/device_peak_bytes", device_peaks_, {static_cast<std::int64_t>(ranks)});
 }
 
 void ResultsWriter::write_attribute(const std::string& name, const std::string& value) { h5::write_attr(file_.get(), name, value); }
@@ -145,6 +164,7 @@ void ResultsWriter::finish(const std::string& status, const std::string& error_m
   h5::flush(file_);  // on disk now, even if an _exit skips the closing below
   // Every dataset held open, then the file: closed before the rename, so the final name appears only once it is whole.
   traces_.clear();
+  device_traces_.clear();
   for (h5::Series* series : {&loss_, &grad_norm_, &lr_, &step_time_, &tokens_per_s_, &tflops_}) *series = h5::Series();
   file_.reset();
   std::error_code ec;

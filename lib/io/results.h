@@ -43,7 +43,8 @@ class ResultsWriter {
   void write_timings(double init_s, double first_step_s, double total_s);
   void update_total_time(double total_s);
   // Appends each rank's new memory samples to /memory/trace/rank_<r> (the first call creates one trace per entry of
-  // new_per_rank: the world size) and rewrites /memory/peak_bytes. Not flushed (flush() or append_step do).
+  // new_per_rank: the world size) and rewrites /memory/peak_bytes; the device's memory, where the samples know it, to
+  // /memory/device_trace/rank_<r> and /memory/device_peak_bytes. Not flushed (flush() or append_step do).
   void append_memory(const std::vector<std::vector<MemorySample>>& new_per_rank);
   void flush();
   // A 1-D dataset at `path` (e.g. ranks/compute_s: one value per rank, in rank order) with a description:
@@ -68,6 +69,9 @@ class ResultsWriter {
   h5::Handle file_;
   h5::Series loss_, grad_norm_, lr_, step_time_, tokens_per_s_, tflops_;
   std::vector<h5::Rows> traces_;        // /memory/trace/rank_<r>, once append_memory has made them
+  std::vector<h5::Rows> device_traces_; // /memory/device_trace/rank_<r>, once a sample knows the device's memory
+  std::vector<std::int64_t> device_peaks_;
+  void start_device_traces(std::size_t ranks);
   std::vector<std::int64_t> peaks_;     // the largest sample of each rank so far
   double init_s_ = 0, first_step_s_ = 0;  // the last timings written
   bool finished_ = false;

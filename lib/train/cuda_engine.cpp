@@ -89,6 +89,7 @@ class CudaEngine final : public Engine {
   }
   void synchronize() override { CUDA_CHECK(cudaDeviceSynchronize()); }
   std::int64_t device_bytes_in_use() const override { return alloc_.bytes_in_use(); }
+  std::int64_t device_used_bytes() const override;
   std::int64_t host_pinned_bytes() const override { return buffers_->host_pinned_bytes(); }
   int optimizer_shards() const override { return shard_parts_; }
   std::vector<std::pair<std::string, std::int64_t>> device_bytes_by_category() const override;
@@ -124,6 +125,7 @@ class CudaEngine final : public Engine {
   std::int64_t max_tokens_ = 0, max_batch_ = 0, max_seq_ = 0;
   RecomputePolicy recompute_;
   std::string device_name_;
+  int device_ = 0;  // this rank's GPU
   bool zero1_ = false;
   ShardWindow shard_;
   int shard_parts_ = 1;
@@ -208,9 +210,10 @@ std::pair<int, int> CudaEngine::select_device(const EngineOptions& o) {
   require_usable_device("cuda");
   int devices = 0;
   CUDA_CHECK(cudaGetDeviceCount(&devices));
-  CUDA_CHECK(cudaSetDevice(o.local_rank % devices));
+  device_ = o.local_rank % devices;
+  CUDA_CHECK(cudaSetDevice(device_));
   cudaDeviceProp prop{};
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, o.local_rank % devices));
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
   device_name_ = prop.name;
   stream_ = cuda::Stream(cuda::stream_priorities().main);
   return {devices, prop.multiProcessorCount};
@@ -298,6 +301,16 @@ CudaEngine::~CudaEngine() {
   cudaDeviceSynchronize();  // no error check in a destructor: an earlier failure has already been reported
   const std::string times = timer_.report();
   if (!times.empty()) std::fputs(times.c_str(), stderr);
+}
+
+std::int64_t CudaEngine::device_used_bytes() const {
+  // From the memory tracer's thread: its current device set to this rank's on every call.
+  std::size_t free = 0, total = 0;
+  if (cudaSetDevice(device_) != cudaSuccess || cudaMemGetInfo(&free, &total) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return static_cast<std::int64_t>(total - free);
 }
 
 std::vector<std::pair<std::string, std::int64_t>> CudaEngine::device_bytes_by_category() const {

@@ -108,6 +108,9 @@ class Engine {
   virtual void synchronize() {}
   // Bytes this engine holds on its device (0 where the tracer measures the process instead).
   virtual std::int64_t device_bytes_in_use() const = 0;
+  // The device's memory in use by every process (total − free, as the driver reports it: what nvidia-smi counts as
+  // used, less what the driver reserves); -1 where there is no device. Safe from any thread.
+  virtual std::int64_t device_used_bytes() const { return -1; }
   // Those bytes by category (weights, gradients, optimizer_state, activations, workspace); empty on the CPU.
   virtual std::vector<std::pair<std::string, std::int64_t>> device_bytes_by_category() const { return {}; }
   // Pinned host bytes the engine holds: offloaded layer inputs, the optimizer state on the host (EngineOptions::recompute).

@@ -32,12 +32,14 @@ void write_oom_details(ResultsWriter& results, const Error& e) {
 // Collective (every rank calls it at the same point): each rank's memory samples since the last call, on rank 0
 // in rank order (empty elsewhere). Bounded: a step's worth of samples per rank.
 std::vector<std::vector<MemorySample>> gather_new_samples(Communicator& world, MemoryTracer& tracer) {
-  std::vector<double> flat;
-  for (const auto& s : tracer.take_new()) flat.push_back(s.time_s), flat.push_back(static_cast<double>(s.bytes));
+  std::vector<double> flat;  // time_s, bytes, device_bytes per sample
+  for (const auto& s : tracer.take_new())
+    flat.insert(flat.end(), {s.time_s, static_cast<double>(s.bytes), static_cast<double>(s.device_bytes)});
   std::vector<std::vector<MemorySample>> per_rank;
   for (const auto& f : world.gather(flat, 0)) {
     per_rank.emplace_back();
-    for (std::size_t i = 0; i + 1 < f.size(); i += 2) per_rank.back().push_back({f[i], static_cast<std::int64_t>(f[i + 1])});
+    for (std::size_t i = 0; i + 2 < f.size(); i += 3)
+      per_rank.back().push_back({f[i], static_cast<std::int64_t>(f[i + 1]), static_cast<std::int64_t>(f[i + 2])});
   }
   return per_rank;
 }

@@ -33,7 +33,8 @@ TrainingRun::TrainingRun(const RunConfig& cfg, MpiCommunicator& world, const Par
       groups(make_parallel_groups(world, layout)),
       stage_layers(pipeline_layer_counts(cfg.model, cfg.pp, cfg.seq_len, cfg.pp_layers)) {}
 
-// Resident memory on the CPU, the engine's device bytes elsewhere (0 until the engine exists).
+// Resident memory on the CPU, the engine's device bytes elsewhere (0 until the engine exists); beside them the
+// device's memory in use as the driver counts it, where the engine has a device.
 std::unique_ptr<MemoryTracer> start_tracer(const RunConfig& cfg, const std::atomic<const Engine*>& engine) {
   const bool on_cpu = cfg.device == "cpu";
   return std::make_unique<MemoryTracer>(
@@ -42,7 +43,11 @@ std::unique_ptr<MemoryTracer> start_tracer(const RunConfig& cfg, const std::atom
         const Engine* e = engine.load();
         return e ? e->device_bytes_in_use() : 0;
       },
-      std::chrono::milliseconds(cfg.memory_interval_ms));
+      std::chrono::milliseconds(cfg.memory_interval_ms),
+      [&engine]() -> std::int64_t {  // the device's own figure, once the engine exists (GPU runs)
+        const Engine* e = engine.load();
+        return e ? e->device_used_bytes() : -1;
+      });
 }
 
 }  // namespace trainer

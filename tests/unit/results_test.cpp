@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "io/dataset.h"
 #include "io/h5.h"
+#include "io/results.h"
 #include "killed_rank.h"
 
 namespace fs = std::filesystem;
@@ -248,6 +249,31 @@ TEST_F(ResultsFile, OlderFilesStillRead) {
 
 // The h5 layer's strings: variable-length UTF-8 written; fixed-length and variable-length read, attributes and
 // scalar datasets alike.
+TEST(ResultsWriter, TheDevicesOwnMemoryIsTracedOnlyWhereTheSamplesKnowIt) {
+  // GPU runs sample the device's memory in use (every process, as the driver counts it) beside the allocator's bytes:
+  // /memory/device_trace/rank_<r> and /memory/device_peak_bytes appear with the first sample that knows it (none on
+  // the CPU, where it is -1), with the same [n, 2] layout as the allocator's trace.
+  const fs::path dir = test::fresh_dir("qwen3_results_device");
+  const std::string path = (dir / "run.h5").string();
+  {
+    ResultsWriter w(path, false);
+    w.append_memory({{{0.1, 100, -1}}, {{0.1, 110, -1}}});
+    w.flush();
+    {
+      h5::Handle f = h5::open_read(path + ".partial", "results");
+      EXPECT_FALSE(h5::exists(f.get(), "memory/device_trace"));
+    }
+    w.append_memory({{{0.2, 200, 5000}, {0.3, 150, 7000}}, {{0.2, 210, 6000}}});
+    w.finish("ok", "");
+  }
+  h5::Handle f = h5::open_read(path, "results");
+  EXPECT_EQ(h5::read_f64(f.get(), "memory/device_peak_bytes"), (std::vector<double>{7000, 6000}));
+  std::vector<std::int64_t> shape;
+  EXPECT_EQ(h5::read_f64(f.get(), "memory/device_trace/rank_0", &shape), (std::vector<double>{0.2, 5000, 0.3, 7000}));
+  EXPECT_EQ(shape, (std::vector<std::int64_t>{2, 2}));
+  EXPECT_EQ(h5::read_f64(f.get(), "memory/peak_bytes"), (std::vector<double>{200, 210}));
+}
+
 TEST(H5Strings, WrittenVariableLengthReadEitherWay) {
   const fs::path dir = test::fresh_dir("qwen3_h5_strings");
   const std::string file = (dir / "s.h5").string();

@@ -163,6 +163,9 @@ def read_run(path):
             "peaks_gib": measured_peaks(f),
             "hosts": [text(h) for h in f.attrs.get("hostnames", [])],  # each rank's, in rank order
             "planned_gib": gib(f.attrs["plan_peak_bytes"]) if "plan_peak_bytes" in f.attrs else NAN,
+            # the device's own figure (driver: total − free, every process), the rank that saw the most
+            "device_peak_gib": (gib(max(f["memory/device_peak_bytes"][:])) if "memory/device_peak_bytes" in f
+                                else NAN),
             "device": cfg.get("device", "cpu"), "device_name": devices[0] if devices else "",
             "capacity_gib": capacity(f) if on_gpu else NAN,
             "commit": text(f.attrs.get("git_commit", "")),
@@ -243,7 +246,8 @@ def manifest_placeholders(manifests, runs):
             have.add(key)
             status, reason = ("refused", c["refused"]) if c.get("refused") else ("not run", "no results file yet")
             rows.append({"model": key[0], "layout": layout, "seq": key[2], "status": status, "reason": reason,
-                         "peaks_gib": [], "hosts": [], "run_min": NAN, "mean_peak_gib": NAN, "std_at_peak_gib": NAN,
+                         "peaks_gib": [], "hosts": [], "device_peak_gib": NAN,
+                         "run_min": NAN, "mean_peak_gib": NAN, "std_at_peak_gib": NAN,
                          "planned_gib": NAN, "capacity_gib": NAN, "step_time_s": NAN,
                          "tokens_per_s": NAN, "mfu": NAN, "on_gpu": False, "device_name": ""})
     return rows
@@ -283,10 +287,11 @@ def write_tables(out, runs, cells, fits, models, layouts, seqs):
     """runs.csv (one row per results file), memory_per_rank.csv, feasibility.csv (status per cell), regression.csv."""
     cols = ["model", "layout", "seq_len", "device", "device_name", "status", "reason", "steps", "step_time_s",
             "tokens_per_s", "tflops_per_device", "mfu_percent", "peak_mean_gib", "peak_std_gib", "peak_min_gib",
-            "peak_max_gib", "planned_peak_gib", "capacity_gib", "world_size", "commit", "file"]
+            "peak_max_gib", "device_peak_gib", "planned_peak_gib", "capacity_gib", "world_size", "commit", "file"]
     write_csv(os.path.join(out, "runs.csv"), cols, [
         [r["model"], r["layout"], r["seq"], r["device"], r["device_name"], r["status"], r["reason"], r["steps"],
-         r["step_time_s"], r["tokens_per_s"], r["tflops"], r["mfu"], *peak_stats(r), r["planned_gib"], r["capacity_gib"],
+         r["step_time_s"], r["tokens_per_s"], r["tflops"], r["mfu"], *peak_stats(r), r["device_peak_gib"],
+         r["planned_gib"], r["capacity_gib"],
          r["world"], r["commit"], r["file"]] for r in runs])
     write_csv(os.path.join(out, "memory_per_rank.csv"), ["model", "layout", "seq_len", "rank", "host", "peak_gib"],
               [[r["model"], r["layout"], r["seq"], i, host_of(r, i), p] for r in runs for i, p in enumerate(r["peaks_gib"])])
@@ -566,13 +571,15 @@ def md_feasibility(rows, cells, models, layouts, seqs):
 def md_runs(runs):
     """A row per run: the measured numbers."""
     md = ["## Runs", "", "| model | layout | seq | status | step time (s) | tokens/s | TFLOP/s per device | MFU | "
-          "peak per rank, mean ± std (GiB) | planned peak (GiB) |", "|---|---|---|---|---|---|---|---|---|---|"]
+          "peak per rank, mean ± std (GiB) | device's peak (GiB) | planned peak (GiB) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         mean, std, _, _ = peak_stats(r)
         md.append(f"| {r['model']} | {r['layout']} | {r['seq']} | {r['status']} | {fmt(r['step_time_s'], 3)} | "
                   f"{fmt(r['tokens_per_s'], 0)} | {fmt(r['tflops'])} | "
                   f"{fmt(r['mfu']) + ('' if math.isnan(r['mfu']) else '%')} | "
-                  f"{fmt(mean, 2) + ('' if math.isnan(mean) else ' ± ' + fmt(std, 2))} | {fmt(r['planned_gib'], 2)} |")
+                  f"{fmt(mean, 2) + ('' if math.isnan(mean) else ' ± ' + fmt(std, 2))} | {fmt(r['device_peak_gib'], 2)} | "
+                  f"{fmt(r['planned_gib'], 2)} |")
     return md + [""]
 
 
