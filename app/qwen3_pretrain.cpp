@@ -3,6 +3,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+
+#include <nlohmann/json.hpp>
 
 #include "common/main_wrapper.h"
 #include "common/run_options.h"
@@ -11,12 +14,56 @@
 #include "dist/mpi_communicator.h"
 #include "io/system_info.h"
 #include "model/pipeline_split.h"
+#include "train/calibration.h"
 #include "train/memory_plan.h"
 #include "train/trainer.h"
 
 using namespace qwen3;
 
 namespace {
+
+// --plan's calibration: --calibration, or the committed one of --device-memory's GPU name (none for a bare size).
+std::optional<Calibration> plan_calibration(const RunConfig& cfg) {
+  if (!cfg.calibration.empty()) return load_calibration(cfg.calibration);
+  const std::string name = cfg.device_memory.empty() ? kDefaultPlanDevice : cfg.device_memory;
+  for (const auto& g : known_gpus())
+    if (name == g.name) {
+      const auto path = find_calibration(gpu_kind_of(g.bytes));
+      return path ? std::optional<Calibration>(load_calibration(*path)) : std::nullopt;
+    }
+  return std::nullopt;
+}
+
+// The predicted step for people: its time, throughput and parts.
+std::string describe_prediction(const StepPrediction& p, const Calibration& c) {
+  const StepTime& t = p.time;
+  char s[900];
+  std::snprintf(s, sizeof s,
+                "  predicted step    %.3f s on %s: %.0f tokens/s, MFU %.1f%% (calibration: %s)\n"
+                "      per micro-batch on the slowest stage: forward %.4f s, backward %.4f s (recomputation %.4f s); "
+                "exposed communication %.4f s\n"
+                "      × %lld micro-batches; pipeline fill and drain %.4f s; gradient reduction %.4f s; optimizer "
+                "(waited for) %.4f s\n",
+                t.step, c.kind.c_str(), p.tokens_per_s, 100 * p.mfu, c.measured.c_str(), t.forward, t.backward,
+                t.recompute, t.exposed_comm, static_cast<long long>(t.micro_batches), t.pipeline, t.data_parallel,
+                t.optimizer);
+  std::string out = s;
+  if (!p.missing.empty()) {
+    out += "      not in the calibration (priced 0, so the step is longer):";
+    for (const auto& m : p.missing) out += " " + m + ";";
+    out += "\n";
+  }
+  return out;
+}
+
+nlohmann::json prediction_json(const StepPrediction& p, const Calibration& c) {
+  const StepTime& t = p.time;
+  return {{"calibration", c.kind}, {"calibration_measured", c.measured}, {"step_s", t.step},
+          {"tokens_per_s", p.tokens_per_s}, {"mfu", p.mfu}, {"forward_s", t.forward}, {"backward_s", t.backward},
+          {"recompute_s", t.recompute}, {"exposed_comm_s", t.exposed_comm}, {"micro_batches", t.micro_batches},
+          {"pipeline_s", t.pipeline}, {"data_parallel_s", t.data_parallel}, {"optimizer_s", t.optimizer},
+          {"missing", p.missing}};
+}
 
 // --plan: no dataset, no output, no device, only the arithmetic of train/memory_plan.h. Exit 0 fits, 3 does not.
 int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
@@ -31,11 +78,18 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
   in.micro_batches = std::max<std::int64_t>(1, cfg.global_batch / (cfg.micro_batch * layout.dp()));
   const std::int64_t device =
       parse_memory_size("--device-memory", cfg.device_memory.empty() ? kDefaultPlanDevice : cfg.device_memory);
+  const std::optional<Calibration> calibration = cuda ? plan_calibration(cfg) : std::nullopt;
+  in.reserve = runtime_reserve(in, calibration ? &*calibration : nullptr);
   in.recompute = choose_recompute(cfg.memory_request(), in, device, 0);  // the host's memory is the run's to check
   const auto [worst, plan] = plan_worst_stage(in);
-  const bool fits = plan.total() + kRuntimeReserveBytes <= device;
+  const bool fits = plan.peak() <= device;
+  // The host optimizer's threads: the calibrated host's cores shared by the plan's ranks (one node of up to 8).
+  std::optional<StepPrediction> predicted;
+  if (calibration) predicted = predict_step(in, *calibration, std::max(1, calibration->cpu_threads / std::min(ranks, 8)));
   if (print && cfg.format == "json") {
-    std::printf("%s\n", plan_json(in, worst, plan, device).c_str());
+    auto j = nlohmann::json::parse(plan_json(in, worst, plan, device));
+    j["predicted"] = predicted ? prediction_json(*predicted, *calibration) : nlohmann::json(nullptr);
+    std::printf("%s\n", j.dump().c_str());
   } else if (print) {
     std::string who = "every rank holds the same";
     if (cfg.pp > 1) {
@@ -60,6 +114,9 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
                 cfg.model_source.c_str(), static_cast<long long>(cfg.seq_len),
                 static_cast<long long>(cfg.micro_batch), layout.describe().c_str(),
                 in.recompute.describe().c_str(), who.c_str(), describe_plan(plan, device).c_str());
+    if (predicted) std::printf("%s", describe_prediction(*predicted, *calibration).c_str());
+    else std::printf("  predicted step    none: no calibration of this GPU kind (qwen3-calibrate measures one; "
+                     "--calibration FILE)\n");
   }
   return fits ? 0 : static_cast<int>(ExitCode::input);
 }

@@ -81,6 +81,10 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
        "size in GiB/MiB (binary: 1 GiB = 2^30 bytes) or GB/MB (decimal: 1 GB = 10^9 bytes; 80GB is 74.5 GiB); for "
        "--plan (default " + std::string(kDefaultPlanDevice) + "), and for the check that stops a CUDA run whose plan "
        "does not fit before it allocates (default: the device's own)").c_str())(
+      "calibration", po::value(&c.calibration),
+      "a GPU kind's measured costs (qwen3-calibrate's JSON): --plan then also predicts step time, tokens/s and MFU, "
+      "and the plan's runtime reserve is the measured one; default: calibration/<kind>.json beside the executables for "
+      "--device-memory's GPU name (--plan) or for the device's kind (a CUDA run), when there is one")(
       "force", po::bool_switch(&c.force), "run even when the memory plan says it does not fit");
   po::options_description run("Run (also valid as keys in --config)");
   run.add_options()

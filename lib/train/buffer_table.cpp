@@ -12,7 +12,6 @@
 namespace qwen3 {
 namespace {
 
-constexpr std::int64_t kGemmWorkspaceBytes = 64ll << 20;  // cuBLASLt's workspace
 constexpr std::int64_t kLogitChunkBytes = 2ll << 30;      // bf16 logits of one token chunk
 
 // The table being built, with the sizes every part reads.

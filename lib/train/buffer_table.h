@@ -92,6 +92,9 @@ BufferTableInput rank_buffer_input(const ModelConfig& model, const RankLayout& r
 // (model/sequence_layout.h): the engine with the CUDA rules, --plan of a CPU run with the CPU's.
 std::vector<BufferSpec> buffer_table(const BufferTableInput& in);
 
+// cuBLASLt's workspace (the engine's, and qwen3-calibrate's).
+inline constexpr std::int64_t kGemmWorkspaceBytes = 64ll << 20;
+
 // Tokens of one output-projection chunk: the bf16 logits of a chunk stay within 2 GiB.
 std::int64_t logit_chunk_tokens(std::int64_t tokens, std::int64_t vocab);
 // The attention backward's workspace as the planner estimates it (cuDNN: its workspace and an fp32 dQ accumulator,

@@ -83,6 +83,12 @@ std::int64_t MemoryPlan::total() const {
   return t;
 }
 
+std::int64_t MemoryPlan::reserve() const {
+  std::int64_t t = 0;
+  for (const auto& i : reserve_items) t += i.bytes;
+  return t;
+}
+
 std::vector<std::pair<std::string, std::int64_t>> MemoryPlan::by_category() const {
   std::vector<std::pair<std::string, std::int64_t>> out;
   for (int c = 0; c < kDeviceCategories; ++c) {
@@ -98,7 +104,10 @@ std::vector<std::pair<std::string, std::int64_t>> MemoryPlan::by_category() cons
 MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
   const BufferTableInput rank = rank_buffers(in);
   const std::vector<BufferSpec> table = buffer_table(rank);
-  return {plan_items(table, rank.slots, false), plan_items(table, rank.slots, true), host_pinned_bytes(table)};
+  std::vector<MemoryItem> reserve = in.reserve;
+  if (reserve.empty()) reserve.push_back({"runtime", "flat: CUDA context, cuBLAS, cuDNN, NCCL (no calibration)", kRuntimeReserveBytes});
+  return {plan_items(table, rank.slots, false), plan_items(table, rank.slots, true), host_pinned_bytes(table),
+          std::move(reserve)};
 }
 
 std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in) {
@@ -118,7 +127,7 @@ bool fits(MemoryPlanInput in, std::int64_t device_bytes, std::int64_t host_bytes
   for (int s = 0; s < std::max(1, in.pp); ++s) {
     in.stage = s;
     const MemoryPlan p = plan_cuda_rank_memory(in);
-    if (p.total() + kRuntimeReserveBytes > device_bytes || (host_bytes > 0 && p.host_pinned_bytes > host_bytes)) return false;
+    if (p.peak() > device_bytes || (host_bytes > 0 && p.host_pinned_bytes > host_bytes)) return false;
   }
   return true;
 }
@@ -226,8 +235,9 @@ std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes) {
     for (const auto& i : plan.items)
       if (i.category == category) out += "      " + gib(i.bytes) + "  " + i.what + "\n";
   }
-  const std::int64_t total = plan.total() + kRuntimeReserveBytes;
-  out += "  runtime reserve   " + gib(kRuntimeReserveBytes) + " (CUDA context, cuBLAS, cuDNN, NCCL)\n";
+  const std::int64_t total = plan.peak();
+  out += "  runtime reserve   " + gib(plan.reserve()) + " (outside the allocator)\n";
+  for (const auto& i : plan.reserve_items) out += "      " + gib(i.bytes) + "  " + i.what + "\n";
   if (plan.host_pinned_bytes > 0) {
     out += "  host (pinned)     " + gib(plan.host_pinned_bytes) + " per rank, not on the device\n";
     for (const auto& i : plan.host_items) out += "      " + gib(i.bytes) + "  " + i.what + "\n";
@@ -240,13 +250,15 @@ std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes) {
 std::string plan_json(const MemoryPlanInput& in, int worst, const MemoryPlan& plan, std::int64_t device_bytes) {
   nlohmann::json categories = nlohmann::json::object();
   for (const auto& [category, bytes] : plan.by_category()) categories[category] = bytes;
-  const std::int64_t peak = plan.total() + kRuntimeReserveBytes;
+  const std::int64_t peak = plan.peak();
+  nlohmann::json reserve = nlohmann::json::array();
+  for (const auto& i : plan.reserve_items) reserve.push_back({{"what", i.what}, {"bytes", i.bytes}});
   return nlohmann::json{{"model", in.model.name},           {"seq_len", in.seq_len},
                         {"micro_batch", in.micro_batch},    {"tp", in.tp},
                         {"pp", in.pp},                      {"cp", in.cp},
                         {"dp", in.dp},                      {"worst_stage", worst},
                         {"recompute", in.recompute.describe()}, {"plan_bytes", plan.total()},
-                        {"reserve_bytes", kRuntimeReserveBytes}, {"peak_bytes", peak},
+                        {"reserve_bytes", plan.reserve()}, {"reserve", reserve}, {"peak_bytes", peak},
                         {"device_bytes", device_bytes},     {"fits", peak <= device_bytes},
                         {"host_pinned_bytes", plan.host_pinned_bytes}, {"by_category", categories}}
       .dump();

@@ -17,6 +17,16 @@
 
 namespace qwen3 {
 
+struct MemoryItem {
+  std::string category;  // weights, gradients, optimizer_state, activations, workspace; runtime (outside the allocator)
+  std::string what;
+  std::int64_t bytes;
+};
+
+// Bytes the CUDA runtime, cuBLAS, cuDNN and NCCL hold outside the engine's allocator when no calibration of the GPU
+// kind measured them (train/calibration.h runtime_reserve): added when checking a plan against a device's memory.
+inline constexpr std::int64_t kRuntimeReserveBytes = 1ll << 30;
+
 struct MemoryPlanInput {
   ModelConfig model;
   std::int64_t micro_batch = 1, seq_len = 0;
@@ -30,25 +40,21 @@ struct MemoryPlanInput {
   int stage = 0;                // pipeline: which stage's rank
   std::vector<std::int64_t> stage_layers;  // pipeline: layers per stage (empty: the balanced split)
   std::int64_t micro_batches = 1;          // per step and data-parallel replica (a stage keeps min(pp − stage, m))
-};
-
-struct MemoryItem {
-  std::string category;  // weights, gradients, optimizer_state, activations, workspace
-  std::string what;
-  std::int64_t bytes;
+  // Device bytes outside the engine's allocator, item by item (train/calibration.h runtime_reserve: measured for a
+  // calibrated GPU kind); empty: the flat kRuntimeReserveBytes.
+  std::vector<MemoryItem> reserve;
 };
 
 struct MemoryPlan {
   std::vector<MemoryItem> items;          // device memory
   std::vector<MemoryItem> host_items;     // pinned host memory (offloaded layer inputs, the optimizer on the host)
   std::int64_t host_pinned_bytes = 0;     // their sum: not on the device
-  std::int64_t total() const;
+  std::vector<MemoryItem> reserve_items;  // outside the allocator (the input's reserve, or the flat one)
+  std::int64_t total() const;             // the allocator's bytes
+  std::int64_t reserve() const;
+  std::int64_t peak() const { return total() + reserve(); }  // what the device holds for this rank
   std::vector<std::pair<std::string, std::int64_t>> by_category() const;  // in the allocator's category order
 };
-
-// Bytes the CUDA runtime, cuBLAS, cuDNN and NCCL hold outside the engine's allocator (context, handles, NCCL
-// buffers): added when checking a plan against a device's memory.
-inline constexpr std::int64_t kRuntimeReserveBytes = 1ll << 30;
 
 // Throws UsageError for a layout the engine refuses (tp_dims, a sequence that does not split into 2·cp chunks).
 MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in);

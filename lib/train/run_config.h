@@ -35,6 +35,8 @@ struct RunConfig {
   std::string format = "text";       // --format of --plan and --list-models: text (people) or json (tools)
   std::string device_memory;         // --device-memory: a device's memory for --plan (80GB when not given) and for
                                      // the check before a CUDA run allocates (the device's own when not given)
+  std::string calibration;           // --calibration: a GPU kind's measured costs (train/calibration.h); default: the
+                                     // committed calibration/<kind>.json of --device-memory's GPU or the device's kind
   std::string recompute = "none";   // none | selective | full | auto (--recompute; model/recompute.h)
   std::int64_t recompute_num_layers = 0;  // full: the first N layers of each stage (0: all)
   bool offload_inputs = false;      // full: kept layer inputs in pinned host memory

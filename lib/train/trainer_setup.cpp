@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "dist/collective_errors.h"
 #include "io/system_info.h"
+#include "train/calibration.h"
 #include "train/memory_plan.h"
 #include "train/trainer_steps.h"
 
@@ -37,6 +38,15 @@ MemoryPlanInput plan_input(const TrainingRun& run) {
   return in;
 }
 
+// The GPU kind's calibration (train/calibration.h): --calibration, or the committed calibration/<kind>.json of the
+// device's kind (--device-memory's GPU, or the device's own memory); none for the CPU backend or an uncalibrated kind.
+std::optional<Calibration> run_calibration(const RunConfig& cfg, std::int64_t device) {
+  if (cfg.device != "cuda") return std::nullopt;
+  if (!cfg.calibration.empty()) return load_calibration(cfg.calibration);
+  const auto path = find_calibration(gpu_kind_of(device));
+  return path ? std::optional<Calibration>(load_calibration(*path)) : std::nullopt;
+}
+
 // The share of a host's available memory --recompute auto may pin for one rank: 90% of it (the process, MPI and the
 // page cache keep the rest) over the ranks on the host.
 constexpr double kPinnableShare = 0.9;
@@ -44,7 +54,9 @@ constexpr double kPinnableShare = 0.9;
 // Collective: with --recompute auto, the cheapest policy that fits `device` bytes (set here: the device's memory or
 // --device-memory) and the host memory a rank may pin; every rank decides from the same figures (the smallest of every
 // rank's), so every rank decides alike. The CPU backend takes --recompute as given, auto as none.
-RecomputePolicy choose_policy(TrainingRun& run, MemoryPlanInput& in, std::int64_t& device) {
+// The runtime reserve is the calibration's (measured) when the device's kind has one.
+RecomputePolicy choose_policy(TrainingRun& run, MemoryPlanInput& in, std::int64_t& device,
+                              std::optional<Calibration>& calibration) {
   const RunConfig& cfg = run.cfg;
   RecomputePolicy recompute;
   constexpr double kUnknown = 1e300;  // no device figure (no GPU visible: the engine says why)
@@ -66,6 +78,8 @@ RecomputePolicy choose_policy(TrainingRun& run, MemoryPlanInput& in, std::int64_
       return;
     }
     device = -limits[0] >= kUnknown ? 0 : static_cast<std::int64_t>(-limits[0]);
+    calibration = run_calibration(cfg, device);
+    in.reserve = runtime_reserve(in, calibration ? &*calibration : nullptr);
     recompute = choose_recompute(r, in, device > 0 ? device : INT64_MAX, static_cast<std::int64_t>(-limits[1]));
     in.recompute = recompute;
   });
@@ -91,13 +105,13 @@ void check_pinned_memory(std::int64_t plan_pinned, const RunFacts& facts, bool f
 
 // A plan that does not fit stops the run here, before any device memory is taken (--force runs anyway).
 void check_device_memory(const MemoryPlan& plan, std::int64_t device, bool force) {
-  const std::int64_t need = plan.total() + kRuntimeReserveBytes;
+  const std::int64_t need = plan.peak();
   if (device > 0 && need > device && !force) {
     char msg[320];
     std::snprintf(msg, sizeof msg,
-                  "the memory plan needs %.2f GiB per rank (with a %.0f GiB runtime reserve), the device has "
+                  "the memory plan needs %.2f GiB per rank (with a %.2f GiB runtime reserve), the device has "
                   "%.2f GiB: not allocating (qwen3-pretrain --plan shows where it goes; --force tries anyway)",
-                  need / 1073741824.0, kRuntimeReserveBytes / 1073741824.0, device / 1073741824.0);
+                  need / 1073741824.0, plan.reserve() / 1073741824.0, device / 1073741824.0);
     throw PredictedOutOfMemory(msg);
   }
 }
@@ -107,6 +121,7 @@ void record_and_check_plan(ResultsWriter& results, const RunConfig& cfg, const M
                            std::int64_t device, const RunFacts& facts) {
   const auto [worst_stage, plan] = plan_worst_stage(in);
   results.write_attribute("plan_peak_bytes", plan.total());
+  results.write_attribute("plan_reserve_bytes", plan.reserve());  // outside the allocator: the device's figure is beside
   results.write_attribute("plan_device_bytes", device);  // what the plan is checked against, even if refused
   results.write_attribute("plan_peak_stage", static_cast<std::int64_t>(worst_stage));
   for (const auto& [category, bytes] : plan.by_category()) results.write_attribute("plan_" + category + "_bytes", bytes);
@@ -121,6 +136,15 @@ void record_and_check_plan(ResultsWriter& results, const RunConfig& cfg, const M
   check_device_memory(plan, device, cfg.force);
 }
 
+// Rank 0, CUDA with a calibration: the predicted step, beside the measured one the run will record.
+void record_prediction(ResultsWriter& results, const MemoryPlanInput& in, const Calibration& c, int cores_per_rank) {
+  const StepPrediction p = predict_step(in, c, cores_per_rank);
+  results.write_attribute("calibration", c.kind + " (" + c.measured + ")");
+  results.write_attribute("predicted_step_s", p.time.step);
+  results.write_attribute("predicted_tokens_per_s", p.tokens_per_s);
+  results.write_attribute("predicted_mfu", p.mfu);
+}
+
 }  // namespace
 
 // The memory plan is that of the rank that needs the most (with pipeline parallelism, its stage's; every rank of a
@@ -130,7 +154,8 @@ RecomputePolicy check_memory(TrainingRun& run, const std::string& start_utc) {
   const RunFacts facts = run_facts(run, start_utc);
   MemoryPlanInput in = plan_input(run);
   std::int64_t device = 0;
-  const RecomputePolicy recompute = choose_policy(run, in, device);
+  std::optional<Calibration> calibration;
+  const RecomputePolicy recompute = choose_policy(run, in, device, calibration);
   collectively(run.world, run.root, [&] {
     run.results.write([&](ResultsWriter& results) {
       results.write_facts(facts);
@@ -139,6 +164,7 @@ RecomputePolicy check_memory(TrainingRun& run, const std::string& start_utc) {
       results.write_attribute("recompute_num_layers", recompute.num_layers);
       results.write_attribute("offload_inputs", static_cast<std::int64_t>(recompute.offload_inputs));
       results.write_attribute("offload_optimizer", recompute.offload_optimizer);
+      if (cfg.device == "cuda" && calibration) record_prediction(results, in, *calibration, cores_per_rank(run.local_size));
       if (cfg.device == "cuda") record_and_check_plan(results, cfg, in, device, facts);
     });
   });

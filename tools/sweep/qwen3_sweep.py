@@ -9,7 +9,7 @@ refusals) for qwen3-report. With `save_interval = N` in the spec each cell check
 and continues from there (--auto-resume): a cell pre-empted by Slurm (status "preempted", exit code 7) is requeued by
 its array task, and re-running the sweep runs it again from its checkpoint.
 """
-import argparse, concurrent.futures, configparser, difflib, json, os, re, shlex, shutil, signal, subprocess, sys, time
+import argparse, concurrent.futures, configparser, difflib, fnmatch, json, os, re, shlex, shutil, signal, subprocess, sys, time
 
 EXIT_CODES = """exit codes:
   0  done: cells ran (--local), were submitted, or nothing was left to do
@@ -262,18 +262,43 @@ def plan_cells(spec, cells, root, bin_dir):
 
 
 def print_plan_table(spec, cells, plans):
-    """--plan: every cell's planned peak per rank as a Markdown table (docs/study-plan.md is one)."""
+    """--plan: every cell's planned peak per rank and, where the GPU kind has a calibration, its predicted step time,
+    tokens/s, MFU and run time (the spec's steps), as a Markdown table (docs/study-plan.md is one)."""
     print(f"| model | length | layout | recomputation | planned peak per rank (GiB, {spec['device_memory']} device) "
-          "| pinned host memory per rank (GiB) | verdict |")
-    print("|---|---|---|---|---|---|---|")
+          "| pinned host memory per rank (GiB) | verdict | predicted step (s) | tokens/s | MFU | "
+          f"{spec['steps']} steps (min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    total = 0.0
     for c in cells:
         code, plan, reason = plans[c["name"]]
         if reason is None and plan:
             row = (plan["recompute"], f"{plan['peak_bytes'] / 2**30:.1f}", f"{plan['host_pinned_bytes'] / 2**30:.1f}",
                    "✔ fits" if plan["fits"] else "✖ does not fit")
+            p = plan.get("predicted")
+            if p and plan["fits"]:
+                total += p["step_s"] * spec["steps"]
+                row += (f"{p['step_s']:.2f}", f"{p['tokens_per_s']:,.0f}", f"{100 * p['mfu']:.1f}%",
+                        f"{p['step_s'] * spec['steps'] / 60:.1f}")
+            else:
+                row += ("—",) * 4
         else:
-            row = ("—", "—", "—", reason or "?")
+            row = ("—", "—", "—", reason or "?") + ("—",) * 4
         print(f"| {c['model']} | {c['seq']} | {c['layout']} | {' | '.join(row)} |")
+    if total > 0:
+        print(f"\nPredicted time of every cell that fits, {spec['steps']} steps each: {total / 3600:.2f} h "
+              "(steps only: start-up and the dataset are not counted).")
+
+
+def select_cells(cells, patterns):
+    """The cells whose names match one of the comma-separated shell patterns (--only), or all; a pattern that matches
+    nothing is an error (a typo would otherwise run nothing, silently)."""
+    if not patterns:
+        return cells
+    pats = [p for p in patterns.split(",") if p]
+    for p in pats:
+        if not any(fnmatch.fnmatchcase(c["name"], p) for c in cells):
+            fail(2, f"--only: '{p}' matches no cell (cells are named like {cells[0]['name']})")
+    return [c for c in cells if any(fnmatch.fnmatchcase(c["name"], p) for p in pats)]
 
 
 # ---- which cells are done, queued, refused or to run --------------------------------------------------------------
@@ -567,6 +592,9 @@ def parse_command_line():
     ap.add_argument("--retry-failed", action="store_true",
                     help="run again the cells whose results file says 'error' (oom and oom_predicted are answers, "
                          "never re-run)")
+    ap.add_argument("--only", metavar="PATTERNS",
+                    help="only the cells whose names match one of these comma-separated shell patterns "
+                         "(e.g. '0.6B-*,1.7B-L1024-*'); the others are left as they are")
     ap.add_argument("--bin", default=os.path.dirname(os.path.abspath(__file__)), help="folder of the qwen3 binaries")
     ap.add_argument("--mpirun", default="mpirun", help="MPI launcher for --local (default: mpirun)")
     try:
@@ -611,8 +639,9 @@ def sweep(a):
     if not (a.local or a.dry_run or a.plan) and shutil.which("sbatch") is None:
         fail(3, "sbatch is not on PATH (use --local to run here, or --dry-run)")
     check_spec_options(a.spec, spec, root, a.bin)
-    cells = cells_of(spec)
-    plans = plan_cells(spec, cells, root, a.bin)
+    every = cells_of(spec)
+    cells = select_cells(every, a.only)
+    plans = plan_cells(spec, every, root, a.bin)  # every cell's, for the manifest
     if a.plan:
         print_plan_table(spec, cells, plans)
         return 0
@@ -629,7 +658,7 @@ def sweep(a):
     try:
         for sub in ("data", "results", "logs", "jobs"):
             os.makedirs(os.path.join(root, sub), exist_ok=True)
-        write_if_changed(os.path.join(root, "cells.json"), manifest_text(spec, cells, plans))
+        write_if_changed(os.path.join(root, "cells.json"), manifest_text(spec, every, plans))
     except OSError as e:
         fail(4, f"cannot write the sweep folder '{root}': {e.strerror}")
     if not todo:

@@ -1,0 +1,183 @@
+// qwen3-calibrate: measures this GPU kind's costs for the step-time predictor (train/calibration.h), one operation
+// at a time, never a training run: every kernel a training step of the given models, lengths and tensor-parallel sizes
+// runs (train/step_model.h's inventory, at the token counts it runs them), pinned host↔device copies, the CPU's AdamW,
+// a host round trip, and the device memory outside the engine's allocator (CUDA context, libraries, loaded kernels).
+// Writes the calibration JSON that qwen3-pretrain --plan --calibration (or calibration/<kind>.json) reads.
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/help.h"
+#include "common/main_wrapper.h"
+#include "common/options_util.h"
+#include "config/model_config.h"
+#include "core/error.h"
+#include "io/system_info.h"
+#include "train/buffer_table.h"
+#include "train/calibration.h"
+#include "train/memory_plan.h"
+#include "train/step_model.h"
+#ifdef QWEN3_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "cuda/check.h"
+#include "train/cuda/op_bench.h"
+#endif
+
+namespace po = boost::program_options;
+using namespace qwen3;
+
+namespace {
+
+std::vector<std::string> split(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t b = 0;
+  while (b <= text.size()) {
+    const std::size_t e = std::min(text.find(',', b), text.size());
+    if (e > b) out.push_back(text.substr(b, e - b));
+    b = e + 1;
+  }
+  return out;
+}
+
+// Every kernel (key → shape, token counts) of one step of each model × length × tensor-parallel size on one stage
+// (recomputation adds no other kernel; pipeline stages run the same ones), in order of the layouts given.
+std::vector<std::pair<std::string, RecordingPricer>> inventory(const std::vector<std::string>& models,
+                                                               const std::vector<std::int64_t>& lengths,
+                                                               const std::vector<std::int64_t>& tps) {
+  std::vector<std::pair<std::string, RecordingPricer>> out;
+  for (const auto& name : models)
+    for (std::int64_t tp : tps)
+      for (std::int64_t len : lengths) {
+        MemoryPlanInput in;
+        in.model = model_preset(name);
+        in.seq_len = len;
+        in.tp = static_cast<int>(tp);
+        RecordingPricer r;
+        try {
+          walk_step(in, r);
+        } catch (const UsageError& e) {  // tp does not divide this model, or the length
+          std::fprintf(stderr, "qwen3-calibrate: skipping %s at tp %lld, %lld tokens: %s\n", name.c_str(),
+                       static_cast<long long>(tp), static_cast<long long>(len), e.what());
+          continue;
+        }
+        out.emplace_back(name + " tp" + std::to_string(tp) + " " + std::to_string(len), std::move(r));
+      }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return run_main("qwen3-calibrate", [&] {
+    std::string out_path, kind, models_text = "0.6B,1.7B,8B,14B,32B", lengths_text = "1024,4096,8192,16384,32768,131072",
+                                tp_text = "1,2,4,8";
+    std::string base_path;
+    int threads = 0;
+    po::options_description desc(
+        "qwen3-calibrate: measure this GPU kind's operations for qwen3-pretrain --plan's step-time prediction\n"
+        "Usage: qwen3-calibrate --out FILE [--kind NAME] [--models LIST] [--lengths LIST] [--tp LIST]\nOptions");
+    desc.add_options()("help,h", "show this help")("out", po::value(&out_path), "calibration JSON to write (required)")(
+        "kind", po::value(&kind), ("GPU kind, as --device-memory names it (" + known_gpu_names() +
+                                   "); default: the one whose memory this device has").c_str())(
+        "models", po::value(&models_text)->default_value(models_text), "model presets whose kernels to measure")(
+        "lengths", po::value(&lengths_text)->default_value(lengths_text), "sequence lengths (tokens)")(
+        "tp", po::value(&tp_text)->default_value(tp_text), "tensor-parallel sizes (each rank's shapes)")(
+        "threads", po::value(&threads), "CPU threads of the host optimizer's AdamW (default: this host's cores)")(
+        "base", po::value(&base_path), "an earlier calibration of this kind to add to (its measurements are kept, "
+                                       "those of the same shape and tokens measured again)");
+    po::variables_map vm;
+    const std::string exit_codes = exit_codes_help(
+        {{ExitCode::ok, "the calibration was written"}, {ExitCode::internal},
+         {ExitCode::usage, "also: no CUDA device, or a build without CUDA"}, {ExitCode::out_of_memory}});
+    if (!parse_command_line(argc, argv, desc, vm, nullptr, exit_codes)) return 0;
+    if (out_path.empty()) throw UsageError("--out: give the calibration file to write");
+    const auto models = split(models_text);
+    for (const auto& m : models) model_preset(m);  // UsageError naming an unknown preset
+    const auto lengths = parse_positive_list("--lengths", lengths_text);
+    const auto tps = parse_positive_list("--tp", tp_text);
+    if (threads <= 0) threads = cores_per_rank(1);
+#ifndef QWEN3_HAVE_CUDA
+    throw UsageError("qwen3-calibrate measures a GPU: this build has no CUDA");
+#else
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0)
+      throw UsageError("qwen3-calibrate: no CUDA device is visible on this host");
+    CUDA_CHECK(cudaSetDevice(0));
+    CUDA_CHECK(cudaFree(nullptr));  // the context
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    if (kind.empty()) kind = gpu_kind_of(static_cast<std::int64_t>(prop.totalGlobalMem));
+    if (kind.empty())
+      throw UsageError(std::string("--kind: this device (") + prop.name + ") is none of the known kinds (" +
+                       known_gpu_names() + "): name it");
+    int driver = 0;
+    cudaDriverGetVersion(&driver);
+    Calibration c;
+    std::map<std::string, std::map<std::int64_t, double>> measured;  // key → tokens → seconds
+    if (!base_path.empty()) {
+      c = load_calibration(base_path);
+      if (c.kind != kind) throw UsageError("--base: '" + base_path + "' calibrates " + c.kind + ", this device is " + kind);
+      for (const auto& [key, curve] : c.ops)
+        for (const auto& [tokens, seconds] : curve) measured[key][static_cast<std::int64_t>(tokens)] = seconds;
+      c.ops.clear();
+    }
+    c.kind = kind;
+    c.device = prop.name;
+    c.measured = (c.measured.empty() ? "" : c.measured + "; added ") + utc_now() + ", " + prop.name + ", CUDA driver " + std::to_string(driver / 1000) + "." +
+                 std::to_string(driver % 1000 / 10) + ", commit " + git_commit() + ", " + std::to_string(threads) +
+                 " CPU threads";
+    const std::int64_t context = cuda::device_used_bytes();
+    const auto t0 = std::chrono::steady_clock::now();
+    cuda::OpBench bench;  // cuBLASLt, its workspace (ours), cuDNN
+    c.context_bytes = context;
+    c.library_bytes = cuda::device_used_bytes() - context - kGemmWorkspaceBytes;
+    std::set<std::pair<std::string, std::int64_t>> fresh;  // measured in this run
+    const auto layouts = inventory(models, lengths, tps);
+    bool first = true;
+    for (const auto& [what, rec] : layouts) {
+      int n = 0;
+      for (const auto& [key, entry] : rec.ops) {
+        OpShape op = entry.first;
+        for (std::int64_t tokens : entry.second) {
+          op.tokens = (op.kind == OpKind::adamw || op.kind == OpKind::sum_squares) ? cuda::kCalibrationOptimizerElements : tokens;
+          if (!fresh.insert({key, op.tokens}).second) continue;
+          measured[key][op.tokens] = bench.time(op);
+          ++n;
+        }
+      }
+      if (first)  // what running one layout's kernels adds (lazily loaded modules, cuDNN's plans); own buffers freed
+        c.kernel_bytes = cuda::device_used_bytes() - context - c.library_bytes - kGemmWorkspaceBytes;
+      first = false;
+      std::fprintf(stderr, "qwen3-calibrate: %s: %d new measurements (%.0f s so far)\n", what.c_str(), n,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    for (const auto& [key, points] : measured)
+      for (const auto& [tokens, seconds] : points) c.ops[key].emplace_back(static_cast<double>(tokens), seconds);
+    cuda::measure_host(c, threads);
+    std::fprintf(stderr,
+                 "qwen3-calibrate: device memory outside our buffers: context %.0f MiB, libraries %.0f MiB, kernels of "
+                 "one layout %.0f MiB (of all measured: %.0f MiB); pinned copies %.1f / %.1f GB/s (to / from the "
+                 "device); CPU AdamW %.2f G elements/s on %d threads; host round trip %.1f us\n",
+                 c.context_bytes / 1048576.0, c.library_bytes / 1048576.0, c.kernel_bytes / 1048576.0,
+                 (cuda::device_used_bytes() - context - c.library_bytes - kGemmWorkspaceBytes) / 1048576.0,
+                 c.h2d_bytes_per_s / 1e9, c.d2h_bytes_per_s / 1e9, c.cpu_adamw_elements_per_s / 1e9, threads,
+                 c.sync_s * 1e6);
+    std::ofstream f(out_path);
+    f << calibration_json(c);
+    if (!f.flush()) throw UsageError("--out: cannot write '" + out_path + "'");
+    std::size_t points = 0;
+    for (const auto& [key, curve] : c.ops) points += curve.size();
+    std::printf("qwen3-calibrate: %s (%s): %zu kernel shapes at %zu token counts measured in %.0f s → %s\n",
+                kind.c_str(), prop.name, c.ops.size(), points,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), out_path.c_str());
+    return 0;
+#endif
+  });
+}

@@ -1,0 +1,227 @@
+// A GPU kind's measured costs and the step-time prediction (see calibration.h).
+#include "train/calibration.h"
+
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "train/progress.h"
+
+namespace qwen3 {
+namespace {
+
+using json = nlohmann::json;
+using Curve = std::vector<std::pair<double, double>>;
+
+// y at x on a sorted curve: log-log between points; below the first point its value (a kernel's floor); beyond the
+// last, x^power scaling from it.
+double interpolate(const Curve& c, double x, double power) {
+  if (c.empty() || x <= 0) return 0;
+  if (x <= c.front().first) return c.front().second;
+  if (x >= c.back().first) return c.back().second * std::pow(x / c.back().first, power);
+  const auto hi = std::lower_bound(c.begin(), c.end(), std::make_pair(x, -1.0));
+  const auto lo = hi - 1;
+  const double f = std::log(x / lo->first) / std::log(hi->first / lo->first);
+  return std::exp(std::log(lo->second) + f * (std::log(hi->second) - std::log(lo->second)));
+}
+
+Curve read_curve(const json& j, const std::string& where) {
+  Curve c;
+  for (const auto& p : j) {
+    if (!p.is_array() || p.size() != 2 || !p[0].is_number() || !p[1].is_number() || p[0].get<double>() <= 0 ||
+        p[1].get<double>() <= 0)
+      throw UsageError(where + ": each point must be [x > 0, y > 0]");
+    c.emplace_back(p[0].get<double>(), p[1].get<double>());
+  }
+  std::sort(c.begin(), c.end());
+  return c;
+}
+
+json curve_json(const Curve& c) {
+  json a = json::array();
+  for (const auto& [x, y] : c) a.push_back({x, y});
+  return a;
+}
+
+// The executable's folder (/proc/self/exe), where build/bin keeps its calibration/ copy.
+std::filesystem::path executable_dir() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::filesystem::path() : exe.parent_path();
+}
+
+// NCCL's device buffers for one communicator, from its default sizes (src/include/device.h: SIMPLE NCCL_BUFFSIZE
+// 4 MiB, LL128 4.7 MiB, LL 0.5 MiB per connection) for a receive connection on each of the ring's and the tree's
+// channels: 2 × 16 channels (NCCL_BUFFSIZE honoured). An estimate until a multi-GPU calibration measures it.
+std::int64_t nccl_communicator_bytes() {
+  std::int64_t simple = 4ll << 20;
+  if (const char* b = std::getenv("NCCL_BUFFSIZE")) simple = std::max(1ll << 16, std::atoll(b));
+  const std::int64_t per_connection = simple + 4915200 + 524288;
+  return 2 * 16 * per_connection;
+}
+
+}  // namespace
+
+Calibration load_calibration(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw UsageError("cannot read the calibration '" + path + "'");
+  json j;
+  try {
+    j = json::parse(f);
+  } catch (const json::exception& e) {
+    throw UsageError("calibration '" + path + "' is not JSON: " + e.what());
+  }
+  const auto where = "calibration '" + path + "'";
+  try {
+    if (j.value("format", "") != "qwen3-calibration" || j.value("version", 0) != kCalibrationFormatVersion)
+      throw UsageError(where + " is not a qwen3-calibrate file of version " + std::to_string(kCalibrationFormatVersion));
+    Calibration c;
+    c.kind = j.at("kind").get<std::string>();
+    c.device = j.value("device", "");
+    c.measured = j.value("measured", "");
+    for (const auto& [key, pts] : j.at("ops").items()) c.ops[key] = read_curve(pts, where + " ops." + key);
+    if (j.contains("collectives")) {
+      const auto& cj = j["collectives"];
+      c.collectives_source = cj.value("source", "");
+      c.collective_latency_s = cj.value("latency_s", 0.0);
+      for (const auto& [kind, groups] : cj.at("busbw").items())
+        for (const auto& [n, pts] : groups.items())
+          c.collectives[kind][std::stoi(n)] = read_curve(pts, where + " collectives." + kind + "." + n);
+    }
+    const auto& h = j.at("host");
+    c.d2h_bytes_per_s = h.at("d2h_bytes_per_s").get<double>();
+    c.h2d_bytes_per_s = h.at("h2d_bytes_per_s").get<double>();
+    c.cpu_adamw_elements_per_s = h.at("cpu_adamw_elements_per_s").get<double>();
+    c.cpu_threads = h.at("cpu_threads").get<int>();
+    c.sync_s = h.at("sync_s").get<double>();
+    const auto& m = j.at("memory");
+    c.context_bytes = m.at("context_bytes").get<std::int64_t>();
+    c.library_bytes = m.at("library_bytes").get<std::int64_t>();
+    c.kernel_bytes = m.at("kernel_bytes").get<std::int64_t>();
+    return c;
+  } catch (const json::exception& e) {
+    throw UsageError(where + ": " + e.what());
+  }
+}
+
+std::string calibration_json(const Calibration& c) {
+  json ops = json::object();
+  for (const auto& [k, curve] : c.ops) ops[k] = curve_json(curve);
+  json j = {{"format", "qwen3-calibration"}, {"version", kCalibrationFormatVersion}, {"kind", c.kind},
+            {"device", c.device}, {"measured", c.measured}, {"ops", ops},
+            {"host", {{"d2h_bytes_per_s", c.d2h_bytes_per_s}, {"h2d_bytes_per_s", c.h2d_bytes_per_s},
+                      {"cpu_adamw_elements_per_s", c.cpu_adamw_elements_per_s}, {"cpu_threads", c.cpu_threads},
+                      {"sync_s", c.sync_s}}},
+            {"memory", {{"context_bytes", c.context_bytes}, {"library_bytes", c.library_bytes},
+                        {"kernel_bytes", c.kernel_bytes}}}};
+  if (!c.collectives.empty()) {
+    json busbw = json::object();
+    for (const auto& [kind, groups] : c.collectives)
+      for (const auto& [n, curve] : groups) busbw[kind][std::to_string(n)] = curve_json(curve);
+    j["collectives"] = {{"source", c.collectives_source}, {"latency_s", c.collective_latency_s}, {"busbw", busbw}};
+  }
+  return j.dump(1) + "\n";
+}
+
+std::optional<std::string> find_calibration(const std::string& kind) {
+  const auto p = executable_dir() / "calibration" / (kind + ".json");
+  std::error_code ec;
+  if (!kind.empty() && std::filesystem::is_regular_file(p, ec)) return p.string();
+  return std::nullopt;
+}
+
+CalibrationPricer::CalibrationPricer(const Calibration& c, int cores_per_rank)
+    : c_(c), cpu_scale_(c.cpu_threads > 0 && cores_per_rank > 0
+                            ? static_cast<double>(std::min(cores_per_rank, c.cpu_threads)) / c.cpu_threads
+                            : 1.0) {}
+
+double CalibrationPricer::compute(const OpShape& op) {
+  const auto it = c_.ops.find(op.key());
+  if (it == c_.ops.end()) {
+    missing_.insert(op.key());
+    return 0;
+  }
+  return interpolate(it->second, static_cast<double>(op.tokens), is_attention(op.kind) ? 2.0 : 1.0);
+}
+
+double CalibrationPricer::collective(const CollOp& op) {
+  if (op.group <= 1 || op.bytes <= 0) return 0;
+  const auto kind = c_.collectives.find(coll_kind_name(op.kind));
+  const auto curve = kind == c_.collectives.end() ? nullptr : [&]() -> const Curve* {
+    const auto g = kind->second.find(op.group);
+    return g == kind->second.end() ? nullptr : &g->second;
+  }();
+  if (!curve) {
+    missing_.insert(std::string(coll_kind_name(op.kind)) + " over " + std::to_string(op.group) + " GPUs");
+    return 0;
+  }
+  // nccl-tests' bus bandwidth: time = bytes · factor / busbw, factor (n−1)/n for gathers and scatters, 2(n−1)/n for
+  // all-reduce, 1 for a send/receive pair.
+  const double n = op.group, bytes = static_cast<double>(op.bytes);
+  const double factor = op.kind == CollKind::all_reduce ? 2 * (n - 1) / n : op.kind == CollKind::send_recv ? 1.0 : (n - 1) / n;
+  const double busbw = interpolate(*curve, bytes, 0.0);
+  return c_.collective_latency_s + bytes * factor / busbw;
+}
+
+double CalibrationPricer::host(HostKind kind, double amount) {
+  switch (kind) {
+    case HostKind::copy_d2h: return amount / c_.d2h_bytes_per_s;
+    case HostKind::copy_h2d: return amount / c_.h2d_bytes_per_s;
+    case HostKind::cpu_adamw: return amount / (c_.cpu_adamw_elements_per_s * cpu_scale_);
+  }
+  return 0;
+}
+
+double RecordingPricer::compute(const OpShape& op) {
+  auto& entry = ops.try_emplace(op.key(), op, std::set<std::int64_t>{}).first->second;
+  entry.second.insert(op.tokens);
+  return 0;
+}
+
+double RecordingPricer::collective(const CollOp& op) {
+  if (op.group > 1) collectives.insert({coll_kind_name(op.kind), op.group});
+  return 0;
+}
+
+StepPrediction predict_step(const MemoryPlanInput& in, const Calibration& c, int cores_per_rank) {
+  CalibrationPricer pricer(c, cores_per_rank);
+  StepPrediction p;
+  p.time = walk_step(in, pricer);
+  const double sequences = static_cast<double>(in.micro_batch * p.time.micro_batches * in.dp);
+  const double world = static_cast<double>(in.tp) * in.pp * std::max(1, in.cp) * in.dp;
+  if (p.time.step > 0) {
+    p.tokens_per_s = sequences * static_cast<double>(in.seq_len) / p.time.step;
+    p.mfu = sequences * in.model.training_flops_per_sequence(in.seq_len) / p.time.step / world /
+            (kPeakTflopsPerDevice * 1e12);
+  }
+  p.missing.assign(pricer.missing().begin(), pricer.missing().end());
+  return p;
+}
+
+std::vector<MemoryItem> runtime_reserve(const MemoryPlanInput& in, const Calibration* c) {
+  if (!c) return {};
+  std::vector<MemoryItem> r{{"runtime", "CUDA context (measured)", c->context_bytes},
+                            {"runtime", "cuBLASLt and cuDNN handles (measured)", c->library_bytes},
+                            {"runtime", "kernels loaded, cuDNN plans (measured)", c->kernel_bytes}};
+  const int cp = std::max(1, in.cp), shards = in.shard_optimizer ? in.dp * cp : in.dp;
+  const int kv_replicas = in.tp > in.model.num_kv_heads ? static_cast<int>(in.tp / in.model.num_kv_heads) : 1;
+  const int communicators = (in.tp > 1) + (cp > 1) + (shards > 1 || in.dp > 1) + (in.pp > 1 ? 2 : 0) + (kv_replicas > 1);
+  if (communicators > 0)
+    r.push_back({"runtime", std::to_string(communicators) + " NCCL communicators (estimated from NCCL's default sizes)",
+                 communicators * nccl_communicator_bytes()});
+  return r;
+}
+
+std::string gpu_kind_of(std::int64_t device_bytes) {
+  for (const auto& g : known_gpus())  // each entry is the lowest size seen; drivers add a few MiB
+    if (device_bytes >= g.bytes && device_bytes < g.bytes + (g.bytes >> 6)) return g.name;
+  return "";
+}
+
+}  // namespace qwen3

@@ -1,0 +1,96 @@
+// A GPU kind's measured costs, and the step-time prediction built on them. qwen3-calibrate measures on a node, one
+// operation at a time (never a training run): each kernel of the step's inventory (train/step_model.h) at the token
+// counts it runs at, host↔device copies, the CPU's AdamW, a host round trip, the memory the CUDA runtime and
+// libraries hold outside the engine's allocator, and NCCL collectives by size and group where several GPUs are there.
+// The committed calibrations live in calibration/<kind>.json (kind as --device-memory names it: h200, h100-80gb).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "train/memory_plan.h"
+#include "train/step_model.h"
+
+namespace qwen3 {
+
+inline constexpr int kCalibrationFormatVersion = 1;
+
+struct Calibration {
+  std::string kind;    // "h200"
+  std::string device;  // "NVIDIA H200" as CUDA names it
+  std::string measured;  // where and when: date, commit, host, driver (free text for people)
+  // Each kernel's seconds per call by tokens (attention: sequence length; adamw, sum_squares: elements), sorted.
+  std::map<std::string, std::vector<std::pair<double, double>>> ops;
+  // Collectives as nccl-tests reports them: per kind and group size, bus bandwidth (bytes/s) by whole-buffer bytes,
+  // sorted; `collectives_source` says whether measured here or taken from published figures (and which).
+  std::map<std::string, std::map<int, std::vector<std::pair<double, double>>>> collectives;
+  std::string collectives_source;
+  double collective_latency_s = 0;  // added to every collective
+  double d2h_bytes_per_s = 0, h2d_bytes_per_s = 0;  // pinned memory, one direction at a time
+  double cpu_adamw_elements_per_s = 0;              // cpu::adamw_step_f32 on cpu_threads threads
+  int cpu_threads = 0;
+  double sync_s = 0;  // a host round trip: a read-back of a device scalar behind an idle stream
+  // Device memory outside the engine's allocator on one GPU, measured: the CUDA context, the cuBLASLt and cuDNN
+  // handles, and what running every kernel adds (lazily loaded modules, cuDNN's plans).
+  std::int64_t context_bytes = 0, library_bytes = 0, kernel_bytes = 0;
+};
+
+// Reads calibration JSON (qwen3-calibrate's output). Throws UsageError naming the file and the problem.
+Calibration load_calibration(const std::string& path);
+std::string calibration_json(const Calibration& c);
+// calibration/<kind>.json beside the executables (build/bin/calibration, copied from the source tree), or nothing.
+std::optional<std::string> find_calibration(const std::string& kind);
+
+// Prices operations from a calibration: interpolates each kernel between its measured token counts (log-log;
+// beyond the last: linear in tokens, quadratic for attention), collectives by bus bandwidth, host work by rate.
+// Operations the calibration lacks are priced 0 and listed in missing().
+class CalibrationPricer : public OpPricer {
+ public:
+  // cores_per_rank: the threads the host optimizer gets in the run (the CPU's AdamW rate scales with it).
+  CalibrationPricer(const Calibration& c, int cores_per_rank);
+  double compute(const OpShape& op) override;
+  double collective(const CollOp& op) override;
+  double host(HostKind kind, double amount) override;
+  double sync() override { return c_.sync_s; }
+  const std::set<std::string>& missing() const { return missing_; }
+
+ private:
+  const Calibration& c_;
+  double cpu_scale_;
+  std::set<std::string> missing_;
+};
+
+// Records the operations a layout runs (every kernel key with its token counts, every collective kind and group),
+// pricing nothing: qwen3-calibrate's list of what to measure.
+class RecordingPricer : public OpPricer {
+ public:
+  double compute(const OpShape& op) override;
+  double collective(const CollOp& op) override;
+  double host(HostKind, double) override { return 0; }
+  double sync() override { return 0; }
+  // key → (a representative shape, token counts)
+  std::map<std::string, std::pair<OpShape, std::set<std::int64_t>>> ops;
+  std::set<std::pair<std::string, int>> collectives;
+};
+
+// The prediction for a layout: step time, tokens per second over all GPUs, MFU, and the step's parts.
+struct StepPrediction {
+  StepTime time;
+  double tokens_per_s = 0, mfu = 0;
+  std::vector<std::string> missing;  // operations the calibration lacks (the prediction then undercounts)
+};
+// global tokens per step = micro_batch × micro_batches × dp × seq_len; world = tp × pp × cp × dp GPUs.
+StepPrediction predict_step(const MemoryPlanInput& in, const Calibration& c, int cores_per_rank);
+
+// Device bytes a rank needs beyond the engine's allocator: the calibration's measured context, libraries and
+// kernels, plus NCCL's buffers for each communicator the layout creates (estimated from NCCL's default sizes:
+// nccl_communicator_bytes). Without a calibration: empty (the planner's flat kRuntimeReserveBytes).
+std::vector<MemoryItem> runtime_reserve(const MemoryPlanInput& in, const Calibration* c);
+// The GPU kind of known_gpus() whose memory is exactly device_bytes (what CUDA reports), or "".
+std::string gpu_kind_of(std::int64_t device_bytes);
+
+}  // namespace qwen3

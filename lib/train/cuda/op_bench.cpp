@@ -1,0 +1,343 @@
+// qwen3-calibrate's measurements on one GPU (see op_bench.h).
+#include "train/cuda/op_bench.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <vector>
+
+#include "core/error.h"
+#include "cuda/check.h"
+#include "cuda/gemm.h"
+#include "ops/cpu/adamw.h"
+#include "ops/cuda/cross_entropy.h"
+#include "ops/cuda/elementwise.h"
+#include "ops/cuda/init.h"
+#include "ops/cuda/optimizer.h"
+#include "ops/cuda/qk_norm_rope.h"
+#include "ops/cuda/rmsnorm.h"
+#include "train/buffer_table.h"
+#ifdef QWEN3_HAVE_CUDNN
+#include "cuda/cudnn_attention.h"
+#endif
+
+namespace qwen3::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+// One device buffer, freed at scope exit.
+class Buffer {
+ public:
+  explicit Buffer(std::size_t bytes) { CUDA_CHECK(cudaMalloc(&p_, std::max<std::size_t>(bytes, 256))); }
+  ~Buffer() { cudaFree(p_); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  template <class T>
+  T* as() const { return static_cast<T*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+};
+
+// Normal values (std) in a float buffer, then as bf16 when asked: operands like a model's, not zeros (which run
+// faster on these GPUs than real data).
+void fill_f32(float* p, std::int64_t n, double std, cudaStream_t s) { init_normal_block(p, 1, n, 0, 0, n, 12345, std, s); }
+void fill_bf16(bf16* p, std::int64_t n, double std, cudaStream_t s) {
+  constexpr std::int64_t kPiece = 1ll << 26;
+  Buffer tmp(static_cast<std::size_t>(std::min(n, kPiece)) * sizeof(float));
+  for (std::int64_t b = 0; b < n; b += kPiece) {
+    const std::int64_t k = std::min(kPiece, n - b);
+    init_normal_block(tmp.as<float>(), 1, k, 0, b, n, 777, std, s);
+    cast_f32_to_bf16(tmp.as<float>(), p + b, k, s);
+  }
+}
+
+// Token ids in [0, vocab) (a fixed pattern that touches many rows).
+void fill_ids(std::int32_t* p, std::int64_t n, std::int64_t vocab, cudaStream_t s) {
+  std::vector<std::int32_t> h(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) h[static_cast<std::size_t>(i)] = static_cast<std::int32_t>((i * 7919 + 13) % vocab);
+  CUDA_CHECK(cudaMemcpyAsync(p, h.data(), h.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+// Seconds per call: one call to warm up (autotuning, plans, lazy module loading), one timed to size the run, then
+// back-to-back calls for at least ~20 ms (3 to 200 of them) between two events.
+double time_calls(const std::function<void()>& call, cudaStream_t s) {
+  cudaEvent_t a, b;
+  CUDA_CHECK(cudaEventCreate(&a));
+  CUDA_CHECK(cudaEventCreate(&b));
+  call();
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  auto timed = [&](int n) {
+    CUDA_CHECK(cudaEventRecord(a, s));
+    for (int i = 0; i < n; ++i) call();
+    CUDA_CHECK(cudaEventRecord(b, s));
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    return ms / 1e3 / n;
+  };
+  const double one = timed(1);
+  const int n = static_cast<int>(std::clamp(0.02 / std::max(one, 1e-7), 3.0, 200.0));
+  const double t = timed(n);
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return t;
+}
+
+}  // namespace
+
+struct OpBench::Impl {
+  cudaStream_t stream = nullptr;
+  Buffer workspace{static_cast<std::size_t>(kGemmWorkspaceBytes)};
+  Gemm gemm{workspace.as<void>(), static_cast<std::size_t>(kGemmWorkspaceBytes)};
+#ifdef QWEN3_HAVE_CUDNN
+  CudnnAttention attention;
+#endif
+  Impl() { CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)); }
+  ~Impl() { cudaStreamDestroy(stream); }
+
+  double gemm_op(const OpShape& op) {
+    const std::int64_t T = op.tokens, in = op.dims[0], out = op.dims[1];
+    const cudaStream_t s = stream;
+    Buffer w(static_cast<std::size_t>(out * in) * 2);
+    fill_bf16(w.as<bf16>(), out * in, 0.02, s);
+    switch (op.kind) {
+      case OpKind::gemm_fwd: {
+        Buffer x(static_cast<std::size_t>(T * in) * 2), y(static_cast<std::size_t>(T * out) * 2);
+        fill_bf16(x.as<bf16>(), T * in, 1.0, s);
+        return time_calls([&] { gemm.forward(x.as<bf16>(), w.as<bf16>(), y.as<bf16>(), nullptr, T, in, out, s); }, s);
+      }
+      case OpKind::gemm_dgrad_f32: {
+        Buffer dy(static_cast<std::size_t>(T * out) * 2), dx(static_cast<std::size_t>(T * in) * 4);
+        fill_bf16(dy.as<bf16>(), T * out, 1.0, s);
+        return time_calls([&] { gemm.backward_data(dy.as<bf16>(), w.as<bf16>(), dx.as<float>(), T, in, out, false, s); }, s);
+      }
+      case OpKind::gemm_dgrad_bf16: {
+        Buffer dy(static_cast<std::size_t>(T * out) * 2), dx(static_cast<std::size_t>(T * in) * 2);
+        fill_bf16(dy.as<bf16>(), T * out, 1.0, s);
+        return time_calls([&] { gemm.backward_data(dy.as<bf16>(), w.as<bf16>(), dx.as<bf16>(), T, in, out, s); }, s);
+      }
+      default: {  // gemm_wgrad
+        Buffer dy(static_cast<std::size_t>(T * out) * 2), x(static_cast<std::size_t>(T * in) * 2),
+            dw(static_cast<std::size_t>(out * in) * 4);
+        fill_bf16(dy.as<bf16>(), T * out, 1.0, s);
+        fill_bf16(x.as<bf16>(), T * in, 1.0, s);
+        CUDA_CHECK(cudaMemsetAsync(dw.as<void>(), 0, static_cast<std::size_t>(out * in) * 4, s));
+        return time_calls([&] { gemm.backward_weight(dy.as<bf16>(), x.as<bf16>(), dw.as<float>(), T, in, out, true, s); }, s);
+      }
+    }
+  }
+
+  // One sequence's attention as the engine calls it: q, k, v side by side in the fused projection buffer.
+  double attention_op(const OpShape& op) {
+#ifdef QWEN3_HAVE_CUDNN
+    const std::int64_t S = op.tokens, h = op.dims[0], kvh = op.dims[1], D = op.dims[2];
+    const std::int64_t qd = h * D, kvd = kvh * D, qkv = qd + 2 * kvd;
+    const SdpaShape shape{1, S, h, kvh, D, qkv, qkv, qkv, qd};
+    const cudaStream_t s = stream;
+    Buffer x(static_cast<std::size_t>(S * qkv) * 2), o(static_cast<std::size_t>(S * qd) * 2),
+        lse(static_cast<std::size_t>(h * S) * 4), ws(attention.workspace_bytes(shape));
+    fill_bf16(x.as<bf16>(), S * qkv, 1.0, s);
+    bf16* q = x.as<bf16>();
+    if (op.kind == OpKind::attention_fwd)
+      return time_calls([&] { attention.forward(q, q + qd, q + qd + kvd, o.as<bf16>(), lse.as<float>(), shape, ws.as<void>(), s); }, s);
+    Buffer dout(static_cast<std::size_t>(S * qd) * 2), dx(static_cast<std::size_t>(S * qkv) * 2);
+    fill_bf16(dout.as<bf16>(), S * qd, 1.0, s);
+    attention.forward(q, q + qd, q + qd + kvd, o.as<bf16>(), lse.as<float>(), shape, ws.as<void>(), s);
+    bf16* d = dx.as<bf16>();
+    return time_calls([&] {
+      attention.backward(q, q + qd, q + qd + kvd, o.as<bf16>(), dout.as<bf16>(), lse.as<float>(), d, d + qd,
+                         d + qd + kvd, shape, ws.as<void>(), s);
+    }, s);
+#else
+    throw InternalError("qwen3-calibrate: built without cuDNN, whose attention the engine runs");
+#endif
+  }
+
+  double elementwise_op(const OpShape& op) {
+    const std::int64_t T = op.tokens, W = op.dims[0];
+    const cudaStream_t s = stream;
+    switch (op.kind) {
+      case OpKind::rmsnorm_fwd: {
+        Buffer x(static_cast<std::size_t>(T * W) * 2), w(static_cast<std::size_t>(W) * 2),
+            y(static_cast<std::size_t>(T * W) * 2), r(static_cast<std::size_t>(T) * 4);
+        fill_bf16(x.as<bf16>(), T * W, 1.0, s);
+        fill_bf16(w.as<bf16>(), W, 1.0, s);
+        return time_calls([&] { rmsnorm_forward(x.as<bf16>(), w.as<bf16>(), y.as<bf16>(), r.as<float>(), T, W, 1e-6f, s); }, s);
+      }
+      case OpKind::rmsnorm_bwd: {
+        Buffer x(static_cast<std::size_t>(T * W) * 2), w(static_cast<std::size_t>(W) * 2), r(static_cast<std::size_t>(T) * 4),
+            dy(static_cast<std::size_t>(T * W) * 4), dx(static_cast<std::size_t>(T * W) * 4), dw(static_cast<std::size_t>(W) * 4),
+            dxb(static_cast<std::size_t>(T * W) * 2);
+        fill_bf16(x.as<bf16>(), T * W, 1.0, s);
+        fill_bf16(w.as<bf16>(), W, 1.0, s);
+        fill_f32(r.as<float>(), T, 1.0, s);
+        fill_f32(dy.as<float>(), T * W, 1.0, s);
+        return time_calls([&] {
+          rmsnorm_backward(x.as<bf16>(), w.as<bf16>(), r.as<float>(), dy.as<float>(), dx.as<float>(), dw.as<float>(), T,
+                           W, true, s, dxb.as<bf16>());
+        }, s);
+      }
+      case OpKind::qk_norm_rope_fwd:
+      case OpKind::qk_norm_rope_bwd: {
+        const std::int64_t heads = op.dims[0], D = op.dims[1], n = T * heads * D;
+        Buffer x(static_cast<std::size_t>(n) * 2), w(static_cast<std::size_t>(D) * 2), y(static_cast<std::size_t>(n) * 2),
+            r(static_cast<std::size_t>(T * heads) * 4), cs(static_cast<std::size_t>(T * D) * 4), dw(static_cast<std::size_t>(D) * 4);
+        fill_bf16(x.as<bf16>(), n, 1.0, s);
+        fill_bf16(w.as<bf16>(), D, 1.0, s);
+        fill_f32(cs.as<float>(), T * D, 0.5, s);
+        fill_f32(r.as<float>(), T * heads, 1.0, s);
+        const QkShape q{1, T, heads, D, 1e6f, 1e-6f, heads * D, cs.as<float>(), cs.as<float>() + T * D / 2};
+        if (op.kind == OpKind::qk_norm_rope_fwd)
+          return time_calls([&] { qk_norm_rope_forward(x.as<bf16>(), w.as<bf16>(), y.as<bf16>(), r.as<float>(), q, s); }, s);
+        Buffer dx(static_cast<std::size_t>(n) * 2);
+        return time_calls([&] {
+          qk_norm_rope_backward(x.as<bf16>(), w.as<bf16>(), r.as<float>(), y.as<bf16>(), dx.as<bf16>(), dw.as<float>(), q, s);
+        }, s);
+      }
+      case OpKind::swiglu_fwd:
+      case OpKind::swiglu_bwd: {
+        Buffer gu(static_cast<std::size_t>(T * 2 * W) * 2), a(static_cast<std::size_t>(T * W) * 2);
+        fill_bf16(gu.as<bf16>(), T * 2 * W, 1.0, s);
+        if (op.kind == OpKind::swiglu_fwd)
+          return time_calls([&] { swiglu_forward(gu.as<bf16>(), a.as<bf16>(), T, W, s); }, s);
+        Buffer da(static_cast<std::size_t>(T * W) * 2), dgu(static_cast<std::size_t>(T * 2 * W) * 2);
+        fill_bf16(da.as<bf16>(), T * W, 1.0, s);
+        return time_calls([&] { swiglu_backward(gu.as<bf16>(), da.as<bf16>(), dgu.as<bf16>(), T, W, s, a.as<bf16>()); }, s);
+      }
+      case OpKind::add_bf16: {
+        Buffer a(static_cast<std::size_t>(T * W) * 2), b(static_cast<std::size_t>(T * W) * 2), c(static_cast<std::size_t>(T * W) * 2);
+        fill_bf16(a.as<bf16>(), T * W, 1.0, s);
+        fill_bf16(b.as<bf16>(), T * W, 1.0, s);
+        return time_calls([&] { add(a.as<bf16>(), b.as<bf16>(), c.as<bf16>(), T * W, s); }, s);
+      }
+      case OpKind::cast_f32_bf16: {
+        Buffer a(static_cast<std::size_t>(T * W) * 4), b(static_cast<std::size_t>(T * W) * 2);
+        fill_f32(a.as<float>(), T * W, 1.0, s);
+        return time_calls([&] { cast_f32_to_bf16(a.as<float>(), b.as<bf16>(), T * W, s); }, s);
+      }
+      case OpKind::embedding_fwd:
+      case OpKind::embedding_bwd: {
+        const std::int64_t V = op.dims[1];
+        Buffer ids(static_cast<std::size_t>(T) * 4);
+        fill_ids(ids.as<std::int32_t>(), T, V, s);
+        if (op.kind == OpKind::embedding_fwd) {
+          Buffer table(static_cast<std::size_t>(V * W) * 2), x(static_cast<std::size_t>(T * W) * 2);
+          fill_bf16(table.as<bf16>(), V * W, 0.02, s);
+          return time_calls([&] { embedding_forward(ids.as<std::int32_t>(), table.as<bf16>(), x.as<bf16>(), T, W, s); }, s);
+        }
+        Buffer dtable(static_cast<std::size_t>(V * W) * 4), dx(static_cast<std::size_t>(T * W) * 4);
+        fill_f32(dx.as<float>(), T * W, 1.0, s);
+        CUDA_CHECK(cudaMemsetAsync(dtable.as<void>(), 0, static_cast<std::size_t>(V * W) * 4, s));
+        return time_calls([&] { embedding_backward(ids.as<std::int32_t>(), dx.as<float>(), dtable.as<float>(), T, W, s); }, s);
+      }
+      case OpKind::cross_entropy: {
+        Buffer logits(static_cast<std::size_t>(T * W) * 2), labels(static_cast<std::size_t>(T) * 4),
+            loss(static_cast<std::size_t>(T) * 4);
+        fill_bf16(logits.as<bf16>(), T * W, 1.0, s);
+        fill_ids(labels.as<std::int32_t>(), T, W, s);
+        // Each call overwrites the logits with their gradient (as the engine does): later calls read gradients, the
+        // same amount of work.
+        return time_calls([&] { cross_entropy_forward_backward(logits.as<bf16>(), labels.as<std::int32_t>(), loss.as<float>(), T, W, 1.0f, s); }, s);
+      }
+      case OpKind::adamw: {
+        const std::int64_t n = T;
+        Buffer w(static_cast<std::size_t>(n) * 4), m(static_cast<std::size_t>(n) * 4), v(static_cast<std::size_t>(n) * 4),
+            g(static_cast<std::size_t>(n) * 4), wb(static_cast<std::size_t>(n) * 2);
+        for (float* p : {w.as<float>(), m.as<float>(), g.as<float>()}) fill_f32(p, n, 0.02, s);
+        fill(v.as<float>(), n, 1e-4f, s);
+        const auto chunks = make_adamw_chunks({{0, n, 1}});
+        Buffer dc(chunks.size() * sizeof(AdamWChunk));
+        CUDA_CHECK(cudaMemcpyAsync(dc.as<void>(), chunks.data(), chunks.size() * sizeof(AdamWChunk), cudaMemcpyHostToDevice, s));
+        const AdamWArgs a{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f, 1.0f};
+        return time_calls([&] {
+          adamw_step(w.as<float>(), m.as<float>(), v.as<float>(), g.as<float>(), wb.as<bf16>(), dc.as<AdamWChunk>(),
+                     static_cast<int>(chunks.size()), a, s);
+        }, s);
+      }
+      case OpKind::sum_squares: {
+        Buffer x(static_cast<std::size_t>(T) * 4), partial(kNormBlocks * sizeof(double)), out(sizeof(double));
+        fill_f32(x.as<float>(), T, 1.0, s);
+        return time_calls([&] { sum_squares(x.as<float>(), T, partial.as<double>(), out.as<double>(), s); }, s);
+      }
+      default:
+        throw InternalError(std::string("qwen3-calibrate: no measurement for ") + op_kind_name(op.kind));
+    }
+  }
+};
+
+OpBench::OpBench() : impl_(std::make_unique<Impl>()) {}
+OpBench::~OpBench() = default;
+
+double OpBench::time(const OpShape& op) {
+  if (is_gemm(op.kind)) return impl_->gemm_op(op);
+  if (is_attention(op.kind)) return impl_->attention_op(op);
+  return impl_->elementwise_op(op);
+}
+
+std::int64_t device_used_bytes() {
+  std::size_t free = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return static_cast<std::int64_t>(total - free);
+}
+
+void measure_host(Calibration& c, int threads) {
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  // Pinned copies of 256 MiB, each way: the best of five.
+  constexpr std::size_t kBytes = 256u << 20;
+  void* host = nullptr;
+  CUDA_CHECK(cudaMallocHost(&host, kBytes));
+  {
+    Buffer dev(kBytes);
+    auto rate = [&](cudaMemcpyKind kind) {
+      double best = 0;
+      for (int i = 0; i < 5; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        if (kind == cudaMemcpyHostToDevice) CUDA_CHECK(cudaMemcpyAsync(dev.as<void>(), host, kBytes, kind, s));
+        else CUDA_CHECK(cudaMemcpyAsync(host, dev.as<void>(), kBytes, kind, s));
+        CUDA_CHECK(cudaStreamSynchronize(s));
+        best = std::max(best, kBytes / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      return best;
+    };
+    c.h2d_bytes_per_s = rate(cudaMemcpyHostToDevice);
+    c.d2h_bytes_per_s = rate(cudaMemcpyDeviceToHost);
+    // A host round trip as the engine makes one per micro-batch (read_scalar): a scalar copied back behind the
+    // stream's work, waited for. The median of 200.
+    std::vector<double> trips;
+    for (int i = 0; i < 200; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      CUDA_CHECK(cudaMemcpyAsync(host, dev.as<void>(), sizeof(double), cudaMemcpyDeviceToHost, s));
+      CUDA_CHECK(cudaStreamSynchronize(s));
+      trips.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::nth_element(trips.begin(), trips.begin() + 100, trips.end());
+    c.sync_s = trips[100];
+  }
+  CUDA_CHECK(cudaFreeHost(host));
+  cudaStreamDestroy(s);
+  // The CPU's AdamW as the host optimizer runs it: pieces of kHostAdamWPieceElements on `threads` threads.
+  constexpr std::int64_t kN = 1ll << 26;
+  std::vector<float> w(kN, 0.01f), m(kN, 0.001f), v(kN, 1e-6f), g(kN, 0.01f);
+  std::vector<std::uint16_t> wb(kN);
+  omp_set_num_threads(threads);
+  const cpu::AdamWStep a{1e-4, 0.9, 0.95, 1e-8, 0.1, 10, 1.0};
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::int64_t b = 0; b < kN; b += kHostAdamWPieceElements)
+      cpu::adamw_step_f32(w.data() + b, m.data() + b, v.data() + b, g.data() + b, wb.data() + b,
+                          std::min(kHostAdamWPieceElements, kN - b), a);
+    best = std::max(best, kN / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  c.cpu_adamw_elements_per_s = best;
+  c.cpu_threads = threads;
+}
+
+}  // namespace qwen3::cuda

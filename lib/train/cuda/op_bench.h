@@ -1,0 +1,39 @@
+// qwen3-calibrate's measurements on one GPU (train/calibration.h): each kernel of the step's inventory
+// (train/step_model.h) run alone through the engine's own code (cuBLASLt GEMMs with the engine's autotuning, cuDNN
+// attention, the ops/cuda kernels) and timed with CUDA events over back-to-back calls after a warm-up, so that a
+// kernel bound by its launch shows its launch rate; pinned host↔device copies; the CPU's AdamW on the host's threads;
+// a host round trip; and the device memory the CUDA context, the libraries and the loaded kernels hold.
+#pragma once
+#include <cstdint>
+#include <memory>
+
+#include "train/calibration.h"
+#include "train/step_model.h"
+
+namespace qwen3::cuda {
+
+// Elements adamw and sum_squares are timed at (their time is linear in the elements beyond it).
+inline constexpr std::int64_t kCalibrationOptimizerElements = 1ll << 26;
+
+class OpBench {
+ public:
+  OpBench();  // on the current device: the GEMM workspace and handle, the cuDNN handle
+  ~OpBench();
+  OpBench(const OpBench&) = delete;
+  OpBench& operator=(const OpBench&) = delete;
+  // Seconds per call of op (one sequence for attention). Throws InternalError when the engine has no such kernel here
+  // (attention without cuDNN).
+  double time(const OpShape& op);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Device bytes in use (cudaMemGetInfo: total − free, every process on the device, as nvidia-smi counts it).
+std::int64_t device_used_bytes();
+
+// Fills c's host figures: pinned copies both ways, the CPU's AdamW (threads: OpenMP's), a host round trip.
+void measure_host(Calibration& c, int threads);
+
+}  // namespace qwen3::cuda

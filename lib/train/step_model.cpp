@@ -1,0 +1,285 @@
+// One step of the CUDA engine on one rank as priced operations (see step_model.h).
+#include "train/step_model.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "core/error.h"
+#include "model/pipeline_split.h"
+#include "model/sequence_layout.h"
+#include "model/tensor_parallel.h"
+#include "train/buffer_table.h"
+
+namespace qwen3 {
+
+const char* op_kind_name(OpKind k) {
+  switch (k) {
+    case OpKind::gemm_fwd: return "gemm_fwd";
+    case OpKind::gemm_dgrad_f32: return "gemm_dgrad_f32";
+    case OpKind::gemm_dgrad_bf16: return "gemm_dgrad_bf16";
+    case OpKind::gemm_wgrad: return "gemm_wgrad";
+    case OpKind::attention_fwd: return "attention_fwd";
+    case OpKind::attention_bwd: return "attention_bwd";
+    case OpKind::rmsnorm_fwd: return "rmsnorm_fwd";
+    case OpKind::rmsnorm_bwd: return "rmsnorm_bwd";
+    case OpKind::qk_norm_rope_fwd: return "qk_norm_rope_fwd";
+    case OpKind::qk_norm_rope_bwd: return "qk_norm_rope_bwd";
+    case OpKind::swiglu_fwd: return "swiglu_fwd";
+    case OpKind::swiglu_bwd: return "swiglu_bwd";
+    case OpKind::add_bf16: return "add_bf16";
+    case OpKind::embedding_fwd: return "embedding_fwd";
+    case OpKind::embedding_bwd: return "embedding_bwd";
+    case OpKind::cross_entropy: return "cross_entropy";
+    case OpKind::cast_f32_bf16: return "cast_f32_bf16";
+    case OpKind::adamw: return "adamw";
+    case OpKind::sum_squares: return "sum_squares";
+  }
+  return "?";
+}
+
+bool is_gemm(OpKind k) {
+  return k == OpKind::gemm_fwd || k == OpKind::gemm_dgrad_f32 || k == OpKind::gemm_dgrad_bf16 || k == OpKind::gemm_wgrad;
+}
+bool is_attention(OpKind k) { return k == OpKind::attention_fwd || k == OpKind::attention_bwd; }
+
+std::string OpShape::key() const {
+  const auto d = [&](int i) { return static_cast<long long>(dims[static_cast<std::size_t>(i)]); };
+  char s[96];
+  if (is_gemm(kind) || kind == OpKind::qk_norm_rope_fwd || kind == OpKind::qk_norm_rope_bwd)
+    std::snprintf(s, sizeof s, "%s %lldx%lld", op_kind_name(kind), d(0), d(1));
+  else if (is_attention(kind))
+    std::snprintf(s, sizeof s, "%s %lld/%lld/%lld", op_kind_name(kind), d(0), d(1), d(2));
+  else if (kind == OpKind::adamw || kind == OpKind::sum_squares)
+    std::snprintf(s, sizeof s, "%s", op_kind_name(kind));
+  else
+    std::snprintf(s, sizeof s, "%s %lld", op_kind_name(kind), d(0));
+  return s;
+}
+
+const char* coll_kind_name(CollKind k) {
+  switch (k) {
+    case CollKind::all_gather: return "all_gather";
+    case CollKind::reduce_scatter: return "reduce_scatter";
+    case CollKind::all_reduce: return "all_reduce";
+    case CollKind::send_recv: return "send_recv";
+  }
+  return "?";
+}
+
+namespace {
+
+// One micro-batch's passes on one pipeline stage's rank, priced: the engine's blocks in the engine's order.
+class StageWalk {
+ public:
+  StageWalk(const MemoryPlanInput& in, const StageRange& stage, OpPricer& p)
+      : in_(in), c_(in.model), stage_(stage), p_(p), tp_(tp_dims(in.model, 0, in.tp)) {
+    cp_ = std::max(1, in.cp);
+    B_ = in.micro_batch, S_ = in.seq_len;
+    T_ = B_ * S_ / cp_, Tl_ = T_ / in.tp;  // rows of the GEMMs, rows of the residual stream (sequence parallel)
+    H_ = c_.hidden_size;
+    qkv_ = tp_.q_dim + 2 * tp_.kv_dim;
+  }
+
+  // Forward of one micro-batch: embedding (first stage), layers, head with the loss and its backward (last stage).
+  double forward() {
+    double t = stage_.first ? embed_forward() : 0.0;
+    for (std::int64_t l = 0; l < stage_.layers(); ++l) t += layer_forward() + offload_exposed(l, HostKind::copy_d2h);
+    return t + (stage_.last ? head() : 0.0);
+  }
+
+  // Backward of one micro-batch, recomputation included (also added to `recompute`).
+  double backward(double& recompute) {
+    double t = stage_.last ? 0.0 : op(OpKind::cast_f32_bf16, Tl_, {H_});  // the received gradient's bf16 copy
+    if (in_.tp > 1) t += ag(Tl_ * H_ * 2);  // the last block's output gradient, gathered
+    for (std::int64_t l = stage_.layers() - 1; l >= 0; --l) {
+      double r = 0;
+      if (in_.recompute.full(l)) r = layer_forward();
+      else if (in_.recompute.selective(l)) r = selective();
+      recompute += r;
+      t += r + layer_backward(l > 0) + offload_exposed(l, HostKind::copy_h2d);
+    }
+    return t + (stage_.first ? embed_backward() : 0.0);
+  }
+
+  double exposed_comm() const { return exposed_comm_; }
+
+ private:
+  double op(OpKind k, std::int64_t tokens, std::array<std::int64_t, 3> dims) { return p_.compute({k, tokens, dims}); }
+  double gemm(OpKind k, std::int64_t tokens, std::int64_t in, std::int64_t out) { return op(k, tokens, {in, out, 0}); }
+  double coll(CollKind k, std::int64_t bytes, int group, bool exposed = true) {
+    const double t = p_.collective({k, bytes, group});
+    if (exposed) exposed_comm_ += t;
+    return t;
+  }
+  // Sequence parallelism: all-gather of [Tl, ·] pieces (bytes of one piece), reduce-scatter of a whole [T, ·] buffer.
+  double ag(std::int64_t piece_bytes, bool exposed = true) {
+    return coll(CollKind::all_gather, piece_bytes * in_.tp, in_.tp, exposed);
+  }
+  double rs(std::int64_t whole_bytes, bool exposed = true) {
+    return coll(CollKind::reduce_scatter, whole_bytes, in_.tp, exposed);
+  }
+
+  double norm_gathered() { return op(OpKind::rmsnorm_fwd, Tl_, {H_}) + (in_.tp > 1 ? ag(Tl_ * H_ * 2) : 0.0); }
+  double row_parallel(std::int64_t k) {
+    const double t = gemm(OpKind::gemm_fwd, T_, k, H_);
+    return in_.tp == 1 ? t : t + rs(T_ * H_ * 2) + op(OpKind::add_bf16, Tl_, {H_});
+  }
+  // The micro-batch's sequences; context parallelism: a rank's share of the causal work (two balanced chunks, priced as
+  // 1/cp of the whole sequence's attention) after gathering every rank's keys and values (and, backward, their
+  // gradients reduce-scattered back).
+  double attention(OpKind k) {
+    const double whole = static_cast<double>(B_) * op(k, S_, {tp_.heads, tp_.kv_heads, c_.head_dim});
+    if (cp_ == 1) return whole;
+    const std::int64_t kv_bytes = T_ * 2 * tp_.kv_dim * 2 * cp_;
+    double t = whole / cp_ + coll(CollKind::all_gather, kv_bytes, cp_);
+    if (k == OpKind::attention_bwd) t += coll(CollKind::reduce_scatter, kv_bytes, cp_);
+    return t;
+  }
+  double qk_norm_rope(OpKind k) {
+    return op(k, T_, {tp_.heads, c_.head_dim}) + op(k, T_, {tp_.kv_heads, c_.head_dim});
+  }
+  double layer_forward() {
+    double t = norm_gathered() + gemm(OpKind::gemm_fwd, T_, H_, qkv_) + qk_norm_rope(OpKind::qk_norm_rope_fwd);
+    t += attention(OpKind::attention_fwd) + row_parallel(tp_.q_dim);
+    t += norm_gathered() + gemm(OpKind::gemm_fwd, T_, H_, 2 * tp_.inter) + op(OpKind::swiglu_fwd, T_, {tp_.inter});
+    return t + row_parallel(tp_.inter);
+  }
+  double selective() { return norm_gathered() + qk_norm_rope(OpKind::qk_norm_rope_fwd) + norm_gathered(); }
+  // The weight gradients; with tensor parallelism, beside them on the comm stream, the input gradient's
+  // reduce-scatter, the norm's backward and the next block's all-gather (sequence_parallel.cpp block_tail).
+  double block_tail(double wgrads, bool more) {
+    const double norm = op(OpKind::rmsnorm_bwd, Tl_, {H_});
+    if (in_.tp == 1) return wgrads + norm;
+    const double side = rs(T_ * H_ * 4, false) + norm + (more ? ag(Tl_ * H_ * 2, false) : 0.0);
+    exposed_comm_ += std::max(0.0, side - wgrads);
+    return std::max(wgrads, side);
+  }
+  double layer_backward(bool more) {
+    const std::int64_t I = tp_.inter;
+    double t = gemm(OpKind::gemm_dgrad_bf16, T_, I, H_) + op(OpKind::swiglu_bwd, T_, {I}) +
+               gemm(OpKind::gemm_dgrad_f32, T_, H_, 2 * I);
+    t += block_tail(gemm(OpKind::gemm_wgrad, T_, I, H_) + gemm(OpKind::gemm_wgrad, T_, H_, 2 * I), true);
+    t += gemm(OpKind::gemm_dgrad_bf16, T_, tp_.q_dim, H_) + attention(OpKind::attention_bwd);
+    t += qk_norm_rope(OpKind::qk_norm_rope_bwd) + gemm(OpKind::gemm_dgrad_f32, T_, H_, qkv_);
+    return t + block_tail(gemm(OpKind::gemm_wgrad, T_, tp_.q_dim, H_) + gemm(OpKind::gemm_wgrad, T_, H_, qkv_), more);
+  }
+  double embed_forward() {
+    const double t = op(OpKind::embedding_fwd, T_, {H_, tp_.vocab});
+    return in_.tp == 1 ? t : t + rs(T_ * H_ * 2);
+  }
+  double embed_backward() {
+    const double t = op(OpKind::embedding_bwd, T_, {H_, tp_.vocab});
+    return in_.tp == 1 ? t : t + coll(CollKind::all_gather, T_ * H_ * 4, in_.tp);
+  }
+  // Final norm; the output projection and the loss in chunks of tokens, forward and backward; the loss read back; the
+  // final norm's backward (lm_head.cpp).
+  double head() {
+    double t = norm_gathered();
+    const std::int64_t chunk = logit_chunk_tokens(T_, tp_.vocab);
+    for (std::int64_t t0 = 0; t0 < T_; t0 += chunk) {
+      const std::int64_t tc = std::min(chunk, T_ - t0);
+      t += gemm(OpKind::gemm_fwd, tc, H_, tp_.vocab) + op(OpKind::cross_entropy, tc, {tp_.vocab});
+      if (in_.tp > 1)  // row max, sum of exponentials, target logit
+        for (int i = 0; i < 3; ++i) t += coll(CollKind::all_reduce, tc * 4, in_.tp);
+      t += gemm(OpKind::gemm_dgrad_f32, tc, H_, tp_.vocab) + gemm(OpKind::gemm_wgrad, tc, H_, tp_.vocab);
+    }
+    t += p_.sync();
+    if (in_.tp > 1) t += rs(T_ * H_ * 4);
+    return t + op(OpKind::rmsnorm_bwd, Tl_, {H_});
+  }
+  // An offloaded layer input is copied out during the forward and back during the backward on a side stream; only
+  // what the copy takes beyond the layer's forward compute shows.
+  double offload_exposed(std::int64_t l, HostKind direction) {
+    if (!in_.recompute.offloaded(l)) return 0;
+    const double copy = p_.host(direction, static_cast<double>(Tl_ * H_ * 2));
+    const double saved = exposed_comm_;
+    const double compute = layer_forward();
+    exposed_comm_ = saved;
+    return std::max(0.0, copy - compute);
+  }
+
+  const MemoryPlanInput& in_;
+  const ModelConfig& c_;
+  StageRange stage_;
+  OpPricer& p_;
+  TpDims tp_;
+  int cp_ = 1;
+  std::int64_t B_ = 1, S_ = 0, T_ = 0, Tl_ = 0, H_ = 0, qkv_ = 0;
+  double exposed_comm_ = 0;
+};
+
+// Parameters of one stage's rank: its layers', embedding's and head's, this tensor-parallel rank's share.
+std::int64_t stage_rank_parameters(const ModelConfig& c, const StageRange& s, int tp) {
+  const std::int64_t H = c.hidden_size, I = c.intermediate_size;
+  const std::int64_t layer = H * c.q_dim() + 2 * H * c.kv_dim() + c.q_dim() * H + 3 * H * I + 2 * H + 2 * c.head_dim;
+  std::int64_t n = s.layers() * layer;
+  if (s.first) n += c.vocab_size * H;
+  if (s.last) n += H + ((!c.tie_word_embeddings || !s.first) ? c.vocab_size * H : 0);
+  return n / tp;
+}
+
+// After the last micro-batch: the gradients' reduction (main stream), the gradient norm (read back), then AdamW on a
+// side stream — the device's part and the host's (gradients down in fp32, the CPU's AdamW, bf16 weights up, pipelined
+// piece by piece) — which the next forward waits for segment by segment: first the device's, then (the window's
+// tail) the host's. Returns {exposed reduction, exposed optimizer}.
+std::pair<double, double> after_backward(const MemoryPlanInput& in, const StageRange& range, double forward,
+                                         OpPricer& p) {
+  const int cp = std::max(1, in.cp);
+  const std::int64_t params = stage_rank_parameters(in.model, range, in.tp);
+  const int shards = in.shard_optimizer ? in.dp * cp : 1;
+  const std::int64_t own = (params + shards - 1) / shards;
+  double reduce = 0, gather = 0;
+  if (shards > 1) {  // the distributed optimizer: gradients reduce-scattered; bf16 weights gathered on the side stream
+    reduce = p.collective({CollKind::reduce_scatter, params * 4, shards});
+    gather = p.collective({CollKind::all_gather, params * 2, shards});
+  } else {  // every rank the whole sums
+    if (in.dp > 1) reduce += p.collective({CollKind::all_reduce, params * 4, in.dp});
+    if (cp > 1) reduce += p.collective({CollKind::all_reduce, params * 4, cp});
+  }
+  const double norm = p.compute({OpKind::sum_squares, own, {}}) + p.sync();
+  const double f_host = std::clamp(in.recompute.offload_optimizer, 0.0, 1.0);
+  const double host_n = static_cast<double>(own) * f_host;
+  const auto device_n = static_cast<std::int64_t>(static_cast<double>(own) - host_n);
+  const double device = (device_n > 0 ? p.compute({OpKind::adamw, device_n, {}}) : 0.0) + gather;
+  const double host = host_n > 0 ? std::max({p.host(HostKind::copy_d2h, 4 * host_n), p.host(HostKind::cpu_adamw, host_n),
+                                             p.host(HostKind::copy_h2d, 2 * host_n)})
+                                  : 0.0;
+  return {reduce, norm + std::max(0.0, std::max(device, host) - forward * (1.0 - f_host))};
+}
+
+}  // namespace
+
+StepTime walk_step(const MemoryPlanInput& in, OpPricer& pricer) {
+  const ModelConfig& c = in.model;
+  c.validate();
+  const int cp = std::max(1, in.cp);
+  check_sequence_layout(in.micro_batch, in.seq_len, in.tp, cp, in.cuda_rules);
+  in.recompute.validate();
+  const auto counts = pipeline_layer_counts(c, in.pp, in.seq_len, in.stage_layers);
+  StepTime out;
+  out.micro_batches = std::max<std::int64_t>(1, in.micro_batches);
+  double sum_stages = 0, slowest = 0, tail = 0;
+  for (int s = 0; s < in.pp; ++s) {
+    const StageRange range = stage_range(counts, s);
+    StageWalk walk(in, range, pricer);
+    double recompute = 0;
+    const double f = walk.forward(), b = walk.backward(recompute);
+    sum_stages += f + b;
+    if (f + b > slowest)
+      slowest = f + b, out.forward = f, out.backward = b, out.recompute = recompute, out.exposed_comm = walk.exposed_comm();
+    const auto [reduce, optimizer] = after_backward(in, range, f, pricer);
+    if (reduce + optimizer > tail) tail = reduce + optimizer, out.data_parallel = reduce, out.optimizer = optimizer;
+  }
+  // 1F1B: the slowest stage's m passes, the other stages' one pass each (fill and drain), and the two boundary
+  // transfers (bf16 activations forward, fp32 gradients back) of each micro-batch.
+  if (in.pp > 1) {
+    const std::int64_t rows = in.micro_batch * in.seq_len / cp / in.tp;
+    const double p2p = pricer.collective({CollKind::send_recv, rows * c.hidden_size * 2, 2}) +
+                       pricer.collective({CollKind::send_recv, rows * c.hidden_size * 4, 2});
+    out.pipeline = (sum_stages - slowest) + static_cast<double>(out.micro_batches + in.pp - 1) * p2p;
+  }
+  out.step = static_cast<double>(out.micro_batches) * slowest + out.pipeline + out.data_parallel + out.optimizer;
+  return out;
+}
+
+}  // namespace qwen3

@@ -1,0 +1,91 @@
+// What one training step of the CUDA engine runs on one rank, operation by operation with its shapes, and how those
+// operations overlap: the inventory that qwen3-calibrate measures on a GPU and that the step-time predictor
+// (train/step_time.h) prices. No GPU needed. It follows the engine's own order (train/cuda/qwen3_blocks.cpp,
+// sequence_parallel.cpp, lm_head.cpp, attention.cpp, param_update.cpp, host_optimizer.cpp); a change there changes
+// this walk too.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "train/memory_plan.h"
+
+namespace qwen3 {
+
+// The engine's kernels, each priced by measuring it alone on the GPU (qwen3-calibrate).
+enum class OpKind {
+  gemm_fwd,         // y[T, out] = x[T, in]·Wᵀ (bf16 out)
+  gemm_dgrad_f32,   // dx[T, in] = dy·W (fp32 out)
+  gemm_dgrad_bf16,  // dx[T, in] = dy·W (bf16 out)
+  gemm_wgrad,       // dW[out, in] += dyᵀ·x (fp32, accumulating)
+  attention_fwd,    // causal grouped-query attention of one sequence (cuDNN), dims {heads, kv_heads, head_dim}
+  attention_bwd,
+  rmsnorm_fwd,      // [T, width]
+  rmsnorm_bwd,
+  qk_norm_rope_fwd,  // [T, heads·head_dim], dims {heads, head_dim}
+  qk_norm_rope_bwd,
+  swiglu_fwd,       // [T, width] from [T, 2·width]
+  swiglu_bwd,
+  add_bf16,         // [T, width]
+  embedding_fwd,    // [T, width] rows gathered
+  embedding_bwd,
+  cross_entropy,    // fused forward and backward over [T, vocab]
+  cast_f32_bf16,    // [T, width]
+  adamw,            // `tokens` parameters: fp32 master, moments and gradient in, bf16 copy out
+  sum_squares,      // `tokens` fp32 gradients (the gradient norm)
+};
+const char* op_kind_name(OpKind k);
+// The GEMM kinds (dims {in, out}); attention kinds (dims {heads, kv_heads, head_dim}; tokens = the sequence length).
+bool is_gemm(OpKind k);
+bool is_attention(OpKind k);
+
+// One kernel call: tokens (rows; attention: the sequence length) and its widths.
+struct OpShape {
+  OpKind kind;
+  std::int64_t tokens;
+  std::array<std::int64_t, 3> dims{};
+  // "gemm_fwd 1024x6144", "attention_fwd 16/8/128", "rmsnorm_fwd 1024": the op and its widths, not its tokens.
+  std::string key() const;
+};
+
+// A collective over `group` GPUs; bytes: the whole (gathered, or reduced) buffer.
+enum class CollKind { all_gather, reduce_scatter, all_reduce, send_recv };
+const char* coll_kind_name(CollKind k);
+struct CollOp {
+  CollKind kind;
+  std::int64_t bytes;
+  int group;
+};
+
+// The other resources a step uses: host↔device copies over pinned memory and the CPU's AdamW.
+enum class HostKind { copy_d2h, copy_h2d, cpu_adamw };  // bytes, bytes, elements
+
+// Prices each operation, in seconds. qwen3-calibrate records the ones a layout needs with a pricer that returns 0.
+class OpPricer {
+ public:
+  virtual ~OpPricer() = default;
+  virtual double compute(const OpShape& op) = 0;
+  virtual double collective(const CollOp& op) = 0;
+  virtual double host(HostKind kind, double amount) = 0;
+  // One host round trip (the engine reads the loss once per micro-batch): its cost on the GPU's timeline.
+  virtual double sync() = 0;
+};
+
+// One step on one rank, in seconds, by what the time is spent on (the step's critical path).
+struct StepTime {
+  double forward = 0, backward = 0;  // one micro-batch on the slowest stage, compute and exposed communication
+  double recompute = 0;              // of which recomputation (inside backward)
+  double exposed_comm = 0;           // of forward + backward: tensor/context-parallel collectives not hidden
+  double pipeline = 0;               // fill and drain of 1F1B beyond m micro-batches of the slowest stage, p2p
+  double data_parallel = 0;          // gradient reduction (exposed, after the last micro-batch)
+  double optimizer = 0;              // grad norm + the part of AdamW (device and host) the next forward waits for
+  double step = 0;                   // the whole step
+  std::int64_t micro_batches = 0;    // per replica
+};
+
+// The step time of the layout in `in` (MemoryPlanInput: model, lengths, tp/pp/cp/dp, recomputation and offloading,
+// micro-batches per replica), priced by `pricer`. Throws UsageError for a layout the engine refuses.
+StepTime walk_step(const MemoryPlanInput& in, OpPricer& pricer);
+
+}  // namespace qwen3

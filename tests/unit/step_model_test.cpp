@@ -1,0 +1,222 @@
+// The step's operation inventory (train/step_model.h) and the prediction from a calibration (train/calibration.h):
+// the walk counts the engine's kernels, recomputation and pipelining as the engine runs them; interpolation, the
+// throughput arithmetic, the runtime reserve and the calibration file's checks. On the GPU: every kernel of a step is
+// measured through the engine's own code (CudaOpBench).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+
+#include "core/error.h"
+#include "train/calibration.h"
+#include "train/step_model.h"
+#ifdef QWEN3_HAVE_CUDA
+#include "cuda_test_util.h"
+#include "train/cuda/op_bench.h"
+#endif
+
+using namespace qwen3;
+
+namespace {
+
+// Prices every kernel call 1 and counts calls per kind; collectives, host work and syncs cost nothing unless asked.
+struct CountingPricer : OpPricer {
+  std::map<OpKind, int> calls;
+  std::map<CollKind, int> colls;
+  double coll_cost = 0;
+  double compute(const OpShape& op) override {
+    ++calls[op.kind];
+    return 1;
+  }
+  double collective(const CollOp& op) override {
+    ++colls[op.kind];
+    return coll_cost;
+  }
+  double host(HostKind, double) override { return 0; }
+  double sync() override { return 0; }
+};
+
+MemoryPlanInput input(const std::string& model, std::int64_t len, int tp = 1, int pp = 1) {
+  MemoryPlanInput in;
+  in.model = model_preset(model);
+  in.seq_len = len;
+  in.tp = tp, in.pp = pp;
+  in.micro_batches = 4;
+  return in;
+}
+
+// One layer's kernels in the engine (train/cuda/qwen3_blocks.cpp): forward 2 norms, 4 GEMMs, q and k norm+RoPE,
+// attention, SwiGLU; backward 4 data and 4 weight GEMMs, SwiGLU, attention, q and k norm+RoPE, 2 norms.
+constexpr int kLayerForward = 10, kLayerBackward = 14;
+
+}  // namespace
+
+TEST(StepModel, CountsTheEnginesKernelsPerLayerAndHead) {
+  MemoryPlanInput in = input("0.6B", 4096);
+  CountingPricer p;
+  const StepTime t = walk_step(in, p);
+  const int L = static_cast<int>(in.model.num_layers);
+  // Head at 4096 tokens (one logit chunk): final norm, GEMM forward, loss, data and weight GEMMs, norm backward;
+  // embedding forward and backward. Per micro-batch, then the gradient norm and AdamW once.
+  const int head = 6, embed = 2;
+  EXPECT_DOUBLE_EQ(t.forward + t.backward, L * (kLayerForward + kLayerBackward) + head + embed);
+  EXPECT_EQ(p.calls[OpKind::attention_fwd], L);  // the walk prices one micro-batch, then multiplies
+  EXPECT_EQ(p.calls[OpKind::gemm_wgrad], 4 * L + 1);
+  EXPECT_EQ(p.calls[OpKind::adamw], 1);
+  EXPECT_EQ(p.calls[OpKind::sum_squares], 1);
+  EXPECT_TRUE(p.colls.empty());  // one GPU: no collective
+  EXPECT_DOUBLE_EQ(t.step, 4 * (t.forward + t.backward) + t.optimizer);
+}
+
+TEST(StepModel, RecomputationAddsTheForwardItRepeats) {
+  MemoryPlanInput in = input("1.7B", 2048);
+  CountingPricer none, full, selective, first4;
+  const StepTime base = walk_step(in, none);
+  in.recompute.mode = Recompute::full;
+  const StepTime f = walk_step(in, full);
+  EXPECT_DOUBLE_EQ(f.recompute, in.model.num_layers * kLayerForward);
+  EXPECT_DOUBLE_EQ(f.backward - base.backward, f.recompute);
+  in.recompute.num_layers = 4;
+  EXPECT_DOUBLE_EQ(walk_step(in, first4).recompute, 4 * kLayerForward);
+  in.recompute = {Recompute::selective};
+  EXPECT_DOUBLE_EQ(walk_step(in, selective).recompute, in.model.num_layers * 4);  // 2 norms, q and k norm+RoPE
+}
+
+TEST(StepModel, LongSequencesSplitTheHeadIntoLogitChunks) {
+  CountingPricer p;
+  walk_step(input("0.6B", 131072), p);
+  const int chunks = p.calls[OpKind::cross_entropy];
+  EXPECT_GT(chunks, 1);
+  EXPECT_EQ(p.calls[OpKind::gemm_wgrad], 4 * 28 + chunks);
+}
+
+TEST(StepModel, TensorParallelForwardCollectivesAreExposedAndTheBackwardsHidden) {
+  MemoryPlanInput in = input("1.7B", 4096, 2);
+  CountingPricer p;
+  p.coll_cost = 0.5;  // shorter than one layer's two weight GEMMs (priced 1 each): hidden behind them
+  const StepTime t = walk_step(in, p);
+  const int L = static_cast<int>(in.model.num_layers);
+  // Forward per layer: two all-gathers, two reduce-scatters (+ the residual adds); head: the norm's gather and 3
+  // loss all-reduces, its backward's reduce-scatter; embedding: a reduce-scatter forward, an all-gather backward; the
+  // backward's first gather.
+  EXPECT_DOUBLE_EQ(t.exposed_comm, 0.5 * (4 * L + 1 + 3 + 1 + 1 + 1 + 1));
+  EXPECT_EQ(p.calls[OpKind::add_bf16], 2 * L);
+}
+
+TEST(StepModel, PipelineAddsTheOtherStagesOncePerStep) {
+  MemoryPlanInput in = input("1.7B", 4096, 1, 2);
+  in.stage_layers = {14, 14};
+  CountingPricer p;
+  const StepTime t = walk_step(in, p);
+  const double per_layer = kLayerForward + kLayerBackward;
+  const double first = 14 * per_layer + 3, last = 14 * per_layer + 6;  // embedding and the received cast / head
+  EXPECT_DOUBLE_EQ(t.forward + t.backward, last);
+  EXPECT_DOUBLE_EQ(t.pipeline, first);
+  EXPECT_DOUBLE_EQ(t.step, 4 * last + first + t.optimizer);
+}
+
+TEST(Calibration, InterpolatesLogLogAndExtrapolatesLinearlyOrQuadratically) {
+  Calibration c;
+  c.kind = "test";
+  c.ops["gemm_fwd 1024x4096"] = {{1024, 1e-4}, {4096, 4e-4}};
+  c.ops["attention_fwd 16/8/128"] = {{1024, 1e-4}, {4096, 1.6e-3}};
+  CalibrationPricer p(c, 1);
+  EXPECT_NEAR(p.compute({OpKind::gemm_fwd, 2048, {1024, 4096, 0}}), 2e-4, 1e-12);
+  EXPECT_NEAR(p.compute({OpKind::gemm_fwd, 8192, {1024, 4096, 0}}), 8e-4, 1e-12);
+  EXPECT_NEAR(p.compute({OpKind::gemm_fwd, 512, {1024, 4096, 0}}), 1e-4, 1e-12);  // below: the smallest's time
+  EXPECT_NEAR(p.compute({OpKind::attention_fwd, 2048, {16, 8, 128}}), 4e-4, 1e-12);
+  EXPECT_NEAR(p.compute({OpKind::attention_fwd, 8192, {16, 8, 128}}), 6.4e-3, 1e-12);
+  EXPECT_EQ(p.compute({OpKind::gemm_fwd, 2048, {1024, 1024, 0}}), 0);
+  ASSERT_EQ(p.missing().size(), 1u);
+  EXPECT_EQ(*p.missing().begin(), "gemm_fwd 1024x1024");
+  // Collectives by nccl-tests' bus bandwidth: all-gather moves (n−1)/n of the buffer, all-reduce twice that.
+  c.collectives["all_gather"][4] = {{1e6, 1e11}};
+  c.collectives["all_reduce"][4] = {{1e6, 1e11}};
+  EXPECT_NEAR(p.collective({CollKind::all_gather, 4'000'000'000, 4}), 0.03, 1e-12);
+  EXPECT_NEAR(p.collective({CollKind::all_reduce, 4'000'000'000, 4}), 0.06, 1e-12);
+  p.collective({CollKind::all_gather, 1000, 8});
+  EXPECT_TRUE(p.missing().count("all_gather over 8 GPUs"));
+}
+
+TEST(Calibration, PredictionsThroughputAndMfuFollowFromTheStepTime) {
+  Calibration c;
+  c.kind = "test";
+  RecordingPricer r;
+  MemoryPlanInput in = input("0.6B", 4096);
+  walk_step(in, r);
+  for (const auto& [key, entry] : r.ops) c.ops[key] = {{1.0, 1e-4}};  // every kernel 0.1 ms at any size
+  const StepPrediction p = predict_step(in, c, 1);
+  EXPECT_TRUE(p.missing.empty());
+  EXPECT_NEAR(p.tokens_per_s * p.time.step, 4 * 4096, 1e-6);
+  EXPECT_NEAR(p.mfu, 4 * in.model.training_flops_per_sequence(4096) / p.time.step / 989e12, 1e-12);
+}
+
+TEST(Calibration, FileRoundTripsAndBadFilesAreRefusedByName) {
+  Calibration c;
+  c.kind = "h200";
+  c.device = "NVIDIA H200";
+  c.measured = "test";
+  c.ops["rmsnorm_fwd 1024"] = {{1024, 2e-6}, {4096, 5e-6}};
+  c.collectives["all_gather"][8] = {{1e6, 1e11}, {1e9, 3.6e11}};
+  c.collectives_source = "published";
+  c.d2h_bytes_per_s = c.h2d_bytes_per_s = 5e10;
+  c.cpu_adamw_elements_per_s = 1e9, c.cpu_threads = 16, c.sync_s = 1e-5;
+  c.context_bytes = 500 << 20, c.library_bytes = 40 << 20, c.kernel_bytes = 20 << 20;
+  const std::string path = ::testing::TempDir() + "/cal.json";
+  std::ofstream(path) << calibration_json(c);
+  const Calibration back = load_calibration(path);
+  EXPECT_EQ(calibration_json(back), calibration_json(c));
+  std::ofstream(path) << "{\"format\": \"something else\"}";
+  try {
+    load_calibration(path);
+    FAIL() << "a foreign file was read";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_calibration(path + ".missing"), UsageError);
+}
+
+TEST(Calibration, RuntimeReserveIsMeasuredPlusNcclCommunicators) {
+  Calibration c;
+  c.context_bytes = 500 << 20, c.library_bytes = 40 << 20, c.kernel_bytes = 20 << 20;
+  MemoryPlanInput one = input("1.7B", 4096), tp2 = input("1.7B", 4096, 2);
+  EXPECT_TRUE(runtime_reserve(one, nullptr).empty());  // the planner's flat reserve then
+  one.reserve = runtime_reserve(one, &c);
+  ASSERT_EQ(one.reserve.size(), 3u);  // one GPU: no communicator
+  EXPECT_EQ(plan_cuda_rank_memory(one).reserve(), 560 << 20);
+  EXPECT_EQ(plan_cuda_rank_memory(input("1.7B", 4096)).reserve(), kRuntimeReserveBytes);
+  tp2.reserve = runtime_reserve(tp2, &c);
+  ASSERT_EQ(tp2.reserve.size(), 4u);
+  EXPECT_GT(tp2.reserve.back().bytes, 0);
+  EXPECT_EQ(gpu_kind_of(143150ll << 20), "h200");
+  EXPECT_EQ(gpu_kind_of((143150ll << 20) + (6ll << 20)), "h200");
+  EXPECT_EQ(gpu_kind_of(24ll << 30), "");
+}
+
+#ifdef QWEN3_HAVE_CUDA
+// Every kernel of a small model's step, at two lengths, measured through the engine's code: each a positive time,
+// and the GEMMs and attention take longer for more tokens.
+TEST(CudaOpBench, MeasuresEveryKernelOfAStep) {
+  QWEN3_REQUIRE_GPU();
+  cuda::OpBench bench;
+  for (std::int64_t len : {1024, 4096}) {
+    RecordingPricer r;
+    walk_step(input("0.6B", len), r);
+    for (const auto& [key, entry] : r.ops)
+      for (std::int64_t tokens : entry.second) {
+        OpShape op = entry.first;
+        op.tokens = (op.kind == OpKind::adamw || op.kind == OpKind::sum_squares) ? cuda::kCalibrationOptimizerElements : tokens;
+        const double t = bench.time(op);
+        EXPECT_TRUE(t > 0 && t < 1.0) << key << " at " << op.tokens << ": " << t;
+      }
+  }
+  const double short_gemm = bench.time({OpKind::gemm_fwd, 1024, {1024, 6144, 0}});
+  const double long_gemm = bench.time({OpKind::gemm_fwd, 16384, {1024, 6144, 0}});
+  EXPECT_GT(long_gemm, 4 * short_gemm);
+  const double short_attn = bench.time({OpKind::attention_fwd, 2048, {16, 8, 128}});
+  const double long_attn = bench.time({OpKind::attention_fwd, 16384, {16, 8, 128}});
+  EXPECT_GT(long_attn, 16 * short_attn);
+}
+#endif

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One GPU-host session for the study on this node (issue 19), each part within its own time limit so that what ran
+# comes back: (1) the GPU tests of $TESTS (a gtest filter; none when empty); (2) qwen3-calibrate for this GPU kind into
+# $OUT/calibration/<kind>.json, also put beside the executables so the runs record their predicted step
+# (CALIBRATE=0: use the committed one); (3) the cells $ONLY of the study spec $STUDY through qwen3-sweep --local, as a
+# user runs them, with nvidia-smi sampling the device's memory every 0.5 s ($OUT/smi.csv); (4) the Hugging Face
+# baseline ($HF_SPECS) in the same call. Then a tarball of everything: $OUT/session.tgz.
+# Usage: OUT=dir STUDY=inputs/study-1xh200.sweep.ini ONLY='0.6B-*' [TESTS=...] [CALIBRATE=1] [HF_SPECS=1.7B:4096]
+#        [T_TESTS=150 T_CAL=240 T_STUDY=240] tools/bench/study_session.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out="${OUT:?OUT=dir}"; mkdir -p "$out/calibration"
+export QWEN3_BIN_DIR="$PWD/build/bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+echo "host: $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ -n "${TESTS:-}" ]; then
+  timeout "${T_TESTS:-150}" build/bin/qwen3_tests --gtest_brief=1 --gtest_filter="$TESTS" >"$out/tests.log" 2>&1
+  echo "tests exit $?"; grep -E "^\[  (FAILED|PASSED|SKIPPED) |tests? from.*ran|Failure|Expected|Which is" "$out/tests.log" | head -40
+fi
+if [ "${CALIBRATE:-1}" = 1 ]; then
+  t0=$(date +%s)
+  timeout "${T_CAL:-240}" build/bin/qwen3-calibrate --out "$out/calibration/new.json" ${CAL_ARGS:-} 2>"$out/calibrate.log"
+  echo "calibrate exit $? in $(( $(date +%s) - t0 )) s"; tail -3 "$out/calibrate.log"
+  kind=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['kind'])" "$out/calibration/new.json" 2>/dev/null)
+  if [ -n "$kind" ]; then
+    mv "$out/calibration/new.json" "$out/calibration/$kind.json"
+    mkdir -p build/bin/calibration && cp "$out/calibration/$kind.json" build/bin/calibration/
+  fi
+fi
+if [ -n "${ONLY:-}" ]; then
+  nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,nounits -lms 500 >"$out/smi.csv" 2>/dev/null &
+  smi=$!
+  t0=$(date +%s)
+  timeout "${T_STUDY:-240}" build/bin/qwen3-sweep "${STUDY:?STUDY=spec}" --dir "$out/study" --local --only "$ONLY" 2>&1 | tee "$out/sweep.log"
+  echo "sweep: $(( $(date +%s) - t0 )) s"
+  kill $smi 2>/dev/null
+  for f in "$out"/study/results/*.h5; do
+    [ -f "$f" ] && build/bin/qwen3-results "$f" --format json >"${f%.h5}.json" 2>/dev/null
+  done
+fi
+for spec in ${OPTIMES:-}; do  # MODEL:SEQ:GB — where one step's GPU time goes, per operation (QWEN3_CUDA_OP_TIMES=1)
+  IFS=: read -r model seq gb <<<"$spec"
+  data="$out/optimes-data-$seq.h5"
+  [ -f "$data" ] || build/bin/qwen3-dataset synthetic --out "$data" --vocab-size 151936 --lengths "$seq" --documents 64 --seed 7 >/dev/null
+  QWEN3_CUDA_OP_TIMES=1 timeout 120 build/bin/qwen3-pretrain --device cuda --model "$model" --data "$data" --seq-len "$seq" \
+    --global-batch "$gb" --steps 3 --recompute auto --out "$out/optimes-$model-$seq.h5" --overwrite >"$out/optimes-$model-$seq.log" 2>&1
+  echo "== op times $spec (exit $?)"; tail -n 45 "$out/optimes-$model-$seq.log"
+  rm -f "$data"
+done
+if [ -n "${HF_SPECS:-}" ]; then
+  echo "== Hugging Face baseline (tools/bench/hf_qwen3_train.py), same host"
+  PYTHONUNBUFFERED=1 timeout "${T_HF:-150}" python3 tools/bench/hf_qwen3_train.py $HF_SPECS 2>&1 | grep -v Warning | tee "$out/hf.jsonl"
+fi
+rm -rf "$out"/study/data
+tar czf "$out/session.tgz" -C "$out" --exclude session.tgz . && echo "tarball: $(du -h "$out/session.tgz" | cut -f1)"
