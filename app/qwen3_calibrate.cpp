@@ -19,7 +19,6 @@
 #include "config/model_config.h"
 #include "core/error.h"
 #include "io/system_info.h"
-#include "train/buffer_table.h"
 #include "train/calibration.h"
 #include "train/memory_plan.h"
 #include "train/step_model.h"
@@ -135,12 +134,13 @@ int main(int argc, char** argv) {
                  " CPU threads";
     const std::int64_t context = cuda::device_used_bytes();
     const auto t0 = std::chrono::steady_clock::now();
-    cuda::OpBench bench;  // cuBLASLt, its workspace (ours), cuDNN
+    cuda::OpBench bench;  // cuBLASLt, cuDNN, and buffers of its own
     c.context_bytes = context;
-    c.library_bytes = cuda::device_used_bytes() - context - kGemmWorkspaceBytes;
+    const std::int64_t handles = cuda::device_used_bytes() - context - bench.own_bytes();
+    // The engine's streams and events (main, side, comm, offload, host optimizer; an event per optimizer segment).
+    c.library_bytes = handles + cuda::stream_bytes(8, 160);
     std::set<std::pair<std::string, std::int64_t>> fresh;  // measured in this run
     const auto layouts = inventory(models, lengths, tps);
-    bool first = true;
     for (const auto& [what, rec] : layouts) {
       int n = 0;
       for (const auto& [key, entry] : rec.ops) {
@@ -152,22 +152,21 @@ int main(int argc, char** argv) {
           ++n;
         }
       }
-      if (first)  // what running one layout's kernels adds (lazily loaded modules, cuDNN's plans); own buffers freed
-        c.kernel_bytes = cuda::device_used_bytes() - context - c.library_bytes - kGemmWorkspaceBytes;
-      first = false;
       std::fprintf(stderr, "qwen3-calibrate: %s: %d new measurements (%.0f s so far)\n", what.c_str(), n,
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
+    // What running the kernels added (lazily loaded modules, cuBLASLt's and cuDNN's plans); the buffers are freed.
+    c.kernel_bytes = cuda::device_used_bytes() - context - handles - bench.own_bytes();
     for (const auto& [key, points] : measured)
       for (const auto& [tokens, seconds] : points) c.ops[key].emplace_back(static_cast<double>(tokens), seconds);
     cuda::measure_host(c, threads);
     std::fprintf(stderr,
-                 "qwen3-calibrate: device memory outside our buffers: context %.0f MiB, libraries %.0f MiB, kernels of "
-                 "one layout %.0f MiB (of all measured: %.0f MiB); pinned copies %.1f / %.1f GB/s (to / from the "
-                 "device); CPU AdamW %.2f G elements/s on %d threads; host round trip %.1f us\n",
+                 "qwen3-calibrate: device memory outside our buffers: context %.0f MiB, libraries, streams and "
+                 "events %.0f MiB, kernels %.0f MiB, pinned host memory's page tables %.2f MiB per GiB; pinned copies "
+                 "%.1f / %.1f GB/s (to / from the device); CPU AdamW %.2f G elements/s on %d threads; host round trip "
+                 "%.1f us\n",
                  c.context_bytes / 1048576.0, c.library_bytes / 1048576.0, c.kernel_bytes / 1048576.0,
-                 (cuda::device_used_bytes() - context - c.library_bytes - kGemmWorkspaceBytes) / 1048576.0,
-                 c.h2d_bytes_per_s / 1e9, c.d2h_bytes_per_s / 1e9, c.cpu_adamw_elements_per_s / 1e9, threads,
+                 c.pinned_map_bytes_per_byte * 1024, c.h2d_bytes_per_s / 1e9, c.d2h_bytes_per_s / 1e9, c.cpu_adamw_elements_per_s / 1e9, threads,
                  c.sync_s * 1e6);
     std::ofstream f(out_path);
     f << calibration_json(c);

@@ -79,7 +79,7 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
   const std::int64_t device =
       parse_memory_size("--device-memory", cfg.device_memory.empty() ? kDefaultPlanDevice : cfg.device_memory);
   const std::optional<Calibration> calibration = cuda ? plan_calibration(cfg) : std::nullopt;
-  in.reserve = runtime_reserve(in, calibration ? &*calibration : nullptr);
+  apply_calibration(in, calibration ? &*calibration : nullptr);
   in.recompute = choose_recompute(cfg.memory_request(), in, device, 0);  // the host's memory is the run's to check
   const auto [worst, plan] = plan_worst_stage(in);
   const bool fits = plan.peak() <= device;

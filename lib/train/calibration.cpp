@@ -104,6 +104,7 @@ Calibration load_calibration(const std::string& path) {
     c.context_bytes = m.at("context_bytes").get<std::int64_t>();
     c.library_bytes = m.at("library_bytes").get<std::int64_t>();
     c.kernel_bytes = m.at("kernel_bytes").get<std::int64_t>();
+    c.pinned_map_bytes_per_byte = m.at("pinned_map_bytes_per_byte").get<double>();
     return c;
   } catch (const json::exception& e) {
     throw UsageError(where + ": " + e.what());
@@ -119,7 +120,7 @@ std::string calibration_json(const Calibration& c) {
                       {"cpu_adamw_elements_per_s", c.cpu_adamw_elements_per_s}, {"cpu_threads", c.cpu_threads},
                       {"sync_s", c.sync_s}}},
             {"memory", {{"context_bytes", c.context_bytes}, {"library_bytes", c.library_bytes},
-                        {"kernel_bytes", c.kernel_bytes}}}};
+                        {"kernel_bytes", c.kernel_bytes}, {"pinned_map_bytes_per_byte", c.pinned_map_bytes_per_byte}}}};
   if (!c.collectives.empty()) {
     json busbw = json::object();
     for (const auto& [kind, groups] : c.collectives)
@@ -207,7 +208,7 @@ StepPrediction predict_step(const MemoryPlanInput& in, const Calibration& c, int
 std::vector<MemoryItem> runtime_reserve(const MemoryPlanInput& in, const Calibration* c) {
   if (!c) return {};
   std::vector<MemoryItem> r{{"runtime", "CUDA context (measured)", c->context_bytes},
-                            {"runtime", "cuBLASLt and cuDNN handles (measured)", c->library_bytes},
+                            {"runtime", "cuBLASLt and cuDNN handles, streams and events (measured)", c->library_bytes},
                             {"runtime", "kernels loaded, cuDNN plans (measured)", c->kernel_bytes}};
   const int cp = std::max(1, in.cp), shards = in.shard_optimizer ? in.dp * cp : in.dp;
   const int kv_replicas = in.tp > in.model.num_kv_heads ? static_cast<int>(in.tp / in.model.num_kv_heads) : 1;
@@ -216,6 +217,11 @@ std::vector<MemoryItem> runtime_reserve(const MemoryPlanInput& in, const Calibra
     r.push_back({"runtime", std::to_string(communicators) + " NCCL communicators (estimated from NCCL's default sizes)",
                  communicators * nccl_communicator_bytes()});
   return r;
+}
+
+void apply_calibration(MemoryPlanInput& in, const Calibration* c) {
+  in.reserve = runtime_reserve(in, c);
+  in.pinned_map_rate = c ? c->pinned_map_bytes_per_byte : 0.0;
 }
 
 std::string gpu_kind_of(std::int64_t device_bytes) {

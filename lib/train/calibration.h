@@ -36,7 +36,9 @@ struct Calibration {
   double sync_s = 0;  // a host round trip: a read-back of a device scalar behind an idle stream
   // Device memory outside the engine's allocator on one GPU, measured: the CUDA context, the cuBLASLt and cuDNN
   // handles, and what running every kernel adds (lazily loaded modules, cuDNN's plans).
+  // library_bytes also holds the engine's streams and events.
   std::int64_t context_bytes = 0, library_bytes = 0, kernel_bytes = 0;
+  double pinned_map_bytes_per_byte = 0;  // device bytes (page tables) per byte of pinned host memory
 };
 
 // Reads calibration JSON (qwen3-calibrate's output). Throws UsageError naming the file and the problem.
@@ -90,6 +92,8 @@ StepPrediction predict_step(const MemoryPlanInput& in, const Calibration& c, int
 // kernels, plus NCCL's buffers for each communicator the layout creates (estimated from NCCL's default sizes:
 // nccl_communicator_bytes). Without a calibration: empty (the planner's flat kRuntimeReserveBytes).
 std::vector<MemoryItem> runtime_reserve(const MemoryPlanInput& in, const Calibration* c);
+// Sets in.reserve (runtime_reserve) and in.pinned_map_rate from the calibration (nothing without one).
+void apply_calibration(MemoryPlanInput& in, const Calibration* c);
 // The GPU kind of known_gpus() whose memory is exactly device_bytes (what CUDA reports), or "".
 std::string gpu_kind_of(std::int64_t device_bytes);
 

@@ -106,8 +106,11 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
   const std::vector<BufferSpec> table = buffer_table(rank);
   std::vector<MemoryItem> reserve = in.reserve;
   if (reserve.empty()) reserve.push_back({"runtime", "flat: CUDA context, cuBLAS, cuDNN, NCCL (no calibration)", kRuntimeReserveBytes});
-  return {plan_items(table, rank.slots, false), plan_items(table, rank.slots, true), host_pinned_bytes(table),
-          std::move(reserve)};
+  const std::int64_t pinned = host_pinned_bytes(table);
+  if (pinned > 0 && in.pinned_map_rate > 0)
+    reserve.push_back({"runtime", "the GPU's page tables of the pinned host memory (measured per byte)",
+                       static_cast<std::int64_t>(std::ceil(static_cast<double>(pinned) * in.pinned_map_rate))});
+  return {plan_items(table, rank.slots, false), plan_items(table, rank.slots, true), pinned, std::move(reserve)};
 }
 
 std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in) {

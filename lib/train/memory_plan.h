@@ -43,6 +43,7 @@ struct MemoryPlanInput {
   // Device bytes outside the engine's allocator, item by item (train/calibration.h runtime_reserve: measured for a
   // calibrated GPU kind); empty: the flat kRuntimeReserveBytes.
   std::vector<MemoryItem> reserve;
+  double pinned_map_rate = 0;  // device bytes per pinned host byte (the GPU's page tables), measured; added to reserve
 };
 
 struct MemoryPlan {

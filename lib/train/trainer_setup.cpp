@@ -79,7 +79,7 @@ RecomputePolicy choose_policy(TrainingRun& run, MemoryPlanInput& in, std::int64_
     }
     device = -limits[0] >= kUnknown ? 0 : static_cast<std::int64_t>(-limits[0]);
     calibration = run_calibration(cfg, device);
-    in.reserve = runtime_reserve(in, calibration ? &*calibration : nullptr);
+    apply_calibration(in, calibration ? &*calibration : nullptr);
     recompute = choose_recompute(r, in, device > 0 ? device : INT64_MAX, static_cast<std::int64_t>(-limits[1]));
     in.recompute = recompute;
   });

@@ -64,30 +64,55 @@ void fill_ids(std::int32_t* p, std::int64_t n, std::int64_t vocab, cudaStream_t 
   CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
-// Seconds per call: one call to warm up (autotuning, plans, lazy module loading), one timed to size the run, then
-// back-to-back calls for at least ~20 ms (3 to 200 of them) between two events.
-double time_calls(const std::function<void()>& call, cudaStream_t s) {
-  cudaEvent_t a, b;
-  CUDA_CHECK(cudaEventCreate(&a));
-  CUDA_CHECK(cudaEventCreate(&b));
-  call();
-  CUDA_CHECK(cudaStreamSynchronize(s));
-  auto timed = [&](int n) {
-    CUDA_CHECK(cudaEventRecord(a, s));
-    for (int i = 0; i < n; ++i) call();
-    CUDA_CHECK(cudaEventRecord(b, s));
-    CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    return ms / 1e3 / n;
-  };
-  const double one = timed(1);
-  const int n = static_cast<int>(std::clamp(0.02 / std::max(one, 1e-7), 3.0, 200.0));
-  const double t = timed(n);
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return t;
-}
+// Seconds per call as a training step meets the kernel: its operands not in the L2 cache (the step's other kernels have
+// evicted them). Each call follows a write of twice the L2 cache's size; that write, timed alone the same way, is
+// subtracted. One call to warm up (autotuning, plans, lazy module loading), one to size the run, then back-to-back
+// pairs for at least ~20 ms (3 to 200 of them) between two events, so that a kernel bound by its launch shows it.
+class Timer {
+ public:
+  explicit Timer(cudaStream_t s) : s_(s) {
+    int l2 = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0));
+    flush_bytes_ = 2 * static_cast<std::size_t>(std::max(l2, 1 << 20));
+    CUDA_CHECK(cudaMalloc(&flush_, flush_bytes_));
+    CUDA_CHECK(cudaEventCreate(&a_));
+    CUDA_CHECK(cudaEventCreate(&b_));
+    flush_s_ = run([] {}, false);
+  }
+  ~Timer() {
+    cudaFree(flush_);
+    cudaEventDestroy(a_);
+    cudaEventDestroy(b_);
+  }
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+  double time(const std::function<void()>& call) { return std::max(run(call, true) - flush_s_, 0.0); }
+  std::size_t flush_bytes() const { return flush_bytes_; }
+
+ private:
+  void flush() { CUDA_CHECK(cudaMemsetAsync(flush_, 0, flush_bytes_, s_)); }
+  // Seconds per (flush, call) pair.
+  double run(const std::function<void()>& call, bool warm_up) {
+    if (warm_up) call();
+    CUDA_CHECK(cudaStreamSynchronize(s_));
+    auto timed = [&](int n) {
+      CUDA_CHECK(cudaEventRecord(a_, s_));
+      for (int i = 0; i < n; ++i) flush(), call();
+      CUDA_CHECK(cudaEventRecord(b_, s_));
+      CUDA_CHECK(cudaEventSynchronize(b_));
+      float ms = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, a_, b_));
+      return ms / 1e3 / n;
+    };
+    const double one = timed(1);
+    return timed(static_cast<int>(std::clamp(0.02 / std::max(one, 1e-7), 3.0, 200.0)));
+  }
+  cudaStream_t s_;
+  void* flush_ = nullptr;
+  std::size_t flush_bytes_ = 0;
+  cudaEvent_t a_ = nullptr, b_ = nullptr;
+  double flush_s_ = 0;
+};
 
 }  // namespace
 
@@ -98,8 +123,16 @@ struct OpBench::Impl {
 #ifdef QWEN3_HAVE_CUDNN
   CudnnAttention attention;
 #endif
-  Impl() { CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)); }
-  ~Impl() { cudaStreamDestroy(stream); }
+  std::unique_ptr<Timer> timer;
+  Impl() {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    timer = std::make_unique<Timer>(stream);
+  }
+  ~Impl() {
+    timer.reset();
+    cudaStreamDestroy(stream);
+  }
+  double time_calls(const std::function<void()>& call, cudaStream_t) { return timer->time(call); }
 
   double gemm_op(const OpShape& op) {
     const std::int64_t T = op.tokens, in = op.dims[0], out = op.dims[1];
@@ -274,6 +307,23 @@ struct OpBench::Impl {
 OpBench::OpBench() : impl_(std::make_unique<Impl>()) {}
 OpBench::~OpBench() = default;
 
+std::int64_t OpBench::own_bytes() const {
+  return kGemmWorkspaceBytes + static_cast<std::int64_t>(impl_->timer->flush_bytes());
+}
+
+std::int64_t stream_bytes(int streams, int events) {
+  const std::int64_t before = device_used_bytes();
+  std::vector<cudaStream_t> s(static_cast<std::size_t>(streams));
+  std::vector<cudaEvent_t> e(static_cast<std::size_t>(events));
+  for (auto& x : s) CUDA_CHECK(cudaStreamCreateWithPriority(&x, cudaStreamNonBlocking, 0));
+  for (auto& x : e) CUDA_CHECK(cudaEventCreateWithFlags(&x, cudaEventDisableTiming));
+  for (auto& x : s) CUDA_CHECK(cudaStreamSynchronize(x));
+  const std::int64_t after = device_used_bytes();
+  for (auto& x : e) cudaEventDestroy(x);
+  for (auto& x : s) cudaStreamDestroy(x);
+  return after - before;
+}
+
 double OpBench::time(const OpShape& op) {
   if (is_gemm(op.kind)) return impl_->gemm_op(op);
   if (is_attention(op.kind)) return impl_->attention_op(op);
@@ -322,6 +372,14 @@ void measure_host(Calibration& c, int threads) {
   }
   CUDA_CHECK(cudaFreeHost(host));
   cudaStreamDestroy(s);
+  {  // 8 GiB of pinned host memory: what its mapping costs on the device
+    constexpr std::size_t kPinned = 8ull << 30;
+    const std::int64_t before = device_used_bytes();
+    void* p = nullptr;
+    CUDA_CHECK(cudaHostAlloc(&p, kPinned, cudaHostAllocDefault));
+    c.pinned_map_bytes_per_byte = static_cast<double>(device_used_bytes() - before) / kPinned;
+    CUDA_CHECK(cudaFreeHost(p));
+  }
   // The CPU's AdamW as the host optimizer runs it: pieces of kHostAdamWPieceElements on `threads` threads.
   constexpr std::int64_t kN = 1ll << 26;
   std::vector<float> w(kN, 0.01f), m(kN, 0.001f), v(kN, 1e-6f), g(kN, 0.01f);

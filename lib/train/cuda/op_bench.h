@@ -24,6 +24,8 @@ class OpBench {
   // Seconds per call of op (one sequence for attention). Throws InternalError when the engine has no such kernel here
   // (attention without cuDNN).
   double time(const OpShape& op);
+  // Device bytes it holds itself (the GEMM workspace, the buffer that evicts the L2 cache between calls).
+  std::int64_t own_bytes() const;
 
  private:
   struct Impl;
@@ -33,7 +35,11 @@ class OpBench {
 // Device bytes in use (cudaMemGetInfo: total − free, every process on the device, as nvidia-smi counts it).
 std::int64_t device_used_bytes();
 
-// Fills c's host figures: pinned copies both ways, the CPU's AdamW (threads: OpenMP's), a host round trip.
+// Fills c's host figures: pinned copies both ways, the CPU's AdamW (threads: OpenMP's), a host round trip; and the
+// device memory that mapping pinned host memory takes (the GPU's page tables), per pinned byte.
 void measure_host(Calibration& c, int threads);
+
+// Device bytes that `streams` streams and `events` events take (the engine's and the host optimizer's), measured.
+std::int64_t stream_bytes(int streams, int events);
 
 }  // namespace qwen3::cuda
