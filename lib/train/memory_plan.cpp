@@ -19,6 +19,8 @@
 namespace qwen3 {
 namespace {
 
+constexpr std::int64_t kCudaMallocPage = 2ll << 20;  // cudaMalloc's granularity for large allocations (Hopper)
+
 std::string gib(std::int64_t b) {
   char s[32];
   std::snprintf(s, sizeof s, "%.2f GiB", static_cast<double>(b) / (1ll << 30));
@@ -105,8 +107,16 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
   const BufferTableInput rank = rank_buffers(in);
   const std::vector<BufferSpec> table = buffer_table(rank);
   std::vector<MemoryItem> reserve = in.reserve;
-  if (reserve.empty()) reserve.push_back({"runtime", "flat: CUDA context, cuBLAS, cuDNN, NCCL (no calibration)", kRuntimeReserveBytes});
+  const bool measured = !reserve.empty();
+  if (!measured) reserve.push_back({"runtime", "flat: CUDA context, cuBLAS, cuDNN, NCCL (no calibration)", kRuntimeReserveBytes});
   const std::int64_t pinned = host_pinned_bytes(table);
+  if (measured) {  // each buffer is its own cudaMalloc: the driver maps large ones in 2 MiB pages
+    std::int64_t rounding = 0, buffers = 0;
+    for (const auto& b : table)
+      if (b.category != BufferCategory::host_pinned && b.bytes() >= kCudaMallocPage)
+        rounding += (kCudaMallocPage - b.bytes() % kCudaMallocPage) % kCudaMallocPage, ++buffers;
+    reserve.push_back({"runtime", "cudaMalloc's 2 MiB pages, " + std::to_string(buffers) + " buffers rounded up", rounding});
+  }
   if (pinned > 0 && in.pinned_map_rate > 0)
     reserve.push_back({"runtime", "the GPU's page tables of the pinned host memory (measured per byte)",
                        static_cast<std::int64_t>(std::ceil(static_cast<double>(pinned) * in.pinned_map_rate))});

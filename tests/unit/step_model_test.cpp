@@ -185,7 +185,11 @@ TEST(Calibration, RuntimeReserveIsMeasuredPlusNcclCommunicators) {
   EXPECT_TRUE(runtime_reserve(one, nullptr).empty());  // the planner's flat reserve then
   one.reserve = runtime_reserve(one, &c);
   ASSERT_EQ(one.reserve.size(), 3u);  // one GPU: no communicator
-  EXPECT_EQ(plan_cuda_rank_memory(one).reserve(), 560 << 20);
+  const MemoryPlan plan = plan_cuda_rank_memory(one);  // + each large buffer rounded up to cudaMalloc's 2 MiB pages
+  ASSERT_EQ(plan.reserve_items.size(), 4u);
+  EXPECT_NE(plan.reserve_items.back().what.find("cudaMalloc"), std::string::npos);
+  EXPECT_EQ(plan.reserve(), (560 << 20) + plan.reserve_items.back().bytes);
+  EXPECT_LT(plan.reserve_items.back().bytes, static_cast<std::int64_t>(plan.items.size()) * (2 << 20));
   EXPECT_EQ(plan_cuda_rank_memory(input("1.7B", 4096)).reserve(), kRuntimeReserveBytes);
   tp2.reserve = runtime_reserve(tp2, &c);
   ASSERT_EQ(tp2.reserve.size(), 4u);

@@ -163,6 +163,10 @@ def read_run(path):
             "peaks_gib": measured_peaks(f),
             "hosts": [text(h) for h in f.attrs.get("hostnames", [])],  # each rank's, in rank order
             "planned_gib": gib(f.attrs["plan_peak_bytes"]) if "plan_peak_bytes" in f.attrs else NAN,
+            # outside the allocator (CUDA context, libraries, NCCL): measured for a calibrated GPU kind, else flat
+            "reserve_gib": gib(f.attrs["plan_reserve_bytes"]) if "plan_reserve_bytes" in f.attrs else NAN,
+            # the step time predicted at start from the GPU kind's calibration (qwen3-calibrate)
+            "predicted_step_s": float(f.attrs.get("predicted_step_s", NAN)),
             # the device's own figure (driver: total − free, every process), the rank that saw the most
             "device_peak_gib": (gib(max(f["memory/device_peak_bytes"][:])) if "memory/device_peak_bytes" in f
                                 else NAN),
@@ -244,8 +248,13 @@ def manifest_placeholders(manifests, runs):
             if key in have:
                 continue
             have.add(key)
-            status, reason = ("refused", c["refused"]) if c.get("refused") else ("not run", "no results file yet")
+            predicted = c.get("predicted_step_s")
+            status, reason = (("refused", c["refused"]) if c.get("refused") else
+                              ("not run", f"no results file yet; {c.get('steps', '?')} steps predicted to take "
+                                          f"{c.get('steps', 1) * predicted / 60:.1f} min") if predicted else
+                              ("not run", "no results file yet"))
             rows.append({"model": key[0], "layout": layout, "seq": key[2], "status": status, "reason": reason,
+                         "predicted_step_s": predicted if predicted else NAN, "reserve_gib": NAN,
                          "peaks_gib": [], "hosts": [], "device_peak_gib": NAN,
                          "run_min": NAN, "mean_peak_gib": NAN, "std_at_peak_gib": NAN,
                          "planned_gib": NAN, "capacity_gib": NAN, "step_time_s": NAN,
@@ -286,12 +295,13 @@ def write_csv(path, header, rows):
 def write_tables(out, runs, cells, fits, models, layouts, seqs):
     """runs.csv (one row per results file), memory_per_rank.csv, feasibility.csv (status per cell), regression.csv."""
     cols = ["model", "layout", "seq_len", "device", "device_name", "status", "reason", "steps", "step_time_s",
-            "tokens_per_s", "tflops_per_device", "mfu_percent", "peak_mean_gib", "peak_std_gib", "peak_min_gib",
-            "peak_max_gib", "device_peak_gib", "planned_peak_gib", "capacity_gib", "world_size", "commit", "file"]
+            "predicted_step_s", "prediction_error_percent", "tokens_per_s", "tflops_per_device", "mfu_percent",
+            "peak_mean_gib", "peak_std_gib", "peak_min_gib", "peak_max_gib", "device_peak_gib", "planned_peak_gib",
+            "plan_reserve_gib", "capacity_gib", "world_size", "commit", "file"]
     write_csv(os.path.join(out, "runs.csv"), cols, [
         [r["model"], r["layout"], r["seq"], r["device"], r["device_name"], r["status"], r["reason"], r["steps"],
-         r["step_time_s"], r["tokens_per_s"], r["tflops"], r["mfu"], *peak_stats(r), r["device_peak_gib"],
-         r["planned_gib"], r["capacity_gib"],
+         r["step_time_s"], r["predicted_step_s"], prediction_error(r), r["tokens_per_s"], r["tflops"], r["mfu"],
+         *peak_stats(r), r["device_peak_gib"], r["planned_gib"], r["reserve_gib"], r["capacity_gib"],
          r["world"], r["commit"], r["file"]] for r in runs])
     write_csv(os.path.join(out, "memory_per_rank.csv"), ["model", "layout", "seq_len", "rank", "host", "peak_gib"],
               [[r["model"], r["layout"], r["seq"], i, host_of(r, i), p] for r in runs for i, p in enumerate(r["peaks_gib"])])
@@ -544,7 +554,8 @@ def plot_throughput(out, runs, models, layouts):
 def cell_mark(r):
     """A feasibility-table cell: ✔ / ✖ status / not run, with the measured and planned peak where known."""
     if r["status"] == "not run":
-        return "not run"
+        p = r.get("predicted_step_s", NAN)
+        return "not run" + ("" if math.isnan(p) else f" (predicted {fmt(p, 1)} s per step)")
     peaks = [f"{np.mean(r['peaks_gib']):.1f} GiB" if r["peaks_gib"] else "",
              f"plan {r['planned_gib']:.1f}" if not math.isnan(r["planned_gib"]) else ""]
     peaks = [p for p in peaks if p]
@@ -568,18 +579,31 @@ def md_feasibility(rows, cells, models, layouts, seqs):
     return md
 
 
+def prediction_error(r):
+    """Predicted against measured step time, in percent (NaN where either is missing)."""
+    p, m = r.get("predicted_step_s", NAN), r.get("step_time_s", NAN)
+    return 100 * (p / m - 1) if m and not (math.isnan(p) or math.isnan(m)) else NAN
+
+
 def md_runs(runs):
-    """A row per run: the measured numbers."""
-    md = ["## Runs", "", "| model | layout | seq | status | step time (s) | tokens/s | TFLOP/s per device | MFU | "
-          "peak per rank, mean ± std (GiB) | device's peak (GiB) | planned peak (GiB) |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """A row per run: the measured numbers beside the prediction, and memory three ways: the engine's allocator, the
+    device as nvidia-smi counts it, and the plan with its runtime reserve."""
+    md = ["## Runs", "", "Memory per rank: the engine's allocator (mean ± std over ranks), the device's own figure "
+          "(total − free, as nvidia-smi shows it; the rank that saw the most), and the plan: the allocator's bytes + "
+          "the runtime reserve outside it.", "",
+          "| model | layout | seq | status | step time (s) | predicted (s) | error | tokens/s | TFLOP/s per device | MFU | "
+          "allocator peak (GiB) | device peak (GiB) | plan + reserve (GiB) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         mean, std, _, _ = peak_stats(r)
+        err = prediction_error(r)
+        plan = r["planned_gib"] + (0 if math.isnan(r["reserve_gib"]) else r["reserve_gib"])
         md.append(f"| {r['model']} | {r['layout']} | {r['seq']} | {r['status']} | {fmt(r['step_time_s'], 3)} | "
+                  f"{fmt(r['predicted_step_s'], 3)} | {'' if math.isnan(err) else f'{err:+.1f}%'} | "
                   f"{fmt(r['tokens_per_s'], 0)} | {fmt(r['tflops'])} | "
                   f"{fmt(r['mfu']) + ('' if math.isnan(r['mfu']) else '%')} | "
                   f"{fmt(mean, 2) + ('' if math.isnan(mean) else ' ± ' + fmt(std, 2))} | {fmt(r['device_peak_gib'], 2)} | "
-                  f"{fmt(r['planned_gib'], 2)} |")
+                  f"{fmt(r['planned_gib'], 2)} + {fmt(r['reserve_gib'], 2)} = {fmt(plan, 2)} |")
     return md + [""]
 
 

@@ -409,10 +409,19 @@ def summary(spec, cells, state):
 
 # ---- DIR/cells.json: the cells and their refusals, for qwen3-report --------------------------------------------------
 
+def predicted_step(plan):
+    """The plan's predicted step time in seconds (qwen3-pretrain --plan with a calibration of the GPU kind), or None."""
+    p = (plan or {}).get("predicted")
+    return p["step_s"] if p and (plan or {}).get("fits") else None
+
+
 def manifest_text(spec, cells, plans):
-    """DIR/cells.json (format qwen3-sweep-cells, version 1; docs/cli.md): one line per cell, so that it diffs well."""
+    """DIR/cells.json (format qwen3-sweep-cells, version 1; docs/cli.md): one line per cell, so that it diffs well;
+    with the planned peak and predicted step time where --plan gives them, and the spec's steps."""
     rows = [json.dumps({**{k: c[k] for k in ("name", "model", "seq", "layout", "tp", "pp", "cp", "dp")},
-                        "results": f"results/{c['name']}.h5", "refused": plans[c["name"]][2]}, ensure_ascii=False)
+                        "results": f"results/{c['name']}.h5", "refused": plans[c["name"]][2], "steps": spec["steps"],
+                        "planned_peak_bytes": (plans[c["name"]][1] or {}).get("peak_bytes"),
+                        "predicted_step_s": predicted_step(plans[c["name"]][1])}, ensure_ascii=False)
             for c in cells]
     head = json.dumps({"format": MANIFEST_FORMAT, "version": 1, "sweep": spec["name"]}, ensure_ascii=False)[:-1]
     return head + ', "cells": [\n  ' + ",\n  ".join(rows) + "\n]}\n"

@@ -166,26 +166,30 @@ struct OpBench::Impl {
     }
   }
 
-  // One sequence's attention as the engine calls it: q, k, v side by side in the fused projection buffer.
+  // One sequence's attention as the engine calls it (train/cuda/attention.cpp): the normed, rotated q and k in buffers
+  // of their own, v (and dv) in the fused q|k|v projection's columns, the output and its gradient packed.
   double attention_op(const OpShape& op) {
 #ifdef QWEN3_HAVE_CUDNN
     const std::int64_t S = op.tokens, h = op.dims[0], kvh = op.dims[1], D = op.dims[2];
     const std::int64_t qd = h * D, kvd = kvh * D, qkv = qd + 2 * kvd;
-    const SdpaShape shape{1, S, h, kvh, D, qkv, qkv, qkv, qd};
+    const SdpaShape shape{1, S, h, kvh, D, qd, kvd, qkv, qd};
     const cudaStream_t s = stream;
-    Buffer x(static_cast<std::size_t>(S * qkv) * 2), o(static_cast<std::size_t>(S * qd) * 2),
+    Buffer q(static_cast<std::size_t>(S * qd) * 2), k(static_cast<std::size_t>(S * kvd) * 2),
+        x(static_cast<std::size_t>(S * qkv) * 2), o(static_cast<std::size_t>(S * qd) * 2),
         lse(static_cast<std::size_t>(h * S) * 4), ws(attention.workspace_bytes(shape));
+    fill_bf16(q.as<bf16>(), S * qd, 1.0, s);
+    fill_bf16(k.as<bf16>(), S * kvd, 1.0, s);
     fill_bf16(x.as<bf16>(), S * qkv, 1.0, s);
-    bf16* q = x.as<bf16>();
+    const bf16* v = x.as<bf16>() + qd + kvd;
     if (op.kind == OpKind::attention_fwd)
-      return time_calls([&] { attention.forward(q, q + qd, q + qd + kvd, o.as<bf16>(), lse.as<float>(), shape, ws.as<void>(), s); }, s);
-    Buffer dout(static_cast<std::size_t>(S * qd) * 2), dx(static_cast<std::size_t>(S * qkv) * 2);
+      return time_calls([&] { attention.forward(q.as<bf16>(), k.as<bf16>(), v, o.as<bf16>(), lse.as<float>(), shape, ws.as<void>(), s); }, s);
+    Buffer dout(static_cast<std::size_t>(S * qd) * 2), dq(static_cast<std::size_t>(S * qd) * 2),
+        dk(static_cast<std::size_t>(S * kvd) * 2), dx(static_cast<std::size_t>(S * qkv) * 2);
     fill_bf16(dout.as<bf16>(), S * qd, 1.0, s);
-    attention.forward(q, q + qd, q + qd + kvd, o.as<bf16>(), lse.as<float>(), shape, ws.as<void>(), s);
-    bf16* d = dx.as<bf16>();
+    attention.forward(q.as<bf16>(), k.as<bf16>(), v, o.as<bf16>(), lse.as<float>(), shape, ws.as<void>(), s);
     return time_calls([&] {
-      attention.backward(q, q + qd, q + qd + kvd, o.as<bf16>(), dout.as<bf16>(), lse.as<float>(), d, d + qd,
-                         d + qd + kvd, shape, ws.as<void>(), s);
+      attention.backward(q.as<bf16>(), k.as<bf16>(), v, o.as<bf16>(), dout.as<bf16>(), lse.as<float>(), dq.as<bf16>(),
+                         dk.as<bf16>(), dx.as<bf16>() + qd + kvd, shape, ws.as<void>(), s);
     }, s);
 #else
     throw InternalError("qwen3-calibrate: built without cuDNN, whose attention the engine runs");
