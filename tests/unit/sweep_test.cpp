@@ -120,8 +120,10 @@ TEST(SweepMpirun, LocalSweepRunsEveryCellResumesAndReports) {
                           "\"refused\": \"--cp 2: --seq-len 30 must divide by 2 × cp"),
             std::string::npos) << manifest;
   EXPECT_NE(manifest.find("\"layout\": \"T1P2D1\", \"tp\": 1, \"pp\": 2, \"cp\": 1, \"dp\": 1, \"results\": "
-                          "\"results/tiny-L64-T1P2D1.h5\", \"refused\": null}"),
+                          "\"results/tiny-L64-T1P2D1.h5\", \"refused\": null, \"steps\": 2, \"planned_peak_bytes\": "),
             std::string::npos) << manifest;
+  // No calibration of a CPU run's device: no predicted step (the report then says only that the cell has not run).
+  EXPECT_NE(manifest.find("\"predicted_step_s\": null}"), std::string::npos) << manifest;
   r = test::run_program("qwen3-sweep", args);  // resumes: the complete cells are skipped, the refused one stays refused
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("3 complete, 1 refused by qwen3-pretrain"), std::string::npos) << r.output;
