@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 out="${OUT:?OUT=dir}"; mkdir -p "$out/calibration"
 export QWEN3_BIN_DIR="$PWD/build/bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-echo "host: $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "host: $(nproc) cores (the commit built: each results file's git_commit)"
 if [ -n "${TESTS:-}" ]; then
   timeout "${T_TESTS:-150}" build/bin/qwen3_tests --gtest_brief=1 --gtest_filter="$TESTS" >"$out/tests.log" 2>&1
   echo "tests exit $?"; grep -E "^\[  (FAILED|PASSED|SKIPPED) |tests? from.*ran|Failure|Expected|Which is" "$out/tests.log" | head -40
