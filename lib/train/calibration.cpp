@@ -91,8 +91,12 @@ Calibration load_calibration(const std::string& path) {
       c.collectives_source = cj.value("source", "");
       c.collective_latency_s = cj.value("latency_s", 0.0);
       for (const auto& [kind, groups] : cj.at("busbw").items())
-        for (const auto& [n, pts] : groups.items())
-          c.collectives[kind][std::stoi(n)] = read_curve(pts, where + " collectives." + kind + "." + n);
+        for (const auto& [n, pts] : groups.items()) {
+          const int group = std::atoi(n.c_str());
+          if (group < 2 || std::to_string(group) != n)
+            throw UsageError(where + ": collectives." + kind + " has a group size '" + n + "' (a count of GPUs, 2 or more)");
+          c.collectives[kind][group] = read_curve(pts, where + " collectives." + kind + "." + n);
+        }
     }
     const auto& h = j.at("host");
     c.d2h_bytes_per_s = h.at("d2h_bytes_per_s").get<double>();
