@@ -468,6 +468,8 @@ def draw_memory_slot(ax, x, w, r, layouts, top):
                hatch=None if r["status"] == "ok" else "//")
         n = len(r["peaks_gib"])
         ax.plot(x + (np.linspace(-w / 4, w / 4, n) if n > 1 else np.zeros(1)), r["peaks_gib"], ".", color="black", ms=4)
+    if not math.isnan(r.get("device_peak_gib", NAN)) and r["device_peak_gib"] <= top:
+        ax.plot(x, r["device_peak_gib"], "x", color="crimson", ms=6)
     if not math.isnan(r["planned_gib"]):
         if r["planned_gib"] <= top:
             ax.plot([x - w / 2, x + w / 2], [r["planned_gib"]] * 2, "-", color="black", lw=2)
@@ -485,6 +487,9 @@ def memory_handles(rows, layouts, tops):
                        dict(ls="", marker="s", ms=9, alpha=0.55))
     if any(r["peaks_gib"] for r in rows):
         h.append(Line2D([], [], ls="", marker=".", color="black", label="each rank's peak (bar: mean over ranks)"))
+    if any(not math.isnan(r.get("device_peak_gib", NAN)) for r in rows):
+        h.append(Line2D([], [], ls="", marker="x", color="crimson",
+                        label="the device's peak (total − free, as nvidia-smi shows it)"))
     beyond = [r["planned_gib"] > tops[r["model"]] for r in rows if not math.isnan(r["planned_gib"])]
     if not all(beyond):
         h.append(Line2D([], [], color="black", lw=2, label="planned peak (the rank that needs most)"))
@@ -504,9 +509,11 @@ def memory_handles(rows, layouts, tops):
 def plot_memory(out, rows, models, layouts):
     """Peak memory, a panel per model: per length a slot per layout (mean over ranks, every rank, the plan), the
     device's capacity as a line where known."""
-    fig, grid = panel_grid(len(models), 6.0, 4.0, "Peak memory per rank (GPU: the engine's allocator; CPU: resident "
-                           "memory)")
+    fig, grid = panel_grid(len(models), 6.0, 4.0, "Peak memory per rank (bars, GPU: the engine's allocator; CPU: resident "
+                           "memory; ✕: the device's own peak)")
     tops = {m: memory_top([r for r in rows if r["model"] == m]) for m in models}
+    shared = max([t for t in tops.values() if t < math.inf], default=math.inf)
+    tops = {m: t if t < math.inf else shared for m, t in tops.items()}  # a panel with nothing measured: the others' scale
     for (ax, _), m in zip(grid, models):
         mine, top = [r for r in rows if r["model"] == m], tops[m]
         seqs = sorted({r["seq"] for r in mine})
