@@ -16,6 +16,7 @@ enum class ExitCode : int {
   out_of_memory = 5,
   check_failed = 6,
   preempted = 7,
+  diverged = 8,
 };
 
 // The one table of exit codes and their meanings: every tool's --help prints its rows (app/common/help.h) and
@@ -35,6 +36,8 @@ inline constexpr ExitCodeInfo kExitCodes[] = {
     {ExitCode::check_failed, "a check failed: a compared quantity is out of tolerance or a known answer is wrong"},
     {ExitCode::preempted, "preempted: stopped by SIGTERM/SIGUSR1 after saving a checkpoint (status preempted); "
                           "resume it"},
+    {ExitCode::diverged, "diverged: a loss or gradient norm was not finite; the run stopped at that step (status "
+                         "diverged), no checkpoint written from it"},
 };
 
 // The meaning of a code, from kExitCodes.
@@ -82,6 +85,13 @@ struct OutOfMemory : Error {
 struct PredictedOutOfMemory : Error {
   explicit PredictedOutOfMemory(const std::string& m) : Error(ExitCode::out_of_memory, m) {}
   const char* status() const override { return "oom_predicted"; }
+};
+
+// A step whose loss or gradient norm is not finite (NaN or ±inf): the run stops before the optimizer applies it.
+struct Diverged : Error {
+  Diverged(const std::string& m, std::int64_t at_step) : Error(ExitCode::diverged, m), at_step(at_step) {}
+  const char* status() const override { return "diverged"; }
+  std::int64_t at_step;  // the 1-based step whose loss or gradient norm was not finite
 };
 
 // Throws InternalError with file:line when an invariant does not hold.
