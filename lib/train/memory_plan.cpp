@@ -270,7 +270,11 @@ std::string plan_json(const MemoryPlanInput& in, int worst, const MemoryPlan& pl
                         {"micro_batch", in.micro_batch},    {"tp", in.tp},
                         {"pp", in.pp},                      {"cp", in.cp},
                         {"dp", in.dp},                      {"worst_stage", worst},
-                        {"recompute", in.recompute.describe()}, {"plan_bytes", plan.total()},
+                        {"recompute", recompute_name(in.recompute.mode)},
+                        {"recompute_num_layers", in.recompute.num_layers},
+                        {"offload_inputs", in.recompute.offload_inputs},
+                        {"offload_optimizer", in.recompute.offload_optimizer},
+                        {"memory_policy", in.recompute.describe()}, {"plan_bytes", plan.total()},
                         {"reserve_bytes", plan.reserve()}, {"reserve", reserve}, {"peak_bytes", peak},
                         {"device_bytes", device_bytes},     {"fits", peak <= device_bytes},
                         {"host_pinned_bytes", plan.host_pinned_bytes}, {"by_category", categories}}

@@ -96,8 +96,11 @@ inline constexpr const char* kDefaultPlanDevice = "h100-80gb";
 std::int64_t parse_memory_size(const std::string& option, const std::string& text);
 
 // The plan of the rank that needs the most (stage `worst`) as one JSON object for tools (qwen3-sweep): {"model",
-// "seq_len", "micro_batch", "tp", "pp", "cp", "dp", "worst_stage", "recompute", "plan_bytes", "reserve_bytes",
-// "peak_bytes" (the two added), "device_bytes", "fits", "host_pinned_bytes", "by_category": {category: bytes}}.
+// "seq_len", "micro_batch", "tp", "pp", "cp", "dp", "worst_stage", the memory policy as separate fields ("recompute":
+// none|selective|full, "recompute_num_layers", "offload_inputs", "offload_optimizer": fraction 0..1) and in words
+// ("memory_policy"), "plan_bytes", "reserve_bytes", "reserve": [{"what", "bytes"}], "peak_bytes" (plan + reserve),
+// "device_bytes", "fits", "host_pinned_bytes", "by_category": {category: bytes}}. Every field is listed in
+// docs/cli.md (a test holds the two to each other); qwen3-pretrain adds "predicted".
 std::string plan_json(const MemoryPlanInput& in, int worst, const MemoryPlan& plan, std::int64_t device_bytes);
 
 // The plan as text for people: one line per category with its largest items, the total, and the verdict against

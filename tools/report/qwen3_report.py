@@ -7,13 +7,14 @@ memory per rank (mean over ranks, every rank, the plan and the device's capacity
 
 Run through the qwen3-report launcher beside this file: it picks a Python that has h5py, matplotlib and scipy.
 """
-import argparse, csv, datetime, json, math, os, re, signal, sys
+import argparse, csv, datetime, json, math, os, re, signal, sys, textwrap
 
 EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT = 2, 3, 4
 EXIT_CODES = """exit codes:
-  0  report written
+  0  report written: every readable results file reported; files that cannot be read (not HDF5, truncated, another
+     format version, no /config and no sweep cell to name it) are listed as unreadable with the reason
   2  usage: bad option, missing path; or no Python with h5py, matplotlib and scipy (the launcher says which lack what)
-  3  input: no results files, a file that is not HDF5, another results format version, a bad cells.json
+  3  input: nothing to report (no results file could be read, and no sweep manifest), or a bad cells.json
   4  output: --out cannot be written"""
 FORMAT, VERSION = "qwen3-pretrain-results", 1
 CELLS_FORMAT, CELLS_VERSION = "qwen3-sweep-cells", 1
@@ -90,21 +91,62 @@ def capacity(f):
     return NAN
 
 
+class Unreadable(Exception):
+    """A file that cannot be reported: the message says why; the report lists it and goes on with the others."""
+
+
 def open_results(path):
-    """The open file when it is a qwen3-pretrain results file of our version, None for other HDF5 files (datasets)."""
+    """The open file when it is a qwen3-pretrain results file of our version, None for other HDF5 files (datasets);
+    raises Unreadable for a file that is not HDF5 (garbage, truncated, still being written) or of another version."""
     try:
         # without HDF5's lock: a cell still running holds its .partial file open for writing, and is reported as such
         f = h5py.File(path, "r", locking=False)
     except OSError as e:
-        fail(EXIT_INPUT, f"'{path}' is not a readable HDF5 file ({e})")
-    if text(f.attrs.get("format", "")) != FORMAT:
+        raise Unreadable(f"not a readable HDF5 file ({e})")
+    try:
+        fmt = text(f.attrs.get("format", ""))
+        version = int(f.attrs.get("format_version", -1))
+    except Exception as e:  # a damaged attribute
+        f.close()
+        raise Unreadable(f"its attributes cannot be read ({e})")
+    if fmt != FORMAT:
         f.close()
         return None
-    version = int(f.attrs.get("format_version", -1))
     if version != VERSION:
         f.close()
-        fail(EXIT_INPUT, f"'{path}' has results format_version {version}; this report reads version {VERSION}")
+        raise Unreadable(f"results format_version {version}; this report reads version {VERSION}")
     return f
+
+
+# A sweep cell's results file: <model>-L<length>-<layout>.h5 (qwen3-sweep's names).
+CELL_FILE = re.compile(r"^(?P<model>.+)-L(?P<seq>\d+)-(?P<layout>T\d+P\d+(?:C\d+)?D\d+)\.h5(?:\.partial)?$")
+
+
+def cell_of_file(path, known):
+    """(model, length, layout, device) of the cell a results file belongs to, for a file without /config: the sweep
+    manifest's cell whose results file it is (known: {real path: cell}), else its name as qwen3-sweep gives it; None
+    when neither says."""
+    final = path[:-len(".partial")] if path.endswith(".partial") else path
+    c = known.get(os.path.realpath(final))
+    if c:
+        return c["model"], int(c["seq"]), manifest_layout(c), c.get("device", "")
+    m = CELL_FILE.match(os.path.basename(path))
+    return (m["model"], int(m["seq"]), m["layout"], "") if m else None
+
+
+def read_run(path, known):
+    """One results file as a dict of what the report shows, None when it is another kind of HDF5 file (a dataset);
+    raises Unreadable with the reason when it cannot be read or belongs to no known cell."""
+    f = open_results(path)
+    if f is None:
+        return None
+    try:
+        with f:
+            return run_record(f, path, known)
+    except Unreadable:
+        raise
+    except Exception as e:  # truncated datasets, damaged groups: this file only
+        raise Unreadable(f"damaged: {type(e).__name__}: {e}")
 
 
 def run_outcome(f, path):
@@ -138,46 +180,87 @@ def run_time(f, path):
     return datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def read_run(path):
-    """One results file as a dict of what the report shows, or None when it is another kind of HDF5 file."""
-    f = open_results(path)
-    if f is None:
-        return None
-    with f:
-        cfg = {k: text(v) for k, v in f["config"].attrs.items()} if "config" in f else {}
-        steps = {k: np.asarray(f["steps"][k][:], dtype=float) for k in f["steps"]} if "steps" in f else {}
-        devices = [text(d) for d in f.attrs.get("device_names", [])]
-        status, reason = run_outcome(f, path)
-        step_time = mean_after_first(steps.get("step_time_s", []))
-        on_gpu = cfg.get("device") == "cuda"
-        return {
-            **study_figures.read(f),  # run_min, mean_peak_gib, std_at_peak_gib
-            "file": path, "time": run_time(f, path), "mtime": os.path.getmtime(path),
-            "model": cfg.get("model.name") or cfg.get("model", "?"), "seq": int(cfg.get("seq_len", "0")),
-            "layout": run_layout(f, cfg), "world": int(f.attrs.get("world_size", 1)),
-            "status": status, "reason": reason, "steps": len(steps.get("step_time_s", [])),
-            "step_time_s": step_time,
-            "tokens_per_s": int(cfg.get("global_batch", "0")) * int(cfg.get("seq_len", "0")) / step_time,
-            "tflops": mean_after_first(steps.get("tflops_per_device", [])),
-            "on_gpu": on_gpu,
-            "peaks_gib": measured_peaks(f),
-            "hosts": [text(h) for h in f.attrs.get("hostnames", [])],  # each rank's, in rank order
-            "planned_gib": gib(f.attrs["plan_peak_bytes"]) if "plan_peak_bytes" in f.attrs else NAN,
-            # outside the allocator (CUDA context, libraries, NCCL): measured for a calibrated GPU kind, else flat
-            "reserve_gib": gib(f.attrs["plan_reserve_bytes"]) if "plan_reserve_bytes" in f.attrs else NAN,
-            # the step time predicted at start from the GPU kind's calibration (qwen3-calibrate)
-            "predicted_step_s": float(f.attrs.get("predicted_step_s", NAN)),
-            # the device's own figure (driver: total − free, every process), the rank that saw the most
-            "device_peak_gib": (gib(max(f["memory/device_peak_bytes"][:])) if "memory/device_peak_bytes" in f
-                                else NAN),
-            "device": cfg.get("device", "cpu"), "device_name": devices[0] if devices else "",
-            "capacity_gib": capacity(f) if on_gpu else NAN,
-            "commit": text(f.attrs.get("git_commit", "")),
-            "ranks": {k: np.asarray(f["ranks"][k][:], dtype=float) for k in f["ranks"]} if "ranks" in f else {},
-            "stages": ([(int(a), int(b)) for a, b in zip(f["stages/first_layer"][:], f["stages/end_layer"][:])]
-                       if "stages/first_layer" in f else []),
-            "bubble_formula": float(f["stages/bubble_formula"][0]) if "stages/bubble_formula" in f else NAN,
-        }
+def run_record(f, path, known):
+    """read_run's dict from the open file."""
+    cfg = {k: text(v) for k, v in f["config"].attrs.items()} if "config" in f else {}
+    steps = {k: np.asarray(f["steps"][k][:], dtype=float) for k in f["steps"]} if "steps" in f else {}
+    devices = [text(d) for d in f.attrs.get("device_names", [])]
+    status, reason = run_outcome(f, path)
+    if not cfg:
+        # A run that failed before it recorded its configuration (e.g. --device cuda on a host without a GPU):
+        # its cell from the sweep's manifest or its file name, else it is one nobody can place.
+        cell = cell_of_file(path, known)
+        if cell is None:
+            raise Unreadable("no /config group, so its model, length and layout are unknown (not a sweep cell's "
+                             f"file); it says status {status}" + (f": {reason}" if reason else ""))
+        cfg = {"model": cell[0], "seq_len": str(cell[1]), "layout": cell[2]}
+        if cell[3]:
+            cfg["device"] = cell[3]
+        reason = (reason or "(no message)") + " [no /config in the file: the cell is named by the sweep]"
+    step_time = mean_after_first(steps.get("step_time_s", []))
+    on_gpu = cfg.get("device") == "cuda"
+    return {
+        **study_figures.read(f),  # run_min, mean_peak_gib, std_at_peak_gib
+        "file": path, "time": run_time(f, path), "mtime": os.path.getmtime(path),
+        "model": cfg.get("model.name") or cfg.get("model", "?"), "seq": int(cfg.get("seq_len", "0")),
+        "layout": cfg.get("layout") or run_layout(f, cfg), "world": int(f.attrs.get("world_size", 1)),
+        "status": status, "reason": reason, "steps": len(steps.get("step_time_s", [])),
+        "diverged_at_step": int(f.attrs["diverged_at_step"]) if "diverged_at_step" in f.attrs else None,
+        "step_time_s": step_time,
+        "tokens_per_s": (int(cfg.get("global_batch", "0")) * int(cfg.get("seq_len", "0")) / step_time
+                         if step_time else NAN),
+        "tflops": mean_after_first(steps.get("tflops_per_device", [])),
+        "on_gpu": on_gpu,
+        "peaks_gib": measured_peaks(f),
+        "hosts": [text(h) for h in f.attrs.get("hostnames", [])],  # each rank's, in rank order
+        "planned_gib": gib(f.attrs["plan_peak_bytes"]) if "plan_peak_bytes" in f.attrs else NAN,
+        # outside the allocator (CUDA context, libraries, NCCL): measured for a calibrated GPU kind, else flat
+        "reserve_gib": gib(f.attrs["plan_reserve_bytes"]) if "plan_reserve_bytes" in f.attrs else NAN,
+        # the step time predicted at start from the GPU kind's calibration (qwen3-calibrate)
+        "predicted_step_s": float(f.attrs.get("predicted_step_s", NAN)),
+        # the device's own figure (driver: total − free, every process), the rank that saw the most
+        "device_peak_gib": (gib(max(f["memory/device_peak_bytes"][:])) if "memory/device_peak_bytes" in f
+                            else NAN),
+        "device": cfg.get("device", "cpu" if "config" in f else ""),  # "": not recorded (main() sets it)
+        "device_name": devices[0] if devices else "",
+        "capacity_gib": capacity(f) if on_gpu else NAN,
+        "commit": text(f.attrs.get("git_commit", "")),
+        "ranks": {k: np.asarray(f["ranks"][k][:], dtype=float) for k in f["ranks"]} if "ranks" in f else {},
+        "stages": ([(int(a), int(b)) for a, b in zip(f["stages/first_layer"][:], f["stages/end_layer"][:])]
+                   if "stages/first_layer" in f else []),
+        "bubble_formula": float(f["stages/bubble_formula"][0]) if "stages/bubble_formula" in f else NAN,
+    }
+
+
+def load_runs(files, known):
+    """(runs, unreadable): a dict per results file read (datasets skipped), and (file, reason) for each file that
+    cannot be — one damaged file never costs the others their report. A .partial file that cannot be opened (a run
+    still writing it, or killed mid-write) is its cell's incomplete run when the sweep names the cell."""
+    runs, unreadable = [], []
+    for path in files:
+        try:
+            r = read_run(path, known)
+        except Unreadable as e:
+            cell = cell_of_file(path, known) if path.endswith(".partial") else None
+            if cell is None:
+                unreadable.append((path, str(e)))
+                continue
+            r = placeholder(cell[0], cell[2], cell[1], "incomplete",
+                            f"only a .partial file, which cannot be read now ({e}): the run was killed or is still "
+                            "running")
+            r.update(file=path, device=cell[3], time="", mtime=os.path.getmtime(path))
+        if r:
+            runs.append(r)
+    return runs, unreadable
+
+
+def fill_devices(runs):
+    """A file without /config does not say its device: the one every other run used, else the CPU."""
+    known = {r["device"] for r in runs if r["device"]}
+    for r in runs:
+        if not r["device"]:
+            r["device"] = next(iter(known)) if len(known) == 1 else "cpu"
+            r["on_gpu"] = r["device"] == "cuda"
 
 
 def find_files(paths):
@@ -236,29 +319,72 @@ def read_manifest(path):
     return m.get("sweep", "?"), m.get("cells", [])
 
 
+def manifest_layout(c):
+    """A manifest cell's layout name, from its tp, pp, cp, dp (the name every tool gives), else as written."""
+    return (layout_name(*(int(c[k]) for k in ("tp", "pp", "cp", "dp")))
+            if all(k in c for k in ("tp", "pp", "cp", "dp")) else c.get("layout", "?"))
+
+
+def manifest_results(manifests):
+    """{real path of a cell's results file: the cell} over every manifest: how a file without /config is placed."""
+    return {os.path.realpath(os.path.join(os.path.dirname(path), c["results"])): c
+            for path, _, cells in manifests for c in cells if c.get("results")}
+
+
+def placeholder(model, layout, seq, status, reason, predicted=NAN):
+    """A cell's row without a results file to read."""
+    return {"model": model, "layout": layout, "seq": seq, "status": status, "reason": reason,
+            "predicted_step_s": predicted, "reserve_gib": NAN, "peaks_gib": [], "hosts": [], "device_peak_gib": NAN,
+            "run_min": NAN, "mean_peak_gib": NAN, "std_at_peak_gib": NAN, "planned_gib": NAN, "capacity_gib": NAN,
+            "step_time_s": NAN, "tokens_per_s": NAN, "tflops": NAN, "mfu": NAN, "on_gpu": False, "device_name": "",
+            "device": "", "diverged_at_step": None, "steps": 0, "ranks": {}, "stages": [], "commit": "",
+            "world": 0, "file": "", "bubble_formula": NAN}
+
+
+LOG_END = "qwen3-sweep: cell ended with exit code"  # the last line qwen3-sweep --local writes into a cell's log
+
+
+def ended_without_results(manifest_path, c):
+    """(exit code, the log's last error line) of a cell that qwen3-sweep --local ran and that left no results file
+    (DIR/logs/<cell>.log ends with the exit code); None when no such log says the cell ended."""
+    log = os.path.join(os.path.dirname(manifest_path), "logs", f"{c.get('name', '')}.log")
+    try:
+        with open(log, errors="replace") as f:
+            lines = [l.strip() for l in f if l.strip()]
+    except OSError:
+        return None
+    if not lines or not lines[-1].startswith(LOG_END):
+        return None  # still running, or from a sweep that did not write the line
+    try:
+        code = int(lines[-1][len(LOG_END):])
+    except ValueError:
+        return None
+    errors = [l for l in lines[:-1] if "error:" in l]
+    return code, (errors[-1] if errors else (lines[-2] if len(lines) > 1 else "(the log says nothing more)"))
+
+
 def manifest_placeholders(manifests, runs):
-    """A row for every manifest cell that has no run here: refused by the sweep (with its reason) or not run yet."""
+    """A row for every manifest cell that has no run here: refused by the sweep (with its reason), run but ended
+    without a results file (its exit code and the log's error), or not run yet."""
     have = {(r["model"], r["layout"], r["seq"]) for r in runs}
     rows = []
-    for _, _, cells in manifests:
+    for path, _, cells in manifests:
         for c in cells:
-            layout = (layout_name(*(int(c[k]) for k in ("tp", "pp", "cp", "dp")))
-                      if all(k in c for k in ("tp", "pp", "cp", "dp")) else c.get("layout", "?"))
+            layout = manifest_layout(c)
             key = (c.get("model", "?"), layout, int(c.get("seq", 0)))
             if key in have:
                 continue
             have.add(key)
             predicted = c.get("predicted_step_s")
+            ended = None if c.get("refused") else ended_without_results(path, c)
             status, reason = (("refused", c["refused"]) if c.get("refused") else
+                              ("error", f"no results file; exit code {ended[0]}; "
+                                        f"{os.path.join('logs', c.get('name', '') + '.log')}: {ended[1]}")
+                              if ended and ended[0] != 0 else
                               ("not run", f"no results file yet; {c.get('steps', '?')} steps predicted to take "
                                           f"{c.get('steps', 1) * predicted / 60:.1f} min") if predicted else
                               ("not run", "no results file yet"))
-            rows.append({"model": key[0], "layout": layout, "seq": key[2], "status": status, "reason": reason,
-                         "predicted_step_s": predicted if predicted else NAN, "reserve_gib": NAN,
-                         "peaks_gib": [], "hosts": [], "device_peak_gib": NAN,
-                         "run_min": NAN, "mean_peak_gib": NAN, "std_at_peak_gib": NAN,
-                         "planned_gib": NAN, "capacity_gib": NAN, "step_time_s": NAN,
-                         "tokens_per_s": NAN, "mfu": NAN, "on_gpu": False, "device_name": ""})
+            rows.append(placeholder(*key[:2], key[2], status, reason, predicted if predicted else NAN))
     return rows
 
 
@@ -325,29 +451,37 @@ def peak_stats(r):
 
 # ------------------------------------------------------------------------------------------------- plots
 # How a cell that has no step time is marked (strip under the step-time panels, text in the memory panels).
-REASON_COLOURS = {"oom": "crimson", "oom_predicted": "darkorange", "error": "black", "refused": "darkviolet",
-                  "incomplete": "grey", "preempted": "teal", "running": "grey"}
+REASON_COLOURS = study_figures.STATUS_COLOURS
 
 
 def provenance(runs):
-    """A speed figure's second title line: the cards (or CPUs) and commits of the finished runs drawn; the Hugging Face
-    baseline is not in results files."""
+    """A speed figure's title tail: the cards (or CPUs) and commits of the finished runs drawn, short (report.md says
+    the rest: every commit, and that results files hold no Hugging Face baseline)."""
     ok = [r for r in runs if r["status"] == "ok"]
     cards = sorted({r["device_name"] or r["device"] for r in ok})
     commits = sorted({r["commit"][:12] for r in ok if r["commit"]})
-    return (f"on {', '.join(cards) or '—'}, commit {', '.join(commits) or 'not recorded'}; no Hugging Face baseline "
-            "in results files (BENCHMARKS.md has the same-call baselines)")
+    commit = (f"commit {commits[0]}" if len(commits) == 1 else f"{len(commits)} commits" if commits
+              else "commit not recorded")
+    return f"on {', '.join(cards) or '—'}, {commit}"
 
 
 def figure_description(fig):
     """What each panel shows — scales, labels, legend entries, marks — stored in the PNG as its Description, for
     readers that cannot see the image and for the tests."""
+    fig.canvas.draw()  # tick labels exist once drawn
     parts = [f"title: {fig._suptitle.get_text()}"] if fig._suptitle else []
     parts += [f"legend: {' | '.join(t.get_text() for t in lg.get_texts())}" for lg in fig.legends]
+    for lg in fig.legends:  # each legend entry's marker ("legendHandles" before matplotlib 3.7)
+        handles = getattr(lg, "legend_handles", None) or getattr(lg, "legendHandles", [])
+        parts.append("markers: " + " | ".join(f"{t.get_text()} {h.get_marker()}" for t, h in zip(lg.get_texts(), handles)
+                                              if isinstance(h, Line2D) and h.get_marker() not in (None, "None", "")))
     for ax in fig.axes:
         rows = " | ".join(t.get_text() for t in ax.get_yticklabels()) if ax.get_label() == "strip" else ""
+        ticks = " | ".join(t.get_text() for t in ax.get_xticklabels() if t.get_text()) or "—"
+        lo, hi = ax.get_ylim()
         parts.append(f"panel '{ax.get_title() or ax.get_title('left')}'{' (rows: ' + rows + ')' if rows else ''}: "
-                     f"x {ax.get_xscale()} '{ax.get_xlabel()}', y {ax.get_yscale()} '{ax.get_ylabel()}'; "
+                     f"x {ax.get_xscale()} '{ax.get_xlabel()}' (ticks: {ticks}), y {ax.get_yscale()} "
+                     f"'{ax.get_ylabel()}' ({lo:.4g} to {hi:.4g}); "
                      f"marks: {' | '.join(t.get_text().strip() for t in ax.texts) or '—'}")
     return "\n".join(parts)
 
@@ -367,7 +501,8 @@ def panel_grid(n, width, height, title, strip_rows=0):
     rows = math.ceil(n / cols)
     strip_h = 0.22 * strip_rows + 0.25 if strip_rows else 0
     fig = plt.figure(figsize=(width * cols, (height + strip_h) * rows), constrained_layout=True)
-    fig.suptitle(title)
+    # Wrapped to the panels' width: a title wider than them would widen the canvas and shrink every panel.
+    fig.suptitle(textwrap.fill(title, width=int(11 * width * cols)), fontsize=10)
     grid = fig.add_gridspec(rows, cols)
     out = []
     for i in range(n):
@@ -384,12 +519,20 @@ def colour(layouts, layout):
     return plt.get_cmap("tab10")(layouts.index(layout) % 10)
 
 
+def layout_style(layouts, layout):
+    """A layout's colour, marker and size: each its own marker, the later ones smaller and drawn over the earlier,
+    so that layouts whose points coincide (the same time at a length) all stay visible."""
+    i = layouts.index(layout)
+    return dict(color=colour(layouts, layout), marker=study_figures.MARKERS[i % len(study_figures.MARKERS)],
+                ms=max(4.0, 9.0 - 1.5 * (i % 4)), alpha=0.8)
+
+
 def engineering_ticks(axis):
     axis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))  # 32k, 1.5M: no offset text, no collisions
 
 
 def layout_handles(layouts, drawn, style):
-    return [Line2D([], [], color=colour(layouts, l), label=l, **style) for l in layouts if l in drawn]
+    return [Line2D([], [], label=l, **{**layout_style(layouts, l), **style}) for l in layouts if l in drawn]
 
 
 def reason_handles(rows):
@@ -424,15 +567,14 @@ def plot_time(out, rows, fits, models, layouts):
     fit_of = {(f["model"], f["layout"]): f for f in fits}
     failed = [r for r in rows if r["status"] != "ok"]
     strip_rows = max([len({r["layout"] for r in failed if r["model"] == m}) for m in models] + [0])
-    fig, grid = panel_grid(len(models), 5.0, 3.6, "Step time against sequence length (points: runs; lines: linear "
-                           "fits over three lengths or more)\n" + provenance(rows), strip_rows)
+    fig, grid = panel_grid(len(models), 5.0, 3.6, "Step time against sequence length, " + provenance(rows), strip_rows)
     drawn = set()
     for (ax, strip), m in zip(grid, models):
         for l in layouts:
             pts = ok_points(rows, m, l, "step_time_s")
             if pts:
                 drawn.add(l)
-                ax.plot([x for x, _ in pts], [y for _, y in pts], "o", color=colour(layouts, l))
+                ax.plot([x for x, _ in pts], [y for _, y in pts], ls="", **layout_style(layouts, l))
             if (m, l) in fit_of:
                 f, xs = fit_of[(m, l)], np.array([pts[0][0], pts[-1][0]], float)
                 ax.plot(xs, f["intercept_s"] + f["slope_s_per_token"] * xs, "-", color=colour(layouts, l), alpha=0.7)
@@ -448,7 +590,7 @@ def plot_time(out, rows, fits, models, layouts):
             draw_strip(strip, [r for r in failed if r["model"] == m], layouts)
     fit_line = [Line2D([], [], color="grey", label="linear fit (three lengths or more)")] if fits else []
     save(fig, out, "time_vs_length.png",
-         layout_handles(layouts, drawn, dict(ls="", marker="o")) + fit_line + reason_handles(failed))
+         layout_handles(layouts, drawn, dict(ls="")) + fit_line + reason_handles(failed))
 
 
 def memory_top(rows):
@@ -539,22 +681,22 @@ def plot_throughput(out, runs, models, layouts):
     models = [m for m in models if any(r["model"] == m and r["status"] == "ok" for r in runs)] or models
     gpu_models = [m for m in models if any(r["model"] == m and r["on_gpu"] for r in runs)]
     charts = [(m, "tokens_per_s", "tokens/s, all ranks") for m in models] + [(m, "mfu", "MFU (%)") for m in gpu_models]
-    fig, grid = panel_grid(len(charts), 5.0, 3.6, "Throughput of the finished runs\n" + provenance(runs))
+    fig, grid = panel_grid(len(charts), 5.0, 3.6, "Throughput of the finished runs, " + provenance(runs))
     drawn = set()
     for (ax, _), (m, key, what) in zip(grid, charts):
         for l in layouts:
             pts = ok_points(runs, m, l, key)  # MFU is NaN, so left out, for CPU runs
             if pts:
                 drawn.add(l)
-                ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=colour(layouts, l))
+                ax.plot([x for x, _ in pts], [y for _, y in pts], "-", **layout_style(layouts, l))
         ax.set_xlim(0, 1.04 * max(r["seq"] for r in runs))
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.1 * max(ax.get_ylim()[1], 1e-9))  # the highest point clear of the frame
         ax.set_title(f"{m}: {what}")
         ax.set_xlabel("sequence length (tokens)")
         ax.set_ylabel(what)
         engineering_ticks(ax.xaxis)
         engineering_ticks(ax.yaxis) if key == "tokens_per_s" else None
-    save(fig, out, "throughput.png", layout_handles(layouts, drawn, dict(marker="o")))
+    save(fig, out, "throughput.png", layout_handles(layouts, drawn, {}))
 
 
 # ------------------------------------------------------------------------------------------------- report.md
@@ -566,7 +708,13 @@ def cell_mark(r):
     peaks = [f"{np.mean(r['peaks_gib']):.1f} GiB" if r["peaks_gib"] else "",
              f"plan {r['planned_gib']:.1f}" if not math.isnan(r["planned_gib"]) else ""]
     peaks = [p for p in peaks if p]
-    return ("✔" if r["status"] == "ok" else f"✖ {r['status']}") + (f" ({', '.join(peaks)})" if peaks else "")
+    return ("✔" if r["status"] == "ok" else f"✖ {status_text(r)}") + (f" ({', '.join(peaks)})" if peaks else "")
+
+
+def status_text(r):
+    """A run's status as the tables say it: with the step for a run that diverged."""
+    step = r.get("diverged_at_step")
+    return f"{r['status']} at step {step}" if r["status"] == "diverged" and step is not None else r["status"]
 
 
 def md_feasibility(rows, cells, models, layouts, seqs):
@@ -580,7 +728,7 @@ def md_feasibility(rows, cells, models, layouts, seqs):
         md.append("")
     failed = [r for r in rows if r["status"] not in ("ok", "not run")]
     if failed:
-        md += ["Reasons:", ""] + [f"- {r['model']} {r['layout']} {r['seq']}: {r['status']} — "
+        md += ["Reasons:", ""] + [f"- {r['model']} {r['layout']} {r['seq']}: {status_text(r)} — "
                                   f"{r['reason'] or '(no message)'}"
                                   for r in failed] + [""]
     return md
@@ -672,7 +820,8 @@ def md_sources(runs, set_aside, manifests, rows, paths):
     devices = ", ".join(sorted({r["device_name"] for r in runs if r["device_name"]})) or "—"
     commits = ", ".join(sorted({r["commit"] for r in runs if r["commit"]})) or "—"
     md = ["# qwen3-pretrain report", "",
-          f"{plural(len(runs), 'run')} from {', '.join(paths)}; devices: {devices}; commits: {commits}."]
+          f"{plural(len(runs), 'run')} from {', '.join(paths)}; devices: {devices}; commits: {commits}. Results "
+          "files hold no Hugging Face baseline (BENCHMARKS.md has the same-call baselines)."]
     if set_aside:
         md += ["", f"{plural(len(set_aside), 'older result')} of a cell that has a newer one "
                    "set aside (the newest decides): " + ", ".join(r["file"] for r in set_aside) + "."]
@@ -682,6 +831,14 @@ def md_sources(runs, set_aside, manifests, rows, paths):
                                                   for path, name, cells in manifests)
                + f"; {plural(count('refused'), 'cell')} refused by the sweep, {count('not run')} not run yet."]
     return md + [""]
+
+
+def md_unreadable(unreadable):
+    """The files that could not be read, each with why (the rest of the report is without them)."""
+    if not unreadable:
+        return []
+    return ([f"## Unreadable files ({len(unreadable)}): not in the tables below", ""] +
+            [f"- `{path}`: {why}" for path, why in unreadable] + [""])
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -715,11 +872,17 @@ def make_out(out):
 def main():
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the output quietly
     a = parse_args()
-    runs, set_aside = newest_per_cell([r for r in (read_run(p) for p in find_files(a.paths)) if r])
     manifests = find_manifests(a.paths)
+    read, unreadable = load_runs(find_files(a.paths), manifest_results(manifests))
+    fill_devices(read)
+    runs, set_aside = newest_per_cell(read)
     placeholders = manifest_placeholders(manifests, runs)
+    for path, why in unreadable:  # said first, on stderr, whatever follows
+        print(f"qwen3-report: unreadable: {path}: {why}", file=sys.stderr)
     if not runs and not placeholders:
-        fail(EXIT_INPUT, "no qwen3-pretrain results files under " + ", ".join(f"'{p}'" for p in a.paths))
+        fail(EXIT_INPUT, "no qwen3-pretrain results files under " + ", ".join(f"'{p}'" for p in a.paths) +
+             (" could be read (" + "; ".join(f"'{p}' is {why}" if why.startswith("not ") else f"'{p}': {why}"
+                                             for p, why in unreadable) + ")" if unreadable else ""))
     make_out(a.out)
     label_devices(runs)
     for r in runs:
@@ -738,7 +901,7 @@ def main():
     plot_memory(a.out, rows, models, layouts)
     plot_throughput(a.out, runs, models, layouts)
     study_figures.plot(a.out, rows, models, layouts, panel_grid, save, provenance(runs))
-    md = (md_sources(runs, set_aside, manifests, rows, a.paths) + md_feasibility(rows, cells, models, layouts, seqs) +
+    md = (md_sources(runs, set_aside, manifests, rows, a.paths) + md_unreadable(unreadable) + md_feasibility(rows, cells, models, layouts, seqs) +
           md_runs(runs) + md_nodes(runs) + md_pipeline(runs) + md_regression(fits, too_few) +
           ["![time versus length](time_vs_length.png)", "", "![memory](memory.png)", "",
            "![throughput](throughput.png)", ""] + study_figures.markdown(study_fits, fmt))
@@ -746,6 +909,7 @@ def main():
         f.write("\n".join(md))
     print(f"qwen3-report: {plural(len(runs), 'run')}" + (f" ({len(set_aside)} older set aside)" if set_aside else "") +
           (f", {plural(len(placeholders), 'cell')} without results" if placeholders else "") +
+          (f", {plural(len(unreadable), 'unreadable file')} (listed in report.md)" if unreadable else "") +
           f" → {os.path.join(a.out, 'report.md')} (+ runs.csv, memory_per_rank.csv, feasibility.csv, regression.csv, "
           "study_fits.csv, time_vs_length.png, memory.png, throughput.png, study_runtime.png, study_memory.png)")
 

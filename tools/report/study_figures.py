@@ -3,6 +3,8 @@ lay ours over theirs (imported by qwen3_report.py): run time in minutes (start t
 length on a log axis; the peak over time of the mean memory over the GPUs against length, with the cells that ran
 out of memory drawn at the device's capacity, and the standard deviation across the GPUs at that peak; and run time
 fitted against length both linearly and with a quadratic term, each with its p-value, saying which the data support.
+Both figures share one y scale across their panels, label every length, pick the time unit from the data, and mark
+every cell that did not finish (failed, refused, out of memory, diverged, not run) with why.
 
 The study read its memory with nvidia-smi; a results file's traces are the engine's allocator on a GPU (the device's
 own figure is a little higher) and resident memory on the CPU: the axis says which."""
@@ -97,51 +99,115 @@ def markdown(fit_list, fmt):
     return md + [""]
 
 
+# How a cell that did not run to the end is marked, in every figure (qwen3_report.py uses the same colours).
+STATUS_COLOURS = {"oom": "crimson", "oom_predicted": "darkorange", "error": "black", "refused": "darkviolet",
+                  "incomplete": "grey", "preempted": "teal", "running": "grey", "diverged": "magenta"}
+MARKERS = "osD^vP*h"  # one per model (layout in the other figures), so that points that coincide stay told apart
+
+
+def time_unit(seconds):
+    """(divisor, name) for run times whose largest is `seconds`: seconds for runs under two minutes, minutes under
+    two hours, else hours, so that the axis reads 12 s rather than 0.2 min or 0.0033 h."""
+    return (1, "seconds") if seconds < 120 else (60, "minutes") if seconds < 7200 else (3600, "hours")
+
+
+def mark_unfinished(ax, rows, layout, models, colour, drawn, y_of=None):
+    """Every cell of this panel that has no finished value: ✖ at the foot of the panel coloured by why (○ not run),
+    or at y_of(r) when that gives a height (out of memory at the device's capacity); drawn gathers the statuses."""
+    for r in rows:
+        if r["layout"] != layout or r["status"] == "ok" or r["model"] not in models:
+            continue
+        y = y_of(r) if y_of else None
+        hollow = r["status"] == "not run"
+        style = dict(ms=9, color=colour[r["model"]], mec=STATUS_COLOURS.get(r["status"], "grey"), mew=2,
+                     marker="o" if hollow else "X", ls="", mfc="none" if hollow else colour[r["model"]], clip_on=False)
+        if y is not None:
+            ax.plot(r["seq"], y, **style)
+            drawn.add(r["status"] + " at capacity")
+        else:
+            ax.plot(r["seq"], 0.03, transform=ax.get_xaxis_transform(), **style)
+            drawn.add(r["status"])
+
+
+def status_handles(drawn):
+    """Legend entries for the kinds of unfinished cell drawn, and only those."""
+    h = []
+    for k in sorted(drawn):
+        status = k.replace(" at capacity", "")
+        hollow = status == "not run"
+        label = ("not run (no results file)" if hollow else
+                 "out of memory (at capacity)" if k.endswith(" at capacity") else f"✖ {status} (at the foot)")
+        h.append(Line2D([], [], ls="", marker="o" if hollow else "X", ms=9, color="lightgrey", mew=2,
+                        mec=STATUS_COLOURS.get(status, "grey"), mfc="none" if hollow else "lightgrey", label=label))
+    return h
+
+
 def plot(out, rows, models, layouts, panel_grid, save, provenance):
-    """study_runtime.png and study_memory.png: a panel per layout, a line per model, length on a log axis; provenance:
-    the run time figure's second title line (cards, commits)."""
+    """study_runtime.png and study_memory.png: a panel per layout, a line per model (its own marker too), length on a
+    log axis with every length labelled, one y scale for every panel (so that panels compare at a glance); cells
+    that did not finish marked with why; provenance: the cards and commits, in the run time figure's title."""
     cmap = plt.get_cmap("tab10")
     colour = {m: cmap(i % 10) for i, m in enumerate(models)}
+    marker = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(models)}
+    seqs = sorted({r["seq"] for r in rows if r["seq"] > 0})
     kinds = {bool(r.get("on_gpu")) for r in rows if not math.isnan(r.get("mean_peak_gib", NAN))}
-    handles = [Line2D([], [], color=colour[m], marker="o", label=m) for m in models]
-    fig, grid = panel_grid(len(layouts), 5.0, 3.6,
-                           "Run time against sequence length (start to end of each run)\n" + provenance)
+    handles = [Line2D([], [], color=colour[m], marker=marker[m], label=m) for m in models]
+
+    def finished(model, layout, key):
+        return sorted((r["seq"], r[key], r.get("std_at_peak_gib", NAN)) for r in rows
+                      if r["model"] == model and r["layout"] == layout and r["status"] == "ok"
+                      and not math.isnan(r.get(key, NAN)))
+
+    longest = max([r["run_min"] for r in rows if r["status"] == "ok" and not math.isnan(r.get("run_min", NAN))],
+                  default=0.0) * 60
+    div, unit = time_unit(longest)
+    fig, grid = panel_grid(len(layouts), 5.0, 3.6, f"Run time against sequence length (start to end of each run), "
+                           f"{provenance}")
+    drawn, top = set(), 1.08 * longest / div or 1.0
     for (ax, _), l in zip(grid, layouts):
         for m in models:
-            pts = sorted((r["seq"], r["run_min"]) for r in rows if r["model"] == m and r["layout"] == l
-                         and r["status"] == "ok" and not math.isnan(r.get("run_min", NAN)))
+            pts = finished(m, l, "run_min")
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colour[m])
-        axes(ax, l, "run time (minutes)")
-    save(fig, out, "study_runtime.png", handles)
+                ax.plot([p[0] for p in pts], [p[1] * 60 / div for p in pts], "-", marker=marker[m], color=colour[m],
+                        alpha=0.85)
+        mark_unfinished(ax, rows, l, models, colour, drawn)
+        axes(ax, l, f"run time ({unit})", seqs, top)
+    save(fig, out, "study_runtime.png", handles + status_handles(drawn))
+
     what = " and ".join(w for k, w in ((True, "allocator's bytes, GPU runs"), (False, "resident memory, CPU runs"))
                         if k in kinds) or "no trace"
-    fig, grid = panel_grid(len(layouts), 5.0, 3.6, "Peak of the mean memory over ranks, with the std across ranks at "
-                           "that peak; out of memory drawn at the device's capacity")
-    oom_drawn = False
+    fig, grid = panel_grid(len(layouts), 5.0, 3.6, "Peak of the mean memory over ranks (error bars: the std across "
+                           "ranks at that peak); out of memory drawn at the device's capacity")
+    highest = [r["mean_peak_gib"] + (r.get("std_at_peak_gib") or 0) for r in rows
+               if r["status"] == "ok" and not math.isnan(r.get("mean_peak_gib", NAN))]
+    highest += [r["capacity_gib"] for r in rows
+                if r["status"] in OOM and not math.isnan(r.get("capacity_gib", NAN))]
+    drawn, top = set(), 1.08 * max(highest, default=0.0) or 1.0
+
+    def at_capacity(r):
+        return r["capacity_gib"] if r["status"] in OOM and not math.isnan(r.get("capacity_gib", NAN)) else None
+
     for (ax, _), l in zip(grid, layouts):
         for m in models:
-            mine = [r for r in rows if r["model"] == m and r["layout"] == l]
-            pts = sorted((r["seq"], r["mean_peak_gib"], r["std_at_peak_gib"]) for r in mine
-                         if r["status"] == "ok" and not math.isnan(r.get("mean_peak_gib", NAN)))
+            pts = finished(m, l, "mean_peak_gib")
             if pts:
-                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt="o-",
-                            color=colour[m], capsize=3)
-            for r in mine:
-                if r["status"] in OOM and not math.isnan(r.get("capacity_gib", NAN)):
-                    ax.plot(r["seq"], r["capacity_gib"], "X", ms=9, color=colour[m])
-                    oom_drawn = True
-        axes(ax, l, "peak mean memory per rank (GiB)")
-    oom = [Line2D([], [], ls="", marker="X", ms=9, color="grey", label="out of memory (at capacity)")] if oom_drawn else []
+                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt="-",
+                            marker=marker[m], color=colour[m], capsize=3, alpha=0.85)
+        mark_unfinished(ax, rows, l, models, colour, drawn, at_capacity)
+        axes(ax, l, "peak mean memory per rank (GiB)", seqs, top)
     read_as = [Line2D([], [], ls="", label=f"memory read as: {what}")]
-    save(fig, out, "study_memory.png", handles + oom + read_as)
+    save(fig, out, "study_memory.png", handles + status_handles(drawn) + read_as)
 
 
-def axes(ax, layout, ylabel):
+def axes(ax, layout, ylabel, seqs, top):
+    """Length on a log axis with a tick at every length of the report (and no others); y from zero to top, the
+    same in every panel."""
     ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
-        lambda v, _: f"{v / 1024:g}k" if v >= 1024 else f"{v:g}"))  # 32 … 1k … 128k, as the study's axis
+    ax.set_xticks(seqs, [f"{v / 1024:g}k" if v >= 1024 else f"{v:g}" for v in seqs])  # 32 … 1k … 128k, as the study
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    if seqs:
+        ax.set_xlim(seqs[0] / 1.3, seqs[-1] * 1.3)
     ax.set_title(layout)
     ax.set_xlabel("sequence length (tokens)")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1.08 * max(ax.get_ylim()[1], 1e-9))  # from zero, the highest point clear of the frame
+    ax.set_ylim(0, top)

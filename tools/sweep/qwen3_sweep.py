@@ -7,7 +7,9 @@ whose results file is complete, and the cells an earlier submission of the same 
 an interrupted sweep resumes. One failing cell never stops the others. <dir>/cells.json lists every cell (with
 refusals) for qwen3-report. With `save_interval = N` in the spec each cell checkpoints under <dir>/checkpoints/<cell>
 and continues from there (--auto-resume): a cell pre-empted by Slurm (status "preempted", exit code 7) is requeued by
-its array task, and re-running the sweep runs it again from its checkpoint.
+its array task, and re-running the sweep runs it again from its checkpoint. A cell that diverged (status "diverged",
+exit code 8: a loss or gradient norm was not finite) is an answer like an out-of-memory cell: never requeued, never run
+again (not even by --retry-failed: the same seed, data and options diverge again).
 """
 import argparse, concurrent.futures, configparser, difflib, fnmatch, json, os, re, shlex, shutil, signal, subprocess, sys, time
 
@@ -26,7 +28,8 @@ LAYOUT = re.compile(r"^T(\d+)P(\d+)(?:C(\d+))?(?:D(\d+))?$")
 SWEEP_KEYS = {"name", "models", "lengths", "layouts", "global_batch", "micro_batch", "steps", "documents", "device",
               "nodes", "gpus_per_node", "extra_args", "seed", "device_memory", "recompute", "save_interval"}
 SLURM_KEYS = {"partition", "time", "account", "launcher", "cpus_per_task"}
-ANSWERS = {"ok", "oom", "oom_predicted"}  # statuses that answer the cell's question: never re-run
+ANSWERS = {"ok", "oom", "oom_predicted", "diverged"}  # statuses that answer the cell's question: never re-run
+DIVERGED, EXIT_DIVERGED, EXIT_PREEMPTED = "diverged", 8, 7  # qwen3-pretrain's status and exit codes (docs/exit-codes.md)
 FAILED = "error"  # a cell that failed for a reason of its own: complete unless --retry-failed
 SLURM_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
                 "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"}
@@ -264,7 +267,10 @@ def plan_cells(spec, cells, root, bin_dir):
 def print_plan_table(spec, cells, plans):
     """--plan: every cell's planned peak per rank and, where the GPU kind has a calibration, its predicted step time,
     tokens/s, MFU and run time (the spec's steps), as a Markdown table (docs/study-plan.md is one)."""
-    print(f"| model | length | layout | recomputation | planned peak per rank (GiB, {spec['device_memory']} device) "
+    # A CPU run has no device limit: its peak is the CUDA engine's plan for the cell, for comparison, with no verdict.
+    on_cpu = spec["device"] == "cpu"
+    memory = "planned peak per rank (GiB)" if on_cpu else f"planned peak per rank (GiB, {spec['device_memory']} device)"
+    print(f"| model | length | layout | memory policy | {memory} "
           "| pinned host memory per rank (GiB) | verdict | predicted step (s) | tokens/s | MFU | "
           f"{spec['steps']} steps (min) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -272,8 +278,8 @@ def print_plan_table(spec, cells, plans):
     for c in cells:
         code, plan, reason = plans[c["name"]]
         if reason is None and plan:
-            row = (plan["recompute"], f"{plan['peak_bytes'] / 2**30:.1f}", f"{plan['host_pinned_bytes'] / 2**30:.1f}",
-                   "✔ fits" if plan["fits"] else "✖ does not fit")
+            row = (plan["memory_policy"], f"{plan['peak_bytes'] / 2**30:.1f}", f"{plan['host_pinned_bytes'] / 2**30:.1f}",
+                   "runs (CPU: no device limit)" if on_cpu else "✔ fits" if plan["fits"] else "✖ does not fit")
             p = plan.get("predicted")
             if p and plan["fits"]:
                 total += p["step_s"] * spec["steps"]
@@ -367,7 +373,8 @@ def queued_cells(root):
 
 def classify(cells, plans, root, bin_dir, retry_failed):
     """Each cell's state: 'refused' (qwen3-pretrain --plan refuses its layout at its length), 'complete' (its results
-    answer it: ok, oom, oom_predicted), 'complete-failed' (error, kept unless --retry-failed), 'failed' (error, to run
+    answer it: ok, oom, oom_predicted), 'diverged' (an answer too: never run again, --retry-failed or not),
+    'complete-failed' (error, kept unless --retry-failed), 'failed' (error, to run
     again with --retry-failed), 'queued' (pending or running from an earlier submission), else 'todo'. Slurm is asked first:
     a task that ends after that has its final results file in place when the files are read."""
     queued = queued_cells(root)
@@ -376,6 +383,8 @@ def classify(cells, plans, root, bin_dir, retry_failed):
     for c, status in zip(cells, statuses):
         if plans[c["name"]][2] is not None:
             state[c["name"]] = "refused"
+        elif status == DIVERGED:
+            state[c["name"]] = "diverged"
         elif status in ANSWERS:
             state[c["name"]] = "complete"
         elif status == FAILED and not retry_failed:
@@ -390,10 +399,12 @@ def classify(cells, plans, root, bin_dir, retry_failed):
 def summary(spec, cells, state):
     """The one line that says where the sweep stands."""
     n = {k: sum(1 for v in state.values() if v == k) for k in
-         ("complete", "complete-failed", "failed", "refused", "queued", "todo")}
-    done = f"{n['complete'] + n['complete-failed']} complete"
-    if n["complete-failed"]:
-        done += f" ({n['complete-failed']} failed: {FAILED}; --retry-failed re-runs them)"
+         ("complete", "diverged", "complete-failed", "failed", "refused", "queued", "todo")}
+    done = f"{n['complete'] + n['diverged'] + n['complete-failed']} complete"
+    notes = ([f"{n['diverged']} diverged: an answer, not run again"] if n["diverged"] else []) + \
+        ([f"{n['complete-failed']} failed: {FAILED}; --retry-failed re-runs them"] if n["complete-failed"] else [])
+    if notes:
+        done += f" ({'; '.join(notes)})"
     parts = [done]
     if n["refused"]:
         parts.append(f"{n['refused']} refused by qwen3-pretrain --plan")
@@ -419,7 +430,8 @@ def manifest_text(spec, cells, plans):
     """DIR/cells.json (format qwen3-sweep-cells, version 1; docs/cli.md): one line per cell, so that it diffs well;
     with the planned peak and predicted step time where --plan gives them, and the spec's steps."""
     rows = [json.dumps({**{k: c[k] for k in ("name", "model", "seq", "layout", "tp", "pp", "cp", "dp")},
-                        "results": f"results/{c['name']}.h5", "refused": plans[c["name"]][2], "steps": spec["steps"],
+                        "device": spec["device"], "results": f"results/{c['name']}.h5", "refused": plans[c["name"]][2],
+                        "steps": spec["steps"],
                         "planned_peak_bytes": (plans[c["name"]][1] or {}).get("peak_bytes"),
                         "predicted_step_s": predicted_step(plans[c["name"]][1])}, ensure_ascii=False)
             for c in cells]
@@ -519,12 +531,26 @@ def run_local(spec, todo, root, a):
                 code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
             except OSError as e:
                 raise ToolError(f"cannot run {a.mpirun}: {e.strerror} (pass --mpirun)")
-        print(f"[{i + 1}/{len(todo)}] {c['name']}: {'ok' if code == 0 else f'failed (exit {code}, {log})'}")
+            # The log's last line: how the cell ended, for qwen3-report when the run left no results file to say so.
+            f.write(f"{LOG_END} {code}\n")
+        outcome = ("ok" if code == 0 else
+                   f"diverged (exit {code}: {diverged_step(results_path(root, c), a.bin)}, {log})" if code == EXIT_DIVERGED
+                   else f"failed (exit {code}, {log})")
+        print(f"[{i + 1}/{len(todo)}] {c['name']}: {outcome}")
         if code != 0:
             failed.append(c["name"])
     print(f"qwen3-sweep: {len(todo) - len(failed)} of {len(todo)} cells ran to the end; results in "
           f"{os.path.join(root, 'results')}")
     return 1 if failed else 0
+
+
+LOG_END = "qwen3-sweep: cell ended with exit code"  # qwen3-report reads this line (docs/cli.md)
+
+
+def diverged_step(path, bin_dir):
+    """The error message of a diverged run (it names the step), as qwen3-results reads it from the results file."""
+    summary = tool_json([tool(bin_dir, "qwen3-results"), path, "--format", "json"], (0, 1)) or {}
+    return summary.get("error_message") or "a loss or gradient norm was not finite"
 
 
 # ---- Slurm ---------------------------------------------------------------------------------------------------------
@@ -548,7 +574,8 @@ def job_script(spec, table):
             "trap 'kill -USR1 \"$pid\" 2>/dev/null' USR1 TERM\n"
             "while :; do wait \"$pid\"; rc=$?; kill -0 \"$pid\" 2>/dev/null || break; done\n"
             # A cell stopped after saving a checkpoint (exit code 7) goes back in the queue; --auto-resume continues.
-            "if [ \"$rc\" -eq 7 ] && command -v scontrol >/dev/null; then\n"
+            # Any other code stays as it ended: a diverged cell (8) would diverge again, a failed one fail again.
+            f"if [ \"$rc\" -eq {EXIT_PREEMPTED} ] && command -v scontrol >/dev/null; then\n"
             "  scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\" || true\nfi\nexit \"$rc\"\n")
 
 
@@ -599,8 +626,8 @@ def parse_command_line():
     mode.add_argument("--plan", action="store_true",
                       help="print every cell's memory plan per rank (qwen3-pretrain --plan) as a Markdown table; run nothing")
     ap.add_argument("--retry-failed", action="store_true",
-                    help="run again the cells whose results file says 'error' (oom and oom_predicted are answers, "
-                         "never re-run)")
+                    help="run again the cells whose results file says 'error' (oom, oom_predicted and diverged are "
+                         "answers, never re-run)")
     ap.add_argument("--only", metavar="PATTERNS",
                     help="only the cells whose names match one of these comma-separated shell patterns "
                          "(e.g. '0.6B-*,1.7B-L1024-*'); the others are left as they are")
