@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -71,6 +72,30 @@ std::vector<std::pair<std::string, RecordingPricer>> inventory(const std::vector
   return out;
 }
 
+// The calibration file must be new (or --overwrite) in a folder that exists and can be written: checked before any
+// measurement, so a bad --out costs no GPU time (exit 4, as for every tool's output).
+void check_output(const std::string& path, bool overwrite) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(path, ec) && !overwrite) throw OutputError("--out: '" + path + "' already exists (pass --overwrite to replace it)");
+  const std::string probe = path + ".partial";
+  if (!std::ofstream(probe)) throw OutputError("--out: cannot create '" + probe + "' (is the folder there and writable?)");
+  fs::remove(probe, ec);
+}
+
+// Written as <path>.partial, then renamed: a calibration file is whole or absent.
+void write_output(const std::string& path, const std::string& text) {
+  const std::string partial = path + ".partial";
+  {
+    std::ofstream f(partial);
+    f << text;
+    if (!f.flush()) throw OutputError("--out: cannot write '" + partial + "'");
+  }
+  std::error_code ec;
+  std::filesystem::rename(partial, path, ec);
+  if (ec) throw OutputError("--out: cannot rename '" + partial + "' to '" + path + "': " + ec.message());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -79,10 +104,12 @@ int main(int argc, char** argv) {
                                 tp_text = "1,2,4,8";
     std::string base_path;
     int threads = 0;
+    bool overwrite = false;
     po::options_description desc(
         "qwen3-calibrate: measure this GPU kind's operations for qwen3-pretrain --plan's step-time prediction\n"
-        "Usage: qwen3-calibrate --out FILE [--kind NAME] [--models LIST] [--lengths LIST] [--tp LIST]\nOptions");
+        "Usage: qwen3-calibrate --out FILE [--overwrite] [--kind NAME] [--models LIST] [--lengths LIST] [--tp LIST]\nOptions");
     desc.add_options()("help,h", "show this help")("out", po::value(&out_path), "calibration JSON to write (required)")(
+        "overwrite", po::bool_switch(&overwrite), "replace --out if it exists")(
         "kind", po::value(&kind), ("GPU kind, as --device-memory names it (" + known_gpu_names() +
                                    "); default: the one whose memory this device has").c_str())(
         "models", po::value(&models_text)->default_value(models_text), "model presets whose kernels to measure")(
@@ -94,20 +121,23 @@ int main(int argc, char** argv) {
     po::variables_map vm;
     const std::string exit_codes = exit_codes_help(
         {{ExitCode::ok, "the calibration was written"}, {ExitCode::internal},
-         {ExitCode::usage, "also: no CUDA device, or a build without CUDA"}, {ExitCode::out_of_memory}});
+         {ExitCode::usage, "also: no CUDA device, or a build without CUDA"},
+         {ExitCode::input, "--base cannot be read or is not a calibration"},
+         {ExitCode::output, "checked before anything is measured"}, {ExitCode::out_of_memory}});
     if (!parse_command_line(argc, argv, desc, vm, nullptr, exit_codes)) return 0;
     if (out_path.empty()) throw UsageError("--out: give the calibration file to write");
+    check_output(out_path, overwrite);
     const auto models = split(models_text);
     for (const auto& m : models) model_preset(m);  // UsageError naming an unknown preset
     const auto lengths = parse_positive_list("--lengths", lengths_text);
     const auto tps = parse_positive_list("--tp", tp_text);
     if (threads <= 0) threads = cores_per_rank(1);
 #ifndef QWEN3_HAVE_CUDA
-    throw UsageError("qwen3-calibrate measures a GPU: this build has no CUDA");
+    throw UsageError("this build has no CUDA, and calibration measures a GPU");
 #else
     int devices = 0;
     if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0)
-      throw UsageError("qwen3-calibrate: no CUDA device is visible on this host");
+      throw UsageError("no CUDA device is visible on this host (calibration measures a GPU)");
     CUDA_CHECK(cudaSetDevice(0));
     CUDA_CHECK(cudaFree(nullptr));  // the context
     cudaDeviceProp prop{};
@@ -121,7 +151,11 @@ int main(int argc, char** argv) {
     Calibration c;
     std::map<std::string, std::map<std::int64_t, double>> measured;  // key → tokens → seconds
     if (!base_path.empty()) {
-      c = load_calibration(base_path);
+      try {
+        c = load_calibration(base_path);
+      } catch (const UsageError& e) {  // a file to read: input data
+        throw InputError(std::string("--base: ") + e.what());
+      }
       if (c.kind != kind) throw UsageError("--base: '" + base_path + "' calibrates " + c.kind + ", this device is " + kind);
       for (const auto& [key, curve] : c.ops)
         for (const auto& [tokens, seconds] : curve) measured[key][static_cast<std::int64_t>(tokens)] = seconds;
@@ -168,9 +202,7 @@ int main(int argc, char** argv) {
                  c.context_bytes / 1048576.0, c.library_bytes / 1048576.0, c.kernel_bytes / 1048576.0,
                  c.pinned_map_bytes_per_byte * 1024, c.h2d_bytes_per_s / 1e9, c.d2h_bytes_per_s / 1e9, c.cpu_adamw_elements_per_s / 1e9, threads,
                  c.sync_s * 1e6);
-    std::ofstream f(out_path);
-    f << calibration_json(c);
-    if (!f.flush()) throw UsageError("--out: cannot write '" + out_path + "'");
+    write_output(out_path, calibration_json(c));
     std::size_t points = 0;
     for (const auto& [key, curve] : c.ops) points += curve.size();
     std::printf("qwen3-calibrate: %s (%s): %zu kernel shapes at %zu token counts measured in %.0f s → %s\n",

@@ -56,7 +56,8 @@ std::string pretrain_exit_codes() {
                           {ExitCode::input, "--plan: the plan does not fit the device memory"},
                           {ExitCode::output},
                           {ExitCode::out_of_memory},
-                          {ExitCode::preempted, "only with --save"}});
+                          {ExitCode::preempted, "only with --save"},
+                          {ExitCode::diverged, "a loss or gradient norm was not finite (status diverged)"}});
 }
 
 }  // namespace

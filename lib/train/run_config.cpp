@@ -79,7 +79,9 @@ void RunConfig::validate(int world) const {
   if (export_dtype != "bf16" && export_dtype != "fp32")
     throw UsageError("--export-dtype: invalid value '" + export_dtype + "' (valid: bf16, fp32)");
   if (!export_hf.empty() && std::filesystem::exists(export_hf) && !overwrite)
-    throw UsageError("--export-hf: '" + export_hf + "' exists (pass --overwrite to replace it)");
+    throw OutputError("--export-hf: '" + export_hf + "' exists (pass --overwrite to replace it)");
+  if (!save.empty() && std::filesystem::exists(save) && !std::filesystem::is_directory(save))
+    throw OutputError("--save: '" + save + "' is a file, not a folder of checkpoints");
   if (device != "cpu" && device != "cuda") throw UsageError("--device: invalid value '" + device + "' (valid: cpu, cuda)");
   validate_layout(world, device == "cuda");
 }

@@ -3,13 +3,16 @@
 // for '-' and name the closest valid key when misspelt.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "cli_runner.h"
+#include "common/main_wrapper.h"
 #include "config/ini.h"
 #include "config/model_config.h"
 #include "core/error.h"
@@ -47,13 +50,27 @@ std::string read_text(const std::string& path) {
 
 std::string repo_file(const std::string& relative) { return qwen3::test::test_data_dir() + "/../../" + relative; }
 
+// The codes of `tool`'s row in docs/exit-codes.md's per-tool table ("| `qwen3-x` | 0 1 2 | ..."); empty when absent.
+std::set<int> doc_tool_codes(const std::string& doc, const std::string& tool) {
+  std::set<int> codes;
+  const auto at = doc.find("| `" + tool + "` | ");
+  if (at == std::string::npos) return codes;
+  const auto from = doc.find("| ", at + 1) + 2;
+  std::istringstream list(doc.substr(from, doc.find(" |", from) - from));
+  for (int c; list >> c;) codes.insert(c);
+  return codes;
+}
+
+// Every C++ tool and the --help that shows its exit codes.
+const std::vector<std::pair<std::string, std::string>> kToolHelps = {
+    {"qwen3-pretrain", "--help"},     {"qwen3-dataset", "--help"},    {"qwen3-dataset", "pack --help"},
+    {"qwen3-golden-check", "--help"}, {"qwen3-comm-check", "--help"}, {"qwen3-results", "--help"},
+    {"qwen3-calibrate", "--help"}};
+
 }  // namespace
 
 TEST(ExitCodes, EveryToolsHelpListsItsCodesWithTheTablesMeanings) {
-  const std::vector<std::pair<std::string, std::string>> tools = {
-      {"qwen3-pretrain", "--help"},      {"qwen3-dataset", "--help"},  {"qwen3-dataset", "pack --help"},
-      {"qwen3-golden-check", "--help"},  {"qwen3-comm-check", "--help"}, {"qwen3-results", "--help"}};
-  for (const auto& [tool, args] : tools) {
+  for (const auto& [tool, args] : kToolHelps) {
     SCOPED_TRACE(tool + " " + args);
     const auto r = run_program(tool, args);
     ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -74,6 +91,81 @@ TEST(ExitCodes, DocsListTheSameTable) {
     EXPECT_NE(doc.find(line), std::string::npos) << "docs/exit-codes.md lacks the row\n" << line;
   }
   EXPECT_NE(read_text(repo_file("docs/cli.md")).find("(exit-codes.md)"), std::string::npos);
+}
+
+// docs/exit-codes.md's per-tool table has a row for every C++ tool, with the codes its --help lists.
+TEST(ExitCodes, DocsPerToolRowsHoldEachToolsCodes) {
+  const auto doc = read_text(repo_file("docs/exit-codes.md"));
+  for (const auto& [tool, args] : kToolHelps) {
+    SCOPED_TRACE(tool + " " + args);
+    std::set<int> help;
+    for (const auto& [code, meaning] : help_exit_codes(run_program(tool, args).output)) help.insert(code);
+    EXPECT_EQ(doc_tool_codes(doc, tool), help) << "docs/exit-codes.md's row for " << tool;
+  }
+}
+
+// The rule of code 4 for every output: one that exists without --overwrite, or whose folder is missing, is refused with
+// 4 before any work (no training step, no measurement, no results file).
+TEST(ExitCodes, EveryOutputThatExistsOrCannotBeWrittenEndsWithFour) {
+  namespace fs = std::filesystem;
+  const auto dir = qwen3::test::fresh_dir("cli_test_outputs");
+  const auto at = [&](const std::string& name) { return "'" + (dir / name).string() + "'"; };
+  ASSERT_EQ(run_program("qwen3-dataset", "synthetic --out " + at("data.h5") + " --vocab-size 512 --lengths 32 --documents 4")
+                .exit_code, 0);
+  fs::create_directories(dir / "hf");
+  std::ofstream(dir / "a-file") << "x";
+  std::ofstream(dir / "cal.json") << "{}";
+  const std::string train = "--model tiny --data " + at("data.h5") + " --seq-len 32 --global-batch 2 --steps 1 ";
+  struct Case {
+    std::string tool, args, expect;
+  };
+  const std::vector<Case> cases = {
+      {"qwen3-pretrain", train + "--out " + at("data.h5"), "already exists"},
+      {"qwen3-pretrain", train + "--out " + at("none/run.h5"), "cli_test_outputs/none"},
+      {"qwen3-pretrain", train + "--out " + at("run1.h5") + " --export-hf " + at("hf"), "--export-hf: "},
+      {"qwen3-pretrain", train + "--out " + at("run2.h5") + " --save " + at("a-file"), "--save: "},
+      {"qwen3-dataset", "synthetic --out " + at("data.h5") + " --vocab-size 512 --lengths 32 --documents 4", "already exists"},
+      {"qwen3-dataset", "synthetic --out " + at("none/d.h5") + " --vocab-size 512 --lengths 32 --documents 4", "cli_test_outputs/none"},
+      {"qwen3-calibrate", "--out " + at("cal.json"), "already exists (pass --overwrite"},
+      {"qwen3-calibrate", "--out " + at("none/cal.json"), "cli_test_outputs/none"},
+  };
+  for (const auto& c : cases) {
+    const auto r = run_program(c.tool, c.args);
+    EXPECT_EQ(r.exit_code, 4) << c.tool << " " << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.expect), std::string::npos) << c.tool << " " << c.args << "\n" << r.output;
+    EXPECT_EQ(r.output.find("step 1/1"), std::string::npos) << "refused after training\n" << r.output;
+  }
+  EXPECT_FALSE(fs::exists(dir / "run1.h5"));
+  EXPECT_FALSE(fs::exists(dir / "run2.h5"));
+  EXPECT_EQ(read_text((dir / "cal.json").string()), "{}");
+}
+
+// "<tool>: error: <message>", never the tool's name twice, whoever raised the message.
+TEST(ErrorMessages, NoToolRepeatsItsName) {
+  EXPECT_STREQ(without_program_prefix("qwen3-x", "qwen3-x: no device"), "no device");
+  EXPECT_STREQ(without_program_prefix("qwen3-x", "qwen3-xy: no device"), "qwen3-xy: no device");
+  EXPECT_STREQ(without_program_prefix(nullptr, "qwen3-x: no device"), "qwen3-x: no device");
+  const auto dir = qwen3::test::fresh_dir("cli_test_prefix");
+  const std::string out = "'" + (dir / "cal.json").string() + "'";
+  const std::vector<std::pair<std::string, std::string>> failing = {
+      {"qwen3-calibrate", "--out " + out},  // no GPU (hidden below), or a build without CUDA
+      {"qwen3-calibrate", "--out " + out + " --models nope"},
+      {"qwen3-calibrate", "--bogus"},
+      {"qwen3-pretrain", "--model nope --data x.h5 --out " + out},
+      {"qwen3-pretrain", "--plan --seq-len 0"},
+      {"qwen3-dataset", "info " + out},
+      {"qwen3-dataset", "synthetic --bogus"},
+      {"qwen3-results", out},
+      {"qwen3-golden-check", "--golden " + out},
+      {"qwen3-comm-check", "--device nope"},
+  };
+  for (const auto& [tool, args] : failing) {
+    const auto r = qwen3::test::run_command("CUDA_VISIBLE_DEVICES= '" + qwen3::test::bin_dir() + "/" + tool + "' " + args);
+    EXPECT_NE(r.exit_code, 0) << tool << " " << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(tool + ": "), std::string::npos) << tool << " " << args << "\n" << r.output;
+    EXPECT_EQ(r.output.find(tool + ": error: " + tool), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find(tool + ": internal error: " + tool), std::string::npos) << r.output;
+  }
 }
 
 TEST(NumberFormat, ShortestRoundTripAsPeopleWriteIt) {
