@@ -173,8 +173,9 @@ int main(int argc, char** argv) {
     const auto tflops = h5::read_f64(root, "steps/tflops_per_device");
     if (!loss.empty()) {
       std::printf("  steps         %zu of %s; loss %.4f -> %.4f\n", loss.size(), c("steps").c_str(), loss.front(), loss.back());
-      std::printf("  throughput    %.0f tokens/s, %.3f TFLOP/s per device, MFU %.2f%% (mean of steps after the first)\n",
-                  mean_after_first(tps), mean_after_first(tflops), 100 * mean_after_first(tflops) / kPeakTflopsPerDevice);
+      std::printf("  throughput    %.0f tokens/s, %s TFLOP/s per device, MFU %s%% (mean of steps after the first)\n",
+                  mean_after_first(tps), format_significant(mean_after_first(tflops)).c_str(),
+                  format_significant(100 * mean_after_first(tflops) / kPeakTflopsPerDevice).c_str());
     }
     if (h5::exists(root, "timings")) {
       h5::Handle t = h5::open_group(root, "timings");

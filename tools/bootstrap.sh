@@ -42,8 +42,8 @@ mpirun_args=(--oversubscribe)
 gpus=0
 command -v nvidia-smi >/dev/null && gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 if [ "$gpus" -gt 0 ] && "$build/bin/qwen3-pretrain" --list-devices | grep -qx cuda; then
-  # One GPU until the NCCL gradient reduction lands (data parallelism on GPUs, issue 5).
-  device=cuda ranks=1
+  # Every GPU of the node, one rank each, data parallel (gradients reduced over NCCL).
+  device=cuda ranks=$gpus
   mpirun_args+=(-x NCCL_NVLS_ENABLE=0)
 else
   [ "$gpus" -gt 0 ] && echo "demo: $gpus GPU(s) found, but this build has no CUDA backend: training on the CPU"
@@ -53,6 +53,8 @@ fi
 mkdir -p "$build/demo"
 "$build/bin/qwen3-dataset" synthetic --out "$build/demo/data.h5" --vocab-size 512 --lengths 128,256 \
   --documents 64 --seed 1234 --overwrite
+# The global batch: inputs/demo.ini's 8, or the smallest multiple of micro-batch × ranks above it (3 GPUs: 12).
+step=$(( 2 * ranks ))
 mpirun "${mpirun_args[@]}" -np "$ranks" "$build/bin/qwen3-pretrain" --config inputs/demo.ini --device "$device" \
-  --data "$build/demo/data.h5" --out "$build/demo/results.h5" --overwrite
+  --global-batch $(( (8 + step - 1) / step * step )) --data "$build/demo/data.h5" --out "$build/demo/results.h5" --overwrite
 "$build/bin/qwen3-results" "$build/demo/results.h5"

@@ -54,6 +54,16 @@ std::string closest_key(const std::string& key, const std::vector<std::string>& 
 }
 
 std::string unknown_key_message(const std::string& key, const std::vector<std::string>& candidates) {
+  // Keys are flat: "run.model" comes from a line under a [run] section, which these files do not use.
+  const auto dot = key.find('.');
+  if (dot != std::string::npos && dot > 0 && dot + 1 < key.size()) {
+    const std::string section = key.substr(0, dot), name = key.substr(dot + 1);
+    const bool known = std::find(candidates.begin(), candidates.end(), name) != candidates.end();
+    const auto nearest = known ? name : closest_key(name, candidates);
+    return "unknown key '" + key + "': this file has no sections (the line [" + section +
+           "] is not used; write its keys before any [section] line, or drop it)" +
+           (nearest.empty() ? "" : known ? " — '" + name + "' is a valid key" : " (did you mean '" + nearest + "'?)");
+  }
   const auto nearest = closest_key(key, candidates);
   return "unknown key '" + key + "'" + (nearest.empty() ? "" : " (did you mean '" + nearest + "'?)");
 }
@@ -88,7 +98,13 @@ const std::string* IniFile::find(const std::string& key, bool required) {
   used_.insert(key);
   auto it = values_.find(key);
   if (it == values_.end()) {
-    if (required) throw UsageError("'" + source_ + "': missing required key '" + key + "'");
+    if (required) {
+      for (const auto& [k, v] : values_)  // the key under a [section]: say that sections are not used
+        if (k.size() > key.size() && k.compare(k.size() - key.size() - 1, std::string::npos, "." + key) == 0)
+          throw UsageError("'" + source_ + "': missing required key '" + key + "' (it is under [" +
+                           k.substr(0, k.size() - key.size() - 1) + "]: this file has no sections; drop that line)");
+      throw UsageError("'" + source_ + "': missing required key '" + key + "'");
+    }
     return nullptr;
   }
   return &it->second;

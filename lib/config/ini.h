@@ -35,7 +35,8 @@ IniFile read_ini(const std::string& path, const std::string& what);
 // misspelling of it: at most max(2, key length / 3) edits. Empty when none is.
 std::string closest_key(const std::string& key, const std::vector<std::string>& candidates);
 
-// "unknown key 'golbal-batch' (did you mean 'global-batch'?)", or "unknown key 'x'" when no candidate is close.
+// "unknown key 'golbal-batch' (did you mean 'global-batch'?)", or "unknown key 'x'" when no candidate is close. A key
+// "section.name" (a line under [section]) says that the file has no sections.
 std::string unknown_key_message(const std::string& key, const std::vector<std::string>& candidates);
 
 }  // namespace qwen3

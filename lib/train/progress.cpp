@@ -1,6 +1,7 @@
 // Progress line formatting (see progress.h).
 #include "train/progress.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -24,14 +25,25 @@ std::string format_duration(double s) {
   return buf;
 }
 
+std::string format_significant(double v) {
+  if (!std::isfinite(v)) return std::to_string(v);
+  char buf[48];
+  if (v == 0) return "0";
+  // Digits after the point: 2 for [1, 10), one more per decade below, none from 100 on.
+  const int decimals = std::max(0, 2 - static_cast<int>(std::floor(std::log10(std::fabs(v)))));
+  std::snprintf(buf, sizeof buf, "%.*f", std::min(decimals, 20), v);
+  return buf;
+}
+
 std::string progress_line(std::int64_t step, std::int64_t steps, const StepRecord& r, std::int64_t peak_bytes, double eta_s) {
   char buf[320];
   const int width = static_cast<int>(std::to_string(steps).size());
   std::snprintf(buf, sizeof buf,
-                "step %*lld/%lld | loss %.4f | grad norm %.3f | lr %.3e | %.3f s | %.0f tok/s | %.2f TFLOP/s/dev | "
-                "MFU %.2f%% | peak %s | ETA %s",
+                "step %*lld/%lld | loss %.4f | grad norm %.3f | lr %.3e | %.3f s | %.0f tok/s | %s TFLOP/s/dev | "
+                "MFU %s%% | peak %s | ETA %s",
                 width, static_cast<long long>(step), static_cast<long long>(steps), r.loss, r.grad_norm, r.lr,
-                r.step_time_s, r.tokens_per_s, r.tflops_per_device, 100.0 * r.tflops_per_device / kPeakTflopsPerDevice,
+                r.step_time_s, r.tokens_per_s, format_significant(r.tflops_per_device).c_str(),
+                format_significant(100.0 * r.tflops_per_device / kPeakTflopsPerDevice).c_str(),
                 format_bytes(peak_bytes).c_str(), format_duration(eta_s).c_str());
   return buf;
 }

@@ -17,6 +17,7 @@
 #include "config/model_config.h"
 #include "core/error.h"
 #include "core/format.h"
+#include "train/progress.h"
 
 using namespace qwen3;
 using qwen3::test::run_program;
@@ -241,6 +242,42 @@ TEST(ConfigKeys, RunConfigTakesUnderscoresAndNamesTheClosestKey) {
       << r.output;
   r = plan_with("seq_len = 96\nseq-len = 64\n");
   EXPECT_EQ(r.exit_code, 2) << r.output;  // one option given twice, whatever the spelling
+}
+
+// Run and model configs have no [sections]: a key under one is refused saying so (not just "unknown key 'run.model'").
+TEST(ConfigKeys, ASectionIsRefusedSayingSectionsAreNotUsed) {
+  const std::string path = ::testing::TempDir() + "/cli_test_sections.ini";
+  std::ofstream(path) << "[run]\nmodel = tiny\nseq_len = 32\n";
+  auto r = run_program("qwen3-pretrain", "--plan --config '" + path + "'");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown key 'run.model': this file has no sections (the line [run] is not used"),
+            std::string::npos) << r.output;
+  EXPECT_EQ(unknown_key_message("run.lrr", {"lr", "steps"}),
+            "unknown key 'run.lrr': this file has no sections (the line [run] is not used; write its keys before any "
+            "[section] line, or drop it) (did you mean 'lr'?)");
+  std::ofstream(path) << "[model]\nvocab_size = 300\nhidden_size = 32\n";
+  try {
+    load_model_config(path);
+    ADD_FAILURE() << "a model config under [model] was accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("it is under [model]: this file has no sections"), std::string::npos) << e.what();
+  }
+}
+
+// Step lines and the summary show small throughputs with 3 significant digits (a CPU run: not "0.00 TFLOP/s/dev").
+TEST(NumberFormat, ThroughputWithThreeSignificantDigits) {
+  EXPECT_EQ(format_significant(0.00512), "0.00512");
+  EXPECT_EQ(format_significant(0.0512), "0.0512");
+  EXPECT_EQ(format_significant(5.123), "5.12");
+  EXPECT_EQ(format_significant(51.23), "51.2");
+  EXPECT_EQ(format_significant(512.3), "512");
+  EXPECT_EQ(format_significant(0), "0");
+  const StepRecord cpu{6.2, 2.9, 3e-5, 0.02, 3221, 0.00512};
+  EXPECT_NE(progress_line(1, 1, cpu, 1 << 20, 0).find("| 0.00512 TFLOP/s/dev | MFU 0.000518% |"), std::string::npos)
+      << progress_line(1, 1, cpu, 1 << 20, 0);
+  const StepRecord gpu{6.2, 2.9, 3e-5, 0.5, 73300, 422.3};
+  EXPECT_NE(progress_line(1, 1, gpu, 1 << 20, 0).find("| 422 TFLOP/s/dev | MFU 42.7% |"), std::string::npos)
+      << progress_line(1, 1, gpu, 1 << 20, 0);
 }
 
 // The start banner gives the model's size in the unit people use (not "0.000283 B").
