@@ -146,8 +146,7 @@ class PartialOutput {
   }
   hid_t get() const { return file_.get(); }
   void commit() {
-    h5::flush(file_);
-    file_.reset();
+    h5::close(file_, "'" + partial_ + "'");  // flushed and closed: the disk's last word comes back here
     std::error_code ec;
     fs::rename(partial_, out_, ec);
     if (ec) throw OutputError("cannot rename '" + partial_ + "' to '" + out_ + "': " + ec.message());
@@ -160,11 +159,14 @@ class PartialOutput {
   bool committed_ = false;
 };
 
-// HDF5 write failures after the file was created are almost always the disk (full, quota, gone).
+// Errors while writing name the output the user asked for (not its .partial): the disk's own reason when it refused
+// ("no space left on device"), else the HDF5 call that failed.
 template <typename F>
 void guarded_write(const std::string& out, F&& body) {
   try {
     body();
+  } catch (const h5::WriteError& e) {
+    throw OutputError("cannot write '" + out + "': " + e.reason());
   } catch (const InternalError& e) {
     throw OutputError("cannot write '" + out + "': " + e.what());
   }
@@ -606,7 +608,7 @@ void write_synthetic_dataset(const std::string& path, std::int64_t vocab_size, c
       });
     }
   });
-  out.commit();
+  guarded_write(path, [&] { out.commit(); });
 }
 
 void pack_dataset(const PackOptions& o) {
@@ -668,7 +670,7 @@ void pack_dataset(const PackOptions& o) {
       }
     }
   });
-  out.commit();
+  guarded_write(o.out_path, [&] { out.commit(); });
 }
 
 }  // namespace qwen3

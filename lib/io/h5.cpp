@@ -2,6 +2,11 @@
 #include "io/h5.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 
@@ -10,13 +15,122 @@
 namespace qwen3::h5 {
 namespace {
 
-// Any HDF5 failure we did not anticipate: name the call and the object.
-void check(herr_t rc, const std::string& what) {
-  if (rc < 0) throw InternalError("HDF5 call failed: " + what);
+// HDF5 1.10 frees a file or dataset whose close failed (its flush hit a full disk) yet keeps its identifier; the
+// library's own shutdown at exit then closes it a second time and crashes in H5F__close_cb (HDF5 issues #2257 and
+// #2291, fixed in 1.14; Debian 12 ships 1.10.8). So the shutdown is ours: registered before the library starts, and
+// skipped once any close has failed, when the process is ending with that error anyway.
+std::atomic<bool> g_close_failed{false};
+void shutdown_library() {
+  if (!g_close_failed.load()) H5close();
 }
-hid_t check_id(hid_t id, const std::string& what) {
-  if (id < 0) throw InternalError("HDF5 call failed: " + what);
+[[maybe_unused]] const bool g_shutdown_registered = [] {
+  return H5dont_atexit() >= 0 && std::atexit(shutdown_library) == 0;
+}();
+
+// What went wrong under a failed HDF5 call, as far as the operating system is concerned.
+struct Failure {
+  std::string what;        // our name for the call ("write rows buckets/len_8/tokens")
+  std::string file;        // the file HDF5 was working on, when known
+  int error_number = 0;    // errno reported by HDF5's file driver (0: not an operating-system failure)
+  bool reading = false;    // the driver was reading (else writing, seeking, truncating, opening, closing)
+  bool locked = false;     // HDF5's file lock was refused: another process has the file open
+};
+
+// The file driver's messages carry "errno = N" and, for reads and writes, "filename = '...'" (opening: "name = '...'").
+herr_t scan_error(unsigned, const H5E_error2_t* e, void* data) {
+  auto& f = *static_cast<Failure*>(data);
+  if (f.error_number != 0 || e->desc == nullptr) return 0;
+  const char* at = std::strstr(e->desc, "errno = ");
+  if (at == nullptr) return 0;
+  f.error_number = static_cast<int>(std::strtol(at + 8, nullptr, 10));
+  f.reading = e->min_num == H5E_READERROR || std::strstr(e->desc, "read failed") != nullptr;
+  f.locked = std::strstr(e->desc, "unable to lock file") != nullptr;
+  for (const char* key : {"filename = '", "name = '"}) {
+    const char* name = std::strstr(e->desc, key);
+    if (name == nullptr) continue;
+    name += std::strlen(key);
+    const char* end = std::strchr(name, '\'');
+    if (end != nullptr && f.file.empty()) f.file.assign(name, end);
+  }
+  return 0;
+}
+
+std::string file_name(hid_t obj);
+
+// A failed call's picture: HDF5's error stack first; else errno as the call left it, when the stack says a write or
+// flush failed and errno is one the operating system gives for storage (HDF5 does not always put it in the message).
+// Must run before any other HDF5 API call, each of which clears the error stack. obj (any object of the file, or
+// H5I_INVALID_HID) names the file when `file` is empty.
+Failure diagnose(const std::string& what, const std::string& file, int errno_after_call,
+                 hid_t obj = H5I_INVALID_HID) {
+  Failure f;
+  f.what = what;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, scan_error, &f);
+  if (f.error_number == 0) {
+    bool io = false;
+    H5Ewalk2(
+        H5E_DEFAULT, H5E_WALK_DOWNWARD,
+        [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
+          if (e->min_num == H5E_WRITEERROR || e->min_num == H5E_CANTFLUSH || e->min_num == H5E_SEEKERROR)
+            *static_cast<bool*>(data) = true;
+          return 0;
+        },
+        &io);
+    const int e = errno_after_call;
+    if (io && (e == ENOSPC || e == EDQUOT || e == EIO || e == EFBIG || e == EROFS)) f.error_number = e;
+  }
+  H5Eclear2(H5E_DEFAULT);
+  if (!file.empty()) f.file = file;  // the caller's name for it, when it has one
+  else if (f.file.empty()) f.file = file_name(obj);
+  return f;
+}
+
+// The file an object lives in, as HDF5 opened it ("" when there is none).
+std::string file_name(hid_t obj) {
+  if (obj < 0) return "";
+  const ssize_t n = H5Fget_name(obj, nullptr, 0);
+  if (n <= 0) return "";
+  std::string name(static_cast<std::size_t>(n), '\0');
+  if (H5Fget_name(obj, name.data(), name.size() + 1) < 0) return "";
+  return name;
+}
+
+[[noreturn]] void throw_failure(const Failure& f) {
+  const std::string file = f.file.empty() ? std::string("an HDF5 file") : f.file;
+  if (f.error_number != 0 && f.reading)
+    throw InputError("cannot read '" + file + "': " + system_reason(f.error_number));
+  if (f.error_number != 0) throw WriteError(file, f.error_number);
+  throw InternalError("HDF5 call failed: " + f.what);
+}
+
+// Any HDF5 failure: the operating system's refusal (disk full, quota, I/O error) as WriteError (exit 4) or, when
+// reading, InputError, naming the file; anything else is one we did not anticipate: name the call and the object.
+// obj (any object of the file) names the file when HDF5's messages do not.
+void check(herr_t rc, const std::string& what, hid_t obj = H5I_INVALID_HID) {
+  const int errno_after_call = errno;
+  if (rc < 0) throw_failure(diagnose(what, "", errno_after_call, obj));
+}
+hid_t check_id(hid_t id, const std::string& what, hid_t obj = H5I_INVALID_HID) {
+  const int errno_after_call = errno;
+  if (id < 0) throw_failure(diagnose(what, "", errno_after_call, obj));
   return id;
+}
+
+// Closes an identifier with the right H5*close; a failed close is remembered (see shutdown_library).
+herr_t close_id(hid_t id) {
+  herr_t rc = 0;
+  switch (H5Iget_type(id)) {
+    case H5I_FILE: rc = H5Fclose(id); break;
+    case H5I_GROUP: rc = H5Gclose(id); break;
+    case H5I_DATASET: rc = H5Dclose(id); break;
+    case H5I_ATTR: rc = H5Aclose(id); break;
+    case H5I_DATASPACE: rc = H5Sclose(id); break;
+    case H5I_DATATYPE: rc = H5Tclose(id); break;
+    case H5I_GENPROP_LST: rc = H5Pclose(id); break;
+    default: break;
+  }
+  if (rc < 0) g_close_failed.store(true);
+  return rc;
 }
 
 std::vector<hsize_t> to_hsize(const std::vector<std::int64_t>& s) { return {s.begin(), s.end()}; }
@@ -55,8 +169,9 @@ void write_all(hid_t loc, const std::string& path, hid_t file_type, hid_t mem_ty
     check(H5Pset_deflate(dcpl.get(), 1), "deflate " + path);
   }
   Handle d(check_id(H5Dcreate2(loc, path.c_str(), file_type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
-                    "create dataset " + path));
-  if (element_count(s) > 0) check(H5Dwrite(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "write " + path);
+                    "create dataset " + path, loc));
+  if (element_count(s) > 0) check(H5Dwrite(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "write " + path, loc);
+  close(d, path);  // writes what HDF5 still caches: a full disk answers here
 }
 
 Handle open_attr(hid_t obj, const std::string& name) {
@@ -84,7 +199,7 @@ bool overwrite_scalar(hid_t obj, const std::string& name, H5T_class_t cls, hid_t
   Handle ftype(check_id(H5Aget_type(a.get()), "attribute type"));
   Handle space(check_id(H5Aget_space(a.get()), "attribute space"));
   if (H5Tget_class(ftype.get()) != cls || H5Sget_simple_extent_type(space.get()) != H5S_SCALAR) return false;
-  check(H5Awrite(a.get(), mem_type, value), "write attribute " + name);
+  check(H5Awrite(a.get(), mem_type, value), "write attribute " + name, obj);
   return true;
 }
 
@@ -141,17 +256,42 @@ Handle& Handle::operator=(Handle&& o) noexcept {
 
 void Handle::reset() {
   if (id_ < 0) return;
-  switch (H5Iget_type(id_)) {
-    case H5I_FILE: H5Fclose(id_); break;
-    case H5I_GROUP: H5Gclose(id_); break;
-    case H5I_DATASET: H5Dclose(id_); break;
-    case H5I_ATTR: H5Aclose(id_); break;
-    case H5I_DATASPACE: H5Sclose(id_); break;
-    case H5I_DATATYPE: H5Tclose(id_); break;
-    case H5I_GENPROP_LST: H5Pclose(id_); break;
-    default: break;
-  }
+  const hid_t id = release();
+  if (close_id(id) < 0) H5Eclear2(H5E_DEFAULT);  // a destructor cannot report it; close() does
+}
+
+hid_t Handle::release() {
+  const hid_t id = id_;
   id_ = H5I_INVALID_HID;
+  return id;
+}
+
+std::string system_reason(int error_number) {
+  std::string reason = std::strerror(error_number);
+  if (!reason.empty() && reason[0] >= 'A' && reason[0] <= 'Z' && (reason.size() < 2 || !std::isupper(reason[1])))
+    reason[0] = static_cast<char>(reason[0] - 'A' + 'a');
+  return reason;
+}
+
+WriteError::WriteError(const std::string& file, int error_number)
+    : OutputError("cannot write '" + file + "': " + system_reason(error_number)), file(file),
+      error_number(error_number) {}
+
+std::string WriteError::reason() const { return system_reason(error_number); }
+
+void close(Handle& handle, const std::string& what) {
+  if (!handle.valid()) return;
+  const int errno_before = errno;
+  const std::string file = file_name(handle.get());
+  std::optional<Failure> failure;
+  // A file closes for real only when its last object does: flush it now, so the disk's answer comes back here.
+  unsigned intent = 0;
+  if (H5Iget_type(handle.get()) == H5I_FILE && H5Fget_intent(handle.get(), &intent) >= 0 && (intent & H5F_ACC_RDWR) &&
+      H5Fflush(handle.get(), H5F_SCOPE_LOCAL) < 0)
+    failure = diagnose("flush " + what, file, errno);
+  if (close_id(handle.release()) < 0 && !failure) failure = diagnose("close " + what, file, errno);
+  errno = errno_before;
+  if (failure) throw_failure(*failure);
 }
 
 void quiet_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
@@ -168,18 +308,37 @@ Handle open_read(const std::string& path, const std::string& what) {
 Handle open_rw(const std::string& path) {
   quiet_errors();
   hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-  if (f < 0) throw OutputError("cannot open '" + path + "' for writing");
+  if (f < 0) {
+    const Failure why = diagnose("open " + path, path, errno);
+    throw OutputError("cannot open '" + path + "' for writing" +
+                      (why.locked ? ": another process has it open (HDF5's file lock is taken)"
+                       : why.error_number != 0 ? ": " + system_reason(why.error_number)
+                                               : ""));
+  }
   return Handle(f);
 }
 
 Handle create(const std::string& path) {
   quiet_errors();
   hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0) throw OutputError("cannot create '" + path + "' (is the folder there and writable?)");
+  if (f < 0) {
+    const Failure why = diagnose("create " + path, path, errno);
+    if (why.locked) throw OutputError("cannot create '" + path + "': another process has it open (HDF5's file lock is taken)");
+    const int e = why.error_number;
+    if (e == ENOSPC || e == EDQUOT || e == EIO || e == EFBIG) {  // HDF5 made the file, then could not write it
+      std::error_code ec;
+      std::filesystem::remove(path, ec);
+    }
+    const bool folder = e == ENOENT || e == ENOTDIR || e == EACCES || e == EROFS;
+    if (e != 0)
+      throw OutputError("cannot create '" + path + "': " + system_reason(e) +
+                        (folder ? " (is the folder there and writable?)" : ""));
+    throw OutputError("cannot create '" + path + "' (is the folder there and writable?)");
+  }
   return Handle(f);
 }
 
-void flush(const Handle& file) { check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "flush"); }
+void flush(const Handle& file) { check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "flush", file.get()); }
 
 bool exists(hid_t loc, const std::string& path) {
   // H5Lexists fails (rather than returning false) when an intermediate group is missing: walk the path.
@@ -214,7 +373,7 @@ Handle ensure_group(hid_t loc, const std::string& path) {
     if (!part.empty()) {
       prefix += (prefix.empty() ? "" : "/") + part;
       if (H5Lexists(loc, prefix.c_str(), H5P_DEFAULT) <= 0) {
-        Handle g(check_id(H5Gcreate2(loc, prefix.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create group " + prefix));
+        Handle g(check_id(H5Gcreate2(loc, prefix.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create group " + prefix, loc));
       }
     }
     if (slash == std::string::npos) break;
@@ -243,9 +402,9 @@ void write_attr(hid_t obj, const std::string& name, const std::string& value) {
   replace_attr(obj, name);
   Handle type = utf8_vlen_type();
   Handle space(check_id(H5Screate(H5S_SCALAR), "scalar space"));
-  Handle a(check_id(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name));
+  Handle a(check_id(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name, obj));
   const char* p = value.c_str();
-  check(H5Awrite(a.get(), type.get(), &p), "write attribute " + name);
+  check(H5Awrite(a.get(), type.get(), &p), "write attribute " + name, obj);
 }
 
 void write_attr(hid_t obj, const std::string& name, const std::vector<std::string>& values) {
@@ -255,24 +414,24 @@ void write_attr(hid_t obj, const std::string& name, const std::vector<std::strin
   Handle type = utf8_vlen_type();
   hsize_t n = values.size();
   Handle space(check_id(H5Screate_simple(1, &n, nullptr), "space"));
-  Handle a(check_id(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name));
-  if (n > 0) check(H5Awrite(a.get(), type.get(), ptrs.data()), "write attribute " + name);
+  Handle a(check_id(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name, obj));
+  if (n > 0) check(H5Awrite(a.get(), type.get(), ptrs.data()), "write attribute " + name, obj);
 }
 
 void write_attr(hid_t obj, const std::string& name, std::int64_t value) {
   if (overwrite_scalar(obj, name, H5T_INTEGER, H5T_NATIVE_INT64, &value)) return;
   replace_attr(obj, name);
   Handle space(check_id(H5Screate(H5S_SCALAR), "scalar space"));
-  Handle a(check_id(H5Acreate2(obj, name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name));
-  check(H5Awrite(a.get(), H5T_NATIVE_INT64, &value), "write attribute " + name);
+  Handle a(check_id(H5Acreate2(obj, name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name, obj));
+  check(H5Awrite(a.get(), H5T_NATIVE_INT64, &value), "write attribute " + name, obj);
 }
 
 void write_attr(hid_t obj, const std::string& name, double value) {
   if (overwrite_scalar(obj, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, &value)) return;
   replace_attr(obj, name);
   Handle space(check_id(H5Screate(H5S_SCALAR), "scalar space"));
-  Handle a(check_id(H5Acreate2(obj, name.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name));
-  check(H5Awrite(a.get(), H5T_NATIVE_DOUBLE, &value), "write attribute " + name);
+  Handle a(check_id(H5Acreate2(obj, name.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), "create attribute " + name, obj));
+  check(H5Awrite(a.get(), H5T_NATIVE_DOUBLE, &value), "write attribute " + name, obj);
 }
 
 std::string read_attr_string(hid_t obj, const std::string& name) {
@@ -386,7 +545,9 @@ void rewrite_i64(hid_t loc, const std::string& path, const std::vector<std::int6
   const auto s = shape(loc, path);
   if (element_count(s) != static_cast<std::int64_t>(data.size())) throw InternalError("size mismatch rewriting " + path);
   Handle d(check_id(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), "open dataset " + path));
-  if (!data.empty()) check(H5Dwrite(d.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), "write " + path);
+  if (!data.empty())
+    check(H5Dwrite(d.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), "write " + path, loc);
+  close(d, path);
 }
 
 void write_string(hid_t loc, const std::string& path, const std::string& value) {
@@ -396,9 +557,10 @@ void write_string(hid_t loc, const std::string& path, const std::string& value) 
   check(H5Tset_size(type.get(), std::max<std::size_t>(1, value.size())), "string size");
   Handle space(check_id(H5Screate(H5S_SCALAR), "scalar space"));
   Handle d(check_id(H5Dcreate2(loc, path.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                    "create dataset " + path));
+                    "create dataset " + path, loc));
   std::string padded = value.empty() ? std::string(1, '\0') : value;
-  check(H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, padded.data()), "write " + path);
+  check(H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, padded.data()), "write " + path, loc);
+  close(d, path);
 }
 
 std::string read_string(hid_t loc, const std::string& path) {
@@ -425,7 +587,8 @@ void create_i32_2d(hid_t loc, const std::string& path, std::int64_t rows, std::i
     check(H5Pset_deflate(dcpl.get(), 1), "deflate " + path);
   }
   Handle d(check_id(H5Dcreate2(loc, path.c_str(), H5T_STD_I32LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
-                    "create dataset " + path));
+                    "create dataset " + path, loc));
+  close(d, path);
 }
 
 void write_i32_rows(hid_t loc, const std::string& path, std::int64_t row0, const std::vector<std::int32_t>& data,
@@ -440,7 +603,8 @@ void write_i32_rows(hid_t loc, const std::string& path, std::int64_t row0, const
   hsize_t start[2] = {static_cast<hsize_t>(row0), 0}, count[2] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(s[1])};
   check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), "select rows " + path);
   Handle mspace(check_id(H5Screate_simple(2, count, nullptr), "memspace"));
-  check(H5Dwrite(d.get(), H5T_NATIVE_INT32, mspace.get(), fspace.get(), H5P_DEFAULT, data.data()), "write rows " + path);
+  check(H5Dwrite(d.get(), H5T_NATIVE_INT32, mspace.get(), fspace.get(), H5P_DEFAULT, data.data()), "write rows " + path, loc);
+  close(d, path);  // a chunk left in HDF5's cache is written here
 }
 
 Series::Series(hid_t loc, const std::string& path) {
@@ -451,17 +615,17 @@ Series::Series(hid_t loc, const std::string& path) {
   Handle dcpl(check_id(H5Pcreate(H5P_DATASET_CREATE), "dcpl"));
   check(H5Pset_chunk(dcpl.get(), 1, &chunk), "series chunk");
   dset_ = Handle(check_id(H5Dcreate2(loc, path.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
-                          "create series " + path));
+                          "create series " + path, loc));
 }
 
 void Series::append(double value) {
   hsize_t n = static_cast<hsize_t>(size_ + 1);
-  check(H5Dset_extent(dset_.get(), &n), "extend series");
+  check(H5Dset_extent(dset_.get(), &n), "extend series", dset_.get());
   Handle fspace(check_id(H5Dget_space(dset_.get()), "series space"));
   hsize_t start = static_cast<hsize_t>(size_), count = 1;
   check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &count, nullptr), "select");
   Handle mspace(check_id(H5Screate_simple(1, &count, nullptr), "memspace"));
-  check(H5Dwrite(dset_.get(), H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(), H5P_DEFAULT, &value), "append");
+  check(H5Dwrite(dset_.get(), H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(), H5P_DEFAULT, &value), "append", dset_.get());
   size_ += 1;
 }
 
@@ -475,7 +639,7 @@ Rows::Rows(hid_t loc, const std::string& path, std::int64_t cols) : cols_(cols) 
   Handle dcpl(check_id(H5Pcreate(H5P_DATASET_CREATE), "dcpl"));
   check(H5Pset_chunk(dcpl.get(), 2, chunk), "rows chunk");
   dset_ = Handle(check_id(H5Dcreate2(loc, path.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
-                          "create rows " + path));
+                          "create rows " + path, loc));
 }
 
 void Rows::append(const std::vector<double>& rows) {
@@ -483,12 +647,12 @@ void Rows::append(const std::vector<double>& rows) {
   const hsize_t n = rows.size() / static_cast<std::size_t>(cols_);
   if (n == 0) return;
   hsize_t dims[2] = {static_cast<hsize_t>(size_) + n, static_cast<hsize_t>(cols_)};
-  check(H5Dset_extent(dset_.get(), dims), "extend rows");
+  check(H5Dset_extent(dset_.get(), dims), "extend rows", dset_.get());
   Handle fspace(check_id(H5Dget_space(dset_.get()), "rows space"));
   hsize_t start[2] = {static_cast<hsize_t>(size_), 0}, count[2] = {n, static_cast<hsize_t>(cols_)};
   check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), "select rows");
   Handle mspace(check_id(H5Screate_simple(2, count, nullptr), "memspace"));
-  check(H5Dwrite(dset_.get(), H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(), H5P_DEFAULT, rows.data()), "append rows");
+  check(H5Dwrite(dset_.get(), H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(), H5P_DEFAULT, rows.data()), "append rows", dset_.get());
   size_ += static_cast<std::int64_t>(n);
 }
 

@@ -1,4 +1,7 @@
 // Thin RAII layer over the HDF5 C API: files, groups, attributes and whole-dataset reads/writes, every call checked.
+// A call the operating system refused (disk full, quota, I/O error) is reported as such, naming the file: WriteError
+// (exit 4) when writing, flushing, closing or creating, InputError when reading; any other HDF5 failure is an
+// InternalError naming the call.
 #pragma once
 #include <hdf5.h>
 
@@ -6,6 +9,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "core/error.h"
 
 namespace qwen3::h5 {
 
@@ -21,11 +26,28 @@ class Handle {
   ~Handle() { reset(); }
   hid_t get() const { return id_; }
   bool valid() const { return id_ >= 0; }
+  // Closes it, ignoring a failure (a destructor cannot report one): use close() where the answer matters.
   void reset();
+  hid_t release();  // gives up ownership without closing
+
 
  private:
   hid_t id_ = H5I_INVALID_HID;
 };
+
+// A write, flush, close or create that the operating system refused: "cannot write 'F': no space left on device".
+struct WriteError : OutputError {
+  WriteError(const std::string& file, int error_number);
+  std::string file;       // as HDF5 opened it
+  int error_number;       // errno
+  std::string reason() const;  // strerror, first letter lower case: "no space left on device"
+};
+std::string system_reason(int error_number);  // strerror(error_number) as reason() gives it
+
+// Closes a handle now and reports what its destructor cannot: a file is flushed first, and a dataset's close writes
+// the chunks HDF5 still caches, so a full disk answers here (WriteError naming the file). `what` names the object.
+// The handle is closed even when this throws.
+void close(Handle& handle, const std::string& what);
 
 // Silences HDF5's own error stack printing; our checks report instead. Call once per process.
 void quiet_errors();
@@ -34,9 +56,10 @@ void quiet_errors();
 Handle open_read(const std::string& path, const std::string& what);
 // Opens an existing file read-write (for appending to a results file we created).
 Handle open_rw(const std::string& path);
-// Creates (truncates) a file. Throws OutputError naming the path if it cannot.
+// Creates (truncates) a file. Throws OutputError naming the path if it cannot (WriteError when the disk is full),
+// saying so when another process holds HDF5's lock on it.
 Handle create(const std::string& path);
-void flush(const Handle& file);
+void flush(const Handle& file);  // WriteError naming the file when the disk refuses
 
 bool exists(hid_t loc, const std::string& path);          // link exists (intermediate groups checked)
 bool has_attr(hid_t obj, const std::string& name);

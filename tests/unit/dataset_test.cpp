@@ -1,11 +1,15 @@
 // The dataset format: synthetic round trip and determinism, every reader error as a named InputError,
-// pack/crop on hand-made token streams (raw and .npy; text and other files refused), safe output writing, and the
-// qwen3-dataset command line.
+// pack/crop on hand-made token streams (raw and .npy; text and other files refused), safe output writing (a full disk
+// included), and the qwen3-dataset command line.
 #include <gtest/gtest.h>
 
 #include "cli_runner.h"
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <cstdio>
@@ -785,4 +789,123 @@ TEST_F(DatasetCli, PackTakesANpyFileWithoutDtypeAndRefusesTextWithAnInputError) 
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("looks like text: pack takes raw int32 or .npy token ids"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(path("x.h5")));
+}
+
+// ------------------------------------------------------------------------------------------------ a full disk
+
+namespace {
+// The test's folder is a 2 MiB tmpfs, as a full scratch disk is. Mounting needs root (CAP_SYS_ADMIN), which CI has;
+// elsewhere these tests skip, saying so.
+class DatasetFullDisk : public DatasetFiles {
+ protected:
+  void SetUp() override {
+    DatasetFiles::SetUp();
+    if (::mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=2m") != 0)
+      GTEST_SKIP() << "cannot mount a 2 MiB tmpfs at " << dir_ << " (" << std::strerror(errno)
+                   << "): the full-disk tests need root (CAP_SYS_ADMIN)";
+    mounted_ = true;
+  }
+  void TearDown() override {
+    if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
+    DatasetFiles::TearDown();
+  }
+  // Fills the disk up to `free_kib` KiB or less.
+  void fill_disk(std::int64_t free_kib) {
+    std::ofstream f(path("filler"), std::ios::binary);
+    const std::string block(1024, '\x5a');
+    const auto total = static_cast<std::int64_t>(fs::space(dir_).capacity / 1024);
+    for (std::int64_t k = 0; k < total - free_kib; ++k) f.write(block.data(), 1024);
+  }
+  std::vector<std::string> files() const {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir_))
+      if (e.path().filename() != "filler") names.push_back(e.path().filename().string());
+    return names;
+  }
+  bool mounted_ = false;
+};
+}  // namespace
+
+// Issue 30, item 4: to a full disk, qwen3-dataset crashed at exit (HDF5 1.10 frees a file whose close failed but keeps
+// its identifier, then closes it again in its atexit shutdown) after a message naming an HDF5 call. Now: exit 4, one
+// line naming the file and the disk's reason, and no file left behind.
+TEST_F(DatasetFullDisk, SyntheticAndPackExitFourNamingTheFileAndLeaveNothing) {
+  const auto out = path("x.h5");
+  auto r = run_cli("synthetic --out '" + out + "' --vocab-size 50000 --lengths 1024 --documents 2000");
+  EXPECT_EQ(r.exit_code, 4) << r.output;
+  EXPECT_EQ(r.output, "qwen3-dataset: error: cannot write '" + out + "': no space left on device\n");
+  EXPECT_TRUE(files().empty()) << files().front();
+
+  // 2.8 MB of tokens (kept off the small disk) do not fit either; pack writes its bucket in blocks.
+  const auto tokens = (fs::path(::testing::TempDir()) / ("qwen3_full_disk_tokens_" + std::to_string(::getpid()))).string();
+  std::vector<std::int64_t> ids(700000);
+  std::mt19937_64 rng(7);
+  for (auto& id : ids) id = static_cast<std::int64_t>(rng() % 1000000);  // random: deflate cannot shrink them
+  write_le(tokens, ids, 4);
+  r = run_cli("pack --tokens '" + tokens + "' --out '" + out + "' --vocab-size 1000000 --lengths 1024");
+  fs::remove(tokens);
+  EXPECT_EQ(r.exit_code, 4) << r.output;
+  EXPECT_EQ(r.output, "qwen3-dataset: error: cannot write '" + out + "': no space left on device\n");
+  EXPECT_TRUE(files().empty()) << files().front();
+}
+
+// Whatever room is left, a writer either finishes (a complete file, no .partial) or fails with the disk's reason and
+// leaves nothing: the failure comes while the bucket is written, at the last flush and close, or at the create.
+TEST_F(DatasetFullDisk, AtAnyFreeSpaceTheWriterFinishesOrFailsNamingTheDiskAndLeavesNothing) {
+  const auto out = path("x.h5");
+  expect_error<OutputError>([&] { write_synthetic_dataset(out, 50000, {1024}, 2000, 1, false); },
+                            {"cannot write '" + out + "': no space left on device"});
+  EXPECT_TRUE(files().empty());
+  int failures = 0, successes = 0;
+  for (std::int64_t free_kib = 64; free_kib >= 0; free_kib -= 4) {
+    SCOPED_TRACE(std::to_string(free_kib) + " KiB free");
+    fill_disk(free_kib);
+    try {
+      write_synthetic_dataset(out, 500, {64}, 100, 1, true);
+      ++successes;
+      EXPECT_EQ(inspect_dataset(out).documents_per_length, (std::map<std::int64_t, std::int64_t>{{64, 100}}));
+      EXPECT_EQ(files(), std::vector<std::string>{"x.h5"});
+    } catch (const OutputError& e) {
+      ++failures;
+      EXPECT_NE(std::string(e.what()).find("no space left on device"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(out), std::string::npos) << e.what();
+      EXPECT_TRUE(files().empty()) << files().front();
+    }
+    fs::remove(out);
+    fs::remove(path("filler"));
+  }
+  EXPECT_GT(failures, 0);
+  EXPECT_GT(successes, 0);
+}
+
+// The h5 layer (the trainer's results files rely on it too): a write, a flush and a close that the disk refuses are
+// WriteError (exit 4) naming the file and strerror, not "HDF5 call failed".
+TEST_F(DatasetFullDisk, H5WriteFlushAndCloseRaiseWriteErrorNamingTheFile) {
+  const auto file = path("r.h5");
+  {
+    h5::Handle f = h5::create(file);
+    fill_disk(64);
+    try {
+      h5::write_f64(f.get(), "big", std::vector<double>(1 << 17, 1.0), {1 << 17});  // 1 MiB, contiguous
+      ADD_FAILURE() << "the write fitted";
+    } catch (const h5::WriteError& e) {
+      EXPECT_EQ(std::string(e.what()), "cannot write '" + file + "': no space left on device");
+      EXPECT_EQ(e.error_number, ENOSPC);
+      EXPECT_EQ(e.code(), ExitCode::output);
+    }
+  }
+  fs::remove(path("filler"));
+  fs::remove(file);
+  for (bool by_flush : {true, false}) {
+    SCOPED_TRACE(by_flush ? "flush" : "close");
+    h5::Handle f = h5::create(file);
+    for (int i = 0; i < 16; ++i)  // metadata HDF5 keeps in its cache until a flush
+      h5::write_attr(f.get(), "note_" + std::to_string(i), std::string(8192, static_cast<char>('a' + i)));
+    fill_disk(0);
+    expect_error<h5::WriteError>([&] { by_flush ? h5::flush(f) : h5::close(f, "results"); },
+                                 {"cannot write '" + file + "': no space left on device"});
+    f.reset();
+    fs::remove(path("filler"));
+    fs::remove(file);
+  }
 }
