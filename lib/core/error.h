@@ -51,8 +51,11 @@ class Error : public std::runtime_error {
  public:
   Error(ExitCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
   ExitCode code() const { return code_; }
-  // The short status word written to results files: "oom", "oom_predicted" or "error".
-  virtual const char* status() const { return code_ == ExitCode::out_of_memory ? "oom" : "error"; }
+  // The short status word written to results files: "oom", "oom_predicted", "diverged" or "error" (from the code, so
+  // that another rank's error, which reaches this rank as a plain Error, gets the same word).
+  virtual const char* status() const {
+    return code_ == ExitCode::out_of_memory ? "oom" : code_ == ExitCode::diverged ? "diverged" : "error";
+  }
 
  private:
   ExitCode code_;
@@ -90,7 +93,6 @@ struct PredictedOutOfMemory : Error {
 // A step whose loss or gradient norm is not finite (NaN or ±inf): the run stops before the optimizer applies it.
 struct Diverged : Error {
   Diverged(const std::string& m, std::int64_t at_step) : Error(ExitCode::diverged, m), at_step(at_step) {}
-  const char* status() const override { return "diverged"; }
   std::int64_t at_step;  // the 1-based step whose loss or gradient norm was not finite
 };
 

@@ -27,7 +27,9 @@ void check_output_path(const std::string& path, bool overwrite) {
 }
 
 ResultsWriter::ResultsWriter(const std::string& path, bool overwrite) : path_(path) {
-  check_output_path(path, overwrite);
+  check_output_path(path, overwrite);  // a missing folder: its own message, not the lock file's
+  lock_ = OutputLock(path);
+  check_output_path(path, overwrite);  // again under the lock: a run that finished meanwhile left its file
   file_ = h5::create(partial_path());
   const hid_t f = file_.get();
   h5::write_attr(f, "format", std::string(kResultsFormat));
@@ -154,11 +156,12 @@ void ResultsWriter::write_attribute(const std::string& name, const std::vector<s
   h5::write_attr(file_.get(), name, values);
 }
 
-void ResultsWriter::finish(const std::string& status, const std::string& error_message) {
+void ResultsWriter::finish(const std::string& status, const std::string& error_message, int exit_code) {
   if (finished_) return;
   const hid_t f = file_.get();
   h5::write_attr(f, "status", status);
   h5::write_attr(f, "error_message", error_message);
+  h5::write_attr(f, "exit_code", static_cast<std::int64_t>(exit_code));
   h5::write_attr(f, "end_time_utc", utc_now());
   h5::write_attr(f, "steps_completed", loss_.size());
   h5::flush(file_);  // on disk now, even if an _exit skips the closing below
@@ -171,6 +174,7 @@ void ResultsWriter::finish(const std::string& status, const std::string& error_m
   fs::rename(partial_path(), path_, ec);
   if (ec) throw OutputError("cannot rename '" + partial_path() + "' to '" + path_ + "': " + ec.message());
   finished_ = true;
+  lock_.release();
 }
 
 }  // namespace qwen3

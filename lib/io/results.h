@@ -9,6 +9,7 @@
 
 #include "io/h5.h"
 #include "io/memory_tracer.h"
+#include "io/output_lock.h"
 
 namespace qwen3 {
 
@@ -28,8 +29,9 @@ struct RunFacts {
 
 class ResultsWriter {
  public:
-  // Checks the destination before anything runs: refuses an existing file unless overwrite (OutputError),
-  // and an unwritable folder (OutputError). Creates <path>.partial with status "running".
+  // Takes the output's lock (io/output_lock.h: another run writing the same path is refused, named), then checks the
+  // destination before anything runs: refuses an existing file unless overwrite (OutputError), and an unwritable
+  // folder (OutputError). Creates <path>.partial with status "running".
   ResultsWriter(const std::string& path, bool overwrite);
   ~ResultsWriter();  // an unfinished writer leaves only the .partial file, status "running"
   ResultsWriter(const ResultsWriter&) = delete;
@@ -51,8 +53,10 @@ class ResultsWriter {
   // float64 values, or int64 for integer quantities (ranks/tp_rank, stages/first_layer).
   void write_values(const std::string& path, const std::vector<double>& values, const std::string& what);
   void write_values(const std::string& path, const std::vector<std::int64_t>& values, const std::string& what);
-  // status: "ok", "oom" or "error". Writes the end time, closes, renames to the final path.
-  void finish(const std::string& status, const std::string& error_message);
+  // status: "ok", "oom", "error", ... (docs/results.md); exit_code: the code the run's processes end with
+  // (docs/exit-codes.md), recorded because a launcher may report another (mpirun exits 1 when it is signalled).
+  // Writes the end time, closes, renames to the final path, releases the output's lock.
+  void finish(const std::string& status, const std::string& error_message, int exit_code);
   // Extra root attributes (e.g. the OOM category and sizes).
   void write_attribute(const std::string& name, const std::string& value);
   void write_attribute(const std::string& name, std::int64_t value);
@@ -66,6 +70,7 @@ class ResultsWriter {
   void describe(const std::string& path, const std::string& what);
 
   std::string path_;
+  OutputLock lock_;  // held until finish() has renamed the file
   h5::Handle file_;
   h5::Series loss_, grad_norm_, lr_, step_time_, tokens_per_s_, tflops_;
   std::vector<h5::Rows> traces_;        // /memory/trace/rank_<r>, once append_memory has made them

@@ -2,6 +2,7 @@
 #include "train/checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,10 @@ namespace fs = std::filesystem;
 
 namespace qwen3 {
 namespace {
+
+bool all_finite(const std::vector<float>& values) {
+  return std::all_of(values.begin(), values.end(), [](float x) { return std::isfinite(x); });
+}
 
 std::string step_name(std::int64_t step) {
   char s[32];
@@ -105,6 +110,7 @@ void write_own_shard(const fs::path& partial, Engine& engine, Communicator& worl
   const int rank = world.rank(), W = world.size();
   const ParamTable& table = engine.params();
   std::string failed;
+  ExitCode failed_code = ExitCode::output;
   h5::Handle file;
   try {
     file = h5::create((partial / shard_name(rank, W)).string());
@@ -115,6 +121,14 @@ void write_own_shard(const fs::path& partial, Engine& engine, Communicator& worl
     const auto& p = table.entries()[i];
     const auto w = engine.weights(p.name), m = engine.moment(p.name, 0), v = engine.moment(p.name, 1);
     if (writer[i] != rank || !failed.empty()) continue;
+    // Never a checkpoint of a diverged run: a non-finite value would become the newest state to resume from.
+    using Named = std::pair<const char*, const std::vector<float>*>;
+    for (const auto& [what, values] : {Named{"weights", &w}, Named{"first moment", &m}, Named{"second moment", &v}})
+      if (failed.empty() && !all_finite(*values)) {
+        failed = std::string("the ") + what + " of " + p.name + " hold a non-finite value: not saved (the run diverged)";
+        failed_code = ExitCode::diverged;
+      }
+    if (!failed.empty()) continue;
     try {
       h5::write_f32(file.get(), "weights/" + p.name, w, p.shape);
       h5::write_f32(file.get(), "m/" + p.name, m, p.shape);
@@ -132,7 +146,7 @@ void write_own_shard(const fs::path& partial, Engine& engine, Communicator& worl
   }
   file.reset();
   collectively(world, true, [&] {
-    if (!failed.empty()) throw OutputError("--save: " + failed);
+    if (!failed.empty()) throw Error(failed_code, "--save: " + failed);
   });
 }
 

@@ -11,10 +11,12 @@
 namespace qwen3::trainer {
 namespace {
 
-// What the results file records of a run that ran out of memory (status "oom"): the allocator's details; for a
+// What the results file records of a failure beyond its message: the step a diverged run stopped at; of a run that
+// ran out of memory (status "oom"), the allocator's details; for a
 // std::bad_alloc that collectively() agreed on as a plain error, the host's — this process's failed request and
 // resident bytes, or -1 (unknown) when it was another rank's ("rank N: " before its message).
-void write_oom_details(ResultsWriter& results, const Error& e) {
+void write_failure_details(ResultsWriter& results, const Error& e) {
+  if (const auto* diverged = dynamic_cast<const Diverged*>(&e)) results.write_attribute("diverged_at_step", diverged->at_step);
   if (std::string(e.status()) != "oom") return;
   const std::string message = e.what();
   OutOfMemory details = host_out_of_memory();
@@ -55,7 +57,7 @@ void finish_failed_run(ResultsWriter& results, const Error& e, MemoryTracer* tra
     } catch (const std::exception&) {  // the run's own error is the one to report
     }
   };
-  attempt([&] { write_oom_details(results, e); });
+  attempt([&] { write_failure_details(results, e); });
   if (tracer) {
     attempt([&] {
       std::vector<std::vector<MemorySample>> own(static_cast<std::size_t>(world_size));
@@ -65,7 +67,7 @@ void finish_failed_run(ResultsWriter& results, const Error& e, MemoryTracer* tra
     });
   }
   attempt([&] { results.write_timings(init_s, first_step_s, total_s); });
-  results.finish(e.status(), e.what());
+  results.finish(e.status(), e.what(), static_cast<int>(e.code()));
 }
 
 }  // namespace
@@ -110,14 +112,15 @@ void ResultsOwner::finish_on_signal(int sig, const std::string& cause) {
     results.finish("error", "terminated by signal " + std::to_string(sig) + " (" + strsignal(sig) + "): the job was ended " +
                                 (cause.empty() ? "from outside — by mpirun when another rank failed (its message is in "
                                                  "the job's output), or by the scheduler"
-                                               : "after " + cause));
+                                               : "after " + cause),
+                   128 + sig);  // TerminationWatch's exit
   });
 }
 
 void ResultsOwner::finish_lost_rank(const std::string& what) {
   finish_with([&](ResultsWriter& results) {
     results.update_total_time(seconds_since(start_));
-    results.finish("error", what);
+    results.finish("error", what, static_cast<int>(ExitCode::internal));  // rank 0 ends the job with it
   });
 }
 
@@ -134,13 +137,13 @@ void ResultsOwner::finish_failed(const Error& e, MemoryTracer* tracer) {
 }
 
 void ResultsOwner::finish_ok() {
-  finish_with([](ResultsWriter& results) { results.finish("ok", ""); });
+  finish_with([](ResultsWriter& results) { results.finish("ok", "", 0); });
 }
 
 void ResultsOwner::finish_preempted(std::int64_t at_step, const std::string& message) {
   finish_with([&](ResultsWriter& results) {
     results.write_attribute("preempted_at_step", at_step);
-    results.finish("preempted", message);
+    results.finish("preempted", message, static_cast<int>(ExitCode::preempted));
   });
 }
 

@@ -1,6 +1,8 @@
 // TerminationWatch (see termination.h): self-pipe signal handling.
 #include "train/termination.h"
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -21,7 +23,9 @@ extern "C" void on_termination_signal(int sig) {
 }
 }  // namespace
 
-TerminationWatch::TerminationWatch(std::function<void(int)> on_signal, double grace_s) : on_signal_(std::move(on_signal)) {
+TerminationWatch::TerminationWatch(std::function<void(int)> on_signal, double grace_s,
+                                   std::function<bool()> abandon_grace)
+    : on_signal_(std::move(on_signal)) {
   if (::pipe(g_pipe) != 0) throw InternalError(std::string("pipe() for the termination watch: ") + std::strerror(errno));
   struct sigaction sa {};
   sa.sa_handler = on_termination_signal;
@@ -31,7 +35,7 @@ TerminationWatch::TerminationWatch(std::function<void(int)> on_signal, double gr
   sigaction(SIGINT, &sa, &g_old_int);
   g_usr1_installed = grace_s > 0;
   if (g_usr1_installed) sigaction(SIGUSR1, &sa, &g_old_usr1);
-  watcher_ = std::thread([this, grace_s] {
+  watcher_ = std::thread([this, grace_s, abandon = std::move(abandon_grace)] {
     unsigned char b = 0;
     if (::read(g_pipe[0], &b, 1) != 1 || b == 0) return;  // 0: the destructor's wake-up
     if (grace_s > 0 && b != SIGINT) {
@@ -39,10 +43,15 @@ TerminationWatch::TerminationWatch(std::function<void(int)> on_signal, double gr
       // Wait for the program to end (the destructor's 0), SIGINT, or the end of the grace period. More SIGTERMs and
       // SIGUSR1s are expected and ignored: Slurm signals every process of the job, and a launcher forwards the same.
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(grace_s);
+      constexpr int kPollMs = 50;  // how often abandon is asked
       for (;;) {
+        if (abandon && abandon()) break;
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;  // the grace is over
         pollfd p{g_pipe[0], POLLIN, 0};
-        if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) break;  // the grace is over
+        const int ready = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), kPollMs)));
+        if (ready < 0 && errno != EINTR) break;
+        if (ready <= 0) continue;
         unsigned char again = 0;
         if (::read(g_pipe[0], &again, 1) != 1) break;
         if (again == 0) return;  // ended normally

@@ -16,7 +16,11 @@ class TerminationWatch {
   // end normally. If it has not ended after grace_s seconds, or SIGINT arrives (more SIGTERMs and SIGUSR1s are
   // ignored: a job's processes get them from the scheduler and from the launcher), on_signal runs and the process
   // exits as without a grace period.
-  explicit TerminationWatch(std::function<void(int signal)> on_signal, double grace_s = 0);
+  // abandon_grace: asked when the graceful stop is requested and every 50 ms of its grace; true ends the run at once,
+  // as without a grace period (a rank was lost: the step boundary the stop waits for will never come, and the
+  // launcher's SIGKILL follows its SIGTERM within a second).
+  explicit TerminationWatch(std::function<void(int signal)> on_signal, double grace_s = 0,
+                            std::function<bool()> abandon_grace = {});
   // The signal that asked for a graceful stop, 0 if none.
   int requested() const { return requested_.load(); }
   ~TerminationWatch();  // restores the previous handlers; the callback no longer runs

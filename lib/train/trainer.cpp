@@ -80,13 +80,17 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
         liveness.leaving(RankWatch::Leaving::signal);
         results.finish_on_signal(sig, liveness.first_failure(0.0));
       },
-      cfg.save.empty() ? 0.0 : cfg.preempt_grace_s);
+      cfg.save.empty() ? 0.0 : cfg.preempt_grace_s,
+      [&] { return !liveness.first_failure(0.0).empty(); });  // a lost rank: no step boundary will come
   TrainingRun run(cfg, world, layout, results, std::move(hosts));
   bool in_loop = false;  // errors inside the loop are seen by one rank only: end the whole job (below)
-  // Any failure after the results file exists: rank 0 finishes it; inside the loop, the other ranks are ended too.
+  // Any failure after the results file exists: rank 0 finishes it; inside the loop, the other ranks are ended too,
+  // unless every rank raised it alike: a diverged step, and the loop's output errors (the results file's flush, a
+  // checkpoint's writes) are agreed on through collectively(), so every rank ends with its code, no abort.
   const auto on_failure = [&](const Error& e) {
     results.finish_failed(e, run.st.tracer.get());
-    if (in_loop && run.W > 1) {
+    const bool agreed = e.code() == ExitCode::diverged || e.code() == ExitCode::output;
+    if (in_loop && run.W > 1 && !agreed) {
       liveness.leaving(RankWatch::Leaving::error);
       std::fprintf(stderr, "qwen3-pretrain: error on rank %d: %s\n", run.rank, e.what());
       MpiSession::abort(static_cast<int>(e.code()));

@@ -1,6 +1,7 @@
 // The training run's step loop (train/trainer_steps.h): one step — micro-batches forward and backward (through the
 // pipeline's stages when pipelined), gradients reduced over data-parallel replicas, AdamW — then its progress line,
 // its checkpoint (--save-interval) and the pre-emption check at the step boundary.
+#include <cmath>
 #include <cstdio>
 
 #include "core/format.h"
@@ -51,6 +52,22 @@ void run_micro_batches(TrainingRun& run, StepLoop& loop, std::int64_t step, doub
   }
 }
 
+// Collective, before the optimizer applies `step`: a loss or gradient norm that is not finite on any rank stops the
+// run on every rank alike (one reduction, no abort), with the weights still those after the step before.
+void stop_if_diverged(TrainingRun& run, const StepLoop& loop, std::int64_t step, double loss, double norm) {
+  double bad = std::isfinite(loss) && std::isfinite(norm) ? 0 : 1;
+  run.world.all_reduce_max(&bad, 1);
+  if (bad == 0) return;
+  char msg[400];
+  std::snprintf(msg, sizeof msg,
+                "diverged at step %lld: loss %g, gradient norm %g (not finite); stopped before applying it — %s "
+                "(lower --lr, lengthen --warmup-steps or set --clip-grad)",
+                static_cast<long long>(step + 1), loss, norm,
+                loop.last_saved >= 0 ? ("the newest checkpoint is step " + std::to_string(loop.last_saved)).c_str()
+                                     : "no checkpoint was written");
+  throw Diverged(msg, step + 1);
+}
+
 // Collective: one training step, its record flushed to the results file and (rank 0) its progress line printed.
 void train_step(TrainingRun& run, StepLoop& loop, std::int64_t step) {
   const RunConfig& cfg = run.cfg;
@@ -73,6 +90,7 @@ void train_step(TrainingRun& run, StepLoop& loop, std::int64_t step) {
     loop.reduce_s += seconds_since(t_reduce);
   }
   const double norm = engine.grad_norm();
+  stop_if_diverged(run, loop, step, loss_sum[0] / loss_sum[1], norm);
   const double clip_scale = (cfg.clip_grad > 0 && norm > cfg.clip_grad) ? cfg.clip_grad / (norm + 1e-6) : 1.0;
   const double lr = learning_rate(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr);
   engine.optimizer_step(lr, loop.adamw, clip_scale);
@@ -105,7 +123,7 @@ bool checkpoint_or_stop(TrainingRun& run, StepLoop& loop, std::int64_t step, con
                         const TerminationWatch& watch) {
   const RunConfig& cfg = run.cfg;
   if (!cfg.save.empty() && cfg.save_interval > 0 && (step + 1) % cfg.save_interval == 0 && step + 1 < cfg.steps) {
-    save_checkpoint(cfg.save, step + 1, *run.st.engine, run.world, ckpt_run, static_cast<int>(cfg.save_keep));
+    save_checkpoint_of_step(run, step + 1, ckpt_run);
     loop.last_saved = step + 1;
   }
   if (!cfg.save.empty() && step + 1 < cfg.steps) {  // a stop asked of any rank is taken by all at this boundary
@@ -121,6 +139,15 @@ bool checkpoint_or_stop(TrainingRun& run, StepLoop& loop, std::int64_t step, con
 }
 
 }  // namespace
+
+void save_checkpoint_of_step(TrainingRun& run, std::int64_t step, const CheckpointRun& ckpt_run) {
+  try {
+    save_checkpoint(run.cfg.save, step, *run.st.engine, run.world, ckpt_run, static_cast<int>(run.cfg.save_keep));
+  } catch (const Error& e) {  // the checkpoint refused non-finite weights: the step that made them diverged
+    if (e.code() != ExitCode::diverged) throw;
+    throw Diverged("diverged at step " + std::to_string(step) + ": " + e.what(), step);
+  }
+}
 
 StepLoop::StepLoop(const TrainingRun& run, const Restored& restored)
     : start_step(restored.start_step),

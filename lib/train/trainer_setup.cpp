@@ -152,14 +152,20 @@ void record_prediction(ResultsWriter& results, const MemoryPlanInput& in, const 
 RecomputePolicy check_memory(TrainingRun& run, const std::string& start_utc) {
   const RunConfig& cfg = run.cfg;
   const RunFacts facts = run_facts(run, start_utc);
+  // What ran, where, first: a run that fails from here on (no GPU, a plan that does not fit) is still a cell a
+  // report can place.
+  collectively(run.world, run.root, [&] {
+    run.results.write([&](ResultsWriter& results) {
+      results.write_facts(facts);
+      results.write_config(cfg.key_values());
+    });
+  });
   MemoryPlanInput in = plan_input(run);
   std::int64_t device = 0;
   std::optional<Calibration> calibration;
   const RecomputePolicy recompute = choose_policy(run, in, device, calibration);
   collectively(run.world, run.root, [&] {
     run.results.write([&](ResultsWriter& results) {
-      results.write_facts(facts);
-      results.write_config(cfg.key_values());
       results.write_attribute("recompute", std::string(recompute_name(recompute.mode)));
       results.write_attribute("recompute_num_layers", recompute.num_layers);
       results.write_attribute("offload_inputs", static_cast<std::int64_t>(recompute.offload_inputs));

@@ -96,6 +96,8 @@ Restored restore(TrainingRun& run, const CheckpointRun& ckpt_run);
 void print_run_line(const TrainingRun& run, const StepLoop& loop);
 // Collective: the steps from loop.start_step, each followed by its checkpoint and the pre-emption check.
 void run_steps(TrainingRun& run, StepLoop& loop, const CheckpointRun& ckpt_run, const TerminationWatch& watch);
+// Collective: the checkpoint after `step` (--save); Diverged when the state to save is not finite (nothing published).
+void save_checkpoint_of_step(TrainingRun& run, std::int64_t step, const CheckpointRun& ckpt_run);
 // Collective: the final checkpoint (--save) and the Hugging Face export (--export-hf).
 void save_and_export(TrainingRun& run, const StepLoop& loop, const CheckpointRun& ckpt_run);
 // Collective: every rank's timings and the pipeline's stages into the results file, the trace flushed, the status

@@ -61,7 +61,7 @@ void save_and_export(TrainingRun& run, const StepLoop& loop, const CheckpointRun
   Engine& engine = *run.st.engine;
   const std::int64_t end_step = loop.preempted_at >= 0 ? loop.preempted_at : cfg.steps;
   if (!cfg.save.empty() && loop.last_saved != end_step) {
-    save_checkpoint(cfg.save, end_step, engine, run.world, ckpt_run, static_cast<int>(cfg.save_keep));
+    save_checkpoint_of_step(run, end_step, ckpt_run);
     if (run.root) std::printf("qwen3-pretrain: saved a checkpoint of step %lld under %s\n", static_cast<long long>(end_step), cfg.save.c_str());
   }
   if (!cfg.export_hf.empty() && loop.preempted_at < 0) {  // the final weights, gathered tensor by tensor, rank 0 writes

@@ -264,7 +264,7 @@ TEST(ResultsWriter, TheDevicesOwnMemoryIsTracedOnlyWhereTheSamplesKnowIt) {
       EXPECT_FALSE(h5::exists(f.get(), "memory/device_trace"));
     }
     w.append_memory({{{0.2, 200, 5000}, {0.3, 150, 7000}}, {{0.2, 210, 6000}}});
-    w.finish("ok", "");
+    w.finish("ok", "", 0);
   }
   h5::Handle f = h5::open_read(path, "results");
   EXPECT_EQ(h5::read_f64(f.get(), "memory/device_peak_bytes"), (std::vector<double>{7000, 6000}));

@@ -1,0 +1,191 @@
+// Fault injection: the accidents of a shared cluster, each done to a real run, and what the user must see and keep
+// (docs/faults.md lists every row with its test). Two runs given one --out, a rank killed while the run checkpoints,
+// a run that diverges, a checkpoint of non-finite weights, --device cuda on a host without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "cli_runner.h"
+#include "core/error.h"
+#include "io/dataset.h"
+#include "io/h5.h"
+#include "io/output_lock.h"
+#include "killed_rank.h"
+
+namespace fs = std::filesystem;
+using namespace qwen3;
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// A results file's outcome, read back as a reader (qwen3-report, a person's h5py) would.
+struct Outcome {
+  std::string status, message;
+  std::int64_t exit_code = -1, steps = -1;
+};
+Outcome outcome_of(const std::string& path) {
+  h5::Handle f = h5::open_read(path, "results");
+  Outcome o;
+  o.status = h5::read_attr_string(f.get(), "status");
+  o.message = h5::read_attr_string(f.get(), "error_message");
+  if (H5Aexists(f.get(), "exit_code") > 0) o.exit_code = h5::read_attr_int(f.get(), "exit_code");
+  o.steps = static_cast<std::int64_t>(h5::read_f64(f.get(), "steps/loss").size());
+  return o;
+}
+
+class Faults : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = test::fresh_dir(std::string("faults_") + info->test_suite_name() + "_" + info->name());
+    data_ = (dir_ / "data.h5").string();
+    write_synthetic_dataset(data_, 512, {64}, 32, 9, false);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string pretrain() const { return "'" + test::bin_dir() + "/qwen3-pretrain' --model tiny --data '" + data_ + "' --seq-len 64 --global-batch 4 "; }
+  fs::path dir_;
+  std::string data_;
+};
+
+class FaultsMpirun : public Faults {};
+
+}  // namespace
+
+// The lock itself: a second holder is refused with the first's description; released, the path is free again and the
+// lock file is gone (a crashed holder's lock goes with its process: the kernel drops flock locks).
+TEST_F(Faults, AnOutputLockIsHeldByOneWriterAndNamesIt) {
+  const std::string out = path("run.h5");
+  auto first = std::make_unique<OutputLock>(out);
+  try {
+    OutputLock second(out);
+    FAIL() << "a second lock on the same output was granted";
+  } catch (const OutputError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("is being written by another run"), std::string::npos) << m;
+    EXPECT_NE(m.find("pid " + std::to_string(::getpid())), std::string::npos) << m;
+    EXPECT_NE(m.find("started 20"), std::string::npos) << m;
+  }
+  first.reset();
+  EXPECT_FALSE(fs::exists(OutputLock::lock_path(out)));
+  OutputLock again(out);  // free once released
+  EXPECT_TRUE(fs::exists(OutputLock::lock_path(out)));
+}
+
+// Item 1 of issue 30: a second run given the same --out, with or without --overwrite, while the first (two ranks)
+// runs: refused at once (exit 4) naming the first run's host and pid; the first run ends ok and its file reads whole.
+TEST_F(FaultsMpirun, ASecondRunOnTheSameOutIsRefusedAndTheFirstFileStaysWhole) {
+  const std::string out = path("same.h5"), log = path("first.log");
+  const std::string first = test::mpirun(2) + pretrain() + "--steps 200 --out '" + out + "'";
+  const std::string second = pretrain() + "--steps 2 --out '" + out + "'";
+  // The second run starts once the first has printed a step (so its file and lock exist), and is refused long before
+  // 200 steps are done; the script then waits for the first.
+  const auto r = test::run_command(
+      "( (" + first + " > '" + log + "' 2>&1; echo \"first exit $?\" >> '" + log + "') & F=$!; " +
+      "for i in $(seq 1200); do grep -q '^step' '" + log + "' && break; sleep 0.1; done; " + second +
+      "; echo \"second exit $?\"; " + second + " --overwrite; echo \"overwrite exit $?\"; " +
+      "grep -q 'first exit' '" + log + "' && echo 'FIRST ENDED TOO SOON'; wait $F; cat '" + log + "')");
+  ASSERT_EQ(r.output.find("FIRST ENDED TOO SOON"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("second exit 4"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("overwrite exit 4"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("is being written by another run (host "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(", pid "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("first exit 0"), std::string::npos) << r.output;
+  const Outcome o = outcome_of(out);
+  EXPECT_EQ(o.status, "ok");
+  EXPECT_EQ(o.steps, 200);
+  EXPECT_EQ(o.exit_code, 0);
+  EXPECT_FALSE(fs::exists(out + ".partial"));
+  EXPECT_FALSE(fs::exists(OutputLock::lock_path(out)));
+  const auto results = test::run_program("qwen3-results", "'" + out + "'");
+  EXPECT_EQ(results.exit_code, 0) << results.output;
+}
+
+// Item 3: rank 1 killed with SIGKILL while the run saves a checkpoint every step (--save): rank 0 must not wait for a
+// step boundary that will never come (the grace a pre-emption gets); the file ends as without --save: status error,
+// naming rank 1 and its host, and `latest` names a complete checkpoint.
+TEST_F(FaultsMpirun, ARankKilledWhileTheRunCheckpointsIsNamedInTheResults) {
+  const std::string save = path("ckpt");
+  const test::KilledRun k = test::kill_rank_during_run("cpu", 2, "faults_killed_saving", "--save '" + save + "' --save-interval 1");
+  ASSERT_TRUE(k.mpirun_ended) << k.output;
+  EXPECT_FALSE(k.mpirun_exit_zero) << k.output;
+  ASSERT_EQ(k.status, "error") << k.output << k.log;
+  EXPECT_NE(k.error_message.find("rank 1 on host "), std::string::npos) << k.error_message;
+  const std::string latest = read_text(fs::path(save) / "latest");
+  ASSERT_FALSE(latest.empty());
+  std::string name = latest;
+  while (!name.empty() && name.back() == '\n') name.pop_back();
+  EXPECT_TRUE(fs::exists(fs::path(save) / name / "manifest.h5")) << name;
+}
+
+// Item 7: a learning rate that makes the loss overflow: the first non-finite loss or gradient norm stops both ranks
+// before the optimizer applies it, status diverged naming the step, exit code 8 from every rank (no abort), the steps
+// before it kept, and `latest` left at the last checkpoint saved before it (finite weights).
+TEST_F(FaultsMpirun, ADivergingRunStopsAtTheFirstNonFiniteStepAndKeepsTheLastGoodCheckpoint) {
+  const std::string out = path("diverged.h5"), save = path("ckpt");
+  const auto r = test::run_command(test::mpirun(2) + pretrain() + "--steps 80 --lr 1e6 --save '" + save +
+                                   "' --save-interval 2 --out '" + out + "'");
+  EXPECT_EQ(r.exit_code, 8) << r.output;
+  EXPECT_NE(r.output.find("error: diverged at step "), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("MPI_ABORT"), std::string::npos) << r.output;
+  h5::Handle f = h5::open_read(out, "results");
+  EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "diverged");
+  EXPECT_EQ(h5::read_attr_int(f.get(), "exit_code"), 8);
+  const std::int64_t at = h5::read_attr_int(f.get(), "diverged_at_step");
+  ASSERT_GT(at, 1);
+  ASSERT_LT(at, 80);
+  EXPECT_NE(h5::read_attr_string(f.get(), "error_message").find("step " + std::to_string(at)), std::string::npos);
+  const auto loss = h5::read_f64(f.get(), "steps/loss");
+  EXPECT_EQ(static_cast<std::int64_t>(loss.size()), at - 1);  // the steps applied, every one finite
+  for (double l : loss) EXPECT_TRUE(std::isfinite(l));
+  std::string latest = read_text(fs::path(save) / "latest");
+  while (!latest.empty() && latest.back() == '\n') latest.pop_back();
+  char expected[32];
+  std::snprintf(expected, sizeof expected, "step-%08lld", static_cast<long long>((at - 1) / 2 * 2));
+  EXPECT_EQ(latest, expected);
+  // The report's reader: qwen3-results says diverged and exits with the run's code.
+  const auto results = test::run_program("qwen3-results", "'" + out + "'");
+  EXPECT_NE(results.output.find("diverged"), std::string::npos) << results.output;
+  EXPECT_NE(results.exit_code, 0) << results.output;
+}
+
+// Item 7, the checkpoint's own guard: weights that overflow (a learning rate of 1e39 turns the first update into
+// infinities while the first loss and gradient norm are finite) are never saved; the run ends diverged at that step.
+TEST_F(Faults, ACheckpointOfNonFiniteWeightsIsNeverWritten) {
+  const std::string out = path("inf.h5"), save = path("ckpt");
+  const auto r = test::run_command(pretrain() + "--steps 3 --warmup-steps 0 --lr 1e39 --save '" + save +
+                                   "' --save-interval 1 --out '" + out + "'");
+  EXPECT_EQ(r.exit_code, 8) << r.output;
+  EXPECT_NE(r.output.find("hold a non-finite value: not saved"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(fs::path(save) / "latest"));
+  EXPECT_FALSE(fs::exists(fs::path(save) / "step-00000001"));
+  h5::Handle f = h5::open_read(out, "results");
+  EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "diverged");
+  EXPECT_EQ(h5::read_attr_int(f.get(), "diverged_at_step"), 1);
+}
+
+// Item 6: --device cuda where no GPU can be used (no CUDA device here, or a build without the CUDA backend): one clear
+// message, exit 2, and a results file that still says what was asked (/config), so a sweep's report can place the cell.
+TEST_F(Faults, ACudaRunWithoutAGpuLeavesAResultsFileWithItsConfig) {
+  const std::string hide = "CUDA_VISIBLE_DEVICES= ";  // no device, on a GPU host too
+  const std::string out = path("nogpu.h5");
+  const auto r = test::run_command(hide + pretrain() + "--device cuda --steps 2 --out '" + out + "'");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  ASSERT_TRUE(fs::exists(out)) << r.output;
+  h5::Handle f = h5::open_read(out, "results");
+  EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "error");
+  EXPECT_EQ(h5::read_attr_int(f.get(), "exit_code"), 2);
+  h5::Handle config(H5Gopen2(f.get(), "config", H5P_DEFAULT));
+  ASSERT_GE(config.get(), 0);
+  EXPECT_EQ(h5::read_attr_string(config.get(), "device"), "cuda");
+  EXPECT_EQ(h5::read_attr_string(config.get(), "seq_len"), "64");
+  const auto results = test::run_program("qwen3-results", "'" + out + "'");
+  EXPECT_EQ(results.output.find("missing group"), std::string::npos) << results.output;
+}
