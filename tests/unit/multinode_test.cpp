@@ -25,6 +25,26 @@ namespace {
 std::string shq(const std::string& s) { return "'" + s + "'"; }
 std::string repo_file(const std::string& path) { return test::test_data_dir() + "/../../" + path; }
 
+// sbatch as these tests run it: from `client` (node0's namespace), in `dir`, the job's output to `output`, handing the
+// job script this build's own binaries (QWEN3_BIN: the script's fallback, <repo>/build/bin, is another build or none
+// when the build folder is elsewhere, `cmake -B /elsewhere`).
+std::string sbatch_command(const std::string& client, const std::string& dir, const std::string& output,
+                           const std::string& args) {
+  return "cd " + shq(dir) + " && QWEN3_BIN=" + shq(test::bin_dir()) + " " + client + " sbatch --parsable -o " +
+         shq(output) + " " + args;
+}
+
+// A job's end as Slurm records it (scontrol show job's JobState): these and only these are final.
+bool final_state(const std::string& state) {
+  for (const char* s : {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+                        "BOOT_FAIL", "DEADLINE"})
+    if (state == s) return true;
+  return false;
+}
+
+// How long a test may take before ctest ends it (tests/CMakeLists.txt: TIMEOUT 600), less time to say why it failed.
+constexpr double kTestBudgetSeconds = 540;
+
 // The two-node cluster, its folder and the prefix Slurm's clients run with (node0's network namespace).
 struct Cluster {
   std::string dir, client, error;
@@ -57,12 +77,18 @@ class MultiNodeSlurm : public ::testing::Test {
     ::setenv("OMPI_MCA_btl_tcp_if_include", "10.77.0.0/24", 1);
     ::setenv("OMPI_MCA_oob_tcp_if_include", "10.77.0.0/24", 1);
     write_synthetic_dataset((work / "data.h5").string(), 512, {64}, 32, 21, false);
+    // The job script the jobs run: a copy with no build folder beside it, so that only QWEN3_BIN can find the
+    // binaries (as when the build folder is not <repo>/build).
+    fs::create_directories(work / "jobs");
+    fs::copy_file(repo_file("jobs/pretrain.sbatch"), work / "jobs" / "pretrain.sbatch");
+    fs::create_directories(work / "submit");
   }
   static void TearDownTestSuite() {
     if (!cluster->dir.empty()) test::run_command(shq(repo_file("tools/slurm/local_slurm.sh")) + " stop " + shq(cluster->dir));
     delete cluster;
   }
   void SetUp() override {
+    started = std::chrono::steady_clock::now();
     if (!cluster->error.empty()) {
       if (test::in_ci()) FAIL() << cluster->error;
       GTEST_SKIP() << cluster->error;
@@ -77,23 +103,28 @@ class MultiNodeSlurm : public ::testing::Test {
   static std::string start(const std::string& args, std::string& output) {
     static int n = 0;
     output = (work / ("job-" + std::to_string(++n) + ".out")).string();
-    const auto r = test::run_command(cluster->client + " sbatch --parsable -o " + shq(output) + " " + args);
-    if (r.exit_code != 0) {
+    const auto r = test::run_command(sbatch_command(cluster->client, (work / "submit").string(), output, args));
+    // The id is the last line (sbatch may warn first, on stderr, which run_command folds in).
+    std::string id = r.output.substr(0, r.output.find_last_not_of(" \n") + 1);
+    id = id.substr(id.find_last_of('\n') + 1);
+    id = id.substr(0, id.find(';'));
+    if (r.exit_code != 0 || id.empty() || id.find_first_not_of("0123456789") != std::string::npos) {
       output = r.output;
       return "";
     }
-    return r.output.substr(0, r.output.find_first_of(";\n"));
+    return id;
   }
-  // Waits for job `id` by polling scontrol (sbatch --wait polls at 10 s and more); its state, exit code and output.
-  static Job wait(const std::string& id, const std::string& output, double timeout_s = 240) {
+  // Waits for job `id` to reach a final state, polling scontrol (sbatch --wait polls at 10 s and more), however long a
+  // loaded machine takes, within the test's budget; its state, exit code and output. A job that has not ended by then
+  // is cancelled, and its record and the controller's log come back in `output` to say why.
+  Job wait(const std::string& id, const std::string& output) const {
     Job job;
-    const auto t0 = std::chrono::steady_clock::now();
-    while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < timeout_s) {
-      const std::string show = test::run_command(cluster->client + " scontrol show job " + id).output;
+    std::string show;
+    while (std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() < kTestBudgetSeconds) {
+      show = test::run_command(cluster->client + " scontrol show job " + shq(id)).output;
       const auto s = show.find("JobState=");
-      job.state = s == std::string::npos ? "" : show.substr(s + 9, show.find(' ', s) - s - 9);
-      if (job.state == "COMPLETED" || job.state == "FAILED" || job.state == "CANCELLED" || job.state == "TIMEOUT" ||
-          job.state == "NODE_FAIL") {
+      job.state = s == std::string::npos ? "" : show.substr(s + 9, show.find_first_of(" \n", s) - s - 9);
+      if (final_state(job.state)) {
         job.exit_code = std::stoi(show.substr(show.find("ExitCode=") + 9));
         break;
       }
@@ -101,9 +132,17 @@ class MultiNodeSlurm : public ::testing::Test {
     }
     std::ifstream f(output);
     job.output.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    if (!final_state(job.state)) {
+      test::run_command(cluster->client + " scancel " + shq(id));
+      job.output += "\n[the job did not end within the test's " + std::to_string(int(kTestBudgetSeconds)) +
+                    " s; cancelled]\n" + show + "\n[slurmctld.log, last lines]\n" +
+                    test::run_command("tail -n 40 " + shq(cluster->dir + "/log/slurmctld.log")).output;
+    } else if (job.state != "COMPLETED") {
+      job.output += "\n[scontrol show job " + id + "]\n" + show;  // why Slurm ended it: Reason, ExitCode (code:signal)
+    }
     return job;
   }
-  static Job submit(const std::string& args) {
+  Job submit(const std::string& args) const {
     std::string output;
     const std::string id = start(args, output);
     if (id.empty()) return Job{-1, "", output};
@@ -111,21 +150,28 @@ class MultiNodeSlurm : public ::testing::Test {
   }
   static std::string pretrain_args(int nodes, int per_node, const std::string& args) {
     return "--nodes " + std::to_string(nodes) + " --ntasks-per-node " + std::to_string(per_node) + " --gpus-per-node=0 " +
-           shq(repo_file("jobs/pretrain.sbatch")) + " --model tiny --data " + shq((work / "data.h5").string()) +
+           shq((work / "jobs" / "pretrain.sbatch").string()) + " --model tiny --data " + shq((work / "data.h5").string()) +
            " --seq-len 64 --global-batch 4 --overwrite " + args;
   }
   // The job script on `nodes` nodes × `per_node` ranks, training the tiny model for 4 steps (no GPUs:
   // --gpus-per-node=0 undoes the script's default).
-  static Job pretrain(int nodes, int per_node, const std::string& args) {
+  Job pretrain(int nodes, int per_node, const std::string& args) const {
     return submit(pretrain_args(nodes, per_node, "--steps 4 " + args));
   }
   // A script printing the pids of node1's ranks (2 and 3, by their environment) of the run writing `out`, once both
-  // exist and a few seconds have passed (the job's output is buffered until it ends: no step line to wait for).
-  static std::string node1_ranks_once_training(const std::string& out) {
+  // exist, rank 0 has created the results file (every rank is past start-up: the liveness watch starts next) and a
+  // few seconds have passed (the job's output is buffered until it ends: no step line to wait for). Waits on those
+  // states, within the test's budget, however slow a loaded machine is.
+  std::string node1_ranks_once_training(const std::string& out) const {
     const std::string finder = (work / "node1-ranks.sh").string();
     std::ofstream(finder) << "for p in $(pgrep -f -- " << shq(out) << "); do tr '\\0' '\\n' < /proc/$p/environ "
                           << "2>/dev/null | grep -qxE 'OMPI_COMM_WORLD_RANK=(2|3)' && echo $p; done\n";
-    for (int i = 0; i < 600 && test::run_command("bash " + shq(finder) + " | wc -l").output.rfind("2", 0) != 0; ++i)
+    const auto in_budget = [&] {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() < kTestBudgetSeconds / 2;
+    };
+    while (in_budget() && test::run_command("bash " + shq(finder) + " | wc -l").output.rfind("2", 0) != 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    while (in_budget() && !fs::exists(out + ".partial") && !fs::exists(out))
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     std::this_thread::sleep_for(std::chrono::seconds(3));
     return finder;
@@ -152,11 +198,30 @@ class MultiNodeSlurm : public ::testing::Test {
     h5::Handle f = h5::open_read(results, "results");
     return h5::read_attr_strings(f.get(), "hostnames");
   }
+  std::chrono::steady_clock::time_point started;
 };
 Cluster* MultiNodeSlurm::cluster = nullptr;
 fs::path MultiNodeSlurm::work;
 
 }  // namespace
+
+// Every job these tests submit is handed this build's binaries (QWEN3_BIN), whatever folder the build is in, and runs
+// the job script from a folder with no build/ beside it (so the script's fallbacks cannot hide a missing QWEN3_BIN).
+TEST(MultiNodeJobs, EveryJobIsHandedTheTestsOwnBinaries) {
+  const std::string cmd = sbatch_command("nsenter --net=/run/netns/x", "/tmp/w/submit", "/tmp/w/job.out", "--nodes 2 job.sbatch");
+  EXPECT_EQ(cmd.rfind("cd '/tmp/w/submit' && QWEN3_BIN='" + test::bin_dir() + "' nsenter --net=/run/netns/x sbatch ", 0), 0u)
+      << cmd;
+  EXPECT_NE(cmd.find(" --nodes 2 job.sbatch"), std::string::npos) << cmd;
+  // sbatch passes the submitting environment on (--export=ALL, its default, also with --export=ALL,VAR=...), and the
+  // job script takes QWEN3_BIN before any fallback.
+  const std::string script = [] {
+    std::ifstream f(repo_file("jobs/pretrain.sbatch"));
+    return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  }();
+  EXPECT_NE(script.find("if [ -n \"${QWEN3_BIN:-}\" ]; then"), std::string::npos);
+  EXPECT_TRUE(final_state("CANCELLED") && final_state("COMPLETED") && !final_state("PENDING") && !final_state("RUNNING") &&
+              !final_state("COMPLETING") && !final_state(""));
+}
 
 TEST_F(MultiNodeSlurm, TensorParallelInsideNodesDataParallelAcrossEqualsOneRank) {
   const std::string out = (work / "tp2dp2.h5").string();
@@ -250,7 +315,7 @@ TEST_F(MultiNodeSlurm, ANodeWhoseRanksAllDieEndsTheJobNamingTheHost) {
   const auto killed = test::run_command("for p in $(bash " + shq(finder) + "); do kill -9 $p && echo killed $p; done");
   ASSERT_NE(killed.output.find("killed"), std::string::npos) << killed.output;
   const auto t0 = std::chrono::steady_clock::now();
-  const Job job = wait(id, output, 120);
+  const Job job = wait(id, output);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_LT(seconds, 60) << job.output;
   EXPECT_NE(job.exit_code, 0) << job.state << "\n" << job.output;
@@ -270,7 +335,7 @@ TEST_F(MultiNodeSlurm, ACancelledJobNamesNoRankAsFailed) {
   ASSERT_FALSE(id.empty()) << output;
   node1_ranks_once_training(out);
   test::run_command(cluster->client + " scancel " + id);
-  const Job job = wait(id, output, 120);
+  const Job job = wait(id, output);
   EXPECT_EQ(job.state, "CANCELLED") << job.output;
   ASSERT_TRUE(fs::exists(out)) << job.output;
   h5::Handle f = h5::open_read(out, "results");

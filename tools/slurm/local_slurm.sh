@@ -127,6 +127,14 @@ EnforcePartLimits=ALL
 SchedulerParameters=batch_sched_delay=0
 SlurmdParameters=config_overrides
 ReturnToService=2
+# A loaded test machine (2 cores, a build beside the tests) is slow, never lost: Slurm's defaults for the daemons' calls
+# (10 s), a batch job's start (10 s: then the job is requeued or failed as "missing"), a step's processes to die (60 s:
+# then the node is drained and every later job pends) and a finished job's record (300 s: then scontrol no longer knows
+# the job a test waits on) are raised well past what load can cost.
+MessageTimeout=60
+BatchStartTimeout=300
+UnkillableStepTimeout=300
+MinJobAge=3600
 ${node_lines}PartitionName=test Nodes=$(IFS=,; echo "${names[*]}") Default=YES MaxTime=INFINITE State=UP
 CONF
 [ "$nodes" -gt 1 ] && echo "PMIxCliTmpDirBase=$dir/pmix" > "$dir/mpi.conf"
@@ -137,7 +145,8 @@ for i in "${!names[@]}"; do
     { echo "local_slurm: slurmd of ${names[$i]} did not start (see $dir/log/slurmd-${names[$i]}.log)" >&2; exit 1; }
 done
 idle() { [ "$($client sinfo -h -N -t idle -o %N 2>/dev/null | sort -u | wc -l)" -eq "$nodes" ]; }
-for _ in $(seq 100); do idle && break; sleep 0.2; done
+# Usually under a second; a loaded machine may take much longer to register the slurmds.
+for _ in $(seq 600); do idle && break; sleep 0.2; done
 idle || { echo "local_slurm: not every node became idle" >&2; exit 1; }
 # A fresh slurmctld schedules nothing for a few seconds: one warm-up job (on every node).
 $client sbatch --wait -N "$nodes" -o /dev/null --wrap true >/dev/null 2>&1 || { echo "local_slurm: the warm-up job failed" >&2; exit 1; }
