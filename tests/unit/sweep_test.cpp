@@ -14,8 +14,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 
+#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include "cli_runner.h"
@@ -116,10 +118,10 @@ TEST(SweepMpirun, LocalSweepRunsEveryCellResumesAndReports) {
   EXPECT_NE(manifest.find("\"format\": \"qwen3-sweep-cells\", \"version\": 1, \"sweep\": \"tiny-test\""), std::string::npos)
       << manifest;
   EXPECT_NE(manifest.find("{\"name\": \"tiny-L30-T1P1C2D1\", \"model\": \"tiny\", \"seq\": 30, \"layout\": \"T1P1C2D1\", "
-                          "\"tp\": 1, \"pp\": 1, \"cp\": 2, \"dp\": 1, \"results\": \"results/tiny-L30-T1P1C2D1.h5\", "
+                          "\"tp\": 1, \"pp\": 1, \"cp\": 2, \"dp\": 1, \"device\": \"cpu\", \"results\": \"results/tiny-L30-T1P1C2D1.h5\", "
                           "\"refused\": \"--cp 2: --seq-len 30 must divide by 2 × cp"),
             std::string::npos) << manifest;
-  EXPECT_NE(manifest.find("\"layout\": \"T1P2D1\", \"tp\": 1, \"pp\": 2, \"cp\": 1, \"dp\": 1, \"results\": "
+  EXPECT_NE(manifest.find("\"layout\": \"T1P2D1\", \"tp\": 1, \"pp\": 2, \"cp\": 1, \"dp\": 1, \"device\": \"cpu\", \"results\": "
                           "\"results/tiny-L64-T1P2D1.h5\", \"refused\": null, \"steps\": 2, \"planned_peak_bytes\": "),
             std::string::npos) << manifest;
   // No calibration of a CPU run's device: no predicted step (the report then says only that the cell has not run).
@@ -385,15 +387,90 @@ TEST(SweepSlurm, SubmittedToARealSlurmAsOneArrayJob) {
 
 TEST(Sweep, PlanPrintsEveryCellsPeakPerRank) {
   const fs::path dir = test::fresh_dir("qwen3_sweep_plan");
-  const std::string spec = spec_file(dir, "tiny.sweep.ini", std::string(kTinySpec) + "device_memory = 1GB\n");
-  const auto r = test::run_program("qwen3-sweep", shq(spec) + " --dir " + shq(dir / "run") + " --plan");
+  // A GPU spec: the peak against the spec's device.
+  const std::string gpu = spec_file(dir, "gpu.sweep.ini", replaced(kTinySpec, "device = cpu", "device = cuda") +
+                                                             "device_memory = 1GB\n");
+  auto r = test::run_program("qwen3-sweep", shq(gpu) + " --dir " + shq(dir / "run") + " --plan");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("| tiny | 30 | T1P2D1 | none |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| memory policy | planned peak per rank (GiB, 1GB device) |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| tiny | 64 | T1P2D1 | none |"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("✖ does not fit"), std::string::npos) << r.output;  // with the 1 GiB runtime reserve
+  // A CPU spec (issue 30, item 11): no device, so no capacity in the header and no verdict against one.
+  const std::string spec = spec_file(dir, "tiny.sweep.ini", kTinySpec);
+  r = test::run_program("qwen3-sweep", shq(spec) + " --dir " + shq(dir / "run") + " --plan");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("| memory policy | planned peak per rank (GiB) |"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("device)"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("fit"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| tiny | 30 | T1P2D1 | none |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("runs (CPU: no device limit)"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("| tiny | 64 | T1P1C2D1 | none |"), std::string::npos) << r.output;  // context parallelism planned
   EXPECT_NE(r.output.find("| tiny | 30 | T1P1C2D1 | — | — | — | --cp 2: --seq-len 30 must divide by 2 × cp"), std::string::npos)
       << r.output;
   EXPECT_FALSE(fs::exists(dir / "run")) << "planning creates nothing";
+}
+
+namespace {
+// The field names docs/cli.md lists for `qwen3-pretrain --plan --format json` (its table's first column).
+std::set<std::string> documented_plan_fields() {
+  const std::string doc = read_text(repo_file("docs/cli.md"));
+  const auto start = doc.find("### `qwen3-pretrain --plan --format json`");
+  EXPECT_NE(start, std::string::npos) << "docs/cli.md has no section on --plan --format json";
+  const auto end = doc.find("\n#", start + 10);
+  std::set<std::string> fields;
+  std::size_t at = start;
+  while ((at = doc.find("\n| `", at)) != std::string::npos && at < end) {
+    const auto close = doc.find('`', at + 4);
+    fields.insert(doc.substr(at + 4, close - at - 4));
+    at = close;
+  }
+  return fields;
+}
+
+// Every key of a --plan JSON object as docs/cli.md names it: "predicted.step_s", "reserve[].what"; by_category's keys
+// are categories (data, not fields), so it is one field.
+void collect_fields(const nlohmann::json& j, const std::string& prefix, std::set<std::string>& out) {
+  for (const auto& [key, value] : j.items()) {
+    const std::string name = prefix + key;
+    out.insert(name);
+    if (key == "by_category") continue;
+    if (value.is_object()) collect_fields(value, name + ".", out);
+    if (value.is_array() && !value.empty() && value[0].is_object()) collect_fields(value[0], name + "[].", out);
+  }
+}
+}  // namespace
+
+// Issue 30, item 10: `qwen3-pretrain --plan --format json` emits exactly the fields docs/cli.md lists (every emitted
+// key documented, every documented key emitted), the memory policy as separate fields a tool can read.
+TEST(Sweep, PlanJsonFieldsAreExactlyThoseDocsCliMdLists) {
+  const std::set<std::string> documented = documented_plan_fields();
+  ASSERT_GT(documented.size(), 20u);
+  std::set<std::string> emitted;
+  // With a calibration (h200's is committed: "predicted" is an object) and without one (a CPU plan: null), the
+  // memory policy spelled out: full recomputation of 4 layers, inputs and 60% of the optimizer on the host.
+  for (const std::string args : {"--model 1.7B --seq-len 4096 --device-memory h200 --recompute full "
+                                 "--recompute-num-layers 4 --offload-inputs --offload-optimizer=0.6",
+                                 "--model tiny --seq-len 64 --device cpu"}) {
+    const auto r = test::run_program("qwen3-pretrain", "--plan --format json --world-size 1 " + args);
+    ASSERT_EQ(r.exit_code, 0) << args << "\n" << r.output;
+    const auto j = nlohmann::json::parse(r.output);
+    collect_fields(j, "", emitted);
+    if (args.find("h200") != std::string::npos) {
+      EXPECT_EQ(j["recompute"], "full") << r.output;
+      EXPECT_EQ(j["recompute_num_layers"], 4) << r.output;
+      EXPECT_EQ(j["offload_inputs"], true) << r.output;
+      EXPECT_NEAR(j["offload_optimizer"].get<double>(), 0.6, 1e-9) << r.output;
+      EXPECT_EQ(j["memory_policy"], "full (first 4 layers of each stage), inputs offloaded to host, 60% of the optimizer on host")
+          << r.output;
+      EXPECT_TRUE(j["predicted"].is_object()) << r.output;
+    } else {
+      EXPECT_EQ(j["recompute"], "none") << r.output;
+      EXPECT_EQ(j["offload_optimizer"], 0.0) << r.output;
+      EXPECT_TRUE(j["predicted"].is_null()) << r.output;
+    }
+  }
+  for (const auto& f : emitted) EXPECT_TRUE(documented.count(f)) << "emitted but not in docs/cli.md: " << f;
+  for (const auto& f : documented) EXPECT_TRUE(emitted.count(f)) << "in docs/cli.md but not emitted: " << f;
 }
 
 TEST(SweepMpirun, APreemptedCellRunsAgainFromItsCheckpoint) {
@@ -434,4 +511,125 @@ save_interval = 2
   h5::Handle f = h5::open_read(results.string(), "results");
   EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "ok");
   EXPECT_EQ(h5::read_f64(f.get(), "steps/loss").size(), 2u);  // steps 3 and 4
+}
+
+namespace {
+// A results file of a finished one-rank run (tiny, 64 tokens), and one at 96 tokens edited as a run that diverged at
+// step 2 leaves it (status diverged, diverged_at_step, the message naming the step): made once per test process.
+struct DivergedFiles { fs::path ok, diverged; };
+const DivergedFiles& diverged_files() {
+  static const DivergedFiles files = [] {
+    const fs::path d = test::fresh_dir("qwen3_sweep_diverged_files_" + std::to_string(::getpid()));
+    auto r = test::run_program("qwen3-dataset", "synthetic --out " + shq(d / "data.h5") +
+                                                    " --vocab-size 512 --lengths 64,96 --documents 2");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    r = test::run_program("qwen3-pretrain", "--model tiny --data " + shq(d / "data.h5") +
+                                                " --seq-len 64 --global-batch 2 --steps 2 --out " + shq(d / "ok.h5"));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    r = test::run_program("qwen3-pretrain", "--model tiny --data " + shq(d / "data.h5") +
+                                                " --seq-len 96 --global-batch 2 --steps 2 --out " + shq(d / "diverged.h5"));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    h5::Handle f = h5::open_rw((d / "diverged.h5").string());
+    h5::write_attr(f.get(), "status", std::string("diverged"));
+    h5::write_attr(f.get(), "diverged_at_step", std::int64_t{2});
+    h5::write_attr(f.get(), "error_message", std::string("the loss is not finite (nan) at step 2"));
+    return DivergedFiles{d / "ok.h5", d / "diverged.h5"};
+  }();
+  return files;
+}
+
+void write_executable(const fs::path& p, const std::string& body) {
+  fs::create_directories(p.parent_path());
+  std::ofstream(p) << "#!/bin/sh\n" << body << "\n";
+  fs::permissions(p, fs::perms::owner_all | fs::perms::group_read | fs::perms::others_read);
+}
+}  // namespace
+
+// Issue 30, item 7: with --local a cell that diverged (qwen3-pretrain's exit code 8, status diverged) is said so with
+// its step, its log ends with the exit code, and it is an answer: the next sweep does not run it again, nor does
+// --retry-failed (the same seed, data and options diverge again); the report shows it as diverged at its step.
+// The launcher is a stand-in for mpirun that writes what a diverging run writes (no MPI, no real divergence needed).
+TEST(Sweep, ADivergedCellIsAnAnswerNeverRunAgain) {
+  const DivergedFiles& files = diverged_files();
+  const fs::path dir = test::fresh_dir("qwen3_sweep_diverged");
+  const fs::path launcher = dir / "fake-mpirun", calls = dir / "calls";
+  write_executable(launcher, "echo run >> " + shq(calls) + "\nout=''; seq=''; prev=''\n"
+                   "for a in \"$@\"; do [ \"$prev\" = --out ] && out=$a; [ \"$prev\" = --seq-len ] && seq=$a; prev=$a; done\n"
+                   "if [ \"$seq\" = 96 ]; then cp " + shq(files.diverged) + " \"$out\"; "
+                   "echo 'qwen3-pretrain: error: the loss is not finite (nan) at step 2' >&2; exit 8; fi\n"
+                   "cp " + shq(files.ok) + " \"$out\"");
+  const std::string spec = spec_file(dir, "spec.ini", replaced(kOneRankSpec, "lengths = 64", "lengths = 64, 96"));
+  const std::string args = shq(spec) + " --dir " + shq(dir / "run") + " --local --mpirun " + shq(launcher);
+  auto r = test::run_program("qwen3-sweep", args);
+  EXPECT_EQ(r.exit_code, 1) << r.output;  // a cell did not run to the end
+  EXPECT_NE(r.output.find("[1/2] tiny-L64-T1P1D1: ok"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("[2/2] tiny-L96-T1P1D1: diverged (exit 8: the loss is not finite (nan) at step 2, "),
+            std::string::npos) << r.output;
+  const std::string log = read_text(dir / "run" / "logs" / "tiny-L96-T1P1D1.log");
+  EXPECT_NE(log.find("qwen3-sweep: cell ended with exit code 8\n"), std::string::npos) << log;
+  for (const std::string extra : {"", " --retry-failed"}) {
+    r = test::run_program("qwen3-sweep", args + extra);
+    EXPECT_EQ(r.exit_code, 0) << extra << "\n" << r.output;
+    EXPECT_NE(r.output.find("2 complete (1 diverged: an answer, not run again), 0 to run"), std::string::npos)
+        << extra << "\n" << r.output;
+  }
+  EXPECT_EQ(read_text(calls), "run\nrun\n") << "each cell ran once";
+  r = test::run_program("qwen3-report", shq(dir / "run") + " --out " + shq(dir / "report"));
+  QWEN3_REQUIRE_OR_SKIP(!lacks_plotting_stack(r), "qwen3-report has no Python with h5py, matplotlib and scipy: " + r.output);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const std::string md = read_text(dir / "report" / "report.md");
+  EXPECT_NE(md.find("| tiny | ✔ (0.2 GiB) | ✖ diverged at step 2"), std::string::npos) << md;
+  EXPECT_NE(md.find("- tiny T1P1D1 96: diverged at step 2 — the loss is not finite (nan) at step 2"), std::string::npos) << md;
+}
+
+// Issue 30, item 7, the Slurm path: the array job's script requeues a task that ended pre-empted (exit code 7) and
+// leaves one that diverged (8) as it ended. Run here with stand-ins for sbatch, mpirun and scontrol.
+TEST(Sweep, TheSlurmJobScriptRequeuesAPreemptedCellButNotADivergedOne) {
+  const fs::path dir = test::fresh_dir("qwen3_sweep_requeue");
+  const fs::path bin = dir / "fake-bin", requeues = dir / "requeues";
+  write_executable(bin / "sbatch", "echo 4242");
+  write_executable(bin / "mpirun", "exit \"$FAKE_RC\"");
+  write_executable(bin / "scontrol", "echo \"$*\" >> " + shq(requeues));
+  const std::string path = "PATH=" + shq(bin) + ":\"$PATH\" ";
+  const std::string spec = spec_file(dir, "spec.ini", kOneRankSpec);
+  auto r = test::run_command(path + shq(fs::path(test::bin_dir()) / "qwen3-sweep") + " " + shq(spec) + " --dir " +
+                             shq(dir / "run"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("submitted array job 4242 (1 tasks)"), std::string::npos) << r.output;
+  fs::path script;
+  for (const auto& e : fs::directory_iterator(dir / "run" / "jobs"))
+    if (e.path().extension() == ".sbatch") script = e.path();
+  ASSERT_FALSE(script.empty());
+  for (const int rc : {8, 7}) {
+    fs::remove(requeues);
+    r = test::run_command(path + "FAKE_RC=" + std::to_string(rc) +
+                          " SLURM_ARRAY_TASK_ID=0 SLURM_ARRAY_JOB_ID=4242 bash " + shq(script));
+    EXPECT_EQ(r.exit_code, rc) << r.output;
+    EXPECT_EQ(fs::exists(requeues) ? read_text(requeues) : "", rc == 7 ? "requeue 4242_0\n" : "") << rc;
+  }
+}
+
+// Issue 30, item 6: a `device = cuda` sweep run with --local on a host where no GPU is visible: every cell fails
+// (exit 2, the run's message), and the report shows each as its own cell with that reason — never one phantom cell.
+TEST(SweepMpirun, ACudaSweepWithoutAGpuReportsEveryFailedCellAsItsOwn) {
+  const fs::path dir = test::fresh_dir("qwen3_sweep_no_gpu");
+  const std::string spec = spec_file(dir, "spec.ini", replaced(replaced(kOneRankSpec, "device = cpu", "device = cuda"),
+                                                               "lengths = 64", "lengths = 64, 128"));
+  auto r = test::run_command("CUDA_VISIBLE_DEVICES= " + shq(fs::path(test::bin_dir()) / "qwen3-sweep") + " " + shq(spec) +
+                             " --dir " + shq(dir / "run") + " --local");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("[1/2] tiny-L64-T1P1D1: failed (exit 2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("[2/2] tiny-L128-T1P1D1: failed (exit 2"), std::string::npos) << r.output;
+  // One of them as if it had left no results file at all: its log says how it ended.
+  fs::remove(dir / "run" / "results" / "tiny-L128-T1P1D1.h5");
+  r = test::run_program("qwen3-report", shq(dir / "run") + " --out " + shq(dir / "report"));
+  QWEN3_REQUIRE_OR_SKIP(!lacks_plotting_stack(r), "qwen3-report has no Python with h5py, matplotlib and scipy: " + r.output);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const std::string feas = read_text(dir / "report" / "feasibility.csv");
+  EXPECT_EQ(feas, "model,layout,seq_len_64,seq_len_128\ntiny,T1P1D1,error,error\n") << feas;
+  const std::string md = read_text(dir / "report" / "report.md");
+  EXPECT_NE(md.find("- tiny T1P1D1 64: error — --device cuda"), std::string::npos) << md;
+  EXPECT_NE(md.find("- tiny T1P1D1 128: error — no results file; exit code 2; logs/tiny-L128-T1P1D1.log: "
+                    "qwen3-pretrain: error: --device cuda"), std::string::npos) << md;
+  EXPECT_EQ(md.find("| ? |"), std::string::npos) << md;
 }

@@ -15,7 +15,7 @@ import argparse, concurrent.futures, configparser, difflib, fnmatch, json, os, r
 
 EXIT_CODES = """exit codes:
   0  done: cells ran (--local), were submitted, or nothing was left to do
-  1  some cells failed (--local)
+  1  some cells failed (--local): an error, out of memory or diverged (each cell's line says which)
   2  bad option or specification (qwen3-pretrain --plan refusing the specification's options included)
   3  a missing binary, or a tool that failed (qwen3-dataset, qwen3-pretrain --plan, sbatch, squeue)
   4  the sweep folder cannot be written"""
