@@ -131,8 +131,9 @@ void ResultsOwner::finish_failed(const Error& e, MemoryTracer* tracer) {
         finish_failed_run(results, e, tracer, world_.size(), init_s_, first_step_s_, seconds_since(start_));
       });
     }
-  } catch (const std::exception& w) {  // the run's own error stays the one reported
-    std::fprintf(stderr, "qwen3-pretrain: could not finish %s: %s\n", file_->partial_path().c_str(), w.what());
+  } catch (const std::exception& w) {  // the run's own error stays the one reported (printed once if it is the same)
+    if (std::string(w.what()) != e.what())
+      std::fprintf(stderr, "qwen3-pretrain: could not finish %s: %s\n", file_->partial_path().c_str(), w.what());
   }
 }
 
