@@ -31,7 +31,8 @@ constexpr const char* kToolHelp =
     "\n"
     "subcommands:\n"
     "  synthetic   write a learnable synthetic dataset (seeded Markov chain over the vocabulary)\n"
-    "  pack        bucket a .npy or flat binary token file (plus optional document offsets) by sequence length\n"
+    "  pack        bucket tokens by sequence length: a .npy or flat binary file (plus optional document offsets),\n"
+    "              or a Megatron-LM/NeMo indexed dataset (--megatron PREFIX: PREFIX.idx + PREFIX.bin)\n"
     "  info FILE   print a dataset's format, vocabulary, source and documents per length (--format json: for tools)\n"
     "\n"
     "Run 'qwen3-dataset <subcommand> --help' for its options.\n\n";
@@ -41,7 +42,8 @@ std::string dataset_exit_codes() {
   return exit_codes_help({{ExitCode::ok},
                           {ExitCode::internal},
                           {ExitCode::usage},
-                          {ExitCode::input, "pack: a bad tokens or offsets file; info: not a valid dataset"},
+                          {ExitCode::input, "pack: a bad tokens, offsets or Megatron .idx/.bin file; info: not a valid "
+                                            "dataset"},
                           {ExitCode::output},
                           {ExitCode::out_of_memory}});
 }
@@ -110,16 +112,21 @@ int run_synthetic(const std::vector<std::string>& args) {
 
 int run_pack(const std::vector<std::string>& args) {
   po::options_description options(
-      "usage: qwen3-dataset pack --tokens F [--offsets F] --out F --vocab-size V --lengths L1,L2,... [options]\n\n"
+      "usage: qwen3-dataset pack --tokens F [--offsets F] --out F --vocab-size V --lengths L1,L2,... [options]\n"
+      "       qwen3-dataset pack --megatron PREFIX --out F --vocab-size V --lengths L1,L2,... [options]\n\n"
       "Buckets a token file by sequence length: a NumPy .npy file (1-D, little-endian int32, int64, uint16 or\n"
       "uint32; known by its header) or flat little-endian ids of --dtype. Documents are given by an offsets file of\n"
       "little-endian int64 boundaries (N+1 values, first 0, last = token count); without it the file is one\n"
-      "document. mode 'pack' concatenates the documents (eos after each with --eos-id) and cuts the stream into\n"
-      "rows of L, dropping the remainder; mode 'crop' keeps the first L tokens of every document with >= L.\n"
+      "document. Or a Megatron-LM/NeMo indexed dataset (what preprocess_data.py writes: PREFIX.idx with the\n"
+      "MMIDIDX header, PREFIX.bin): its index gives the dtype and the documents, each its sequences joined.\n"
+      "Mode 'pack' concatenates the documents (eos after each with --eos-id) and cuts the stream into rows of L,\n"
+      "dropping the remainder; mode 'crop' keeps the first L tokens of every document with >= L.\n"
       "\noptions");
   options.add_options()
       ("help,h", "this help")
-      ("tokens", po::value<std::string>()->required(), "token ids: a .npy file, or a flat binary file of --dtype")
+      ("tokens", po::value<std::string>(), "token ids: a .npy file, or a flat binary file of --dtype")
+      ("megatron", po::value<std::string>(), "a Megatron-LM/NeMo indexed dataset: PREFIX of PREFIX.idx and "
+       "PREFIX.bin (a path ending .idx or .bin names the pair); instead of --tokens, --offsets and --dtype")
       ("offsets", po::value<std::string>()->default_value(""), "int64 document boundaries [N+1] (optional)")
       ("dtype", po::value<std::string>(), "raw token file element type: uint16, int32 (default), uint32; a .npy "
        "file's header gives its own")
@@ -133,7 +140,8 @@ int run_pack(const std::vector<std::string>& args) {
   po::variables_map vm;
   if (!parse("pack", args, options, po::positional_options_description(), vm)) return 0;
   PackOptions o;
-  o.tokens_path = vm["tokens"].as<std::string>();
+  o.tokens_path = vm.count("tokens") ? vm["tokens"].as<std::string>() : "";
+  o.megatron = vm.count("megatron") ? vm["megatron"].as<std::string>() : "";
   o.offsets_path = vm["offsets"].as<std::string>();
   o.dtype = vm.count("dtype") ? vm["dtype"].as<std::string>() : "";
   o.out_path = vm["out"].as<std::string>();
@@ -145,6 +153,11 @@ int run_pack(const std::vector<std::string>& args) {
   o.overwrite = vm["overwrite"].as<bool>();
   // Option-named messages here; pack_dataset checks the same things again for library callers.
   require_positive_option(vm, "vocab-size");
+  if (o.tokens_path.empty() == o.megatron.empty())
+    throw UsageError("pack: give --tokens F or --megatron PREFIX (exactly one; see 'qwen3-dataset pack --help')");
+  if (!o.megatron.empty() && (!o.offsets_path.empty() || vm.count("dtype")))
+    throw UsageError(std::string("--megatron takes its documents and dtype from PREFIX.idx: drop ") +
+                     (o.offsets_path.empty() ? "--dtype" : "--offsets"));
   if (vm.count("dtype") && o.dtype != "uint16" && o.dtype != "int32" && o.dtype != "uint32")
     throw UsageError("--dtype '" + o.dtype + "' is not valid (valid: uint16, int32, uint32)");
   if (o.mode != "pack" && o.mode != "crop")

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "io/megatron_indexed.h"
 #include "io/npy.h"
 
 namespace qwen3 {
@@ -245,8 +246,8 @@ std::vector<std::int32_t> markov_successors(std::int64_t vocab_size, std::uint64
 
 // How the token ids lie in a tokens file: where they start, how wide each is, and what the file is.
 struct TokenEncoding {
-  std::string format = "raw";    // "raw" (flat little-endian ids) or "npy"
-  std::string dtype = "int32";   // uint16, int32, uint32, or (npy only) int64
+  std::string format = "raw";    // "raw" (flat little-endian ids), "npy" or "megatron" (an indexed dataset's .bin)
+  std::string dtype = "int32";   // uint16, int32, uint32; a .npy's also int64; a Megatron index's also uint8/int8/int16
   int bytes = 4;                 // per token
   bool is_signed = true;
   std::int64_t data_offset = 0;  // bytes before the first token (the .npy header)
@@ -348,6 +349,8 @@ TokenEncoding probe_token_file(const std::string& path, const std::string& dtype
   const auto head = file_head(path, 4096);
   if (has_npy_magic(head.data(), head.size())) return npy_encoding(path, dtype, bytes);
   TokenEncoding e = raw_encoding(dtype);
+  if (const auto pair = megatron_pair_of(path); !pair.empty())
+    throw InputError("tokens file '" + path + "' " + pair);
   refuse_other_formats(path, head);
   if (bytes % e.bytes != 0)
     throw InputError("tokens file '" + path + "' has " + std::to_string(bytes) + " bytes, not a multiple of " +
@@ -360,7 +363,8 @@ TokenEncoding probe_token_file(const std::string& path, const std::string& dtype
 // A tokens file (raw or .npy), decoded byte by byte so the result does not depend on the host's byte order.
 class TokenFile {
  public:
-  TokenFile(const std::string& path, const std::string& dtype) : path_(path), encoding_(probe_token_file(path, dtype)) {
+  TokenFile(const std::string& path, const std::string& dtype) : TokenFile(path, probe_token_file(path, dtype)) {}
+  TokenFile(const std::string& path, const TokenEncoding& encoding) : path_(path), encoding_(encoding) {
     in_.open(path, std::ios::binary);
     if (!in_) throw InputError("tokens file '" + path + "' cannot be opened for reading");
   }
@@ -382,9 +386,9 @@ class TokenFile {
       const unsigned char* b = bytes_.data() + i * width;
       std::uint64_t v = 0;
       for (int k = width - 1; k >= 0; --k) v = (v << 8) | b[k];
-      out[i] = !encoding_.is_signed ? static_cast<std::int64_t>(v)
-               : width == 4         ? static_cast<std::int64_t>(static_cast<std::int32_t>(v))
-                                    : static_cast<std::int64_t>(v);
+      const int unused_bits = 64 - 8 * width;  // sign-extend a signed id narrower than 64 bits
+      out[i] = encoding_.is_signed && unused_bits > 0 ? static_cast<std::int64_t>(v << unused_bits) >> unused_bits
+                                                      : static_cast<std::int64_t>(v);
     }
   }
 
@@ -399,6 +403,7 @@ class TokenFile {
 std::vector<std::int64_t> read_offsets(const std::string& path, std::int64_t num_tokens) {
   if (path.empty()) return {0, num_tokens};
   auto bytes = file_bytes(path, "offsets file");
+  if (const auto pair = megatron_pair_of(path); !pair.empty()) throw InputError("offsets file '" + path + "' " + pair);
   if (bytes % 8 != 0 || bytes == 0)
     throw InputError("offsets file '" + path + "' has " + std::to_string(bytes) +
                      " bytes; expected N+1 little-endian int64 values (a positive multiple of 8)");
@@ -483,7 +488,10 @@ class PackedStream {
 };
 
 void check_pack_options(const PackOptions& o) {
-  if (o.tokens_path.empty()) throw UsageError("no tokens file given");
+  if (o.tokens_path.empty() == o.megatron.empty())
+    throw UsageError("give a tokens file or a Megatron indexed dataset (PREFIX.idx + PREFIX.bin), exactly one");
+  if (!o.megatron.empty() && (!o.offsets_path.empty() || !o.dtype.empty()))
+    throw UsageError("a Megatron indexed dataset's .idx gives its documents and dtype: drop the offsets file and dtype");
   if (o.out_path.empty()) throw UsageError("no output file given");
   raw_encoding(o.dtype);  // a valid name (or empty); a .npy file checks it against its header
   if (o.mode != "pack" && o.mode != "crop")
@@ -617,8 +625,14 @@ void pack_dataset(const PackOptions& o) {
   if (fs::exists(o.out_path, ec) && !o.overwrite)
     throw OutputError("'" + o.out_path + "' already exists (pass --overwrite to replace it)");
 
-  TokenFile tokens(o.tokens_path, o.dtype);
-  const auto offsets = read_offsets(o.offsets_path, tokens.num_tokens());  // [N+1]
+  MegatronIndex index;
+  if (!o.megatron.empty()) index = read_megatron_index(megatron_prefix(o.megatron));
+  TokenFile tokens = o.megatron.empty() ? TokenFile(o.tokens_path, o.dtype)
+                                        : TokenFile(index.bin_path, {.format = "megatron", .dtype = index.dtype,
+                                                                     .bytes = index.item_bytes, .is_signed = index.is_signed,
+                                                                     .num_tokens = index.num_tokens});
+  const auto offsets = o.megatron.empty() ? read_offsets(o.offsets_path, tokens.num_tokens())  // [N+1]
+                                          : std::move(index.document_offsets);
   check_token_range(tokens, o.vocab_size);
   const auto num_docs = static_cast<std::int64_t>(offsets.size()) - 1;
   std::int64_t longest = 0;
@@ -647,9 +661,8 @@ void pack_dataset(const PackOptions& o) {
   PartialOutput out(o.out_path, o.overwrite);
   guarded_write(o.out_path, [&] {
     write_root_attrs(out.get(), o.vocab_size,
-                     "pack mode=" + o.mode + " tokens=" + o.tokens_path +
-                         " format=" + tokens.encoding().format +
-                         " offsets=" + (o.offsets_path.empty() ? "none" : o.offsets_path) +
+                     "pack mode=" + o.mode + " tokens=" + tokens.path() + " format=" + tokens.encoding().format +
+                         " offsets=" + (!o.megatron.empty() ? index.idx_path : o.offsets_path.empty() ? "none" : o.offsets_path) +
                          " dtype=" + tokens.encoding().dtype +
                          " eos_id=" + std::to_string(o.eos_id) + " max_documents=" + std::to_string(o.max_documents));
     std::vector<std::int64_t> buf;

@@ -61,6 +61,9 @@ void write_synthetic_dataset(const std::string& path, std::int64_t vocab_size, c
                              std::int64_t documents_per_length, std::uint64_t seed, bool overwrite);
 
 struct PackOptions {
+  std::string megatron;           // PREFIX of a Megatron-LM/NeMo indexed dataset (PREFIX.idx + PREFIX.bin; a path
+                                  // ending .idx or .bin names the pair): tokens, dtype and documents from its index;
+                                  // instead of tokens_path (and then no offsets_path or dtype)
   std::string tokens_path;        // a NumPy .npy file of token ids (known by its magic bytes) or flat little-endian ids
   std::string offsets_path;       // little-endian int64 document boundaries [N+1]; empty = one document
   std::string dtype;              // of a raw token file: "uint16", "int32", "uint32"; empty = int32 (a .npy: its header)
@@ -75,7 +78,8 @@ struct PackOptions {
 
 // Validates options (UsageError) and inputs (InputError), then writes the dataset like write_synthetic_dataset.
 // A .npy tokens file must be 1-D, C order, little-endian int32/int64/uint16/uint32 (int64 ids must fit int32); text,
-// HDF5, zip and gzip files are refused with a message saying what they look like and what pack takes.
+// HDF5, zip, gzip files and Megatron indexes given as tokens are refused with a message saying what they look like and
+// what pack takes. A Megatron indexed dataset (io/megatron_indexed.h) packs like a raw file with its offsets.
 void pack_dataset(const PackOptions& options);
 
 }  // namespace qwen3

@@ -548,6 +548,15 @@ PackOptions small_pack(const std::string& tokens, const std::string& offsets, co
   return o;
 }
 const std::vector<std::int32_t> kSmallPackRows = {1, 2, 3, 0, 4, 5, 6, 7, 0, 8, 9, 10};  // tokens 1..10, eos 0, L 4
+
+// Packs o (over an earlier output) and expects the small stream's rows and `source` in the file's source attribute.
+void expect_small_pack_rows(PackOptions o, const std::string& source) {
+  o.overwrite = true;
+  pack_dataset(o);
+  EXPECT_EQ(rows_of(o.out_path, 4), kSmallPackRows);
+  const auto found = inspect_dataset(o.out_path).source;
+  EXPECT_NE(found.find(source), std::string::npos) << found;
+}
 }  // namespace
 
 TEST_F(DatasetPack, NpyOfEveryAcceptedDtypeAndHeaderVersionPacksLikeRawTokens) {
@@ -558,14 +567,8 @@ TEST_F(DatasetPack, NpyOfEveryAcceptedDtypeAndHeaderVersionPacksLikeRawTokens) {
       SCOPED_TRACE(std::string(descr) + " version " + std::to_string(major));
       const auto file = path("t.npy");
       write_npy(file, descr, "(10,)", iota(1, 10), bytes, major);
-      PackOptions o = small_pack(file, path("o.bin"), path("n.h5"));
-      o.overwrite = true;
-      pack_dataset(o);
-      EXPECT_EQ(rows_of(o.out_path, 4), kSmallPackRows);
-      EXPECT_NE(inspect_dataset(o.out_path).source.find(std::string("format=npy offsets=") + path("o.bin") +
-                                                        " dtype=" + dtype),
-                std::string::npos)
-          << inspect_dataset(o.out_path).source;
+      expect_small_pack_rows(small_pack(file, path("o.bin"), path("n.h5")),
+                             "format=npy offsets=" + path("o.bin") + " dtype=" + dtype);
     }
 }
 
@@ -670,6 +673,180 @@ TEST_F(DatasetPack, NpyWrittenByNumpyItself) {
   expect_error<InputError>([&] { pack("be.npy"); }, {"big-endian int32"});
   expect_error<InputError>([&] { pack("f32.npy"); }, {"little-endian float32"});
   expect_error<InputError>([&] { pack("two.npy"); }, {"shape (2, 5)"});
+}
+
+// ------------------------------------------------------------------------------------------------ pack: Megatron indexed datasets
+
+namespace {
+void append_le(std::string& out, std::uint64_t v, int bytes) {
+  for (int k = 0; k < bytes; ++k) out += static_cast<char>((v >> (8 * k)) & 0xff);
+}
+
+// A Megatron-LM / NeMo indexed dataset as megatron/core/datasets/indexed_dataset.py writes one: PREFIX.bin holds the
+// sequences back to back in the index's dtype; PREFIX.idx is "MMIDIDX\0\0", version 1, the dtype code, the counts,
+// then int32 sequence lengths, int64 byte pointers and int64 document indices.
+struct MegatronFiles {
+  int dtype_code = 8;  // uint16
+  int item_bytes = 2;
+  std::vector<std::vector<std::int64_t>> sequences = {{1, 2, 3}, {4, 5, 6, 7}, {8, 9, 10}};
+  std::vector<std::int64_t> document_indices = {0, 1, 2, 3};
+
+  std::string index() const {
+    std::string idx("MMIDIDX\0\0", 9);
+    append_le(idx, 1, 8);
+    append_le(idx, static_cast<std::uint64_t>(dtype_code), 1);
+    append_le(idx, sequences.size(), 8);
+    append_le(idx, document_indices.size(), 8);
+    for (const auto& seq : sequences) append_le(idx, seq.size(), 4);
+    std::uint64_t pointer = 0;
+    for (const auto& seq : sequences) {
+      append_le(idx, pointer, 8);
+      pointer += seq.size() * static_cast<std::uint64_t>(item_bytes);
+    }
+    for (auto d : document_indices) append_le(idx, static_cast<std::uint64_t>(d), 8);
+    return idx;
+  }
+  void write(const std::string& prefix, const std::string& idx) const {
+    std::vector<std::int64_t> tokens;
+    for (const auto& seq : sequences) tokens.insert(tokens.end(), seq.begin(), seq.end());
+    write_le(prefix + ".bin", tokens, item_bytes);
+    std::ofstream(prefix + ".idx", std::ios::binary) << idx;
+  }
+  void write(const std::string& prefix) const { write(prefix, index()); }
+};
+
+// Byte offsets of the index's parts, for tests that damage one.
+constexpr std::size_t kIdxVersionAt = 9, kIdxDtypeAt = 17, kIdxLengthsAt = 34;
+
+// small_pack's options with a Megatron indexed dataset in place of the tokens file.
+PackOptions megatron_pack(const std::string& prefix, const std::string& out) {
+  PackOptions o = small_pack("", "", out);
+  o.megatron = prefix;
+  return o;
+}
+}  // namespace
+
+// Beyond issue 30's list: data from NeMo and Megatron-LM. Every integer dtype of the index packs the same documents as
+// the raw stream with its offsets does; a document of several sequences is those sequences joined.
+TEST_F(DatasetPack, MegatronIndexedDatasetOfEveryIntegerDtypePacksLikeRawTokensWithOffsets) {
+  for (const auto& [code, bytes, name] : {std::tuple{1, 1, "uint8"}, std::tuple{2, 1, "int8"}, std::tuple{3, 2, "int16"},
+                                          std::tuple{4, 4, "int32"}, std::tuple{5, 8, "int64"}, std::tuple{8, 2, "uint16"}}) {
+    SCOPED_TRACE(name);
+    MegatronFiles m;
+    m.dtype_code = code;
+    m.item_bytes = bytes;
+    m.write(path("m"));
+    PackOptions o = megatron_pack(path("m"), path("m.h5"));
+    expect_small_pack_rows(o, "format=megatron offsets=" + path("m.idx") + " dtype=" + name);
+    o.overwrite = true;
+    o.mode = "crop";
+    o.eos_id = -1;
+    o.lengths = {3};
+    o.megatron = path(code % 2 ? "m.idx" : "m.bin");  // either file names the pair
+    pack_dataset(o);
+    EXPECT_EQ(rows_of(o.out_path, 3), (std::vector<std::int32_t>{1, 2, 3, 4, 5, 6, 8, 9, 10}));
+  }
+  MegatronFiles joined;  // document 1 is two sequences, {4, 5} and {6, 7}
+  joined.sequences = {{1, 2, 3}, {4, 5}, {6, 7}, {8, 9, 10}};
+  joined.document_indices = {0, 1, 3, 4};
+  joined.write(path("j"));
+  PackOptions o = megatron_pack(path("j"), path("j.h5"));
+  pack_dataset(o);
+  EXPECT_EQ(rows_of(o.out_path, 4), kSmallPackRows);
+  o.mode = "crop";
+  o.eos_id = -1;
+  o.overwrite = true;
+  pack_dataset(o);
+  EXPECT_EQ(rows_of(o.out_path, 4), (std::vector<std::int32_t>{4, 5, 6, 7}));
+  EXPECT_FALSE(fs::exists(o.out_path + ".partial"));
+}
+
+// A bad, truncated or mismatched .idx or .bin: one InputError naming the file and the problem, nothing written.
+TEST_F(DatasetPack, MegatronIndexOrDataThatDoNotMatchAreNamedInputErrors) {
+  const auto prefix = path("m"), idx = path("m.idx"), bin = path("m.bin");
+  const PackOptions o = megatron_pack(prefix, path("x.h5"));
+  auto refused = [&](const MegatronFiles& m, const std::string& index, const std::vector<std::string>& needles) {
+    m.write(prefix, index);
+    expect_error<InputError>([&] { pack_dataset(o); }, needles);
+  };
+  const MegatronFiles good;
+  const std::string index = good.index();
+  auto changed = [&](std::size_t at, const std::string& bytes) { return index.substr(0, at) + bytes + index.substr(at + bytes.size()); };
+  auto le = [](std::uint64_t v, int bytes) {
+    std::string s;
+    append_le(s, v, bytes);
+    return s;
+  };
+
+  expect_error<InputError>([&] { pack_dataset(o); }, {"Megatron index '" + idx + "' does not exist"});
+  good.write(prefix);
+  fs::remove(bin);
+  expect_error<InputError>([&] { pack_dataset(o); }, {"Megatron data file '" + bin + "' does not exist"});
+  refused(good, "MMIDIDY" + index.substr(7), {"Megatron index '" + idx + "' does not start with MMIDIDX"});
+  refused(good, index.substr(0, 20), {"Megatron index '" + idx + "' is truncated: 20 bytes"});
+  refused(good, index.substr(0, 5), {"Megatron index '" + idx + "' is truncated: 5 bytes"});
+  refused(good, changed(kIdxVersionAt, le(2, 8)), {idx, "version 2 is not supported (this build reads version 1)"});
+  refused(good, changed(kIdxDtypeAt, le(7, 1)), {idx, "float32 (dtype code 7), which cannot hold token ids"});
+  refused(good, changed(kIdxDtypeAt, le(6, 1)), {idx, "float64 (dtype code 6)"});
+  refused(good, changed(kIdxDtypeAt, le(9, 1)), {idx, "dtype code 9 is not one of Megatron's (1 to 8)"});
+  refused(good, index.substr(0, index.size() - 8),
+          {"Megatron index '" + idx + "' has 94 bytes but its header (S = 3 sequences, D = 4 document indices) needs 102"});
+  refused(good, changed(18, le(1ull << 40, 8)), {idx, "more than its 102 bytes can hold"});
+  refused(good, index + std::string(3, '\0'), {idx, "a mode byte per sequence (a multimodal dataset)"});
+  refused(good, changed(kIdxLengthsAt + 4, le(static_cast<std::uint32_t>(-4), 4)), {idx, "sequence 1 has length -4"});
+  refused(good, changed(kIdxLengthsAt + 12 + 8, le(8, 8)),
+          {idx, "sequence 1 starts at byte 8 of the .bin, not at byte 6 where the sequences before it end"});
+  refused(good, changed(kIdxLengthsAt + 36, le(1, 8)), {idx, "the first document index is 1, not 0"});
+  refused(good, changed(kIdxLengthsAt + 36 + 16, le(0, 8)), {idx, "document index 2 (0) is smaller than document index 1 (1)"});
+  refused(good, changed(kIdxLengthsAt + 36 + 16, le(5, 8)), {idx, "document index 2 (5) is past the last sequence (3)"});
+  MegatronFiles open_end = good;
+  open_end.document_indices = {0, 1, 2};
+  refused(open_end, open_end.index(), {idx, "the last document index is 2 but there are 3 sequences"});
+  good.write(prefix);
+  write_le(bin, iota(1, 9), 2);  // one token short
+  expect_error<InputError>([&] { pack_dataset(o); },
+                           {"Megatron data file '" + bin + "' has 18 bytes but its index '" + idx +
+                            "' describes 10 tokens of uint16 (20 bytes)"});
+  good.write(prefix);
+  PackOptions small_vocab = o;
+  small_vocab.vocab_size = 10;
+  small_vocab.eos_id = -1;
+  expect_error<InputError>([&] { pack_dataset(small_vocab); }, {bin, "token id 10 at position 9", "[0, 10)"});
+  MegatronFiles negative;
+  negative.dtype_code = 2;  // int8
+  negative.item_bytes = 1;
+  negative.sequences = {{1, 2, static_cast<std::int64_t>(0xfd)}, {4}};  // 0xfd is -3 as int8
+  negative.document_indices = {0, 2};
+  negative.write(prefix);
+  expect_error<InputError>([&] { pack_dataset(o); }, {bin, "token id -3 at position 2"});
+  EXPECT_FALSE(fs::exists(o.out_path));
+  EXPECT_FALSE(fs::exists(o.out_path + ".partial"));
+}
+
+// --megatron replaces --tokens, --offsets and --dtype; a Megatron file given as either of those says to use it.
+TEST_F(DatasetPack, MegatronFilesGivenAsTokensOrOffsetsSayToPackThePair) {
+  MegatronFiles().write(path("m"));
+  auto with = [&](auto change, const std::vector<std::string>& needles) {
+    PackOptions bad = megatron_pack(path("m"), path("x.h5"));
+    change(bad);
+    expect_error<UsageError>([&] { pack_dataset(bad); }, needles);
+  };
+  with([&](PackOptions& b) { b.tokens_path = path("m.bin"); }, {"a tokens file or a Megatron indexed dataset", "exactly one"});
+  with([&](PackOptions& b) { b.megatron = ""; }, {"a tokens file or a Megatron indexed dataset", "exactly one"});
+  with([&](PackOptions& b) { b.offsets_path = path("m.idx"); }, {"drop the offsets file and dtype"});
+  with([&](PackOptions& b) { b.dtype = "uint16"; }, {"drop the offsets file and dtype"});
+  PackOptions o = small_pack(path("m.bin"), "", path("x.h5"));
+  o.dtype = "uint16";
+  const auto pair = "belongs to the Megatron-LM/NeMo indexed dataset '" + path("m") + "' (" + path("m.idx") + " + " +
+                    path("m.bin") + "): pack the pair with --megatron " + path("m");
+  expect_error<InputError>([&] { pack_dataset(o); }, {"tokens file '" + path("m.bin") + "' " + pair});
+  o.tokens_path = path("m.idx");
+  expect_error<InputError>([&] { pack_dataset(o); }, {"tokens file '" + path("m.idx") + "' " + pair});
+  write_le(path("t.bin"), iota(1, 10), 2);
+  o.tokens_path = path("t.bin");
+  o.offsets_path = path("m.idx");
+  expect_error<InputError>([&] { pack_dataset(o); }, {"offsets file '" + path("m.idx") + "' " + pair});
+  EXPECT_FALSE(fs::exists(path("x.h5")));
 }
 
 // ------------------------------------------------------------------------------------------------ CLI
@@ -789,6 +966,29 @@ TEST_F(DatasetCli, PackTakesANpyFileWithoutDtypeAndRefusesTextWithAnInputError) 
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("looks like text: pack takes raw int32 or .npy token ids"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(path("x.h5")));
+}
+
+TEST_F(DatasetCli, PackTakesAMegatronIndexedDatasetByItsPrefix) {
+  MegatronFiles().write(path("corpus"));
+  const auto args = " --out '" + path("m.h5") + "' --vocab-size 11 --lengths 4 --eos-id 0";
+  auto r = run_cli("pack --megatron '" + path("corpus") + "'" + args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("1 buckets, 3 documents"), std::string::npos) << r.output;
+  r = run_cli("pack --megatron '" + path("corpus") + "' --tokens '" + path("corpus.bin") + "'" + args);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("give --tokens F or --megatron PREFIX"), std::string::npos) << r.output;
+  r = run_cli("pack --megatron '" + path("corpus.idx") + "' --dtype uint16" + args);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("drop --dtype"), std::string::npos) << r.output;
+  write_le(path("corpus.bin"), iota(1, 9), 2);  // truncated
+  r = run_cli("pack --megatron '" + path("corpus") + "'" + args + " --overwrite");
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_EQ(r.output, "qwen3-dataset: error: Megatron data file '" + path("corpus.bin") + "' has 18 bytes but its index '" +
+                          path("corpus.idx") + "' describes 10 tokens of uint16 (20 bytes): the pair does not match "
+                          "(a truncated .bin, or the index of another file?)\n");
+  r = run_cli("pack --help");
+  EXPECT_NE(r.output.find("--megatron"), std::string::npos) << r.output;
+  EXPECT_NE(run_cli("--help").output.find("--megatron PREFIX"), std::string::npos);
 }
 
 // ------------------------------------------------------------------------------------------------ a full disk
