@@ -269,6 +269,31 @@ TEST_F(MultiNodeSlurm, ATensorParallelGroupAcrossNodesIsRefusedNamingTheHosts) {
   EXPECT_NE(job.output.find("warning: tensor-parallel ranks 0-1 span hosts node0, node1"), std::string::npos) << job.output;
 }
 
+// A loaded machine, made on purpose: node0's slurmd does not answer for 20 s while its job is launched (longer than
+// Slurm's default MessageTimeout, 10 s, which made slurmctld requeue the job and hold it for two minutes, past the
+// test's old fixed 240 s). The job still runs once, at once, and ends with qwen3-pretrain's own exit code.
+TEST_F(MultiNodeSlurm, AJobLaunchedWhileASlurmdStallsRunsOnceWithItsOwnExitCode) {
+  const std::string out = (work / "stalled.h5").string();
+  std::ifstream pid_file(cluster->dir + "/slurmd-node0.pid");
+  std::string pid;
+  ASSERT_TRUE(std::getline(pid_file, pid)) << "no pid file of node0's slurmd";
+  struct Resume {  // whatever happens, node0's slurmd runs again
+    std::string pid;
+    ~Resume() { test::run_command("kill -CONT " + pid); }
+  } resume{pid};
+  ASSERT_EQ(test::run_command("kill -STOP " + pid).exit_code, 0);
+  std::string output;
+  const std::string id = start(pretrain_args(2, 1, "--steps 4 --tp 2 --out " + shq(out)), output);
+  ASSERT_FALSE(id.empty()) << output;
+  std::this_thread::sleep_for(std::chrono::seconds(20));
+  test::run_command("kill -CONT " + pid);
+  const Job job = wait(id, output);
+  EXPECT_EQ(job.exit_code, 2) << job.state << "\n" << job.output;
+  EXPECT_NE(job.output.find("tensor-parallel ranks 0-1 span hosts node0, node1"), std::string::npos) << job.output;
+  const std::string record = test::run_command(cluster->client + " scontrol show job " + shq(id)).output;
+  EXPECT_NE(record.find("Restarts=0"), std::string::npos) << "requeued\n" << record;
+}
+
 TEST_F(MultiNodeSlurm, ACheckpointOfTwoNodesResumesOnOne) {
   const std::string ckpt = (work / "ckpt").string(), out = (work / "ckpt-run.h5").string();
   const Job job = pretrain(2, 2, "--tp 2 --save " + shq(ckpt) + " --save-interval 2 --out " + shq(out));
