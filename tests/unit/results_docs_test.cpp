@@ -247,7 +247,7 @@ class ResultsDocs : public ::testing::Test {
 
 TEST_F(ResultsDocs, EveryNameInAResultsFileIsDocumentedAndEveryAlwaysNameIsThere) {
   const auto docs = documented(repo_file("docs/results.md"), kResultsSections);
-  ASSERT_GT(docs.size(), 60u) << "docs/results.md's tables were not found";
+  ASSERT_GT(docs.size(), 20u) << "docs/results.md's tables were not found";
   const std::string save = (dir_ / "ckpt").string();
   const std::string ok = train("ok", "--seq-len 32 --steps 2 --save '" + save + "'");
   expect_held_to(ok, docs, "docs/results.md", true);
