@@ -61,7 +61,9 @@ json int_attr_or_null(hid_t obj, const char* name) {
 std::string summary_json(const std::string& path, hid_t root) {
   const std::string status = attr_or(root, "status");
   json out{{"file", path}, {"format_version", h5::read_attr_int(root, "format_version")}, {"status", status},
-           {"error_message", status == "ok" ? json(nullptr) : attr_or_null(root, "error_message")}, {"oom", nullptr}};
+           {"error_message", status == "ok" ? json(nullptr) : attr_or_null(root, "error_message")}, {"oom", nullptr},
+           {"exit_code", h5::has_attr(root, "exit_code") ? json(h5::read_attr_int(root, "exit_code")) : json(nullptr)},
+           {"diverged_at_step", int_attr_or_null(root, "diverged_at_step")}};
   if (h5::has_attr(root, "oom_category"))
     out["oom"] = {{"category", h5::read_attr_string(root, "oom_category")},
                   {"requested_bytes", int_attr_or_null(root, "oom_requested_bytes")},
@@ -130,7 +132,8 @@ int main(int argc, char** argv) {
     desc.add_options()("help,h", "show this help")("file", po::value(&path)->required(), "results file")(
         "format", po::value(&format)->default_value(format),
         "text (for people) or json: one JSON object on one line, for tools such as qwen3-sweep: file, format_version, "
-        "status, error_message, oom {category, requested_bytes, in_use_bytes}, config {model, parameters, seq_len, "
+        "status, error_message, oom {category, requested_bytes, in_use_bytes}, exit_code (the code the run ended with, "
+        "whatever its launcher reported), diverged_at_step, config {model, parameters, seq_len, "
         "global_batch, micro_batch, tp, pp, cp, device, steps}, git_commit, start_time_utc, end_time_utc, "
         "steps_completed, loss_first, loss_last, tokens_per_s, tflops_per_device, mfu_percent (means of the steps after "
         "the first), timings {init_s, first_step_s, total_s}, peak_bytes [per rank], plan_peak_bytes, stages "
@@ -141,7 +144,7 @@ int main(int argc, char** argv) {
     po::variables_map vm;
     const std::string exit_codes = exit_codes_help(
         {{ExitCode::ok, "the run's status is ok"},
-         {ExitCode::internal, "also when the run's status is not ok (running, oom, oom_predicted, error, preempted)"},
+         {ExitCode::internal, "also when the run's status is not ok (running, oom, oom_predicted, error, preempted, diverged)"},
          {ExitCode::usage},
          {ExitCode::input, "not a qwen3-pretrain results file, or one of another format version"}});
     if (!parse_command_line(argc, argv, desc, vm, &pos, exit_codes)) return 0;
@@ -163,6 +166,9 @@ int main(int argc, char** argv) {
     std::printf("results %s\n", path.c_str());
     std::printf("  status        %s%s%s\n", status.c_str(), status == "ok" ? "" : ": ", status == "ok" ? "" : attr_or(root, "error_message").c_str());
     print_oom_details(root);
+    if (h5::has_attr(root, "exit_code") && h5::read_attr_int(root, "exit_code") != 0)
+      std::printf("  exit code     %lld (the run's own; mpirun reports 1 when it is signalled)\n",
+                  static_cast<long long>(h5::read_attr_int(root, "exit_code")));
     std::printf("  model         %s (%s parameters), seq %s, global batch %s, micro-batch %s, tp %s pp %s cp %s, device %s\n",
                 c("model").c_str(), c("model.parameters").c_str(), c("seq_len").c_str(), c("global_batch").c_str(),
                 c("micro_batch").c_str(), c("tp").c_str(), c("pp").c_str(), c("cp").c_str(), c("device").c_str());

@@ -31,7 +31,8 @@ inline constexpr ExitCodeInfo kExitCodes[] = {
     {ExitCode::usage, "usage: unknown option, invalid value, bad config file, layout or batch that does not divide"},
     {ExitCode::input, "input data: dataset, golden file, model config or checkpoint missing, corrupt or of another "
                       "format or version"},
-    {ExitCode::output, "output: the output exists (without --overwrite), or its folder is missing or unwritable"},
+    {ExitCode::output, "output: the output exists (without --overwrite) or another run is writing it, or its folder "
+                       "is missing, unwritable or full"},
     {ExitCode::out_of_memory, "out of memory (device or host); a results file says status oom or oom_predicted"},
     {ExitCode::check_failed, "a check failed: a compared quantity is out of tolerance or a known answer is wrong"},
     {ExitCode::preempted, "preempted: stopped by SIGTERM/SIGUSR1 after saving a checkpoint (status preempted); "

@@ -1,6 +1,10 @@
 // Progress line formatting (see progress.h).
 #include "train/progress.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -46,6 +50,33 @@ std::string progress_line(std::int64_t step, std::int64_t steps, const StepRecor
                 format_significant(100.0 * r.tflops_per_device / kPeakTflopsPerDevice).c_str(),
                 format_bytes(peak_bytes).c_str(), format_duration(eta_s).c_str());
   return buf;
+}
+
+namespace {
+// stdout opened a second time, non-blocking, where it is a pipe or a terminal (mpirun gives its ranks a pseudo-
+// terminal or a pipe): a new open file description, so the flag touches no other process's view of it. -1 where
+// stdout is a file (writes never wait) or cannot be reopened (a socket): then stdout itself.
+int nonblocking_stdout() {
+  static const int fd = [] {
+    struct stat st {};
+    if (::fstat(STDOUT_FILENO, &st) != 0 || !(S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode))) return -1;
+    return ::open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  }();
+  return fd;
+}
+}  // namespace
+
+bool print_without_blocking(const std::string& line) {
+  const std::string text = line + "\n";
+  const int fd = nonblocking_stdout();
+  if (fd < 0) {
+    std::fputs(text.c_str(), stdout);
+    std::fflush(stdout);
+    return true;
+  }
+  std::fflush(stdout);  // anything printed before through stdio first (empty once every line of a run comes here)
+  const ssize_t n = ::write(fd, text.data(), text.size());
+  return n == static_cast<ssize_t>(text.size());
 }
 
 }  // namespace qwen3

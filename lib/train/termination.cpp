@@ -15,7 +15,6 @@ namespace qwen3 {
 namespace {
 int g_pipe[2] = {-1, -1};  // written by the handler (async-signal-safe), read by the watcher
 struct sigaction g_old_term, g_old_int, g_old_usr1;
-bool g_usr1_installed = false;
 
 extern "C" void on_termination_signal(int sig) {
   const unsigned char b = static_cast<unsigned char>(sig);
@@ -33,8 +32,9 @@ TerminationWatch::TerminationWatch(std::function<void(int)> on_signal, double gr
   sa.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &sa, &g_old_term);
   sigaction(SIGINT, &sa, &g_old_int);
-  g_usr1_installed = grace_s > 0;
-  if (g_usr1_installed) sigaction(SIGUSR1, &sa, &g_old_usr1);
+  // SIGUSR1 too without a grace period: a job script passes the signals it gets on as SIGUSR1 (mpirun forwards it,
+  // where a second SIGTERM would make it kill the ranks at once), and the run ends as it would on SIGTERM.
+  sigaction(SIGUSR1, &sa, &g_old_usr1);
   watcher_ = std::thread([this, grace_s, abandon = std::move(abandon_grace)] {
     unsigned char b = 0;
     if (::read(g_pipe[0], &b, 1) != 1 || b == 0) return;  // 0: the destructor's wake-up
@@ -69,7 +69,7 @@ TerminationWatch::TerminationWatch(std::function<void(int)> on_signal, double gr
 TerminationWatch::~TerminationWatch() {
   sigaction(SIGTERM, &g_old_term, nullptr);
   sigaction(SIGINT, &g_old_int, nullptr);
-  if (g_usr1_installed) sigaction(SIGUSR1, &g_old_usr1, nullptr);
+  sigaction(SIGUSR1, &g_old_usr1, nullptr);
   const unsigned char zero = 0;
   [[maybe_unused]] const ssize_t n = ::write(g_pipe[1], &zero, 1);
   if (watcher_.joinable()) watcher_.join();

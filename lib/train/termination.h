@@ -1,5 +1,6 @@
 // Ending well when the job is ended from outside: SIGTERM (mpirun stopping a job because one of its ranks died or
-// aborted; Slurm cancelling, timing out or pre-empting it) or SIGINT. The signal handler only writes the signal number
+// aborted; Slurm cancelling, timing out or pre-empting it), SIGINT, or SIGUSR1 (Slurm's --signal warning, and what
+// jobs/pretrain.sbatch passes the signals it gets on as). The signal handler only writes the signal number
 // to a pipe; a watcher thread runs the callback in normal context (e.g. to record the run's status in its results
 // file), then the process exits with 128 + signal.
 #pragma once

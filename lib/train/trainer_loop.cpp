@@ -111,9 +111,8 @@ void train_step(TrainingRun& run, StepLoop& loop, std::int64_t step) {
   if (run.root) {
     const double mean = step > start_step ? loop.later_steps_s / static_cast<double>(step - start_step)
                                           : run.results.first_step_s();
-    std::printf("%s\n", progress_line(step + 1, cfg.steps, rec, run.st.tracer->peak_bytes(),
-                                      mean * static_cast<double>(cfg.steps - step - 1)).c_str());
-    std::fflush(stdout);
+    print_without_blocking(progress_line(step + 1, cfg.steps, rec, run.st.tracer->peak_bytes(),
+                                         mean * static_cast<double>(cfg.steps - step - 1)));
   }
 }
 
@@ -164,12 +163,14 @@ StepLoop::StepLoop(const TrainingRun& run, const Restored& restored)
 void print_run_line(const TrainingRun& run, const StepLoop& loop) {
   const RunConfig& cfg = run.cfg;
   const std::int64_t L = cfg.seq_len, GB = cfg.global_batch, MB = cfg.micro_batch;
-  if (run.root)
-    std::printf("qwen3-pretrain: %s (%s parameters), %s, seq %lld, global batch %lld = %lld micro-batches of %lld "
-                "× %lld data-parallel ranks, %lld steps on %s\n",
-                cfg.model_source.c_str(), format_parameter_count(cfg.model.parameter_count()).c_str(), run.layout.describe().c_str(), (long long)L,
+  if (!run.root) return;
+  char line[512];
+  std::snprintf(line, sizeof line, "qwen3-pretrain: %s (%s parameters), %s, seq %lld, global batch %lld = %lld "
+                "micro-batches of %lld × %lld data-parallel ranks, %lld steps on %s", cfg.model_source.c_str(),
+                format_parameter_count(cfg.model.parameter_count()).c_str(), run.layout.describe().c_str(), (long long)L,
                 (long long)GB, (long long)loop.micro_steps, (long long)MB, (long long)run.layout.dp(), (long long)cfg.steps,
                 run.st.engine->device_name().c_str());
+  print_without_blocking(line);
 }
 
 void run_steps(TrainingRun& run, StepLoop& loop, const CheckpointRun& ckpt_run, const TerminationWatch& watch) {

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "dist/collective_errors.h"
 #include "io/hf_checkpoint.h"
+#include "train/progress.h"
 #include "train/trainer_steps.h"
 
 namespace qwen3::trainer {
@@ -32,7 +33,7 @@ std::int64_t resume_checkpoint(TrainingRun& run, const CheckpointRun& ckpt_run, 
   dir = run.world.all_gather(dir)[0];
   std::string schedule_note;
   const std::int64_t start_step = load_checkpoint(dir, *run.st.engine, run.world, ckpt_run, &schedule_note);
-  if (run.root && !schedule_note.empty()) std::printf("qwen3-pretrain: note: %s\n", schedule_note.c_str());
+  if (run.root && !schedule_note.empty()) print_without_blocking("qwen3-pretrain: note: " + schedule_note);
   collectively(run.world, true, [&] {
     // A run asked to continue itself (--auto-resume) whose checkpoint is its last step has nothing to do: it ends
     // well, so a requeued or re-run cell completes; so does a conversion (--export-hf at the checkpoint's step).
@@ -45,7 +46,7 @@ std::int64_t resume_checkpoint(TrainingRun& run, const CheckpointRun& ckpt_run, 
       results.write_attribute("resumed_from", dir);
       results.write_attribute("resumed_from_step", start_step);
     });
-    std::printf("qwen3-pretrain: resumed from %s at step %lld\n", dir.c_str(), static_cast<long long>(start_step));
+    print_without_blocking("qwen3-pretrain: resumed from " + dir + " at step " + std::to_string(start_step));
   });
   return start_step;
 }

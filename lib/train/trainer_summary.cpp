@@ -7,6 +7,7 @@
 #include "io/hf_checkpoint.h"
 #include "model/pipeline_split.h"
 #include "train/pipeline_schedule.h"
+#include "train/progress.h"
 #include "train/trainer_steps.h"
 
 namespace qwen3::trainer {
@@ -62,7 +63,8 @@ void save_and_export(TrainingRun& run, const StepLoop& loop, const CheckpointRun
   const std::int64_t end_step = loop.preempted_at >= 0 ? loop.preempted_at : cfg.steps;
   if (!cfg.save.empty() && loop.last_saved != end_step) {
     save_checkpoint_of_step(run, end_step, ckpt_run);
-    if (run.root) std::printf("qwen3-pretrain: saved a checkpoint of step %lld under %s\n", static_cast<long long>(end_step), cfg.save.c_str());
+    if (run.root)  // never blocking: a pre-empted run's launcher may have stopped reading (train/progress.h)
+      print_without_blocking("qwen3-pretrain: saved a checkpoint of step " + std::to_string(end_step) + " under " + cfg.save);
   }
   if (!cfg.export_hf.empty() && loop.preempted_at < 0) {  // the final weights, gathered tensor by tensor, rank 0 writes
     collectively(run.world, true, [&] {
@@ -72,7 +74,7 @@ void save_and_export(TrainingRun& run, const StepLoop& loop, const CheckpointRun
       write_hf_checkpoint(cfg.export_hf, cfg.model, engine.params(),
                           [&](const std::string& name) { return engine.weights(name); }, run.root, o);
     });
-    if (run.root) std::printf("qwen3-pretrain: exported the weights to %s (Hugging Face format)\n", cfg.export_hf.c_str());
+    if (run.root) print_without_blocking("qwen3-pretrain: exported the weights to " + cfg.export_hf + " (Hugging Face format)");
   }
 }
 
@@ -92,10 +94,10 @@ int finish_run(TrainingRun& run, const StepLoop& loop) {
                             ") after step " + std::to_string(preempted_at) + " of " + std::to_string(cfg.steps) +
                             "; checkpoint under " + cfg.save + " (--resume or --auto-resume continues it)");
     }
-    std::printf("qwen3-pretrain: wrote %s\n", cfg.out.c_str());
+    print_without_blocking("qwen3-pretrain: wrote " + cfg.out);
     if (preempted_at >= 0)
-      std::printf("qwen3-pretrain: preempted after step %lld of %lld; the checkpoint is under %s\n",
-                  static_cast<long long>(preempted_at), static_cast<long long>(cfg.steps), cfg.save.c_str());
+      print_without_blocking("qwen3-pretrain: preempted after step " + std::to_string(preempted_at) + " of " +
+                             std::to_string(cfg.steps) + "; the checkpoint is under " + cfg.save);
   }
   return preempted_at >= 0 ? static_cast<int>(ExitCode::preempted) : 0;
 }

@@ -237,3 +237,40 @@ TEST_F(FaultsFullDiskMpirun, AFullDiskEndsTheRunWithExitFourNamingTheFile) {
   }
   EXPECT_GT(h5::read_f64(f.get(), "steps/loss").size(), 0u);  // the steps flushed before the disk filled are kept
 }
+
+// Item 5: SIGTERM to the job — to mpirun (what Slurm's scancel and time limit do, with every other process of the job)
+// or to the job script (sbatch --signal=B:…, scancel --batch, a person's kill). mpirun exits 1 whenever it is itself
+// signalled; the job script ends with the run's own code all the same: 7 when --save let it save and stop, 128 + 15
+// without. (Two ranks from a hostfile of two slots, as Slurm's allocation would give; mpirun's kill delay raised to
+// 5 s so that a loaded machine still reaches the step boundary in time: docs/results.md says why.)
+TEST_F(FaultsMpirun, ASignalToMpirunOrTheJobScriptEndsTheJobWithTheRunsOwnCode) {
+  const fs::path hostfile = dir_ / "hosts";
+  std::ofstream(hostfile) << "localhost slots=2\n";
+  const std::string script = fs::path(test::test_data_dir()).parent_path().parent_path() / "jobs" / "pretrain.sbatch";
+  struct Case {
+    const char* target;  // what is signalled: mpirun, or the job script
+    bool save;
+    int code;  // the job's
+    const char* status;
+    int file_code;  // the results file's: the ranks see the job script's SIGUSR1 (128 + 10)
+  };
+  for (const Case c : {Case{"mpirun", true, 7, "preempted", 7}, Case{"mpirun", false, 143, "error", 143},
+                       Case{"script", true, 7, "preempted", 7}, Case{"script", false, 143, "error", 138}}) {
+    const std::string tag = std::string(c.target) + (c.save ? "-save" : "");
+    const std::string out = path(tag + ".h5"), log = path(tag + ".log");
+    const std::string job = "OMPI_MCA_orte_default_hostfile='" + hostfile.string() + "' OMPI_MCA_odls_base_sigkill_timeout=5 "
+                            "QWEN3_BIN='" + test::bin_dir() + "' OMP_NUM_THREADS=1 bash '" + script + "' --model tiny --data '" +
+                            data_ + "' --seq-len 64 --global-batch 4 --steps 100000 " +
+                            (c.save ? "--save '" + path(tag) + "' " : "") + "--out '" + out + "'";
+    const std::string kill = std::string(c.target) == "mpirun" ? "pkill -TERM -P $J -x mpirun"
+                                                               : "kill -TERM $J";
+    const auto r = test::run_command("( " + job + " > '" + log + "' 2>&1 & J=$!; for i in $(seq 1200); do grep -q '^step' '" +
+                                     log + "' && break; sleep 0.1; done; " + kill + "; wait $J; echo \"job exit $?\"; cat '" +
+                                     log + "' )");
+    EXPECT_NE(r.output.find("job exit " + std::to_string(c.code) + "\n"), std::string::npos) << tag << "\n" << r.output;
+    ASSERT_TRUE(fs::exists(out)) << tag << "\n" << r.output;
+    const Outcome o = outcome_of(out);
+    EXPECT_EQ(o.status, c.status) << tag << ": " << o.message;
+    EXPECT_EQ(o.exit_code, c.file_code) << tag;
+  }
+}
