@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <regex>
+#include <set>
 #include <string>
 
 #include "cli_runner.h"
@@ -273,4 +275,27 @@ TEST_F(FaultsMpirun, ASignalToMpirunOrTheJobScriptEndsTheJobWithTheRunsOwnCode) 
     EXPECT_EQ(o.status, c.status) << tag << ": " << o.message;
     EXPECT_EQ(o.exit_code, c.file_code) << tag;
   }
+}
+
+// docs/faults.md names a test in every row: each name must be a test of this suite (a renamed or deleted test fails
+// here), and every test of the Faults suites above must have its row.
+TEST(FaultsDoc, EveryTestItNamesExistsAndEveryFaultTestHasItsRow) {
+  const std::string doc = read_text(fs::path(test::test_data_dir()).parent_path().parent_path() / "docs" / "faults.md");
+  ASSERT_FALSE(doc.empty());
+  std::set<std::string> tests;
+  const auto* unit = ::testing::UnitTest::GetInstance();
+  for (int s = 0; s < unit->total_test_suite_count(); ++s) {
+    const auto* suite = unit->GetTestSuite(s);
+    for (int t = 0; t < suite->total_test_count(); ++t)
+      tests.insert(std::string(suite->name()) + "." + suite->GetTestInfo(t)->name());
+  }
+  std::set<std::string> named;
+  const std::regex name("`([A-Z][A-Za-z0-9]*\\.[A-Z][A-Za-z0-9]*)`");
+  for (auto it = std::sregex_iterator(doc.begin(), doc.end(), name); it != std::sregex_iterator(); ++it)
+    named.insert((*it)[1]);
+  EXPECT_GT(named.size(), 30u);
+  for (const auto& n : named) EXPECT_TRUE(tests.count(n)) << "docs/faults.md names " << n << ", which is no test";
+  for (const auto& t : tests)
+    if (t.rfind("Faults", 0) == 0 && t.rfind("FaultsDoc.", 0) != 0)
+      EXPECT_TRUE(named.count(t)) << t << " has no row in docs/faults.md";
 }
