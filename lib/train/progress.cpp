@@ -2,10 +2,12 @@
 #include "train/progress.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 
@@ -75,8 +77,24 @@ bool print_without_blocking(const std::string& line) {
     return true;
   }
   std::fflush(stdout);  // anything printed before through stdio first (empty once every line of a run comes here)
-  const ssize_t n = ::write(fd, text.data(), text.size());
-  return n == static_cast<ssize_t>(text.size());
+  // A reader that is only slow (mpirun on a loaded machine) gets up to a second per line; one that has stopped costs
+  // that second once: later lines are dropped at once until one goes through again.
+  static bool reader_stopped = false;
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n > 0) {
+      done += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    pollfd p{fd, POLLOUT, 0};
+    if (n < 0 && errno == EAGAIN && !reader_stopped && ::poll(&p, 1, 1000) == 1) continue;
+    reader_stopped = true;
+    return false;
+  }
+  reader_stopped = false;
+  return true;
 }
 
 }  // namespace qwen3

@@ -18,7 +18,8 @@ std::string progress_line(std::int64_t step, std::int64_t steps, const StepRecor
                           double eta_s);
 // Prints `line` and a newline on stdout without ever blocking the run: when stdout (a pipe or a terminal) cannot take
 // it now — mpirun stops reading its ranks' output once it is itself signalled, and a full buffer would hold the run
-// before the step boundary where a pre-emption saves its checkpoint — the line is dropped, or its end; false then.
+// before the step boundary where a pre-emption saves its checkpoint — the line is dropped, or its end, after at most
+// a second (and at once while the reader stays stopped); false then.
 // Every line rank 0 prints during a run comes here, so stdio's buffer holds nothing that could block.
 bool print_without_blocking(const std::string& line);
 
