@@ -166,11 +166,11 @@ TEST(HfCheckpointMpirun, TrainFromHuggingFaceAndExportTheSameFromAnyLayout) {
   h5::Handle f = h5::open_read((dir / "one.h5").string(), "results");
   EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "ok");
   train(1, "", (dir / "one").string(), "again");
-  // An existing export folder is refused before training, not after.
+  // An existing export folder is refused before training, not after, as an output (exit 4, docs/exit-codes.md).
   const auto again = test::run_program("qwen3-pretrain", "--init-from-hf '" + hf_dir("tiny-fp32") + "' --data '" + data +
                                                              "' --seq-len 32 --steps 1 --export-hf '" + (dir / "one").string() +
                                                              "' --out '" + (dir / "x.h5").string() + "'");
-  EXPECT_EQ(again.exit_code, 2) << again.output;
+  EXPECT_EQ(again.exit_code, 4) << again.output;
   EXPECT_NE(again.output.find("exists (pass --overwrite to replace it)"), std::string::npos) << again.output;
 }
 
