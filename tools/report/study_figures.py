@@ -203,7 +203,11 @@ def axes(ax, layout, ylabel, seqs, top):
     """Length on a log axis with a tick at every length of the report (and no others); y from zero to top, the
     same in every panel."""
     ax.set_xscale("log", base=2)
-    ax.set_xticks(seqs, [f"{v / 1024:g}k" if v >= 1024 else f"{v:g}" for v in seqs])  # 32 … 1k … 128k, as the study
+    labels = [f"{v / 1024:g}k" if v >= 1024 else f"{v:g}" for v in seqs]  # 32 … 1k … 128k, as the study
+    for i in range(1, len(seqs)):  # lengths closer than a third of a doubling: every other label a line lower
+        if seqs[i] / seqs[i - 1] < 2 ** (1 / 3) and not labels[i - 1].startswith("\n"):
+            labels[i] = "\n" + labels[i]
+    ax.set_xticks(seqs, labels)
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     if seqs:
         ax.set_xlim(seqs[0] / 1.3, seqs[-1] * 1.3)
