@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -46,29 +47,46 @@ std::vector<std::string> split(const std::string& text) {
   return out;
 }
 
-// Every kernel (key → shape, token counts) of one step of each model × length × tensor-parallel size on one stage
-// (recomputation adds no other kernel; pipeline stages run the same ones), in order of the layouts given.
-std::vector<std::pair<std::string, RecordingPricer>> inventory(const std::vector<std::string>& models,
-                                                               const std::vector<std::int64_t>& lengths,
-                                                               const std::vector<std::int64_t>& tps) {
+// Every kernel (key → shape, token counts) of one step of each case (model × tensor-parallel size × length) on any
+// rank (record_case: one stage and a pipeline's; recomputation adds no other kernel), in the cases' order.
+std::vector<std::pair<std::string, RecordingPricer>> inventory(const std::vector<CalibrationCase>& cases) {
   std::vector<std::pair<std::string, RecordingPricer>> out;
-  for (const auto& name : models)
-    for (std::int64_t tp : tps)
-      for (std::int64_t len : lengths) {
-        MemoryPlanInput in;
-        in.model = model_preset(name);
-        in.seq_len = len;
-        in.tp = static_cast<int>(tp);
-        RecordingPricer r;
-        try {
-          walk_step(in, r);
-        } catch (const UsageError& e) {  // tp does not divide this model, or the length
-          std::fprintf(stderr, "qwen3-calibrate: skipping %s at tp %lld, %lld tokens: %s\n", name.c_str(),
-                       static_cast<long long>(tp), static_cast<long long>(len), e.what());
-          continue;
-        }
-        out.emplace_back(name + " tp" + std::to_string(tp) + " " + std::to_string(len), std::move(r));
-      }
+  for (const auto& k : cases) {
+    RecordingPricer r;
+    try {
+      r = record_case(k);
+    } catch (const UsageError& e) {  // tp does not divide this model, or the length
+      std::fprintf(stderr, "qwen3-calibrate: skipping %s at tp %d, %lld tokens: %s\n", k.model.c_str(), k.tp,
+                   static_cast<long long>(k.seq_len), e.what());
+      continue;
+    }
+    out.emplace_back(k.model + " tp" + std::to_string(k.tp) + " " + std::to_string(k.seq_len), std::move(r));
+  }
+  return out;
+}
+
+// Given --models, --lengths or --tp: every combination of the lists, an absent one taking the full default list
+// (every preset; kCalibrationLengths; kCalibrationTensorParallel), measured whether or not the card holds it.
+std::vector<CalibrationCase> requested_cases(const std::vector<std::string>& models,
+                                             const std::vector<std::int64_t>& lengths,
+                                             const std::vector<std::int64_t>& tps) {
+  std::vector<CalibrationCase> out;
+  for (const auto& m : models.empty() ? preset_names() : models)
+    for (std::int64_t tp : tps.empty() ? std::vector<std::int64_t>(kCalibrationTensorParallel.begin(),
+                                                                    kCalibrationTensorParallel.end())
+                                       : tps)
+      for (std::int64_t len : lengths.empty() ? kCalibrationLengths : lengths)
+        out.push_back({m, static_cast<int>(tp), len});
+  return out;
+}
+
+std::string joined(const auto& items) {
+  std::string out;
+  for (const auto& i : items) {
+    std::ostringstream s;
+    s << i;
+    out += (out.empty() ? "" : ",") + s.str();
+  }
   return out;
 }
 
@@ -100,8 +118,7 @@ void write_output(const std::string& path, const std::string& text) {
 
 int main(int argc, char** argv) {
   return run_main("qwen3-calibrate", [&] {
-    std::string out_path, kind, models_text = "0.6B,1.7B,8B,14B,32B", lengths_text = "1024,4096,8192,16384,32768,131072",
-                                tp_text = "1,2,4,8";
+    std::string out_path, kind, models_text, lengths_text, tp_text;
     std::string base_path;
     int threads = 0;
     bool overwrite = false;
@@ -112,9 +129,17 @@ int main(int argc, char** argv) {
         "overwrite", po::bool_switch(&overwrite), "replace --out if it exists")(
         "kind", po::value(&kind), ("GPU kind, as --device-memory names it (" + known_gpu_names() +
                                    "); default: the one whose memory this device has").c_str())(
-        "models", po::value(&models_text)->default_value(models_text), "model presets whose kernels to measure")(
-        "lengths", po::value(&lengths_text)->default_value(lengths_text), "sequence lengths (tokens)")(
-        "tp", po::value(&tp_text)->default_value(tp_text), "tensor-parallel sizes (each rank's shapes)")(
+        "models", po::value(&models_text),
+        ("model presets whose kernels to measure (default: every preset, " + joined(preset_names()) + ")").c_str())(
+        "lengths", po::value(&lengths_text),
+        ("sequence lengths in tokens (default: " + joined(kCalibrationLengths) + ")").c_str())(
+        "tp", po::value(&tp_text),
+        ("tensor-parallel sizes, each rank's shapes (default: " + joined(kCalibrationTensorParallel) +
+         "). Without --models, --lengths and --tp: every preset at each default length and size that the engine "
+         "accepts and the memory planner fits on this kind's memory at some memory policy (micro-batch 1), so that "
+         "qwen3-pretrain --plan prices every preset the card holds; an estimated 5 minutes on an H200 (five presets at tp "
+         "1, 2, 4, 8 took 185 s). Given any of them: every combination, an absent list taking its default, "
+         "measured whether or not the card holds it").c_str())(
         "threads", po::value(&threads), "CPU threads of the host optimizer's AdamW (default: this host's cores)")(
         "base", po::value(&base_path), "an earlier calibration of this kind to add to (its measurements are kept, "
                                        "those of the same shape and tokens measured again)");
@@ -129,8 +154,9 @@ int main(int argc, char** argv) {
     check_output(out_path, overwrite);
     const auto models = split(models_text);
     for (const auto& m : models) model_preset(m);  // UsageError naming an unknown preset
-    const auto lengths = parse_positive_list("--lengths", lengths_text);
-    const auto tps = parse_positive_list("--tp", tp_text);
+    const auto lengths = lengths_text.empty() ? std::vector<std::int64_t>{} : parse_positive_list("--lengths", lengths_text);
+    const auto tps = tp_text.empty() ? std::vector<std::int64_t>{} : parse_positive_list("--tp", tp_text);
+    const bool defaults = vm.count("models") + vm.count("lengths") + vm.count("tp") == 0;
     if (threads <= 0) threads = cores_per_rank(1);
 #ifndef QWEN3_HAVE_CUDA
     throw UsageError("this build has no CUDA, and calibration measures a GPU");
@@ -174,7 +200,10 @@ int main(int argc, char** argv) {
     // The engine's streams and events (main, side, comm, offload, host optimizer; an event per optimizer segment).
     c.library_bytes = handles + cuda::stream_bytes(8, 160);
     std::set<std::pair<std::string, std::int64_t>> fresh;  // measured in this run
-    const auto layouts = inventory(models, lengths, tps);
+    std::int64_t kind_bytes = static_cast<std::int64_t>(prop.totalGlobalMem);
+    for (const auto& g : known_gpus())
+      if (kind == g.name) kind_bytes = g.bytes;
+    const auto layouts = inventory(defaults ? default_calibration_cases(kind_bytes) : requested_cases(models, lengths, tps));
     for (const auto& [what, rec] : layouts) {
       int n = 0;
       for (const auto& [key, entry] : rec.ops) {

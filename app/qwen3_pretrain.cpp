@@ -34,8 +34,14 @@ std::optional<Calibration> plan_calibration(const RunConfig& cfg) {
   return std::nullopt;
 }
 
-// The predicted step for people: its time, throughput and parts.
-std::string describe_prediction(const StepPrediction& p, const Calibration& c) {
+// The predicted step for people: its time, throughput and parts; or, with an operation the calibration lacks, no
+// number at all but what is missing and how to measure it.
+std::string describe_prediction(const MemoryPlanInput& in, const StepPrediction& p, const Calibration& c) {
+  if (!p.priced()) {
+    std::string out = "  predicted step    none: " + unpriced_advice(in, p, c).text + "\n      not in the calibration:";
+    for (const auto& m : p.missing) out += " " + m + ";";
+    return out + "\n";
+  }
   const StepTime& t = p.time;
   char s[900];
   std::snprintf(s, sizeof s,
@@ -47,22 +53,27 @@ std::string describe_prediction(const StepPrediction& p, const Calibration& c) {
                 t.step, c.kind.c_str(), p.tokens_per_s, 100 * p.mfu, c.measured.c_str(), t.forward, t.backward,
                 t.recompute, t.exposed_comm, static_cast<long long>(t.micro_batches), t.pipeline, t.data_parallel,
                 t.optimizer);
-  std::string out = s;
-  if (!p.missing.empty()) {
-    out += "      not in the calibration (priced 0, so the step is longer):";
-    for (const auto& m : p.missing) out += " " + m + ";";
-    out += "\n";
-  }
-  return out;
+  return s;
 }
 
-nlohmann::json prediction_json(const StepPrediction& p, const Calibration& c) {
-  const StepTime& t = p.time;
-  return {{"calibration", c.kind}, {"calibration_measured", c.measured}, {"step_s", t.step},
-          {"tokens_per_s", p.tokens_per_s}, {"mfu", p.mfu}, {"forward_s", t.forward}, {"backward_s", t.backward},
-          {"recompute_s", t.recompute}, {"exposed_comm_s", t.exposed_comm}, {"micro_batches", t.micro_batches},
-          {"pipeline_s", t.pipeline}, {"data_parallel_s", t.data_parallel}, {"optimizer_s", t.optimizer},
-          {"missing", p.missing}};
+// --format json: "predicted" (null without a calibration or with an unpriced operation) and "unpriced" (null unless
+// the calibration lacks an operation of the layout: then what, and how to measure it).
+void add_prediction_json(nlohmann::json& j, const MemoryPlanInput& in, const std::optional<StepPrediction>& p,
+                         const Calibration* c) {
+  j["predicted"] = nullptr;
+  j["unpriced"] = nullptr;
+  if (!p) return;
+  if (!p->priced()) {
+    const UnpricedAdvice a = unpriced_advice(in, *p, *c);
+    j["unpriced"] = {{"calibration", c->kind}, {"operations", p->missing}, {"command", a.command}, {"advice", a.text}};
+    return;
+  }
+  const StepTime& t = p->time;
+  j["predicted"] = {{"calibration", c->kind}, {"calibration_measured", c->measured}, {"step_s", t.step},
+                    {"tokens_per_s", p->tokens_per_s}, {"mfu", p->mfu}, {"forward_s", t.forward},
+                    {"backward_s", t.backward}, {"recompute_s", t.recompute}, {"exposed_comm_s", t.exposed_comm},
+                    {"micro_batches", t.micro_batches}, {"pipeline_s", t.pipeline},
+                    {"data_parallel_s", t.data_parallel}, {"optimizer_s", t.optimizer}};
 }
 
 // --plan: no dataset, no output, no device, only the arithmetic of train/memory_plan.h. Exit 0 fits, 3 does not.
@@ -88,7 +99,7 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
   if (calibration) predicted = predict_step(in, *calibration, std::max(1, calibration->cpu_threads / std::min(ranks, 8)));
   if (print && cfg.format == "json") {
     auto j = nlohmann::json::parse(plan_json(in, worst, plan, device));
-    j["predicted"] = predicted ? prediction_json(*predicted, *calibration) : nlohmann::json(nullptr);
+    add_prediction_json(j, in, predicted, calibration ? &*calibration : nullptr);
     std::printf("%s\n", j.dump().c_str());
   } else if (print) {
     std::string who = "every rank holds the same";
@@ -114,7 +125,7 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
                 cfg.model_source.c_str(), static_cast<long long>(cfg.seq_len),
                 static_cast<long long>(cfg.micro_batch), layout.describe().c_str(),
                 in.recompute.describe().c_str(), who.c_str(), describe_plan(plan, device).c_str());
-    if (predicted) std::printf("%s", describe_prediction(*predicted, *calibration).c_str());
+    if (predicted) std::printf("%s", describe_prediction(in, *predicted, *calibration).c_str());
     else std::printf("  predicted step    none: no calibration of this GPU kind (qwen3-calibrate measures one; "
                      "--calibration FILE)\n");
   }

@@ -3,8 +3,10 @@
 
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -47,6 +49,24 @@ json curve_json(const Curve& c) {
   json a = json::array();
   for (const auto& [x, y] : c) a.push_back({x, y});
   return a;
+}
+
+// How a collective the calibration lacks is listed: "all_gather over 8 GPUs".
+constexpr const char* kOverGroup = " over ";
+std::string collective_key(const CollOp& op) {
+  return std::string(coll_kind_name(op.kind)) + kOverGroup + std::to_string(op.group) + " GPUs";
+}
+bool is_collective_key(const std::string& key) { return key.find(kOverGroup) != std::string::npos; }
+
+// A path as a shell word: quoted when it holds anything but [A-Za-z0-9_./+-].
+std::string shell_word(const std::string& s) {
+  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || std::strchr("_./+-", ch) != nullptr;
+  });
+  if (plain) return s;
+  std::string q = "'";
+  for (char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return q + "'";
 }
 
 // The executable's folder (/proc/self/exe), where build/bin keeps its calibration/ copy.
@@ -109,6 +129,7 @@ Calibration load_calibration(const std::string& path) {
     c.library_bytes = m.at("library_bytes").get<std::int64_t>();
     c.kernel_bytes = m.at("kernel_bytes").get<std::int64_t>();
     c.pinned_map_bytes_per_byte = m.at("pinned_map_bytes_per_byte").get<double>();
+    c.path = path;
     return c;
   } catch (const json::exception& e) {
     throw UsageError(where + ": " + e.what());
@@ -163,7 +184,7 @@ double CalibrationPricer::collective(const CollOp& op) {
     return g == kind->second.end() ? nullptr : &g->second;
   }();
   if (!curve) {
-    missing_.insert(std::string(coll_kind_name(op.kind)) + " over " + std::to_string(op.group) + " GPUs");
+    missing_.insert(collective_key(op));
     return 0;
   }
   // nccl-tests' bus bandwidth: time = bytes · factor / busbw, factor (n−1)/n for gathers and scatters, 2(n−1)/n for
@@ -198,6 +219,11 @@ StepPrediction predict_step(const MemoryPlanInput& in, const Calibration& c, int
   CalibrationPricer pricer(c, cores_per_rank);
   StepPrediction p;
   p.time = walk_step(in, pricer);
+  p.missing.assign(pricer.missing().begin(), pricer.missing().end());
+  if (!p.priced()) {  // an operation priced 0: no step time at all, rather than one that is too short
+    p.time = StepTime{};
+    return p;
+  }
   const double sequences = static_cast<double>(in.micro_batch * p.time.micro_batches * in.dp);
   const double world = static_cast<double>(in.tp) * in.pp * std::max(1, in.cp) * in.dp;
   if (p.time.step > 0) {
@@ -205,8 +231,80 @@ StepPrediction predict_step(const MemoryPlanInput& in, const Calibration& c, int
     p.mfu = sequences * in.model.training_flops_per_sequence(in.seq_len) / p.time.step / world /
             (kPeakTflopsPerDevice * 1e12);
   }
-  p.missing.assign(pricer.missing().begin(), pricer.missing().end());
   return p;
+}
+
+UnpricedAdvice unpriced_advice(const MemoryPlanInput& in, const StepPrediction& p, const Calibration& c) {
+  UnpricedAdvice a;
+  if (p.priced()) return a;
+  std::vector<std::string> collectives;
+  bool kernels = false;
+  for (const auto& m : p.missing) {
+    if (is_collective_key(m)) collectives.push_back(m);
+    else kernels = true;
+  }
+  const auto& presets = preset_names();
+  const bool preset = std::find(presets.begin(), presets.end(), in.model.name) != presets.end();
+  if (kernels && preset)
+    a.command = "qwen3-calibrate --models " + in.model.name + " --lengths " + std::to_string(in.seq_len) + " --tp " +
+                std::to_string(in.tp) + (c.path.empty() ? "" : " --base " + shell_word(c.path)) + " --out " +
+                shell_word(c.kind + "-" + in.model.name + ".json");
+  a.text = "no step-time prediction: " + std::to_string(p.missing.size()) + " operation" +
+           (p.missing.size() == 1 ? " " : "s ") + "of this run " + (p.missing.size() == 1 ? "is" : "are") +
+           " not in calibration " + c.kind + (c.path.empty() ? "" : " (" + c.path + ")") + " (e.g. " +
+           p.missing.front() + ")";
+  if (kernels) {
+    if (!a.command.empty())
+      a.text += "; measure them with `" + a.command + "` on " + (c.device.empty() ? c.kind : c.device) +
+                ", then pass --calibration " + shell_word(c.kind + "-" + in.model.name + ".json") +
+                " (or commit it as calibration/" + c.kind + ".json)";
+    else
+      a.text += "; qwen3-calibrate measures presets only (--models): this model's kernels need a preset of its shapes";
+  }
+  if (!collectives.empty()) {
+    a.text += std::string(kernels ? "; and" : ";") + " the calibration's `collectives` section lacks";
+    for (std::size_t i = 0; i < collectives.size(); ++i) a.text += (i ? ", " : " ") + collectives[i];
+    a.text += " (qwen3-calibrate does not measure collectives: add nccl-tests bus bandwidths for them, docs/cli.md)";
+  }
+  return a;
+}
+
+RecordingPricer record_case(const CalibrationCase& k) {
+  MemoryPlanInput in;
+  in.model = model_preset(k.model);
+  in.seq_len = k.seq_len;
+  in.tp = k.tp;
+  RecordingPricer r;
+  walk_step(in, r);
+  in.pp = 2;
+  try {
+    walk_step(in, r);
+  } catch (const UsageError&) {  // too few layers for two stages: no pipeline, nothing more to run
+  }
+  return r;
+}
+
+std::vector<CalibrationCase> default_calibration_cases(std::int64_t device_bytes) {
+  std::vector<CalibrationCase> out;
+  for (const auto& name : preset_names())
+    for (int tp : kCalibrationTensorParallel)
+      for (std::int64_t len : kCalibrationLengths) {
+        MemoryPlanInput in;
+        in.model = model_preset(name);
+        in.seq_len = len;
+        in.tp = tp;
+        try {
+          record_case({name, tp, len});  // tp_dims and the sequence rules, as the calibration's walk applies them
+          MemoryRequest auto_policy;
+          auto_policy.recompute = "auto";
+          in.recompute = choose_recompute(auto_policy, in, device_bytes, 0);
+          if (plan_worst_stage(in).second.peak() > device_bytes) continue;
+        } catch (const UsageError&) {
+          continue;
+        }
+        out.push_back({name, tp, len});
+      }
+  return out;
 }
 
 std::vector<MemoryItem> runtime_reserve(const MemoryPlanInput& in, const Calibration* c) {

@@ -39,6 +39,7 @@ struct Calibration {
   // library_bytes also holds the engine's streams and events.
   std::int64_t context_bytes = 0, library_bytes = 0, kernel_bytes = 0;
   double pinned_map_bytes_per_byte = 0;  // device bytes (page tables) per byte of pinned host memory
+  std::string path;  // the file it was read from (load_calibration; not written to the file)
 };
 
 // Reads calibration JSON (qwen3-calibrate's output). Throws UsageError naming the file and the problem.
@@ -79,14 +80,46 @@ class RecordingPricer : public OpPricer {
   std::set<std::pair<std::string, int>> collectives;
 };
 
-// The prediction for a layout: step time, tokens per second over all GPUs, MFU, and the step's parts.
+// The prediction for a layout: step time, tokens per second over all GPUs, MFU, and the step's parts. A layout with
+// an operation the calibration lacks (a kernel shape, a collective's kind and group) has no prediction: a step with
+// an operation priced 0 is no step time (issue 28 item 6), so `time`, `tokens_per_s` and `mfu` are then all 0 and
+// `missing` says what to measure.
 struct StepPrediction {
   StepTime time;
   double tokens_per_s = 0, mfu = 0;
-  std::vector<std::string> missing;  // operations the calibration lacks (the prediction then undercounts)
+  std::vector<std::string> missing;  // operations the calibration lacks, sorted: kernel keys, "all_gather over 8 GPUs"
+  bool priced() const { return missing.empty(); }
 };
 // global tokens per step = micro_batch × micro_batches × dp × seq_len; world = tp × pp × cp × dp GPUs.
 StepPrediction predict_step(const MemoryPlanInput& in, const Calibration& c, int cores_per_rank);
+
+// What to do about an unpriced prediction (p.missing not empty). command: the qwen3-calibrate line that measures this
+// layout's kernels onto the calibration (--models/--lengths/--tp of the layout, --base the file it was read from), or
+// "" when only collectives are missing (qwen3-calibrate does not measure collectives) or the model is no preset.
+// text: "no step-time prediction: N operations of this run are not in calibration h200 (e.g. …); measure them with
+// `…`", and for collectives the calibration's section to add.
+struct UnpricedAdvice {
+  std::string command, text;
+};
+UnpricedAdvice unpriced_advice(const MemoryPlanInput& in, const StepPrediction& p, const Calibration& c);
+
+// One model at one tensor-parallel size and length: a layout whose kernels qwen3-calibrate measures.
+struct CalibrationCase {
+  std::string model;
+  int tp = 1;
+  std::int64_t seq_len = 0;
+};
+// qwen3-calibrate's default measurement: every preset (config/model_config.h preset_names) at each of the lengths and
+// tensor-parallel sizes below that the engine accepts (tp_dims, the sequence rules) and that the memory planner fits
+// on device_bytes at some memory policy (--recompute auto with the optimizer offloaded as far as needed; micro-batch
+// 1, no pipeline or data parallelism), in preset, tp, length order. The kernels' keys depend on the model and tp only,
+// so every preset and tp the card can hold is covered; the lengths give the token counts the curves interpolate.
+inline const std::vector<std::int64_t> kCalibrationLengths = {1024, 4096, 8192, 16384, 32768, 131072};
+inline const std::vector<int> kCalibrationTensorParallel = {1, 2, 4, 8};
+std::vector<CalibrationCase> default_calibration_cases(std::int64_t device_bytes);
+// Every kernel a step of the case runs on any rank: one stage (pp 1) and, where the model splits, the stages of a
+// pipeline (a stage before the last casts the gradient it receives). Throws UsageError for a case the engine refuses.
+RecordingPricer record_case(const CalibrationCase& k);
 
 // Device bytes a rank needs beyond the engine's allocator: the calibration's measured context, libraries and
 // kernels, plus NCCL's buffers for each communicator the layout creates (estimated from NCCL's default sizes:

@@ -136,10 +136,12 @@ void record_and_check_plan(ResultsWriter& results, const RunConfig& cfg, const M
   check_device_memory(plan, device, cfg.force);
 }
 
-// Rank 0, CUDA with a calibration: the predicted step, beside the measured one the run will record.
+// Rank 0, CUDA with a calibration: the predicted step, beside the measured one the run will record; none when the
+// calibration lacks an operation of the run (a step with an operation priced 0 is no prediction).
 void record_prediction(ResultsWriter& results, const MemoryPlanInput& in, const Calibration& c, int cores_per_rank) {
   const StepPrediction p = predict_step(in, c, cores_per_rank);
   results.write_attribute("calibration", c.kind + " (" + c.measured + ")");
+  if (!p.priced()) return;
   results.write_attribute("predicted_step_s", p.time.step);
   results.write_attribute("predicted_tokens_per_s", p.tokens_per_s);
   results.write_attribute("predicted_mfu", p.mfu);

@@ -179,6 +179,25 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
+// Issue 28 item 6: the committed h200 calibration has none of 4B's kernels, so --plan gives no step time (no tokens/s,
+// no MFU) but what is missing and the qwen3-calibrate line that measures it; 1.7B at 4096, calibrated, still predicts.
+TEST(MemoryPlan, PlanWithAnUnpricedOperationPrintsNoStepTimeButTheCommandThatMeasuresIt) {
+  auto r = test::run_program("qwen3-pretrain", "--plan --model 4B --seq-len 4096 --device-memory h200");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("predicted step    none: no step-time prediction: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" operations of this run are not in calibration h200 ("), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(e.g. embedding_bwd 2560)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("gemm_fwd 2560x19456"), std::string::npos) << r.output;  // the list of what is missing
+  EXPECT_NE(r.output.find("`qwen3-calibrate --models 4B --lengths 4096 --tp 1 --base "), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("tokens/s"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("MFU"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("priced 0"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --device-memory h200");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("predicted step    2.892 s on h200: 45325 tokens/s, MFU 53.8%"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("no step-time prediction"), std::string::npos) << r.output;
+}
+
 TEST(MemoryPlan, AutoPutsTheSmallestShareOfTheOptimizerOnTheHostThatFits) {
   // One H200: 8B at 4,096 tokens does not fit with any recomputation (141 GiB with full recomputation and offloaded
   // inputs), nor at 131,072; with part of the optimizer state (12 bytes per parameter) in pinned host memory both do.

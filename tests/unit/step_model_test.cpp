@@ -7,8 +7,13 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <algorithm>
 #include <map>
+#include <set>
+#include <string>
+#include <vector>
 
+#include "config/model_config.h"
 #include "core/error.h"
 #include "train/calibration.h"
 #include "train/step_model.h"
@@ -151,6 +156,85 @@ TEST(Calibration, PredictionsThroughputAndMfuFollowFromTheStepTime) {
   EXPECT_TRUE(p.missing.empty());
   EXPECT_NEAR(p.tokens_per_s * p.time.step, 4 * 4096, 1e-6);
   EXPECT_NEAR(p.mfu, 4 * in.model.training_flops_per_sequence(4096) / p.time.step / 989e12, 1e-12);
+}
+
+// Issue 28 item 6: an operation the calibration lacks — a kernel shape, or a collective's kind and group — makes no
+// prediction (no step time, tokens/s or MFU), and the advice names how many, the first, and the qwen3-calibrate line
+// that measures the layout's kernels onto the file the calibration came from.
+TEST(Calibration, AnUnpricedOperationMakesNoPredictionAndSaysHowToMeasureIt) {
+  Calibration c;
+  c.kind = "h200";
+  c.device = "NVIDIA H200";
+  c.path = "/cal/h200.json";
+  MemoryPlanInput in = input("0.6B", 4096);
+  RecordingPricer r;
+  walk_step(in, r);
+  for (const auto& [key, entry] : r.ops) c.ops[key] = {{1.0, 1e-4}};
+  ASSERT_TRUE(predict_step(in, c, 1).priced());
+  c.ops.erase("gemm_fwd 1024x6144");
+  StepPrediction p = predict_step(in, c, 1);
+  EXPECT_FALSE(p.priced());
+  EXPECT_EQ(p.missing, std::vector<std::string>{"gemm_fwd 1024x6144"});
+  EXPECT_EQ(p.time.step, 0);
+  EXPECT_EQ(p.tokens_per_s, 0);
+  EXPECT_EQ(p.mfu, 0);
+  UnpricedAdvice a = unpriced_advice(in, p, c);
+  EXPECT_EQ(a.command, "qwen3-calibrate --models 0.6B --lengths 4096 --tp 1 --base /cal/h200.json --out h200-0.6B.json");
+  EXPECT_EQ(a.text.rfind("no step-time prediction: 1 operation of this run is not in calibration h200 (/cal/h200.json) "
+                         "(e.g. gemm_fwd 1024x6144); measure them with `" + a.command + "`", 0), 0u) << a.text;
+
+  // Tensor-parallel: every kernel priced, the collectives of two GPUs not: no prediction either, and no command
+  // (qwen3-calibrate does not measure collectives), the section to add instead.
+  in.tp = 2;
+  in.dp = 1;
+  RecordingPricer r2;
+  walk_step(in, r2);
+  for (const auto& [key, entry] : r2.ops) c.ops[key] = {{1.0, 1e-4}};
+  p = predict_step(in, c, 1);
+  EXPECT_FALSE(p.priced());
+  for (const auto& m : p.missing) EXPECT_NE(m.find(" over 2 GPUs"), std::string::npos) << m;
+  a = unpriced_advice(in, p, c);
+  EXPECT_EQ(a.command, "");
+  EXPECT_NE(a.text.find("the calibration's `collectives` section lacks all_gather over 2 GPUs"), std::string::npos) << a.text;
+  for (const char* k : {"all_gather", "reduce_scatter", "all_reduce"}) c.collectives[k][2] = {{1e6, 1e11}};
+  EXPECT_TRUE(predict_step(in, c, 1).priced());
+  EXPECT_GT(predict_step(in, c, 1).mfu, 0);
+}
+
+// Issue 28 item 6: qwen3-calibrate's default list is every preset (the preset table's, not a copy) at each default
+// length and tensor-parallel size the planner fits on the card, and nothing it does not fit.
+TEST(Calibration, DefaultListIsEveryPresetAtEveryLengthAndTpTheCardHolds) {
+  const std::int64_t h200 = parse_memory_size("--kind", "h200"), h100 = parse_memory_size("--kind", "h100-80gb");
+  const auto cases = default_calibration_cases(h200);
+  std::set<std::string> models;
+  for (const auto& k : cases) models.insert(k.model);
+  EXPECT_EQ(models, std::set<std::string>(preset_names().begin(), preset_names().end()));
+  const auto has = [&](const std::vector<CalibrationCase>& list, const std::string& m, int tp, std::int64_t len) {
+    return std::any_of(list.begin(), list.end(), [&](const auto& k) { return k.model == m && k.tp == tp && k.seq_len == len; });
+  };
+  EXPECT_TRUE(has(cases, "4B", 1, 4096));
+  EXPECT_TRUE(has(cases, "1.7B", 1, 4096));
+  EXPECT_TRUE(has(cases, "32B", 8, 4096));
+  // What `qwen3-pretrain --plan --recompute auto --device-memory h200 --tp T --world-size T` says does not fit, at any
+  // policy, is left out: 32B on one GPU at every length, 32B at tp 2 and 14B on one GPU at 131,072 tokens; the other
+  // 160 of the 7 presets × 4 sizes × 6 lengths are in.
+  EXPECT_EQ(cases.size(), 160u);
+  for (std::int64_t len : kCalibrationLengths) EXPECT_FALSE(has(cases, "32B", 1, len)) << len;
+  EXPECT_FALSE(has(cases, "32B", 2, 131072));
+  EXPECT_FALSE(has(cases, "14B", 1, 131072));
+  EXPECT_TRUE(has(cases, "14B", 2, 131072));
+  // What qwen3-calibrate measures for a case holds every kernel of a pipeline's stages too (the cast of the gradient
+  // a stage before the last receives), at any pipeline depth.
+  const RecordingPricer measured = record_case({"0.6B", 2, 4096});
+  for (int pp : {1, 2, 4}) {
+    RecordingPricer layout;
+    walk_step(input("0.6B", 4096, 2, pp), layout);
+    for (const auto& [key, entry] : layout.ops) EXPECT_TRUE(measured.ops.count(key)) << key << " at pp " << pp;
+  }
+  // A smaller card holds fewer: the 80 GB H100's list is a strict subset.
+  const auto smaller = default_calibration_cases(h100);
+  EXPECT_LT(smaller.size(), cases.size());
+  for (const auto& k : smaller) EXPECT_TRUE(has(cases, k.model, k.tp, k.seq_len)) << k.model;
 }
 
 TEST(Calibration, FileRoundTripsAndBadFilesAreRefusedByName) {

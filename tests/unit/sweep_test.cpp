@@ -410,6 +410,35 @@ TEST(Sweep, PlanPrintsEveryCellsPeakPerRank) {
   EXPECT_FALSE(fs::exists(dir / "run")) << "planning creates nothing";
 }
 
+// Issue 28 item 6: a cell whose operations the calibration lacks (4B: the committed h200 calibration has none of its
+// kernels) shows no predicted step, and the run-time total leaves it out saying so; a calibrated cell (1.7B) keeps its.
+TEST(Sweep, PlanShowsNoPredictionForACellTheCalibrationDoesNotPrice) {
+  const fs::path dir = test::fresh_dir("qwen3_sweep_plan_unpriced");
+  const std::string spec = spec_file(dir, "h200.sweep.ini", R"([sweep]
+name = unpriced-test
+models = 1.7B, 4B
+lengths = 4096
+layouts = T1P1
+global_batch = 8
+steps = 10
+documents = 8
+device = cuda
+device_memory = h200
+gpus_per_node = 1
+)");
+  const auto r = test::run_program("qwen3-sweep", shq(spec) + " --dir " + shq(dir / "run") + " --plan");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto row = [&](const std::string& model) {
+    const auto at = r.output.find("| " + model + " | 4096 | T1P1D1 |");
+    return at == std::string::npos ? std::string() : r.output.substr(at, r.output.find('\n', at) - at);
+  };
+  EXPECT_NE(row("4B").find("✔ fits | no prediction (unpriced) | — | — | — |"), std::string::npos) << r.output;
+  EXPECT_EQ(row("4B").find('%'), std::string::npos) << r.output;  // no MFU
+  EXPECT_NE(row("1.7B").find('%'), std::string::npos) << r.output;  // its MFU, as before
+  EXPECT_NE(r.output.find("leaving out 1 cell with no prediction."), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 cell that fits has no predicted step"), std::string::npos) << r.output;
+}
+
 namespace {
 // The field names docs/cli.md lists for `qwen3-pretrain --plan --format json` (its table's first column).
 std::set<std::string> documented_plan_fields() {
@@ -448,14 +477,23 @@ TEST(Sweep, PlanJsonFieldsAreExactlyThoseDocsCliMdLists) {
   std::set<std::string> emitted;
   // With a calibration (h200's is committed: "predicted" is an object) and without one (a CPU plan: null), the
   // memory policy spelled out: full recomputation of 4 layers, inputs and 60% of the optimizer on the host.
+  // And a layout the calibration lacks kernels of (4B: "predicted" null, "unpriced" an object; issue 28 item 6).
   for (const std::string args : {"--model 1.7B --seq-len 4096 --device-memory h200 --recompute full "
                                  "--recompute-num-layers 4 --offload-inputs --offload-optimizer=0.6",
-                                 "--model tiny --seq-len 64 --device cpu"}) {
+                                 "--model tiny --seq-len 64 --device cpu",
+                                 "--model 4B --seq-len 4096 --device-memory h200"}) {
     const auto r = test::run_program("qwen3-pretrain", "--plan --format json --world-size 1 " + args);
     ASSERT_EQ(r.exit_code, 0) << args << "\n" << r.output;
     const auto j = nlohmann::json::parse(r.output);
     collect_fields(j, "", emitted);
-    if (args.find("h200") != std::string::npos) {
+    if (args.find("4B") != std::string::npos) {
+      EXPECT_TRUE(j["predicted"].is_null()) << r.output;
+      ASSERT_TRUE(j["unpriced"].is_object()) << r.output;
+      EXPECT_EQ(j["unpriced"]["calibration"], "h200") << r.output;
+      EXPECT_FALSE(j["unpriced"]["operations"].empty()) << r.output;
+      EXPECT_EQ(j["unpriced"]["command"].get<std::string>().rfind("qwen3-calibrate --models 4B --lengths 4096 --tp 1 --base ", 0), 0u)
+          << r.output;
+    } else if (args.find("h200") != std::string::npos) {
       EXPECT_EQ(j["recompute"], "full") << r.output;
       EXPECT_EQ(j["recompute_num_layers"], 4) << r.output;
       EXPECT_EQ(j["offload_inputs"], true) << r.output;
@@ -463,6 +501,7 @@ TEST(Sweep, PlanJsonFieldsAreExactlyThoseDocsCliMdLists) {
       EXPECT_EQ(j["memory_policy"], "full (first 4 layers of each stage), inputs offloaded to host, 60% of the optimizer on host")
           << r.output;
       EXPECT_TRUE(j["predicted"].is_object()) << r.output;
+      EXPECT_TRUE(j["unpriced"].is_null()) << r.output;
     } else {
       EXPECT_EQ(j["recompute"], "none") << r.output;
       EXPECT_EQ(j["offload_optimizer"], 0.0) << r.output;

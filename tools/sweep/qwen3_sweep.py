@@ -274,7 +274,7 @@ def print_plan_table(spec, cells, plans):
           "| pinned host memory per rank (GiB) | verdict | predicted step (s) | tokens/s | MFU | "
           f"{spec['steps']} steps (min) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    total = 0.0
+    total, unpriced = 0.0, 0
     for c in cells:
         code, plan, reason = plans[c["name"]]
         if reason is None and plan:
@@ -285,6 +285,10 @@ def print_plan_table(spec, cells, plans):
                 total += p["step_s"] * spec["steps"]
                 row += (f"{p['step_s']:.2f}", f"{p['tokens_per_s']:,.0f}", f"{100 * p['mfu']:.1f}%",
                         f"{p['step_s'] * spec['steps'] / 60:.1f}")
+            elif plan.get("unpriced") and plan["fits"]:
+                # The calibration lacks an operation of the cell: no number (an operation priced 0 is no prediction).
+                unpriced += 1
+                row += ("no prediction (unpriced)",) + ("—",) * 3
             else:
                 row += ("—",) * 4
         else:
@@ -292,7 +296,13 @@ def print_plan_table(spec, cells, plans):
         print(f"| {c['model']} | {c['seq']} | {c['layout']} | {' | '.join(row)} |")
     if total > 0:
         print(f"\nPredicted time of every cell that fits, {spec['steps']} steps each: {total / 3600:.2f} h "
-              "(steps only: start-up and the dataset are not counted).")
+              "(steps only: start-up and the dataset are not counted)"
+              + (f", leaving out {unpriced} cell{'s' if unpriced != 1 else ''} with no prediction." if unpriced else "."))
+    if unpriced:
+        print(f"\n{unpriced} cell{'s' if unpriced != 1 else ''} that fit{'s' if unpriced == 1 else ''} "
+              f"{'have' if unpriced != 1 else 'has'} no predicted step: the calibration lacks operations of "
+              f"{'them' if unpriced != 1 else 'it'} (`qwen3-pretrain --plan` on such a cell says which, and the "
+              "qwen3-calibrate command that measures them).")
 
 
 def select_cells(cells, patterns):
