@@ -362,6 +362,8 @@ TEST_F(MultiNodeSlurm, ACancelledJobNamesNoRankAsFailed) {
   test::run_command(cluster->client + " scancel " + id);
   const Job job = wait(id, output);
   EXPECT_EQ(job.state, "CANCELLED") << job.output;
+  // Slurm says CANCELLED as soon as it has sent the signal; rank 0 finishes the file as it ends, a moment later.
+  for (int i = 0; i < 600 && !fs::exists(out); ++i) ::usleep(100000);
   ASSERT_TRUE(fs::exists(out)) << job.output;
   h5::Handle f = h5::open_read(out, "results");
   EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "error");
