@@ -203,9 +203,9 @@ const std::vector<GpuMemory>& known_gpus() {
   // The memory the CUDA runtime gives a process on each card (cudaDeviceProp::totalGlobalMem, torch's total_memory):
   // what a run checks its plan against. The marketing "80GB" is decimal and rounded; nvidia-smi's memory.total
   // (81,559 and 143,771 MiB) also counts ~0.5 GiB the driver keeps. Read on the cards; the runtime's figure moves by a
-  // few MiB between drivers (H100: 81,082-81,090 MiB seen), so each entry is the lowest seen, rounded down.
+  // few MiB between cards and drivers (H100 80GB HBM3: 81,079 MiB on 2026-12-06, 81,082-81,090 before), so each entry is the lowest seen.
   static const std::vector<GpuMemory> gpus = {
-      {"h100-80gb", 81080ll << 20}, {"h100", 81080ll << 20}, {"h200", 143150ll << 20}};
+      {"h100-80gb", 81079ll << 20}, {"h100", 81079ll << 20}, {"h200", 143150ll << 20}};
   return gpus;
 }
 

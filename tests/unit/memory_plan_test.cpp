@@ -67,14 +67,15 @@ TEST(MemoryPlan, CategoriesAddUpAndScaleWithTheLayout) {
   EXPECT_EQ(parse_memory_size("--device-memory", "141GB"), 141000000000ll);
   EXPECT_EQ(parse_memory_size("--device-memory", "80GiB"), 80ll << 30);
   EXPECT_EQ(parse_memory_size("--device-memory", "h200"), 143150ll << 20);
-  EXPECT_EQ(parse_memory_size("--device-memory", "h100-80gb"), 81080ll << 20);
+  EXPECT_EQ(parse_memory_size("--device-memory", "h100-80gb"), 81079ll << 20);
   EXPECT_THROW(parse_memory_size("--device-memory", "12XB"), UsageError);
 }
 
 TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
+  // The default device, h100-80gb, has a committed calibration: the runtime reserve is its measured one.
   auto r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 16384");
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("peak per rank     59.1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("peak per rank     58.69"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(": fits"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 8B --seq-len 131072 --tp 8 --world-size 8 --device-memory 141GB");
   EXPECT_EQ(r.exit_code, 3) << r.output;
@@ -110,7 +111,7 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 65536 --recompute selective");
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("recomputation selective"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("peak per rank     117.1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("peak per rank     116.68"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 65536 --recompute full --recompute-num-layers 20");
   EXPECT_NE(r.output.find("recomputation full (first 20 layers of each stage)"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("20 layers × 0.25 GiB: layer input (recomputation)"), std::string::npos) << r.output;

@@ -280,6 +280,7 @@ TEST(Calibration, RuntimeReserveIsMeasuredPlusNcclCommunicators) {
   EXPECT_GT(tp2.reserve.back().bytes, 0);
   EXPECT_EQ(gpu_kind_of(143150ll << 20), "h200");
   EXPECT_EQ(gpu_kind_of((143150ll << 20) + (6ll << 20)), "h200");
+  EXPECT_EQ(gpu_kind_of(85017493504ll), "h100-80gb");  // an H100 80GB HBM3's totalGlobalMem, driver 580.159.04
   EXPECT_EQ(gpu_kind_of(24ll << 30), "");
 }
 

@@ -4,7 +4,7 @@
 # $OUT/calibration/<kind>.json, also put beside the executables so the runs record their predicted step
 # (CALIBRATE=0: use the committed one); (3) the cells $ONLY of the study spec $STUDY through qwen3-sweep --local, as a
 # user runs them, with nvidia-smi sampling the device's memory every 0.5 s ($OUT/smi.csv); (4) the Hugging Face
-# baseline ($HF_SPECS) in the same call. Then a tarball of everything: $OUT/session.tgz.
+# baseline ($HF_SPECS) in the same call; (5) single runs $RUNS (MODEL:SEQ:GB:STEPS, --recompute auto) within $T_RUNS s. Then a tarball of everything: $OUT/session.tgz.
 # Usage: OUT=dir STUDY=inputs/study-1xh200.sweep.ini ONLY='0.6B-*' [TESTS=...] [CALIBRATE=1] [HF_SPECS=1.7B:4096]
 #        [T_TESTS=150 T_CAL=240 T_STUDY=240] tools/bench/study_session.sh
 set -uo pipefail
@@ -27,17 +27,33 @@ if [ "${CALIBRATE:-1}" = 1 ]; then
     mkdir -p build/bin/calibration && cp "$out/calibration/$kind.json" build/bin/calibration/
   fi
 fi
-if [ -n "${ONLY:-}" ]; then
+smi=
+if [ -n "${ONLY:-}${RUNS:-}" ]; then
   nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,nounits -lms 500 >"$out/smi.csv" 2>/dev/null &
   smi=$!
+fi
+if [ -n "${ONLY:-}" ]; then
   t0=$(date +%s)
   timeout "${T_STUDY:-240}" build/bin/qwen3-sweep "${STUDY:?STUDY=spec}" --dir "$out/study" --local --only "$ONLY" 2>&1 | tee "$out/sweep.log"
   echo "sweep: $(( $(date +%s) - t0 )) s"
-  kill $smi 2>/dev/null
   for f in "$out"/study/results/*.h5; do
     [ -f "$f" ] && build/bin/qwen3-results "$f" --format json >"${f%.h5}.json" 2>/dev/null
   done
 fi
+t_runs=$(( $(date +%s) + ${T_RUNS:-240} ))
+for spec in ${RUNS:-}; do  # MODEL:SEQ:GB:STEPS — single runs beside the study's cells (the step model's check, issue 28)
+  IFS=: read -r model seq gb steps <<<"$spec"
+  left=$(( t_runs - $(date +%s) )); [ "$left" -gt 5 ] || { echo "== run $spec: not started (T_RUNS spent)"; continue; }
+  data="$out/runs/data-$seq.h5"; mkdir -p "$out/runs"
+  [ -f "$data" ] || build/bin/qwen3-dataset synthetic --out "$data" --vocab-size 151936 --lengths "$seq" --documents 100 --seed 7 >/dev/null
+  name="$model-L$seq-gb$gb"
+  timeout "$left" build/bin/qwen3-pretrain --device cuda --model "$model" --data "$data" --seq-len "$seq" --global-batch "$gb" \
+    --steps "$steps" --recompute auto --out "$out/runs/$name.h5" --overwrite >"$out/runs/$name.log" 2>&1
+  echo "== run $spec (exit $?)"; build/bin/qwen3-results "$out/runs/$name.h5" 2>&1 | grep -E "status|throughput|predicted|memory plan"
+  build/bin/qwen3-results "$out/runs/$name.h5" --format json >"$out/runs/$name.json" 2>/dev/null
+done
+rm -f "$out"/runs/data-*.h5
+[ -n "$smi" ] && kill "$smi" 2>/dev/null
 for spec in ${OPTIMES:-}; do  # MODEL:SEQ:GB — where one step's GPU time goes, per operation (QWEN3_CUDA_OP_TIMES=1)
   IFS=: read -r model seq gb <<<"$spec"
   data="$out/optimes-data-$seq.h5"

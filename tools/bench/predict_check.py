@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""The step model held against measured runs (issue 28): for each results file, qwen3-pretrain --plan on the same
+model, length, batch, layout and memory policy (the one --recompute auto chose, as the file records it) with a GPU
+kind's calibration, beside the measured step and the allocator's peak. Prints a markdown table and the mean and
+largest |error|.
+
+Usage: tools/bench/predict_check.py RESULTS.h5... [--bin build/bin] [--calibration FILE] [--kind h100-80gb|h200]
+The kind defaults to the card each file names (device_names); the calibration to the kind's committed one beside the
+executables (calibration/<kind>.json). Needs h5py (Debian's python3-h5py)."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+
+# The card a results file names → the --device-memory name whose calibration prices it.
+CARD_KINDS = (("H200", "h200"), ("H100 80GB", "h100-80gb"))
+
+
+def text(v):
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def run_of(path, bin_dir):
+    """What the file says ran and what it measured; None for a run that did not end ok."""
+    r = subprocess.run([os.path.join(bin_dir, "qwen3-results"), path, "--format", "json"], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"predict_check: {path}: {r.stderr.strip() or 'qwen3-results failed'}")
+    summary = json.loads(r.stdout)
+    if summary["status"] != "ok" or not summary.get("tokens_per_s"):
+        return None
+    with h5py.File(path, "r") as f:
+        a, c = f.attrs, f["config"].attrs
+        run = {"model": text(c["model"]), "seq": int(c["seq_len"]), "global_batch": int(c["global_batch"]),
+               "micro_batch": int(c["micro_batch"]), "tp": int(c["tp"]), "pp": int(c["pp"]), "cp": int(c["cp"]),
+               "ranks": int(a["world_size"]), "recompute": text(a["recompute"]),
+               "recompute_layers": int(a.get("recompute_num_layers", 0)),
+               "offload_inputs": bool(a.get("offload_inputs", 0)), "offload_optimizer": float(a.get("offload_optimizer", 0)),
+               "card": text(a["device_names"][0] if len(a["device_names"].shape) else a["device_names"]),
+               "commit": text(a["git_commit"]), "allocator_peak": max(int(x) for x in f["memory/peak_bytes"][()]),
+               "device_peak": max(int(x) for x in f["memory/device_peak_bytes"][()]) if "memory/device_peak_bytes" in f else None,
+               "recorded_prediction": float(a["predicted_step_s"]) if "predicted_step_s" in a else None}
+    run["tokens_per_s"] = float(summary["tokens_per_s"])
+    run["step_s"] = run["global_batch"] * run["seq"] / run["tokens_per_s"]
+    return run
+
+
+def plan_of(run, kind, bin_dir, calibration):
+    cmd = [os.path.join(bin_dir, "qwen3-pretrain"), "--plan", "--format", "json", "--device", "cuda",
+           "--model", run["model"], "--seq-len", str(run["seq"]), "--global-batch", str(run["global_batch"]),
+           "--micro-batch", str(run["micro_batch"]), "--tp", str(run["tp"]), "--pp", str(run["pp"]), "--cp", str(run["cp"]),
+           "--world-size", str(run["ranks"]), "--device-memory", kind, "--recompute", run["recompute"],
+           f"--offload-optimizer={run['offload_optimizer']:g}"]
+    if run["recompute_layers"]:
+        cmd += ["--recompute-num-layers", str(run["recompute_layers"])]
+    if run["offload_inputs"]:
+        cmd += ["--offload-inputs"]
+    if calibration:
+        cmd += ["--calibration", calibration]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode not in (0, 3):
+        sys.exit(f"predict_check: {' '.join(cmd)}: {r.stderr.strip()}")
+    return json.loads(r.stdout)
+
+
+def policy_of(run):
+    p = run["recompute"] + (f" ({run['recompute_layers']} layers)" if run["recompute_layers"] else "")
+    if run["offload_inputs"]:
+        p += ", inputs on host"
+    if run["offload_optimizer"] > 0:
+        p += f", {run['offload_optimizer']:.0%} of the optimizer on host"
+    return p
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", nargs="+")
+    ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "bin"))
+    ap.add_argument("--calibration", default="")
+    ap.add_argument("--kind", default="")
+    a = ap.parse_args()
+    rows, errors = [], []
+    for path in a.results:
+        run = run_of(path, a.bin)
+        if run is None:
+            print(f"predict_check: {path}: not a finished run, left out", file=sys.stderr)
+            continue
+        kind = a.kind or next((k for name, k in CARD_KINDS if name in run["card"]), "")
+        if not kind:
+            sys.exit(f"predict_check: {path}: card '{run['card']}' is none of {[n for n, _ in CARD_KINDS]}: pass --kind")
+        plan = plan_of(run, kind, a.bin, a.calibration)
+        pred = (plan.get("predicted") or {}).get("step_s")
+        err = None if pred is None else 100 * (pred - run["step_s"]) / run["step_s"]
+        if err is not None:
+            errors.append(err)
+        layout = f"T{run['tp']}P{run['pp']}" + (f"C{run['cp']}" if run["cp"] > 1 else "") + \
+            f"D{run['ranks'] // (run['tp'] * run['pp'] * run['cp'])}"
+        mem = f"{int(plan['plan_bytes']) - run['allocator_peak']:+d} B"
+        device = "" if run["device_peak"] is None else f"{(int(plan['peak_bytes']) - run['device_peak']) / 2**20:+.0f} MiB"
+        rows.append(f"| {run['card']} | {run['model']} | {run['seq']:,} | {run['global_batch']} | {layout} | "
+                    f"{policy_of(run)} | {run['step_s']:.4f} | {'none (unpriced)' if pred is None else f'{pred:.4f}'} | "
+                    f"{'' if err is None else f'{err:+.1f}%'} | {mem} | {device} | {run['commit']} |")
+    print("| card | model | length | global batch | layout | memory policy | measured step (s) | predicted (s) | error "
+          "| plan − allocator peak | plan + reserve − device peak | commit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    if errors:
+        mean = sum(abs(e) for e in errors) / len(errors)
+        print(f"\n{len(errors)} runs priced: mean |error| {mean:.1f}%, largest {max(errors, key=abs):+.1f}%")
+
+
+if __name__ == "__main__":
+    main()
