@@ -218,6 +218,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "qwen3-calibrate: %s: %d new measurements (%.0f s so far)\n", what.c_str(), n,
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
+    c.optimizer_hidden_share = bench.optimizer_hidden_share();
+    std::fprintf(stderr, "qwen3-calibrate: AdamW beside forward GEMMs on another stream: %.0f%% of it hidden\n",
+                 100 * c.optimizer_hidden_share);
     // What running the kernels added (lazily loaded modules, cuBLASLt's and cuDNN's plans); the buffers are freed.
     c.kernel_bytes = cuda::device_used_bytes() - context - handles - bench.own_bytes();
     for (const auto& [key, points] : measured)

@@ -124,6 +124,7 @@ Calibration load_calibration(const std::string& path) {
     c.cpu_adamw_elements_per_s = h.at("cpu_adamw_elements_per_s").get<double>();
     c.cpu_threads = h.at("cpu_threads").get<int>();
     c.sync_s = h.at("sync_s").get<double>();
+    c.optimizer_hidden_share = j.contains("overlap") ? j["overlap"].at("optimizer_hidden_share").get<double>() : -1.0;
     const auto& m = j.at("memory");
     c.context_bytes = m.at("context_bytes").get<std::int64_t>();
     c.library_bytes = m.at("library_bytes").get<std::int64_t>();
@@ -146,6 +147,7 @@ std::string calibration_json(const Calibration& c) {
                       {"sync_s", c.sync_s}}},
             {"memory", {{"context_bytes", c.context_bytes}, {"library_bytes", c.library_bytes},
                         {"kernel_bytes", c.kernel_bytes}, {"pinned_map_bytes_per_byte", c.pinned_map_bytes_per_byte}}}};
+  if (c.optimizer_hidden_share >= 0) j["overlap"] = {{"optimizer_hidden_share", c.optimizer_hidden_share}};
   if (!c.collectives.empty()) {
     json busbw = json::object();
     for (const auto& [kind, groups] : c.collectives)

@@ -34,6 +34,9 @@ struct Calibration {
   double cpu_adamw_elements_per_s = 0;              // cpu::adamw_step_f32 on cpu_threads threads
   int cpu_threads = 0;
   double sync_s = 0;  // a host round trip: a read-back of a device scalar behind an idle stream
+  // The share of AdamW's device time hidden beside forward GEMMs on another stream (OpBench::optimizer_hidden_share);
+  // negative: not measured (older calibrations), then assumed wholly hidden.
+  double optimizer_hidden_share = -1;
   // Device memory outside the engine's allocator on one GPU, measured: the CUDA context, the cuBLASLt and cuDNN
   // handles, and what running every kernel adds (lazily loaded modules, cuDNN's plans).
   // library_bytes also holds the engine's streams and events.
@@ -59,6 +62,7 @@ class CalibrationPricer : public OpPricer {
   double collective(const CollOp& op) override;
   double host(HostKind kind, double amount) override;
   double sync() override { return c_.sync_s; }
+  double optimizer_hidden_share() override { return c_.optimizer_hidden_share >= 0 ? c_.optimizer_hidden_share : 1.0; }
   const std::set<std::string>& missing() const { return missing_; }
 
  private:

@@ -158,6 +158,25 @@ TEST(Calibration, PredictionsThroughputAndMfuFollowFromTheStepTime) {
   EXPECT_NEAR(p.mfu, 4 * in.model.training_flops_per_sequence(4096) / p.time.step / 989e12, 1e-12);
 }
 
+// Issue 28 item 7: at global batch 1 the optimizer's device step overlaps the next forward on a side stream; only the
+// calibration's measured share of that overlap is hidden (1: the forward hides it, 0: they take turns).
+TEST(StepModel, TheOptimizerOverlapHidesOnlyTheMeasuredShare) {
+  struct SharePricer : CountingPricer {
+    double share = 1.0;
+    double optimizer_hidden_share() override { return share; }
+  };
+  MemoryPlanInput in = input("0.6B", 4096);
+  in.micro_batches = 1;
+  SharePricer whole, none, quarter;
+  none.share = 0.0, quarter.share = 0.25;
+  const StepTime a = walk_step(in, whole), b = walk_step(in, none), q = walk_step(in, quarter);
+  // Every kernel costs 1: AdamW and the norm's sum of squares cost 1 each, the forward far more.
+  EXPECT_DOUBLE_EQ(a.optimizer, 1.0);  // the sum of squares; AdamW hidden under the forward
+  EXPECT_DOUBLE_EQ(b.optimizer, 2.0);  // both exposed
+  EXPECT_DOUBLE_EQ(q.optimizer, 1.75);
+  EXPECT_DOUBLE_EQ(b.step - a.step, 1.0);
+}
+
 // Issue 28 item 6: an operation the calibration lacks — a kernel shape, or a collective's kind and group — makes no
 // prediction (no step time, tokens/s or MFU), and the advice names how many, the first, and the qwen3-calibrate line
 // that measures the layout's kernels onto the file the calibration came from.
@@ -250,7 +269,11 @@ TEST(Calibration, FileRoundTripsAndBadFilesAreRefusedByName) {
   c.context_bytes = 500 << 20, c.library_bytes = 40 << 20, c.kernel_bytes = 20 << 20;
   const std::string path = ::testing::TempDir() + "/cal.json";
   std::ofstream(path) << calibration_json(c);
+  EXPECT_LT(load_calibration(path).optimizer_hidden_share, 0);  // not measured: none in the file
+  c.optimizer_hidden_share = 0.25;
+  std::ofstream(path) << calibration_json(c);
   const Calibration back = load_calibration(path);
+  EXPECT_EQ(back.optimizer_hidden_share, 0.25);
   EXPECT_EQ(calibration_json(back), calibration_json(c));
   std::ofstream(path) << "{\"format\": \"something else\"}";
   try {
@@ -304,6 +327,8 @@ TEST(CudaOpBench, MeasuresEveryKernelOfAStep) {
   const double short_gemm = bench.time({OpKind::gemm_fwd, 1024, {1024, 6144, 0}});
   const double long_gemm = bench.time({OpKind::gemm_fwd, 16384, {1024, 6144, 0}});
   EXPECT_GT(long_gemm, 4 * short_gemm);
+  const double hidden = bench.optimizer_hidden_share();
+  EXPECT_TRUE(hidden >= 0 && hidden <= 1) << hidden;
   const double short_attn = bench.time({OpKind::attention_fwd, 2048, {16, 8, 128}});
   const double long_attn = bench.time({OpKind::attention_fwd, 16384, {16, 8, 128}});
   EXPECT_GT(long_attn, 16 * short_attn);

@@ -26,9 +26,10 @@ def text(v):
 def run_of(path, bin_dir):
     """What the file says ran and what it measured; None for a run that did not end ok."""
     r = subprocess.run([os.path.join(bin_dir, "qwen3-results"), path, "--format", "json"], capture_output=True, text=True)
-    if r.returncode != 0:
+    try:  # qwen3-results exits non-zero for a run that did not end ok, and still describes it
+        summary = json.loads(r.stdout)
+    except json.JSONDecodeError:
         sys.exit(f"predict_check: {path}: {r.stderr.strip() or 'qwen3-results failed'}")
-    summary = json.loads(r.stdout)
     if summary["status"] != "ok" or not summary.get("tokens_per_s"):
         return None
     with h5py.File(path, "r") as f:

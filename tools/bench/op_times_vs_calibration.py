@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""One step's operations as the engine's own op timer measured them inside a training step (QWEN3_CUDA_OP_TIMES=1,
+tensor parallel 1, micro-batch 1), each beside what the calibration prices the same call at alone: the evidence of
+how far an operation runs slower inside a step than in qwen3-calibrate (issue 28 item 3).
+
+Usage: tools/bench/op_times_vs_calibration.py LOG MODEL SEQ CALIBRATION.json [--bin build/bin]
+LOG: qwen3-pretrain's output with QWEN3_CUDA_OP_TIMES=1 (lines '  12.34 ms  5.6%  56 calls  gemm qkv fwd')."""
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+
+LINE = re.compile(r"^\s*([\d.]+) ms\s+[\d.]+%\s+(\d+) calls\s+(.+?)\s*$")
+
+
+def model_of(name, bin_dir):
+    out = subprocess.run([os.path.join(bin_dir, "qwen3-pretrain"), "--list-models", "--format", "json"],
+                         capture_output=True, text=True, check=True).stdout
+    return next(m for m in json.loads(out) if m["name"] == name)
+
+
+def shapes(m, T):
+    """The timer's label → the calibration's key and token count of one call (tp 1, the engine's kernels)."""
+    H, I, V, D = m["hidden_size"], m["intermediate_size"], m["vocab_size"], m["head_dim"]
+    q, kv = m["num_heads"] * D, m["num_kv_heads"] * D
+    qkv = q + 2 * kv
+    chunk = max(1, min(T, (2 << 30) // (2 * V)))  # logit_chunk_tokens
+    att = f"{m['num_heads']}/{m['num_kv_heads']}/{D}"
+    return {
+        "gemm qkv fwd": (f"gemm_fwd {H}x{qkv}", T), "gemm o fwd": (f"gemm_fwd {q}x{H}", T),
+        "gemm gate_up fwd": (f"gemm_fwd {H}x{2 * I}", T), "gemm down fwd": (f"gemm_fwd {I}x{H}", T),
+        "gemm lm_head fwd": (f"gemm_fwd {H}x{V}", chunk),
+        "gemm down bwd data": (f"gemm_dgrad_bf16 {I}x{H}", T), "gemm gate_up bwd data": (f"gemm_dgrad_f32 {H}x{2 * I}", T),
+        "gemm o bwd data": (f"gemm_dgrad_bf16 {q}x{H}", T), "gemm qkv bwd data": (f"gemm_dgrad_f32 {H}x{qkv}", T),
+        "gemm lm_head bwd data": (f"gemm_dgrad_f32 {H}x{V}", chunk),
+        "gemm down bwd weight": (f"gemm_wgrad {I}x{H}", T), "gemm gate_up bwd weight": (f"gemm_wgrad {H}x{2 * I}", T),
+        "gemm o bwd weight": (f"gemm_wgrad {q}x{H}", T), "gemm qkv bwd weight": (f"gemm_wgrad {H}x{qkv}", T),
+        "gemm lm_head bwd weight": (f"gemm_wgrad {H}x{V}", chunk),
+        "attention fwd": (f"attention_fwd {att}", T), "attention bwd": (f"attention_bwd {att}", T),
+        "rmsnorm fwd": (f"rmsnorm_fwd {H}", T), "rmsnorm bwd": (f"rmsnorm_bwd {H}", T),
+        "swiglu fwd": (f"swiglu_fwd {I}", T), "swiglu bwd": (f"swiglu_bwd {I}", T),
+        "cross-entropy": (f"cross_entropy {V}", chunk),
+    }
+
+
+def price(curve, x, attention):
+    """The calibration's interpolation: log-log between points; beyond the last, linear (attention: quadratic)."""
+    xs = [p[0] for p in curve]
+    if x <= xs[0]:
+        return curve[0][1] * x / xs[0] if len(curve) == 1 else curve[0][1]
+    if x >= xs[-1]:
+        return curve[-1][1] * (x / xs[-1]) ** (2 if attention else 1)
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+        if x0 <= x <= x1:
+            f = math.log(x / x0) / math.log(x1 / x0)
+            return math.exp(math.log(y0) + f * (math.log(y1) - math.log(y0)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("log")
+    ap.add_argument("model")
+    ap.add_argument("seq", type=int)
+    ap.add_argument("calibration")
+    ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "bin"))
+    a = ap.parse_args()
+    ops = json.load(open(a.calibration))["ops"]
+    table = shapes(model_of(a.model, a.bin), a.seq)
+    print(f"| operation ({a.model}, {a.seq:,} tokens) | calls | in the step (ms per call) | calibrated alone | step / alone |")
+    print("|---|---|---|---|---|")
+    sums = [0.0, 0.0]
+    for line in open(a.log):
+        m = LINE.match(line)
+        if not m or m.group(3) not in table:
+            continue
+        ms, calls, label = float(m.group(1)), int(m.group(2)), m.group(3)
+        key, tokens = table[label]
+        if key not in ops:
+            continue
+        alone = 1e3 * price(ops[key], tokens, key.startswith("attention"))
+        sums[0] += ms
+        sums[1] += alone * calls
+        print(f"| {label} | {calls} | {ms / calls:.4f} | {alone:.4f} | {ms / calls / alone:.3f} |")
+    print(f"\nthese operations: {sums[0]:.2f} ms in the steps, {sums[1]:.2f} ms calibrated alone ({sums[0] / sums[1]:.3f})")
+
+
+if __name__ == "__main__":
+    main()
