@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Every multi-GPU run recorded in BENCHMARKS.md held against today's prediction (issue 28 item 2): for each row of
+tools/bench/recorded_runs.csv (the runs transcribed as BENCHMARKS.md states them), qwen3-pretrain --plan on the same
+model, length, batch, layout and memory policy with the card's calibration, beside the measured tokens/s and peak per
+rank. Prints a markdown table, the mean and largest |error|, and the error per layout family.
+
+Usage: tools/bench/prediction_table.py [RUNS.csv] [--bin build/bin] [--out docs/prediction.md]
+H100 rows are priced by calibration/h100-80gb.json, H200 rows by calibration/h200.json (found beside the executables
+by --device-memory's name). Standard library only."""
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+GIB = 2**30
+FAMILIES = ("D only", "T only", "T×D", "P only", "P×D", "T×P", "T×P×D", "CP")
+
+
+def read_runs(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def num(run, key, default=0):
+    return int(run[key]) if run[key] else default
+
+
+def shard_optimizer(run):
+    """The stated sharding, else the one assumed for that day (both 'yes'/'no'), else today's default (sharded)."""
+    return (run["shard_optimizer"] or run["shard_optimizer_assumed"] or "yes") == "yes"
+
+
+def plan_command(run, bin_dir):
+    cmd = [os.path.join(bin_dir, "qwen3-pretrain"), "--plan", "--format", "json", "--device", "cuda",
+           "--model", run["model"], "--seq-len", run["seq_len"], "--global-batch", run["global_batch"],
+           "--micro-batch", str(num(run, "micro_batch", 1)), "--tp", run["tp"], "--pp", run["pp"], "--cp", run["cp"],
+           "--world-size", run["gpus"], "--device-memory", run["card"], "--recompute", run["recompute"] or "none",
+           f"--offload-optimizer={float(run['offload_optimizer'] or 0):g}"]
+    if num(run, "recompute_num_layers"):
+        cmd += ["--recompute-num-layers", run["recompute_num_layers"]]
+    if run["offload_inputs"] == "yes":
+        cmd += ["--offload-inputs"]
+    if run["pp_layers"]:
+        cmd += ["--pp-layers", run["pp_layers"]]
+    if not shard_optimizer(run):
+        cmd += ["--no-shard-optimizer"]
+    return cmd
+
+
+def plan_of(run, bin_dir):
+    """--plan's JSON; exit 3 (the plan does not fit) still prints it."""
+    cmd = plan_command(run, bin_dir)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode not in (0, 3):
+        sys.exit(f"prediction_table: {' '.join(cmd)}: {r.stderr.strip()}")
+    return json.loads(r.stdout)
+
+
+def layout(run):
+    t, p, c, d = (num(run, k) for k in ("tp", "pp", "cp", "dp"))
+    return f"T{t}P{p}" + (f"C{c}" if c > 1 else "") + f"D{d}"
+
+
+def family(run):
+    if num(run, "cp") > 1:
+        return "CP"
+    parts = [name for name, key in (("T", "tp"), ("P", "pp"), ("D", "dp")) if num(run, key) > 1]
+    return "×".join(parts) + (" only" if len(parts) == 1 else "")
+
+
+def policy(run):
+    p = run["recompute"] or "none"
+    if num(run, "recompute_num_layers"):
+        p += f" ({run['recompute_num_layers']} layers)"
+    if run["offload_inputs"] == "yes":
+        p += ", inputs on host"
+    if float(run["offload_optimizer"] or 0) > 0:
+        p += f", {float(run['offload_optimizer']):.0%} of the optimizer on host"
+    if num(run, "dp") * num(run, "cp") > 1 and not shard_optimizer(run):
+        p += ", optimizer not sharded"
+    return p
+
+
+def predicted_cell(plan):
+    pred = plan.get("predicted")
+    if pred:
+        return f"{pred['tokens_per_s']:,.0f}", pred["tokens_per_s"]
+    unpriced = plan.get("unpriced")
+    if unpriced:
+        ops = unpriced.get("operations") or []
+        why = f"{len(ops)} operations not in calibration {unpriced.get('calibration', '')}, e.g. {ops[0]}" if ops else \
+            unpriced.get("advice", "")
+        return f"no prediction (unpriced: {why})", None
+    return "no prediction (no calibration)", None
+
+
+def table_row(i, run, plan):
+    measured = float(run["measured_tokens_per_s"])
+    cell, pred = predicted_cell(plan)
+    err = None if pred is None else 100 * (pred - measured) / measured
+    plan_gib = int(plan["plan_bytes"]) / GIB
+    fits = "" if plan.get("fits", True) else " (does not fit)"
+    peak = float(run["measured_peak_gib"]) if run["measured_peak_gib"] else None
+    diff = "" if peak is None else f"{round(plan_gib - peak, 2) + 0.0:+.2f}"  # + 0.0: no "-0.00"
+    line = (f"| {i} | {run['card']} | {run['gpus']} | {run['model']} | {int(run['seq_len']):,} | {run['global_batch']} | "
+            f"{layout(run)} | {policy(run)} | {measured:,.0f} | {cell} | {'' if err is None else f'{err:+.1f}%'} | "
+            f"{'' if peak is None else f'{peak:.2f}'} | {plan_gib:.2f}{fits} | {diff} | {run['commit']} |")
+    return line, err
+
+
+def stats(errors):
+    """(mean |error|, the error largest in size, smallest, largest) in %, or None with nothing priced."""
+    if not errors:
+        return None
+    return sum(abs(e) for e in errors) / len(errors), max(errors, key=abs), min(errors), max(errors)
+
+
+def summary(errors):
+    s = stats(errors)
+    if s is None:
+        return "none priced"
+    return f"{len(errors)} priced, mean |error| {s[0]:.1f}%, largest {s[1]:+.1f}% (range {s[2]:+.1f}% … {s[3]:+.1f}%)"
+
+
+def family_row(name, errors, unpriced):
+    s = stats(errors)
+    cells = ["", "", ""] if s is None else [f"{s[0]:.1f}%", f"{s[1]:+.1f}%", f"{s[2]:+.1f}% … {s[3]:+.1f}%"]
+    return f"| {name} | {len(errors) + unpriced} | {len(errors)} | " + " | ".join(cells) + " |"
+
+
+def calibrations(plans):
+    seen = {}
+    for plan in plans:
+        pred = plan.get("predicted") or {}
+        if pred.get("calibration"):
+            seen[pred["calibration"]] = pred.get("calibration_measured", "")
+    return [f"- {kind}: measured {when}" for kind, when in sorted(seen.items())]
+
+
+def render(runs, plans, csv_path):
+    out = ["# Every recorded multi-GPU run against today's prediction", "",
+           f"Generated by `tools/bench/prediction_table.py` from `{os.path.relpath(csv_path, ROOT)}` (the runs of "
+           "BENCHMARKS.md as it states them) and today's `qwen3-pretrain --plan --format json` for each; regenerate "
+           "with `python3 tools/bench/prediction_table.py --out docs/prediction.md`. Error = (predicted − measured) / "
+           "measured tokens/s of the whole job. Plan = the planned allocator bytes per rank (the rank that needs the "
+           "most, no runtime reserve), against the recorded peak per rank. Calibrations:", ""]
+    out += calibrations(plans) + [""]
+    out += ["| # | card | GPUs | model | length | global batch | layout | memory policy | measured tokens/s | "
+            "predicted tokens/s | error | measured peak, GiB | plan, GiB | plan − peak, GiB | commit |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    errors, by_family, unpriced = [], {f: [] for f in FAMILIES}, {f: 0 for f in FAMILIES}
+    for i, (run, plan) in enumerate(zip(runs, plans), 1):
+        line, err = table_row(i, run, plan)
+        out.append(line)
+        if err is None:
+            unpriced[family(run)] += 1
+        else:
+            errors.append(err)
+            by_family[family(run)].append(err)
+    out += ["", f"**All {len(runs)} runs:** {summary(errors)}.", "",
+            "| layout family | runs | priced | mean \\|error\\| | largest | range |", "|---|---|---|---|---|---|"]
+    out += [family_row(f, by_family[f], unpriced[f]) for f in FAMILIES if by_family[f] or unpriced[f]]
+    out += ["", "## What each record says (tools/bench/recorded_runs.csv's notes)", ""]
+    out += [f"{i}. {run['section']} ({run['commit']}): {run['notes']}" for i, run in enumerate(runs, 1)]
+    return "\n".join(out) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="?", default=os.path.join(HERE, "recorded_runs.csv"))
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
+    ap.add_argument("--out", default="")
+    a = ap.parse_args()
+    runs = read_runs(a.runs)
+    text = render(runs, [plan_of(run, a.bin) for run in runs], os.path.abspath(a.runs))
+    sys.stdout.write(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
