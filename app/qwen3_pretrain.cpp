@@ -53,7 +53,13 @@ std::string describe_prediction(const MemoryPlanInput& in, const StepPrediction&
                 t.step, c.kind.c_str(), p.tokens_per_s, 100 * p.mfu, c.measured.c_str(), t.forward, t.backward,
                 t.recompute, t.exposed_comm, static_cast<long long>(t.micro_batches), t.pipeline, t.data_parallel,
                 t.optimizer);
-  return s;
+  std::string out = std::string(s) + "      rests on:\n";
+  for (const auto& [term, source] : p.sources) {  // a published source's first clause: the file holds the rest
+    std::string brief = source.size() > 110 ? source.substr(0, source.find_first_of(":;(", 20)) : source;
+    while (!brief.empty() && (brief.back() == ' ' || brief.back() == ',')) brief.pop_back();
+    out += "        " + term + ": " + brief + (brief.size() < source.size() ? " (calibration's collectives.source)" : "") + "\n";
+  }
+  return out;
 }
 
 // --format json: "predicted" (null without a calibration or with an unpriced operation) and "unpriced" (null unless
@@ -74,6 +80,9 @@ void add_prediction_json(nlohmann::json& j, const MemoryPlanInput& in, const std
                     {"backward_s", t.backward}, {"recompute_s", t.recompute}, {"exposed_comm_s", t.exposed_comm},
                     {"micro_batches", t.micro_batches}, {"pipeline_s", t.pipeline},
                     {"data_parallel_s", t.data_parallel}, {"optimizer_s", t.optimizer}};
+  nlohmann::json sources = nlohmann::json::object();
+  for (const auto& [term, source] : p->sources) sources[term] = source;
+  j["predicted"]["sources"] = sources;
 }
 
 // --plan: no dataset, no output, no device, only the arithmetic of train/memory_plan.h. Exit 0 fits, 3 does not.

@@ -170,6 +170,7 @@ CalibrationPricer::CalibrationPricer(const Calibration& c, int cores_per_rank)
                             : 1.0) {}
 
 double CalibrationPricer::compute(const OpShape& op) {
+  used_.insert("kernels");
   const auto it = c_.ops.find(op.key());
   if (it == c_.ops.end()) {
     missing_.insert(op.key());
@@ -180,6 +181,7 @@ double CalibrationPricer::compute(const OpShape& op) {
 
 double CalibrationPricer::collective(const CollOp& op) {
   if (op.group <= 1 || op.bytes <= 0) return 0;
+  used_.insert("collectives");
   const auto kind = c_.collectives.find(coll_kind_name(op.kind));
   const auto curve = kind == c_.collectives.end() ? nullptr : [&]() -> const Curve* {
     const auto g = kind->second.find(op.group);
@@ -198,6 +200,7 @@ double CalibrationPricer::collective(const CollOp& op) {
 }
 
 double CalibrationPricer::host(HostKind kind, double amount) {
+  if (amount > 0) used_.insert(kind == HostKind::cpu_adamw ? "host AdamW" : "host copies");
   switch (kind) {
     case HostKind::copy_d2h: return amount / c_.d2h_bytes_per_s;
     case HostKind::copy_h2d: return amount / c_.h2d_bytes_per_s;
@@ -217,11 +220,34 @@ double RecordingPricer::collective(const CollOp& op) {
   return 0;
 }
 
+// What each kind of term rests on: qwen3-calibrate's measurements on the card, or the published and assumed figures
+// the calibration says it holds.
+std::vector<std::pair<std::string, std::string>> prediction_sources(const std::set<std::string>& used,
+                                                                    const Calibration& c) {
+  const std::string here = "measured on " + c.kind + " (" + c.device + ") by qwen3-calibrate";
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const char* term : {"kernels", "host copies", "host AdamW", "optimizer overlap", "collectives"}) {
+    if (!used.count(term)) continue;
+    std::string source = here;
+    if (std::string(term) == "host AdamW") source += " on " + std::to_string(c.cpu_threads) + " CPU threads";
+    if (std::string(term) == "optimizer overlap" && c.optimizer_hidden_share < 0)
+      source = "assumed: wholly hidden behind the next forward (this calibration predates its measurement)";
+    if (std::string(term) == "collectives")
+      source = c.collectives_source.empty() ? "assumed (the calibration names no source)"
+               : c.collectives_source.rfind("measured", 0) == 0 || c.collectives_source.rfind("published", 0) == 0
+                   ? c.collectives_source
+                   : "assumed: " + c.collectives_source;
+    out.emplace_back(term, source);
+  }
+  return out;
+}
+
 StepPrediction predict_step(const MemoryPlanInput& in, const Calibration& c, int cores_per_rank) {
   CalibrationPricer pricer(c, cores_per_rank);
   StepPrediction p;
   p.time = walk_step(in, pricer);
   p.missing.assign(pricer.missing().begin(), pricer.missing().end());
+  p.sources = prediction_sources(pricer.used(), c);
   if (!p.priced()) {  // an operation priced 0: no step time at all, rather than one that is too short
     p.time = StepTime{};
     return p;
@@ -297,14 +323,25 @@ std::vector<CalibrationCase> default_calibration_cases(std::int64_t device_bytes
         in.tp = tp;
         try {
           record_case({name, tp, len});  // tp_dims and the sequence rules, as the calibration's walk applies them
-          MemoryRequest auto_policy;
-          auto_policy.recompute = "auto";
-          in.recompute = choose_recompute(auto_policy, in, device_bytes, 0);
-          if (plan_worst_stage(in).second.peak() > device_bytes) continue;
         } catch (const UsageError&) {
           continue;
         }
-        out.push_back({name, tp, len});
+        // Held by the card at some memory policy with the layers split over up to 8 pipeline stages (one node): a
+        // model too large for one GPU at this tp still runs its kernels as a pipeline's stages do.
+        bool held = false;
+        for (int pp : {1, 2, 4, 8}) {
+          try {
+            in.pp = pp;
+            in.micro_batches = pp;
+            MemoryRequest auto_policy;
+            auto_policy.recompute = "auto";
+            in.recompute = choose_recompute(auto_policy, in, device_bytes, 0);
+            if (plan_worst_stage(in).second.peak() <= device_bytes) held = true;
+          } catch (const UsageError&) {
+          }
+          if (held) break;
+        }
+        if (held) out.push_back({name, tp, len});
       }
   return out;
 }

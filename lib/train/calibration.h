@@ -62,13 +62,18 @@ class CalibrationPricer : public OpPricer {
   double collective(const CollOp& op) override;
   double host(HostKind kind, double amount) override;
   double sync() override { return c_.sync_s; }
-  double optimizer_hidden_share() override { return c_.optimizer_hidden_share >= 0 ? c_.optimizer_hidden_share : 1.0; }
+  double optimizer_hidden_share() override {
+    used_.insert("optimizer overlap");
+    return c_.optimizer_hidden_share >= 0 ? c_.optimizer_hidden_share : 1.0;
+  }
   const std::set<std::string>& missing() const { return missing_; }
+  // The kinds of term the walk priced: "kernels", "collectives", "host copies", "host AdamW", "optimizer overlap".
+  const std::set<std::string>& used() const { return used_; }
 
  private:
   const Calibration& c_;
   double cpu_scale_;
-  std::set<std::string> missing_;
+  std::set<std::string> missing_, used_;
 };
 
 // Records the operations a layout runs (every kernel key with its token counts, every collective kind and group),
@@ -92,6 +97,9 @@ struct StepPrediction {
   StepTime time;
   double tokens_per_s = 0, mfu = 0;
   std::vector<std::string> missing;  // operations the calibration lacks, sorted: kernel keys, "all_gather over 8 GPUs"
+  // What each kind of term the prediction used rests on (issue 28 item 5), in a fixed order: {term, source}, the
+  // source starting "measured on" (this card, by qwen3-calibrate), "published" or "assumed".
+  std::vector<std::pair<std::string, std::string>> sources;
   bool priced() const { return missing.empty(); }
 };
 // global tokens per step = micro_batch × micro_batches × dp × seq_len; world = tp × pp × cp × dp GPUs.
@@ -116,7 +124,7 @@ struct CalibrationCase {
 // qwen3-calibrate's default measurement: every preset (config/model_config.h preset_names) at each of the lengths and
 // tensor-parallel sizes below that the engine accepts (tp_dims, the sequence rules) and that the memory planner fits
 // on device_bytes at some memory policy (--recompute auto with the optimizer offloaded as far as needed; micro-batch
-// 1, no pipeline or data parallelism), in preset, tp, length order. The kernels' keys depend on the model and tp only,
+// 1) as one GPU or as the worst stage of a pipeline of 2, 4 or 8 stages, in preset, tp, length order. The kernels' keys depend on the model and tp only,
 // so every preset and tp the card can hold is covered; the lengths give the token counts the curves interpolate.
 inline const std::vector<std::int64_t> kCalibrationLengths = {1024, 4096, 8192, 16384, 32768, 131072};
 inline const std::vector<int> kCalibrationTensorParallel = {1, 2, 4, 8};

@@ -462,7 +462,7 @@ void collect_fields(const nlohmann::json& j, const std::string& prefix, std::set
   for (const auto& [key, value] : j.items()) {
     const std::string name = prefix + key;
     out.insert(name);
-    if (key == "by_category") continue;
+    if (key == "by_category" || key == "sources") continue;  // objects keyed by data: documented as a whole
     if (value.is_object()) collect_fields(value, name + ".", out);
     if (value.is_array() && !value.empty() && value[0].is_object()) collect_fields(value[0], name + "[].", out);
   }

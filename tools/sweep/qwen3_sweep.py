@@ -272,9 +272,9 @@ def print_plan_table(spec, cells, plans):
     memory = "planned peak per rank (GiB)" if on_cpu else f"planned peak per rank (GiB, {spec['device_memory']} device)"
     print(f"| model | length | layout | memory policy | {memory} "
           "| pinned host memory per rank (GiB) | verdict | predicted step (s) | tokens/s | MFU | "
-          f"{spec['steps']} steps (min) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    total, unpriced = 0.0, 0
+          f"{spec['steps']} steps (min) | not measured on this card |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    total, unpriced, sources = 0.0, 0, {}
     for c in cells:
         code, plan, reason = plans[c["name"]]
         if reason is None and plan:
@@ -283,21 +283,26 @@ def print_plan_table(spec, cells, plans):
             p = plan.get("predicted")
             if p and plan["fits"]:
                 total += p["step_s"] * spec["steps"]
+                # The terms of the prediction that rest on published or assumed figures (issue 28 item 5).
+                others = {k: v for k, v in p.get("sources", {}).items() if not v.startswith("measured on")}
+                sources.update(others)
                 row += (f"{p['step_s']:.2f}", f"{p['tokens_per_s']:,.0f}", f"{100 * p['mfu']:.1f}%",
-                        f"{p['step_s'] * spec['steps'] / 60:.1f}")
+                        f"{p['step_s'] * spec['steps'] / 60:.1f}", ", ".join(others) or "none")
             elif plan.get("unpriced") and plan["fits"]:
                 # The calibration lacks an operation of the cell: no number (an operation priced 0 is no prediction).
                 unpriced += 1
-                row += ("no prediction (unpriced)",) + ("—",) * 3
+                row += ("no prediction (unpriced)",) + ("—",) * 4
             else:
-                row += ("—",) * 4
+                row += ("—",) * 5
         else:
-            row = ("—", "—", "—", reason or "?") + ("—",) * 4
+            row = ("—", "—", "—", reason or "?") + ("—",) * 5
         print(f"| {c['model']} | {c['seq']} | {c['layout']} | {' | '.join(row)} |")
     if total > 0:
         print(f"\nPredicted time of every cell that fits, {spec['steps']} steps each: {total / 3600:.2f} h "
               "(steps only: start-up and the dataset are not counted)"
               + (f", leaving out {unpriced} cell{'s' if unpriced != 1 else ''} with no prediction." if unpriced else "."))
+    for term, source in sorted(sources.items()):
+        print(f"\n- {term}: {source}")
     if unpriced:
         print(f"\n{unpriced} cell{'s' if unpriced != 1 else ''} that fit{'s' if unpriced == 1 else ''} "
               f"{'have' if unpriced != 1 else 'has'} no predicted step: the calibration lacks operations of "
