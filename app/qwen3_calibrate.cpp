@@ -3,6 +3,7 @@
 // runs (train/step_model.h's inventory, at the token counts it runs them), pinned host↔device copies, the CPU's AdamW,
 // a host round trip, and the device memory outside the engine's allocator (CUDA context, libraries, loaded kernels).
 // Writes the calibration JSON that qwen3-pretrain --plan --calibration (or calibration/<kind>.json) reads.
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
@@ -222,7 +223,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "qwen3-calibrate: AdamW beside forward GEMMs on another stream: %.0f%% of it hidden\n",
                  100 * c.optimizer_hidden_share);
     // What running the kernels added (lazily loaded modules, cuBLASLt's and cuDNN's plans); the buffers are freed.
-    c.kernel_bytes = cuda::device_used_bytes() - context - handles - bench.own_bytes();
+    // With --base, the larger of the two: a run of a few models loads fewer kernels than the base's list did.
+    c.kernel_bytes = std::max(base_path.empty() ? std::int64_t{0} : c.kernel_bytes,
+                              cuda::device_used_bytes() - context - handles - bench.own_bytes());
     for (const auto& [key, points] : measured)
       for (const auto& [tokens, seconds] : points) c.ops[key].emplace_back(static_cast<double>(tokens), seconds);
     cuda::measure_host(c, threads);

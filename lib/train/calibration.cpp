@@ -124,6 +124,15 @@ Calibration load_calibration(const std::string& path) {
     c.cpu_adamw_elements_per_s = h.at("cpu_adamw_elements_per_s").get<double>();
     c.cpu_threads = h.at("cpu_threads").get<int>();
     c.sync_s = h.at("sync_s").get<double>();
+    if (j.contains("in_step")) {
+      c.in_step_source = j["in_step"].value("source", "");
+      for (const auto& [group, factor] : j["in_step"].at("factors").items()) {
+        if (!in_step_group_known(group) || !factor.is_number() || factor.get<double>() <= 0)
+          throw UsageError(where + ": in_step.factors." + group + " is not a known group (attention_fwd, "
+                           "attention_bwd, gemm, other) with a positive factor");
+        c.in_step[group] = factor.get<double>();
+      }
+    }
     c.optimizer_hidden_share = j.contains("overlap") ? j["overlap"].at("optimizer_hidden_share").get<double>() : -1.0;
     const auto& m = j.at("memory");
     c.context_bytes = m.at("context_bytes").get<std::int64_t>();
@@ -147,6 +156,7 @@ std::string calibration_json(const Calibration& c) {
                       {"sync_s", c.sync_s}}},
             {"memory", {{"context_bytes", c.context_bytes}, {"library_bytes", c.library_bytes},
                         {"kernel_bytes", c.kernel_bytes}, {"pinned_map_bytes_per_byte", c.pinned_map_bytes_per_byte}}}};
+  if (!c.in_step.empty()) j["in_step"] = {{"source", c.in_step_source}, {"factors", c.in_step}};
   if (c.optimizer_hidden_share >= 0) j["overlap"] = {{"optimizer_hidden_share", c.optimizer_hidden_share}};
   if (!c.collectives.empty()) {
     json busbw = json::object();
@@ -155,6 +165,12 @@ std::string calibration_json(const Calibration& c) {
     j["collectives"] = {{"source", c.collectives_source}, {"latency_s", c.collective_latency_s}, {"busbw", busbw}};
   }
   return j.dump(1) + "\n";
+}
+
+bool in_step_group_known(const std::string& group) {
+  for (const char* g : {"attention_fwd", "attention_bwd", "gemm", "other"})
+    if (group == g) return true;
+  return false;
 }
 
 std::optional<std::string> find_calibration(const std::string& kind) {
@@ -169,6 +185,11 @@ CalibrationPricer::CalibrationPricer(const Calibration& c, int cores_per_rank)
                             ? static_cast<double>(std::min(cores_per_rank, c.cpu_threads)) / c.cpu_threads
                             : 1.0) {}
 
+// The in-step group of a kernel (Calibration::in_step).
+static const char* in_step_group(OpKind k) {
+  return k == OpKind::attention_fwd ? "attention_fwd" : k == OpKind::attention_bwd ? "attention_bwd" : is_gemm(k) ? "gemm" : "other";
+}
+
 double CalibrationPricer::compute(const OpShape& op) {
   used_.insert("kernels");
   const auto it = c_.ops.find(op.key());
@@ -176,7 +197,11 @@ double CalibrationPricer::compute(const OpShape& op) {
     missing_.insert(op.key());
     return 0;
   }
-  return interpolate(it->second, static_cast<double>(op.tokens), is_attention(op.kind) ? 2.0 : 1.0);
+  const double alone = interpolate(it->second, static_cast<double>(op.tokens), is_attention(op.kind) ? 2.0 : 1.0);
+  const auto factor = c_.in_step.find(in_step_group(op.kind));
+  if (factor == c_.in_step.end()) return alone;
+  used_.insert("in-step factors");
+  return alone * factor->second;
 }
 
 double CalibrationPricer::collective(const CollOp& op) {
@@ -226,9 +251,10 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
                                                                     const Calibration& c) {
   const std::string here = "measured on " + c.kind + " (" + c.device + ") by qwen3-calibrate";
   std::vector<std::pair<std::string, std::string>> out;
-  for (const char* term : {"kernels", "host copies", "host AdamW", "optimizer overlap", "collectives"}) {
+  for (const char* term : {"kernels", "in-step factors", "host copies", "host AdamW", "optimizer overlap", "collectives"}) {
     if (!used.count(term)) continue;
     std::string source = here;
+    if (std::string(term) == "in-step factors") source = "measured on " + c.kind + ": " + c.in_step_source;
     if (std::string(term) == "host AdamW") source += " on " + std::to_string(c.cpu_threads) + " CPU threads";
     if (std::string(term) == "optimizer overlap" && c.optimizer_hidden_share < 0)
       source = "assumed: wholly hidden behind the next forward (this calibration predates its measurement)";

@@ -37,6 +37,11 @@ struct Calibration {
   // The share of AdamW's device time hidden beside forward GEMMs on another stream (OpBench::optimizer_hidden_share);
   // negative: not measured (older calibrations), then assumed wholly hidden.
   double optimizer_hidden_share = -1;
+  // How much slower each group of kernels runs inside a training step than alone (the engine's op timer in a step
+  // against these curves: tools/bench/op_times_vs_calibration.py --write): "attention_fwd", "attention_bwd", "gemm",
+  // "other"; a group absent is priced as measured alone. `in_step_source` says which step and where.
+  std::map<std::string, double> in_step;
+  std::string in_step_source;
   // Device memory outside the engine's allocator on one GPU, measured: the CUDA context, the cuBLASLt and cuDNN
   // handles, and what running every kernel adds (lazily loaded modules, cuDNN's plans).
   // library_bytes also holds the engine's streams and events.
@@ -45,6 +50,8 @@ struct Calibration {
   std::string path;  // the file it was read from (load_calibration; not written to the file)
 };
 
+// Whether `group` names a group of Calibration::in_step.
+bool in_step_group_known(const std::string& group);
 // Reads calibration JSON (qwen3-calibrate's output). Throws UsageError naming the file and the problem.
 Calibration load_calibration(const std::string& path);
 std::string calibration_json(const Calibration& c);

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include "calibration_fixture.h"
 #include "cli_runner.h"
 #include "io/h5.h"
 
@@ -410,11 +411,13 @@ TEST(Sweep, PlanPrintsEveryCellsPeakPerRank) {
   EXPECT_FALSE(fs::exists(dir / "run")) << "planning creates nothing";
 }
 
-// Issue 28 item 6: a cell whose operations the calibration lacks (4B: the committed h200 calibration has none of its
-// kernels) shows no predicted step, and the run-time total leaves it out saying so; a calibrated cell (1.7B) keeps its.
+// Issue 28 item 6: a cell whose operations the calibration lacks (4B: a calibration without its kernels, passed through
+// extra_args) shows no predicted step, and the run-time total leaves it out saying so; a calibrated cell (1.7B) keeps
+// its.
 TEST(Sweep, PlanShowsNoPredictionForACellTheCalibrationDoesNotPrice) {
   const fs::path dir = test::fresh_dir("qwen3_sweep_plan_unpriced");
-  const std::string spec = spec_file(dir, "h200.sweep.ini", R"([sweep]
+  const std::string without = test::h200_calibration_without_4b(dir);
+  const std::string spec = spec_file(dir, "h200.sweep.ini", "[sweep]\nextra_args = --calibration " + without + R"(
 name = unpriced-test
 models = 1.7B, 4B
 lengths = 4096
@@ -477,11 +480,15 @@ TEST(Sweep, PlanJsonFieldsAreExactlyThoseDocsCliMdLists) {
   std::set<std::string> emitted;
   // With a calibration (h200's is committed: "predicted" is an object) and without one (a CPU plan: null), the
   // memory policy spelled out: full recomputation of 4 layers, inputs and 60% of the optimizer on the host.
-  // And a layout the calibration lacks kernels of (4B: "predicted" null, "unpriced" an object; issue 28 item 6).
-  for (const std::string args : {"--model 1.7B --seq-len 4096 --device-memory h200 --recompute full "
-                                 "--recompute-num-layers 4 --offload-inputs --offload-optimizer=0.6",
-                                 "--model tiny --seq-len 64 --device cpu",
-                                 "--model 4B --seq-len 4096 --device-memory h200"}) {
+  // And a layout the calibration lacks kernels of (4B with a calibration without them: "predicted" null, "unpriced" an
+  // object; issue 28 item 6).
+  const std::vector<std::string> cases = {
+      "--model 1.7B --seq-len 4096 --device-memory h200 --recompute full --recompute-num-layers 4 --offload-inputs "
+      "--offload-optimizer=0.6",
+      "--model tiny --seq-len 64 --device cpu",
+      "--model 4B --seq-len 4096 --device-memory h200 --calibration " +
+          test::h200_calibration_without_4b(test::fresh_dir("qwen3_plan_json_fields"))};
+  for (const std::string& args : cases) {
     const auto r = test::run_program("qwen3-pretrain", "--plan --format json --world-size 1 " + args);
     ASSERT_EQ(r.exit_code, 0) << args << "\n" << r.output;
     const auto j = nlohmann::json::parse(r.output);

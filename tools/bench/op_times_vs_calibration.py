@@ -3,7 +3,9 @@
 tensor parallel 1, micro-batch 1), each beside what the calibration prices the same call at alone: the evidence of
 how far an operation runs slower inside a step than in qwen3-calibrate (issue 28 item 3).
 
-Usage: tools/bench/op_times_vs_calibration.py LOG MODEL SEQ CALIBRATION.json [--bin build/bin]
+Usage: tools/bench/op_times_vs_calibration.py LOG MODEL SEQ CALIBRATION.json [--bin build/bin] [--write SOURCE]
+--write: put the in-step factor of each group of kernels (attention_fwd, attention_bwd, gemm, other: the group's time
+in the steps over its time alone) into the calibration file as its "in_step" section, SOURCE saying which step where.
 LOG: qwen3-pretrain's output with QWEN3_CUDA_OP_TIMES=1 (lines '  12.34 ms  5.6%  56 calls  gemm qkv fwd')."""
 import argparse
 import json
@@ -45,6 +47,12 @@ def shapes(m, T):
     }
 
 
+def group_of(key):
+    """The calibration's in-step group of a kernel key (train/calibration.h Calibration::in_step)."""
+    kind = key.split(" ")[0]
+    return kind if kind.startswith("attention") else "gemm" if kind.startswith("gemm") else "other"
+
+
 def price(curve, x, attention):
     """The calibration's interpolation: log-log between points; beyond the last, linear (attention: quadratic)."""
     xs = [p[0] for p in curve]
@@ -65,8 +73,11 @@ def main():
     ap.add_argument("seq", type=int)
     ap.add_argument("calibration")
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "bin"))
+    ap.add_argument("--write", default="", metavar="SOURCE")
     a = ap.parse_args()
-    ops = json.load(open(a.calibration))["ops"]
+    calibration = json.load(open(a.calibration))
+    ops = calibration["ops"]
+    groups = {}  # group → [ms in the steps, ms alone]
     table = shapes(model_of(a.model, a.bin), a.seq)
     print(f"| operation ({a.model}, {a.seq:,} tokens) | calls | in the step (ms per call) | calibrated alone | step / alone |")
     print("|---|---|---|---|---|")
@@ -82,8 +93,18 @@ def main():
         alone = 1e3 * price(ops[key], tokens, key.startswith("attention"))
         sums[0] += ms
         sums[1] += alone * calls
+        g = groups.setdefault(group_of(key), [0.0, 0.0])
+        g[0] += ms
+        g[1] += alone * calls
         print(f"| {label} | {calls} | {ms / calls:.4f} | {alone:.4f} | {ms / calls / alone:.3f} |")
     print(f"\nthese operations: {sums[0]:.2f} ms in the steps, {sums[1]:.2f} ms calibrated alone ({sums[0] / sums[1]:.3f})")
+    factors = {g: round(t / alone, 4) for g, (t, alone) in sorted(groups.items())}
+    print("in-step factor per group: " + ", ".join(f"{g} {f:.3f}" for g, f in factors.items()))
+    if a.write:
+        calibration["in_step"] = {"source": a.write, "factors": factors}
+        with open(a.calibration, "w") as f:
+            json.dump(calibration, f, indent=1)
+            f.write("\n")
 
 
 if __name__ == "__main__":
