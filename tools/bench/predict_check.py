@@ -100,12 +100,14 @@ def main():
             f"D{run['ranks'] // (run['tp'] * run['pp'] * run['cp'])}"
         mem = f"{int(plan['plan_bytes']) - run['allocator_peak']:+d} B"
         device = "" if run["device_peak"] is None else f"{(int(plan['peak_bytes']) - run['device_peak']) / 2**20:+.0f} MiB"
+        rec = run["recorded_prediction"]  # what the run itself recorded, from the calibration it found then
+        recorded = "" if rec is None else f"{rec:.4f} ({100 * (rec - run['step_s']) / run['step_s']:+.1f}%)"
         rows.append(f"| {run['card']} | {run['model']} | {run['seq']:,} | {run['global_batch']} | {layout} | "
                     f"{policy_of(run)} | {run['step_s']:.4f} | {'none (unpriced)' if pred is None else f'{pred:.4f}'} | "
-                    f"{'' if err is None else f'{err:+.1f}%'} | {mem} | {device} | {run['commit']} |")
+                    f"{'' if err is None else f'{err:+.1f}%'} | {recorded} | {mem} | {device} | {run['commit']} |")
     print("| card | model | length | global batch | layout | memory policy | measured step (s) | predicted (s) | error "
-          "| plan − allocator peak | plan + reserve − device peak | commit |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| recorded by the run (s) | plan − allocator peak | plan + reserve − device peak | commit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     if errors:
         mean = sum(abs(e) for e in errors) / len(errors)

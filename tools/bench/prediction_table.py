@@ -18,6 +18,27 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 GIB = 2**30
 FAMILIES = ("D only", "T only", "T×D", "P only", "P×D", "T×P", "T×P×D", "CP")
+# What each family's error rests on (the evidence there is; none of it fitted to these runs).
+WHY = {
+    "D only": "the gradients' all-reduce or reduce-scatter and the bf16 all-gather, priced on the published NVSwitch "
+              "bus-bandwidth curves of the calibration's collectives.source; no other term.",
+    "T only": "the forward's all-gathers and reduce-scatters of the residual stream are on the critical path, priced at "
+              "the published bus bandwidth; the backward's are hidden behind the weight-gradient GEMMs where they fit. "
+              "What is not priced: NCCL's kernels take SMs from the GEMMs they run beside, and a collective of a few "
+              "MiB runs below the curve's bandwidth when many follow each other; pricing that needs a GEMM timed with k SMs held by a concurrent kernel, which "
+              "qwen3-calibrate does not measure yet. The global-batch-1 rows on cc811d4 and 8f4ce9e predate the "
+              "backward's overlap (ef91745), which today's model prices: optimistic by construction.",
+    "T×D": "the tensor-parallel term above, plus the distributed optimizer's reduce-scatter and all-gather.",
+    "P only": "1F1B: the model prices the slowest stage's m passes, the other stages' fill and drain once, and each "
+              "micro-batch's two boundary transfers at the published curve. The records measured the end stages "
+              "waiting 19-24% of the step (1.7B, P4) against 1F1B's 8.6% for equal stages: the blocking send/receive "
+              "pairs between processes cost more than bandwidth says, and no one-GPU measurement prices them. The "
+              "ca711d7 rows also predate 38d6c06 (the first stages' logits buffers: the memory column).",
+    "P×D": "the pipeline term above, with half the micro-batches per replica.",
+    "T×P": "both terms above; the T2P2 rows of 1.7B are the worst (the two collectives' and the pipeline's costs add).",
+    "CP": "the key/value all-gather and its gradient's reduce-scatter beside cuDNN's attention, which carries the "
+          "in-step attention factor measured on one GPU.",
+}
 
 
 def read_runs(path):
@@ -164,6 +185,8 @@ def render(runs, plans, csv_path):
     out += ["", f"**All {len(runs)} runs:** {summary(errors)}.", "",
             "| layout family | runs | priced | mean \\|error\\| | largest | range |", "|---|---|---|---|---|---|"]
     out += [family_row(f, by_family[f], unpriced[f]) for f in FAMILIES if by_family[f] or unpriced[f]]
+    out += ["", "## Where the model is off, and which term", ""]
+    out += [f"- **{f}**: {WHY[f]}" for f in FAMILIES if by_family[f] and f in WHY]
     out += ["", "## What each record says (tools/bench/recorded_runs.csv's notes)", ""]
     out += [f"{i}. {run['section']} ({run['commit']}): {run['notes']}" for i, run in enumerate(runs, 1)]
     return "\n".join(out) + "\n"

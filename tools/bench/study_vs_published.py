@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""The 8 x H200 answer beside the published study's, cell by cell (issue 28 item 4): for each of the study's 90 cells
+(inputs/published-study-8xh200.csv: which trained under NeMo and which ran out of memory), qwen3-pretrain --plan with
+--recompute auto on the study's spec (inputs/study-8xh200.sweep.ini) — does it fit, with which memory policy — and the
+predicted run time of the study's 50 steps in minutes with a band from the model's measured error on the multi-GPU
+runs on record of the same layout family (tools/bench/prediction_table.py over tools/bench/recorded_runs.csv).
+
+Usage: tools/bench/study_vs_published.py [--bin build/bin] [--out FILE]   (standard library only)"""
+import argparse
+import configparser
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import prediction_table as pt
+
+SPEC = os.path.join(pt.ROOT, "inputs", "study-8xh200.sweep.ini")
+PUBLISHED = os.path.join(pt.ROOT, "inputs", "published-study-8xh200.csv")
+
+
+def read_spec(path):
+    cp = configparser.ConfigParser()
+    cp.read(path)
+    s = cp["sweep"]
+    return {"global_batch": s["global_batch"], "micro_batch": s["micro_batch"], "steps": int(s["steps"]),
+            "gpus": s["gpus_per_node"], "device_memory": s["device_memory"]}
+
+
+def read_published(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def plan_of(cell, spec, bin_dir):
+    tp, pp = cell["layout"][1], cell["layout"][3]
+    cmd = [os.path.join(bin_dir, "qwen3-pretrain"), "--plan", "--format", "json", "--device", "cuda", "--model",
+           cell["model"], "--seq-len", cell["seq_len"], "--global-batch", spec["global_batch"], "--micro-batch",
+           spec["micro_batch"], "--tp", tp, "--pp", pp, "--world-size", spec["gpus"], "--device-memory",
+           spec["device_memory"], "--recompute", "auto"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode not in (0, 3):
+        sys.exit(f"study_vs_published: {' '.join(cmd)}: {r.stderr.strip()}")
+    return json.loads(r.stdout)
+
+
+def error_bands(bin_dir):
+    """Per layout family, the range of (predicted − measured) / measured tokens/s on the runs on record."""
+    bands = {}
+    for run in pt.read_runs(os.path.join(pt.HERE, "recorded_runs.csv")):
+        p = pt.plan_of(run, bin_dir).get("predicted")
+        if p:
+            e = p["tokens_per_s"] / float(run["measured_tokens_per_s"]) - 1
+            lo, hi = bands.get(pt.family(run), (e, e))
+            bands[pt.family(run)] = (min(lo, e), max(hi, e))
+    return bands
+
+
+def policy_of(plan):
+    p = plan["memory_policy"]
+    return p if plan["fits"] else f"does not fit ({plan['peak_bytes'] / 2**30:.0f} GiB)"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", default=os.path.join(pt.ROOT, "build", "bin"))
+    ap.add_argument("--out", default="")
+    a = ap.parse_args()
+    spec = read_spec(SPEC)
+    bands = error_bands(a.bin)
+    lines = ["| model | layout | length | NeMo (published) | ours: plan | predicted run time, 50 steps (min) | band |",
+             "|---|---|---|---|---|---|---|"]
+    ours_fit = nemo_fit = both = 0
+    total, unpriced = 0.0, 0
+    for cell in read_published(PUBLISHED):
+        plan = plan_of(cell, spec, a.bin)
+        family = "T only" if cell["layout"].endswith("P1") else "T×P"
+        minutes, band = "", ""
+        pred = plan.get("predicted")
+        if plan["fits"] and pred:
+            m = spec["steps"] * pred["step_s"] / 60
+            total += m
+            minutes = f"{m:.1f}"
+            if family in bands:  # the model over-predicts tokens/s by lo…hi: the run takes 1+lo … 1+hi times longer
+                lo, hi = bands[family]
+                band = f"{m * (1 + lo):.1f} – {m * (1 + hi):.1f}"
+        elif plan["fits"]:
+            minutes, unpriced = "no prediction (unpriced)", unpriced + 1
+        ours_fit += plan["fits"]
+        nemo_fit += cell["nemo_fits"] == "yes"
+        both += plan["fits"] and cell["nemo_fits"] == "yes"
+        lines.append(f"| {cell['model']} | {cell['layout']} | {int(cell['seq_len']):,} | "
+                     f"{'✔' if cell['nemo_fits'] == 'yes' else '✖ out of memory'} | "
+                     f"{'✔ ' if plan['fits'] else '✖ '}{policy_of(plan)} | {minutes} | {band} |")
+    lines.append("")
+    lines.append(f"Ours fits {ours_fit} of {len(lines) - 3} cells, NeMo trained {nemo_fit}; both {both}. Predicted "
+                 f"run time of the cells priced: {total / 60:.1f} hours of steps"
+                 + (f" ({unpriced} fitting cells unpriced)" if unpriced else "") + ".")
+    lines.append("Bands: the layout family's range of the model's error on the multi-GPU runs on record ("
+                 + "; ".join(f"{k} {lo:+.0%} … {hi:+.0%}" for k, (lo, hi) in sorted(bands.items())) + ").")
+    text = "\n".join(lines) + "\n"
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+    sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()
