@@ -137,9 +137,9 @@ int main(int argc, char** argv) {
         "tp", po::value(&tp_text),
         ("tensor-parallel sizes, each rank's shapes (default: " + joined(kCalibrationTensorParallel) +
          "). Without --models, --lengths and --tp: every preset at each default length and size that the engine "
-         "accepts and the memory planner fits on this kind's memory at some memory policy (micro-batch 1), so that "
-         "qwen3-pretrain --plan prices every preset the card holds; an estimated 5 minutes on an H200 (five presets at tp "
-         "1, 2, 4, 8 took 185 s). Given any of them: every combination, an absent list taking its default, "
+         "accepts and the memory planner fits on this kind's memory at some memory policy (micro-batch 1), as one GPU "
+         "or as a pipeline's worst stage of up to 8, so that qwen3-pretrain --plan prices every preset the card holds: "
+         "214 s on an H200 (168 cases). Given any of them: every combination, an absent list taking its default, "
          "measured whether or not the card holds it").c_str())(
         "threads", po::value(&threads), "CPU threads of the host optimizer's AdamW (default: this host's cores)")(
         "base", po::value(&base_path), "an earlier calibration of this kind to add to (its measurements are kept, "
@@ -219,9 +219,12 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "qwen3-calibrate: %s: %d new measurements (%.0f s so far)\n", what.c_str(), n,
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
-    c.optimizer_hidden_share = bench.optimizer_hidden_share();
-    std::fprintf(stderr, "qwen3-calibrate: AdamW beside forward GEMMs on another stream: %.0f%% of it hidden\n",
-                 100 * c.optimizer_hidden_share);
+    c.optimizer_hidden.clear();
+    for (std::int64_t tokens : {1024, 4096, 16384}) {
+      c.optimizer_hidden.emplace_back(static_cast<double>(tokens), bench.optimizer_hidden_share(tokens));
+      std::fprintf(stderr, "qwen3-calibrate: AdamW beside forward GEMMs of %lld tokens on another stream: %.0f%% of it hidden\n",
+                   static_cast<long long>(tokens), 100 * c.optimizer_hidden.back().second);
+    }
     // What running the kernels added (lazily loaded modules, cuBLASLt's and cuDNN's plans); the buffers are freed.
     // With --base, the larger of the two: a run of a few models loads fewer kernels than the base's list did.
     c.kernel_bytes = std::max(base_path.empty() ? std::int64_t{0} : c.kernel_bytes,

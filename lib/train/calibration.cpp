@@ -133,7 +133,13 @@ Calibration load_calibration(const std::string& path) {
         c.in_step[group] = factor.get<double>();
       }
     }
-    c.optimizer_hidden_share = j.contains("overlap") ? j["overlap"].at("optimizer_hidden_share").get<double>() : -1.0;
+    if (j.contains("overlap")) {  // the first files: one share beside 4,096 tokens; since: a curve over tokens
+      const auto& o = j["overlap"];
+      if (o.contains("optimizer_hidden_share_by_tokens"))
+        c.optimizer_hidden = read_curve(o["optimizer_hidden_share_by_tokens"], where + " overlap.optimizer_hidden_share_by_tokens");
+      else
+        c.optimizer_hidden = {{4096.0, o.at("optimizer_hidden_share").get<double>()}};
+    }
     const auto& m = j.at("memory");
     c.context_bytes = m.at("context_bytes").get<std::int64_t>();
     c.library_bytes = m.at("library_bytes").get<std::int64_t>();
@@ -157,7 +163,7 @@ std::string calibration_json(const Calibration& c) {
             {"memory", {{"context_bytes", c.context_bytes}, {"library_bytes", c.library_bytes},
                         {"kernel_bytes", c.kernel_bytes}, {"pinned_map_bytes_per_byte", c.pinned_map_bytes_per_byte}}}};
   if (!c.in_step.empty()) j["in_step"] = {{"source", c.in_step_source}, {"factors", c.in_step}};
-  if (c.optimizer_hidden_share >= 0) j["overlap"] = {{"optimizer_hidden_share", c.optimizer_hidden_share}};
+  if (!c.optimizer_hidden.empty()) j["overlap"] = {{"optimizer_hidden_share_by_tokens", curve_json(c.optimizer_hidden)}};
   if (!c.collectives.empty()) {
     json busbw = json::object();
     for (const auto& [kind, groups] : c.collectives)
@@ -202,6 +208,21 @@ double CalibrationPricer::compute(const OpShape& op) {
   if (factor == c_.in_step.end()) return alone;
   used_.insert("in-step factors");
   return alone * factor->second;
+}
+
+double CalibrationPricer::optimizer_hidden_share(std::int64_t forward_tokens) {
+  used_.insert("optimizer overlap");
+  const auto& h = c_.optimizer_hidden;
+  if (h.empty()) return 1.0;
+  const double t = static_cast<double>(forward_tokens);
+  if (t <= h.front().first) return h.front().second;  // held beyond the measured sizes
+  if (t >= h.back().first) return h.back().second;
+  for (std::size_t i = 1; i < h.size(); ++i)
+    if (t <= h[i].first) {  // linear in log(tokens) between two measured sizes
+      const double f = std::log(t / h[i - 1].first) / std::log(h[i].first / h[i - 1].first);
+      return h[i - 1].second + f * (h[i].second - h[i - 1].second);
+    }
+  return h.back().second;
 }
 
 double CalibrationPricer::collective(const CollOp& op) {
@@ -256,7 +277,7 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
     std::string source = here;
     if (std::string(term) == "in-step factors") source = "measured on " + c.kind + ": " + c.in_step_source;
     if (std::string(term) == "host AdamW") source += " on " + std::to_string(c.cpu_threads) + " CPU threads";
-    if (std::string(term) == "optimizer overlap" && c.optimizer_hidden_share < 0)
+    if (std::string(term) == "optimizer overlap" && c.optimizer_hidden.empty())
       source = "assumed: wholly hidden behind the next forward (this calibration predates its measurement)";
     if (std::string(term) == "collectives")
       source = c.collectives_source.empty() ? "assumed (the calibration names no source)"

@@ -34,9 +34,10 @@ struct Calibration {
   double cpu_adamw_elements_per_s = 0;              // cpu::adamw_step_f32 on cpu_threads threads
   int cpu_threads = 0;
   double sync_s = 0;  // a host round trip: a read-back of a device scalar behind an idle stream
-  // The share of AdamW's device time hidden beside forward GEMMs on another stream (OpBench::optimizer_hidden_share);
-  // negative: not measured (older calibrations), then assumed wholly hidden.
-  double optimizer_hidden_share = -1;
+  // The share of AdamW's device time hidden beside forward GEMMs of so many tokens on another stream
+  // (OpBench::optimizer_hidden_share), sorted by tokens; empty: not measured (older calibrations), then assumed wholly
+  // hidden. A file of the first measurement holds one share, beside 4,096 tokens.
+  std::vector<std::pair<double, double>> optimizer_hidden;
   // How much slower each group of kernels runs inside a training step than alone (the engine's op timer in a step
   // against these curves: tools/bench/op_times_vs_calibration.py --write): "attention_fwd", "attention_bwd", "gemm",
   // "other"; a group absent is priced as measured alone. `in_step_source` says which step and where.
@@ -69,10 +70,7 @@ class CalibrationPricer : public OpPricer {
   double collective(const CollOp& op) override;
   double host(HostKind kind, double amount) override;
   double sync() override { return c_.sync_s; }
-  double optimizer_hidden_share() override {
-    used_.insert("optimizer overlap");
-    return c_.optimizer_hidden_share >= 0 ? c_.optimizer_hidden_share : 1.0;
-  }
+  double optimizer_hidden_share(std::int64_t forward_tokens) override;
   const std::set<std::string>& missing() const { return missing_; }
   // The kinds of term the walk priced: "kernels", "collectives", "host copies", "host AdamW", "optimizer overlap".
   const std::set<std::string>& used() const { return used_; }

@@ -248,7 +248,8 @@ std::pair<double, double> after_backward(const MemoryPlanInput& in, const StageR
   // The next forward's device part overlaps the optimizer; on the device the two share SMs and memory bandwidth, so
   // only the measured share of the overlapped time is hidden; the host's part runs beside it on the CPU.
   const double window = forward * (1.0 - f_host);
-  const double device_exposed = device - p.optimizer_hidden_share() * std::min(device, window);
+  const std::int64_t rows = in.micro_batch * in.seq_len / cp;  // the forward GEMMs' rows (tensor parallel: all of them)
+  const double device_exposed = device - p.optimizer_hidden_share(rows) * std::min(device, window);
   return {reduce, norm + std::max({0.0, device_exposed, host - window})};
 }
 

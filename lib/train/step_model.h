@@ -71,8 +71,9 @@ class OpPricer {
   // One host round trip (the engine reads the loss once per micro-batch): its cost on the GPU's timeline.
   virtual double sync() = 0;
   // The share of the optimizer's device time hidden when it runs on its side stream beside the next forward's kernels
-  // (1: wholly hidden while the forward lasts; 0: the two take turns). Measured by qwen3-calibrate where it can be.
-  virtual double optimizer_hidden_share() { return 1.0; }
+  // of forward_tokens rows (1: wholly hidden while the forward lasts; 0: the two take turns). Measured by
+  // qwen3-calibrate where it can be.
+  virtual double optimizer_hidden_share(std::int64_t /*forward_tokens*/) { return 1.0; }
 };
 
 // One step on one rank, in seconds, by what the time is spent on (the step's critical path).

@@ -74,11 +74,13 @@ inline bool in_ci() {
 // mpirun as the tests use it: root allowed, oversubscribed (2 cores in CI), one OpenMP thread per rank, NVLink
 // multicast off for NCCL. Only tests labelled mpi, slurm or gpu may start it (test_labels.h).
 // QWEN3_SHARED_GPU_STAGING=1 (train/cuda/device_group.h) reaches the ranks when set: multi-GPU layouts on one GPU.
-inline std::string mpirun(int np) {
+// staging = false: the ranks never stage (a test of what happens without it, whatever the suite was started with).
+inline std::string mpirun(int np, bool staging = true) {
   expect_label({"mpi", "slurm", "gpu"}, "starts mpirun");
-  const char* staging = std::getenv("QWEN3_SHARED_GPU_STAGING");
+  const char* env = std::getenv("QWEN3_SHARED_GPU_STAGING");
   return std::string("mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -x NCCL_NVLS_ENABLE=0 ") +
-         (staging ? "-x QWEN3_SHARED_GPU_STAGING " : "") + "-np " + std::to_string(np) + " ";
+         (env && staging ? "-x QWEN3_SHARED_GPU_STAGING " : "") + (env && !staging ? "-x QWEN3_SHARED_GPU_STAGING=0 " : "") +
+         "-np " + std::to_string(np) + " ";
 }
 
 }  // namespace qwen3::test

@@ -28,10 +28,11 @@ namespace {
 
 // GPUs the multi-GPU layouts may use: with QWEN3_SHARED_GPU_STAGING=1 four ranks share whatever the host has (their
 // collectives staged through host memory: the engine's logic checked on a one-GPU host, not NCCL's).
-int gpus() {
+// staged = false: the GPUs themselves, whatever the mode.
+int gpus(bool staged = true) {
 #if defined(QWEN3_HAVE_CUDA) && defined(QWEN3_HAVE_NCCL)
   const char* staging = std::getenv("QWEN3_SHARED_GPU_STAGING");
-  if (staging && std::string(staging) == "1" && test::cuda_device_count() > 0) return 4;
+  if (staged && staging && std::string(staging) == "1" && test::cuda_device_count() > 0) return 4;
   return test::cuda_device_count();
 #else
   return 0;
@@ -48,7 +49,8 @@ TEST(CommCheckMpirun, MpiCollectivesGiveKnownAnswers) {
 }
 
 TEST(CommCheck, NcclCollectivesGiveKnownAnswersOnTwoGpus) {
-  if (gpus() < 2) GTEST_SKIP() << "needs two GPUs and an NCCL build";
+  // NCCL itself, not the staging mode: two real GPUs (ranks sharing one cannot form an NCCL communicator).
+  if (gpus(false) < 2) GTEST_SKIP() << "needs two GPUs and an NCCL build";
   const auto r = test::run_command(test::mpirun(2) + "'" + test::bin_dir() + "/qwen3-comm-check' --device cuda");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("2 ranks, NCCL"), std::string::npos) << r.output;

@@ -163,7 +163,7 @@ TEST(Calibration, PredictionsThroughputAndMfuFollowFromTheStepTime) {
 TEST(StepModel, TheOptimizerOverlapHidesOnlyTheMeasuredShare) {
   struct SharePricer : CountingPricer {
     double share = 1.0;
-    double optimizer_hidden_share() override { return share; }
+    double optimizer_hidden_share(std::int64_t) override { return share; }
   };
   MemoryPlanInput in = input("0.6B", 4096);
   in.micro_batches = 1;
@@ -268,11 +268,21 @@ TEST(Calibration, FileRoundTripsAndBadFilesAreRefusedByName) {
   c.context_bytes = 500 << 20, c.library_bytes = 40 << 20, c.kernel_bytes = 20 << 20;
   const std::string path = ::testing::TempDir() + "/cal.json";
   std::ofstream(path) << calibration_json(c);
-  EXPECT_LT(load_calibration(path).optimizer_hidden_share, 0);  // not measured: none in the file
-  c.optimizer_hidden_share = 0.25;
+  EXPECT_TRUE(load_calibration(path).optimizer_hidden.empty());  // not measured: none in the file
+  c.optimizer_hidden = {{1024, 0.5}, {4096, 0.25}};
   std::ofstream(path) << calibration_json(c);
   const Calibration back = load_calibration(path);
-  EXPECT_EQ(back.optimizer_hidden_share, 0.25);
+  EXPECT_EQ(back.optimizer_hidden, c.optimizer_hidden);
+  // Between two sizes, linear in log(tokens); beyond them, the nearest; a first-version file's one share is at 4,096.
+  CalibrationPricer pricer(back, 1);
+  EXPECT_DOUBLE_EQ(pricer.optimizer_hidden_share(2048), 0.375);
+  EXPECT_DOUBLE_EQ(pricer.optimizer_hidden_share(512), 0.5);
+  EXPECT_DOUBLE_EQ(pricer.optimizer_hidden_share(65536), 0.25);
+  std::ofstream(path) << R"({"format": "qwen3-calibration", "version": 1, "kind": "h200", "ops": {},
+    "host": {"d2h_bytes_per_s": 1, "h2d_bytes_per_s": 1, "cpu_adamw_elements_per_s": 1, "cpu_threads": 1, "sync_s": 0},
+    "memory": {"context_bytes": 0, "library_bytes": 0, "kernel_bytes": 0, "pinned_map_bytes_per_byte": 0},
+    "overlap": {"optimizer_hidden_share": 0.09}})";
+  EXPECT_EQ(load_calibration(path).optimizer_hidden, (std::vector<std::pair<double, double>>{{4096, 0.09}}));
   EXPECT_EQ(calibration_json(back), calibration_json(c));
   std::ofstream(path) << "{\"format\": \"something else\"}";
   try {
@@ -326,7 +336,7 @@ TEST(CudaOpBench, MeasuresEveryKernelOfAStep) {
   const double short_gemm = bench.time({OpKind::gemm_fwd, 1024, {1024, 6144, 0}});
   const double long_gemm = bench.time({OpKind::gemm_fwd, 16384, {1024, 6144, 0}});
   EXPECT_GT(long_gemm, 4 * short_gemm);
-  const double hidden = bench.optimizer_hidden_share();
+  const double hidden = bench.optimizer_hidden_share(1024);
   EXPECT_TRUE(hidden >= 0 && hidden <= 1) << hidden;
   const double short_attn = bench.time({OpKind::attention_fwd, 2048, {16, 8, 128}});
   const double long_attn = bench.time({OpKind::attention_fwd, 16384, {16, 8, 128}});

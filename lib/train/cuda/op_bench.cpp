@@ -308,15 +308,16 @@ struct OpBench::Impl {
   }
 };
 
-double OpBench::optimizer_hidden_share() {
+double OpBench::optimizer_hidden_share(std::int64_t tokens) {
   Impl& b = *impl_;
   const cudaStream_t main = b.stream;
   cudaStream_t side = nullptr;
   int least = 0, greatest = 0;
   CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   CUDA_CHECK(cudaStreamCreateWithPriority(&side, cudaStreamNonBlocking, least));  // the engine's optimizer stream's
-  // A forward GEMM of a mid-sized block (1.7B's gate|up at 4,096 tokens) and AdamW over 64 Mi elements.
-  constexpr std::int64_t T = 4096, in = 2048, out = 12288, n = kCalibrationOptimizerElements;
+  // A forward GEMM of a mid-sized block (1.7B's gate|up) at `tokens` rows and AdamW over 64 Mi elements.
+  const std::int64_t T = tokens;
+  constexpr std::int64_t in = 2048, out = 12288, n = kCalibrationOptimizerElements;
   Buffer w(static_cast<std::size_t>(out * in) * 2), x(static_cast<std::size_t>(T * in) * 2), y(static_cast<std::size_t>(T * out) * 2);
   fill_bf16(w.as<bf16>(), out * in, 0.02, main);
   fill_bf16(x.as<bf16>(), T * in, 1.0, main);

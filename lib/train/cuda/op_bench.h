@@ -25,9 +25,9 @@ class OpBench {
   // (attention without cuDNN).
   double time(const OpShape& op);
   // The share of AdamW's time hidden when it runs on a low-priority side stream (as the engine's optimizer step does)
-  // beside forward GEMMs on the main stream (as the next step's forward runs): (t_gemms + t_adamw − t_both) /
-  // min(t_gemms, t_adamw), each about 30 ms of work, clamped to [0, 1].
-  double optimizer_hidden_share();
+  // beside forward GEMMs of `tokens` rows on the main stream (as the next step's forward runs): (t_gemms + t_adamw −
+  // t_both) / min(t_gemms, t_adamw), each about 30 ms of work, clamped to [0, 1].
+  double optimizer_hidden_share(std::int64_t tokens);
   // Device bytes it holds itself (the GEMM workspace, the buffer that evicts the L2 cache between calls).
   std::int64_t own_bytes() const;
 
