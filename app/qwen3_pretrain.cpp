@@ -57,7 +57,9 @@ std::string describe_prediction(const MemoryPlanInput& in, const StepPrediction&
   for (const auto& [term, source] : p.sources) {  // a published source's first clause: the file holds the rest
     std::string brief = source.size() > 110 ? source.substr(0, source.find_first_of(":;(", 20)) : source;
     while (!brief.empty() && (brief.back() == ' ' || brief.back() == ',')) brief.pop_back();
-    out += "        " + term + ": " + brief + (brief.size() < source.size() ? " (calibration's collectives.source)" : "") + "\n";
+    const char* field = term == "collectives" ? "collectives.source" : term == "in-step factors" ? "in_step.source" : "";
+    out += "        " + term + ": " + brief +
+           (brief.size() < source.size() ? std::string(" (the rest: the calibration's ") + field + ")" : "") + "\n";
   }
   return out;
 }

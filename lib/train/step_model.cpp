@@ -2,13 +2,19 @@
 #include "train/step_model.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "core/error.h"
 #include "model/pipeline_split.h"
 #include "model/sequence_layout.h"
 #include "model/tensor_parallel.h"
 #include "train/buffer_table.h"
+#include "train/pipeline_schedule.h"
 
 namespace qwen3 {
 
@@ -237,6 +243,10 @@ std::pair<double, double> after_backward(const MemoryPlanInput& in, const StageR
     if (in.dp > 1) reduce += p.collective({CollKind::all_reduce, params * 4, in.dp});
     if (cp > 1) reduce += p.collective({CollKind::all_reduce, params * 4, cp});
   }
+  // Tied embeddings over a pipeline: the first stage's embedding and the last's output projection are one tensor, its
+  // fp32 gradient summed between the two before the norm (param_update.cpp finish_replicated_grads).
+  if (in.pp > 1 && in.model.tie_word_embeddings && (range.first || range.last))
+    reduce += p.collective({CollKind::all_reduce, in.model.vocab_size * in.model.hidden_size / in.tp * 4, 2});
   const double norm = p.compute({OpKind::sum_squares, own, {}}) + p.sync();
   const double f_host = std::clamp(in.recompute.offload_optimizer, 0.0, 1.0);
   const double host_n = static_cast<double>(own) * f_host;
@@ -255,6 +265,58 @@ std::pair<double, double> after_backward(const MemoryPlanInput& in, const StageR
 
 }  // namespace
 
+double pipeline_makespan(const std::vector<double>& forward, const std::vector<double>& backward, int micro_batches,
+                         double activation_transfer, double gradient_transfer, double per_op) {
+  const int p = static_cast<int>(forward.size());
+  std::vector<std::vector<PipeOp>> ops(static_cast<std::size_t>(p));
+  for (int s = 0; s < p; ++s) ops[static_cast<std::size_t>(s)] = one_f_one_b(s, p, micro_batches);
+  // A transfer is one link (activation or gradient, micro-batch, the lower stage of the pair): posted by each end at
+  // the time its exchange starts; it ends when both have posted, plus its own time.
+  std::map<std::tuple<int, int, int, int>, double> posted;  // (gradient?, micro, lower stage, end: 0 lower 1 upper)
+  std::vector<std::size_t> next(static_cast<std::size_t>(p), 0);
+  std::vector<double> clock(static_cast<std::size_t>(p), 0.0);
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (int s = 0; s < p; ++s) {
+      auto& i = next[static_cast<std::size_t>(s)];
+      double& t = clock[static_cast<std::size_t>(s)];
+      const auto& list = ops[static_cast<std::size_t>(s)];
+      while (i < list.size()) {
+        const PipeOp& op = list[i];
+        if (op.kind != PipeOp::exchange) {
+          t += (op.kind == PipeOp::forward ? forward : backward)[static_cast<std::size_t>(s)] + per_op;
+          ++i, moved = true;
+          continue;
+        }
+        // This end's links: {gradient?, micro, lower stage, this end, the other end}.
+        std::vector<std::array<int, 5>> links;
+        if (op.send_fwd >= 0) links.push_back({0, op.send_fwd, s, 0, 1});
+        if (op.recv_fwd >= 0) links.push_back({0, op.recv_fwd, s - 1, 1, 0});
+        if (op.send_bwd >= 0) links.push_back({1, op.send_bwd, s - 1, 1, 0});
+        if (op.recv_bwd >= 0) links.push_back({1, op.recv_bwd, s, 0, 1});
+        for (const auto& l : links) posted.try_emplace({l[0], l[1], l[2], l[3]}, t);
+        double done = t;
+        bool ready = true;
+        for (const auto& l : links) {
+          const auto other = posted.find({l[0], l[1], l[2], l[4]});
+          if (other == posted.end()) {
+            ready = false;
+            break;
+          }
+          done = std::max(done, std::max(t, other->second) + (l[0] ? gradient_transfer : activation_transfer));
+        }
+        if (!ready) break;  // the neighbour has not reached its side yet
+        t = done + per_op;
+        ++i, moved = true;
+      }
+    }
+  }
+  for (int s = 0; s < p; ++s)
+    if (next[static_cast<std::size_t>(s)] < ops[static_cast<std::size_t>(s)].size())
+      throw InternalError("pipeline_makespan: the 1F1B schedule did not complete (stage " + std::to_string(s) + ")");
+  return *std::max_element(clock.begin(), clock.end());
+}
+
 StepTime walk_step(const MemoryPlanInput& in, OpPricer& pricer) {
   const ModelConfig& c = in.model;
   c.validate();
@@ -264,25 +326,30 @@ StepTime walk_step(const MemoryPlanInput& in, OpPricer& pricer) {
   const auto counts = pipeline_layer_counts(c, in.pp, in.seq_len, in.stage_layers);
   StepTime out;
   out.micro_batches = std::max<std::int64_t>(1, in.micro_batches);
-  double sum_stages = 0, slowest = 0, tail = 0;
+  double slowest = 0, tail = 0;
+  std::vector<double> forwards, backwards;
   for (int s = 0; s < in.pp; ++s) {
     const StageRange range = stage_range(counts, s);
     StageWalk walk(in, range, pricer);
     double recompute = 0;
     const double f = walk.forward(), b = walk.backward(recompute);
-    sum_stages += f + b;
+    forwards.push_back(f), backwards.push_back(b);
     if (f + b > slowest)
       slowest = f + b, out.forward = f, out.backward = b, out.recompute = recompute, out.exposed_comm = walk.exposed_comm();
     const auto [reduce, optimizer] = after_backward(in, range, f, pricer);
     if (reduce + optimizer > tail) tail = reduce + optimizer, out.data_parallel = reduce, out.optimizer = optimizer;
   }
-  // 1F1B: the slowest stage's m passes, the other stages' one pass each (fill and drain), and the two boundary
-  // transfers (bf16 activations forward, fp32 gradients back) of each micro-batch.
+  // 1F1B as the engine runs it (pipeline_run.cpp): each stage's operations in one_f_one_b's order, every exchange a
+  // blocking group of sends and receives (bf16 activations forward, fp32 gradients back) that ends when both ends of
+  // each transfer have posted it, and the stream synchronised after every operation (a host round trip each). The
+  // step's pipeline part is what that takes beyond the slowest stage's m passes.
   if (in.pp > 1) {
     const std::int64_t rows = in.micro_batch * in.seq_len / cp / in.tp;
-    const double p2p = pricer.collective({CollKind::send_recv, rows * c.hidden_size * 2, 2}) +
-                       pricer.collective({CollKind::send_recv, rows * c.hidden_size * 4, 2});
-    out.pipeline = (sum_stages - slowest) + static_cast<double>(out.micro_batches + in.pp - 1) * p2p;
+    const double activation = pricer.collective({CollKind::send_recv, rows * c.hidden_size * 2, 2}),
+                 gradient = pricer.collective({CollKind::send_recv, rows * c.hidden_size * 4, 2});
+    const double makespan = pipeline_makespan(forwards, backwards, static_cast<int>(out.micro_batches), activation,
+                                              gradient, pricer.sync());
+    out.pipeline = std::max(0.0, makespan - static_cast<double>(out.micro_batches) * slowest);
   }
   out.step = static_cast<double>(out.micro_batches) * slowest + out.pipeline + out.data_parallel + out.optimizer;
   return out;

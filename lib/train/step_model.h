@@ -92,4 +92,11 @@ struct StepTime {
 // micro-batches per replica), priced by `pricer`. Throws UsageError for a layout the engine refuses.
 StepTime walk_step(const MemoryPlanInput& in, OpPricer& pricer);
 
+// The time from a step's first pipeline operation to its last, over `forward.size()` stages running 1F1B
+// (pipeline_schedule.h) as the engine does: forward[s] and backward[s] per micro-batch on stage s, every exchange
+// blocking until both ends of each of its transfers have posted it (then the transfer's own time), and `per_op`
+// after every operation (the engine synchronises its stream after each).
+double pipeline_makespan(const std::vector<double>& forward, const std::vector<double>& backward, int micro_batches,
+                         double activation_transfer, double gradient_transfer, double per_op);
+
 }  // namespace qwen3

@@ -118,8 +118,27 @@ TEST(StepModel, PipelineAddsTheOtherStagesOncePerStep) {
   const double per_layer = kLayerForward + kLayerBackward;
   const double first = 14 * per_layer + 3, last = 14 * per_layer + 6;  // embedding and the received cast / head
   EXPECT_DOUBLE_EQ(t.forward + t.backward, last);
+  // 1F1B with free transfers: the slowest stage's m passes and, around them, one forward and one backward of the other
+  // stage (the first micro-batch's forward before the last stage can start, the last one's backward after it ends).
   EXPECT_DOUBLE_EQ(t.pipeline, first);
   EXPECT_DOUBLE_EQ(t.step, 4 * last + first + t.optimizer);
+}
+
+// The engine's 1F1B (pipeline_run.cpp) simulated: blocking exchanges, a round trip after every operation.
+TEST(StepModel, PipelineMakespanFollowsTheEnginesSchedule) {
+  // Equal stages, free transfers: (m + p − 1)(f + b), 1F1B's textbook length.
+  EXPECT_DOUBLE_EQ(pipeline_makespan({1, 1, 1, 1}, {2, 2, 2, 2}, 8, 0, 0, 0), (8 + 4 - 1) * 3.0);
+  // Two stages, one micro-batch: F on stage 0, its activation across (a), F and B on stage 1, the gradient back (g),
+  // B on stage 0 — every step of it on the critical path; and a round trip (r) after each operation on that path
+  // (6 of the 8: stage 0's F, its receive of the gradient and B; stage 1's receive, F and B).
+  const double f = 1, b = 2, a = 0.25, g = 0.5, r = 0.125;
+  EXPECT_DOUBLE_EQ(pipeline_makespan({f, f}, {b, b}, 1, a, g, 0), 2 * f + 2 * b + a + g);
+  EXPECT_DOUBLE_EQ(pipeline_makespan({f, f}, {b, b}, 1, a, g, r), 2 * f + 2 * b + a + g + 6 * r);
+  // Slower middle stages pace the others: their m passes, plus at least the first stage's forward before and its
+  // backward after them; the transfers between them cost no more than once per micro-batch each way.
+  const double slow = pipeline_makespan({1, 1.5, 1.5, 1}, {2, 3, 3, 2}, 32, 0.01, 0.02, 0);
+  EXPECT_GE(slow, 32 * 4.5 + 3);
+  EXPECT_LE(slow, 32 * 4.5 + 3 + 4.5 + 3 + (32 + 3) * 2 * (0.01 + 0.02));
 }
 
 TEST(Calibration, InterpolatesLogLogAndExtrapolatesLinearlyOrQuadratically) {

@@ -29,11 +29,15 @@ WHY = {
               "qwen3-calibrate does not measure yet. The global-batch-1 rows on cc811d4 and 8f4ce9e predate the "
               "backward's overlap (ef91745), which today's model prices: optimistic by construction.",
     "T×D": "the tensor-parallel term above, plus the distributed optimizer's reduce-scatter and all-gather.",
-    "P only": "1F1B: the model prices the slowest stage's m passes, the other stages' fill and drain once, and each "
-              "micro-batch's two boundary transfers at the published curve. The records measured the end stages "
-              "waiting 19-24% of the step (1.7B, P4) against 1F1B's 8.6% for equal stages: the blocking send/receive "
-              "pairs between processes cost more than bandwidth says, and no one-GPU measurement prices them. The "
-              "ca711d7 rows also predate 38d6c06 (the first stages' logits buffers: the memory column).",
+    "P only": "1F1B as the engine runs it (blocking exchanges, the stream synchronised after every operation: "
+              "step_model.cpp pipeline_makespan) with the stages' priced compute: for 1.7B P4 the model's slowest stage "
+              "computes 0.86 s per step, as the record measured (1.72 s over steps 2-3), so the compute is right and "
+              "the pipeline schedule adds little; the record's step is 1.30 s. Part of the rest is the data: at that "
+              "commit a pipelined step read all 32 micro-batches' documents before its first operation, the GPU idle, "
+              "each read inflating a 1 MiB HDF5 chunk (3.8 ms per 4,096-token document measured with h5py on this "
+              "project's 2-core CI machine; 0.35 ms with today's chunks of at most 16 Ki tokens), about 0.06-0.12 s "
+              "per step; what remains (about 0.25 s per step, on every stage) is not identified without a multi-GPU "
+              "host. 8B (untied embeddings, compute 2.5-3 s per step) is off by less.",
     "P×D": "the pipeline term above, with half the micro-batches per replica.",
     "T×P": "both terms above; the T2P2 rows of 1.7B are the worst (the two collectives' and the pipeline's costs add).",
     "CP": "the key/value all-gather and its gradient's reduce-scatter beside cuDNN's attention, which carries the "
