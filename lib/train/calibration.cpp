@@ -127,10 +127,15 @@ Calibration load_calibration(const std::string& path) {
     if (j.contains("in_step")) {
       c.in_step_source = j["in_step"].value("source", "");
       for (const auto& [group, factor] : j["in_step"].at("factors").items()) {
-        if (!in_step_group_known(group) || !factor.is_number() || factor.get<double>() <= 0)
+        if (!in_step_group_known(group))
           throw UsageError(where + ": in_step.factors." + group + " is not a known group (attention_fwd, "
-                           "attention_bwd, gemm, other) with a positive factor");
-        c.in_step[group] = factor.get<double>();
+                           "attention_bwd, gemm, other)");
+        // A number (the first files: one step's factor, at every length) or [[tokens, factor], ...].
+        auto curve = factor.is_number() ? Curve{{4096.0, factor.get<double>()}}
+                                        : read_curve(factor, where + " in_step.factors." + group);
+        for (const auto& [tokens, f] : curve)
+          if (f <= 0) throw UsageError(where + ": in_step.factors." + group + " has a factor that is not positive");
+        c.in_step[group] = std::move(curve);
       }
     }
     if (j.contains("overlap")) {  // the first files: one share beside 4,096 tokens; since: a curve over tokens
@@ -162,7 +167,11 @@ std::string calibration_json(const Calibration& c) {
                       {"sync_s", c.sync_s}}},
             {"memory", {{"context_bytes", c.context_bytes}, {"library_bytes", c.library_bytes},
                         {"kernel_bytes", c.kernel_bytes}, {"pinned_map_bytes_per_byte", c.pinned_map_bytes_per_byte}}}};
-  if (!c.in_step.empty()) j["in_step"] = {{"source", c.in_step_source}, {"factors", c.in_step}};
+  if (!c.in_step.empty()) {
+    json factors = json::object();
+    for (const auto& [group, curve] : c.in_step) factors[group] = curve_json(curve);
+    j["in_step"] = {{"source", c.in_step_source}, {"factors", factors}};
+  }
   if (!c.optimizer_hidden.empty()) j["overlap"] = {{"optimizer_hidden_share_by_tokens", curve_json(c.optimizer_hidden)}};
   if (!c.collectives.empty()) {
     json busbw = json::object();
@@ -191,6 +200,18 @@ CalibrationPricer::CalibrationPricer(const Calibration& c, int cores_per_rank)
                             ? static_cast<double>(std::min(cores_per_rank, c.cpu_threads)) / c.cpu_threads
                             : 1.0) {}
 
+// A curve's value at x: linear in log(x) between two points, the nearest point's value beyond them.
+static double held_log_interpolation(const std::vector<std::pair<double, double>>& h, double x) {
+  if (x <= h.front().first) return h.front().second;
+  if (x >= h.back().first) return h.back().second;
+  for (std::size_t i = 1; i < h.size(); ++i)
+    if (x <= h[i].first) {
+      const double f = std::log(x / h[i - 1].first) / std::log(h[i].first / h[i - 1].first);
+      return h[i - 1].second + f * (h[i].second - h[i - 1].second);
+    }
+  return h.back().second;
+}
+
 // The in-step group of a kernel (Calibration::in_step).
 static const char* in_step_group(OpKind k) {
   return k == OpKind::attention_fwd ? "attention_fwd" : k == OpKind::attention_bwd ? "attention_bwd" : is_gemm(k) ? "gemm" : "other";
@@ -207,22 +228,14 @@ double CalibrationPricer::compute(const OpShape& op) {
   const auto factor = c_.in_step.find(in_step_group(op.kind));
   if (factor == c_.in_step.end()) return alone;
   used_.insert("in-step factors");
-  return alone * factor->second;
+  // The factor at the sequence's length: attention's tokens are its length; the other kernels' are the micro-batch's
+  // rows, which for micro-batch 1 without context parallelism are the same.
+  return alone * held_log_interpolation(factor->second, static_cast<double>(op.tokens));
 }
 
 double CalibrationPricer::optimizer_hidden_share(std::int64_t forward_tokens) {
   used_.insert("optimizer overlap");
-  const auto& h = c_.optimizer_hidden;
-  if (h.empty()) return 1.0;
-  const double t = static_cast<double>(forward_tokens);
-  if (t <= h.front().first) return h.front().second;  // held beyond the measured sizes
-  if (t >= h.back().first) return h.back().second;
-  for (std::size_t i = 1; i < h.size(); ++i)
-    if (t <= h[i].first) {  // linear in log(tokens) between two measured sizes
-      const double f = std::log(t / h[i - 1].first) / std::log(h[i].first / h[i - 1].first);
-      return h[i - 1].second + f * (h[i].second - h[i - 1].second);
-    }
-  return h.back().second;
+  return c_.optimizer_hidden.empty() ? 1.0 : held_log_interpolation(c_.optimizer_hidden, static_cast<double>(forward_tokens));
 }
 
 double CalibrationPricer::collective(const CollOp& op) {

@@ -38,10 +38,11 @@ struct Calibration {
   // (OpBench::optimizer_hidden_share), sorted by tokens; empty: not measured (older calibrations), then assumed wholly
   // hidden. A file of the first measurement holds one share, beside 4,096 tokens.
   std::vector<std::pair<double, double>> optimizer_hidden;
-  // How much slower each group of kernels runs inside a training step than alone (the engine's op timer in a step
-  // against these curves: tools/bench/op_times_vs_calibration.py --write): "attention_fwd", "attention_bwd", "gemm",
-  // "other"; a group absent is priced as measured alone. `in_step_source` says which step and where.
-  std::map<std::string, double> in_step;
+  // How much slower each group of kernels runs inside a training step than alone (the engine's op timer in steps of
+  // some lengths against these curves: tools/bench/op_times_vs_calibration.py --write), by group — "attention_fwd",
+  // "attention_bwd", "gemm", "other" — as a curve over the sequence's tokens (interpolated in log(tokens), held
+  // beyond); a group absent is priced as measured alone. `in_step_source` says which steps and where.
+  std::map<std::string, std::vector<std::pair<double, double>>> in_step;
   std::string in_step_source;
   // Device memory outside the engine's allocator on one GPU, measured: the CUDA context, the cuBLASLt and cuDNN
   // handles, and what running every kernel adds (lazily loaded modules, cuDNN's plans).

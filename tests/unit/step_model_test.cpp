@@ -302,6 +302,26 @@ TEST(Calibration, FileRoundTripsAndBadFilesAreRefusedByName) {
     "memory": {"context_bytes": 0, "library_bytes": 0, "kernel_bytes": 0, "pinned_map_bytes_per_byte": 0},
     "overlap": {"optimizer_hidden_share": 0.09}})";
   EXPECT_EQ(load_calibration(path).optimizer_hidden, (std::vector<std::pair<double, double>>{{4096, 0.09}}));
+  // In-step factors: a curve over the sequence's tokens per group, priced by interpolation; a first-version file's
+  // single number holds at every length; a factor that is not positive, or an unknown group, is refused.
+  Calibration f = back;
+  f.ops["attention_fwd 16/8/128"] = {{1024, 1e-3}, {4096, 2e-3}};
+  f.in_step["attention_fwd"] = {{1024, 1.0}, {4096, 1.2}};
+  std::ofstream(path) << calibration_json(f);
+  const Calibration loaded = load_calibration(path);
+  CalibrationPricer with_factors(loaded, 1);
+  EXPECT_NEAR(with_factors.compute({OpKind::attention_fwd, 2048, {16, 8, 128}}), std::sqrt(1e-3 * 2e-3) * 1.1, 1e-12);
+  EXPECT_NEAR(with_factors.compute({OpKind::attention_fwd, 8192, {16, 8, 128}}), 2e-3 * 4 * 1.2, 1e-12);
+  auto with_in_step = [&](const std::string& in_step) {
+    std::string text = calibration_json(back);
+    text.insert(text.rfind('}'), ", \"in_step\": " + in_step);
+    std::ofstream(path) << text;
+    return load_calibration(path);
+  };
+  EXPECT_EQ(with_in_step(R"({"source": "", "factors": {"attention_bwd": 1.15}})").in_step.at("attention_bwd"),
+            (std::vector<std::pair<double, double>>{{4096, 1.15}}));
+  EXPECT_THROW(with_in_step(R"({"source": "", "factors": {"attention_bwd": [[1024, 0]]}})"), UsageError);
+  EXPECT_THROW(with_in_step(R"({"source": "", "factors": {"softmax": 1.1}})"), UsageError);
   EXPECT_EQ(calibration_json(back), calibration_json(c));
   std::ofstream(path) << "{\"format\": \"something else\"}";
   try {
