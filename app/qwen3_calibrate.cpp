@@ -219,6 +219,12 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "qwen3-calibrate: %s: %d new measurements (%.0f s so far)\n", what.c_str(), n,
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
+    c.gemm_slowdown_sms_held.clear();
+    for (int sms : {8, 16, 32}) {
+      c.gemm_slowdown_sms_held.emplace_back(sms, bench.gemm_slowdown_with_sms_held(sms));
+      std::fprintf(stderr, "qwen3-calibrate: a forward GEMM with %d SMs held by another kernel: %.3f of its time alone\n",
+                   sms, c.gemm_slowdown_sms_held.back().second);
+    }
     c.optimizer_hidden.clear();
     for (std::int64_t tokens : {1024, 4096, 16384}) {
       c.optimizer_hidden.emplace_back(static_cast<double>(tokens), bench.optimizer_hidden_share(tokens));

@@ -138,12 +138,14 @@ Calibration load_calibration(const std::string& path) {
         c.in_step[group] = std::move(curve);
       }
     }
-    if (j.contains("overlap")) {  // the first files: one share beside 4,096 tokens; since: a curve over tokens
+    if (j.contains("overlap")) {  // the optimizer's share (the first files: one, beside 4,096 tokens); GEMMs' slowdown
       const auto& o = j["overlap"];
+      if (o.contains("gemm_slowdown_by_sms_held"))
+        c.gemm_slowdown_sms_held = read_curve(o["gemm_slowdown_by_sms_held"], where + " overlap.gemm_slowdown_by_sms_held");
       if (o.contains("optimizer_hidden_share_by_tokens"))
         c.optimizer_hidden = read_curve(o["optimizer_hidden_share_by_tokens"], where + " overlap.optimizer_hidden_share_by_tokens");
-      else
-        c.optimizer_hidden = {{4096.0, o.at("optimizer_hidden_share").get<double>()}};
+      else if (o.contains("optimizer_hidden_share"))
+        c.optimizer_hidden = {{4096.0, o["optimizer_hidden_share"].get<double>()}};
     }
     const auto& m = j.at("memory");
     c.context_bytes = m.at("context_bytes").get<std::int64_t>();
@@ -172,7 +174,8 @@ std::string calibration_json(const Calibration& c) {
     for (const auto& [group, curve] : c.in_step) factors[group] = curve_json(curve);
     j["in_step"] = {{"source", c.in_step_source}, {"factors", factors}};
   }
-  if (!c.optimizer_hidden.empty()) j["overlap"] = {{"optimizer_hidden_share_by_tokens", curve_json(c.optimizer_hidden)}};
+  if (!c.optimizer_hidden.empty()) j["overlap"]["optimizer_hidden_share_by_tokens"] = curve_json(c.optimizer_hidden);
+  if (!c.gemm_slowdown_sms_held.empty()) j["overlap"]["gemm_slowdown_by_sms_held"] = curve_json(c.gemm_slowdown_sms_held);
   if (!c.collectives.empty()) {
     json busbw = json::object();
     for (const auto& [kind, groups] : c.collectives)
@@ -238,6 +241,12 @@ double CalibrationPricer::optimizer_hidden_share(std::int64_t forward_tokens) {
   return c_.optimizer_hidden.empty() ? 1.0 : held_log_interpolation(c_.optimizer_hidden, static_cast<double>(forward_tokens));
 }
 
+double CalibrationPricer::gemm_slowdown_beside_collectives() {
+  used_.insert("GEMMs beside collectives");
+  return c_.gemm_slowdown_sms_held.empty() ? 1.0
+                                           : held_log_interpolation(c_.gemm_slowdown_sms_held, kNcclSmsHeld);
+}
+
 double CalibrationPricer::collective(const CollOp& op) {
   if (op.group <= 1 || op.bytes <= 0) return 0;
   used_.insert("collectives");
@@ -285,13 +294,19 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
                                                                     const Calibration& c) {
   const std::string here = "measured on " + c.kind + " (" + c.device + ") by qwen3-calibrate";
   std::vector<std::pair<std::string, std::string>> out;
-  for (const char* term : {"kernels", "in-step factors", "host copies", "host AdamW", "optimizer overlap", "collectives"}) {
+  for (const char* term : {"kernels", "in-step factors", "host copies", "host AdamW", "optimizer overlap",
+                           "GEMMs beside collectives", "collectives"}) {
     if (!used.count(term)) continue;
     std::string source = here;
     if (std::string(term) == "in-step factors") source = "measured on " + c.kind + ": " + c.in_step_source;
     if (std::string(term) == "host AdamW") source += " on " + std::to_string(c.cpu_threads) + " CPU threads";
     if (std::string(term) == "optimizer overlap" && c.optimizer_hidden.empty())
       source = "assumed: wholly hidden behind the next forward (this calibration predates its measurement)";
+    if (std::string(term) == "GEMMs beside collectives")
+      source = c.gemm_slowdown_sms_held.empty()
+                   ? "assumed: not slowed (this calibration predates the measurement)"
+                   : here + ", with " + std::to_string(static_cast<int>(kNcclSmsHeld)) +
+                         " SMs held (assumed: NCCL's 16 channels, a block each, on an NVSwitch node with NVLS off)";
     if (std::string(term) == "collectives")
       source = c.collectives_source.empty() ? "assumed (the calibration names no source)"
                : c.collectives_source.rfind("measured", 0) == 0 || c.collectives_source.rfind("published", 0) == 0

@@ -38,6 +38,9 @@ struct Calibration {
   // (OpBench::optimizer_hidden_share), sorted by tokens; empty: not measured (older calibrations), then assumed wholly
   // hidden. A file of the first measurement holds one share, beside 4,096 tokens.
   std::vector<std::pair<double, double>> optimizer_hidden;
+  // A GEMM's time with so many SMs held by another stream's kernel over its time alone, by the SMs held
+  // (OpBench::gemm_slowdown_with_sms_held); empty: not measured, then no slowdown is assumed.
+  std::vector<std::pair<double, double>> gemm_slowdown_sms_held;
   // How much slower each group of kernels runs inside a training step than alone (the engine's op timer in steps of
   // some lengths against these curves: tools/bench/op_times_vs_calibration.py --write), by group — "attention_fwd",
   // "attention_bwd", "gemm", "other" — as a curve over the sequence's tokens (interpolated in log(tokens), held
@@ -52,6 +55,10 @@ struct Calibration {
   std::string path;  // the file it was read from (load_calibration; not written to the file)
 };
 
+// The SMs a collective's NCCL kernel holds while it runs beside a GEMM: one block per channel, and 16 channels is what
+// NCCL sets up on an 8-GPU NVSwitch node with NVLink SHARP off ("16 coll channels, 0 nvls channels" in the log of
+// github.com/NVIDIA/nccl/issues/892, 8 x H800). Assumed for every group size: not measured (no multi-GPU host lent).
+inline constexpr double kNcclSmsHeld = 16;
 // Whether `group` names a group of Calibration::in_step.
 bool in_step_group_known(const std::string& group);
 // Reads calibration JSON (qwen3-calibrate's output). Throws UsageError naming the file and the problem.
@@ -72,6 +79,7 @@ class CalibrationPricer : public OpPricer {
   double host(HostKind kind, double amount) override;
   double sync() override { return c_.sync_s; }
   double optimizer_hidden_share(std::int64_t forward_tokens) override;
+  double gemm_slowdown_beside_collectives() override;
   const std::set<std::string>& missing() const { return missing_; }
   // The kinds of term the walk priced: "kernels", "collectives", "host copies", "host AdamW", "optimizer overlap".
   const std::set<std::string>& used() const { return used_; }

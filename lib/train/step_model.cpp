@@ -152,11 +152,14 @@ class StageWalk {
   }
   double selective() { return norm_gathered() + qk_norm_rope(OpKind::qk_norm_rope_fwd) + norm_gathered(); }
   // The weight gradients; with tensor parallelism, beside them on the comm stream, the input gradient's
-  // reduce-scatter, the norm's backward and the next block's all-gather (sequence_parallel.cpp block_tail).
+  // reduce-scatter, the norm's backward and the next block's all-gather (sequence_parallel.cpp block_tail), which
+  // slow the GEMMs while they run (the calibration's measured slowdown with NCCL's SMs held).
   double block_tail(double wgrads, bool more) {
     const double norm = op(OpKind::rmsnorm_bwd, Tl_, {H_});
     if (in_.tp == 1) return wgrads + norm;
     const double side = rs(T_ * H_ * 4, false) + norm + (more ? ag(Tl_ * H_ * 2, false) : 0.0);
+    // While the collectives run, their blocks hold SMs the GEMMs would use: the overlapped part of the GEMMs slows.
+    wgrads += std::min(wgrads, side) * (p_.gemm_slowdown_beside_collectives() - 1.0);
     exposed_comm_ += std::max(0.0, side - wgrads);
     return std::max(wgrads, side);
   }

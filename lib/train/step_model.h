@@ -74,6 +74,9 @@ class OpPricer {
   // of forward_tokens rows (1: wholly hidden while the forward lasts; 0: the two take turns). Measured by
   // qwen3-calibrate where it can be.
   virtual double optimizer_hidden_share(std::int64_t /*forward_tokens*/) { return 1.0; }
+  // How much longer a GEMM takes while a collective runs beside it on another stream (NCCL's blocks hold SMs the
+  // GEMM would use): 1 for none.
+  virtual double gemm_slowdown_beside_collectives() { return 1.0; }
 };
 
 // One step on one rank, in seconds, by what the time is spent on (the step's critical path).

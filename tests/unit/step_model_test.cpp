@@ -196,6 +196,26 @@ TEST(StepModel, TheOptimizerOverlapHidesOnlyTheMeasuredShare) {
   EXPECT_DOUBLE_EQ(b.step - a.step, 1.0);
 }
 
+// Issue 28 item 3: with tensor parallelism the backward's collectives run beside the weight-gradient GEMMs and hold SMs
+// they would use; the calibration's measured slowdown lengthens the overlapped part of the GEMMs, and only with tp > 1.
+TEST(StepModel, CollectivesBesideTheWeightGradientsSlowThem) {
+  struct SlowPricer : CountingPricer {
+    double slowdown = 1.0;
+    double gemm_slowdown_beside_collectives() override { return slowdown; }
+  };
+  SlowPricer fast, slow;
+  slow.slowdown = 1.5;
+  fast.coll_cost = slow.coll_cost = 0.25;
+  // Every kernel costs 1, a collective 0.25: the two weight-gradient GEMMs of a block (2) outlast the side stream's
+  // reduce-scatter, norm and all-gather (1.5), so the GEMMs are what the block waits for, 1.5 of them slowed.
+  const MemoryPlanInput t2 = input("0.6B", 4096, 2);
+  const StepTime a = walk_step(t2, fast), b = walk_step(t2, slow);
+  EXPECT_GT(b.backward, a.backward);
+  EXPECT_DOUBLE_EQ(b.forward, a.forward);  // the forward's collectives are exposed, not beside GEMMs
+  const MemoryPlanInput t1 = input("0.6B", 4096, 1);
+  EXPECT_DOUBLE_EQ(walk_step(t1, fast).step, walk_step(t1, slow).step);
+}
+
 // Issue 28 item 6: an operation the calibration lacks — a kernel shape, or a collective's kind and group — makes no
 // prediction (no step time, tokens/s or MFU), and the advice names how many, the first, and the qwen3-calibrate line
 // that measures the layout's kernels onto the file the calibration came from.
@@ -289,14 +309,17 @@ TEST(Calibration, FileRoundTripsAndBadFilesAreRefusedByName) {
   std::ofstream(path) << calibration_json(c);
   EXPECT_TRUE(load_calibration(path).optimizer_hidden.empty());  // not measured: none in the file
   c.optimizer_hidden = {{1024, 0.5}, {4096, 0.25}};
+  c.gemm_slowdown_sms_held = {{8, 1.05}, {16, 1.1}, {32, 1.3}};
   std::ofstream(path) << calibration_json(c);
   const Calibration back = load_calibration(path);
   EXPECT_EQ(back.optimizer_hidden, c.optimizer_hidden);
+  EXPECT_EQ(back.gemm_slowdown_sms_held, c.gemm_slowdown_sms_held);
   // Between two sizes, linear in log(tokens); beyond them, the nearest; a first-version file's one share is at 4,096.
   CalibrationPricer pricer(back, 1);
   EXPECT_DOUBLE_EQ(pricer.optimizer_hidden_share(2048), 0.375);
   EXPECT_DOUBLE_EQ(pricer.optimizer_hidden_share(512), 0.5);
   EXPECT_DOUBLE_EQ(pricer.optimizer_hidden_share(65536), 0.25);
+  EXPECT_DOUBLE_EQ(pricer.gemm_slowdown_beside_collectives(), 1.1);  // at NCCL's 16 SMs (kNcclSmsHeld)
   std::ofstream(path) << R"({"format": "qwen3-calibration", "version": 1, "kind": "h200", "ops": {},
     "host": {"d2h_bytes_per_s": 1, "h2d_bytes_per_s": 1, "cpu_adamw_elements_per_s": 1, "cpu_threads": 1, "sync_s": 0},
     "memory": {"context_bytes": 0, "library_bytes": 0, "kernel_bytes": 0, "pinned_map_bytes_per_byte": 0},
@@ -377,6 +400,12 @@ TEST(CudaOpBench, MeasuresEveryKernelOfAStep) {
   EXPECT_GT(long_gemm, 4 * short_gemm);
   const double hidden = bench.optimizer_hidden_share(1024);
   EXPECT_TRUE(hidden >= 0 && hidden <= 1) << hidden;
+  // Holding every SM but a few leaves a GEMM far slower than holding a few; never faster than alone.
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  const double few = bench.gemm_slowdown_with_sms_held(8), most = bench.gemm_slowdown_with_sms_held(sms - 8);
+  EXPECT_GE(few, 1.0);
+  EXPECT_GT(most, 2 * few) << few << " with 8 SMs held, " << most << " with " << sms - 8;
   const double short_attn = bench.time({OpKind::attention_fwd, 2048, {16, 8, 128}});
   const double long_attn = bench.time({OpKind::attention_fwd, 16384, {16, 8, 128}});
   EXPECT_GT(long_attn, 16 * short_attn);

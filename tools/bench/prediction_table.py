@@ -25,8 +25,9 @@ WHY = {
     "T only": "the forward's all-gathers and reduce-scatters of the residual stream are on the critical path, priced at "
               "the published bus bandwidth; the backward's are hidden behind the weight-gradient GEMMs where they fit. "
               "What is not priced: NCCL's kernels take SMs from the GEMMs they run beside, and a collective of a few "
-              "MiB runs below the curve's bandwidth when many follow each other; pricing that needs a GEMM timed with k SMs held by a concurrent kernel, which "
-              "qwen3-calibrate does not measure yet. The global-batch-1 rows on cc811d4 and 8f4ce9e predate the "
+              "MiB runs below the curve's bandwidth when many follow each other; qwen3-calibrate now times a GEMM with 8, 16 and 32 SMs held by another "
+              "kernel and the model slows the overlapped GEMMs by it at NCCL's 16 channels, but the committed "
+              "calibrations predate that measurement (not yet run on a GPU). The global-batch-1 rows on cc811d4 and 8f4ce9e predate the "
               "backward's overlap (ef91745), which today's model prices: optimistic by construction.",
     "T×D": "the tensor-parallel term above, plus the distributed optimizer's reduce-scatter and all-gather.",
     "P only": "1F1B as the engine runs it (blocking exchanges, the stream synchronised after every operation: "

@@ -19,6 +19,7 @@
 #include "ops/cuda/optimizer.h"
 #include "ops/cuda/qk_norm_rope.h"
 #include "ops/cuda/rmsnorm.h"
+#include "ops/cuda/sm_hold.h"
 #include "train/buffer_table.h"
 #ifdef QWEN3_HAVE_CUDNN
 #include "cuda/cudnn_attention.h"
@@ -365,6 +366,44 @@ double OpBench::optimizer_hidden_share(std::int64_t tokens) {
   for (cudaEvent_t e : {start, end_main, end_side}) cudaEventDestroy(e);
   cudaStreamDestroy(side);
   return best;
+}
+
+double OpBench::gemm_slowdown_with_sms_held(int sms) {
+  Impl& b = *impl_;
+  const cudaStream_t main = b.stream;
+  cudaStream_t side = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+  constexpr std::int64_t T = 4096, in = 2048, out = 12288;
+  Buffer w(static_cast<std::size_t>(out * in) * 2), x(static_cast<std::size_t>(T * in) * 2), y(static_cast<std::size_t>(T * out) * 2);
+  fill_bf16(w.as<bf16>(), out * in, 0.02, main);
+  fill_bf16(x.as<bf16>(), T * in, 1.0, main);
+  cudaEvent_t start, end;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&end));
+  // Seconds of k GEMMs on the main stream; with `held` SMs taken first by the side stream's kernel, which a short
+  // one-block wait on the main stream gives time to be placed.
+  auto gemms = [&](int k, int held) {
+    CUDA_CHECK(cudaDeviceSynchronize());
+    if (held > 0) {
+      hold_sms(held, 0.2, side);
+      hold_sms(1, 0.002, main);
+    }
+    CUDA_CHECK(cudaEventRecord(start, main));
+    for (int i = 0; i < k; ++i) b.gemm.forward(x.as<bf16>(), w.as<bf16>(), y.as<bf16>(), nullptr, T, in, out, main);
+    CUDA_CHECK(cudaEventRecord(end, main));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, end));
+    return ms / 1e3;
+  };
+  gemms(1, 0);  // warm-up: autotuning, modules
+  const int k = static_cast<int>(std::clamp(0.02 / gemms(1, 0), 1.0, 1000.0));
+  double best = 1e30;
+  for (int rep = 0; rep < 3; ++rep) best = std::min(best, gemms(k, sms) / gemms(k, 0));
+  cudaEventDestroy(start);
+  cudaEventDestroy(end);
+  cudaStreamDestroy(side);
+  return std::max(best, 1.0);
 }
 
 OpBench::OpBench() : impl_(std::make_unique<Impl>()) {}

@@ -28,6 +28,10 @@ class OpBench {
   // beside forward GEMMs of `tokens` rows on the main stream (as the next step's forward runs): (t_gemms + t_adamw −
   // t_both) / min(t_gemms, t_adamw), each about 30 ms of work, clamped to [0, 1].
   double optimizer_hidden_share(std::int64_t tokens);
+  // How much longer a forward GEMM of 1.7B's gate|up at 4,096 tokens takes while `sms` SMs are held by another
+  // stream's kernel (as NCCL's blocks hold them while a collective runs beside the backward's weight-gradient GEMMs):
+  // t_with / t_alone, each about 20 ms of GEMMs, the best of three.
+  double gemm_slowdown_with_sms_held(int sms);
   // Device bytes it holds itself (the GEMM workspace, the buffer that evicts the L2 cache between calls).
   std::int64_t own_bytes() const;
 
