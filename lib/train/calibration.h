@@ -81,7 +81,8 @@ class CalibrationPricer : public OpPricer {
   double optimizer_hidden_share(std::int64_t forward_tokens) override;
   double gemm_slowdown_beside_collectives() override;
   const std::set<std::string>& missing() const { return missing_; }
-  // The kinds of term the walk priced: "kernels", "collectives", "host copies", "host AdamW", "optimizer overlap".
+  // The kinds of term the walk priced: "kernels", "in-step factors", "host copies", "host AdamW", "optimizer
+  // overlap", "GEMMs beside collectives", "collectives" (prediction_sources says what each rests on).
   const std::set<std::string>& used() const { return used_; }
 
  private:
