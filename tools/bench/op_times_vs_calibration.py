@@ -28,25 +28,27 @@ def model_of(name, bin_dir):
 
 
 def shapes(m, T):
-    """The timer's label → the calibration's key and token count of one call (tp 1, the engine's kernels)."""
+    """The timer's label → the calibration's key and the token counts of its calls in one micro-batch (tp 1, the
+    engine's kernels; the output projection and the loss run once per logit chunk)."""
     H, I, V, D = m["hidden_size"], m["intermediate_size"], m["vocab_size"], m["head_dim"]
     q, kv = m["num_heads"] * D, m["num_kv_heads"] * D
     qkv = q + 2 * kv
-    chunk = max(1, min(T, (2 << 30) // (2 * V)))  # logit_chunk_tokens
+    size = max(1, min(T, (2 << 30) // (2 * V)))  # logit_chunk_tokens: the head runs T tokens in chunks of this size
+    chunk = [min(size, T - t0) for t0 in range(0, T, size)]
     att = f"{m['num_heads']}/{m['num_kv_heads']}/{D}"
     return {
-        "gemm qkv fwd": (f"gemm_fwd {H}x{qkv}", T), "gemm o fwd": (f"gemm_fwd {q}x{H}", T),
-        "gemm gate_up fwd": (f"gemm_fwd {H}x{2 * I}", T), "gemm down fwd": (f"gemm_fwd {I}x{H}", T),
+        "gemm qkv fwd": (f"gemm_fwd {H}x{qkv}", [T]), "gemm o fwd": (f"gemm_fwd {q}x{H}", [T]),
+        "gemm gate_up fwd": (f"gemm_fwd {H}x{2 * I}", [T]), "gemm down fwd": (f"gemm_fwd {I}x{H}", [T]),
         "gemm lm_head fwd": (f"gemm_fwd {H}x{V}", chunk),
-        "gemm down bwd data": (f"gemm_dgrad_bf16 {I}x{H}", T), "gemm gate_up bwd data": (f"gemm_dgrad_f32 {H}x{2 * I}", T),
-        "gemm o bwd data": (f"gemm_dgrad_bf16 {q}x{H}", T), "gemm qkv bwd data": (f"gemm_dgrad_f32 {H}x{qkv}", T),
+        "gemm down bwd data": (f"gemm_dgrad_bf16 {I}x{H}", [T]), "gemm gate_up bwd data": (f"gemm_dgrad_f32 {H}x{2 * I}", [T]),
+        "gemm o bwd data": (f"gemm_dgrad_bf16 {q}x{H}", [T]), "gemm qkv bwd data": (f"gemm_dgrad_f32 {H}x{qkv}", [T]),
         "gemm lm_head bwd data": (f"gemm_dgrad_f32 {H}x{V}", chunk),
-        "gemm down bwd weight": (f"gemm_wgrad {I}x{H}", T), "gemm gate_up bwd weight": (f"gemm_wgrad {H}x{2 * I}", T),
-        "gemm o bwd weight": (f"gemm_wgrad {q}x{H}", T), "gemm qkv bwd weight": (f"gemm_wgrad {H}x{qkv}", T),
+        "gemm down bwd weight": (f"gemm_wgrad {I}x{H}", [T]), "gemm gate_up bwd weight": (f"gemm_wgrad {H}x{2 * I}", [T]),
+        "gemm o bwd weight": (f"gemm_wgrad {q}x{H}", [T]), "gemm qkv bwd weight": (f"gemm_wgrad {H}x{qkv}", [T]),
         "gemm lm_head bwd weight": (f"gemm_wgrad {H}x{V}", chunk),
-        "attention fwd": (f"attention_fwd {att}", T), "attention bwd": (f"attention_bwd {att}", T),
-        "rmsnorm fwd": (f"rmsnorm_fwd {H}", T), "rmsnorm bwd": (f"rmsnorm_bwd {H}", T),
-        "swiglu fwd": (f"swiglu_fwd {I}", T), "swiglu bwd": (f"swiglu_bwd {I}", T),
+        "attention fwd": (f"attention_fwd {att}", [T]), "attention bwd": (f"attention_bwd {att}", [T]),
+        "rmsnorm fwd": (f"rmsnorm_fwd {H}", [T]), "rmsnorm bwd": (f"rmsnorm_bwd {H}", [T]),
+        "swiglu fwd": (f"swiglu_fwd {I}", [T]), "swiglu bwd": (f"swiglu_bwd {I}", [T]),
         "cross-entropy": (f"cross_entropy {V}", chunk),
     }
 
@@ -95,7 +97,7 @@ def main():
         key, tokens = table[label]
         if key not in ops:
             continue
-        alone = 1e3 * price(ops[key], tokens, key.startswith("attention"))
+        alone = 1e3 * sum(price(ops[key], t, key.startswith("attention")) for t in tokens) / len(tokens)
         sums[0] += ms
         sums[1] += alone * calls
         g = groups.setdefault(group_of(key), [0.0, 0.0])
