@@ -173,7 +173,10 @@ def render(runs, plans, csv_path):
            "BENCHMARKS.md as it states them) and today's `qwen3-pretrain --plan --format json` for each; regenerate "
            "with `python3 tools/bench/prediction_table.py --out docs/prediction.md`. Error = (predicted − measured) / "
            "measured tokens/s of the whole job. Plan = the planned allocator bytes per rank (the rank that needs the "
-           "most, no runtime reserve), against the recorded peak per rank. Calibrations:", ""]
+           "most, no runtime reserve), against the recorded peak per rank. Every run here predates 0f3370b: their "
+           "datasets were chunked by up to 1 Mi tokens, so each document read inflated a whole chunk on the host "
+           "(a pipelined step read all its micro-batches' documents before its first operation, the GPU idle), which "
+           "today's datasets and the model do not have. Calibrations:", ""]
     out += calibrations(plans) + [""]
     out += ["| # | card | GPUs | model | length | global batch | layout | memory policy | measured tokens/s | "
             "predicted tokens/s | error | measured peak, GiB | plan, GiB | plan − peak, GiB | commit |",
