@@ -115,6 +115,42 @@ class Timer {
   double flush_s_ = 0;
 };
 
+// AdamW over n elements as the engine runs it (one chunk table entry), its state filled once: step() launches one
+// update on `stream`.
+struct AdamWBench {
+  explicit AdamWBench(std::int64_t n, cudaStream_t s)
+      : n(n), w(bytes(4)), m(bytes(4)), v(bytes(4)), g(bytes(4)), wb(bytes(2)), chunks(make_adamw_chunks({{0, n, 1}})),
+        table(chunks.size() * sizeof(AdamWChunk)) {
+    for (float* p : {w.as<float>(), m.as<float>(), g.as<float>()}) fill_f32(p, n, 0.02, s);
+    fill(v.as<float>(), n, 1e-4f, s);
+    CUDA_CHECK(cudaMemcpyAsync(table.as<void>(), chunks.data(), chunks.size() * sizeof(AdamWChunk), cudaMemcpyHostToDevice, s));
+  }
+  void step(cudaStream_t s) {
+    adamw_step(w.as<float>(), m.as<float>(), v.as<float>(), g.as<float>(), wb.as<bf16>(), table.as<AdamWChunk>(),
+               static_cast<int>(chunks.size()), args, s);
+  }
+  std::size_t bytes(int per_element) const { return static_cast<std::size_t>(n) * static_cast<std::size_t>(per_element); }
+  std::int64_t n;
+  Buffer w, m, v, g, wb;
+  std::vector<AdamWChunk> chunks;
+  Buffer table;
+  AdamWArgs args{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f, 1.0f};
+};
+
+// The forward GEMM the overlap measurements run beside others: 1.7B's gate|up (2,048 → 12,288) at `tokens` rows.
+struct GateUpGemm {
+  GateUpGemm(std::int64_t tokens, cudaStream_t s)
+      : T(tokens), w(static_cast<std::size_t>(kOut * kIn) * 2), x(static_cast<std::size_t>(T * kIn) * 2),
+        y(static_cast<std::size_t>(T * kOut) * 2) {
+    fill_bf16(w.as<bf16>(), kOut * kIn, 0.02, s);
+    fill_bf16(x.as<bf16>(), T * kIn, 1.0, s);
+  }
+  void run(Gemm& gemm, cudaStream_t s) { gemm.forward(x.as<bf16>(), w.as<bf16>(), y.as<bf16>(), nullptr, T, kIn, kOut, s); }
+  static constexpr std::int64_t kIn = 2048, kOut = 12288;
+  std::int64_t T;
+  Buffer w, x, y;
+};
+
 }  // namespace
 
 struct OpBench::Impl {
@@ -284,19 +320,8 @@ struct OpBench::Impl {
         return time_calls([&] { cross_entropy_forward_backward(logits.as<bf16>(), labels.as<std::int32_t>(), loss.as<float>(), T, W, 1.0f, s); }, s);
       }
       case OpKind::adamw: {
-        const std::int64_t n = T;
-        Buffer w(static_cast<std::size_t>(n) * 4), m(static_cast<std::size_t>(n) * 4), v(static_cast<std::size_t>(n) * 4),
-            g(static_cast<std::size_t>(n) * 4), wb(static_cast<std::size_t>(n) * 2);
-        for (float* p : {w.as<float>(), m.as<float>(), g.as<float>()}) fill_f32(p, n, 0.02, s);
-        fill(v.as<float>(), n, 1e-4f, s);
-        const auto chunks = make_adamw_chunks({{0, n, 1}});
-        Buffer dc(chunks.size() * sizeof(AdamWChunk));
-        CUDA_CHECK(cudaMemcpyAsync(dc.as<void>(), chunks.data(), chunks.size() * sizeof(AdamWChunk), cudaMemcpyHostToDevice, s));
-        const AdamWArgs a{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f, 1.0f};
-        return time_calls([&] {
-          adamw_step(w.as<float>(), m.as<float>(), v.as<float>(), g.as<float>(), wb.as<bf16>(), dc.as<AdamWChunk>(),
-                     static_cast<int>(chunks.size()), a, s);
-        }, s);
+        AdamWBench adamw(T, s);
+        return time_calls([&] { adamw.step(s); }, s);
       }
       case OpKind::sum_squares: {
         Buffer x(static_cast<std::size_t>(T) * 4), partial(kNormBlocks * sizeof(double)), out(sizeof(double));
@@ -316,27 +341,14 @@ double OpBench::optimizer_hidden_share(std::int64_t tokens) {
   int least = 0, greatest = 0;
   CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   CUDA_CHECK(cudaStreamCreateWithPriority(&side, cudaStreamNonBlocking, least));  // the engine's optimizer stream's
-  // A forward GEMM of a mid-sized block (1.7B's gate|up) at `tokens` rows and AdamW over 64 Mi elements.
-  const std::int64_t T = tokens;
-  constexpr std::int64_t in = 2048, out = 12288, n = kCalibrationOptimizerElements;
-  Buffer w(static_cast<std::size_t>(out * in) * 2), x(static_cast<std::size_t>(T * in) * 2), y(static_cast<std::size_t>(T * out) * 2);
-  fill_bf16(w.as<bf16>(), out * in, 0.02, main);
-  fill_bf16(x.as<bf16>(), T * in, 1.0, main);
-  Buffer pw(static_cast<std::size_t>(n) * 4), pm(static_cast<std::size_t>(n) * 4), pv(static_cast<std::size_t>(n) * 4),
-      pg(static_cast<std::size_t>(n) * 4), pb(static_cast<std::size_t>(n) * 2);
-  for (float* p : {pw.as<float>(), pm.as<float>(), pg.as<float>()}) fill_f32(p, n, 0.02, main);
-  fill(pv.as<float>(), n, 1e-4f, main);
-  const auto chunks = make_adamw_chunks({{0, n, 1}});
-  Buffer dc(chunks.size() * sizeof(AdamWChunk));
-  CUDA_CHECK(cudaMemcpyAsync(dc.as<void>(), chunks.data(), chunks.size() * sizeof(AdamWChunk), cudaMemcpyHostToDevice, main));
-  const AdamWArgs a{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f, 1.0f};
+  // A forward GEMM of a mid-sized block at `tokens` rows and AdamW over 64 Mi elements.
+  GateUpGemm gemm(tokens, main);
+  AdamWBench adamw(kCalibrationOptimizerElements, main);
   auto gemms = [&](int k) {
-    for (int i = 0; i < k; ++i) b.gemm.forward(x.as<bf16>(), w.as<bf16>(), y.as<bf16>(), nullptr, T, in, out, main);
+    for (int i = 0; i < k; ++i) gemm.run(b.gemm, main);
   };
   auto adamws = [&](int k) {
-    for (int i = 0; i < k; ++i)
-      adamw_step(pw.as<float>(), pm.as<float>(), pv.as<float>(), pg.as<float>(), pb.as<bf16>(), dc.as<AdamWChunk>(),
-                 static_cast<int>(chunks.size()), a, side);
+    for (int i = 0; i < k; ++i) adamw.step(side);
   };
   cudaEvent_t start, end_main, end_side;
   for (cudaEvent_t* e : {&start, &end_main, &end_side}) CUDA_CHECK(cudaEventCreate(e));
@@ -373,10 +385,7 @@ double OpBench::gemm_slowdown_with_sms_held(int sms) {
   const cudaStream_t main = b.stream;
   cudaStream_t side = nullptr;
   CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-  constexpr std::int64_t T = 4096, in = 2048, out = 12288;
-  Buffer w(static_cast<std::size_t>(out * in) * 2), x(static_cast<std::size_t>(T * in) * 2), y(static_cast<std::size_t>(T * out) * 2);
-  fill_bf16(w.as<bf16>(), out * in, 0.02, main);
-  fill_bf16(x.as<bf16>(), T * in, 1.0, main);
+  GateUpGemm gemm(4096, main);
   cudaEvent_t start, end;
   CUDA_CHECK(cudaEventCreate(&start));
   CUDA_CHECK(cudaEventCreate(&end));
@@ -389,7 +398,7 @@ double OpBench::gemm_slowdown_with_sms_held(int sms) {
       hold_sms(1, 0.002, main);
     }
     CUDA_CHECK(cudaEventRecord(start, main));
-    for (int i = 0; i < k; ++i) b.gemm.forward(x.as<bf16>(), w.as<bf16>(), y.as<bf16>(), nullptr, T, in, out, main);
+    for (int i = 0; i < k; ++i) gemm.run(b.gemm, main);
     CUDA_CHECK(cudaEventRecord(end, main));
     CUDA_CHECK(cudaDeviceSynchronize());
     float ms = 0;
