@@ -350,39 +350,44 @@ TEST(ReportMpirun, SweepManifestShowsRefusedAndNotRunCells) {
   fs::create_directories(dir / "sweep" / "results");
   fs::copy_file(runs / "t1-32.h5", dir / "sweep" / "results" / "tiny-L32-T1P1D1.h5");
   fs::copy_file(runs / "t1-64.h5", dir / "sweep" / "results" / "tiny-L64-T1P1D1.h5");
-  auto cell = [](int seq, int cp, const std::string& refused) {
+  // plan: the sweep's plan of a cell ("" none; else `"planned_peak_bytes": N, "plan_fits": false`).
+  auto cell = [](int seq, int cp, const std::string& refused, const std::string& plan = "") {
     const std::string layout = cp > 1 ? "T1P1C2D1" : "T1P1D1";
     const std::string name = "tiny-L" + std::to_string(seq) + "-" + layout;
     return "{\"name\": \"" + name + "\", \"model\": \"tiny\", \"seq\": " + std::to_string(seq) + ", \"layout\": \"" + layout +
            "\", \"tp\": 1, \"pp\": 1, \"cp\": " + std::to_string(cp) + ", \"dp\": 1, \"results\": \"results/" + name +
-           ".h5\", \"refused\": " + (refused.empty() ? "null" : "\"" + refused + "\"") + "}";
+           ".h5\", \"refused\": " + (refused.empty() ? "null" : "\"" + refused + "\"") + (plan.empty() ? "" : ", " + plan) +
+           "}";
   };
   std::ofstream(dir / "sweep" / "cells.json")
       << "{\"format\": \"qwen3-sweep-cells\", \"version\": 1, \"sweep\": \"tiny-test\", \"cells\": [" << cell(32, 1, "")
       << ", " << cell(64, 1, "") << ", " << cell(128, 1, "") << ", "
-      << cell(30, 2, "--cp 2: --seq-len 30 must divide by 2 × cp") << "]}\n";
+      << cell(30, 2, "--cp 2: --seq-len 30 must divide by 2 × cp") << ", "
+      << cell(256, 1, "", "\"planned_peak_bytes\": 96636764160, \"plan_fits\": false") << "]}\n";
   // The sweep's folder, or its results folder (cells.json in the parent): the same report.
   for (const fs::path& in : {dir / "sweep", dir / "sweep" / "results"}) {
-    EXPECT_NE(report(dir, "'" + in.string() + "'").find("2 runs, 2 cells without results"), std::string::npos) << in;
+    EXPECT_NE(report(dir, "'" + in.string() + "'").find("2 runs, 3 cells without results"), std::string::npos) << in;
     const fs::path out = dir / "report";
     const std::string md = read_text(out / "report.md");
     EXPECT_NE(md.find("Sweep manifest: 'tiny-test' (" + (dir / "sweep" / "cells.json").string() +
-                      ", 4 cells); 1 cell refused by the sweep, 1 not run yet."), std::string::npos) << md;
-    EXPECT_NE(md.find("### T1P1C2D1\n\n| model | 30 | 32 | 64 | 128 |\n|---|---|---|---|---|\n| tiny | ✖ refused |  |  |  |"),
+                      ", 5 cells); 1 cell refused by the sweep, 2 not run yet."), std::string::npos) << md;
+    EXPECT_NE(md.find("### T1P1C2D1\n\n| model | 30 | 32 | 64 | 128 | 256 |\n|---|---|---|---|---|---|\n| tiny | ✖ refused |  |  |  |  |"),
               std::string::npos) << md;
     EXPECT_NE(md.find("| tiny |  | ✔ ("), std::string::npos) << md;
-    EXPECT_NE(md.find(" GiB) | not run |"), std::string::npos) << md;
+    EXPECT_NE(md.find(" GiB) | not run | not run (plan 90.0 GiB: does not fit) |"), std::string::npos) << md;
     EXPECT_NE(md.find("- tiny T1P1C2D1 30: refused — --cp 2: --seq-len 30 must divide by 2 × cp"), std::string::npos) << md;
     // Two finished lengths: no regression table, a sentence.
     EXPECT_NE(md.find("No fit (three are needed): tiny T1P1D1 (2 finished)."), std::string::npos) << md;
     EXPECT_EQ(md.find("| slope (s per token) |"), std::string::npos) << md;
     const std::string feas = read_text(out / "feasibility.csv");
-    EXPECT_NE(feas.find("tiny,T1P1C2D1,refused,,,\n"), std::string::npos) << feas;
-    EXPECT_NE(feas.find("tiny,T1P1D1,,ok,ok,not run\n"), std::string::npos) << feas;
+    EXPECT_NE(feas.find("tiny,T1P1C2D1,refused,,,,\n"), std::string::npos) << feas;
+    EXPECT_NE(feas.find("tiny,T1P1D1,,ok,ok,not run,not run\n"), std::string::npos) << feas;
     const std::string time = png_description(out / "time_vs_length.png");
     EXPECT_NE(time.find("panel 'cells without a step time' (rows: T1P1C2D1 | T1P1D1)"), std::string::npos) << time;
     EXPECT_NE(time.find("not run (no results file) | ✖ refused"), std::string::npos) << time;
-    EXPECT_NE(png_description(out / "memory.png").find("marks: T1P1D1 not run | T1P1C2D1 ✖ refused"), std::string::npos);
+    const std::string memory = png_description(out / "memory.png");
+    EXPECT_NE(memory.find("marks: T1P1D1 not run | T1P1C2D1 ✖ refused | T1P1D1 not run: plan does not fit"),
+              std::string::npos) << memory;
   }
 }
 

@@ -125,6 +125,7 @@ TEST(SweepMpirun, LocalSweepRunsEveryCellResumesAndReports) {
   EXPECT_NE(manifest.find("\"layout\": \"T1P2D1\", \"tp\": 1, \"pp\": 2, \"cp\": 1, \"dp\": 1, \"device\": \"cpu\", \"results\": "
                           "\"results/tiny-L64-T1P2D1.h5\", \"refused\": null, \"steps\": 2, \"planned_peak_bytes\": "),
             std::string::npos) << manifest;
+  EXPECT_NE(manifest.find(", \"plan_fits\": true, \"predicted_step_s\": null}"), std::string::npos) << manifest;
   // No calibration of a CPU run's device: no predicted step (the report then says only that the cell has not run).
   EXPECT_NE(manifest.find("\"predicted_step_s\": null}"), std::string::npos) << manifest;
   r = test::run_program("qwen3-sweep", args);  // resumes: the complete cells are skipped, the refused one stays refused

@@ -5,13 +5,24 @@ kind's calibration, beside the measured step and the allocator's peak. Prints a 
 largest |error|.
 
 Usage: tools/bench/predict_check.py RESULTS.h5... [--bin build/bin] [--calibration FILE] [--kind h100-80gb|h200]
-The kind defaults to the card each file names (device_names); the calibration to the kind's committed one beside the
+                                    [--smi CSV] [--host-from CALIBRATION.json]
+--host-from: price with the calibration's kernels but the host figures (pinned copies, CPU AdamW, round trip) of
+another calibration of the same kind: that of the host the runs ran on (qwen3-calibrate --base … --models tiny in the
+same device call measures them in seconds). A step with the optimizer on the host is priced for a host's CPU, and the
+CPU's AdamW rate differs between hosts of one GPU kind by more than the step model's error (docs/studies/1xh100).
+--smi: nvidia-smi's samples taken beside the runs (`nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,
+nounits -lms 500`, as tools/bench/study_session.sh takes them): a column with the largest sample between each run's
+start and end, less plan + reserve. The kind defaults to the card each file names (device_names); the calibration to the kind's committed one beside the
 executables (calibration/<kind>.json). Needs h5py (Debian's python3-h5py)."""
 import argparse
+import atexit
+import csv
+import datetime
 import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import h5py
 
@@ -21,6 +32,45 @@ CARD_KINDS = (("H200", "h200"), ("H100 80GB", "h100-80gb"))
 
 def text(v):
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def utc(stamp):
+    return datetime.datetime.strptime(text(stamp), "%Y-%m-%dT%H:%M:%SZ")
+
+
+def smi_samples(path):
+    """nvidia-smi's (time, MiB used) samples; lines it could not write (a sample cut by the kill) are skipped."""
+    samples = []
+    with open(path) as f:
+        for row in csv.reader(f):
+            try:
+                samples.append((datetime.datetime.strptime(row[0].strip(), "%Y/%m/%d %H:%M:%S.%f"), int(row[1])))
+            except (IndexError, ValueError):
+                pass
+    return samples
+
+
+def committed_calibration(a):
+    if not a.kind:
+        sys.exit("predict_check: --host-from without --calibration needs --kind (whose committed calibration to take)")
+    return os.path.join(a.bin, "calibration", f"{a.kind}.json")
+
+
+def with_host_of(calibration, host_from):
+    """A copy of `calibration` with the host figures of `host_from` (a temporary file, removed at exit)."""
+    with open(calibration) as f:
+        c = json.load(f)
+    with open(host_from) as f:
+        h = json.load(f)
+    if h.get("kind") != c.get("kind"):
+        sys.exit(f"predict_check: --host-from {host_from} is for {h.get('kind')}, the calibration for {c.get('kind')}")
+    c["host"] = h["host"]
+    c["measured"] += f"; host figures from {host_from} ({h['measured'].split(';')[-1].strip()})"
+    out = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+    json.dump(c, out)
+    out.close()
+    atexit.register(os.remove, out.name)
+    return out.name
 
 
 def run_of(path, bin_dir):
@@ -42,7 +92,8 @@ def run_of(path, bin_dir):
                "card": text(a["device_names"][0] if len(a["device_names"].shape) else a["device_names"]),
                "commit": text(a["git_commit"]), "allocator_peak": max(int(x) for x in f["memory/peak_bytes"][()]),
                "device_peak": max(int(x) for x in f["memory/device_peak_bytes"][()]) if "memory/device_peak_bytes" in f else None,
-               "recorded_prediction": float(a["predicted_step_s"]) if "predicted_step_s" in a else None}
+               "recorded_prediction": float(a["predicted_step_s"]) if "predicted_step_s" in a else None,
+               "start": utc(a["start_time_utc"]), "end": utc(a["end_time_utc"]) + datetime.timedelta(seconds=1)}
     run["tokens_per_s"] = float(summary["tokens_per_s"])
     run["step_s"] = run["global_batch"] * run["seq"] / run["tokens_per_s"]
     return run
@@ -81,7 +132,12 @@ def main():
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "bin"))
     ap.add_argument("--calibration", default="")
     ap.add_argument("--kind", default="")
+    ap.add_argument("--smi", default="")
+    ap.add_argument("--host-from", default="")
     a = ap.parse_args()
+    if a.host_from:
+        a.calibration = with_host_of(a.calibration or committed_calibration(a), a.host_from)
+    smi = smi_samples(a.smi) if a.smi else None
     rows, errors = [], []
     for path in a.results:
         run = run_of(path, a.bin)
@@ -100,14 +156,18 @@ def main():
             f"D{run['ranks'] // (run['tp'] * run['pp'] * run['cp'])}"
         mem = f"{int(plan['plan_bytes']) - run['allocator_peak']:+d} B"
         device = "" if run["device_peak"] is None else f"{(int(plan['peak_bytes']) - run['device_peak']) / 2**20:+.0f} MiB"
+        if smi is not None:
+            during = [mib for t, mib in smi if run["start"] <= t <= run["end"]]
+            device += f" | {int(plan['peak_bytes']) / 2**20 - max(during):+.0f} MiB" if during else " | no sample"
         rec = run["recorded_prediction"]  # what the run itself recorded, from the calibration it found then
         recorded = "" if rec is None else f"{rec:.4f} ({100 * (rec - run['step_s']) / run['step_s']:+.1f}%)"
         rows.append(f"| {run['card']} | {run['model']} | {run['seq']:,} | {run['global_batch']} | {layout} | "
                     f"{policy_of(run)} | {run['step_s']:.4f} | {'none (unpriced)' if pred is None else f'{pred:.4f}'} | "
                     f"{'' if err is None else f'{err:+.1f}%'} | {recorded} | {mem} | {device} | {run['commit']} |")
     print("| card | model | length | global batch | layout | memory policy | measured step (s) | predicted (s) | error "
-          "| recorded by the run (s) | plan − allocator peak | plan + reserve − device peak | commit |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| recorded by the run (s) | plan − allocator peak | plan + reserve − device peak |"
+          + (" plan + reserve − nvidia-smi's peak |" if smi is not None else "") + " commit |")
+    print("|---" * (14 if smi is not None else 13) + "|")
     print("\n".join(rows))
     if errors:
         mean = sum(abs(e) for e in errors) / len(errors)

@@ -4,7 +4,9 @@
 # $OUT/calibration/<kind>.json, also put beside the executables so the runs record their predicted step
 # (CALIBRATE=0: use the committed one); (3) the cells $ONLY of the study spec $STUDY through qwen3-sweep --local, as a
 # user runs them, with nvidia-smi sampling the device's memory every 0.5 s ($OUT/smi.csv); (4) the Hugging Face
-# baseline ($HF_SPECS) in the same call; (5) single runs $RUNS (MODEL:SEQ:GB:STEPS, --recompute auto) within $T_RUNS s. Then a tarball of everything: $OUT/session.tgz.
+# baseline ($HF_SPECS) in the same call; (5) the op timer's steps $OPTIMES (MODEL:SEQ:GB), before (6) the single
+# runs $RUNS (MODEL:SEQ:GB:STEPS, --recompute auto) within $T_RUNS s, so that what the op timer measures precedes the
+# runs it prices. Then a tarball of everything: $OUT/session.tgz.
 # Usage: OUT=dir STUDY=inputs/study-1xh200.sweep.ini ONLY='0.6B-*' [TESTS=...] [CALIBRATE=1] [HF_SPECS=1.7B:4096]
 #        [T_TESTS=150 T_CAL=240 T_STUDY=240] tools/bench/study_session.sh
 set -uo pipefail
@@ -40,6 +42,15 @@ if [ -n "${ONLY:-}" ]; then
     [ -f "$f" ] && build/bin/qwen3-results "$f" --format json >"${f%.h5}.json" 2>/dev/null
   done
 fi
+for spec in ${OPTIMES:-}; do  # MODEL:SEQ:GB — where one step's GPU time goes, per operation (QWEN3_CUDA_OP_TIMES=1)
+  IFS=: read -r model seq gb <<<"$spec"
+  data="$out/optimes-data-$seq.h5"
+  [ -f "$data" ] || build/bin/qwen3-dataset synthetic --out "$data" --vocab-size 151936 --lengths "$seq" --documents 64 --seed 7 >/dev/null
+  QWEN3_CUDA_OP_TIMES=1 timeout 120 build/bin/qwen3-pretrain --device cuda --model "$model" --data "$data" --seq-len "$seq" \
+    --global-batch "$gb" --steps 3 --recompute auto --out "$out/optimes-$model-$seq.h5" --overwrite >"$out/optimes-$model-$seq.log" 2>&1
+  echo "== op times $spec (exit $?)"; tail -n 45 "$out/optimes-$model-$seq.log"
+  rm -f "$data"
+done
 t_runs=$(( $(date +%s) + ${T_RUNS:-240} ))
 for spec in ${RUNS:-}; do  # MODEL:SEQ:GB:STEPS — single runs beside the study's cells (the step model's check, issue 28)
   IFS=: read -r model seq gb steps <<<"$spec"
@@ -53,16 +64,7 @@ for spec in ${RUNS:-}; do  # MODEL:SEQ:GB:STEPS — single runs beside the study
   build/bin/qwen3-results "$out/runs/$name.h5" --format json >"$out/runs/$name.json" 2>/dev/null
 done
 rm -f "$out"/runs/data-*.h5
-[ -n "$smi" ] && kill "$smi" 2>/dev/null
-for spec in ${OPTIMES:-}; do  # MODEL:SEQ:GB — where one step's GPU time goes, per operation (QWEN3_CUDA_OP_TIMES=1)
-  IFS=: read -r model seq gb <<<"$spec"
-  data="$out/optimes-data-$seq.h5"
-  [ -f "$data" ] || build/bin/qwen3-dataset synthetic --out "$data" --vocab-size 151936 --lengths "$seq" --documents 64 --seed 7 >/dev/null
-  QWEN3_CUDA_OP_TIMES=1 timeout 120 build/bin/qwen3-pretrain --device cuda --model "$model" --data "$data" --seq-len "$seq" \
-    --global-batch "$gb" --steps 3 --recompute auto --out "$out/optimes-$model-$seq.h5" --overwrite >"$out/optimes-$model-$seq.log" 2>&1
-  echo "== op times $spec (exit $?)"; tail -n 45 "$out/optimes-$model-$seq.log"
-  rm -f "$data"
-done
+[ -n "$smi" ] && { kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null; }  # its last lines written before the tarball
 if [ -n "${HF_SPECS:-}" ]; then
   echo "== Hugging Face baseline (tools/bench/hf_qwen3_train.py), same host"
   PYTHONUNBUFFERED=1 timeout "${T_HF:-150}" python3 tools/bench/hf_qwen3_train.py $HF_SPECS 2>&1 | grep -v Warning | tee "$out/hf.jsonl"

@@ -331,12 +331,12 @@ def manifest_results(manifests):
             for path, _, cells in manifests for c in cells if c.get("results")}
 
 
-def placeholder(model, layout, seq, status, reason, predicted=NAN):
-    """A cell's row without a results file to read."""
+def placeholder(model, layout, seq, status, reason, predicted=NAN, plan_fits=None, planned_gib=NAN):
+    """A cell's row without a results file to read (plan_fits, planned_gib: the sweep's plan of it, where known)."""
     return {"model": model, "layout": layout, "seq": seq, "status": status, "reason": reason,
-            "predicted_step_s": predicted, "reserve_gib": NAN, "peaks_gib": [], "hosts": [], "device_peak_gib": NAN,
-            "run_min": NAN, "mean_peak_gib": NAN, "std_at_peak_gib": NAN, "planned_gib": NAN, "capacity_gib": NAN,
-            "step_time_s": NAN, "tokens_per_s": NAN, "tflops": NAN, "mfu": NAN, "on_gpu": False, "device_name": "",
+            "predicted_step_s": predicted, "plan_fits": plan_fits, "reserve_gib": NAN, "peaks_gib": [], "hosts": [], "device_peak_gib": NAN,
+            "run_min": NAN, "mean_peak_gib": NAN, "std_at_peak_gib": NAN, "planned_gib": planned_gib,
+            "capacity_gib": NAN, "step_time_s": NAN, "tokens_per_s": NAN, "tflops": NAN, "mfu": NAN, "on_gpu": False, "device_name": "",
             "device": "", "diverged_at_step": None, "steps": 0, "ranks": {}, "stages": [], "commit": "",
             "world": 0, "file": "", "bubble_formula": NAN}
 
@@ -383,8 +383,11 @@ def manifest_placeholders(manifests, runs):
                               if ended and ended[0] != 0 else
                               ("not run", f"no results file yet; {c.get('steps', '?')} steps predicted to take "
                                           f"{c.get('steps', 1) * predicted / 60:.1f} min") if predicted else
+                              ("not run", "no results file yet; the plan: does not fit") if c.get("plan_fits") is False else
                               ("not run", "no results file yet"))
-            rows.append(placeholder(*key[:2], key[2], status, reason, predicted if predicted else NAN))
+            planned = c.get("planned_peak_bytes")
+            rows.append(placeholder(*key[:2], key[2], status, reason, predicted if predicted else NAN,
+                                    c.get("plan_fits"), planned / 2**30 if planned else NAN))
     return rows
 
 
@@ -618,7 +621,8 @@ def draw_memory_slot(ax, x, w, r, layouts, top):
         else:
             ax.plot(x, 0.985, "^", color="black", transform=ax.get_xaxis_transform(), clip_on=False)
     if r["status"] != "ok":
-        ax.text(x, 0.01, f" {r['layout']} " + ("not run" if r["status"] == "not run" else f"✖ {r['status']}"),
+        not_run = "not run" + (": plan does not fit" if r.get("plan_fits") is False else "")
+        ax.text(x, 0.01, f" {r['layout']} " + (not_run if r["status"] == "not run" else f"✖ {r['status']}"),
                 rotation=90, ha="center", va="bottom", fontsize=7, transform=ax.get_xaxis_transform(),
                 color=REASON_COLOURS.get(r["status"], "grey"))
 
@@ -704,6 +708,8 @@ def cell_mark(r):
     """A feasibility-table cell: ✔ / ✖ status / not run, with the measured and planned peak where known."""
     if r["status"] == "not run":
         p = r.get("predicted_step_s", NAN)
+        if r.get("plan_fits") is False:
+            return f"not run (plan {r['planned_gib']:.1f} GiB: does not fit)"
         return "not run" + ("" if math.isnan(p) else f" (predicted {fmt(p, 1)} s per step)")
     peaks = [f"{np.mean(r['peaks_gib']):.1f} GiB" if r["peaks_gib"] else "",
              f"plan {r['planned_gib']:.1f}" if not math.isnan(r["planned_gib"]) else ""]

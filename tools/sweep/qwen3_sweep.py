@@ -448,6 +448,7 @@ def manifest_text(spec, cells, plans):
                         "device": spec["device"], "results": f"results/{c['name']}.h5", "refused": plans[c["name"]][2],
                         "steps": spec["steps"],
                         "planned_peak_bytes": (plans[c["name"]][1] or {}).get("peak_bytes"),
+                        "plan_fits": (plans[c["name"]][1] or {}).get("fits"),
                         "predicted_step_s": predicted_step(plans[c["name"]][1])}, ensure_ascii=False)
             for c in cells]
     head = json.dumps({"format": MANIFEST_FORMAT, "version": 1, "sweep": spec["name"]}, ensure_ascii=False)[:-1]
