@@ -24,11 +24,15 @@ WHY = {
               "bus-bandwidth curves of the calibration's collectives.source; no other term.",
     "T only": "the forward's all-gathers and reduce-scatters of the residual stream are on the critical path, priced at "
               "the published bus bandwidth; the backward's are hidden behind the weight-gradient GEMMs where they fit. "
-              "What is not priced: NCCL's kernels take SMs from the GEMMs they run beside, and a collective of a few "
-              "MiB runs below the curve's bandwidth when many follow each other; qwen3-calibrate now times a GEMM with 8, 16 and 32 SMs held by another "
-              "kernel and the model slows the overlapped GEMMs by it at NCCL's 16 channels, but the committed "
-              "calibrations predate that measurement (not yet run on a GPU). The global-batch-1 rows on cc811d4 and 8f4ce9e predate the "
-              "backward's overlap (ef91745), which today's model prices: optimistic by construction.",
+              "NCCL's kernels take SMs from the GEMMs they run beside: qwen3-calibrate times a GEMM with 8, 16 and 32 "
+              "SMs held by another kernel (H100, three hosts of 2026-12-06: 1.07, 1.19-1.28, 1.29-1.35 of its time "
+              "alone) and the model slows the overlapped weight-gradient GEMMs by it at NCCL's 16 channels (assumed: "
+              "NCCL's default for NVLink, not measured here) - the H100 rows fell by 1-2 points with it; the H200 "
+              "calibration predates that measurement. What is not priced: a collective of a few MiB runs below the "
+              "published curve's bandwidth when many follow each other (the per-collective latency is the curve's), "
+              "and the forward's collectives are waited for on the compute stream; measuring either needs two GPUs. "
+              "The global-batch-1 rows on cc811d4 and 8f4ce9e predate the backward's overlap (ef91745), which today's "
+              "model prices: optimistic by construction.",
     "T×D": "the tensor-parallel term above, plus the distributed optimizer's reduce-scatter and all-gather.",
     "P only": "1F1B as the engine runs it (blocking exchanges, the stream synchronised after every operation: "
               "step_model.cpp pipeline_makespan) with the stages' priced compute: for 1.7B P4 the model's slowest stage "
