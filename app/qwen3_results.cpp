@@ -115,9 +115,15 @@ std::string summary_json(const std::string& path, hid_t root) {
   if (h5::exists(root, "ranks/compute_s")) {
     const auto compute = h5::read_f64(root, "ranks/compute_s"), wait = h5::read_f64(root, "ranks/pipeline_wait_s");
     const auto reduce = h5::read_f64(root, "ranks/dp_reduce_s"), step = h5::read_f64(root, "ranks/step_s");
+    const bool host = h5::exists(root, "ranks/host_optimizer_cpu_s");  // files since 2026-12-06
+    const auto host_s = host ? h5::read_f64(root, "ranks/host_optimizer_cpu_s") : std::vector<double>{};
+    const auto host_n = host ? h5::read_f64(root, "ranks/host_optimizer_elements") : std::vector<double>{};
     json ranks = json::array();
-    for (std::size_t r = 0; r < compute.size() && r < step.size(); ++r)
-      ranks.push_back({{"compute_s", compute[r]}, {"pipeline_wait_s", wait.at(r)}, {"dp_reduce_s", reduce.at(r)}, {"step_s", step[r]}});
+    for (std::size_t r = 0; r < compute.size() && r < step.size(); ++r) {
+      ranks.push_back({{"compute_s", compute[r]}, {"pipeline_wait_s", wait.at(r)}, {"dp_reduce_s", reduce.at(r)}, {"step_s", step[r]},
+                       {"host_optimizer_cpu_s", host ? json(host_s.at(r)) : json(nullptr)},
+                       {"host_optimizer_elements", host ? json(static_cast<std::int64_t>(host_n.at(r))) : json(nullptr)}});
+    }
     out["ranks"] = ranks;
   }
   return out.dump();
@@ -137,7 +143,8 @@ int main(int argc, char** argv) {
         "global_batch, micro_batch, tp, pp, cp, device, steps}, git_commit, start_time_utc, end_time_utc, "
         "steps_completed, loss_first, loss_last, tokens_per_s, tflops_per_device, mfu_percent (means of the steps after "
         "the first), timings {init_s, first_step_s, total_s}, peak_bytes [per rank], plan_peak_bytes, stages "
-        "[{first_layer, end_layer}], bubble_formula, ranks [{compute_s, pipeline_wait_s, dp_reduce_s, step_s}]; "
+        "[{first_layer, end_layer}], bubble_formula, ranks [{compute_s, pipeline_wait_s, dp_reduce_s, step_s, "
+        "host_optimizer_cpu_s, host_optimizer_elements}]; "
         "null where the file has no such record. Exit codes as for text");
     po::positional_options_description pos;
     pos.add("file", 1);
@@ -218,6 +225,19 @@ int main(int argc, char** argv) {
         line += item;
       }
       std::printf("  time split    %% compute/pipeline wait/dp reduce: %s\n", line.c_str());
+    }
+    if (h5::exists(root, "ranks/host_optimizer_cpu_s")) {  // the optimizer's host part, as the CPU timed it
+      const auto seconds = h5::read_f64(root, "ranks/host_optimizer_cpu_s");
+      const auto elements = h5::read_f64(root, "ranks/host_optimizer_elements");
+      std::string line;
+      for (std::size_t r = 0; r < seconds.size() && r < elements.size(); ++r) {
+        if (elements[r] <= 0 || seconds[r] <= 0) continue;
+        char item[128];
+        std::snprintf(item, sizeof item, "%srank %zu %.3f s per step (%.2f G elements/s)", line.empty() ? "" : ", ", r,
+                      seconds[r], elements[r] / seconds[r] / 1e9);
+        line += item;
+      }
+      if (!line.empty()) std::printf("  host AdamW    on the CPU: %s\n", line.c_str());
     }
     return status == "ok" ? 0 : 1;
   });

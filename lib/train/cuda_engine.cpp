@@ -92,6 +92,10 @@ class CudaEngine final : public Engine {
   std::int64_t device_used_bytes() const override;
   std::int64_t host_pinned_bytes() const override { return buffers_->host_pinned_bytes(); }
   int optimizer_shards() const override { return shard_parts_; }
+  HostOptimizerTimes host_optimizer_times() override {
+    auto [seconds, elements] = state_->host_optimizer_times();
+    return {std::move(seconds), elements};
+  }
   std::vector<std::pair<std::string, std::int64_t>> device_bytes_by_category() const override;
 
  private:

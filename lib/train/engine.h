@@ -118,6 +118,13 @@ class Engine {
   // Ranks the optimizer state is sharded over (1: none). The CUDA engine shards over data × context-parallel ranks,
   // but over the data-parallel ones only where the context-parallel ranks share a GPU (host-staged exchange).
   virtual int optimizer_shards() const { return 1; }
+  // The CPU's own time in the host optimizer (--offload-optimizer): seconds its AdamW passes took per optimizer step so
+  // far, and the elements a step updates on the host; empty and 0 where no part of the optimizer is on the host.
+  struct HostOptimizerTimes {
+    std::vector<double> step_cpu_s;
+    std::int64_t elements = 0;
+  };
+  virtual HostOptimizerTimes host_optimizer_times() { return {}; }
 };
 
 // Registry: "cpu" always; other names answer with the list of backends built into this binary.

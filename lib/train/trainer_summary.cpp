@@ -2,6 +2,7 @@
 // each rank's time went, the rest of the memory trace, and the run's status.
 #include <cstdio>
 #include <cstring>
+#include <numeric>
 
 #include "dist/collective_errors.h"
 #include "io/hf_checkpoint.h"
@@ -14,7 +15,8 @@ namespace qwen3::trainer {
 namespace {
 
 // Where each rank's time went (/ranks, one row of `all` per rank: compute, pipeline wait, dp reduce, step seconds,
-// then pp stage, tp rank, dp rank) and each pipeline stage's layers (/stages).
+// then pp stage, tp rank, dp rank, then the host optimizer's CPU seconds per step and its elements) and each pipeline
+// stage's layers (/stages).
 void write_rank_times(ResultsWriter& results, const std::vector<std::vector<double>>& all, int pp,
                       const std::vector<std::int64_t>& stage_layers, std::int64_t micro_steps) {
   std::vector<std::vector<double>> cols(all.at(0).size());
@@ -28,6 +30,11 @@ void write_rank_times(ResultsWriter& results, const std::vector<std::vector<doub
   results.write_values("ranks/pp_stage", as_integers(cols[4]), "pipeline stage of each rank");
   results.write_values("ranks/tp_rank", as_integers(cols[5]), "tensor-parallel rank");
   results.write_values("ranks/dp_rank", as_integers(cols[6]), "data-parallel rank");
+  results.write_values("ranks/host_optimizer_cpu_s", cols[7],
+                       "CPU seconds of the host optimizer's AdamW passes per optimizer step, mean of the steps after "
+                       "the first (--offload-optimizer; 0 without it)");
+  results.write_values("ranks/host_optimizer_elements", as_integers(cols[8]),
+                       "elements of the optimizer state each step updates on the host (0 without it)");
   std::vector<std::int64_t> first, end;
   for (int s = 0; s < pp; ++s) {
     const StageRange r = stage_range(stage_layers, s);
@@ -40,13 +47,23 @@ void write_rank_times(ResultsWriter& results, const std::vector<std::vector<doub
   results.write_values("stages/bubble_formula", bubble, "1F1B's idle share with equal stages: (p - 1) / (m + p - 1)");
 }
 
+// The host optimizer's CPU seconds per step, mean of the steps after the first (the first's alone in a one-step
+// run), as the other per-rank times; 0 without a host part.
+double host_optimizer_cpu_s(const std::vector<double>& per_step) {
+  if (per_step.empty()) return 0;
+  const auto from = per_step.begin() + (per_step.size() > 1 ? 1 : 0);
+  return std::accumulate(from, per_step.end(), 0.0) / static_cast<double>(per_step.end() - from);
+}
+
 // Collective: per-rank timings of the steps after the first (all of them for a one-step run: then the first step's),
 // gathered on rank 0 and written there.
 void gather_rank_times(TrainingRun& run, const StepLoop& loop) {
+  const Engine::HostOptimizerTimes host = run.st.engine->host_optimizer_times();
   const std::vector<double> mine = {loop.pipe_times.compute_s, loop.pipe_times.p2p_s, loop.reduce_s, loop.step_sum_s,
                                     static_cast<double>(run.groups.coords.pp),
                                     static_cast<double>(run.layout.coords(run.rank).tp),
-                                    static_cast<double>(loop.dp_rank)};
+                                    static_cast<double>(loop.dp_rank), host_optimizer_cpu_s(host.step_cpu_s),
+                                    static_cast<double>(host.elements)};
   const auto all = run.world.gather(mine, 0);
   collectively(run.world, run.root, [&] {
     run.results.write([&](ResultsWriter& results) {

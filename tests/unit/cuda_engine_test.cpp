@@ -240,6 +240,15 @@ TEST(CudaEngine, OptimizerOnTheHostStepsLikeTheDevice) {
             << p.name << " moment " << which;
     }
   }
+  // The CPU timed its own passes: one entry per step, each above zero; the whole optimizer's elements on `host`, about
+  // half of them on `half`; none on the all-device engine.
+  const auto all = host->host_optimizer_times(), part = half->host_optimizer_times();
+  ASSERT_EQ(all.step_cpu_s.size(), 3u);
+  for (double s : all.step_cpu_s) EXPECT_GT(s, 0);
+  EXPECT_GT(static_cast<double>(all.elements), 0.9 * static_cast<double>(cfg.parameter_count()));
+  EXPECT_NEAR(static_cast<double>(part.elements), 0.5 * static_cast<double>(all.elements), 0.05 * static_cast<double>(all.elements));
+  EXPECT_TRUE(device->host_optimizer_times().step_cpu_s.empty());
+  EXPECT_EQ(device->host_optimizer_times().elements, 0);
   const std::string name = "model.layers.3.mlp.down_proj.weight";  // at the flat buffers' tail: on the host
   std::vector<float> values(host->weights(name).size());
   for (std::size_t i = 0; i < values.size(); ++i) values[i] = 0.001f * static_cast<float>(i % 97);

@@ -364,7 +364,21 @@ TEST_F(ResultsFile, SummaryToolPrintsOneJsonObjectForTools) {
   EXPECT_TRUE(j["stages"].is_null()) << "one stage: no pipeline record";
   for (const char* key : {"git_commit", "start_time_utc", "end_time_utc", "plan_peak_bytes", "bubble_formula", "ranks"})
     EXPECT_TRUE(j.contains(key)) << key;
+  // No optimizer on the host (a CPU run): its CPU time and elements are 0, and the text says nothing of it.
+  EXPECT_EQ(j["ranks"][0]["host_optimizer_cpu_s"], 0.0) << r.output;
+  EXPECT_EQ(j["ranks"][0]["host_optimizer_elements"], 0) << r.output;
   f.reset();
+  EXPECT_EQ(test::run_program("qwen3-results", "'" + out + "'").output.find("host AdamW"), std::string::npos);
+  {  // As a CUDA run with 3e9 elements on the host, 1.5 s of CPU per step, records them: the rate is printed.
+    h5::Handle w = h5::open_rw(out);
+    ASSERT_GE(H5Ldelete(w.get(), "ranks/host_optimizer_cpu_s", H5P_DEFAULT), 0);
+    h5::write_f64(w.get(), "ranks/host_optimizer_cpu_s", {1.5}, {1});
+    h5::rewrite_i64(w.get(), "ranks/host_optimizer_elements", {3000000000});
+  }
+  EXPECT_NE(test::run_program("qwen3-results", "'" + out + "'").output.find(
+                "host AdamW    on the CPU: rank 0 1.500 s per step (2.00 G elements/s)"), std::string::npos);
+  j = nlohmann::json::parse(test::run_program("qwen3-results", "'" + out + "' --format json").output);
+  EXPECT_EQ(j["ranks"][0]["host_optimizer_elements"], 3000000000ll);
   // A run that did not end ok: its status and message, exit 1 as in text.
   {
     h5::Handle w = h5::open_rw(out);

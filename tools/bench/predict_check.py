@@ -73,6 +73,12 @@ def with_host_of(calibration, host_from):
     return out.name
 
 
+def calibrated_host_rate(calibration, bin_dir, kind):
+    """The CPU AdamW rate (elements/s) the calibration prices the host optimizer with."""
+    with open(calibration or os.path.join(bin_dir, "calibration", f"{kind}.json")) as f:
+        return json.load(f)["host"]["cpu_adamw_elements_per_s"]
+
+
 def run_of(path, bin_dir):
     """What the file says ran and what it measured; None for a run that did not end ok."""
     r = subprocess.run([os.path.join(bin_dir, "qwen3-results"), path, "--format", "json"], capture_output=True, text=True)
@@ -94,6 +100,10 @@ def run_of(path, bin_dir):
                "device_peak": max(int(x) for x in f["memory/device_peak_bytes"][()]) if "memory/device_peak_bytes" in f else None,
                "recorded_prediction": float(a["predicted_step_s"]) if "predicted_step_s" in a else None,
                "start": utc(a["start_time_utc"]), "end": utc(a["end_time_utc"]) + datetime.timedelta(seconds=1)}
+    # The optimizer's host part as the run's CPU timed it (files since 2026-12-06): rank 0's elements per second.
+    r0 = (summary.get("ranks") or [{}])[0]
+    run["host_rate"] = (r0["host_optimizer_elements"] / r0["host_optimizer_cpu_s"]
+                        if r0.get("host_optimizer_elements") and r0.get("host_optimizer_cpu_s") else None)
     run["tokens_per_s"] = float(summary["tokens_per_s"])
     run["step_s"] = run["global_batch"] * run["seq"] / run["tokens_per_s"]
     return run
@@ -138,12 +148,16 @@ def main():
     if a.host_from:
         a.calibration = with_host_of(a.calibration or committed_calibration(a), a.host_from)
     smi = smi_samples(a.smi) if a.smi else None
-    rows, errors = [], []
+    runs = []
     for path in a.results:
         run = run_of(path, a.bin)
         if run is None:
             print(f"predict_check: {path}: not a finished run, left out", file=sys.stderr)
-            continue
+        else:
+            runs.append((path, run))
+    any_host = any(run["host_rate"] for _, run in runs)
+    rows, errors = [], []
+    for path, run in runs:
         kind = a.kind or next((k for name, k in CARD_KINDS if name in run["card"]), "")
         if not kind:
             sys.exit(f"predict_check: {path}: card '{run['card']}' is none of {[n for n, _ in CARD_KINDS]}: pass --kind")
@@ -159,6 +173,9 @@ def main():
         if smi is not None:
             during = [mib for t, mib in smi if run["start"] <= t <= run["end"]]
             device += f" | {int(plan['peak_bytes']) / 2**20 - max(during):+.0f} MiB" if during else " | no sample"
+        if any_host:
+            device += (f" | {run['host_rate'] / 1e9:.2f} / {calibrated_host_rate(a.calibration, a.bin, kind) / 1e9:.2f}"
+                       if run["host_rate"] else " | ")
         rec = run["recorded_prediction"]  # what the run itself recorded, from the calibration it found then
         recorded = "" if rec is None else f"{rec:.4f} ({100 * (rec - run['step_s']) / run['step_s']:+.1f}%)"
         rows.append(f"| {run['card']} | {run['model']} | {run['seq']:,} | {run['global_batch']} | {layout} | "
@@ -166,8 +183,9 @@ def main():
                     f"{'' if err is None else f'{err:+.1f}%'} | {recorded} | {mem} | {device} | {run['commit']} |")
     print("| card | model | length | global batch | layout | memory policy | measured step (s) | predicted (s) | error "
           "| recorded by the run (s) | plan − allocator peak | plan + reserve − device peak |"
-          + (" plan + reserve − nvidia-smi's peak |" if smi is not None else "") + " commit |")
-    print("|---" * (14 if smi is not None else 13) + "|")
+          + (" plan + reserve − nvidia-smi's peak |" if smi is not None else "")
+          + (" host AdamW, G elements/s: the run's CPU / the calibration |" if any_host else "") + " commit |")
+    print("|---" * (13 + (smi is not None) + any_host) + "|")
     print("\n".join(rows))
     if errors:
         mean = sum(abs(e) for e in errors) / len(errors)

@@ -1,6 +1,8 @@
 // The optimizer's host part (see host_optimizer.h).
 #include "train/cuda/host_optimizer.h"
 
+#include <chrono>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -29,6 +31,7 @@ HostOptimizer::HostOptimizer(const DeviceBuffers& buffers, std::int64_t host_beg
       QWEN3_ASSERT(r.begin >= begin_, "a host optimizer run before the host part");
       for (std::int64_t b = r.begin; b < r.end; b += kHostAdamWPieceElements)
         pieces_.back().push_back({this, b, std::min(r.end, b + kHostAdamWPieceElements), r.decay, k++ % 2});
+      elements_ += r.end - r.begin;
     }
   }
 }
@@ -37,6 +40,7 @@ void HostOptimizer::begin_step(const cpu::AdamWStep& args, const Event& grads_re
   // The previous step's CPU passes read args_: they are done before it changes (the forward waited for them).
   CUDA_CHECK(cudaStreamSynchronize(cpu_));
   args_ = args;
+  step_cpu_s_.push_back(0.0);
   grads_ready.wait_on(down_);
 }
 
@@ -60,6 +64,11 @@ void HostOptimizer::update_segment(std::size_t seg, const float* g, bf16* wb, cu
   segment_up_.wait_on(after);
 }
 
+std::vector<double> HostOptimizer::step_cpu_seconds() {
+  CUDA_CHECK(cudaStreamSynchronize(cpu_));
+  return step_cpu_s_;
+}
+
 void CUDART_CB HostOptimizer::run_piece(void* piece) {
   const Piece& p = *static_cast<const Piece*>(piece);
   p.owner->cpu_pass(p);
@@ -73,7 +82,9 @@ void HostOptimizer::cpu_pass(const Piece& p) {
   cpu::AdamWStep a = args_;
   if (!p.decay) a.weight_decay = 0;
   const std::int64_t i = p.begin - begin_, n = p.end - p.begin;
+  const auto t0 = std::chrono::steady_clock::now();
   cpu::adamw_step_f32(state_[0] + i, state_[1] + i, state_[2] + i, grad_stage_[p.slot], weight_stage_[p.slot], n, a);
+  step_cpu_s_.back() += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace qwen3::cuda

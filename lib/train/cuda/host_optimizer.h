@@ -37,6 +37,11 @@ class HostOptimizer {
   // `after` (the optimizer's stream) then waits for the segment's last bf16 upload. No-op for a segment without runs.
   void update_segment(std::size_t seg, const float* g, bf16* wb, cudaStream_t after);
 
+  // The CPU's own time: per optimizer step so far, the seconds its AdamW passes took (waits for the last step's
+  // passes), and the elements a step updates — the host part's measured rate, beside qwen3-calibrate's.
+  std::vector<double> step_cpu_seconds();
+  std::int64_t elements() const { return elements_; }
+
  private:
   struct Piece {
     HostOptimizer* owner;
@@ -52,6 +57,8 @@ class HostOptimizer {
   std::uint16_t* weight_stage_[2];
   std::vector<std::vector<Piece>> pieces_;  // per segment
   int threads_;
+  std::int64_t elements_ = 0;
+  std::vector<double> step_cpu_s_;  // written by the CPU passes (one step's at a time), read after cpu_ is idle
   cpu::AdamWStep args_{};
   Stream down_, cpu_, up_;
   Event down_done_[2], cpu_done_[2], up_done_[2], segment_up_;

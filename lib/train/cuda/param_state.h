@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/op_timer.h"
@@ -70,6 +71,10 @@ class ParamState {
   double grad_norm();
   void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale);
   std::int64_t steps() const { return step_; }
+  // The host optimizer's CPU seconds per step so far and its elements (none without a host part).
+  std::pair<std::vector<double>, std::int64_t> host_optimizer_times() const {
+    return host_ ? std::pair{host_->step_cpu_seconds(), host_->elements()} : std::pair<std::vector<double>, std::int64_t>{};
+  }
   void set_steps(std::int64_t s) { step_ = s; }
   // Σ over the device scalar buffer: the result of the last reduction (cuda::sum/sum_squares).
   double device_scalar() const;
