@@ -112,7 +112,8 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 65536 --recompute selective");
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("recomputation selective"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("peak per rank     116.68"), std::string::npos) << r.output;
+  // (the activations: the peak adds the runtime reserve the committed calibration measured, which moves with it)
+  EXPECT_NE(r.output.find("activations       78.66 GiB"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 65536 --recompute full --recompute-num-layers 20");
   EXPECT_NE(r.output.find("recomputation full (first 20 layers of each stage)"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("20 layers × 0.25 GiB: layer input (recomputation)"), std::string::npos) << r.output;

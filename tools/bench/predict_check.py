@@ -26,6 +26,8 @@ import tempfile
 
 import h5py
 
+import plan_json
+
 # The card a results file names → the --device-memory name whose calibration prices it.
 CARD_KINDS = (("H200", "h200"), ("H100 80GB", "h100-80gb"))
 
@@ -110,21 +112,13 @@ def run_of(path, bin_dir):
 
 
 def plan_of(run, kind, bin_dir, calibration):
-    cmd = [os.path.join(bin_dir, "qwen3-pretrain"), "--plan", "--format", "json", "--device", "cuda",
-           "--model", run["model"], "--seq-len", str(run["seq"]), "--global-batch", str(run["global_batch"]),
-           "--micro-batch", str(run["micro_batch"]), "--tp", str(run["tp"]), "--pp", str(run["pp"]), "--cp", str(run["cp"]),
-           "--world-size", str(run["ranks"]), "--device-memory", kind, "--recompute", run["recompute"],
-           f"--offload-optimizer={run['offload_optimizer']:g}"]
-    if run["recompute_layers"]:
-        cmd += ["--recompute-num-layers", str(run["recompute_layers"])]
-    if run["offload_inputs"]:
-        cmd += ["--offload-inputs"]
-    if calibration:
-        cmd += ["--calibration", calibration]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode not in (0, 3):
-        sys.exit(f"predict_check: {' '.join(cmd)}: {r.stderr.strip()}")
-    return json.loads(r.stdout)
+    """--plan's JSON for the layout a results file ran (plan_json.py builds the command)."""
+    return plan_json.plan(bin_dir, {
+        "model": run["model"], "seq_len": run["seq"], "global_batch": run["global_batch"],
+        "micro_batch": run["micro_batch"], "tp": run["tp"], "pp": run["pp"], "cp": run["cp"], "world_size": run["ranks"],
+        "device_memory": kind, "recompute": run["recompute"], "recompute_num_layers": run["recompute_layers"],
+        "offload_inputs": run["offload_inputs"], "offload_optimizer": run["offload_optimizer"]},
+        calibration, tool="predict_check")
 
 
 def policy_of(run):

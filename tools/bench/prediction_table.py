@@ -11,8 +11,9 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
+
+import plan_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -64,30 +65,15 @@ def shard_optimizer(run):
     return (run["shard_optimizer"] or run["shard_optimizer_assumed"] or "yes") == "yes"
 
 
-def plan_command(run, bin_dir):
-    cmd = [os.path.join(bin_dir, "qwen3-pretrain"), "--plan", "--format", "json", "--device", "cuda",
-           "--model", run["model"], "--seq-len", run["seq_len"], "--global-batch", run["global_batch"],
-           "--micro-batch", str(num(run, "micro_batch", 1)), "--tp", run["tp"], "--pp", run["pp"], "--cp", run["cp"],
-           "--world-size", run["gpus"], "--device-memory", run["card"], "--recompute", run["recompute"] or "none",
-           f"--offload-optimizer={float(run['offload_optimizer'] or 0):g}"]
-    if num(run, "recompute_num_layers"):
-        cmd += ["--recompute-num-layers", run["recompute_num_layers"]]
-    if run["offload_inputs"] == "yes":
-        cmd += ["--offload-inputs"]
-    if run["pp_layers"]:
-        cmd += ["--pp-layers", run["pp_layers"]]
-    if not shard_optimizer(run):
-        cmd += ["--no-shard-optimizer"]
-    return cmd
-
-
 def plan_of(run, bin_dir):
-    """--plan's JSON; exit 3 (the plan does not fit) still prints it."""
-    cmd = plan_command(run, bin_dir)
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode not in (0, 3):
-        sys.exit(f"prediction_table: {' '.join(cmd)}: {r.stderr.strip()}")
-    return json.loads(r.stdout)
+    """--plan's JSON for a recorded run (plan_json.py builds the command)."""
+    return plan_json.plan(bin_dir, {
+        "model": run["model"], "seq_len": run["seq_len"], "global_batch": run["global_batch"],
+        "micro_batch": num(run, "micro_batch", 1), "tp": run["tp"], "pp": run["pp"], "cp": run["cp"],
+        "world_size": run["gpus"], "device_memory": run["card"], "recompute": run["recompute"] or "none",
+        "recompute_num_layers": num(run, "recompute_num_layers"), "offload_inputs": run["offload_inputs"] == "yes",
+        "offload_optimizer": float(run["offload_optimizer"] or 0), "pp_layers": run["pp_layers"],
+        "shard_optimizer": shard_optimizer(run)}, tool="prediction_table")
 
 
 def layout(run):

@@ -13,9 +13,9 @@ import configparser
 import csv
 import json
 import os
-import subprocess
 import sys
 
+import plan_json
 import prediction_table as pt
 
 SPEC = os.path.join(pt.ROOT, "inputs", "study-8xh200.sweep.ini")
@@ -36,15 +36,12 @@ def read_published(path):
 
 
 def plan_of(cell, spec, bin_dir):
+    """--plan's JSON for one of the study's cells (plan_json.py builds the command), the memory policy left to auto."""
     tp, pp = cell["layout"][1], cell["layout"][3]
-    cmd = [os.path.join(bin_dir, "qwen3-pretrain"), "--plan", "--format", "json", "--device", "cuda", "--model",
-           cell["model"], "--seq-len", cell["seq_len"], "--global-batch", spec["global_batch"], "--micro-batch",
-           spec["micro_batch"], "--tp", tp, "--pp", pp, "--world-size", spec["gpus"], "--device-memory",
-           spec["device_memory"], "--recompute", "auto"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode not in (0, 3):
-        sys.exit(f"study_vs_published: {' '.join(cmd)}: {r.stderr.strip()}")
-    return json.loads(r.stdout)
+    return plan_json.plan(bin_dir, {
+        "model": cell["model"], "seq_len": cell["seq_len"], "global_batch": spec["global_batch"],
+        "micro_batch": spec["micro_batch"], "tp": tp, "pp": pp, "cp": 1, "world_size": spec["gpus"],
+        "device_memory": spec["device_memory"], "recompute": "auto"}, tool="study_vs_published")
 
 
 def error_bands(bin_dir):
