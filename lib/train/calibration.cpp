@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -299,7 +300,13 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
     if (!used.count(term)) continue;
     std::string source = here;
     if (std::string(term) == "in-step factors") source = "measured on " + c.kind + ": " + c.in_step_source;
-    if (std::string(term) == "host AdamW") source += " on " + std::to_string(c.cpu_threads) + " CPU threads";
+    if (std::string(term) == "host AdamW") {  // a property of the host, not of the card (docs/studies/1xh100)
+      char rate[64];
+      std::snprintf(rate, sizeof rate, ": %.2f G elements/s on %d CPU threads", c.cpu_adamw_elements_per_s / 1e9,
+                    c.cpu_threads);
+      source += rate + std::string("; the calibrating host's CPU, not the card's: other hosts differ by several times "
+                                   "(`qwen3-calibrate --base <this file> --models tiny` measures this host's in 20 s)");
+    }
     if (std::string(term) == "optimizer overlap" && c.optimizer_hidden.empty())
       source = "assumed: wholly hidden behind the next forward (this calibration predates its measurement)";
     if (std::string(term) == "GEMMs beside collectives")

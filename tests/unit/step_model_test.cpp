@@ -177,6 +177,37 @@ TEST(Calibration, PredictionsThroughputAndMfuFollowFromTheStepTime) {
   EXPECT_NEAR(p.mfu, 4 * in.model.training_flops_per_sequence(4096) / p.time.step / 989e12, 1e-12);
 }
 
+// Issue 28 item 5: a prediction says what each kind of term rests on, only the kinds it used: the kernels measured on
+// this card; the host's AdamW measured on the calibrating host's CPU, with its rate and the line that measures another
+// host's; an overlap the calibration never measured, assumed.
+TEST(Calibration, APredictionSaysWhatEachTermRestsOn) {
+  Calibration c;
+  c.kind = "test", c.device = "Test GPU";
+  c.cpu_adamw_elements_per_s = 3.21e9, c.cpu_threads = 16;
+  c.d2h_bytes_per_s = c.h2d_bytes_per_s = 50e9;
+  RecordingPricer r;
+  MemoryPlanInput in = input("0.6B", 4096);
+  walk_step(in, r);
+  for (const auto& [key, entry] : r.ops) c.ops[key] = {{1.0, 1e-4}};
+  const auto sources = [&](const MemoryPlanInput& i) {
+    std::map<std::string, std::string> m;
+    for (const auto& [term, source] : predict_step(i, c, 16).sources) m[term] = source;
+    return m;
+  };
+  auto device = sources(in);
+  EXPECT_EQ(device["kernels"], "measured on test (Test GPU) by qwen3-calibrate");
+  EXPECT_EQ(device.count("host AdamW"), 0u);
+  EXPECT_EQ(device.count("collectives"), 0u);
+  in.recompute.offload_optimizer = 0.5;
+  auto host = sources(in);
+  EXPECT_EQ(host["host AdamW"],
+            "measured on test (Test GPU) by qwen3-calibrate: 3.21 G elements/s on 16 CPU threads; the calibrating "
+            "host's CPU, not the card's: other hosts differ by several times (`qwen3-calibrate --base <this file> "
+            "--models tiny` measures this host's in 20 s)");
+  EXPECT_EQ(host["host copies"], "measured on test (Test GPU) by qwen3-calibrate");
+  EXPECT_EQ(host["optimizer overlap"].rfind("assumed:", 0), 0u) << host["optimizer overlap"];
+}
+
 // Issue 28 item 7: at global batch 1 the optimizer's device step overlaps the next forward on a side stream; only the
 // calibration's measured share of that overlap is hidden (1: the forward hides it, 0: they take turns).
 TEST(StepModel, TheOptimizerOverlapHidesOnlyTheMeasuredShare) {
