@@ -54,10 +54,10 @@ std::string describe_prediction(const MemoryPlanInput& in, const StepPrediction&
                 t.recompute, t.exposed_comm, static_cast<long long>(t.micro_batches), t.pipeline, t.data_parallel,
                 t.optimizer);
   std::string out = std::string(s) + "      rests on:\n";
-  for (const auto& [term, source] : p.sources) {  // a published source's first clause: the file holds the rest
-    std::string brief = source.size() > 110 ? source.substr(0, source.find_first_of(":;(", 20)) : source;
-    while (!brief.empty() && (brief.back() == ' ' || brief.back() == ',')) brief.pop_back();
+  for (const auto& [term, source] : p.sources) {  // a long source held in the file: its first clause, the file the rest
     const char* field = term == "collectives" ? "collectives.source" : term == "in-step factors" ? "in_step.source" : "";
+    std::string brief = *field && source.size() > 110 ? source.substr(0, source.find_first_of(":;(", 20)) : source;
+    while (!brief.empty() && (brief.back() == ' ' || brief.back() == ',')) brief.pop_back();
     out += "        " + term + ": " + brief +
            (brief.size() < source.size() ? std::string(" (the rest: the calibration's ") + field + ")" : "") + "\n";
   }

@@ -78,6 +78,12 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("peak per rank     58.69"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(": fits"), std::string::npos) << r.output;
+  // 8B on one H100 trains with most of its optimizer on the host: the text says whose CPU prices it, in full.
+  r = test::run_program("qwen3-pretrain", "--plan --model 8B --seq-len 4096 --global-batch 1 --recompute auto");
+  EXPECT_NE(r.output.find("        host AdamW: measured on h100-80gb (NVIDIA H100 80GB HBM3) by qwen3-calibrate: "),
+            std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("G elements/s on 16 CPU threads; the calibrating host's CPU, not the card's"), std::string::npos)
+      << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model 8B --seq-len 131072 --tp 8 --world-size 8 --device-memory 141GB");
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("does NOT fit"), std::string::npos) << r.output;
