@@ -85,6 +85,11 @@ void add_prediction_json(nlohmann::json& j, const MemoryPlanInput& in, const std
   nlohmann::json sources = nlohmann::json::object();
   for (const auto& [term, source] : p->sources) sources[term] = source;
   j["predicted"]["sources"] = sources;
+  nlohmann::json ops = nlohmann::json::array();
+  for (const OpPrice& o : p->operations)
+    ops.push_back({{"key", o.key}, {"tokens", o.tokens}, {"alone_s", o.alone_s}, {"in_step_group", o.in_step_group},
+                   {"in_step_factor", o.in_step_factor}, {"calls", o.calls}});
+  j["predicted"]["operations"] = ops;
 }
 
 // --plan: no dataset, no output, no device, only the arithmetic of train/memory_plan.h. Exit 0 fits, 3 does not.

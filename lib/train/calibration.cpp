@@ -228,13 +228,25 @@ double CalibrationPricer::compute(const OpShape& op) {
     missing_.insert(op.key());
     return 0;
   }
-  const double alone = interpolate(it->second, static_cast<double>(op.tokens), is_attention(op.kind) ? 2.0 : 1.0);
-  const auto factor = c_.in_step.find(in_step_group(op.kind));
-  if (factor == c_.in_step.end()) return alone;
-  used_.insert("in-step factors");
-  // The factor at the sequence's length: attention's tokens are its length; the other kernels' are the micro-batch's
-  // rows, which for micro-batch 1 without context parallelism are the same.
-  return alone * held_log_interpolation(factor->second, static_cast<double>(op.tokens));
+  OpPrice price{op.key(), op.tokens,
+                interpolate(it->second, static_cast<double>(op.tokens), is_attention(op.kind) ? 2.0 : 1.0),
+                in_step_group(op.kind), 1.0, 0};
+  const auto factor = c_.in_step.find(price.in_step_group);
+  if (factor != c_.in_step.end()) {
+    used_.insert("in-step factors");
+    // The factor at the sequence's length: attention's tokens are its length; the other kernels' are the
+    // micro-batch's rows, which for micro-batch 1 without context parallelism are the same.
+    price.in_step_factor = held_log_interpolation(factor->second, static_cast<double>(op.tokens));
+  }
+  const double seconds = price.alone_s * price.in_step_factor;
+  ++priced_.try_emplace({price.key, price.tokens}, std::move(price)).first->second.calls;
+  return seconds;
+}
+
+std::vector<OpPrice> CalibrationPricer::priced() const {
+  std::vector<OpPrice> out;
+  for (const auto& [key, price] : priced_) out.push_back(price);
+  return out;
 }
 
 double CalibrationPricer::optimizer_hidden_share(std::int64_t forward_tokens) {
@@ -329,6 +341,7 @@ StepPrediction predict_step(const MemoryPlanInput& in, const Calibration& c, int
   StepPrediction p;
   p.time = walk_step(in, pricer);
   p.missing.assign(pricer.missing().begin(), pricer.missing().end());
+  p.operations = pricer.priced();
   p.sources = prediction_sources(pricer.used(), c);
   if (!p.priced()) {  // an operation priced 0: no step time at all, rather than one that is too short
     p.time = StepTime{};

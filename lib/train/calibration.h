@@ -67,6 +67,19 @@ std::string calibration_json(const Calibration& c);
 // calibration/<kind>.json beside the executables (build/bin/calibration, copied from the source tree), or nothing.
 std::optional<std::string> find_calibration(const std::string& kind);
 
+// One kernel shape at one token count as a prediction priced it: its time alone (the calibration's curve there, as
+// qwen3-calibrate measured it), its in-step group and that group's factor at those tokens (1 without one); priced:
+// alone_s × in_step_factor per call.
+struct OpPrice {
+  std::string key;  // OpShape::key(): "gemm_fwd 1024x4096"
+  std::int64_t tokens = 0;
+  double alone_s = 0;
+  std::string in_step_group;  // attention_fwd, attention_bwd, gemm, other
+  double in_step_factor = 1;
+  // Calls the walk priced: one micro-batch's on each pipeline stage (recomputation included), the optimizer's once.
+  int calls = 0;
+};
+
 // Prices operations from a calibration: interpolates each kernel between its measured token counts (log-log;
 // beyond the last: linear in tokens, quadratic for attention), collectives by bus bandwidth, host work by rate.
 // Operations the calibration lacks are priced 0 and listed in missing().
@@ -81,6 +94,8 @@ class CalibrationPricer : public OpPricer {
   double optimizer_hidden_share(std::int64_t forward_tokens) override;
   double gemm_slowdown_beside_collectives() override;
   const std::set<std::string>& missing() const { return missing_; }
+  // Every kernel shape and token count priced so far, by key and tokens.
+  std::vector<OpPrice> priced() const;
   // The kinds of term the walk priced: "kernels", "in-step factors", "host copies", "host AdamW", "optimizer
   // overlap", "GEMMs beside collectives", "collectives" (prediction_sources says what each rests on).
   const std::set<std::string>& used() const { return used_; }
@@ -89,6 +104,7 @@ class CalibrationPricer : public OpPricer {
   const Calibration& c_;
   double cpu_scale_;
   std::set<std::string> missing_, used_;
+  std::map<std::pair<std::string, std::int64_t>, OpPrice> priced_;
 };
 
 // Records the operations a layout runs (every kernel key with its token counts, every collective kind and group),
@@ -110,6 +126,7 @@ class RecordingPricer : public OpPricer {
 // `missing` says what to measure.
 struct StepPrediction {
   StepTime time;
+  std::vector<OpPrice> operations;  // every kernel shape and token count priced, by key and tokens
   double tokens_per_s = 0, mfu = 0;
   std::vector<std::string> missing;  // operations the calibration lacks, sorted: kernel keys, "all_gather over 8 GPUs"
   // What each kind of term the prediction used rests on (issue 28 item 5), in a fixed order: {term, source}, the

@@ -208,6 +208,41 @@ TEST(Calibration, APredictionSaysWhatEachTermRestsOn) {
   EXPECT_EQ(host["optimizer overlap"].rfind("assumed:", 0), 0u) << host["optimizer overlap"];
 }
 
+// Every kernel shape and token count a prediction priced is listed with its time alone, its in-step factor and its
+// calls, so that a step can be read operation by operation (--plan's predicted.operations) and set beside the engine's
+// op timer: with every kernel 0.1 ms per token alone and attention's forward 1.2 in the step, the list covers what the
+// walk records, a GEMM is 0.1 ms × 4,096 with factor 1, attention 1.2, a layer's kernels once per layer.
+TEST(Calibration, APredictionListsEveryOperationItPricedWithItsFactorAndCalls) {
+  Calibration c;
+  c.kind = "test";
+  RecordingPricer r;
+  MemoryPlanInput in = input("0.6B", 4096);
+  in.micro_batches = 1;
+  walk_step(in, r);
+  for (const auto& [key, entry] : r.ops) c.ops[key] = {{1.0, 1e-4}, {2.0, 2e-4}};  // linear in tokens
+  c.in_step["attention_fwd"] = {{4096.0, 1.2}};
+  const StepPrediction p = predict_step(in, c, 1);
+  std::set<std::string> keys;
+  double priced = 0;
+  for (const OpPrice& o : p.operations) {
+    keys.insert(o.key);
+    priced += o.alone_s * o.in_step_factor * o.calls;
+    if (o.key.rfind("gemm_fwd", 0) == 0 && o.tokens == 4096) {
+      EXPECT_NEAR(o.alone_s, 1e-4 * 4096, 1e-12) << o.key;
+      EXPECT_EQ(o.in_step_group, "gemm");
+      EXPECT_EQ(o.in_step_factor, 1.0);
+    }
+    if (o.key.rfind("attention_fwd", 0) == 0) {
+      EXPECT_EQ(o.in_step_factor, 1.2);
+      EXPECT_EQ(o.calls, in.model.num_layers) << "one per layer";
+    }
+  }
+  std::set<std::string> recorded;
+  for (const auto& [key, entry] : r.ops) recorded.insert(key);
+  EXPECT_EQ(keys, recorded);
+  EXPECT_GT(priced, 0);
+}
+
 // Issue 28 item 7: at global batch 1 the optimizer's device step overlaps the next forward on a side stream; only the
 // calibration's measured share of that overlap is hidden (1: the forward hides it, 0: they take turns).
 TEST(StepModel, TheOptimizerOverlapHidesOnlyTheMeasuredShare) {

@@ -10,10 +10,11 @@ the steps over its time alone) into the calibration file's "in_step" section as 
 group's curve (a point already there at SEQ is replaced), SOURCE added to what the section says it rests on. The
 default groups are attention's: the GEMMs ran at 1.03-1.04 of their time alone at 4,096 tokens but at 0.94 at 1,024
 (operands still in the L2 cache from the operation before, which the calibration evicts), so they stay as measured.
-LOG: qwen3-pretrain's output with QWEN3_CUDA_OP_TIMES=1 (lines '  12.34 ms  5.6%  56 calls  gemm qkv fwd')."""
+LOG: qwen3-pretrain's output with QWEN3_CUDA_OP_TIMES=1 (lines '  12.34 ms  5.6%  56 calls  gemm qkv fwd'). An
+operation's time alone and its in-step group are `qwen3-pretrain --plan`'s (predicted.operations, on CALIBRATION):
+this tool restates only which calibration key each of the op timer's labels names."""
 import argparse
 import json
-import math
 import os
 import re
 import subprocess
@@ -27,49 +28,49 @@ def model_of(name, bin_dir):
     return next(m for m in json.loads(out) if m["name"] == name)
 
 
-def shapes(m, T):
-    """The timer's label → the calibration's key and the token counts of its calls in one micro-batch (tp 1, the
-    engine's kernels; the output projection and the loss run once per logit chunk)."""
+def keys(m):
+    """The op timer's label → the calibration key of its kernel (tp 1: the engine's kernels, train/cuda/qwen3_blocks.cpp
+    and the head); what the key costs alone, at which token counts and how often, is --plan's."""
     H, I, V, D = m["hidden_size"], m["intermediate_size"], m["vocab_size"], m["head_dim"]
     q, kv = m["num_heads"] * D, m["num_kv_heads"] * D
     qkv = q + 2 * kv
-    size = max(1, min(T, (2 << 30) // (2 * V)))  # logit_chunk_tokens: the head runs T tokens in chunks of this size
-    chunk = [min(size, T - t0) for t0 in range(0, T, size)]
     att = f"{m['num_heads']}/{m['num_kv_heads']}/{D}"
     return {
-        "gemm qkv fwd": (f"gemm_fwd {H}x{qkv}", [T]), "gemm o fwd": (f"gemm_fwd {q}x{H}", [T]),
-        "gemm gate_up fwd": (f"gemm_fwd {H}x{2 * I}", [T]), "gemm down fwd": (f"gemm_fwd {I}x{H}", [T]),
-        "gemm lm_head fwd": (f"gemm_fwd {H}x{V}", chunk),
-        "gemm down bwd data": (f"gemm_dgrad_bf16 {I}x{H}", [T]), "gemm gate_up bwd data": (f"gemm_dgrad_f32 {H}x{2 * I}", [T]),
-        "gemm o bwd data": (f"gemm_dgrad_bf16 {q}x{H}", [T]), "gemm qkv bwd data": (f"gemm_dgrad_f32 {H}x{qkv}", [T]),
-        "gemm lm_head bwd data": (f"gemm_dgrad_f32 {H}x{V}", chunk),
-        "gemm down bwd weight": (f"gemm_wgrad {I}x{H}", [T]), "gemm gate_up bwd weight": (f"gemm_wgrad {H}x{2 * I}", [T]),
-        "gemm o bwd weight": (f"gemm_wgrad {q}x{H}", [T]), "gemm qkv bwd weight": (f"gemm_wgrad {H}x{qkv}", [T]),
-        "gemm lm_head bwd weight": (f"gemm_wgrad {H}x{V}", chunk),
-        "attention fwd": (f"attention_fwd {att}", [T]), "attention bwd": (f"attention_bwd {att}", [T]),
-        "rmsnorm fwd": (f"rmsnorm_fwd {H}", [T]), "rmsnorm bwd": (f"rmsnorm_bwd {H}", [T]),
-        "swiglu fwd": (f"swiglu_fwd {I}", [T]), "swiglu bwd": (f"swiglu_bwd {I}", [T]),
-        "cross-entropy": (f"cross_entropy {V}", chunk),
+        "gemm qkv fwd": f"gemm_fwd {H}x{qkv}", "gemm o fwd": f"gemm_fwd {q}x{H}",
+        "gemm gate_up fwd": f"gemm_fwd {H}x{2 * I}", "gemm down fwd": f"gemm_fwd {I}x{H}",
+        "gemm lm_head fwd": f"gemm_fwd {H}x{V}",
+        "gemm down bwd data": f"gemm_dgrad_bf16 {I}x{H}", "gemm gate_up bwd data": f"gemm_dgrad_f32 {H}x{2 * I}",
+        "gemm o bwd data": f"gemm_dgrad_bf16 {q}x{H}", "gemm qkv bwd data": f"gemm_dgrad_f32 {H}x{qkv}",
+        "gemm lm_head bwd data": f"gemm_dgrad_f32 {H}x{V}",
+        "gemm down bwd weight": f"gemm_wgrad {I}x{H}", "gemm gate_up bwd weight": f"gemm_wgrad {H}x{2 * I}",
+        "gemm o bwd weight": f"gemm_wgrad {q}x{H}", "gemm qkv bwd weight": f"gemm_wgrad {H}x{qkv}",
+        "gemm lm_head bwd weight": f"gemm_wgrad {H}x{V}",
+        "attention fwd": f"attention_fwd {att}", "attention bwd": f"attention_bwd {att}",
+        "rmsnorm fwd": f"rmsnorm_fwd {H}", "rmsnorm bwd": f"rmsnorm_bwd {H}",
+        "swiglu fwd": f"swiglu_fwd {I}", "swiglu bwd": f"swiglu_bwd {I}",
+        "cross-entropy": f"cross_entropy {V}",
     }
 
 
-def group_of(key):
-    """The calibration's in-step group of a kernel key (train/calibration.h Calibration::in_step)."""
-    kind = key.split(" ")[0]
-    return kind if kind.startswith("attention") else "gemm" if kind.startswith("gemm") else "other"
-
-
-def price(curve, x, attention):
-    """The calibration's interpolation: log-log between points; beyond the last, linear (attention: quadratic)."""
-    xs = [p[0] for p in curve]
-    if x <= xs[0]:
-        return curve[0][1] * x / xs[0] if len(curve) == 1 else curve[0][1]
-    if x >= xs[-1]:
-        return curve[-1][1] * (x / xs[-1]) ** (2 if attention else 1)
-    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
-        if x0 <= x <= x1:
-            f = math.log(x / x0) / math.log(x1 / x0)
-            return math.exp(math.log(y0) + f * (math.log(y1) - math.log(y0)))
+def alone_per_call(model, seq, calibration, bin_dir):
+    """key → (seconds of one call alone, averaged over its calls in a micro-batch; in-step group), from --plan."""
+    with open(calibration) as f:
+        kind = json.load(f)["kind"]
+    out = subprocess.run([os.path.join(bin_dir, "qwen3-pretrain"), "--plan", "--format", "json", "--device", "cuda",
+                          "--model", model, "--seq-len", str(seq), "--global-batch", "1", "--recompute", "none",
+                          "--offload-optimizer=0", "--device-memory", kind, "--calibration", calibration],
+                         capture_output=True, text=True)
+    if out.returncode not in (0, 3):
+        raise SystemExit(f"op_times_vs_calibration: qwen3-pretrain --plan: {out.stderr.strip()}")
+    predicted = json.loads(out.stdout)["predicted"]
+    if predicted is None:
+        raise SystemExit("op_times_vs_calibration: the calibration does not price this model at this length")
+    per_key = {}  # key → [Σ calls × alone, Σ calls, group]
+    for o in predicted["operations"]:
+        k = per_key.setdefault(o["key"], [0.0, 0, o["in_step_group"]])
+        k[0] += o["calls"] * o["alone_s"]
+        k[1] += o["calls"]
+    return {key: (total / calls, group) for key, (total, calls, group) in per_key.items()}
 
 
 def main():
@@ -83,24 +84,22 @@ def main():
     ap.add_argument("--groups", default="attention_fwd,attention_bwd")
     a = ap.parse_args()
     calibration = json.load(open(a.calibration))
-    ops = calibration["ops"]
+    alone_of = alone_per_call(a.model, a.seq, a.calibration, a.bin)
     groups = {}  # group → [ms in the steps, ms alone]
-    table = shapes(model_of(a.model, a.bin), a.seq)
+    table = keys(model_of(a.model, a.bin))
     print(f"| operation ({a.model}, {a.seq:,} tokens) | calls | in the step (ms per call) | calibrated alone | step / alone |")
     print("|---|---|---|---|---|")
     sums = [0.0, 0.0]
     for line in open(a.log):
         m = LINE.match(line)
-        if not m or m.group(3) not in table:
+        if not m or m.group(3) not in table or table[m.group(3)] not in alone_of:
             continue
         ms, calls, label = float(m.group(1)), int(m.group(2)), m.group(3)
-        key, tokens = table[label]
-        if key not in ops:
-            continue
-        alone = 1e3 * sum(price(ops[key], t, key.startswith("attention")) for t in tokens) / len(tokens)
+        seconds, group = alone_of[table[label]]
+        alone = 1e3 * seconds
         sums[0] += ms
         sums[1] += alone * calls
-        g = groups.setdefault(group_of(key), [0.0, 0.0])
+        g = groups.setdefault(group, [0.0, 0.0])
         g[0] += ms
         g[1] += alone * calls
         print(f"| {label} | {calls} | {ms / calls:.4f} | {alone:.4f} | {ms / calls / alone:.3f} |")
