@@ -5,11 +5,13 @@ kind's calibration, beside the measured step and the allocator's peak. Prints a 
 largest |error|.
 
 Usage: tools/bench/predict_check.py RESULTS.h5... [--bin build/bin] [--calibration FILE] [--kind h100-80gb|h200]
-                                    [--smi CSV] [--host-from CALIBRATION.json]
+                                    [--smi CSV] [--host-from CALIBRATION.json] [--host-rate-from-run]
 --host-from: price with the calibration's kernels but the host figures (pinned copies, CPU AdamW, round trip) of
 another calibration of the same kind: that of the host the runs ran on (qwen3-calibrate --base … --models tiny in the
 same device call measures them in seconds). A step with the optimizer on the host is priced for a host's CPU, and the
 CPU's AdamW rate differs between hosts of one GPU kind by more than the step model's error (docs/studies/1xh100).
+--host-rate-from-run: for a run that timed its own host optimizer (ranks/host_optimizer_cpu_s, files since
+2026-12-06), price the host AdamW at the rate the run measured: the step model checked with the host's CPU taken out.
 --smi: nvidia-smi's samples taken beside the runs (`nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,
 nounits -lms 500`, as tools/bench/study_session.sh takes them): a column with the largest sample between each run's
 start and end, less plan + reserve. The kind defaults to the card each file names (device_names); the calibration to the kind's committed one beside the
@@ -58,21 +60,37 @@ def committed_calibration(a):
     return os.path.join(a.bin, "calibration", f"{a.kind}.json")
 
 
-def with_host_of(calibration, host_from):
-    """A copy of `calibration` with the host figures of `host_from` (a temporary file, removed at exit)."""
+def edited_copy(calibration, edit):
+    """A copy of the calibration file with edit(json) applied (a temporary file, removed at exit)."""
     with open(calibration) as f:
         c = json.load(f)
-    with open(host_from) as f:
-        h = json.load(f)
-    if h.get("kind") != c.get("kind"):
-        sys.exit(f"predict_check: --host-from {host_from} is for {h.get('kind')}, the calibration for {c.get('kind')}")
-    c["host"] = h["host"]
-    c["measured"] += f"; host figures from {host_from} ({h['measured'].split(';')[-1].strip()})"
+    edit(c)
     out = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
     json.dump(c, out)
     out.close()
     atexit.register(os.remove, out.name)
     return out.name
+
+
+def with_host_of(calibration, host_from):
+    """The calibration with the host figures of `host_from`."""
+    with open(host_from) as f:
+        h = json.load(f)
+
+    def edit(c):
+        if h.get("kind") != c.get("kind"):
+            sys.exit(f"predict_check: --host-from {host_from} is for {h.get('kind')}, the calibration for {c.get('kind')}")
+        c["host"] = h["host"]
+        c["measured"] += f"; host figures from {host_from} ({h['measured'].split(';')[-1].strip()})"
+    return edited_copy(calibration, edit)
+
+
+def with_cpu_rate(calibration, rate):
+    """The calibration with the CPU AdamW rate a run measured of itself (elements/s on the calibration's threads)."""
+    def edit(c):
+        c["host"]["cpu_adamw_elements_per_s"] = rate
+        c["measured"] += f"; CPU AdamW {rate / 1e9:.2f} G elements/s as the run's own passes measured it"
+    return edited_copy(calibration, edit)
 
 
 def calibrated_host_rate(calibration, bin_dir, kind):
@@ -138,6 +156,7 @@ def main():
     ap.add_argument("--kind", default="")
     ap.add_argument("--smi", default="")
     ap.add_argument("--host-from", default="")
+    ap.add_argument("--host-rate-from-run", action="store_true")
     a = ap.parse_args()
     if a.host_from:
         a.calibration = with_host_of(a.calibration or committed_calibration(a), a.host_from)
@@ -155,7 +174,11 @@ def main():
         kind = a.kind or next((k for name, k in CARD_KINDS if name in run["card"]), "")
         if not kind:
             sys.exit(f"predict_check: {path}: card '{run['card']}' is none of {[n for n, _ in CARD_KINDS]}: pass --kind")
-        plan = plan_of(run, kind, a.bin, a.calibration)
+        calibration = a.calibration
+        if a.host_rate_from_run and run["host_rate"]:
+            calibration = with_cpu_rate(a.calibration or os.path.join(a.bin, "calibration", f"{kind}.json"),
+                                        run["host_rate"])
+        plan = plan_of(run, kind, a.bin, calibration)
         pred = (plan.get("predicted") or {}).get("step_s")
         err = None if pred is None else 100 * (pred - run["step_s"]) / run["step_s"]
         if err is not None:
