@@ -186,13 +186,14 @@ def main():
         layout = f"T{run['tp']}P{run['pp']}" + (f"C{run['cp']}" if run["cp"] > 1 else "") + \
             f"D{run['ranks'] // (run['tp'] * run['pp'] * run['cp'])}"
         mem = f"{int(plan['plan_bytes']) - run['allocator_peak']:+d} B"
-        device = "" if run["device_peak"] is None else f"{(int(plan['peak_bytes']) - run['device_peak']) / 2**20:+.0f} MiB"
-        if smi is not None:
+        memory = ["" if run["device_peak"] is None else f"{(int(plan['peak_bytes']) - run['device_peak']) / 2**20:+.0f} MiB"]
+        if smi is not None:  # the largest nvidia-smi sample between the run's start and end
             during = [mib for t, mib in smi if run["start"] <= t <= run["end"]]
-            device += f" | {int(plan['peak_bytes']) / 2**20 - max(during):+.0f} MiB" if during else " | no sample"
+            memory.append(f"{int(plan['peak_bytes']) / 2**20 - max(during):+.0f} MiB" if during else "no sample")
         if any_host:
-            device += (f" | {run['host_rate'] / 1e9:.2f} / {calibrated_host_rate(a.calibration, a.bin, kind) / 1e9:.2f}"
-                       if run["host_rate"] else " | ")
+            memory.append(f"{run['host_rate'] / 1e9:.2f} / {calibrated_host_rate(a.calibration, a.bin, kind) / 1e9:.2f}"
+                          if run["host_rate"] else "")
+        device = " | ".join(memory)
         rec = run["recorded_prediction"]  # what the run itself recorded, from the calibration it found then
         recorded = "" if rec is None else f"{rec:.4f} ({100 * (rec - run['step_s']) / run['step_s']:+.1f}%)"
         rows.append(f"| {run['card']} | {run['model']} | {run['seq']:,} | {run['global_batch']} | {layout} | "
