@@ -39,11 +39,17 @@ void run_micro_batches(TrainingRun& run, StepLoop& loop, std::int64_t step, doub
     engine.synchronize();
     step_pipe.compute_s = seconds_since(t_compute);
   } else {
-    for (std::int64_t m = 0; m < loop.micro_steps; ++m) {
-      loop.step_tokens[m] = run.st.data->read_documents(loop.sampler.micro_batch(step, loop.dp_rank, run.layout.dp(), m, MB));
-      make_labels(loop.step_tokens[m], L, loop.step_labels[m]);
-    }
-    const auto batch = [&](int m) { return MicroBatch{loop.step_tokens[m].data(), loop.step_labels[m].data(), MB, L}; };
+    // Each micro-batch read when the schedule first asks for it (its forward, or sizing its first transfer), not all
+    // before the first operation: a later stage reads while it waits for its neighbour.
+    std::vector<char> read(static_cast<std::size_t>(loop.micro_steps), 0);
+    const auto batch = [&](int m) {
+      if (!read[static_cast<std::size_t>(m)]) {
+        loop.step_tokens[m] = run.st.data->read_documents(loop.sampler.micro_batch(step, loop.dp_rank, run.layout.dp(), m, MB));
+        make_labels(loop.step_tokens[m], L, loop.step_labels[m]);
+        read[static_cast<std::size_t>(m)] = 1;
+      }
+      return MicroBatch{loop.step_tokens[m].data(), loop.step_labels[m].data(), MB, L};
+    };
     const auto l = run_pipeline_step(engine, run.groups.coords.pp, run.layout.pp(), static_cast<int>(loop.micro_steps),
                                      batch, 1.0 / loop.counted_tokens, step_pipe);
     loss_sum[0] = l.sum;

@@ -68,8 +68,8 @@ struct StepLoop {
   const DocumentSampler sampler;
   const AdamWConfig adamw;
   const int dp_rank;
-  // Pipeline parallelism: every micro-batch of the step is read up front (each stage needs its shape, the first its
-  // tokens, the last its labels) and run under 1F1B (train/pipeline_run.h).
+  // Pipeline parallelism: each micro-batch of the step is read when 1F1B first needs it (each stage needs its shape,
+  // the first its tokens, the last its labels; train/pipeline_run.h) and kept for its backward.
   const bool pipelined;
   std::vector<std::int32_t> tokens, labels;
   std::vector<std::vector<std::int32_t>> step_tokens, step_labels;

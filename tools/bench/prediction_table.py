@@ -41,8 +41,8 @@ WHY = {
               "the pipeline schedule adds little; the record's step is 1.30 s. Part of the rest is the data: at that "
               "commit a pipelined step read all 32 micro-batches' documents before its first operation, the GPU idle, "
               "each read inflating a 1 MiB HDF5 chunk (3.8 ms per 4,096-token document measured with h5py on this "
-              "project's 2-core CI machine; 0.35 ms with today's chunks of at most 16 Ki tokens), about 0.06-0.12 s "
-              "per step; what remains (about 0.25 s per step, on every stage) is not identified without a multi-GPU "
+              "project's 2-core CI machine; 0.35 ms with today's chunks of at most 16 Ki tokens, and today each micro-batch "
+              "is read when the schedule first needs it), about 0.06-0.12 s per step; what remains (about 0.25 s per step, on every stage) is not identified without a multi-GPU "
               "host. 8B (untied embeddings, compute 2.5-3 s per step) is off by less.",
     "P×D": "the pipeline term above, with half the micro-batches per replica.",
     "T×P": "both terms above; the T2P2 rows of 1.7B are the worst (the two collectives' and the pipeline's costs add).",
