@@ -374,7 +374,7 @@ TEST(ReportMpirun, SweepManifestShowsRefusedAndNotRunCells) {
     EXPECT_NE(md.find("### T1P1C2D1\n\n| model | 30 | 32 | 64 | 128 | 256 |\n|---|---|---|---|---|---|\n| tiny | ✖ refused |  |  |  |  |"),
               std::string::npos) << md;
     EXPECT_NE(md.find("| tiny |  | ✔ ("), std::string::npos) << md;
-    EXPECT_NE(md.find(" GiB) | not run | not run (plan 90.0 GiB: does not fit) |"), std::string::npos) << md;
+    EXPECT_NE(md.find(" GiB) | not run | not run (plan 90.0 GiB with the runtime reserve: does not fit) |"), std::string::npos) << md;
     EXPECT_NE(md.find("- tiny T1P1C2D1 30: refused — --cp 2: --seq-len 30 must divide by 2 × cp"), std::string::npos) << md;
     // Two finished lengths: no regression table, a sentence.
     EXPECT_NE(md.find("No fit (three are needed): tiny T1P1D1 (2 finished)."), std::string::npos) << md;

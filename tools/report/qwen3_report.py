@@ -709,7 +709,7 @@ def cell_mark(r):
     if r["status"] == "not run":
         p = r.get("predicted_step_s", NAN)
         if r.get("plan_fits") is False:
-            return f"not run (plan {r['planned_gib']:.1f} GiB: does not fit)"
+            return f"not run (plan {r['planned_gib']:.1f} GiB with the runtime reserve: does not fit)"
         return "not run" + ("" if math.isnan(p) else f" (predicted {fmt(p, 1)} s per step)")
     peaks = [f"{np.mean(r['peaks_gib']):.1f} GiB" if r["peaks_gib"] else "",
              f"plan {r['planned_gib']:.1f}" if not math.isnan(r["planned_gib"]) else ""]
