@@ -228,7 +228,7 @@ int main(int argc, char** argv) {
     c.optimizer_hidden.clear();
     for (std::int64_t tokens : {1024, 4096, 16384}) {
       c.optimizer_hidden.emplace_back(static_cast<double>(tokens), bench.optimizer_hidden_share(tokens));
-      std::fprintf(stderr, "qwen3-calibrate: AdamW beside forward GEMMs of %lld tokens on another stream: %.0f%% of it hidden\n",
+      std::fprintf(stderr, "qwen3-calibrate: AdamW beside a layer's forward of %lld tokens on another stream: %.0f%% of it hidden\n",
                    static_cast<long long>(tokens), 100 * c.optimizer_hidden.back().second);
     }
     // What running the kernels added (lazily loaded modules, cuBLASLt's and cuDNN's plans); the buffers are freed.

@@ -34,8 +34,9 @@ struct Calibration {
   double cpu_adamw_elements_per_s = 0;              // cpu::adamw_step_f32 on cpu_threads threads
   int cpu_threads = 0;
   double sync_s = 0;  // a host round trip: a read-back of a device scalar behind an idle stream
-  // The share of AdamW's device time hidden beside forward GEMMs of so many tokens on another stream
-  // (OpBench::optimizer_hidden_share), sorted by tokens; empty: not measured (older calibrations), then assumed wholly
+  // The share of AdamW's device time hidden beside a layer's forward of so many tokens on another stream
+  // (OpBench::optimizer_hidden_share; calibrations before 2026-12-06's third session: beside gate|up GEMMs only),
+  // sorted by tokens; empty: not measured (older calibrations), then assumed wholly
   // hidden. A file of the first measurement holds one share, beside 4,096 tokens.
   std::vector<std::pair<double, double>> optimizer_hidden;
   // A GEMM's time with so many SMs held by another stream's kernel over its time alone, by the SMs held
