@@ -388,6 +388,7 @@ TEST(ReportMpirun, SweepManifestShowsRefusedAndNotRunCells) {
     const std::string memory = png_description(out / "memory.png");
     EXPECT_NE(memory.find("marks: T1P1D1 not run | T1P1C2D1 ✖ refused | T1P1D1 not run: plan does not fit"),
               std::string::npos) << memory;
+    EXPECT_NE(memory.find("planned peak beyond the axis"), std::string::npos) << memory;  // the unrun cell's 90 GiB
   }
 }
 

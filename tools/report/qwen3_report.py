@@ -637,8 +637,10 @@ def memory_handles(rows, layouts, tops):
         h.append(Line2D([], [], ls="", marker="x", color="crimson",
                         label="the device's peak (total − free, as nvidia-smi shows it)"))
     beyond = [r["planned_gib"] > tops[r["model"]] for r in rows if not math.isnan(r["planned_gib"])]
-    if not all(beyond):
-        h.append(Line2D([], [], color="black", lw=2, label="planned peak (the rank that needs most)"))
+    if not all(beyond):  # a cell not run has only the sweep's plan, which includes the runtime reserve
+        unrun = any(r["status"] == "not run" and not math.isnan(r["planned_gib"]) for r in rows)
+        h.append(Line2D([], [], color="black", lw=2, label="planned peak (the rank that needs most"
+                        + ("; a cell not run: with the runtime reserve)" if unrun else ")")))
     if any(beyond):
         h.append(Line2D([], [], ls="", marker="^", color="black", label="planned peak beyond the axis"))
     if any(r["peaks_gib"] and r["status"] != "ok" for r in rows):
