@@ -432,7 +432,7 @@ std::vector<CalibrationCase> default_calibration_cases(std::int64_t device_bytes
             auto_policy.recompute = "auto";
             in.recompute = choose_recompute(auto_policy, in, device_bytes, 0);
             if (plan_worst_stage(in).second.peak() <= device_bytes) held = true;
-          } catch (const UsageError&) {
+          } catch (const UsageError&) {  // the engine refuses this many stages for the model: try the next
           }
           if (held) break;
         }

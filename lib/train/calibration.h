@@ -36,8 +36,8 @@ struct Calibration {
   double sync_s = 0;  // a host round trip: a read-back of a device scalar behind an idle stream
   // The share of AdamW's device time hidden beside a layer's forward of so many tokens on another stream
   // (OpBench::optimizer_hidden_share; calibrations before 2026-12-06's third session: beside gate|up GEMMs only),
-  // sorted by tokens; empty: not measured (older calibrations), then assumed wholly
-  // hidden. A file of the first measurement holds one share, beside 4,096 tokens.
+  // sorted by tokens; empty: not measured (older calibrations), then assumed wholly hidden. A file of the first
+  // measurement holds one share, beside 4,096 tokens.
   std::vector<std::pair<double, double>> optimizer_hidden;
   // A GEMM's time with so many SMs held by another stream's kernel over its time alone, by the SMs held
   // (OpBench::gemm_slowdown_with_sms_held); empty: not measured, then no slowdown is assumed.
@@ -157,8 +157,9 @@ struct CalibrationCase {
 // qwen3-calibrate's default measurement: every preset (config/model_config.h preset_names) at each of the lengths and
 // tensor-parallel sizes below that the engine accepts (tp_dims, the sequence rules) and that the memory planner fits
 // on device_bytes at some memory policy (--recompute auto with the optimizer offloaded as far as needed; micro-batch
-// 1) as one GPU or as the worst stage of a pipeline of 2, 4 or 8 stages, in preset, tp, length order. The kernels' keys depend on the model and tp only,
-// so every preset and tp the card can hold is covered; the lengths give the token counts the curves interpolate.
+// 1) as one GPU or as the worst stage of a pipeline of 2, 4 or 8 stages, in preset, tp, length order. The kernels'
+// keys depend on the model and tp only, so every preset and tp the card can hold is covered; the lengths give the
+// token counts the curves interpolate.
 inline const std::vector<std::int64_t> kCalibrationLengths = {1024, 4096, 8192, 16384, 32768, 131072};
 inline const std::vector<int> kCalibrationTensorParallel = {1, 2, 4, 8};
 std::vector<CalibrationCase> default_calibration_cases(std::int64_t device_bytes);

@@ -137,7 +137,7 @@ struct AdamWBench {
   AdamWArgs args{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f, 1.0f};
 };
 
-// The forward GEMM the overlap measurements run beside others: 1.7B's gate|up (2,048 → 12,288) at `tokens` rows.
+// The forward GEMM the SMs-held measurement slows: 1.7B's gate|up (2,048 → 12,288) at `tokens` rows.
 struct GateUpGemm {
   GateUpGemm(std::int64_t tokens, cudaStream_t s)
       : T(tokens), w(static_cast<std::size_t>(kOut * kIn) * 2), x(static_cast<std::size_t>(T * kIn) * 2),
@@ -161,8 +161,8 @@ struct LayerForward {
   static constexpr std::int64_t Q = kHeads * D, KV = kKvHeads * D, QKV = Q + 2 * KV;
   // attention: the bench's CudnnAttention (nullptr without cuDNN).
   LayerForward(std::int64_t tokens, void* attention, cudaStream_t s)
-      : T(tokens), attention(attention), x(n(T * H, 2)), norm_w(n(H, 2)), normed(n(T * H, 2)), rstd(n(T, 4)), w_qkv(n(QKV * H, 2)),
-        qkv(n(T * QKV, 2)), qk_w(n(D, 2)), q(n(T * Q, 2)), k(n(T * KV, 2)), q_rstd(n(T * kHeads, 4)),
+      : T(tokens), attention(attention), x(n(T * H, 2)), norm_w(n(H, 2)), normed(n(T * H, 2)), rstd(n(T, 4)),
+        w_qkv(n(QKV * H, 2)), qkv(n(T * QKV, 2)), qk_w(n(D, 2)), q(n(T * Q, 2)), k(n(T * KV, 2)), q_rstd(n(T * kHeads, 4)),
         k_rstd(n(T * kKvHeads, 4)), rope(n(T * D, 4)), o(n(T * Q, 2)), lse(n(kHeads * T, 4)), w_o(n(H * Q, 2)),
         h1(n(T * H, 2)), w_gu(n(2 * I * H, 2)), gu(n(T * 2 * I, 2)), act(n(T * I, 2)), w_down(n(H * I, 2)),
         out(n(T * H, 2)) {
