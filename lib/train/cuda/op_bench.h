@@ -24,10 +24,10 @@ class OpBench {
   // Seconds per call of op (one sequence for attention). Throws InternalError when the engine has no such kernel here
   // (attention without cuDNN).
   double time(const OpShape& op);
-  // The share of AdamW's time hidden when it runs on a low-priority side stream (as the engine's optimizer step does)
-  // beside a decoder layer's forward kernels at `tokens` rows on the main stream (1.7B's shapes, as the next step's
-  // forward runs): (t_forwards + t_adamw − t_both) / min(t_forwards, t_adamw), each about 30 ms of work, clamped to
-  // [0, 1], the best of three.
+  // The share of AdamW's time hidden when it runs on a low-priority side stream beside the next step's forward as the
+  // engine runs the two (global batch 1): segment by segment, one 1.7B-shaped layer's AdamW each, each layer's forward
+  // at `tokens` rows waiting for its own segment: (t_forwards + t_adamw − t_both) / min(t_forwards, t_adamw) over 28
+  // layers (passes of them to about 60 ms), clamped to [0, 1], the best of three.
   double optimizer_hidden_share(std::int64_t tokens);
   // How much longer a forward GEMM of 1.7B's gate|up at 4,096 tokens takes while `sms` SMs are held by another
   // stream's kernel (as NCCL's blocks hold them while a collective runs beside the backward's weight-gradient GEMMs):
