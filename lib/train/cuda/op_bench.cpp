@@ -26,6 +26,7 @@
 #endif
 
 namespace qwen3::cuda {
+class CudnnAttention;  // defined with cuDNN only; LayerForward holds a pointer to it either way
 namespace {
 
 using bf16 = __nv_bfloat16;
@@ -162,8 +163,8 @@ struct LayerForward {
   static constexpr int kLayers = 28;  // 1.7B's
   // One layer's parameters (its weights, two norms, the q and k norms): one segment of the engine's AdamW.
   static constexpr std::int64_t parameters() { return QKV * H + H * Q + 2 * I * H + H * I + 2 * H + 2 * D; }
-  // attention: the bench's CudnnAttention (nullptr without cuDNN).
-  LayerForward(std::int64_t tokens, void* attention, cudaStream_t s)
+  // attention: the bench's (nullptr without cuDNN).
+  LayerForward(std::int64_t tokens, CudnnAttention* attention, cudaStream_t s)
       : T(tokens), attention(attention), x(n(T * H, 2)), norm_w(n(H, 2)), normed(n(T * H, 2)), rstd(n(T, 4)),
         w_qkv(n(QKV * H, 2)), qkv(n(T * QKV, 2)), qk_w(n(D, 2)), q(n(T * Q, 2)), k(n(T * KV, 2)), q_rstd(n(T * kHeads, 4)),
         k_rstd(n(T * kKvHeads, 4)), rope(n(T * D, 4)), o(n(T * Q, 2)), lse(n(kHeads * T, 4)), w_o(n(H * Q, 2)),
@@ -175,7 +176,7 @@ struct LayerForward {
       fill_bf16(buffer->as<bf16>(), count, 0.02, s);
     fill_f32(rope.as<float>(), T * D, 0.5, s);
 #ifdef QWEN3_HAVE_CUDNN
-    workspace = std::make_unique<Buffer>(static_cast<CudnnAttention*>(attention)->workspace_bytes(shape()));
+    workspace = std::make_unique<Buffer>(attention->workspace_bytes(shape()));
 #endif
   }
 #ifdef QWEN3_HAVE_CUDNN
@@ -191,8 +192,8 @@ struct LayerForward {
     qk_norm_rope_forward(qkv.as<bf16>() + Q, qk_w.as<bf16>(), k.as<bf16>(), k_rstd.as<float>(),
                          QkShape{1, T, kKvHeads, D, 1e6f, 1e-6f, QKV, cos, sin}, s);
 #ifdef QWEN3_HAVE_CUDNN
-    static_cast<CudnnAttention*>(attention)->forward(q.as<bf16>(), k.as<bf16>(), qkv.as<bf16>() + Q + KV, o.as<bf16>(),
-                                                     lse.as<float>(), shape(), workspace->as<void>(), s);
+    attention->forward(q.as<bf16>(), k.as<bf16>(), qkv.as<bf16>() + Q + KV, o.as<bf16>(), lse.as<float>(), shape(),
+                       workspace->as<void>(), s);
 #endif  // without cuDNN the engine has no attention to run either
     gemm.forward(o.as<bf16>(), w_o.as<bf16>(), h1.as<bf16>(), x.as<bf16>(), T, Q, H, s);
     rmsnorm_forward(h1.as<bf16>(), norm_w.as<bf16>(), normed.as<bf16>(), rstd.as<float>(), T, H, 1e-6f, s);
@@ -202,7 +203,7 @@ struct LayerForward {
   }
   static std::size_t n(std::int64_t elements, int bytes) { return static_cast<std::size_t>(elements) * bytes; }
   std::int64_t T;
-  void* attention;
+  CudnnAttention* attention;
   Buffer x, norm_w, normed, rstd, w_qkv, qkv, qk_w, q, k, q_rstd, k_rstd, rope, o, lse, w_o, h1, w_gu, gu, act, w_down,
       out;
   std::unique_ptr<Buffer> workspace;
