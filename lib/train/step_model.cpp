@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -270,56 +271,80 @@ std::pair<double, double> after_backward(const MemoryPlanInput& in, const StageR
   return {reduce, norm + std::max({0.0, device_exposed, host - window})};
 }
 
+// One end of a transfer in a 1F1B exchange: the link (activation or gradient, micro-batch, the lower stage of the pair)
+// and which end posts it (0 the lower stage, 1 the upper) — the other end is its partner.
+struct LinkEnd {
+  int gradient, micro, lower, end;
+};
+
+// The transfer ends stage s posts at an exchange.
+std::vector<LinkEnd> link_ends(const PipeOp& op, int s) {
+  std::vector<LinkEnd> ends;
+  if (op.send_fwd >= 0) ends.push_back({0, op.send_fwd, s, 0});
+  if (op.recv_fwd >= 0) ends.push_back({0, op.recv_fwd, s - 1, 1});
+  if (op.send_bwd >= 0) ends.push_back({1, op.send_bwd, s - 1, 1});
+  if (op.recv_bwd >= 0) ends.push_back({1, op.recv_bwd, s, 0});
+  return ends;
+}
+
+// The engine's blocking exchanges as a rendezvous: each end posts its transfers when its stage reaches the exchange;
+// a transfer ends when both ends have posted, plus its own time, and the exchange when all of its transfers have.
+class Rendezvous {
+ public:
+  Rendezvous(double activation_transfer, double gradient_transfer)
+      : activation_(activation_transfer), gradient_(gradient_transfer) {}
+  // When stage s's exchange `op`, reached at t, ends; none while a partner has not reached its side.
+  std::optional<double> exchange(const PipeOp& op, int s, double t) {
+    const std::vector<LinkEnd> ends = link_ends(op, s);
+    for (const LinkEnd& l : ends) posted_.try_emplace({l.gradient, l.micro, l.lower, l.end}, t);
+    double done = t;
+    for (const LinkEnd& l : ends) {
+      const auto other = posted_.find({l.gradient, l.micro, l.lower, 1 - l.end});
+      if (other == posted_.end()) return std::nullopt;
+      done = std::max(done, std::max(t, other->second) + (l.gradient ? gradient_ : activation_));
+    }
+    return done;
+  }
+
+ private:
+  double activation_, gradient_;
+  std::map<std::tuple<int, int, int, int>, double> posted_;  // (gradient?, micro, lower stage, end) → when posted
+};
+
+// Runs stage s's operations from `next` on, its clock at `t`, until one waits for a partner; whether any ran.
+bool advance_stage(const std::vector<PipeOp>& list, std::size_t& next, double& t, double forward, double backward,
+                   double per_op, int s, Rendezvous& rendezvous) {
+  const std::size_t from = next;
+  for (; next < list.size(); ++next) {
+    const PipeOp& op = list[next];
+    if (op.kind != PipeOp::exchange) {
+      t += (op.kind == PipeOp::forward ? forward : backward) + per_op;
+      continue;
+    }
+    const std::optional<double> done = rendezvous.exchange(op, s, t);
+    if (!done) break;
+    t = *done + per_op;
+  }
+  return next > from;
+}
+
 }  // namespace
 
 double pipeline_makespan(const std::vector<double>& forward, const std::vector<double>& backward, int micro_batches,
                          double activation_transfer, double gradient_transfer, double per_op) {
-  const int p = static_cast<int>(forward.size());
-  std::vector<std::vector<PipeOp>> ops(static_cast<std::size_t>(p));
-  for (int s = 0; s < p; ++s) ops[static_cast<std::size_t>(s)] = one_f_one_b(s, p, micro_batches);
-  // A transfer is one link (activation or gradient, micro-batch, the lower stage of the pair): posted by each end at
-  // the time its exchange starts; it ends when both have posted, plus its own time.
-  std::map<std::tuple<int, int, int, int>, double> posted;  // (gradient?, micro, lower stage, end: 0 lower 1 upper)
-  std::vector<std::size_t> next(static_cast<std::size_t>(p), 0);
-  std::vector<double> clock(static_cast<std::size_t>(p), 0.0);
-  for (bool moved = true; moved;) {
+  const auto p = forward.size();
+  std::vector<std::vector<PipeOp>> ops(p);
+  for (std::size_t s = 0; s < p; ++s) ops[s] = one_f_one_b(static_cast<int>(s), static_cast<int>(p), micro_batches);
+  Rendezvous rendezvous(activation_transfer, gradient_transfer);
+  std::vector<std::size_t> next(p, 0);
+  std::vector<double> clock(p, 0.0);
+  for (bool moved = true; moved;) {  // each stage as far as its partners let it, until none can move
     moved = false;
-    for (int s = 0; s < p; ++s) {
-      auto& i = next[static_cast<std::size_t>(s)];
-      double& t = clock[static_cast<std::size_t>(s)];
-      const auto& list = ops[static_cast<std::size_t>(s)];
-      while (i < list.size()) {
-        const PipeOp& op = list[i];
-        if (op.kind != PipeOp::exchange) {
-          t += (op.kind == PipeOp::forward ? forward : backward)[static_cast<std::size_t>(s)] + per_op;
-          ++i, moved = true;
-          continue;
-        }
-        // This end's links: {gradient?, micro, lower stage, this end, the other end}.
-        std::vector<std::array<int, 5>> links;
-        if (op.send_fwd >= 0) links.push_back({0, op.send_fwd, s, 0, 1});
-        if (op.recv_fwd >= 0) links.push_back({0, op.recv_fwd, s - 1, 1, 0});
-        if (op.send_bwd >= 0) links.push_back({1, op.send_bwd, s - 1, 1, 0});
-        if (op.recv_bwd >= 0) links.push_back({1, op.recv_bwd, s, 0, 1});
-        for (const auto& l : links) posted.try_emplace({l[0], l[1], l[2], l[3]}, t);
-        double done = t;
-        bool ready = true;
-        for (const auto& l : links) {
-          const auto other = posted.find({l[0], l[1], l[2], l[4]});
-          if (other == posted.end()) {
-            ready = false;
-            break;
-          }
-          done = std::max(done, std::max(t, other->second) + (l[0] ? gradient_transfer : activation_transfer));
-        }
-        if (!ready) break;  // the neighbour has not reached its side yet
-        t = done + per_op;
-        ++i, moved = true;
-      }
-    }
+    for (std::size_t s = 0; s < p; ++s)
+      moved |= advance_stage(ops[s], next[s], clock[s], forward[s], backward[s], per_op, static_cast<int>(s), rendezvous);
   }
-  for (int s = 0; s < p; ++s)
-    if (next[static_cast<std::size_t>(s)] < ops[static_cast<std::size_t>(s)].size())
+  for (std::size_t s = 0; s < p; ++s)
+    if (next[s] < ops[s].size())
       throw InternalError("pipeline_makespan: the 1F1B schedule did not complete (stage " + std::to_string(s) + ")");
   return *std::max_element(clock.begin(), clock.end());
 }
