@@ -2,9 +2,10 @@
 # One GPU-host session for the study on this node (issue 19), each part within its own time limit so that what ran
 # comes back: (1) the GPU tests of $TESTS (a gtest filter; none when empty); (2) qwen3-calibrate for this GPU kind into
 # $OUT/calibration/<kind>.json, also put beside the executables so the runs record their predicted step
-# (CALIBRATE=0: use the committed one); (3) the cells $ONLY of the study spec $STUDY through qwen3-sweep --local, as a
-# user runs them, with nvidia-smi sampling the device's memory every 0.5 s ($OUT/smi.csv); (4) the Hugging Face
-# baseline ($HF_SPECS) in the same call; (5) the op timer's steps $OPTIMES (MODEL:SEQ:GB), before (6) the single
+# (CALIBRATE=0: use the committed one; CALIBRATE=runs: only the kernels of $RUNS' models and lengths, tp 1, with
+# $CAL_ARGS, e.g. --base calibration/<kind>.json); (3) the cells $ONLY of the study spec $STUDY through qwen3-sweep
+# --local, as a user runs them, with nvidia-smi sampling the device's memory every 0.5 s ($OUT/smi.csv); (4) the
+# Hugging Face baseline ($HF_SPECS) in the same call; (5) the op timer's steps $OPTIMES (MODEL:SEQ:GB), before (6) the single
 # runs $RUNS (MODEL:SEQ:GB:STEPS, --recompute auto) within $T_RUNS s, so that what the op timer measures precedes the
 # runs it prices. Then a tarball of everything: $OUT/session.tgz.
 # Usage: OUT=dir STUDY=inputs/study-1xh200.sweep.ini ONLY='0.6B-*' [TESTS=...] [CALIBRATE=1] [HF_SPECS=1.7B:4096]
@@ -18,6 +19,13 @@ echo "host: $(nproc) cores (the commit built: each results file's git_commit)"
 if [ -n "${TESTS:-}" ]; then
   timeout "${T_TESTS:-150}" build/bin/qwen3_tests --gtest_brief=1 --gtest_filter="$TESTS" >"$out/tests.log" 2>&1
   echo "tests exit $?"; grep -E "^\[  (FAILED|PASSED|SKIPPED) |tests? from.*ran|Failure|Expected|Which is" "$out/tests.log" | head -40
+fi
+if [ "${CALIBRATE:-1}" = runs ]; then  # the kernels of $RUNS' models at their lengths (tp 1) measured again on this host,
+  # onto the committed calibration of this GPU kind, so that the runs are priced by this host's kernels (~1.3 s a case)
+  models=$(for r in ${RUNS:?CALIBRATE=runs needs RUNS}; do echo "${r%%:*}"; done | sort -u | paste -sd,)
+  lengths=$(for r in $RUNS; do cut -d: -f2 <<<"$r"; done | sort -nu | paste -sd,)
+  CAL_ARGS="${CAL_ARGS:-} --models $models --tp 1 --lengths $lengths"
+  CALIBRATE=1
 fi
 if [ "${CALIBRATE:-1}" = 1 ]; then
   t0=$(date +%s)
