@@ -261,12 +261,14 @@ std::pair<double, double> after_backward(const MemoryPlanInput& in, const StageR
                                   : 0.0;
   // The next forward's device part overlaps the optimizer; on the device the two share SMs and memory bandwidth, so
   // only the measured share of the overlapped time is hidden; the host's part runs beside it on the CPU. Each forward
-  // segment waits for its own AdamW segment, so the first (the embedding's, at the front of the first stage's and of
-  // a sharded optimizer's first rank's window) has no forward beside it.
+  // segment waits for its own AdamW segment, so the first (the embedding's, at the front of the first stage) has no
+  // forward beside it; a sharded optimizer's forward waits for all of it, gathered (param_update.cpp).
   const double window = forward * (1.0 - f_host);
   const std::int64_t rows = in.micro_batch * in.seq_len / cp;  // the forward GEMMs' rows (tensor parallel: all of them)
-  const std::int64_t first_segment = range.first ? std::min(device_n, in.model.vocab_size * in.model.hidden_size / in.tp) : 0;
-  const double overlappable = device_n > 0 ? device * static_cast<double>(device_n - first_segment) / static_cast<double>(device_n) : 0.0;
+  const std::int64_t first_segment =
+      shards > 1 ? device_n : range.first ? std::min(device_n, in.model.vocab_size * in.model.hidden_size / in.tp) : 0;
+  const double overlappable =
+      device_n > 0 ? device * static_cast<double>(device_n - first_segment) / static_cast<double>(device_n) : 0.0;
   const double device_exposed = device - p.optimizer_hidden_share(rows) * std::min(overlappable, window);
   return {reduce, norm + std::max({0.0, device_exposed, host - window})};
 }

@@ -262,6 +262,11 @@ TEST(StepModel, TheOptimizerOverlapHidesOnlyTheMeasuredShare) {
   EXPECT_DOUBLE_EQ(b.optimizer, 2.0);  // both exposed
   EXPECT_DOUBLE_EQ(q.optimizer, 2.0 - 0.25 * (1.0 - first));
   EXPECT_NEAR(b.step - a.step, 1.0 - first, 1e-12);  // a difference of two sums
+  // A sharded optimizer: the next forward waits for all of it, gathered — nothing hidden, whatever the share.
+  MemoryPlanInput sharded = in;
+  sharded.dp = 2;
+  sharded.shard_optimizer = true;
+  EXPECT_DOUBLE_EQ(walk_step(sharded, whole).optimizer, walk_step(sharded, none).optimizer);
 }
 
 // Issue 28 item 3: with tensor parallelism the backward's collectives run beside the weight-gradient GEMMs and hold SMs
