@@ -19,36 +19,22 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 GIB = 2**30
 FAMILIES = ("D only", "T only", "T×D", "P only", "P×D", "T×P", "T×P×D", "CP")
-# What each family's error rests on (the evidence there is; none of it fitted to these runs).
-WHY = {
-    "D only": "the gradients' all-reduce or reduce-scatter and the bf16 all-gather, priced on the published NVSwitch "
-              "bus-bandwidth curves of the calibration's collectives.source; no other term.",
-    "T only": "the forward's all-gathers and reduce-scatters of the residual stream are on the critical path, priced at "
-              "the published bus bandwidth; the backward's are hidden behind the weight-gradient GEMMs where they fit. "
-              "NCCL's kernels take SMs from the GEMMs they run beside: qwen3-calibrate times a GEMM with 8, 16 and 32 "
-              "SMs held by another kernel (H100, three hosts of 2026-12-06: 1.07, 1.19-1.28, 1.29-1.35 of its time "
-              "alone) and the model slows the overlapped weight-gradient GEMMs by it at NCCL's 16 channels (assumed: "
-              "NCCL's default for NVLink, not measured here) - the H100 rows fell by 1-2 points with it; the H200 "
-              "calibration predates that measurement. What is not priced: a collective of a few MiB runs below the "
-              "published curve's bandwidth when many follow each other (the per-collective latency is the curve's), "
-              "and the forward's collectives are waited for on the compute stream; measuring either needs two GPUs. "
-              "The global-batch-1 rows on cc811d4 and 8f4ce9e predate the backward's overlap (ef91745), which today's "
-              "model prices: optimistic by construction.",
-    "T×D": "the tensor-parallel term above, plus the distributed optimizer's reduce-scatter and all-gather.",
-    "P only": "1F1B as the engine runs it (blocking exchanges, the stream synchronised after every operation: "
-              "step_model.cpp pipeline_makespan) with the stages' priced compute: for 1.7B P4 the model's slowest stage "
-              "computes 0.86 s per step, as the record measured (1.72 s over steps 2-3), so the compute is right and "
-              "the pipeline schedule adds little; the record's step is 1.30 s. Part of the rest is the data: at that "
-              "commit a pipelined step read all 32 micro-batches' documents before its first operation, the GPU idle, "
-              "each read inflating a 1 MiB HDF5 chunk (3.8 ms per 4,096-token document measured with h5py on this "
-              "project's 2-core CI machine; 0.35 ms with today's chunks of at most 16 Ki tokens, and today each micro-batch "
-              "is read when the schedule first needs it), about 0.06-0.12 s per step; what remains (about 0.25 s per step, on every stage) is not identified without a multi-GPU "
-              "host. 8B (untied embeddings, compute 2.5-3 s per step) is off by less.",
-    "P×D": "the pipeline term above, with half the micro-batches per replica.",
-    "T×P": "both terms above; the T2P2 rows of 1.7B are the worst (the two collectives' and the pipeline's costs add).",
-    "CP": "the key/value all-gather and its gradient's reduce-scatter beside cuDNN's attention, which carries the "
-          "in-step attention factor measured on one GPU.",
-}
+# What each family's error rests on, a paragraph per family (its heading), kept as prose beside this script.
+WHY_FILE = os.path.join(HERE, "prediction_families.md")
+
+
+def read_why(path):
+    """prediction_families.md: '## FAMILY' headings, each followed by one paragraph → {family: the paragraph, joined}."""
+    why, name = {}, None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("## "):
+                name = line[3:].strip()
+                why[name] = ""
+            elif name and line.strip():
+                why[name] = (why[name] + " " + line.strip()).strip()
+    return why
 
 
 def read_runs(path):
@@ -184,7 +170,8 @@ def render(runs, plans, csv_path):
             "| layout family | runs | priced | mean \\|error\\| | largest | range |", "|---|---|---|---|---|---|"]
     out += [family_row(f, by_family[f], unpriced[f]) for f in FAMILIES if by_family[f] or unpriced[f]]
     out += ["", "## Where the model is off, and which term", ""]
-    out += [f"- **{f}**: {WHY[f]}" for f in FAMILIES if by_family[f] and f in WHY]
+    why = read_why(WHY_FILE)
+    out += [f"- **{f}**: {why[f]}" for f in FAMILIES if by_family[f] and f in why]
     out += ["", "## What each record says (tools/bench/recorded_runs.csv's notes)", ""]
     out += [f"{i}. {run['section']} ({run['commit']}): {run['notes']}" for i, run in enumerate(runs, 1)]
     return "\n".join(out) + "\n"
