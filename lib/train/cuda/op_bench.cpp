@@ -21,6 +21,7 @@
 #include "ops/cuda/rmsnorm.h"
 #include "ops/cuda/sm_hold.h"
 #include "train/buffer_table.h"
+#include "train/cuda/streams.h"
 #ifdef QWEN3_HAVE_CUDNN
 #include "cuda/cudnn_attention.h"
 #endif
@@ -394,11 +395,11 @@ struct OpBench::Impl {
 
 double OpBench::optimizer_hidden_share(std::int64_t tokens) {
   Impl& b = *impl_;
-  const cudaStream_t main = b.stream;
-  cudaStream_t side = nullptr;
-  int least = 0, greatest = 0;
-  CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-  CUDA_CHECK(cudaStreamCreateWithPriority(&side, cudaStreamNonBlocking, least));  // the engine's optimizer stream's
+  // The engine's two streams with the engine's priorities (streams.h): the main stream one below the greatest, the
+  // optimizer's the least, so the forward's kernels are placed first and AdamW's fill the SMs they leave. Until the
+  // fourth session of 2026-12-06 the main stream here had the default priority, the optimizer's own.
+  const cuda::Stream main_stream(stream_priorities().main), side_stream(stream_priorities().least);
+  const cudaStream_t main = main_stream, side = side_stream;
   // As the engine's step runs it (param_update.cpp): AdamW segment by segment on the side stream, one layer's
   // parameters each, and each layer's forward on the main stream waiting for its own segment — so a layer's forward
   // runs beside the next layer's AdamW. Until the third session of 2026-12-06 the two streams ran free of each other
@@ -445,7 +446,6 @@ double OpBench::optimizer_hidden_share(std::int64_t tokens) {
     best = std::max(best, std::clamp((tf + ta - both) / std::min(tf, ta), 0.0, 1.0));
   }
   for (cudaEvent_t e : {start, end_main, end_side, segment_done}) cudaEventDestroy(e);
-  cudaStreamDestroy(side);
   return best;
 }
 
