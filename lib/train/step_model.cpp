@@ -342,8 +342,10 @@ double pipeline_makespan(const std::vector<double>& forward, const std::vector<d
   std::vector<double> clock(p, 0.0);
   for (bool moved = true; moved;) {  // each stage as far as its partners let it, until none can move
     moved = false;
-    for (std::size_t s = 0; s < p; ++s)
-      moved |= advance_stage(ops[s], next[s], clock[s], forward[s], backward[s], per_op, static_cast<int>(s), rendezvous);
+    for (std::size_t s = 0; s < p; ++s) {
+      const int stage = static_cast<int>(s);
+      moved |= advance_stage(ops[s], next[s], clock[s], forward[s], backward[s], per_op, stage, rendezvous);
+    }
   }
   for (std::size_t s = 0; s < p; ++s)
     if (next[s] < ops[s].size())

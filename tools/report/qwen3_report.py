@@ -334,9 +334,10 @@ def manifest_results(manifests):
 def placeholder(model, layout, seq, status, reason, predicted=NAN, plan_fits=None, planned_gib=NAN):
     """A cell's row without a results file to read (plan_fits, planned_gib: the sweep's plan of it, where known)."""
     return {"model": model, "layout": layout, "seq": seq, "status": status, "reason": reason,
-            "predicted_step_s": predicted, "plan_fits": plan_fits, "reserve_gib": NAN, "peaks_gib": [], "hosts": [], "device_peak_gib": NAN,
-            "run_min": NAN, "mean_peak_gib": NAN, "std_at_peak_gib": NAN, "planned_gib": planned_gib,
-            "capacity_gib": NAN, "step_time_s": NAN, "tokens_per_s": NAN, "tflops": NAN, "mfu": NAN, "on_gpu": False, "device_name": "",
+            "predicted_step_s": predicted, "plan_fits": plan_fits, "reserve_gib": NAN, "peaks_gib": [], "hosts": [],
+            "device_peak_gib": NAN, "run_min": NAN, "mean_peak_gib": NAN, "std_at_peak_gib": NAN,
+            "planned_gib": planned_gib, "capacity_gib": NAN, "step_time_s": NAN, "tokens_per_s": NAN, "tflops": NAN,
+            "mfu": NAN, "on_gpu": False, "device_name": "",
             "device": "", "diverged_at_step": None, "steps": 0, "ranks": {}, "stages": [], "commit": "",
             "world": 0, "file": "", "bubble_formula": NAN}
 

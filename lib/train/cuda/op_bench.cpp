@@ -425,7 +425,8 @@ double OpBench::optimizer_hidden_share(std::int64_t tokens) {
         if (adamws) {
           adamw.step(side);
           CUDA_CHECK(cudaEventRecord(segment_done, side));
-          if (forwards) CUDA_CHECK(cudaStreamWaitEvent(main, segment_done, 0));  // takes this record: issued just after it
+          // The forward takes this record: the wait is issued just after it.
+          if (forwards) CUDA_CHECK(cudaStreamWaitEvent(main, segment_done, 0));
         }
         if (forwards) layer.run(b.gemm, main);
       }
