@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # One GPU-host session for the study on this node (issue 19), each part within its own time limit so that what ran
 # comes back: (1) the GPU tests of $TESTS (a gtest filter; none when empty); (2) qwen3-calibrate for this GPU kind into
-# $OUT/calibration/<kind>.json, also put beside the executables so the runs record their predicted step
+# calibration/<kind>.json, also put beside the executables so the runs record their predicted step
 # (CALIBRATE=0: use the committed one; CALIBRATE=runs: only the kernels of $RUNS' models and lengths, tp 1, with
 # $CAL_ARGS, e.g. --base calibration/<kind>.json); (3) the cells $ONLY of the study spec $STUDY through qwen3-sweep
-# --local, as a user runs them, with nvidia-smi sampling the device's memory every 0.5 s ($OUT/smi.csv); (4) the
+# --local, as a user runs them, with nvidia-smi sampling the device's memory every 0.5 s (smi.csv); (4) the
 # Hugging Face baseline ($HF_SPECS) in the same call; (5) the op timer's steps $OPTIMES (MODEL:SEQ:GB), before (6) the single
 # runs $RUNS (MODEL:SEQ:GB:STEPS, --recompute auto) within $T_RUNS s, so that what the op timer measures precedes the
-# runs it prices. Then a tarball of everything: $OUT/session.tgz.
+# runs it prices. Everything is written to a work folder and only its tarball, with this script's output
+# (session.log inside), lands in $OUT/session.tgz: the device tool brings back a limited number of files, so a
+# folder of results beside it would come back cut short.
 # Usage: OUT=dir STUDY=inputs/study-1xh200.sweep.ini ONLY='0.6B-*' [TESTS=...] [CALIBRATE=1] [HF_SPECS=1.7B:4096]
 #        [T_TESTS=150 T_CAL=240 T_STUDY=240] tools/bench/study_session.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-out="${OUT:?OUT=dir}"; mkdir -p "$out/calibration"
+dest="${OUT:?OUT=dir}"; out="${TMPDIR:-/tmp}/qwen3-session.$$"; mkdir -p "$dest" "$out/calibration"
+exec > >(tee "$out/session.log") 2>&1
 export QWEN3_BIN_DIR="$PWD/build/bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 echo "host: $(nproc) cores (the commit built: each results file's git_commit)"
@@ -78,4 +81,5 @@ if [ -n "${HF_SPECS:-}" ]; then
   PYTHONUNBUFFERED=1 timeout "${T_HF:-150}" python3 tools/bench/hf_qwen3_train.py $HF_SPECS 2>&1 | grep -v Warning | tee "$out/hf.jsonl"
 fi
 rm -rf "$out"/study/data
-tar czf "$out/session.tgz" -C "$out" --exclude session.tgz . && echo "tarball: $(du -h "$out/session.tgz" | cut -f1)"
+echo "tarball: $dest/session.tgz"
+tar czf "$dest/session.tgz" -C "$out" . && rm -rf "$out"
