@@ -7,6 +7,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "core/error.h"
@@ -156,8 +157,10 @@ struct GateUpGemm {
 // One decoder layer's forward as the engine runs it at `tokens` rows, in 1.7B's shapes (hidden 2,048; 16 query and 8
 // key/value heads of 128; intermediate 6,144): norm, q|k|v GEMM, q and k norm+RoPE read from its columns, cuDNN
 // attention, output GEMM with the residual, norm, gate|up GEMM, SwiGLU, down GEMM with the residual — the kernels the
-// next step's forward runs while AdamW runs beside it (global batch 1). Its input is never overwritten: every run
-// does the same work.
+// next step's forward runs while AdamW runs beside it (global batch 1). Each of the kLayers layers has its own weights,
+// as the engine's do: with one set for all, the forward alone found a layer's weights partly in the L2 cache that
+// AdamW's stream beside it evicts, and the overlap measured low. Its input is never overwritten: every run does the
+// same work.
 struct LayerForward {
   static constexpr std::int64_t H = 2048, kHeads = 16, kKvHeads = 8, D = 128, I = 6144;
   static constexpr std::int64_t Q = kHeads * D, KV = kKvHeads * D, QKV = Q + 2 * KV;
@@ -167,14 +170,16 @@ struct LayerForward {
   // attention: the bench's (nullptr without cuDNN).
   LayerForward(std::int64_t tokens, CudnnAttention* attention, cudaStream_t s)
       : T(tokens), attention(attention), x(n(T * H, 2)), norm_w(n(H, 2)), normed(n(T * H, 2)), rstd(n(T, 4)),
-        w_qkv(n(QKV * H, 2)), qkv(n(T * QKV, 2)), qk_w(n(D, 2)), q(n(T * Q, 2)), k(n(T * KV, 2)), q_rstd(n(T * kHeads, 4)),
-        k_rstd(n(T * kKvHeads, 4)), rope(n(T * D, 4)), o(n(T * Q, 2)), lse(n(kHeads * T, 4)), w_o(n(H * Q, 2)),
-        h1(n(T * H, 2)), w_gu(n(2 * I * H, 2)), gu(n(T * 2 * I, 2)), act(n(T * I, 2)), w_down(n(H * I, 2)),
-        out(n(T * H, 2)) {
+        qkv(n(T * QKV, 2)), qk_w(n(D, 2)), q(n(T * Q, 2)), k(n(T * KV, 2)), q_rstd(n(T * kHeads, 4)),
+        k_rstd(n(T * kKvHeads, 4)), rope(n(T * D, 4)), o(n(T * Q, 2)), lse(n(kHeads * T, 4)), h1(n(T * H, 2)),
+        gu(n(T * 2 * I, 2)), act(n(T * I, 2)), out(n(T * H, 2)) {
     fill_bf16(x.as<bf16>(), T * H, 1.0, s);
     for (auto& [buffer, count] : {std::pair{&norm_w, H}, {&qk_w, D}}) fill_bf16(buffer->as<bf16>(), count, 1.0, s);
-    for (auto& [buffer, count] : {std::pair{&w_qkv, QKV * H}, {&w_o, H * Q}, {&w_gu, 2 * I * H}, {&w_down, H * I}})
-      fill_bf16(buffer->as<bf16>(), count, 0.02, s);
+    for (int l = 0; l < kLayers; ++l) {
+      Weights& w = *weights.emplace_back(std::make_unique<Weights>());
+      for (auto& [buffer, count] : {std::pair{&w.qkv, QKV * H}, {&w.o, H * Q}, {&w.gu, 2 * I * H}, {&w.down, H * I}})
+        fill_bf16(buffer->as<bf16>(), count, 0.02, s);
+    }
     fill_f32(rope.as<float>(), T * D, 0.5, s);
 #ifdef QWEN3_HAVE_CUDNN
     workspace = std::make_unique<Buffer>(attention->workspace_bytes(shape()));
@@ -183,9 +188,11 @@ struct LayerForward {
 #ifdef QWEN3_HAVE_CUDNN
   SdpaShape shape() const { return SdpaShape{1, T, kHeads, kKvHeads, D, Q, KV, QKV, Q}; }
 #endif
-  void run(Gemm& gemm, cudaStream_t s) {
+  // Layer l's forward (its own weights).
+  void run(Gemm& gemm, int l, cudaStream_t s) {
+    const Weights& w = *weights[static_cast<std::size_t>(l)];
     rmsnorm_forward(x.as<bf16>(), norm_w.as<bf16>(), normed.as<bf16>(), rstd.as<float>(), T, H, 1e-6f, s);
-    gemm.forward(normed.as<bf16>(), w_qkv.as<bf16>(), qkv.as<bf16>(), nullptr, T, H, QKV, s);
+    gemm.forward(normed.as<bf16>(), w.qkv.as<bf16>(), qkv.as<bf16>(), nullptr, T, H, QKV, s);
     const float* cos = rope.as<float>();
     const float* sin = cos + T * D / 2;
     qk_norm_rope_forward(qkv.as<bf16>(), qk_w.as<bf16>(), q.as<bf16>(), q_rstd.as<float>(),
@@ -196,17 +203,21 @@ struct LayerForward {
     attention->forward(q.as<bf16>(), k.as<bf16>(), qkv.as<bf16>() + Q + KV, o.as<bf16>(), lse.as<float>(), shape(),
                        workspace->as<void>(), s);
 #endif  // without cuDNN the engine has no attention to run either
-    gemm.forward(o.as<bf16>(), w_o.as<bf16>(), h1.as<bf16>(), x.as<bf16>(), T, Q, H, s);
+    gemm.forward(o.as<bf16>(), w.o.as<bf16>(), h1.as<bf16>(), x.as<bf16>(), T, Q, H, s);
     rmsnorm_forward(h1.as<bf16>(), norm_w.as<bf16>(), normed.as<bf16>(), rstd.as<float>(), T, H, 1e-6f, s);
-    gemm.forward(normed.as<bf16>(), w_gu.as<bf16>(), gu.as<bf16>(), nullptr, T, H, 2 * I, s);
+    gemm.forward(normed.as<bf16>(), w.gu.as<bf16>(), gu.as<bf16>(), nullptr, T, H, 2 * I, s);
     swiglu_forward(gu.as<bf16>(), act.as<bf16>(), T, I, s);
-    gemm.forward(act.as<bf16>(), w_down.as<bf16>(), out.as<bf16>(), h1.as<bf16>(), T, I, H, s);
+    gemm.forward(act.as<bf16>(), w.down.as<bf16>(), out.as<bf16>(), h1.as<bf16>(), T, I, H, s);
   }
   static std::size_t n(std::int64_t elements, int bytes) { return static_cast<std::size_t>(elements) * bytes; }
+  // One layer's GEMM weights: q|k|v [QKV, H], output [H, Q], gate|up [2I, H], down [H, I].
+  struct Weights {
+    Buffer qkv{n(QKV * H, 2)}, o{n(H * Q, 2)}, gu{n(2 * I * H, 2)}, down{n(H * I, 2)};
+  };
   std::int64_t T;
   CudnnAttention* attention;
-  Buffer x, norm_w, normed, rstd, w_qkv, qkv, qk_w, q, k, q_rstd, k_rstd, rope, o, lse, w_o, h1, w_gu, gu, act, w_down,
-      out;
+  std::vector<std::unique_ptr<Weights>> weights;  // kLayers of them (a Buffer does not move)
+  Buffer x, norm_w, normed, rstd, qkv, qk_w, q, k, q_rstd, k_rstd, rope, o, lse, h1, gu, act, out;
   std::unique_ptr<Buffer> workspace;
 };
 
@@ -428,7 +439,7 @@ double OpBench::optimizer_hidden_share(std::int64_t tokens) {
           // The forward takes this record: the wait is issued just after it.
           if (forwards) CUDA_CHECK(cudaStreamWaitEvent(main, segment_done, 0));
         }
-        if (forwards) layer.run(b.gemm, main);
+        if (forwards) layer.run(b.gemm, l, main);
       }
     CUDA_CHECK(cudaEventRecord(end_main, main));
     CUDA_CHECK(cudaEventRecord(end_side, side));
