@@ -26,8 +26,8 @@ class OpBench {
   double time(const OpShape& op);
   // The share of AdamW's time hidden when it runs on the least-priority stream beside the next step's forward (on a
   // stream of the engine's main priority) as the engine runs the two (global batch 1): segment by segment, one
-  // 1.7B-shaped layer's AdamW each, each layer's forward at `tokens` rows waiting for its own segment:
-  // (t_forwards + t_adamw − t_both) / min(t_forwards, t_adamw) over 28 layers (passes of them to about 60 ms),
+  // 1.7B-shaped layer's AdamW each, each layer's forward (its own weights) at `tokens` rows waiting for its own
+  // segment: (t_forwards + t_adamw − t_both) / min(t_forwards, t_adamw) over 28 layers (passes of them to about 60 ms),
   // clamped to [0, 1], the best of three.
   double optimizer_hidden_share(std::int64_t tokens);
   // How much longer a forward GEMM of 1.7B's gate|up at 4,096 tokens takes while `sms` SMs are held by another
