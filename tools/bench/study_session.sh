@@ -15,7 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 dest="${OUT:?OUT=dir}"; out="${TMPDIR:-/tmp}/qwen3-session.$$"; mkdir -p "$dest" "$out/calibration"
-exec > >(tee "$out/session.log") 2>&1
+exec 3>&1 4>&2 > >(tee "$out/session.log") 2>&1; tee_pid=$!  # this script's output, kept in the tarball too
 export QWEN3_BIN_DIR="$PWD/build/bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 echo "host: $(nproc) cores (the commit built: each results file's git_commit)"
@@ -82,4 +82,5 @@ if [ -n "${HF_SPECS:-}" ]; then
 fi
 rm -rf "$out"/study/data
 echo "tarball: $dest/session.tgz"
+exec 1>&3 2>&4; wait "$tee_pid"  # session.log whole before it is packed
 tar czf "$dest/session.tgz" -C "$out" . && rm -rf "$out"
