@@ -90,6 +90,7 @@ def main():
     print(f"| operation ({a.model}, {a.seq:,} tokens) | calls | in the step (ms per call) | calibrated alone | step / alone |")
     print("|---|---|---|---|---|")
     sums = [0.0, 0.0]
+    roles = {}  # the block GEMMs by role (gemm_fwd, gemm_dgrad, gemm_wgrad) → [ms in the steps, ms alone]
     for line in open(a.log):
         m = LINE.match(line)
         if not m or m.group(3) not in table or table[m.group(3)] not in alone_of:
@@ -102,10 +103,15 @@ def main():
         g = groups.setdefault(group, [0.0, 0.0])
         g[0] += ms
         g[1] += alone * calls
+        if table[label].startswith("gemm_") and "lm_head" not in label:
+            r = roles.setdefault(table[label].split()[0].replace("_bf16", "").replace("_f32", ""), [0.0, 0.0])
+            r[0] += ms
+            r[1] += alone * calls
         print(f"| {label} | {calls} | {ms / calls:.4f} | {alone:.4f} | {ms / calls / alone:.3f} |")
     print(f"\nthese operations: {sums[0]:.2f} ms in the steps, {sums[1]:.2f} ms calibrated alone ({sums[0] / sums[1]:.3f})")
     factors = {g: round(t / alone, 4) for g, (t, alone) in sorted(groups.items())}
     print("in-step factor per group: " + ", ".join(f"{g} {f:.3f}" for g, f in factors.items()))
+    print("the block GEMMs by role, step / alone: " + ", ".join(f"{r} {t / alone:.3f}" for r, (t, alone) in sorted(roles.items())))
     if a.write:
         section = calibration.setdefault("in_step", {"source": "", "factors": {}})
         for g in a.groups.split(","):
