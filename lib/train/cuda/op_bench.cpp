@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -33,11 +34,13 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-// One device buffer, freed at scope exit.
+// One device buffer, freed at scope exit; it moves (its owner in a container), never copies.
 class Buffer {
  public:
   explicit Buffer(std::size_t bytes) { CUDA_CHECK(cudaMalloc(&p_, std::max<std::size_t>(bytes, 256))); }
   ~Buffer() { cudaFree(p_); }
+  Buffer(Buffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  Buffer& operator=(Buffer&&) = delete;
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
   template <class T>
@@ -181,7 +184,7 @@ struct LayerForward {
     fill_bf16(x.as<bf16>(), T * H, 1.0, s);
     for (auto& [buffer, count] : {std::pair{&norm_w, H}, {&qk_w, D}}) fill_bf16(buffer->as<bf16>(), count, 1.0, s);
     for (int l = 0; l < kLayers; ++l) {
-      Weights& w = *weights.emplace_back(std::make_unique<Weights>());
+      Weights& w = weights.emplace_back();
       for (auto& [buffer, count] : {std::pair{&w.qkv, QKV * H}, {&w.o, H * Q}, {&w.gu, 2 * I * H}, {&w.down, H * I}})
         fill_bf16(buffer->as<bf16>(), count, 0.02, s);
     }
@@ -195,7 +198,7 @@ struct LayerForward {
 #endif
   // Layer l's forward (its own weights).
   void run(Gemm& gemm, int l, cudaStream_t s) {
-    const Weights& w = *weights[static_cast<std::size_t>(l)];
+    const Weights& w = weights[static_cast<std::size_t>(l)];
     rmsnorm_forward(x.as<bf16>(), norm_w.as<bf16>(), normed.as<bf16>(), rstd.as<float>(), T, H, 1e-6f, s);
     gemm.forward(normed.as<bf16>(), w.qkv.as<bf16>(), qkv.as<bf16>(), nullptr, T, H, QKV, s);
     const float* cos = rope.as<float>();
@@ -221,7 +224,7 @@ struct LayerForward {
   };
   std::int64_t T;
   CudnnAttention* attention;
-  std::vector<std::unique_ptr<Weights>> weights;  // kLayers of them (a Buffer does not move)
+  std::vector<Weights> weights;  // kLayers of them
   Buffer x, norm_w, normed, rstd, qkv, qk_w, q, k, q_rstd, k_rstd, rope, o, lse, h1, gu, act, out;
   std::unique_ptr<Buffer> workspace;
 };
