@@ -25,6 +25,7 @@ const char* op_kind_name(OpKind k) {
     case OpKind::gemm_dgrad_f32: return "gemm_dgrad_f32";
     case OpKind::gemm_dgrad_bf16: return "gemm_dgrad_bf16";
     case OpKind::gemm_wgrad: return "gemm_wgrad";
+    case OpKind::gemm_wgrad_set: return "gemm_wgrad_set";
     case OpKind::attention_fwd: return "attention_fwd";
     case OpKind::attention_bwd: return "attention_bwd";
     case OpKind::rmsnorm_fwd: return "rmsnorm_fwd";
@@ -45,7 +46,8 @@ const char* op_kind_name(OpKind k) {
 }
 
 bool is_gemm(OpKind k) {
-  return k == OpKind::gemm_fwd || k == OpKind::gemm_dgrad_f32 || k == OpKind::gemm_dgrad_bf16 || k == OpKind::gemm_wgrad;
+  return k == OpKind::gemm_fwd || k == OpKind::gemm_dgrad_f32 || k == OpKind::gemm_dgrad_bf16 || k == OpKind::gemm_wgrad ||
+         k == OpKind::gemm_wgrad_set;
 }
 bool is_attention(OpKind k) { return k == OpKind::attention_fwd || k == OpKind::attention_bwd; }
 
@@ -78,8 +80,11 @@ namespace {
 // One micro-batch's passes on one pipeline stage's rank, priced: the engine's blocks in the engine's order.
 class StageWalk {
  public:
-  StageWalk(const MemoryPlanInput& in, const StageRange& stage, OpPricer& p)
-      : in_(in), c_(in.model), stage_(stage), p_(p), tp_(tp_dims(in.model, 0, in.tp)) {
+  // writes_grads: the micro-batch's weight gradients are written, not added to (a step's first micro-batch without
+  // pipeline stages: param_update.cpp), which their GEMMs do faster.
+  StageWalk(const MemoryPlanInput& in, const StageRange& stage, OpPricer& p, bool writes_grads)
+      : in_(in), c_(in.model), stage_(stage), p_(p), tp_(tp_dims(in.model, 0, in.tp)),
+        wgrad_(writes_grads ? OpKind::gemm_wgrad_set : OpKind::gemm_wgrad) {
     cp_ = std::max(1, in.cp);
     B_ = in.micro_batch, S_ = in.seq_len;
     T_ = B_ * S_ / cp_, Tl_ = T_ / in.tp;  // rows of the GEMMs, rows of the residual stream (sequence parallel)
@@ -168,10 +173,10 @@ class StageWalk {
     const std::int64_t I = tp_.inter;
     double t = gemm(OpKind::gemm_dgrad_bf16, T_, I, H_) + op(OpKind::swiglu_bwd, T_, {I}) +
                gemm(OpKind::gemm_dgrad_f32, T_, H_, 2 * I);
-    t += block_tail(gemm(OpKind::gemm_wgrad, T_, I, H_) + gemm(OpKind::gemm_wgrad, T_, H_, 2 * I), true);
+    t += block_tail(gemm(wgrad_, T_, I, H_) + gemm(wgrad_, T_, H_, 2 * I), true);
     t += gemm(OpKind::gemm_dgrad_bf16, T_, tp_.q_dim, H_) + attention(OpKind::attention_bwd);
     t += qk_norm_rope(OpKind::qk_norm_rope_bwd) + gemm(OpKind::gemm_dgrad_f32, T_, H_, qkv_);
-    return t + block_tail(gemm(OpKind::gemm_wgrad, T_, tp_.q_dim, H_) + gemm(OpKind::gemm_wgrad, T_, H_, qkv_), more);
+    return t + block_tail(gemm(wgrad_, T_, tp_.q_dim, H_) + gemm(wgrad_, T_, H_, qkv_), more);
   }
   double embed_forward() {
     const double t = op(OpKind::embedding_fwd, T_, {H_, tp_.vocab});
@@ -191,7 +196,7 @@ class StageWalk {
       t += gemm(OpKind::gemm_fwd, tc, H_, tp_.vocab) + op(OpKind::cross_entropy, tc, {tp_.vocab});
       if (in_.tp > 1)  // row max, sum of exponentials, target logit
         for (int i = 0; i < 3; ++i) t += coll(CollKind::all_reduce, tc * 4, in_.tp);
-      t += gemm(OpKind::gemm_dgrad_f32, tc, H_, tp_.vocab) + gemm(OpKind::gemm_wgrad, tc, H_, tp_.vocab);
+      t += gemm(OpKind::gemm_dgrad_f32, tc, H_, tp_.vocab) + gemm(t0 > 0 ? OpKind::gemm_wgrad : wgrad_, tc, H_, tp_.vocab);
     }
     t += p_.sync();
     if (in_.tp > 1) t += rs(T_ * H_ * 4);
@@ -215,6 +220,7 @@ class StageWalk {
   TpDims tp_;
   int cp_ = 1;
   std::int64_t B_ = 1, S_ = 0, T_ = 0, Tl_ = 0, H_ = 0, qkv_ = 0;
+  OpKind wgrad_;  // the kind of the micro-batch's weight-gradient GEMMs (a long head's later chunks add to the first)
   double exposed_comm_ = 0;
 };
 
@@ -330,6 +336,29 @@ bool advance_stage(const std::vector<PipeOp>& list, std::size_t& next, double& t
   return next > from;
 }
 
+// One stage's micro-batch, the mean over the step's m: without pipeline stages the first writes the weight gradients
+// and the other m − 1 add to them (each kind walked once); a pipeline's stages add in every one (their gradients are
+// zeroed before the step).
+struct StagePasses {
+  double forward = 0, backward = 0, recompute = 0, exposed_comm = 0;
+};
+StagePasses stage_passes(const MemoryPlanInput& in, const StageRange& range, std::int64_t m, OpPricer& pricer) {
+  auto walk = [&](bool writes_grads) {
+    StageWalk w(in, range, pricer, writes_grads);
+    StagePasses p;
+    p.forward = w.forward(), p.backward = w.backward(p.recompute), p.exposed_comm = w.exposed_comm();
+    return p;
+  };
+  if (in.pp > 1) return walk(false);
+  const StagePasses first = walk(true);
+  if (m == 1) return first;
+  const StagePasses rest = walk(false);
+  const double n = static_cast<double>(m);
+  auto mean = [&](double a, double b) { return (a + (n - 1) * b) / n; };
+  return {mean(first.forward, rest.forward), mean(first.backward, rest.backward),
+          mean(first.recompute, rest.recompute), mean(first.exposed_comm, rest.exposed_comm)};
+}
+
 }  // namespace
 
 double pipeline_makespan(const std::vector<double>& forward, const std::vector<double>& backward, int micro_batches,
@@ -366,12 +395,11 @@ StepTime walk_step(const MemoryPlanInput& in, OpPricer& pricer) {
   std::vector<double> forwards, backwards;
   for (int s = 0; s < in.pp; ++s) {
     const StageRange range = stage_range(counts, s);
-    StageWalk walk(in, range, pricer);
-    double recompute = 0;
-    const double f = walk.forward(), b = walk.backward(recompute);
+    const StagePasses pass = stage_passes(in, range, out.micro_batches, pricer);
+    const double f = pass.forward, b = pass.backward;
     forwards.push_back(f), backwards.push_back(b);
     if (f + b > slowest)
-      slowest = f + b, out.forward = f, out.backward = b, out.recompute = recompute, out.exposed_comm = walk.exposed_comm();
+      slowest = f + b, out.forward = f, out.backward = b, out.recompute = pass.recompute, out.exposed_comm = pass.exposed_comm;
     const auto [reduce, optimizer] = after_backward(in, range, f, pricer);
     if (reduce + optimizer > tail) tail = reduce + optimizer, out.data_parallel = reduce, out.optimizer = optimizer;
   }

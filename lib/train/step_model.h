@@ -19,6 +19,7 @@ enum class OpKind {
   gemm_dgrad_f32,   // dx[T, in] = dy·W (fp32 out)
   gemm_dgrad_bf16,  // dx[T, in] = dy·W (bf16 out)
   gemm_wgrad,       // dW[out, in] += dyᵀ·x (fp32, accumulating)
+  gemm_wgrad_set,   // dW[out, in] = dyᵀ·x (fp32, written: a step's first micro-batch without pipeline stages)
   attention_fwd,    // causal grouped-query attention of one sequence (cuDNN), dims {heads, kv_heads, head_dim}
   attention_bwd,
   rmsnorm_fwd,      // [T, width]
@@ -81,7 +82,9 @@ class OpPricer {
 
 // One step on one rank, in seconds, by what the time is spent on (the step's critical path).
 struct StepTime {
-  double forward = 0, backward = 0;  // one micro-batch on the slowest stage, compute and exposed communication
+  // One micro-batch on the slowest stage, compute and exposed communication; backward: the mean over the step's
+  // micro-batches (without pipeline stages the first writes the weight gradients, the others add to them).
+  double forward = 0, backward = 0;
   double recompute = 0;              // of which recomputation (inside backward)
   double exposed_comm = 0;           // of forward + backward: tensor/context-parallel collectives not hidden
   double pipeline = 0;               // fill and drain of 1F1B beyond m micro-batches of the slowest stage, p2p

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <algorithm>
 #include <map>
 #include <set>
@@ -67,7 +68,10 @@ TEST(StepModel, CountsTheEnginesKernelsPerLayerAndHead) {
   // embedding forward and backward. Per micro-batch, then the gradient norm and AdamW once.
   const int head = 6, embed = 2;
   EXPECT_DOUBLE_EQ(t.forward + t.backward, L * (kLayerForward + kLayerBackward) + head + embed);
-  EXPECT_EQ(p.calls[OpKind::attention_fwd], L);  // the walk prices one micro-batch, then multiplies
+  // The walk prices the first micro-batch (it writes the weight gradients) and one of the other three (they add to
+  // them), then weighs them 1 : 3.
+  EXPECT_EQ(p.calls[OpKind::attention_fwd], 2 * L);
+  EXPECT_EQ(p.calls[OpKind::gemm_wgrad_set], 4 * L + 1);
   EXPECT_EQ(p.calls[OpKind::gemm_wgrad], 4 * L + 1);
   EXPECT_EQ(p.calls[OpKind::adamw], 1);
   EXPECT_EQ(p.calls[OpKind::sum_squares], 1);
@@ -91,10 +95,37 @@ TEST(StepModel, RecomputationAddsTheForwardItRepeats) {
 
 TEST(StepModel, LongSequencesSplitTheHeadIntoLogitChunks) {
   CountingPricer p;
-  walk_step(input("0.6B", 131072), p);
+  MemoryPlanInput in = input("0.6B", 131072);
+  in.micro_batches = 1;
+  walk_step(in, p);
   const int chunks = p.calls[OpKind::cross_entropy];
   EXPECT_GT(chunks, 1);
-  EXPECT_EQ(p.calls[OpKind::gemm_wgrad], 4 * 28 + chunks);
+  // The one micro-batch writes the layers' weight gradients and the head's with its first chunk; the later chunks add.
+  EXPECT_EQ(p.calls[OpKind::gemm_wgrad_set], 4 * 28 + 1);
+  EXPECT_EQ(p.calls[OpKind::gemm_wgrad], chunks - 1);
+}
+
+// Without pipeline stages a step's first micro-batch writes the GEMM-written weight gradients (β = 0, no read of the
+// fp32 gradient: param_state.cpp), the others add to them; a pipeline stage zeroes its gradients and always adds. With
+// a written weight gradient priced 0.5 and every other kernel 1, the step is shorter by 0.5 per written GEMM (4 a
+// layer, the head's 1), once per step whatever the micro-batches, and not at all with two stages.
+TEST(StepModel, TheStepsFirstMicroBatchWritesTheWeightGradients) {
+  struct WritePricer : CountingPricer {
+    double compute(const OpShape& op) override { return CountingPricer::compute(op) * (op.kind == OpKind::gemm_wgrad_set ? 0.5 : 1.0); }
+  };
+  for (std::int64_t m : {1, 4}) {
+    MemoryPlanInput in = input("0.6B", 4096);
+    in.micro_batches = m;
+    CountingPricer adds;
+    WritePricer writes;
+    const double saved = walk_step(in, adds).step - walk_step(in, writes).step;
+    EXPECT_NEAR(saved, 0.5 * (4 * 28 + 1), 1e-9) << m << " micro-batches";
+  }
+  MemoryPlanInput pipeline = input("0.6B", 4096, 1, 2);
+  WritePricer stages;
+  walk_step(pipeline, stages);
+  EXPECT_EQ(stages.calls[OpKind::gemm_wgrad_set], 0);
+  EXPECT_GT(stages.calls[OpKind::gemm_wgrad], 0);
 }
 
 TEST(StepModel, TensorParallelForwardCollectivesAreExposedAndTheBackwardsHidden) {
@@ -107,7 +138,7 @@ TEST(StepModel, TensorParallelForwardCollectivesAreExposedAndTheBackwardsHidden)
   // loss all-reduces, its backward's reduce-scatter; embedding: a reduce-scatter forward, an all-gather backward; the
   // backward's first gather.
   EXPECT_DOUBLE_EQ(t.exposed_comm, 0.5 * (4 * L + 1 + 3 + 1 + 1 + 1 + 1));
-  EXPECT_EQ(p.calls[OpKind::add_bf16], 2 * L);
+  EXPECT_EQ(p.calls[OpKind::add_bf16], 2 * 2 * L);  // two walked micro-batches (the first and one of the rest)
 }
 
 TEST(StepModel, PipelineAddsTheOtherStagesOncePerStep) {
@@ -206,6 +237,16 @@ TEST(Calibration, APredictionSaysWhatEachTermRestsOn) {
             "--models tiny` measures this host's in 20 s)");
   EXPECT_EQ(host["host copies"], "measured on test (Test GPU) by qwen3-calibrate");
   EXPECT_EQ(host["optimizer overlap"].rfind("assumed:", 0), 0u) << host["optimizer overlap"];
+  EXPECT_EQ(device.count("written weight gradients"), 0u);
+  // A calibration from before the written weight gradients were measured: priced as the accumulating GEMM of their
+  // shape, and said to be assumed; the step is the same as with the two measured equal.
+  const double measured = predict_step(in, c, 16).time.step;
+  for (auto it = c.ops.begin(); it != c.ops.end();)
+    it = it->first.rfind("gemm_wgrad_set ", 0) == 0 ? c.ops.erase(it) : std::next(it);
+  const StepPrediction old = predict_step(in, c, 16);
+  EXPECT_TRUE(old.missing.empty());
+  EXPECT_DOUBLE_EQ(old.time.step, measured);
+  EXPECT_EQ(sources(in)["written weight gradients"].rfind("assumed:", 0), 0u);
 }
 
 // Every kernel shape and token count a prediction priced is listed with its time alone, its in-step factor and its
@@ -468,6 +509,10 @@ TEST(CudaOpBench, MeasuresEveryKernelOfAStep) {
         EXPECT_TRUE(t > 0 && t < 1.0) << key << " at " << op.tokens << ": " << t;
       }
   }
+  // Writing a weight gradient reads no fp32 gradient: never much slower than adding to one.
+  const double writes = bench.time({OpKind::gemm_wgrad_set, 1024, {2048, 6144, 0}});
+  const double adds = bench.time({OpKind::gemm_wgrad, 1024, {2048, 6144, 0}});
+  EXPECT_LT(writes, 1.1 * adds) << writes << " s written, " << adds << " s added";
   const double short_gemm = bench.time({OpKind::gemm_fwd, 1024, {1024, 6144, 0}});
   const double long_gemm = bench.time({OpKind::gemm_fwd, 16384, {1024, 6144, 0}});
   EXPECT_GT(long_gemm, 4 * short_gemm);

@@ -3,8 +3,10 @@
 tensor parallel 1, micro-batch 1), each beside what the calibration prices the same call at alone: the evidence of
 how far an operation runs slower inside a step than in qwen3-calibrate (issue 28 item 3).
 
-Usage: tools/bench/op_times_vs_calibration.py LOG MODEL SEQ CALIBRATION.json [--bin build/bin] [--write SOURCE]
-                                               [--groups attention_fwd,attention_bwd]
+Usage: tools/bench/op_times_vs_calibration.py LOG MODEL SEQ CALIBRATION.json [--global-batch M] [--bin build/bin]
+                                               [--write SOURCE] [--groups attention_fwd,attention_bwd]
+--global-batch: the run's (micro-batch 1, so its micro-batches per step): a step's first micro-batch writes the weight
+gradients (gemm_wgrad_set), the other M - 1 add to them (gemm_wgrad), so a weight GEMM's label is priced as that mix.
 --write: put the in-step factor of each of --groups (attention_fwd, attention_bwd, gemm, other: the group's time in
 the steps over its time alone) into the calibration file's "in_step" section as the point at SEQ tokens of that
 group's curve (a point already there at SEQ is replaced), SOURCE added to what the section says it rests on. The
@@ -44,7 +46,7 @@ def keys(m):
         "gemm lm_head bwd data": f"gemm_dgrad_f32 {H}x{V}",
         "gemm down bwd weight": f"gemm_wgrad {I}x{H}", "gemm gate_up bwd weight": f"gemm_wgrad {H}x{2 * I}",
         "gemm o bwd weight": f"gemm_wgrad {q}x{H}", "gemm qkv bwd weight": f"gemm_wgrad {H}x{qkv}",
-        "gemm lm_head bwd weight": f"gemm_wgrad {H}x{V}",
+        "gemm lm_head bwd weight": f"gemm_wgrad {H}x{V}",  # each also written (gemm_wgrad_set): see written_calls
         "attention fwd": f"attention_fwd {att}", "attention bwd": f"attention_bwd {att}",
         "rmsnorm fwd": f"rmsnorm_fwd {H}", "rmsnorm bwd": f"rmsnorm_bwd {H}",
         "swiglu fwd": f"swiglu_fwd {I}", "swiglu bwd": f"swiglu_bwd {I}",
@@ -56,8 +58,9 @@ def alone_per_call(model, seq, calibration, bin_dir):
     """key → (seconds of one call alone, averaged over its calls in a micro-batch; in-step group), from --plan."""
     with open(calibration) as f:
         kind = json.load(f)["kind"]
+    # Two micro-batches: the first's weight GEMMs write their gradients, the second's add (both kinds priced).
     out = subprocess.run([os.path.join(bin_dir, "qwen3-pretrain"), "--plan", "--format", "json", "--device", "cuda",
-                          "--model", model, "--seq-len", str(seq), "--global-batch", "1", "--recompute", "none",
+                          "--model", model, "--seq-len", str(seq), "--global-batch", "2", "--recompute", "none",
                           "--offload-optimizer=0", "--device-memory", kind, "--calibration", calibration],
                          capture_output=True, text=True)
     if out.returncode not in (0, 3):
@@ -73,12 +76,21 @@ def alone_per_call(model, seq, calibration, bin_dir):
     return {key: (total / calls, group) for key, (total, calls, group) in per_key.items()}
 
 
+def written_calls(label, calls, micro_batches, steps):
+    """Of a weight GEMM label's calls in the timed steps, those that wrote the gradient: each step's first micro-batch's
+    (a layer's GEMM once per layer, the head's first logit chunk once)."""
+    if not label.endswith("bwd weight"):
+        return 0
+    return steps if "lm_head" in label else calls // micro_batches
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("log")
     ap.add_argument("model")
     ap.add_argument("seq", type=int)
     ap.add_argument("calibration")
+    ap.add_argument("--global-batch", type=int, default=1)
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "bin"))
     ap.add_argument("--write", default="", metavar="SOURCE")
     ap.add_argument("--groups", default="attention_fwd,attention_bwd")
@@ -91,12 +103,17 @@ def main():
     print("|---|---|---|---|---|")
     sums = [0.0, 0.0]
     roles = {}  # the block GEMMs by role (gemm_fwd, gemm_dgrad, gemm_wgrad) → [ms in the steps, ms alone]
-    for line in open(a.log):
-        m = LINE.match(line)
-        if not m or m.group(3) not in table or table[m.group(3)] not in alone_of:
+    lines = [(float(m.group(1)), int(m.group(2)), m.group(3)) for m in map(LINE.match, open(a.log)) if m]
+    layers = model_of(a.model, a.bin)["num_layers"]
+    steps = next(calls for _, calls, label in lines if label == "attention fwd") // (layers * a.global_batch)
+    for ms, calls, label in lines:
+        if label not in table or table[label] not in alone_of:
             continue
-        ms, calls, label = float(m.group(1)), int(m.group(2)), m.group(3)
         seconds, group = alone_of[table[label]]
+        written = written_calls(label, calls, a.global_batch, steps)
+        if written:  # the calls that wrote the gradient at the written GEMM's price, the rest at the adding one's
+            seconds = (written * alone_of[table[label].replace("gemm_wgrad", "gemm_wgrad_set")][0] +
+                       (calls - written) * seconds) / calls
         alone = 1e3 * seconds
         sums[0] += ms
         sums[1] += alone * calls

@@ -285,14 +285,15 @@ struct OpBench::Impl {
         return timer->time_after(cached(dy, T * out),
                                  [&] { gemm.backward_data(dy.as<bf16>(), w.as<bf16>(), dx.as<bf16>(), T, in, out, s); });
       }
-      default: {  // gemm_wgrad
+      default: {  // gemm_wgrad (adds to dW) and gemm_wgrad_set (writes it: β = 0)
         Buffer dy(static_cast<std::size_t>(T * out) * 2), x(static_cast<std::size_t>(T * in) * 2),
             dw(static_cast<std::size_t>(out * in) * 4);
         fill_bf16(dy.as<bf16>(), T * out, 1.0, s);
         fill_bf16(x.as<bf16>(), T * in, 1.0, s);
         CUDA_CHECK(cudaMemsetAsync(dw.as<void>(), 0, static_cast<std::size_t>(out * in) * 4, s));
+        const bool accumulate = op.kind == OpKind::gemm_wgrad;
         return timer->time_after(cached(dy, T * out), [&] {
-          gemm.backward_weight(dy.as<bf16>(), x.as<bf16>(), dw.as<float>(), T, in, out, true, s);
+          gemm.backward_weight(dy.as<bf16>(), x.as<bf16>(), dw.as<float>(), T, in, out, accumulate, s);
         });
       }
     }
