@@ -10,8 +10,8 @@ gradients (gemm_wgrad_set), the other M - 1 add to them (gemm_wgrad), so a weigh
 --write: put the in-step factor of each of --groups (attention_fwd, attention_bwd, gemm, other: the group's time in
 the steps over its time alone) into the calibration file's "in_step" section as the point at SEQ tokens of that
 group's curve (a point already there at SEQ is replaced), SOURCE added to what the section says it rests on. The
-default groups are attention's: the GEMMs ran at 1.03-1.04 of their time alone at 4,096 tokens but at 0.94 at 1,024
-(operands still in the L2 cache from the operation before, which the calibration evicts), so they stay as measured.
+default groups are attention's: the GEMMs' in-step time differs from their time alone by role (the tool prints the
+block GEMMs' factor for forward, data and weight gradient), so they stay as measured.
 LOG: qwen3-pretrain's output with QWEN3_CUDA_OP_TIMES=1 (lines '  12.34 ms  5.6%  56 calls  gemm qkv fwd'). An
 operation's time alone and its in-step group are `qwen3-pretrain --plan`'s (predicted.operations, on CALIBRATION):
 this tool restates only which calibration key each of the op timer's labels names."""
