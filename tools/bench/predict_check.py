@@ -119,7 +119,10 @@ def run_of(path, bin_dir):
                "commit": text(a["git_commit"]), "allocator_peak": max(int(x) for x in f["memory/peak_bytes"][()]),
                "device_peak": max(int(x) for x in f["memory/device_peak_bytes"][()]) if "memory/device_peak_bytes" in f else None,
                "recorded_prediction": float(a["predicted_step_s"]) if "predicted_step_s" in a else None,
-               "start": utc(a["start_time_utc"]), "end": utc(a["end_time_utc"]) + datetime.timedelta(seconds=1)}
+               # Stamps are whole seconds: the run's own samples are from its start's next second (the one before may
+               # still show the run before it, not yet freed; a run allocates seconds after it starts) to its end's.
+               "start": utc(a["start_time_utc"]) + datetime.timedelta(seconds=1),
+               "end": utc(a["end_time_utc"]) + datetime.timedelta(seconds=1)}
     # The optimizer's host part as the run's CPU timed it (files since 2026-12-06): rank 0's elements per second.
     r0 = (summary.get("ranks") or [{}])[0]
     run["host_rate"] = (r0["host_optimizer_elements"] / r0["host_optimizer_cpu_s"]
