@@ -48,16 +48,7 @@ void add_parameter_state(Builder& b) {
   const auto chunks = optimizer_segments(*in.table, in.model.num_layers, in.shard, dev).chunks.size();
   b.add(Buf::adamw_chunks, BufferCategory::optimizer_state, Dtype::adamw_chunk, static_cast<std::int64_t>(chunks),
         "AdamW chunk table");
-  if (host == 0) return;
-  const auto H = BufferCategory::host_pinned;
-  const std::string state = "fp32 master weights and AdamW moments on the host (--offload-optimizer)";
-  for (Buf id : {Buf::host_master, Buf::host_adam_m, Buf::host_adam_v}) b.add(id, H, Dtype::f32, host, state);
-  const std::int64_t piece = std::min(host, kHostAdamWPieceElements);
-  const std::string staging = "gradients down, bf16 weights up: the host optimizer's two staging slots";
-  for (int slot = 0; slot < 2; ++slot) {
-    b.add(Buf::host_grad_stage, H, Dtype::f32, piece, staging, slot);
-    b.add(Buf::host_weight_stage, H, Dtype::bf16, piece, staging, slot);
-  }
+  for (const BufferSpec& s : host_optimizer_buffers(host)) b.out.push_back(s);
 }
 
 // The per-layer fields of LayerActs with their element counts (v only for the own attention kernels).
@@ -273,6 +264,21 @@ BufferTableInput rank_buffer_input(const ModelConfig& model, const RankLayout& r
   b.shard = rank.shards > 1 ? ShardWindow::of(P, rank.shards, rank.shard_rank, 64) : ShardWindow::whole(P);
   b.shard_parts = rank.shards;
   return b;
+}
+
+std::vector<BufferSpec> host_optimizer_buffers(std::int64_t host) {
+  if (host == 0) return {};
+  const auto H = BufferCategory::host_pinned;
+  const std::string state = "fp32 master weights and AdamW moments on the host (--offload-optimizer)";
+  std::vector<BufferSpec> out;
+  for (Buf id : {Buf::host_master, Buf::host_adam_m, Buf::host_adam_v}) out.push_back({id, 0, -1, H, Dtype::f32, host, -1, state});
+  const std::int64_t piece = std::min(host, kHostAdamWPieceElements);
+  const std::string staging = "gradients down, bf16 weights up: the host optimizer's two staging slots";
+  for (int slot = 0; slot < 2; ++slot) {
+    out.push_back({Buf::host_grad_stage, slot, -1, H, Dtype::f32, piece, -1, staging});
+    out.push_back({Buf::host_weight_stage, slot, -1, H, Dtype::bf16, piece, -1, staging});
+  }
+  return out;
 }
 
 std::vector<BufferSpec> buffer_table(const BufferTableInput& in) {

@@ -91,6 +91,9 @@ BufferTableInput rank_buffer_input(const ModelConfig& model, const RankLayout& r
 // The table, in allocation order (persistent state, activations, workspaces). The caller has checked the layout
 // (model/sequence_layout.h): the engine with the CUDA rules, --plan of a CPU run with the CPU's.
 std::vector<BufferSpec> buffer_table(const BufferTableInput& in);
+// The host optimizer's entries for `host` elements of the shard on the host (pinned: fp32 master weights and moments,
+// two staging slots each way); none for 0. Part of buffer_table; qwen3-calibrate times the host AdamW on them.
+std::vector<BufferSpec> host_optimizer_buffers(std::int64_t host);
 
 // cuBLASLt's workspace (the engine's, and qwen3-calibrate's).
 inline constexpr std::int64_t kGemmWorkspaceBytes = 64ll << 20;

@@ -22,7 +22,10 @@
 #include "ops/cuda/qk_norm_rope.h"
 #include "ops/cuda/rmsnorm.h"
 #include "ops/cuda/sm_hold.h"
+#include "cuda/device_allocator.h"
 #include "train/buffer_table.h"
+#include "train/cuda/device_buffers.h"
+#include "train/cuda/host_optimizer.h"
 #include "train/cuda/streams.h"
 #ifdef QWEN3_HAVE_CUDNN
 #include "cuda/cudnn_attention.h"
@@ -598,21 +601,30 @@ void measure_host(Calibration& c, int threads) {
     c.pinned_map_bytes_per_byte = static_cast<double>(device_used_bytes() - before) / kPinned;
     CUDA_CHECK(cudaFreeHost(p));
   }
-  // The CPU's AdamW as the host optimizer runs it: pieces of kHostAdamWPieceElements on `threads` threads.
+  // The CPU's AdamW as a run's host optimizer does it (train/cuda/host_optimizer.h, on the buffer table's pinned
+  // entries): 2^26 gradients streamed down in pieces while the CPU passes run on `threads` threads and bf16 weights go
+  // up; the rate is the passes' own time, as a run records it (ranks/host_optimizer_cpu_s): three steps after one.
   constexpr std::int64_t kN = 1ll << 26;
-  std::vector<float> w(kN, 0.01f), m(kN, 0.001f), v(kN, 1e-6f), g(kN, 0.01f);
-  std::vector<std::uint16_t> wb(kN);
-  omp_set_num_threads(threads);
-  const cpu::AdamWStep a{1e-4, 0.9, 0.95, 1e-8, 0.1, 10, 1.0};
-  double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (std::int64_t b = 0; b < kN; b += kHostAdamWPieceElements)
-      cpu::adamw_step_f32(w.data() + b, m.data() + b, v.data() + b, g.data() + b, wb.data() + b,
-                          std::min(kHostAdamWPieceElements, kN - b), a);
-    best = std::max(best, kN / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  double cpu_s = 0;
+  {
+    const Stream st(stream_priorities().least);  // the optimizer's stream, as in a run
+    DeviceAllocator alloc;
+    const DeviceBuffers state(host_optimizer_buffers(kN), alloc);
+    HostOptimizer opt(state, 0, {{AdamWChunk{0, kN, 1}}}, threads);
+    Buffer g(static_cast<std::size_t>(kN) * 4), wb(static_cast<std::size_t>(kN) * 2);
+    CUDA_CHECK(cudaMemsetAsync(g.as<void>(), 0, static_cast<std::size_t>(kN) * 4, st));
+    const cpu::AdamWStep a{1e-4, 0.9, 0.95, 1e-8, 0.1, 10, 1.0};
+    Event ready;
+    for (int step = 0; step < 4; ++step) {
+      ready.record(st);
+      opt.begin_step(a, ready);
+      opt.update_segment(0, g.as<float>(), wb.as<bf16>(), st);
+    }
+    const std::vector<double> steps = opt.step_cpu_seconds();
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    for (std::size_t i = 1; i < steps.size(); ++i) cpu_s += steps[i];
   }
-  c.cpu_adamw_elements_per_s = best;
+  c.cpu_adamw_elements_per_s = 3.0 * kN / cpu_s;
   c.cpu_threads = threads;
 }
 
