@@ -105,7 +105,11 @@ def main():
     roles = {}  # the block GEMMs by role (gemm_fwd, gemm_dgrad, gemm_wgrad) → [ms in the steps, ms alone]
     lines = [(float(m.group(1)), int(m.group(2)), m.group(3)) for m in map(LINE.match, open(a.log)) if m]
     layers = model_of(a.model, a.bin)["num_layers"]
-    steps = next(calls for _, calls, label in lines if label == "attention fwd") // (layers * a.global_batch)
+    # Timed steps: a layer's attention runs once per micro-batch (the head's written weight GEMM once per step).
+    attention_calls = next((calls for _, calls, label in lines if label == "attention fwd"), 0)
+    if attention_calls == 0:
+        raise SystemExit("op_times_vs_calibration: no 'attention fwd' line in the log: not an op timer's output?")
+    steps = attention_calls // (layers * a.global_batch)
     for ms, calls, label in lines:
         if label not in table or table[label] not in alone_of:
             continue
