@@ -1,8 +1,6 @@
 // qwen3-calibrate's measurements on one GPU (see op_bench.h).
 #include "train/cuda/op_bench.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <chrono>
 #include <functional>
@@ -13,6 +11,7 @@
 
 #include "core/error.h"
 #include "cuda/check.h"
+#include "cuda/device_allocator.h"
 #include "cuda/gemm.h"
 #include "ops/cpu/adamw.h"
 #include "ops/cuda/cross_entropy.h"
@@ -22,7 +21,6 @@
 #include "ops/cuda/qk_norm_rope.h"
 #include "ops/cuda/rmsnorm.h"
 #include "ops/cuda/sm_hold.h"
-#include "cuda/device_allocator.h"
 #include "train/buffer_table.h"
 #include "train/cuda/device_buffers.h"
 #include "train/cuda/host_optimizer.h"
