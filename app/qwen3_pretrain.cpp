@@ -107,14 +107,23 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
       parse_memory_size("--device-memory", cfg.device_memory.empty() ? kDefaultPlanDevice : cfg.device_memory);
   const std::optional<Calibration> calibration = cuda ? plan_calibration(cfg) : std::nullopt;
   apply_calibration(in, calibration ? &*calibration : nullptr);
-  in.recompute = choose_recompute(cfg.memory_request(), in, device, 0);  // the host's memory is the run's to check
+  // The node: --ranks-per-node of the plan's ranks share its host memory (--host-memory; unchecked when not given)
+  // and, for the host optimizer's threads, the calibrated host's cores.
+  if (cfg.plan_ranks_per_node > ranks)
+    throw UsageError("--ranks-per-node " + std::to_string(cfg.plan_ranks_per_node) + " is more than the plan's " +
+                     std::to_string(ranks) + " ranks");
+  HostCheck host;
+  host.ranks_on_host = cfg.plan_ranks_per_node > 0 ? cfg.plan_ranks_per_node : std::min(ranks, kPlanRanksPerNode);
+  host.host_bytes = cfg.host_memory.empty() ? 0 : parse_byte_size("--host-memory", cfg.host_memory);
+  in.recompute = choose_recompute(cfg.memory_request(), in, device, host.pinnable());
   const auto [worst, plan] = plan_worst_stage(in);
-  const bool fits = plan.peak() <= device;
-  // The host optimizer's threads: the calibrated host's cores shared by the plan's ranks (one node of up to 8).
+  host.pinned = max_pinned_bytes(in);
+  const bool fits = plan.peak() <= device && host.fits();
   std::optional<StepPrediction> predicted;
-  if (calibration) predicted = predict_step(in, *calibration, std::max(1, calibration->cpu_threads / std::min(ranks, 8)));
+  if (calibration)
+    predicted = predict_step(in, *calibration, std::max<int>(1, calibration->cpu_threads / host.ranks_on_host));
   if (print && cfg.format == "json") {
-    auto j = nlohmann::json::parse(plan_json(in, worst, plan, device));
+    auto j = nlohmann::json::parse(plan_json(in, worst, plan, device, host));
     add_prediction_json(j, in, predicted, calibration ? &*calibration : nullptr);
     std::printf("%s\n", j.dump().c_str());
   } else if (print) {
@@ -140,7 +149,7 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
     std::printf("qwen3-pretrain --plan: %s, seq %lld, micro-batch %lld, %s, recomputation %s; %s:\n%s",
                 cfg.model_source.c_str(), static_cast<long long>(cfg.seq_len),
                 static_cast<long long>(cfg.micro_batch), layout.describe().c_str(),
-                in.recompute.describe().c_str(), who.c_str(), describe_plan(plan, device).c_str());
+                in.recompute.describe().c_str(), who.c_str(), describe_plan(plan, device, host).c_str());
     if (predicted) std::printf("%s", describe_prediction(in, *predicted, *calibration).c_str());
     else std::printf("  predicted step    none: no calibration of this GPU kind (qwen3-calibrate measures one; "
                      "--calibration FILE)\n");

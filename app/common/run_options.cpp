@@ -82,6 +82,14 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
        "size in GiB/MiB (binary: 1 GiB = 2^30 bytes) or GB/MB (decimal: 1 GB = 10^9 bytes; 80GB is 74.5 GiB); for "
        "--plan (default " + std::string(kDefaultPlanDevice) + "), and for the check that stops a CUDA run whose plan "
        "does not fit before it allocates (default: the device's own)").c_str())(
+      "host-memory", po::value(&c.host_memory),
+      ("memory of one node's host, which its ranks share for pinned buffers (offloaded inputs, an offloaded optimizer; "
+       "a rank may pin " + std::to_string(static_cast<int>(kPinnableShare * 100)) + "% of it over the ranks on the "
+       "node): a size such as 2TB or 512GiB; for --plan (not checked when not given) and for a CUDA run's --recompute "
+       "auto and its check before it pins (default: the host's available memory)").c_str())(
+      "ranks-per-node", po::value(&c.plan_ranks_per_node),
+      ("with --plan: the ranks on one node, which share its host memory and CPU cores (default: the world size, at "
+       "most " + std::to_string(kPlanRanksPerNode) + ")").c_str())(
       "calibration", po::value(&c.calibration),
       "a GPU kind's measured costs (qwen3-calibrate's JSON): --plan then also predicts step time, tokens/s and MFU, "
       "and the plan's runtime reserve is the measured one; default: calibration/<kind>.json beside the executables for "
@@ -207,6 +215,9 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   if (!vm.count("seq-len")) throw UsageError("--seq-len is required (the dataset bucket to train on)");
   if (vm.count("offload-optimizer")) validate_optimizer_offload(c.offload_optimizer);
   if (vm.count("pp-layers")) c.pp_layers = parse_layer_list("--pp-layers", pp_layers);
+  if (vm.count("host-memory")) parse_byte_size("--host-memory", c.host_memory);  // refused here, before anything runs
+  if (vm.count("ranks-per-node") && (!c.plan || c.plan_ranks_per_node < 1))
+    throw UsageError("--ranks-per-node is for --plan (a run counts its own) and takes 1 or more");
   c.shard_optimizer = !no_shard;
   return c;
 }

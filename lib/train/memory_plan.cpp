@@ -186,8 +186,8 @@ RecomputePolicy choose_recompute(const MemoryRequest& r, MemoryPlanInput in, std
     if (fits(in, device_bytes, host_bytes)) return c;
   }
   if (r.offload_optimizer >= 0) return ladder.back();  // the fraction was given: auto does not change it
-  // The host's limit first; where it rules out every share, the choice without it (what --plan shows, which does not
-  // know the host): the run then stops naming the pinned bytes against the host's.
+  // The host's limit first; where it rules out every share, the choice without it (what --plan shows without
+  // --host-memory): the run then stops naming the pinned bytes against the host's, --plan says it does not fit.
   for (std::int64_t host : {host_bytes, std::int64_t{0}})
     for (RecomputePolicy c : ladder) {
       in.recompute = c;
@@ -224,6 +224,15 @@ std::int64_t parse_memory_size(const std::string& option, const std::string& tex
   for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   for (const auto& g : known_gpus())
     if (lower == g.name) return g.bytes;
+  try {
+    return parse_byte_size(option, text);
+  } catch (const UsageError&) {
+    throw UsageError(option + ": '" + text + "' is neither a GPU name (" + known_gpu_names() +
+                     ") nor a memory size (80GiB, 81559MiB: binary units; 85GB: decimal, 10^9 bytes)");
+  }
+}
+
+std::int64_t parse_byte_size(const std::string& option, const std::string& text) {
   static const std::map<std::string, double> units = {
       {"", 1},         {"B", 1},         {"KB", 1e3},        {"MB", 1e6},        {"GB", 1e9},
       {"TB", 1e12},    {"KiB", 1 << 10}, {"MiB", 1 << 20},   {"GiB", 1ll << 30}, {"TiB", 1ll << 40}};
@@ -236,12 +245,42 @@ std::int64_t parse_memory_size(const std::string& option, const std::string& tex
   }
   const auto unit = units.find(text.substr(used));
   if (used == 0 || unit == units.end() || !(value > 0) || !std::isfinite(value))
-    throw UsageError(option + ": '" + text + "' is neither a GPU name (" + known_gpu_names() +
-                     ") nor a memory size (80GiB, 81559MiB: binary units; 85GB: decimal, 10^9 bytes)");
+    throw UsageError(option + ": '" + text + "' is not a memory size (512GiB, 125829120KiB: binary units; 2TB: "
+                     "decimal, 10^12 bytes)");
   return static_cast<std::int64_t>(value * unit->second);
 }
 
-std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes) {
+std::int64_t pinnable_bytes_per_rank(std::int64_t host_bytes, std::int64_t ranks_on_host) {
+  if (host_bytes <= 0) return 0;
+  return static_cast<std::int64_t>(kPinnableShare * static_cast<double>(host_bytes) /
+                                   static_cast<double>(std::max<std::int64_t>(1, ranks_on_host)));
+}
+
+std::int64_t max_pinned_bytes(MemoryPlanInput in) {
+  std::int64_t most = 0;
+  for (int s = 0; s < std::max(1, in.pp); ++s) {
+    in.stage = s;
+    most = std::max(most, plan_cuda_rank_memory(in).host_pinned_bytes);
+  }
+  return most;
+}
+
+namespace {
+
+// The host's verdict for people: what the rank that pins most pins against its share, or why it is not checked.
+std::string describe_host(const HostCheck& host) {
+  if (host.pinned == 0) return "";
+  if (host.host_bytes <= 0)
+    return "  pinned per rank   " + gib(host.pinned) + ": not checked against a host (--host-memory: the node's "
+           "memory)\n";
+  return "  pinned per rank   " + gib(host.pinned) + " of " + gib(host.pinnable()) + " (" + std::to_string(static_cast<int>(kPinnableShare * 100)) + "% of " + gib(host.host_bytes) +
+         " over " + std::to_string(host.ranks_on_host) + (host.ranks_on_host == 1 ? " rank" : " ranks") +
+         " on a node): " + (host.fits() ? "fits" : "does NOT fit") + "\n";
+}
+
+}  // namespace
+
+std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes, const HostCheck& host) {
   std::string out;
   for (const auto& [category, bytes] : plan.by_category()) {
     out += "  " + category + std::string(18 - std::min<std::size_t>(17, category.size()), ' ') + gib(bytes) + "\n";
@@ -257,10 +296,11 @@ std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes) {
   }
   out += "  peak per rank     " + gib(total) + " of " + gib(device_bytes) + ": " +
          (total <= device_bytes ? "fits" : "does NOT fit") + "\n";
-  return out;
+  return out + describe_host(host);
 }
 
-std::string plan_json(const MemoryPlanInput& in, int worst, const MemoryPlan& plan, std::int64_t device_bytes) {
+std::string plan_json(const MemoryPlanInput& in, int worst, const MemoryPlan& plan, std::int64_t device_bytes,
+                      const HostCheck& host) {
   nlohmann::json categories = nlohmann::json::object();
   for (const auto& [category, bytes] : plan.by_category()) categories[category] = bytes;
   const std::int64_t peak = plan.peak();
@@ -276,8 +316,12 @@ std::string plan_json(const MemoryPlanInput& in, int worst, const MemoryPlan& pl
                         {"offload_optimizer", in.recompute.offload_optimizer},
                         {"memory_policy", in.recompute.describe()}, {"plan_bytes", plan.total()},
                         {"reserve_bytes", plan.reserve()}, {"reserve", reserve}, {"peak_bytes", peak},
-                        {"device_bytes", device_bytes},     {"fits", peak <= device_bytes},
-                        {"host_pinned_bytes", plan.host_pinned_bytes}, {"by_category", categories}}
+                        {"device_bytes", device_bytes},     {"fits_device", peak <= device_bytes},
+                        {"host_pinned_bytes", host.pinned},
+                        {"host_bytes", host.host_bytes > 0 ? nlohmann::json(host.host_bytes) : nlohmann::json()},
+                        {"host_pinnable_bytes", host.host_bytes > 0 ? nlohmann::json(host.pinnable()) : nlohmann::json()},
+                        {"ranks_per_node", host.ranks_on_host}, {"fits_host", host.fits()},
+                        {"fits", peak <= device_bytes && host.fits()}, {"by_category", categories}}
       .dump();
 }
 

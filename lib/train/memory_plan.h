@@ -94,17 +94,40 @@ inline constexpr const char* kDefaultPlanDevice = "h100-80gb";
 // A GPU name of known_gpus() (its real size), or a size: "80GiB", "81559MiB" (binary units), "141GB" (decimal: 10^9
 // bytes), "1e11" (bytes) → bytes. Throws UsageError naming `option` otherwise.
 std::int64_t parse_memory_size(const std::string& option, const std::string& text);
+// A size only, as parse_memory_size takes it (no GPU names): --host-memory.
+std::int64_t parse_byte_size(const std::string& option, const std::string& text);
+
+// Pinned host memory (offloaded inputs, an offloaded optimizer) against the host's: the ranks on a node share its
+// memory and may pin 90% of it (the processes, MPI and the page cache keep the rest), each an equal share.
+inline constexpr double kPinnableShare = 0.9;
+// The ranks on a node --plan assumes when not told (--ranks-per-node): the plan's, up to a node of 8 GPUs.
+inline constexpr int kPlanRanksPerNode = 8;
+// The bytes one of ranks_on_host ranks may pin of a host's host_bytes; 0 (unchecked) when host_bytes <= 0.
+std::int64_t pinnable_bytes_per_rank(std::int64_t host_bytes, std::int64_t ranks_on_host);
+// The most pinned host memory a rank of `in` needs, over its stages (the first: most micro-batches in flight).
+std::int64_t max_pinned_bytes(MemoryPlanInput in);
+
+// A plan's host side: the most a rank pins against the share of the node's memory one rank may pin.
+struct HostCheck {
+  std::int64_t pinned = 0;         // max_pinned_bytes
+  std::int64_t host_bytes = 0;     // the node's memory; <= 0: not known, unchecked
+  std::int64_t ranks_on_host = 1;  // the ranks sharing it
+  std::int64_t pinnable() const { return pinnable_bytes_per_rank(host_bytes, ranks_on_host); }
+  bool fits() const { return host_bytes <= 0 || pinned <= pinnable(); }
+};
 
 // The plan of the rank that needs the most (stage `worst`) as one JSON object for tools (qwen3-sweep): {"model",
 // "seq_len", "micro_batch", "tp", "pp", "cp", "dp", "worst_stage", the memory policy as separate fields ("recompute":
 // none|selective|full, "recompute_num_layers", "offload_inputs", "offload_optimizer": fraction 0..1) and in words
 // ("memory_policy"), "plan_bytes", "reserve_bytes", "reserve": [{"what", "bytes"}], "peak_bytes" (plan + reserve),
-// "device_bytes", "fits", "host_pinned_bytes", "by_category": {category: bytes}}. Every field is listed in
-// docs/cli.md (a test holds the two to each other); qwen3-pretrain adds "predicted".
-std::string plan_json(const MemoryPlanInput& in, int worst, const MemoryPlan& plan, std::int64_t device_bytes);
+// "device_bytes", "fits_device", "host_pinned_bytes" (the rank that pins most), "host_bytes" and "host_pinnable_bytes"
+// (null when unchecked), "ranks_per_node", "fits_host", "fits" (both), "by_category": {category: bytes}}. Every field
+// is listed in docs/cli.md (a test holds the two to each other); qwen3-pretrain adds "predicted".
+std::string plan_json(const MemoryPlanInput& in, int worst, const MemoryPlan& plan, std::int64_t device_bytes,
+                      const HostCheck& host);
 
-// The plan as text for people: one line per category with its largest items, the total, and the verdict against
-// device_bytes (with the runtime reserve).
-std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes);
+// The plan as text for people: one line per category with its largest items, the total, and the verdicts against
+// device_bytes (with the runtime reserve) and the host's memory (when known).
+std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes, const HostCheck& host);
 
 }  // namespace qwen3

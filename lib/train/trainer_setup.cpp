@@ -47,9 +47,10 @@ std::optional<Calibration> run_calibration(const RunConfig& cfg, std::int64_t de
   return path ? std::optional<Calibration>(load_calibration(*path)) : std::nullopt;
 }
 
-// The share of a host's available memory --recompute auto may pin for one rank: 90% of it (the process, MPI and the
-// page cache keep the rest) over the ranks on the host.
-constexpr double kPinnableShare = 0.9;
+// The host memory a run's ranks pin from: --host-memory, or this host's available memory (0: unknown).
+std::int64_t run_host_bytes(const RunConfig& cfg) {
+  return cfg.host_memory.empty() ? host_available_bytes() : parse_byte_size("--host-memory", cfg.host_memory);
+}
 
 // Collective: with --recompute auto, the cheapest policy that fits `device` bytes (set here: the device's memory or
 // --device-memory) and the host memory a rank may pin; every rank decides from the same figures (the smallest of every
@@ -65,9 +66,8 @@ RecomputePolicy choose_policy(TrainingRun& run, MemoryPlanInput& in, std::int64_
     if (cfg.device != "cuda") return;
     const std::int64_t d = cfg.device_memory.empty() ? device_memory_bytes(cfg.device, run.local_rank)
                                                      : parse_memory_size("--device-memory", cfg.device_memory);
-    const std::int64_t host = host_available_bytes();
     limits[0] = -static_cast<double>(d > 0 ? d : kUnknown);
-    limits[1] = -(host > 0 ? kPinnableShare * static_cast<double>(host) / run.local_size : 0.0);
+    limits[1] = -static_cast<double>(pinnable_bytes_per_rank(run_host_bytes(cfg), run.local_size));
   });
   run.world.all_reduce_max(limits, 2);
   collectively(run.world, true, [&] {
@@ -88,17 +88,18 @@ RecomputePolicy choose_policy(TrainingRun& run, MemoryPlanInput& in, std::int64_
 
 // Offloaded inputs and an offloaded optimizer are pinned host memory: every rank on this host pins its share (rank 0
 // runs this check).
-void check_pinned_memory(std::int64_t plan_pinned, const RunFacts& facts, bool force) {
+void check_pinned_memory(std::int64_t plan_pinned, const RunFacts& facts, const RunConfig& cfg) {
   const std::int64_t ranks_here = static_cast<std::int64_t>(
       std::count(facts.hostnames.begin(), facts.hostnames.end(), facts.hostnames.front()));
-  const std::int64_t host = host_available_bytes();
-  if (plan_pinned > 0 && host > 0 && plan_pinned * ranks_here > host && !force) {
+  const std::int64_t host = run_host_bytes(cfg);
+  if (plan_pinned > 0 && host > 0 && plan_pinned * ranks_here > host && !cfg.force) {
     char msg[360];
     std::snprintf(msg, sizeof msg,
                   "the plan pins %.2f GiB of host memory per rank (offloaded inputs or optimizer), %lld ranks on this "
-                  "host: %.2f GiB, and the host has %.2f GiB available: not allocating (--force tries anyway)",
+                  "host: %.2f GiB, and the host has %.2f GiB %s: not allocating (--force tries anyway)",
                   plan_pinned / 1073741824.0, static_cast<long long>(ranks_here),
-                  plan_pinned * ranks_here / 1073741824.0, host / 1073741824.0);
+                  plan_pinned * ranks_here / 1073741824.0, host / 1073741824.0,
+                  cfg.host_memory.empty() ? "available" : "(--host-memory)");
     throw PredictedOutOfMemory(msg);
   }
 }
@@ -125,14 +126,9 @@ void record_and_check_plan(ResultsWriter& results, const RunConfig& cfg, const M
   results.write_attribute("plan_device_bytes", device);  // what the plan is checked against, even if refused
   results.write_attribute("plan_peak_stage", static_cast<std::int64_t>(worst_stage));
   for (const auto& [category, bytes] : plan.by_category()) results.write_attribute("plan_" + category + "_bytes", bytes);
-  std::int64_t plan_pinned = 0;  // the stage that pins the most (the first: most micro-batches in flight)
-  for (int s = 0; s < std::max(1, in.pp); ++s) {
-    MemoryPlanInput one = in;
-    one.stage = s;
-    plan_pinned = std::max(plan_pinned, plan_cuda_rank_memory(one).host_pinned_bytes);
-  }
+  const std::int64_t plan_pinned = max_pinned_bytes(in);
   results.write_attribute("plan_host_pinned_bytes", plan_pinned);
-  check_pinned_memory(plan_pinned, facts, cfg.force);
+  check_pinned_memory(plan_pinned, facts, cfg);
   check_device_memory(plan, device, cfg.force);
 }
 

@@ -3,6 +3,7 @@
 // fits → exit 0, does not fit → exit 3, bad sizes and unplanned layouts → exit 2; a CUDA run whose plan does not fit
 // its device stops before allocating with status oom_predicted. No GPU needed.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <string>
@@ -266,6 +267,64 @@ TEST(MemoryPlan, AutoPutsTheSmallestShareOfTheOptimizerOnTheHostThatFits) {
             std::string::npos) << r.output;
 }
 
+// --host-memory: --plan checks the pinned bytes of the rank that pins most against its share of a node's memory, and
+// --recompute auto chooses within that share, as a run does with its host's; without it nothing is checked.
+TEST(MemoryPlan, PlanChecksPinnedHostMemoryAgainstTheNode) {
+  constexpr std::int64_t GiB = 1ll << 30;
+  EXPECT_EQ(pinnable_bytes_per_rank(100 * GiB, 4), static_cast<std::int64_t>(kPinnableShare * 25 * GiB));
+  EXPECT_EQ(pinnable_bytes_per_rank(0, 4), 0);
+  EXPECT_EQ(parse_byte_size("--host-memory", "2TB"), 2000000000000ll);
+  EXPECT_THROW(parse_byte_size("--host-memory", "h200"), UsageError);  // a GPU's name is no host's size
+  // With pipeline stages the first pins most (most micro-batches' inputs in flight).
+  MemoryPlanInput pipe{model_preset("1.7B"), 1, 4096, 1, 1, 4};
+  pipe.micro_batches = 8;
+  pipe.recompute = RecomputePolicy{Recompute::full, 0, true, 0.0};
+  std::int64_t first = 0, last = 0;
+  for (int s : {0, 3}) {
+    pipe.stage = s;
+    (s == 0 ? first : last) = plan_cuda_rank_memory(pipe).host_pinned_bytes;
+  }
+  EXPECT_GT(first, last);
+  EXPECT_EQ(max_pinned_bytes(pipe), first);
+
+  // 8B at 131,072 tokens on one H200 pins about 80 GiB (above): a node of 256 GiB holds it, one of 64 GiB does not
+  // (no share of the optimizer both fits the device and pins less than 57.6 GiB: the device's choice, refused).
+  auto plan = [](const std::string& args) {
+    const auto r = test::run_program("qwen3-pretrain", "--plan --device-memory h200 --format json " + args);
+    return std::pair{r.exit_code, r.exit_code == 0 || r.exit_code == 3 ? nlohmann::json::parse(r.output) : nlohmann::json()};
+  };
+  const std::string long8b = "--model 8B --seq-len 131072 --recompute auto";
+  const auto [free_code, unchecked] = plan(long8b);
+  EXPECT_EQ(free_code, 0);
+  EXPECT_TRUE(unchecked["host_bytes"].is_null());
+  EXPECT_TRUE(unchecked["fits_host"].get<bool>());
+  const auto [big_code, big] = plan(long8b + " --host-memory 256GiB");
+  EXPECT_EQ(big_code, 0) << big.dump();
+  EXPECT_EQ(big["host_pinnable_bytes"].get<std::int64_t>(), pinnable_bytes_per_rank(256 * GiB, 1));
+  EXPECT_EQ(big["memory_policy"], unchecked["memory_policy"]);  // the host does not bind: the same choice
+  const auto [small_code, small] = plan(long8b + " --host-memory 64GiB");
+  EXPECT_EQ(small_code, 3) << small.dump();
+  EXPECT_TRUE(small["fits_device"].get<bool>());
+  EXPECT_FALSE(small["fits_host"].get<bool>());
+  EXPECT_FALSE(small["fits"].get<bool>());
+  EXPECT_EQ(small["memory_policy"], unchecked["memory_policy"]);
+  // The ranks on a node share it: the whole optimizer of 8B on the host, sharded over 4 ranks (about 23 GiB each),
+  // fits 64 GiB as one rank per node and not as four.
+  const std::string sharded = "--model 8B --seq-len 4096 --recompute full --offload-optimizer --world-size 4 --host-memory 64GiB";
+  EXPECT_EQ(plan(sharded + " --ranks-per-node 1").first, 0);
+  const auto [node_code, node] = plan(sharded + " --ranks-per-node 4");
+  EXPECT_EQ(node_code, 3) << node.dump();
+  EXPECT_EQ(node["ranks_per_node"], 4);
+  EXPECT_GT(node["host_pinned_bytes"].get<std::int64_t>(), node["host_pinnable_bytes"].get<std::int64_t>());
+  // The text says which limit it is, with the share's arithmetic.
+  const auto text = test::run_program("qwen3-pretrain", "--plan --device-memory h200 " + sharded + " --ranks-per-node 4");
+  EXPECT_EQ(text.exit_code, 3);
+  EXPECT_NE(text.output.find("of 14.40 GiB (90% of 64.00 GiB over 4 ranks on a node): does NOT fit"), std::string::npos)
+      << text.output;
+  for (const std::string bad : {"--host-memory h200", "--host-memory lots", "--ranks-per-node 8", "--ranks-per-node 0"})
+    EXPECT_EQ(plan(sharded + " " + bad).first, 2) << bad;
+}
+
 TEST(MemoryPlan, RunWhosePlanDoesNotFitStopsBeforeAllocating) {
   const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "qwen3_oom_predicted";
   std::filesystem::remove_all(dir);
@@ -293,6 +352,12 @@ TEST(MemoryPlan, RunWhosePlanDoesNotFitStopsBeforeAllocating) {
   h5::Handle g = h5::open_read(offload_out, "results");
   EXPECT_EQ(h5::read_attr_string(g.get(), "status"), "oom_predicted");
   EXPECT_EQ(h5::read_attr_int(g.get(), "plan_host_pinned_bytes"), 864ll << 30);
+  // --host-memory stands for the host's: 1.7B's whole optimizer on the host pins about 19 GiB, more than 1 GiB.
+  const std::string host_out = (dir / "host.h5").string();
+  r = test::run_program("qwen3-pretrain", "--device cuda --model 1.7B --data '" + data + "' --seq-len 64 --global-batch 1 "
+                        "--recompute full --offload-optimizer --device-memory 100TB --host-memory 1GiB --out '" + host_out + "'");
+  EXPECT_EQ(r.exit_code, 5) << r.output;
+  EXPECT_NE(r.output.find("and the host has 1.00 GiB (--host-memory): not allocating"), std::string::npos) << r.output;
 }
 
 TEST(MemoryPlan, SequenceRulesOfALayoutLiveInOnePlace) {

@@ -397,6 +397,15 @@ TEST(Sweep, PlanPrintsEveryCellsPeakPerRank) {
   EXPECT_NE(r.output.find("| memory policy | planned peak per rank (GiB, 1GB device) |"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("| tiny | 64 | T1P2D1 | none |"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("✖ does not fit"), std::string::npos) << r.output;  // with the 1 GiB runtime reserve
+  // host_memory: the node's, shared by gpus_per_node ranks; the optimizer on the host pins more than 90% of 1 MB.
+  const std::string host = spec_file(dir, "host.sweep.ini", replaced(kTinySpec, "device = cpu", "device = cuda") +
+                                     "device_memory = 1TB\nhost_memory = 1MB\nrecompute = full\n"
+                                     "extra_args = --offload-optimizer\n");
+  r = test::run_program("qwen3-sweep", shq(host) + " --dir " + shq(dir / "run-host") + " --plan");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("| tiny | 64 | T1P2D1 | full, optimizer on host |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("✖ host memory"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("✔ fits"), std::string::npos) << r.output;
   // A CPU spec (issue 30, item 11): no device, so no capacity in the header and no verdict against one.
   const std::string spec = spec_file(dir, "tiny.sweep.ini", kTinySpec);
   r = test::run_program("qwen3-sweep", shq(spec) + " --dir " + shq(dir / "run") + " --plan");

@@ -26,7 +26,8 @@ PRESETS = {}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # nothing a shell or Slurm would interpret
 LAYOUT = re.compile(r"^T(\d+)P(\d+)(?:C(\d+))?(?:D(\d+))?$")
 SWEEP_KEYS = {"name", "models", "lengths", "layouts", "global_batch", "micro_batch", "steps", "documents", "device",
-              "nodes", "gpus_per_node", "extra_args", "seed", "device_memory", "recompute", "save_interval"}
+              "nodes", "gpus_per_node", "extra_args", "seed", "device_memory", "host_memory", "recompute",
+              "save_interval"}
 SLURM_KEYS = {"partition", "time", "account", "launcher", "cpus_per_task"}
 ANSWERS = {"ok", "oom", "oom_predicted", "diverged"}  # statuses that answer the cell's question: never re-run
 DIVERGED, EXIT_DIVERGED, EXIT_PREEMPTED = "diverged", 8, 7  # qwen3-pretrain's status and exit codes (docs/exit-codes.md)
@@ -139,6 +140,10 @@ def parse_options(path, s, spec):
     if not re.match(r"^[A-Za-z0-9.+-]+$", spec["device_memory"]):
         fail(2, f"{path}: device_memory '{spec['device_memory']}' is neither a memory size (e.g. 141GB) nor a GPU name "
                 "(e.g. h200): only letters, digits, '.', '+' and '-'")
+    spec["host_memory"] = s.get("host_memory", "")  # a node's memory, for the plan only (a run knows its host's)
+    if not re.match(r"^[A-Za-z0-9.+-]*$", spec["host_memory"]):
+        fail(2, f"{path}: host_memory '{spec['host_memory']}' is not a memory size (e.g. 2TB): only letters, digits, "
+                "'.', '+' and '-'")
     spec["extra_args"] = shlex.split(s.get("extra_args", ""))
     for a in spec["extra_args"]:
         if not re.match(r"^[A-Za-z0-9._=/:-]+$", a):
@@ -240,7 +245,9 @@ def plan_cell(spec, cell, root, bin_dir, world_size):
     """qwen3-pretrain --plan --format json for one cell: (exit code, the plan as a dict or None, stderr); 0 fits,
     3 does not fit, 2 refused."""
     cmd = pretrain_args(spec, cell, root, tool(bin_dir, "qwen3-pretrain")) + \
-        ["--plan", "--format", "json", "--world-size", str(world_size), "--device-memory", spec["device_memory"]]
+        ["--plan", "--format", "json", "--world-size", str(world_size), "--device-memory", spec["device_memory"],
+         "--ranks-per-node", str(min(spec["gpus_per_node"], world_size))] + \
+        (["--host-memory", spec["host_memory"]] if spec["host_memory"] else [])
     r = run_tool(cmd)
     if r.returncode not in (0, 2, 3):
         raise ToolError(f"qwen3-pretrain --plan failed for {cell['name']} (exit {r.returncode}): "
@@ -279,7 +286,8 @@ def print_plan_table(spec, cells, plans):
         code, plan, reason = plans[c["name"]]
         if reason is None and plan:
             row = (plan["memory_policy"], f"{plan['peak_bytes'] / 2**30:.1f}", f"{plan['host_pinned_bytes'] / 2**30:.1f}",
-                   "runs (CPU: no device limit)" if on_cpu else "✔ fits" if plan["fits"] else "✖ does not fit")
+                   "runs (CPU: no device limit)" if on_cpu else "✔ fits" if plan["fits"] else
+                   "✖ host memory" if plan["fits_device"] else "✖ does not fit")
             p = plan.get("predicted")
             if p and plan["fits"]:
                 total += p["step_s"] * spec["steps"]
