@@ -83,10 +83,11 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
        "--plan (default " + std::string(kDefaultPlanDevice) + "), and for the check that stops a CUDA run whose plan "
        "does not fit before it allocates (default: the device's own)").c_str())(
       "host-memory", po::value(&c.host_memory),
-      ("memory of one node's host, which its ranks share for pinned buffers (offloaded inputs, an offloaded optimizer; "
-       "a rank may pin " + std::to_string(static_cast<int>(kPinnableShare * 100)) + "% of it over the ranks on the "
-       "node): a size such as 2TB or 512GiB; for --plan (not checked when not given) and for a CUDA run's --recompute "
-       "auto and its check before it pins (default: the host's available memory)").c_str())(
+      ("memory of one node's host, which its ranks share for pinned buffers (offloaded inputs, an offloaded "
+       "optimizer): a size such as 2TB or 512GiB. --recompute auto aims within " +
+       std::to_string(static_cast<int>(kPinnableShare * 100)) + "% of it over the ranks on the node; a run whose ranks "
+       "would pin more than all of it is refused. For --plan (not checked when not given) and a CUDA run (default: "
+       "the host's available memory)").c_str())(
       "ranks-per-node", po::value(&c.plan_ranks_per_node),
       ("with --plan: the ranks on one node, which share its host memory and CPU cores (default: the world size, at "
        "most " + std::to_string(kPlanRanksPerNode) + ")").c_str())(

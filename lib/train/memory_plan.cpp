@@ -273,9 +273,11 @@ std::string describe_host(const HostCheck& host) {
   if (host.host_bytes <= 0)
     return "  pinned per rank   " + gib(host.pinned) + ": not checked against a host (--host-memory: the node's "
            "memory)\n";
-  return "  pinned per rank   " + gib(host.pinned) + " of " + gib(host.pinnable()) + " (" + std::to_string(static_cast<int>(kPinnableShare * 100)) + "% of " + gib(host.host_bytes) +
-         " over " + std::to_string(host.ranks_on_host) + (host.ranks_on_host == 1 ? " rank" : " ranks") +
-         " on a node): " + (host.fits() ? "fits" : "does NOT fit") + "\n";
+  const std::string ranks = std::to_string(host.ranks_on_host) + (host.ranks_on_host == 1 ? " rank" : " ranks");
+  return "  pinned per rank   " + gib(host.pinned) + ", " + ranks + " on a node: " +
+         gib(host.pinned * host.ranks_on_host) + " of the host's " + gib(host.host_bytes) + ": " +
+         (host.fits() ? "fits" : "does NOT fit") + " (--recompute auto aims within " +
+         std::to_string(static_cast<int>(kPinnableShare * 100)) + "%: " + gib(host.pinnable()) + " a rank)\n";
 }
 
 }  // namespace

@@ -98,7 +98,8 @@ std::int64_t parse_memory_size(const std::string& option, const std::string& tex
 std::int64_t parse_byte_size(const std::string& option, const std::string& text);
 
 // Pinned host memory (offloaded inputs, an offloaded optimizer) against the host's: the ranks on a node share its
-// memory and may pin 90% of it (the processes, MPI and the page cache keep the rest), each an equal share.
+// memory. --recompute auto aims within 90% of it (the processes, MPI and the page cache keep the rest), an equal share
+// each; a run is refused only when its ranks would pin more than all of it.
 inline constexpr double kPinnableShare = 0.9;
 // The ranks on a node --plan assumes when not told (--ranks-per-node): the plan's, up to a node of 8 GPUs.
 inline constexpr int kPlanRanksPerNode = 8;
@@ -107,13 +108,13 @@ std::int64_t pinnable_bytes_per_rank(std::int64_t host_bytes, std::int64_t ranks
 // The most pinned host memory a rank of `in` needs, over its stages (the first: most micro-batches in flight).
 std::int64_t max_pinned_bytes(MemoryPlanInput in);
 
-// A plan's host side: the most a rank pins against the share of the node's memory one rank may pin.
+// A plan's host side: what the node's ranks pin (each as much as the rank that pins most) against its memory.
 struct HostCheck {
   std::int64_t pinned = 0;         // max_pinned_bytes
   std::int64_t host_bytes = 0;     // the node's memory; <= 0: not known, unchecked
   std::int64_t ranks_on_host = 1;  // the ranks sharing it
-  std::int64_t pinnable() const { return pinnable_bytes_per_rank(host_bytes, ranks_on_host); }
-  bool fits() const { return host_bytes <= 0 || pinned <= pinnable(); }
+  std::int64_t pinnable() const { return pinnable_bytes_per_rank(host_bytes, ranks_on_host); }  // auto's aim per rank
+  bool fits() const { return host_bytes <= 0 || pinned * ranks_on_host <= host_bytes; }  // the run's refusal rule
 };
 
 // The plan of the rank that needs the most (stage `worst`) as one JSON object for tools (qwen3-sweep): {"model",

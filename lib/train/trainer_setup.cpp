@@ -89,10 +89,10 @@ RecomputePolicy choose_policy(TrainingRun& run, MemoryPlanInput& in, std::int64_
 // Offloaded inputs and an offloaded optimizer are pinned host memory: every rank on this host pins its share (rank 0
 // runs this check).
 void check_pinned_memory(std::int64_t plan_pinned, const RunFacts& facts, const RunConfig& cfg) {
-  const std::int64_t ranks_here = static_cast<std::int64_t>(
-      std::count(facts.hostnames.begin(), facts.hostnames.end(), facts.hostnames.front()));
-  const std::int64_t host = run_host_bytes(cfg);
-  if (plan_pinned > 0 && host > 0 && plan_pinned * ranks_here > host && !cfg.force) {
+  const HostCheck check{plan_pinned, run_host_bytes(cfg), static_cast<std::int64_t>(std::count(
+                                                             facts.hostnames.begin(), facts.hostnames.end(), facts.hostnames.front()))};
+  const std::int64_t host = check.host_bytes, ranks_here = check.ranks_on_host;
+  if (!check.fits() && !cfg.force) {
     char msg[360];
     std::snprintf(msg, sizeof msg,
                   "the plan pins %.2f GiB of host memory per rank (offloaded inputs or optimizer), %lld ranks on this "
