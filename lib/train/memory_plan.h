@@ -103,7 +103,7 @@ std::int64_t parse_byte_size(const std::string& option, const std::string& text)
 inline constexpr double kPinnableShare = 0.9;
 // The ranks on a node --plan assumes when not told (--ranks-per-node): the plan's, up to a node of 8 GPUs.
 inline constexpr int kPlanRanksPerNode = 8;
-// The bytes one of ranks_on_host ranks may pin of a host's host_bytes; 0 (unchecked) when host_bytes <= 0.
+// --recompute auto's aim for one of ranks_on_host ranks on a host of host_bytes; 0 (unchecked) when host_bytes <= 0.
 std::int64_t pinnable_bytes_per_rank(std::int64_t host_bytes, std::int64_t ranks_on_host);
 // The most pinned host memory a rank of `in` needs, over its stages (the first: most micro-batches in flight).
 std::int64_t max_pinned_bytes(MemoryPlanInput in);

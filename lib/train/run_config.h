@@ -37,7 +37,7 @@ struct RunConfig {
                                      // the check before a CUDA run allocates (the device's own when not given)
   std::string host_memory;           // --host-memory: a node's memory its ranks pin from, for --plan (unchecked when
                                      // not given) and a run (the host's available memory when not given)
-  int plan_ranks_per_node = 0;       // --ranks-per-node for --plan (0: the world size, at most 8)
+  int plan_ranks_per_node = 0;       // --ranks-per-node for --plan (0: the world size, at most kPlanRanksPerNode)
   std::string calibration;           // --calibration: a GPU kind's measured costs (train/calibration.h); default: the
                                      // committed calibration/<kind>.json of --device-memory's GPU or the device's kind
   std::string recompute = "none";   // none | selective | full | auto (--recompute; model/recompute.h)
