@@ -89,9 +89,10 @@ RecomputePolicy choose_policy(TrainingRun& run, MemoryPlanInput& in, std::int64_
 // Offloaded inputs and an offloaded optimizer are pinned host memory: every rank on this host pins its share (rank 0
 // runs this check).
 void check_pinned_memory(std::int64_t plan_pinned, const RunFacts& facts, const RunConfig& cfg) {
-  const HostCheck check{plan_pinned, run_host_bytes(cfg), static_cast<std::int64_t>(std::count(
-                                                             facts.hostnames.begin(), facts.hostnames.end(), facts.hostnames.front()))};
-  const std::int64_t host = check.host_bytes, ranks_here = check.ranks_on_host;
+  const auto& names = facts.hostnames;
+  const std::int64_t ranks_here = std::count(names.begin(), names.end(), names.front());
+  const HostCheck check{plan_pinned, run_host_bytes(cfg), ranks_here};
+  const std::int64_t host = check.host_bytes;
   if (!check.fits() && !cfg.force) {
     char msg[360];
     std::snprintf(msg, sizeof msg,
