@@ -43,17 +43,17 @@ std::string describe_prediction(const MemoryPlanInput& in, const StepPrediction&
     return out + "\n";
   }
   const StepTime& t = p.time;
-  char s[900];
-  std::snprintf(s, sizeof s,
-                "  predicted step    %.3f s on %s: %.0f tokens/s, MFU %.1f%% (calibration: %s)\n"
-                "      per micro-batch on the slowest stage: forward %.4f s, backward %.4f s (recomputation %.4f s); "
+  char head[200], parts[400];  // the calibration's description, of any length, goes between them
+  std::snprintf(head, sizeof head, "  predicted step    %.3f s on %s: %.0f tokens/s, MFU %.1f%% (calibration: ", t.step,
+                c.kind.c_str(), p.tokens_per_s, 100 * p.mfu);
+  std::snprintf(parts, sizeof parts,
+                ")\n      per micro-batch on the slowest stage: forward %.4f s, backward %.4f s (recomputation %.4f s); "
                 "exposed communication %.4f s\n"
                 "      × %lld micro-batches; pipeline fill and drain %.4f s; gradient reduction %.4f s; optimizer "
                 "(waited for) %.4f s\n",
-                t.step, c.kind.c_str(), p.tokens_per_s, 100 * p.mfu, c.measured.c_str(), t.forward, t.backward,
-                t.recompute, t.exposed_comm, static_cast<long long>(t.micro_batches), t.pipeline, t.data_parallel,
-                t.optimizer);
-  std::string out = std::string(s) + "      rests on:\n";
+                t.forward, t.backward, t.recompute, t.exposed_comm, static_cast<long long>(t.micro_batches),
+                t.pipeline, t.data_parallel, t.optimizer);
+  std::string out = head + c.measured + parts + "      rests on:\n";
   for (const auto& [term, source] : p.sources) {  // a long source held in the file: its first clause, the file the rest
     const char* field = term == "collectives" ? "collectives.source" : term == "in-step factors" ? "in_step.source" : "";
     std::string brief = *field && source.size() > 110 ? source.substr(0, source.find_first_of(":;(", 20)) : source;

@@ -77,7 +77,7 @@ TEST(MemoryPlan, PlanOptionExitsZeroWhenItFitsAndThreeWhenNot) {
   // The default device, h100-80gb, has a committed calibration: the runtime reserve is its measured one.
   auto r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 16384");
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("peak per rank     58.69"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("peak per rank     58.70"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(": fits"), std::string::npos) << r.output;
   // 8B on one H100 trains with most of its optimizer on the host: the text says whose CPU prices it, in full.
   r = test::run_program("qwen3-pretrain", "--plan --model 8B --seq-len 4096 --global-batch 1 --recompute auto");
@@ -208,6 +208,21 @@ TEST(MemoryPlan, PlanWithAnUnpricedOperationPrintsNoStepTimeButTheCommandThatMea
   EXPECT_NE(r.output.find("predicted step    "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(" s on h200: "), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("no step-time prediction"), std::string::npos) << r.output;
+}
+
+// A calibration measured again and again (--base) describes each measurement: the plan prints that description whole
+// and every part of the step after it (a fixed buffer once cut the step's parts off after the fifth "added").
+TEST(MemoryPlan, PlanPrintsTheStepsPartsAfterALongCalibrationDescription) {
+  const auto dir = test::fresh_dir("qwen3_long_calibration");
+  Calibration c = load_calibration(test::bin_dir() + "/calibration/h200.json");
+  for (int i = 0; i < 12; ++i) c.measured += "; added 2026-12-06T20:14:55Z, NVIDIA H200, CUDA driver 13.0, commit 0123456789ab";
+  const std::string path = (dir / "h200-long.json").string();
+  std::ofstream(path) << calibration_json(c);
+  const auto r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --device-memory h200 --calibration " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(c.measured + ")\n      per micro-batch on the slowest stage: forward "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" s; optimizer (waited for) "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" s\n      rests on:\n"), std::string::npos) << r.output;
 }
 
 TEST(MemoryPlan, AutoPutsTheSmallestShareOfTheOptimizerOnTheHostThatFits) {
