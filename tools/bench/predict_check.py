@@ -54,6 +54,18 @@ def smi_samples(path):
     return samples
 
 
+def smi_window(samples, start, end, empty_mib=1024):
+    """The MiB of the samples that are a run's own, from its whole-second start stamp to `end`. Around the start the
+    device may still hold the run before (not yet freed) or already this one (a small model allocates within a
+    second): of the second before the stamp and the stamp's own, only the samples after the last empty one (below
+    `empty_mib`: no process's buffers) count, none of the stamp's second if neither has an empty one."""
+    second = datetime.timedelta(seconds=1)
+    edge = [(t, mib) for t, mib in samples if start - second <= t < start + second]
+    empty = [i for i, (_, mib) in enumerate(edge) if mib < empty_mib]
+    own = edge[empty[-1] + 1:] if empty else []
+    return [mib for _, mib in own] + [mib for t, mib in samples if start + second <= t <= end]
+
+
 def committed_calibration(a):
     if not a.kind:
         sys.exit("predict_check: --host-from without --calibration needs --kind (whose committed calibration to take)")
@@ -119,9 +131,9 @@ def run_of(path, bin_dir):
                "commit": text(a["git_commit"]), "allocator_peak": max(int(x) for x in f["memory/peak_bytes"][()]),
                "device_peak": max(int(x) for x in f["memory/device_peak_bytes"][()]) if "memory/device_peak_bytes" in f else None,
                "recorded_prediction": float(a["predicted_step_s"]) if "predicted_step_s" in a else None,
-               # Stamps are whole seconds: the run's own samples are from its start's next second (the one before may
-               # still show the run before it, not yet freed; a run allocates seconds after it starts) to its end's.
-               "start": utc(a["start_time_utc"]) + datetime.timedelta(seconds=1),
+               # Stamps are whole seconds: the run's samples are from its start's second (see smi_window) to its
+               # end's next.
+               "start": utc(a["start_time_utc"]),
                "end": utc(a["end_time_utc"]) + datetime.timedelta(seconds=1)}
     # The optimizer's host part as the run's CPU timed it (files since 2026-12-06): rank 0's elements per second.
     r0 = (summary.get("ranks") or [{}])[0]
@@ -191,7 +203,7 @@ def main():
         mem = f"{int(plan['plan_bytes']) - run['allocator_peak']:+d} B"
         memory = ["" if run["device_peak"] is None else f"{(int(plan['peak_bytes']) - run['device_peak']) / 2**20:+.0f} MiB"]
         if smi is not None:  # the largest nvidia-smi sample between the run's start and end
-            during = [mib for t, mib in smi if run["start"] <= t <= run["end"]]
+            during = smi_window(smi, run["start"], run["end"])
             memory.append(f"{int(plan['peak_bytes']) / 2**20 - max(during):+.0f} MiB" if during else "no sample")
         if any_host:
             memory.append(f"{run['host_rate'] / 1e9:.2f} / {calibrated_host_rate(a.calibration, a.bin, kind) / 1e9:.2f}"
