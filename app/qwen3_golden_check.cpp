@@ -17,12 +17,12 @@ using namespace qwen3;
 
 int main(int argc, char** argv) {
   return run_main("qwen3-golden-check", [&] {
-    std::string golden, device, init_from_hf;
+    std::string golden, device, init_from_hf, attention = "cudnn";
     double tolerance = 0, offload_optimizer = 0;
     int tp = 1, pp = 1, cp = 1;
     po::options_description desc(
         "qwen3-golden-check: reproduce Hugging Face's logits, loss, gradients, AdamW step and training losses\n"
-        "Usage: [mpirun -np N] qwen3-golden-check --golden FILE [--device cpu|cuda] [--tp T] [--pp P] [--init-from-hf DIR] [--offload-optimizer[=F]] [--tolerance X]\n"
+        "Usage: [mpirun -np N] qwen3-golden-check --golden FILE [--device cpu|cuda] [--tp T] [--pp P] [--attention cudnn|own] [--init-from-hf DIR] [--offload-optimizer[=F]] [--tolerance X]\n"
         "Under mpirun -np N the ranks form T x P x D groups with D = N / (T x P) data-parallel replicas.\nOptions");
     desc.add_options()("help,h", "show this help")
         ("golden", po::value(&golden)->required(), "golden file (schema: tests/data/README.md)")
@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
         ("tp", po::value(&tp)->default_value(1), "tensor-parallel size")
         ("pp", po::value(&pp)->default_value(1), "pipeline-parallel size (the balanced stage split)")
         ("cp", po::value(&cp)->default_value(1), "context-parallel size (the sequence must divide by 2 × cp)")
+        ("attention", po::value(&attention)->default_value(attention),
+         "cuda: cudnn (cuDNN's fused attention) or own (the project's kernels; not with --cp), as qwen3-pretrain --attention")
         ("init-from-hf", po::value(&init_from_hf), "take the weights from this Hugging Face checkpoint folder instead of the "
          "golden file's /weights (its config.json must describe the same model)")
         ("offload-optimizer", po::value(&offload_optimizer)->implicit_value(1.0, "1")->value_name("FRACTION"),
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
          {ExitCode::out_of_memory}, {ExitCode::check_failed, "a quantity is out of tolerance"}});
     if (!parse_command_line(argc, argv, desc, vm, nullptr, exit_codes)) return 0;
     require_choice("--device", device, {"cpu", "cuda"});
+    require_choice("--attention", attention, {"cudnn", "own"});
     if (vm.count("tolerance") && !(tolerance > 0)) throw UsageError("--tolerance must be positive");
     const GoldenTolerance tol = vm.count("tolerance") ? GoldenTolerance::uniform(tolerance) : GoldenTolerance::for_device(device);
     if (tp < 1) throw UsageError("--tp must be at least 1, got " + std::to_string(tp));
@@ -59,7 +62,8 @@ int main(int argc, char** argv) {
     ParallelGroups groups = make_parallel_groups(world, layout);
     GoldenReport r;
     try {
-      r = run_golden_check(golden, device, tol, {groups.tp.get(), groups.cp.get(), groups.pp.get(), groups.dp.get(), groups.dp_cp.get(), offload_optimizer},
+      r = run_golden_check(golden, device, tol, {groups.tp.get(), groups.cp.get(), groups.pp.get(), groups.dp.get(), groups.dp_cp.get(), offload_optimizer,
+                                                   attention == "cudnn"},
                            node_local_rank(world.comm()), init_from_hf);
     } catch (const Error& e) {
       // Seen by some ranks only (a pipeline stage, say), the others would wait for them: end the whole job.

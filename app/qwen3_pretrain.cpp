@@ -98,11 +98,7 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
   const bool cuda = cfg.device == "cuda";
   cfg.validate_layout(ranks, cuda);  // the rules a run on this backend applies at start (qwen3-sweep relies on them)
   const ParallelLayout layout(ranks, cfg.tp, cfg.cp, cfg.pp);
-  MemoryPlanInput in{cfg.model, cfg.micro_batch, cfg.seq_len, cfg.tp, layout.dp(), cfg.pp, cfg.cp};
-  in.shard_optimizer = cfg.shard_optimizer;
-  in.stage_layers = cfg.pp_layers;
-  in.cuda_rules = cuda;
-  in.micro_batches = std::max<std::int64_t>(1, cfg.global_batch / (cfg.micro_batch * layout.dp()));
+  MemoryPlanInput in = cfg.plan_input(ranks);
   const std::int64_t device =
       parse_memory_size("--device-memory", cfg.device_memory.empty() ? kDefaultPlanDevice : cfg.device_memory);
   const std::optional<Calibration> calibration = cuda ? plan_calibration(cfg) : std::nullopt;

@@ -143,6 +143,9 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
        "layers per pipeline stage, e.g. 3,4,4 (default: split to balance compute and memory, the embedding and output "
        "projection counted)")
       ("cp", po::value(&c.cp)->default_value(c.cp), "context-parallel size")
+      ("attention", po::value(&c.attention)->default_value(c.attention),
+       "CUDA attention: cudnn (cuDNN's fused flash attention; a run stops if cuDNN cannot run it) or own (the "
+       "project's kernels, whole sequences only: no --cp); --plan counts the chosen one's workspace")
       ("init-from-hf", po::value(&c.init_from_hf),
        "start from a Hugging Face Qwen3 checkpoint folder (config.json and *.safetensors, sharded or not, bf16/fp16/fp32): "
        "the model comes from its config.json, the weights from its files, every name and shape checked")
@@ -212,6 +215,7 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
     c.model_source = model;
   }
   require_choice("--device", c.device, {"cpu", "cuda"});
+  require_choice("--attention", c.attention, {"cudnn", "own"});
   if (c.plan && vm["device"].defaulted()) c.device = "cuda";  // --plan plans the CUDA engine's run unless told cpu
   if (!vm.count("seq-len")) throw UsageError("--seq-len is required (the dataset bucket to train on)");
   if (vm.count("offload-optimizer")) validate_optimizer_offload(c.offload_optimizer);

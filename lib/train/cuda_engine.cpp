@@ -172,7 +172,7 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   check_layout(o);
   const auto [devices, sm_count] = select_device(o);
   groups_ = host_groups(o, devices);
-  attention_ = std::make_unique<cuda::Attention>(cfg_, tp_, cp_, cp_rank_, max_batch_, max_seq_);
+  attention_ = std::make_unique<cuda::Attention>(cfg_, tp_, cp_, cp_rank_, max_batch_, max_seq_, o.cudnn_attention);
   recompute_ = o.recompute;
   recompute_.validate();
   // Everything this rank allocates, in one table (persistent state, activations, workspaces).

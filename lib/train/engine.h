@@ -52,6 +52,8 @@ struct EngineOptions {
   // The CPU threads of the host optimizer's pass (recompute.offload_optimizer > 0; 0: OpenMP's default): this rank's
   // share of the node's cores.
   int host_threads = 0;
+  // CUDA: cuDNN's fused attention, else the project's own kernels (RunConfig::attention; the memory plan's choice).
+  bool cudnn_attention = true;
   // Context parallelism: the group that splits each sequence (null or size 1: none). Its ranks hold the same weights;
   // gradients and losses are summed over it.
   Communicator* cp_comm = nullptr;

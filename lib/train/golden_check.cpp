@@ -137,6 +137,7 @@ std::unique_ptr<Engine> make_golden_engine(const std::string& device, const Mode
   eo.micro_batches = 1;
   eo.local_rank = local_rank;
   eo.recompute.offload_optimizer = par.offload_optimizer;
+  eo.cudnn_attention = par.cudnn_attention;
   eo.recompute.validate();
   return make_engine(device, cfg, eo);
 }

@@ -50,6 +50,7 @@ struct GoldenParallel {
   Communicator* dp = nullptr;
   Communicator* dp_cp = nullptr;  // dp × cp: the distributed optimizer's shards with context parallelism
   double offload_optimizer = 0;   // CUDA: the fraction of the optimizer state on the host (--offload-optimizer)
+  bool cudnn_attention = true;    // CUDA: cuDNN's fused attention, else the own kernels (--attention)
 };
 
 // Runs the whole check on `device`. Throws InputError for a file that does not follow the schema. In parallel every

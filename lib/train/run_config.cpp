@@ -36,6 +36,11 @@ void RunConfig::validate_layout(int world, bool cuda) const {
     if (v < 1) throw UsageError(std::string(name) + " must be at least 1, got " + std::to_string(v));
   }
   check_sequence_layout(micro_batch, seq_len, tp, cp, cuda);
+  if (attention != "cudnn" && attention != "own")
+    throw UsageError("--attention: invalid value '" + attention + "' (valid: cudnn, own)");
+  if (cuda && cp > 1 && attention == "own")
+    throw UsageError("--cp " + std::to_string(cp) + " with --device cuda needs --attention cudnn (the project's own "
+                     "attention kernels attend whole sequences only)");
   if (!pp_layers.empty() && pp == 1 && pp_layers.size() != 1)
     throw UsageError("--pp-layers lists " + std::to_string(pp_layers.size()) + " stages but --pp is 1");
   pipeline_layer_counts(model, pp, seq_len, pp_layers);  // pp ≤ layers; an explicit split is complete
@@ -86,6 +91,19 @@ void RunConfig::validate(int world) const {
   validate_layout(world, device == "cuda");
 }
 
+MemoryPlanInput RunConfig::plan_input(int world_size) const {
+  MemoryPlanInput in;
+  in.model = model;
+  in.micro_batch = micro_batch, in.seq_len = seq_len;
+  in.tp = tp, in.dp = static_cast<int>(dp_size(world_size)), in.pp = pp, in.cp = cp;
+  in.cudnn_attention = attention == "cudnn";
+  in.cuda_rules = device == "cuda";
+  in.shard_optimizer = shard_optimizer;
+  in.stage_layers = pp_layers;
+  in.micro_batches = micro_batches_per_step(world_size);
+  return in;
+}
+
 std::vector<std::pair<std::string, std::string>> RunConfig::key_values() const {
   return {
       {"model", model_source}, {"model.name", model.name}, {"model.vocab_size", std::to_string(model.vocab_size)},
@@ -93,7 +111,8 @@ std::vector<std::pair<std::string, std::string>> RunConfig::key_values() const {
       {"model.intermediate_size", std::to_string(model.intermediate_size)},
       {"model.num_hidden_layers", std::to_string(model.num_layers)},
       {"model.num_attention_heads", std::to_string(model.num_heads)},
-      {"model.num_key_value_heads", std::to_string(model.num_kv_heads)}, {"model.head_dim", std::to_string(model.head_dim)},
+      {"model.num_key_value_heads", std::to_string(model.num_kv_heads)},
+      {"model.head_dim", std::to_string(model.head_dim)},
       {"model.rope_theta", num(model.rope_theta)}, {"model.rms_norm_eps", num(model.rms_norm_eps)},
       {"model.tie_word_embeddings", model.tie_word_embeddings ? "true" : "false"},
       {"model.parameters", std::to_string(model.parameter_count())},
@@ -102,8 +121,17 @@ std::vector<std::pair<std::string, std::string>> RunConfig::key_values() const {
       {"min_lr", num(min_lr)}, {"warmup_steps", std::to_string(warmup_steps)}, {"weight_decay", num(weight_decay)},
       {"clip_grad", num(clip_grad)}, {"beta1", num(beta1)}, {"beta2", num(beta2)}, {"adam_eps", num(adam_eps)},
       {"init_std", num(init_std)}, {"seed", std::to_string(seed)}, {"device", device}, {"out", out},
-      {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)}, {"shard_optimizer", shard_optimizer ? "true" : "false"}, {"recompute", recompute}, {"recompute_num_layers", std::to_string(recompute_num_layers)}, {"offload_inputs", offload_inputs ? "true" : "false"}, {"allow_cross_node_tp", allow_cross_node_tp ? "true" : "false"}, {"offload_optimizer", offload_optimizer >= 0 ? num(offload_optimizer) : recompute == "auto" ? "auto" : "0"}, {"pp_layers", join_counts(pipeline_layer_counts(model, pp, seq_len, pp_layers))},
-      {"cp", std::to_string(cp)}, {"init_from_hf", init_from_hf}, {"export_hf", export_hf}, {"export_dtype", export_dtype}, {"save", save}, {"save_interval", std::to_string(save_interval)}, {"save_keep", std::to_string(save_keep)}, {"resume", resume}, {"auto_resume", auto_resume ? "true" : "false"}, {"preempt_grace_s", num(preempt_grace_s)}, {"memory_interval_ms", std::to_string(memory_interval_ms)},
+      {"overwrite", overwrite ? "true" : "false"}, {"tp", std::to_string(tp)}, {"pp", std::to_string(pp)},
+      {"shard_optimizer", shard_optimizer ? "true" : "false"}, {"recompute", recompute},
+      {"recompute_num_layers", std::to_string(recompute_num_layers)},
+      {"offload_inputs", offload_inputs ? "true" : "false"},
+      {"allow_cross_node_tp", allow_cross_node_tp ? "true" : "false"}, {"attention", attention},
+      {"offload_optimizer", offload_optimizer >= 0 ? num(offload_optimizer) : recompute == "auto" ? "auto" : "0"},
+      {"pp_layers", join_counts(pipeline_layer_counts(model, pp, seq_len, pp_layers))},
+      {"cp", std::to_string(cp)}, {"init_from_hf", init_from_hf}, {"export_hf", export_hf},
+      {"export_dtype", export_dtype}, {"save", save}, {"save_interval", std::to_string(save_interval)},
+      {"save_keep", std::to_string(save_keep)}, {"resume", resume}, {"auto_resume", auto_resume ? "true" : "false"},
+      {"preempt_grace_s", num(preempt_grace_s)}, {"memory_interval_ms", std::to_string(memory_interval_ms)},
   };
 }
 

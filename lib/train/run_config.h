@@ -45,6 +45,7 @@ struct RunConfig {
   bool offload_inputs = false;      // full: kept layer inputs in pinned host memory
   double offload_optimizer = -1;     // --offload-optimizer[=F]: the optimizer shard's fraction on the host (< 0: not given)
   bool shard_optimizer = true;      // ZeRO-1 over data-parallel replicas (--no-shard-optimizer: every replica keeps all)
+  std::string attention = "cudnn";   // --attention: cudnn (fused flash attention) | own (the project's kernels), CUDA
   bool force = false;                // --force: run even when the memory plan does not fit
   bool allow_cross_node_tp = false;  // --allow-cross-node-tp: run tensor/context-parallel groups that span nodes
   std::string init_from_hf;          // --init-from-hf: a Hugging Face checkpoint folder (model and weights from it)
@@ -62,6 +63,9 @@ struct RunConfig {
   // --recompute, --recompute-num-layers, --offload-inputs and --offload-optimizer as the memory planner takes them.
   MemoryRequest memory_request() const { return {recompute, recompute_num_layers, offload_inputs, offload_optimizer}; }
   void validate(int world_size) const;
+  // The memory planner's and step model's view of this run on world_size ranks, before the memory policy is chosen:
+  // the one description that --plan and a starting run share.
+  MemoryPlanInput plan_input(int world_size) const;
   // The part of validate that --plan needs (no data, no output): the model, the batch and sequence sizes, and the
   // layout of world_size ranks against them, with the rules of the CUDA backend when `cuda`.
   void validate_layout(int world_size, bool cuda) const;

@@ -24,20 +24,6 @@ RunFacts run_facts(TrainingRun& run, const std::string& start_utc) {
   return facts;
 }
 
-// The memory planner's view of the run.
-MemoryPlanInput plan_input(const TrainingRun& run) {
-  const RunConfig& cfg = run.cfg;
-  MemoryPlanInput in;
-  in.model = cfg.model;
-  in.micro_batch = cfg.micro_batch;
-  in.seq_len = cfg.seq_len;
-  in.tp = cfg.tp, in.dp = run.layout.dp(), in.pp = cfg.pp, in.cp = cfg.cp;
-  in.shard_optimizer = cfg.shard_optimizer;
-  in.stage_layers = cfg.pp_layers;
-  in.micro_batches = cfg.micro_batches_per_step(run.W);
-  return in;
-}
-
 // The GPU kind's calibration (train/calibration.h): --calibration, or the committed calibration/<kind>.json of the
 // device's kind (--device-memory's GPU, or the device's own memory); none for the CPU backend or an uncalibrated kind.
 std::optional<Calibration> run_calibration(const RunConfig& cfg, std::int64_t device) {
@@ -159,7 +145,7 @@ RecomputePolicy check_memory(TrainingRun& run, const std::string& start_utc) {
       results.write_config(cfg.key_values());
     });
   });
-  MemoryPlanInput in = plan_input(run);
+  MemoryPlanInput in = run.cfg.plan_input(run.W);
   std::int64_t device = 0;
   std::optional<Calibration> calibration;
   const RecomputePolicy recompute = choose_policy(run, in, device, calibration);
@@ -181,7 +167,7 @@ namespace {
 // Collective, CUDA: every rank's device bytes by category as its allocator holds them, beside the plan of its own
 // pipeline stage (ranks/memory_<category>_bytes, ranks/plan_<category>_bytes): where a rank departs from the plan.
 void record_rank_memory(TrainingRun& run, const Engine& engine, const RecomputePolicy& recompute) {
-  MemoryPlanInput in = plan_input(run);
+  MemoryPlanInput in = run.cfg.plan_input(run.W);
   in.recompute = recompute;
   in.stage = run.groups.coords.pp;
   in.optimizer_shards = engine.optimizer_shards();
@@ -230,6 +216,7 @@ void create_dataset_and_engine(TrainingRun& run, const RecomputePolicy& recomput
     eo.dp_comm = run.groups.dp.get();
     eo.shard_comm = cfg.cp > 1 ? run.groups.dp_cp.get() : nullptr;
     eo.shard_optimizer = cfg.shard_optimizer;
+    eo.cudnn_attention = cfg.attention == "cudnn";
     eo.recompute = recompute;
     eo.host_threads = cores_per_rank(run.local_size);
     eo.stage = stage_range(run.stage_layers, run.groups.coords.pp);

@@ -219,11 +219,10 @@ TEST(CommCheck, CudaContextParallelPassesTheGoldenCheckAndTrainsLikeOneGpu) {
   }
   // The own attention kernels attend whole sequences only: one clear message, no results left looking complete.
   const std::string out = (dir / "own.h5").string();
-  const auto r = test::run_command(test::mpirun(2) + "-x QWEN3_ATTENTION=own '" + test::bin_dir() +
-                                   "/qwen3-pretrain' --device cuda --model tiny --data '" + data +
-                                   "' --seq-len 256 --global-batch 4 --steps 1 --cp 2 --out '" + out + "'");
+  const auto r = test::run_command(test::mpirun(2) + "'" + test::bin_dir() + "/qwen3-pretrain' --device cuda --model tiny --data '" +
+                                   data + "' --seq-len 256 --global-batch 4 --steps 1 --cp 2 --attention own --out '" + out + "'");
   EXPECT_NE(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("needs cuDNN fused attention"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("needs --attention cudnn"), std::string::npos) << r.output;
 }
 
 TEST(CommCheck, CudaCheckpointsResumeInAnyLayoutAndHuggingFaceWeightsLoad) {

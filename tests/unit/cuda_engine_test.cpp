@@ -127,6 +127,25 @@ TEST(CudaEngine, EveryRankOfTpPpCpLayoutsAllocatesItsStagesPlan) {
                  << ") or QWEN3_SHARED_GPU_STAGING=1";
 }
 
+// --attention own (issue 29): the plan counts the own kernels' workspace and v copy, and the run allocates that.
+TEST(CudaEngine, TheOwnAttentionKernelsAllocateTheirPlan) {
+  QWEN3_REQUIRE_GPU();
+  const fs::path dir = test::fresh_dir("qwen3_cuda_own_attention_plan");
+  const std::string data = (dir / "data.h5").string();
+  write_synthetic_dataset(data, 512, {256}, 16, 5, false);
+  for (const char* policy : {"--recompute none", "--recompute full"}) {
+    const std::string out = (dir / "run.h5").string();
+    fs::remove(out);
+    const auto r = test::run_program("qwen3-pretrain", "--device cuda --model tiny --data '" + data + "' --seq-len 256 "
+                                     "--global-batch 2 --steps 1 --attention own " + std::string(policy) + " --out '" + out + "'");
+    ASSERT_EQ(r.exit_code, 0) << policy << "\n" << r.output;
+    h5::Handle f = h5::open_read(out, "results");
+    for (const char* category : {"weights", "gradients", "optimizer_state", "activations", "workspace"})
+      EXPECT_EQ(h5::read_attr_int(f.get(), std::string("plan_") + category + "_bytes"),
+                h5::read_attr_int(f.get(), std::string("memory_") + category + "_bytes")) << policy << " " << category;
+  }
+}
+
 TEST(CudaEngine, SameStepsAsTheCpuEngineWithinBf16) {
   QWEN3_REQUIRE_GPU();
   const auto cfg = model_preset("tiny");

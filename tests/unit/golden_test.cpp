@@ -61,6 +61,12 @@ TEST(Golden, CudaWithinBf16Tolerance) {
       for (const auto& row : r.rows)
         EXPECT_TRUE(row.pass()) << file << " optimizer on host " << on_host << ": " << row.quantity << " " << row.rel_error;
     }
+  for (const auto& file : golden_files()) {  // the project's own attention kernels (--attention own)
+    GoldenParallel par;
+    par.cudnn_attention = false;
+    for (const auto& row : run_golden_check(file, "cuda", GoldenTolerance::bf16(), par).rows)
+      EXPECT_TRUE(row.pass()) << file << " --attention own: " << row.quantity << " " << row.rel_error;
+  }
 }
 
 TEST(Golden, ACorruptedReferenceFails) {

@@ -210,6 +210,32 @@ TEST(MemoryPlan, PlanWithAnUnpricedOperationPrintsNoStepTimeButTheCommandThatMea
   EXPECT_EQ(r.output.find("no step-time prediction"), std::string::npos) << r.output;
 }
 
+// --attention: the plan counts the kernels the run will use (their workspace; the own kernels' separate v copy), so
+// plan and engine agree by construction; the own kernels with context parallelism are refused by --plan as by a run.
+TEST(MemoryPlan, PlanCountsTheChosenAttentionKernels) {
+  const std::string args = "--plan --model 0.6B --seq-len 4096";
+  const auto json = [&](const std::string& attention) {
+    const auto r = test::run_program("qwen3-pretrain", args + " --format json" + attention);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return nlohmann::json::parse(r.output)["by_category"];
+  };
+  const auto cudnn = json(""), own = json(" --attention own");
+  EXPECT_EQ(json(" --attention cudnn"), cudnn);  // the default
+  EXPECT_LT(cudnn["activations"].get<std::int64_t>(), own["activations"].get<std::int64_t>());  // the own kernels' v
+  EXPECT_NE(cudnn["workspace"], own["workspace"]);
+  auto r = test::run_program("qwen3-pretrain", args);
+  EXPECT_NE(r.output.find("  cuDNN attention workspace"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", args + " --attention own");
+  EXPECT_EQ(r.output.find("cuDNN attention workspace"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("  attention workspace"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model tiny --seq-len 256 --cp 2 --world-size 2 --attention own");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("needs --attention cudnn"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model tiny --seq-len 256 --attention flash");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--attention"), std::string::npos) << r.output;
+}
+
 // A calibration measured again and again (--base) describes each measurement: the plan prints that description whole
 // and every part of the step after it (a fixed buffer once cut the step's parts off after the fifth "added").
 TEST(MemoryPlan, PlanPrintsTheStepsPartsAfterALongCalibrationDescription) {

@@ -1,9 +1,7 @@
 // One layer's attention, whole-sequence or context-parallel (see attention.h).
 #include "train/cuda/attention.h"
 
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
+#include <algorithm>
 #include <string>
 
 #include "core/error.h"
@@ -24,13 +22,15 @@ struct SdpaShape {};
 namespace qwen3::cuda {
 
 Attention::Attention(const ModelConfig& cfg, const TpDims& tp, int cp, int cp_rank, std::int64_t max_batch,
-                     std::int64_t max_seq)
-    : cfg_(cfg), tp_(tp), cp_size_(cp), cp_rank_(cp_rank) {
+                     std::int64_t max_seq, bool cudnn)
+    : cfg_(cfg), tp_(tp), cp_size_(cp), cp_rank_(cp_rank), use_cudnn_(cudnn) {
   const auto& t = tp;
+  if (cp > 1 && !cudnn)
+    throw UsageError("--cp " + std::to_string(cp) + " with --device cuda needs --attention cudnn (the project's own "
+                     "attention kernels attend whole sequences only)");
+  if (cudnn) {
 #ifdef QWEN3_HAVE_CUDNN
-  const char* choice = std::getenv("QWEN3_ATTENTION");
-  if (choice == nullptr || std::strcmp(choice, "own") != 0) {
-    try {
+    try {  // what the memory plan counted: a failure here is said, never replaced by the other kernels
       cudnn_ = std::make_unique<CudnnAttention>();
       const std::int64_t qkv = t.q_dim + 2 * t.kv_dim;
       if (cp == 1)
@@ -39,16 +39,14 @@ Attention::Attention(const ModelConfig& cfg, const TpDims& tp, int cp, int cp_ra
       else  // this rank's two chunk-attention calls
         workspace_bytes_ = static_cast<std::int64_t>(std::max(cudnn_->workspace_bytes(chunk_shape(0, max_batch, max_seq)),
                                                               cudnn_->workspace_bytes(chunk_shape(1, max_batch, max_seq))));
-      use_cudnn_ = true;
     } catch (const InternalError& e) {
-      std::fprintf(stderr, "qwen3: cuDNN fused attention unavailable (%s); using the own attention kernels\n", e.what());
-      cudnn_.reset();
+      throw UsageError(std::string("--attention cudnn: cuDNN fused attention is unavailable for this run (") + e.what() +
+                       "); --attention own runs the project's own kernels");
     }
-  }
+#else
+    throw UsageError("--attention cudnn: this build has no cuDNN; --attention own runs the project's own kernels");
 #endif
-  if (cp > 1 && !use_cudnn_)
-    throw UsageError("--cp " + std::to_string(cp) + " with --device cuda needs cuDNN fused attention (the project's "
-                     "own attention kernels attend whole sequences only); unset QWEN3_ATTENTION=own or use a cuDNN build");
+  }
   if (!use_cudnn_)
     workspace_bytes_ = static_cast<std::int64_t>(
         attention_backward_workspace_bytes({max_batch, max_seq, t.heads, t.kv_heads, cfg.head_dim}));

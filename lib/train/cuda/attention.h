@@ -1,5 +1,4 @@
-// One layer's attention on this rank: cuDNN fused attention, or the project's own kernels (QWEN3_ATTENTION=own, or no
-// cuDNN engine for the shape); with context parallelism (causal load balancing, model/context_parallel.h) each of the
+// One layer's attention on this rank: cuDNN fused attention, or the project's own kernels (--attention own); with context parallelism (causal load balancing, model/context_parallel.h) each of the
 // rank's two chunks attends to every key up to its end, the keys and values all-gathered over the group in the forward
 // and their gradients reduce-scattered back in the backward. Also the RoPE tables at this rank's positions. The one
 // seam where the build's cuDNN flag is read.
@@ -19,10 +18,12 @@ struct SdpaShape;
 
 class Attention {
  public:
-  // Chooses the implementation (cuDNN unless QWEN3_ATTENTION=own or unavailable) for micro-batches up to
-  // max_batch × max_seq on this rank's tensor-parallel share and context-parallel rank; throws UsageError for context
-  // parallelism without cuDNN. Runs nothing until bind().
-  Attention(const ModelConfig& cfg, const TpDims& tp, int cp, int cp_rank, std::int64_t max_batch, std::int64_t max_seq);
+  // The implementation the run chose (cudnn: cuDNN's fused attention, else the own kernels; RunConfig::attention, as
+  // the memory plan counted it) for micro-batches up to max_batch × max_seq on this rank's tensor-parallel share and
+  // context-parallel rank; throws UsageError for context parallelism without cuDNN, or cuDNN chosen and unavailable
+  // (never the other kernels instead). Runs nothing until bind().
+  Attention(const ModelConfig& cfg, const TpDims& tp, int cp, int cp_rank, std::int64_t max_batch, std::int64_t max_seq,
+            bool cudnn);
   ~Attention();
   bool cudnn() const { return use_cudnn_; }
   // The backward workspace the chosen implementation needs (the buffer table's attention_workspace).
