@@ -65,7 +65,7 @@ std::string pretrain_exit_codes() {
 std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   RunConfig c;
   std::string model = "tiny", model_config, config_file, pp_layers;
-  bool no_shard = false;
+  bool no_shard = false, no_gemm_autotune = false;
   std::string seed = std::to_string(c.seed);
   po::options_description general("General");
   general.add_options()("help,h", "show this help")("list-devices", "print the backends that can run on this host (one per line) and exit")(
@@ -146,6 +146,11 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       ("attention", po::value(&c.attention)->default_value(c.attention),
        "CUDA attention: cudnn (cuDNN's fused flash attention; a run stops if cuDNN cannot run it) or own (the "
        "project's kernels, whole sequences only: no --cp); --plan counts the chosen one's workspace")
+      ("comm-sm-margin", po::value(&c.comm_sm_margin)->default_value(c.comm_sm_margin),
+       "CUDA with --tp: run the weight-gradient GEMMs that overlap the tensor-parallel collectives on all but N SMs "
+       "(0: all; measured on 4 x H100: no gain at 16)")
+      ("no-gemm-autotune", po::bool_switch(&no_gemm_autotune),
+       "CUDA: take cuBLASLt's first heuristic algorithm per GEMM shape instead of timing its candidates at start")
       ("init-from-hf", po::value(&c.init_from_hf),
        "start from a Hugging Face Qwen3 checkpoint folder (config.json and *.safetensors, sharded or not, bf16/fp16/fp32): "
        "the model comes from its config.json, the weights from its files, every name and shape checked")
@@ -224,6 +229,7 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
   if (vm.count("ranks-per-node") && (!c.plan || c.plan_ranks_per_node < 1))
     throw UsageError("--ranks-per-node is for --plan (a run counts its own) and takes 1 or more");
   c.shard_optimizer = !no_shard;
+  c.gemm_autotune = !no_gemm_autotune;
   return c;
 }
 

@@ -1,7 +1,6 @@
 // cuBLASLt GEMM wrapper (see gemm.h). Row-major X[r, c] is column-major Xᵀ[c, r] with ld = c.
 #include "cuda/gemm.h"
 
-#include <cstdlib>
 #include <string>
 
 #include "core/error.h"
@@ -24,10 +23,9 @@ struct LtObjects {  // descriptors of one call, destroyed on scope exit
 };
 }  // namespace
 
-Gemm::Gemm(void* workspace, std::size_t workspace_bytes) : workspace_(workspace), workspace_bytes_(workspace_bytes) {
+Gemm::Gemm(void* workspace, std::size_t workspace_bytes, bool autotune)
+    : workspace_(workspace), workspace_bytes_(workspace_bytes), autotune_(autotune) {
   CUBLAS_CHECK(cublasLtCreate(&handle_));
-  const char* v = std::getenv("QWEN3_GEMM_AUTOTUNE");
-  autotune_ = v == nullptr || std::string(v) != "0";
 }
 
 Gemm::~Gemm() {

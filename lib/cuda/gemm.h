@@ -15,7 +15,8 @@ namespace qwen3::cuda {
 
 class Gemm {
  public:
-  Gemm(void* workspace, std::size_t workspace_bytes);
+  // autotune: time the heuristic's candidates per shape and keep the fastest (false: its first one).
+  Gemm(void* workspace, std::size_t workspace_bytes, bool autotune = true);
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -47,7 +48,7 @@ class Gemm {
   using Key = std::tuple<bool, bool, std::int64_t, std::int64_t, std::int64_t, int, bool, int>;
   std::map<Key, cublasLtMatmulAlgo_t> algos_;  // chosen algorithm per (shape, β ≠ 0, SM target)
   int sm_count_ = 0;
-  bool autotune_ = true;                       // time the heuristic's candidates (QWEN3_GEMM_AUTOTUNE=0: first one)
+  bool autotune_ = true;                       // time the heuristic's candidates (else its first one)
 };
 
 }  // namespace qwen3::cuda

@@ -49,14 +49,12 @@ bool shares_a_gpu(Communicator* group, const std::string& what, int device, int 
 
 Communicator* group_of(Communicator* c) { return c && c->size() > 1 ? c : nullptr; }
 
-// QWEN3_COMM_SM_MARGIN=m: the weight-gradient GEMMs that overlap the comm stream run on all but m SMs (0: all).
-int overlapped_gemm_sms(int sm_count) {
-  const char* margin = std::getenv("QWEN3_COMM_SM_MARGIN");
-  if (!margin) return 0;
-  const int m = std::atoi(margin);
-  if (m < 0 || m >= sm_count)
-    throw UsageError("QWEN3_COMM_SM_MARGIN=" + std::string(margin) + ": expected 0 to " + std::to_string(sm_count - 1) + " SMs");
-  return m > 0 ? sm_count - m : 0;
+// --comm-sm-margin m: the weight-gradient GEMMs that overlap the comm stream run on all but m SMs (0: all).
+int overlapped_gemm_sms(int sm_count, int margin) {
+  if (margin < 0 || margin >= sm_count)
+    throw UsageError("--comm-sm-margin " + std::to_string(margin) + ": expected 0 to " + std::to_string(sm_count - 1) +
+                     " SMs (this GPU has " + std::to_string(sm_count) + ")");
+  return margin > 0 ? sm_count - margin : 0;
 }
 
 class CudaEngine final : public Engine {
@@ -105,7 +103,7 @@ class CudaEngine final : public Engine {
   cuda::ParamGroups host_groups(const EngineOptions& o, int devices);
   BufferTableInput table_input(const EngineOptions& o) const;
   void make_device_groups();  // NCCL communicators (collective), or host staging for context-parallel ranks
-  void bind_units(const EngineOptions& o, int sm_count);
+  void bind_units(const EngineOptions& o, int overlapped_gemm_sms);
 
   // ---- one micro-batch ----
   enum Part { kForward = 1, kBackward = 2, kBoth = 3 };
@@ -171,6 +169,7 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   cfg_.validate();
   check_layout(o);
   const auto [devices, sm_count] = select_device(o);
+  const int gemm_sms = overlapped_gemm_sms(sm_count, o.comm_sm_margin);  // a bad margin stops before any allocation
   groups_ = host_groups(o, devices);
   attention_ = std::make_unique<cuda::Attention>(cfg_, tp_, cp_, cp_rank_, max_batch_, max_seq_, o.cudnn_attention);
   recompute_ = o.recompute;
@@ -181,12 +180,12 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   shard_parts_ = in.shard_parts;
   buffers_ = std::make_unique<cuda::DeviceBuffers>(buffer_table(in), alloc_);
   gemm_ = std::make_unique<cuda::Gemm>(buffers_->get<void>(Buf::gemm_workspace),
-                                       static_cast<std::size_t>(buffers_->bytes(Buf::gemm_workspace)));
+                                       static_cast<std::size_t>(buffers_->bytes(Buf::gemm_workspace)), o.gemm_autotune);
   ctx_ = std::make_unique<cuda::EngineContext>(cuda::EngineContext{cfg_, tp_, stage_, table_, cp_, cp_rank_, stream_, *gemm_,
                                                                    timer_, buffers_->get<bf16>(Buf::compute_weights),
                                                                    buffers_->get<float>(Buf::gradients)});
   make_device_groups();  // after every allocation: out of memory is the table's, before NCCL reserves its buffers
-  bind_units(o, sm_count);
+  bind_units(o, gemm_sms);
   state_->init_on_device(o.seed, o.init_std);
 }
 
@@ -278,14 +277,14 @@ void CudaEngine::make_device_groups() {
   }
 }
 
-void CudaEngine::bind_units(const EngineOptions& o, int sm_count) {
+void CudaEngine::bind_units(const EngineOptions& o, int gemm_sms) {
   const cuda::DeviceBuffers& b = *buffers_;
   scratch_ = cuda::bind_scratch(b);
   groups_.tp_dev = tp_dev_.get(), groups_.kv_dev = kv_dev_.get(), groups_.embed_dev = embed_dev_.get();
   groups_.cp_dev = cp_dev_.get();
   state_ = std::make_unique<cuda::ParamState>(*ctx_, full_, owned_, reports_, groups_, zero1_, shard_, b, timer_,
                                               cuda::OptimizerOnHost{recompute_.offload_optimizer, o.host_threads});
-  sp_ = std::make_unique<cuda::SequenceParallel>(*ctx_, tp_dev_.get(), b, scratch_, tp_dev_ ? overlapped_gemm_sms(sm_count) : 0);
+  sp_ = std::make_unique<cuda::SequenceParallel>(*ctx_, tp_dev_.get(), b, scratch_, tp_dev_ ? gemm_sms : 0);
   attention_->bind(*ctx_, b, scratch_, cp_dev_.get(), o.max_seq);
   blocks_ = std::make_unique<cuda::Qwen3Blocks>(*ctx_, *sp_, *attention_, scratch_);
   if (stage_.last)

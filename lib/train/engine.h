@@ -54,6 +54,10 @@ struct EngineOptions {
   int host_threads = 0;
   // CUDA: cuDNN's fused attention, else the project's own kernels (RunConfig::attention; the memory plan's choice).
   bool cudnn_attention = true;
+  // CUDA: SMs kept from the weight-gradient GEMMs that overlap the tensor-parallel collectives (0: none kept), and
+  // whether cuBLASLt's candidate algorithms are timed per shape (else its heuristic's first).
+  int comm_sm_margin = 0;
+  bool gemm_autotune = true;
   // Context parallelism: the group that splits each sequence (null or size 1: none). Its ranks hold the same weights;
   // gradients and losses are summed over it.
   Communicator* cp_comm = nullptr;

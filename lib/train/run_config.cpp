@@ -38,6 +38,7 @@ void RunConfig::validate_layout(int world, bool cuda) const {
   check_sequence_layout(micro_batch, seq_len, tp, cp, cuda);
   if (attention != "cudnn" && attention != "own")
     throw UsageError("--attention: invalid value '" + attention + "' (valid: cudnn, own)");
+  if (comm_sm_margin < 0) throw UsageError("--comm-sm-margin must be 0 or more SMs, got " + std::to_string(comm_sm_margin));
   if (cuda && cp > 1 && attention == "own")
     throw UsageError("--cp " + std::to_string(cp) + " with --device cuda needs --attention cudnn (the project's own "
                      "attention kernels attend whole sequences only)");
@@ -126,6 +127,7 @@ std::vector<std::pair<std::string, std::string>> RunConfig::key_values() const {
       {"recompute_num_layers", std::to_string(recompute_num_layers)},
       {"offload_inputs", offload_inputs ? "true" : "false"},
       {"allow_cross_node_tp", allow_cross_node_tp ? "true" : "false"}, {"attention", attention},
+      {"comm_sm_margin", std::to_string(comm_sm_margin)}, {"gemm_autotune", gemm_autotune ? "true" : "false"},
       {"offload_optimizer", offload_optimizer >= 0 ? num(offload_optimizer) : recompute == "auto" ? "auto" : "0"},
       {"pp_layers", join_counts(pipeline_layer_counts(model, pp, seq_len, pp_layers))},
       {"cp", std::to_string(cp)}, {"init_from_hf", init_from_hf}, {"export_hf", export_hf},

@@ -217,6 +217,8 @@ void create_dataset_and_engine(TrainingRun& run, const RecomputePolicy& recomput
     eo.shard_comm = cfg.cp > 1 ? run.groups.dp_cp.get() : nullptr;
     eo.shard_optimizer = cfg.shard_optimizer;
     eo.cudnn_attention = cfg.attention == "cudnn";
+    eo.comm_sm_margin = cfg.comm_sm_margin;
+    eo.gemm_autotune = cfg.gemm_autotune;
     eo.recompute = recompute;
     eo.host_threads = cores_per_rank(run.local_size);
     eo.stage = stage_range(run.stage_layers, run.groups.coords.pp);

@@ -128,7 +128,7 @@ TEST(CudaEngine, EveryRankOfTpPpCpLayoutsAllocatesItsStagesPlan) {
 }
 
 // --attention own (issue 29): the plan counts the own kernels' workspace and v copy, and the run allocates that.
-TEST(CudaEngine, TheOwnAttentionKernelsAllocateTheirPlan) {
+TEST(CudaEngine, TheOwnAttentionKernelsAllocateTheirPlanAndEngineSettingsAreOptions) {
   QWEN3_REQUIRE_GPU();
   const fs::path dir = test::fresh_dir("qwen3_cuda_own_attention_plan");
   const std::string data = (dir / "data.h5").string();
@@ -144,6 +144,12 @@ TEST(CudaEngine, TheOwnAttentionKernelsAllocateTheirPlan) {
       EXPECT_EQ(h5::read_attr_int(f.get(), std::string("plan_") + category + "_bytes"),
                 h5::read_attr_int(f.get(), std::string("memory_") + category + "_bytes")) << policy << " " << category;
   }
+  // --comm-sm-margin beyond the GPU's SMs (an option since it stopped being QWEN3_COMM_SM_MARGIN): one message, exit 2.
+  const auto r = test::run_program("qwen3-pretrain", "--device cuda --model tiny --data '" + data + "' --seq-len 256 "
+                                   "--global-batch 2 --steps 1 --comm-sm-margin 100000 --no-gemm-autotune --out '" +
+                                   (dir / "margin.h5").string() + "'");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--comm-sm-margin 100000: expected 0 to "), std::string::npos) << r.output;
 }
 
 TEST(CudaEngine, SameStepsAsTheCpuEngineWithinBf16) {
