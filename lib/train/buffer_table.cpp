@@ -246,14 +246,17 @@ std::int64_t estimated_attention_workspace(const BufferTableInput& in) {
   return in.cudnn ? 2 * 4 * bhsd + 4 * bhs + kCudnnOwnScratch : 4 * bhsd + 4 * bhs;
 }
 
+ParamTable rank_param_table(const ModelConfig& model, const TpDims& tp, const StageRange& stage) {
+  return ParamTable(model, tp.q_dim, tp.kv_dim, tp.inter, tp.vocab).restricted(stage_tensors(ParamTable(model), stage));
+}
+
 BufferTableInput rank_buffer_input(const ModelConfig& model, const RankLayout& rank, std::int64_t max_batch,
                                    std::int64_t max_seq, const RecomputePolicy& recompute, bool cudnn) {
   BufferTableInput b;
   b.model = model;
   b.tp = tp_dims(model, rank.tp_rank, rank.tp);
   b.stage = rank.stage;
-  const ParamTable full(model);
-  b.table = ParamTable(model, b.tp.q_dim, b.tp.kv_dim, b.tp.inter, b.tp.vocab).restricted(stage_tensors(full, rank.stage));
+  b.table = rank_param_table(model, b.tp, rank.stage);
   b.slots = rank.pp > 1 ? in_flight(rank.pp_rank, rank.pp, std::max(1, rank.micro_batches)) : 1;
   b.max_batch = max_batch;
   b.max_seq = max_seq;

@@ -83,6 +83,9 @@ struct RankLayout {
   int micro_batches = 1;       // per step and data-parallel replica
   int shards = 1, shard_rank = 0;  // the distributed optimizer's group (1: no sharding)
 };
+// The parameters a rank holds: its tensor-parallel share (K/V heads replicated where tp exceeds them, norms whole) of
+// its pipeline stage's tensors — the table the engines allocate and the step model counts.
+ParamTable rank_param_table(const ModelConfig& model, const TpDims& tp, const StageRange& stage);
 // The engine's table input for that rank: its tensor-parallel share, its stage's tensors, the micro-batches it keeps in
 // flight (train/pipeline_schedule.h), its ZeRO-1 window (float4-aligned shards). attention_workspace_bytes is left 0.
 BufferTableInput rank_buffer_input(const ModelConfig& model, const RankLayout& rank, std::int64_t max_batch,

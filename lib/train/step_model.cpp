@@ -224,14 +224,9 @@ class StageWalk {
   double exposed_comm_ = 0;
 };
 
-// Parameters of one stage's rank: its layers', embedding's and head's, this tensor-parallel rank's share.
+// Parameters of one stage's rank, as the engine holds them (train/buffer_table.h rank_param_table).
 std::int64_t stage_rank_parameters(const ModelConfig& c, const StageRange& s, int tp) {
-  const std::int64_t H = c.hidden_size, I = c.intermediate_size;
-  const std::int64_t layer = H * c.q_dim() + 2 * H * c.kv_dim() + c.q_dim() * H + 3 * H * I + 2 * H + 2 * c.head_dim;
-  std::int64_t n = s.layers() * layer;
-  if (s.first) n += c.vocab_size * H;
-  if (s.last) n += H + ((!c.tie_word_embeddings || !s.first) ? c.vocab_size * H : 0);
-  return n / tp;
+  return rank_param_table(c, tp_dims(c, 0, tp), s).total_elements();
 }
 
 // After the last micro-batch: the gradients' reduction (main stream), the gradient norm (read back), then AdamW on a

@@ -1,8 +1,8 @@
 // What one training step of the CUDA engine runs on one rank, operation by operation with its shapes, and how those
 // operations overlap: the inventory that qwen3-calibrate measures on a GPU and that the step-time predictor
-// (train/step_time.h) prices. No GPU needed. It follows the engine's own order (train/cuda/qwen3_blocks.cpp,
-// sequence_parallel.cpp, lm_head.cpp, attention.cpp, param_update.cpp, host_optimizer.cpp); a change there changes
-// this walk too.
+// (train/calibration.h predict_step) prices. No GPU needed. It follows the engine's own order
+// (train/cuda/qwen3_blocks.cpp, sequence_parallel.cpp, lm_head.cpp, attention.cpp, param_update.cpp,
+// host_optimizer.cpp); a change there changes this walk too.
 #pragma once
 #include <array>
 #include <cstdint>

@@ -18,6 +18,8 @@
 #include "core/error.h"
 #include "train/calibration.h"
 #include "train/step_model.h"
+#include "model/tensor_parallel.h"
+#include "train/buffer_table.h"
 #ifdef QWEN3_HAVE_CUDA
 #include "cuda_test_util.h"
 #include "train/cuda/op_bench.h"
@@ -529,3 +531,24 @@ TEST(CudaOpBench, MeasuresEveryKernelOfAStep) {
   EXPECT_GT(long_attn, 16 * short_attn);
 }
 #endif
+
+// The distributed optimizer's reduce-scatter carries every parameter the rank holds, counted as the engine holds them
+// (train/buffer_table.h rank_param_table): at tp 8 the tiny model's 4 KV heads are replicated, not split, and its
+// norms are whole on every tensor-parallel rank — more than the model's parameters / tp.
+TEST(StepModel, TheGradientReductionCarriesTheRanksOwnParameters) {
+  struct BytesPricer : CountingPricer {
+    std::int64_t scattered = 0;
+    double collective(const CollOp& op) override {
+      if (op.kind == CollKind::reduce_scatter && op.group == 2) scattered += op.bytes;  // not tp's (group 8)
+      return 0;
+    }
+  };
+  MemoryPlanInput in = input("tiny", 256, 8);
+  in.dp = 2;
+  BytesPricer p;
+  walk_step(in, p);
+  const StageRange whole{0, in.model.num_layers, true, true};
+  const std::int64_t held = rank_param_table(in.model, tp_dims(in.model, 0, 8), whole).total_elements();
+  EXPECT_EQ(p.scattered, 4 * held);
+  EXPECT_GT(held, in.model.parameter_count() / 8);
+}
