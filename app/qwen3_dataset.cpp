@@ -151,24 +151,8 @@ int run_pack(const std::vector<std::string>& args) {
   o.mode = vm["mode"].as<std::string>();
   o.eos_id = vm["eos-id"].as<std::int64_t>();
   o.overwrite = vm["overwrite"].as<bool>();
-  // Option-named messages here; pack_dataset checks the same things again for library callers.
   require_positive_option(vm, "vocab-size");
-  if (o.tokens_path.empty() == o.megatron.empty())
-    throw UsageError("pack: give --tokens F or --megatron PREFIX (exactly one; see 'qwen3-dataset pack --help')");
-  if (!o.megatron.empty() && (!o.offsets_path.empty() || vm.count("dtype")))
-    throw UsageError(std::string("--megatron takes its documents and dtype from PREFIX.idx: drop ") +
-                     (o.offsets_path.empty() ? "--dtype" : "--offsets"));
-  if (vm.count("dtype") && o.dtype != "uint16" && o.dtype != "int32" && o.dtype != "uint32")
-    throw UsageError("--dtype '" + o.dtype + "' is not valid (valid: uint16, int32, uint32)");
-  if (o.mode != "pack" && o.mode != "crop")
-    throw UsageError("--mode '" + o.mode + "' is not valid (valid: pack, crop)");
-  if (o.max_documents < 0)
-    throw UsageError("--max-documents must be >= 0 (0 = all), got " + std::to_string(o.max_documents));
-  if (o.eos_id < -1 || o.eos_id >= o.vocab_size)
-    throw UsageError("--eos-id " + std::to_string(o.eos_id) + " is outside the vocabulary [0, " +
-                     std::to_string(o.vocab_size) + ") (-1 = none)");
-  if (o.eos_id >= 0 && o.mode != "pack") throw UsageError("--eos-id applies only to --mode pack");
-  pack_dataset(o);
+  pack_dataset(o);  // checks every option first (check_pack_options), by these options' names
   report_written(o.out_path);
   return 0;
 }

@@ -265,7 +265,7 @@ TokenEncoding raw_encoding(const std::string& dtype) {
   e.dtype = dtype.empty() ? "int32" : dtype;
   if (e.dtype == "uint16") e.bytes = 2;
   else if (e.dtype != "int32" && e.dtype != "uint32")
-    throw UsageError("dtype '" + dtype + "' is not valid (valid: " + kRawDtypes + ")");
+    throw UsageError("--dtype '" + dtype + "' is not valid (valid: " + kRawDtypes + ")");
   e.is_signed = e.dtype == "int32";
   return e;
 }
@@ -489,25 +489,27 @@ class PackedStream {
   std::vector<std::int64_t> buf_;
 };
 
+}  // namespace
+
 void check_pack_options(const PackOptions& o) {
   if (o.tokens_path.empty() == o.megatron.empty())
-    throw UsageError("give a tokens file or a Megatron indexed dataset (PREFIX.idx + PREFIX.bin), exactly one");
+    throw UsageError("pack: give --tokens F or --megatron PREFIX (exactly one: a tokens file, or a Megatron indexed "
+                     "dataset's PREFIX.idx + PREFIX.bin; see 'qwen3-dataset pack --help')");
   if (!o.megatron.empty() && (!o.offsets_path.empty() || !o.dtype.empty()))
-    throw UsageError("a Megatron indexed dataset's .idx gives its documents and dtype: drop the offsets file and dtype");
-  if (o.out_path.empty()) throw UsageError("no output file given");
+    throw UsageError(std::string("--megatron takes its documents and dtype from PREFIX.idx: drop ") +
+                     (o.offsets_path.empty() ? "--dtype" : "--offsets"));
+  if (o.out_path.empty()) throw UsageError("--out is required (the dataset file to write)");
   raw_encoding(o.dtype);  // a valid name (or empty); a .npy file checks it against its header
   if (o.mode != "pack" && o.mode != "crop")
-    throw UsageError("mode '" + o.mode + "' is not valid (valid: pack, crop)");
+    throw UsageError("--mode '" + o.mode + "' is not valid (valid: pack, crop)");
   check_vocab_and_lengths(o.vocab_size, o.lengths);
   if (o.max_documents < 0)
-    throw UsageError("max documents must be >= 0 (0 = all), got " + std::to_string(o.max_documents));
+    throw UsageError("--max-documents must be >= 0 (0 = all), got " + std::to_string(o.max_documents));
   if (o.eos_id < -1 || o.eos_id >= o.vocab_size)
-    throw UsageError("eos id " + std::to_string(o.eos_id) + " is outside the vocabulary [0, " +
+    throw UsageError("--eos-id " + std::to_string(o.eos_id) + " is outside the vocabulary [0, " +
                      std::to_string(o.vocab_size) + ") (-1 = none)");
-  if (o.eos_id >= 0 && o.mode != "pack") throw UsageError("an eos id applies only to mode 'pack'");
+  if (o.eos_id >= 0 && o.mode != "pack") throw UsageError("--eos-id applies only to --mode pack");
 }
-
-}  // namespace
 
 std::string dataset_bucket_group(std::int64_t seq_len) { return "buckets/len_" + std::to_string(seq_len); }
 std::string dataset_bucket_tokens(std::int64_t seq_len) { return dataset_bucket_group(seq_len) + "/tokens"; }

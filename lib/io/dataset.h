@@ -81,5 +81,8 @@ struct PackOptions {
 // HDF5, zip, gzip files and Megatron indexes given as tokens are refused with a message saying what they look like and
 // what pack takes. A Megatron indexed dataset (io/megatron_indexed.h) packs like a raw file with its offsets.
 void pack_dataset(const PackOptions& options);
+// The options pack_dataset refuses (UsageError, named as qwen3-dataset pack's options): it checks them first; the CLI
+// and other callers call it to refuse before anything else runs. One place for every rule.
+void check_pack_options(const PackOptions& options);
 
 }  // namespace qwen3

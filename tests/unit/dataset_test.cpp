@@ -490,9 +490,9 @@ TEST_F(DatasetPack, BadOptionsAreUsageErrorsNamingValidValues) {
   with([](PackOptions& b) { b.mode = "slice"; }, {"'slice'", "valid: pack, crop"});
   with([](PackOptions& b) { b.dtype = "int64"; }, {"'int64'", "valid: uint16, int32, uint32"});
   with([](PackOptions& b) { b.lengths = {4, -2}; }, {"positive", "-2"});
-  with([](PackOptions& b) { b.eos_id = 11; }, {"eos id 11"});
-  with([](PackOptions& b) { b.mode = "crop"; b.eos_id = 0; }, {"only to mode 'pack'"});
-  with([](PackOptions& b) { b.max_documents = -1; }, {"max documents"});
+  with([](PackOptions& b) { b.eos_id = 11; }, {"--eos-id 11"});
+  with([](PackOptions& b) { b.mode = "crop"; b.eos_id = 0; }, {"only to --mode pack"});
+  with([](PackOptions& b) { b.max_documents = -1; }, {"--max-documents"});
   EXPECT_FALSE(fs::exists(o.out_path));
 }
 
@@ -831,10 +831,10 @@ TEST_F(DatasetPack, MegatronFilesGivenAsTokensOrOffsetsSayToPackThePair) {
     change(bad);
     expect_error<UsageError>([&] { pack_dataset(bad); }, needles);
   };
-  with([&](PackOptions& b) { b.tokens_path = path("m.bin"); }, {"a tokens file or a Megatron indexed dataset", "exactly one"});
-  with([&](PackOptions& b) { b.megatron = ""; }, {"a tokens file or a Megatron indexed dataset", "exactly one"});
-  with([&](PackOptions& b) { b.offsets_path = path("m.idx"); }, {"drop the offsets file and dtype"});
-  with([&](PackOptions& b) { b.dtype = "uint16"; }, {"drop the offsets file and dtype"});
+  with([&](PackOptions& b) { b.tokens_path = path("m.bin"); }, {"give --tokens F or --megatron PREFIX", "exactly one"});
+  with([&](PackOptions& b) { b.megatron = ""; }, {"give --tokens F or --megatron PREFIX", "exactly one"});
+  with([&](PackOptions& b) { b.offsets_path = path("m.idx"); }, {"drop --offsets"});
+  with([&](PackOptions& b) { b.dtype = "uint16"; }, {"drop --dtype"});
   PackOptions o = small_pack(path("m.bin"), "", path("x.h5"));
   o.dtype = "uint16";
   const auto pair = "belongs to the Megatron-LM/NeMo indexed dataset '" + path("m") + "' (" + path("m.idx") + " + " +
