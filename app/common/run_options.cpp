@@ -60,16 +60,17 @@ std::string pretrain_exit_codes() {
                           {ExitCode::diverged, "a loss or gradient norm was not finite (status diverged)"}});
 }
 
-}  // namespace
-
-std::optional<RunConfig> parse_run_options(int argc, char** argv) {
-  RunConfig c;
-  std::string model = "tiny", model_config, config_file, pp_layers;
+// What the command line gives before it becomes a RunConfig's fields (resolved by resolve_run_options).
+struct RawRunOptions {
+  std::string model = "tiny", model_config, config_file, pp_layers, seed;
   bool no_shard = false, no_gemm_autotune = false;
-  std::string seed = std::to_string(c.seed);
+};
+
+// The command-line-only options (not keys of --config): what to do, and the plan's and the run's machine.
+po::options_description general_options(RunConfig& c, RawRunOptions& raw) {
   po::options_description general("General");
   general.add_options()("help,h", "show this help")("list-devices", "print the backends that can run on this host (one per line) and exit")(
-      "config", po::value(&config_file), "INI file of the Run options below (keys without '--'; '_' may stand for '-'); "
+      "config", po::value(&raw.config_file), "INI file of the Run options below (keys without '--'; '_' may stand for '-'); "
       "the command line overrides it")(
       "plan", po::bool_switch(&c.plan), "print the CUDA engine's memory per rank for this run and exit (no GPU, no "
       "mpirun needed): 0 if it fits --device-memory, 3 if not")(
@@ -96,10 +97,15 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       "and the plan's runtime reserve is the measured one; default: calibration/<kind>.json beside the executables for "
       "--device-memory's GPU name (--plan) or for the device's kind (a CUDA run), when there is one")(
       "force", po::bool_switch(&c.force), "run even when the memory plan says it does not fit");
+  return general;
+}
+
+// The run's options, also keys of --config. Values that need resolving after parsing land in `raw`.
+po::options_description run_options(RunConfig& c, RawRunOptions& raw) {
   po::options_description run("Run (also valid as keys in --config)");
   run.add_options()
-      ("model", po::value(&model)->default_value("tiny"), "preset: tiny, 0.6B, 1.7B, 4B, 8B, 14B, 32B")
-      ("model-config", po::value(&model_config), "INI model config (Hugging Face key names) instead of a preset")
+      ("model", po::value(&raw.model)->default_value("tiny"), "preset: tiny, 0.6B, 1.7B, 4B, 8B, 14B, 32B")
+      ("model-config", po::value(&raw.model_config), "INI model config (Hugging Face key names) instead of a preset")
       ("data", po::value(&c.data), "dataset file (qwen3-dataset; docs/datasets.md)")
       ("seq-len", po::value(&c.seq_len), "sequence length = the dataset bucket to train on")
       ("global-batch", po::value(&c.global_batch)->default_value(c.global_batch), "sequences per optimizer step")
@@ -114,7 +120,7 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       ("beta2", number_value(&c.beta2), "AdamW beta2")
       ("adam-eps", number_value(&c.adam_eps), "AdamW epsilon")
       ("init-std", number_value(&c.init_std), "std of the normal init of 2-D weights")
-      ("seed", po::value(&seed)->default_value(seed), "seed for weights and document order")
+      ("seed", po::value(&raw.seed)->default_value(raw.seed), "seed for weights and document order")
       ("device", po::value(&c.device)->default_value(c.device), "backend: cpu or cuda")
       ("out", po::value(&c.out), "results file to write (docs/results.md)")
       ("overwrite", po::bool_switch(&c.overwrite), "replace an existing results file")
@@ -137,9 +143,9 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
        "keep the fp32 master weights and AdamW moments in pinned host memory and run AdamW on the CPU (CUDA): "
        "--offload-optimizer for all of this rank's optimizer state, --offload-optimizer=0.4 for the last 40% of it "
        "(the rest stays on the device), =0 for none (auto then never offloads it)")
-      ("no-shard-optimizer", po::bool_switch(&no_shard),
+      ("no-shard-optimizer", po::bool_switch(&raw.no_shard),
        "keep the full fp32 master weights and AdamW state on every data-parallel replica (default: sharded, ZeRO-1)")
-      ("pp-layers", po::value(&pp_layers),
+      ("pp-layers", po::value(&raw.pp_layers),
        "layers per pipeline stage, e.g. 3,4,4 (default: split to balance compute and memory, the embedding and output "
        "projection counted)")
       ("cp", po::value(&c.cp)->default_value(c.cp), "context-parallel size")
@@ -149,7 +155,7 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
       ("comm-sm-margin", po::value(&c.comm_sm_margin)->default_value(c.comm_sm_margin),
        "CUDA with --tp: run the weight-gradient GEMMs that overlap the tensor-parallel collectives on all but N SMs "
        "(0: all; measured on 4 x H100: no gain at 16)")
-      ("no-gemm-autotune", po::bool_switch(&no_gemm_autotune),
+      ("no-gemm-autotune", po::bool_switch(&raw.no_gemm_autotune),
        "CUDA: take cuBLASLt's first heuristic algorithm per GEMM shape instead of timing its candidates at start")
       ("init-from-hf", po::value(&c.init_from_hf),
        "start from a Hugging Face Qwen3 checkpoint folder (config.json and *.safetensors, sharded or not, bf16/fp16/fp32): "
@@ -169,42 +175,35 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
        "tp/pp/dp layout; --steps counts from the start of the run")
       ("memory-interval-ms", po::value(&c.memory_interval_ms)->default_value(c.memory_interval_ms),
        "memory trace sampling interval");
-  po::options_description all(
-      "qwen3-pretrain: pretrain a Qwen3 dense model (launch under mpirun: one rank per device)\n"
-      "Usage: mpirun -np N qwen3-pretrain --data FILE --seq-len L --out FILE [options]");
-  all.add(general).add(run);
-  po::variables_map vm;
-  if (!parse_command_line(argc, argv, all, vm, nullptr, pretrain_exit_codes())) return std::nullopt;
-  require_choice("--format", c.format, {"text", "json"});
-  if (vm.count("list-models")) {
-    if (c.format == "json") {
-      std::cout << presets_json() << "\n";
-    } else {
-      for (const auto& name : preset_names()) {
-        const ModelConfig m = model_preset(name);
-        std::printf("%-5s vocab %6lld, %2lld layers, hidden %5lld, %s parameters\n", name.c_str(),
-                    static_cast<long long>(m.vocab_size), static_cast<long long>(m.num_layers),
-                    static_cast<long long>(m.hidden_size), format_parameter_count(m.parameter_count()).c_str());
-      }
-    }
-    return std::nullopt;
+  return run;
+}
+
+// --list-models: the presets, one line each (text) or as one JSON array (qwen3-sweep reads it).
+void print_model_presets(const std::string& format) {
+  if (format == "json") {
+    std::cout << presets_json() << "\n";
+    return;
   }
-  if (vm.count("list-devices")) {
-    for (const auto& d : usable_devices()) std::cout << d << "\n";
-    for (const auto& d : available_devices())  // built but not usable here: said apart, so scripts read stdout only
-      if (const std::string why = device_unusable_reason(d); !why.empty())
-        std::cerr << "qwen3-pretrain: " << d << " is built in but cannot run here: " << why << "\n";
-    return std::nullopt;
+  for (const auto& name : preset_names()) {
+    const ModelConfig m = model_preset(name);
+    std::printf("%-5s vocab %6lld, %2lld layers, hidden %5lld, %s parameters\n", name.c_str(),
+                static_cast<long long>(m.vocab_size), static_cast<long long>(m.num_layers),
+                static_cast<long long>(m.hidden_size), format_parameter_count(m.parameter_count()).c_str());
   }
-  if (!config_file.empty()) {
-    try {
-      po::store(parse_run_config_file(config_file, run, general), vm);  // values given on the command line win
-      po::notify(vm);
-    } catch (const po::error& e) {
-      throw UsageError("--config '" + config_file + "': " + e.what());
-    }
-  }
-  c.seed = parse_seed("--seed", seed);
+}
+
+// --list-devices: the backends that run here on stdout; those built in but not usable here said apart, on stderr.
+void print_usable_devices() {
+  for (const auto& d : usable_devices()) std::cout << d << "\n";
+  for (const auto& d : available_devices())
+    if (const std::string why = device_unusable_reason(d); !why.empty())
+      std::cerr << "qwen3-pretrain: " << d << " is built in but cannot run here: " << why << "\n";
+}
+
+// The model (a preset, an INI config or a Hugging Face folder's config.json) and every value that needs resolving or
+// checking once parsing is done.
+void resolve_run_options(RunConfig& c, const RawRunOptions& raw, const po::variables_map& vm) {
+  c.seed = parse_seed("--seed", raw.seed);
   if (vm.count("model-config") && !vm["model"].defaulted())
     throw UsageError("--model and --model-config are exclusive: give one");
   if (vm.count("init-from-hf") && (vm.count("model-config") || !vm["model"].defaulted()))
@@ -213,23 +212,53 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
     c.model = read_hf_config(c.init_from_hf);
     c.model_source = c.init_from_hf;
   } else if (vm.count("model-config")) {
-    c.model = load_model_config(model_config);
-    c.model_source = model_config;
+    c.model = load_model_config(raw.model_config);
+    c.model_source = raw.model_config;
   } else {
-    c.model = model_preset(model);
-    c.model_source = model;
+    c.model = model_preset(raw.model);
+    c.model_source = raw.model;
   }
   require_choice("--device", c.device, {"cpu", "cuda"});
   require_choice("--attention", c.attention, {"cudnn", "own"});
   if (c.plan && vm["device"].defaulted()) c.device = "cuda";  // --plan plans the CUDA engine's run unless told cpu
   if (!vm.count("seq-len")) throw UsageError("--seq-len is required (the dataset bucket to train on)");
   if (vm.count("offload-optimizer")) validate_optimizer_offload(c.offload_optimizer);
-  if (vm.count("pp-layers")) c.pp_layers = parse_layer_list("--pp-layers", pp_layers);
+  if (vm.count("pp-layers")) c.pp_layers = parse_layer_list("--pp-layers", raw.pp_layers);
   if (vm.count("host-memory")) parse_byte_size("--host-memory", c.host_memory);  // refused here, before anything runs
   if (vm.count("ranks-per-node") && (!c.plan || c.plan_ranks_per_node < 1))
     throw UsageError("--ranks-per-node is for --plan (a run counts its own) and takes 1 or more");
-  c.shard_optimizer = !no_shard;
-  c.gemm_autotune = !no_gemm_autotune;
+  c.shard_optimizer = !raw.no_shard;
+  c.gemm_autotune = !raw.no_gemm_autotune;
+}
+
+}  // namespace
+
+std::optional<RunConfig> parse_run_options(int argc, char** argv) {
+  RunConfig c;
+  RawRunOptions raw;
+  raw.seed = std::to_string(c.seed);
+  const po::options_description general = general_options(c, raw), run = run_options(c, raw);
+  po::options_description all(
+      "qwen3-pretrain: pretrain a Qwen3 dense model (launch under mpirun: one rank per device)\n"
+      "Usage: mpirun -np N qwen3-pretrain --data FILE --seq-len L --out FILE [options]");
+  all.add(general).add(run);
+  po::variables_map vm;
+  if (!parse_command_line(argc, argv, all, vm, nullptr, pretrain_exit_codes())) return std::nullopt;
+  require_choice("--format", c.format, {"text", "json"});
+  if (vm.count("list-models") || vm.count("list-devices")) {  // an answer instead of a run
+    if (vm.count("list-models")) print_model_presets(c.format);
+    else print_usable_devices();
+    return std::nullopt;
+  }
+  if (!raw.config_file.empty()) {
+    try {
+      po::store(parse_run_config_file(raw.config_file, run, general), vm);  // values given on the command line win
+      po::notify(vm);
+    } catch (const po::error& e) {
+      throw UsageError("--config '" + raw.config_file + "': " + e.what());
+    }
+  }
+  resolve_run_options(c, raw, vm);
   return c;
 }
 
