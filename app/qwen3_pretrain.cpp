@@ -177,7 +177,7 @@ bool launched_by_mpi() {
 bool asks_nothing_of_mpi(int argc, char** argv) {
   if (launched_by_mpi()) return false;
   for (int i = 1; i < argc; ++i)
-    for (const char* flag : {"--plan", "--help", "-h", "--list-devices"})
+    for (const char* flag : {"--plan", "--help", "-h", "--list-devices", "--list-models"})
       if (std::strcmp(argv[i], flag) == 0) return true;
   return false;
 }
