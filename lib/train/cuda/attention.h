@@ -1,7 +1,8 @@
-// One layer's attention on this rank: cuDNN fused attention, or the project's own kernels (--attention own); with context parallelism (causal load balancing, model/context_parallel.h) each of the
-// rank's two chunks attends to every key up to its end, the keys and values all-gathered over the group in the forward
-// and their gradients reduce-scattered back in the backward. Also the RoPE tables at this rank's positions. The one
-// seam where the build's cuDNN flag is read.
+// One layer's attention on this rank: cuDNN fused attention, or the project's own kernels (--attention own); with
+// context parallelism (causal load balancing, model/context_parallel.h) each of the rank's two chunks attends to every
+// key up to its end, the keys and values all-gathered over the group in the forward and their gradients
+// reduce-scattered back in the backward. Also the RoPE tables at this rank's positions. The one seam where the
+// build's cuDNN flag is read.
 #pragma once
 #include <cstdint>
 #include <memory>
