@@ -12,6 +12,7 @@ shift
 
 packages=(build-essential cmake ninja-build git pkg-config libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
           libboost-program-options-dev nlohmann-json3-dev libgtest-dev python3-h5py python3-matplotlib python3-scipy
+          python3-pytest
           munge slurmctld slurmd slurm-client iproute2 util-linux)
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,7 @@
+"""pytest setup for the Python tools' tests: the tools' folders on the import path (they are scripts, not a package)."""
+import os
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+for folder in ("tools/bench", "tools/report", "tools/sweep"):
+    sys.path.insert(0, os.path.join(ROOT, folder))

@@ -1,0 +1,89 @@
+"""The pure functions of tools/bench's prediction checks: which nvidia-smi samples are a run's own
+(predict_check.smi_window), the layout family and error statistics of docs/prediction.md (prediction_table) and the
+--plan command line they build (plan_json)."""
+import datetime
+
+import plan_json
+import predict_check
+import prediction_table
+
+
+def at(second, fraction=0.0):
+    return datetime.datetime(2026, 12, 6, 20, 47, second) + datetime.timedelta(seconds=fraction)
+
+
+# nvidia-smi every 0.5 s around a run stamped 20:47:49 – 20:47:50 (call 5 of docs/studies/1xh200): the run before
+# freed the device at 48.87, this one held 32,193 MiB from 49.37 and was gone by 50.37.
+CALL5 = [(at(48, 0.37), 549), (at(48, 0.87), 4), (at(49, 0.37), 32193), (at(49, 0.87), 32193), (at(50, 0.37), 549),
+         (at(50, 0.87), 4), (at(51, 0.37), 84281)]
+
+
+def test_a_short_run_keeps_its_samples_after_the_last_empty_one():
+    assert max(predict_check.smi_window(CALL5, at(49), at(51))) == 32193
+
+
+def test_the_run_before_still_on_the_device_in_the_start_second_is_not_counted():
+    samples = [(at(9, 0.2), 60000), (at(9, 0.4), 300), (at(9, 0.7), 20000), (at(10, 0.2), 21000), (at(11, 0.2), 500)]
+    assert predict_check.smi_window(samples, at(9), at(11)) == [20000, 21000]
+
+
+def test_without_an_empty_sample_the_start_second_is_left_out():
+    samples = [(at(9, 0.2), 60000), (at(9, 0.7), 60000), (at(10, 0.2), 21000)]
+    assert predict_check.smi_window(samples, at(9), at(11)) == [21000]
+
+
+def run(tp=1, pp=1, cp=1, dp=1, **extra):
+    r = {"tp": str(tp), "pp": str(pp), "cp": str(cp), "dp": str(dp), "recompute": "none",
+         "recompute_num_layers": "", "offload_inputs": "", "offload_optimizer": "", "shard_optimizer": ""}
+    r.update(extra)
+    return r
+
+
+def test_layout_families_partition_the_layouts():
+    assert prediction_table.family(run(dp=4)) == "D only"
+    assert prediction_table.family(run(tp=4)) == "T only"
+    assert prediction_table.family(run(tp=2, pp=2)) == "T×P"
+    assert prediction_table.family(run(tp=2, dp=2)) == "T×D"
+    assert prediction_table.family(run(tp=2, cp=2)) == "CP"  # context parallelism wins
+    assert all(prediction_table.family(run(tp=t, pp=p, dp=d)) in prediction_table.FAMILIES
+               for t in (1, 2) for p in (1, 2) for d in (1, 2) if t * p * d > 1)
+    assert prediction_table.layout(run(tp=2, cp=2)) == "T2P1C2D1"
+
+
+def test_error_statistics():
+    assert prediction_table.stats([]) is None
+    mean, largest, low, high = prediction_table.stats([-2.0, 10.0, -12.0])
+    assert (round(mean, 6), largest, low, high) == (8.0, -12.0, -12.0, 10.0)
+    assert prediction_table.summary([5.0, -1.0]) == "2 priced, mean |error| 3.0%, largest +5.0% (range -1.0% … +5.0%)"
+
+
+def test_a_row_beyond_the_bar_is_marked():
+    plan = {"predicted": {"tokens_per_s": 1170.0}, "plan_bytes": 2**30}
+    measured = run(tp=4, card="h100-80gb", gpus="4", model="8B", seq_len="4096", global_batch="8",
+                   measured_tokens_per_s="1000", measured_peak_gib="1.0", commit="abc")
+    line, err = prediction_table.table_row(1, measured, plan)
+    assert round(err, 6) == 17.0 and "+17.0% ‡" in line
+    line, err = prediction_table.table_row(1, measured, {"predicted": {"tokens_per_s": 1100.0}, "plan_bytes": 2**30})
+    assert "+10.0% |" in line and "‡" not in line
+
+
+def test_the_plan_command_carries_every_layout_field(monkeypatch):
+    seen = {}
+
+    class Done:
+        returncode, stdout, stderr = 0, "{}", ""
+
+    def fake_run(cmd, **_):
+        seen["cmd"] = cmd
+        return Done()
+
+    monkeypatch.setattr(plan_json.subprocess, "run", fake_run)
+    layout = {"model": "8B", "seq_len": 4096, "global_batch": 32, "micro_batch": 1, "tp": 2, "pp": 2, "cp": 1,
+              "world_size": 4, "device_memory": "h100-80gb", "recompute": "full", "recompute_num_layers": 3,
+              "offload_inputs": True, "offload_optimizer": 0.25, "pp_layers": "18,18", "shard_optimizer": False}
+    assert plan_json.plan("/bin", layout, calibration="c.json") == {}
+    cmd = " ".join(seen["cmd"])
+    for part in ("--model 8B", "--seq-len 4096", "--tp 2", "--pp 2", "--world-size 4", "--recompute full",
+                 "--recompute-num-layers 3", "--offload-inputs", "--offload-optimizer=0.25", "--pp-layers 18,18",
+                 "--no-shard-optimizer", "--calibration c.json"):
+        assert part in cmd, part
