@@ -219,7 +219,6 @@ void resolve_run_options(RunConfig& c, const RawRunOptions& raw, const po::varia
     c.model_source = raw.model;
   }
   require_choice("--device", c.device, {"cpu", "cuda"});
-  require_choice("--attention", c.attention, {"cudnn", "own"});
   if (c.plan && vm["device"].defaulted()) c.device = "cuda";  // --plan plans the CUDA engine's run unless told cpu
   if (!vm.count("seq-len")) throw UsageError("--seq-len is required (the dataset bucket to train on)");
   if (vm.count("offload-optimizer")) validate_optimizer_offload(c.offload_optimizer);

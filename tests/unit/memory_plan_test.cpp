@@ -233,7 +233,8 @@ TEST(MemoryPlan, PlanCountsTheChosenAttentionKernels) {
   EXPECT_NE(r.output.find("needs --attention cudnn"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", "--plan --model tiny --seq-len 256 --attention flash");
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("--attention"), std::string::npos) << r.output;  // The other settings that were environment variables are options too, checked before anything runs.
+  EXPECT_NE(r.output.find("--attention"), std::string::npos) << r.output;
+  // The other settings that were environment variables are options too, checked before anything runs.
   r = test::run_program("qwen3-pretrain", "--plan --model tiny --seq-len 256 --comm-sm-margin -1");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("--comm-sm-margin must be 0 or more"), std::string::npos) << r.output;
