@@ -128,6 +128,98 @@ std::string summary_json(const std::string& path, hid_t root) {
   }
   return out.dump();
 }
+// InputError unless the file is a qwen3-pretrain results file of the format version this build reads.
+void check_results_file(const std::string& path, hid_t root) {
+  if (attr_or(root, "format", "") != kResultsFormat)
+    throw InputError("'" + path + "' is not a qwen3-pretrain results file (format '" + attr_or(root, "format", "") + "')");
+  if (const auto version = h5::read_attr_int(root, "format_version"); version != kResultsVersion)
+    throw InputError("'" + path + "' has results format_version " + std::to_string(version) + "; this qwen3-results reads " +
+                     std::to_string(kResultsVersion));
+}
+
+// The text summary's first part: the run's status, its settings and code, its steps and throughput, its timings.
+void print_run_text(const std::string& path, hid_t root, const std::string& status) {
+  h5::Handle cfg = h5::open_group(root, "config");
+  auto c = [&](const char* k) { return attr_or(cfg.get(), k); };
+  std::printf("results %s\n", path.c_str());
+  std::printf("  status        %s%s%s\n", status.c_str(), status == "ok" ? "" : ": ", status == "ok" ? "" : attr_or(root, "error_message").c_str());
+  print_oom_details(root);
+  if (h5::has_attr(root, "exit_code") && h5::read_attr_int(root, "exit_code") != 0)
+    std::printf("  exit code     %lld (the run's own; mpirun reports 1 when it is signalled)\n",
+                static_cast<long long>(h5::read_attr_int(root, "exit_code")));
+  std::printf("  model         %s (%s parameters), seq %s, global batch %s, micro-batch %s, tp %s pp %s cp %s, device %s\n",
+              c("model").c_str(), c("model.parameters").c_str(), c("seq_len").c_str(), c("global_batch").c_str(),
+              c("micro_batch").c_str(), c("tp").c_str(), c("pp").c_str(), c("cp").c_str(), c("device").c_str());
+  std::printf("  code          commit %s, started %s, ended %s\n", attr_or(root, "git_commit").c_str(),
+              attr_or(root, "start_time_utc").c_str(), attr_or(root, "end_time_utc").c_str());
+  const auto loss = h5::read_f64(root, "steps/loss");
+  const auto tps = h5::read_f64(root, "steps/tokens_per_s");
+  const auto tflops = h5::read_f64(root, "steps/tflops_per_device");
+  if (!loss.empty()) {
+    std::printf("  steps         %zu of %s; loss %.4f -> %.4f\n", loss.size(), c("steps").c_str(), loss.front(), loss.back());
+    std::printf("  throughput    %.0f tokens/s, %s TFLOP/s per device, MFU %s%% (mean of steps after the first)\n",
+                mean_after_first(tps), format_significant(mean_after_first(tflops)).c_str(),
+                format_significant(100 * mean_after_first(tflops) / kPeakTflopsPerDevice).c_str());
+  }
+  if (h5::exists(root, "timings")) {
+    h5::Handle t = h5::open_group(root, "timings");
+    std::printf("  timings       init %.2f s, first step %.2f s, total %.2f s\n", h5::read_attr_double(t.get(), "init_s"),
+                h5::read_attr_double(t.get(), "first_step_s"), h5::read_attr_double(t.get(), "total_s"));
+  }
+}
+
+// The text summary's memory part: each rank's peak, the planner's figure, and the pipeline's stages.
+void print_memory_text(hid_t root) {
+  if (h5::exists(root, "memory/peak_bytes")) {
+    const auto peaks = h5::read_f64(root, "memory/peak_bytes");
+    std::string line;
+    for (std::size_t r = 0; r < peaks.size(); ++r)
+      line += (r ? ", " : "") + std::string("rank ") + std::to_string(r) + " " + format_bytes(static_cast<std::int64_t>(peaks[r]));
+    std::printf("  peak memory   %s\n", line.c_str());
+  }
+  if (h5::has_attr(root, "plan_peak_bytes"))  // CUDA runs: the memory planner's figure (train/memory_plan.h)
+    std::printf("  memory plan   %s per rank (without the runtime reserve)\n",
+                format_bytes(h5::read_attr_int(root, "plan_peak_bytes")).c_str());
+  if (h5::exists(root, "stages/first_layer") && h5::read_f64(root, "stages/first_layer").size() > 1) {
+    const auto first = h5::read_f64(root, "stages/first_layer"), end = h5::read_f64(root, "stages/end_layer");
+    std::string line;
+    for (std::size_t s = 0; s < first.size(); ++s)
+      line += (s ? ", " : "") + std::to_string(static_cast<long>(first[s])) + "-" + std::to_string(static_cast<long>(end[s]) - 1);
+    std::printf("  stages        layers %s; 1F1B bubble formula %.1f%%\n", line.c_str(),
+                100 * h5::read_f64(root, "stages/bubble_formula").at(0));
+  }
+}
+
+// The text summary's last part: where each rank's time went, and the optimizer's host part.
+void print_rank_times_text(hid_t root) {
+  if (h5::exists(root, "ranks/compute_s")) {  // where each rank's time went (steps after the first)
+    const auto compute = h5::read_f64(root, "ranks/compute_s"), wait = h5::read_f64(root, "ranks/pipeline_wait_s");
+    const auto reduce = h5::read_f64(root, "ranks/dp_reduce_s"), step = h5::read_f64(root, "ranks/step_s");
+    std::string line;
+    for (std::size_t r = 0; r < compute.size() && r < step.size(); ++r) {
+      const double total = step[r] > 0 ? step[r] : 1;
+      char item[96];
+      std::snprintf(item, sizeof item, "%srank %zu %.0f/%.0f/%.0f", r ? ", " : "", r, 100 * compute[r] / total,
+                    100 * wait[r] / total, 100 * reduce[r] / total);
+      line += item;
+    }
+    std::printf("  time split    %% compute/pipeline wait/dp reduce: %s\n", line.c_str());
+  }
+  if (h5::exists(root, "ranks/host_optimizer_cpu_s")) {  // the optimizer's host part, as the CPU timed it
+    const auto seconds = h5::read_f64(root, "ranks/host_optimizer_cpu_s");
+    const auto elements = h5::read_f64(root, "ranks/host_optimizer_elements");
+    std::string line;
+    for (std::size_t r = 0; r < seconds.size() && r < elements.size(); ++r) {
+      if (elements[r] <= 0 || seconds[r] <= 0) continue;
+      char item[128];
+      std::snprintf(item, sizeof item, "%srank %zu %.3f s per step (%.2f G elements/s)", line.empty() ? "" : ", ", r,
+                    seconds[r], elements[r] / seconds[r] / 1e9);
+      line += item;
+    }
+    if (!line.empty()) std::printf("  host AdamW    on the CPU: %s\n", line.c_str());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -158,87 +250,15 @@ int main(int argc, char** argv) {
     require_choice("--format", format, {"text", "json"});
     h5::Handle f = h5::open_read(path, "results file");
     const hid_t root = f.get();
-    if (attr_or(root, "format", "") != kResultsFormat)
-      throw InputError("'" + path + "' is not a qwen3-pretrain results file (format '" + attr_or(root, "format", "") + "')");
-    if (const auto version = h5::read_attr_int(root, "format_version"); version != kResultsVersion)
-      throw InputError("'" + path + "' has results format_version " + std::to_string(version) + "; this qwen3-results reads " +
-                       std::to_string(kResultsVersion));
+    check_results_file(path, root);
     const std::string status = attr_or(root, "status");
     if (format == "json") {
       std::printf("%s\n", summary_json(path, root).c_str());
       return status == "ok" ? 0 : 1;
     }
-    h5::Handle cfg = h5::open_group(root, "config");
-    auto c = [&](const char* k) { return attr_or(cfg.get(), k); };
-    std::printf("results %s\n", path.c_str());
-    std::printf("  status        %s%s%s\n", status.c_str(), status == "ok" ? "" : ": ", status == "ok" ? "" : attr_or(root, "error_message").c_str());
-    print_oom_details(root);
-    if (h5::has_attr(root, "exit_code") && h5::read_attr_int(root, "exit_code") != 0)
-      std::printf("  exit code     %lld (the run's own; mpirun reports 1 when it is signalled)\n",
-                  static_cast<long long>(h5::read_attr_int(root, "exit_code")));
-    std::printf("  model         %s (%s parameters), seq %s, global batch %s, micro-batch %s, tp %s pp %s cp %s, device %s\n",
-                c("model").c_str(), c("model.parameters").c_str(), c("seq_len").c_str(), c("global_batch").c_str(),
-                c("micro_batch").c_str(), c("tp").c_str(), c("pp").c_str(), c("cp").c_str(), c("device").c_str());
-    std::printf("  code          commit %s, started %s, ended %s\n", attr_or(root, "git_commit").c_str(),
-                attr_or(root, "start_time_utc").c_str(), attr_or(root, "end_time_utc").c_str());
-    const auto loss = h5::read_f64(root, "steps/loss");
-    const auto tps = h5::read_f64(root, "steps/tokens_per_s");
-    const auto tflops = h5::read_f64(root, "steps/tflops_per_device");
-    if (!loss.empty()) {
-      std::printf("  steps         %zu of %s; loss %.4f -> %.4f\n", loss.size(), c("steps").c_str(), loss.front(), loss.back());
-      std::printf("  throughput    %.0f tokens/s, %s TFLOP/s per device, MFU %s%% (mean of steps after the first)\n",
-                  mean_after_first(tps), format_significant(mean_after_first(tflops)).c_str(),
-                  format_significant(100 * mean_after_first(tflops) / kPeakTflopsPerDevice).c_str());
-    }
-    if (h5::exists(root, "timings")) {
-      h5::Handle t = h5::open_group(root, "timings");
-      std::printf("  timings       init %.2f s, first step %.2f s, total %.2f s\n", h5::read_attr_double(t.get(), "init_s"),
-                  h5::read_attr_double(t.get(), "first_step_s"), h5::read_attr_double(t.get(), "total_s"));
-    }
-    if (h5::exists(root, "memory/peak_bytes")) {
-      const auto peaks = h5::read_f64(root, "memory/peak_bytes");
-      std::string line;
-      for (std::size_t r = 0; r < peaks.size(); ++r)
-        line += (r ? ", " : "") + std::string("rank ") + std::to_string(r) + " " + format_bytes(static_cast<std::int64_t>(peaks[r]));
-      std::printf("  peak memory   %s\n", line.c_str());
-    }
-    if (h5::has_attr(f.get(), "plan_peak_bytes"))  // CUDA runs: the memory planner's figure (train/memory_plan.h)
-      std::printf("  memory plan   %s per rank (without the runtime reserve)\n",
-                  format_bytes(h5::read_attr_int(f.get(), "plan_peak_bytes")).c_str());
-    if (h5::exists(root, "stages/first_layer") && h5::read_f64(root, "stages/first_layer").size() > 1) {
-      const auto first = h5::read_f64(root, "stages/first_layer"), end = h5::read_f64(root, "stages/end_layer");
-      std::string line;
-      for (std::size_t s = 0; s < first.size(); ++s)
-        line += (s ? ", " : "") + std::to_string(static_cast<long>(first[s])) + "-" + std::to_string(static_cast<long>(end[s]) - 1);
-      std::printf("  stages        layers %s; 1F1B bubble formula %.1f%%\n", line.c_str(),
-                  100 * h5::read_f64(root, "stages/bubble_formula").at(0));
-    }
-    if (h5::exists(root, "ranks/compute_s")) {  // where each rank's time went (steps after the first)
-      const auto compute = h5::read_f64(root, "ranks/compute_s"), wait = h5::read_f64(root, "ranks/pipeline_wait_s");
-      const auto reduce = h5::read_f64(root, "ranks/dp_reduce_s"), step = h5::read_f64(root, "ranks/step_s");
-      std::string line;
-      for (std::size_t r = 0; r < compute.size() && r < step.size(); ++r) {
-        const double total = step[r] > 0 ? step[r] : 1;
-        char item[96];
-        std::snprintf(item, sizeof item, "%srank %zu %.0f/%.0f/%.0f", r ? ", " : "", r, 100 * compute[r] / total,
-                      100 * wait[r] / total, 100 * reduce[r] / total);
-        line += item;
-      }
-      std::printf("  time split    %% compute/pipeline wait/dp reduce: %s\n", line.c_str());
-    }
-    if (h5::exists(root, "ranks/host_optimizer_cpu_s")) {  // the optimizer's host part, as the CPU timed it
-      const auto seconds = h5::read_f64(root, "ranks/host_optimizer_cpu_s");
-      const auto elements = h5::read_f64(root, "ranks/host_optimizer_elements");
-      std::string line;
-      for (std::size_t r = 0; r < seconds.size() && r < elements.size(); ++r) {
-        if (elements[r] <= 0 || seconds[r] <= 0) continue;
-        char item[128];
-        std::snprintf(item, sizeof item, "%srank %zu %.3f s per step (%.2f G elements/s)", line.empty() ? "" : ", ", r,
-                      seconds[r], elements[r] / seconds[r] / 1e9);
-        line += item;
-      }
-      if (!line.empty()) std::printf("  host AdamW    on the CPU: %s\n", line.c_str());
-    }
+    print_run_text(path, root, status);
+    print_memory_text(root);
+    print_rank_times_text(root);
     return status == "ok" ? 0 : 1;
   });
 }

@@ -62,13 +62,4 @@ std::vector<std::int64_t> parse_positive_list(const std::string& option, const s
   return values;
 }
 
-std::uint64_t parse_seed(const std::string& option, const std::string& text) {
-  std::uint64_t value = 0;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (text.empty() || ec != std::errc() || ptr != end)
-    throw UsageError(option + " '" + text + "' is not valid (expected an integer in [0, 18446744073709551615])");
-  return value;
-}
-
 }  // namespace qwen3

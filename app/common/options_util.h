@@ -1,5 +1,6 @@
 // Boost.ProgramOptions helpers shared by the mains: parse into UsageError (one line, exit 2), --help, choices, lists.
 #pragma once
+#include "core/parse.h"  // parse_seed
 #include <boost/program_options.hpp>
 #include <cstdint>
 #include <string>
@@ -25,7 +26,5 @@ void require_choice(const std::string& option, const std::string& value, const s
 // naming the option ("1024,abc", "0", "1024," are rejected).
 std::vector<std::int64_t> parse_positive_list(const std::string& option, const std::string& text);
 
-// A 64-bit unsigned seed. Boost's own unsigned parsing accepts "-1" (wrapping it around), so seeds come as text.
-std::uint64_t parse_seed(const std::string& option, const std::string& text);
 
 }  // namespace qwen3

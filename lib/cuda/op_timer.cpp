@@ -10,11 +10,6 @@
 
 namespace qwen3::cuda {
 
-OpTimer::OpTimer() {
-  const char* v = std::getenv("QWEN3_CUDA_OP_TIMES");
-  enabled_ = v != nullptr && std::strcmp(v, "1") == 0;
-}
-
 OpTimer::~OpTimer() {
   for (auto& p : pending_) cudaEventDestroy(p.event);
   for (auto e : pool_) cudaEventDestroy(e);
@@ -56,7 +51,7 @@ std::string OpTimer::report() const {
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
   double total = 0;
   for (const auto& r : rows) total += r.second.first;
-  std::string out = "CUDA op times (QWEN3_CUDA_OP_TIMES=1), all steps:\n";
+  std::string out = "CUDA op times (--op-times), all steps:\n";
   char line[256];
   for (const auto& r : rows) {
     std::snprintf(line, sizeof line, "  %10.2f ms  %5.1f%%  %7ld calls  %s\n", r.second.first,

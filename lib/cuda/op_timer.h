@@ -1,5 +1,5 @@
 // Where a CUDA engine's step time goes: CUDA events recorded between operations on one stream, summed per label.
-// Off unless QWEN3_CUDA_OP_TIMES=1 is set (then mark() records an event; otherwise it does nothing). A benchmark aid,
+// Off unless enabled (qwen3-pretrain --op-times; then mark() records an event, otherwise it does nothing). A benchmark aid,
 // like Megatron's timers: each mark charges the GPU time since the previous mark on the same stream to its label.
 #pragma once
 #include <cuda_runtime.h>
@@ -13,7 +13,7 @@ namespace qwen3::cuda {
 
 class OpTimer {
  public:
-  OpTimer();  // enabled by the environment variable QWEN3_CUDA_OP_TIMES=1
+  explicit OpTimer(bool enabled) : enabled_(enabled) {}
   ~OpTimer();
   OpTimer(const OpTimer&) = delete;
   OpTimer& operator=(const OpTimer&) = delete;

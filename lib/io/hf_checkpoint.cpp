@@ -168,94 +168,74 @@ void HfCheckpoint::check_against(const ParamTable& table) const {
                        (name == "lm_head.weight" ? " (its config ties the output projection to the embedding)" : ""));
 }
 
-void write_hf_checkpoint(const std::string& dir, const ModelConfig& c, const ParamTable& table,
-                         const std::function<std::vector<float>(const std::string&)>& values, bool writer,
-                         const HfExportOptions& o) {
-  const std::int64_t elem = SafetensorsWriter::element_bytes(o.dtype);
-  if (o.dtype != "F32" && o.dtype != "BF16") throw UsageError("--export-dtype: '" + o.dtype + "' (valid: bf16, fp32)");
-  // Shards in table order, each up to max_shard_bytes (a larger tensor alone in its shard).
-  std::vector<std::vector<SafetensorsWriter::Entry>> shards(1);
-  std::int64_t in_shard = 0, total = 0;
+namespace {
+
+// The export's tensors in shards, in table order, each up to max_shard_bytes (a larger tensor alone in its shard).
+struct ShardPlan {
+  std::vector<std::vector<SafetensorsWriter::Entry>> shards;
+  std::int64_t total_bytes = 0;  // of every tensor, as the index's metadata says
+};
+ShardPlan plan_shards(const ParamTable& table, std::int64_t elem, std::int64_t max_shard_bytes) {
+  ShardPlan plan;
+  plan.shards.resize(1);
+  std::int64_t in_shard = 0;
   for (const auto& p : table.entries()) {
     std::int64_t n = 1;
     for (auto d : p.shape) n *= d;
     const std::int64_t bytes = n * elem;
-    if (!shards.back().empty() && in_shard + bytes > o.max_shard_bytes) shards.emplace_back(), in_shard = 0;
-    shards.back().push_back({p.name, p.shape});
+    if (!plan.shards.back().empty() && in_shard + bytes > max_shard_bytes) plan.shards.emplace_back(), in_shard = 0;
+    plan.shards.back().push_back({p.name, p.shape});
     in_shard += bytes;
-    total += bytes;
+    plan.total_bytes += bytes;
   }
-  const std::size_t n = shards.size();
-  auto file_name = [&](std::size_t i) {
-    if (n == 1) return std::string("model.safetensors");
-    char s[64];
-    std::snprintf(s, sizeof s, "model-%05zu-of-%05zu.safetensors", i + 1, n);
-    return std::string(s);
-  };
-  std::string clean = dir;  // "out/" → "out": DIR.partial and DIR.old are siblings of DIR
-  while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
-  const fs::path final_dir(clean), partial(clean + ".partial");
-  // A write error on the writer is kept until every tensor has been asked for: values() may be collective, and the
-  // other ranks are still asking.
-  std::string failed;
-  if (writer) {
-    try {
-      if (fs::exists(final_dir) && !o.overwrite) throw OutputError("'" + clean + "' exists (pass --overwrite to replace it)");
-      std::error_code ec;
-      fs::remove_all(partial, ec);
-      if (!fs::create_directories(partial, ec) || ec) throw OutputError("cannot create '" + partial.string() + "'");
-      nlohmann::ordered_json cfg;
-      cfg["architectures"] = {"Qwen3ForCausalLM"};
-      cfg["model_type"] = "qwen3";
-      cfg["vocab_size"] = c.vocab_size;
-      cfg["hidden_size"] = c.hidden_size;
-      cfg["intermediate_size"] = c.intermediate_size;
-      cfg["num_hidden_layers"] = c.num_layers;
-      cfg["num_attention_heads"] = c.num_heads;
-      cfg["num_key_value_heads"] = c.num_kv_heads;
-      cfg["head_dim"] = c.head_dim;
-      cfg["hidden_act"] = "silu";
-      cfg["attention_bias"] = false;
-      cfg["rms_norm_eps"] = c.rms_norm_eps;
-      cfg["rope_theta"] = c.rope_theta;  // transformers 4
-      cfg["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", c.rope_theta}};  // transformers 5
-      cfg["tie_word_embeddings"] = c.tie_word_embeddings;
-      cfg["use_sliding_window"] = false;
-      cfg["max_position_embeddings"] = 40960;
-      cfg["torch_dtype"] = o.dtype == "BF16" ? "bfloat16" : "float32";
-      write_text_file(partial / "config.json", cfg.dump(2));
-    } catch (const Error& e) {
-      failed = e.what();
-    }
-  }
-  nlohmann::ordered_json index;
-  index["metadata"] = {{"total_size", total}};
-  index["weight_map"] = nlohmann::ordered_json::object();
-  for (std::size_t i = 0; i < n; ++i) {
-    std::unique_ptr<SafetensorsWriter> w;
-    auto attempt = [&](const std::function<void()>& fn) {
-      if (!writer || !failed.empty()) return;
-      try {
-        fn();
-      } catch (const Error& e) {
-        failed = e.what();
-      }
-    };
-    attempt([&] { w = std::make_unique<SafetensorsWriter>((partial / file_name(i)).string(), shards[i], o.dtype); });
-    for (const auto& e : shards[i]) {
-      const std::vector<float> v = values(e.name);  // collective for engines: every rank asks
-      attempt([&] { w->write(v); });
-      index["weight_map"][e.name] = file_name(i);
-    }
-    attempt([&] { w->close(); });
-  }
-  if (!writer) return;
-  if (!failed.empty()) {
-    std::error_code ec;
-    fs::remove_all(partial, ec);
-    throw OutputError("--export-hf: " + failed);
-  }
-  if (n > 1) write_text_file(partial / "model.safetensors.index.json", index.dump(2));
+  return plan;
+}
+
+// Shard i of n's file name, as transformers names them ("model.safetensors" when there is one).
+std::string shard_file_name(std::size_t i, std::size_t n) {
+  if (n == 1) return std::string("model.safetensors");
+  char s[64];
+  std::snprintf(s, sizeof s, "model-%05zu-of-%05zu.safetensors", i + 1, n);
+  return std::string(s);
+}
+
+// config.json of an exported checkpoint, keys in the order transformers writes them.
+nlohmann::ordered_json hf_config_json(const ModelConfig& c, const std::string& dtype) {
+  nlohmann::ordered_json cfg;
+  cfg["architectures"] = {"Qwen3ForCausalLM"};
+  cfg["model_type"] = "qwen3";
+  cfg["vocab_size"] = c.vocab_size;
+  cfg["hidden_size"] = c.hidden_size;
+  cfg["intermediate_size"] = c.intermediate_size;
+  cfg["num_hidden_layers"] = c.num_layers;
+  cfg["num_attention_heads"] = c.num_heads;
+  cfg["num_key_value_heads"] = c.num_kv_heads;
+  cfg["head_dim"] = c.head_dim;
+  cfg["hidden_act"] = "silu";
+  cfg["attention_bias"] = false;
+  cfg["rms_norm_eps"] = c.rms_norm_eps;
+  cfg["rope_theta"] = c.rope_theta;  // transformers 4
+  cfg["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", c.rope_theta}};  // transformers 5
+  cfg["tie_word_embeddings"] = c.tie_word_embeddings;
+  cfg["use_sliding_window"] = false;
+  cfg["max_position_embeddings"] = 40960;
+  cfg["torch_dtype"] = dtype == "BF16" ? "bfloat16" : "float32";
+  return cfg;
+}
+
+// The writer's DIR.partial, empty but for config.json; OutputError when DIR exists without --overwrite.
+void start_partial_folder(const std::string& clean, const fs::path& partial, const ModelConfig& c,
+                          const HfExportOptions& o) {
+  if (fs::exists(fs::path(clean)) && !o.overwrite) throw OutputError("'" + clean + "' exists (pass --overwrite to replace it)");
+  std::error_code ec;
+  fs::remove_all(partial, ec);
+  if (!fs::create_directories(partial, ec) || ec) throw OutputError("cannot create '" + partial.string() + "'");
+  write_text_file(partial / "config.json", hf_config_json(c, o.dtype).dump(2));
+}
+
+// DIR.partial renamed to DIR, an existing DIR moved to DIR.old first and removed last.
+void publish_partial_folder(const std::string& clean, const fs::path& partial) {
+  const fs::path final_dir(clean);
   std::error_code ec;
   const fs::path old(clean + ".old");
   if (fs::exists(final_dir)) {
@@ -266,6 +246,54 @@ void write_hf_checkpoint(const std::string& dir, const ModelConfig& c, const Par
   fs::rename(partial, final_dir, ec);
   if (ec) throw OutputError("--export-hf: cannot publish '" + clean + "': " + ec.message());
   fs::remove_all(old, ec);
+}
+
+}  // namespace
+
+void write_hf_checkpoint(const std::string& dir, const ModelConfig& c, const ParamTable& table,
+                         const std::function<std::vector<float>(const std::string&)>& values, bool writer,
+                         const HfExportOptions& o) {
+  const std::int64_t elem = SafetensorsWriter::element_bytes(o.dtype);
+  if (o.dtype != "F32" && o.dtype != "BF16") throw UsageError("--export-dtype: '" + o.dtype + "' (valid: bf16, fp32)");
+  const ShardPlan plan = plan_shards(table, elem, o.max_shard_bytes);
+  const auto& shards = plan.shards;
+  const std::size_t n = shards.size();
+  std::string clean = dir;  // "out/" → "out": DIR.partial and DIR.old are siblings of DIR
+  while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
+  const fs::path partial(clean + ".partial");
+  // A write error on the writer is kept until every tensor has been asked for: values() may be collective, and the
+  // other ranks are still asking.
+  std::string failed;
+  auto attempt = [&](const std::function<void()>& fn) {
+    if (!writer || !failed.empty()) return;
+    try {
+      fn();
+    } catch (const Error& e) {
+      failed = e.what();
+    }
+  };
+  attempt([&] { start_partial_folder(clean, partial, c, o); });
+  nlohmann::ordered_json index;
+  index["metadata"] = {{"total_size", plan.total_bytes}};
+  index["weight_map"] = nlohmann::ordered_json::object();
+  for (std::size_t i = 0; i < n; ++i) {
+    std::unique_ptr<SafetensorsWriter> w;
+    attempt([&] { w = std::make_unique<SafetensorsWriter>((partial / shard_file_name(i, n)).string(), shards[i], o.dtype); });
+    for (const auto& e : shards[i]) {
+      const std::vector<float> v = values(e.name);  // collective for engines: every rank asks
+      attempt([&] { w->write(v); });
+      index["weight_map"][e.name] = shard_file_name(i, n);
+    }
+    attempt([&] { w->close(); });
+  }
+  if (!writer) return;
+  if (!failed.empty()) {
+    std::error_code ec;
+    fs::remove_all(partial, ec);
+    throw OutputError("--export-hf: " + failed);
+  }
+  if (n > 1) write_text_file(partial / "model.safetensors.index.json", index.dump(2));
+  publish_partial_folder(clean, partial);
 }
 
 }  // namespace qwen3

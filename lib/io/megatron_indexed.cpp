@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <utility>
 
 #include "core/error.h"
 
@@ -90,16 +91,33 @@ std::string megatron_pair_of(const std::string& path) {
          ".bin): pack the pair with --megatron " + prefix;
 }
 
-MegatronIndex read_megatron_index(const std::string& prefix) {
-  MegatronIndex index;
-  index.idx_path = prefix + ".idx";
-  index.bin_path = prefix + ".bin";
-  const std::string file = "Megatron index '" + index.idx_path + "'", where = file + ": ";
-  const auto idx_bytes = size_of(index.idx_path, "Megatron index");
-  const auto bin_bytes = size_of(index.bin_path, "Megatron data file");
-  std::ifstream in(index.idx_path, std::ios::binary);
-  if (!in) throw InputError("Megatron index '" + index.idx_path + "' cannot be opened for reading");
+namespace {
 
+// The counts against the index's size, before trusting them with any allocation: {S, D}.
+std::pair<std::int64_t, std::int64_t> check_counts(const std::string& file, std::int64_t idx_bytes,
+                                                   std::uint64_t sequences, std::uint64_t documents) {
+  const std::string where = file + ": ";
+  const auto limit = static_cast<std::uint64_t>(idx_bytes);
+  const auto counts = "S = " + std::to_string(sequences) + " sequences, D = " + std::to_string(documents) +
+                      " document indices";
+  if (sequences > limit || documents > limit)
+    throw InputError(where + "its header says " + counts + ", more than its " + std::to_string(idx_bytes) +
+                     " bytes can hold (truncated or damaged?)");
+  const auto S = static_cast<std::int64_t>(sequences), D = static_cast<std::int64_t>(documents);
+  const auto expected = kHeaderBytes + 12 * S + 8 * D;
+  if (idx_bytes == expected + S && S > 0)
+    throw InputError(file + " has a mode byte per sequence (a multimodal dataset); pack takes text token ids only");
+  if (idx_bytes != expected)
+    throw InputError(file + " has " + std::to_string(idx_bytes) + " bytes but its header (" + counts + ") needs " +
+                     std::to_string(expected) + " (34 + 4 S + 8 S + 8 D): truncated or damaged");
+  if (D == 0) throw InputError(file + " has no document indices (expected at least the first, 0)");
+  return {S, D};
+}
+
+// The header's checks (magic, size, version, a dtype that holds token ids), the dtype into index; returns the
+// header's counts {S sequences, D document indices}, checked against the index's size.
+std::pair<std::int64_t, std::int64_t> read_header(std::ifstream& in, std::int64_t idx_bytes, MegatronIndex& index) {
+  const std::string file = "Megatron index '" + index.idx_path + "'", where = file + ": ";
   unsigned char header[kHeaderBytes];
   const auto head = std::min<std::int64_t>(idx_bytes, kHeaderBytes);
   read_at(in, where, 0, head, header);
@@ -122,25 +140,13 @@ MegatronIndex read_megatron_index(const std::string& prefix) {
   index.dtype = dtype->name;
   index.item_bytes = dtype->bytes;
   index.is_signed = dtype->is_signed;
+  return check_counts(file, idx_bytes, le_u64(header + 18), le_u64(header + 26));
+}
 
-  // The counts against the index's size, before trusting them with any allocation.
-  const auto sequences = le_u64(header + 18), documents = le_u64(header + 26);
-  const auto limit = static_cast<std::uint64_t>(idx_bytes);
-  const auto counts = "S = " + std::to_string(sequences) + " sequences, D = " + std::to_string(documents) +
-                      " document indices";
-  if (sequences > limit || documents > limit)
-    throw InputError(where + "its header says " + counts + ", more than its " + std::to_string(idx_bytes) +
-                     " bytes can hold (truncated or damaged?)");
-  const auto S = static_cast<std::int64_t>(sequences), D = static_cast<std::int64_t>(documents);
-  const auto expected = kHeaderBytes + 12 * S + 8 * D;
-  if (idx_bytes == expected + S && S > 0)
-    throw InputError(file + " has a mode byte per sequence (a multimodal dataset); pack takes text token ids only");
-  if (idx_bytes != expected)
-    throw InputError(file + " has " + std::to_string(idx_bytes) + " bytes but its header (" + counts + ") needs " +
-                     std::to_string(expected) + " (34 + 4 S + 8 S + 8 D): truncated or damaged");
-  if (D == 0) throw InputError(file + " has no document indices (expected at least the first, 0)");
-
-  // Sequence lengths and pointers, block by block: each sequence must start where the previous one ends.
+// Sequence lengths and pointers, block by block: each sequence must start where the previous one ends. Returns where
+// each sequence starts in tokens, [S+1] (the last: the tokens in all).
+std::vector<std::int64_t> read_sequence_starts(std::ifstream& in, const std::string& where, std::int64_t S,
+                                               std::int64_t item_bytes) {
   std::vector<std::int64_t> sequence_start(static_cast<std::size_t>(S) + 1, 0);  // [S+1] in tokens
   std::vector<unsigned char> lengths, pointers;
   for (std::int64_t s0 = 0; s0 < S; s0 += kBlock) {
@@ -156,25 +162,24 @@ MegatronIndex read_megatron_index(const std::string& prefix) {
         throw InputError(where + "sequence " + std::to_string(s) + " has length " + std::to_string(length));
       const auto pointer = static_cast<std::int64_t>(le_u64(pointers.data() + 8 * i));
       const auto start = sequence_start[static_cast<std::size_t>(s)];
-      if (pointer != start * index.item_bytes)
+      if (pointer != start * item_bytes)
         throw InputError(where + "sequence " + std::to_string(s) + " starts at byte " + std::to_string(pointer) +
-                         " of the .bin, not at byte " + std::to_string(start * index.item_bytes) +
+                         " of the .bin, not at byte " + std::to_string(start * item_bytes) +
                          " where the sequences before it end (pack reads sequences stored back to back, as "
                          "Megatron-LM writes them)");
       sequence_start[static_cast<std::size_t>(s) + 1] = start + length;
     }
   }
-  index.num_sequences = S;
-  index.num_tokens = sequence_start.back();
-  if (bin_bytes != index.num_tokens * index.item_bytes)
-    throw InputError("Megatron data file '" + index.bin_path + "' has " + std::to_string(bin_bytes) +
-                     " bytes but its index '" + index.idx_path + "' describes " + std::to_string(index.num_tokens) +
-                     " tokens of " + index.dtype + " (" + std::to_string(index.num_tokens * index.item_bytes) +
-                     " bytes): the pair does not match (a truncated .bin, or the index of another file?)");
+  return sequence_start;
+}
 
-  // Document indices: sequence indices where documents begin, 0 first, S last, never decreasing.
+// Document indices: sequence indices where documents begin, 0 first, S last, never decreasing. Returns each
+// document's first token ([D]: the last is the tokens in all).
+std::vector<std::int64_t> read_document_offsets(std::ifstream& in, const std::string& where, std::int64_t S,
+                                                std::int64_t D, const std::vector<std::int64_t>& sequence_start) {
+  std::vector<std::int64_t> offsets;
   std::vector<unsigned char> raw;
-  index.document_offsets.reserve(static_cast<std::size_t>(D));
+  offsets.reserve(static_cast<std::size_t>(D));
   std::int64_t previous = 0;
   for (std::int64_t d0 = 0; d0 < D; d0 += kBlock) {
     const auto n = std::min(kBlock, D - d0);
@@ -190,13 +195,37 @@ MegatronIndex read_megatron_index(const std::string& prefix) {
                          (value > S ? "is past the last sequence (" + std::to_string(S) + ")"
                                     : "is smaller than document index " + std::to_string(d - 1) + " (" +
                                           std::to_string(previous) + "); document indices must be non-decreasing"));
-      index.document_offsets.push_back(sequence_start[static_cast<std::size_t>(value)]);
+      offsets.push_back(sequence_start[static_cast<std::size_t>(value)]);
       previous = value;
     }
   }
   if (previous != S)
     throw InputError(where + "the last document index is " + std::to_string(previous) + " but there are " +
                      std::to_string(S) + " sequences (the last document is not closed)");
+  return offsets;
+}
+
+}  // namespace
+
+MegatronIndex read_megatron_index(const std::string& prefix) {
+  MegatronIndex index;
+  index.idx_path = prefix + ".idx";
+  index.bin_path = prefix + ".bin";
+  const std::string where = "Megatron index '" + index.idx_path + "': ";
+  const auto idx_bytes = size_of(index.idx_path, "Megatron index");
+  const auto bin_bytes = size_of(index.bin_path, "Megatron data file");
+  std::ifstream in(index.idx_path, std::ios::binary);
+  if (!in) throw InputError("Megatron index '" + index.idx_path + "' cannot be opened for reading");
+  const auto [S, D] = read_header(in, idx_bytes, index);
+  const auto sequence_start = read_sequence_starts(in, where, S, index.item_bytes);
+  index.num_sequences = S;
+  index.num_tokens = sequence_start.back();
+  if (bin_bytes != index.num_tokens * index.item_bytes)
+    throw InputError("Megatron data file '" + index.bin_path + "' has " + std::to_string(bin_bytes) +
+                     " bytes but its index '" + index.idx_path + "' describes " + std::to_string(index.num_tokens) +
+                     " tokens of " + index.dtype + " (" + std::to_string(index.num_tokens * index.item_bytes) +
+                     " bytes): the pair does not match (a truncated .bin, or the index of another file?)");
+  index.document_offsets = read_document_offsets(in, where, S, D, sequence_start);
   return index;
 }
 

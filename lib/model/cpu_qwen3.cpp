@@ -364,11 +364,11 @@ struct CpuQwen3::Slot {
 };
 
 CpuQwen3::CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm, const StageRange* stage, const RecomputePolicy& recompute,
-                   Communicator* cp_comm)
+                   Communicator* cp_comm, const ParamTable* table)
     : cfg_(cfg),
       tp_comm_(tp_comm && tp_comm->size() > 1 ? tp_comm : nullptr),
       tp_(tp_dims(cfg, tp_comm_ ? tp_comm_->rank() : 0, tp_comm_ ? tp_comm_->size() : 1)),
-      table_(cfg, tp_.q_dim, tp_.kv_dim, tp_.inter, tp_.vocab),
+      table_(table ? *table : ParamTable(cfg, tp_.q_dim, tp_.kv_dim, tp_.inter, tp_.vocab)),
       stage_(stage ? *stage : StageRange{0, cfg.num_layers, true, true}),
       recompute_(recompute),
       cp_comm_(cp_comm && cp_comm->size() > 1 ? cp_comm : nullptr) {

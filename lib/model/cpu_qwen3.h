@@ -41,8 +41,11 @@ class CpuQwen3 {
   // cp_comm: context parallelism — this rank runs its two chunks of every sequence (causal load balancing: chunks r
   // and 2·cp − 1 − r of 2·cp), all-gathering keys and values for attention; its loss and gradients are its tokens'
   // share (the engine sums them over the group). The sequence length must divide by 2·cp.
+  // table: the flat layout of the weights and gradients it is given (default: this rank's tensor-parallel share of
+  // every tensor; an engine passes its stage's, train/rank_plan.h).
   explicit CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm = nullptr, const StageRange* stage = nullptr,
-                    const RecomputePolicy& recompute = {}, Communicator* cp_comm = nullptr);
+                    const RecomputePolicy& recompute = {}, Communicator* cp_comm = nullptr,
+                    const ParamTable* table = nullptr);
   ~CpuQwen3();
   const ModelConfig& config() const { return cfg_; }
   const ParamTable& params() const { return table_; }  // this rank's table (the full one without tensor parallelism)

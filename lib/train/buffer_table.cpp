@@ -6,17 +6,15 @@
 #include "core/error.h"
 #include "model/sequence_layout.h"  // lse_rows
 #include "ops/adamw_chunks.h"
-#include "train/pipeline_schedule.h"
 #include "train/optimizer_segments.h"
 
 namespace qwen3 {
 namespace {
 
-constexpr std::int64_t kLogitChunkBytes = 2ll << 30;      // bf16 logits of one token chunk
-
 // The table being built, with the sizes every part reads.
 struct Builder {
-  const BufferTableInput& in;
+  const RankPlan& in;
+  std::int64_t attention_workspace_bytes;  // cuDNN's own figure (engine) or estimated_attention_workspace
   std::vector<BufferSpec> out;
   std::int64_t T, Tl, H, I, qd, kvd, V, nh, nkv, chunk;
 
@@ -45,7 +43,7 @@ void add_parameter_state(Builder& b) {
   const std::string moments = "AdamW moments (fp32 m, v)" + of_shard + on_device;
   b.add(Buf::adam_m, BufferCategory::optimizer_state, Dtype::f32, dev, moments);
   b.add(Buf::adam_v, BufferCategory::optimizer_state, Dtype::f32, dev, moments);
-  const auto chunks = optimizer_segments(*in.table, in.model.num_layers, in.shard, dev).chunks.size();
+  const auto chunks = optimizer_segments(in.local, in.model.num_layers, in.shard, dev).chunks.size();
   b.add(Buf::adamw_chunks, BufferCategory::optimizer_state, Dtype::adamw_chunk, static_cast<std::int64_t>(chunks),
         "AdamW chunk table");
   for (const BufferSpec& s : host_optimizer_buffers(host)) b.out.push_back(s);
@@ -63,7 +61,7 @@ std::vector<LayerField> layer_fields(const Builder& b) {
   std::vector<LayerField> f = {{Buf::qkv, Dtype::bf16, T * (b.qd + 2 * b.kvd)}, {Buf::q, Dtype::bf16, T * b.qd},
                                {Buf::k, Dtype::bf16, T * b.kvd}, {Buf::h_in, Dtype::bf16, T * H},
                                {Buf::h_mid, Dtype::bf16, T * H}};
-  if (!in.cudnn) f.push_back({Buf::v, Dtype::bf16, T * b.kvd});
+  if (!in.cudnn_attention) f.push_back({Buf::v, Dtype::bf16, T * b.kvd});
   const std::vector<LayerField> rest = {{Buf::attn, Dtype::bf16, T * b.qd}, {Buf::x_mid, Dtype::bf16, Tl * H},
                                         {Buf::gate_up, Dtype::bf16, T * 2 * b.I}, {Buf::rstd_in, Dtype::f32, Tl},
                                         {Buf::rstd_q, Dtype::f32, T * b.nh}, {Buf::rstd_k, Dtype::f32, T * b.nkv},
@@ -208,8 +206,8 @@ void add_sequence_parallel(Builder& b) {
 // Attention's backward workspace, the reductions' partials and result, cuBLASLt's workspace.
 void add_library_workspace(Builder& b) {
   const auto W = BufferCategory::workspace;
-  b.add(Buf::attention_workspace, W, Dtype::byte, b.in.attention_workspace_bytes,
-        b.in.cudnn ? "cuDNN attention workspace" : "attention workspace");
+  b.add(Buf::attention_workspace, W, Dtype::byte, b.attention_workspace_bytes,
+        b.in.cudnn_attention ? "cuDNN attention workspace" : "attention workspace");
   const std::string what = "reductions and cuBLASLt workspace";
   b.add(Buf::reduce_partials, W, Dtype::f64, kNormBlocks, what);
   b.add(Buf::reduce_result, W, Dtype::f64, 1, what);
@@ -233,40 +231,13 @@ std::int64_t dtype_bytes(Dtype t) {
   return 0;
 }
 
-std::int64_t logit_chunk_tokens(std::int64_t tokens, std::int64_t vocab) {
-  return std::max<std::int64_t>(1, std::min(tokens, kLogitChunkBytes / (2 * vocab)));
-}
-
-std::int64_t estimated_attention_workspace(const BufferTableInput& in) {
+std::int64_t estimated_attention_workspace(const RankPlan& in) {
   const std::int64_t q_rows = in.max_seq / (in.cp > 1 ? 2 * in.cp : 1);
   const std::int64_t bhsd = in.max_batch * in.tp.heads * q_rows * in.model.head_dim, bhs = in.max_batch * in.tp.heads * q_rows;
   // cuDNN's own part is 256 bytes above the dQ accumulator's size: measured by the engine (cuDNN 9, H100 and H200) on
   // the 24 single-GPU runs of 2026-12-03 and 2026-12-06, 0.6B to 14B at 1,024 to 32,768 tokens, every one 256 over.
   constexpr std::int64_t kCudnnOwnScratch = 256;
-  return in.cudnn ? 2 * 4 * bhsd + 4 * bhs + kCudnnOwnScratch : 4 * bhsd + 4 * bhs;
-}
-
-ParamTable rank_param_table(const ModelConfig& model, const TpDims& tp, const StageRange& stage) {
-  return ParamTable(model, tp.q_dim, tp.kv_dim, tp.inter, tp.vocab).restricted(stage_tensors(ParamTable(model), stage));
-}
-
-BufferTableInput rank_buffer_input(const ModelConfig& model, const RankLayout& rank, std::int64_t max_batch,
-                                   std::int64_t max_seq, const RecomputePolicy& recompute, bool cudnn) {
-  BufferTableInput b;
-  b.model = model;
-  b.tp = tp_dims(model, rank.tp_rank, rank.tp);
-  b.stage = rank.stage;
-  b.table = rank_param_table(model, b.tp, rank.stage);
-  b.slots = rank.pp > 1 ? in_flight(rank.pp_rank, rank.pp, std::max(1, rank.micro_batches)) : 1;
-  b.max_batch = max_batch;
-  b.max_seq = max_seq;
-  b.cp = rank.cp;
-  b.recompute = recompute;
-  b.cudnn = cudnn;
-  const std::int64_t P = b.table->total_elements();
-  b.shard = rank.shards > 1 ? ShardWindow::of(P, rank.shards, rank.shard_rank, 64) : ShardWindow::whole(P);
-  b.shard_parts = rank.shards;
-  return b;
+  return in.cudnn_attention ? 2 * 4 * bhsd + 4 * bhs + kCudnnOwnScratch : 4 * bhsd + 4 * bhs;
 }
 
 std::vector<BufferSpec> host_optimizer_buffers(std::int64_t host) {
@@ -284,10 +255,9 @@ std::vector<BufferSpec> host_optimizer_buffers(std::int64_t host) {
   return out;
 }
 
-std::vector<BufferSpec> buffer_table(const BufferTableInput& in) {
-  const std::int64_t T = in.max_batch * in.max_seq / in.cp;
-  Builder b{in, {}, T, T / in.tp.size, in.model.hidden_size, in.tp.inter, in.tp.q_dim, in.tp.kv_dim, in.tp.vocab,
-            in.tp.heads, in.tp.kv_heads, logit_chunk_tokens(T, in.tp.vocab)};
+std::vector<BufferSpec> buffer_table(const RankPlan& in, std::int64_t attention_workspace_bytes) {
+  Builder b{in, attention_workspace_bytes, {}, in.tokens, in.seq_tokens, in.model.hidden_size, in.tp.inter, in.tp.q_dim,
+            in.tp.kv_dim, in.tp.vocab, in.tp.heads, in.tp.kv_heads, in.logit_chunk};
   add_parameter_state(b);
   add_layer_activations(b);
   add_stage_activations(b);

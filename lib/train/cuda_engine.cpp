@@ -35,16 +35,17 @@ namespace {
 using cuda::bf16;
 
 // Whether two ranks of `group` (null: none) drive one GPU, which NCCL cannot span: then UsageError saying what to do,
-// or with QWEN3_SHARED_GPU_STAGING=1 true (the group is staged through host memory). Collective over the group.
-bool shares_a_gpu(Communicator* group, const std::string& what, int device, int devices_here) {
+// or with `staging` (--shared-gpu-staging) true (the group is staged through host memory). Collective over the group.
+bool shares_a_gpu(Communicator* group, const std::string& what, int device, int devices_here, bool staging) {
   if (!group || group->size() < 2) return false;
   const std::string gpu = cuda::shared_gpu(*group, device);
   if (gpu.empty()) return false;
-  if (cuda::shared_gpu_staging_allowed()) return true;
+  if (staging) return true;
   throw UsageError(what + " ranks share one GPU (" + gpu + "): NCCL needs a GPU of its own for every rank of a "
                    "tensor-, pipeline- or data-parallel group. Start one rank per GPU (this host shows " +
                    std::to_string(devices_here) + ": at most " + std::to_string(devices_here) +
-                   " ranks per node); only context parallelism (--cp) runs with ranks sharing a GPU, through host memory");
+                   " ranks per node); only context parallelism (--cp) runs with ranks sharing a GPU, through host memory "
+                   "(--shared-gpu-staging stages the others too, slowly, for checking them on fewer GPUs)");
 }
 
 Communicator* group_of(Communicator* c) { return c && c->size() > 1 ? c : nullptr; }
@@ -61,7 +62,7 @@ class CudaEngine final : public Engine {
  public:
   CudaEngine(const ModelConfig& cfg, const EngineOptions& opts);
   ~CudaEngine() override;
-  const ParamTable& params() const override { return full_; }
+  const ParamTable& params() const override { return plan_.full; }
   std::string device_name() const override { return device_name_; }
   void set_weights(const std::string& name, const std::vector<float>& values) override { state_->set_weights(name, values); }
   std::vector<float> weights(const std::string& name) const override { return state_->weights(name); }
@@ -79,7 +80,7 @@ class CudaEngine final : public Engine {
   Communicator::Transfer boundary(Boundary which, int micro, std::int64_t tokens) override;
   Communicator* pipeline_comm() override { return pp_dev_ ? pp_dev_->communicator() : nullptr; }
   void synchronize_pipeline() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
-  int pipeline_slots() const override { return slots_; }
+  int pipeline_slots() const override { return plan_.slots; }
   void reduce_gradients(Communicator& dp) override { state_->reduce_gradients(dp); }
   double grad_norm() override { return state_->grad_norm(); }
   void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale) override {
@@ -89,7 +90,7 @@ class CudaEngine final : public Engine {
   std::int64_t device_bytes_in_use() const override { return alloc_.bytes_in_use(); }
   std::int64_t device_used_bytes() const override;
   std::int64_t host_pinned_bytes() const override { return buffers_->host_pinned_bytes(); }
-  int optimizer_shards() const override { return shard_parts_; }
+  int optimizer_shards() const override { return plan_.shard_parts; }
   HostOptimizerTimes host_optimizer_times() override {
     auto [seconds, elements] = state_->host_optimizer_times();
     return {std::move(seconds), elements};
@@ -98,10 +99,9 @@ class CudaEngine final : public Engine {
 
  private:
   // ---- construction, in order ----
-  void check_layout(const EngineOptions& o);
+  void check_options(const EngineOptions& o) const;
   std::pair<int, int> select_device(const EngineOptions& o);  // → the devices on this host, this one's SM count
   cuda::ParamGroups host_groups(const EngineOptions& o, int devices);
-  BufferTableInput table_input(const EngineOptions& o) const;
   void make_device_groups();  // NCCL communicators (collective), or host staging for context-parallel ranks
   void bind_units(const EngineOptions& o, int overlapped_gemm_sms);
 
@@ -114,28 +114,21 @@ class CudaEngine final : public Engine {
   void backward(int slot, bool accumulate, const cuda::MicroDims& d);
   bf16* layer_output(int slot, std::int64_t l) const;  // where layer l writes: the next layer's input, or the stage's
 
-  ModelConfig cfg_;
-  ParamTable full_;  // Hugging Face names and full shapes (what params() reports)
   Communicator *tp_host_, *pp_host_, *cp_host_;  // host sides of the groups (null: one rank)
-  TpDims tp_;
-  int cp_ = 1, cp_rank_ = 0;
-  StageRange stage_;
-  std::vector<bool> owned_, reports_;  // per tensor: this stage holds it / reports it (weights(), gradient())
-  ParamTable table_;                   // this rank's tensors (other stages' hold no elements)
-  int slots_ = 1;                      // micro-batches in flight on this stage
-  std::vector<std::pair<std::int64_t, std::int64_t>> slot_shape_;  // (batch, seq) of the micro-batch in each slot
-  std::int64_t max_tokens_ = 0, max_batch_ = 0, max_seq_ = 0;
-  RecomputePolicy recompute_;
   std::string device_name_;
   int device_ = 0;  // this rank's GPU
   bool zero1_ = false;
-  ShardWindow shard_;
-  int shard_parts_ = 1;
   cuda::ParamGroups groups_;
+  // What this rank holds and does (train/rank_plan.h): every size, table and window below is read from it.
+  RankPlan plan_;
+  const ModelConfig& cfg_ = plan_.model;
+  const TpDims& tp_ = plan_.tp;
+  const StageRange& stage_ = plan_.stage;
+  std::vector<std::pair<std::int64_t, std::int64_t>> slot_shape_;  // (batch, seq) of the micro-batch in each slot
   bool cp_staged_ = false, tp_staged_ = false, pp_staged_ = false;  // groups whose collectives go through host memory
   cuda::Stream stream_;
   cuda::DeviceAllocator alloc_;
-  cuda::OpTimer timer_;  // QWEN3_CUDA_OP_TIMES=1: per-operation GPU time, printed at exit
+  cuda::OpTimer timer_;  // --op-times: per-operation GPU time, printed at exit
   std::unique_ptr<cuda::Attention> attention_;
   std::unique_ptr<cuda::DeviceBuffers> buffers_;
   std::unique_ptr<cuda::Gemm> gemm_;
@@ -154,34 +147,21 @@ class CudaEngine final : public Engine {
 };
 
 CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
-    : cfg_(cfg),
-      full_(cfg),
-      tp_host_(group_of(o.tp_comm)),
-      pp_host_(group_of(o.pp_comm)),
-      cp_host_(group_of(o.cp_comm)),
-      tp_(tp_dims(cfg, tp_host_ ? tp_host_->rank() : 0, tp_host_ ? tp_host_->size() : 1)),
-      cp_(cp_host_ ? cp_host_->size() : 1),
-      cp_rank_(cp_host_ ? cp_host_->rank() : 0),
-      stage_(pp_host_ ? o.stage : StageRange{0, cfg.num_layers, true, true}),
-      owned_(stage_tensors(full_, stage_)),
-      reports_(owned_),
-      table_(ParamTable(cfg, tp_.q_dim, tp_.kv_dim, tp_.inter, tp_.vocab).restricted(owned_)) {
-  cfg_.validate();
-  check_layout(o);
+    : tp_host_(group_of(o.tp_comm)), pp_host_(group_of(o.pp_comm)), cp_host_(group_of(o.cp_comm)), plan_(cfg),
+      timer_(o.op_times) {
+  check_options(o);
   const auto [devices, sm_count] = select_device(o);
   const int gemm_sms = overlapped_gemm_sms(sm_count, o.comm_sm_margin);  // a bad margin stops before any allocation
   groups_ = host_groups(o, devices);
-  attention_ = std::make_unique<cuda::Attention>(cfg_, tp_, cp_, cp_rank_, max_batch_, max_seq_, o.cudnn_attention);
-  recompute_ = o.recompute;
-  recompute_.validate();
+  plan_ = plan_rank(engine_rank_input(cfg, o, zero1_ ? groups_.shards : nullptr, true));
+  slot_shape_.assign(static_cast<std::size_t>(plan_.slots), {0, 0});
+  attention_ = std::make_unique<cuda::Attention>(cfg_, tp_, plan_.cp, plan_.rank.cp_rank, plan_.max_batch, plan_.max_seq,
+                                                 plan_.cudnn_attention);
   // Everything this rank allocates, in one table (persistent state, activations, workspaces).
-  const BufferTableInput in = table_input(o);
-  shard_ = in.shard;  // this rank's ZeRO-1 window (the whole buffers without it)
-  shard_parts_ = in.shard_parts;
-  buffers_ = std::make_unique<cuda::DeviceBuffers>(buffer_table(in), alloc_);
+  buffers_ = std::make_unique<cuda::DeviceBuffers>(buffer_table(plan_, attention_->workspace_bytes()), alloc_);
   gemm_ = std::make_unique<cuda::Gemm>(buffers_->get<void>(Buf::gemm_workspace),
                                        static_cast<std::size_t>(buffers_->bytes(Buf::gemm_workspace)), o.gemm_autotune);
-  ctx_ = std::make_unique<cuda::EngineContext>(cuda::EngineContext{cfg_, tp_, stage_, table_, cp_, cp_rank_, stream_, *gemm_,
+  ctx_ = std::make_unique<cuda::EngineContext>(cuda::EngineContext{cfg_, tp_, stage_, plan_.local, plan_.cp, plan_.rank.cp_rank, stream_, *gemm_,
                                                                    timer_, buffers_->get<bf16>(Buf::compute_weights),
                                                                    buffers_->get<float>(Buf::gradients)});
   make_device_groups();  // after every allocation: out of memory is the table's, before NCCL reserves its buffers
@@ -189,24 +169,10 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   state_->init_on_device(o.seed, o.init_std);
 }
 
-void CudaEngine::check_layout(const EngineOptions& o) {
-  if (pp_host_) {
-    cuda::require_nccl("pipeline parallelism");
-    slots_ = in_flight(pp_host_->rank(), pp_host_->size(), std::max(1, o.micro_batches));
-    const bool first = pp_host_->rank() == 0, last = pp_host_->rank() + 1 == pp_host_->size();
-    if (stage_.layers() < 1 || stage_.first_layer < 0 || stage_.last_layer > cfg_.num_layers || stage_.first != first ||
-        stage_.last != last)
-      throw InternalError("CUDA engine: pipeline stage " + std::to_string(pp_host_->rank()) + " given layers [" +
-                          std::to_string(stage_.first_layer) + ", " + std::to_string(stage_.last_layer) + ")");
-    if (cfg_.tie_word_embeddings && !stage_.first) reports_[full_.embed] = false;
-  }
-  slot_shape_.assign(static_cast<std::size_t>(slots_), {0, 0});
-  if (o.max_seq <= 0 || o.max_batch <= 0) throw InternalError("the CUDA engine needs the micro-batch shape up front");
-  check_sequence_layout(o.max_batch, o.max_seq, tp_.size, cp_, true);
+void CudaEngine::check_options(const EngineOptions& o) const {
+  if (pp_host_) cuda::require_nccl("pipeline parallelism");
   if (tp_host_) cuda::require_nccl("tensor parallelism");
-  max_batch_ = o.max_batch;
-  max_seq_ = o.max_seq;
-  max_tokens_ = o.max_batch * o.max_seq / cp_;  // this rank's tokens
+  if (o.max_seq <= 0 || o.max_batch <= 0) throw InternalError("the CUDA engine needs the micro-batch shape up front");
 }
 
 std::pair<int, int> CudaEngine::select_device(const EngineOptions& o) {
@@ -236,29 +202,19 @@ cuda::ParamGroups CudaEngine::host_groups(const EngineOptions& o, int devices) {
   g.shards = zero1_ ? g.shards : nullptr;
   // NCCL spans the tensor-, pipeline- and data-parallel groups: each needs a GPU per rank (ncclCommInitRank would
   // refuse with "invalid usage"); said before anything is allocated.
-  tp_staged_ = shares_a_gpu(tp_host_, "--tp " + std::to_string(tp_.size) + ": tensor-parallel", device, devices);
+  const bool s = o.shared_gpu_staging;
+  tp_staged_ = shares_a_gpu(tp_host_, "--tp " + std::to_string(tp_host_ ? tp_host_->size() : 1) + ": tensor-parallel", device,
+                            devices, s);
   pp_staged_ = shares_a_gpu(pp_host_, "--pp " + std::to_string(pp_host_ ? pp_host_->size() : 1) + ": pipeline-parallel",
-                            device, devices);
-  if (zero1_ || group_of(o.dp_comm)) g.staged_dp = shares_a_gpu(zero1_ ? g.shards : o.dp_comm, "data-parallel", device, devices);
+                            device, devices, s);
+  if (zero1_ || group_of(o.dp_comm))
+    g.staged_dp = shares_a_gpu(zero1_ ? g.shards : o.dp_comm, "data-parallel", device, devices, s);
   return g;
-}
-
-BufferTableInput CudaEngine::table_input(const EngineOptions& o) const {
-  RankLayout rank;
-  rank.tp = tp_.size, rank.tp_rank = tp_.rank, rank.cp = cp_, rank.cp_rank = cp_rank_;
-  rank.pp = pp_host_ ? pp_host_->size() : 1, rank.pp_rank = pp_host_ ? pp_host_->rank() : 0;
-  rank.stage = stage_;
-  rank.micro_batches = o.micro_batches;
-  rank.shards = zero1_ ? groups_.shards->size() : 1, rank.shard_rank = zero1_ ? groups_.shards->rank() : 0;
-  BufferTableInput in = rank_buffer_input(cfg_, rank, o.max_batch, o.max_seq, recompute_, attention_->cudnn());
-  in.attention_workspace_bytes = attention_->workspace_bytes();
-  QWEN3_ASSERT(in.slots == slots_, "the buffer table's micro-batches in flight");
-  return in;
 }
 
 void CudaEngine::make_device_groups() {
   if (cp_host_ && cp_staged_) {
-    if (cp_rank_ == 0)
+    if (plan_.rank.cp_rank == 0)
       std::fprintf(stderr, "qwen3: the context-parallel ranks share a GPU (or NCCL is not built): their key/value and "
                            "gradient exchanges go through host memory (slow)\n");
     cp_dev_ = cuda::make_host_staged_group(*cp_host_, stream_);
@@ -282,18 +238,18 @@ void CudaEngine::bind_units(const EngineOptions& o, int gemm_sms) {
   scratch_ = cuda::bind_scratch(b);
   groups_.tp_dev = tp_dev_.get(), groups_.kv_dev = kv_dev_.get(), groups_.embed_dev = embed_dev_.get();
   groups_.cp_dev = cp_dev_.get();
-  state_ = std::make_unique<cuda::ParamState>(*ctx_, full_, owned_, reports_, groups_, zero1_, shard_, b, timer_,
-                                              cuda::OptimizerOnHost{recompute_.offload_optimizer, o.host_threads});
+  state_ = std::make_unique<cuda::ParamState>(*ctx_, plan_.full, plan_.owned, plan_.reports, groups_, zero1_, plan_.shard, b, timer_,
+                                              cuda::OptimizerOnHost{plan_.recompute.offload_optimizer, o.host_threads});
   sp_ = std::make_unique<cuda::SequenceParallel>(*ctx_, tp_dev_.get(), b, scratch_, tp_dev_ ? gemm_sms : 0);
   attention_->bind(*ctx_, b, scratch_, cp_dev_.get(), o.max_seq);
   blocks_ = std::make_unique<cuda::Qwen3Blocks>(*ctx_, *sp_, *attention_, scratch_);
   if (stage_.last)
     head_ = std::make_unique<cuda::LmHead>(*ctx_, *sp_, b, scratch_, tp_host_, cp_host_, state_->partials(), state_->scalar(),
-                                           logit_chunk_tokens(max_tokens_, tp_.vocab));
-  const std::int64_t input_elements = max_tokens_ / tp_.size * cfg_.hidden_size;
-  offload_ = std::make_unique<cuda::Offloader>(recompute_, stage_.layers(), input_elements, b.get<bf16>(Buf::host_inputs));
-  acts_.resize(static_cast<std::size_t>(slots_));
-  for (int slot = 0; slot < slots_; ++slot)
+                                           logit_chunk_tokens(plan_.tokens, tp_.vocab));
+  const std::int64_t input_elements = plan_.tokens / tp_.size * cfg_.hidden_size;
+  offload_ = std::make_unique<cuda::Offloader>(plan_.recompute, stage_.layers(), input_elements, b.get<bf16>(Buf::host_inputs));
+  acts_.resize(static_cast<std::size_t>(plan_.slots));
+  for (int slot = 0; slot < plan_.slots; ++slot)
     for (std::int64_t i = 0; i < stage_.layers(); ++i) acts_[static_cast<std::size_t>(slot)].push_back(cuda::bind_layer(b, slot, static_cast<int>(i)));
   tokens_ = b.get<std::int32_t>(Buf::tokens);
   labels_ = b.get<std::int32_t>(Buf::labels);
@@ -330,19 +286,19 @@ cpu::LossSum CudaEngine::forward_backward(const MicroBatch& mb, double grad_scal
 
 cpu::LossSum CudaEngine::stage_forward(int micro, const MicroBatch& mb, double grad_scale, std::vector<float>* logits_out) {
   if (!pp_host_) throw InternalError("CUDA engine: stage_forward without pipeline parallelism");
-  return run(micro % slots_, &mb, grad_scale, stage_.last ? logits_out : nullptr, kForward);
+  return run(micro % plan_.slots, &mb, grad_scale, stage_.last ? logits_out : nullptr, kForward);
 }
 
 void CudaEngine::stage_backward(int micro) {
   if (!pp_host_) throw InternalError("CUDA engine: stage_backward without pipeline parallelism");
-  run(micro % slots_, nullptr, 0.0, nullptr, kBackward);
+  run(micro % plan_.slots, nullptr, 0.0, nullptr, kBackward);
 }
 
 Communicator::Transfer CudaEngine::boundary(Boundary which, int micro, std::int64_t tokens) {
   // Activations cross stages in bf16 (the residual stream's type), gradients in fp32 (dres, which the backward
   // starts from and ends in). The stream orders each transfer after the work that writes or reads its buffer.
-  const int slot = micro % slots_;
-  const std::int64_t rows = tokens / cp_ / tp_.size, H = cfg_.hidden_size;
+  const int slot = micro % plan_.slots;
+  const std::int64_t rows = tokens / plan_.cp / tp_.size, H = cfg_.hidden_size;
   Communicator::Transfer t;
   switch (which) {
     case Boundary::input:
@@ -364,10 +320,10 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mb, double grad_scale, 
   auto& shape = slot_shape_[static_cast<std::size_t>(slot)];
   if (part & kForward) shape = {mb->batch, mb->seq};
   const auto [B, S_full] = shape;
-  if (B * S_full / cp_ > max_tokens_ || S_full > max_seq_ || B > max_batch_)
+  if (B * S_full / plan_.cp > plan_.tokens || S_full > plan_.max_seq || B > plan_.max_batch)
     throw InternalError("micro-batch " + std::to_string(B) + "×" + std::to_string(S_full) + " exceeds the engine's sizing");
-  check_sequence_layout(B, S_full, tp_.size, cp_, true);
-  if (cp_ > 1 && (part & kForward)) attention_->set_sequence(S_full);  // RoPE at this rank's positions
+  check_sequence_layout(B, S_full, tp_.size, plan_.cp, true);
+  if (plan_.cp > 1 && (part & kForward)) attention_->set_sequence(S_full);  // RoPE at this rank's positions
   const cuda::MicroDims d = cuda::micro_dims(*ctx_, B, S_full, attention_->rope_cos(), attention_->rope_sin());
   timer_.start(stream_);
   const std::int64_t counted = (part & kForward) ? load_micro_batch(slot, *mb, d) : 0;
@@ -380,16 +336,16 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mb, double grad_scale, 
 
 std::int64_t CudaEngine::load_micro_batch(int slot, const MicroBatch& mb, const cuda::MicroDims& d) {
   const std::int32_t *tok = mb.tokens, *lab = mb.labels;
-  if (cp_ > 1) {  // this rank's two chunks of every sequence (model/context_parallel.h)
+  if (plan_.cp > 1) {  // this rank's two chunks of every sequence (model/context_parallel.h)
     cp_rows_.resize(2);
     for (auto& rows : cp_rows_) rows.resize(static_cast<std::size_t>(d.T));
-    if (tok) context_parallel_rows(cp_rank_, cp_, d.B, d.S_full, 1, tok, cp_rows_[0].data());  // (first stage only)
-    context_parallel_rows(cp_rank_, cp_, d.B, d.S_full, 1, lab, cp_rows_[1].data());
+    if (tok) context_parallel_rows(plan_.rank.cp_rank, plan_.cp, d.B, d.S_full, 1, tok, cp_rows_[0].data());  // (first stage only)
+    context_parallel_rows(plan_.rank.cp_rank, plan_.cp, d.B, d.S_full, 1, lab, cp_rows_[1].data());
     tok = tok ? cp_rows_[0].data() : nullptr, lab = cp_rows_[1].data();
   }
   const cudaStream_t st = stream_;
   if (stage_.first)
-    CUDA_CHECK(cudaMemcpyAsync(tokens_ + slot * max_tokens_, tok, d.T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaMemcpyAsync(tokens_ + slot * plan_.tokens, tok, d.T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
   if (stage_.last) CUDA_CHECK(cudaMemcpyAsync(labels_, lab, d.T * sizeof(std::int32_t), cudaMemcpyHostToDevice, st));
   std::int64_t counted = 0;
   for (std::int64_t t = 0; t < d.T; ++t) counted += lab[t] != cpu::kIgnoreLabel;
@@ -409,7 +365,7 @@ cpu::LossSum CudaEngine::forward(int slot, std::int64_t counted, double grad_sca
   const std::int64_t first = stage_.first_layer;
   if (stage_.first) {  // later stages received their input into acts[0].x_in (boundary())
     state_->wait_segment(0, stream_, pending);
-    sp_->embed_forward(tokens_ + slot * max_tokens_, acts[0].x_in, d);
+    sp_->embed_forward(tokens_ + slot * plan_.tokens, acts[0].x_in, d);
   }
   for (std::int64_t l = first; l < stage_.last_layer; ++l) {
     state_->wait_segment(static_cast<std::size_t>(1 + l), stream_, pending);
@@ -443,15 +399,15 @@ void CudaEngine::backward(int slot, bool accumulate, const cuda::MicroDims& d) {
     cuda::LayerActs& a = acts[static_cast<std::size_t>(index)];
     offload_->wait_input(index, stream_);
     if (index > 0) offload_->prefetch(slot, index - 1, acts[static_cast<std::size_t>(index - 1)].x_in, stream_);
-    if (recompute_.full(index)) {  // this layer's activations again, from its kept input
+    if (plan_.recompute.full(index)) {  // this layer's activations again, from its kept input
       blocks_->layer_forward(l, a, recompute_out_, d);
       timer_.mark(stream_, "(recompute) layer forward");
-    } else if (recompute_.selective(index)) {
+    } else if (plan_.recompute.selective(index)) {
       blocks_->recompute_selective(l, a, d);
     }
     blocks_->layer_backward(l, a, l > first, accumulate, d);
   }
-  if (stage_.first) sp_->embed_backward(tokens_ + slot * max_tokens_, d);  // later stages send dres back
+  if (stage_.first) sp_->embed_backward(tokens_ + slot * plan_.tokens, d);  // later stages send dres back
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "model/param_table.h"
 #include "model/pipeline_split.h"
 #include "model/recompute.h"
+#include "train/rank_plan.h"
 
 namespace qwen3 {
 
@@ -31,10 +32,11 @@ struct EngineOptions {
   // (model/tensor_parallel.h); params(), set_weights(), weights() and gradient() still speak of full tensors, and
   // weights()/gradient() are collective over this group (every rank calls them in the same order).
   Communicator* tp_comm = nullptr;
-  // Pipeline parallelism: the pipeline group (null or size 1: none), ranks in stage order, and this rank's stage.
-  // Every stage answers params(), weights() and gradient() for the whole model: collective over this group too.
+  // Pipeline parallelism: the pipeline group (null or size 1: none), ranks in stage order, and the layers of each
+  // stage (empty: the balanced split at max_seq; train/rank_plan.h gives each rank its own). Every stage answers
+  // params(), weights() and gradient() for the whole model: collective over this group too.
   Communicator* pp_comm = nullptr;
-  StageRange stage;  // set from the split when pp_comm is given
+  std::vector<std::int64_t> stage_layers;
   int micro_batches = 1;  // per optimizer step (a pipeline stage keeps up to min(pp − stage, this) in flight)
   // Data parallelism: the replicas' group (reduce_gradients is called with it). With shard_optimizer the optimizer
   // state is sharded over it (ZeRO-1, a distributed optimizer) and each replica updates its shard, then the weights
@@ -58,6 +60,11 @@ struct EngineOptions {
   // whether cuBLASLt's candidate algorithms are timed per shape (else its heuristic's first).
   int comm_sm_margin = 0;
   bool gemm_autotune = true;
+  // CUDA: tensor-, pipeline- and data-parallel ranks that share a GPU exchange through host memory instead of being
+  // refused (--shared-gpu-staging: those layouts checked on a host with fewer GPUs; slow); the op timer
+  // (cuda/op_timer.h, --op-times) on.
+  bool shared_gpu_staging = false;
+  bool op_times = false;
   // Context parallelism: the group that splits each sequence (null or size 1: none). Its ranks hold the same weights;
   // gradients and losses are summed over it.
   Communicator* cp_comm = nullptr;
@@ -135,6 +142,11 @@ class Engine {
 
 // Registry: "cpu" always; other names answer with the list of backends built into this binary.
 std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig& cfg, const EngineOptions& opts);
+
+// An engine's rank, for its RankPlan (train/rank_plan.h): its place in the groups of `opts`, the optimizer sharded over
+// `shards` (null: not sharded), the micro-batch shape, stages, memory policy and attention of `opts`, the backend's
+// layout rules (cuda_rules). Both engines plan themselves through it.
+RankPlanInput engine_rank_input(const ModelConfig& cfg, const EngineOptions& opts, Communicator* shards, bool cuda_rules);
 std::vector<std::string> available_devices();  // built into this binary
 // Why a built backend cannot run on this host ("" when it can): e.g. no NVIDIA driver, no visible GPU.
 std::string device_unusable_reason(const std::string& device);

@@ -32,6 +32,26 @@ std::int64_t device_memory_bytes(const std::string& device, int local_rank) {
   return 0;
 }
 
+RankPlanInput engine_rank_input(const ModelConfig& cfg, const EngineOptions& o, Communicator* shards, bool cuda_rules) {
+  RankPlanInput in;
+  in.model = cfg;
+  RankPlace& r = in.rank;
+  auto place = [](Communicator* c, int& size, int& rank) {
+    if (c && c->size() > 1) size = c->size(), rank = c->rank();
+  };
+  place(o.tp_comm, r.tp, r.tp_rank);
+  place(o.cp_comm, r.cp, r.cp_rank);
+  place(o.pp_comm, r.pp, r.pp_rank);
+  place(shards, r.shards, r.shard_rank);
+  in.stage_layers = o.stage_layers;
+  in.max_batch = o.max_batch, in.max_seq = o.max_seq;
+  in.micro_batches = o.micro_batches;
+  in.recompute = o.recompute;
+  in.cudnn_attention = o.cudnn_attention;
+  in.cuda_rules = cuda_rules;
+  return in;
+}
+
 std::vector<std::string> available_devices() {
   std::vector<std::string> names;
   for (auto& [n, f] : registry()) names.push_back(n);

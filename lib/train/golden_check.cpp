@@ -133,11 +133,11 @@ std::unique_ptr<Engine> make_golden_engine(const std::string& device, const Mode
   eo.cp_comm = par.cp;
   if (share.cp > 1) eo.shard_comm = par.dp_cp;  // the optimizer sharded over data × context-parallel ranks, as in training
   eo.shard_optimizer = true;  // data-parallel checks run the distributed optimizer
-  eo.stage = stage_range(pipeline_layer_counts(cfg, share.pp, share.seq), share.stage);
   eo.micro_batches = 1;
   eo.local_rank = local_rank;
   eo.recompute.offload_optimizer = par.offload_optimizer;
   eo.cudnn_attention = par.cudnn_attention;
+  eo.shared_gpu_staging = par.shared_gpu_staging;
   eo.recompute.validate();
   return make_engine(device, cfg, eo);
 }

@@ -51,6 +51,7 @@ struct GoldenParallel {
   Communicator* dp_cp = nullptr;  // dp × cp: the distributed optimizer's shards with context parallelism
   double offload_optimizer = 0;   // CUDA: the fraction of the optimizer state on the host (--offload-optimizer)
   bool cudnn_attention = true;    // CUDA: cuDNN's fused attention, else the own kernels (--attention)
+  bool shared_gpu_staging = false;  // CUDA: ranks sharing a GPU staged through host memory (--shared-gpu-staging)
 };
 
 // Runs the whole check on `device`. Throws InputError for a file that does not follow the schema. In parallel every

@@ -27,26 +27,6 @@ std::string gib(std::int64_t b) {
   return s;
 }
 
-// The engine's view of one rank of the planned layout (train/buffer_table.h): the optimizer shards over data ×
-// context-parallel ranks (rank 0's window), the attention workspace estimated.
-BufferTableInput rank_buffers(const MemoryPlanInput& in) {
-  const ModelConfig& c = in.model;
-  const int cp = std::max(1, in.cp);
-  check_sequence_layout(in.micro_batch, in.seq_len, in.tp, cp, in.cuda_rules);
-  if (cp > 1 && !in.cudnn_attention)
-    throw UsageError("--cp " + std::to_string(cp) + ": context parallelism on the GPU runs on cuDNN fused attention only");
-  c.validate();
-  RankLayout rank;
-  rank.tp = in.tp, rank.cp = cp, rank.pp = in.pp, rank.pp_rank = in.stage;
-  rank.stage = stage_range(pipeline_layer_counts(c, in.pp, in.seq_len, in.stage_layers), in.stage);
-  rank.micro_batches = static_cast<int>(std::min<std::int64_t>(in.micro_batches, 1 << 30));
-  // Data × context-parallel ranks hold the same weights (a running engine says what it did: Engine::optimizer_shards).
-  rank.shards = in.optimizer_shards > 0 ? in.optimizer_shards : in.shard_optimizer ? in.dp * cp : 1;
-  BufferTableInput b = rank_buffer_input(c, rank, in.micro_batch, in.seq_len, in.recompute, in.cudnn_attention);
-  b.attention_workspace_bytes = estimated_attention_workspace(b);
-  return b;
-}
-
 // The plan's items on the device (host: in pinned host memory): the table's entries summed by (category, name) in
 // table order; a name that spans several layers says how many and what one layer takes, and the micro-batches in flight.
 std::vector<MemoryItem> plan_items(const std::vector<BufferSpec>& table, int slots, bool host) {
@@ -79,6 +59,21 @@ std::vector<MemoryItem> plan_items(const std::vector<BufferSpec>& table, int slo
 
 }  // namespace
 
+RankPlan planned_rank(const MemoryPlanInput& in) {
+  RankPlanInput r;
+  r.model = in.model;
+  r.rank.tp = in.tp, r.rank.cp = std::max(1, in.cp), r.rank.pp = in.pp, r.rank.pp_rank = in.stage;
+  // Data × context-parallel ranks hold the same weights (a running engine says what it did: Engine::optimizer_shards).
+  r.rank.shards = in.optimizer_shards > 0 ? in.optimizer_shards : in.shard_optimizer ? in.dp * r.rank.cp : 1;
+  r.stage_layers = in.stage_layers;
+  r.max_batch = in.micro_batch, r.max_seq = in.seq_len;
+  r.micro_batches = in.micro_batches;
+  r.recompute = in.recompute;
+  r.cudnn_attention = in.cudnn_attention;
+  r.cuda_rules = in.cuda_rules;
+  return plan_rank(r);
+}
+
 std::int64_t MemoryPlan::total() const {
   std::int64_t t = 0;
   for (const auto& i : items) t += i.bytes;
@@ -104,8 +99,8 @@ std::vector<std::pair<std::string, std::int64_t>> MemoryPlan::by_category() cons
 }
 
 MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
-  const BufferTableInput rank = rank_buffers(in);
-  const std::vector<BufferSpec> table = buffer_table(rank);
+  const RankPlan rank = planned_rank(in);
+  const std::vector<BufferSpec> table = buffer_table(rank, estimated_attention_workspace(rank));
   std::vector<MemoryItem> reserve = in.reserve;
   const bool measured = !reserve.empty();
   if (!measured) reserve.push_back({"runtime", "flat: CUDA context, cuBLAS, cuDNN, NCCL (no calibration)", kRuntimeReserveBytes});

@@ -14,6 +14,7 @@
 
 #include "config/model_config.h"
 #include "model/recompute.h"
+#include "train/rank_plan.h"
 
 namespace qwen3 {
 
@@ -57,7 +58,10 @@ struct MemoryPlan {
   std::vector<std::pair<std::string, std::int64_t>> by_category() const;  // in the allocator's category order
 };
 
-// Throws UsageError for a layout the engine refuses (tp_dims, a sequence that does not split into 2·cp chunks).
+// The rank the plan is for (train/rank_plan.h): the first of stage `in.stage`, the optimizer sharded over the data ×
+// context-parallel ranks (or as a running engine reported). Throws UsageError for a layout the engine refuses.
+RankPlan planned_rank(const MemoryPlanInput& in);
+// That rank's buffer table summed (train/buffer_table.h), the attention workspace estimated.
 MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in);
 // The stage whose rank needs the most (0 without pipeline parallelism) and its plan.
 std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in);

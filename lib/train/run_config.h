@@ -1,4 +1,5 @@
-// One training run's settings, typed and validated (app/ fills it from the command line and an INI file).
+// One training run's settings, typed and validated (app/ fills it from the command line and an INI file). Each
+// option's name, help, check and /config key is in train/run_option_table.h.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -48,6 +49,8 @@ struct RunConfig {
   std::string attention = "cudnn";   // --attention: cudnn (fused flash attention) | own (the project's kernels), CUDA
   int comm_sm_margin = 0;            // --comm-sm-margin: SMs kept from the GEMMs beside tensor-parallel collectives
   bool gemm_autotune = true;         // --no-gemm-autotune: cuBLASLt's first heuristic algorithm, untimed
+  bool shared_gpu_staging = false;   // --shared-gpu-staging: ranks sharing a GPU exchange through host memory
+  bool op_times = false;             // --op-times: the CUDA engine's per-operation GPU times, printed at exit
   bool force = false;                // --force: run even when the memory plan does not fit
   bool allow_cross_node_tp = false;  // --allow-cross-node-tp: run tensor/context-parallel groups that span nodes
   std::string init_from_hf;          // --init-from-hf: a Hugging Face checkpoint folder (model and weights from it)
@@ -74,7 +77,8 @@ struct RunConfig {
   // Sequences each data-parallel rank runs per step, and micro-batches per step.
   std::int64_t dp_size(int world_size) const { return world_size / (tp * pp * cp); }
   std::int64_t micro_batches_per_step(int world_size) const { return global_batch / (micro_batch * dp_size(world_size)); }
-  // Every setting as (name, value) text, for the results file's /config.
+  // Every setting as (name, value) text, for the results file's /config: the model's, then each option's that
+  // records one (train/run_option_table.h).
   std::vector<std::pair<std::string, std::string>> key_values() const;
 };
 

@@ -82,12 +82,13 @@ class StageWalk {
  public:
   // writes_grads: the micro-batch's weight gradients are written, not added to (a step's first micro-batch without
   // pipeline stages: param_update.cpp), which their GEMMs do faster.
-  StageWalk(const MemoryPlanInput& in, const StageRange& stage, OpPricer& p, bool writes_grads)
-      : in_(in), c_(in.model), stage_(stage), p_(p), tp_(tp_dims(in.model, 0, in.tp)),
+  // rank: the first rank of the stage (train/rank_plan.h), whose sizes the walk reads.
+  StageWalk(const RankPlan& rank, OpPricer& p, bool writes_grads)
+      : r_(rank), c_(rank.model), stage_(rank.stage), p_(p), tp_(rank.tp),
         wgrad_(writes_grads ? OpKind::gemm_wgrad_set : OpKind::gemm_wgrad) {
-    cp_ = std::max(1, in.cp);
-    B_ = in.micro_batch, S_ = in.seq_len;
-    T_ = B_ * S_ / cp_, Tl_ = T_ / in.tp;  // rows of the GEMMs, rows of the residual stream (sequence parallel)
+    cp_ = rank.cp;
+    B_ = rank.max_batch, S_ = rank.max_seq;
+    T_ = rank.tokens, Tl_ = rank.seq_tokens;  // rows of the GEMMs, rows of the residual stream (sequence parallel)
     H_ = c_.hidden_size;
     qkv_ = tp_.q_dim + 2 * tp_.kv_dim;
   }
@@ -102,11 +103,11 @@ class StageWalk {
   // Backward of one micro-batch, recomputation included (also added to `recompute`).
   double backward(double& recompute) {
     double t = stage_.last ? 0.0 : op(OpKind::cast_f32_bf16, Tl_, {H_});  // the received gradient's bf16 copy
-    if (in_.tp > 1) t += ag(Tl_ * H_ * 2);  // the last block's output gradient, gathered
+    if (tp_.size > 1) t += ag(Tl_ * H_ * 2);  // the last block's output gradient, gathered
     for (std::int64_t l = stage_.layers() - 1; l >= 0; --l) {
       double r = 0;
-      if (in_.recompute.full(l)) r = layer_forward();
-      else if (in_.recompute.selective(l)) r = selective();
+      if (r_.recompute.full(l)) r = layer_forward();
+      else if (r_.recompute.selective(l)) r = selective();
       recompute += r;
       t += r + layer_backward(l > 0) + offload_exposed(l, HostKind::copy_h2d);
     }
@@ -125,16 +126,16 @@ class StageWalk {
   }
   // Sequence parallelism: all-gather of [Tl, ·] pieces (bytes of one piece), reduce-scatter of a whole [T, ·] buffer.
   double ag(std::int64_t piece_bytes, bool exposed = true) {
-    return coll(CollKind::all_gather, piece_bytes * in_.tp, in_.tp, exposed);
+    return coll(CollKind::all_gather, piece_bytes * tp_.size, tp_.size, exposed);
   }
   double rs(std::int64_t whole_bytes, bool exposed = true) {
-    return coll(CollKind::reduce_scatter, whole_bytes, in_.tp, exposed);
+    return coll(CollKind::reduce_scatter, whole_bytes, tp_.size, exposed);
   }
 
-  double norm_gathered() { return op(OpKind::rmsnorm_fwd, Tl_, {H_}) + (in_.tp > 1 ? ag(Tl_ * H_ * 2) : 0.0); }
+  double norm_gathered() { return op(OpKind::rmsnorm_fwd, Tl_, {H_}) + (tp_.size > 1 ? ag(Tl_ * H_ * 2) : 0.0); }
   double row_parallel(std::int64_t k) {
     const double t = gemm(OpKind::gemm_fwd, T_, k, H_);
-    return in_.tp == 1 ? t : t + rs(T_ * H_ * 2) + op(OpKind::add_bf16, Tl_, {H_});
+    return tp_.size == 1 ? t : t + rs(T_ * H_ * 2) + op(OpKind::add_bf16, Tl_, {H_});
   }
   // The micro-batch's sequences; context parallelism: a rank's share of the causal work (two balanced chunks, priced as
   // 1/cp of the whole sequence's attention) after gathering every rank's keys and values (and, backward, their
@@ -162,7 +163,7 @@ class StageWalk {
   // slow the GEMMs while they run (the calibration's measured slowdown with NCCL's SMs held).
   double block_tail(double wgrads, bool more) {
     const double norm = op(OpKind::rmsnorm_bwd, Tl_, {H_});
-    if (in_.tp == 1) return wgrads + norm;
+    if (tp_.size == 1) return wgrads + norm;
     const double side = rs(T_ * H_ * 4, false) + norm + (more ? ag(Tl_ * H_ * 2, false) : 0.0);
     // While the collectives run, their blocks hold SMs the GEMMs would use: the overlapped part of the GEMMs slows.
     wgrads += std::min(wgrads, side) * (p_.gemm_slowdown_beside_collectives() - 1.0);
@@ -180,32 +181,32 @@ class StageWalk {
   }
   double embed_forward() {
     const double t = op(OpKind::embedding_fwd, T_, {H_, tp_.vocab});
-    return in_.tp == 1 ? t : t + rs(T_ * H_ * 2);
+    return tp_.size == 1 ? t : t + rs(T_ * H_ * 2);
   }
   double embed_backward() {
     const double t = op(OpKind::embedding_bwd, T_, {H_, tp_.vocab});
-    return in_.tp == 1 ? t : t + coll(CollKind::all_gather, T_ * H_ * 4, in_.tp);
+    return tp_.size == 1 ? t : t + coll(CollKind::all_gather, T_ * H_ * 4, tp_.size);
   }
   // Final norm; the output projection and the loss in chunks of tokens, forward and backward; the loss read back; the
   // final norm's backward (lm_head.cpp).
   double head() {
     double t = norm_gathered();
-    const std::int64_t chunk = logit_chunk_tokens(T_, tp_.vocab);
+    const std::int64_t chunk = r_.logit_chunk;
     for (std::int64_t t0 = 0; t0 < T_; t0 += chunk) {
       const std::int64_t tc = std::min(chunk, T_ - t0);
       t += gemm(OpKind::gemm_fwd, tc, H_, tp_.vocab) + op(OpKind::cross_entropy, tc, {tp_.vocab});
-      if (in_.tp > 1)  // row max, sum of exponentials, target logit
-        for (int i = 0; i < 3; ++i) t += coll(CollKind::all_reduce, tc * 4, in_.tp);
+      if (tp_.size > 1)  // row max, sum of exponentials, target logit
+        for (int i = 0; i < 3; ++i) t += coll(CollKind::all_reduce, tc * 4, tp_.size);
       t += gemm(OpKind::gemm_dgrad_f32, tc, H_, tp_.vocab) + gemm(t0 > 0 ? OpKind::gemm_wgrad : wgrad_, tc, H_, tp_.vocab);
     }
     t += p_.sync();
-    if (in_.tp > 1) t += rs(T_ * H_ * 4);
+    if (tp_.size > 1) t += rs(T_ * H_ * 4);
     return t + op(OpKind::rmsnorm_bwd, Tl_, {H_});
   }
   // An offloaded layer input is copied out during the forward and back during the backward on a side stream; only
   // what the copy takes beyond the layer's forward compute shows.
   double offload_exposed(std::int64_t l, HostKind direction) {
-    if (!in_.recompute.offloaded(l)) return 0;
+    if (!r_.recompute.offloaded(l)) return 0;
     const double copy = p_.host(direction, static_cast<double>(Tl_ * H_ * 2));
     const double saved = exposed_comm_;
     const double compute = layer_forward();
@@ -213,7 +214,7 @@ class StageWalk {
     return std::max(0.0, copy - compute);
   }
 
-  const MemoryPlanInput& in_;
+  const RankPlan& r_;
   const ModelConfig& c_;
   StageRange stage_;
   OpPricer& p_;
@@ -224,22 +225,18 @@ class StageWalk {
   double exposed_comm_ = 0;
 };
 
-// Parameters of one stage's rank, as the engine holds them (train/buffer_table.h rank_param_table).
-std::int64_t stage_rank_parameters(const ModelConfig& c, const StageRange& s, int tp) {
-  return rank_param_table(c, tp_dims(c, 0, tp), s).total_elements();
-}
-
 // After the last micro-batch: the gradients' reduction (main stream), the gradient norm (read back), then AdamW on a
 // side stream — the device's part and the host's (gradients down in fp32, the CPU's AdamW, bf16 weights up, pipelined
 // piece by piece) — which the next forward waits for segment by segment: first the device's, then (the window's
 // tail) the host's; on the device only the calibration's measured share of the overlap is hidden. Returns {exposed
 // reduction, exposed optimizer}.
-std::pair<double, double> after_backward(const MemoryPlanInput& in, const StageRange& range, double forward,
-                                         OpPricer& p) {
-  const int cp = std::max(1, in.cp);
-  const std::int64_t params = stage_rank_parameters(in.model, range, in.tp);
-  const int shards = in.shard_optimizer ? in.dp * cp : 1;
-  const std::int64_t own = (params + shards - 1) / shards;
+// The parameters and the optimizer's window are the rank's as the engines hold them (train/rank_plan.h).
+std::pair<double, double> after_backward(const MemoryPlanInput& in, const RankPlan& rank, double forward, OpPricer& p) {
+  const int cp = rank.cp;
+  const StageRange& range = rank.stage;
+  const std::int64_t params = rank.local.total_elements();
+  const int shards = rank.shard_parts;
+  const std::int64_t own = rank.shard.size;
   double reduce = 0, gather = 0;
   if (shards > 1) {  // the distributed optimizer: gradients reduce-scattered; bf16 weights gathered on the side stream
     reduce = p.collective({CollKind::reduce_scatter, params * 4, shards});
@@ -337,14 +334,14 @@ bool advance_stage(const std::vector<PipeOp>& list, std::size_t& next, double& t
 struct StagePasses {
   double forward = 0, backward = 0, recompute = 0, exposed_comm = 0;
 };
-StagePasses stage_passes(const MemoryPlanInput& in, const StageRange& range, std::int64_t m, OpPricer& pricer) {
+StagePasses stage_passes(const RankPlan& rank, std::int64_t m, OpPricer& pricer) {
   auto walk = [&](bool writes_grads) {
-    StageWalk w(in, range, pricer, writes_grads);
+    StageWalk w(rank, pricer, writes_grads);
     StagePasses p;
     p.forward = w.forward(), p.backward = w.backward(p.recompute), p.exposed_comm = w.exposed_comm();
     return p;
   };
-  if (in.pp > 1) return walk(false);
+  if (rank.rank.pp > 1) return walk(false);
   const StagePasses first = walk(true);
   if (m == 1) return first;
   const StagePasses rest = walk(false);
@@ -379,23 +376,21 @@ double pipeline_makespan(const std::vector<double>& forward, const std::vector<d
 
 StepTime walk_step(const MemoryPlanInput& in, OpPricer& pricer) {
   const ModelConfig& c = in.model;
-  c.validate();
   const int cp = std::max(1, in.cp);
-  check_sequence_layout(in.micro_batch, in.seq_len, in.tp, cp, in.cuda_rules);
-  in.recompute.validate();
-  const auto counts = pipeline_layer_counts(c, in.pp, in.seq_len, in.stage_layers);
   StepTime out;
   out.micro_batches = std::max<std::int64_t>(1, in.micro_batches);
   double slowest = 0, tail = 0;
   std::vector<double> forwards, backwards;
   for (int s = 0; s < in.pp; ++s) {
-    const StageRange range = stage_range(counts, s);
-    const StagePasses pass = stage_passes(in, range, out.micro_batches, pricer);
+    MemoryPlanInput stage = in;
+    stage.stage = s;
+    const RankPlan rank = planned_rank(stage);  // checks the layout as the planner does
+    const StagePasses pass = stage_passes(rank, out.micro_batches, pricer);
     const double f = pass.forward, b = pass.backward;
     forwards.push_back(f), backwards.push_back(b);
     if (f + b > slowest)
       slowest = f + b, out.forward = f, out.backward = b, out.recompute = pass.recompute, out.exposed_comm = pass.exposed_comm;
-    const auto [reduce, optimizer] = after_backward(in, range, f, pricer);
+    const auto [reduce, optimizer] = after_backward(in, rank, f, pricer);
     if (reduce + optimizer > tail) tail = reduce + optimizer, out.data_parallel = reduce, out.optimizer = optimizer;
   }
   // 1F1B as the engine runs it (pipeline_run.cpp): each stage's operations in one_f_one_b's order, every exchange a

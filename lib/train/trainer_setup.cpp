@@ -219,9 +219,11 @@ void create_dataset_and_engine(TrainingRun& run, const RecomputePolicy& recomput
     eo.cudnn_attention = cfg.attention == "cudnn";
     eo.comm_sm_margin = cfg.comm_sm_margin;
     eo.gemm_autotune = cfg.gemm_autotune;
+    eo.shared_gpu_staging = cfg.shared_gpu_staging;
+    eo.op_times = cfg.op_times;
     eo.recompute = recompute;
     eo.host_threads = cores_per_rank(run.local_size);
-    eo.stage = stage_range(run.stage_layers, run.groups.coords.pp);
+    eo.stage_layers = run.stage_layers;
     eo.micro_batches = static_cast<int>(cfg.micro_batches_per_step(run.W));
     run.st.engine = make_engine(cfg.device, cfg.model, eo);
   });

@@ -1,8 +1,16 @@
-"""The pure functions of qwen3-sweep (tools/sweep/qwen3_sweep.py): layout names and parsing, --only's cell selection,
-and why a dataset cannot serve a sweep's cells. Bad input ends the tool with exit 2 and one message naming it."""
+"""The pure functions of qwen3-sweep (tools/sweep: sweep_spec, sweep_status, sweep_plan, sweep_run): layout names and
+parsing, a specification read from its INI file, the cells and their names, --only's cell selection, why a dataset
+cannot serve a sweep's cells, the line that says where the sweep stands, cells.json, and the Slurm job's script and
+sbatch command. Bad input ends the tool with exit 2 and one message naming it."""
+import json
+
 import pytest
 
-import qwen3_sweep as sweep
+import qwen3_common
+import sweep_plan
+import sweep_run
+import sweep_spec
+import sweep_status
 
 
 def refused(capsys, fn, *args):
@@ -13,29 +21,118 @@ def refused(capsys, fn, *args):
 
 
 def test_layouts_take_the_data_parallel_size_the_ranks_leave():
-    assert sweep.parse_layouts("s.ini", "T4P2, T2P2C2, T1P1D8", 8, "8 GPUs") == [
+    assert sweep_spec.parse_layouts("s.ini", "T4P2, T2P2C2, T1P1D8", 8, "8 GPUs") == [
         ("T4P2D1", 4, 2, 1, 1), ("T2P2C2D1", 2, 2, 2, 1), ("T1P1D8", 1, 1, 1, 8)]
-    assert sweep.layout_name(2, 1, 2, 1) == "T2P1C2D1" and sweep.layout_name(2, 1, 1, 4) == "T2P1D4"
+    assert qwen3_common.layout_name(2, 1, 2, 1) == "T2P1C2D1" and qwen3_common.layout_name(2, 1, 1, 4) == "T2P1D4"
 
 
 def test_bad_layouts_are_refused_by_name(capsys):
-    assert "layout 'X4' is not of the form" in refused(capsys, sweep.parse_layouts, "s.ini", "X4", 8, "8 GPUs")
-    assert "tp·pp·cp = 3 to divide the 8 ranks" in refused(capsys, sweep.parse_layouts, "s.ini", "T3P1", 8, "8 GPUs")
-    assert "says D4, but 8 ranks" in refused(capsys, sweep.parse_layouts, "s.ini", "T2P2D4", 8, "8 GPUs")
+    assert "layout 'X4' is not of the form" in refused(capsys, sweep_spec.parse_layouts, "s.ini", "X4", 8, "8 GPUs")
+    assert "tp·pp·cp = 3 to divide the 8 ranks" in refused(capsys, sweep_spec.parse_layouts, "s.ini", "T3P1", 8, "8 GPUs")
+    assert "says D4, but 8 ranks" in refused(capsys, sweep_spec.parse_layouts, "s.ini", "T2P2D4", 8, "8 GPUs")
 
 
 def test_only_selects_cells_and_refuses_a_pattern_that_matches_none(capsys):
     cells = [{"name": n} for n in ("0.6B-L1024-T8P1D1", "0.6B-L4096-T8P1D1", "8B-L1024-T4P2D1")]
-    assert [c["name"] for c in sweep.select_cells(cells, "0.6B-*")] == ["0.6B-L1024-T8P1D1", "0.6B-L4096-T8P1D1"]
-    assert sweep.select_cells(cells, "") == cells
-    assert "'14B-*' matches no cell" in refused(capsys, sweep.select_cells, cells, "8B-*,14B-*")
+    assert [c["name"] for c in sweep_spec.select_cells(cells, "0.6B-*")] == ["0.6B-L1024-T8P1D1", "0.6B-L4096-T8P1D1"]
+    assert sweep_spec.select_cells(cells, "") == cells
+    assert "'14B-*' matches no cell" in refused(capsys, sweep_spec.select_cells, cells, "8B-*,14B-*")
 
 
 def test_a_dataset_serves_cells_only_of_its_vocabulary_seed_and_lengths():
     have = (151936, 7, {1024: 100, 4096: 50})
-    assert sweep.stale_reason(have, 151936, 7, [1024], 100, True) == (None, {1024: 100, 4096: 50})
-    assert sweep.stale_reason(have, 151936, 7, [4096], 100, True)[0] == "lacks 100 documents of length 4096"
-    assert sweep.stale_reason(have, 512, 7, [1024], 100, True) == ("built with vocab size 151936, not 512", {})
-    assert sweep.stale_reason(have, 151936, 8, [1024], 100, True)[0] == "built with seed 7, the spec asks for seed 8"
-    assert sweep.stale_reason(None, 151936, 7, [1024], 100, False) == ("missing", {})
-    assert sweep.stale_reason(None, 151936, 7, [1024], 100, True) == ("unreadable", {})
+    assert sweep_status.stale_reason(have, 151936, 7, [1024], 100, True) == (None, {1024: 100, 4096: 50})
+    assert sweep_status.stale_reason(have, 151936, 7, [4096], 100, True)[0] == "lacks 100 documents of length 4096"
+    assert sweep_status.stale_reason(have, 512, 7, [1024], 100, True) == ("built with vocab size 151936, not 512", {})
+    assert sweep_status.stale_reason(have, 151936, 8, [1024], 100, True)[0] == "built with seed 7, the spec asks for seed 8"
+    assert sweep_status.stale_reason(None, 151936, 7, [1024], 100, False) == ("missing", {})
+    assert sweep_status.stale_reason(None, 151936, 7, [1024], 100, True) == ("unreadable", {})
+
+
+SPEC = """[sweep]
+name = t
+models = tiny
+lengths = 32, 64
+layouts = T1P1, T2P1
+global-batch = 4
+device = cpu
+gpus_per_node = 2
+save_interval = 5
+[slurm]
+partition = gpu
+"""
+
+
+# A few of qwen3-pretrain's run options, as its --list-options --format json lists them (the sweep fills RUN_OPTIONS
+# from the binary when it starts), in the table's order.
+RUN_OPTIONS = {k: {"name": k.replace("_", "-"), "key": k, "type": t, "section": "run"}
+               for k, t in (("seq_len", "integer"), ("global_batch", "integer"), ("micro_batch", "integer"),
+                            ("steps", "integer"), ("lr", "number"), ("seed", "text"), ("device", "text"),
+                            ("tp", "integer"), ("recompute", "text"), ("attention", "text"),
+                            ("no_gemm_autotune", "flag"))}
+
+
+@pytest.fixture(autouse=True)
+def run_options(monkeypatch):
+    for k, v in RUN_OPTIONS.items():
+        monkeypatch.setitem(sweep_spec.RUN_OPTIONS, k, v)
+
+
+def test_run_options_pass_through_in_the_tables_order_and_per_cell_ones_are_not_keys(capsys):
+    s = {"no_gemm_autotune": "yes", "attention": "own", "lr": "0.001", "steps": "5"}
+    assert sweep_spec.run_args("t.ini", s) == ["--lr", "0.001", "--attention", "own", "--no-gemm-autotune"]
+    assert sweep_spec.run_args("t.ini", {"no_gemm_autotune": "off"}) == []
+    assert "true or false, got 'maybe'" in refused(capsys, sweep_spec.run_args, "t.ini", {"no_gemm_autotune": "maybe"})
+    assert "must not receive" in refused(capsys, sweep_spec.run_args, "t.ini", {"attention": "own;rm"})
+    assert "tp" not in sweep_spec.sweep_keys() and "attention" in sweep_spec.sweep_keys()
+
+
+@pytest.fixture
+def spec(tmp_path, monkeypatch):
+    monkeypatch.setitem(sweep_spec.PRESETS, "tiny", 512)  # as qwen3-pretrain --list-models would fill it
+    (tmp_path / "t.sweep.ini").write_text(SPEC)
+    return sweep_spec.read_spec(str(tmp_path / "t.sweep.ini"))
+
+
+def test_a_specification_reads_into_its_cells_named_as_the_report_reads_them(spec):
+    assert (spec["ranks"], spec["global_batch"], spec["steps"], spec["save_interval"]) == (2, 4, 50, 5)
+    assert spec["layouts"] == [("T1P1D2", 1, 1, 1, 2), ("T2P1D1", 2, 1, 1, 1)]
+    cells = sweep_spec.cells_of(spec)
+    assert [c["name"] for c in cells] == ["tiny-L32-T1P1D2", "tiny-L32-T2P1D1", "tiny-L64-T1P1D2", "tiny-L64-T2P1D1"]
+    assert all(qwen3_common.cell_of_name(c["name"] + ".h5") == (c["model"], c["seq"], c["layout"]) for c in cells)
+
+
+def test_an_unknown_key_names_the_closest_one(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sweep_spec.PRESETS, "tiny", 512)
+    (tmp_path / "t.sweep.ini").write_text(SPEC.replace("global-batch", "global_bach"))
+    err = refused(capsys, sweep_spec.read_spec, str(tmp_path / "t.sweep.ini"))
+    assert "unknown key 'global_bach' in [sweep] (did you mean 'global_batch'? valid: " in err
+
+
+def test_the_summary_line_counts_every_state(spec):
+    cells = sweep_spec.cells_of(spec)
+    state = dict(zip((c["name"] for c in cells), ("complete", "diverged", "refused", "todo")))
+    assert sweep_status.summary(spec, cells, state) == (
+        "qwen3-sweep: t: 4 cells (1 models × 2 lengths × 2 layouts), 2 ranks each; 2 complete (1 diverged: an "
+        "answer, not run again), 1 refused by qwen3-pretrain --plan, 1 to run")
+
+
+def test_cells_json_is_one_line_per_cell_with_its_plan(spec):
+    cells = sweep_spec.cells_of(spec)[:2]
+    plans = {cells[0]["name"]: (0, {"peak_bytes": 1024, "fits": True, "predicted": {"step_s": 0.5}}, None),
+             cells[1]["name"]: (2, None, "refused")}
+    text = sweep_plan.manifest_text(spec, cells, plans)
+    assert len(text.splitlines()) == 4
+    m = json.loads(text)
+    assert (m["format"], m["version"], m["sweep"]) == (qwen3_common.CELLS_FORMAT, qwen3_common.CELLS_VERSION, "t")
+    assert m["cells"][0]["results"] == "results/tiny-L32-T1P1D2.h5" and m["cells"][0]["predicted_step_s"] == 0.5
+    assert m["cells"][1]["refused"] == "refused" and m["cells"][1]["planned_peak_bytes"] is None
+
+
+def test_the_slurm_job_requeues_only_a_preempted_cell(spec):
+    script = sweep_run.job_script(spec, "/d/jobs/cells-1.tsv")
+    assert f'if [ "$rc" -eq {qwen3_common.EXIT_PREEMPTED} ]' in script and "scontrol requeue" in script
+    assert "mpirun --bind-to none" in script and "sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" /d/jobs/cells-1.tsv" in script
+    cmd = sweep_run.sbatch_command(spec, "/d", 4, "/d/jobs/s.sbatch")
+    assert cmd[:3] == ["sbatch", "--parsable", "--array=0-3"] and cmd[-1] == "/d/jobs/s.sbatch"
+    assert "--requeue" in cmd and "--partition=gpu" in cmd and not any(a.startswith("--gpus") for a in cmd)

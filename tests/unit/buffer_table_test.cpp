@@ -52,18 +52,23 @@ MemoryPlanInput plan_input(const Layout& l, const RecomputePolicy& rc, bool cudn
   return in;
 }
 
+// One rank's plan (train/rank_plan.h) and its buffer table, the attention workspace estimated.
+RankPlan rank_plan(const ModelConfig& c, const RankPlace& r, std::int64_t batch, std::int64_t seq,
+                   const RecomputePolicy& rc, bool cudnn, std::int64_t micro_batches = 1) {
+  RankPlanInput in;
+  in.model = c, in.rank = r;
+  in.max_batch = batch, in.max_seq = seq, in.micro_batches = micro_batches;
+  in.recompute = rc, in.cudnn_attention = cudnn;
+  return plan_rank(in);
+}
+std::vector<BufferSpec> table_of(const RankPlan& rank) { return buffer_table(rank, estimated_attention_workspace(rank)); }
+
 // What rank (tp_rank, cp_rank, stage, dp_rank) of the layout allocates, by device category, as its engine builds it.
 std::vector<std::int64_t> engine_bytes(const Layout& l, const RecomputePolicy& rc, bool cudnn, int tp_rank, int cp_rank,
                                        int stage, int dp_rank, std::int64_t* pinned) {
-  const ModelConfig c = model_preset(l.model);
-  RankLayout r;
-  r.tp = l.tp, r.tp_rank = tp_rank, r.cp = l.cp, r.cp_rank = cp_rank, r.pp = l.pp, r.pp_rank = stage;
-  r.stage = l.pp > 1 ? stage_range(pipeline_layer_counts(c, l.pp, l.seq, {}), stage) : StageRange{0, c.num_layers, true, true};
-  r.micro_batches = l.micro_batches;
-  r.shards = l.dp * l.cp, r.shard_rank = dp_rank * l.cp + cp_rank;  // the default: ZeRO-1 over data × context ranks
-  BufferTableInput in = rank_buffer_input(c, r, l.batch, l.seq, rc, cudnn);
-  in.attention_workspace_bytes = estimated_attention_workspace(in);
-  const auto table = buffer_table(in);
+  // The default: ZeRO-1 over data × context ranks.
+  const RankPlace r{l.tp, tp_rank, l.cp, cp_rank, l.pp, stage, l.dp * l.cp, dp_rank * l.cp + cp_rank};
+  const auto table = table_of(rank_plan(model_preset(l.model), r, l.batch, l.seq, rc, cudnn, l.micro_batches));
   *pinned = host_pinned_bytes(table);
   return device_bytes_by_category(table);
 }
@@ -113,11 +118,9 @@ TEST(BufferTable, EveryBufferTheEngineBindsIsThereWhenTheLayoutNeedsIt) {
         for (int stage = 0; stage < l.pp; ++stage) {
           if (l.cp > 1 && !cudnn) continue;
           const ModelConfig c = model_preset(l.model);
-          RankLayout r;
-          r.tp = l.tp, r.cp = l.cp, r.pp = l.pp, r.pp_rank = stage, r.micro_batches = l.micro_batches;
-          r.stage = l.pp > 1 ? stage_range(pipeline_layer_counts(c, l.pp, l.seq, {}), stage) : StageRange{0, c.num_layers, true, true};
-          const BufferTableInput in = rank_buffer_input(c, r, l.batch, l.seq, rc, cudnn);
-          const auto table = buffer_table(in);
+          const RankPlace r{l.tp, 0, l.cp, 0, l.pp, stage, 1, 0};
+          const RankPlan in = rank_plan(c, r, l.batch, l.seq, rc, cudnn, l.micro_batches);
+          const auto table = table_of(in);
           const std::string tag = std::string(l.model) + " tp" + std::to_string(l.tp) + " cp" + std::to_string(l.cp) +
                                   " pp" + std::to_string(l.pp) + " stage " + std::to_string(stage) + " " + rc.describe();
           std::map<std::tuple<Buf, int, int>, int> where;
@@ -131,7 +134,7 @@ TEST(BufferTable, EveryBufferTheEngineBindsIsThereWhenTheLayoutNeedsIt) {
             EXPECT_EQ(owner.elements * dtype_bytes(owner.dtype), s.elements * dtype_bytes(s.dtype)) << tag;
           }
           auto has = [&](Buf id, int slot = 0, int layer = -1) { return where.count({id, slot, layer}) > 0; };
-          const int L = static_cast<int>(r.stage.layers()), slots = in.slots;
+          const int L = static_cast<int>(in.stage.layers()), slots = in.slots;
           EXPECT_EQ(slots, l.pp > 1 ? std::min(l.pp - stage, l.micro_batches) : 1) << tag;
           for (int slot = 0; slot < slots; ++slot) {
             for (int layer = 0; layer < L; ++layer) {
@@ -140,16 +143,16 @@ TEST(BufferTable, EveryBufferTheEngineBindsIsThereWhenTheLayoutNeedsIt) {
                 EXPECT_TRUE(has(id, slot, layer)) << tag << " slot " << slot << " layer " << layer;
               EXPECT_EQ(has(Buf::v, slot, layer), !cudnn) << tag;
             }
-            EXPECT_EQ(has(Buf::stage_out, slot), !r.stage.last) << tag;
+            EXPECT_EQ(has(Buf::stage_out, slot), !in.stage.last) << tag;
           }
           for (Buf id : {Buf::x_final, Buf::h_final, Buf::rstd_final, Buf::logits, Buf::row_loss, Buf::labels})
-            EXPECT_EQ(has(id), r.stage.last) << tag;
-          EXPECT_EQ(has(Buf::tokens), r.stage.first) << tag;
+            EXPECT_EQ(has(id), in.stage.last) << tag;
+          EXPECT_EQ(has(Buf::tokens), in.stage.first) << tag;
           for (Buf id : {Buf::sp_h_local, Buf::sp_partial, Buf::sp_sum_local, Buf::sp_dh_local})
             EXPECT_EQ(has(id), l.tp > 1) << tag;
           EXPECT_EQ(has(Buf::sp_dy_gathered, 1), l.tp > 1) << tag;
-          EXPECT_EQ(has(Buf::sp_dres_full), l.tp > 1 && r.stage.first) << tag;
-          EXPECT_EQ(has(Buf::ce_max), l.tp > 1 && r.stage.last) << tag;
+          EXPECT_EQ(has(Buf::sp_dres_full), l.tp > 1 && in.stage.first) << tag;
+          EXPECT_EQ(has(Buf::ce_max), l.tp > 1 && in.stage.last) << tag;
           for (Buf id : {Buf::cp_kv_local, Buf::cp_kv_ranks, Buf::cp_kv_full, Buf::cp_dkv, Buf::cp_dkv_first})
             EXPECT_EQ(has(id), l.cp > 1) << tag;
           const std::int64_t F = rc.full_layers(L);
@@ -172,11 +175,9 @@ TEST(BufferTable, RecomputationKeepsOneLayerAndOffloadKeepsTwoInputs) {
   // first input and two ring buffers on the device, the other 27 inputs in pinned host memory; selective shares the
   // norm outputs and q, k of one layer.
   const ModelConfig c = model_preset("0.6B");
-  RankLayout r;
-  r.stage = {0, c.num_layers, true, true};
   auto owned = [&](const RecomputePolicy& rc, Buf id) {
     int n = 0;
-    for (const auto& s : buffer_table(rank_buffer_input(c, r, 1, 4096, rc, true)))
+    for (const auto& s : table_of(rank_plan(c, {}, 1, 4096, rc, true)))
       n += s.id == id && s.shares < 0;
     return n;
   };
@@ -188,7 +189,7 @@ TEST(BufferTable, RecomputationKeepsOneLayerAndOffloadKeepsTwoInputs) {
   EXPECT_EQ(owned({Recompute::full, 4}, Buf::qkv), 1 + 24);
   EXPECT_EQ(owned({Recompute::selective}, Buf::h_in), 1);
   EXPECT_EQ(owned({Recompute::selective}, Buf::qkv), 28);
-  const auto offload = buffer_table(rank_buffer_input(c, r, 1, 4096, {Recompute::full, 0, true}, true));
+  const auto offload = table_of(rank_plan(c, {}, 1, 4096, {Recompute::full, 0, true}, true));
   EXPECT_EQ(host_pinned_bytes(offload), 27ll * 4096 * c.hidden_size * 2);
 }
 
@@ -199,11 +200,9 @@ TEST(BufferTable, OptimizerOnTheHostMovesTheWindowsTailOffTheDevice) {
   const ModelConfig c = model_preset("0.6B");
   for (int shards : {1, 4})
     for (double f : {0.0, 0.25, 1.0}) {
-      RankLayout r;
-      r.stage = {0, c.num_layers, true, true};
-      r.shards = shards, r.shard_rank = shards - 1;
-      const BufferTableInput in = rank_buffer_input(c, r, 1, 1024, {Recompute::none, 0, false, f}, true);
-      const auto table = buffer_table(in);
+      const RankPlace r{1, 0, 1, 0, 1, 0, shards, shards - 1};
+      const RankPlan in = rank_plan(c, r, 1, 1024, {Recompute::none, 0, false, f}, true);
+      const auto table = table_of(in);
       const std::int64_t hb = in.shard.host_begin(f), host = in.shard.size - hb;
       const std::string tag = "shards " + std::to_string(shards) + " fraction " + std::to_string(f);
       EXPECT_EQ(hb % 64 == 0 || hb == in.shard.size, true) << tag;
@@ -215,7 +214,7 @@ TEST(BufferTable, OptimizerOnTheHostMovesTheWindowsTailOffTheDevice) {
       EXPECT_EQ(bytes[Buf::host_master] + bytes[Buf::host_adam_m] + bytes[Buf::host_adam_v], 12 * host) << tag;
       const std::int64_t piece = std::min(host, kHostAdamWPieceElements);
       EXPECT_EQ(host_pinned_bytes(table), 12 * host + 2 * piece * (4 + 2)) << tag;
-      const OptimizerSegments seg = optimizer_segments(*in.table, c.num_layers, in.shard, hb);
+      const OptimizerSegments seg = optimizer_segments(in.local, c.num_layers, in.shard, hb);
       ASSERT_EQ(seg.host.size(), seg.segments.size()) << tag;
       EXPECT_EQ(bytes[Buf::adamw_chunks], static_cast<std::int64_t>(seg.chunks.size() * sizeof(AdamWChunk))) << tag;
       std::int64_t covered = 0;
@@ -231,7 +230,7 @@ TEST(BufferTable, OptimizerOnTheHostMovesTheWindowsTailOffTheDevice) {
           covered += run.end - run.begin;
         }
       // Every element of the window that belongs to a tensor (the last shard's window ends in padding).
-      const std::int64_t real = std::min(in.shard.begin + in.shard.size, in.table->total_elements()) - in.shard.begin;
+      const std::int64_t real = std::min(in.shard.begin + in.shard.size, in.local.total_elements()) - in.shard.begin;
       EXPECT_EQ(covered, real) << tag;
     }
 }

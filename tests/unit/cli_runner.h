@@ -73,14 +73,19 @@ inline bool in_ci() {
 
 // mpirun as the tests use it: root allowed, oversubscribed (2 cores in CI), one OpenMP thread per rank, NVLink
 // multicast off for NCCL. Only tests labelled mpi, slurm or gpu may start it (test_labels.h).
-// QWEN3_SHARED_GPU_STAGING=1 (train/cuda/device_group.h) reaches the ranks when set: multi-GPU layouts on one GPU.
-// staging = false: the ranks never stage (a test of what happens without it, whatever the suite was started with).
-inline std::string mpirun(int np, bool staging = true) {
+inline std::string mpirun(int np) {
   expect_label({"mpi", "slurm", "gpu"}, "starts mpirun");
-  const char* env = std::getenv("QWEN3_SHARED_GPU_STAGING");
-  return std::string("mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -x NCCL_NVLS_ENABLE=0 ") +
-         (env && staging ? "-x QWEN3_SHARED_GPU_STAGING " : "") + (env && !staging ? "-x QWEN3_SHARED_GPU_STAGING=0 " : "") +
-         "-np " + std::to_string(np) + " ";
+  return "mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -x NCCL_NVLS_ENABLE=0 -np " + std::to_string(np) +
+         " ";
 }
+
+// The suite's switch QWEN3_SHARED_GPU_STAGING=1 (`QWEN3_SHARED_GPU_STAGING=1 ctest -L gpu` on a host with fewer GPUs
+// than a layout's ranks) as the option the binaries take: " --shared-gpu-staging " (their ranks that share a GPU
+// exchange through host memory), else " ". The binaries read no environment for it.
+inline bool shared_gpu_staging() {
+  const char* env = std::getenv("QWEN3_SHARED_GPU_STAGING");
+  return env && std::string(env) == "1";
+}
+inline std::string staging_option() { return shared_gpu_staging() ? " --shared-gpu-staging " : " "; }
 
 }  // namespace qwen3::test

@@ -31,8 +31,7 @@ namespace {
 // staged = false: the GPUs themselves, whatever the mode.
 int gpus(bool staged = true) {
 #if defined(QWEN3_HAVE_CUDA) && defined(QWEN3_HAVE_NCCL)
-  const char* staging = std::getenv("QWEN3_SHARED_GPU_STAGING");
-  if (staged && staging && std::string(staging) == "1" && test::cuda_device_count() > 0) return 4;
+  if (staged && test::shared_gpu_staging() && test::cuda_device_count() > 0) return 4;
   return test::cuda_device_count();
 #else
   return 0;
@@ -64,7 +63,7 @@ TEST(CommCheck, CudaDataParallelEqualsOneGpu) {
   write_synthetic_dataset(data, 512, {128}, 16, 11, false);
   auto train = [&](int np) {
     const std::string out = (dir / ("np" + std::to_string(np) + ".h5")).string();
-    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' --device cuda --model tiny --data '" +
+    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain'" + test::staging_option() + "--device cuda --model tiny --data '" +
                          data + "' --seq-len 128 --global-batch 4 --micro-batch 1 --steps 4 --lr 1e-2 --out '" + out + "'");
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return out;
@@ -86,7 +85,7 @@ TEST(CommCheck, CudaTensorParallelPassesTheGoldenCheckAndTrainsLikeOneGpu) {
   if (gpus() >= 4) sizes.push_back(4);
   for (int tp : sizes)
     for (const char* file : {"qwen3-tiny.h5", "qwen3-mqa.h5"}) {
-      const auto g = test::run_command(test::mpirun(tp) + "'" + test::bin_dir() + "/qwen3-golden-check' --device cuda --tp " +
+      const auto g = test::run_command(test::mpirun(tp) + "'" + test::bin_dir() + "/qwen3-golden-check'" + test::staging_option() + "--device cuda --tp " +
                                        std::to_string(tp) + " --golden '" + test::test_data_dir() + "/" + file + "'");
       EXPECT_EQ(g.exit_code, 0) << "tp " << tp << " " << file << "\n" << g.output;
       EXPECT_NE(g.output.find("0 out of tolerance: PASS"), std::string::npos) << "tp " << tp << " " << file << "\n" << g.output;
@@ -97,7 +96,7 @@ TEST(CommCheck, CudaTensorParallelPassesTheGoldenCheckAndTrainsLikeOneGpu) {
   // Two micro-batches per step: the replicated weights' partial gradients accumulate before they are reduced.
   auto train = [&](int np) {
     const std::string out = (dir / ("tp" + std::to_string(np) + ".h5")).string();
-    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' --device cuda --model tiny --data '" +
+    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain'" + test::staging_option() + "--device cuda --model tiny --data '" +
                                      data + "' --seq-len 128 --global-batch 4 --micro-batch 2 --steps 4 --lr 1e-2 --tp " +
                                      std::to_string(np) + " --out '" + out + "'");
     EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -138,7 +137,7 @@ TEST(CommCheck, CudaPipelinePassesTheGoldenCheckAndTrainsLikeOneGpu) {
   for (const auto& [np, args] : layouts)
     for (const char* file : {"qwen3-tiny.h5", "qwen3-mqa.h5"}) {
       if (std::string(file) == "qwen3-mqa.h5" && args == "--pp 4") continue;  // two layers
-      const auto g = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-golden-check' --device cuda " +
+      const auto g = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-golden-check'" + test::staging_option() + "--device cuda " +
                                        args + " --golden '" + test::test_data_dir() + "/" + file + "'");
       EXPECT_EQ(g.exit_code, 0) << args << " " << file << "\n" << g.output;
       EXPECT_NE(g.output.find("0 out of tolerance: PASS"), std::string::npos) << args << " " << file << "\n" << g.output;
@@ -148,7 +147,7 @@ TEST(CommCheck, CudaPipelinePassesTheGoldenCheckAndTrainsLikeOneGpu) {
   write_synthetic_dataset(data, 512, {128}, 32, 11, false);
   auto train = [&](int np, const std::string& args, const std::string& tag) {
     const std::string out = (dir / (tag + ".h5")).string();
-    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' --device cuda --model tiny --data '" +
+    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain'" + test::staging_option() + "--device cuda --model tiny --data '" +
                                      data + "' --seq-len 128 --global-batch 8 --micro-batch 1 --steps 4 --lr 1e-2 " + args +
                                      " --out '" + out + "'");
     EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -179,7 +178,7 @@ TEST(CommCheck, CudaContextParallelPassesTheGoldenCheckAndTrainsLikeOneGpu) {
   if (gpus() >= 4) layouts.insert(layouts.end(), {{4, "--cp 4"}, {4, "--cp 2 --tp 2"}});
   for (const auto& [np, args] : layouts)
     for (const char* file : {"qwen3-tiny.h5", "qwen3-mqa.h5"}) {
-      const auto g = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-golden-check' --device cuda " +
+      const auto g = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-golden-check'" + test::staging_option() + "--device cuda " +
                                        args + " --golden '" + test::test_data_dir() + "/" + file + "'");
       EXPECT_EQ(g.exit_code, 0) << args << " " << file << "\n" << g.output;
       EXPECT_NE(g.output.find("0 out of tolerance: PASS"), std::string::npos) << args << " " << file << "\n" << g.output;
@@ -189,7 +188,7 @@ TEST(CommCheck, CudaContextParallelPassesTheGoldenCheckAndTrainsLikeOneGpu) {
   write_synthetic_dataset(data, 512, {256}, 32, 17, false);
   auto train = [&](int np, const std::string& args, const std::string& tag) {
     const std::string out = (dir / (tag + ".h5")).string();
-    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' --device cuda --model tiny --data '" +
+    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain'" + test::staging_option() + "--device cuda --model tiny --data '" +
                                      data + "' --seq-len 256 --global-batch 4 --micro-batch 2 --steps 4 --lr 1e-2 " + args +
                                      " --out '" + out + "'");
     EXPECT_EQ(r.exit_code, 0) << tag << "\n" << r.output;
@@ -219,7 +218,7 @@ TEST(CommCheck, CudaContextParallelPassesTheGoldenCheckAndTrainsLikeOneGpu) {
   }
   // The own attention kernels attend whole sequences only: one clear message, no results left looking complete.
   const std::string out = (dir / "own.h5").string();
-  const auto r = test::run_command(test::mpirun(2) + "'" + test::bin_dir() + "/qwen3-pretrain' --device cuda --model tiny --data '" +
+  const auto r = test::run_command(test::mpirun(2) + "'" + test::bin_dir() + "/qwen3-pretrain'" + test::staging_option() + "--device cuda --model tiny --data '" +
                                    data + "' --seq-len 256 --global-batch 4 --steps 1 --cp 2 --attention own --out '" + out + "'");
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("needs --attention cudnn"), std::string::npos) << r.output;
@@ -232,7 +231,7 @@ TEST(CommCheck, CudaCheckpointsResumeInAnyLayoutAndHuggingFaceWeightsLoad) {
   write_synthetic_dataset(data, 512, {128}, 32, 13, false);
   auto train = [&](int np, const std::string& args, const std::string& tag) {
     const std::string out = (dir / (tag + ".h5")).string();
-    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' --device cuda --model tiny --data '" +
+    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain'" + test::staging_option() + "--device cuda --model tiny --data '" +
                                      data + "' --seq-len 128 --global-batch 8 --micro-batch 1 --steps 6 --lr 1e-2 " + args +
                                      " --out '" + out + "'");
     EXPECT_EQ(r.exit_code, 0) << tag << "\n" << r.output;
@@ -258,7 +257,7 @@ TEST(CommCheck, CudaCheckpointsResumeInAnyLayoutAndHuggingFaceWeightsLoad) {
   }
   // Hugging Face's own checkpoint of the golden weights through the CUDA engine, at tp 1 and 2 (bf16 tolerances).
   for (int tp : {1, 2}) {
-    const auto g = test::run_command(test::mpirun(tp) + "'" + test::bin_dir() + "/qwen3-golden-check' --device cuda --tp " +
+    const auto g = test::run_command(test::mpirun(tp) + "'" + test::bin_dir() + "/qwen3-golden-check'" + test::staging_option() + "--device cuda --tp " +
                                      std::to_string(tp) + " --golden '" + test::test_data_dir() + "/qwen3-tiny.h5' --init-from-hf '" +
                                      test::test_data_dir() + "/hf/tiny-fp32'");
     EXPECT_EQ(g.exit_code, 0) << g.output;

@@ -90,8 +90,8 @@ TEST(CudaEngine, EveryRankOfTpPpCpLayoutsAllocatesItsStagesPlan) {
   // qwen3-pretrain records every rank's allocator bytes by category beside the plan of its own pipeline stage
   // (ranks/memory_*, ranks/plan_*): at cp 2 (ranks may share a GPU), tp 2 and pp 2 (a GPU per rank), for every
   // recomputation policy. Every category is equal to the byte.
-  const char* staging = std::getenv("QWEN3_SHARED_GPU_STAGING");  // ranks sharing a GPU exchange through the host
-  const int gpus = staging && std::string(staging) == "1" ? 2 : test::cuda_device_count();
+  // Ranks sharing a GPU exchange through the host with --shared-gpu-staging.
+  const int gpus = test::shared_gpu_staging() ? 2 : test::cuda_device_count();
   const fs::path dir = test::fresh_dir("qwen3_cuda_rank_plan");
   const std::string data = (dir / "data.h5").string();
   write_synthetic_dataset(data, 512, {256}, 16, 5, false);
@@ -106,7 +106,7 @@ TEST(CudaEngine, EveryRankOfTpPpCpLayoutsAllocatesItsStagesPlan) {
       const std::string tag = std::string(layout) + " " + policy;
       const std::string out = (dir / "run.h5").string();
       fs::remove(out);
-      const auto r = test::run_command(test::mpirun(2) + "--bind-to none '" + test::bin_dir() + "/qwen3-pretrain' --device cuda "
+      const auto r = test::run_command(test::mpirun(2) + "--bind-to none '" + test::bin_dir() + "/qwen3-pretrain'" + test::staging_option() + "--device cuda "
                                        "--model tiny --data '" + data + "' --seq-len 256 --global-batch 4 --micro-batch 1 "
                                        "--steps 1 " + layout + " " + policy + " --out '" + out + "'");
       ASSERT_EQ(r.exit_code, 0) << tag << "\n" << r.output;
@@ -124,7 +124,7 @@ TEST(CudaEngine, EveryRankOfTpPpCpLayoutsAllocatesItsStagesPlan) {
   }
   if (!skipped.empty())
     GTEST_SKIP() << "cp 2 compared; tp 2 and pp 2 need two GPUs (this host has " << gpus
-                 << ") or QWEN3_SHARED_GPU_STAGING=1";
+                 << ") or QWEN3_SHARED_GPU_STAGING=1 (the suite's switch for --shared-gpu-staging)";
 }
 
 // --attention own (issue 29): the plan counts the own kernels' workspace and v copy, and the run allocates that.

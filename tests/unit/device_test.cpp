@@ -67,13 +67,14 @@ TEST(DeviceGpu, PipelineRanksSharingOneGpuAreRefusedWithWhatToDo) {
   if (!usable("cuda")) GTEST_SKIP() << "no usable GPU on this host";
   const std::string data = tiny_dataset("qwen3_shared_gpu");
   const std::string out = (std::filesystem::path(data).parent_path() / "run.h5").string();
-  // Without the shared-GPU staging mode (QWEN3_SHARED_GPU_STAGING=1 would stage them instead of refusing).
-  const auto r = test::run_command(test::mpirun(2, false) + "-x CUDA_VISIBLE_DEVICES=0 '" + test::bin_dir() +
+  // Without the shared-GPU staging mode (--shared-gpu-staging would stage them instead of refusing).
+  const auto r = test::run_command(test::mpirun(2) + "-x CUDA_VISIBLE_DEVICES=0 '" + test::bin_dir() +
                                    "/qwen3-pretrain' --device cuda --model tiny --pp 2 --data '" + data +
                                    "' --seq-len 64 --global-batch 2 --steps 1 --out '" + out + "'");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("--pp 2: pipeline-parallel ranks share one GPU"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("Start one rank per GPU"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--shared-gpu-staging"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("invalid usage"), std::string::npos) << r.output;
 }
 

@@ -533,7 +533,7 @@ TEST(CudaOpBench, MeasuresEveryKernelOfAStep) {
 #endif
 
 // The distributed optimizer's reduce-scatter carries every parameter the rank holds, counted as the engine holds them
-// (train/buffer_table.h rank_param_table): at tp 8 the tiny model's 4 KV heads are replicated, not split, and its
+// (train/rank_plan.h): at tp 8 the tiny model's 4 KV heads are replicated, not split, and its
 // norms are whole on every tensor-parallel rank — more than the model's parameters / tp.
 TEST(StepModel, TheGradientReductionCarriesTheRanksOwnParameters) {
   struct BytesPricer : CountingPricer {
@@ -547,8 +547,7 @@ TEST(StepModel, TheGradientReductionCarriesTheRanksOwnParameters) {
   in.dp = 2;
   BytesPricer p;
   walk_step(in, p);
-  const StageRange whole{0, in.model.num_layers, true, true};
-  const std::int64_t held = rank_param_table(in.model, tp_dims(in.model, 0, 8), whole).total_elements();
+  const std::int64_t held = planned_rank(in).local.total_elements();
   EXPECT_EQ(p.scattered, 4 * held);
   EXPECT_GT(held, in.model.parameter_count() / 8);
 }

@@ -242,6 +242,20 @@ TEST(Sweep, BadSpecificationsAreRefusedBeforeAnythingRuns) {
   auto r = test::run_program("qwen3-sweep", shq(hyphens) + " --dir " + shq(dir / "run") + " --dry-run");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("--global-batch 2"), std::string::npos) << r.output;
+  // Any other run option of qwen3-pretrain's option table (--list-options) is a key, passed to every cell in the
+  // table's order; a flag takes true or false; an option each cell sets itself is not a key.
+  const std::string run_keys = spec_file(dir, "run-keys.sweep.ini", good + "lr = 0.001\nno_gemm_autotune = true\n");
+  r = test::run_program("qwen3-sweep", shq(run_keys) + " --dir " + shq(dir / "run") + " --dry-run");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("--lr 0.001 --no-gemm-autotune"), std::string::npos) << r.output;
+  for (const auto& [body, message] : {std::pair{good + "tp = 2\n", "unknown key 'tp' in [sweep]"},
+                                      std::pair{good + "no_gemm_autotune = maybe\n", "true or false, got 'maybe'"},
+                                      std::pair{good + "lr = -1\n", "qwen3-pretrain refuses the specification's options: --lr must be positive"}}) {
+    r = test::run_program("qwen3-sweep", shq(spec_file(dir, "bad-run-key.sweep.ini", body)) + " --dir " + shq(dir / "run") +
+                                             " --local");
+    EXPECT_EQ(r.exit_code, 2) << body << "\n" << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << body << "\n" << r.output;
+  }
   const std::string spec = spec_file(dir, "good.sweep.ini", good);
   r = test::run_program("qwen3-sweep", shq(spec) + " --dir " + shq(dir / "run") + " --bin /nonexistent --local");
   EXPECT_EQ(r.exit_code, 3) << r.output;

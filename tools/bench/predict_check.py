@@ -28,14 +28,12 @@ import tempfile
 
 import h5py
 
-import plan_json
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "common"))  # qwen3_common
+import plan_json  # noqa: E402
+from qwen3_common import text  # noqa: E402
 
 # The card a results file names → the --device-memory name whose calibration prices it.
 CARD_KINDS = (("H200", "h200"), ("H100 80GB", "h100-80gb"))
-
-
-def text(v):
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def utc(stamp):

@@ -13,11 +13,12 @@ import json
 import os
 import sys
 
-import plan_json
-
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(1, os.path.join(HERE, os.pardir, "common"))  # qwen3_common, which the Python tools share
+import plan_json  # noqa: E402
+from qwen3_common import GIB, layout_name  # noqa: E402
+
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
-GIB = 2**30
 BAR = 15  # issue 28: every row within ±15% of its measurement, or its row says why not
 FAMILIES = ("D only", "T only", "T×D", "P only", "P×D", "T×P", "T×P×D", "CP")
 # What each family's error rests on, a paragraph per family (its heading), kept as prose beside this script.
@@ -64,8 +65,7 @@ def plan_of(run, bin_dir):
 
 
 def layout(run):
-    t, p, c, d = (num(run, k) for k in ("tp", "pp", "cp", "dp"))
-    return f"T{t}P{p}" + (f"C{c}" if c > 1 else "") + f"D{d}"
+    return layout_name(*(num(run, k) for k in ("tp", "pp", "cp", "dp")))
 
 
 def family(run):

@@ -16,6 +16,7 @@
 #include "cuda/check.h"
 #include "ops/cuda/attention_fallback.cuh"
 #include "ops/cuda/attention_flash.cuh"
+#include "ops/cuda/attention_flash_bwd.cuh"
 
 namespace qwen3::cuda {
 namespace {

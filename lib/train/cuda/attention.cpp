@@ -25,9 +25,8 @@ Attention::Attention(const ModelConfig& cfg, const TpDims& tp, int cp, int cp_ra
                      std::int64_t max_seq, bool cudnn)
     : cfg_(cfg), tp_(tp), cp_size_(cp), cp_rank_(cp_rank), use_cudnn_(cudnn) {
   const auto& t = tp;
-  if (cp > 1 && !cudnn)
-    throw UsageError("--cp " + std::to_string(cp) + " with --device cuda needs --attention cudnn (the project's own "
-                     "attention kernels attend whole sequences only)");
+  if (cp > 1 && !cudnn)  // refused by the rank's plan (train/rank_plan.h) before an engine is built
+    throw InternalError("the own attention kernels under context parallelism");
   if (cudnn) {
 #ifdef QWEN3_HAVE_CUDNN
     try {  // what the memory plan counted: a failure here is said, never replaced by the other kernels

@@ -111,11 +111,6 @@ bool stage_through_host(Communicator& group, int device) {
 #endif
 }
 
-bool shared_gpu_staging_allowed() {
-  const char* v = std::getenv("QWEN3_SHARED_GPU_STAGING");
-  return v != nullptr && std::string(v) == "1";
-}
-
 void require_nccl(const std::string& what) {
 #ifndef QWEN3_HAVE_NCCL
   throw UsageError(what + " with --device cuda needs NCCL, which this build did not find");

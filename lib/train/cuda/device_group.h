@@ -42,9 +42,6 @@ std::unique_ptr<DeviceGroup> make_host_staged_group(Communicator& host, cudaStre
 // Whether `group`'s collectives must be staged through host memory: its ranks share a GPU (collective over it), or
 // this build has no NCCL.
 bool stage_through_host(Communicator& group, int device);
-// QWEN3_SHARED_GPU_STAGING=1: tensor-, pipeline- and data-parallel ranks that share a GPU are staged through host
-// memory too, instead of refused (for tests of those layouts on a one-GPU host; slow).
-bool shared_gpu_staging_allowed();
 // Throws the UsageError above when this build has no NCCL; returns otherwise.
 void require_nccl(const std::string& what);
 

@@ -14,7 +14,6 @@
 #include "cuda/device_allocator.h"
 #include "cuda/gemm.h"
 #include "ops/cpu/adamw.h"
-#include "ops/cuda/cross_entropy.h"
 #include "ops/cuda/elementwise.h"
 #include "ops/cuda/init.h"
 #include "ops/cuda/optimizer.h"
@@ -24,6 +23,7 @@
 #include "train/buffer_table.h"
 #include "train/cuda/device_buffers.h"
 #include "train/cuda/host_optimizer.h"
+#include "train/cuda/op_bench_parts.h"
 #include "train/cuda/streams.h"
 #ifdef QWEN3_HAVE_CUDNN
 #include "cuda/cudnn_attention.h"
@@ -32,122 +32,6 @@
 namespace qwen3::cuda {
 class CudnnAttention;  // defined with cuDNN only; LayerForward holds a pointer to it either way
 namespace {
-
-using bf16 = __nv_bfloat16;
-
-// One device buffer, freed at scope exit; it moves (its owner in a container), never copies.
-class Buffer {
- public:
-  explicit Buffer(std::size_t bytes) { CUDA_CHECK(cudaMalloc(&p_, std::max<std::size_t>(bytes, 256))); }
-  ~Buffer() { cudaFree(p_); }
-  Buffer(Buffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
-  Buffer& operator=(Buffer&&) = delete;
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  template <class T>
-  T* as() const { return static_cast<T*>(p_); }
-
- private:
-  void* p_ = nullptr;
-};
-
-// Normal values (std) in a float buffer, then as bf16 when asked: operands like a model's, not zeros (which run
-// faster on these GPUs than real data).
-void fill_f32(float* p, std::int64_t n, double std, cudaStream_t s) { init_normal_block(p, 1, n, 0, 0, n, 12345, std, s); }
-void fill_bf16(bf16* p, std::int64_t n, double std, cudaStream_t s) {
-  constexpr std::int64_t kPiece = 1ll << 26;
-  Buffer tmp(static_cast<std::size_t>(std::min(n, kPiece)) * sizeof(float));
-  for (std::int64_t b = 0; b < n; b += kPiece) {
-    const std::int64_t k = std::min(kPiece, n - b);
-    init_normal_block(tmp.as<float>(), 1, k, 0, b, n, 777, std, s);
-    cast_f32_to_bf16(tmp.as<float>(), p + b, k, s);
-  }
-}
-
-// Token ids in [0, vocab) (a fixed pattern that touches many rows).
-void fill_ids(std::int32_t* p, std::int64_t n, std::int64_t vocab, cudaStream_t s) {
-  std::vector<std::int32_t> h(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) h[static_cast<std::size_t>(i)] = static_cast<std::int32_t>((i * 7919 + 13) % vocab);
-  CUDA_CHECK(cudaMemcpyAsync(p, h.data(), h.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice, s));
-  CUDA_CHECK(cudaStreamSynchronize(s));
-}
-
-// Seconds per call as a training step meets the kernel: its operands not in the L2 cache (the step's other kernels have
-// evicted them). Each call follows a write of twice the L2 cache's size; that write, timed alone the same way, is
-// subtracted. One call to warm up (autotuning, plans, lazy module loading), one to size the run, then back-to-back
-// pairs for at least ~20 ms (3 to 200 of them) between two events, so that a kernel bound by its launch shows it.
-class Timer {
- public:
-  explicit Timer(cudaStream_t s) : s_(s) {
-    int l2 = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0));
-    flush_bytes_ = 2 * static_cast<std::size_t>(std::max(l2, 1 << 20));
-    CUDA_CHECK(cudaMalloc(&flush_, flush_bytes_));
-    CUDA_CHECK(cudaEventCreate(&a_));
-    CUDA_CHECK(cudaEventCreate(&b_));
-    flush_s_ = run([] {}, false);
-  }
-  ~Timer() {
-    cudaFree(flush_);
-    cudaEventDestroy(a_);
-    cudaEventDestroy(b_);
-  }
-  Timer(const Timer&) = delete;
-  Timer& operator=(const Timer&) = delete;
-  double time(const std::function<void()>& call) { return std::max(run(call, true) - flush_s_, 0.0); }
-  // Seconds per call when `prefix` runs between the write and the call (it reads what the step's kernel before this
-  // one leaves in the L2 cache), the (write, prefix) pair's own time subtracted.
-  double time_after(const std::function<void()>& prefix, const std::function<void()>& call) {
-    return std::max(run([&] { prefix(), call(); }, true) - run(prefix, true), 0.0);
-  }
-  std::size_t flush_bytes() const { return flush_bytes_; }
-
- private:
-  void flush() { CUDA_CHECK(cudaMemsetAsync(flush_, 0, flush_bytes_, s_)); }
-  // Seconds per (flush, call) pair.
-  double run(const std::function<void()>& call, bool warm_up) {
-    if (warm_up) call();
-    CUDA_CHECK(cudaStreamSynchronize(s_));
-    auto timed = [&](int n) {
-      CUDA_CHECK(cudaEventRecord(a_, s_));
-      for (int i = 0; i < n; ++i) flush(), call();
-      CUDA_CHECK(cudaEventRecord(b_, s_));
-      CUDA_CHECK(cudaEventSynchronize(b_));
-      float ms = 0;
-      CUDA_CHECK(cudaEventElapsedTime(&ms, a_, b_));
-      return ms / 1e3 / n;
-    };
-    const double one = timed(1);
-    return timed(static_cast<int>(std::clamp(0.02 / std::max(one, 1e-7), 3.0, 200.0)));
-  }
-  cudaStream_t s_;
-  void* flush_ = nullptr;
-  std::size_t flush_bytes_ = 0;
-  cudaEvent_t a_ = nullptr, b_ = nullptr;
-  double flush_s_ = 0;
-};
-
-// AdamW over n elements as the engine runs it (one chunk table entry), its state filled once: step() launches one
-// update on `stream`.
-struct AdamWBench {
-  explicit AdamWBench(std::int64_t n, cudaStream_t s)
-      : n(n), w(bytes(4)), m(bytes(4)), v(bytes(4)), g(bytes(4)), wb(bytes(2)), chunks(make_adamw_chunks({{0, n, 1}})),
-        table(chunks.size() * sizeof(AdamWChunk)) {
-    for (float* p : {w.as<float>(), m.as<float>(), g.as<float>()}) fill_f32(p, n, 0.02, s);
-    fill(v.as<float>(), n, 1e-4f, s);
-    CUDA_CHECK(cudaMemcpyAsync(table.as<void>(), chunks.data(), chunks.size() * sizeof(AdamWChunk), cudaMemcpyHostToDevice, s));
-  }
-  void step(cudaStream_t s) {
-    adamw_step(w.as<float>(), m.as<float>(), v.as<float>(), g.as<float>(), wb.as<bf16>(), table.as<AdamWChunk>(),
-               static_cast<int>(chunks.size()), args, s);
-  }
-  std::size_t bytes(int per_element) const { return static_cast<std::size_t>(n) * static_cast<std::size_t>(per_element); }
-  std::int64_t n;
-  Buffer w, m, v, g, wb;
-  std::vector<AdamWChunk> chunks;
-  Buffer table;
-  AdamWArgs args{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f, 1.0f};
-};
 
 // The forward GEMM the SMs-held measurement slows: 1.7B's gate|up (2,048 → 12,288) at `tokens` rows.
 struct GateUpGemm {
@@ -329,106 +213,6 @@ struct OpBench::Impl {
     throw InternalError("qwen3-calibrate: built without cuDNN, whose attention the engine runs");
 #endif
   }
-
-  double elementwise_op(const OpShape& op) {
-    const std::int64_t T = op.tokens, W = op.dims[0];
-    const cudaStream_t s = stream;
-    switch (op.kind) {
-      case OpKind::rmsnorm_fwd: {
-        Buffer x(static_cast<std::size_t>(T * W) * 2), w(static_cast<std::size_t>(W) * 2),
-            y(static_cast<std::size_t>(T * W) * 2), r(static_cast<std::size_t>(T) * 4);
-        fill_bf16(x.as<bf16>(), T * W, 1.0, s);
-        fill_bf16(w.as<bf16>(), W, 1.0, s);
-        return time_calls([&] { rmsnorm_forward(x.as<bf16>(), w.as<bf16>(), y.as<bf16>(), r.as<float>(), T, W, 1e-6f, s); }, s);
-      }
-      case OpKind::rmsnorm_bwd: {
-        Buffer x(static_cast<std::size_t>(T * W) * 2), w(static_cast<std::size_t>(W) * 2), r(static_cast<std::size_t>(T) * 4),
-            dy(static_cast<std::size_t>(T * W) * 4), dx(static_cast<std::size_t>(T * W) * 4), dw(static_cast<std::size_t>(W) * 4),
-            dxb(static_cast<std::size_t>(T * W) * 2);
-        fill_bf16(x.as<bf16>(), T * W, 1.0, s);
-        fill_bf16(w.as<bf16>(), W, 1.0, s);
-        fill_f32(r.as<float>(), T, 1.0, s);
-        fill_f32(dy.as<float>(), T * W, 1.0, s);
-        return time_calls([&] {
-          rmsnorm_backward(x.as<bf16>(), w.as<bf16>(), r.as<float>(), dy.as<float>(), dx.as<float>(), dw.as<float>(), T,
-                           W, true, s, dxb.as<bf16>());
-        }, s);
-      }
-      case OpKind::qk_norm_rope_fwd:
-      case OpKind::qk_norm_rope_bwd: {
-        const std::int64_t heads = op.dims[0], D = op.dims[1], n = T * heads * D;
-        Buffer x(static_cast<std::size_t>(n) * 2), w(static_cast<std::size_t>(D) * 2), y(static_cast<std::size_t>(n) * 2),
-            r(static_cast<std::size_t>(T * heads) * 4), cs(static_cast<std::size_t>(T * D) * 4), dw(static_cast<std::size_t>(D) * 4);
-        fill_bf16(x.as<bf16>(), n, 1.0, s);
-        fill_bf16(w.as<bf16>(), D, 1.0, s);
-        fill_f32(cs.as<float>(), T * D, 0.5, s);
-        fill_f32(r.as<float>(), T * heads, 1.0, s);
-        const QkShape q{1, T, heads, D, 1e6f, 1e-6f, heads * D, cs.as<float>(), cs.as<float>() + T * D / 2};
-        if (op.kind == OpKind::qk_norm_rope_fwd)
-          return time_calls([&] { qk_norm_rope_forward(x.as<bf16>(), w.as<bf16>(), y.as<bf16>(), r.as<float>(), q, s); }, s);
-        Buffer dx(static_cast<std::size_t>(n) * 2);
-        return time_calls([&] {
-          qk_norm_rope_backward(x.as<bf16>(), w.as<bf16>(), r.as<float>(), y.as<bf16>(), dx.as<bf16>(), dw.as<float>(), q, s);
-        }, s);
-      }
-      case OpKind::swiglu_fwd:
-      case OpKind::swiglu_bwd: {
-        Buffer gu(static_cast<std::size_t>(T * 2 * W) * 2), a(static_cast<std::size_t>(T * W) * 2);
-        fill_bf16(gu.as<bf16>(), T * 2 * W, 1.0, s);
-        if (op.kind == OpKind::swiglu_fwd)
-          return time_calls([&] { swiglu_forward(gu.as<bf16>(), a.as<bf16>(), T, W, s); }, s);
-        Buffer da(static_cast<std::size_t>(T * W) * 2), dgu(static_cast<std::size_t>(T * 2 * W) * 2);
-        fill_bf16(da.as<bf16>(), T * W, 1.0, s);
-        return time_calls([&] { swiglu_backward(gu.as<bf16>(), da.as<bf16>(), dgu.as<bf16>(), T, W, s, a.as<bf16>()); }, s);
-      }
-      case OpKind::add_bf16: {
-        Buffer a(static_cast<std::size_t>(T * W) * 2), b(static_cast<std::size_t>(T * W) * 2), c(static_cast<std::size_t>(T * W) * 2);
-        fill_bf16(a.as<bf16>(), T * W, 1.0, s);
-        fill_bf16(b.as<bf16>(), T * W, 1.0, s);
-        return time_calls([&] { add(a.as<bf16>(), b.as<bf16>(), c.as<bf16>(), T * W, s); }, s);
-      }
-      case OpKind::cast_f32_bf16: {
-        Buffer a(static_cast<std::size_t>(T * W) * 4), b(static_cast<std::size_t>(T * W) * 2);
-        fill_f32(a.as<float>(), T * W, 1.0, s);
-        return time_calls([&] { cast_f32_to_bf16(a.as<float>(), b.as<bf16>(), T * W, s); }, s);
-      }
-      case OpKind::embedding_fwd:
-      case OpKind::embedding_bwd: {
-        const std::int64_t V = op.dims[1];
-        Buffer ids(static_cast<std::size_t>(T) * 4);
-        fill_ids(ids.as<std::int32_t>(), T, V, s);
-        if (op.kind == OpKind::embedding_fwd) {
-          Buffer table(static_cast<std::size_t>(V * W) * 2), x(static_cast<std::size_t>(T * W) * 2);
-          fill_bf16(table.as<bf16>(), V * W, 0.02, s);
-          return time_calls([&] { embedding_forward(ids.as<std::int32_t>(), table.as<bf16>(), x.as<bf16>(), T, W, s); }, s);
-        }
-        Buffer dtable(static_cast<std::size_t>(V * W) * 4), dx(static_cast<std::size_t>(T * W) * 4);
-        fill_f32(dx.as<float>(), T * W, 1.0, s);
-        CUDA_CHECK(cudaMemsetAsync(dtable.as<void>(), 0, static_cast<std::size_t>(V * W) * 4, s));
-        return time_calls([&] { embedding_backward(ids.as<std::int32_t>(), dx.as<float>(), dtable.as<float>(), T, W, s); }, s);
-      }
-      case OpKind::cross_entropy: {
-        Buffer logits(static_cast<std::size_t>(T * W) * 2), labels(static_cast<std::size_t>(T) * 4),
-            loss(static_cast<std::size_t>(T) * 4);
-        fill_bf16(logits.as<bf16>(), T * W, 1.0, s);
-        fill_ids(labels.as<std::int32_t>(), T, W, s);
-        // Each call overwrites the logits with their gradient (as the engine does): later calls read gradients, the
-        // same amount of work.
-        return time_calls([&] { cross_entropy_forward_backward(logits.as<bf16>(), labels.as<std::int32_t>(), loss.as<float>(), T, W, 1.0f, s); }, s);
-      }
-      case OpKind::adamw: {
-        AdamWBench adamw(T, s);
-        return time_calls([&] { adamw.step(s); }, s);
-      }
-      case OpKind::sum_squares: {
-        Buffer x(static_cast<std::size_t>(T) * 4), partial(kNormBlocks * sizeof(double)), out(sizeof(double));
-        fill_f32(x.as<float>(), T, 1.0, s);
-        return time_calls([&] { sum_squares(x.as<float>(), T, partial.as<double>(), out.as<double>(), s); }, s);
-      }
-      default:
-        throw InternalError(std::string("qwen3-calibrate: no measurement for ") + op_kind_name(op.kind));
-    }
-  }
 };
 
 double OpBench::optimizer_hidden_share(std::int64_t tokens) {
@@ -546,7 +330,7 @@ std::int64_t stream_bytes(int streams, int events) {
 double OpBench::time(const OpShape& op) {
   if (is_gemm(op.kind)) return impl_->gemm_op(op);
   if (is_attention(op.kind)) return impl_->attention_op(op);
-  return impl_->elementwise_op(op);
+  return time_elementwise(op, *impl_->timer, impl_->stream);
 }
 
 std::int64_t device_used_bytes() {
