@@ -28,8 +28,8 @@
 #ifdef QWEN3_HAVE_CUDA
 #include <cuda_runtime.h>
 
-#include "cuda/check.h"
-#include "train/cuda/op_bench.h"
+#include "gpu/check.h"
+#include "train/cuda_engine/op_bench.h"
 #endif
 
 namespace po = boost::program_options;

@@ -20,7 +20,7 @@
 #ifdef QWEN3_HAVE_NCCL
 #include <cuda_runtime.h>
 
-#include "cuda/check.h"
+#include "gpu/check.h"
 #include "dist/nccl_communicator.h"
 #endif
 

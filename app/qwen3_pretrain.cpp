@@ -36,7 +36,7 @@ std::optional<Calibration> plan_calibration(const RunConfig& cfg) {
 
 // The predicted step for people: its time, throughput and parts; or, with an operation the calibration lacks, no
 // number at all but what is missing and how to measure it.
-std::string describe_prediction(const MemoryPlanInput& in, const StepPrediction& p, const Calibration& c) {
+std::string describe_prediction(const PlannedRun& in, const StepPrediction& p, const Calibration& c) {
   if (!p.priced()) {
     std::string out = "  predicted step    none: " + unpriced_advice(in, p, c).text + "\n      not in the calibration:";
     for (const auto& m : p.missing) out += " " + m + ";";
@@ -66,7 +66,7 @@ std::string describe_prediction(const MemoryPlanInput& in, const StepPrediction&
 
 // --format json: "predicted" (null without a calibration or with an unpriced operation) and "unpriced" (null unless
 // the calibration lacks an operation of the layout: then what, and how to measure it).
-void add_prediction_json(nlohmann::json& j, const MemoryPlanInput& in, const std::optional<StepPrediction>& p,
+void add_prediction_json(nlohmann::json& j, const PlannedRun& in, const std::optional<StepPrediction>& p,
                          const Calibration* c) {
   j["predicted"] = nullptr;
   j["unpriced"] = nullptr;
@@ -98,7 +98,7 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
   const bool cuda = cfg.device == "cuda";
   cfg.validate_layout(ranks, cuda);  // the rules a run on this backend applies at start (qwen3-sweep relies on them)
   const ParallelLayout layout(ranks, cfg.tp, cfg.cp, cfg.pp);
-  MemoryPlanInput in = cfg.plan_input(ranks);
+  PlannedRun in = cfg.plan_input(ranks);
   const std::int64_t device =
       parse_memory_size("--device-memory", cfg.device_memory.empty() ? kDefaultPlanDevice : cfg.device_memory);
   const std::optional<Calibration> calibration = cuda ? plan_calibration(cfg) : std::nullopt;
@@ -111,7 +111,7 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
   HostCheck host;
   host.ranks_on_host = cfg.plan_ranks_per_node > 0 ? cfg.plan_ranks_per_node : std::min(ranks, kPlanRanksPerNode);
   host.host_bytes = cfg.host_memory.empty() ? 0 : parse_byte_size("--host-memory", cfg.host_memory);
-  in.recompute = choose_recompute(cfg.memory_request(), in, device, host.pinnable());
+  in.recompute = choose_memory_policy(cfg.memory_request(), in, device, host.pinnable());
   const auto [worst, plan] = plan_worst_stage(in);
   host.pinned = max_pinned_bytes(in);
   const bool fits = plan.peak() <= device && host.fits();
@@ -127,7 +127,7 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
     if (cfg.pp > 1) {
       who = "per pipeline stage:";
       for (int s = 0; s < cfg.pp; ++s) {
-        MemoryPlanInput one = in;
+        PlannedRun one = in;
         one.stage = s;
         const StageRange r = stage_range(pipeline_layer_counts(cfg.model, cfg.pp, cfg.seq_len, cfg.pp_layers), s);
         const MemoryPlan sp = plan_cuda_rank_memory(one);

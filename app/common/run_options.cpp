@@ -13,7 +13,7 @@
 #include "common/options_util.h"
 #include "config/ini.h"
 #include "core/error.h"
-#include "model/recompute.h"
+#include "model/memory_policy.h"
 #include "core/format.h"
 #include "io/hf_checkpoint.h"
 #include "model/pipeline_split.h"

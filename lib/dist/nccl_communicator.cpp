@@ -7,7 +7,7 @@
 #include <string>
 
 #include "core/error.h"
-#include "cuda/check.h"
+#include "gpu/check.h"
 
 namespace qwen3 {
 namespace {

@@ -273,8 +273,8 @@ void layer_backward(const BlockContext& ctx, std::int64_t l, const LayerActs& a,
 }
 
 // After the forward of the index-th layer of the stage: full recomputation keeps the layer's input only; selective
-// drops the norm outputs and the normed, rotated q and k (model/recompute.h).
-void drop_recomputed(const RecomputePolicy& recompute, std::int64_t index, LayerActs& a) {
+// drops the norm outputs and the normed, rotated q and k (model/memory_policy.h).
+void drop_recomputed(const MemoryPolicy& recompute, std::int64_t index, LayerActs& a) {
   if (recompute.full(index)) {
     Vec input = std::move(a.x_in);
     a = LayerActs{};
@@ -287,7 +287,7 @@ void drop_recomputed(const RecomputePolicy& recompute, std::int64_t index, Layer
   }
 }
 // Before its backward: what drop_recomputed dropped, from what it kept, with the same operations (bit-identical).
-void recompute_dropped(const BlockContext& ctx, const RecomputePolicy& recompute, std::int64_t l, std::int64_t index,
+void recompute_dropped(const BlockContext& ctx, const MemoryPolicy& recompute, std::int64_t l, std::int64_t index,
                        LayerActs& a) {
   const auto& p = ctx.layer(l);
   if (recompute.full(index)) {  // the layer's activations again, from its input, exactly as the forward computed them
@@ -363,7 +363,7 @@ struct CpuQwen3::Slot {
   Vec dx;                            // last stage: gradient at the last layer's output, from the loss
 };
 
-CpuQwen3::CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm, const StageRange* stage, const RecomputePolicy& recompute,
+CpuQwen3::CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm, const StageRange* stage, const MemoryPolicy& recompute,
                    Communicator* cp_comm, const ParamTable* table)
     : cfg_(cfg),
       tp_comm_(tp_comm && tp_comm->size() > 1 ? tp_comm : nullptr),

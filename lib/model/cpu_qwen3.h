@@ -10,7 +10,7 @@
 #include "model/context_parallel.h"
 #include "model/param_table.h"
 #include "model/pipeline_split.h"
-#include "model/recompute.h"
+#include "model/memory_policy.h"
 #include "model/tensor_parallel.h"
 #include "ops/cpu/cross_entropy.h"
 
@@ -35,7 +35,7 @@ class CpuQwen3 {
  public:
   using Activations = std::vector<cpu::act_t>;  // the residual stream or its gradient at a stage boundary: [Tl, H]
 
-  // stage: the layers this object runs (default: the whole model). recompute (model/recompute.h): full keeps only a
+  // stage: the layers this object runs (default: the whole model). recompute (model/memory_policy.h): full keeps only a
   // layer's input through the forward and recomputes its activations just before its backward; selective drops the
   // norm outputs and the normed, rotated q and k and recomputes those (the same values either way: bit-identical).
   // cp_comm: context parallelism — this rank runs its two chunks of every sequence (causal load balancing: chunks r
@@ -44,7 +44,7 @@ class CpuQwen3 {
   // table: the flat layout of the weights and gradients it is given (default: this rank's tensor-parallel share of
   // every tensor; an engine passes its stage's, train/rank_plan.h).
   explicit CpuQwen3(const ModelConfig& cfg, Communicator* tp_comm = nullptr, const StageRange* stage = nullptr,
-                    const RecomputePolicy& recompute = {}, Communicator* cp_comm = nullptr,
+                    const MemoryPolicy& recompute = {}, Communicator* cp_comm = nullptr,
                     const ParamTable* table = nullptr);
   ~CpuQwen3();
   const ModelConfig& config() const { return cfg_; }
@@ -81,7 +81,7 @@ class CpuQwen3 {
   TpDims tp_;
   ParamTable table_;
   StageRange stage_;
-  RecomputePolicy recompute_;
+  MemoryPolicy recompute_;
   Communicator* cp_comm_ = nullptr;
   std::vector<std::unique_ptr<Slot>> slots_;
 };

@@ -343,7 +343,7 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
   return out;
 }
 
-StepPrediction predict_step(const MemoryPlanInput& in, const Calibration& c, int cores_per_rank) {
+StepPrediction predict_step(const PlannedRun& in, const Calibration& c, int cores_per_rank) {
   CalibrationPricer pricer(c, cores_per_rank);
   StepPrediction p;
   p.time = walk_step(in, pricer);
@@ -364,7 +364,7 @@ StepPrediction predict_step(const MemoryPlanInput& in, const Calibration& c, int
   return p;
 }
 
-UnpricedAdvice unpriced_advice(const MemoryPlanInput& in, const StepPrediction& p, const Calibration& c) {
+UnpricedAdvice unpriced_advice(const PlannedRun& in, const StepPrediction& p, const Calibration& c) {
   UnpricedAdvice a;
   if (p.priced()) return a;
   std::vector<std::string> collectives;
@@ -400,7 +400,7 @@ UnpricedAdvice unpriced_advice(const MemoryPlanInput& in, const StepPrediction& 
 }
 
 RecordingPricer record_case(const CalibrationCase& k) {
-  MemoryPlanInput in;
+  PlannedRun in;
   in.model = model_preset(k.model);
   in.seq_len = k.seq_len;
   in.tp = k.tp;
@@ -419,7 +419,7 @@ std::vector<CalibrationCase> default_calibration_cases(std::int64_t device_bytes
   for (const auto& name : preset_names())
     for (int tp : kCalibrationTensorParallel)
       for (std::int64_t len : kCalibrationLengths) {
-        MemoryPlanInput in;
+        PlannedRun in;
         in.model = model_preset(name);
         in.seq_len = len;
         in.tp = tp;
@@ -437,7 +437,7 @@ std::vector<CalibrationCase> default_calibration_cases(std::int64_t device_bytes
             in.micro_batches = pp;
             MemoryRequest auto_policy;
             auto_policy.recompute = "auto";
-            in.recompute = choose_recompute(auto_policy, in, device_bytes, 0);
+            in.recompute = choose_memory_policy(auto_policy, in, device_bytes, 0);
             if (plan_worst_stage(in).second.peak() <= device_bytes) held = true;
           } catch (const UsageError&) {  // the engine refuses this many stages for the model: try the next
           }
@@ -448,7 +448,7 @@ std::vector<CalibrationCase> default_calibration_cases(std::int64_t device_bytes
   return out;
 }
 
-std::vector<MemoryItem> runtime_reserve(const MemoryPlanInput& in, const Calibration* c) {
+std::vector<MemoryItem> runtime_reserve(const PlannedRun& in, const Calibration* c) {
   if (!c) return {};
   std::vector<MemoryItem> r{{"runtime", "CUDA context (measured)", c->context_bytes},
                             {"runtime", "cuBLASLt and cuDNN handles, streams and events (measured)", c->library_bytes},
@@ -462,7 +462,7 @@ std::vector<MemoryItem> runtime_reserve(const MemoryPlanInput& in, const Calibra
   return r;
 }
 
-void apply_calibration(MemoryPlanInput& in, const Calibration* c) {
+void apply_calibration(PlannedRun& in, const Calibration* c) {
   in.reserve = runtime_reserve(in, c);
   in.pinned_map_rate = c ? c->pinned_map_bytes_per_byte : 0.0;
 }

@@ -136,7 +136,7 @@ struct StepPrediction {
   bool priced() const { return missing.empty(); }
 };
 // global tokens per step = micro_batch × micro_batches × dp × seq_len; world = tp × pp × cp × dp GPUs.
-StepPrediction predict_step(const MemoryPlanInput& in, const Calibration& c, int cores_per_rank);
+StepPrediction predict_step(const PlannedRun& in, const Calibration& c, int cores_per_rank);
 
 // What to do about an unpriced prediction (p.missing not empty). command: the qwen3-calibrate line that measures this
 // layout's kernels onto the calibration (--models/--lengths/--tp of the layout, --base the file it was read from), or
@@ -146,7 +146,7 @@ StepPrediction predict_step(const MemoryPlanInput& in, const Calibration& c, int
 struct UnpricedAdvice {
   std::string command, text;
 };
-UnpricedAdvice unpriced_advice(const MemoryPlanInput& in, const StepPrediction& p, const Calibration& c);
+UnpricedAdvice unpriced_advice(const PlannedRun& in, const StepPrediction& p, const Calibration& c);
 
 // One model at one tensor-parallel size and length: a layout whose kernels qwen3-calibrate measures.
 struct CalibrationCase {
@@ -170,9 +170,9 @@ RecordingPricer record_case(const CalibrationCase& k);
 // Device bytes a rank needs beyond the engine's allocator: the calibration's measured context, libraries and
 // kernels, plus NCCL's buffers for each communicator the layout creates (estimated from NCCL's default sizes:
 // nccl_communicator_bytes). Without a calibration: empty (the planner's flat kRuntimeReserveBytes).
-std::vector<MemoryItem> runtime_reserve(const MemoryPlanInput& in, const Calibration* c);
+std::vector<MemoryItem> runtime_reserve(const PlannedRun& in, const Calibration* c);
 // Sets in.reserve (runtime_reserve) and in.pinned_map_rate from the calibration (nothing without one).
-void apply_calibration(MemoryPlanInput& in, const Calibration* c);
+void apply_calibration(PlannedRun& in, const Calibration* c);
 // The GPU kind of known_gpus() whose memory is exactly device_bytes (what CUDA reports), or "".
 std::string gpu_kind_of(std::int64_t device_bytes);
 

@@ -12,7 +12,7 @@
 #include "model/cpu_qwen3.h"
 #include "model/param_table.h"
 #include "model/pipeline_split.h"
-#include "model/recompute.h"
+#include "model/memory_policy.h"
 #include "train/rank_plan.h"
 
 namespace qwen3 {
@@ -49,8 +49,8 @@ struct EngineOptions {
   // ranks inside reduce_gradients (one reduce-scatter over the whole group), which must be called even when
   // dp_comm has one rank.
   Communicator* shard_comm = nullptr;
-  // Activation recomputation, offloading of kept layer inputs and of the optimizer (model/recompute.h).
-  RecomputePolicy recompute;
+  // Activation recomputation, offloading of kept layer inputs and of the optimizer (model/memory_policy.h).
+  MemoryPolicy recompute;
   // The CPU threads of the host optimizer's pass (recompute.offload_optimizer > 0; 0: OpenMP's default): this rank's
   // share of the node's cores.
   int host_threads = 0;
@@ -62,7 +62,7 @@ struct EngineOptions {
   bool gemm_autotune = true;
   // CUDA: tensor-, pipeline- and data-parallel ranks that share a GPU exchange through host memory instead of being
   // refused (--shared-gpu-staging: those layouts checked on a host with fewer GPUs; slow); the op timer
-  // (cuda/op_timer.h, --op-times) on.
+  // (gpu/op_timer.h, --op-times) on.
   bool shared_gpu_staging = false;
   bool op_times = false;
   // Context parallelism: the group that splits each sequence (null or size 1: none). Its ranks hold the same weights;

@@ -59,7 +59,7 @@ std::vector<MemoryItem> plan_items(const std::vector<BufferSpec>& table, int slo
 
 }  // namespace
 
-RankPlan planned_rank(const MemoryPlanInput& in) {
+RankPlan planned_rank(const PlannedRun& in) {
   RankPlanInput r;
   r.model = in.model;
   r.rank.tp = in.tp, r.rank.cp = std::max(1, in.cp), r.rank.pp = in.pp, r.rank.pp_rank = in.stage;
@@ -98,7 +98,7 @@ std::vector<std::pair<std::string, std::int64_t>> MemoryPlan::by_category() cons
   return out;
 }
 
-MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
+MemoryPlan plan_cuda_rank_memory(const PlannedRun& in) {
   const RankPlan rank = planned_rank(in);
   const std::vector<BufferSpec> table = buffer_table(rank, estimated_attention_workspace(rank));
   std::vector<MemoryItem> reserve = in.reserve;
@@ -118,7 +118,7 @@ MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in) {
   return {plan_items(table, rank.slots, false), plan_items(table, rank.slots, true), pinned, std::move(reserve)};
 }
 
-std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in) {
+std::pair<int, MemoryPlan> plan_worst_stage(PlannedRun in) {
   std::pair<int, MemoryPlan> worst{0, {}};
   for (int s = 0; s < std::max(1, in.pp); ++s) {
     in.stage = s;
@@ -131,7 +131,7 @@ std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in) {
 namespace {
 
 // Whether every stage's rank fits the device (with the runtime reserve) and pins at most host_bytes (<= 0: unchecked).
-bool fits(MemoryPlanInput in, std::int64_t device_bytes, std::int64_t host_bytes) {
+bool fits(PlannedRun in, std::int64_t device_bytes, std::int64_t host_bytes) {
   for (int s = 0; s < std::max(1, in.pp); ++s) {
     in.stage = s;
     const MemoryPlan p = plan_cuda_rank_memory(in);
@@ -142,7 +142,7 @@ bool fits(MemoryPlanInput in, std::int64_t device_bytes, std::int64_t host_bytes
 
 // The smallest fraction of the optimizer on the host, in steps of 5%, with which `in` fits (device bytes fall and
 // host bytes grow with it); -1 when none does.
-double smallest_optimizer_offload(MemoryPlanInput in, std::int64_t device_bytes, std::int64_t host_bytes) {
+double smallest_optimizer_offload(PlannedRun in, std::int64_t device_bytes, std::int64_t host_bytes) {
   int lo = 1, hi = 20;  // twentieths
   in.recompute.offload_optimizer = 1.0;
   if (!fits(in, device_bytes, 0)) return -1;
@@ -160,22 +160,22 @@ double smallest_optimizer_offload(MemoryPlanInput in, std::int64_t device_bytes,
 
 }  // namespace
 
-RecomputePolicy choose_recompute(const MemoryRequest& r, MemoryPlanInput in, std::int64_t device_bytes,
+MemoryPolicy choose_memory_policy(const MemoryRequest& r, PlannedRun in, std::int64_t device_bytes,
                                  std::int64_t host_bytes) {
   const double optimizer = std::max(0.0, r.offload_optimizer);
   if (r.recompute != "auto") {
-    RecomputePolicy p{parse_recompute(r.recompute), r.num_layers, r.offload_inputs, optimizer};
+    MemoryPolicy p{parse_recompute(r.recompute), r.num_layers, r.offload_inputs, optimizer};
     p.validate();
     return p;
   }
   if (r.offload_inputs) throw UsageError("--offload-inputs with --recompute auto: auto chooses offloading itself when it is needed");
-  std::vector<RecomputePolicy> ladder;
-  for (const RecomputePolicy& c : {RecomputePolicy{Recompute::none, 0, false, optimizer},
-                                   RecomputePolicy{Recompute::selective, 0, false, optimizer},
-                                   RecomputePolicy{Recompute::full, r.num_layers, false, optimizer},
-                                   RecomputePolicy{Recompute::full, r.num_layers, true, optimizer}})
+  std::vector<MemoryPolicy> ladder;
+  for (const MemoryPolicy& c : {MemoryPolicy{Recompute::none, 0, false, optimizer},
+                                   MemoryPolicy{Recompute::selective, 0, false, optimizer},
+                                   MemoryPolicy{Recompute::full, r.num_layers, false, optimizer},
+                                   MemoryPolicy{Recompute::full, r.num_layers, true, optimizer}})
     if (r.num_layers == 0 || c.mode == Recompute::full) ladder.push_back(c);  // a layer count asks for full recomputation
-  for (const RecomputePolicy& c : ladder) {
+  for (const MemoryPolicy& c : ladder) {
     c.validate();
     in.recompute = c;
     if (fits(in, device_bytes, host_bytes)) return c;
@@ -184,12 +184,12 @@ RecomputePolicy choose_recompute(const MemoryRequest& r, MemoryPlanInput in, std
   // The host's limit first; where it rules out every share, the choice without it (what --plan shows without
   // --host-memory): the run then stops naming the pinned bytes against the host's, --plan says it does not fit.
   for (std::int64_t host : {host_bytes, std::int64_t{0}})
-    for (RecomputePolicy c : ladder) {
+    for (MemoryPolicy c : ladder) {
       in.recompute = c;
       c.offload_optimizer = smallest_optimizer_offload(in, device_bytes, host);
       if (c.offload_optimizer > 0) return c;
     }
-  RecomputePolicy last = ladder.back();
+  MemoryPolicy last = ladder.back();
   last.offload_optimizer = 1.0;
   return last;
 }
@@ -251,7 +251,7 @@ std::int64_t pinnable_bytes_per_rank(std::int64_t host_bytes, std::int64_t ranks
                                    static_cast<double>(std::max<std::int64_t>(1, ranks_on_host)));
 }
 
-std::int64_t max_pinned_bytes(MemoryPlanInput in) {
+std::int64_t max_pinned_bytes(PlannedRun in) {
   std::int64_t most = 0;
   for (int s = 0; s < std::max(1, in.pp); ++s) {
     in.stage = s;
@@ -296,7 +296,7 @@ std::string describe_plan(const MemoryPlan& plan, std::int64_t device_bytes, con
   return out + describe_host(host);
 }
 
-std::string plan_json(const MemoryPlanInput& in, int worst, const MemoryPlan& plan, std::int64_t device_bytes,
+std::string plan_json(const PlannedRun& in, int worst, const MemoryPlan& plan, std::int64_t device_bytes,
                       const HostCheck& host) {
   nlohmann::json categories = nlohmann::json::object();
   for (const auto& [category, bytes] : plan.by_category()) categories[category] = bytes;

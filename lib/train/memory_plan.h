@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "config/model_config.h"
-#include "model/recompute.h"
+#include "model/memory_policy.h"
 #include "train/rank_plan.h"
 
 namespace qwen3 {
@@ -28,7 +28,9 @@ struct MemoryItem {
 // kind measured them (train/calibration.h runtime_reserve): added when checking a plan against a device's memory.
 inline constexpr std::int64_t kRuntimeReserveBytes = 1ll << 30;
 
-struct MemoryPlanInput {
+// A run as the memory planner and the step model (train/step_model.h) see it before it starts: the model, the
+// micro-batch, the layout, the memory policy; which stage's rank (planned_rank gives its RankPlan).
+struct PlannedRun {
   ModelConfig model;
   std::int64_t micro_batch = 1, seq_len = 0;
   int tp = 1, dp = 1, pp = 1, cp = 1;
@@ -37,7 +39,7 @@ struct MemoryPlanInput {
   bool cuda_rules = true;
   bool shard_optimizer = true;  // ZeRO-1 over dp × cp (the default of qwen3-pretrain)
   int optimizer_shards = 0;     // the shards a running engine reports (Engine::optimizer_shards); 0: dp × cp
-  RecomputePolicy recompute;    // model/recompute.h
+  MemoryPolicy recompute;    // model/memory_policy.h
   int stage = 0;                // pipeline: which stage's rank
   std::vector<std::int64_t> stage_layers;  // pipeline: layers per stage (empty: the balanced split)
   std::int64_t micro_batches = 1;          // per step and data-parallel replica (a stage keeps min(pp − stage, m))
@@ -60,11 +62,11 @@ struct MemoryPlan {
 
 // The rank the plan is for (train/rank_plan.h): the first of stage `in.stage`, the optimizer sharded over the data ×
 // context-parallel ranks (or as a running engine reported). Throws UsageError for a layout the engine refuses.
-RankPlan planned_rank(const MemoryPlanInput& in);
+RankPlan planned_rank(const PlannedRun& in);
 // That rank's buffer table summed (train/buffer_table.h), the attention workspace estimated.
-MemoryPlan plan_cuda_rank_memory(const MemoryPlanInput& in);
+MemoryPlan plan_cuda_rank_memory(const PlannedRun& in);
 // The stage whose rank needs the most (0 without pipeline parallelism) and its plan.
-std::pair<int, MemoryPlan> plan_worst_stage(MemoryPlanInput in);
+std::pair<int, MemoryPlan> plan_worst_stage(PlannedRun in);
 
 // What the user asked of the memory policy: --recompute, --recompute-num-layers, --offload-inputs and
 // --offload-optimizer (the fraction of the optimizer state on the host; < 0 when not given).
@@ -81,7 +83,7 @@ struct MemoryRequest {
 // 5%, that fits (when the host's limit rules out every share: the first that fits the device alone, which the run
 // then refuses naming the host's memory). The last (everything offloaded) may still not fit. Throws UsageError for an
 // invalid request.
-RecomputePolicy choose_recompute(const MemoryRequest& request, MemoryPlanInput in, std::int64_t device_bytes,
+MemoryPolicy choose_memory_policy(const MemoryRequest& request, PlannedRun in, std::int64_t device_bytes,
                                  std::int64_t host_bytes);
 
 // A GPU model and the memory CUDA gives a process on it (cudaDeviceProp::totalGlobalMem).
@@ -110,7 +112,7 @@ inline constexpr int kPlanRanksPerNode = 8;
 // --recompute auto's aim for one of ranks_on_host ranks on a host of host_bytes; 0 (unchecked) when host_bytes <= 0.
 std::int64_t pinnable_bytes_per_rank(std::int64_t host_bytes, std::int64_t ranks_on_host);
 // The most pinned host memory a rank of `in` needs, over its stages (the first: most micro-batches in flight).
-std::int64_t max_pinned_bytes(MemoryPlanInput in);
+std::int64_t max_pinned_bytes(PlannedRun in);
 
 // A plan's host side: what the node's ranks pin (each as much as the rank that pins most) against its memory.
 struct HostCheck {
@@ -128,7 +130,7 @@ struct HostCheck {
 // "device_bytes", "fits_device", "host_pinned_bytes" (the rank that pins most), "host_bytes" and "host_pinnable_bytes"
 // (null when unchecked), "ranks_per_node", "fits_host", "fits" (both), "by_category": {category: bytes}}. Every field
 // is listed in docs/cli.md (a test holds the two to each other); qwen3-pretrain adds "predicted".
-std::string plan_json(const MemoryPlanInput& in, int worst, const MemoryPlan& plan, std::int64_t device_bytes,
+std::string plan_json(const PlannedRun& in, int worst, const MemoryPlan& plan, std::int64_t device_bytes,
                       const HostCheck& host);
 
 // The plan as text for people: one line per category with its largest items, the total, and the verdicts against

@@ -15,7 +15,7 @@
 #include "model/gradient_ownership.h"
 #include "model/param_table.h"
 #include "model/pipeline_split.h"
-#include "model/recompute.h"
+#include "model/memory_policy.h"
 #include "model/shard_window.h"
 #include "model/tensor_parallel.h"
 
@@ -38,7 +38,7 @@ struct RankPlanInput {
   std::vector<std::int64_t> stage_layers;  // layers per pipeline stage (empty: the balanced split)
   std::int64_t max_batch = 1, max_seq = 0;  // the largest micro-batch (max_seq 0: not known, nothing sized by it)
   std::int64_t micro_batches = 1;           // per step and data-parallel replica
-  RecomputePolicy recompute;                // model/recompute.h (also where the optimizer state lives)
+  MemoryPolicy recompute;                // model/memory_policy.h (also where the optimizer state lives)
   bool cudnn_attention = true;              // cuDNN's fused attention, else the project's own kernels
   bool cuda_rules = true;                   // the CUDA backend's layout rules (model/sequence_layout.h), else the CPU's
 };
@@ -62,7 +62,7 @@ struct RankPlan {
   std::int64_t tokens = 0;       // [T] this rank's tokens of the largest micro-batch: batch · seq / cp
   std::int64_t seq_tokens = 0;   // [Tl] its rows of the residual stream under sequence parallelism: T / tp
   std::int64_t logit_chunk = 0;  // tokens of one output-projection chunk (last stage)
-  RecomputePolicy recompute;
+  MemoryPolicy recompute;
   bool cudnn_attention = true;
   bool sharded() const { return shard_parts > 1; }
 };

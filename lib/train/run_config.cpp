@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "core/format.h"
 #include "train/run_option_table.h"
-#include "model/recompute.h"
+#include "model/memory_policy.h"
 #include "model/pipeline_split.h"
 #include "dist/layout.h"
 
@@ -45,9 +45,9 @@ void RunConfig::validate(int world) const {
   if (out.empty()) throw UsageError("--out is required (the results file to write)");
   check_options(*this, false);  // each option's own rule (train/run_option_table.h)
   if (recompute != "auto") {
-    RecomputePolicy{parse_recompute(recompute), recompute_num_layers, offload_inputs, std::max(0.0, offload_optimizer)}.validate();
+    MemoryPolicy{parse_recompute(recompute), recompute_num_layers, offload_inputs, std::max(0.0, offload_optimizer)}.validate();
   } else {
-    RecomputePolicy{Recompute::full, recompute_num_layers, false, std::max(0.0, offload_optimizer)}.validate();
+    MemoryPolicy{Recompute::full, recompute_num_layers, false, std::max(0.0, offload_optimizer)}.validate();
     if (offload_inputs) throw UsageError("--offload-inputs with --recompute auto: auto chooses offloading itself when it is needed");
   }
   if (save_interval > 0 && save.empty()) throw UsageError("--save-interval needs --save DIR");
@@ -62,8 +62,8 @@ void RunConfig::validate(int world) const {
   validate_layout(world, device == "cuda");
 }
 
-MemoryPlanInput RunConfig::plan_input(int world_size) const {
-  MemoryPlanInput in;
+PlannedRun RunConfig::plan_input(int world_size) const {
+  PlannedRun in;
   in.model = model;
   in.micro_batch = micro_batch, in.seq_len = seq_len;
   in.tp = tp, in.dp = static_cast<int>(dp_size(world_size)), in.pp = pp, in.cp = cp;

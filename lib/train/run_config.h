@@ -41,7 +41,7 @@ struct RunConfig {
   int plan_ranks_per_node = 0;       // --ranks-per-node for --plan (0: the world size, at most kPlanRanksPerNode)
   std::string calibration;           // --calibration: a GPU kind's measured costs (train/calibration.h); default: the
                                      // committed calibration/<kind>.json of --device-memory's GPU or the device's kind
-  std::string recompute = "none";   // none | selective | full | auto (--recompute; model/recompute.h)
+  std::string recompute = "none";   // none | selective | full | auto (--recompute; model/memory_policy.h)
   std::int64_t recompute_num_layers = 0;  // full: the first N layers of each stage (0: all)
   bool offload_inputs = false;      // full: kept layer inputs in pinned host memory
   double offload_optimizer = -1;     // --offload-optimizer[=F]: the optimizer shard's fraction on the host (< 0: not given)
@@ -70,7 +70,7 @@ struct RunConfig {
   void validate(int world_size) const;
   // The memory planner's and step model's view of this run on world_size ranks, before the memory policy is chosen:
   // the one description that --plan and a starting run share.
-  MemoryPlanInput plan_input(int world_size) const;
+  PlannedRun plan_input(int world_size) const;
   // The part of validate that --plan needs (no data, no output): the model, the batch and sequence sizes, and the
   // layout of world_size ranks against them, with the rules of the CUDA backend when `cuda`.
   void validate_layout(int world_size, bool cuda) const;

@@ -10,7 +10,7 @@
 #include "core/format.h"
 #include "core/parse.h"
 #include "model/pipeline_split.h"
-#include "model/recompute.h"
+#include "model/memory_policy.h"
 #include "train/memory_plan.h"
 #include "train/run_config.h"
 

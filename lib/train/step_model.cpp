@@ -231,7 +231,7 @@ class StageWalk {
 // tail) the host's; on the device only the calibration's measured share of the overlap is hidden. Returns {exposed
 // reduction, exposed optimizer}.
 // The parameters and the optimizer's window are the rank's as the engines hold them (train/rank_plan.h).
-std::pair<double, double> after_backward(const MemoryPlanInput& in, const RankPlan& rank, double forward, OpPricer& p) {
+std::pair<double, double> after_backward(const PlannedRun& in, const RankPlan& rank, double forward, OpPricer& p) {
   const int cp = rank.cp;
   const StageRange& range = rank.stage;
   const std::int64_t params = rank.local.total_elements();
@@ -374,7 +374,7 @@ double pipeline_makespan(const std::vector<double>& forward, const std::vector<d
   return *std::max_element(clock.begin(), clock.end());
 }
 
-StepTime walk_step(const MemoryPlanInput& in, OpPricer& pricer) {
+StepTime walk_step(const PlannedRun& in, OpPricer& pricer) {
   const ModelConfig& c = in.model;
   const int cp = std::max(1, in.cp);
   StepTime out;
@@ -382,7 +382,7 @@ StepTime walk_step(const MemoryPlanInput& in, OpPricer& pricer) {
   double slowest = 0, tail = 0;
   std::vector<double> forwards, backwards;
   for (int s = 0; s < in.pp; ++s) {
-    MemoryPlanInput stage = in;
+    PlannedRun stage = in;
     stage.stage = s;
     const RankPlan rank = planned_rank(stage);  // checks the layout as the planner does
     const StagePasses pass = stage_passes(rank, out.micro_batches, pricer);

@@ -94,9 +94,9 @@ struct StepTime {
   std::int64_t micro_batches = 0;    // per replica
 };
 
-// The step time of the layout in `in` (MemoryPlanInput: model, lengths, tp/pp/cp/dp, recomputation and offloading,
+// The step time of the layout in `in` (PlannedRun: model, lengths, tp/pp/cp/dp, recomputation and offloading,
 // micro-batches per replica), priced by `pricer`. Throws UsageError for a layout the engine refuses.
-StepTime walk_step(const MemoryPlanInput& in, OpPricer& pricer);
+StepTime walk_step(const PlannedRun& in, OpPricer& pricer);
 
 // The time from a step's first pipeline operation to its last, over `forward.size()` stages running 1F1B
 // (pipeline_schedule.h) as the engine does: forward[s] and backward[s] per micro-batch on stage s, every exchange

@@ -1,4 +1,4 @@
-// The training run (see trainer.h), in steps (train/trainer_steps.h): memory check, restore, the step loop with its
+// The training run (see trainer.h), in steps (train/trainer_phases.h): memory check, restore, the step loop with its
 // checkpoints and pre-emption, summary; the results file behind one owner (train/results_owner.h).
 #include "train/trainer.h"
 
@@ -13,7 +13,7 @@
 #include "dist/rank_watch.h"
 #include "io/system_info.h"
 #include "model/pipeline_split.h"
-#include "train/trainer_steps.h"
+#include "train/trainer_phases.h"
 
 namespace qwen3 {
 namespace trainer {
@@ -99,7 +99,7 @@ int run_training(const RunConfig& cfg, MpiCommunicator& world) {
   try {
     run.st.tracer = start_tracer(cfg, run.st.traced_engine);
     results.flush_progress(*run.st.tracer, nullptr);  // every rank's trace exists from here on
-    const RecomputePolicy recompute = check_memory(run, start_utc);
+    const MemoryPolicy recompute = check_memory(run, start_utc);
     create_dataset_and_engine(run, recompute);
     const CheckpointRun ckpt_run = checkpoint_run(run);
     const Restored restored = restore(run, ckpt_run);

@@ -1,4 +1,4 @@
-// The training run's step loop (train/trainer_steps.h): one step — micro-batches forward and backward (through the
+// The training run's step loop (train/trainer_phases.h): one step — micro-batches forward and backward (through the
 // pipeline's stages when pipelined), gradients reduced over data-parallel replicas, AdamW — then its progress line,
 // its checkpoint (--save-interval) and the pre-emption check at the step boundary.
 #include <cmath>
@@ -7,7 +7,7 @@
 #include "core/format.h"
 #include "train/lr_schedule.h"
 #include "train/progress.h"
-#include "train/trainer_steps.h"
+#include "train/trainer_phases.h"
 
 namespace qwen3::trainer {
 namespace {

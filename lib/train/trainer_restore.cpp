@@ -1,4 +1,4 @@
-// The training run's restore step (train/trainer_steps.h): the state a run starts from — a checkpoint it resumes
+// The training run's restore step (train/trainer_phases.h): the state a run starts from — a checkpoint it resumes
 // (--resume, --auto-resume) or Hugging Face weights (--init-from-hf); a fresh run keeps the engine's initialisation.
 #include <cstdio>
 #include <filesystem>
@@ -7,7 +7,7 @@
 #include "dist/collective_errors.h"
 #include "io/hf_checkpoint.h"
 #include "train/progress.h"
-#include "train/trainer_steps.h"
+#include "train/trainer_phases.h"
 
 namespace qwen3::trainer {
 namespace {

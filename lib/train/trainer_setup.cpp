@@ -1,4 +1,4 @@
-// The training run's set-up steps (train/trainer_steps.h): the run's facts and the memory check before anything big
+// The training run's set-up steps (train/trainer_phases.h): the run's facts and the memory check before anything big
 // is allocated, then the dataset and the engine.
 #include <algorithm>
 #include <cstdio>
@@ -8,7 +8,7 @@
 #include "io/system_info.h"
 #include "train/calibration.h"
 #include "train/memory_plan.h"
-#include "train/trainer_steps.h"
+#include "train/trainer_phases.h"
 
 namespace qwen3::trainer {
 namespace {
@@ -42,10 +42,10 @@ std::int64_t run_host_bytes(const RunConfig& cfg) {
 // --device-memory) and the host memory a rank may pin; every rank decides from the same figures (the smallest of every
 // rank's), so every rank decides alike. The CPU backend takes --recompute as given, auto as none.
 // The runtime reserve is the calibration's (measured) when the device's kind has one.
-RecomputePolicy choose_policy(TrainingRun& run, MemoryPlanInput& in, std::int64_t& device,
+MemoryPolicy choose_policy(TrainingRun& run, PlannedRun& in, std::int64_t& device,
                               std::optional<Calibration>& calibration) {
   const RunConfig& cfg = run.cfg;
-  RecomputePolicy recompute;
+  MemoryPolicy recompute;
   constexpr double kUnknown = 1e300;  // no device figure (no GPU visible: the engine says why)
   double limits[2] = {0, 0};  // −device bytes, −pinnable host bytes per rank: their maximum over ranks is the minimum
   collectively(run.world, true, [&] {
@@ -60,13 +60,13 @@ RecomputePolicy choose_policy(TrainingRun& run, MemoryPlanInput& in, std::int64_
     MemoryRequest r = cfg.memory_request();
     if (cfg.device != "cuda") {
       if (r.recompute == "auto") r.recompute = "none", r.num_layers = 0;
-      recompute = choose_recompute(r, in, 0, 0);
+      recompute = choose_memory_policy(r, in, 0, 0);
       return;
     }
     device = -limits[0] >= kUnknown ? 0 : static_cast<std::int64_t>(-limits[0]);
     calibration = run_calibration(cfg, device);
     apply_calibration(in, calibration ? &*calibration : nullptr);
-    recompute = choose_recompute(r, in, device > 0 ? device : INT64_MAX, static_cast<std::int64_t>(-limits[1]));
+    recompute = choose_memory_policy(r, in, device > 0 ? device : INT64_MAX, static_cast<std::int64_t>(-limits[1]));
     in.recompute = recompute;
   });
   return recompute;
@@ -105,7 +105,7 @@ void check_device_memory(const MemoryPlan& plan, std::int64_t device, bool force
 }
 
 // Rank 0, CUDA: the plan beside the peak that will be measured, then the checks against the host and the device.
-void record_and_check_plan(ResultsWriter& results, const RunConfig& cfg, const MemoryPlanInput& in,
+void record_and_check_plan(ResultsWriter& results, const RunConfig& cfg, const PlannedRun& in,
                            std::int64_t device, const RunFacts& facts) {
   const auto [worst_stage, plan] = plan_worst_stage(in);
   results.write_attribute("plan_peak_bytes", plan.total());
@@ -121,7 +121,7 @@ void record_and_check_plan(ResultsWriter& results, const RunConfig& cfg, const M
 
 // Rank 0, CUDA with a calibration: the predicted step, beside the measured one the run will record; none when the
 // calibration lacks an operation of the run (a step with an operation priced 0 is no prediction).
-void record_prediction(ResultsWriter& results, const MemoryPlanInput& in, const Calibration& c, int cores_per_rank) {
+void record_prediction(ResultsWriter& results, const PlannedRun& in, const Calibration& c, int cores_per_rank) {
   const StepPrediction p = predict_step(in, c, cores_per_rank);
   results.write_attribute("calibration", c.kind + " (" + c.measured + ")");
   if (!p.priced()) return;
@@ -134,7 +134,7 @@ void record_prediction(ResultsWriter& results, const MemoryPlanInput& in, const 
 
 // The memory plan is that of the rank that needs the most (with pipeline parallelism, its stage's; every rank of a
 // stage the same).
-RecomputePolicy check_memory(TrainingRun& run, const std::string& start_utc) {
+MemoryPolicy check_memory(TrainingRun& run, const std::string& start_utc) {
   const RunConfig& cfg = run.cfg;
   const RunFacts facts = run_facts(run, start_utc);
   // What ran, where, first: a run that fails from here on (no GPU, a plan that does not fit) is still a cell a
@@ -145,10 +145,10 @@ RecomputePolicy check_memory(TrainingRun& run, const std::string& start_utc) {
       results.write_config(cfg.key_values());
     });
   });
-  MemoryPlanInput in = run.cfg.plan_input(run.W);
+  PlannedRun in = run.cfg.plan_input(run.W);
   std::int64_t device = 0;
   std::optional<Calibration> calibration;
-  const RecomputePolicy recompute = choose_policy(run, in, device, calibration);
+  const MemoryPolicy recompute = choose_policy(run, in, device, calibration);
   collectively(run.world, run.root, [&] {
     run.results.write([&](ResultsWriter& results) {
       results.write_attribute("recompute", std::string(recompute_name(recompute.mode)));
@@ -166,8 +166,8 @@ namespace {
 
 // Collective, CUDA: every rank's device bytes by category as its allocator holds them, beside the plan of its own
 // pipeline stage (ranks/memory_<category>_bytes, ranks/plan_<category>_bytes): where a rank departs from the plan.
-void record_rank_memory(TrainingRun& run, const Engine& engine, const RecomputePolicy& recompute) {
-  MemoryPlanInput in = run.cfg.plan_input(run.W);
+void record_rank_memory(TrainingRun& run, const Engine& engine, const MemoryPolicy& recompute) {
+  PlannedRun in = run.cfg.plan_input(run.W);
   in.recompute = recompute;
   in.stage = run.groups.coords.pp;
   in.optimizer_shards = engine.optimizer_shards();
@@ -196,7 +196,7 @@ void record_rank_memory(TrainingRun& run, const Engine& engine, const RecomputeP
 
 }  // namespace
 
-void create_dataset_and_engine(TrainingRun& run, const RecomputePolicy& recompute) {
+void create_dataset_and_engine(TrainingRun& run, const MemoryPolicy& recompute) {
   const RunConfig& cfg = run.cfg;
   // Every rank validates the dataset before anything big is allocated.
   collectively(run.world, true, [&] {

@@ -1,4 +1,4 @@
-// The training run's summary step (train/trainer_steps.h): the final checkpoint and the Hugging Face export, where
+// The training run's summary step (train/trainer_phases.h): the final checkpoint and the Hugging Face export, where
 // each rank's time went, the rest of the memory trace, and the run's status.
 #include <cstdio>
 #include <cstring>
@@ -9,7 +9,7 @@
 #include "model/pipeline_split.h"
 #include "train/pipeline_schedule.h"
 #include "train/progress.h"
-#include "train/trainer_steps.h"
+#include "train/trainer_phases.h"
 
 namespace qwen3::trainer {
 namespace {

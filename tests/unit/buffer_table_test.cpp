@@ -29,7 +29,7 @@ struct Layout {
   int micro_batches;
 };
 
-const RecomputePolicy kPolicies[] = {{}, {Recompute::selective}, {Recompute::full}, {Recompute::full, 2},
+const MemoryPolicy kPolicies[] = {{}, {Recompute::selective}, {Recompute::full}, {Recompute::full, 2},
                                      {Recompute::full, 0, true}, {Recompute::none, 0, false, 0.4},
                                      {Recompute::full, 0, true, 1.0}};
 
@@ -43,8 +43,8 @@ std::vector<Layout> grid() {
   return out;
 }
 
-MemoryPlanInput plan_input(const Layout& l, const RecomputePolicy& rc, bool cudnn, int stage) {
-  MemoryPlanInput in{model_preset(l.model), l.batch, l.seq, l.tp, l.dp, l.pp, l.cp};
+PlannedRun plan_input(const Layout& l, const MemoryPolicy& rc, bool cudnn, int stage) {
+  PlannedRun in{model_preset(l.model), l.batch, l.seq, l.tp, l.dp, l.pp, l.cp};
   in.recompute = rc;
   in.cudnn_attention = cudnn;
   in.micro_batches = l.micro_batches;
@@ -54,7 +54,7 @@ MemoryPlanInput plan_input(const Layout& l, const RecomputePolicy& rc, bool cudn
 
 // One rank's plan (train/rank_plan.h) and its buffer table, the attention workspace estimated.
 RankPlan rank_plan(const ModelConfig& c, const RankPlace& r, std::int64_t batch, std::int64_t seq,
-                   const RecomputePolicy& rc, bool cudnn, std::int64_t micro_batches = 1) {
+                   const MemoryPolicy& rc, bool cudnn, std::int64_t micro_batches = 1) {
   RankPlanInput in;
   in.model = c, in.rank = r;
   in.max_batch = batch, in.max_seq = seq, in.micro_batches = micro_batches;
@@ -64,7 +64,7 @@ RankPlan rank_plan(const ModelConfig& c, const RankPlace& r, std::int64_t batch,
 std::vector<BufferSpec> table_of(const RankPlan& rank) { return buffer_table(rank, estimated_attention_workspace(rank)); }
 
 // What rank (tp_rank, cp_rank, stage, dp_rank) of the layout allocates, by device category, as its engine builds it.
-std::vector<std::int64_t> engine_bytes(const Layout& l, const RecomputePolicy& rc, bool cudnn, int tp_rank, int cp_rank,
+std::vector<std::int64_t> engine_bytes(const Layout& l, const MemoryPolicy& rc, bool cudnn, int tp_rank, int cp_rank,
                                        int stage, int dp_rank, std::int64_t* pinned) {
   // The default: ZeRO-1 over data × context ranks.
   const RankPlace r{l.tp, tp_rank, l.cp, cp_rank, l.pp, stage, l.dp * l.cp, dp_rank * l.cp + cp_rank};
@@ -78,7 +78,7 @@ std::vector<std::int64_t> engine_bytes(const Layout& l, const RecomputePolicy& r
 TEST(BufferTable, EveryRankOfALayoutAllocatesWhatThePlanSays) {
   int compared = 0;
   for (const Layout& l : grid())
-    for (const RecomputePolicy& rc : kPolicies)
+    for (const MemoryPolicy& rc : kPolicies)
       for (bool cudnn : {true, false}) {
         if (l.cp > 1 && !cudnn) continue;  // context parallelism runs on cuDNN only
         for (int stage = 0; stage < l.pp; ++stage) {
@@ -113,7 +113,7 @@ TEST(BufferTable, EveryRankOfALayoutAllocatesWhatThePlanSays) {
 
 TEST(BufferTable, EveryBufferTheEngineBindsIsThereWhenTheLayoutNeedsIt) {
   for (const Layout& l : grid())
-    for (const RecomputePolicy& rc : kPolicies)
+    for (const MemoryPolicy& rc : kPolicies)
       for (bool cudnn : {true, false})
         for (int stage = 0; stage < l.pp; ++stage) {
           if (l.cp > 1 && !cudnn) continue;
@@ -175,7 +175,7 @@ TEST(BufferTable, RecomputationKeepsOneLayerAndOffloadKeepsTwoInputs) {
   // first input and two ring buffers on the device, the other 27 inputs in pinned host memory; selective shares the
   // norm outputs and q, k of one layer.
   const ModelConfig c = model_preset("0.6B");
-  auto owned = [&](const RecomputePolicy& rc, Buf id) {
+  auto owned = [&](const MemoryPolicy& rc, Buf id) {
     int n = 0;
     for (const auto& s : table_of(rank_plan(c, {}, 1, 4096, rc, true)))
       n += s.id == id && s.shares < 0;

@@ -60,9 +60,9 @@ TEST(CudaEngine, OversizedModelIsOutOfMemoryNamingTheCategory) {
 
 TEST(CudaEngine, AllocatesWhatTheMemoryPlanSays) {
   QWEN3_REQUIRE_GPU();
-  const RecomputePolicy none{}, selective{Recompute::selective}, full{Recompute::full}, first2{Recompute::full, 2},
+  const MemoryPolicy none{}, selective{Recompute::selective}, full{Recompute::full}, first2{Recompute::full, 2},
       offload{Recompute::full, 0, true}, half_on_host{Recompute::none, 0, false, 0.5}, on_host{Recompute::full, 0, true, 1.0};
-  for (auto [model, seq, recompute] : {std::tuple<const char*, std::int64_t, RecomputePolicy>{"0.6B", 2048, none},
+  for (auto [model, seq, recompute] : {std::tuple<const char*, std::int64_t, MemoryPolicy>{"0.6B", 2048, none},
                                        {"0.6B", 8192, full}, {"0.6B", 8192, selective}, {"0.6B", 8192, first2},
                                        {"0.6B", 8192, offload}, {"tiny", 256, none}, {"0.6B", 2048, half_on_host},
                                        {"0.6B", 8192, on_host}}) {
@@ -71,7 +71,7 @@ TEST(CudaEngine, AllocatesWhatTheMemoryPlanSays) {
     o.max_seq = seq;
     o.recompute = recompute;
     auto engine = make_engine("cuda", model_preset(model), o);
-    MemoryPlanInput in{model_preset(model), 1, seq};
+    PlannedRun in{model_preset(model), 1, seq};
     in.recompute = recompute;
     const MemoryPlan plan = plan_cuda_rank_memory(in);
     const std::string tag = std::string(model) + " recompute " + recompute.describe();

@@ -6,7 +6,7 @@
 #include <cstring>
 
 #ifdef QWEN3_HAVE_CUDA
-#include "cuda/gemm.h"
+#include "gpu/gemm.h"
 #include "cuda_test_util.h"
 #include "ops/cpu/adamw.h"
 #include "ops/cpu/bf16.h"

@@ -1,4 +1,4 @@
-// cuDNN fused causal GQA attention (cuda/cudnn_attention.h) against the float64 CPU reference (ops/cpu/attention.h)
+// cuDNN fused causal GQA attention (gpu/cudnn_attention.h) against the float64 CPU reference (ops/cpu/attention.h)
 // on fresh random bf16 inputs, in packed [B,S,H,D] layouts and inside a fused [T, q+2kv] projection buffer. Every
 // output starts poisoned with NaN bytes (DeviceBuffer), so an element cuDNN never writes fails the comparison.
 // Skipped where no CUDA device is present.
@@ -8,7 +8,7 @@
 // products; cuDNN lands near 2–3e-3 on an H100); lse ≤ 1e-3 (fp32 row statistics; measured ~5e-8).
 #if defined(QWEN3_HAVE_CUDA) && defined(QWEN3_HAVE_CUDNN)
 
-#include "cuda/cudnn_attention.h"
+#include "gpu/cudnn_attention.h"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

@@ -24,14 +24,14 @@ TEST(MemoryPlan, WithinOnePercentOfSixMeasuredPeaks) {
   for (const Run& r : {Run{"0.6B", 4096, 1, 15.69, "H100, b3680e0"}, Run{"1.7B", 4096, 1, 36.87, "H100, b3680e0"},
                        Run{"1.7B", 16384, 1, 58.11, "H100, b3680e0"}, Run{"1.7B", 4096, 2, 19.03, "2 x H100, cc811d4"},
                        Run{"1.7B", 4096, 4, 10.05, "4 x H200, 8f4ce9e"}, Run{"8B", 4096, 4, 40.71, "4 x H200, 8f4ce9e"}}) {
-    MemoryPlanInput in{model_preset(r.model), 1, r.seq, r.tp};
+    PlannedRun in{model_preset(r.model), 1, r.seq, r.tp};
     const double planned = static_cast<double>(plan_cuda_rank_memory(in).total()) / (1ll << 30);
     EXPECT_NEAR(planned, r.measured_gib, 0.01 * r.measured_gib) << r.model << " seq " << r.seq << " tp " << r.tp << " (" << r.where << ")";
   }
 }
 
 TEST(MemoryPlan, CategoriesAddUpAndScaleWithTheLayout) {
-  MemoryPlanInput one{model_preset("8B"), 1, 4096, 1}, four{model_preset("8B"), 1, 4096, 4};
+  PlannedRun one{model_preset("8B"), 1, 4096, 1}, four{model_preset("8B"), 1, 4096, 4};
   const MemoryPlan a = plan_cuda_rank_memory(one), b = plan_cuda_rank_memory(four);
   std::int64_t sum = 0;
   for (const auto& [c, bytes] : a.by_category()) sum += bytes;
@@ -41,7 +41,7 @@ TEST(MemoryPlan, CategoriesAddUpAndScaleWithTheLayout) {
   // Context parallelism: each of cp ranks holds 1/cp of every sequence's activations, plus one layer's keys and
   // values of the whole sequence, and 1/cp of the optimizer state (the distributed optimizer shards over data ×
   // context-parallel ranks); a length that does not split into 2·cp chunks is refused.
-  MemoryPlanInput cp1{model_preset("8B"), 1, 131072, 4}, cp4{model_preset("8B"), 1, 131072, 4, 1, 1, 4};
+  PlannedRun cp1{model_preset("8B"), 1, 131072, 4}, cp4{model_preset("8B"), 1, 131072, 4, 1, 1, 4};
   const MemoryPlan c1 = plan_cuda_rank_memory(cp1), c4 = plan_cuda_rank_memory(cp4);
   EXPECT_NEAR(static_cast<double>(c4.by_category()[3].second), c1.by_category()[3].second / 4.0,
               0.01 * c1.by_category()[3].second);  // activations
@@ -53,7 +53,7 @@ TEST(MemoryPlan, CategoriesAddUpAndScaleWithTheLayout) {
   EXPECT_TRUE(kv_item);
   EXPECT_THROW(plan_cuda_rank_memory({model_preset("8B"), 1, 4100, 1, 1, 1, 4}), UsageError);  // 4100 / 8 chunks
   // Pipeline: stage 0 keeps pp micro-batches in flight, the last one; four stages hold about a quarter of the weights.
-  MemoryPlanInput pipe{model_preset("8B"), 1, 4096, 1, 1, 4};
+  PlannedRun pipe{model_preset("8B"), 1, 4096, 1, 1, 4};
   pipe.micro_batches = 32;
   const MemoryPlan s0 = plan_cuda_rank_memory(pipe);
   pipe.stage = 3;
@@ -62,7 +62,7 @@ TEST(MemoryPlan, CategoriesAddUpAndScaleWithTheLayout) {
   EXPECT_LT(s0.by_category()[0].second, 0.4 * wa);
   EXPECT_EQ(plan_worst_stage(pipe).first, 0);
   // The distributed optimizer: master weights and moments fall with dp, bf16 weights and gradients do not.
-  MemoryPlanInput dp1{model_preset("8B"), 1, 4096, 1, 1}, dp4{model_preset("8B"), 1, 4096, 1, 4};
+  PlannedRun dp1{model_preset("8B"), 1, 4096, 1, 1}, dp4{model_preset("8B"), 1, 4096, 1, 4};
   const MemoryPlan d1 = plan_cuda_rank_memory(dp1), d4 = plan_cuda_rank_memory(dp4);
   EXPECT_NEAR(static_cast<double>(d4.by_category()[2].second), d1.by_category()[2].second / 4.0, 0.01 * d1.by_category()[2].second);
   EXPECT_NEAR(static_cast<double>(d4.by_category()[1].second), d1.by_category()[1].second, 0.01 * d1.by_category()[1].second);
@@ -264,19 +264,19 @@ TEST(MemoryPlan, AutoPutsTheSmallestShareOfTheOptimizerOnTheHostThatFits) {
   // takes the smallest share, in steps of 5%, that fits.
   const std::int64_t h200 = parse_memory_size("--device-memory", "h200"), GiB = 1ll << 30;
   for (std::int64_t seq : {4096, 131072}) {
-    MemoryPlanInput in{model_preset("8B"), 1, seq};
-    const RecomputePolicy p = choose_recompute({"auto"}, in, h200, 0);
+    PlannedRun in{model_preset("8B"), 1, seq};
+    const MemoryPolicy p = choose_memory_policy({"auto"}, in, h200, 0);
     const std::string tag = "8B at " + std::to_string(seq) + ": " + p.describe();
     EXPECT_GT(p.offload_optimizer, 0) << tag;
     in.recompute = p;
     EXPECT_LE(plan_cuda_rank_memory(in).total() + kRuntimeReserveBytes, h200) << tag;
-    RecomputePolicy less = p;
+    MemoryPolicy less = p;
     less.offload_optimizer = p.offload_optimizer - 0.05;
     in.recompute = less;
     if (less.offload_optimizer > 0) EXPECT_GT(plan_cuda_rank_memory(in).total() + kRuntimeReserveBytes, h200) << tag;
     // An activation policy earlier in the ladder with the whole optimizer on the host does not fit.
-    for (RecomputePolicy earlier : {RecomputePolicy{Recompute::none}, RecomputePolicy{Recompute::selective},
-                                    RecomputePolicy{Recompute::full}, RecomputePolicy{Recompute::full, 0, true}}) {
+    for (MemoryPolicy earlier : {MemoryPolicy{Recompute::none}, MemoryPolicy{Recompute::selective},
+                                    MemoryPolicy{Recompute::full}, MemoryPolicy{Recompute::full, 0, true}}) {
       if (earlier.mode == p.mode && earlier.offload_inputs == p.offload_inputs) break;
       earlier.offload_optimizer = 1;
       in.recompute = earlier;
@@ -284,16 +284,16 @@ TEST(MemoryPlan, AutoPutsTheSmallestShareOfTheOptimizerOnTheHostThatFits) {
     }
     // A host that cannot pin even 5% of it: what the device alone allows (what --plan shows), which the run then
     // refuses naming the host's memory.
-    const RecomputePolicy small_host = choose_recompute({"auto"}, MemoryPlanInput{model_preset("8B"), 1, seq}, h200, GiB);
+    const MemoryPolicy small_host = choose_memory_policy({"auto"}, PlannedRun{model_preset("8B"), 1, seq}, h200, GiB);
     EXPECT_EQ(small_host.describe(), p.describe()) << tag;
     // Given a fraction (here none), auto does not change it.
-    const RecomputePolicy kept = choose_recompute({"auto", 0, false, 0.0}, MemoryPlanInput{model_preset("8B"), 1, seq}, h200, 0);
+    const MemoryPolicy kept = choose_memory_policy({"auto", 0, false, 0.0}, PlannedRun{model_preset("8B"), 1, seq}, h200, 0);
     EXPECT_EQ(kept.offload_optimizer, 0) << tag;
   }
   // 8B at 131,072 tokens: full recomputation with the inputs on the device and about 80% of the optimizer on the host
   // (pinned: its 12 bytes per parameter of that share), not the inputs' 35 GiB on top.
-  MemoryPlanInput in{model_preset("8B"), 1, 131072};
-  in.recompute = choose_recompute({"auto"}, in, h200, 0);
+  PlannedRun in{model_preset("8B"), 1, 131072};
+  in.recompute = choose_memory_policy({"auto"}, in, h200, 0);
   EXPECT_EQ(in.recompute.mode, Recompute::full);
   EXPECT_FALSE(in.recompute.offload_inputs);
   const MemoryPlan plan = plan_cuda_rank_memory(in);
@@ -323,9 +323,9 @@ TEST(MemoryPlan, PlanChecksPinnedHostMemoryAgainstTheNode) {
   EXPECT_EQ(parse_byte_size("--host-memory", "2TB"), 2000000000000ll);
   EXPECT_THROW(parse_byte_size("--host-memory", "h200"), UsageError);  // a GPU's name is no host's size
   // With pipeline stages the first pins most (most micro-batches' inputs in flight).
-  MemoryPlanInput pipe{model_preset("1.7B"), 1, 4096, 1, 1, 4};
+  PlannedRun pipe{model_preset("1.7B"), 1, 4096, 1, 1, 4};
   pipe.micro_batches = 8;
-  pipe.recompute = RecomputePolicy{Recompute::full, 0, true, 0.0};
+  pipe.recompute = MemoryPolicy{Recompute::full, 0, true, 0.0};
   std::int64_t first = 0, last = 0;
   for (int s : {0, 3}) {
     pipe.stage = s;

@@ -11,6 +11,9 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <sstream>
+#include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -22,7 +25,9 @@
 #include "train/buffer_table.h"
 #ifdef QWEN3_HAVE_CUDA
 #include "cuda_test_util.h"
-#include "train/cuda/op_bench.h"
+#include "cli_runner.h"
+#include "io/dataset.h"
+#include "train/cuda_engine/op_bench.h"
 #endif
 
 using namespace qwen3;
@@ -46,8 +51,8 @@ struct CountingPricer : OpPricer {
   double sync() override { return 0; }
 };
 
-MemoryPlanInput input(const std::string& model, std::int64_t len, int tp = 1, int pp = 1) {
-  MemoryPlanInput in;
+PlannedRun input(const std::string& model, std::int64_t len, int tp = 1, int pp = 1) {
+  PlannedRun in;
   in.model = model_preset(model);
   in.seq_len = len;
   in.tp = tp, in.pp = pp;
@@ -62,7 +67,7 @@ constexpr int kLayerForward = 10, kLayerBackward = 14;
 }  // namespace
 
 TEST(StepModel, CountsTheEnginesKernelsPerLayerAndHead) {
-  MemoryPlanInput in = input("0.6B", 4096);
+  PlannedRun in = input("0.6B", 4096);
   CountingPricer p;
   const StepTime t = walk_step(in, p);
   const int L = static_cast<int>(in.model.num_layers);
@@ -82,7 +87,7 @@ TEST(StepModel, CountsTheEnginesKernelsPerLayerAndHead) {
 }
 
 TEST(StepModel, RecomputationAddsTheForwardItRepeats) {
-  MemoryPlanInput in = input("1.7B", 2048);
+  PlannedRun in = input("1.7B", 2048);
   CountingPricer none, full, selective, first4;
   const StepTime base = walk_step(in, none);
   in.recompute.mode = Recompute::full;
@@ -97,7 +102,7 @@ TEST(StepModel, RecomputationAddsTheForwardItRepeats) {
 
 TEST(StepModel, LongSequencesSplitTheHeadIntoLogitChunks) {
   CountingPricer p;
-  MemoryPlanInput in = input("0.6B", 131072);
+  PlannedRun in = input("0.6B", 131072);
   in.micro_batches = 1;
   walk_step(in, p);
   const int chunks = p.calls[OpKind::cross_entropy];
@@ -116,14 +121,14 @@ TEST(StepModel, TheStepsFirstMicroBatchWritesTheWeightGradients) {
     double compute(const OpShape& op) override { return CountingPricer::compute(op) * (op.kind == OpKind::gemm_wgrad_set ? 0.5 : 1.0); }
   };
   for (std::int64_t m : {1, 4}) {
-    MemoryPlanInput in = input("0.6B", 4096);
+    PlannedRun in = input("0.6B", 4096);
     in.micro_batches = m;
     CountingPricer adds;
     WritePricer writes;
     const double saved = walk_step(in, adds).step - walk_step(in, writes).step;
     EXPECT_NEAR(saved, 0.5 * (4 * 28 + 1), 1e-9) << m << " micro-batches";
   }
-  MemoryPlanInput pipeline = input("0.6B", 4096, 1, 2);
+  PlannedRun pipeline = input("0.6B", 4096, 1, 2);
   WritePricer stages;
   walk_step(pipeline, stages);
   EXPECT_EQ(stages.calls[OpKind::gemm_wgrad_set], 0);
@@ -131,7 +136,7 @@ TEST(StepModel, TheStepsFirstMicroBatchWritesTheWeightGradients) {
 }
 
 TEST(StepModel, TensorParallelForwardCollectivesAreExposedAndTheBackwardsHidden) {
-  MemoryPlanInput in = input("1.7B", 4096, 2);
+  PlannedRun in = input("1.7B", 4096, 2);
   CountingPricer p;
   p.coll_cost = 0.5;  // shorter than one layer's two weight GEMMs (priced 1 each): hidden behind them
   const StepTime t = walk_step(in, p);
@@ -144,7 +149,7 @@ TEST(StepModel, TensorParallelForwardCollectivesAreExposedAndTheBackwardsHidden)
 }
 
 TEST(StepModel, PipelineAddsTheOtherStagesOncePerStep) {
-  MemoryPlanInput in = input("1.7B", 4096, 1, 2);
+  PlannedRun in = input("1.7B", 4096, 1, 2);
   in.stage_layers = {14, 14};
   CountingPricer p;
   const StepTime t = walk_step(in, p);
@@ -201,7 +206,7 @@ TEST(Calibration, PredictionsThroughputAndMfuFollowFromTheStepTime) {
   Calibration c;
   c.kind = "test";
   RecordingPricer r;
-  MemoryPlanInput in = input("0.6B", 4096);
+  PlannedRun in = input("0.6B", 4096);
   walk_step(in, r);
   for (const auto& [key, entry] : r.ops) c.ops[key] = {{1.0, 1e-4}};  // every kernel 0.1 ms at any size
   const StepPrediction p = predict_step(in, c, 1);
@@ -219,10 +224,10 @@ TEST(Calibration, APredictionSaysWhatEachTermRestsOn) {
   c.cpu_adamw_elements_per_s = 3.21e9, c.cpu_threads = 16;
   c.d2h_bytes_per_s = c.h2d_bytes_per_s = 50e9;
   RecordingPricer r;
-  MemoryPlanInput in = input("0.6B", 4096);
+  PlannedRun in = input("0.6B", 4096);
   walk_step(in, r);
   for (const auto& [key, entry] : r.ops) c.ops[key] = {{1.0, 1e-4}};
-  const auto sources = [&](const MemoryPlanInput& i) {
+  const auto sources = [&](const PlannedRun& i) {
     std::map<std::string, std::string> m;
     for (const auto& [term, source] : predict_step(i, c, 16).sources) m[term] = source;
     return m;
@@ -259,7 +264,7 @@ TEST(Calibration, APredictionListsEveryOperationItPricedWithItsFactorAndCalls) {
   Calibration c;
   c.kind = "test";
   RecordingPricer r;
-  MemoryPlanInput in = input("0.6B", 4096);
+  PlannedRun in = input("0.6B", 4096);
   in.micro_batches = 1;
   walk_step(in, r);
   for (const auto& [key, entry] : r.ops) c.ops[key] = {{1.0, 1e-4}, {2.0, 2e-4}};  // linear in tokens
@@ -293,7 +298,7 @@ TEST(StepModel, TheOptimizerOverlapHidesOnlyTheMeasuredShare) {
     double share = 1.0;
     double optimizer_hidden_share(std::int64_t) override { return share; }
   };
-  MemoryPlanInput in = input("0.6B", 4096);
+  PlannedRun in = input("0.6B", 4096);
   in.micro_batches = 1;
   SharePricer whole, none, quarter;
   none.share = 0.0, quarter.share = 0.25;
@@ -306,7 +311,7 @@ TEST(StepModel, TheOptimizerOverlapHidesOnlyTheMeasuredShare) {
   EXPECT_DOUBLE_EQ(q.optimizer, 2.0 - 0.25 * (1.0 - first));
   EXPECT_NEAR(b.step - a.step, 1.0 - first, 1e-12);  // a difference of two sums
   // A sharded optimizer: the next forward waits for all of it, gathered — nothing hidden, whatever the share.
-  MemoryPlanInput sharded = in;
+  PlannedRun sharded = in;
   sharded.dp = 2;
   sharded.shard_optimizer = true;
   EXPECT_DOUBLE_EQ(walk_step(sharded, whole).optimizer, walk_step(sharded, none).optimizer);
@@ -324,11 +329,11 @@ TEST(StepModel, CollectivesBesideTheWeightGradientsSlowThem) {
   fast.coll_cost = slow.coll_cost = 0.25;
   // Every kernel costs 1, a collective 0.25: the two weight-gradient GEMMs of a block (2) outlast the side stream's
   // reduce-scatter, norm and all-gather (1.5), so the GEMMs are what the block waits for, 1.5 of them slowed.
-  const MemoryPlanInput t2 = input("0.6B", 4096, 2);
+  const PlannedRun t2 = input("0.6B", 4096, 2);
   const StepTime a = walk_step(t2, fast), b = walk_step(t2, slow);
   EXPECT_GT(b.backward, a.backward);
   EXPECT_DOUBLE_EQ(b.forward, a.forward);  // the forward's collectives are exposed, not beside GEMMs
-  const MemoryPlanInput t1 = input("0.6B", 4096, 1);
+  const PlannedRun t1 = input("0.6B", 4096, 1);
   EXPECT_DOUBLE_EQ(walk_step(t1, fast).step, walk_step(t1, slow).step);
 }
 
@@ -340,7 +345,7 @@ TEST(Calibration, AnUnpricedOperationMakesNoPredictionAndSaysHowToMeasureIt) {
   c.kind = "h200";
   c.device = "NVIDIA H200";
   c.path = "/cal/h200.json";
-  MemoryPlanInput in = input("0.6B", 4096);
+  PlannedRun in = input("0.6B", 4096);
   RecordingPricer r;
   walk_step(in, r);
   for (const auto& [key, entry] : r.ops) c.ops[key] = {{1.0, 1e-4}};
@@ -475,7 +480,7 @@ TEST(Calibration, FileRoundTripsAndBadFilesAreRefusedByName) {
 TEST(Calibration, RuntimeReserveIsMeasuredPlusNcclCommunicators) {
   Calibration c;
   c.context_bytes = 500 << 20, c.library_bytes = 40 << 20, c.kernel_bytes = 20 << 20;
-  MemoryPlanInput one = input("1.7B", 4096), tp2 = input("1.7B", 4096, 2);
+  PlannedRun one = input("1.7B", 4096), tp2 = input("1.7B", 4096, 2);
   EXPECT_TRUE(runtime_reserve(one, nullptr).empty());  // the planner's flat reserve then
   one.reserve = runtime_reserve(one, &c);
   ASSERT_EQ(one.reserve.size(), 3u);  // one GPU: no communicator
@@ -532,6 +537,61 @@ TEST(CudaOpBench, MeasuresEveryKernelOfAStep) {
 }
 #endif
 
+#ifdef QWEN3_HAVE_CUDA
+// The walk against the engine itself (issue 29): a real CUDA step of 0.6B (tp 1, one micro-batch per step) under
+// --op-times, whose op timer marks every kernel the engine runs with its label and calls, and the step model's walk of
+// the same run, kind by kind: a kernel the engine runs that the walk does not price (or prices a different number of
+// times) fails here. AdamW is left out: the engine runs it segment by segment (one mark each), the walk prices the
+// rank's window in one call; labels that are not kernels of the inventory (the loss's sum, zeroing, copies) too.
+TEST(StepModelGpu, TheWalkPricesEveryKernelTheEngineRunsInAStep) {
+  QWEN3_REQUIRE_GPU();
+  const std::filesystem::path dir = test::fresh_dir("qwen3_walk_vs_op_timer");
+  const std::string data = (dir / "data.h5").string();
+  write_synthetic_dataset(data, 151936, {256}, 4, 5, false);
+  constexpr int kSteps = 2;
+  const auto r = test::run_program("qwen3-pretrain", "--device cuda --model 0.6B --data '" + data + "' --seq-len 256 "
+                                   "--global-batch 1 --steps " + std::to_string(kSteps) + " --op-times --out '" +
+                                   (dir / "run.h5").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // The op timer's lines: "  12.34 ms  5.6%  56 calls  gemm qkv fwd".
+  auto family = [](const std::string& label) -> std::string {
+    auto ends = [&](const char* s) { return label.size() >= std::strlen(s) && label.compare(label.size() - std::strlen(s), std::string::npos, s) == 0; };
+    if (label.rfind("gemm ", 0) == 0) return ends("bwd data") ? "gemm_dgrad" : ends("bwd weight") ? "gemm_wgrad" : "gemm_fwd";
+    for (const char* k : {"attention fwd", "attention bwd", "rmsnorm fwd", "rmsnorm bwd", "qk norm+rope fwd",
+                          "qk norm+rope bwd", "swiglu fwd", "swiglu bwd", "embedding fwd", "embedding bwd", "cross-entropy"})
+      if (label == k) return k;
+    return "";
+  };
+  std::map<std::string, long> engine;
+  std::istringstream lines(r.output.substr(r.output.find("CUDA op times")));
+  for (std::string line; std::getline(lines, line);) {
+    double ms = 0, share = 0;
+    long calls = 0;
+    char label[256] = {0};
+    if (std::sscanf(line.c_str(), " %lf ms %lf%% %ld calls %255[^\n]", &ms, &share, &calls, label) == 4 && !family(label).empty())
+      engine[family(label)] += calls;
+  }
+  ASSERT_FALSE(engine.empty()) << r.output;
+  PlannedRun in = input("0.6B", 256);
+  in.micro_batches = 1;
+  CountingPricer walk;
+  walk_step(in, walk);
+  const std::map<std::string, std::vector<OpKind>> kinds = {
+      {"gemm_fwd", {OpKind::gemm_fwd}}, {"gemm_dgrad", {OpKind::gemm_dgrad_bf16, OpKind::gemm_dgrad_f32}},
+      {"gemm_wgrad", {OpKind::gemm_wgrad, OpKind::gemm_wgrad_set}}, {"attention fwd", {OpKind::attention_fwd}},
+      {"attention bwd", {OpKind::attention_bwd}}, {"rmsnorm fwd", {OpKind::rmsnorm_fwd}},
+      {"rmsnorm bwd", {OpKind::rmsnorm_bwd}}, {"qk norm+rope fwd", {OpKind::qk_norm_rope_fwd}},
+      {"qk norm+rope bwd", {OpKind::qk_norm_rope_bwd}}, {"swiglu fwd", {OpKind::swiglu_fwd}},
+      {"swiglu bwd", {OpKind::swiglu_bwd}}, {"embedding fwd", {OpKind::embedding_fwd}},
+      {"embedding bwd", {OpKind::embedding_bwd}}, {"cross-entropy", {OpKind::cross_entropy}}};
+  for (const auto& [name, ks] : kinds) {
+    long priced = 0;
+    for (OpKind k : ks) priced += walk.calls[k];
+    EXPECT_EQ(engine[name], kSteps * priced) << name << ": the engine's calls over " << kSteps << " steps, the walk's per step";
+  }
+}
+#endif
+
 // The distributed optimizer's reduce-scatter carries every parameter the rank holds, counted as the engine holds them
 // (train/rank_plan.h): at tp 8 the tiny model's 4 KV heads are replicated, not split, and its
 // norms are whole on every tensor-parallel rank — more than the model's parameters / tp.
@@ -543,7 +603,7 @@ TEST(StepModel, TheGradientReductionCarriesTheRanksOwnParameters) {
       return 0;
     }
   };
-  MemoryPlanInput in = input("tiny", 256, 8);
+  PlannedRun in = input("tiny", 256, 8);
   in.dp = 2;
   BytesPricer p;
   walk_step(in, p);

@@ -13,7 +13,7 @@
 #include <utility>
 
 #include "core/error.h"
-#include "cuda/check.h"
+#include "gpu/check.h"
 #include "ops/cuda/attention_fallback.cuh"
 #include "ops/cuda/attention_flash.cuh"
 #include "ops/cuda/attention_flash_bwd.cuh"

@@ -1,5 +1,5 @@
 // CUDA fused cross-entropy (see cross_entropy.h): one block per row, online max/sum in one pass, then the gradient.
-#include "cuda/check.h"
+#include "gpu/check.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cross_entropy.h"
 

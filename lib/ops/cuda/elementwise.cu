@@ -1,5 +1,5 @@
 // CUDA elementwise kernels (see elementwise.h): grid-stride loops, fp32 math on bf16 storage.
-#include "cuda/check.h"
+#include "gpu/check.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/elementwise.h"
 

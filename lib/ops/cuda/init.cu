@@ -1,5 +1,5 @@
 // CUDA weight initialisation (see init.h): one thread per element, grid-stride, double-precision Box–Muller.
-#include "cuda/check.h"
+#include "gpu/check.h"
 #include "model/init_stream.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/init.h"

@@ -1,5 +1,5 @@
 // CUDA AdamW, gradient norm and sums (see optimizer.h).
-#include "cuda/check.h"
+#include "gpu/check.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/optimizer.h"
 

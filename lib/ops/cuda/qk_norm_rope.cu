@@ -2,7 +2,7 @@
 // Angles follow transformers: inv_freq = 1 / theta^(2i/D) and position·inv_freq in float32.
 #include <stdexcept>
 
-#include "cuda/check.h"
+#include "gpu/check.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/qk_norm_rope.h"
 

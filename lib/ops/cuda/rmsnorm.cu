@@ -3,7 +3,7 @@
 // x once more instead of contending on atomics per row. Other lengths take a scalar block-per-row path.
 #include <initializer_list>
 
-#include "cuda/check.h"
+#include "gpu/check.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/rmsnorm.h"
 

@@ -1,5 +1,5 @@
 // SMs held for a while (see sm_hold.h): a block per SM, spinning on %globaltimer (nanoseconds) until its time is up.
-#include "cuda/check.h"
+#include "gpu/check.h"
 #include "ops/cuda/sm_hold.h"
 
 namespace qwen3::cuda {

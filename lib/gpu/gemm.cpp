@@ -1,0 +1,131 @@
+// cuBLASLt GEMM wrapper (see gemm.h). Row-major X[r, c] is column-major Xᵀ[c, r] with ld = c.
+#include "gpu/gemm.h"
+
+#include <string>
+
+#include "core/error.h"
+#include "gpu/check.h"
+
+namespace qwen3::cuda {
+namespace {
+struct LtObjects {  // descriptors of one call, destroyed on scope exit
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr, d = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  ~LtObjects() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+}  // namespace
+
+Gemm::Gemm(void* workspace, std::size_t workspace_bytes, bool autotune)
+    : workspace_(workspace), workspace_bytes_(workspace_bytes), autotune_(autotune) {
+  CUBLAS_CHECK(cublasLtCreate(&handle_));
+}
+
+Gemm::~Gemm() {
+  if (handle_) cublasLtDestroy(handle_);
+}
+
+void Gemm::run(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const void* A, std::int64_t lda,
+               const void* B, std::int64_t ldb, const void* C, void* D, std::int64_t ldd, cudaDataType_t cd, float beta,
+               cudaStream_t stream) {
+  if (m == 0 || n == 0) return;
+  LtObjects o;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&o.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+  if (sm_count_ > 0) {
+    const std::int32_t sms = sm_count_;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET, &sms, sizeof sms));
+  }
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.a, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.b, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.c, cd, m, n, ldd));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.d, cd, m, n, ldd));
+  // Algorithm per shape: cuBLASLt's heuristic proposes up to kCandidates; when this call can be repeated without
+  // changing its result (β = 0, or C distinct from D), each candidate is timed once on this stream and the fastest
+  // kept. Accumulating calls (C == D, β ≠ 0) reuse the choice made for the same shape, else take the first proposal.
+  const Key key{ta, tb, m, n, k, static_cast<int>(cd), beta != 0.0f, sm_count_};
+  const Key shape_key{ta, tb, m, n, k, static_cast<int>(cd), false, sm_count_};
+  const float alpha = 1.0f;
+  auto it = algos_.find(key);
+  if (it == algos_.end()) {
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&o.pref));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(o.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_,
+                                                      sizeof workspace_bytes_));
+    constexpr int kCandidates = 8;
+    cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
+    int found = 0;
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, o.op, o.a, o.b, o.c, o.d, o.pref, kCandidates, results, &found));
+    if (found == 0)
+      throw InternalError("cuBLASLt has no algorithm for a " + std::to_string(m) + "×" + std::to_string(n) + "×" +
+                          std::to_string(k) + " bf16 GEMM");
+    cublasLtMatmulAlgo_t best = results[0].algo;
+    const bool repeatable = beta == 0.0f || (C != nullptr && C != D);
+    const auto same_shape = algos_.find(shape_key);
+    if (beta != 0.0f && !repeatable && same_shape != algos_.end()) {
+      best = same_shape->second;
+    } else if (repeatable && found > 1 && autotune_) {
+      cudaEvent_t start, stop;
+      CUDA_CHECK(cudaEventCreate(&start));
+      CUDA_CHECK(cudaEventCreate(&stop));
+      float best_ms = 0;
+      for (int i = 0; i < found; ++i) {
+        if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+        for (int rep = 0; rep < 2 && st == CUBLAS_STATUS_SUCCESS; ++rep) {  // the second run, past lazy module loading
+          CUDA_CHECK(cudaEventRecord(start, stream));
+          st = cublasLtMatmul(handle_, o.op, &alpha, A, o.a, B, o.b, &beta, C ? C : D, o.c, D, o.d, &results[i].algo,
+                              workspace_, workspace_bytes_, stream);
+          CUDA_CHECK(cudaEventRecord(stop, stream));
+          CUDA_CHECK(cudaEventSynchronize(stop));
+        }
+        if (st != CUBLAS_STATUS_SUCCESS) continue;
+        float ms = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+        if (best_ms == 0 || ms < best_ms) {
+          best_ms = ms;
+          best = results[i].algo;
+        }
+      }
+      cudaEventDestroy(start);
+      cudaEventDestroy(stop);
+    }
+    it = algos_.emplace(key, best).first;
+    if (beta == 0.0f) algos_.emplace(shape_key, best);
+  }
+  CUBLAS_CHECK(cublasLtMatmul(handle_, o.op, &alpha, A, o.a, B, o.b, &beta, C ? C : D, o.c, D, o.d, &it->second,
+                              workspace_, workspace_bytes_, stream));
+}
+
+void Gemm::forward(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, const __nv_bfloat16* residual,
+                   std::int64_t T, std::int64_t in, std::int64_t out, cudaStream_t stream) {
+  // yᵀ[out, T] = (Wᵀ)ᵀ·xᵀ: A = W as column-major [in, out], transposed; B = x as column-major [in, T].
+  run(true, false, out, T, in, w, in, x, in, residual, y, out, CUDA_R_16BF, residual ? 1.0f : 0.0f, stream);
+}
+
+void Gemm::backward_data(const __nv_bfloat16* dy, const __nv_bfloat16* w, float* dx, std::int64_t T, std::int64_t in,
+                         std::int64_t out, bool accumulate, cudaStream_t stream) {
+  // dxᵀ[in, T] = Wᵀ[in, out]·dyᵀ[out, T]: A = W column-major [in, out]; B = dy column-major [out, T].
+  run(false, false, in, T, out, w, in, dy, out, nullptr, dx, in, CUDA_R_32F, accumulate ? 1.0f : 0.0f, stream);
+}
+
+void Gemm::backward_data(const __nv_bfloat16* dy, const __nv_bfloat16* w, __nv_bfloat16* dx, std::int64_t T,
+                         std::int64_t in, std::int64_t out, cudaStream_t stream) {
+  run(false, false, in, T, out, w, in, dy, out, nullptr, dx, in, CUDA_R_16BF, 0.0f, stream);
+}
+
+void Gemm::backward_weight(const __nv_bfloat16* dy, const __nv_bfloat16* x, float* dw, std::int64_t T, std::int64_t in,
+                           std::int64_t out, bool accumulate, cudaStream_t stream) {
+  // dWᵀ[in, out] += xᵀ[in, T]·dy[T, out]: A = x column-major [in, T]; B = dy column-major [out, T], transposed.
+  run(false, true, in, out, T, x, in, dy, out, nullptr, dw, in, CUDA_R_32F, accumulate ? 1.0f : 0.0f, stream);
+}
+
+}  // namespace qwen3::cuda
