@@ -129,7 +129,7 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
       for (int s = 0; s < cfg.pp; ++s) {
         PlannedRun one = in;
         one.stage = s;
-        const StageRange r = stage_range(pipeline_layer_counts(cfg.model, cfg.pp, cfg.seq_len, cfg.pp_layers), s);
+        const StageRange r = planned_rank(one).stage;
         const MemoryPlan sp = plan_cuda_rank_memory(one);
         char line[200];
         std::snprintf(line, sizeof line, "\n  stage %d (layers %lld-%lld): %.2f GiB", s, static_cast<long long>(r.first_layer),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One step's operations as the engine's own op timer measured them inside a training step (QWEN3_CUDA_OP_TIMES=1,
+"""One step's operations as the engine's own op timer measured them inside a training step (qwen3-pretrain --op-times,
 tensor parallel 1, micro-batch 1), each beside what the calibration prices the same call at alone: the evidence of
 how far an operation runs slower inside a step than in qwen3-calibrate (issue 28 item 3).
 
@@ -12,7 +12,7 @@ the steps over its time alone) into the calibration file's "in_step" section as 
 group's curve (a point already there at SEQ is replaced), SOURCE added to what the section says it rests on. The
 default groups are attention's: the GEMMs' in-step time differs from their time alone by role (the tool prints the
 block GEMMs' factor for forward, data and weight gradient), so they stay as measured.
-LOG: qwen3-pretrain's output with QWEN3_CUDA_OP_TIMES=1 (lines '  12.34 ms  5.6%  56 calls  gemm qkv fwd'). An
+LOG: qwen3-pretrain's output with --op-times (lines '  12.34 ms  5.6%  56 calls  gemm qkv fwd'). An
 operation's time alone and its in-step group are `qwen3-pretrain --plan`'s (predicted.operations, on CALIBRATION):
 this tool restates only which calibration key each of the op timer's labels names."""
 import argparse
@@ -31,7 +31,7 @@ def model_of(name, bin_dir):
 
 
 def keys(m):
-    """The op timer's label → the calibration key of its kernel (tp 1: the engine's kernels, train/cuda/qwen3_blocks.cpp
+    """The op timer's label → the calibration key of its kernel (tp 1: the engine's kernels, train/cuda_engine/qwen3_blocks.cpp
     and the head); what the key costs alone, at which token counts and how often, is --plan's."""
     H, I, V, D = m["hidden_size"], m["intermediate_size"], m["vocab_size"], m["head_dim"]
     q, kv = m["num_heads"] * D, m["num_kv_heads"] * D

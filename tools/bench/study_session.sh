@@ -53,11 +53,11 @@ if [ -n "${ONLY:-}" ]; then
     [ -f "$f" ] && build/bin/qwen3-results "$f" --format json >"${f%.h5}.json" 2>/dev/null
   done
 fi
-for spec in ${OPTIMES:-}; do  # MODEL:SEQ:GB — where one step's GPU time goes, per operation (QWEN3_CUDA_OP_TIMES=1)
+for spec in ${OPTIMES:-}; do  # MODEL:SEQ:GB — where one step's GPU time goes, per operation (--op-times)
   IFS=: read -r model seq gb <<<"$spec"
   data="$out/optimes-data-$seq.h5"
   [ -f "$data" ] || build/bin/qwen3-dataset synthetic --out "$data" --vocab-size 151936 --lengths "$seq" --documents 64 --seed 7 >/dev/null
-  QWEN3_CUDA_OP_TIMES=1 timeout 120 build/bin/qwen3-pretrain --device cuda --model "$model" --data "$data" --seq-len "$seq" \
+  timeout 120 build/bin/qwen3-pretrain --op-times --device cuda --model "$model" --data "$data" --seq-len "$seq" \
     --global-batch "$gb" --steps 3 --recompute auto --out "$out/optimes-$model-$seq-gb$gb.h5" --overwrite >"$out/optimes-$model-$seq-gb$gb.log" 2>&1
   echo "== op times $spec (exit $?)"; tail -n 45 "$out/optimes-$model-$seq-gb$gb.log"
   rm -f "$data"

@@ -10,13 +10,13 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 what="${1:-all}"
 out="${OUT:-gpu-out}"; logs="$out/logs"; mkdir -p "$logs"
-export QWEN3_CUDA_OP_TIMES="${QWEN3_CUDA_OP_TIMES:-0}"
+op_times=""; [ "${OP_TIMES:-0}" = 1 ] && op_times="--op-times"  # OP_TIMES=1: the engine's per-operation GPU times
 export QWEN3_BIN_DIR="$PWD/build/bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
 bin="${BIN:-build/bin}"  # BIN: another build's bin folder (an earlier tree's, for a same-call comparison)
 gpus=$(nvidia-smi -L | wc -l)
 summary="$out/summary.txt"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nvidia-smi topo -m | head -8; } | tee "$summary"
-run_mpi() { local np=$1; shift; mpirun --allow-run-as-root --bind-to none -np "$np" -x NCCL_NVLS_ENABLE -x QWEN3_CUDA_OP_TIMES "$@"; }
+run_mpi() { local np=$1; shift; mpirun --allow-run-as-root --bind-to none -np "$np" -x NCCL_NVLS_ENABLE "$@"; }
 
 if [ "$what" = tests ] || [ "$what" = all ]; then
   "$bin/qwen3_tests" --gtest_brief=1 --gtest_filter="${GTEST_FILTER:-Cuda*:Cudnn*:CommCheck*:MemoryPlan*:Golden*:TensorParallel*}" \
@@ -50,7 +50,7 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
     tag="$model-$seq-gb$gb-t$tp-p$pp-c${cp:-1}-n$np-m${margin:-0}-r${recompute:-none}${opt:+-o$opt}"
     run_mpi "$np" "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" --comm-sm-margin "${margin:-0}" \
       --seq-len "$seq" --global-batch "$gb" --micro-batch 1 --steps "${STEPS:-5}" --warmup-steps 1 --tp "$tp" --pp "$pp" \
-      --cp "${cp:-1}" --recompute "${rc_mode}" ${rc_offload} ${opt_arg} ${EXTRA:-} --out "$out/$tag.h5" --overwrite >"$logs/$tag.log" 2>&1
+      --cp "${cp:-1}" --recompute "${rc_mode}" ${rc_offload} ${opt_arg} ${op_times} ${EXTRA:-} --out "$out/$tag.h5" --overwrite >"$logs/$tag.log" 2>&1
     echo "== ours $tag (exit $?)" | tee -a "$summary"
     tail -n 2 "$logs/$tag.log" | tee -a "$summary"
     "$bin/qwen3-results" "$out/$tag.h5" >"$logs/$tag.results.txt" 2>&1
