@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <optional>
 
 #include "core/error.h"
 #include "core/format.h"
@@ -23,11 +24,20 @@ using Check = std::function<void(const RunConfig&)>;
 
 std::string num(double v) { return format_shortest(v); }
 
+// A command-line name as a --config, /config and sweep key: '_' for '-'.
+std::string key_of(const std::string& name) {
+  std::string k = name;
+  std::replace(k.begin(), k.end(), '-', '_');
+  return k;
+}
+
+// An option; a run option's /config key is its name with '_' for '-' unless given (a general one records none).
 RunOption opt(std::string name, S section, K kind, RunOption::Field field, bool shows_default, std::string help,
-              std::string config_key = "") {
+              std::optional<std::string> config_key = std::nullopt) {
   RunOption o;
+  o.config_key = config_key ? *config_key : section == S::run ? key_of(name) : "";
   o.name = std::move(name), o.section = section, o.kind = kind, o.field = field, o.shows_default = shows_default;
-  o.help = std::move(help), o.config_key = std::move(config_key);
+  o.help = std::move(help);
   return o;
 }
 
@@ -111,107 +121,96 @@ void add_general(std::vector<RunOption>& t) {
 
 // The model, the data and the optimizer.
 void add_model_and_optimizer(std::vector<RunOption>& t) {
-  RunOption model = opt("model", S::run, K::value, {}, true, "preset: tiny, 0.6B, 1.7B, 4B, 8B, 14B, 32B", "model");
-                        model.resolve = [](RunConfig& c, const std::string& v) { c.model = model_preset(v), c.model_source = v; };
-                        model.recorded = [](const RunConfig& c) { return c.model_source; };
-                        t.push_back(model);
+  RunOption model = opt("model", S::run, K::value, {}, true, "preset: tiny, 0.6B, 1.7B, 4B, 8B, 14B, 32B");
+  model.resolve = [](RunConfig& c, const std::string& v) { c.model = model_preset(v), c.model_source = v; };
+  model.recorded = [](const RunConfig& c) { return c.model_source; };
+  t.push_back(model);
   RunOption model_config = opt("model-config", S::run, K::value, {}, false,
-                               "INI model config (Hugging Face key names) instead of a preset");
+                               "INI model config (Hugging Face key names) instead of a preset", "");  // /config: model
   model_config.resolve = [](RunConfig& c, const std::string& v) { c.model = load_model_config(v), c.model_source = v; };
   t.push_back(model_config);
-  t.push_back(opt("data", S::run, K::value, &RunConfig::data, false, "dataset file (qwen3-dataset; docs/datasets.md)", "data"));
+  t.push_back(opt("data", S::run, K::value, &RunConfig::data, false, "dataset file (qwen3-dataset; docs/datasets.md)"));
   RunOption seq = opt("seq-len", S::run, K::value, &RunConfig::seq_len, false,
-                      "sequence length = the dataset bucket to train on", "seq_len");
+                      "sequence length = the dataset bucket to train on");
   seq.check = positive("--seq-len", &RunConfig::seq_len), seq.layout = true;
   t.push_back(seq);
-  RunOption gb = opt("global-batch", S::run, K::value, &RunConfig::global_batch, true, "sequences per optimizer step",
-                     "global_batch");
+  RunOption gb = opt("global-batch", S::run, K::value, &RunConfig::global_batch, true, "sequences per optimizer step");
   gb.check = positive("--global-batch", &RunConfig::global_batch), gb.layout = true;
   t.push_back(gb);
-  RunOption mb = opt("micro-batch", S::run, K::value, &RunConfig::micro_batch, true, "sequences per forward/backward",
-                     "micro_batch");
+  RunOption mb = opt("micro-batch", S::run, K::value, &RunConfig::micro_batch, true, "sequences per forward/backward");
   mb.check = positive("--micro-batch", &RunConfig::micro_batch), mb.layout = true;
   t.push_back(mb);
-  RunOption steps = opt("steps", S::run, K::value, &RunConfig::steps, true, "optimizer steps", "steps");
-                        steps.check = positive("--steps", &RunConfig::steps);
+  RunOption steps = opt("steps", S::run, K::value, &RunConfig::steps, true, "optimizer steps");
+  steps.check = positive("--steps", &RunConfig::steps);
   t.push_back(steps);
-  RunOption lr = opt("lr", S::run, K::value, &RunConfig::lr, true, "peak learning rate", "lr");
-                     lr.check = positive("--lr", &RunConfig::lr);
+  RunOption lr = opt("lr", S::run, K::value, &RunConfig::lr, true, "peak learning rate");
+  lr.check = positive("--lr", &RunConfig::lr);
   t.push_back(lr);
-  RunOption min_lr = opt("min-lr", S::run, K::value, &RunConfig::min_lr, true, "learning rate at the last step (cosine decay)",
-                         "min_lr");
+  RunOption min_lr = opt("min-lr", S::run, K::value, &RunConfig::min_lr, true, "learning rate at the last step (cosine decay)");
   min_lr.check = rule([](const RunConfig& c) { return c.min_lr >= 0 && c.min_lr <= c.lr; }, [](const RunConfig& c) {
     return "--min-lr must be between 0 and --lr (" + num(c.lr) + "), got " + num(c.min_lr);
   });
   t.push_back(min_lr);
-  RunOption warmup = opt("warmup-steps", S::run, K::value, &RunConfig::warmup_steps, true, "linear warmup steps", "warmup_steps");
-                         warmup.check = rule([](const RunConfig& c) { return c.warmup_steps >= 0; }, [](const RunConfig& c) {
-                         return "--warmup-steps must be 0 or more, got " + std::to_string(c.warmup_steps);
+  RunOption warmup = opt("warmup-steps", S::run, K::value, &RunConfig::warmup_steps, true, "linear warmup steps");
+  warmup.check = rule([](const RunConfig& c) { return c.warmup_steps >= 0; }, [](const RunConfig& c) {
+    return "--warmup-steps must be 0 or more, got " + std::to_string(c.warmup_steps);
   });
   t.push_back(warmup);
-  RunOption wd = opt("weight-decay", S::run, K::value, &RunConfig::weight_decay, true, "AdamW decoupled decay (2-D weights)",
-                     "weight_decay");
+  RunOption wd = opt("weight-decay", S::run, K::value, &RunConfig::weight_decay, true, "AdamW decoupled decay (2-D weights)");
   wd.check = rule([](const RunConfig& c) { return c.weight_decay >= 0; },
                   [](const RunConfig& c) { return "--weight-decay must be 0 or more, got " + num(c.weight_decay); });
   t.push_back(wd);
-  RunOption clip = opt("clip-grad", S::run, K::value, &RunConfig::clip_grad, true, "max global gradient norm; 0 = off",
-                       "clip_grad");
+  RunOption clip = opt("clip-grad", S::run, K::value, &RunConfig::clip_grad, true, "max global gradient norm; 0 = off");
   clip.check = rule([](const RunConfig& c) { return c.clip_grad >= 0; },
                     [](const RunConfig& c) { return "--clip-grad must be 0 (off) or positive, got " + num(c.clip_grad); });
   t.push_back(clip);
   RunOption beta1 = opt("beta1", S::run, K::value, &RunConfig::beta1, true, "AdamW beta1", "beta1");
-                        beta1.check = rule([](const RunConfig& c) { return c.beta1 >= 0 && c.beta1 < 1 && c.beta2 >= 0 && c.beta2 < 1; },
-                        [](const RunConfig&) { return "--beta1 and --beta2 must be in [0, 1)"; });
+  beta1.check = rule([](const RunConfig& c) { return c.beta1 >= 0 && c.beta1 < 1 && c.beta2 >= 0 && c.beta2 < 1; },
+                     [](const RunConfig&) { return "--beta1 and --beta2 must be in [0, 1)"; });
   t.push_back(beta1);
   t.push_back(opt("beta2", S::run, K::value, &RunConfig::beta2, true, "AdamW beta2", "beta2"));  // checked with beta1
-  RunOption eps = opt("adam-eps", S::run, K::value, &RunConfig::adam_eps, true, "AdamW epsilon", "adam_eps");
-                      eps.check = positive("--adam-eps", &RunConfig::adam_eps);
+  RunOption eps = opt("adam-eps", S::run, K::value, &RunConfig::adam_eps, true, "AdamW epsilon");
+  eps.check = positive("--adam-eps", &RunConfig::adam_eps);
   t.push_back(eps);
-  RunOption init = opt("init-std", S::run, K::value, &RunConfig::init_std, true, "std of the normal init of 2-D weights",
-                       "init_std");
+  RunOption init = opt("init-std", S::run, K::value, &RunConfig::init_std, true, "std of the normal init of 2-D weights");
   init.check = positive("--init-std", &RunConfig::init_std);
   t.push_back(init);
-  RunOption seed = opt("seed", S::run, K::value, {}, true, "seed for weights and document order", "seed");
-                       seed.resolve = [](RunConfig& c, const std::string& v) { c.seed = parse_seed("--seed", v); };
-                       seed.recorded = [](const RunConfig& c) { return std::to_string(c.seed); };
-                       t.push_back(seed);
+  RunOption seed = opt("seed", S::run, K::value, {}, true, "seed for weights and document order");
+  seed.resolve = [](RunConfig& c, const std::string& v) { c.seed = parse_seed("--seed", v); };
+  seed.recorded = [](const RunConfig& c) { return std::to_string(c.seed); };
+  t.push_back(seed);
 }
 
 // The backend, the layout and the memory policy.
 void add_layout(std::vector<RunOption>& t) {
-  RunOption device = opt("device", S::run, K::value, &RunConfig::device, true, "backend: cpu or cuda", "device");
-                         device.check = choice("--device", &RunConfig::device, {"cpu", "cuda"});
+  RunOption device = opt("device", S::run, K::value, &RunConfig::device, true, "backend: cpu or cuda");
+  device.check = choice("--device", &RunConfig::device, {"cpu", "cuda"});
   t.push_back(device);
-  t.push_back(opt("out", S::run, K::value, &RunConfig::out, false, "results file to write (docs/results.md)", "out"));
-  t.push_back(opt("overwrite", S::run, K::flag, &RunConfig::overwrite, true, "replace an existing results file", "overwrite"));
-                  for (auto [name, field, help] : {std::tuple{"tp", &RunConfig::tp, "tensor-parallel size"},
-                  std::tuple{"pp", &RunConfig::pp, "pipeline-parallel size"}}) {
+  t.push_back(opt("out", S::run, K::value, &RunConfig::out, false, "results file to write (docs/results.md)"));
+  t.push_back(opt("overwrite", S::run, K::flag, &RunConfig::overwrite, true, "replace an existing results file"));
+  for (auto [name, field, help] : {std::tuple{"tp", &RunConfig::tp, "tensor-parallel size"},
+                                   std::tuple{"pp", &RunConfig::pp, "pipeline-parallel size"}}) {
     RunOption o = opt(name, S::run, K::value, field, true, help, name);
-                      o.check = at_least_one(name[0] == 't' ? "--tp" : "--pp", field), o.layout = true;
-                      t.push_back(o);
+    o.check = at_least_one(name[0] == 't' ? "--tp" : "--pp", field), o.layout = true;
+    t.push_back(o);
   }
   t.push_back(opt("recompute", S::run, K::value, &RunConfig::recompute, true,
                   "activation recomputation: none; selective (recompute the norm outputs and the normed, rotated q and k); "
                   "full (keep each layer's input, recompute the rest in the backward); or auto (the cheapest that the "
                   "memory plan says fits the device: none, selective, full, full with the inputs offloaded; then the same "
-                  "with the smallest share of the optimizer on the host that fits, unless --offload-optimizer is given)",
-                  "recompute"));
+                  "with the smallest share of the optimizer on the host that fits, unless --offload-optimizer is given)"));
   t.push_back(opt("recompute-num-layers", S::run, K::value, &RunConfig::recompute_num_layers, true,
-                  "with full recomputation: recompute only the first N layers of each pipeline stage (0: all)",
-                  "recompute_num_layers"));
+                  "with full recomputation: recompute only the first N layers of each pipeline stage (0: all)"));
   t.push_back(opt("offload-inputs", S::run, K::flag, &RunConfig::offload_inputs, true,
                   "with full recomputation: keep the recomputed layers' inputs in pinned host memory, copied out during the "
-                  "forward and back during the backward (CUDA; on the CPU backend everything is in host memory already)",
-                  "offload_inputs"));
+                  "forward and back during the backward (CUDA; on the CPU backend everything is in host memory already)"));
   t.push_back(opt("allow-cross-node-tp", S::run, K::flag, &RunConfig::allow_cross_node_tp, true,
                   "run even when a tensor- or context-parallel group spans nodes (refused by default: their collectives run "
-                  "in every layer and belong inside a node's NVLink domain; start tp × cp ranks or more per node)",
-                  "allow_cross_node_tp"));
+                  "in every layer and belong inside a node's NVLink domain; start tp × cp ranks or more per node)"));
   RunOption offload = opt("offload-optimizer", S::run, K::value, &RunConfig::offload_optimizer, false,
                           "keep the fp32 master weights and AdamW moments in pinned host memory and run AdamW on the CPU "
                           "(CUDA): --offload-optimizer for all of this rank's optimizer state, --offload-optimizer=0.4 for "
-                          "the last 40% of it (the rest stays on the device), =0 for none (auto then never offloads it)",
-                          "offload_optimizer");
+                          "the last 40% of it (the rest stays on the device), =0 for none (auto then never offloads it)");
   offload.implicit = "1", offload.value_name = "FRACTION";
   offload.check = [](const RunConfig& c) {
     if (c.offload_optimizer >= 0) validate_optimizer_offload(c.offload_optimizer);
@@ -230,26 +229,23 @@ void add_layout(std::vector<RunOption>& t) {
 void add_engine(std::vector<RunOption>& t) {
   RunOption pp_layers = opt("pp-layers", S::run, K::value, {}, false,
                             "layers per pipeline stage, e.g. 3,4,4 (default: split to balance compute and memory, the "
-                            "embedding and output projection counted)",
-                            "pp_layers");
+                            "embedding and output projection counted)");
   pp_layers.resolve = [](RunConfig& c, const std::string& v) { c.pp_layers = parse_layer_list("--pp-layers", v); };
   pp_layers.recorded = [](const RunConfig& c) {
     return join_counts(pipeline_layer_counts(c.model, c.pp, c.seq_len, c.pp_layers));
   };
   t.push_back(pp_layers);
-  RunOption cp = opt("cp", S::run, K::value, &RunConfig::cp, true, "context-parallel size", "cp");
-                     cp.check = at_least_one("--cp", &RunConfig::cp), cp.layout = true;
-                     t.push_back(cp);
+  RunOption cp = opt("cp", S::run, K::value, &RunConfig::cp, true, "context-parallel size");
+  cp.check = at_least_one("--cp", &RunConfig::cp), cp.layout = true;
+  t.push_back(cp);
   RunOption attention = opt("attention", S::run, K::value, &RunConfig::attention, true,
                             "CUDA attention: cudnn (cuDNN's fused flash attention; a run stops if cuDNN cannot run it) or own "
-                            "(the project's kernels, whole sequences only: no --cp); --plan counts the chosen one's workspace",
-                            "attention");
+                            "(the project's kernels, whole sequences only: no --cp); --plan counts the chosen one's workspace");
   attention.check = choice("--attention", &RunConfig::attention, {"cudnn", "own"}), attention.layout = true;
   t.push_back(attention);
   RunOption margin = opt("comm-sm-margin", S::run, K::value, &RunConfig::comm_sm_margin, true,
                          "CUDA with --tp: run the weight-gradient GEMMs that overlap the tensor-parallel collectives on all "
-                         "but N SMs (0: all; measured on 4 x H100: no gain at 16)",
-                         "comm_sm_margin");
+                         "but N SMs (0: all; measured on 4 x H100: no gain at 16)");
   margin.check = rule([](const RunConfig& c) { return c.comm_sm_margin >= 0; }, [](const RunConfig& c) {
     return "--comm-sm-margin must be 0 or more SMs, got " + std::to_string(c.comm_sm_margin);
   });
@@ -260,12 +256,10 @@ void add_engine(std::vector<RunOption>& t) {
                   "gemm_autotune"));
   t.push_back(opt("shared-gpu-staging", S::run, K::flag, &RunConfig::shared_gpu_staging, true,
                   "CUDA: let tensor-, pipeline- and data-parallel ranks that share one GPU exchange through host memory "
-                  "(slow; for checking those paths on a host with fewer GPUs than ranks) instead of refusing them",
-                  "shared_gpu_staging"));
+                  "(slow; for checking those paths on a host with fewer GPUs than ranks) instead of refusing them"));
   t.push_back(opt("op-times", S::run, K::flag, &RunConfig::op_times, true,
                   "CUDA: time every operation of the step with CUDA events and print the GPU time per operation at exit "
-                  "(a benchmark aid: it synchronises and slows the step)",
-                  "op_times"));
+                  "(a benchmark aid: it synchronises and slows the step)"));
 }
 
 // Hugging Face weights, checkpoints, resumption and the memory trace.
@@ -273,33 +267,27 @@ void add_io(std::vector<RunOption>& t) {
   t.push_back(opt("init-from-hf", S::run, K::value, &RunConfig::init_from_hf, false,
                   "start from a Hugging Face Qwen3 checkpoint folder (config.json and *.safetensors, sharded or not, "
                   "bf16/fp16/fp32): the model comes from its config.json, the weights from its files, every name and shape "
-                  "checked",
-                  "init_from_hf"));
+                  "checked"));
   t.push_back(opt("export-hf", S::run, K::value, &RunConfig::export_hf, false,
                   "at the end of a successful run, write the weights there as a Hugging Face checkpoint (config.json, "
-                  "safetensors)",
-                  "export_hf"));
-  RunOption dtype = opt("export-dtype", S::run, K::value, &RunConfig::export_dtype, true, "--export-hf weights: bf16 or fp32",
-                        "export_dtype");
+                  "safetensors)"));
+  RunOption dtype = opt("export-dtype", S::run, K::value, &RunConfig::export_dtype, true, "--export-hf weights: bf16 or fp32");
   dtype.check = choice("--export-dtype", &RunConfig::export_dtype, {"bf16", "fp32"});
   t.push_back(dtype);
   t.push_back(opt("save", S::run, K::value, &RunConfig::save, false,
                   "checkpoint folder: a checkpoint at the end (and every --save-interval steps), written by every rank in "
-                  "parallel, published atomically (docs/checkpoints.md)",
-                  "save"));
+                  "parallel, published atomically (docs/checkpoints.md)"));
   RunOption interval = opt("save-interval", S::run, K::value, &RunConfig::save_interval, true,
-                           "a checkpoint every N steps (0: only at the end)", "save_interval");
+                           "a checkpoint every N steps (0: only at the end)");
   interval.check = rule([](const RunConfig& c) { return c.save_interval >= 0; },
                         [](const RunConfig&) { return "--save-interval must be 0 (only at the end) or positive"; });
   t.push_back(interval);
-  RunOption keep = opt("save-keep", S::run, K::value, &RunConfig::save_keep, true, "newest checkpoints kept under --save (0: all)",
-                       "save_keep");
+  RunOption keep = opt("save-keep", S::run, K::value, &RunConfig::save_keep, true, "newest checkpoints kept under --save (0: all)");
   keep.check = rule([](const RunConfig& c) { return c.save_keep >= 0; },
                     [](const RunConfig&) { return "--save-keep must be 0 (keep all) or positive"; });
   t.push_back(keep);
   t.push_back(opt("auto-resume", S::run, K::flag, &RunConfig::auto_resume, true,
-                  "resume from --save's latest checkpoint when it has one, else start fresh (for jobs that are requeued)",
-                  "auto_resume"));
+                  "resume from --save's latest checkpoint when it has one, else start fresh (for jobs that are requeued)"));
   RunOption grace = opt("preempt-grace", S::run, K::value, &RunConfig::preempt_grace_s, true,
                         "with --save: seconds a run stopped by SIGTERM/SIGUSR1 has to finish its step and save before it "
                         "exits anyway",
@@ -309,10 +297,9 @@ void add_io(std::vector<RunOption>& t) {
   t.push_back(grace);
   t.push_back(opt("resume", S::run, K::value, &RunConfig::resume, false,
                   "continue from a checkpoint folder (or a --save folder: its latest), in any tp/pp/dp layout; --steps "
-                  "counts from the start of the run",
-                  "resume"));
+                  "counts from the start of the run"));
   RunOption trace = opt("memory-interval-ms", S::run, K::value, &RunConfig::memory_interval_ms, true,
-                        "memory trace sampling interval", "memory_interval_ms");
+                        "memory trace sampling interval");
   trace.check = rule([](const RunConfig& c) { return c.memory_interval_ms >= 1; }, [](const RunConfig& c) {
     return "--memory-interval-ms must be at least 1, got " + std::to_string(c.memory_interval_ms);
   });
@@ -380,12 +367,6 @@ nlohmann::json default_of(const RunOption& o) {
   if (o.kind == K::negated_flag || o.kind == K::flag) return "false";
   if (std::holds_alternative<std::monostate>(o.field)) return o.recorded ? o.recorded(defaults) : "";
   return field_text(defaults, o.field);
-}
-
-std::string key_of(const std::string& name) {
-  std::string k = name;
-  std::replace(k.begin(), k.end(), '-', '_');
-  return k;
 }
 
 }  // namespace

@@ -54,7 +54,11 @@ class DatasetFiles : public ::testing::Test {
 
 class DatasetSynthetic : public DatasetFiles {};
 class DatasetReaderErrors : public DatasetFiles {};
-class DatasetPack : public DatasetFiles {};
+// Packing the small stream (write_small_stream: 13 tokens, vocabulary 11) into p.h5 at `lengths`.
+class DatasetPack : public DatasetFiles {
+ protected:
+  PackOptions small_stream(std::vector<std::int64_t> lengths);
+};
 class DatasetCli : public DatasetFiles {};
 
 // Expects body() to throw E whose message contains every needle.
@@ -365,14 +369,19 @@ std::vector<std::int32_t> rows_of(const std::string& file, std::int64_t len) {
 }
 }  // namespace
 
-TEST_F(DatasetPack, PackModeConcatenatesWithEosAndDropsTheRemainder) {
+PackOptions DatasetPack::small_stream(std::vector<std::int64_t> lengths) {
   write_small_stream(path("t.bin"), path("o.bin"));
   PackOptions o;
   o.tokens_path = path("t.bin");
   o.offsets_path = path("o.bin");
   o.out_path = path("p.h5");
   o.vocab_size = 11;
-  o.lengths = {4, 5};
+  o.lengths = std::move(lengths);
+  return o;
+}
+
+TEST_F(DatasetPack, PackModeConcatenatesWithEosAndDropsTheRemainder) {
+  PackOptions o = small_stream({4, 5});
   o.eos_id = 0;
   pack_dataset(o);
   // Stream: 1 2 3 0 4 5 6 7 0 8 9 10 0 (13 tokens).
@@ -383,13 +392,7 @@ TEST_F(DatasetPack, PackModeConcatenatesWithEosAndDropsTheRemainder) {
 }
 
 TEST_F(DatasetPack, PackModeWithoutEosAndMaxDocuments) {
-  write_small_stream(path("t.bin"), path("o.bin"));
-  PackOptions o;
-  o.tokens_path = path("t.bin");
-  o.offsets_path = path("o.bin");
-  o.out_path = path("p.h5");
-  o.vocab_size = 11;
-  o.lengths = {4, 3};
+  PackOptions o = small_stream({4, 3});
   o.max_documents = 2;
   pack_dataset(o);
   EXPECT_EQ(all_documents(DatasetReader(o.out_path, 4, o.vocab_size, 1)),
@@ -398,13 +401,8 @@ TEST_F(DatasetPack, PackModeWithoutEosAndMaxDocuments) {
 }
 
 TEST_F(DatasetPack, CropModeKeepsThePrefixOfLongEnoughDocuments) {
-  write_small_stream(path("t.bin"), path("o.bin"));
-  PackOptions o;
-  o.tokens_path = path("t.bin");
-  o.offsets_path = path("o.bin");
+  PackOptions o = small_stream({3, 4});
   o.out_path = path("c.h5");
-  o.vocab_size = 11;
-  o.lengths = {3, 4};
   o.mode = "crop";
   pack_dataset(o);
   EXPECT_EQ(rows_of(o.out_path, 3), (std::vector<std::int32_t>{1, 2, 3, 4, 5, 6, 8, 9, 10}));
@@ -428,13 +426,8 @@ TEST_F(DatasetPack, Uint16WithoutOffsetsIsOneDocument) {
 }
 
 TEST_F(DatasetPack, BucketWithNoDocumentsIsAnInputError) {
-  write_small_stream(path("t.bin"), path("o.bin"));
-  PackOptions o;
-  o.tokens_path = path("t.bin");
-  o.offsets_path = path("o.bin");
+  PackOptions o = small_stream({3, 5});
   o.out_path = path("e.h5");
-  o.vocab_size = 11;
-  o.lengths = {3, 5};
   o.mode = "crop";
   expect_error<InputError>([&] { pack_dataset(o); }, {"length 5 got no documents", "the longest has 4"});
   o.mode = "pack";

@@ -46,10 +46,10 @@ def make(path, seed, cfg, B, S, steps=5, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, w
         f["train/losses"] = np.array(losses)
     print(path, "loss", losses, "params", len(names), flush=True)
 
+TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=192, num_hidden_layers=4, num_attention_heads=8,
+            num_key_value_heads=4, head_dim=16, rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=True)
 VARIANTS = {
-    "qwen3-tiny": (1234, dict(vocab_size=512, hidden_size=64, intermediate_size=192, num_hidden_layers=4,
-                              num_attention_heads=8, num_key_value_heads=4, head_dim=16, rope_theta=1e6,
-                              rms_norm_eps=1e-6, tie_word_embeddings=True), 2, 64),
+    "qwen3-tiny": (1234, TINY, 2, 64),
     # untied output projection, 3:1 grouped-query ratio, head_dim != hidden/heads, other theta and eps, odd sizes
     "qwen3-small-untied": (77, dict(vocab_size=300, hidden_size=48, intermediate_size=80, num_hidden_layers=3,
                                     num_attention_heads=6, num_key_value_heads=2, head_dim=8, rope_theta=10000.0,
@@ -60,9 +60,7 @@ VARIANTS = {
                              rms_norm_eps=1e-6, tie_word_embeddings=False), 2, 32),
     # the tiny model on sequences of 40 tokens: context parallelism at cp 2 splits them into chunks of 10, whose
     # attention statistics are not 16-byte aligned unless the engine pads them (issue: any length the CPU takes)
-    "qwen3-tiny-s40": (4040, dict(vocab_size=512, hidden_size=64, intermediate_size=192, num_hidden_layers=4,
-                                  num_attention_heads=8, num_key_value_heads=4, head_dim=16, rope_theta=1e6,
-                                  rms_norm_eps=1e-6, tie_word_embeddings=True), 2, 40),
+    "qwen3-tiny-s40": (4040, TINY, 2, 40),
 }
 if __name__ == "__main__":
     names = sys.argv[2:] or list(VARIANTS)
