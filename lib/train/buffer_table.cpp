@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "model/sequence_layout.h"  // lse_rows
 #include "ops/adamw_chunks.h"
+#include "ops/attention_workspace.h"
 #include "train/optimizer_segments.h"
 
 namespace qwen3 {
@@ -232,12 +233,19 @@ std::int64_t dtype_bytes(Dtype t) {
 }
 
 std::int64_t estimated_attention_workspace(const RankPlan& in) {
-  const std::int64_t q_rows = in.max_seq / (in.cp > 1 ? 2 * in.cp : 1);
-  const std::int64_t bhsd = in.max_batch * in.tp.heads * q_rows * in.model.head_dim, bhs = in.max_batch * in.tp.heads * q_rows;
-  // cuDNN's own part is 256 bytes above the dQ accumulator's size: measured by the engine (cuDNN 9, H100 and H200) on
-  // the 24 single-GPU runs of 2026-12-03 and 2026-12-06, 0.6B to 14B at 1,024 to 32,768 tokens, every one 256 over.
+  const std::int64_t B = in.max_batch, H = in.tp.heads, D = in.model.head_dim;
+  if (!in.cudnn_attention) return static_cast<std::int64_t>(own_attention_backward_workspace_bytes(B, in.max_seq, H, D));
+  // cuDNN's backward: an fp32 dQ accumulator over the query rows, as much again per key/value row, the query rows'
+  // statistics, and 256 bytes of its own. One call per sequence without context parallelism (as many key/value rows
+  // as query rows); with it, this rank's two chunks of S / 2cp query rows each, against every key up to the chunk's
+  // end: the later chunk (2cp − 1 − r) has (2cp − r) chunks of keys, the most of rank r's two calls. Measured by the
+  // engine (cuDNN 9, H100 and H200): 24 single-GPU runs of 2026-12-03 and 2026-12-06, 0.6B to 14B at 1,024 to 32,768
+  // tokens, every one exact; the key rows' term fitted on the tiny model at cp 2 (H100, 2026-12-06), then checked on
+  // the two recorded 1.7B runs at 131,072 tokens, cp 2, 2 × H200 (docs/prediction.md rows 25, 27): both ranks exact.
   constexpr std::int64_t kCudnnOwnScratch = 256;
-  return in.cudnn_attention ? 2 * 4 * bhsd + 4 * bhs + kCudnnOwnScratch : 4 * bhsd + 4 * bhs;
+  const std::int64_t q_rows = in.cp > 1 ? in.max_seq / (2 * in.cp) : in.max_seq;
+  const std::int64_t kv_rows = in.cp > 1 ? q_rows * (2 * in.cp - in.rank.cp_rank) : in.max_seq;
+  return 4 * B * H * D * (q_rows + kv_rows) + 4 * B * H * q_rows + kCudnnOwnScratch;
 }
 
 std::vector<BufferSpec> host_optimizer_buffers(std::int64_t host) {

@@ -63,9 +63,8 @@ std::vector<BufferSpec> host_optimizer_buffers(std::int64_t host);
 // cuBLASLt's workspace (the engine's, and qwen3-calibrate's).
 inline constexpr std::int64_t kGemmWorkspaceBytes = 64ll << 20;
 
-// The attention backward's workspace as the planner estimates it (cuDNN: its workspace and an fp32 dQ accumulator,
-// about B·heads·S·head_dim·4 each, and row sums; the own kernels: row sums and the dQ accumulator). With context
-// parallelism S is one chunk (two calls per layer).
+// The attention backward's workspace as the planner computes it without a GPU: the own kernels' exactly
+// (ops/attention_workspace.h), cuDNN's by its measured rule (buffer_table.cpp), for the rank's context-parallel chunks.
 std::int64_t estimated_attention_workspace(const RankPlan& rank);
 // The device bytes of the table by category (kDeviceCategories entries), and its pinned host bytes.
 std::vector<std::int64_t> device_bytes_by_category(const std::vector<BufferSpec>& table);

@@ -63,6 +63,7 @@ RankPlan planned_rank(const PlannedRun& in) {
   RankPlanInput r;
   r.model = in.model;
   r.rank.tp = in.tp, r.rank.cp = std::max(1, in.cp), r.rank.pp = in.pp, r.rank.pp_rank = in.stage;
+  r.rank.cp_rank = in.cp_rank;
   // Data × context-parallel ranks hold the same weights (a running engine says what it did: Engine::optimizer_shards).
   r.rank.shards = in.optimizer_shards > 0 ? in.optimizer_shards : in.shard_optimizer ? in.dp * r.rank.cp : 1;
   r.stage_layers = in.stage_layers;

@@ -41,6 +41,7 @@ struct PlannedRun {
   int optimizer_shards = 0;     // the shards a running engine reports (Engine::optimizer_shards); 0: dp × cp
   MemoryPolicy recompute;    // model/memory_policy.h
   int stage = 0;                // pipeline: which stage's rank
+  int cp_rank = 0;              // context parallelism: which rank of the group (0: the one with the most keys)
   std::vector<std::int64_t> stage_layers;  // pipeline: layers per stage (empty: the balanced split)
   std::int64_t micro_batches = 1;          // per step and data-parallel replica (a stage keeps min(pp − stage, m))
   // Device bytes outside the engine's allocator, item by item (train/calibration.h runtime_reserve: measured for a

@@ -169,7 +169,7 @@ namespace {
 void record_rank_memory(TrainingRun& run, const Engine& engine, const MemoryPolicy& recompute) {
   PlannedRun in = run.cfg.plan_input(run.W);
   in.recompute = recompute;
-  in.stage = run.groups.coords.pp;
+  in.stage = run.groups.coords.pp, in.cp_rank = run.groups.coords.cp;
   in.optimizer_shards = engine.optimizer_shards();
   std::vector<double> mine;
   std::vector<std::string> categories;

@@ -81,11 +81,13 @@ TEST(BufferTable, EveryRankOfALayoutAllocatesWhatThePlanSays) {
     for (const MemoryPolicy& rc : kPolicies)
       for (bool cudnn : {true, false}) {
         if (l.cp > 1 && !cudnn) continue;  // context parallelism runs on cuDNN only
-        for (int stage = 0; stage < l.pp; ++stage) {
-          const MemoryPlan plan = plan_cuda_rank_memory(plan_input(l, rc, cudnn, stage));
-          const auto planned = plan.by_category();
-          for (int t = 0; t < l.tp; ++t)
-            for (int q = 0; q < l.cp; ++q)
+        for (int stage = 0; stage < l.pp; ++stage)
+          for (int q = 0; q < l.cp; ++q) {
+            PlannedRun in = plan_input(l, rc, cudnn, stage);
+            in.cp_rank = q;  // its chunks' keys size cuDNN's workspace
+            const MemoryPlan plan = plan_cuda_rank_memory(in);
+            const auto planned = plan.by_category();
+            for (int t = 0; t < l.tp; ++t)
               for (int d = 0; d < l.dp; ++d) {
                 std::int64_t pinned = 0;
                 const auto bytes = engine_bytes(l, rc, cudnn, t, q, stage, d, &pinned);
@@ -233,4 +235,23 @@ TEST(BufferTable, OptimizerOnTheHostMovesTheWindowsTailOffTheDevice) {
       const std::int64_t real = std::min(in.shard.begin + in.shard.size, in.local.total_elements()) - in.shard.begin;
       EXPECT_EQ(covered, real) << tag;
     }
+}
+
+// The attention backward's workspace (buffer_table.h estimated_attention_workspace): the own kernels' exactly as the
+// kernels ask (a dQ accumulator only for the flash head sizes); cuDNN's with an fp32 dQ accumulator over the query rows
+// and as much per key row — under context parallelism rank r's later chunk sees (2cp − r) chunks of keys, so rank 0
+// needs one chunk of keys more than rank 1 (the tiny model at cp 2 on an H100: 98,304 and 65,536 bytes above the old
+// estimate's, measured).
+TEST(BufferTable, TheAttentionWorkspaceFollowsTheKernelsAndTheRanksKeys) {
+  const ModelConfig tiny = model_preset("tiny"), m06 = model_preset("0.6B");  // head_dim 16 (fallback) and 128 (flash)
+  auto ws = [](const ModelConfig& c, int cp, int cp_rank, bool cudnn) {
+    return estimated_attention_workspace(rank_plan(c, RankPlace{1, 0, cp, cp_rank, 1, 0, 1, 0}, 1, 256, {}, cudnn));
+  };
+  const std::int64_t H = tiny.num_heads, D = tiny.head_dim;
+  EXPECT_EQ(ws(tiny, 1, 0, false), 4 * H * 256);                           // delta only: no flash kernels at D = 16
+  EXPECT_EQ(ws(m06, 1, 0, false), 4 * m06.num_heads * 256 * (1 + m06.head_dim));  // delta and the dQ accumulator
+  EXPECT_EQ(ws(tiny, 1, 0, true), 2 * 4 * H * 256 * D + 4 * H * 256 + 256);
+  EXPECT_EQ(ws(tiny, 2, 0, true), 4 * H * D * (64 + 256) + 4 * H * 64 + 256);  // chunks 0 and 3: keys up to 256
+  EXPECT_EQ(ws(tiny, 2, 0, true) - ws(tiny, 2, 1, true), 4 * H * D * 64);     // chunks 1 and 2: keys up to 192
+  EXPECT_EQ(ws(tiny, 2, 0, true) - (2 * 4 * H * 64 * D + 4 * H * 64 + 256), 98304);  // the measured difference
 }

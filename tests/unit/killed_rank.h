@@ -31,7 +31,7 @@ inline KilledRun kill_rank_during_run(const std::string& device, int np, const s
   const std::string data = (dir / "data.h5").string(), out = (dir / "run.h5").string(), log = (dir / "log.txt").string();
   write_synthetic_dataset(data, 512, {64}, 32, 9, false);
   const std::string script =
-      mpirun(np) + "'" + bin_dir() + "/qwen3-pretrain' --device " + device + " --model tiny --data '" + data +
+      mpirun(np) + "'" + bin_dir() + "/qwen3-pretrain'" + (device == "cuda" ? staging_option() : " ") + "--device " + device + " --model tiny --data '" + data +
       "' --seq-len 64 --global-batch 4 --steps 1000000 --tp " + std::to_string(np) + " " + extra + " --out '" + out + "' > '" + log +
       "' 2>&1 & M=$!; " + "for i in $(seq 600); do grep -q '^step' '" + log + "' && break; sleep 0.1; done; " +
       "for p in $(pgrep -f '" + out + "'); do grep -qa OMPI_COMM_WORLD_RANK=1 /proc/$p/environ 2>/dev/null && kill -9 $p; done; " +

@@ -14,14 +14,13 @@
 
 #include "core/error.h"
 #include "gpu/check.h"
+#include "ops/attention_workspace.h"
 #include "ops/cuda/attention_fallback.cuh"
 #include "ops/cuda/attention_flash.cuh"
 #include "ops/cuda/attention_flash_bwd.cuh"
 
 namespace qwen3::cuda {
 namespace {
-
-constexpr std::size_t kWorkspaceAlign = 256;
 
 std::string describe(const AttentionShape& s) {
   return "batch " + std::to_string(s.batch) + ", seq " + std::to_string(s.seq) + ", heads " + std::to_string(s.heads) +
@@ -49,13 +48,9 @@ void check_aligned(const void* p, const char* name, const char* op, std::size_t 
                      std::to_string(align) + " bytes");
 }
 
-bool use_flash(const AttentionShape& s) { return s.head_dim == 64 || s.head_dim == 128; }
+bool use_flash(const AttentionShape& s) { return attention_uses_flash(s.head_dim); }
 
-std::size_t align_up(std::size_t n) { return (n + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
-
-std::size_t delta_bytes(const AttentionShape& s) {
-  return align_up(sizeof(float) * static_cast<std::size_t>(s.batch * s.heads * s.seq));
-}
+std::size_t delta_bytes(const AttentionShape& s) { return attention_delta_bytes(s.batch, s.seq, s.heads); }
 
 // Raises a kernel's dynamic shared-memory limit once per (device, kernel); fails clearly on a GPU with too little.
 template <typename Kernel>
@@ -131,10 +126,7 @@ void attention_forward(const __nv_bfloat16* q, const __nv_bfloat16* k, const __n
 
 std::size_t attention_backward_workspace_bytes(const AttentionShape& s) {
   check_shape(s, "attention_backward_workspace_bytes");
-  std::size_t bytes = delta_bytes(s);  // delta [B, H, S] fp32
-  if (use_flash(s))                     // dQ accumulator [B, S, H, D] fp32
-    bytes += align_up(sizeof(float) * static_cast<std::size_t>(s.batch * s.seq * s.heads * s.head_dim));
-  return bytes;
+  return own_attention_backward_workspace_bytes(s.batch, s.seq, s.heads, s.head_dim);  // delta, dQ accumulator
 }
 
 void attention_backward(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
