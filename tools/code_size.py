@@ -68,6 +68,7 @@ def cpp_functions(text):
             if at_scope and re.search(r"\b(namespace|class|struct|union|enum)\b[^()]*$", head.replace("\n", " ")) \
                     or at_scope and re.search(r'\bextern\s*""\s*$', head):
                 stack.append("scope")
+                head_start = i + 1
             elif at_scope and ")" in head and not CONTROL.match(head) and "=" not in head.split("(")[0]:
                 name = [w for w in re.findall(r"([~\w:]+)\s*\(", head) if not w.startswith("__")]
                 first = code.count("\n", 0, head_start + len(head) - len(head.lstrip())) + 1

@@ -4,5 +4,5 @@ import os
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-for folder in ("tools/common", "tools/bench", "tools/report", "tools/sweep"):
+for folder in ("tools", "tools/common", "tools/bench", "tools/report", "tools/sweep"):
     sys.path.insert(0, os.path.join(ROOT, folder))
