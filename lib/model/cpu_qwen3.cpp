@@ -87,6 +87,7 @@ struct BlockContext {
   std::int64_t B, S, T, Tl, Tp;          // T = B·S this rank's tokens, Tl its sequence rows, Tp = Tl·tp padded rows
   Communicator* cp = nullptr;            // context parallelism: S is this rank's part of S_full = S · cp tokens
   const std::int64_t* positions = nullptr;  // [S] their positions in the sequence
+  OpTally* tally = nullptr;                 // counts what runs (CpuQwen3::set_tally), when set
   const float* W(std::size_t index) const { return weights + table.entries()[index].offset; }
   float* G(std::size_t index) const { return grads + table.entries()[index].offset; }
   const LayerParamIndex& layer(std::int64_t l) const { return table.layers[static_cast<std::size_t>(l)]; }
@@ -123,12 +124,14 @@ void add_residual(Vec& x, const Vec& y) {
 Vec linear(const BlockContext& ctx, const Vec& x, std::size_t weight, std::int64_t in, std::int64_t out) {
   Vec y = zeros(ctx.Tp * out);
   cpu::linear_forward(x.data(), ctx.W(weight), y.data(), ctx.Tp, in, out);
+  if (ctx.tally) ctx.tally->gemm_fwd += ctx.Tp * in * out;
   return y;
 }
 // dx [Tp, in] (+)= dy · W[weight]; the weight's gradient accumulates.
 void linear_backward(const BlockContext& ctx, const Vec& x, std::size_t weight, const Vec& dy, Vec& dx, std::int64_t in,
                      std::int64_t out, bool accumulate_dx = false) {
   cpu::linear_backward(x.data(), ctx.W(weight), dy.data(), dx.data(), ctx.G(weight), ctx.Tp, in, out, accumulate_dx);
+  if (ctx.tally) ctx.tally->gemm_dgrad += ctx.Tp * in * out, ctx.tally->gemm_wgrad += ctx.Tp * in * out;
 }
 
 // A block's row-parallel output projection added to the residual stream: x [Tl, H] += this rank's rows of
@@ -189,11 +192,13 @@ void causal_attention(const BlockContext& ctx, LayerActs& a) {
   }
   cpu::attention_forward(a.q.data(), ctx.cp ? a.k_all.data() : a.k.data(), ctx.cp ? a.v_all.data() : a.v.data(),
                          a.attn.data(), a.lse.data(), attention_shape(ctx));
+  if (ctx.tally) ctx.tally->attention_fwd += ctx.B;
 }
 // Its backward into dq, dk, dv (zeroed, [Tp, ·]); with context parallelism the gradients of every key and value of
 // the sequence are summed over the cp ranks back to their owners.
 void causal_attention_backward(const BlockContext& ctx, const LayerActs& a, const Vec& dattn, Vec& dq, Vec& dk,
                                Vec& dv) {
+  if (ctx.tally) ctx.tally->attention_bwd += ctx.B;
   if (!ctx.cp) {
     cpu::attention_backward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.lse.data(), dattn.data(), dq.data(),
                             dk.data(), dv.data(), attention_shape(ctx));
@@ -418,7 +423,7 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
   const std::int64_t Tl = (T + tp_.size - 1) / tp_.size, Tp = Tl * tp_.size;
   st.B = B, st.S = S, st.T = T, st.Tl = Tl, st.Tp = Tp;
   const BlockContext ctx{cfg_, table_, tp_, {tp_comm_, Tp, Tl}, st.rope, weights, grads,
-                         B, S, T, Tl, Tp, cp_comm_, st.positions.data()};
+                         B, S, T, Tl, Tp, cp_comm_, st.positions.data(), tally_};
 
   Vec x;  // [Tl, H] residual stream
   if (stage_.first) {
@@ -446,7 +451,7 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
 void CpuQwen3::backward(int slot_index, const float* weights, float* grads, const Activations* dy, Activations* dx_out) {
   Slot& st = slot(slot_index);
   const BlockContext ctx{cfg_, table_, tp_, {tp_comm_, st.Tp, st.Tl}, st.rope, weights, grads,
-                         st.B, st.S, st.T, st.Tl, st.Tp, cp_comm_, st.positions.data()};
+                         st.B, st.S, st.T, st.Tl, st.Tp, cp_comm_, st.positions.data(), tally_};
   Vec dx;  // [Tl, H] gradient of the residual stream (sequence shard)
   if (stage_.last) {
     dx = std::move(st.dx);

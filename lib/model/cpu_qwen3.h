@@ -16,6 +16,13 @@
 
 namespace qwen3 {
 
+// What the reference's passes ran, for the step model's check (tests/unit/step_model_test.cpp): the linear layers'
+// multiply-adds by role (forward, input gradient, weight gradient) and the attention calls per sequence.
+struct OpTally {
+  std::int64_t gemm_fwd = 0, gemm_dgrad = 0, gemm_wgrad = 0;
+  std::int64_t attention_fwd = 0, attention_bwd = 0;
+};
+
 struct MicroBatch {
   const std::int32_t* tokens = nullptr;  // [batch, seq]
   const std::int32_t* labels = nullptr;  // [batch, seq], kIgnoreLabel where no target
@@ -51,6 +58,8 @@ class CpuQwen3 {
   const ParamTable& params() const { return table_; }  // this rank's table (the full one without tensor parallelism)
   const TpDims& tp() const { return tp_; }
   const StageRange& stage() const { return stage_; }
+  // Count what the passes run into `tally` from now on (null: stop).
+  void set_tally(OpTally* tally) { tally_ = tally; }
 
   // Forward, loss and backward on one micro-batch (the whole model: one stage). Gradients are added into
   // grads[total] scaled by grad_scale (1 / tokens counted over the whole step, so accumulation over micro-batches
@@ -84,6 +93,7 @@ class CpuQwen3 {
   MemoryPolicy recompute_;
   Communicator* cp_comm_ = nullptr;
   std::vector<std::unique_ptr<Slot>> slots_;
+  OpTally* tally_ = nullptr;
 };
 
 }  // namespace qwen3

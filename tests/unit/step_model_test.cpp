@@ -18,6 +18,8 @@
 #include <vector>
 
 #include "config/model_config.h"
+#include "model/cpu_qwen3.h"
+#include "model/init.h"
 #include "core/error.h"
 #include "train/calibration.h"
 #include "train/step_model.h"
@@ -536,6 +538,43 @@ TEST(CudaOpBench, MeasuresEveryKernelOfAStep) {
   EXPECT_GT(long_attn, 16 * short_attn);
 }
 #endif
+
+// The walk against the CPU reference (issue 29: the CPU backend's equivalent of StepModelGpu's check, run in CI): one
+// micro-batch of the tiny model through CpuQwen3, which counts its linear layers' multiply-adds by role and its
+// attention calls, against the walk of the same micro-batch. The GPU fuses q|k|v and gate|up where the reference runs
+// them apart: the multiply-adds are the same, so a GEMM the walk leaves out, or prices twice, fails here.
+TEST(StepModel, TheWalkPricesTheReferencesLinearLayersAndAttention) {
+  const ModelConfig c = model_preset("tiny");
+  CpuQwen3 model(c);
+  const ParamTable& t = model.params();
+  const auto n = static_cast<std::size_t>(t.total_elements());
+  std::vector<float> w(n, 0.0f), g(n, 0.0f);
+  init_weights(t, 1, 0.02, w.data());
+  constexpr std::int64_t S = 64;
+  std::vector<std::int32_t> ids;  // S + 1 tokens: the inputs and, one later, their labels
+  for (std::int64_t i = 0; i <= S; ++i) ids.push_back(static_cast<std::int32_t>(i * 7 % c.vocab_size));
+  OpTally ran;
+  model.set_tally(&ran);
+  MicroBatch mb;
+  mb.tokens = ids.data(), mb.labels = ids.data() + 1, mb.batch = 1, mb.seq = S;
+  model.forward_backward(w.data(), g.data(), mb, 1.0 / S);
+  struct MaddPricer : CountingPricer {
+    std::map<OpKind, std::int64_t> madds;
+    double compute(const OpShape& op) override {
+      madds[op.kind] += op.tokens * op.dims[0] * op.dims[1];
+      return CountingPricer::compute(op);
+    }
+  } walk;
+  PlannedRun in = input("tiny", S);
+  in.micro_batches = 1;
+  walk_step(in, walk);
+  EXPECT_EQ(ran.gemm_fwd, walk.madds[OpKind::gemm_fwd]);
+  EXPECT_EQ(ran.gemm_dgrad, walk.madds[OpKind::gemm_dgrad_bf16] + walk.madds[OpKind::gemm_dgrad_f32]);
+  EXPECT_EQ(ran.gemm_wgrad, walk.madds[OpKind::gemm_wgrad] + walk.madds[OpKind::gemm_wgrad_set]);
+  EXPECT_EQ(ran.attention_fwd, walk.calls[OpKind::attention_fwd]);
+  EXPECT_EQ(ran.attention_bwd, walk.calls[OpKind::attention_bwd]);
+  EXPECT_GT(ran.gemm_fwd, 0);
+}
 
 #ifdef QWEN3_HAVE_CUDA
 // The walk against the engine itself (issue 29): a real CUDA step of 0.6B (tp 1, one micro-batch per step) under
