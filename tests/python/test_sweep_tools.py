@@ -84,6 +84,7 @@ def test_run_options_pass_through_in_the_tables_order_and_per_cell_ones_are_not_
     assert sweep_spec.run_args("t.ini", {"no_gemm_autotune": "off"}) == []
     assert "true or false, got 'maybe'" in refused(capsys, sweep_spec.run_args, "t.ini", {"no_gemm_autotune": "maybe"})
     assert "must not receive" in refused(capsys, sweep_spec.run_args, "t.ini", {"attention": "own;rm"})
+    assert "must not receive" in refused(capsys, sweep_spec.run_args, "t.ini", {"attention": "--overwrite"})
     assert "tp" not in sweep_spec.sweep_keys() and "attention" in sweep_spec.sweep_keys()
 
 

@@ -122,7 +122,7 @@ def run_args(path, s):
             if value.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
                 fail(2, f"{path}: {key} is a flag of qwen3-pretrain (--{option['name']}): true or false, got '{value}'")
             args += [f"--{option['name']}"] if value.lower() in ("true", "yes", "1", "on") else []
-        elif not re.match(r"^[A-Za-z0-9._=/:,+-]+$", value):
+        elif not re.match(r"^[A-Za-z0-9._=/:,+][A-Za-z0-9._=/:,+-]*$", value):  # no option smuggled in as a value
             fail(2, f"{path}: {key} = '{value}' holds characters a job script must not receive")
         else:
             args += [f"--{option['name']}", value]
