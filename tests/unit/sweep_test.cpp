@@ -250,7 +250,8 @@ TEST(Sweep, BadSpecificationsAreRefusedBeforeAnythingRuns) {
   EXPECT_NE(r.output.find("--lr 0.001 --no-gemm-autotune"), std::string::npos) << r.output;
   for (const auto& [body, message] : {std::pair{good + "tp = 2\n", "unknown key 'tp' in [sweep]"},
                                       std::pair{good + "no_gemm_autotune = maybe\n", "true or false, got 'maybe'"},
-                                      std::pair{good + "lr = -1\n", "qwen3-pretrain refuses the specification's options: --lr must be positive"}}) {
+                                      std::pair{good + "lr = 0\n", "qwen3-pretrain refuses the specification's options: --lr must be positive"},
+                                      std::pair{good + "attention = --overwrite\n", "must not receive"}}) {
     r = test::run_program("qwen3-sweep", shq(spec_file(dir, "bad-run-key.sweep.ini", body)) + " --dir " + shq(dir / "run") +
                                              " --local");
     EXPECT_EQ(r.exit_code, 2) << body << "\n" << r.output;
