@@ -66,7 +66,7 @@ std::vector<LayerField> layer_fields(const Builder& b) {
   const std::vector<LayerField> rest = {{Buf::attn, Dtype::bf16, T * b.qd}, {Buf::x_mid, Dtype::bf16, Tl * H},
                                         {Buf::gate_up, Dtype::bf16, T * 2 * b.I}, {Buf::rstd_in, Dtype::f32, Tl},
                                         {Buf::rstd_q, Dtype::f32, T * b.nh}, {Buf::rstd_k, Dtype::f32, T * b.nkv},
-                                        {Buf::lse, Dtype::f32, in.max_batch * b.nh * lse_rows(in.max_seq, in.cp)},
+                                        {Buf::lse, Dtype::f32, in.max_batch * b.nh * lse_rows(in.max_seq, in.rank.cp)},
                                         {Buf::rstd_mid, Dtype::f32, Tl}};
   f.insert(f.end(), rest.begin(), rest.end());
   return f;
@@ -170,16 +170,16 @@ void add_step_workspace(Builder& b) {
   b.add(Buf::dact, W, Dtype::bf16, T * I, scratch);
   b.add(Buf::dgate_up, W, Dtype::bf16, T * 2 * I, scratch);
   const std::string rope = "RoPE tables, token ids, labels";
-  for (Buf id : {Buf::rope_cos, Buf::rope_sin}) b.add(id, W, Dtype::f32, in.max_seq / in.cp * (in.model.head_dim / 2), rope);
+  for (Buf id : {Buf::rope_cos, Buf::rope_sin}) b.add(id, W, Dtype::f32, in.max_seq / in.rank.cp * (in.model.head_dim / 2), rope);
   if (in.stage.first) b.add(Buf::tokens, W, Dtype::i32, T * in.slots, rope);
   if (in.stage.last) b.add(Buf::labels, W, Dtype::i32, T, rope);
 }
 
 // Context parallelism: this rank's keys|values, every rank's (rank order, sequence order) and two gradient buffers.
 void add_context_parallel(Builder& b) {
-  if (b.in.cp < 2) return;
+  if (b.in.rank.cp < 2) return;
   const std::string what = "context-parallel keys|values of the whole sequence and their gradients (one layer at a time)";
-  const std::int64_t kv2 = 2 * b.kvd, cp = b.in.cp;
+  const std::int64_t kv2 = 2 * b.kvd, cp = b.in.rank.cp;
   b.add(Buf::cp_kv_local, BufferCategory::workspace, Dtype::bf16, b.T * kv2, what);
   for (Buf id : {Buf::cp_kv_ranks, Buf::cp_kv_full, Buf::cp_dkv, Buf::cp_dkv_first})
     b.add(id, BufferCategory::workspace, Dtype::bf16, cp * b.T * kv2, what);
@@ -243,8 +243,8 @@ std::int64_t estimated_attention_workspace(const RankPlan& in) {
   // tokens, every one exact; the key rows' term fitted on the tiny model at cp 2 (H100, 2026-12-06), then checked on
   // the two recorded 1.7B runs at 131,072 tokens, cp 2, 2 × H200 (docs/prediction.md rows 25, 27): both ranks exact.
   constexpr std::int64_t kCudnnOwnScratch = 256;
-  const std::int64_t q_rows = in.cp > 1 ? in.max_seq / (2 * in.cp) : in.max_seq;
-  const std::int64_t kv_rows = in.cp > 1 ? q_rows * (2 * in.cp - in.rank.cp_rank) : in.max_seq;
+  const std::int64_t q_rows = in.rank.cp > 1 ? in.max_seq / (2 * in.rank.cp) : in.max_seq;
+  const std::int64_t kv_rows = in.rank.cp > 1 ? q_rows * (2 * in.rank.cp - in.rank.cp_rank) : in.max_seq;
   return 4 * B * H * D * (q_rows + kv_rows) + 4 * B * H * q_rows + kCudnnOwnScratch;
 }
 

@@ -14,8 +14,6 @@ namespace qwen3 {
 
 namespace {
 
-Communicator* group_of(Communicator* c) { return c && c->size() > 1 ? c : nullptr; }
-
 // The group the optimizer state is sharded over (gradients are whole on every rank), null without sharding.
 Communicator* shard_group(const EngineOptions& o) {
   return o.shard_optimizer ? group_of(o.shard_comm ? o.shard_comm : o.dp_comm) : nullptr;

@@ -48,8 +48,6 @@ bool shares_a_gpu(Communicator* group, const std::string& what, int device, int 
                    "(--shared-gpu-staging stages the others too, slowly, for checking them on fewer GPUs)");
 }
 
-Communicator* group_of(Communicator* c) { return c && c->size() > 1 ? c : nullptr; }
-
 // --comm-sm-margin m: the weight-gradient GEMMs that overlap the comm stream run on all but m SMs (0: all).
 int overlapped_gemm_sms(int sm_count, int margin) {
   if (margin < 0 || margin >= sm_count)
@@ -155,13 +153,13 @@ CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
   groups_ = host_groups(o, devices);
   plan_ = plan_rank(engine_rank_input(cfg, o, zero1_ ? groups_.shards : nullptr, true));
   slot_shape_.assign(static_cast<std::size_t>(plan_.slots), {0, 0});
-  attention_ = std::make_unique<cuda::Attention>(cfg_, tp_, plan_.cp, plan_.rank.cp_rank, plan_.max_batch, plan_.max_seq,
+  attention_ = std::make_unique<cuda::Attention>(cfg_, tp_, plan_.rank.cp, plan_.rank.cp_rank, plan_.max_batch, plan_.max_seq,
                                                  plan_.cudnn_attention);
   // Everything this rank allocates, in one table (persistent state, activations, workspaces).
   buffers_ = std::make_unique<cuda::DeviceBuffers>(buffer_table(plan_, attention_->workspace_bytes()), alloc_);
   gemm_ = std::make_unique<cuda::Gemm>(buffers_->get<void>(Buf::gemm_workspace),
                                        static_cast<std::size_t>(buffers_->bytes(Buf::gemm_workspace)), o.gemm_autotune);
-  ctx_ = std::make_unique<cuda::EngineContext>(cuda::EngineContext{cfg_, tp_, stage_, plan_.local, plan_.cp, plan_.rank.cp_rank, stream_, *gemm_,
+  ctx_ = std::make_unique<cuda::EngineContext>(cuda::EngineContext{cfg_, tp_, stage_, plan_.local, plan_.rank.cp, plan_.rank.cp_rank, stream_, *gemm_,
                                                                    timer_, buffers_->get<bf16>(Buf::compute_weights),
                                                                    buffers_->get<float>(Buf::gradients)});
   make_device_groups();  // after every allocation: out of memory is the table's, before NCCL reserves its buffers
@@ -298,7 +296,7 @@ Communicator::Transfer CudaEngine::boundary(Boundary which, int micro, std::int6
   // Activations cross stages in bf16 (the residual stream's type), gradients in fp32 (dres, which the backward
   // starts from and ends in). The stream orders each transfer after the work that writes or reads its buffer.
   const int slot = micro % plan_.slots;
-  const std::int64_t rows = tokens / plan_.cp / tp_.size, H = cfg_.hidden_size;
+  const std::int64_t rows = tokens / plan_.rank.cp / tp_.size, H = cfg_.hidden_size;
   Communicator::Transfer t;
   switch (which) {
     case Boundary::input:
@@ -320,10 +318,10 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mb, double grad_scale, 
   auto& shape = slot_shape_[static_cast<std::size_t>(slot)];
   if (part & kForward) shape = {mb->batch, mb->seq};
   const auto [B, S_full] = shape;
-  if (B * S_full / plan_.cp > plan_.tokens || S_full > plan_.max_seq || B > plan_.max_batch)
+  if (B * S_full / plan_.rank.cp > plan_.tokens || S_full > plan_.max_seq || B > plan_.max_batch)
     throw InternalError("micro-batch " + std::to_string(B) + "×" + std::to_string(S_full) + " exceeds the engine's sizing");
-  check_sequence_layout(B, S_full, tp_.size, plan_.cp, true);
-  if (plan_.cp > 1 && (part & kForward)) attention_->set_sequence(S_full);  // RoPE at this rank's positions
+  check_sequence_layout(B, S_full, tp_.size, plan_.rank.cp, true);
+  if (plan_.rank.cp > 1 && (part & kForward)) attention_->set_sequence(S_full);  // RoPE at this rank's positions
   const cuda::MicroDims d = cuda::micro_dims(*ctx_, B, S_full, attention_->rope_cos(), attention_->rope_sin());
   timer_.start(stream_);
   const std::int64_t counted = (part & kForward) ? load_micro_batch(slot, *mb, d) : 0;
@@ -336,11 +334,11 @@ cpu::LossSum CudaEngine::run(int slot, const MicroBatch* mb, double grad_scale, 
 
 std::int64_t CudaEngine::load_micro_batch(int slot, const MicroBatch& mb, const cuda::MicroDims& d) {
   const std::int32_t *tok = mb.tokens, *lab = mb.labels;
-  if (plan_.cp > 1) {  // this rank's two chunks of every sequence (model/context_parallel.h)
+  if (plan_.rank.cp > 1) {  // this rank's two chunks of every sequence (model/context_parallel.h)
     cp_rows_.resize(2);
     for (auto& rows : cp_rows_) rows.resize(static_cast<std::size_t>(d.T));
-    if (tok) context_parallel_rows(plan_.rank.cp_rank, plan_.cp, d.B, d.S_full, 1, tok, cp_rows_[0].data());  // (first stage only)
-    context_parallel_rows(plan_.rank.cp_rank, plan_.cp, d.B, d.S_full, 1, lab, cp_rows_[1].data());
+    if (tok) context_parallel_rows(plan_.rank.cp_rank, plan_.rank.cp, d.B, d.S_full, 1, tok, cp_rows_[0].data());  // (first stage only)
+    context_parallel_rows(plan_.rank.cp_rank, plan_.rank.cp, d.B, d.S_full, 1, lab, cp_rows_[1].data());
     tok = tok ? cp_rows_[0].data() : nullptr, lab = cp_rows_[1].data();
   }
   const cudaStream_t st = stream_;

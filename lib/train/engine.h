@@ -143,6 +143,9 @@ class Engine {
 // Registry: "cpu" always; other names answer with the list of backends built into this binary.
 std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig& cfg, const EngineOptions& opts);
 
+// A group of more than one rank, else null: both engines treat a group of one as none.
+inline Communicator* group_of(Communicator* c) { return c && c->size() > 1 ? c : nullptr; }
+
 // An engine's rank, for its RankPlan (train/rank_plan.h): its place in the groups of `opts`, the optimizer sharded over
 // `shards` (null: not sharded), the micro-batch shape, stages, memory policy and attention of `opts`, the backend's
 // layout rules (cuda_rules). Both engines plan themselves through it.

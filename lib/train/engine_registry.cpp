@@ -37,7 +37,7 @@ RankPlanInput engine_rank_input(const ModelConfig& cfg, const EngineOptions& o, 
   in.model = cfg;
   RankPlace& r = in.rank;
   auto place = [](Communicator* c, int& size, int& rank) {
-    if (c && c->size() > 1) size = c->size(), rank = c->rank();
+    if (group_of(c)) size = c->size(), rank = c->rank();
   };
   place(o.tp_comm, r.tp, r.tp_rank);
   place(o.cp_comm, r.cp, r.cp_rank);

@@ -45,7 +45,6 @@ RankPlan plan_rank(const RankPlanInput& in) {
   RankPlan p{in.model};
   p.rank = r;
   p.tp = tp_dims(in.model, r.tp_rank, r.tp);
-  p.cp = r.cp;
   p.stage = stage_range(pipeline_layer_counts(in.model, r.pp, in.max_seq, in.stage_layers), r.pp_rank);
   p.owned = stage_tensors(p.full, p.stage);
   p.reports = p.owned;

@@ -48,7 +48,6 @@ struct RankPlan {
   ModelConfig model;
   RankPlace rank;
   TpDims tp;         // this rank's tensor-parallel share (K/V heads replicated where tp exceeds them)
-  int cp = 1;        // = rank.cp
   StageRange stage;  // this rank's layers (the whole model without pipeline parallelism)
   ParamTable full;   // Hugging Face names and full shapes
   ParamTable local;  // this rank's tensors: its tensor-parallel share of its stage's (others hold no elements)

@@ -86,7 +86,7 @@ class StageWalk {
   StageWalk(const RankPlan& rank, OpPricer& p, bool writes_grads)
       : r_(rank), c_(rank.model), stage_(rank.stage), p_(p), tp_(rank.tp),
         wgrad_(writes_grads ? OpKind::gemm_wgrad_set : OpKind::gemm_wgrad) {
-    cp_ = rank.cp;
+    cp_ = rank.rank.cp;
     B_ = rank.max_batch, S_ = rank.max_seq;
     T_ = rank.tokens, Tl_ = rank.seq_tokens;  // rows of the GEMMs, rows of the residual stream (sequence parallel)
     H_ = c_.hidden_size;
@@ -232,7 +232,7 @@ class StageWalk {
 // reduction, exposed optimizer}.
 // The parameters and the optimizer's window are the rank's as the engines hold them (train/rank_plan.h).
 std::pair<double, double> after_backward(const PlannedRun& in, const RankPlan& rank, double forward, OpPricer& p) {
-  const int cp = rank.cp;
+  const int cp = rank.rank.cp;
   const StageRange& range = rank.stage;
   const std::int64_t params = rank.local.total_elements();
   const int shards = rank.shard_parts;
