@@ -34,7 +34,7 @@ Gemm::~Gemm() {
 
 void Gemm::run(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const void* A, std::int64_t lda,
                const void* B, std::int64_t ldb, const void* C, void* D, std::int64_t ldd, cudaDataType_t cd, float beta,
-               cudaStream_t stream) {
+               cudaStream_t stream, const GemmTypes& t) {
   if (m == 0 || n == 0) return;
   LtObjects o;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&o.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -45,15 +45,21 @@ void Gemm::run(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
     const std::int32_t sms = sm_count_;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET, &sms, sizeof sms));
   }
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.a, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.b, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
+  if (t.a_scale) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &t.a_scale, sizeof t.a_scale));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &t.b_scale, sizeof t.b_scale));
+    const std::int8_t fast = t.fast_accum ? 1 : 0;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof fast));
+  }
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.a, t.a, ta ? k : m, ta ? m : k, lda));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.b, t.b, tb ? n : k, tb ? k : n, ldb));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.c, cd, m, n, ldd));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.d, cd, m, n, ldd));
   // Algorithm per shape: cuBLASLt's heuristic proposes up to kCandidates; when this call can be repeated without
   // changing its result (β = 0, or C distinct from D), each candidate is timed once on this stream and the fastest
   // kept. Accumulating calls (C == D, β ≠ 0) reuse the choice made for the same shape, else take the first proposal.
-  const Key key{ta, tb, m, n, k, static_cast<int>(cd), beta != 0.0f, sm_count_};
-  const Key shape_key{ta, tb, m, n, k, static_cast<int>(cd), false, sm_count_};
+  const Key key{ta, tb, m, n, k, static_cast<int>(cd), beta != 0.0f, sm_count_, t.a, t.b, t.fast_accum};
+  const Key shape_key{ta, tb, m, n, k, static_cast<int>(cd), false, sm_count_, t.a, t.b, t.fast_accum};
   const float alpha = 1.0f;
   auto it = algos_.find(key);
   if (it == algos_.end()) {
@@ -66,7 +72,7 @@ void Gemm::run(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
     CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, o.op, o.a, o.b, o.c, o.d, o.pref, kCandidates, results, &found));
     if (found == 0)
       throw InternalError("cuBLASLt has no algorithm for a " + std::to_string(m) + "×" + std::to_string(n) + "×" +
-                          std::to_string(k) + " bf16 GEMM");
+                          std::to_string(k) + (t.a_scale ? " FP8" : " bf16") + " GEMM");
     cublasLtMatmulAlgo_t best = results[0].algo;
     const bool repeatable = beta == 0.0f || (C != nullptr && C != D);
     const auto same_shape = algos_.find(shape_key);
@@ -126,6 +132,34 @@ void Gemm::backward_weight(const __nv_bfloat16* dy, const __nv_bfloat16* x, floa
                            std::int64_t out, bool accumulate, cudaStream_t stream) {
   // dWᵀ[in, out] += xᵀ[in, T]·dy[T, out]: A = x column-major [in, T]; B = dy column-major [out, T], transposed.
   run(false, true, in, out, T, x, in, dy, out, nullptr, dw, in, CUDA_R_32F, accumulate ? 1.0f : 0.0f, stream);
+}
+
+// ---- FP8 (see gemm.h): every operand K-major, so each call is cuBLASLt's "TN" ----
+
+void Gemm::forward(Fp8 x, Fp8 w, __nv_bfloat16* y, const __nv_bfloat16* residual, std::int64_t T, std::int64_t out,
+                   cudaStream_t stream) {
+  // yᵀ[out, T] = (W as column-major [ld, out])ᵀ·(x as column-major [ld, T]).
+  run(true, false, out, T, x.ld, w.data, w.ld, x.data, x.ld, residual, y, out, CUDA_R_16BF, residual ? 1.0f : 0.0f, stream,
+      {CUDA_R_8F_E4M3, CUDA_R_8F_E4M3, w.scale_inv, x.scale_inv, true});
+}
+
+void Gemm::backward_data(Fp8 dy, Fp8 wt, float* dx, std::int64_t T, std::int64_t in, bool accumulate,
+                         cudaStream_t stream) {
+  // dxᵀ[in, T] = (Wᵀ as column-major [ld, in])ᵀ·(dy as column-major [ld, T]).
+  run(true, false, in, T, dy.ld, wt.data, wt.ld, dy.data, dy.ld, nullptr, dx, in, CUDA_R_32F, accumulate ? 1.0f : 0.0f,
+      stream, {CUDA_R_8F_E4M3, CUDA_R_8F_E5M2, wt.scale_inv, dy.scale_inv, false});
+}
+
+void Gemm::backward_data(Fp8 dy, Fp8 wt, __nv_bfloat16* dx, std::int64_t T, std::int64_t in, cudaStream_t stream) {
+  run(true, false, in, T, dy.ld, wt.data, wt.ld, dy.data, dy.ld, nullptr, dx, in, CUDA_R_16BF, 0.0f, stream,
+      {CUDA_R_8F_E4M3, CUDA_R_8F_E5M2, wt.scale_inv, dy.scale_inv, false});
+}
+
+void Gemm::backward_weight(Fp8 dyt, Fp8 xt, float* dw, std::int64_t in, std::int64_t out, bool accumulate,
+                           cudaStream_t stream) {
+  // dWᵀ[in, out] (+)= (xᵀ as column-major [ld, in])ᵀ·(dyᵀ as column-major [ld, out]).
+  run(true, false, in, out, xt.ld, xt.data, xt.ld, dyt.data, dyt.ld, nullptr, dw, in, CUDA_R_32F, accumulate ? 1.0f : 0.0f,
+      stream, {CUDA_R_8F_E4M3, CUDA_R_8F_E5M2, xt.scale_inv, dyt.scale_inv, false});
 }
 
 }  // namespace qwen3::cuda

@@ -10,6 +10,7 @@
 #include "model/sequence_layout.h"
 #include "ops/cpu/attention.h"
 #include "ops/cpu/embedding.h"
+#include "ops/cpu/fp8_cast.h"
 #include "ops/cpu/linear.h"
 #include "ops/cpu/rmsnorm.h"
 #include "ops/cpu/rope.h"
@@ -88,6 +89,7 @@ struct BlockContext {
   Communicator* cp = nullptr;            // context parallelism: S is this rank's part of S_full = S · cp tokens
   const std::int64_t* positions = nullptr;  // [S] their positions in the sequence
   OpTally* tally = nullptr;                 // counts what runs (CpuQwen3::set_tally), when set
+  bool fp8 = false;                         // the linear layers' GEMMs read FP8 round trips (ops/fp8.h)
   const float* W(std::size_t index) const { return weights + table.entries()[index].offset; }
   float* G(std::size_t index) const { return grads + table.entries()[index].offset; }
   const LayerParamIndex& layer(std::int64_t l) const { return table.layers[static_cast<std::size_t>(l)]; }
@@ -120,17 +122,63 @@ void add_residual(Vec& x, const Vec& y) {
   for (std::size_t i = 0; i < x.size(); ++i) x[i] += y[i];
 }
 
-// y [Tp, out] = x [Tp, in] · W[weight]ᵀ
-Vec linear(const BlockContext& ctx, const Vec& x, std::size_t weight, std::int64_t in, std::int64_t out) {
+// ---- the linear layers' operands as their GEMMs read them: as they are, or (--precision fp8) their FP8 round trips,
+// each fused GEMM operand (q|k|v, gate|up) with one scale from its amax over every rank that holds a part of it
+// (tensor and context parallelism), as the CUDA engine casts them (train/cuda_engine/linears.h) ----
+
+// The scale of the tensor made of `parts` (of n[i] elements each), its amax max-reduced over the tp and cp groups.
+template <typename T>
+float fp8_scale_of(const BlockContext& ctx, const std::vector<std::pair<const T*, std::int64_t>>& parts, Fp8Format f) {
+  double amax = 0.0;
+  for (const auto& [p, n] : parts) amax = std::max(amax, cpu::fp8_amax(p, n));
+  for (Communicator* g : {ctx.sp.comm, ctx.cp})
+    if (g) g->all_reduce_max(&amax, 1);
+  return fp8_scale(static_cast<float>(amax), f);
+}
+
+// The input x of a linear layer (E4M3).
+Vec gemm_input(const BlockContext& ctx, const Vec& x) {
+  if (!ctx.fp8) return x;
+  Vec q = x;
+  const auto n = static_cast<std::int64_t>(q.size());
+  cpu::fp8_round_trip(q.data(), n, fp8_scale_of<act_t>(ctx, {{x.data(), n}}, Fp8Format::e4m3), Fp8Format::e4m3);
+  return q;
+}
+// The output gradients of one fused GEMM, in place (E5M2, one scale).
+void gemm_gradients(const BlockContext& ctx, const std::vector<Vec*>& parts) {
+  if (!ctx.fp8) return;
+  std::vector<std::pair<const act_t*, std::int64_t>> spans;
+  for (Vec* v : parts) spans.emplace_back(v->data(), static_cast<std::int64_t>(v->size()));
+  const float s = fp8_scale_of(ctx, spans, Fp8Format::e5m2);
+  for (Vec* v : parts) cpu::fp8_round_trip(v->data(), static_cast<std::int64_t>(v->size()), s, Fp8Format::e5m2);
+}
+// The weights of one fused GEMM (E4M3, one scale), by parameter index.
+struct GemmWeights {
+  const BlockContext& ctx;
+  std::vector<std::size_t> index;
+  std::vector<std::vector<float>> cast;  // fp8: each part's round trip
+  GemmWeights(const BlockContext& c, std::vector<std::size_t> indices) : ctx(c), index(std::move(indices)) {
+    if (!ctx.fp8) return;
+    std::vector<std::pair<const float*, std::int64_t>> spans;
+    for (std::size_t i : index) spans.emplace_back(ctx.W(i), ctx.table.entries()[i].numel);
+    const float s = fp8_scale_of(ctx, spans, Fp8Format::e4m3);
+    for (const auto& [p, n] : spans) cast.push_back(cpu::fp8_round_trip(p, n, s, Fp8Format::e4m3));
+  }
+  const float* operator[](std::size_t part) const { return cast.empty() ? ctx.W(index[part]) : cast[part].data(); }
+  std::size_t grad(std::size_t part) const { return index[part]; }
+};
+
+// y [Tp, out] = x [Tp, in] · Wᵀ (x, W as the GEMM reads them)
+Vec linear(const BlockContext& ctx, const Vec& x, const float* w, std::int64_t in, std::int64_t out) {
   Vec y = zeros(ctx.Tp * out);
-  cpu::linear_forward(x.data(), ctx.W(weight), y.data(), ctx.Tp, in, out);
+  cpu::linear_forward(x.data(), w, y.data(), ctx.Tp, in, out);
   if (ctx.tally) ctx.tally->gemm_fwd += ctx.Tp * in * out;
   return y;
 }
-// dx [Tp, in] (+)= dy · W[weight]; the weight's gradient accumulates.
-void linear_backward(const BlockContext& ctx, const Vec& x, std::size_t weight, const Vec& dy, Vec& dx, std::int64_t in,
-                     std::int64_t out, bool accumulate_dx = false) {
-  cpu::linear_backward(x.data(), ctx.W(weight), dy.data(), dx.data(), ctx.G(weight), ctx.Tp, in, out, accumulate_dx);
+// dx [Tp, in] (+)= dy · W; the gradient of parameter `grad` accumulates dyᵀ · x (all as the GEMMs read them).
+void linear_backward(const BlockContext& ctx, const Vec& x, const float* w, std::size_t grad, const Vec& dy, Vec& dx,
+                     std::int64_t in, std::int64_t out, bool accumulate_dx = false) {
+  cpu::linear_backward(x.data(), w, dy.data(), dx.data(), ctx.G(grad), ctx.Tp, in, out, accumulate_dx);
   if (ctx.tally) ctx.tally->gemm_dgrad += ctx.Tp * in * out, ctx.tally->gemm_wgrad += ctx.Tp * in * out;
 }
 
@@ -138,14 +186,15 @@ void linear_backward(const BlockContext& ctx, const Vec& x, std::size_t weight, 
 // Σ_ranks in [Tp, in] · W[weight]ᵀ (each rank holds a partial sum over its share of `in`).
 void row_parallel_residual(const BlockContext& ctx, const Vec& in, std::size_t weight, std::int64_t width, Vec& x) {
   const std::int64_t H = ctx.c.hidden_size;
-  add_residual(x, ctx.sp.scatter(linear(ctx, in, weight, width, H), H));
+  add_residual(x, ctx.sp.scatter(linear(ctx, gemm_input(ctx, in), GemmWeights(ctx, {weight})[0], width, H), H));
 }
 // Its backward: the residual's gradient dx [Tl, H] gathered over the sequence, through the projection: d(in) [Tp, in].
 Vec row_parallel_residual_backward(const BlockContext& ctx, const Vec& in, std::size_t weight, std::int64_t width,
                                    const Vec& dx) {
   const std::int64_t H = ctx.c.hidden_size;
-  Vec din = zeros(ctx.Tp * width);
-  linear_backward(ctx, in, weight, ctx.sp.gather(dx, H), din, width, H);
+  Vec din = zeros(ctx.Tp * width), dy = ctx.sp.gather(dx, H);
+  gemm_gradients(ctx, {&dy});
+  linear_backward(ctx, gemm_input(ctx, in), GemmWeights(ctx, {weight})[0], weight, dy, din, width, H);
   return din;
 }
 
@@ -219,9 +268,11 @@ void attention_block_forward(const BlockContext& ctx, std::int64_t l, LayerActs&
   const auto& p = ctx.layer(l);
   a.x_in = x;
   a.h_in = norm_gathered(ctx, p.input_norm, x, a.rstd_in);
-  a.q_raw = linear(ctx, a.h_in, p.q_proj, H, qd);
-  a.k_raw = linear(ctx, a.h_in, p.k_proj, H, kvd);
-  a.v = linear(ctx, a.h_in, p.v_proj, H, kvd);
+  const Vec h = gemm_input(ctx, a.h_in);
+  const GemmWeights w(ctx, {p.q_proj, p.k_proj, p.v_proj});  // one GEMM's weights (q|k|v) on CUDA
+  a.q_raw = linear(ctx, h, w[0], H, qd);
+  a.k_raw = linear(ctx, h, w[1], H, kvd);
+  a.v = linear(ctx, h, w[2], H, kvd);
   qk_norm_rope(ctx, l, a);
   causal_attention(ctx, a);
   row_parallel_residual(ctx, a.attn, p.o_proj, qd, x);
@@ -234,9 +285,12 @@ void attention_block_backward(const BlockContext& ctx, std::int64_t l, const Lay
   Vec dq = zeros(Tp * qd), dk = zeros(Tp * kvd), dv = zeros(Tp * kvd), dh = zeros(Tp * H);
   causal_attention_backward(ctx, a, dattn, dq, dk, dv);
   qk_norm_rope_backward(ctx, l, a, dq, dk);
-  linear_backward(ctx, a.h_in, p.q_proj, dq, dh, H, qd);
-  linear_backward(ctx, a.h_in, p.k_proj, dk, dh, H, kvd, true);
-  linear_backward(ctx, a.h_in, p.v_proj, dv, dh, H, kvd, true);
+  gemm_gradients(ctx, {&dq, &dk, &dv});
+  const Vec h = gemm_input(ctx, a.h_in);
+  const GemmWeights w(ctx, {p.q_proj, p.k_proj, p.v_proj});
+  linear_backward(ctx, h, w[0], w.grad(0), dq, dh, H, qd);
+  linear_backward(ctx, h, w[1], w.grad(1), dk, dh, H, kvd, true);
+  linear_backward(ctx, h, w[2], w.grad(2), dv, dh, H, kvd, true);
   add_residual(dx, norm_gathered_backward(ctx, p.input_norm, a.x_in, a.rstd_in, dh));
 }
 
@@ -247,8 +301,10 @@ void mlp_block_forward(const BlockContext& ctx, std::int64_t l, LayerActs& a, Ve
   const auto& p = ctx.layer(l);
   a.x_mid = x;
   a.h_mid = norm_gathered(ctx, p.post_norm, x, a.rstd_mid);
-  a.gate = linear(ctx, a.h_mid, p.gate_proj, H, I);
-  a.up = linear(ctx, a.h_mid, p.up_proj, H, I);
+  const Vec h = gemm_input(ctx, a.h_mid);
+  const GemmWeights w(ctx, {p.gate_proj, p.up_proj});  // one GEMM's weights (gate|up) on CUDA
+  a.gate = linear(ctx, h, w[0], H, I);
+  a.up = linear(ctx, h, w[1], H, I);
   a.act = zeros(ctx.Tp * I);
   cpu::swiglu_forward(a.gate.data(), a.up.data(), a.act.data(), ctx.Tp * I);
   row_parallel_residual(ctx, a.act, p.down_proj, I, x);
@@ -259,8 +315,11 @@ void mlp_block_backward(const BlockContext& ctx, std::int64_t l, const LayerActs
   const Vec dact = row_parallel_residual_backward(ctx, a.act, p.down_proj, I, dx);
   Vec dgate = zeros(Tp * I), dup = zeros(Tp * I), dh = zeros(Tp * H);
   cpu::swiglu_backward(a.gate.data(), a.up.data(), dact.data(), dgate.data(), dup.data(), Tp * I);
-  linear_backward(ctx, a.h_mid, p.gate_proj, dgate, dh, H, I);
-  linear_backward(ctx, a.h_mid, p.up_proj, dup, dh, H, I, true);
+  gemm_gradients(ctx, {&dgate, &dup});
+  const Vec h = gemm_input(ctx, a.h_mid);
+  const GemmWeights w(ctx, {p.gate_proj, p.up_proj});
+  linear_backward(ctx, h, w[0], w.grad(0), dgate, dh, H, I);
+  linear_backward(ctx, h, w[1], w.grad(1), dup, dh, H, I, true);
   add_residual(dx, norm_gathered_backward(ctx, p.post_norm, a.x_mid, a.rstd_mid, dh));
 }
 
@@ -340,7 +399,7 @@ cpu::LossSum head_forward_backward(const BlockContext& ctx, const Vec& x, std::v
   labels.resize(static_cast<std::size_t>(Tp), cpu::kIgnoreLabel);  // padding rows carry no label
   Vec rstd_final;  // [Tl]
   const Vec hf = norm_gathered(ctx, final_norm, x, rstd_final);
-  Vec logits = linear(ctx, hf, lm_head, H, V);  // [Tp, V_local]: this rank's vocabulary slice
+  Vec logits = linear(ctx, hf, ctx.W(lm_head), H, V);  // [Tp, V_local]: this rank's vocabulary slice
   if (logits_out) logits_out->assign(logits.begin(), logits.begin() + T * V);
 
   Communicator* tp = ctx.sp.comm;
@@ -351,7 +410,7 @@ cpu::LossSum head_forward_backward(const BlockContext& ctx, const Vec& x, std::v
                                                               ctx.tp.vocab0, grad_scale, tp ? rmax : none, tp ? rsum : none);
   const Vec& dlogits = logits;  // overwritten in place
   Vec dhf = zeros(Tp * H);
-  linear_backward(ctx, hf, lm_head, dlogits, dhf, H, V);
+  linear_backward(ctx, hf, ctx.W(lm_head), lm_head, dlogits, dhf, H, V);
   dx = norm_gathered_backward(ctx, final_norm, x, rstd_final, dhf);
   return loss;
 }
@@ -423,7 +482,7 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
   const std::int64_t Tl = (T + tp_.size - 1) / tp_.size, Tp = Tl * tp_.size;
   st.B = B, st.S = S, st.T = T, st.Tl = Tl, st.Tp = Tp;
   const BlockContext ctx{cfg_, table_, tp_, {tp_comm_, Tp, Tl}, st.rope, weights, grads,
-                         B, S, T, Tl, Tp, cp_comm_, st.positions.data(), tally_};
+                         B, S, T, Tl, Tp, cp_comm_, st.positions.data(), tally_, fp8_};
 
   Vec x;  // [Tl, H] residual stream
   if (stage_.first) {
@@ -451,7 +510,7 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
 void CpuQwen3::backward(int slot_index, const float* weights, float* grads, const Activations* dy, Activations* dx_out) {
   Slot& st = slot(slot_index);
   const BlockContext ctx{cfg_, table_, tp_, {tp_comm_, st.Tp, st.Tl}, st.rope, weights, grads,
-                         st.B, st.S, st.T, st.Tl, st.Tp, cp_comm_, st.positions.data(), tally_};
+                         st.B, st.S, st.T, st.Tl, st.Tp, cp_comm_, st.positions.data(), tally_, fp8_};
   Vec dx;  // [Tl, H] gradient of the residual stream (sequence shard)
   if (stage_.last) {
     dx = std::move(st.dx);

@@ -60,6 +60,10 @@ class CpuQwen3 {
   const StageRange& stage() const { return stage_; }
   // Count what the passes run into `tally` from now on (null: stop).
   void set_tally(OpTally* tally) { tally_ = tally; }
+  // --precision fp8: the decoder layers' linear layers read their operands' FP8 round trips (ops/fp8.h) — E4M3 weights
+  // and inputs, E5M2 output gradients, each fused GEMM operand with one per-tensor scale from its amax over the
+  // tensor- and context-parallel ranks — as the CUDA engine's FP8 GEMMs do.
+  void set_fp8(bool on) { fp8_ = on; }
 
   // Forward, loss and backward on one micro-batch (the whole model: one stage). Gradients are added into
   // grads[total] scaled by grad_scale (1 / tokens counted over the whole step, so accumulation over micro-batches
@@ -94,6 +98,7 @@ class CpuQwen3 {
   Communicator* cp_comm_ = nullptr;
   std::vector<std::unique_ptr<Slot>> slots_;
   OpTally* tally_ = nullptr;
+  bool fp8_ = false;
 };
 
 }  // namespace qwen3

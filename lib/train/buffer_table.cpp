@@ -204,6 +204,22 @@ void add_sequence_parallel(Builder& b) {
     for (Buf id : {Buf::ce_max, Buf::ce_max_global, Buf::ce_sum_exp, Buf::ce_target}) b.add(id, W, Dtype::f32, b.chunk, what);
 }
 
+// --precision fp8: each layer's FP8 weights (cast once per optimizer step, kept), the scale table, and the casts'
+// scratch: an activation operand, a gradient operand, and two transposed gradients (a block's output gradient and the
+// one inside it, both alive until the block's weight gradients).
+void add_fp8(Builder& b) {
+  if (!b.in.fp8) return;
+  const Fp8Layout f = fp8_layout(b.in);
+  for (int index = 0; index < b.in.stage.layers(); ++index)
+    b.add(Buf::fp8_weights, BufferCategory::weights, Dtype::byte, f.layer_bytes,
+          "FP8 weights (E4M3, and transposed) of the linear layers", 0, index);
+  const std::string what = "FP8 casts of the GEMMs' activations and gradients, and their scales";
+  b.add(Buf::fp8_scales, BufferCategory::workspace, Dtype::f32, f.scale_floats(), what);
+  b.add(Buf::fp8_act, BufferCategory::workspace, Dtype::byte, f.act_bytes, what);
+  b.add(Buf::fp8_grad, BufferCategory::workspace, Dtype::byte, f.grad_bytes, what);
+  for (int slot = 0; slot < 2; ++slot) b.add(Buf::fp8_grad_t, BufferCategory::workspace, Dtype::byte, f.grad_bytes, what, slot);
+}
+
 // Attention's backward workspace, the reductions' partials and result, cuBLASLt's workspace.
 void add_library_workspace(Builder& b) {
   const auto W = BufferCategory::workspace;
@@ -218,7 +234,8 @@ void add_library_workspace(Builder& b) {
 }  // namespace
 
 bool double_buffered(Buf id) {
-  return id == Buf::offload_ring || id == Buf::sp_dy_gathered || id == Buf::host_grad_stage || id == Buf::host_weight_stage;
+  return id == Buf::offload_ring || id == Buf::sp_dy_gathered || id == Buf::host_grad_stage ||
+         id == Buf::host_weight_stage || id == Buf::fp8_grad_t;
 }
 
 std::int64_t dtype_bytes(Dtype t) {
@@ -263,10 +280,15 @@ std::vector<BufferSpec> host_optimizer_buffers(std::int64_t host) {
   return out;
 }
 
+Fp8Layout fp8_layout(const RankPlan& rank) {
+  return fp8_layout(rank.tp, rank.model.hidden_size, rank.tokens, rank.stage.layers(), rank.slots);
+}
+
 std::vector<BufferSpec> buffer_table(const RankPlan& in, std::int64_t attention_workspace_bytes) {
   Builder b{in, attention_workspace_bytes, {}, in.tokens, in.seq_tokens, in.model.hidden_size, in.tp.inter, in.tp.q_dim,
             in.tp.kv_dim, in.tp.vocab, in.tp.heads, in.tp.kv_heads, in.logit_chunk};
   add_parameter_state(b);
+  add_fp8(b);
   add_layer_activations(b);
   add_stage_activations(b);
   add_step_workspace(b);

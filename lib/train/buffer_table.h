@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/memory_category.h"
+#include "model/fp8_layout.h"
 #include "train/rank_plan.h"
 
 namespace qwen3 {
@@ -34,6 +35,7 @@ enum class Buf {
   sp_h_local, sp_partial, sp_sum_local, sp_dy_gathered, sp_dh_local, sp_dres_full,  // sequence parallelism
   ce_max, ce_max_global, ce_sum_exp, ce_target,                              // vocabulary-parallel loss [chunk]
   attention_workspace, reduce_partials, reduce_result, gemm_workspace,
+  fp8_weights, fp8_scales, fp8_act, fp8_grad, fp8_grad_t,                    // --precision fp8 (model/fp8_layout.h)
 };
 
 // A buffer of two slots used in turn (offload_ring, sp_dy_gathered, the host optimizer's staging), not one per
@@ -51,6 +53,9 @@ struct BufferSpec {
   std::string what;  // what the allocator and the plan call it
   std::int64_t bytes() const { return shares < 0 ? elements * dtype_bytes(dtype) : 0; }
 };
+
+// --precision fp8's layout of this rank (its stage's layers, its tokens and micro-batches in flight).
+Fp8Layout fp8_layout(const RankPlan& rank);
 
 // The table of one rank (train/rank_plan.h, which has checked its layout), in allocation order (persistent state,
 // activations, workspaces). attention_workspace_bytes: cuDNN's own figure (the engine) or

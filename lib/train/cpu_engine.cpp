@@ -28,6 +28,7 @@ CpuEngine::CpuEngine(const ModelConfig& cfg, const EngineOptions& opts)
       shard_comm_(shard_group(opts)),
       plan_(plan_rank(engine_rank_input(cfg, opts, shard_comm_, false))),
       model_(cfg, tp_comm_, &plan_.stage, opts.recompute, cp_comm_, &plan_.local) {
+  model_.set_fp8(plan_.fp8);
   const TpDims& d = plan_.tp;
   if (tp_comm_ && d.kv_replicas > 1) kv_comm_ = tp_comm_->split(d.kv_group(), d.rank);
   const StageRange& stage = plan_.stage;

@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 #include "core/error.h"
 #include "gpu/check.h"
@@ -23,6 +24,7 @@
 #include "train/cuda_engine/device_buffers.h"
 #include "train/cuda_engine/device_group.h"
 #include "train/cuda_engine/engine_context.h"
+#include "train/cuda_engine/linears.h"
 #include "train/cuda_engine/lm_head.h"
 #include "train/cuda_engine/param_state.h"
 #include "train/cuda_engine/qwen3_blocks.h"
@@ -62,7 +64,10 @@ class CudaEngine final : public Engine {
   ~CudaEngine() override;
   const ParamTable& params() const override { return plan_.full; }
   std::string device_name() const override { return device_name_; }
-  void set_weights(const std::string& name, const std::vector<float>& values) override { state_->set_weights(name, values); }
+  void set_weights(const std::string& name, const std::vector<float>& values) override {
+    state_->set_weights(name, values);
+    weights_changed_ = true;
+  }
   std::vector<float> weights(const std::string& name) const override { return state_->weights(name); }
   std::vector<float> moment(const std::string& name, int which) const override { return state_->moment(name, which); }
   void set_moment(const std::string& name, int which, const std::vector<float>& values) override {
@@ -83,6 +88,7 @@ class CudaEngine final : public Engine {
   double grad_norm() override { return state_->grad_norm(); }
   void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale) override {
     state_->optimizer_step(lr, adamw, grad_scale);
+    weights_changed_ = true;
   }
   void synchronize() override { CUDA_CHECK(cudaDeviceSynchronize()); }
   std::int64_t device_bytes_in_use() const override { return alloc_.bytes_in_use(); }
@@ -133,6 +139,7 @@ class CudaEngine final : public Engine {
   std::unique_ptr<cuda::EngineContext> ctx_;
   std::unique_ptr<cuda::DeviceGroup> tp_dev_, kv_dev_, pp_dev_, embed_dev_, cp_dev_;
   std::unique_ptr<cuda::ParamState> state_;
+  std::unique_ptr<cuda::Linears> linears_;
   std::unique_ptr<cuda::SequenceParallel> sp_;
   std::unique_ptr<cuda::Qwen3Blocks> blocks_;
   std::unique_ptr<cuda::LmHead> head_;
@@ -142,6 +149,8 @@ class CudaEngine final : public Engine {
   std::vector<std::vector<std::int32_t>> cp_rows_;  // context parallelism: this rank's tokens and labels
   std::int32_t *tokens_ = nullptr, *labels_ = nullptr;  // [slots][T] (first stage), [T] (last stage)
   bf16* recompute_out_ = nullptr;                       // [Tl, H] a recomputed layer's discarded output
+  Fp8Layout fp8_;                                       // --precision fp8's buffers (unused in bf16)
+  bool weights_changed_ = true;                         // since the FP8 copies were cast (the next forward casts them)
 };
 
 CudaEngine::CudaEngine(const ModelConfig& cfg, const EngineOptions& o)
@@ -238,9 +247,11 @@ void CudaEngine::bind_units(const EngineOptions& o, int gemm_sms) {
   groups_.cp_dev = cp_dev_.get();
   state_ = std::make_unique<cuda::ParamState>(*ctx_, plan_.full, plan_.owned, plan_.reports, groups_, zero1_, plan_.shard, b, timer_,
                                               cuda::OptimizerOnHost{plan_.recompute.offload_optimizer, o.host_threads});
-  sp_ = std::make_unique<cuda::SequenceParallel>(*ctx_, tp_dev_.get(), b, scratch_, tp_dev_ ? gemm_sms : 0);
+  fp8_ = fp8_layout(plan_);
+  linears_ = std::make_unique<cuda::Linears>(*ctx_, b, plan_.fp8 ? &fp8_ : nullptr, tp_dev_.get(), cp_dev_.get());
+  sp_ = std::make_unique<cuda::SequenceParallel>(*ctx_, tp_dev_.get(), b, scratch_, *linears_, tp_dev_ ? gemm_sms : 0);
   attention_->bind(*ctx_, b, scratch_, cp_dev_.get(), o.max_seq);
-  blocks_ = std::make_unique<cuda::Qwen3Blocks>(*ctx_, *sp_, *attention_, scratch_);
+  blocks_ = std::make_unique<cuda::Qwen3Blocks>(*ctx_, *sp_, *attention_, *linears_, scratch_);
   if (stage_.last)
     head_ = std::make_unique<cuda::LmHead>(*ctx_, *sp_, b, scratch_, tp_host_, cp_host_, state_->partials(), state_->scalar(),
                                            logit_chunk_tokens(plan_.tokens, tp_.vocab));
@@ -248,7 +259,8 @@ void CudaEngine::bind_units(const EngineOptions& o, int gemm_sms) {
   offload_ = std::make_unique<cuda::Offloader>(plan_.recompute, stage_.layers(), input_elements, b.get<bf16>(Buf::host_inputs));
   acts_.resize(static_cast<std::size_t>(plan_.slots));
   for (int slot = 0; slot < plan_.slots; ++slot)
-    for (std::int64_t i = 0; i < stage_.layers(); ++i) acts_[static_cast<std::size_t>(slot)].push_back(cuda::bind_layer(b, slot, static_cast<int>(i)));
+    for (std::int64_t i = 0; i < stage_.layers(); ++i)
+      acts_[static_cast<std::size_t>(slot)].push_back(cuda::bind_layer(b, slot, static_cast<int>(i), plan_.fp8 ? &fp8_ : nullptr));
   tokens_ = b.get<std::int32_t>(Buf::tokens);
   labels_ = b.get<std::int32_t>(Buf::labels);
   recompute_out_ = b.get<bf16>(Buf::recompute_out);
@@ -359,6 +371,7 @@ cpu::LossSum CudaEngine::forward(int slot, std::int64_t counted, double grad_sca
                                  std::vector<float>* logits_out, const cuda::MicroDims& d) {
   // Each segment's weights may still be in a pending optimizer step (side stream): waited for just before use.
   const bool pending = state_->take_update_pending();
+  const bool cast_fp8 = linears_->fp8() && std::exchange(weights_changed_, false);  // each layer's copies once ready
   auto& acts = acts_[static_cast<std::size_t>(slot)];
   const std::int64_t first = stage_.first_layer;
   if (stage_.first) {  // later stages received their input into acts[0].x_in (boundary())
@@ -367,6 +380,7 @@ cpu::LossSum CudaEngine::forward(int slot, std::int64_t counted, double grad_sca
   }
   for (std::int64_t l = first; l < stage_.last_layer; ++l) {
     state_->wait_segment(static_cast<std::size_t>(1 + l), stream_, pending);
+    if (cast_fp8) linears_->cast_weights(l);
     const std::int64_t next = l + 1 - first;  // the next layer's stage index; its input is this layer's output
     const bool into_next_layer = l + 1 < stage_.last_layer;
     if (into_next_layer) offload_->before_write(next, stream_);  // an offloaded input's buffer is reused

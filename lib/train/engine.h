@@ -56,6 +56,9 @@ struct EngineOptions {
   int host_threads = 0;
   // CUDA: cuDNN's fused attention, else the project's own kernels (RunConfig::attention; the memory plan's choice).
   bool cudnn_attention = true;
+  // The decoder layers' linear layers in FP8 (--precision fp8; ops/fp8.h): FP8 GEMMs on CUDA, the same casts
+  // emulated by the CPU reference.
+  bool fp8 = false;
   // CUDA: SMs kept from the weight-gradient GEMMs that overlap the tensor-parallel collectives (0: none kept), and
   // whether cuBLASLt's candidate algorithms are timed per shape (else its heuristic's first).
   int comm_sm_margin = 0;

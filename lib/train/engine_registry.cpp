@@ -48,6 +48,7 @@ RankPlanInput engine_rank_input(const ModelConfig& cfg, const EngineOptions& o, 
   in.micro_batches = o.micro_batches;
   in.recompute = o.recompute;
   in.cudnn_attention = o.cudnn_attention;
+  in.fp8 = o.fp8;
   in.cuda_rules = cuda_rules;
   return in;
 }

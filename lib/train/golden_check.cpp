@@ -138,6 +138,7 @@ std::unique_ptr<Engine> make_golden_engine(const std::string& device, const Mode
   eo.recompute.offload_optimizer = par.offload_optimizer;
   eo.cudnn_attention = par.cudnn_attention;
   eo.shared_gpu_staging = par.shared_gpu_staging;
+  eo.fp8 = par.fp8;
   eo.recompute.validate();
   return make_engine(device, cfg, eo);
 }

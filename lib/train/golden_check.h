@@ -35,6 +35,9 @@ struct GoldenTolerance {
   static GoldenTolerance fp32() { return uniform(1e-5); }
   static GoldenTolerance bf16() { return {1.5e-2, 5e-2, 1e-2, 1e-2}; }
   static GoldenTolerance for_device(const std::string& device) { return device == "cpu" ? fp32() : bf16(); }
+  // --precision fp8 on either device (docs/golden.md: what the CPU's emulated casts and the GPU measured).
+  static GoldenTolerance fp8() { return {kFp8Forward, kFp8Gradients, kFp8AfterStep, kFp8Losses}; }
+  static constexpr double kFp8Forward = 0.2, kFp8Gradients = 0.6, kFp8AfterStep = 0.03, kFp8Losses = 0.02;
 };
 
 // Reads /config of a golden file into a ModelConfig (Hugging Face defaults where a key is absent).
@@ -52,6 +55,7 @@ struct GoldenParallel {
   double offload_optimizer = 0;   // CUDA: the fraction of the optimizer state on the host (--offload-optimizer)
   bool cudnn_attention = true;    // CUDA: cuDNN's fused attention, else the own kernels (--attention)
   bool shared_gpu_staging = false;  // CUDA: ranks sharing a GPU staged through host memory (--shared-gpu-staging)
+  bool fp8 = false;                 // --precision fp8 (either device: the CPU reference emulates the casts)
 };
 
 // Runs the whole check on `device`. Throws InputError for a file that does not follow the schema. In parallel every

@@ -68,6 +68,7 @@ PlannedRun RunConfig::plan_input(int world_size) const {
   in.micro_batch = micro_batch, in.seq_len = seq_len;
   in.tp = tp, in.dp = static_cast<int>(dp_size(world_size)), in.pp = pp, in.cp = cp;
   in.cudnn_attention = attention == "cudnn";
+  in.fp8 = precision == "fp8";
   in.cuda_rules = device == "cuda";
   in.shard_optimizer = shard_optimizer;
   in.stage_layers = pp_layers;

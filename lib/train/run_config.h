@@ -47,6 +47,7 @@ struct RunConfig {
   double offload_optimizer = -1;     // --offload-optimizer[=F]: the optimizer shard's fraction on the host (< 0: not given)
   bool shard_optimizer = true;      // ZeRO-1 over data-parallel replicas (--no-shard-optimizer: every replica keeps all)
   std::string attention = "cudnn";   // --attention: cudnn (fused flash attention) | own (the project's kernels), CUDA
+  std::string precision = "bf16";    // --precision: bf16 | fp8 (the decoder layers' linear layers in FP8: ops/fp8.h)
   int comm_sm_margin = 0;            // --comm-sm-margin: SMs kept from the GEMMs beside tensor-parallel collectives
   bool gemm_autotune = true;         // --no-gemm-autotune: cuBLASLt's first heuristic algorithm, untimed
   bool shared_gpu_staging = false;   // --shared-gpu-staging: ranks sharing a GPU exchange through host memory

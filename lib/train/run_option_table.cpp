@@ -243,6 +243,12 @@ void add_engine(std::vector<RunOption>& t) {
                             "(the project's kernels, whole sequences only: no --cp); --plan counts the chosen one's workspace");
   attention.check = choice("--attention", &RunConfig::attention, {"cudnn", "own"}), attention.layout = true;
   t.push_back(attention);
+  RunOption precision = opt("precision", S::run, K::value, &RunConfig::precision, true,
+                            "matrix multiplications of the decoder layers' linear layers: bf16, or fp8 (E4M3 weights and "
+                            "activations, E5M2 gradients, per-tensor current scaling, fp32 accumulation; embeddings, "
+                            "norms, attention, the output projection and the optimizer stay as in bf16: docs/fp8.md)");
+  precision.check = choice("--precision", &RunConfig::precision, {"bf16", "fp8"}), precision.layout = true;
+  t.push_back(precision);
   RunOption margin = opt("comm-sm-margin", S::run, K::value, &RunConfig::comm_sm_margin, true,
                          "CUDA with --tp: run the weight-gradient GEMMs that overlap the tensor-parallel collectives on all "
                          "but N SMs (0: all; measured on 4 x H100: no gain at 16)");

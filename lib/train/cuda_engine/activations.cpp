@@ -5,12 +5,13 @@
 
 namespace qwen3::cuda {
 
-LayerActs bind_layer(const DeviceBuffers& b, int slot, int index) {
+LayerActs bind_layer(const DeviceBuffers& b, int slot, int index, const Fp8Layout* fp8) {
   auto h = [&](Buf id) { return b.get<bf16>(id, slot, index); };
   auto f = [&](Buf id) { return b.get<float>(id, slot, index); };
+  float* scales = fp8 ? b.get<float>(Buf::fp8_scales) + fp8->input_scale(slot, index) : nullptr;
   return {h(Buf::x_in),    h(Buf::qkv),     h(Buf::q),      h(Buf::k),      h(Buf::v),
           h(Buf::attn),    h(Buf::x_mid),   h(Buf::h_in),   h(Buf::h_mid),  h(Buf::gate_up),
-          f(Buf::rstd_in), f(Buf::rstd_q),  f(Buf::rstd_k), f(Buf::lse),    f(Buf::rstd_mid)};
+          f(Buf::rstd_in), f(Buf::rstd_q),  f(Buf::rstd_k), f(Buf::lse),    f(Buf::rstd_mid), scales};
 }
 
 Scratch bind_scratch(const DeviceBuffers& b) {

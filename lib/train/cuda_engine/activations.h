@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "model/fp8_layout.h"
 #include "model/memory_policy.h"
 #include "train/cuda_engine/device_buffers.h"
 #include "train/cuda_engine/engine_context.h"
@@ -23,9 +24,10 @@ struct LayerActs {
   bf16 *h_in, *h_mid;   // [T, H] the two norm outputs, gathered over the sequence
   bf16* gate_up;        // [T, 2·I]
   float *rstd_in, *rstd_q, *rstd_k, *lse, *rstd_mid;  // [Tl], [T·heads], [T·kv_heads], [B·heads·lse_rows], [Tl]
+  float* fp8 = nullptr;  // --precision fp8: its four GEMM inputs' amaxes [4] and 1/s [4] (model/fp8_layout.h)
 };
-// The stage's layer `index` in micro-batch slot `slot`.
-LayerActs bind_layer(const DeviceBuffers& buffers, int slot, int index);
+// The stage's layer `index` in micro-batch slot `slot` (fp8: the run's FP8 layout, else null).
+LayerActs bind_layer(const DeviceBuffers& buffers, int slot, int index, const Fp8Layout* fp8);
 
 // One block's scratch, shared by every layer: the SwiGLU product [T, I], the residual-stream gradient dres [Tl, H]
 // (fp32, and its bf16 copy dy [T, max(H, q_dim)]), the norm-output gradient dh [T, H] (fp32), and the gradients of the

@@ -8,14 +8,16 @@
 #include "train/cuda_engine/activations.h"
 #include "train/cuda_engine/attention.h"
 #include "train/cuda_engine/engine_context.h"
+#include "train/cuda_engine/linears.h"
 #include "train/cuda_engine/sequence_parallel.h"
 
 namespace qwen3::cuda {
 
 class Qwen3Blocks {
  public:
-  Qwen3Blocks(const EngineContext& ctx, SequenceParallel& sp, Attention& attention, const Scratch& scratch)
-      : ctx_(ctx), sp_(sp), attention_(attention), s_(scratch) {}
+  Qwen3Blocks(const EngineContext& ctx, SequenceParallel& sp, Attention& attention, Linears& linears,
+              const Scratch& scratch)
+      : ctx_(ctx), sp_(sp), attention_(attention), lin_(linears), s_(scratch) {}
 
   // Layer l (model index) from a.x_in into next (the following layer's input), keeping what its backward needs in a;
   // run again before the backward when the layer is fully recomputed.
@@ -35,6 +37,7 @@ class Qwen3Blocks {
   const EngineContext& ctx_;
   SequenceParallel& sp_;
   Attention& attention_;
+  Linears& lin_;
   Scratch s_;
 };
 

@@ -7,8 +7,8 @@
 namespace qwen3::cuda {
 
 SequenceParallel::SequenceParallel(const EngineContext& ctx, DeviceGroup* tp, const DeviceBuffers& b,
-                                   const Scratch& scratch, int overlapped_gemm_sms)
-    : ctx_(ctx), tp_(tp), scratch_(scratch), gemm_sms_(overlapped_gemm_sms) {
+                                   const Scratch& scratch, Linears& linears, int overlapped_gemm_sms)
+    : ctx_(ctx), tp_(tp), scratch_(scratch), lin_(linears), gemm_sms_(overlapped_gemm_sms) {
   if (!tp_) return;
   h_local_ = b.get<bf16>(Buf::sp_h_local);
   partial_ = b.get<bf16>(Buf::sp_partial);
@@ -27,14 +27,14 @@ void SequenceParallel::norm_gathered(const bf16* x, std::size_t w, bf16* full, f
   ctx_.mark("all-gather (sequence parallel)");
 }
 
-void SequenceParallel::row_parallel(const bf16* in, std::size_t w, std::int64_t k, const bf16* residual, bf16* out,
-                                    const char* what, const MicroDims& d) {
+void SequenceParallel::row_parallel(const bf16* in, std::int64_t l, Fp8Linear w, const LayerActs& a,
+                                    const bf16* residual, bf16* out, const char* what, const MicroDims& d) {
   if (!tp_) {
-    ctx_.gemm.forward(in, ctx_.W(w), out, residual, d.T, k, d.H, ctx_.stream);
+    lin_.forward(in, l, w, a, out, residual, d.T);
     ctx_.mark(what);
     return;
   }
-  ctx_.gemm.forward(in, ctx_.W(w), partial_, nullptr, d.T, k, d.H, ctx_.stream);
+  lin_.forward(in, l, w, a, partial_, nullptr, d.T);
   ctx_.mark(what);
   tp_->reduce_scatter_sum_bf16(partial_, sum_local_, static_cast<std::size_t>(d.Tl * d.H));
   ctx_.mark("reduce-scatter (sequence parallel)");

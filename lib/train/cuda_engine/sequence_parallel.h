@@ -11,6 +11,7 @@
 #include "train/cuda_engine/activations.h"
 #include "train/cuda_engine/device_group.h"
 #include "train/cuda_engine/engine_context.h"
+#include "train/cuda_engine/linears.h"
 #include "train/cuda_engine/streams.h"
 
 namespace qwen3::cuda {
@@ -20,16 +21,16 @@ class SequenceParallel {
   // tp: the tensor-parallel group on the device (null: no tensor parallelism). overlapped_gemm_sms: the SM target of
   // the weight-gradient GEMMs that overlap the comm stream (0: all).
   SequenceParallel(const EngineContext& ctx, DeviceGroup* tp, const DeviceBuffers& buffers, const Scratch& scratch,
-                   int overlapped_gemm_sms);
+                   Linears& linears, int overlapped_gemm_sms);
   DeviceGroup* group() const { return tp_; }
 
   // ---- forward ----
   // full[T, H] ← RMSNorm of this rank's rows x[Tl, H] (weight w, statistics rstd[Tl]), all-gathered.
   void norm_gathered(const bf16* x, std::size_t w, bf16* full, float* rstd, const MicroDims& d);
-  // out[Tl, H] = residual + this rank's rows of Σ_ranks in[T, k]·Wᵀ (reduce-scatter); one GEMM with the residual in its
-  // epilogue without tensor parallelism.
-  void row_parallel(const bf16* in, std::size_t w, std::int64_t k, const bf16* residual, bf16* out, const char* what,
-                    const MicroDims& d);
+  // out[Tl, H] = residual + this rank's rows of Σ_ranks in[T, k]·Wᵀ (reduce-scatter) for layer l's linear w (o or
+  // down; a: the layer's activations); one GEMM with the residual in its epilogue without tensor parallelism.
+  void row_parallel(const bf16* in, std::int64_t l, Fp8Linear w, const LayerActs& a, const bf16* residual, bf16* out,
+                    const char* what, const MicroDims& d);
   // x[Tl, H] ← the embedding rows of tokens[T] (vocabulary-parallel: each rank its slice, summed and scattered).
   void embed_forward(const std::int32_t* tokens, bf16* x, const MicroDims& d);
 
@@ -52,6 +53,7 @@ class SequenceParallel {
   const EngineContext& ctx_;
   DeviceGroup* tp_;
   Scratch scratch_;
+  Linears& lin_;
   int gemm_sms_ = 0;
   bf16 *h_local_ = nullptr, *partial_ = nullptr, *sum_local_ = nullptr;  // [Tl, H], [T, H], [Tl, H]
   bf16* gathered_[2] = {nullptr, nullptr};  // [T, H] ×2: one read by the GEMMs while the next is gathered

@@ -1,0 +1,134 @@
+// The decoder layers' linear layers in bf16 or FP8 (see linears.h).
+#include "train/cuda_engine/linears.h"
+
+#include "core/error.h"
+#include "ops/cuda/fp8_cast.h"
+
+namespace qwen3::cuda {
+
+Linears::Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layout* fp8, DeviceGroup* tp, DeviceGroup* cp)
+    : ctx_(ctx), fp8_(fp8 != nullptr), tp_(tp), cp_(cp) {
+  if (!fp8_) return;
+  layout_ = *fp8;
+  weights_ = b.get<std::uint8_t>(Buf::fp8_weights, 0, 0);
+  scales_ = b.get<float>(Buf::fp8_scales);
+  act_ = b.get<std::uint8_t>(Buf::fp8_act);
+  grad_ = b.get<std::uint8_t>(Buf::fp8_grad);
+  for (int i = 0; i < 2; ++i) grad_t_[i] = b.get<std::uint8_t>(Buf::fp8_grad_t, i);
+}
+
+std::size_t Linears::index(std::int64_t l, Fp8Linear w) const {
+  const auto& p = ctx_.table.layers[static_cast<std::size_t>(l)];
+  switch (w) {
+    case Fp8Linear::qkv: return p.q_proj;  // q, k, v adjacent: one [q_dim + 2·kv_dim, H] matrix
+    case Fp8Linear::o: return p.o_proj;
+    case Fp8Linear::gate_up: return p.gate_proj;  // gate, up adjacent: one [2·I, H] matrix
+    case Fp8Linear::down: return p.down_proj;
+  }
+  throw InternalError("Linears: unknown linear layer");
+}
+
+Gemm::Fp8 Linears::weight_rows(std::int64_t l, Fp8Linear w) const {
+  const std::int64_t i = l - ctx_.stage.first_layer;
+  const float* inv = scales_ + layout_.weight_scale(i) + kFp8Linears + static_cast<int>(w);
+  return {weights_ + i * layout_.layer_bytes + shape(w).rows, inv, fp8_padded(shape(w).in)};
+}
+
+Gemm::Fp8 Linears::weight_cols(std::int64_t l, Fp8Linear w) const {
+  const std::int64_t i = l - ctx_.stage.first_layer;
+  const float* inv = scales_ + layout_.weight_scale(i) + kFp8Linears + static_cast<int>(w);
+  return {weights_ + i * layout_.layer_bytes + shape(w).cols, inv, fp8_padded(shape(w).out)};
+}
+
+void Linears::reduce_amax(float* amax, std::size_t n, bool split_by_tp) const {
+  if (split_by_tp && tp_) tp_->all_reduce_max(amax, n);
+  if (cp_) cp_->all_reduce_max(amax, n);
+}
+
+void Linears::cast_weights(std::int64_t l) {
+  if (!fp8_) return;
+  const cudaStream_t st = ctx_.stream;
+  const std::int64_t i = l - ctx_.stage.first_layer;
+  float* amax = scales_ + layout_.weight_scale(i);
+  for (int w = 0; w < kFp8Linears; ++w) {
+    const Fp8Weight& s = layout_.weights[static_cast<std::size_t>(w)];
+    fp8_amax(ctx_.W(index(l, static_cast<Fp8Linear>(w))), s.out * s.in, amax + w, st);
+  }
+  if (tp_) tp_->all_reduce_max(amax, kFp8Linears);  // every weight is split over tp (replicated K/V heads change no max)
+  for (int w = 0; w < kFp8Linears; ++w) {
+    const Fp8Weight& s = layout_.weights[static_cast<std::size_t>(w)];
+    std::uint8_t* block = weights_ + i * layout_.layer_bytes;
+    fp8_cast(ctx_.W(index(l, static_cast<Fp8Linear>(w))), s.out, s.in, amax + w, Fp8Format::e4m3,
+             {block + s.rows, fp8_padded(s.in), block + s.cols, fp8_padded(s.out)}, amax + kFp8Linears + w, st);
+  }
+  ctx_.mark("fp8 cast weights");
+}
+
+void Linears::forward(const bf16* x, std::int64_t l, Fp8Linear w, const LayerActs& a, bf16* y, const bf16* residual,
+                      std::int64_t T) {
+  const Fp8Weight& s = shape(w);
+  if (!fp8_) {
+    ctx_.gemm.forward(x, ctx_.W(index(l, w)), y, residual, T, s.in, s.out, ctx_.stream);
+    return;
+  }
+  float* amax = a.fp8 + static_cast<int>(w);
+  float* inv = amax + kFp8Linears;
+  fp8_amax(x, T * s.in, amax, ctx_.stream);
+  reduce_amax(amax, 1, w == Fp8Linear::o || w == Fp8Linear::down);  // the row-parallel layers' inputs are split
+  fp8_cast(x, T, s.in, amax, Fp8Format::e4m3, {act_, fp8_padded(s.in), nullptr, 0}, inv, ctx_.stream);
+  ctx_.mark("fp8 cast input");
+  ctx_.gemm.forward(Gemm::Fp8{act_, inv, fp8_padded(s.in)}, weight_rows(l, w), y, residual, T, s.out, ctx_.stream);
+}
+
+Linears::Grad Linears::grad(const bf16* dy, Fp8Linear w, int slot, std::int64_t T) {
+  if (!fp8_) return {dy, w, slot};
+  const std::int64_t out = shape(w).out;
+  float* amax = scales_ + layout_.grad_scale(slot);
+  fp8_amax(dy, T * out, amax, ctx_.stream);
+  reduce_amax(amax, 1, w == Fp8Linear::qkv || w == Fp8Linear::gate_up);  // the column-parallel layers' are split
+  fp8_cast(dy, T, out, amax, Fp8Format::e5m2, {grad_, fp8_padded(out), grad_t_[slot], fp8_padded(T)}, amax + 1,
+           ctx_.stream);
+  ctx_.mark("fp8 cast gradient");
+  latest_grad_ = slot;
+  return {dy, w, slot};
+}
+
+void Linears::backward_data(const Grad& g, std::int64_t l, float* dx, std::int64_t T, bool accumulate) {
+  const Fp8Weight& s = shape(g.w);
+  if (!fp8_) {
+    ctx_.gemm.backward_data(g.dy, ctx_.W(index(l, g.w)), dx, T, s.in, s.out, accumulate, ctx_.stream);
+    return;
+  }
+  if (g.slot != latest_grad_) throw InternalError("Linears: a data gradient from a gradient cast over since");
+  const Gemm::Fp8 dy{grad_, scales_ + layout_.grad_scale(g.slot) + 1, fp8_padded(s.out)};
+  ctx_.gemm.backward_data(dy, weight_cols(l, g.w), dx, T, s.in, accumulate, ctx_.stream);
+}
+
+void Linears::backward_data(const Grad& g, std::int64_t l, bf16* dx, std::int64_t T) {
+  const Fp8Weight& s = shape(g.w);
+  if (!fp8_) {
+    ctx_.gemm.backward_data(g.dy, ctx_.W(index(l, g.w)), dx, T, s.in, s.out, ctx_.stream);
+    return;
+  }
+  if (g.slot != latest_grad_) throw InternalError("Linears: a data gradient from a gradient cast over since");
+  const Gemm::Fp8 dy{grad_, scales_ + layout_.grad_scale(g.slot) + 1, fp8_padded(s.out)};
+  ctx_.gemm.backward_data(dy, weight_cols(l, g.w), dx, T, s.in, ctx_.stream);
+}
+
+void Linears::backward_weight(const Grad& g, const bf16* x, std::int64_t l, const LayerActs& a, std::int64_t T,
+                              bool accumulate) {
+  const Fp8Weight& s = shape(g.w);
+  float* dw = ctx_.G(index(l, g.w));
+  if (!fp8_) {
+    ctx_.gemm.backward_weight(g.dy, x, dw, T, s.in, s.out, accumulate, ctx_.stream);
+    return;
+  }
+  const float* amax = a.fp8 + static_cast<int>(g.w);  // the forward's: the same tensor, no reduction again
+  float* inv = a.fp8 + kFp8Linears + static_cast<int>(g.w);
+  fp8_cast(x, T, s.in, amax, Fp8Format::e4m3, {nullptr, 0, act_, fp8_padded(T)}, inv, ctx_.stream);
+  ctx_.mark("fp8 cast input (transposed)");
+  const Gemm::Fp8 dyt{grad_t_[g.slot], scales_ + layout_.grad_scale(g.slot) + 1, fp8_padded(T)};
+  ctx_.gemm.backward_weight(dyt, Gemm::Fp8{act_, inv, fp8_padded(T)}, dw, s.in, s.out, accumulate, ctx_.stream);
+}
+
+}  // namespace qwen3::cuda

@@ -1,0 +1,67 @@
+// The decoder layers' four linear layers (q|k|v, attention output, gate|up, down) at the run's precision: bf16 GEMMs
+// on the compute weights, or with --precision fp8 (ops/fp8.h) FP8 GEMMs: the weights' E4M3 copies (row-major and
+// transposed, model/fp8_layout.h) cast once after each change of the weights; each input cast to E4M3 before its
+// forward GEMM, its amax kept for the transposed cast its weight gradient needs; each gradient cast once to E5M2,
+// row-major for the data gradient and transposed for the weight gradient. An amax of a tensor split over ranks is
+// reduced over the group that splits it, so a parallel run casts exactly as one rank would: tensor parallelism splits
+// every weight, the inputs of the row-parallel layers (o, down) and the gradients of the column-parallel ones (q|k|v,
+// gate|up) by columns; context parallelism splits every input and gradient by tokens.
+#pragma once
+#include <cstdint>
+
+#include "model/fp8_layout.h"
+#include "train/cuda_engine/activations.h"
+#include "train/cuda_engine/device_buffers.h"
+#include "train/cuda_engine/device_group.h"
+#include "train/cuda_engine/engine_context.h"
+
+namespace qwen3::cuda {
+
+class Linears {
+ public:
+  // fp8: the layout of this rank's FP8 buffers (null: bf16). tp, cp: the groups that split tensors (null: none).
+  Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layout* fp8, DeviceGroup* tp, DeviceGroup* cp);
+  bool fp8() const { return fp8_; }
+
+  // FP8: layer l's weight copies from its bf16 compute weights (collective over tp); once after the weights change.
+  void cast_weights(std::int64_t l);
+
+  // y[T, out] = x[T, in]·Wᵀ (+ residual) for layer l's linear w; a: the layer's activations (its inputs' amaxes).
+  void forward(const bf16* x, std::int64_t l, Fp8Linear w, const LayerActs& a, bf16* y, const bf16* residual,
+               std::int64_t T);
+
+  // The output gradient dy [T, out] of a layer's linear w, ready for its backward GEMMs: in FP8 cast once into the
+  // row-major operand and the transposed one of `slot` (0: a block's output gradient, 1: the one inside the block;
+  // both are alive until the block's weight gradients).
+  struct Grad {
+    const bf16* dy;
+    Fp8Linear w;
+    int slot;
+  };
+  Grad grad(const bf16* dy, Fp8Linear w, int slot, std::int64_t T);
+  // dx[T, in] = dy·W: fp32 (+= when accumulate), or bf16. FP8: g must be the latest grad() (one row-major operand).
+  void backward_data(const Grad& g, std::int64_t l, float* dx, std::int64_t T, bool accumulate);
+  void backward_data(const Grad& g, std::int64_t l, bf16* dx, std::int64_t T);
+  // dW (fp32) (+)= dyᵀ·x; x the forward's input, cast (FP8) with the amax its forward kept in a.
+  void backward_weight(const Grad& g, const bf16* x, std::int64_t l, const LayerActs& a, std::int64_t T,
+                       bool accumulate);
+
+ private:
+  std::size_t index(std::int64_t l, Fp8Linear w) const;  // the weight's entry in the parameter table
+  const Fp8Weight& shape(Fp8Linear w) const { return layout_.weights[static_cast<std::size_t>(w)]; }
+  Gemm::Fp8 weight_rows(std::int64_t l, Fp8Linear w) const;
+  Gemm::Fp8 weight_cols(std::int64_t l, Fp8Linear w) const;
+  // max-reduces n amaxes over the groups that split the tensor: tp when split_by_tp, and cp.
+  void reduce_amax(float* amax, std::size_t n, bool split_by_tp) const;
+
+  const EngineContext& ctx_;
+  bool fp8_ = false;
+  Fp8Layout layout_;
+  DeviceGroup *tp_, *cp_;
+  std::uint8_t* weights_ = nullptr;  // [layers][layer_bytes]
+  float* scales_ = nullptr;          // layout_.scale_floats()
+  std::uint8_t *act_ = nullptr, *grad_ = nullptr, *grad_t_[2] = {nullptr, nullptr};
+  int latest_grad_ = -1;             // the slot whose row-major operand grad_ holds
+};
+
+}  // namespace qwen3::cuda

@@ -1,0 +1,151 @@
+// --precision fp8's CUDA pieces against the host model (ops/fp8.h): the amax and cast kernels bit for bit (both
+// formats, row-major and transposed copies, zero padding, the dequantisation factor), and the FP8 GEMMs against the
+// product of the same FP8 values in fp64. Tolerances (‖gpu − ref‖/‖ref‖): bf16 outputs 1e-2 (one bf16 rounding is
+// ≤ 2^-8 relative), fp32 outputs 1e-4 (fp32 accumulation order only: the operands are exact). Skipped without a GPU.
+#include <gtest/gtest.h>
+
+#ifdef QWEN3_HAVE_CUDA
+#include "cuda_test_util.h"
+#include "gpu/gemm.h"
+#include "ops/cpu/fp8_cast.h"
+#include "ops/cuda/fp8_cast.h"
+#include "ops/fp8.h"
+
+using namespace qwen3;
+using namespace qwen3::test;
+using bf16 = __nv_bfloat16;
+
+namespace {
+constexpr double kBf16Tol = 1e-2, kF32Tol = 1e-4;
+
+// The host model of one cast: codes [rows, ld] (or transposed [cols, ld]) with zero padding.
+std::vector<std::uint8_t> host_cast(const std::vector<float>& x, std::int64_t rows, std::int64_t cols, float s,
+                                    Fp8Format f, bool transposed, std::int64_t ld) {
+  std::vector<std::uint8_t> out(static_cast<std::size_t>((transposed ? cols : rows) * ld), 0);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const std::uint8_t code = cpu::fp8_encode(x[static_cast<std::size_t>(r * cols + c)] * s, f);
+      out[static_cast<std::size_t>(transposed ? c * ld + r : r * ld + c)] = code;
+    }
+  return out;
+}
+
+// Values spanning many binades (so that subnormals, saturation-free extremes and ties all occur), bf16-exact.
+std::vector<float> wide_values(std::size_t n) {
+  std::vector<float> v = random_bf16_values(n);
+  std::uniform_int_distribution<int> e(-12, 6);
+  for (auto& x : v) x = bf16_round(std::ldexp(x, e(cuda_rng())));
+  return v;
+}
+
+// An FP8 operand's values as the GEMM reads them: code / s, as [rows, cols] of a [rows, ld] layout.
+std::vector<double> dequantised(const std::vector<std::uint8_t>& codes, std::int64_t rows, std::int64_t cols,
+                                std::int64_t ld, float s, Fp8Format f) {
+  std::vector<double> out(static_cast<std::size_t>(rows * cols));
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c)
+      out[static_cast<std::size_t>(r * cols + c)] = cpu::fp8_decode(codes[static_cast<std::size_t>(r * ld + c)], f) / s;
+  return out;
+}
+
+// c[m, n] = Σ_k a[m, k]·b[n, k]
+std::vector<double> product(const std::vector<double>& a, const std::vector<double>& b, std::int64_t m, std::int64_t n,
+                            std::int64_t k) {
+  std::vector<double> c(static_cast<std::size_t>(m * n), 0.0);
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (std::int64_t q = 0; q < k; ++q) s += a[static_cast<std::size_t>(i * k + q)] * b[static_cast<std::size_t>(j * k + q)];
+      c[static_cast<std::size_t>(i * n + j)] = s;
+    }
+  return c;
+}
+
+// An operand cast on the device: the codes of its row-major and transposed copies and its scale.
+struct Cast {
+  std::vector<std::uint8_t> rows, cols;
+  float scale_inv;
+};
+Cast device_cast(const std::vector<float>& x, std::int64_t rows, std::int64_t cols, Fp8Format f) {
+  DeviceBuffer<bf16> xd(x.size());
+  xd.upload(to_bf16(x));
+  const std::int64_t rows_ld = fp8_padded(cols), cols_ld = fp8_padded(rows);
+  DeviceBuffer<std::uint8_t> r(static_cast<std::size_t>(rows * rows_ld)), c(static_cast<std::size_t>(cols * cols_ld));
+  DeviceBuffer<float> amax(1), inv(1);
+  cuda::fp8_amax(xd.get(), rows * cols, amax.get(), nullptr);
+  cuda::fp8_cast(xd.get(), rows, cols, amax.get(), f, {r.get(), rows_ld, c.get(), cols_ld}, inv.get(), nullptr);
+  return {r.download(), c.download(), inv.download()[0]};
+}
+}  // namespace
+
+TEST(CudaFp8, TheCastsMatchTheHostModelBitForBit) {
+  QWEN3_REQUIRE_GPU();
+  for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{333, 40}, {64, 64}, {7, 1000}, {1000, 24}}) {
+    for (Fp8Format f : {Fp8Format::e4m3, Fp8Format::e5m2}) {
+      const auto x = wide_values(static_cast<std::size_t>(rows * cols));
+      double amax = 0;
+      for (float v : x) amax = std::max(amax, static_cast<double>(std::fabs(v)));
+      const float s = fp8_scale(static_cast<float>(amax), f);
+      const Cast got = device_cast(x, rows, cols, f);
+      SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + (f == Fp8Format::e4m3 ? " e4m3" : " e5m2"));
+      EXPECT_EQ(got.rows, host_cast(x, rows, cols, s, f, false, fp8_padded(cols)));
+      EXPECT_EQ(got.cols, host_cast(x, rows, cols, s, f, true, fp8_padded(rows)));
+      EXPECT_EQ(got.scale_inv, 1.0f / s);
+    }
+  }
+}
+
+TEST(CudaFp8, AnAmaxOfNanOrInfinityMakesEveryValueNan) {
+  QWEN3_REQUIRE_GPU();
+  for (float bad : {NAN, INFINITY}) {
+    std::vector<float> x = random_bf16_values(100);
+    x[37] = bad;
+    const Cast got = device_cast(x, 10, 10, Fp8Format::e4m3);
+    EXPECT_TRUE(std::isnan(got.scale_inv)) << bad;
+    for (std::int64_t r = 0; r < 10; ++r)
+      for (std::int64_t c = 0; c < 10; ++c)
+        EXPECT_TRUE(std::isnan(cpu::fp8_decode(got.rows[static_cast<std::size_t>(r * 16 + c)], Fp8Format::e4m3))) << bad;
+  }
+}
+
+TEST(CudaFp8, TheGemmsEqualTheProductOfTheirFp8Operands) {
+  QWEN3_REQUIRE_GPU();
+  for (auto [T, in, out] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{333, 40, 72}, {64, 256, 1024}, {1000, 1024, 512}}) {
+    SCOPED_TRACE("T " + std::to_string(T) + " in " + std::to_string(in) + " out " + std::to_string(out));
+    const auto x = random_bf16_values(T * in), w = random_bf16_values(out * in, 0.05), dy = random_bf16_values(T * out, 1e-3);
+    const Cast xc = device_cast(x, T, in, Fp8Format::e4m3), wc = device_cast(w, out, in, Fp8Format::e4m3),
+               gc = device_cast(dy, T, out, Fp8Format::e5m2);
+    // Upload the codes (checked bit for bit above) and scales; run the three GEMMs.
+    DeviceBuffer<std::uint8_t> xr(xc.rows.size()), xt(xc.cols.size()), wr(wc.rows.size()), wt(wc.cols.size()),
+        gr(gc.rows.size()), gt(gc.cols.size());
+    xr.upload(xc.rows), xt.upload(xc.cols), wr.upload(wc.rows), wt.upload(wc.cols), gr.upload(gc.rows), gt.upload(gc.cols);
+    DeviceBuffer<float> s(3), dxf(T * in), dw(out * in);
+    s.upload({xc.scale_inv, wc.scale_inv, gc.scale_inv});
+    DeviceBuffer<bf16> y(T * out), dxb(T * in);
+    DeviceBuffer<char> ws(32 << 20);
+    cuda::Gemm gemm(ws.get(), 32 << 20);
+    const float *sx = s.get(), *sw = s.get() + 1, *sg = s.get() + 2;
+    gemm.forward({xr.get(), sx, fp8_padded(in)}, {wr.get(), sw, fp8_padded(in)}, y.get(), nullptr, T, out, nullptr);
+    gemm.backward_data({gr.get(), sg, fp8_padded(out)}, {wt.get(), sw, fp8_padded(out)}, dxf.get(), T, in, false, nullptr);
+    gemm.backward_data({gr.get(), sg, fp8_padded(out)}, {wt.get(), sw, fp8_padded(out)}, dxb.get(), T, in, nullptr);
+    gemm.backward_weight({gt.get(), sg, fp8_padded(T)}, {xt.get(), sx, fp8_padded(T)}, dw.get(), in, out, false, nullptr);
+    // The same FP8 values in fp64.
+    const auto xq = dequantised(xc.rows, T, in, fp8_padded(in), 1.0f / xc.scale_inv, Fp8Format::e4m3);
+    const auto wq = dequantised(wc.rows, out, in, fp8_padded(in), 1.0f / wc.scale_inv, Fp8Format::e4m3);
+    const auto gq = dequantised(gc.rows, T, out, fp8_padded(out), 1.0f / gc.scale_inv, Fp8Format::e5m2);
+    std::vector<double> wqt(static_cast<std::size_t>(in * out)), gqt(static_cast<std::size_t>(out * T)),
+        xqt(static_cast<std::size_t>(in * T));
+    for (std::int64_t o = 0; o < out; ++o)
+      for (std::int64_t i = 0; i < in; ++i) wqt[static_cast<std::size_t>(i * out + o)] = wq[static_cast<std::size_t>(o * in + i)];
+    for (std::int64_t t = 0; t < T; ++t) {
+      for (std::int64_t o = 0; o < out; ++o) gqt[static_cast<std::size_t>(o * T + t)] = gq[static_cast<std::size_t>(t * out + o)];
+      for (std::int64_t i = 0; i < in; ++i) xqt[static_cast<std::size_t>(i * T + t)] = xq[static_cast<std::size_t>(t * in + i)];
+    }
+    const auto y_ref = product(xq, wq, T, out, in), dx_ref = product(gq, wqt, T, in, out), dw_ref = product(gqt, xqt, out, in, T);
+    EXPECT_LT(rel_error(widen(y.download()), y_ref), kBf16Tol) << "forward";
+    EXPECT_LT(rel_error(widen(dxf.download()), dx_ref), kF32Tol) << "data gradient, fp32";
+    EXPECT_LT(rel_error(widen(dxb.download()), dx_ref), kBf16Tol) << "data gradient, bf16";
+    EXPECT_LT(rel_error(widen(dw.download()), dw_ref), kF32Tol) << "weight gradient";
+  }
+}
+#endif
