@@ -405,11 +405,14 @@ RecordingPricer record_case(const CalibrationCase& k) {
   in.seq_len = k.seq_len;
   in.tp = k.tp;
   RecordingPricer r;
-  walk_step(in, r);
-  in.pp = 2;
-  try {
+  for (bool fp8 : {false, true}) {  // both precisions (--precision fp8's GEMMs and casts are kernels of their own)
+    in.fp8 = fp8, in.pp = 1;
     walk_step(in, r);
-  } catch (const UsageError&) {  // too few layers for two stages: no pipeline, nothing more to run
+    in.pp = 2;
+    try {
+      walk_step(in, r);
+    } catch (const UsageError&) {  // too few layers for two stages: no pipeline, nothing more to run
+    }
   }
   return r;
 }

@@ -163,8 +163,8 @@ struct CalibrationCase {
 inline const std::vector<std::int64_t> kCalibrationLengths = {1024, 4096, 8192, 16384, 32768, 131072};
 inline const std::vector<int> kCalibrationTensorParallel = {1, 2, 4, 8};
 std::vector<CalibrationCase> default_calibration_cases(std::int64_t device_bytes);
-// Every kernel a step of the case runs on any rank: one stage (pp 1) and, where the model splits, the stages of a
-// pipeline (a stage before the last casts the gradient it receives). Throws UsageError for a case the engine refuses.
+// Every kernel a step of the case runs on any rank, in bf16 and in fp8 (--precision): one stage (pp 1) and, where the
+// model splits, the stages of a pipeline (a stage before the last casts the gradient it receives). Throws UsageError for a case the engine refuses.
 RecordingPricer record_case(const CalibrationCase& k);
 
 // Device bytes a rank needs beyond the engine's allocator: the calibration's measured context, libraries and

@@ -26,6 +26,15 @@ const char* op_kind_name(OpKind k) {
     case OpKind::gemm_dgrad_bf16: return "gemm_dgrad_bf16";
     case OpKind::gemm_wgrad: return "gemm_wgrad";
     case OpKind::gemm_wgrad_set: return "gemm_wgrad_set";
+    case OpKind::gemm8_fwd: return "gemm8_fwd";
+    case OpKind::gemm8_dgrad_f32: return "gemm8_dgrad_f32";
+    case OpKind::gemm8_dgrad_bf16: return "gemm8_dgrad_bf16";
+    case OpKind::gemm8_wgrad: return "gemm8_wgrad";
+    case OpKind::gemm8_wgrad_set: return "gemm8_wgrad_set";
+    case OpKind::fp8_amax: return "fp8_amax";
+    case OpKind::fp8_cast: return "fp8_cast";
+    case OpKind::fp8_cast_t: return "fp8_cast_t";
+    case OpKind::fp8_cast_both: return "fp8_cast_both";
     case OpKind::attention_fwd: return "attention_fwd";
     case OpKind::attention_bwd: return "attention_bwd";
     case OpKind::rmsnorm_fwd: return "rmsnorm_fwd";
@@ -46,9 +55,9 @@ const char* op_kind_name(OpKind k) {
 }
 
 bool is_gemm(OpKind k) {
-  return k == OpKind::gemm_fwd || k == OpKind::gemm_dgrad_f32 || k == OpKind::gemm_dgrad_bf16 || k == OpKind::gemm_wgrad ||
-         k == OpKind::gemm_wgrad_set;
+  return (k >= OpKind::gemm_fwd && k <= OpKind::gemm_wgrad_set) || (k >= OpKind::gemm8_fwd && k <= OpKind::gemm8_wgrad_set);
 }
+bool is_fp8_gemm(OpKind k) { return k >= OpKind::gemm8_fwd && k <= OpKind::gemm8_wgrad_set; }
 bool is_attention(OpKind k) { return k == OpKind::attention_fwd || k == OpKind::attention_bwd; }
 
 std::string OpShape::key() const {
@@ -85,7 +94,7 @@ class StageWalk {
   // rank: the first rank of the stage (train/rank_plan.h), whose sizes the walk reads.
   StageWalk(const RankPlan& rank, OpPricer& p, bool writes_grads)
       : r_(rank), c_(rank.model), stage_(rank.stage), p_(p), tp_(rank.tp),
-        wgrad_(writes_grads ? OpKind::gemm_wgrad_set : OpKind::gemm_wgrad) {
+        wgrad_(writes_grads ? OpKind::gemm_wgrad_set : OpKind::gemm_wgrad), fp8_(rank.fp8) {
     cp_ = rank.rank.cp;
     B_ = rank.max_batch, S_ = rank.max_seq;
     T_ = rank.tokens, Tl_ = rank.seq_tokens;  // rows of the GEMMs, rows of the residual stream (sequence parallel)
@@ -132,9 +141,36 @@ class StageWalk {
     return coll(CollKind::reduce_scatter, whole_bytes, tp_.size, exposed);
   }
 
+  // A decoder layer's linear layer as the Linears unit runs it (train/cuda_engine/linears.cpp): bf16 GEMMs, or with
+  // --precision fp8 each input's amax (max-reduced over the ranks that split it: `split` by tensor parallelism, and
+  // context parallelism) and cast before its FP8 GEMM; each output gradient cast once into both copies; each weight
+  // gradient's input cast again, transposed (its amax kept from the forward).
+  double amax_reduce(bool split) {
+    return (split && tp_.size > 1 ? coll(CollKind::all_reduce, 4, tp_.size) : 0.0) +
+           (cp_ > 1 ? coll(CollKind::all_reduce, 4, cp_) : 0.0);
+  }
+  double linear_fwd(std::int64_t in, std::int64_t out, bool split) {
+    if (!fp8_) return gemm(OpKind::gemm_fwd, T_, in, out);
+    return op(OpKind::fp8_amax, T_, {in}) + amax_reduce(split) + op(OpKind::fp8_cast, T_, {in}) +
+           gemm(OpKind::gemm8_fwd, T_, in, out);
+  }
+  double grad_cast(std::int64_t out, bool split) {
+    return fp8_ ? op(OpKind::fp8_amax, T_, {out}) + amax_reduce(split) + op(OpKind::fp8_cast_both, T_, {out}) : 0.0;
+  }
+  double linear_dgrad(bool f32, std::int64_t in, std::int64_t out) {
+    const OpKind k = fp8_ ? (f32 ? OpKind::gemm8_dgrad_f32 : OpKind::gemm8_dgrad_bf16)
+                          : (f32 ? OpKind::gemm_dgrad_f32 : OpKind::gemm_dgrad_bf16);
+    return gemm(k, T_, in, out);
+  }
+  double linear_wgrad(std::int64_t in, std::int64_t out) {
+    if (!fp8_) return gemm(wgrad_, T_, in, out);
+    const OpKind k = wgrad_ == OpKind::gemm_wgrad_set ? OpKind::gemm8_wgrad_set : OpKind::gemm8_wgrad;
+    return op(OpKind::fp8_cast_t, T_, {in}) + gemm(k, T_, in, out);
+  }
+
   double norm_gathered() { return op(OpKind::rmsnorm_fwd, Tl_, {H_}) + (tp_.size > 1 ? ag(Tl_ * H_ * 2) : 0.0); }
   double row_parallel(std::int64_t k) {
-    const double t = gemm(OpKind::gemm_fwd, T_, k, H_);
+    const double t = linear_fwd(k, H_, true);
     return tp_.size == 1 ? t : t + rs(T_ * H_ * 2) + op(OpKind::add_bf16, Tl_, {H_});
   }
   // The micro-batch's sequences; context parallelism: a rank's share of the causal work (two balanced chunks, priced as
@@ -152,9 +188,9 @@ class StageWalk {
     return op(k, T_, {tp_.heads, c_.head_dim}) + op(k, T_, {tp_.kv_heads, c_.head_dim});
   }
   double layer_forward() {
-    double t = norm_gathered() + gemm(OpKind::gemm_fwd, T_, H_, qkv_) + qk_norm_rope(OpKind::qk_norm_rope_fwd);
+    double t = norm_gathered() + linear_fwd(H_, qkv_, false) + qk_norm_rope(OpKind::qk_norm_rope_fwd);
     t += attention(OpKind::attention_fwd) + row_parallel(tp_.q_dim);
-    t += norm_gathered() + gemm(OpKind::gemm_fwd, T_, H_, 2 * tp_.inter) + op(OpKind::swiglu_fwd, T_, {tp_.inter});
+    t += norm_gathered() + linear_fwd(H_, 2 * tp_.inter, false) + op(OpKind::swiglu_fwd, T_, {tp_.inter});
     return t + row_parallel(tp_.inter);
   }
   double selective() { return norm_gathered() + qk_norm_rope(OpKind::qk_norm_rope_fwd) + norm_gathered(); }
@@ -172,12 +208,12 @@ class StageWalk {
   }
   double layer_backward(bool more) {
     const std::int64_t I = tp_.inter;
-    double t = gemm(OpKind::gemm_dgrad_bf16, T_, I, H_) + op(OpKind::swiglu_bwd, T_, {I}) +
-               gemm(OpKind::gemm_dgrad_f32, T_, H_, 2 * I);
-    t += block_tail(gemm(wgrad_, T_, I, H_) + gemm(wgrad_, T_, H_, 2 * I), true);
-    t += gemm(OpKind::gemm_dgrad_bf16, T_, tp_.q_dim, H_) + attention(OpKind::attention_bwd);
-    t += qk_norm_rope(OpKind::qk_norm_rope_bwd) + gemm(OpKind::gemm_dgrad_f32, T_, H_, qkv_);
-    return t + block_tail(gemm(wgrad_, T_, tp_.q_dim, H_) + gemm(wgrad_, T_, H_, qkv_), more);
+    double t = grad_cast(H_, false) + linear_dgrad(false, I, H_) + op(OpKind::swiglu_bwd, T_, {I}) +
+               grad_cast(2 * I, true) + linear_dgrad(true, H_, 2 * I);
+    t += block_tail(linear_wgrad(I, H_) + linear_wgrad(H_, 2 * I), true);
+    t += grad_cast(H_, false) + linear_dgrad(false, tp_.q_dim, H_) + attention(OpKind::attention_bwd);
+    t += qk_norm_rope(OpKind::qk_norm_rope_bwd) + grad_cast(qkv_, true) + linear_dgrad(true, H_, qkv_);
+    return t + block_tail(linear_wgrad(tp_.q_dim, H_) + linear_wgrad(H_, qkv_), more);
   }
   double embed_forward() {
     const double t = op(OpKind::embedding_fwd, T_, {H_, tp_.vocab});
@@ -222,6 +258,7 @@ class StageWalk {
   int cp_ = 1;
   std::int64_t B_ = 1, S_ = 0, T_ = 0, Tl_ = 0, H_ = 0, qkv_ = 0;
   OpKind wgrad_;  // the kind of the micro-batch's weight-gradient GEMMs (a long head's later chunks add to the first)
+  bool fp8_ = false;
   double exposed_comm_ = 0;
 };
 
@@ -269,6 +306,16 @@ std::pair<double, double> after_backward(const PlannedRun& in, const RankPlan& r
       device_n > 0 ? device * static_cast<double>(device_n - first_segment) / static_cast<double>(device_n) : 0.0;
   const double device_exposed = device - p.optimizer_hidden_share(rows) * std::min(overlappable, window);
   return {reduce, norm + std::max({0.0, device_exposed, host - window})};
+}
+
+// --precision fp8: each layer's four weights cast once per step, in the first forward (train/cuda_engine/linears.cpp
+// cast_weights): an amax and both copies each, the four amaxes max-reduced over tensor parallelism.
+double fp8_weight_casts(const RankPlan& rank, OpPricer& p) {
+  if (!rank.fp8) return 0.0;
+  double per_layer = rank.tp.size > 1 ? p.collective({CollKind::all_reduce, 4 * kFp8Linears, rank.tp.size}) : 0.0;
+  for (const Fp8Weight& w : fp8_layout(rank).weights)
+    per_layer += p.compute({OpKind::fp8_amax, w.out, {w.in}}) + p.compute({OpKind::fp8_cast_both, w.out, {w.in}});
+  return per_layer * static_cast<double>(rank.stage.layers());
 }
 
 // One end of a transfer in a 1F1B exchange: the link (activation or gradient, micro-batch, the lower stage of the pair)
@@ -390,7 +437,8 @@ StepTime walk_step(const PlannedRun& in, OpPricer& pricer) {
     forwards.push_back(f), backwards.push_back(b);
     if (f + b > slowest)
       slowest = f + b, out.forward = f, out.backward = b, out.recompute = pass.recompute, out.exposed_comm = pass.exposed_comm;
-    const auto [reduce, optimizer] = after_backward(in, rank, f, pricer);
+    const auto [reduce, after] = after_backward(in, rank, f, pricer);
+    const double optimizer = after + fp8_weight_casts(rank, pricer);
     if (reduce + optimizer > tail) tail = reduce + optimizer, out.data_parallel = reduce, out.optimizer = optimizer;
   }
   // 1F1B as the engine runs it (pipeline_run.cpp): each stage's operations in one_f_one_b's order, every exchange a

@@ -20,6 +20,15 @@ enum class OpKind {
   gemm_dgrad_bf16,  // dx[T, in] = dy·W (bf16 out)
   gemm_wgrad,       // dW[out, in] += dyᵀ·x (fp32, accumulating)
   gemm_wgrad_set,   // dW[out, in] = dyᵀ·x (fp32, written: a step's first micro-batch without pipeline stages)
+  gemm8_fwd,        // the five above with FP8 operands (--precision fp8: E4M3 x and W, E5M2 dy; gpu/gemm.h)
+  gemm8_dgrad_f32,
+  gemm8_dgrad_bf16,
+  gemm8_wgrad,
+  gemm8_wgrad_set,
+  fp8_amax,         // [T, width] bf16: its largest magnitude (ops/cuda/fp8_cast.h)
+  fp8_cast,         // [T, width] bf16 → its FP8 copy, row-major (a forward GEMM's input)
+  fp8_cast_t,       // → its transposed FP8 copy (a weight gradient's input)
+  fp8_cast_both,    // → both (an output gradient; a weight, once per step)
   attention_fwd,    // causal grouped-query attention of one sequence (cuDNN), dims {heads, kv_heads, head_dim}
   attention_bwd,
   rmsnorm_fwd,      // [T, width]
@@ -39,6 +48,7 @@ enum class OpKind {
 const char* op_kind_name(OpKind k);
 // The GEMM kinds (dims {in, out}); attention kinds (dims {heads, kv_heads, head_dim}; tokens = the sequence length).
 bool is_gemm(OpKind k);
+bool is_fp8_gemm(OpKind k);
 bool is_attention(OpKind k);
 
 // One kernel call: tokens (rows; attention: the sequence length) and its widths.
@@ -89,7 +99,8 @@ struct StepTime {
   double exposed_comm = 0;           // of forward + backward: tensor/context-parallel collectives not hidden
   double pipeline = 0;               // fill and drain of 1F1B beyond m micro-batches of the slowest stage, p2p
   double data_parallel = 0;          // gradient reduction (exposed, after the last micro-batch)
-  double optimizer = 0;              // grad norm + the part of AdamW (device and host) the next forward waits for
+  double optimizer = 0;              // grad norm + the part of AdamW (device and host) the next forward waits for, and
+                                     // (--precision fp8) the weights' FP8 casts the first forward runs
   double step = 0;                   // the whole step
   std::int64_t micro_batches = 0;    // per replica
 };

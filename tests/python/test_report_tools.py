@@ -1,7 +1,8 @@
 """The pure functions of qwen3-report (tools/report: report_results, report_manifest, report_tables, report_plots) and
 of the module the Python tools share (tools/common/qwen3_common.py): layout and cell names, the one-line error,
 results files read from small synthetic HDF5 files written here, a sweep's cells.json as qwen3-sweep writes it and the
-rows of the cells without results, the newest result of a cell, and the tables' numbers and Markdown."""
+rows of the cells without results, the newest result of a cell, the tables' numbers and Markdown, and how runs in more
+than one precision are told apart in the tables and figures."""
 import argparse
 import json
 import math
@@ -16,6 +17,7 @@ import report_manifest
 import report_plots
 import report_results
 import report_tables
+import study_figures
 import sweep_plan
 import sweep_spec
 
@@ -35,9 +37,13 @@ def test_layout_and_cell_names_are_one_spelling_read_back():
     assert common.layout_name(4, 2, 1, 1) == "T4P2D1" and common.layout_name(2, 1, 2, 2) == "T2P1C2D2"
     name = common.cell_name("0.6B", 4096, "T2P1C2D2")
     assert name == "0.6B-L4096-T2P1C2D2"
-    assert common.cell_of_name(name + ".h5") == ("0.6B", 4096, "T2P1C2D2")
-    assert common.cell_of_name(name + ".h5.partial") == ("0.6B", 4096, "T2P1C2D2")
+    assert common.cell_of_name(name + ".h5") == ("0.6B", 4096, "T2P1C2D2", "bf16")
+    assert common.cell_of_name(name + ".h5.partial") == ("0.6B", 4096, "T2P1C2D2", "bf16")
     assert common.cell_of_name("my-run.h5") is None and common.cell_of_name(name + ".csv") is None
+    assert common.cell_name("0.6B", 4096, "T2P1C2D2", "bf16") == name  # bf16 names stay as they always were
+    fp8 = common.cell_name("0.6B-base", 4096, "T1P1D1", "fp8")
+    assert fp8 == "0.6B-base-L4096-T1P1D1-fp8"
+    assert common.cell_of_name(fp8 + ".h5.partial") == ("0.6B-base", 4096, "T1P1D1", "fp8")
 
 
 def test_strings_bytes_and_the_error_line(capsys):
@@ -59,15 +65,17 @@ def test_a_refused_command_line_is_a_usage_error(monkeypatch, capsys):
 
 
 # ------------------------------------------------------------------------------------------------- results files
-def results_file(path, status="ok", config=True, version=1, steps=(2.0, 1.0, 1.5), peaks=(2**30, 2**31), **attrs):
-    """A small qwen3-pretrain results file: tiny, 32 tokens, global batch 4, two ranks on the CPU."""
+def results_file(path, status="ok", config=True, version=1, steps=(2.0, 1.0, 1.5), peaks=(2**30, 2**31), cfg=(),
+                 **attrs):
+    """A small qwen3-pretrain results file: tiny, 32 tokens, global batch 4, two ranks on the CPU (cfg: more /config
+    attributes)."""
     with h5py.File(path, "w") as f:
         f.attrs.update({"format": "qwen3-pretrain-results", "format_version": version, "status": status,
                         "world_size": 2, "end_time_utc": "2026-12-06T20:00:00Z", "git_commit": "0123456789abcdef",
                         "hostnames": [b"a", b"b"], **attrs})
         if config:
             f.create_group("config").attrs.update({"model": "tiny", "seq_len": "32", "global_batch": "4",
-                                                   "tp": "1", "pp": "1", "cp": "1", "device": "cpu"})
+                                                   "tp": "1", "pp": "1", "cp": "1", "device": "cpu", **dict(cfg)})
         f["steps/step_time_s"] = np.array(steps)
         f["memory/peak_bytes"] = np.array(peaks, dtype=np.int64)
     return str(path)
@@ -80,6 +88,9 @@ def test_a_results_file_reads_as_the_report_shows_it(tmp_path):
     assert r["tokens_per_s"] == 4 * 32 / 1.25
     assert r["peaks_gib"] == [1.0, 2.0] and r["hosts"] == ["a", "b"] and r["time"] == "2026-12-06T20:00:00Z"
     assert math.isnan(r["planned_gib"]) and math.isnan(r["capacity_gib"]) and not r["on_gpu"]
+    assert r["precision"] == "bf16"  # a file from before --precision records none
+    fp8 = results_file(tmp_path / "fp8.h5", cfg={"precision": "fp8"})
+    assert report_results.read_run(fp8, {})["precision"] == "fp8"
 
 
 def test_other_hdf5_files_are_skipped_and_bad_ones_say_why(tmp_path):
@@ -98,8 +109,10 @@ def test_other_hdf5_files_are_skipped_and_bad_ones_say_why(tmp_path):
 def test_a_file_without_config_is_placed_by_its_cell_name(tmp_path):
     path = results_file(tmp_path / "tiny-L64-T2P1D1.h5", "error", config=False, error_message="no GPU")
     r = report_results.read_run(path, {})
-    assert (r["model"], r["seq"], r["layout"], r["device"]) == ("tiny", 64, "T2P1D1", "")
+    assert (r["model"], r["seq"], r["layout"], r["device"], r["precision"]) == ("tiny", 64, "T2P1D1", "", "bf16")
     assert r["reason"] == "no GPU [no /config in the file: the cell is named by the sweep]"
+    path = results_file(tmp_path / "tiny-L64-T2P1D1-fp8.h5", "error", config=False, error_message="no GPU")
+    assert report_results.read_run(path, {})["precision"] == "fp8"
 
 
 def test_an_out_of_memory_run_names_what_it_was_allocating(tmp_path):
@@ -140,6 +153,8 @@ def test_the_newest_result_of_a_cell_decides_and_devices_are_filled_in():
     both = [run(device="cpu"), run(device="cuda")]
     report_results.label_devices(both)
     assert [r["model"] for r in both] == ["tiny (cpu)", "tiny (cuda)"]
+    bf16, fp8 = run(device="cpu"), run(device="cpu", precision="fp8")  # one cell in two precisions: two cells
+    assert report_results.newest_per_cell([bf16, fp8]) == ([bf16, fp8], [])
 
 
 # ------------------------------------------------------------------------------------------------- sweep manifest
@@ -243,3 +258,85 @@ def test_the_speed_figures_name_their_cards_and_commits():
     cpu = [run(device="cpu", commit="a"), run(device="cpu", commit="b")]
     assert report_plots.provenance(cpu) == "on cpu, 2 commits"
     assert report_plots.provenance([]) == "on —, commit not recorded"
+
+
+# ------------------------------------------------------------------------------------------------- precision
+def two_precisions():
+    """tiny T1P1D2 at 32, 64, 128 tokens in bf16 (finished) and fp8 (faster; 128 out of memory); 256 a cell not run."""
+    rows = [run(seq=s, precision=p, step_time_s=t * s, tokens_per_s=4 * s / (t * s), run_min=t * s / 60,
+                mean_peak_gib=1.0, std_at_peak_gib=0.0, peaks_gib=[1.0, 1.0], device="cpu", device_name="cpu",
+                status="oom" if p == "fp8" and s == 128 else "ok")
+            for s in (32, 64, 128) for p, t in (("bf16", 0.01), ("fp8", 0.006))]
+    return rows + [run(seq=256, precision="fp8", status="not run")]
+
+
+def test_one_precision_leaves_the_layouts_as_they_were_and_two_name_it():
+    rows = [run(), run(seq=64)]
+    report_results.label_precisions(rows)
+    assert [r["layout"] for r in rows] == ["T1P1D2", "T1P1D2"]
+    assert len(report_tables.md_sources(rows, [], [], rows, ["in"])) == 4  # title, blank, what was read, blank
+    rows = two_precisions()
+    report_results.label_precisions(rows)
+    assert sorted({r["layout"] for r in rows}) == ["T1P1D2 (bf16)", "T1P1D2 (fp8)"]
+    assert report_tables.md_sources(rows, [], [], rows, ["in"])[4].startswith(
+        "Precisions: bf16, fp8. Each layout is named with its precision, as in T1P1D2 (bf16), in every table")
+
+
+def test_two_precisions_get_their_own_feasibility_tables_fits_and_runs_rows():
+    rows = two_precisions()
+    report_results.label_precisions(rows)
+    layouts = sorted({r["layout"] for r in rows}, key=report_tables.natural)
+    cells = {(r["model"], r["layout"], r["seq"]): r for r in rows}
+    assert len(cells) == len(rows)  # no two cells collide
+    md = report_tables.md_feasibility(rows, cells, ["tiny"], layouts, [32, 64, 128, 256])
+    assert "### T1P1D2 (bf16)" in md and "### T1P1D2 (fp8)" in md
+    fp8_row = md[md.index("### T1P1D2 (fp8)") + 4]
+    assert fp8_row.startswith("| tiny | ✔ (1.0 GiB) | ✔ (1.0 GiB) | ✖ oom (1.0 GiB) | not run")
+    assert "- tiny T1P1D2 (fp8) 128: oom — (no message)" in md
+    fits, too_few = report_tables.linear_fits([r for r in rows if r["status"] != "not run"], ["tiny"], layouts)
+    assert [(f["layout"], f["points"]) for f in fits] == [("T1P1D2 (bf16)", 3)]
+    assert too_few == [("tiny", "T1P1D2 (fp8)", 2)]
+    assert "| tiny | T1P1D2 (fp8) | 32 | ok |" in "\n".join(report_tables.md_runs(rows))
+
+
+def description(path):
+    from PIL import Image
+    with Image.open(path) as im:
+        return im.info["Description"]
+
+
+def test_every_figure_tells_the_precisions_apart(tmp_path):
+    rows = two_precisions()
+    report_results.label_precisions(rows)
+    runs = [r for r in rows if r["status"] != "not run"]
+    layouts = sorted({r["layout"] for r in rows}, key=report_tables.natural)
+    fits, _ = report_tables.linear_fits(runs, ["tiny"], layouts)
+    out = str(tmp_path)
+    report_plots.plot_time(out, rows, fits, ["tiny"], layouts)
+    report_plots.plot_memory(out, rows, ["tiny"], layouts)
+    report_plots.plot_throughput(out, runs, ["tiny"], layouts)
+    study_figures.plot(out, rows, ["tiny"], layouts, report_plots.panel_grid, report_plots.save, "on cpu")
+    for name in ("time_vs_length.png", "memory.png", "throughput.png"):  # a series per precision, in the legend
+        text = description(tmp_path / name)
+        legend = next(l for l in text.splitlines() if l.startswith("legend: "))
+        assert "T1P1D2 (bf16)" in legend and "T1P1D2 (fp8)" in legend, (name, text)
+        markers = next(l for l in text.splitlines() if l.startswith("markers: "))
+        if name != "memory.png":  # its bars: a colour and a slot per precision
+            assert "T1P1D2 (bf16) o" in markers and "T1P1D2 (fp8) s" in markers, (name, text)
+    assert "marks: T1P1D2 (fp8) ✖ oom | T1P1D2 (fp8) not run" in description(tmp_path / "memory.png")
+    for name in ("study_runtime.png", "study_memory.png"):  # a panel per precision
+        text = description(tmp_path / name)
+        assert "panel 'T1P1D2 (bf16)'" in text and "panel 'T1P1D2 (fp8)'" in text, (name, text)
+
+
+def test_a_sweeps_cells_in_two_precisions_each_have_their_row(tmp_path):
+    spec = {"name": "t", "models": ["tiny"], "lengths": [32], "layouts": [("T1P1D2", 1, 1, 1, 2)],
+            "precisions": ["bf16", "fp8"], "device": "cpu", "steps": 3}
+    cells = sweep_spec.cells_of(spec)
+    plans = {c["name"]: (0, {"peak_bytes": 2**30, "fits": True}, None) for c in cells}
+    (tmp_path / "cells.json").write_text(sweep_plan.manifest_text(spec, cells, plans))
+    manifests = report_manifest.find_manifests([str(tmp_path)])
+    known = report_manifest.manifest_results(manifests)
+    assert known[os.path.realpath(tmp_path / "results" / "tiny-L32-T1P1D2-fp8.h5")]["precision"] == "fp8"
+    rows = report_manifest.manifest_placeholders(manifests, [run(seq=32)])  # the bf16 cell ran, the fp8 one did not
+    assert [(r["seq"], r["precision"], r["status"]) for r in rows] == [(32, "fp8", "not run")]

@@ -1,12 +1,14 @@
 """The pure functions of qwen3-sweep (tools/sweep: sweep_spec, sweep_status, sweep_plan, sweep_run): layout names and
-parsing, a specification read from its INI file, the cells and their names, --only's cell selection, why a dataset
-cannot serve a sweep's cells, the line that says where the sweep stands, cells.json, and the Slurm job's script and
-sbatch command. Bad input ends the tool with exit 2 and one message naming it."""
+parsing, a specification read from its INI file, the cells and their names, precision as a dimension of the grid,
+--only's cell selection, why a dataset cannot serve a sweep's cells, the line that says where the sweep stands, the
+--plan table, cells.json, and the Slurm job's script and sbatch command. Bad input ends the tool with exit 2 and one
+message naming it."""
 import json
 
 import pytest
 
 import qwen3_common
+import sweep_commands
 import sweep_plan
 import sweep_run
 import sweep_spec
@@ -68,7 +70,7 @@ partition = gpu
 RUN_OPTIONS = {k: {"name": k.replace("_", "-"), "key": k, "type": t, "section": "run"}
                for k, t in (("seq_len", "integer"), ("global_batch", "integer"), ("micro_batch", "integer"),
                             ("steps", "integer"), ("lr", "number"), ("seed", "text"), ("device", "text"),
-                            ("tp", "integer"), ("recompute", "text"), ("attention", "text"),
+                            ("tp", "integer"), ("recompute", "text"), ("attention", "text"), ("precision", "text"),
                             ("no_gemm_autotune", "flag"))}
 
 
@@ -100,7 +102,9 @@ def test_a_specification_reads_into_its_cells_named_as_the_report_reads_them(spe
     assert spec["layouts"] == [("T1P1D2", 1, 1, 1, 2), ("T2P1D1", 2, 1, 1, 1)]
     cells = sweep_spec.cells_of(spec)
     assert [c["name"] for c in cells] == ["tiny-L32-T1P1D2", "tiny-L32-T2P1D1", "tiny-L64-T1P1D2", "tiny-L64-T2P1D1"]
-    assert all(qwen3_common.cell_of_name(c["name"] + ".h5") == (c["model"], c["seq"], c["layout"]) for c in cells)
+    assert all(qwen3_common.cell_of_name(c["name"] + ".h5") == (c["model"], c["seq"], c["layout"], "bf16")
+               for c in cells)
+    assert spec["precisions"] is None and all(c["precision"] == "bf16" for c in cells)
 
 
 def test_an_unknown_key_names_the_closest_one(capsys, tmp_path, monkeypatch):
@@ -137,3 +141,67 @@ def test_the_slurm_job_requeues_only_a_preempted_cell(spec):
     cmd = sweep_run.sbatch_command(spec, "/d", 4, "/d/jobs/s.sbatch")
     assert cmd[:3] == ["sbatch", "--parsable", "--array=0-3"] and cmd[-1] == "/d/jobs/s.sbatch"
     assert "--requeue" in cmd and "--partition=gpu" in cmd and not any(a.startswith("--gpus") for a in cmd)
+
+
+# ------------------------------------------------------------------------------------------------- precision
+def read(tmp_path, monkeypatch, text):
+    monkeypatch.setitem(sweep_spec.PRESETS, "tiny", 512)
+    (tmp_path / "t.sweep.ini").write_text(text)
+    return sweep_spec.read_spec(str(tmp_path / "t.sweep.ini"))
+
+
+def test_precision_multiplies_the_cells_and_only_fp8_names_say_it(tmp_path, monkeypatch):
+    spec = read(tmp_path, monkeypatch, SPEC.replace("[slurm]", "precision = bf16, fp8\n[slurm]"))
+    assert spec["precisions"] == ["bf16", "fp8"]
+    cells = sweep_spec.cells_of(spec)
+    assert [c["name"] for c in cells] == [
+        "tiny-L32-T1P1D2", "tiny-L32-T1P1D2-fp8", "tiny-L32-T2P1D1", "tiny-L32-T2P1D1-fp8",
+        "tiny-L64-T1P1D2", "tiny-L64-T1P1D2-fp8", "tiny-L64-T2P1D1", "tiny-L64-T2P1D1-fp8"]
+    assert [c["precision"] for c in cells[:2]] == ["bf16", "fp8"]
+    assert all(qwen3_common.cell_of_name(c["name"] + ".h5") == (c["model"], c["seq"], c["layout"], c["precision"])
+               for c in cells)
+    assert [c["name"] for c in sweep_spec.select_cells(cells, "*-fp8")] == [c["name"] for c in cells[1::2]]
+    state = {c["name"]: "todo" for c in cells}
+    assert "8 cells (1 models × 2 lengths × 2 layouts × 2 precisions), 2 ranks each" in \
+        sweep_status.summary(spec, cells, state)
+
+
+def test_each_cell_passes_its_precision_only_when_the_spec_names_precision(spec, tmp_path, monkeypatch):
+    bf16 = sweep_spec.cells_of(spec)[0]
+    assert "--precision" not in sweep_commands.pretrain_args(spec, bf16, "/d", "qwen3-pretrain")
+    both = read(tmp_path, monkeypatch, SPEC.replace("[slurm]", "precision = fp8, bf16\n[slurm]"))
+    fp8, named_bf16 = sweep_spec.cells_of(both)[:2]
+    args = sweep_commands.pretrain_args(both, fp8, "/d", "qwen3-pretrain")
+    assert args[args.index("--precision") + 1] == "fp8" and "/d/results/tiny-L32-T1P1D2-fp8.h5" in args
+    args = sweep_commands.pretrain_args(both, named_bf16, "/d", "qwen3-pretrain")
+    assert args[args.index("--precision") + 1] == "bf16" and "/d/results/tiny-L32-T1P1D2.h5" in args
+    assert "--precision" not in both["run_args"]  # a dimension, not a shared run option
+
+
+def test_bad_precisions_are_refused_naming_the_file_and_key(capsys, tmp_path, monkeypatch):
+    def err(value):
+        return refused(capsys, read, tmp_path, monkeypatch, SPEC.replace("[slurm]", f"precision = {value}\n[slurm]"))
+    path = tmp_path / "t.sweep.ini"
+    assert err("bf16, fp9") == f"qwen3-sweep: error: {path}: [sweep] precision 'fp9' is not one of bf16, fp8\n"
+    assert err("fp8, fp8") == f"qwen3-sweep: error: {path}: [sweep] precision lists 'fp8' twice\n"
+    assert err(",") == f"qwen3-sweep: error: {path}: [sweep] precision is empty\n"
+    monkeypatch.setitem(sweep_spec.RUN_OPTIONS["precision"], "choices", ["bf16"])  # a binary that lists its choices
+    assert "precision 'fp8' is not one of bf16\n" in err("fp8")
+    monkeypatch.delitem(sweep_spec.RUN_OPTIONS, "precision")  # a binary from before --precision
+    assert "precision: this qwen3-pretrain has no --precision option" in err("fp8")
+
+
+def test_the_plan_table_and_cells_json_carry_precision_when_the_spec_names_it(spec, capsys, tmp_path, monkeypatch):
+    both = read(tmp_path, monkeypatch, SPEC.replace("[slurm]", "precision = bf16, fp8\n[slurm]"))
+    for s, column in ((spec, False), (both, True)):
+        cells = sweep_spec.cells_of(s)[:2]
+        plans = {c["name"]: (2, None, "refused") for c in cells}
+        sweep_plan.print_plan_table(s, cells, plans)
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].startswith("| model | length | layout | precision | memory policy |" if column else
+                                   "| model | length | layout | memory policy |")
+        assert all(l.count("|") == lines[0].count("|") for l in lines[:4])
+        assert lines[2] == ("| tiny | 32 | T1P1D2 | bf16 | — | — | — | refused | — | — | — | — | — |" if column else
+                            "| tiny | 32 | T1P1D2 | — | — | — | refused | — | — | — | — | — |")
+        rows = json.loads(sweep_plan.manifest_text(s, cells, plans))["cells"]
+        assert [r.get("precision") for r in rows] == (["bf16", "fp8"] if column else [None, None])

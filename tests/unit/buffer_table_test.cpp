@@ -255,3 +255,46 @@ TEST(BufferTable, TheAttentionWorkspaceFollowsTheKernelsAndTheRanksKeys) {
   EXPECT_EQ(ws(tiny, 2, 0, true) - ws(tiny, 2, 1, true), 4 * H * D * 64);     // chunks 1 and 2: keys up to 192
   EXPECT_EQ(ws(tiny, 2, 0, true) - (2 * 4 * H * 64 * D + 4 * H * 64 + 256), 98304);  // the measured difference
 }
+
+// --precision fp8 adds, per layer of the stage, two bytes per element of its four linear weights (E4M3 and its
+// transpose; padding only where a width is not a multiple of 16), and the casts' scratch and scale table; nothing else
+// changes. The plan (which reads the same table) counts them.
+TEST(BufferTable, Fp8AddsTheWeightCopiesAndTheCastsScratchAndNothingElse) {
+  for (const char* m : {"tiny", "0.6B", "8B"})
+    for (int tp : {1, 2, 4})
+      for (int pp : {1, 2}) {
+        const ModelConfig c = model_preset(m);
+        const RankPlace r{tp, 0, 1, 0, pp, 0, 1, 0};
+        RankPlanInput in;
+        in.model = c, in.rank = r, in.max_batch = 1, in.max_seq = 1000, in.micro_batches = pp > 1 ? 4 : 1;
+        const RankPlan bf16 = plan_rank(in);
+        in.fp8 = true;
+        const RankPlan fp8 = plan_rank(in);
+        const auto a = table_of(bf16), b = table_of(fp8);
+        const std::string tag = std::string(m) + " tp" + std::to_string(tp) + " pp" + std::to_string(pp);
+        std::int64_t weights = 0, scratch = 0, other = 0;
+        for (const BufferSpec& s : b) {
+          if (s.id == Buf::fp8_weights) weights += s.bytes();
+          else if (s.id == Buf::fp8_scales || s.id == Buf::fp8_act || s.id == Buf::fp8_grad || s.id == Buf::fp8_grad_t)
+            scratch += s.bytes();
+          else other += s.bytes();
+        }
+        std::int64_t bf16_total = 0;
+        for (const BufferSpec& s : a) bf16_total += s.bytes();
+        EXPECT_EQ(other, bf16_total) << tag;
+        const TpDims& d = fp8.tp;
+        const std::int64_t H = c.hidden_size, qkv = d.q_dim + 2 * d.kv_dim;
+        auto both = [](std::int64_t out, std::int64_t in_) { return out * fp8_padded(in_) + in_ * fp8_padded(out); };
+        const std::int64_t layer = both(qkv, H) + both(H, d.q_dim) + both(2 * d.inter, H) + both(H, d.inter);
+        EXPECT_EQ(weights, fp8.stage.layers() * layer) << tag;
+        if (std::string(m) != "tiny") EXPECT_EQ(layer, 2 * (qkv * H + H * d.q_dim + 2 * d.inter * H + H * d.inter)) << tag;
+        const std::int64_t T = fp8.tokens, widest = std::max({H, d.q_dim, d.inter, qkv, 2 * d.inter});
+        EXPECT_GT(scratch, 0) << tag;
+        EXPECT_LE(scratch, 4 * fp8_padded(T) * fp8_padded(widest) + 4096) << tag;  // four operands at most, and the scales
+        PlannedRun p{c, 1, 1000, tp, 1, pp, 1};
+        p.micro_batches = pp > 1 ? 4 : 1;
+        const auto plan_bf16 = plan_cuda_rank_memory(p).total();
+        p.fp8 = true;
+        EXPECT_EQ(plan_cuda_rank_memory(p).total() - plan_bf16, weights + scratch) << tag;
+      }
+}

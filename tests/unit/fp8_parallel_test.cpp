@@ -59,3 +59,21 @@ TEST(Fp8Mpirun, TheGoldenCheckPassesItsFp8BoundsAtTp1Tp2AndCp2) {
     EXPECT_NE(r.output.find("0 out of tolerance: PASS"), std::string::npos) << layout << "\n" << r.output;
   }
 }
+
+// A diverging FP8 run (its weights blown up by the learning rate: an amax of inf casts every value to NaN) stops as
+// any diverged run does: exit 8, status diverged, no checkpoint of the non-finite step.
+TEST(Fp8Mpirun, ADivergingFp8RunStopsAsDiverged) {
+  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_fp8_diverge";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string data = (dir / "data.h5").string(), out = (dir / "r.h5").string();
+  write_synthetic_dataset(data, 512, {64}, 16, 77, false);
+  const auto r = test::run_command(test::mpirun(2) + "'" + test::bin_dir() + "/qwen3-pretrain' --model tiny --data '" +
+                                   data + "' --seq-len 64 --global-batch 4 --micro-batch 2 --steps 6 --warmup-steps 0 " +
+                                   "--lr 1e6 --tp 2 --precision fp8 --save '" + (dir / "ckpt").string() +
+                                   "' --save-interval 1 --out '" + out + "'");
+  EXPECT_EQ(r.exit_code, 8) << r.output;
+  EXPECT_NE(r.output.find("diverged at step"), std::string::npos) << r.output;
+  h5::Handle f = h5::open_read(out, "results");
+  EXPECT_EQ(h5::read_attr_string(f.get(), "status"), "diverged");
+}

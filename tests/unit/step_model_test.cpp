@@ -40,6 +40,7 @@ namespace {
 struct CountingPricer : OpPricer {
   std::map<OpKind, int> calls;
   std::map<CollKind, int> colls;
+  int amax_reductions = 0;  // all-reduces of at most 16 bytes: --precision fp8's amaxes
   double coll_cost = 0;
   double compute(const OpShape& op) override {
     ++calls[op.kind];
@@ -47,6 +48,7 @@ struct CountingPricer : OpPricer {
   }
   double collective(const CollOp& op) override {
     ++colls[op.kind];
+    amax_reductions += op.kind == CollKind::all_reduce && op.bytes <= 16;
     return coll_cost;
   }
   double host(HostKind, double) override { return 0; }
@@ -86,6 +88,33 @@ TEST(StepModel, CountsTheEnginesKernelsPerLayerAndHead) {
   EXPECT_EQ(p.calls[OpKind::sum_squares], 1);
   EXPECT_TRUE(p.colls.empty());  // one GPU: no collective
   EXPECT_DOUBLE_EQ(t.step, 4 * (t.forward + t.backward) + t.optimizer);
+}
+
+// --precision fp8 (train/cuda_engine/linears.cpp): each of a layer's four forward GEMMs is FP8 after an amax and a
+// cast of its input; each backward has 4 output-gradient casts (amax + both copies), 4 FP8 data GEMMs, 4 transposed
+// input casts and 4 FP8 weight GEMMs; the head stays bf16; once per step each layer's four weights are cast (amax and
+// both copies; one layer's priced, times the layers). At tp 2 the amaxes of split tensors are max-reduced (4 bytes):
+// 2 inputs and 2 gradients per layer and micro-batch, and once per step each layer's 4 weights together.
+TEST(StepModel, Fp8PricesTheCastsAndTheFp8GemmsOfEveryLinearLayerAndKeepsTheHeadBf16) {
+  for (int tp : {1, 2}) {
+    PlannedRun in = input("0.6B", 4096, tp);
+    in.fp8 = true;
+    CountingPricer p;
+    walk_step(in, p);
+    const int L = static_cast<int>(in.model.num_layers), walks = 2;  // the first micro-batch and one of the others
+    EXPECT_EQ(p.calls[OpKind::gemm8_fwd], walks * 4 * L) << tp;
+    EXPECT_EQ(p.calls[OpKind::gemm_fwd], walks) << tp;  // the output projection
+    EXPECT_EQ(p.calls[OpKind::gemm8_dgrad_f32] + p.calls[OpKind::gemm8_dgrad_bf16], walks * 4 * L) << tp;
+    EXPECT_EQ(p.calls[OpKind::gemm8_wgrad_set], 4 * L) << tp;
+    EXPECT_EQ(p.calls[OpKind::gemm8_wgrad], 4 * L) << tp;
+    EXPECT_EQ(p.calls[OpKind::gemm_wgrad_set] + p.calls[OpKind::gemm_wgrad], walks) << tp;  // the output projection's
+    EXPECT_EQ(p.calls[OpKind::fp8_cast], walks * 4 * L) << tp;
+    EXPECT_EQ(p.calls[OpKind::fp8_cast_t], walks * 4 * L) << tp;
+    // Gradients, and the weights: their four shapes priced once and multiplied by the layers.
+    EXPECT_EQ(p.calls[OpKind::fp8_cast_both], walks * 4 * L + 4) << tp;
+    EXPECT_EQ(p.calls[OpKind::fp8_amax], walks * 8 * L + 4) << tp;
+    EXPECT_EQ(p.amax_reductions, tp == 1 ? 0 : walks * 4 * L + 1) << tp;
+  }
 }
 
 TEST(StepModel, RecomputationAddsTheForwardItRepeats) {

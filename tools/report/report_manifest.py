@@ -1,13 +1,13 @@
 """qwen3-report's reading of a sweep's manifest (qwen3-sweep's DIR/cells.json): finding the manifests beside and above
-the folders reported, checking their format, naming each cell's layout and results file, and a row for every cell
-that has no results file to read — refused by the sweep's plan (with its reason), run but ended without a results file
-(the exit code and the error line of its log), or not run yet (with the predicted time where the sweep priced it).
-Standard library only."""
+the folders reported, checking their format, naming each cell's layout, precision (bf16 where a manifest names none)
+and results file, and a row for every cell that has no results file to read — refused by the sweep's plan (with its
+reason), run but ended without a results file (the exit code and the error line of its log), or not run yet (with the
+predicted time where the sweep priced it). Standard library only."""
 import json
 import math
 import os
 
-from qwen3_common import CELLS_FORMAT, CELLS_VERSION, EXIT_INPUT, LOG_END, failer, layout_name
+from qwen3_common import CELLS_FORMAT, CELLS_VERSION, DEFAULT_PRECISION, EXIT_INPUT, LOG_END, failer, layout_name
 
 NAN = math.nan
 fail = failer("qwen3-report")
@@ -50,9 +50,10 @@ def manifest_results(manifests):
             for path, _, cells in manifests for c in cells if c.get("results")}
 
 
-def placeholder(model, layout, seq, status, reason, predicted=NAN, plan_fits=None, planned_gib=NAN):
+def placeholder(model, layout, seq, status, reason, predicted=NAN, plan_fits=None, planned_gib=NAN,
+                precision=DEFAULT_PRECISION):
     """A cell's row without a results file to read (plan_fits, planned_gib: the sweep's plan of it, where known)."""
-    return {"model": model, "layout": layout, "seq": seq, "status": status, "reason": reason,
+    return {"model": model, "layout": layout, "seq": seq, "precision": precision, "status": status, "reason": reason,
             "predicted_step_s": predicted, "plan_fits": plan_fits, "reserve_gib": NAN, "peaks_gib": [], "hosts": [],
             "device_peak_gib": NAN, "run_min": NAN, "mean_peak_gib": NAN, "std_at_peak_gib": NAN,
             "planned_gib": planned_gib, "capacity_gib": NAN, "step_time_s": NAN, "tokens_per_s": NAN, "tflops": NAN,
@@ -83,12 +84,12 @@ def ended_without_results(manifest_path, c):
 def manifest_placeholders(manifests, runs):
     """A row for every manifest cell that has no run here: refused by the sweep (with its reason), run but ended
     without a results file (its exit code and the log's error), or not run yet."""
-    have = {(r["model"], r["layout"], r["seq"]) for r in runs}
+    have = {(r["model"], r["layout"], r["seq"], r["precision"]) for r in runs}
     rows = []
     for path, _, cells in manifests:
         for c in cells:
             layout = manifest_layout(c)
-            key = (c.get("model", "?"), layout, int(c.get("seq", 0)))
+            key = (c.get("model", "?"), layout, int(c.get("seq", 0)), c.get("precision", DEFAULT_PRECISION))
             if key in have:
                 continue
             have.add(key)
@@ -104,5 +105,5 @@ def manifest_placeholders(manifests, runs):
                               ("not run", "no results file yet"))
             planned = c.get("planned_peak_bytes")
             rows.append(placeholder(*key[:2], key[2], status, reason, predicted if predicted else NAN,
-                                    c.get("plan_fits"), planned / 2**30 if planned else NAN))
+                                    c.get("plan_fits"), planned / 2**30 if planned else NAN, key[3]))
     return rows

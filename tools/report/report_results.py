@@ -2,7 +2,8 @@
 under the paths given, opening each as a results file of the version this report reads (other HDF5 files, such as
 datasets, are skipped; a damaged or foreign one is listed as unreadable with why), turning each into the dict of
 what the report shows (status and reason, step time, throughput, memory per rank, the plan, the pipeline's stages),
-placing a file without /config by its sweep cell, and keeping the newest result of each cell. Needs h5py and numpy."""
+placing a file without /config by its sweep cell, keeping the newest result of each cell, and naming each layout with
+its precision when a report holds more than one. Needs h5py and numpy."""
 import datetime
 import math
 import os
@@ -11,7 +12,7 @@ import h5py
 import numpy as np
 
 import study_figures
-from qwen3_common import EXIT_USAGE, cell_of_name, failer, gib, layout_name, text
+from qwen3_common import DEFAULT_PRECISION, EXIT_USAGE, cell_of_name, failer, gib, layout_name, text
 from report_manifest import manifest_layout, placeholder
 
 FORMAT, VERSION = "qwen3-pretrain-results", 1
@@ -68,15 +69,16 @@ def open_results(path):
 
 
 def cell_of_file(path, known):
-    """(model, length, layout, device) of the cell a results file belongs to, for a file without /config: the sweep
-    manifest's cell whose results file it is (known: {real path: cell}), else its name as qwen3-sweep gives it; None
-    when neither says."""
+    """(model, length, layout, device, precision) of the cell a results file belongs to, for a file without /config:
+    the sweep manifest's cell whose results file it is (known: {real path: cell}), else its name as qwen3-sweep gives
+    it; None when neither says."""
     final = path[:-len(".partial")] if path.endswith(".partial") else path
     c = known.get(os.path.realpath(final))
     if c:
-        return c["model"], int(c["seq"]), manifest_layout(c), c.get("device", "")
+        return (c["model"], int(c["seq"]), manifest_layout(c), c.get("device", ""),
+                c.get("precision", DEFAULT_PRECISION))
     cell = cell_of_name(os.path.basename(path))
-    return cell + ("",) if cell else None
+    return cell[:3] + ("", cell[3]) if cell else None
 
 
 def read_run(path, known):
@@ -138,7 +140,7 @@ def run_record(f, path, known):
         if cell is None:
             raise Unreadable("no /config group, so its model, length and layout are unknown (not a sweep cell's "
                              f"file); it says status {status}" + (f": {reason}" if reason else ""))
-        cfg = {"model": cell[0], "seq_len": str(cell[1]), "layout": cell[2]}
+        cfg = {"model": cell[0], "seq_len": str(cell[1]), "layout": cell[2], "precision": cell[4]}
         if cell[3]:
             cfg["device"] = cell[3]
         reason = (reason or "(no message)") + " [no /config in the file: the cell is named by the sweep]"
@@ -149,6 +151,7 @@ def run_record(f, path, known):
         "file": path, "time": run_time(f, path), "mtime": os.path.getmtime(path),
         "model": cfg.get("model.name") or cfg.get("model", "?"), "seq": int(cfg.get("seq_len", "0")),
         "layout": cfg.get("layout") or run_layout(f, cfg), "world": int(f.attrs.get("world_size", 1)),
+        "precision": cfg.get("precision", DEFAULT_PRECISION),  # files from before --precision ran in bf16
         "status": status, "reason": reason, "steps": len(steps.get("step_time_s", [])),
         "diverged_at_step": int(f.attrs["diverged_at_step"]) if "diverged_at_step" in f.attrs else None,
         "step_time_s": step_time,
@@ -192,7 +195,7 @@ def load_runs(files, known):
                 continue
             r = placeholder(cell[0], cell[2], cell[1], "incomplete",
                             f"only a .partial file, which cannot be read now ({e}): the run was killed or is still "
-                            "running")
+                            "running", precision=cell[4])
             r.update(file=path, device=cell[3], time="", mtime=os.path.getmtime(path))
         if r:
             runs.append(r)
@@ -223,10 +226,10 @@ def find_files(paths):
 
 
 def newest_per_cell(runs):
-    """One run per cell (model, layout, length, --device): the newest; returns (kept, set aside)."""
+    """One run per cell (model, layout, length, --device, --precision): the newest; returns (kept, set aside)."""
     newest = {}
     for r in sorted(runs, key=lambda r: (r["time"], r["mtime"])):
-        newest[(r["model"], r["layout"], r["seq"], r["device"])] = r
+        newest[(r["model"], r["layout"], r["seq"], r["device"], r["precision"])] = r
     kept = {id(r) for r in newest.values()}
     return list(newest.values()), [r for r in runs if id(r) not in kept]
 
@@ -236,3 +239,13 @@ def label_devices(runs):
     if len({r["device"] for r in runs}) > 1:
         for r in runs:
             r["model"] = f"{r['model']} ({r['device']})"
+
+
+def label_precisions(rows):
+    """With cells in more than one precision in one report, each row's layout names its precision too — T1P1D1 (bf16),
+    T1P1D1 (fp8) — the key every table and figure groups by: a layout column that says the precision, a feasibility
+    table, fit, series (colour and marker, named in the legend) and study-figure panel per layout and precision, and
+    no two cells collide. With one precision the layouts stay as they are."""
+    if len({r["precision"] for r in rows}) > 1:
+        for r in rows:
+            r["layout"] = f"{r['layout']} ({r['precision']})"

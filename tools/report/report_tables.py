@@ -208,12 +208,18 @@ def md_regression(fits, too_few):
 
 
 def md_sources(runs, set_aside, manifests, rows, paths):
-    """The head: what was read (runs, devices, commits), which results were set aside, the sweep's manifest."""
+    """The head: what was read (runs, devices, commits), the precisions when more than one, which results were set
+    aside, the sweep's manifest."""
     devices = ", ".join(sorted({r["device_name"] for r in runs if r["device_name"]})) or "—"
     commits = ", ".join(sorted({r["commit"] for r in runs if r["commit"]})) or "—"
     md = ["# qwen3-pretrain report", "",
           f"{plural(len(runs), 'run')} from {', '.join(paths)}; devices: {devices}; commits: {commits}. Results "
           "files hold no Hugging Face baseline (BENCHMARKS.md has the same-call baselines)."]
+    precisions = sorted({r["precision"] for r in rows})
+    if len(precisions) > 1:  # label_precisions has named each layout with its precision
+        md += ["", f"Precisions: {', '.join(precisions)}. Each layout is named with its precision, as in "
+                   f"{rows[0]['layout']}, in every table and figure: its own feasibility table, fit, series and "
+                   "study-figure panel."]
     if set_aside:
         md += ["", f"{plural(len(set_aside), 'older result')} of a cell that has a newer one "
                    "set aside (the newest decides): " + ", ".join(r["file"] for r in set_aside) + "."]

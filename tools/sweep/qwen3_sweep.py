@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""qwen3-sweep: expands a sweep specification (model × sequence length × layout, inputs/*.sweep.ini) into cells,
+"""qwen3-sweep: expands a sweep specification (model × length × layout × precision, inputs/*.sweep.ini) into cells,
 asks qwen3-pretrain --plan about every cell (a layout it refuses for a length is recorded, not run), builds the
 datasets the cells need, and runs them — submitted to Slurm as one array job (default), one after another on this
 machine (--local), or only printed (--dry-run). Each cell writes <dir>/results/<cell>.h5; re-running skips the cells

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 
-from sweep_spec import PRESETS
+from sweep_spec import PRESETS, precision_args
 
 
 def tool(bin_dir, name):
@@ -27,12 +27,14 @@ def results_path(root, cell):
 
 
 def pretrain_args(spec, cell, root, binary):
-    """The cell's qwen3-pretrain command line; with the spec's save_interval, checkpoints that it resumes from."""
+    """The cell's qwen3-pretrain command line, with its --precision when the spec names precision; with the spec's
+    save_interval, checkpoints that it resumes from."""
     return [binary, "--model", cell["model"], "--data", dataset_path(root, PRESETS[cell["model"]]),
             "--seq-len", str(cell["seq"]), "--global-batch", str(spec["global_batch"]),
             "--micro-batch", str(spec["micro_batch"]), "--steps", str(spec["steps"]), "--seed", str(spec["seed"]),
             "--tp", str(cell["tp"]), "--pp", str(cell["pp"]), "--cp", str(cell["cp"]), "--device", spec["device"],
-            "--recompute", spec["recompute"], "--out", results_path(root, cell), "--overwrite"] + \
+            "--recompute", spec["recompute"]] + precision_args(spec, cell) + \
+        ["--out", results_path(root, cell), "--overwrite"] + \
         (["--save", os.path.join(root, "checkpoints", cell["name"]), "--save-interval", str(spec["save_interval"]),
           "--save-keep", "1", "--auto-resume"] if spec["save_interval"] > 0 else []) + spec["run_args"] + \
         spec["extra_args"]

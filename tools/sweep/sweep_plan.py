@@ -5,7 +5,7 @@ tokens/s, MFU and run time), and DIR/cells.json — every cell with its refusal,
 for qwen3-report. Standard library only."""
 import json
 
-from qwen3_common import CELLS_FORMAT, CELLS_VERSION, failer
+from qwen3_common import CELLS_FORMAT, CELLS_VERSION, DEFAULT_PRECISION, failer
 from sweep_commands import ToolError, error_reason, parallel_map, pretrain_args, run_tool, tool
 
 fail = failer("qwen3-sweep")
@@ -28,7 +28,8 @@ def plan_cell(spec, cell, root, bin_dir, world_size):
 def check_spec_options(path, spec, root, bin_dir):
     """Options every cell shares (device_memory, recompute, extra_args) asked once, on one rank with no parallelism,
     so that a refusal of them is one message before anything runs rather than a refusal of every cell."""
-    probe = {"name": "options-check", "model": spec["models"][0], "seq": spec["lengths"][0], "tp": 1, "pp": 1, "cp": 1}
+    probe = {"name": "options-check", "model": spec["models"][0], "seq": spec["lengths"][0], "tp": 1, "pp": 1, "cp": 1,
+             "precision": (spec.get("precisions") or [DEFAULT_PRECISION])[0]}
     code, _, err = plan_cell(spec, probe, root, bin_dir, 1)
     if code == 2:
         fail(2, f"{path}: qwen3-pretrain refuses the specification's options: {error_reason(err, 'qwen3-pretrain')}")
@@ -43,14 +44,16 @@ def plan_cells(spec, cells, root, bin_dir):
 
 def print_plan_table(spec, cells, plans):
     """--plan: every cell's planned peak per rank and, where the GPU kind has a calibration, its predicted step time,
-    tokens/s, MFU and run time (the spec's steps), as a Markdown table (docs/study-plan.md is one)."""
+    tokens/s, MFU and run time (the spec's steps), as a Markdown table (docs/study-plan.md is one); with a precision
+    column when the spec names precision."""
     # A CPU run has no device limit: its peak is the CUDA engine's plan for the cell, for comparison, with no verdict.
     on_cpu = spec["device"] == "cpu"
     memory = "planned peak per rank (GiB)" if on_cpu else f"planned peak per rank (GiB, {spec['device_memory']} device)"
-    print(f"| model | length | layout | memory policy | {memory} "
+    named = bool(spec.get("precisions"))
+    print(f"| model | length | layout |{' precision |' if named else ''} memory policy | {memory} "
           "| pinned host memory per rank (GiB) | verdict | predicted step (s) | tokens/s | MFU | "
           f"{spec['steps']} steps (min) | not measured on this card |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|" + "---|" * named + "---|---|---|---|---|---|---|---|---|")
     total, unpriced, sources = 0.0, 0, {}
     for c in cells:
         code, plan, reason = plans[c["name"]]
@@ -74,7 +77,8 @@ def print_plan_table(spec, cells, plans):
                 row += ("—",) * 5
         else:
             row = ("—", "—", "—", reason or "?") + ("—",) * 5
-        print(f"| {c['model']} | {c['seq']} | {c['layout']} | {' | '.join(row)} |")
+        cell = [c["model"], str(c["seq"]), c["layout"]] + ([c["precision"]] if named else [])
+        print(f"| {' | '.join(cell + list(row))} |")
     if total > 0:
         print(f"\nPredicted time of every cell that fits, {spec['steps']} steps each: {total / 3600:.2f} h "
               "(steps only: start-up and the dataset are not counted)"
@@ -96,8 +100,11 @@ def predicted_step(plan):
 
 def manifest_text(spec, cells, plans):
     """DIR/cells.json (format qwen3-sweep-cells, version 1; docs/cli.md): one line per cell, so that it diffs well;
-    with the planned peak and predicted step time where --plan gives them, and the spec's steps."""
-    rows = [json.dumps({**{k: c[k] for k in ("name", "model", "seq", "layout", "tp", "pp", "cp", "dp")},
+    with the planned peak and predicted step time where --plan gives them, and the spec's steps; each cell's precision
+    when the spec names precision (qwen3-report reads a cell without one as bf16)."""
+    keys = ("name", "model", "seq", "layout", "tp", "pp", "cp", "dp")
+    keys += ("precision",) if spec.get("precisions") else ()
+    rows = [json.dumps({**{k: c[k] for k in keys},
                         "device": spec["device"], "results": f"results/{c['name']}.h5", "refused": plans[c["name"]][2],
                         "steps": spec["steps"],
                         "planned_peak_bytes": (plans[c["name"]][1] or {}).get("peak_bytes"),

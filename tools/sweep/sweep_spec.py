@@ -1,15 +1,16 @@
 """qwen3-sweep's specification (inputs/*.sweep.ini): its [sweep] and [slurm] sections read with every key, value and
 layout checked — an unknown key's message names the closest valid one, a layout must divide the ranks and gives its
 data-parallel size, and nothing a job script must not receive gets through — then expanded into its cells (model ×
-length × layout, each named <model>-L<length>-<layout>) and narrowed by --only. A bad specification ends the tool
-with exit code 2 and one message naming what is wrong. Standard library only."""
+length × layout × precision, each named <model>-L<length>-<layout>, with -<precision> for a precision other than bf16)
+and narrowed by --only. A bad specification ends the tool with exit code 2 and one message naming what is wrong.
+Standard library only."""
 import configparser
 import difflib
 import fnmatch
 import re
 import shlex
 
-from qwen3_common import cell_name, failer, layout_name
+from qwen3_common import DEFAULT_PRECISION, cell_name, failer, layout_name
 
 # Each model preset's vocabulary size (one dataset per vocabulary), filled from qwen3-pretrain --list-models --format
 # json when the sweep starts (model_vocabularies): the binary is the one source of its presets.
@@ -17,14 +18,17 @@ PRESETS = {}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # nothing a shell or Slurm would interpret
 LAYOUT = re.compile(r"^T(\d+)P(\d+)(?:C(\d+))?(?:D(\d+))?$")
 # The sweep's own keys: the grid, the node, the datasets, checkpoints and requeueing, the plan's machine.
-OWN_KEYS = {"name", "models", "lengths", "layouts", "documents", "nodes", "gpus_per_node", "extra_args",
-            "save_interval", "device_memory", "host_memory"}
+OWN_KEYS = {"name", "models", "lengths", "layouts", "precision", "documents", "nodes", "gpus_per_node",
+            "extra_args", "save_interval", "device_memory", "host_memory"}
 # Every other [sweep] key is a qwen3-pretrain run option, as its option table lists them (qwen3-pretrain
 # --list-options --format json, section "run"; filled when the sweep starts by run_options): {key: option}. The ones
-# each cell sets for itself are not keys of the spec.
+# each cell sets for itself are not keys of the spec; precision is one, but the spec names it as its own key, a list
+# like lengths (a dimension of the grid).
 RUN_OPTIONS = {}
-PER_CELL = {"model", "model_config", "seq_len", "tp", "pp", "cp", "pp_layers", "data", "out", "overwrite", "save",
-            "save_keep", "auto_resume", "resume", "init_from_hf"}
+PER_CELL = {"model", "model_config", "seq_len", "tp", "pp", "cp", "pp_layers", "precision", "data", "out",
+            "overwrite", "save", "save_keep", "auto_resume", "resume", "init_from_hf"}
+# qwen3-pretrain's --precision values, for a binary whose option table does not list an option's choices.
+PRECISIONS = ("bf16", "fp8")
 # Run options the sweep gives a default of its own (the study's), always on the cell's command line.
 SWEEP_DEFAULTS = {"global_batch": "32", "micro_batch": "1", "steps": "50", "seed": "1234", "device": "cuda",
                   "recompute": "none"}
@@ -129,6 +133,30 @@ def run_args(path, s):
     return args
 
 
+def parse_precisions(path, s):
+    """The spec's precisions (`precision = bf16, fp8`, a dimension of the grid like lengths), each one of
+    qwen3-pretrain's --precision choices; None when the spec does not name the key: its cells pass no --precision and
+    run in qwen3-pretrain's default, bf16, with the command lines they always had."""
+    if "precision" not in s:
+        return None
+    option = RUN_OPTIONS.get("precision")
+    if option is None:
+        fail(2, f"{path}: [sweep] precision: this qwen3-pretrain has no --precision option (rebuild it, or pass --bin)")
+    choices = option.get("choices") or PRECISIONS
+    out = parse_list(s["precision"], f"{path}: [sweep] precision")
+    for p in out:
+        if p not in choices:
+            fail(2, f"{path}: [sweep] precision '{p}' is not one of {', '.join(choices)}")
+        if out.count(p) > 1:
+            fail(2, f"{path}: [sweep] precision lists '{p}' twice")
+    return out
+
+
+def precision_args(spec, cell):
+    """A cell's --precision, when its spec names precision (a spec that does not passes none: bf16)."""
+    return ["--precision", cell["precision"]] if spec.get("precisions") else []
+
+
 def parse_options(path, s, spec):
     """The run options every cell shares; device_memory is only checked for safe characters here, qwen3-pretrain
     --plan judges its meaning (a size or a GPU name)."""
@@ -190,16 +218,19 @@ def read_spec(path):
     spec["ranks"] = spec["nodes"] * spec["gpus_per_node"]
     spec["layouts"] = parse_layouts(path, s["layouts"], spec["ranks"],
                                     f"nodes {spec['nodes']} × gpus_per_node {spec['gpus_per_node']}")
+    spec["precisions"] = parse_precisions(path, s)
     parse_options(path, s, spec)
     spec["slurm"] = parse_slurm(path, sl)
     return spec
 
 
 def cells_of(spec):
-    """Every cell of the spec: each model, at each length, in each layout, in that order."""
-    return [{"name": cell_name(m, l, name), "model": m, "seq": l, "layout": name, "tp": tp, "pp": pp, "cp": cp,
-             "dp": dp}
-            for m in spec["models"] for l in spec["lengths"] for (name, tp, pp, cp, dp) in spec["layouts"]]
+    """Every cell of the spec: each model, at each length, in each layout, in each precision (bf16 alone when the spec
+    names none), in that order."""
+    return [{"name": cell_name(m, l, name, p), "model": m, "seq": l, "layout": name, "tp": tp, "pp": pp, "cp": cp,
+             "dp": dp, "precision": p}
+            for m in spec["models"] for l in spec["lengths"] for (name, tp, pp, cp, dp) in spec["layouts"]
+            for p in spec.get("precisions") or [DEFAULT_PRECISION]]
 
 
 def select_cells(cells, patterns):

@@ -111,8 +111,9 @@ def summary(spec, cells, state):
     if n["failed"]:
         run += f" ({n['failed']} failed before: {FAILED})"
     parts.append(run)
-    return (f"qwen3-sweep: {spec['name']}: {len(cells)} cells ({len(spec['models'])} models × {len(spec['lengths'])} "
-            f"lengths × {len(spec['layouts'])} layouts), {spec['ranks']} ranks each; " + ", ".join(parts))
+    grid = f"{len(spec['models'])} models × {len(spec['lengths'])} lengths × {len(spec['layouts'])} layouts" + \
+        (f" × {len(spec['precisions'])} precisions" if spec.get("precisions") else "")
+    return f"qwen3-sweep: {spec['name']}: {len(cells)} cells ({grid}), {spec['ranks']} ranks each; " + ", ".join(parts)
 
 
 def dataset_contents(path, bin_dir):

@@ -16,6 +16,7 @@
 #include "ops/cpu/adamw.h"
 #include "ops/cuda/elementwise.h"
 #include "ops/cuda/init.h"
+#include "ops/fp8.h"
 #include "ops/cuda/optimizer.h"
 #include "ops/cuda/qk_norm_rope.h"
 #include "ops/cuda/rmsnorm.h"
@@ -139,7 +140,40 @@ struct OpBench::Impl {
   // one — in it as far as it fits (read again after the cache's write, that read's time subtracted). Until the fifth
   // session of 2026-12-06 every operand was out of the cache; the engine's op timer then put the weight-gradient
   // GEMMs at 1,024 tokens 18% faster in the step than alone (their output gradient, up to 25 MiB, still cached).
+  // An FP8 GEMM (gpu/gemm.h), its operands as the casts lay them out (contraction dimension padded), every code 1.0
+  // and every scale 1 (an FP8 GEMM's time does not depend on its values); the activation operand in the L2 cache as
+  // above.
+  double gemm8_op(const OpShape& op) {
+    const std::int64_t T = op.tokens, in = op.dims[0], out = op.dims[1];
+    const cudaStream_t s = stream;
+    const bool forward = op.kind == OpKind::gemm8_fwd, wgrad = op.kind == OpKind::gemm8_wgrad || op.kind == OpKind::gemm8_wgrad_set;
+    const std::int64_t k = forward ? fp8_padded(in) : wgrad ? fp8_padded(T) : fp8_padded(out);
+    const std::int64_t a_rows = forward ? out : in, b_rows = forward ? T : wgrad ? out : T;  // A: W, Wᵀ or xᵀ; B: x, dy or dyᵀ
+    Buffer a(static_cast<std::size_t>(a_rows * k)), b(static_cast<std::size_t>(b_rows * k)), one(4);
+    CUDA_CHECK(cudaMemsetAsync(a.as<void>(), 0x38, static_cast<std::size_t>(a_rows * k), s));  // 1.0 in E4M3
+    CUDA_CHECK(cudaMemsetAsync(b.as<void>(), forward ? 0x38 : 0x3c, static_cast<std::size_t>(b_rows * k), s));  // E5M2 1.0
+    fill(one.as<float>(), 1, 1.0f, s);
+    const Gemm::Fp8 A{a.as<std::uint8_t>(), one.as<float>(), k}, B{b.as<std::uint8_t>(), one.as<float>(), k};
+    Buffer partial(kNormBlocks * sizeof(double)), sum(sizeof(double));
+    const auto cached = [&] { sum_squares(b.as<float>(), b_rows * k / 4, partial.as<double>(), sum.as<double>(), s); };
+    if (forward) {
+      Buffer y(static_cast<std::size_t>(T * out) * 2);
+      return timer->time_after(cached, [&] { gemm.forward(B, A, y.as<bf16>(), nullptr, T, out, s); });
+    }
+    if (!wgrad) {
+      Buffer dx(static_cast<std::size_t>(T * in) * 4);
+      if (op.kind == OpKind::gemm8_dgrad_bf16)
+        return timer->time_after(cached, [&] { gemm.backward_data(B, A, dx.as<bf16>(), T, in, s); });
+      return timer->time_after(cached, [&] { gemm.backward_data(B, A, dx.as<float>(), T, in, false, s); });
+    }
+    Buffer dw(static_cast<std::size_t>(out * in) * 4);
+    CUDA_CHECK(cudaMemsetAsync(dw.as<void>(), 0, static_cast<std::size_t>(out * in) * 4, s));
+    const bool accumulate = op.kind == OpKind::gemm8_wgrad;
+    return timer->time_after(cached, [&] { gemm.backward_weight(B, A, dw.as<float>(), in, out, accumulate, s); });
+  }
+
   double gemm_op(const OpShape& op) {
+    if (is_fp8_gemm(op.kind)) return gemm8_op(op);
     const std::int64_t T = op.tokens, in = op.dims[0], out = op.dims[1];
     const cudaStream_t s = stream;
     Buffer w(static_cast<std::size_t>(out * in) * 2);

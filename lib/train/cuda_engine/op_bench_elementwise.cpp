@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "ops/cuda/cross_entropy.h"
 #include "ops/cuda/elementwise.h"
+#include "ops/cuda/fp8_cast.h"
 #include "ops/cuda/qk_norm_rope.h"
 #include "ops/cuda/rmsnorm.h"
 #include "train/cuda_engine/op_bench_parts.h"
@@ -115,6 +116,20 @@ double optimizer_op(const OpShape& op, Timer& timer, cudaStream_t s) {
   return timer.time([&] { sum_squares(x.as<float>(), T, partial.as<double>(), out.as<double>(), s); });
 }
 
+// --precision fp8's casts of [T, W] bf16 (ops/cuda/fp8_cast.h): the amax, or the cast to the row-major copy, the
+// transposed one, or both (E4M3; E5M2 casts the same way).
+double fp8_op(const OpShape& op, Timer& timer, cudaStream_t s) {
+  const std::int64_t T = op.tokens, W = op.dims[0];
+  Buffer x(n(T * W, 2)), amax(4), inv(4), rows(n(T * fp8_padded(W), 1)), cols(n(W * fp8_padded(T), 1));
+  fill_bf16(x.as<bf16>(), T * W, 1.0, s);
+  if (op.kind == OpKind::fp8_amax) return timer.time([&] { fp8_amax(x.as<bf16>(), T * W, amax.as<float>(), s); });
+  fp8_amax(x.as<bf16>(), T * W, amax.as<float>(), s);
+  Fp8Copies out;
+  if (op.kind != OpKind::fp8_cast_t) out.rows = rows.as<std::uint8_t>(), out.rows_ld = fp8_padded(W);
+  if (op.kind != OpKind::fp8_cast) out.cols = cols.as<std::uint8_t>(), out.cols_ld = fp8_padded(T);
+  return timer.time([&] { fp8_cast(x.as<bf16>(), T, W, amax.as<float>(), Fp8Format::e4m3, out, inv.as<float>(), s); });
+}
+
 }  // namespace
 
 double time_elementwise(const OpShape& op, Timer& timer, cudaStream_t s) {
@@ -132,6 +147,10 @@ double time_elementwise(const OpShape& op, Timer& timer, cudaStream_t s) {
     case OpKind::cross_entropy: return cross_entropy_op(op, timer, s);
     case OpKind::adamw:
     case OpKind::sum_squares: return optimizer_op(op, timer, s);
+    case OpKind::fp8_amax:
+    case OpKind::fp8_cast:
+    case OpKind::fp8_cast_t:
+    case OpKind::fp8_cast_both: return fp8_op(op, timer, s);
     default: throw InternalError(std::string("qwen3-calibrate: no measurement for ") + op_kind_name(op.kind));
   }
 }
