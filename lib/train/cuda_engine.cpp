@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <utility>
 
 #include "core/error.h"
@@ -149,7 +150,7 @@ class CudaEngine final : public Engine {
   std::vector<std::vector<std::int32_t>> cp_rows_;  // context parallelism: this rank's tokens and labels
   std::int32_t *tokens_ = nullptr, *labels_ = nullptr;  // [slots][T] (first stage), [T] (last stage)
   bf16* recompute_out_ = nullptr;                       // [Tl, H] a recomputed layer's discarded output
-  Fp8Layout fp8_;                                       // --precision fp8's buffers (unused in bf16)
+  Fp8Layout fp8_;                                       // the linear layers' shapes, and --precision fp8's buffers
   bool weights_changed_ = true;                         // since the FP8 copies were cast (the next forward casts them)
 };
 
@@ -191,6 +192,10 @@ std::pair<int, int> CudaEngine::select_device(const EngineOptions& o) {
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
   device_name_ = prop.name;
+  // FP8 tensor cores: sm_89 and later; this build's kernels are sm_90's (CMAKE_CUDA_ARCHITECTURES), so Hopper on.
+  if (o.fp8 && prop.major * 10 + prop.minor < 90)
+    throw UsageError("--precision fp8 needs a GPU with FP8 tensor cores (Hopper, sm_90, or later); this one is " +
+                     device_name_ + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + "): use bf16");
   stream_ = cuda::Stream(cuda::stream_priorities().main);
   return {devices, prop.multiProcessorCount};
 }
@@ -248,7 +253,7 @@ void CudaEngine::bind_units(const EngineOptions& o, int gemm_sms) {
   state_ = std::make_unique<cuda::ParamState>(*ctx_, plan_.full, plan_.owned, plan_.reports, groups_, zero1_, plan_.shard, b, timer_,
                                               cuda::OptimizerOnHost{plan_.recompute.offload_optimizer, o.host_threads});
   fp8_ = fp8_layout(plan_);
-  linears_ = std::make_unique<cuda::Linears>(*ctx_, b, plan_.fp8 ? &fp8_ : nullptr, tp_dev_.get(), cp_dev_.get());
+  linears_ = std::make_unique<cuda::Linears>(*ctx_, b, fp8_, plan_.fp8, tp_dev_.get(), cp_dev_.get());
   sp_ = std::make_unique<cuda::SequenceParallel>(*ctx_, tp_dev_.get(), b, scratch_, *linears_, tp_dev_ ? gemm_sms : 0);
   attention_->bind(*ctx_, b, scratch_, cp_dev_.get(), o.max_seq);
   blocks_ = std::make_unique<cuda::Qwen3Blocks>(*ctx_, *sp_, *attention_, *linears_, scratch_);

@@ -53,8 +53,10 @@ Check at_least_one(const char* option, int RunConfig::*field) {
     if (c.*field < 1) throw UsageError(std::string(option) + " must be at least 1, got " + std::to_string(c.*field));
   };
 }
-Check choice(const char* option, std::string RunConfig::*field, std::vector<std::string> valid) {
-  return [option, field, valid](const RunConfig& c) {
+// A choice option: its check and its list of values, from one list.
+void set_choices(RunOption& o, const char* option, std::string RunConfig::*field, std::vector<std::string> valid) {
+  o.choices = valid;
+  o.check = [option, field, valid](const RunConfig& c) {
     if (std::find(valid.begin(), valid.end(), c.*field) != valid.end()) return;
     std::string list;
     for (const auto& v : valid) list += (list.empty() ? "" : ", ") + v;
@@ -87,7 +89,7 @@ void add_general(std::vector<RunOption>& t) {
   RunOption format = opt("format", S::general, K::value, &RunConfig::format, true,
                          "output of --plan, --list-models and --list-options: text (for people) or json (one line, for tools "
                          "such as qwen3-sweep)");
-  format.check = choice("--format", &RunConfig::format, {"text", "json"});
+  set_choices(format, "--format", &RunConfig::format, {"text", "json"});
   t.push_back(format);
   t.push_back(opt("device-memory", S::general, K::value, &RunConfig::device_memory, false,
                   "memory of one device: a GPU name (" + known_gpu_names() + ", what CUDA gives a process on that card) or "
@@ -184,7 +186,7 @@ void add_model_and_optimizer(std::vector<RunOption>& t) {
 // The backend, the layout and the memory policy.
 void add_layout(std::vector<RunOption>& t) {
   RunOption device = opt("device", S::run, K::value, &RunConfig::device, true, "backend: cpu or cuda");
-  device.check = choice("--device", &RunConfig::device, {"cpu", "cuda"});
+  set_choices(device, "--device", &RunConfig::device, {"cpu", "cuda"});
   t.push_back(device);
   t.push_back(opt("out", S::run, K::value, &RunConfig::out, false, "results file to write (docs/results.md)"));
   t.push_back(opt("overwrite", S::run, K::flag, &RunConfig::overwrite, true, "replace an existing results file"));
@@ -241,13 +243,15 @@ void add_engine(std::vector<RunOption>& t) {
   RunOption attention = opt("attention", S::run, K::value, &RunConfig::attention, true,
                             "CUDA attention: cudnn (cuDNN's fused flash attention; a run stops if cuDNN cannot run it) or own "
                             "(the project's kernels, whole sequences only: no --cp); --plan counts the chosen one's workspace");
-  attention.check = choice("--attention", &RunConfig::attention, {"cudnn", "own"}), attention.layout = true;
+  set_choices(attention, "--attention", &RunConfig::attention, {"cudnn", "own"});
+  attention.layout = true;
   t.push_back(attention);
   RunOption precision = opt("precision", S::run, K::value, &RunConfig::precision, true,
                             "matrix multiplications of the decoder layers' linear layers: bf16, or fp8 (E4M3 weights and "
                             "activations, E5M2 gradients, per-tensor current scaling, fp32 accumulation; embeddings, "
                             "norms, attention, the output projection and the optimizer stay as in bf16: docs/fp8.md)");
-  precision.check = choice("--precision", &RunConfig::precision, {"bf16", "fp8"}), precision.layout = true;
+  set_choices(precision, "--precision", &RunConfig::precision, {"bf16", "fp8"});
+  precision.layout = true;
   t.push_back(precision);
   RunOption margin = opt("comm-sm-margin", S::run, K::value, &RunConfig::comm_sm_margin, true,
                          "CUDA with --tp: run the weight-gradient GEMMs that overlap the tensor-parallel collectives on all "
@@ -278,7 +282,7 @@ void add_io(std::vector<RunOption>& t) {
                   "at the end of a successful run, write the weights there as a Hugging Face checkpoint (config.json, "
                   "safetensors)"));
   RunOption dtype = opt("export-dtype", S::run, K::value, &RunConfig::export_dtype, true, "--export-hf weights: bf16 or fp32");
-  dtype.check = choice("--export-dtype", &RunConfig::export_dtype, {"bf16", "fp32"});
+  set_choices(dtype, "--export-dtype", &RunConfig::export_dtype, {"bf16", "fp32"});
   t.push_back(dtype);
   t.push_back(opt("save", S::run, K::value, &RunConfig::save, false,
                   "checkpoint folder: a checkpoint at the end (and every --save-interval steps), written by every rank in "
@@ -382,7 +386,8 @@ std::string run_options_json() {
   for (const auto& o : run_option_table())
     out.push_back({{"name", o.name}, {"key", key_of(o.name)}, {"section", o.section == S::run ? "run" : "general"},
                    {"type", type_name(o)}, {"default", default_of(o)}, {"help", o.help},
-                   {"config_key", o.config_key.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.config_key)}});
+                   {"config_key", o.config_key.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.config_key)},
+                   {"choices", o.choices.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.choices)}});
   return out.dump();
 }
 

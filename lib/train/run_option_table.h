@@ -34,6 +34,7 @@ struct RunOption {
   // --config are parsed, when given; RunConfig::validate runs every run option's again (a config built in code).
   std::function<void(const RunConfig&)> check;
   bool layout = false;  // its check is the layout's: --plan runs it too (RunConfig::validate_layout)
+  std::vector<std::string> choices;  // a choice option's values (its check refuses the rest); listed for tools
 };
 
 const std::vector<RunOption>& run_option_table();

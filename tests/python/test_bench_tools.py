@@ -1,8 +1,9 @@
 """The pure functions of tools/bench's prediction checks: which nvidia-smi samples are a run's own
 (predict_check.smi_window), the layout family and error statistics of docs/prediction.md (prediction_table) and the
---plan command line they build (plan_json)."""
+--plan command line they build (plan_json); and fp8_quality's check of fp8 against bf16 training."""
 import datetime
 
+import fp8_quality
 import plan_json
 import predict_check
 import prediction_table
@@ -87,3 +88,26 @@ def test_the_plan_command_carries_every_layout_field(monkeypatch):
                  "--recompute-num-layers 3", "--offload-inputs", "--offload-optimizer=0.25", "--pp-layers 18,18",
                  "--no-shard-optimizer", "--calibration c.json"):
         assert part in cmd, part
+
+
+# ---- fp8_quality.py: fp8 against bf16 training on the Markov data ----
+
+def test_the_markov_entropy_is_the_one_docs_datasets_states():
+    assert abs(fp8_quality.markov_entropy(151936) - 2.7658) < 1e-4
+    assert abs(fp8_quality.markov_entropy(512) - 2.1903) < 1e-4
+
+
+def test_the_gap_is_measured_from_the_given_step_and_the_verdict_needs_both_criteria():
+    bf16 = [6.0] * 49 + [3.0] * 51
+    fp8 = [9.0] * 49 + [3.02] * 51  # far apart before step 50, 0.67% after
+    v = fp8_quality.verdict(bf16, fp8, 512, 50, 0.01)
+    assert abs(v["max_gap"] - 0.02 / 3) < 1e-12 and v["closer_to_entropy"] and v["pass"]
+    assert not fp8_quality.verdict(bf16, fp8, 512, 49, 0.01)["pass"]  # step 49's gap is 50%
+    stuck = [6.0] * 100  # near ln(512) = 6.24: not learning
+    assert not fp8_quality.verdict(stuck, stuck, 512, 50, 0.01)["pass"]
+
+
+def test_runs_that_differ_in_more_than_precision_are_named():
+    a = {"model.name": "0.6B", "seed": "1", "precision": "bf16", "out": "a.h5"}
+    b = {"model.name": "0.6B", "seed": "2", "precision": "fp8", "out": "b.h5"}
+    assert fp8_quality.same_run_but_precision(a, b) == ["seed"]

@@ -72,6 +72,7 @@ RUN_OPTIONS = {k: {"name": k.replace("_", "-"), "key": k, "type": t, "section": 
                             ("steps", "integer"), ("lr", "number"), ("seed", "text"), ("device", "text"),
                             ("tp", "integer"), ("recompute", "text"), ("attention", "text"), ("precision", "text"),
                             ("no_gemm_autotune", "flag"))}
+RUN_OPTIONS["precision"]["choices"] = ["bf16", "fp8"]  # a choice option lists its values
 
 
 @pytest.fixture(autouse=True)
@@ -185,8 +186,10 @@ def test_bad_precisions_are_refused_naming_the_file_and_key(capsys, tmp_path, mo
     assert err("bf16, fp9") == f"qwen3-sweep: error: {path}: [sweep] precision 'fp9' is not one of bf16, fp8\n"
     assert err("fp8, fp8") == f"qwen3-sweep: error: {path}: [sweep] precision lists 'fp8' twice\n"
     assert err(",") == f"qwen3-sweep: error: {path}: [sweep] precision is empty\n"
-    monkeypatch.setitem(sweep_spec.RUN_OPTIONS["precision"], "choices", ["bf16"])  # a binary that lists its choices
+    monkeypatch.setitem(sweep_spec.RUN_OPTIONS["precision"], "choices", ["bf16"])  # the binary's list decides
     assert "precision 'fp8' is not one of bf16\n" in err("fp8")
+    monkeypatch.setitem(sweep_spec.RUN_OPTIONS["precision"], "choices", None)  # a binary that lists no values
+    assert "does not list --precision's values" in err("fp8")
     monkeypatch.delitem(sweep_spec.RUN_OPTIONS, "precision")  # a binary from before --precision
     assert "precision: this qwen3-pretrain has no --precision option" in err("fp8")
 

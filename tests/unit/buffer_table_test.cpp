@@ -298,3 +298,32 @@ TEST(BufferTable, Fp8AddsTheWeightCopiesAndTheCastsScratchAndNothingElse) {
         EXPECT_EQ(plan_cuda_rank_memory(p).total() - plan_bf16, weights + scratch) << tag;
       }
 }
+
+// The linear layers' shapes the CUDA engine's GEMMs read in either precision (train/cuda_engine/linears.h, from
+// model/fp8_layout.h) are the local parameter table's: q|k|v and gate|up adjacent, each one [out, in] matrix.
+TEST(BufferTable, TheLinearLayersShapesAreTheParameterTables) {
+  for (const char* m : {"tiny", "0.6B", "8B"})
+    for (int tp : {1, 2, 4, 8}) {
+      const ModelConfig c = model_preset(m);
+      RankPlanInput in;
+      in.model = c, in.rank = RankPlace{tp, tp - 1, 1, 0, 1, 0, 1, 0}, in.max_batch = 1, in.max_seq = 1024;
+      const RankPlan r = plan_rank(in);
+      const Fp8Layout f = fp8_layout(r);
+      const auto& e = r.local.entries();
+      const auto& p = r.local.layers[0];
+      auto shape = [&](Fp8Linear w) { return f.weights[static_cast<std::size_t>(w)]; };
+      auto rows = [&](std::size_t i) { return e[i].shape[0]; };
+      const std::string tag = std::string(m) + " tp" + std::to_string(tp);
+      EXPECT_EQ(shape(Fp8Linear::qkv).out, rows(p.q_proj) + rows(p.k_proj) + rows(p.v_proj)) << tag;
+      EXPECT_EQ(e[p.k_proj].offset, e[p.q_proj].offset + e[p.q_proj].numel) << tag;  // adjacent: one matrix
+      EXPECT_EQ(e[p.v_proj].offset, e[p.k_proj].offset + e[p.k_proj].numel) << tag;
+      EXPECT_EQ(shape(Fp8Linear::qkv).in, e[p.q_proj].shape[1]) << tag;
+      EXPECT_EQ(shape(Fp8Linear::o).out, rows(p.o_proj)) << tag;
+      EXPECT_EQ(shape(Fp8Linear::o).in, e[p.o_proj].shape[1]) << tag;
+      EXPECT_EQ(shape(Fp8Linear::gate_up).out, rows(p.gate_proj) + rows(p.up_proj)) << tag;
+      EXPECT_EQ(e[p.up_proj].offset, e[p.gate_proj].offset + e[p.gate_proj].numel) << tag;
+      EXPECT_EQ(shape(Fp8Linear::gate_up).in, e[p.gate_proj].shape[1]) << tag;
+      EXPECT_EQ(shape(Fp8Linear::down).out, rows(p.down_proj)) << tag;
+      EXPECT_EQ(shape(Fp8Linear::down).in, e[p.down_proj].shape[1]) << tag;
+    }
+}

@@ -71,6 +71,13 @@ TEST(RunOptionTable, ListOptionsJsonIsTheTable) {
   EXPECT_EQ(find("plan")["section"], "general");
   EXPECT_EQ(find("offload-optimizer")["type"], "number");
   EXPECT_EQ(find("shared-gpu-staging")["type"], "flag");
+  EXPECT_EQ(find("precision")["choices"], nlohmann::json({"bf16", "fp8"}));  // a choice option lists its values
+  EXPECT_EQ(find("precision")["default"], "bf16");
+  EXPECT_TRUE(find("steps")["choices"].is_null());
+  for (const char* name : {"precision", "attention", "device", "format", "export-dtype"}) {  // each refuses the rest
+    RunConfig c;
+    EXPECT_NO_THROW(run_option(name).check(c)) << name;  // its default is one of its choices
+  }
 }
 
 TEST(RunOptionTable, EachCheckRefusesByTheOptionsName) {

@@ -27,8 +27,6 @@ OWN_KEYS = {"name", "models", "lengths", "layouts", "precision", "documents", "n
 RUN_OPTIONS = {}
 PER_CELL = {"model", "model_config", "seq_len", "tp", "pp", "cp", "pp_layers", "precision", "data", "out",
             "overwrite", "save", "save_keep", "auto_resume", "resume", "init_from_hf"}
-# qwen3-pretrain's --precision values, for a binary whose option table does not list an option's choices.
-PRECISIONS = ("bf16", "fp8")
 # Run options the sweep gives a default of its own (the study's), always on the cell's command line.
 SWEEP_DEFAULTS = {"global_batch": "32", "micro_batch": "1", "steps": "50", "seed": "1234", "device": "cuda",
                   "recompute": "none"}
@@ -142,7 +140,9 @@ def parse_precisions(path, s):
     option = RUN_OPTIONS.get("precision")
     if option is None:
         fail(2, f"{path}: [sweep] precision: this qwen3-pretrain has no --precision option (rebuild it, or pass --bin)")
-    choices = option.get("choices") or PRECISIONS
+    choices = option.get("choices")
+    if not choices:
+        fail(2, f"{path}: [sweep] precision: this qwen3-pretrain does not list --precision's values (rebuild it)")
     out = parse_list(s["precision"], f"{path}: [sweep] precision")
     for p in out:
         if p not in choices:

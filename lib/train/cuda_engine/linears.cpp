@@ -6,10 +6,10 @@
 
 namespace qwen3::cuda {
 
-Linears::Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layout* fp8, DeviceGroup* tp, DeviceGroup* cp)
-    : ctx_(ctx), fp8_(fp8 != nullptr), tp_(tp), cp_(cp) {
+Linears::Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layout& layout, bool fp8, DeviceGroup* tp,
+                 DeviceGroup* cp)
+    : ctx_(ctx), fp8_(fp8), layout_(layout), tp_(tp), cp_(cp) {
   if (!fp8_) return;
-  layout_ = *fp8;
   weights_ = b.get<std::uint8_t>(Buf::fp8_weights, 0, 0);
   scales_ = b.get<float>(Buf::fp8_scales);
   act_ = b.get<std::uint8_t>(Buf::fp8_act);

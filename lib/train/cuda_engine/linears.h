@@ -19,8 +19,10 @@ namespace qwen3::cuda {
 
 class Linears {
  public:
-  // fp8: the layout of this rank's FP8 buffers (null: bf16). tp, cp: the groups that split tensors (null: none).
-  Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layout* fp8, DeviceGroup* tp, DeviceGroup* cp);
+  // layout: this rank's linear layers' shapes (model/fp8_layout.h; in either precision) and, with fp8, its FP8
+  // buffers. tp, cp: the groups that split tensors (null: none).
+  Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layout& layout, bool fp8, DeviceGroup* tp,
+          DeviceGroup* cp);
   bool fp8() const { return fp8_; }
 
   // FP8: layer l's weight copies from its bf16 compute weights (collective over tp); once after the weights change.

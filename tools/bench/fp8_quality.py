@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""FP8 against bf16 training on the synthetic Markov data (issue 27's quality check): two results files of the same
+model, data, seed and steps, one --precision bf16 and one fp8. Prints, from --from-step on, the largest and the mean
+relative gap of fp8's loss to bf16's; both runs' final loss (the mean of the last 10 steps) against the chain's
+entropy and ln(vocab) (docs/datasets.md); PASS when the gap stays within --gap and both end closer to the entropy than
+to ln(vocab). --png draws the two curves and the entropy line.
+
+Usage: fp8_quality.py BF16.h5 FP8.h5 [--from-step 50] [--gap 0.01] [--png OUT.png]"""
+import argparse
+import math
+import sys
+
+import h5py
+
+
+def markov_entropy(vocab):
+    """The synthetic chain's entropy per token in nats (docs/datasets.md): 4 successors at 0.9/4 + 0.1/V, the other
+    V − 4 tokens at 0.1/V."""
+    a, b = 0.225 + 0.1 / vocab, 0.1 / vocab
+    return -4 * a * math.log(a) - (vocab - 4) * b * math.log(b)
+
+
+def read_run(path):
+    """(losses per step, /config attributes as text) of a results file."""
+    with h5py.File(path, "r") as f:
+        config = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in f["config"].attrs.items()}
+        return [float(x) for x in f["steps/loss"][:]], config
+
+
+def same_run_but_precision(a, b):
+    """The /config keys that differ between the two runs other than precision and the output (must be none)."""
+    ignore = {"precision", "out", "overwrite"}
+    return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k) != b.get(k))
+
+
+def gaps(bf16, fp8, from_step):
+    """|fp8 − bf16| / bf16 for steps from_step.. (1-based), over the steps both ran."""
+    n = min(len(bf16), len(fp8))
+    return [abs(fp8[i] - bf16[i]) / abs(bf16[i]) for i in range(from_step - 1, n)]
+
+
+def final_loss(losses, last=10):
+    tail = losses[-last:]
+    return sum(tail) / len(tail)
+
+
+def verdict(bf16, fp8, vocab, from_step, gap):
+    """The check's figures and whether it passes."""
+    g = gaps(bf16, fp8, from_step)
+    h, top = markov_entropy(vocab), math.log(vocab)
+    ends = {name: final_loss(l) for name, l in (("bf16", bf16), ("fp8", fp8))}
+    closer = all(abs(v - h) < abs(v - top) for v in ends.values())
+    return {"max_gap": max(g), "mean_gap": sum(g) / len(g), "entropy": h, "ln_vocab": top, "final": ends,
+            "closer_to_entropy": closer, "pass": bool(g) and max(g) <= gap and closer}
+
+
+def plot(bf16, fp8, entropy, title, path):
+    try:
+        import matplotlib
+    except ImportError:  # a GPU host's python3 may lack it: draw the figure here from the results files
+        print(f"fp8_quality: no matplotlib, {path} not drawn")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(range(1, len(bf16) + 1), bf16, label="bf16", lw=1.2)
+    ax.plot(range(1, len(fp8) + 1), fp8, label="fp8", lw=1.2, ls="--")
+    ax.axhline(entropy, color="gray", ls=":", label=f"chain entropy {entropy:.3f} nats")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (nats per token)")
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bf16")
+    p.add_argument("fp8")
+    p.add_argument("--from-step", type=int, default=50)
+    p.add_argument("--gap", type=float, default=0.01)
+    p.add_argument("--png")
+    a = p.parse_args(argv)
+    (bf16, cb), (fp8, cf) = read_run(a.bf16), read_run(a.fp8)
+    if cb.get("precision", "bf16") != "bf16" or cf.get("precision") != "fp8":
+        sys.exit("fp8_quality: the first file must be a bf16 run and the second an fp8 run")
+    differ = same_run_but_precision(cb, cf)
+    if differ:
+        sys.exit("fp8_quality: the runs differ in more than precision: " + ", ".join(differ))
+    if min(len(bf16), len(fp8)) < a.from_step:
+        sys.exit(f"fp8_quality: the runs have fewer than {a.from_step} steps")
+    vocab = int(cb["model.vocab_size"])
+    v = verdict(bf16, fp8, vocab, a.from_step, a.gap)
+    print(f"{cb.get('model.name')} at {cb.get('seq_len')} tokens, {len(bf16)} steps: fp8's loss within "
+          f"{v['max_gap']:.2%} of bf16's from step {a.from_step} on (mean {v['mean_gap']:.2%}; bound {a.gap:.0%})")
+    print(f"final loss (last 10 steps): bf16 {v['final']['bf16']:.4f}, fp8 {v['final']['fp8']:.4f}; chain entropy "
+          f"{v['entropy']:.4f}, ln(vocab) {v['ln_vocab']:.4f}: " +
+          ("both closer to the entropy" if v["closer_to_entropy"] else "NOT both closer to the entropy"))
+    print("PASS" if v["pass"] else "FAIL")
+    if a.png:
+        plot(bf16, fp8, v["entropy"], f"{cb.get('model.name')}, {cb.get('seq_len')} tokens: bf16 and fp8 from the same "
+             f"weights and data", a.png)
+    return 0 if v["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
