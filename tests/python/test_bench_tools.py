@@ -100,9 +100,13 @@ def test_the_markov_entropy_is_the_one_docs_datasets_states():
 def test_the_gap_is_measured_from_the_given_step_and_the_verdict_needs_both_criteria():
     bf16 = [6.0] * 49 + [3.0] * 51
     fp8 = [9.0] * 49 + [3.02] * 51  # far apart before step 50, 0.67% after
-    v = fp8_quality.verdict(bf16, fp8, 512, 50, 0.01)
+    v = fp8_quality.verdict(bf16, fp8, 512, 60, 0.01)  # from step 60 the 10-step means hold steps 50.. only
     assert abs(v["max_gap"] - 0.02 / 3) < 1e-12 and v["closer_to_entropy"] and v["pass"]
-    assert not fp8_quality.verdict(bf16, fp8, 512, 49, 0.01)["pass"]  # step 49's gap is 50%
+    assert not fp8_quality.verdict(bf16, fp8, 512, 50, 0.01)["pass"]  # step 50's mean still holds steps 41-49
+    assert abs(fp8_quality.verdict(bf16, fp8, 512, 50, 0.01, smooth=1)["max_gap"] - 0.02 / 3) < 1e-12
+    noisy = [3.0 + (0.1 if i % 2 else -0.1) for i in range(100)]  # one step's noise, even out over two
+    assert fp8_quality.verdict([3.0] * 100, noisy, 512, 50, 0.01, smooth=10)["pass"]
+    assert not fp8_quality.verdict([3.0] * 100, noisy, 512, 50, 0.01, smooth=1)["pass"]
     stuck = [6.0] * 100  # near ln(512) = 6.24: not learning
     assert not fp8_quality.verdict(stuck, stuck, 512, 50, 0.01)["pass"]
 
