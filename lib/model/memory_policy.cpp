@@ -31,6 +31,7 @@ std::string MemoryPolicy::describe() const {
     s += ", " + std::to_string(static_cast<int>(std::lround(offload_optimizer * 100))) + "% of the optimizer on host";
   else if (offload_optimizer > 0)
     s += ", under 1% of the optimizer on host";
+  if (fp8_weights_per_layer) s += ", FP8 weights cast per layer";
   return s;
 }
 

@@ -14,6 +14,9 @@
 // bytes per parameter — kept in pinned host memory and updated there by the CPU (the tail of the rank's window of the
 // flat buffers: without data-parallel sharding, the last layers, which the next forward reads last); the rest stays on
 // the device.
+// fp8_weights_per_layer (--precision fp8): each layer's FP8 weight copies are cast into one layer's buffer just before
+// its forward and again before its backward, instead of once per optimizer step into a buffer for every layer (2 bytes
+// per linear weight element of the stage kept: docs/fp8.md).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -27,6 +30,7 @@ struct MemoryPolicy {
   std::int64_t num_layers = 0;  // full: the first num_layers layers of each stage (0: all)
   bool offload_inputs = false;  // full: inputs of recomputed layers (but each stage's first) in pinned host memory
   double offload_optimizer = 0;  // fraction of the optimizer shard in pinned host memory, 0 (none) to 1 (all)
+  bool fp8_weights_per_layer = false;  // --precision fp8: FP8 weight copies cast per layer and use, not kept
 
   // Whether the index-th layer of a stage (0-based) is fully recomputed, recomputed selectively, its input offloaded.
   bool full(std::int64_t index) const { return mode == Recompute::full && (num_layers == 0 || index < num_layers); }
@@ -35,7 +39,7 @@ struct MemoryPolicy {
   // Fully recomputed layers among a stage's `layers`.
   std::int64_t full_layers(std::int64_t layers) const;
   // "none", "selective", "full", "full (first 4 layers of each stage)", "full, inputs offloaded to host", and
-  // ", optimizer on host" or ", 40% of the optimizer on host".
+  // ", optimizer on host" or ", 40% of the optimizer on host", and ", FP8 weights cast per layer".
   std::string describe() const;
   // Throws UsageError naming the option for an inconsistent policy (offload without full, negative layer count, an
   // optimizer fraction outside [0, 1]).

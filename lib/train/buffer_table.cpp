@@ -204,15 +204,19 @@ void add_sequence_parallel(Builder& b) {
     for (Buf id : {Buf::ce_max, Buf::ce_max_global, Buf::ce_sum_exp, Buf::ce_target}) b.add(id, W, Dtype::f32, b.chunk, what);
 }
 
-// --precision fp8: each layer's FP8 weights (cast once per optimizer step, kept), the scale table, and the casts'
-// scratch: an activation operand, a gradient operand, and two transposed gradients (a block's output gradient and the
-// one inside it, both alive until the block's weight gradients).
+// --precision fp8: each layer's FP8 weights (cast once per optimizer step, kept) or one layer's (cast per layer and
+// use: model/memory_policy.h), the scale table, and the casts' scratch: an activation operand, a gradient operand,
+// and two transposed gradients (a block's output gradient and the one inside it, both alive until the block's weight
+// gradients).
 void add_fp8(Builder& b) {
   if (!b.in.fp8) return;
   const Fp8Layout f = fp8_layout(b.in);
-  for (int index = 0; index < b.in.stage.layers(); ++index)
+  const bool per_layer = b.in.recompute.fp8_weights_per_layer;
+  for (int index = 0; index < (per_layer ? 1 : b.in.stage.layers()); ++index)
     b.add(Buf::fp8_weights, BufferCategory::weights, Dtype::byte, f.layer_bytes,
-          "FP8 weights (E4M3, and transposed) of the linear layers", 0, index);
+          per_layer ? "FP8 weights (E4M3, and transposed) of the layer running, cast per layer"
+                    : "FP8 weights (E4M3, and transposed) of the linear layers",
+          0, index);
   const std::string what = "FP8 casts of the GEMMs' activations and gradients, and their scales";
   b.add(Buf::fp8_scales, BufferCategory::workspace, Dtype::f32, f.scale_floats(), what);
   b.add(Buf::fp8_act, BufferCategory::workspace, Dtype::byte, f.act_bytes, what);

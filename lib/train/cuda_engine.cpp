@@ -253,7 +253,8 @@ void CudaEngine::bind_units(const EngineOptions& o, int gemm_sms) {
   state_ = std::make_unique<cuda::ParamState>(*ctx_, plan_.full, plan_.owned, plan_.reports, groups_, zero1_, plan_.shard, b, timer_,
                                               cuda::OptimizerOnHost{plan_.recompute.offload_optimizer, o.host_threads});
   fp8_ = fp8_layout(plan_);
-  linears_ = std::make_unique<cuda::Linears>(*ctx_, b, fp8_, plan_.fp8, tp_dev_.get(), cp_dev_.get());
+  linears_ = std::make_unique<cuda::Linears>(*ctx_, b, fp8_, plan_.fp8, plan_.recompute.fp8_weights_per_layer,
+                                             tp_dev_.get(), cp_dev_.get());
   sp_ = std::make_unique<cuda::SequenceParallel>(*ctx_, tp_dev_.get(), b, scratch_, *linears_, tp_dev_ ? gemm_sms : 0);
   attention_->bind(*ctx_, b, scratch_, cp_dev_.get(), o.max_seq);
   blocks_ = std::make_unique<cuda::Qwen3Blocks>(*ctx_, *sp_, *attention_, *linears_, scratch_);
@@ -376,7 +377,9 @@ cpu::LossSum CudaEngine::forward(int slot, std::int64_t counted, double grad_sca
                                  std::vector<float>* logits_out, const cuda::MicroDims& d) {
   // Each segment's weights may still be in a pending optimizer step (side stream): waited for just before use.
   const bool pending = state_->take_update_pending();
-  const bool cast_fp8 = linears_->fp8() && std::exchange(weights_changed_, false);  // each layer's copies once ready
+  // FP8 weight copies: kept ones cast once after the weights change (each layer's once its update is done), or per
+  // layer before each use (here the forward's row-major ones; the backward casts the transposed ones).
+  const bool cast_fp8 = linears_->fp8() && (std::exchange(weights_changed_, false) || linears_->per_layer());
   auto& acts = acts_[static_cast<std::size_t>(slot)];
   const std::int64_t first = stage_.first_layer;
   if (stage_.first) {  // later stages received their input into acts[0].x_in (boundary())
@@ -385,7 +388,7 @@ cpu::LossSum CudaEngine::forward(int slot, std::int64_t counted, double grad_sca
   }
   for (std::int64_t l = first; l < stage_.last_layer; ++l) {
     state_->wait_segment(static_cast<std::size_t>(1 + l), stream_, pending);
-    if (cast_fp8) linears_->cast_weights(l);
+    if (cast_fp8) linears_->cast_weights(l, true, !linears_->per_layer());
     const std::int64_t next = l + 1 - first;  // the next layer's stage index; its input is this layer's output
     const bool into_next_layer = l + 1 < stage_.last_layer;
     if (into_next_layer) offload_->before_write(next, stream_);  // an offloaded input's buffer is reused
@@ -416,6 +419,7 @@ void CudaEngine::backward(int slot, bool accumulate, const cuda::MicroDims& d) {
     cuda::LayerActs& a = acts[static_cast<std::size_t>(index)];
     offload_->wait_input(index, stream_);
     if (index > 0) offload_->prefetch(slot, index - 1, acts[static_cast<std::size_t>(index - 1)].x_in, stream_);
+    if (linears_->per_layer()) linears_->cast_weights(l, plan_.recompute.full(index), true);  // and a recompute's forward
     if (plan_.recompute.full(index)) {  // this layer's activations again, from its kept input
       blocks_->layer_forward(l, a, recompute_out_, d);
       timer_.mark(stream_, "(recompute) layer forward");

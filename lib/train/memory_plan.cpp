@@ -165,8 +165,9 @@ double smallest_optimizer_offload(PlannedRun in, std::int64_t device_bytes, std:
 MemoryPolicy choose_memory_policy(const MemoryRequest& r, PlannedRun in, std::int64_t device_bytes,
                                  std::int64_t host_bytes) {
   const double optimizer = std::max(0.0, r.offload_optimizer);
+  const bool per_layer = r.fp8_weights == "per-layer";
   if (r.recompute != "auto") {
-    MemoryPolicy p{parse_recompute(r.recompute), r.num_layers, r.offload_inputs, optimizer};
+    MemoryPolicy p{parse_recompute(r.recompute), r.num_layers, r.offload_inputs, optimizer, per_layer};
     p.validate();
     return p;
   }
@@ -175,8 +176,17 @@ MemoryPolicy choose_memory_policy(const MemoryRequest& r, PlannedRun in, std::in
   for (const MemoryPolicy& c : {MemoryPolicy{Recompute::none, 0, false, optimizer},
                                    MemoryPolicy{Recompute::selective, 0, false, optimizer},
                                    MemoryPolicy{Recompute::full, r.num_layers, false, optimizer},
-                                   MemoryPolicy{Recompute::full, r.num_layers, true, optimizer}})
-    if (r.num_layers == 0 || c.mode == Recompute::full) ladder.push_back(c);  // a layer count asks for full recomputation
+                                   MemoryPolicy{Recompute::full, r.num_layers, true, optimizer}}) {
+    if (r.num_layers > 0 && c.mode != Recompute::full) continue;  // a layer count asks for full recomputation
+    // With fp8 each step first keeps the FP8 weight copies, then casts them per layer (unless --fp8-weights says which).
+    for (bool cast_per_layer : {false, true}) {
+      const bool allowed = r.fp8_weights == "auto" ? (in.fp8 || !cast_per_layer) : cast_per_layer == per_layer;
+      if (!allowed) continue;
+      MemoryPolicy p = c;
+      p.fp8_weights_per_layer = cast_per_layer;
+      ladder.push_back(p);
+    }
+  }
   for (const MemoryPolicy& c : ladder) {
     c.validate();
     in.recompute = c;

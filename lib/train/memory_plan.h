@@ -77,6 +77,7 @@ struct MemoryRequest {
   std::int64_t num_layers = 0;
   bool offload_inputs = false;
   double offload_optimizer = -1;
+  std::string fp8_weights = "auto";  // --fp8-weights: kept | per-layer | auto (kept, unless --recompute auto needs per-layer)
 };
 
 // The policy as given, or for --recompute auto the cheapest that fits device_bytes with the runtime reserve and pins

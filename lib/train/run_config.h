@@ -48,6 +48,7 @@ struct RunConfig {
   bool shard_optimizer = true;      // ZeRO-1 over data-parallel replicas (--no-shard-optimizer: every replica keeps all)
   std::string attention = "cudnn";   // --attention: cudnn (fused flash attention) | own (the project's kernels), CUDA
   std::string precision = "bf16";    // --precision: bf16 | fp8 (the decoder layers' linear layers in FP8: ops/fp8.h)
+  std::string fp8_weights = "auto";  // --fp8-weights: kept | per-layer | auto (model/memory_policy.h)
   int comm_sm_margin = 0;            // --comm-sm-margin: SMs kept from the GEMMs beside tensor-parallel collectives
   bool gemm_autotune = true;         // --no-gemm-autotune: cuBLASLt's first heuristic algorithm, untimed
   bool shared_gpu_staging = false;   // --shared-gpu-staging: ranks sharing a GPU exchange through host memory
@@ -67,7 +68,9 @@ struct RunConfig {
 
   // Throws UsageError naming the first bad field. world_size: ranks in the job.
   // --recompute, --recompute-num-layers, --offload-inputs and --offload-optimizer as the memory planner takes them.
-  MemoryRequest memory_request() const { return {recompute, recompute_num_layers, offload_inputs, offload_optimizer}; }
+  MemoryRequest memory_request() const {
+    return {recompute, recompute_num_layers, offload_inputs, offload_optimizer, fp8_weights};
+  }
   void validate(int world_size) const;
   // The memory planner's and step model's view of this run on world_size ranks, before the memory policy is chosen:
   // the one description that --plan and a starting run share.

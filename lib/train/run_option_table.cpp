@@ -253,6 +253,19 @@ void add_engine(std::vector<RunOption>& t) {
   set_choices(precision, "--precision", &RunConfig::precision, {"bf16", "fp8"});
   precision.layout = true;
   t.push_back(precision);
+  RunOption fp8_weights = opt("fp8-weights", S::run, K::value, &RunConfig::fp8_weights, true,
+                              "with --precision fp8: kept (each layer's FP8 weight copies cast once per optimizer step and "
+                              "kept: 2 bytes per linear weight), per-layer (cast into one layer's buffer before each "
+                              "layer's forward and backward: less memory, more casts) or auto (kept, unless --recompute "
+                              "auto needs the memory: it tries per-layer before each costlier policy)");
+  set_choices(fp8_weights, "--fp8-weights", &RunConfig::fp8_weights, {"auto", "kept", "per-layer"});
+  fp8_weights.check = [values = fp8_weights.check](const RunConfig& c) {
+    values(c);
+    if (c.fp8_weights != "auto" && c.precision != "fp8")
+      throw UsageError("--fp8-weights " + c.fp8_weights + " applies to --precision fp8 only (this run is " + c.precision + ")");
+  };
+  fp8_weights.layout = true;
+  t.push_back(fp8_weights);
   RunOption margin = opt("comm-sm-margin", S::run, K::value, &RunConfig::comm_sm_margin, true,
                          "CUDA with --tp: run the weight-gradient GEMMs that overlap the tensor-parallel collectives on all "
                          "but N SMs (0: all; measured on 4 x H100: no gain at 16)");

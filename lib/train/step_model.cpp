@@ -86,6 +86,16 @@ const char* coll_kind_name(CollKind k) {
 
 namespace {
 
+// One layer's four FP8 weight casts (train/cuda_engine/linears.cpp cast_weights): each weight's amax and its row-major
+// and/or transposed copy, the four amaxes max-reduced over tensor parallelism.
+double fp8_weight_cast_time(const RankPlan& rank, OpPricer& p, bool rows, bool cols) {
+  const OpKind cast = rows && cols ? OpKind::fp8_cast_both : rows ? OpKind::fp8_cast : OpKind::fp8_cast_t;
+  double t = rank.tp.size > 1 ? p.collective({CollKind::all_reduce, 4 * kFp8Linears, rank.tp.size}) : 0.0;
+  for (const Fp8Weight& w : fp8_layout(rank).weights)
+    t += p.compute({OpKind::fp8_amax, w.out, {w.in}}) + p.compute({cast, w.out, {w.in}});
+  return t;
+}
+
 // One micro-batch's passes on one pipeline stage's rank, priced: the engine's blocks in the engine's order.
 class StageWalk {
  public:
@@ -105,7 +115,8 @@ class StageWalk {
   // Forward of one micro-batch: embedding (first stage), layers, head with the loss and its backward (last stage).
   double forward() {
     double t = stage_.first ? embed_forward() : 0.0;
-    for (std::int64_t l = 0; l < stage_.layers(); ++l) t += layer_forward() + offload_exposed(l, HostKind::copy_d2h);
+    for (std::int64_t l = 0; l < stage_.layers(); ++l)
+      t += weight_casts(true, false) + layer_forward() + offload_exposed(l, HostKind::copy_d2h);
     return t + (stage_.last ? head() : 0.0);
   }
 
@@ -115,6 +126,7 @@ class StageWalk {
     if (tp_.size > 1) t += ag(Tl_ * H_ * 2);  // the last block's output gradient, gathered
     for (std::int64_t l = stage_.layers() - 1; l >= 0; --l) {
       double r = 0;
+      t += weight_casts(r_.recompute.full(l), true);
       if (r_.recompute.full(l)) r = layer_forward();
       else if (r_.recompute.selective(l)) r = selective();
       recompute += r;
@@ -148,6 +160,12 @@ class StageWalk {
   double amax_reduce(bool split) {
     return (split && tp_.size > 1 ? coll(CollKind::all_reduce, 4, tp_.size) : 0.0) +
            (cp_ > 1 ? coll(CollKind::all_reduce, 4, cp_) : 0.0);
+  }
+  // FP8 weight copies cast per layer (model/memory_policy.h): before a layer's forward its row-major ones, before its
+  // backward its transposed ones (and the row-major again when the layer is recomputed); none when kept.
+  double weight_casts(bool rows, bool cols) {
+    if (!fp8_ || !r_.recompute.fp8_weights_per_layer || (!rows && !cols)) return 0.0;
+    return fp8_weight_cast_time(r_, p_, rows, cols);
   }
   double linear_fwd(std::int64_t in, std::int64_t out, bool split) {
     if (!fp8_) return gemm(OpKind::gemm_fwd, T_, in, out);
@@ -308,14 +326,10 @@ std::pair<double, double> after_backward(const PlannedRun& in, const RankPlan& r
   return {reduce, norm + std::max({0.0, device_exposed, host - window})};
 }
 
-// --precision fp8: each layer's four weights cast once per step, in the first forward (train/cuda_engine/linears.cpp
-// cast_weights): an amax and both copies each, the four amaxes max-reduced over tensor parallelism.
+// --precision fp8 with kept copies: each layer's four weights cast once per step, in the first forward (both copies).
 double fp8_weight_casts(const RankPlan& rank, OpPricer& p) {
-  if (!rank.fp8) return 0.0;
-  double per_layer = rank.tp.size > 1 ? p.collective({CollKind::all_reduce, 4 * kFp8Linears, rank.tp.size}) : 0.0;
-  for (const Fp8Weight& w : fp8_layout(rank).weights)
-    per_layer += p.compute({OpKind::fp8_amax, w.out, {w.in}}) + p.compute({OpKind::fp8_cast_both, w.out, {w.in}});
-  return per_layer * static_cast<double>(rank.stage.layers());
+  if (!rank.fp8 || rank.recompute.fp8_weights_per_layer) return 0.0;
+  return fp8_weight_cast_time(rank, p, true, true) * static_cast<double>(rank.stage.layers());
 }
 
 // One end of a transfer in a 1F1B exchange: the link (activation or gradient, micro-batch, the lower stage of the pair)

@@ -155,6 +155,8 @@ MemoryPolicy check_memory(TrainingRun& run, const std::string& start_utc) {
       results.write_attribute("recompute_num_layers", recompute.num_layers);
       results.write_attribute("offload_inputs", static_cast<std::int64_t>(recompute.offload_inputs));
       results.write_attribute("offload_optimizer", recompute.offload_optimizer);
+      if (cfg.precision == "fp8")
+        results.write_attribute("fp8_weights", std::string(recompute.fp8_weights_per_layer ? "per-layer" : "kept"));
       if (cfg.device == "cuda" && calibration) record_prediction(results, in, *calibration, cores_per_rank(run.local_size));
       if (cfg.device == "cuda") record_and_check_plan(results, cfg, in, device, facts);
     });

@@ -296,6 +296,13 @@ TEST(BufferTable, Fp8AddsTheWeightCopiesAndTheCastsScratchAndNothingElse) {
         const auto plan_bf16 = plan_cuda_rank_memory(p).total();
         p.fp8 = true;
         EXPECT_EQ(plan_cuda_rank_memory(p).total() - plan_bf16, weights + scratch) << tag;
+        // Cast per layer: one layer's copies, the rest as kept.
+        in.recompute.fp8_weights_per_layer = true;
+        std::int64_t one = 0;
+        for (const BufferSpec& s : table_of(plan_rank(in))) one += s.id == Buf::fp8_weights ? s.bytes() : 0;
+        EXPECT_EQ(one, layer) << tag;
+        p.recompute.fp8_weights_per_layer = true;
+        EXPECT_EQ(plan_cuda_rank_memory(p).total() - plan_bf16, layer + scratch) << tag;
       }
 }
 

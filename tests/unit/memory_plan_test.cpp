@@ -428,3 +428,31 @@ TEST(MemoryPlan, SequenceRulesOfALayoutLiveInOnePlace) {
   EXPECT_NO_THROW(check_sequence_layout(1, 4097, 2, 1, false));
   EXPECT_NO_THROW(check_sequence_layout(2, 4097, 2, 1, true));  // 8,194 tokens in the micro-batch
 }
+
+// --precision fp8 under --recompute auto: the FP8 weight copies cast per layer come before every costlier policy
+// (model/memory_policy.h); a given --fp8-weights is kept; bf16 runs never see the choice.
+TEST(MemoryPlan, AutoCastsFp8WeightsPerLayerBeforeRecomputingOrOffloading) {
+  PlannedRun in{model_preset("1.7B"), 1, 4096};
+  in.fp8 = true;
+  auto peak = [&](const MemoryPolicy& p) {
+    PlannedRun x = in;
+    x.recompute = p;
+    return plan_cuda_rank_memory(x).peak();
+  };
+  MemoryPolicy per_layer{Recompute::none};
+  per_layer.fp8_weights_per_layer = true;
+  const std::int64_t kept_peak = peak(MemoryPolicy{Recompute::none}), per_layer_peak = peak(per_layer);
+  ASSERT_LT(per_layer_peak, kept_peak);  // 27 of 28 layers' copies fewer
+  const std::int64_t between = (kept_peak + per_layer_peak) / 2;
+  const MemoryPolicy chosen = choose_memory_policy({"auto"}, in, between, 0);
+  EXPECT_EQ(chosen.describe(), "none, FP8 weights cast per layer");
+  EXPECT_EQ(choose_memory_policy({"auto"}, in, kept_peak, 0).describe(), "none");  // kept while it fits
+  MemoryRequest kept{"auto"};
+  kept.fp8_weights = "kept";
+  EXPECT_EQ(choose_memory_policy(kept, in, between, 0).describe(), "selective");  // given: recomputation instead
+  MemoryRequest given{"none"};
+  given.fp8_weights = "per-layer";
+  EXPECT_TRUE(choose_memory_policy(given, in, kept_peak, 0).fp8_weights_per_layer);
+  in.fp8 = false;
+  EXPECT_FALSE(choose_memory_policy({"auto"}, in, between / 2, 0).fp8_weights_per_layer);
+}

@@ -114,6 +114,14 @@ TEST(StepModel, Fp8PricesTheCastsAndTheFp8GemmsOfEveryLinearLayerAndKeepsTheHead
     EXPECT_EQ(p.calls[OpKind::fp8_cast_both], walks * 4 * L + 4) << tp;
     EXPECT_EQ(p.calls[OpKind::fp8_amax], walks * 8 * L + 4) << tp;
     EXPECT_EQ(p.amax_reductions, tp == 1 ? 0 : walks * 4 * L + 1) << tp;
+    // Cast per layer: each layer's row-major copies before its forward and transposed ones before its backward, in
+    // every micro-batch; none once per step.
+    in.recompute.fp8_weights_per_layer = true;
+    CountingPricer q;
+    walk_step(in, q);
+    EXPECT_EQ(q.calls[OpKind::fp8_cast], walks * 4 * L + walks * 4 * L) << tp;      // inputs, and the weights
+    EXPECT_EQ(q.calls[OpKind::fp8_cast_t], walks * 4 * L + walks * 4 * L) << tp;    // inputs again, and the weights
+    EXPECT_EQ(q.calls[OpKind::fp8_cast_both], walks * 4 * L) << tp;                 // gradients only
   }
 }
 

@@ -6,9 +6,9 @@
 
 namespace qwen3::cuda {
 
-Linears::Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layout& layout, bool fp8, DeviceGroup* tp,
-                 DeviceGroup* cp)
-    : ctx_(ctx), fp8_(fp8), layout_(layout), tp_(tp), cp_(cp) {
+Linears::Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layout& layout, bool fp8, bool per_layer,
+                 DeviceGroup* tp, DeviceGroup* cp)
+    : ctx_(ctx), fp8_(fp8), layout_(layout), tp_(tp), cp_(cp), per_layer_(fp8 && per_layer) {
   if (!fp8_) return;
   weights_ = b.get<std::uint8_t>(Buf::fp8_weights, 0, 0);
   scales_ = b.get<float>(Buf::fp8_scales);
@@ -28,16 +28,18 @@ std::size_t Linears::index(std::int64_t l, Fp8Linear w) const {
   throw InternalError("Linears: unknown linear layer");
 }
 
+std::uint8_t* Linears::block(std::int64_t l) const {
+  return per_layer_ ? weights_ : weights_ + (l - ctx_.stage.first_layer) * layout_.layer_bytes;
+}
+
 Gemm::Fp8 Linears::weight_rows(std::int64_t l, Fp8Linear w) const {
-  const std::int64_t i = l - ctx_.stage.first_layer;
-  const float* inv = scales_ + layout_.weight_scale(i) + kFp8Linears + static_cast<int>(w);
-  return {weights_ + i * layout_.layer_bytes + shape(w).rows, inv, fp8_padded(shape(w).in)};
+  const float* inv = scales_ + layout_.weight_scale(l - ctx_.stage.first_layer) + kFp8Linears + static_cast<int>(w);
+  return {block(l) + shape(w).rows, inv, fp8_padded(shape(w).in)};
 }
 
 Gemm::Fp8 Linears::weight_cols(std::int64_t l, Fp8Linear w) const {
-  const std::int64_t i = l - ctx_.stage.first_layer;
-  const float* inv = scales_ + layout_.weight_scale(i) + kFp8Linears + static_cast<int>(w);
-  return {weights_ + i * layout_.layer_bytes + shape(w).cols, inv, fp8_padded(shape(w).out)};
+  const float* inv = scales_ + layout_.weight_scale(l - ctx_.stage.first_layer) + kFp8Linears + static_cast<int>(w);
+  return {block(l) + shape(w).cols, inv, fp8_padded(shape(w).out)};
 }
 
 void Linears::reduce_amax(float* amax, std::size_t n, bool split_by_tp) const {
@@ -45,7 +47,7 @@ void Linears::reduce_amax(float* amax, std::size_t n, bool split_by_tp) const {
   if (cp_) cp_->all_reduce_max(amax, n);
 }
 
-void Linears::cast_weights(std::int64_t l) {
+void Linears::cast_weights(std::int64_t l, bool rows, bool cols) {
   if (!fp8_) return;
   const cudaStream_t st = ctx_.stream;
   const std::int64_t i = l - ctx_.stage.first_layer;
@@ -57,9 +59,10 @@ void Linears::cast_weights(std::int64_t l) {
   if (tp_) tp_->all_reduce_max(amax, kFp8Linears);  // every weight is split over tp (replicated K/V heads change no max)
   for (int w = 0; w < kFp8Linears; ++w) {
     const Fp8Weight& s = layout_.weights[static_cast<std::size_t>(w)];
-    std::uint8_t* block = weights_ + i * layout_.layer_bytes;
-    fp8_cast(ctx_.W(index(l, static_cast<Fp8Linear>(w))), s.out, s.in, amax + w, Fp8Format::e4m3,
-             {block + s.rows, fp8_padded(s.in), block + s.cols, fp8_padded(s.out)}, amax + kFp8Linears + w, st);
+    std::uint8_t* b = block(l);
+    const Fp8Copies copies{rows ? b + s.rows : nullptr, fp8_padded(s.in), cols ? b + s.cols : nullptr, fp8_padded(s.out)};
+    fp8_cast(ctx_.W(index(l, static_cast<Fp8Linear>(w))), s.out, s.in, amax + w, Fp8Format::e4m3, copies,
+             amax + kFp8Linears + w, st);
   }
   ctx_.mark("fp8 cast weights");
 }

@@ -21,12 +21,16 @@ class Linears {
  public:
   // layout: this rank's linear layers' shapes (model/fp8_layout.h; in either precision) and, with fp8, its FP8
   // buffers. tp, cp: the groups that split tensors (null: none).
-  Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layout& layout, bool fp8, DeviceGroup* tp,
-          DeviceGroup* cp);
+  // per_layer: FP8 weight copies cast per layer into one buffer (model/memory_policy.h fp8_weights_per_layer).
+  Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layout& layout, bool fp8, bool per_layer,
+          DeviceGroup* tp, DeviceGroup* cp);
   bool fp8() const { return fp8_; }
 
-  // FP8: layer l's weight copies from its bf16 compute weights (collective over tp); once after the weights change.
-  void cast_weights(std::int64_t l);
+  // FP8: layer l's weight copies from its bf16 compute weights (collective over tp): the row-major ones (the forward)
+  // and/or the transposed ones (the data gradient). Kept copies: both, once after the weights change; cast per layer
+  // (per_layer()): into the one layer's buffer before each use.
+  void cast_weights(std::int64_t l, bool rows = true, bool cols = true);
+  bool per_layer() const { return per_layer_; }
 
   // y[T, out] = x[T, in]·Wᵀ (+ residual) for layer l's linear w; a: the layer's activations (its inputs' amaxes).
   void forward(const bf16* x, std::int64_t l, Fp8Linear w, const LayerActs& a, bf16* y, const bf16* residual,
@@ -60,7 +64,9 @@ class Linears {
   bool fp8_ = false;
   Fp8Layout layout_;
   DeviceGroup *tp_, *cp_;
-  std::uint8_t* weights_ = nullptr;  // [layers][layer_bytes]
+  std::uint8_t* block(std::int64_t l) const;  // layer l's FP8 weight block
+  bool per_layer_ = false;
+  std::uint8_t* weights_ = nullptr;  // [layers][layer_bytes], or one layer's
   float* scales_ = nullptr;          // layout_.scale_floats()
   std::uint8_t *act_ = nullptr, *grad_ = nullptr, *grad_t_[2] = {nullptr, nullptr};
   int latest_grad_ = -1;             // the slot whose row-major operand grad_ holds
