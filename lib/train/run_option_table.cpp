@@ -257,7 +257,7 @@ void add_engine(std::vector<RunOption>& t) {
                               "with --precision fp8: kept (each layer's FP8 weight copies cast once per optimizer step and "
                               "kept: 2 bytes per linear weight), per-layer (cast into one layer's buffer before each "
                               "layer's forward and backward: less memory, more casts) or auto (kept, unless --recompute "
-                              "auto needs the memory: it tries per-layer before each costlier policy)");
+                              "auto needs the memory: it tries per-layer before each costlier activation policy; docs/fp8.md)");
   set_choices(fp8_weights, "--fp8-weights", &RunConfig::fp8_weights, {"auto", "kept", "per-layer"});
   fp8_weights.check = [values = fp8_weights.check](const RunConfig& c) {
     values(c);
