@@ -1,6 +1,8 @@
 // The decoder layers' linear layers in bf16 or FP8 (see linears.h).
 #include "train/cuda_engine/linears.h"
 
+#include <string>
+
 #include "core/error.h"
 #include "ops/cuda/fp8_cast.h"
 
@@ -96,26 +98,27 @@ Linears::Grad Linears::grad(const bf16* dy, Fp8Linear w, int slot, std::int64_t 
   return {dy, w, slot};
 }
 
+Gemm::Fp8 Linears::grad_rows(const Grad& g) const {
+  if (g.slot != latest_grad_)
+    throw InternalError("Linears: the row-major FP8 copy of gradient slot " + std::to_string(g.slot) +
+                        " was overwritten by a later grad(); call backward_data before casting the next gradient");
+  return {grad_, scales_ + layout_.grad_scale(g.slot) + 1, fp8_padded(shape(g.w).out)};
+}
+
 void Linears::backward_data(const Grad& g, std::int64_t l, float* dx, std::int64_t T, bool accumulate) {
   const Fp8Weight& s = shape(g.w);
-  if (!fp8_) {
+  if (fp8_)
+    ctx_.gemm.backward_data(grad_rows(g), weight_cols(l, g.w), dx, T, s.in, accumulate, ctx_.stream);
+  else
     ctx_.gemm.backward_data(g.dy, ctx_.W(index(l, g.w)), dx, T, s.in, s.out, accumulate, ctx_.stream);
-    return;
-  }
-  if (g.slot != latest_grad_) throw InternalError("Linears: a data gradient from a gradient cast over since");
-  const Gemm::Fp8 dy{grad_, scales_ + layout_.grad_scale(g.slot) + 1, fp8_padded(s.out)};
-  ctx_.gemm.backward_data(dy, weight_cols(l, g.w), dx, T, s.in, accumulate, ctx_.stream);
 }
 
 void Linears::backward_data(const Grad& g, std::int64_t l, bf16* dx, std::int64_t T) {
   const Fp8Weight& s = shape(g.w);
-  if (!fp8_) {
+  if (fp8_)
+    ctx_.gemm.backward_data(grad_rows(g), weight_cols(l, g.w), dx, T, s.in, ctx_.stream);
+  else
     ctx_.gemm.backward_data(g.dy, ctx_.W(index(l, g.w)), dx, T, s.in, s.out, ctx_.stream);
-    return;
-  }
-  if (g.slot != latest_grad_) throw InternalError("Linears: a data gradient from a gradient cast over since");
-  const Gemm::Fp8 dy{grad_, scales_ + layout_.grad_scale(g.slot) + 1, fp8_padded(s.out)};
-  ctx_.gemm.backward_data(dy, weight_cols(l, g.w), dx, T, s.in, ctx_.stream);
 }
 
 void Linears::backward_weight(const Grad& g, const bf16* x, std::int64_t l, const LayerActs& a, std::int64_t T,

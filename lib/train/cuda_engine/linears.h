@@ -57,6 +57,7 @@ class Linears {
   const Fp8Weight& shape(Fp8Linear w) const { return layout_.weights[static_cast<std::size_t>(w)]; }
   Gemm::Fp8 weight_rows(std::int64_t l, Fp8Linear w) const;
   Gemm::Fp8 weight_cols(std::int64_t l, Fp8Linear w) const;
+  Gemm::Fp8 grad_rows(const Grad& g) const;  // g's row-major FP8 operand (it must be the latest grad())
   // max-reduces n amaxes over the groups that split the tensor: tp when split_by_tp, and cp.
   void reduce_amax(float* amax, std::size_t n, bool split_by_tp) const;
 
