@@ -6,7 +6,11 @@ step's loss carries its batch's noise (the per-step gap is printed too); both ru
 entropy and ln(vocab) (docs/datasets.md); PASS when the gap stays within --gap and both end closer to the entropy than
 to ln(vocab). --png draws the two curves and the entropy line.
 
-Usage: fp8_quality.py BF16.h5 FP8.h5 [--from-step 50] [--gap 0.01] [--smooth 10] [--png OUT.png]"""
+--vocab: the chain's vocabulary when the data's is smaller than the model's (qwen3-dataset synthetic --vocab-size);
+the entropy and ln(vocab) are then the chain's (ln of the model's vocabulary, where an untrained model starts, is printed
+beside them).
+
+Usage: fp8_quality.py BF16.h5 FP8.h5 [--from-step 50] [--gap 0.01] [--smooth 10] [--vocab V] [--png OUT.png]"""
 import argparse
 import math
 import sys
@@ -88,6 +92,7 @@ def main(argv=None):
     p.add_argument("--from-step", type=int, default=50)
     p.add_argument("--gap", type=float, default=0.01)
     p.add_argument("--smooth", type=int, default=10)
+    p.add_argument("--vocab", type=int, help="the chain's vocabulary (default: the model's)")
     p.add_argument("--png")
     a = p.parse_args(argv)
     (bf16, cb), (fp8, cf) = read_run(a.bf16), read_run(a.fp8)
@@ -98,18 +103,22 @@ def main(argv=None):
         sys.exit("fp8_quality: the runs differ in more than precision: " + ", ".join(differ))
     if min(len(bf16), len(fp8)) < a.from_step:
         sys.exit(f"fp8_quality: the runs have fewer than {a.from_step} steps")
-    vocab = int(cb["model.vocab_size"])
+    model_vocab = int(cb["model.vocab_size"])
+    vocab = a.vocab or model_vocab
+    if not 4 < vocab <= model_vocab:
+        sys.exit(f"fp8_quality: --vocab {vocab} must lie in 5..{model_vocab}, the model's vocabulary")
     v = verdict(bf16, fp8, vocab, a.from_step, a.gap, a.smooth)
     print(f"{cb.get('model.name')} at {cb.get('seq_len')} tokens, {len(bf16)} steps: fp8's loss curve ({a.smooth}-step "
           f"mean) within {v['max_gap']:.2%} of bf16's from step {a.from_step} on (mean {v['mean_gap']:.2%}; bound "
           f"{a.gap:.0%}); single steps up to {v['max_step_gap']:.2%} apart")
     print(f"final loss (last 10 steps): bf16 {v['final']['bf16']:.4f}, fp8 {v['final']['fp8']:.4f}; chain entropy "
-          f"{v['entropy']:.4f}, ln(vocab) {v['ln_vocab']:.4f}: " +
+          f"{v['entropy']:.4f}, ln(vocab) {v['ln_vocab']:.4f} (chain vocabulary {vocab}; an untrained model starts at "
+          f"ln {model_vocab} = {math.log(model_vocab):.4f}): " +
           ("both closer to the entropy" if v["closer_to_entropy"] else "NOT both closer to the entropy"))
     print("PASS" if v["pass"] else "FAIL")
     if a.png:
         plot(bf16, fp8, v["entropy"], f"{cb.get('model.name')}, {cb.get('seq_len')} tokens: bf16 and fp8 from the same "
-             f"weights and data", a.png)
+             f"weights and data (chain vocabulary {vocab})", a.png)
     return 0 if v["pass"] else 1
 
 
