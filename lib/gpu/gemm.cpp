@@ -21,6 +21,24 @@ struct LtObjects {  // descriptors of one call, destroyed on scope exit
     if (op) cublasLtMatmulDescDestroy(op);
   }
 };
+// A failed call as its arguments: shape, operations, leading dimensions and types (cuBLASLt says only "not supported").
+std::string describe(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t lda, std::int64_t ldb,
+                     std::int64_t ldd, cudaDataType_t cd, float beta, bool separate_c, const GemmTypes& t) {
+  const auto type = [](cudaDataType_t d) -> std::string {
+    switch (d) {
+      case CUDA_R_16BF: return "bf16";
+      case CUDA_R_32F: return "fp32";
+      case CUDA_R_8F_E4M3: return "e4m3";
+      case CUDA_R_8F_E5M2: return "e5m2";
+      default: return "type " + std::to_string(static_cast<int>(d));
+    }
+  };
+  return std::string("cublasLtMatmul ") + (ta ? "T" : "N") + (tb ? "T" : "N") + " m " + std::to_string(m) + " n " +
+         std::to_string(n) + " k " + std::to_string(k) + ", ld " + std::to_string(lda) + "/" + std::to_string(ldb) + "/" +
+         std::to_string(ldd) + ", A " + type(t.a) + " B " + type(t.b) + " C/D " + type(cd) + ", beta " +
+         std::to_string(beta) + (separate_c ? ", C apart from D" : "") + (t.a_scale ? ", scaled" : "") +
+         (t.fast_accum ? ", fast accumulation" : "");
+}
 }  // namespace
 
 Gemm::Gemm(void* workspace, std::size_t workspace_bytes, bool autotune)
@@ -107,8 +125,11 @@ void Gemm::run(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
     it = algos_.emplace(key, best).first;
     if (beta == 0.0f) algos_.emplace(shape_key, best);
   }
-  CUBLAS_CHECK(cublasLtMatmul(handle_, o.op, &alpha, A, o.a, B, o.b, &beta, C ? C : D, o.c, D, o.d, &it->second,
-                              workspace_, workspace_bytes_, stream));
+  const cublasStatus_t st = cublasLtMatmul(handle_, o.op, &alpha, A, o.a, B, o.b, &beta, C ? C : D, o.c, D, o.d,
+                                           &it->second, workspace_, workspace_bytes_, stream);
+  if (st != CUBLAS_STATUS_SUCCESS)
+    throw_cublas_error(st, describe(ta, tb, m, n, k, lda, ldb, ldd, cd, beta, C != nullptr && C != D, t).c_str(),
+                       __FILE__, __LINE__);
 }
 
 void Gemm::forward(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, const __nv_bfloat16* residual,

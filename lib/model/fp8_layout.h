@@ -31,13 +31,18 @@ struct Fp8Layout {
   std::int64_t layers = 0, slots = 0;
   // The fp32 scale table: per weight of each layer, and per input of each layer and micro-batch slot (an input's amax
   // is kept from the forward for its transposed cast in the backward, which then needs no reduction), and the two
-  // gradient slots: an amax and a dequantisation factor (1/s) each.
-  std::int64_t scale_floats() const { return 2 * kFp8Linears * layers * (1 + slots) + 2 * 2; }
-  std::int64_t weight_scale(std::int64_t layer) const { return 2 * kFp8Linears * layer; }  // amax [4], 1/s [4]
-  std::int64_t input_scale(int slot, std::int64_t layer) const {
-    return 2 * kFp8Linears * (layers + slot * layers + layer);
-  }
-  std::int64_t grad_scale(int which) const { return 2 * kFp8Linears * layers * (1 + slots) + 2 * which; }  // amax, 1/s
+  // gradient slots. A group holds the amaxes side by side (one all-reduce reduces them) and then each dequantisation
+  // factor (1/s) in its own 16-byte slot: cuBLASLt reads them as its A/B scale pointers, and groups start 16-byte
+  // aligned, so every factor does.
+  static constexpr std::int64_t kSlot = 4;                                   // floats per 16 bytes
+  static constexpr std::int64_t kGroup = kFp8Linears + kSlot * kFp8Linears;  // amax [4], then 1/s [4] at 16-byte steps
+  static constexpr std::int64_t kGradGroup = 2 * kSlot;                      // amax, then 1/s 16 bytes on
+  static constexpr std::int64_t inv(int linear) { return kFp8Linears + kSlot * linear; }  // 1/s of a group's linear
+  std::int64_t scale_floats() const { return kGroup * layers * (1 + slots) + kGradGroup * 2; }
+  std::int64_t weight_scale(std::int64_t layer) const { return kGroup * layer; }
+  std::int64_t input_scale(int slot, std::int64_t layer) const { return kGroup * (layers + slot * layers + layer); }
+  std::int64_t grad_scale(int which) const { return kGroup * layers * (1 + slots) + kGradGroup * which; }
+  static constexpr std::int64_t grad_inv() { return kSlot; }  // 1/s of a gradient group
 };
 
 // The layout of a rank holding tp's share of `layers` layers of hidden size `hidden`, with `tokens` rows per

@@ -35,12 +35,12 @@ std::uint8_t* Linears::block(std::int64_t l) const {
 }
 
 Gemm::Fp8 Linears::weight_rows(std::int64_t l, Fp8Linear w) const {
-  const float* inv = scales_ + layout_.weight_scale(l - ctx_.stage.first_layer) + kFp8Linears + static_cast<int>(w);
+  const float* inv = scales_ + layout_.weight_scale(l - ctx_.stage.first_layer) + Fp8Layout::inv(static_cast<int>(w));
   return {block(l) + shape(w).rows, inv, fp8_padded(shape(w).in)};
 }
 
 Gemm::Fp8 Linears::weight_cols(std::int64_t l, Fp8Linear w) const {
-  const float* inv = scales_ + layout_.weight_scale(l - ctx_.stage.first_layer) + kFp8Linears + static_cast<int>(w);
+  const float* inv = scales_ + layout_.weight_scale(l - ctx_.stage.first_layer) + Fp8Layout::inv(static_cast<int>(w));
   return {block(l) + shape(w).cols, inv, fp8_padded(shape(w).out)};
 }
 
@@ -64,7 +64,7 @@ void Linears::cast_weights(std::int64_t l, bool rows, bool cols) {
     std::uint8_t* b = block(l);
     const Fp8Copies copies{rows ? b + s.rows : nullptr, fp8_padded(s.in), cols ? b + s.cols : nullptr, fp8_padded(s.out)};
     fp8_cast(ctx_.W(index(l, static_cast<Fp8Linear>(w))), s.out, s.in, amax + w, Fp8Format::e4m3, copies,
-             amax + kFp8Linears + w, st);
+             amax + Fp8Layout::inv(w), st);
   }
   ctx_.mark("fp8 cast weights");
 }
@@ -77,7 +77,7 @@ void Linears::forward(const bf16* x, std::int64_t l, Fp8Linear w, const LayerAct
     return;
   }
   float* amax = a.fp8 + static_cast<int>(w);
-  float* inv = amax + kFp8Linears;
+  float* inv = a.fp8 + Fp8Layout::inv(static_cast<int>(w));
   fp8_amax(x, T * s.in, amax, ctx_.stream);
   reduce_amax(amax, 1, w == Fp8Linear::o || w == Fp8Linear::down);  // the row-parallel layers' inputs are split
   fp8_cast(x, T, s.in, amax, Fp8Format::e4m3, {act_, fp8_padded(s.in), nullptr, 0}, inv, ctx_.stream);
@@ -91,7 +91,7 @@ Linears::Grad Linears::grad(const bf16* dy, Fp8Linear w, int slot, std::int64_t 
   float* amax = scales_ + layout_.grad_scale(slot);
   fp8_amax(dy, T * out, amax, ctx_.stream);
   reduce_amax(amax, 1, w == Fp8Linear::qkv || w == Fp8Linear::gate_up);  // the column-parallel layers' are split
-  fp8_cast(dy, T, out, amax, Fp8Format::e5m2, {grad_, fp8_padded(out), grad_t_[slot], fp8_padded(T)}, amax + 1,
+  fp8_cast(dy, T, out, amax, Fp8Format::e5m2, {grad_, fp8_padded(out), grad_t_[slot], fp8_padded(T)}, amax + Fp8Layout::grad_inv(),
            ctx_.stream);
   ctx_.mark("fp8 cast gradient");
   latest_grad_ = slot;
@@ -102,7 +102,7 @@ Gemm::Fp8 Linears::grad_rows(const Grad& g) const {
   if (g.slot != latest_grad_)
     throw InternalError("Linears: the row-major FP8 copy of gradient slot " + std::to_string(g.slot) +
                         " was overwritten by a later grad(); call backward_data before casting the next gradient");
-  return {grad_, scales_ + layout_.grad_scale(g.slot) + 1, fp8_padded(shape(g.w).out)};
+  return {grad_, scales_ + layout_.grad_scale(g.slot) + Fp8Layout::grad_inv(), fp8_padded(shape(g.w).out)};
 }
 
 void Linears::backward_data(const Grad& g, std::int64_t l, float* dx, std::int64_t T, bool accumulate) {
@@ -130,10 +130,10 @@ void Linears::backward_weight(const Grad& g, const bf16* x, std::int64_t l, cons
     return;
   }
   const float* amax = a.fp8 + static_cast<int>(g.w);  // the forward's: the same tensor, no reduction again
-  float* inv = a.fp8 + kFp8Linears + static_cast<int>(g.w);
+  float* inv = a.fp8 + Fp8Layout::inv(static_cast<int>(g.w));
   fp8_cast(x, T, s.in, amax, Fp8Format::e4m3, {nullptr, 0, act_, fp8_padded(T)}, inv, ctx_.stream);
   ctx_.mark("fp8 cast input (transposed)");
-  const Gemm::Fp8 dyt{grad_t_[g.slot], scales_ + layout_.grad_scale(g.slot) + 1, fp8_padded(T)};
+  const Gemm::Fp8 dyt{grad_t_[g.slot], scales_ + layout_.grad_scale(g.slot) + Fp8Layout::grad_inv(), fp8_padded(T)};
   ctx_.gemm.backward_weight(dyt, Gemm::Fp8{act_, inv, fp8_padded(T)}, dw, s.in, s.out, accumulate, ctx_.stream);
 }
 
