@@ -17,7 +17,10 @@ using namespace qwen3::test;
 using bf16 = __nv_bfloat16;
 
 namespace {
-constexpr double kBf16Tol = 1e-2, kF32Tol = 1e-4;
+// fp32 outputs: Hopper's FP8 tensor cores accumulate in fewer bits than fp32 between cuBLASLt's promotions to fp32
+// registers (the data and weight gradients run without fast accumulation and still carry it): 1.04e-4 measured at a
+// contraction of 1,008 and 1,024 on an H100 (2026-12-07), so 5e-4; an operand or scale read wrong is off by far more.
+constexpr double kBf16Tol = 1e-2, kF32Tol = 5e-4;
 
 // The host model of one cast: codes [rows, ld] (or transposed [cols, ld]) with zero padding.
 std::vector<std::uint8_t> host_cast(const std::vector<float>& x, std::int64_t rows, std::int64_t cols, float s,

@@ -12,7 +12,10 @@ Linears::Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layo
                  DeviceGroup* tp, DeviceGroup* cp)
     : ctx_(ctx), fp8_(fp8), layout_(layout), tp_(tp), cp_(cp), per_layer_(fp8 && per_layer) {
   if (!fp8_) return;
-  weights_ = b.get<std::uint8_t>(Buf::fp8_weights, 0, 0);
+  for (std::int64_t i = 0; i < (per_layer_ ? 1 : layout.layers); ++i)
+    blocks_.push_back(b.get<std::uint8_t>(Buf::fp8_weights, 0, static_cast<int>(i)));
+  if (blocks_.empty() || !blocks_.back())
+    throw InternalError("Linears: the buffer table holds no FP8 weight block for every layer of this stage");
   scales_ = b.get<float>(Buf::fp8_scales);
   act_ = b.get<std::uint8_t>(Buf::fp8_act);
   grad_ = b.get<std::uint8_t>(Buf::fp8_grad);
@@ -31,7 +34,7 @@ std::size_t Linears::index(std::int64_t l, Fp8Linear w) const {
 }
 
 std::uint8_t* Linears::block(std::int64_t l) const {
-  return per_layer_ ? weights_ : weights_ + (l - ctx_.stage.first_layer) * layout_.layer_bytes;
+  return blocks_[per_layer_ ? 0 : static_cast<std::size_t>(l - ctx_.stage.first_layer)];
 }
 
 Gemm::Fp8 Linears::weight_rows(std::int64_t l, Fp8Linear w) const {

@@ -8,6 +8,7 @@
 // gate|up) by columns; context parallelism splits every input and gradient by tokens.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "model/fp8_layout.h"
 #include "train/cuda_engine/activations.h"
@@ -67,7 +68,7 @@ class Linears {
   DeviceGroup *tp_, *cp_;
   std::uint8_t* block(std::int64_t l) const;  // layer l's FP8 weight block
   bool per_layer_ = false;
-  std::uint8_t* weights_ = nullptr;  // [layers][layer_bytes], or one layer's
+  std::vector<std::uint8_t*> blocks_;  // each layer's block of FP8 weights (its own buffer), or the one cast per layer
   float* scales_ = nullptr;          // layout_.scale_floats()
   std::uint8_t *act_ = nullptr, *grad_ = nullptr, *grad_t_[2] = {nullptr, nullptr};
   int latest_grad_ = -1;             // the slot whose row-major operand grad_ holds
