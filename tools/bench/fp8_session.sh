@@ -8,7 +8,10 @@
 #                                   tokens, global batch 8; then tools/bench/fp8_quality.py (within 1% from step 50 on;
 #                                   both closer to the chain's entropy than to ln V) and its figure. The chain's
 #                                   vocabulary is VOCAB (default 512, entropy 2.1903 nats: 500 steps of 8 documents
-#                                   reach near it; at the presets' 151,936 the chain has 600k transitions to learn)
+#                                   reach near it; at the presets' 151,936 the chain has 600k transitions to learn).
+#                                   Peak learning rate LR (default 3e-4: at 6e-4 the 0.6B bf16 run spiked to loss 26.7
+#                                   at step 90 on an H100 before it fell to 2.20 — a comparison of two curves through a
+#                                   spike measures the spike's timing, not FP8)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 what="${1:?usage: fp8_session.sh tests | speed SPECS | quality MODEL}"
@@ -38,7 +41,7 @@ case "$what" in
     "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 --seed 11 >/dev/null
     for p in bf16 fp8; do
       "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" --seq-len 1024 --global-batch 8 --micro-batch 8 \
-        --steps 500 --lr 6e-4 --min-lr 6e-5 --warmup-steps 50 --seed 5 --precision "$p" \
+        --steps 500 --lr "${LR:-3e-4}" --min-lr 3e-5 --warmup-steps 50 --seed 5 --precision "$p" \
         --out "$out/quality-$model-$p.h5" --overwrite >"$out/quality-$model-$p.log" 2>&1
       echo "$model $p: exit $? — $(grep -E '^step' "$out/quality-$model-$p.log" | tail -1)"
     done
