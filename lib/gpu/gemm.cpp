@@ -21,6 +21,40 @@ struct LtObjects {  // descriptors of one call, destroyed on scope exit
     if (op) cublasLtMatmulDescDestroy(op);
   }
 };
+// The fastest of the heuristic's `found` candidates, each run twice (the second past lazy module loading) and timed
+// on `stream`; the first candidate when none runs.
+cublasLtMatmulAlgo_t fastest(cublasLtHandle_t handle, const LtObjects& o, const cublasLtMatmulHeuristicResult_t* results,
+                             int found, const void* A, const void* B, const void* C, void* D, float beta, void* workspace,
+                             std::size_t workspace_bytes, cudaStream_t stream) {
+  const float alpha = 1.0f;
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  cublasLtMatmulAlgo_t best = results[0].algo;
+  float best_ms = 0;
+  for (int i = 0; i < found; ++i) {
+    if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+    for (int rep = 0; rep < 2 && st == CUBLAS_STATUS_SUCCESS; ++rep) {
+      CUDA_CHECK(cudaEventRecord(start, stream));
+      st = cublasLtMatmul(handle, o.op, &alpha, A, o.a, B, o.b, &beta, C, o.c, D, o.d, &results[i].algo, workspace,
+                          workspace_bytes, stream);
+      CUDA_CHECK(cudaEventRecord(stop, stream));
+      CUDA_CHECK(cudaEventSynchronize(stop));
+    }
+    if (st != CUBLAS_STATUS_SUCCESS) continue;
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    if (best_ms == 0 || ms < best_ms) {
+      best_ms = ms;
+      best = results[i].algo;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return best;
+}
+
 // A failed call as its arguments: shape, operations, leading dimensions and types (cuBLASLt says only "not supported").
 std::string describe(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t lda, std::int64_t ldb,
                      std::int64_t ldd, cudaDataType_t cd, float beta, bool separate_c, const GemmTypes& t) {
@@ -97,30 +131,7 @@ void Gemm::run(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
     if (beta != 0.0f && !repeatable && same_shape != algos_.end()) {
       best = same_shape->second;
     } else if (repeatable && found > 1 && autotune_) {
-      cudaEvent_t start, stop;
-      CUDA_CHECK(cudaEventCreate(&start));
-      CUDA_CHECK(cudaEventCreate(&stop));
-      float best_ms = 0;
-      for (int i = 0; i < found; ++i) {
-        if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
-        cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
-        for (int rep = 0; rep < 2 && st == CUBLAS_STATUS_SUCCESS; ++rep) {  // the second run, past lazy module loading
-          CUDA_CHECK(cudaEventRecord(start, stream));
-          st = cublasLtMatmul(handle_, o.op, &alpha, A, o.a, B, o.b, &beta, C ? C : D, o.c, D, o.d, &results[i].algo,
-                              workspace_, workspace_bytes_, stream);
-          CUDA_CHECK(cudaEventRecord(stop, stream));
-          CUDA_CHECK(cudaEventSynchronize(stop));
-        }
-        if (st != CUBLAS_STATUS_SUCCESS) continue;
-        float ms = 0;
-        CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-        if (best_ms == 0 || ms < best_ms) {
-          best_ms = ms;
-          best = results[i].algo;
-        }
-      }
-      cudaEventDestroy(start);
-      cudaEventDestroy(stop);
+      best = fastest(handle_, o, results, found, A, B, C ? C : D, D, beta, workspace_, workspace_bytes_, stream);
     }
     it = algos_.emplace(key, best).first;
     if (beta == 0.0f) algos_.emplace(shape_key, best);
