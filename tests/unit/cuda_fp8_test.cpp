@@ -65,37 +65,65 @@ std::vector<double> product(const std::vector<double>& a, const std::vector<doub
   return c;
 }
 
-// An operand cast on the device: the codes of its row-major and transposed copies and its scale.
+// An operand cast on the device: the codes of its row-major and transposed copies (each cast alone when `apart`, as
+// the forward's inputs and the weight gradient's transposed inputs are; else both in one pass) and its scale.
 struct Cast {
   std::vector<std::uint8_t> rows, cols;
   float scale_inv;
 };
-Cast device_cast(const std::vector<float>& x, std::int64_t rows, std::int64_t cols, Fp8Format f) {
+Cast device_cast(const std::vector<float>& x, std::int64_t rows, std::int64_t cols, Fp8Format f, bool apart = false) {
   DeviceBuffer<bf16> xd(x.size());
   xd.upload(to_bf16(x));
   const std::int64_t rows_ld = fp8_padded(cols), cols_ld = fp8_padded(rows);
   DeviceBuffer<std::uint8_t> r(static_cast<std::size_t>(rows * rows_ld)), c(static_cast<std::size_t>(cols * cols_ld));
   DeviceBuffer<float> amax(1), inv(1);
   cuda::fp8_amax(xd.get(), rows * cols, amax.get(), nullptr);
-  cuda::fp8_cast(xd.get(), rows, cols, amax.get(), f, {r.get(), rows_ld, c.get(), cols_ld}, inv.get(), nullptr);
+  if (apart) {
+    cuda::fp8_cast(xd.get(), rows, cols, amax.get(), f, {r.get(), rows_ld, nullptr, 0}, inv.get(), nullptr);
+    cuda::fp8_cast(xd.get(), rows, cols, amax.get(), f, {nullptr, 0, c.get(), cols_ld}, inv.get(), nullptr);
+  } else {
+    cuda::fp8_cast(xd.get(), rows, cols, amax.get(), f, {r.get(), rows_ld, c.get(), cols_ld}, inv.get(), nullptr);
+  }
   return {r.download(), c.download(), inv.download()[0]};
 }
 }  // namespace
 
 TEST(CudaFp8, TheCastsMatchTheHostModelBitForBit) {
   QWEN3_REQUIRE_GPU();
-  for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{333, 40}, {64, 64}, {7, 1000}, {1000, 24}}) {
+  // Edge tiles only (333 × 40, 7 × 1000, 1000 × 24), one whole tile (64 × 64), whole tiles among edges (200 × 520: the
+  // 16-byte paths), and rows that no 16-byte load can start (130 × 132: element by element throughout).
+  for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{333, 40}, {64, 64}, {7, 1000}, {1000, 24}, {200, 520},
+                            {130, 132}}) {
     for (Fp8Format f : {Fp8Format::e4m3, Fp8Format::e5m2}) {
       const auto x = wide_values(static_cast<std::size_t>(rows * cols));
       double amax = 0;
       for (float v : x) amax = std::max(amax, static_cast<double>(std::fabs(v)));
       const float s = fp8_scale(static_cast<float>(amax), f);
-      const Cast got = device_cast(x, rows, cols, f);
-      SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + (f == Fp8Format::e4m3 ? " e4m3" : " e5m2"));
-      EXPECT_EQ(got.rows, host_cast(x, rows, cols, s, f, false, fp8_padded(cols)));
-      EXPECT_EQ(got.cols, host_cast(x, rows, cols, s, f, true, fp8_padded(rows)));
-      EXPECT_EQ(got.scale_inv, 1.0f / s);
+      for (bool apart : {false, true}) {
+        const Cast got = device_cast(x, rows, cols, f, apart);
+        SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + (f == Fp8Format::e4m3 ? " e4m3" : " e5m2") +
+                     (apart ? ", each copy alone" : ", both copies in one pass"));
+        EXPECT_EQ(got.rows, host_cast(x, rows, cols, s, f, false, fp8_padded(cols)));
+        EXPECT_EQ(got.cols, host_cast(x, rows, cols, s, f, true, fp8_padded(rows)));
+        EXPECT_EQ(got.scale_inv, 1.0f / s);
+      }
     }
+  }
+}
+
+// The amax exactly (bf16 magnitudes are floats): whole 16-byte loads and a tail (n = 1,000,003), and a start no
+// 16-byte load can take (x + 1).
+TEST(CudaFp8, TheAmaxIsTheLargestMagnitudeExactly) {
+  QWEN3_REQUIRE_GPU();
+  const auto x = wide_values(1000003);
+  DeviceBuffer<bf16> xd(x.size());
+  xd.upload(to_bf16(x));
+  DeviceBuffer<float> amax(1);
+  for (std::size_t skip : {std::size_t{0}, std::size_t{1}}) {
+    float want = 0;
+    for (std::size_t i = skip; i < x.size(); ++i) want = std::max(want, std::fabs(x[i]));
+    cuda::fp8_amax(xd.get() + skip, static_cast<std::int64_t>(x.size() - skip), amax.get(), nullptr);
+    EXPECT_EQ(amax.download()[0], want) << "from element " << skip;
   }
 }
 
