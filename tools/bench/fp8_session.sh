@@ -3,7 +3,10 @@
 #   fp8_session.sh tests            the FP8 kernel tests, the FP8 golden checks (tp 1, --tp 2 and --cp 2 staged on one
 #                                   GPU), the whole GPU suite (bf16 unchanged)
 #   fp8_session.sh speed "SPECS"    bf16 then fp8 of each MODEL:SEQ:GB (global batch GB, micro-batch 1, --recompute auto,
-#                                   4 steps), the Hugging Face baseline in the same call, plan and allocator per run
+#                                   4 steps; RUNS as tools/bench/fp8_probe.sh takes it), the Hugging Face baseline in
+#                                   the same call, plan and allocator per run; then qwen3-calibrate re-measures the
+#                                   specs' kernels in both precisions into OUT/speed/<kind>.json, so that
+#                                   tools/bench/predict_check.py --calibration holds --plan --precision fp8 to the runs
 #   fp8_session.sh quality MODEL    bf16 and fp8 from the same weights on the same Markov documents, 500 steps at 1,024
 #                                   tokens, global batch 8; then tools/bench/fp8_quality.py (within 1% from step 50 on;
 #                                   both closer to the chain's entropy than to ln V) and its figure. The chain's
@@ -35,7 +38,12 @@ case "$what" in
   speed)
     STEPS=4 tools/bench/fp8_probe.sh "$out/speed" "${2:?specs}"
     hf=""; for s in $2; do IFS=: read -r m q _ <<<"$s"; hf="$hf $m:$q"; done
-    PYTHONUNBUFFERED=1 python3 tools/bench/hf_qwen3_train.py $hf 2>&1 | grep -v Warning | tee "$out/speed/hf.jsonl" ;;
+    PYTHONUNBUFFERED=1 python3 tools/bench/hf_qwen3_train.py $hf 2>&1 | grep -v Warning | tee "$out/speed/hf.jsonl"
+    kind=h100-80gb; grep -q H200 "$out/gpu.txt" && kind=h200
+    models=$(for s in $2; do echo "${s%%:*}"; done | sort -u | paste -sd,)
+    lengths=$(for s in $2; do IFS=: read -r _ q _ <<<"$s"; echo "$q"; done | sort -u | paste -sd,)
+    "$bin/qwen3-calibrate" --base "calibration/$kind.json" --models "$models" --lengths "$lengths" --tp 1 \
+      --out "$out/speed/$kind.json" 2>&1 | tail -1 ;;
   quality)
     model="${2:?model}"; data="$out/markov-1024.h5"; vocab="${VOCAB:-512}"
     "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 --seed 11 >/dev/null
