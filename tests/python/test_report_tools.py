@@ -272,19 +272,37 @@ def two_precisions():
 
 def test_one_precision_leaves_the_layouts_as_they_were_and_two_name_it():
     rows = [run(), run(seq=64)]
-    report_results.label_precisions(rows)
+    report_results.label_layouts(rows)
     assert [r["layout"] for r in rows] == ["T1P1D2", "T1P1D2"]
     assert len(report_tables.md_sources(rows, [], [], rows, ["in"])) == 4  # title, blank, what was read, blank
     rows = two_precisions()
-    report_results.label_precisions(rows)
+    report_results.label_layouts(rows)
     assert sorted({r["layout"] for r in rows}) == ["T1P1D2 (bf16)", "T1P1D2 (fp8)"]
     assert report_tables.md_sources(rows, [], [], rows, ["in"])[4].startswith(
         "Precisions: bf16, fp8. Each layout is named with its precision, as in T1P1D2 (bf16), in every table")
 
 
+def test_runs_of_two_global_batches_are_two_series_and_both_are_kept():
+    small, large = run(global_batch=1, time="2026-02-01"), run(global_batch=32, time="2026-01-01")
+    kept, aside = report_results.newest_per_cell([small, large])  # one cell, two batches: both kept
+    assert len(kept) == 2 and aside == []
+    unknown = run(seq=64, status="not run")  # a manifest cell from before cells.json recorded the batch
+    rows = kept + [unknown]
+    report_results.label_layouts(rows)
+    assert sorted(r["layout"] for r in rows) == ["T1P1D2", "T1P1D2 (gb 1)", "T1P1D2 (gb 32)"]
+    assert report_tables.md_sources(rows, [], [], rows, ["in"])[4].startswith(
+        "Global batches: 1, 32 sequences a step. Each layout is named with its global batch, as in T1P1D2 (gb 32)")
+    both = [run(precision="bf16", global_batch=8), run(precision="fp8", global_batch=32)]
+    report_results.label_layouts(both)
+    assert [r["layout"] for r in both] == ["T1P1D2 (bf16, gb 8)", "T1P1D2 (fp8, gb 32)"]
+    same = [run(global_batch=32), run(seq=64, global_batch=32)]  # one batch: the layouts as they were
+    report_results.label_layouts(same)
+    assert [r["layout"] for r in same] == ["T1P1D2", "T1P1D2"]
+
+
 def test_two_precisions_get_their_own_feasibility_tables_fits_and_runs_rows():
     rows = two_precisions()
-    report_results.label_precisions(rows)
+    report_results.label_layouts(rows)
     layouts = sorted({r["layout"] for r in rows}, key=report_tables.natural)
     cells = {(r["model"], r["layout"], r["seq"]): r for r in rows}
     assert len(cells) == len(rows)  # no two cells collide
@@ -307,7 +325,7 @@ def description(path):
 
 def test_every_figure_tells_the_precisions_apart(tmp_path):
     rows = two_precisions()
-    report_results.label_precisions(rows)
+    report_results.label_layouts(rows)
     runs = [r for r in rows if r["status"] != "not run"]
     layouts = sorted({r["layout"] for r in rows}, key=report_tables.natural)
     fits, _ = report_tables.linear_fits(runs, ["tiny"], layouts)

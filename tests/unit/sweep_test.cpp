@@ -123,7 +123,7 @@ TEST(SweepMpirun, LocalSweepRunsEveryCellResumesAndReports) {
                           "\"refused\": \"--cp 2: --seq-len 30 must divide by 2 × cp"),
             std::string::npos) << manifest;
   EXPECT_NE(manifest.find("\"layout\": \"T1P2D1\", \"tp\": 1, \"pp\": 2, \"cp\": 1, \"dp\": 1, \"device\": \"cpu\", \"results\": "
-                          "\"results/tiny-L64-T1P2D1.h5\", \"refused\": null, \"steps\": 2, \"planned_peak_bytes\": "),
+                          "\"results/tiny-L64-T1P2D1.h5\", \"refused\": null, \"steps\": 2, \"global_batch\": 2, \"planned_peak_bytes\": "),
             std::string::npos) << manifest;
   EXPECT_NE(manifest.find(", \"plan_fits\": true, \"predicted_step_s\": null}"), std::string::npos) << manifest;
   // No calibration of a CPU run's device: no predicted step (the report then says only that the cell has not run).

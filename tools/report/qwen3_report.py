@@ -4,8 +4,9 @@ a sweep's cells.json when the folder (or its parent) holds one, and writes into 
 runs.csv / memory_per_rank.csv / feasibility.csv / regression.csv (tables to diff) and PNG plots: step time against
 sequence length (one panel per model, a line and linear fit per layout, cells that did not run marked with why), peak
 memory per rank (mean over ranks, every rank, the plan and the device's capacity), tokens/s and, for GPU runs, MFU.
-With runs in more than one precision (/config precision; bf16 where a file records none), each layout is named with
-its precision — T1P1D1 (fp8) — in every table and figure, each its own series and study-figure panel.
+With runs in more than one precision (/config precision; bf16 where a file records none), or of more than one global
+batch, each layout is named with them — T1P1D1 (fp8), T1P1D1 (gb 8) — in every table and figure, each its own series
+and study-figure panel.
 
 Run through the qwen3-report launcher beside this file: it picks a Python that has h5py, matplotlib and scipy.
 This file is the command line; its modules lie beside it (report_results.py reads results files, report_manifest.py
@@ -38,7 +39,7 @@ try:
     import study_figures  # beside this file
     from report_manifest import find_manifests, manifest_placeholders, manifest_results
     from report_plots import panel_grid, plot_memory, plot_throughput, plot_time, provenance, save
-    from report_results import fill_devices, find_files, label_devices, label_precisions, load_runs, newest_per_cell
+    from report_results import fill_devices, find_files, label_devices, label_layouts, load_runs, newest_per_cell
     from report_tables import (fmt, linear_fits, md_feasibility, md_nodes, md_pipeline, md_regression, md_runs,
                                md_sources, md_unreadable, natural, plural, write_csv, write_tables)
 except ImportError as e:
@@ -86,7 +87,7 @@ def main():
                                              for p, why in unreadable) + ")" if unreadable else ""))
     make_out(a.out)
     label_devices(runs)
-    label_precisions(runs + placeholders)  # before anything groups or sorts by layout
+    label_layouts(runs + placeholders)  # before anything groups or sorts by layout
     for r in runs:
         r["mfu"] = 100.0 * r["tflops"] / a.peak_tflops if r["on_gpu"] and not math.isnan(r["tflops"]) else NAN
     runs.sort(key=lambda r: (natural(r["model"]), natural(r["layout"]), r["seq"]))

@@ -51,9 +51,10 @@ def manifest_results(manifests):
 
 
 def placeholder(model, layout, seq, status, reason, predicted=NAN, plan_fits=None, planned_gib=NAN,
-                precision=DEFAULT_PRECISION):
+                precision=DEFAULT_PRECISION, global_batch=None):
     """A cell's row without a results file to read (plan_fits, planned_gib: the sweep's plan of it, where known)."""
-    return {"model": model, "layout": layout, "seq": seq, "precision": precision, "status": status, "reason": reason,
+    return {"model": model, "layout": layout, "seq": seq, "precision": precision, "global_batch": global_batch,
+            "status": status, "reason": reason,
             "predicted_step_s": predicted, "plan_fits": plan_fits, "reserve_gib": NAN, "peaks_gib": [], "hosts": [],
             "device_peak_gib": NAN, "run_min": NAN, "mean_peak_gib": NAN, "std_at_peak_gib": NAN,
             "planned_gib": planned_gib, "capacity_gib": NAN, "step_time_s": NAN, "tokens_per_s": NAN, "tflops": NAN,
@@ -105,5 +106,6 @@ def manifest_placeholders(manifests, runs):
                               ("not run", "no results file yet"))
             planned = c.get("planned_peak_bytes")
             rows.append(placeholder(*key[:2], key[2], status, reason, predicted if predicted else NAN,
-                                    c.get("plan_fits"), planned / 2**30 if planned else NAN, key[3]))
+                                    c.get("plan_fits"), planned / 2**30 if planned else NAN, key[3],
+                                    c.get("global_batch")))
     return rows

@@ -152,6 +152,7 @@ def run_record(f, path, known):
         "model": cfg.get("model.name") or cfg.get("model", "?"), "seq": int(cfg.get("seq_len", "0")),
         "layout": cfg.get("layout") or run_layout(f, cfg), "world": int(f.attrs.get("world_size", 1)),
         "precision": cfg.get("precision", DEFAULT_PRECISION),  # files from before --precision ran in bf16
+        "global_batch": int(cfg.get("global_batch", "0")) or None,
         "status": status, "reason": reason, "steps": len(steps.get("step_time_s", [])),
         "diverged_at_step": int(f.attrs["diverged_at_step"]) if "diverged_at_step" in f.attrs else None,
         "step_time_s": step_time,
@@ -226,10 +227,11 @@ def find_files(paths):
 
 
 def newest_per_cell(runs):
-    """One run per cell (model, layout, length, --device, --precision): the newest; returns (kept, set aside)."""
+    """One run per cell (model, layout, length, --device, --precision, --global-batch): the newest; returns (kept, set
+    aside)."""
     newest = {}
     for r in sorted(runs, key=lambda r: (r["time"], r["mtime"])):
-        newest[(r["model"], r["layout"], r["seq"], r["device"], r["precision"])] = r
+        newest[(r["model"], r["layout"], r["seq"], r["device"], r["precision"], r.get("global_batch"))] = r
     kept = {id(r) for r in newest.values()}
     return list(newest.values()), [r for r in runs if id(r) not in kept]
 
@@ -241,11 +243,18 @@ def label_devices(runs):
             r["model"] = f"{r['model']} ({r['device']})"
 
 
-def label_precisions(rows):
-    """With cells in more than one precision in one report, each row's layout names its precision too — T1P1D1 (bf16),
-    T1P1D1 (fp8) — the key every table and figure groups by: a layout column that says the precision, a feasibility
-    table, fit, series (colour and marker, named in the legend) and study-figure panel per layout and precision, and
-    no two cells collide. With one precision the layouts stay as they are."""
-    if len({r["precision"] for r in rows}) > 1:
-        for r in rows:
-            r["layout"] = f"{r['layout']} ({r['precision']})"
+def label_layouts(rows):
+    """With cells in more than one precision, or runs of more than one global batch, in one report, each row's layout
+    names them too — T1P1D1 (bf16), T1P1D1 (fp8); T1P1D1 (gb 8), T1P1D1 (gb 32) — the key every table and figure groups
+    by: a layout column that says them, a feasibility table, fit, series (colour and marker, named in the legend) and
+    study-figure panel per layout, precision and global batch, and no two cells collide (a step's time and memory
+    grow with the global batch, so one series through runs of different batches would mislead). With one of each the
+    layouts stay as they are. A cell whose global batch is unknown (a sweep manifest that predates recording it) gets
+    none."""
+    precisions = len({r["precision"] for r in rows}) > 1
+    batches = len({r.get("global_batch") for r in rows if r.get("global_batch")}) > 1
+    for r in rows:
+        parts = ([r["precision"]] if precisions else []) + ([f"gb {r['global_batch']}"]
+                                                            if batches and r.get("global_batch") else [])
+        if parts:
+            r["layout"] = f"{r['layout']} ({', '.join(parts)})"

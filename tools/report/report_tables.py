@@ -208,18 +208,23 @@ def md_regression(fits, too_few):
 
 
 def md_sources(runs, set_aside, manifests, rows, paths):
-    """The head: what was read (runs, devices, commits), the precisions when more than one, which results were set
-    aside, the sweep's manifest."""
+    """The head: what was read (runs, devices, commits), the precisions and global batches when more than one, which
+    results were set aside, the sweep's manifest."""
     devices = ", ".join(sorted({r["device_name"] for r in runs if r["device_name"]})) or "—"
     commits = ", ".join(sorted({r["commit"] for r in runs if r["commit"]})) or "—"
     md = ["# qwen3-pretrain report", "",
           f"{plural(len(runs), 'run')} from {', '.join(paths)}; devices: {devices}; commits: {commits}. Results "
           "files hold no Hugging Face baseline (BENCHMARKS.md has the same-call baselines)."]
     precisions = sorted({r["precision"] for r in rows})
-    if len(precisions) > 1:  # label_precisions has named each layout with its precision
+    if len(precisions) > 1:  # label_layouts has named each layout with its precision
         md += ["", f"Precisions: {', '.join(precisions)}. Each layout is named with its precision, as in "
                    f"{rows[0]['layout']}, in every table and figure: its own feasibility table, fit, series and "
                    "study-figure panel."]
+    batches = sorted({r["global_batch"] for r in rows if r.get("global_batch")})
+    if len(batches) > 1:  # and with its global batch
+        md += ["", f"Global batches: {', '.join(map(str, batches))} sequences a step. Each layout is named with its "
+                   "global batch, as in " + next(r["layout"] for r in rows if r.get("global_batch")) + ", in every "
+                   "table and figure: a step's time and memory grow with the batch, so each is its own series."]
     if set_aside:
         md += ["", f"{plural(len(set_aside), 'older result')} of a cell that has a newer one "
                    "set aside (the newest decides): " + ", ".join(r["file"] for r in set_aside) + "."]

@@ -100,13 +100,13 @@ def predicted_step(plan):
 
 def manifest_text(spec, cells, plans):
     """DIR/cells.json (format qwen3-sweep-cells, version 1; docs/cli.md): one line per cell, so that it diffs well;
-    with the planned peak and predicted step time where --plan gives them, and the spec's steps; each cell's precision
+    with the planned peak and predicted step time where --plan gives them, and the spec's steps and global batch; each cell's precision
     when the spec names precision (qwen3-report reads a cell without one as bf16)."""
     keys = ("name", "model", "seq", "layout", "tp", "pp", "cp", "dp")
     keys += ("precision",) if spec.get("precisions") else ()
     rows = [json.dumps({**{k: c[k] for k in keys},
                         "device": spec["device"], "results": f"results/{c['name']}.h5", "refused": plans[c["name"]][2],
-                        "steps": spec["steps"],
+                        "steps": spec["steps"], "global_batch": spec.get("global_batch"),
                         "planned_peak_bytes": (plans[c["name"]][1] or {}).get("peak_bytes"),
                         "plan_fits": (plans[c["name"]][1] or {}).get("fits"),
                         "predicted_step_s": predicted_step(plans[c["name"]][1])}, ensure_ascii=False)
