@@ -358,3 +358,15 @@ def test_a_sweeps_cells_in_two_precisions_each_have_their_row(tmp_path):
     assert known[os.path.realpath(tmp_path / "results" / "tiny-L32-T1P1D2-fp8.h5")]["precision"] == "fp8"
     rows = report_manifest.manifest_placeholders(manifests, [run(seq=32)])  # the bf16 cell ran, the fp8 one did not
     assert [(r["seq"], r["precision"], r["status"]) for r in rows] == [(32, "fp8", "not run")]
+
+
+def test_a_model_with_no_finished_run_says_so_in_its_step_time_panel(tmp_path):
+    rows = two_precisions()[:2] + [run(model="big", seq=s, status="oom") for s in (32, 64)]
+    report_results.label_layouts(rows)
+    layouts = sorted({r["layout"] for r in rows}, key=report_tables.natural)
+    runs = [r for r in rows if r["status"] == "ok"]
+    fits, _ = report_tables.linear_fits(runs, ["big", "tiny"], layouts)
+    report_plots.plot_time(str(tmp_path), rows, fits, ["big", "tiny"], layouts)
+    panels = [l for l in description(tmp_path / "time_vs_length.png").splitlines() if l.startswith("panel '")]
+    big, tiny = next(p for p in panels if p.startswith("panel 'big'")), next(p for p in panels if p.startswith("panel 'tiny'"))
+    assert "no run of this model finished" in big and "no run of this model finished" not in tiny

@@ -151,6 +151,10 @@ def plot_time(out, rows, fits, models, layouts):
                 ax.plot(xs, f["intercept_s"] + f["slope_s_per_token"] * xs, "-", color=colour(layouts, l), alpha=0.7)
         ax.set_xlim(0, 1.04 * max(r["seq"] for r in rows))  # every cell's length in view, the same in every panel
         ax.set_ylim(bottom=0)
+        if not any(ok_points(rows, m, l, "step_time_s") for l in layouts):  # no scale to show: say so instead
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, "no run of this model finished" + ("\n(below: each cell and why)" if strip else ""),
+                    transform=ax.transAxes, ha="center", va="center", color="grey")
         ax.set_title(m)
         ax.set_ylabel("step time (s)")
         engineering_ticks(ax.xaxis)
