@@ -329,7 +329,9 @@ std::pair<double, double> after_backward(const PlannedRun& in, const RankPlan& r
 // --precision fp8 with kept copies: each layer's four weights cast once per step, in the first forward (both copies).
 double fp8_weight_casts(const RankPlan& rank, OpPricer& p) {
   if (!rank.fp8 || rank.recompute.fp8_weights_per_layer) return 0.0;
-  return fp8_weight_cast_time(rank, p, true, true) * static_cast<double>(rank.stage.layers());
+  double t = 0.0;  // layer by layer, so that the priced operations list every layer's casts
+  for (std::int64_t l = 0; l < rank.stage.layers(); ++l) t += fp8_weight_cast_time(rank, p, true, true);
+  return t;
 }
 
 // One end of a transfer in a 1F1B exchange: the link (activation or gradient, micro-batch, the lower stage of the pair)

@@ -1,50 +1,42 @@
 #!/usr/bin/env python3
-"""What --precision fp8 saves and what its casts cost, per decoder layer and micro-batch, from a calibration's measured
-kernels (qwen3-calibrate): for each of the four linear layers, the bf16 GEMMs (forward, data gradient, weight gradient)
-less the FP8 ones, against the casts FP8 adds (the input's amax and cast in the forward; the output gradient's amax and
-cast to both copies, and the input's transposed cast, in the backward) — the terms the step model prices. Shapes of
-one GPU (tp 1); the models from qwen3-pretrain --list-models. Prints a markdown table.
+"""What --precision fp8 saves and what its casts cost, per decoder layer and micro-batch, as the step model prices them
+on a calibration: `qwen3-pretrain --plan --format json` of one micro-batch (tp 1, no recomputation, the optimizer on
+the GPU) in bf16 and in fp8; the GEMMs' time alone in the bf16 plan less that in the fp8 plan (the FP8 linear layers;
+the output projection stays bf16 in both), against the fp8 plan's casts of one micro-batch (amaxes, casts of inputs and
+gradients: what a second micro-batch adds to the step's casts); the weights' casts, once per step with kept copies,
+apart. Prints a markdown table.
 
 Usage: tools/bench/fp8_budget.py CALIBRATION.json [--models 0.6B,1.7B,8B] [--tokens 4096,8192] [--bin build/bin]"""
 import argparse
 import json
-import math
 import subprocess
 
 
-def seconds(ops, key, tokens):
-    """The calibration's time of one kernel at `tokens` (linear between measured token counts), NaN when unmeasured."""
-    pts = sorted((float(t), s) for t, s in ops.get(key, []))
-    for (t0, s0), (t1, s1) in zip(pts, pts[1:]):
-        if t0 <= tokens <= t1:
-            return s0 + (s1 - s0) * (tokens - t0) / (t1 - t0)
-    exact = [s for t, s in pts if t == tokens]
-    return exact[0] if exact else math.nan
+def plan(bin_dir, calibration, kind, model, tokens, precision, micro_batches=1):
+    """The plan's priced operations, or exit naming what is unpriced."""
+    out = subprocess.run([f"{bin_dir}/qwen3-pretrain", "--plan", "--format", "json", "--device", "cuda", "--model", model,
+                          "--seq-len", str(tokens), "--global-batch", str(micro_batches), "--recompute", "none", "--offload-optimizer=0",
+                          "--precision", precision, "--device-memory", kind, "--calibration", calibration],
+                         capture_output=True, text=True)
+    if out.returncode not in (0, 3):  # 3: does not fit the card, still priced
+        raise SystemExit(f"fp8_budget: qwen3-pretrain --plan: {out.stderr.strip()}")
+    p = json.loads(out.stdout)
+    if not p.get("predicted"):
+        raise SystemExit(f"fp8_budget: the calibration does not price {model} at {tokens} tokens in {precision}")
+    return p["predicted"]["operations"]
 
 
-def linears(m):
-    """(in, out) of q|k|v, the attention output, gate|up and down."""
-    h, q, kv, i = m["hidden_size"], m["num_heads"] * m["head_dim"], m["num_kv_heads"] * m["head_dim"], m["intermediate_size"]
-    return [(h, q + 2 * kv), (q, h), (h, 2 * i), (i, h)]
+def seconds(ops, keep):
+    return sum(o["calls"] * o["alone_s"] for o in ops if keep(o))
 
 
-def gemms(ops, prefix, shape, tokens):
-    """Forward, data gradient (fp32 or bf16 output, whichever the calibration holds) and weight gradient."""
-    data = seconds(ops, f"{prefix}_dgrad_f32 {shape}", tokens)
-    if math.isnan(data):
-        data = seconds(ops, f"{prefix}_dgrad_bf16 {shape}", tokens)
-    return seconds(ops, f"{prefix}_fwd {shape}", tokens) + data + seconds(ops, f"{prefix}_wgrad {shape}", tokens)
-
-
-def budget(ops, model, tokens):
-    """(GEMM time saved, cast time added) in seconds, one layer, one micro-batch of `tokens`."""
-    saved = added = 0.0
-    for i, o in linears(model):
-        shape = f"{i}x{o}"
-        saved += gemms(ops, "gemm", shape, tokens) - gemms(ops, "gemm8", shape, tokens)
-        added += sum(seconds(ops, k, tokens) for k in (f"fp8_amax {i}", f"fp8_cast {i}", f"fp8_amax {o}",
-                                                        f"fp8_cast_both {o}", f"fp8_cast_t {i}"))
-    return saved, added
+def budget(bf16_ops, fp8_ops, fp8_two_ops):
+    """(GEMM time saved, casts of one micro-batch's tensors, casts of the weights) in seconds, whole model, from the
+    plans of one micro-batch in bf16 and fp8 and of two in fp8 (the weights' casts: once per step)."""
+    gemm = lambda o: o["in_step_group"] == "gemm"
+    cast = lambda o: o["key"].startswith("fp8_")
+    one, two = seconds(fp8_ops, cast), seconds(fp8_two_ops, cast)
+    return seconds(bf16_ops, gemm) - seconds(fp8_ops, gemm), two - one, 2 * one - two
 
 
 def main(argv=None):
@@ -55,17 +47,20 @@ def main(argv=None):
     p.add_argument("--bin", default="build/bin")
     a = p.parse_args(argv)
     with open(a.calibration) as f:
-        cal = json.load(f)
+        kind = json.load(f)["kind"]
     listed = json.loads(subprocess.run([f"{a.bin}/qwen3-pretrain", "--list-models", "--format", "json"], check=True,
                                        capture_output=True, text=True).stdout)
-    presets = {m["name"]: m for m in listed}
-    print(f"FP8 per decoder layer and micro-batch on {cal.get('kind', '?')} ({a.calibration}):\n")
-    print("| model | tokens | bf16 GEMMs less FP8 GEMMs (ms) | FP8 casts (ms) | net (ms) |")
-    print("|---|---:|---:|---:|---:|")
+    layers = {m["name"]: m["num_layers"] for m in listed}
+    print(f"FP8 per decoder layer and micro-batch on {kind}, as --plan prices it ({a.calibration}):\n")
+    print("| model | tokens | bf16 GEMMs less FP8 GEMMs (ms) | FP8 casts (ms) | net (ms) | weight casts per step (ms) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name in a.models.split(","):
         for tokens in (int(t) for t in a.tokens.split(",")):
-            saved, added = budget(cal["ops"], presets[name], tokens)
-            print(f"| {name} | {tokens:,} | {saved * 1e3:.3f} | {added * 1e3:.3f} | {(saved - added) * 1e3:+.3f} |")
+            ops = [plan(a.bin, a.calibration, kind, name, tokens, prec, n) for prec, n in (("bf16", 1), ("fp8", 1),
+                                                                                          ("fp8", 2))]
+            saved, casts, weights = budget(*ops)
+            saved, casts = saved / layers[name] * 1e3, casts / layers[name] * 1e3
+            print(f"| {name} | {tokens:,} | {saved:.3f} | {casts:.3f} | {saved - casts:+.3f} | {weights * 1e3:.3f} |")
 
 
 if __name__ == "__main__":

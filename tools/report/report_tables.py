@@ -224,7 +224,9 @@ def md_sources(runs, set_aside, manifests, rows, paths):
     if len(batches) > 1:  # and with its global batch
         md += ["", f"Global batches: {', '.join(map(str, batches))} sequences a step. Each layout is named with its "
                    "global batch, as in " + next(r["layout"] for r in rows if r.get("global_batch")) + ", in every "
-                   "table and figure: a step's time and memory grow with the batch, so each is its own series."]
+                   "table and figure: a step's time and memory grow with the batch, so each is its own series." +
+                   (" A sweep cell that records no batch (a cells.json from before it did) keeps the bare layout."
+                    if any(not r.get("global_batch") for r in rows) else "")]
     if set_aside:
         md += ["", f"{plural(len(set_aside), 'older result')} of a cell that has a newer one "
                    "set aside (the newest decides): " + ", ".join(r["file"] for r in set_aside) + "."]

@@ -26,8 +26,6 @@ __device__ __forceinline__ unsigned magnitude_bits(bf16 x) { return __bfloat16_a
 // The larger magnitude of the two bf16 values in one 32-bit word.
 __device__ __forceinline__ unsigned magnitude_bits2(unsigned w) { return max(w & 0x7fffu, (w >> 16) & 0x7fffu); }
 
-bool aligned(const void* p, std::uintptr_t bytes) { return reinterpret_cast<std::uintptr_t>(p) % bytes == 0; }
-
 __global__ void amax_kernel(const bf16* __restrict__ x, std::int64_t n, bool vector, unsigned* __restrict__ amax_bits) {
   __shared__ unsigned warp_max[kThreads / 32];
   unsigned m = 0;
@@ -147,15 +145,15 @@ unsigned blocks_for(std::int64_t work) {
 void fp8_amax(const bf16* x, std::int64_t n, float* amax, cudaStream_t stream) {
   CUDA_CHECK(cudaMemsetAsync(amax, 0, sizeof(float), stream));
   if (n == 0) return;
-  const bool vector = aligned(x, 16);
+  const bool vector = aligned16(x);
   amax_kernel<<<blocks_for(vector ? n / kVec : n), kThreads, 0, stream>>>(x, n, vector, reinterpret_cast<unsigned*>(amax));
   CUDA_CHECK_LAUNCH("fp8 amax_kernel");
 }
 
 void fp8_cast(const bf16* x, std::int64_t rows, std::int64_t cols, const float* amax, Fp8Format format,
               const Fp8Copies& out, float* scale_inv, cudaStream_t stream) {
-  const bool vector = aligned(x, 16) && cols % kVec == 0 && (!out.rows || (aligned(out.rows, 8) && out.rows_ld % kVec == 0)) &&
-                      (!out.cols || (aligned(out.cols, 16) && out.cols_ld % 16 == 0));
+  const bool vector = aligned16(x) && cols % kVec == 0 && (!out.rows || (aligned16(out.rows) && out.rows_ld % kVec == 0)) &&
+                      (!out.cols || (aligned16(out.cols) && out.cols_ld % 16 == 0));
   if (!out.cols && out.rows && vector) {
     cast_rows_kernel<<<blocks_for(rows * (out.rows_ld / kVec)), kThreads, 0, stream>>>(x, rows, cols, amax, format,
                                                                                       out.rows, out.rows_ld, scale_inv);
