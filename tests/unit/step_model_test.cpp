@@ -110,10 +110,10 @@ TEST(StepModel, Fp8PricesTheCastsAndTheFp8GemmsOfEveryLinearLayerAndKeepsTheHead
     EXPECT_EQ(p.calls[OpKind::gemm_wgrad_set] + p.calls[OpKind::gemm_wgrad], walks) << tp;  // the output projection's
     EXPECT_EQ(p.calls[OpKind::fp8_cast], walks * 4 * L) << tp;
     EXPECT_EQ(p.calls[OpKind::fp8_cast_t], walks * 4 * L) << tp;
-    // Gradients, and the weights: their four shapes priced once and multiplied by the layers.
-    EXPECT_EQ(p.calls[OpKind::fp8_cast_both], walks * 4 * L + 4) << tp;
-    EXPECT_EQ(p.calls[OpKind::fp8_amax], walks * 8 * L + 4) << tp;
-    EXPECT_EQ(p.amax_reductions, tp == 1 ? 0 : walks * 4 * L + 1) << tp;
+    // Gradients, and the weights: each layer's four, once per step.
+    EXPECT_EQ(p.calls[OpKind::fp8_cast_both], walks * 4 * L + 4 * L) << tp;
+    EXPECT_EQ(p.calls[OpKind::fp8_amax], walks * 8 * L + 4 * L) << tp;
+    EXPECT_EQ(p.amax_reductions, tp == 1 ? 0 : walks * 4 * L + L) << tp;
     // Cast per layer: each layer's row-major copies before its forward and transposed ones before its backward, in
     // every micro-batch; none once per step.
     in.recompute.fp8_weights_per_layer = true;
