@@ -83,13 +83,17 @@ def test_the_plan_command_carries_every_layout_field(monkeypatch):
     monkeypatch.setattr(plan_json.subprocess, "run", fake_run)
     layout = {"model": "8B", "seq_len": 4096, "global_batch": 32, "micro_batch": 1, "tp": 2, "pp": 2, "cp": 1,
               "world_size": 4, "device_memory": "h100-80gb", "recompute": "full", "recompute_num_layers": 3,
-              "offload_inputs": True, "offload_optimizer": 0.25, "pp_layers": "18,18", "shard_optimizer": False}
+              "offload_inputs": True, "offload_optimizer": 0.25, "pp_layers": "18,18", "shard_optimizer": False,
+              "precision": "fp8", "fp8_weights": "per-layer"}
     assert plan_json.plan("/bin", layout, calibration="c.json") == {}
     cmd = " ".join(seen["cmd"])
     for part in ("--model 8B", "--seq-len 4096", "--tp 2", "--pp 2", "--world-size 4", "--recompute full",
                  "--recompute-num-layers 3", "--offload-inputs", "--offload-optimizer=0.25", "--pp-layers 18,18",
-                 "--no-shard-optimizer", "--calibration c.json"):
+                 "--no-shard-optimizer", "--precision fp8", "--fp8-weights per-layer", "--calibration c.json"):
         assert part in cmd, part
+    del layout["precision"], layout["fp8_weights"]  # a bf16 file records neither: the options' defaults
+    plan_json.plan("/bin", layout)
+    assert "--precision" not in seen["cmd"] and "--fp8-weights" not in seen["cmd"]
 
 
 # ---- fp8_quality.py: fp8 against bf16 training on the Markov data ----

@@ -125,6 +125,9 @@ def run_of(path, bin_dir):
                "ranks": int(a["world_size"]), "recompute": text(a["recompute"]),
                "recompute_layers": int(a.get("recompute_num_layers", 0)),
                "offload_inputs": bool(a.get("offload_inputs", 0)), "offload_optimizer": float(a.get("offload_optimizer", 0)),
+               # Files before FP8 (2026-12-07) ran bf16 and record neither.
+               "precision": text(c["precision"]) if "precision" in c else "bf16",
+               "fp8_weights": text(a["fp8_weights"]) if "fp8_weights" in a else "",
                "card": text(a["device_names"][0] if len(a["device_names"].shape) else a["device_names"]),
                "commit": text(a["git_commit"]), "allocator_peak": max(int(x) for x in f["memory/peak_bytes"][()]),
                "device_peak": max(int(x) for x in f["memory/device_peak_bytes"][()]) if "memory/device_peak_bytes" in f else None,
@@ -148,7 +151,8 @@ def plan_of(run, kind, bin_dir, calibration):
         "model": run["model"], "seq_len": run["seq"], "global_batch": run["global_batch"],
         "micro_batch": run["micro_batch"], "tp": run["tp"], "pp": run["pp"], "cp": run["cp"], "world_size": run["ranks"],
         "device_memory": kind, "recompute": run["recompute"], "recompute_num_layers": run["recompute_layers"],
-        "offload_inputs": run["offload_inputs"], "offload_optimizer": run["offload_optimizer"]},
+        "offload_inputs": run["offload_inputs"], "offload_optimizer": run["offload_optimizer"],
+        "precision": run["precision"], "fp8_weights": run["fp8_weights"]},
         calibration, tool="predict_check")
 
 
@@ -158,6 +162,8 @@ def policy_of(run):
         p += ", inputs on host"
     if run["offload_optimizer"] > 0:
         p += f", {run['offload_optimizer']:.0%} of the optimizer on host"
+    if run["precision"] != "bf16":
+        p += f", {run['precision']}" + (f" (weights {run['fp8_weights']})" if run["fp8_weights"] else "")
     return p
 
 
