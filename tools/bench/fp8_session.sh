@@ -12,7 +12,8 @@
 #                                   both closer to the chain's entropy than to ln V) and its figure. The chain's
 #                                   vocabulary is VOCAB (default 512, entropy 2.1903 nats: 500 steps of 8 documents
 #                                   reach near it; at the presets' 151,936 the chain has 600k transitions to learn).
-#                                   Peak learning rate LR (default 3e-4), final MIN_LR (3e-5), WARMUP steps (50).
+#                                   Peak learning rate LR (default 3e-4), final MIN_LR (3e-5), WARMUP steps (50), AdamW
+#                                   epsilon EPS (1e-8).
 #                                   CONCURRENT=1 runs both precisions at once on the GPU (quality runs, not timed).
 #   fp8_session.sh stability "V:LR:WARMUP[:EPS] ..."   bf16 runs of MODEL (0.6B) at each chain vocabulary, peak
 #                                   learning rate, warm-up and AdamW epsilon (1e-8), at once, STEPS (250) steps: the loss
@@ -51,7 +52,7 @@ case "$what" in
     "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 --seed 11 >/dev/null
     for p in bf16 fp8; do
       "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" --seq-len 1024 --global-batch 8 --micro-batch 8 \
-        --steps 500 --lr "${LR:-3e-4}" --min-lr "${MIN_LR:-3e-5}" --warmup-steps "${WARMUP:-50}" --seed 5 --precision "$p" \
+        --steps 500 --lr "${LR:-3e-4}" --min-lr "${MIN_LR:-3e-5}" --warmup-steps "${WARMUP:-50}" --adam-eps "${EPS:-1e-8}" --seed 5 --precision "$p" \
         --out "$out/quality-$model-$p.h5" --overwrite >"$out/quality-$model-$p.log" 2>&1 &
       [ -n "${CONCURRENT:-}" ] || wait $!
     done
