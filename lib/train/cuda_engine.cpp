@@ -378,8 +378,10 @@ cpu::LossSum CudaEngine::forward(int slot, std::int64_t counted, double grad_sca
   // Each segment's weights may still be in a pending optimizer step (side stream): waited for just before use.
   const bool pending = state_->take_update_pending();
   // FP8 weight copies: kept ones cast once after the weights change (each layer's once its update is done), or per
-  // layer before each use (here the forward's row-major ones; the backward casts the transposed ones).
-  const bool cast_fp8 = linears_->fp8() && (std::exchange(weights_changed_, false) || linears_->per_layer());
+  // layer before each use (here the forward's row-major ones; the backward casts the transposed ones) — their amaxes
+  // taken in the first forward after the change, kept for the step's other casts.
+  const bool changed = linears_->fp8() && std::exchange(weights_changed_, false);
+  const bool cast_fp8 = changed || (linears_->fp8() && linears_->per_layer());
   auto& acts = acts_[static_cast<std::size_t>(slot)];
   const std::int64_t first = stage_.first_layer;
   if (stage_.first) {  // later stages received their input into acts[0].x_in (boundary())
@@ -388,7 +390,7 @@ cpu::LossSum CudaEngine::forward(int slot, std::int64_t counted, double grad_sca
   }
   for (std::int64_t l = first; l < stage_.last_layer; ++l) {
     state_->wait_segment(static_cast<std::size_t>(1 + l), stream_, pending);
-    if (cast_fp8) linears_->cast_weights(l, true, !linears_->per_layer());
+    if (cast_fp8) linears_->cast_weights(l, true, !linears_->per_layer(), changed);
     const std::int64_t next = l + 1 - first;  // the next layer's stage index; its input is this layer's output
     const bool into_next_layer = l + 1 < stage_.last_layer;
     if (into_next_layer) offload_->before_write(next, stream_);  // an offloaded input's buffer is reused
@@ -419,7 +421,8 @@ void CudaEngine::backward(int slot, bool accumulate, const cuda::MicroDims& d) {
     cuda::LayerActs& a = acts[static_cast<std::size_t>(index)];
     offload_->wait_input(index, stream_);
     if (index > 0) offload_->prefetch(slot, index - 1, acts[static_cast<std::size_t>(index - 1)].x_in, stream_);
-    if (linears_->per_layer()) linears_->cast_weights(l, plan_.recompute.full(index), true);  // and a recompute's forward
+    if (linears_->per_layer())  // and a recompute's forward; the amaxes the step's first forward took
+      linears_->cast_weights(l, plan_.recompute.full(index), true, false);
     if (plan_.recompute.full(index)) {  // this layer's activations again, from its kept input
       blocks_->layer_forward(l, a, recompute_out_, d);
       timer_.mark(stream_, "(recompute) layer forward");

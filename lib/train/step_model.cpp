@@ -86,13 +86,16 @@ const char* coll_kind_name(CollKind k) {
 
 namespace {
 
-// One layer's four FP8 weight casts (train/cuda_engine/linears.cpp cast_weights): each weight's amax and its row-major
-// and/or transposed copy, the four amaxes max-reduced over tensor parallelism.
-double fp8_weight_cast_time(const RankPlan& rank, OpPricer& p, bool rows, bool cols) {
+// One layer's four FP8 weight casts (train/cuda_engine/linears.cpp cast_weights): each weight's row-major and/or
+// transposed copy (neither: no cast) and, with `amax`, first each weight's amax, the four max-reduced over tensor
+// parallelism.
+double fp8_weight_cast_time(const RankPlan& rank, OpPricer& p, bool rows, bool cols, bool amax) {
   const OpKind cast = rows && cols ? OpKind::fp8_cast_both : rows ? OpKind::fp8_cast : OpKind::fp8_cast_t;
-  double t = rank.tp.size > 1 ? p.collective({CollKind::all_reduce, 4 * kFp8Linears, rank.tp.size}) : 0.0;
-  for (const Fp8Weight& w : fp8_layout(rank).weights)
-    t += p.compute({OpKind::fp8_amax, w.out, {w.in}}) + p.compute({cast, w.out, {w.in}});
+  double t = amax && rank.tp.size > 1 ? p.collective({CollKind::all_reduce, 4 * kFp8Linears, rank.tp.size}) : 0.0;
+  for (const Fp8Weight& w : fp8_layout(rank).weights) {
+    if (amax) t += p.compute({OpKind::fp8_amax, w.out, {w.in}});
+    if (rows || cols) t += p.compute({cast, w.out, {w.in}});
+  }
   return t;
 }
 
@@ -130,7 +133,7 @@ class StageWalk {
       if (r_.recompute.full(l)) r = layer_forward();
       else if (r_.recompute.selective(l)) r = selective();
       recompute += r;
-      t += r + layer_backward(l > 0) + offload_exposed(l, HostKind::copy_h2d);
+      t += r + layer_backward(l > 0, l < stage_.layers() - 1) + offload_exposed(l, HostKind::copy_h2d);
     }
     return t + (stage_.first ? embed_backward() : 0.0);
   }
@@ -156,7 +159,9 @@ class StageWalk {
   // A decoder layer's linear layer as the Linears unit runs it (train/cuda_engine/linears.cpp): bf16 GEMMs, or with
   // --precision fp8 each input's amax (max-reduced over the ranks that split it: `split` by tensor parallelism, and
   // context parallelism) and cast before its FP8 GEMM; each output gradient cast once into both copies; each weight
-  // gradient's input cast again, transposed (its amax kept from the forward).
+  // gradient's input cast again, transposed (its amax kept from the forward). An amax its producing kernel took
+  // (`produced`: the norms' outputs, SwiGLU's and its gradient, a block's dy from the norm backward below it) costs
+  // no pass of its own, only its reduction — over tensor parallelism too, as the producer saw this rank's part.
   double amax_reduce(bool split) {
     return (split && tp_.size > 1 ? coll(CollKind::all_reduce, 4, tp_.size) : 0.0) +
            (cp_ > 1 ? coll(CollKind::all_reduce, 4, cp_) : 0.0);
@@ -165,15 +170,17 @@ class StageWalk {
   // backward its transposed ones (and the row-major again when the layer is recomputed); none when kept.
   double weight_casts(bool rows, bool cols) {
     if (!fp8_ || !r_.recompute.fp8_weights_per_layer || (!rows && !cols)) return 0.0;
-    return fp8_weight_cast_time(r_, p_, rows, cols);
+    return fp8_weight_cast_time(r_, p_, rows, cols, false);  // their amaxes once per step (fp8_weight_casts)
   }
-  double linear_fwd(std::int64_t in, std::int64_t out, bool split) {
+  double amax(std::int64_t n, bool split, bool produced) {
+    return (produced ? 0.0 : op(OpKind::fp8_amax, T_, {n})) + amax_reduce(split || produced);
+  }
+  double linear_fwd(std::int64_t in, std::int64_t out, bool split, bool produced) {
     if (!fp8_) return gemm(OpKind::gemm_fwd, T_, in, out);
-    return op(OpKind::fp8_amax, T_, {in}) + amax_reduce(split) + op(OpKind::fp8_cast, T_, {in}) +
-           gemm(OpKind::gemm8_fwd, T_, in, out);
+    return amax(in, split, produced) + op(OpKind::fp8_cast, T_, {in}) + gemm(OpKind::gemm8_fwd, T_, in, out);
   }
-  double grad_cast(std::int64_t out, bool split) {
-    return fp8_ ? op(OpKind::fp8_amax, T_, {out}) + amax_reduce(split) + op(OpKind::fp8_cast_both, T_, {out}) : 0.0;
+  double grad_cast(std::int64_t out, bool split, bool produced) {
+    return fp8_ ? amax(out, split, produced) + op(OpKind::fp8_cast_both, T_, {out}) : 0.0;
   }
   double linear_dgrad(bool f32, std::int64_t in, std::int64_t out) {
     const OpKind k = fp8_ ? (f32 ? OpKind::gemm8_dgrad_f32 : OpKind::gemm8_dgrad_bf16)
@@ -187,8 +194,8 @@ class StageWalk {
   }
 
   double norm_gathered() { return op(OpKind::rmsnorm_fwd, Tl_, {H_}) + (tp_.size > 1 ? ag(Tl_ * H_ * 2) : 0.0); }
-  double row_parallel(std::int64_t k) {
-    const double t = linear_fwd(k, H_, true);
+  double row_parallel(std::int64_t k, bool produced) {
+    const double t = linear_fwd(k, H_, true, produced);
     return tp_.size == 1 ? t : t + rs(T_ * H_ * 2) + op(OpKind::add_bf16, Tl_, {H_});
   }
   // The micro-batch's sequences; context parallelism: a rank's share of the causal work (two balanced chunks, priced as
@@ -206,10 +213,10 @@ class StageWalk {
     return op(k, T_, {tp_.heads, c_.head_dim}) + op(k, T_, {tp_.kv_heads, c_.head_dim});
   }
   double layer_forward() {
-    double t = norm_gathered() + linear_fwd(H_, qkv_, false) + qk_norm_rope(OpKind::qk_norm_rope_fwd);
-    t += attention(OpKind::attention_fwd) + row_parallel(tp_.q_dim);
-    t += norm_gathered() + linear_fwd(H_, 2 * tp_.inter, false) + op(OpKind::swiglu_fwd, T_, {tp_.inter});
-    return t + row_parallel(tp_.inter);
+    double t = norm_gathered() + linear_fwd(H_, qkv_, false, true) + qk_norm_rope(OpKind::qk_norm_rope_fwd);
+    t += attention(OpKind::attention_fwd) + row_parallel(tp_.q_dim, false);
+    t += norm_gathered() + linear_fwd(H_, 2 * tp_.inter, false, true) + op(OpKind::swiglu_fwd, T_, {tp_.inter});
+    return t + row_parallel(tp_.inter, true);
   }
   double selective() { return norm_gathered() + qk_norm_rope(OpKind::qk_norm_rope_fwd) + norm_gathered(); }
   // The weight gradients; with tensor parallelism, beside them on the comm stream, the input gradient's
@@ -224,13 +231,15 @@ class StageWalk {
     exposed_comm_ += std::max(0.0, side - wgrads);
     return std::max(wgrads, side);
   }
-  double layer_backward(bool more) {
+  // dy_produced: the layer's output gradient came from the norm backward of the layer above on this stage (not from
+  // the head or the next stage).
+  double layer_backward(bool more, bool dy_produced) {
     const std::int64_t I = tp_.inter;
-    double t = grad_cast(H_, false) + linear_dgrad(false, I, H_) + op(OpKind::swiglu_bwd, T_, {I}) +
-               grad_cast(2 * I, true) + linear_dgrad(true, H_, 2 * I);
+    double t = grad_cast(H_, false, dy_produced) + linear_dgrad(false, I, H_) + op(OpKind::swiglu_bwd, T_, {I}) +
+               grad_cast(2 * I, true, true) + linear_dgrad(true, H_, 2 * I);
     t += block_tail(linear_wgrad(I, H_) + linear_wgrad(H_, 2 * I), true);
-    t += grad_cast(H_, false) + linear_dgrad(false, tp_.q_dim, H_) + attention(OpKind::attention_bwd);
-    t += qk_norm_rope(OpKind::qk_norm_rope_bwd) + grad_cast(qkv_, true) + linear_dgrad(true, H_, qkv_);
+    t += grad_cast(H_, false, true) + linear_dgrad(false, tp_.q_dim, H_) + attention(OpKind::attention_bwd);
+    t += qk_norm_rope(OpKind::qk_norm_rope_bwd) + grad_cast(qkv_, true, false) + linear_dgrad(true, H_, qkv_);
     return t + block_tail(linear_wgrad(tp_.q_dim, H_) + linear_wgrad(H_, qkv_), more);
   }
   double embed_forward() {
@@ -326,11 +335,13 @@ std::pair<double, double> after_backward(const PlannedRun& in, const RankPlan& r
   return {reduce, norm + std::max({0.0, device_exposed, host - window})};
 }
 
-// --precision fp8 with kept copies: each layer's four weights cast once per step, in the first forward (both copies).
+// --precision fp8, once per step, in the first forward: with kept copies each layer's four weights cast (their amaxes,
+// both copies); cast per layer, only their amaxes (each use's cast: StageWalk::weight_casts).
 double fp8_weight_casts(const RankPlan& rank, OpPricer& p) {
-  if (!rank.fp8 || rank.recompute.fp8_weights_per_layer) return 0.0;
+  if (!rank.fp8) return 0.0;
+  const bool kept = !rank.recompute.fp8_weights_per_layer;
   double t = 0.0;  // layer by layer, so that the priced operations list every layer's casts
-  for (std::int64_t l = 0; l < rank.stage.layers(); ++l) t += fp8_weight_cast_time(rank, p, true, true);
+  for (std::int64_t l = 0; l < rank.stage.layers(); ++l) t += fp8_weight_cast_time(rank, p, kept, kept, true);
   return t;
 }
 

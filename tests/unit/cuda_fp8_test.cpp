@@ -1,15 +1,20 @@
 // --precision fp8's CUDA pieces against the host model (ops/fp8.h): the amax and cast kernels bit for bit (both
-// formats, row-major and transposed copies, zero padding, the dequantisation factor), and the FP8 GEMMs against the
+// formats, row-major and transposed copies, zero padding, the dequantisation factor), the amax the producing kernels
+// (RMSNorm, SwiGLU and their backward) take of what they write, and the FP8 GEMMs against the
 // product of the same FP8 values in fp64. Tolerances (‖gpu − ref‖/‖ref‖): bf16 outputs 1e-2 (one bf16 rounding is
 // ≤ 2^-8 relative), fp32 outputs 1e-4 (fp32 accumulation order only: the operands are exact). Skipped without a GPU.
 #include <gtest/gtest.h>
+
+#include <cstring>
 
 #ifdef QWEN3_HAVE_CUDA
 #include "cuda_test_util.h"
 #include "gpu/gemm.h"
 #include "model/fp8_layout.h"
 #include "ops/cpu/fp8_cast.h"
+#include "ops/cuda/elementwise.h"
 #include "ops/cuda/fp8_cast.h"
+#include "ops/cuda/rmsnorm.h"
 #include "ops/fp8.h"
 
 using namespace qwen3;
@@ -86,6 +91,12 @@ Cast device_cast(const std::vector<float>& x, std::int64_t rows, std::int64_t co
   }
   return {r.download(), c.download(), inv.download()[0]};
 }
+// The bits of bf16 values (NaN-safe equality of two downloads).
+std::vector<std::uint16_t> as_bits(const std::vector<bf16>& v) {
+  std::vector<std::uint16_t> b(v.size());
+  std::memcpy(b.data(), v.data(), v.size() * sizeof(std::uint16_t));
+  return b;
+}
 }  // namespace
 
 TEST(CudaFp8, TheCastsMatchTheHostModelBitForBit) {
@@ -137,6 +148,59 @@ TEST(CudaFp8, AnAmaxOfNanOrInfinityMakesEveryValueNan) {
     for (std::int64_t r = 0; r < 10; ++r)
       for (std::int64_t c = 0; c < 10; ++c)
         EXPECT_TRUE(std::isnan(cpu::fp8_decode(got.rows[static_cast<std::size_t>(r * 16 + c)], Fp8Format::e4m3))) << bad;
+  }
+}
+
+// The amax a producing kernel takes as it writes its output equals fp8_amax's of that output, exactly, on the vector
+// path (width a multiple of 8; 300 rows: a last block with rows past the end) and the scalar one (width 1,000), and is
+// NaN when the output holds a NaN; asking for it changes no output bit.
+TEST(CudaFp8, TheProducersAmaxIsTheAmaxOfWhatTheyWrite) {
+  QWEN3_REQUIRE_GPU();
+  const std::int64_t rows = 300;
+  DeviceBuffer<float> got(1), want(1);
+  // amax of out[n] as the kernel gave it (got) and as fp8_amax reads it back (want)
+  auto check = [&](const char* what, std::int64_t width, const bf16* out, std::int64_t n) {
+    cuda::fp8_amax(out, n, want.get(), nullptr);
+    const float g = got.download()[0], w = want.download()[0];
+    if (std::isnan(w)) {
+      EXPECT_TRUE(std::isnan(g)) << what << " width " << width;
+    } else {
+      EXPECT_EQ(g, w) << what << " width " << width;
+      EXPECT_GT(w, 0.0f) << what;
+    }
+  };
+  for (std::int64_t width : {std::int64_t{1024}, std::int64_t{1000}}) {
+    for (bool nan : {false, true}) {
+      SCOPED_TRACE(nan ? "a NaN in the input" : "finite");
+      const std::int64_t n = rows * width;
+      auto xv = random_bf16_values(static_cast<std::size_t>(n), 3.0);
+      if (nan) xv[static_cast<std::size_t>(n / 2 + 3)] = NAN;
+      DeviceBuffer<bf16> x(n), w(width), y(n), y0(n), dxb(n), dxb0(n);
+      x.upload(to_bf16(xv));
+      w.upload(to_bf16(random_bf16_values(static_cast<std::size_t>(width), 1.0)));
+      DeviceBuffer<float> rstd(rows), dy(n), dx(n), dw(width);
+      dy.upload(random_bf16_values(static_cast<std::size_t>(n), 1e-2));
+      cuda::rmsnorm_forward(x.get(), w.get(), y0.get(), rstd.get(), rows, width, 1e-6f, nullptr);
+      cuda::rmsnorm_forward(x.get(), w.get(), y.get(), rstd.get(), rows, width, 1e-6f, nullptr, got.get());
+      EXPECT_EQ(as_bits(y.download()), as_bits(y0.download())) << "rmsnorm forward";
+      check("rmsnorm forward", width, y.get(), n);
+      cuda::rmsnorm_backward(x.get(), w.get(), rstd.get(), dy.get(), dx.get(), dw.get(), rows, width, false, nullptr,
+                             dxb0.get());
+      cuda::rmsnorm_backward(x.get(), w.get(), rstd.get(), dy.get(), dx.get(), dw.get(), rows, width, false, nullptr,
+                             dxb.get(), got.get());
+      EXPECT_EQ(as_bits(dxb.download()), as_bits(dxb0.download())) << "rmsnorm backward";
+      check("rmsnorm backward's bf16 copy", width, dxb.get(), n);
+      // SwiGLU over [rows, 2·width] (the same x read as gate|up of half the rows) and its backward.
+      DeviceBuffer<bf16> a(n / 2), a0(n / 2), dgu(n), dgu0(n);
+      cuda::swiglu_forward(x.get(), a0.get(), rows / 2, width, nullptr);
+      cuda::swiglu_forward(x.get(), a.get(), rows / 2, width, nullptr, got.get());
+      EXPECT_EQ(as_bits(a.download()), as_bits(a0.download())) << "swiglu forward";
+      check("swiglu forward", width, a.get(), n / 2);
+      cuda::swiglu_backward(x.get(), y.get(), dgu0.get(), rows / 2, width, nullptr);
+      cuda::swiglu_backward(x.get(), y.get(), dgu.get(), rows / 2, width, nullptr, nullptr, got.get());
+      EXPECT_EQ(as_bits(dgu.download()), as_bits(dgu0.download())) << "swiglu backward";
+      check("swiglu backward", width, dgu.get(), n);
+    }
   }
 }
 

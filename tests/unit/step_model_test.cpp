@@ -90,11 +90,14 @@ TEST(StepModel, CountsTheEnginesKernelsPerLayerAndHead) {
   EXPECT_DOUBLE_EQ(t.step, 4 * (t.forward + t.backward) + t.optimizer);
 }
 
-// --precision fp8 (train/cuda_engine/linears.cpp): each of a layer's four forward GEMMs is FP8 after an amax and a
-// cast of its input; each backward has 4 output-gradient casts (amax + both copies), 4 FP8 data GEMMs, 4 transposed
-// input casts and 4 FP8 weight GEMMs; the head stays bf16; once per step each layer's four weights are cast (amax and
-// both copies; one layer's priced, times the layers). At tp 2 the amaxes of split tensors are max-reduced (4 bytes):
-// 2 inputs and 2 gradients per layer and micro-batch, and once per step each layer's 4 weights together.
+// --precision fp8 (train/cuda_engine/linears.cpp): each of a layer's four forward GEMMs is FP8 after a cast of its
+// input; each backward has 4 output-gradient casts (both copies), 4 FP8 data GEMMs, 4 transposed input casts and 4
+// FP8 weight GEMMs; the head stays bf16; once per step each layer's four weights are cast (amax and both copies; one
+// layer's priced, times the layers). Amax passes of their own: the o input (cuDNN's output) and the q|k|v gradient in
+// every layer, and the down gradient of the stage's top layer (from the head); the other tensors' amaxes come with the
+// kernels that write them. At tp 2 the amaxes of split tensors and of those taken by their producers (this rank's
+// tokens under sequence parallelism) are max-reduced (4 bytes): all 4 inputs and 4 gradients per layer and
+// micro-batch but the top layer's down gradient, and once per step each layer's four weights together.
 TEST(StepModel, Fp8PricesTheCastsAndTheFp8GemmsOfEveryLinearLayerAndKeepsTheHeadBf16) {
   for (int tp : {1, 2}) {
     PlannedRun in = input("0.6B", 4096, tp);
@@ -112,8 +115,8 @@ TEST(StepModel, Fp8PricesTheCastsAndTheFp8GemmsOfEveryLinearLayerAndKeepsTheHead
     EXPECT_EQ(p.calls[OpKind::fp8_cast_t], walks * 4 * L) << tp;
     // Gradients, and the weights: each layer's four, once per step.
     EXPECT_EQ(p.calls[OpKind::fp8_cast_both], walks * 4 * L + 4 * L) << tp;
-    EXPECT_EQ(p.calls[OpKind::fp8_amax], walks * 8 * L + 4 * L) << tp;
-    EXPECT_EQ(p.amax_reductions, tp == 1 ? 0 : walks * 4 * L + L) << tp;
+    EXPECT_EQ(p.calls[OpKind::fp8_amax], walks * (2 * L + 1) + 4 * L) << tp;
+    EXPECT_EQ(p.amax_reductions, tp == 1 ? 0 : walks * (8 * L - 1) + L) << tp;
     // Cast per layer: each layer's row-major copies before its forward and transposed ones before its backward, in
     // every micro-batch; none once per step.
     in.recompute.fp8_weights_per_layer = true;

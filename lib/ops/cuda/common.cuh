@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "gpu/check.h"
+
 namespace qwen3::cuda {
 
 using bf16 = __nv_bfloat16;
@@ -73,6 +75,38 @@ __device__ __forceinline__ void store8(float* p, const float (&v)[8]) {
   reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
   reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
 }
+// ---- a tensor's amax for FP8 current scaling (ops/cuda/fp8_cast.h), taken by the kernel that writes the tensor ----
+// |x| of bf16 bits as an ordered integer: NaN above +inf above every finite value.
+__device__ __forceinline__ unsigned magnitude_bits(bf16 x) { return __bfloat16_as_ushort(x) & 0x7fffu; }
+// The larger magnitude of the two bf16 values in one 32-bit word.
+__device__ __forceinline__ unsigned magnitude_bits2(unsigned w) { return max(w & 0x7fffu, (w >> 16) & 0x7fffu); }
+// The largest magnitude of 8 values as store8 writes them (rounded to bf16).
+__device__ __forceinline__ unsigned magnitude_bits8(const float (&v)[8]) {
+  unsigned m = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) m = max(m, magnitude_bits(to_bf(v[j])));
+  return m;
+}
+// Folds each thread's m (bf16 magnitude bits) into *amax_bits, the bits of an fp32 amax zeroed before the kernel ran:
+// the block's maximum, then one atomic. Every thread of the block calls it (at most 1,024 threads, 1-D or 2-D).
+__device__ __forceinline__ void publish_amax(unsigned m, unsigned* amax_bits) {
+  __shared__ unsigned warp_part[32];
+  const unsigned t = threadIdx.y * blockDim.x + threadIdx.x;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if ((t & 31u) == 0) warp_part[t >> 5] = m;
+  __syncthreads();
+  if (t != 0) return;
+  for (unsigned w = 1; w < (blockDim.x * blockDim.y + 31) / 32; ++w) m = max(m, warp_part[w]);
+  if (m) atomicMax(amax_bits, m << 16);  // bf16 bits to fp32 bits
+}
+
+// The amax a producing kernel folds its output into (publish_amax), zeroed first on the stream; null when none is asked.
+inline unsigned* zeroed_amax(float* amax, cudaStream_t stream) {
+  if (amax) CUDA_CHECK(cudaMemsetAsync(amax, 0, sizeof(float), stream));
+  return reinterpret_cast<unsigned*>(amax);
+}
+
 // True when every pointer is 16-byte aligned (vector paths also need their row lengths to be multiples of 8).
 inline bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 

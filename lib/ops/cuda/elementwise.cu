@@ -7,21 +7,27 @@ namespace qwen3::cuda {
 namespace {
 constexpr int kThreads = 256;
 
+// amax_bits (optional, every kernel of this family): the amax of what it writes — a, or dgu (publish_amax).
 __global__ void swiglu_forward_kernel(const bf16* __restrict__ gu, bf16* __restrict__ a, std::int64_t rows,
-                                      std::int64_t I) {
+                                      std::int64_t I, unsigned* __restrict__ amax_bits) {
   const std::int64_t n = rows * I;
+  unsigned m = 0;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t r = i / I, c = i - r * I;
     const float x = to_f(gu[r * 2 * I + c]);
-    a[i] = to_bf(x / (1.0f + __expf(-x)) * to_f(gu[r * 2 * I + I + c]));
+    const bf16 y = to_bf(x / (1.0f + __expf(-x)) * to_f(gu[r * 2 * I + I + c]));
+    a[i] = y;
+    m = max(m, magnitude_bits(y));
   }
+  if (amax_bits) publish_amax(m, amax_bits);
 }
 
 // Eight columns per thread (I a multiple of 8, 16-byte aligned buffers).
 __global__ void swiglu_forward_vec_kernel(const bf16* __restrict__ gu, bf16* __restrict__ a, std::int64_t rows,
-                                          std::int64_t I) {
+                                          std::int64_t I, unsigned* __restrict__ amax_bits) {
   const std::int64_t I8 = I / 8, n = rows * I8;
+  unsigned m = 0;
   for (std::int64_t v = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; v < n;
        v += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t r = v / I8, c = (v - r * I8) * 8;
@@ -30,16 +36,19 @@ __global__ void swiglu_forward_vec_kernel(const bf16* __restrict__ gu, bf16* __r
     load8(gu + r * 2 * I + I + c, u);
 #pragma unroll
     for (int j = 0; j < 8; ++j) y[j] = g[j] / (1.0f + __expf(-g[j])) * u[j];
+    if (amax_bits) m = max(m, magnitude_bits8(y));
     store8(a + r * I + c, y);
   }
+  if (amax_bits) publish_amax(m, amax_bits);
 }
 
 // The backward also rewrites the forward product a = silu(gate)·up when a is non-null (the engine recomputes it here
 // instead of storing it).
 __global__ void swiglu_backward_vec_kernel(const bf16* __restrict__ gu, const bf16* __restrict__ da,
                                            bf16* __restrict__ dgu, bf16* __restrict__ a, std::int64_t rows,
-                                           std::int64_t I) {
+                                           std::int64_t I, unsigned* __restrict__ amax_bits) {
   const std::int64_t I8 = I / 8, n = rows * I8;
+  unsigned m = 0;
   for (std::int64_t v = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; v < n;
        v += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t r = v / I8, c = (v - r * I8) * 8;
@@ -54,24 +63,31 @@ __global__ void swiglu_backward_vec_kernel(const bf16* __restrict__ gu, const bf
       du[j] = d[j] * g[j] * sig;
       y[j] = g[j] * sig * u[j];
     }
+    if (amax_bits) m = max(m, max(magnitude_bits8(dg), magnitude_bits8(du)));
     store8(dgu + r * 2 * I + c, dg);
     store8(dgu + r * 2 * I + I + c, du);
     if (a != nullptr) store8(a + r * I + c, y);
   }
+  if (amax_bits) publish_amax(m, amax_bits);
 }
 
 __global__ void swiglu_backward_kernel(const bf16* __restrict__ gu, const bf16* __restrict__ da,
-                                       bf16* __restrict__ dgu, bf16* __restrict__ a, std::int64_t rows, std::int64_t I) {
+                                       bf16* __restrict__ dgu, bf16* __restrict__ a, std::int64_t rows, std::int64_t I,
+                                       unsigned* __restrict__ amax_bits) {
   const std::int64_t n = rows * I;
+  unsigned m = 0;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t r = i / I, c = i - r * I;
     const float x = to_f(gu[r * 2 * I + c]), up = to_f(gu[r * 2 * I + I + c]), d = to_f(da[i]);
     const float sig = 1.0f / (1.0f + __expf(-x));
-    dgu[r * 2 * I + c] = to_bf(d * up * sig * (1.0f + x * (1.0f - sig)));
-    dgu[r * 2 * I + I + c] = to_bf(d * x * sig);
+    const bf16 dg = to_bf(d * up * sig * (1.0f + x * (1.0f - sig))), du = to_bf(d * x * sig);
+    dgu[r * 2 * I + c] = dg;
+    dgu[r * 2 * I + I + c] = du;
+    m = max(m, max(magnitude_bits(dg), magnitude_bits(du)));
     if (a != nullptr) a[i] = to_bf(x * sig * up);
   }
+  if (amax_bits) publish_amax(m, amax_bits);
 }
 
 __global__ void copy_columns_kernel(const bf16* __restrict__ src, std::int64_t src_ld, bf16* __restrict__ dst,
@@ -148,27 +164,32 @@ __global__ void cast_bf16_f32_kernel(const bf16* __restrict__ in, float* __restr
 }
 }  // namespace
 
-void swiglu_forward(const bf16* gate_up, bf16* a, std::int64_t rows, std::int64_t inter, cudaStream_t stream) {
+void swiglu_forward(const bf16* gate_up, bf16* a, std::int64_t rows, std::int64_t inter, cudaStream_t stream,
+                    float* a_amax) {
+  unsigned* amax = zeroed_amax(a_amax, stream);
   if (rows * inter == 0) return;
   if (inter % 8 == 0 && aligned16(gate_up) && aligned16(a)) {
-    swiglu_forward_vec_kernel<<<grid_for(rows * inter / 8, kThreads), kThreads, 0, stream>>>(gate_up, a, rows, inter);
+    swiglu_forward_vec_kernel<<<grid_for(rows * inter / 8, kThreads), kThreads, 0, stream>>>(gate_up, a, rows, inter,
+                                                                                            amax);
     CUDA_CHECK_LAUNCH("swiglu_forward_vec_kernel");
     return;
   }
-  swiglu_forward_kernel<<<grid_for(rows * inter, kThreads), kThreads, 0, stream>>>(gate_up, a, rows, inter);
+  swiglu_forward_kernel<<<grid_for(rows * inter, kThreads), kThreads, 0, stream>>>(gate_up, a, rows, inter, amax);
   CUDA_CHECK_LAUNCH("swiglu_forward_kernel");
 }
 
 void swiglu_backward(const bf16* gate_up, const bf16* da, bf16* dgate_up, std::int64_t rows, std::int64_t inter,
-                     cudaStream_t stream, bf16* a) {
+                     cudaStream_t stream, bf16* a, float* dgate_up_amax) {
+  unsigned* amax = zeroed_amax(dgate_up_amax, stream);
   if (rows * inter == 0) return;
   if (inter % 8 == 0 && aligned16(gate_up) && aligned16(da) && aligned16(dgate_up) && (a == nullptr || aligned16(a))) {
     swiglu_backward_vec_kernel<<<grid_for(rows * inter / 8, kThreads), kThreads, 0, stream>>>(gate_up, da, dgate_up, a,
-                                                                                             rows, inter);
+                                                                                             rows, inter, amax);
     CUDA_CHECK_LAUNCH("swiglu_backward_vec_kernel");
     return;
   }
-  swiglu_backward_kernel<<<grid_for(rows * inter, kThreads), kThreads, 0, stream>>>(gate_up, da, dgate_up, a, rows, inter);
+  swiglu_backward_kernel<<<grid_for(rows * inter, kThreads), kThreads, 0, stream>>>(gate_up, da, dgate_up, a, rows, inter,
+                                                                                   amax);
   CUDA_CHECK_LAUNCH("swiglu_backward_kernel");
 }
 

@@ -9,13 +9,15 @@
 namespace qwen3::cuda {
 
 // gate_up[rows, 2·I] is the fused gate|up projection output (gate in columns [0, I), up in [I, 2I)).
-// a[rows, I] = silu(gate)·up
+// a[rows, I] = silu(gate)·up. a_amax (optional): max |a| as fp8_amax would give it, in the same pass (FP8).
 void swiglu_forward(const __nv_bfloat16* gate_up, __nv_bfloat16* a, std::int64_t rows, std::int64_t inter,
-                    cudaStream_t stream);
+                    cudaStream_t stream, float* a_amax = nullptr);
 // dgate_up[rows, 2·I] (same layout) from da[rows, I]; bf16 everywhere, fp32 math. When a is non-null the same pass
-// also rewrites a[rows, I] = silu(gate)·up (the forward product, recomputed instead of stored).
+// also rewrites a[rows, I] = silu(gate)·up (the forward product, recomputed instead of stored). dgate_up_amax
+// (optional): max |dgate_up|, as swiglu_forward's a_amax.
 void swiglu_backward(const __nv_bfloat16* gate_up, const __nv_bfloat16* da, __nv_bfloat16* dgate_up, std::int64_t rows,
-                     std::int64_t inter, cudaStream_t stream, __nv_bfloat16* a = nullptr);
+                     std::int64_t inter, cudaStream_t stream, __nv_bfloat16* a = nullptr,
+                     float* dgate_up_amax = nullptr);
 
 // dst[r, 0:cols] = src[r, 0:cols] for rows r, with leading dimensions src_ld and dst_ld (a column slice copy).
 void copy_columns(const __nv_bfloat16* src, std::int64_t src_ld, __nv_bfloat16* dst, std::int64_t dst_ld,

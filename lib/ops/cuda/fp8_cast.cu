@@ -21,13 +21,7 @@ constexpr int kThreads = 256;
 constexpr int kTile = 64;
 constexpr int kVec = 8;  // bf16 values per 16-byte load
 
-// |x| of bf16 bits as an ordered integer: NaN above +inf above every finite value.
-__device__ __forceinline__ unsigned magnitude_bits(bf16 x) { return __bfloat16_as_ushort(x) & 0x7fffu; }
-// The larger magnitude of the two bf16 values in one 32-bit word.
-__device__ __forceinline__ unsigned magnitude_bits2(unsigned w) { return max(w & 0x7fffu, (w >> 16) & 0x7fffu); }
-
 __global__ void amax_kernel(const bf16* __restrict__ x, std::int64_t n, bool vector, unsigned* __restrict__ amax_bits) {
-  __shared__ unsigned warp_max[kThreads / 32];
   unsigned m = 0;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
@@ -38,13 +32,7 @@ __global__ void amax_kernel(const bf16* __restrict__ x, std::int64_t n, bool vec
     m = max(m, max(max(magnitude_bits2(v.x), magnitude_bits2(v.y)), max(magnitude_bits2(v.z), magnitude_bits2(v.w))));
   }
   for (std::int64_t i = vecs * kVec + first; i < n; i += stride) m = max(m, magnitude_bits(x[i]));
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
-  if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x / 32] = m;
-  __syncthreads();
-  if (threadIdx.x != 0) return;
-  for (int w = 1; w < kThreads / 32; ++w) m = max(m, warp_max[w]);
-  if (m) atomicMax(amax_bits, m << 16);  // bf16 bits to fp32 bits
+  publish_amax(m, amax_bits);
 }
 
 __device__ __forceinline__ std::uint8_t to_fp8(float v, Fp8Format f) {
@@ -143,10 +131,10 @@ unsigned blocks_for(std::int64_t work) {
 }  // namespace
 
 void fp8_amax(const bf16* x, std::int64_t n, float* amax, cudaStream_t stream) {
-  CUDA_CHECK(cudaMemsetAsync(amax, 0, sizeof(float), stream));
+  unsigned* bits = zeroed_amax(amax, stream);
   if (n == 0) return;
   const bool vector = aligned16(x);
-  amax_kernel<<<blocks_for(vector ? n / kVec : n), kThreads, 0, stream>>>(x, n, vector, reinterpret_cast<unsigned*>(amax));
+  amax_kernel<<<blocks_for(vector ? n / kVec : n), kThreads, 0, stream>>>(x, n, vector, bits);
   CUDA_CHECK_LAUNCH("fp8 amax_kernel");
 }
 

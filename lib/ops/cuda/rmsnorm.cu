@@ -3,6 +3,7 @@
 // x once more instead of contending on atomics per row. Other lengths take a scalar block-per-row path.
 #include <initializer_list>
 
+#include "core/error.h"
 #include "gpu/check.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/rmsnorm.h"
@@ -16,40 +17,44 @@ constexpr int kRowsPerBlockBwd = 16;
 
 // ---- vector path (dim % 8 == 0, 16-byte aligned rows) ----
 
+// amax_bits (optional): y's amax (see publish_amax; every thread reaches it, rows past the end included).
 __global__ void rmsnorm_forward_vec_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
-                                           float* __restrict__ rstd, std::int64_t rows, std::int64_t dim, float eps) {
+                                           float* __restrict__ rstd, std::int64_t rows, std::int64_t dim, float eps,
+                                           unsigned* __restrict__ amax_bits) {
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if (row >= rows) return;
-  const int lane = threadIdx.x & 31;
-  const bf16* xr = x + row * dim;
-  float ss = 0.0f;
-  for (std::int64_t c = 8 * lane; c < dim; c += 256) {
-    float v[8];
-    load8(xr + c, v);
+  unsigned m = 0;
+  if (row < rows) {
+    const int lane = threadIdx.x & 31;
+    const bf16* xr = x + row * dim;
+    float ss = 0.0f;
+    for (std::int64_t c = 8 * lane; c < dim; c += 256) {
+      float v[8];
+      load8(xr + c, v);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) ss += v[j] * v[j];
-  }
-  ss = warp_sum(ss);
-  const float s = rsqrtf(ss / static_cast<float>(dim) + eps);
-  if (lane == 0) rstd[row] = s;
-  for (std::int64_t c = 8 * lane; c < dim; c += 256) {
-    float v[8], g[8];
-    load8(xr + c, v);
-    load8(w + c, g);
+      for (int j = 0; j < 8; ++j) ss += v[j] * v[j];
+    }
+    ss = warp_sum(ss);
+    const float s = rsqrtf(ss / static_cast<float>(dim) + eps);
+    if (lane == 0) rstd[row] = s;
+    for (std::int64_t c = 8 * lane; c < dim; c += 256) {
+      float v[8], g[8];
+      load8(xr + c, v);
+      load8(w + c, g);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] = v[j] * s * g[j];
-    store8(y + row * dim + c, v);
+      for (int j = 0; j < 8; ++j) v[j] = v[j] * s * g[j];
+      if (amax_bits) m = max(m, magnitude_bits8(v));
+      store8(y + row * dim + c, v);
+    }
   }
+  if (amax_bits) publish_amax(m, amax_bits);
 }
 
-// dx = rstd·dy·w − x·rstd³·(Σ dy·w·x)/dim, written or added into dx; dx_bf16 (optional) receives the bf16 copy of the
-// result (the next GEMM's input), which saves a separate cast pass.
-__global__ void rmsnorm_backward_dx_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                           const float* __restrict__ rstd, const float* __restrict__ dy,
-                                           float* __restrict__ dx, bf16* __restrict__ dx_bf16, std::int64_t rows,
-                                           std::int64_t dim, bool accumulate) {
-  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if (row >= rows) return;
+// One row of the data gradient (one warp); returns the largest magnitude of its bf16 copy when with_amax.
+__device__ __forceinline__ unsigned rmsnorm_backward_dx_row(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                                            const float* __restrict__ rstd, const float* __restrict__ dy,
+                                                            float* __restrict__ dx, bf16* __restrict__ dx_bf16,
+                                                            std::int64_t row, std::int64_t dim, bool accumulate,
+                                                            bool with_amax) {
   const int lane = threadIdx.x & 31;
   const bf16* xr = x + row * dim;
   const float* dyr = dy + row * dim;
@@ -66,6 +71,7 @@ __global__ void rmsnorm_backward_dx_kernel(const bf16* __restrict__ x, const bf1
   dot = warp_sum(dot);
   const float k = s * s * s * dot / static_cast<float>(dim);
   float* dxr = dx + row * dim;
+  unsigned m = 0;
   for (std::int64_t c = 8 * lane; c < dim; c += 256) {
     float xv[8], gv[8], wv[8], out[8];
     load8(xr + c, xv);
@@ -80,8 +86,25 @@ __global__ void rmsnorm_backward_dx_kernel(const bf16* __restrict__ x, const bf1
 #pragma unroll
     for (int j = 0; j < 8; ++j) out[j] += s * gv[j] * wv[j] - xv[j] * k;
     store8(dxr + c, out);
-    if (dx_bf16 != nullptr) store8(dx_bf16 + row * dim + c, out);
+    if (dx_bf16 != nullptr) {
+      if (with_amax) m = max(m, magnitude_bits8(out));
+      store8(dx_bf16 + row * dim + c, out);
+    }
   }
+  return m;
+}
+
+// dx = rstd·dy·w − x·rstd³·(Σ dy·w·x)/dim, written or added into dx; dx_bf16 (optional) receives the bf16 copy of the
+// result (the next GEMM's input), which saves a separate cast pass, and amax_bits (optional, with dx_bf16) its amax.
+__global__ void rmsnorm_backward_dx_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                           const float* __restrict__ rstd, const float* __restrict__ dy,
+                                           float* __restrict__ dx, bf16* __restrict__ dx_bf16, std::int64_t rows,
+                                           std::int64_t dim, bool accumulate, unsigned* __restrict__ amax_bits) {
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const unsigned m = row < rows ? rmsnorm_backward_dx_row(x, w, rstd, dy, dx, dx_bf16, row, dim, accumulate,
+                                                          amax_bits != nullptr)
+                                : 0u;
+  if (amax_bits) publish_amax(m, amax_bits);
 }
 
 // dw[c] += Σ_rows dy[r, c]·x[r, c]·rstd[r]. Block (32, 8): threadIdx.x owns 8 columns, threadIdx.y strides the rows
@@ -121,7 +144,8 @@ __global__ void rmsnorm_backward_dw_kernel(const bf16* __restrict__ x, const flo
 // ---- scalar path (any dim) ----
 
 __global__ void rmsnorm_forward_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
-                                       float* __restrict__ rstd, std::int64_t dim, float eps) {
+                                       float* __restrict__ rstd, std::int64_t dim, float eps,
+                                       unsigned* __restrict__ amax_bits) {
   const std::int64_t row = blockIdx.x;
   const bf16* xr = x + row * dim;
   float ss = 0.0f;
@@ -132,17 +156,25 @@ __global__ void rmsnorm_forward_kernel(const bf16* __restrict__ x, const bf16* _
   ss = block_sum(ss);
   const float s = rsqrtf(ss / static_cast<float>(dim) + eps);
   if (threadIdx.x == 0) rstd[row] = s;
-  for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) y[row * dim + i] = to_bf(to_f(xr[i]) * s * to_f(w[i]));
+  unsigned m = 0;
+  for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const bf16 v = to_bf(to_f(xr[i]) * s * to_f(w[i]));
+    m = max(m, magnitude_bits(v));
+    y[row * dim + i] = v;
+  }
+  if (amax_bits) publish_amax(m, amax_bits);
 }
 
 // Each block handles kRowsPerBlockBwd rows; each thread owns columns i ≡ threadIdx.x (mod blockDim) for dw.
 __global__ void rmsnorm_backward_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                         const float* __restrict__ rstd, const float* __restrict__ dy,
                                         float* __restrict__ dx, bf16* __restrict__ dx_bf16, float* __restrict__ dw,
-                                        std::int64_t rows, std::int64_t dim, bool accumulate) {
+                                        std::int64_t rows, std::int64_t dim, bool accumulate,
+                                        unsigned* __restrict__ amax_bits) {
   extern __shared__ float dw_acc[];  // [dim]
   for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) dw_acc[i] = 0.0f;
   const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlockBwd;
+  unsigned m = 0;
   for (std::int64_t row = row0; row < row0 + kRowsPerBlockBwd && row < rows; ++row) {
     const bf16* xr = x + row * dim;
     const float* dyr = dy + row * dim;
@@ -160,11 +192,15 @@ __global__ void rmsnorm_backward_kernel(const bf16* __restrict__ x, const bf16* 
       const float v = s * dyr[i] * to_f(w[i]) - to_f(xr[i]) * k;
       const float out = accumulate ? dxr[i] + v : v;
       dxr[i] = out;
-      if (dx_bf16 != nullptr) dx_bf16[row * dim + i] = to_bf(out);
+      if (dx_bf16 != nullptr) {
+        dx_bf16[row * dim + i] = to_bf(out);
+        m = max(m, magnitude_bits(to_bf(out)));
+      }
     }
   }
   __syncthreads();
   for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) atomicAdd(dw + i, dw_acc[i]);
+  if (amax_bits) publish_amax(m, amax_bits);
 }
 
 bool vector_path(std::int64_t dim, std::initializer_list<const void*> ptrs) {
@@ -177,24 +213,28 @@ bool vector_path(std::int64_t dim, std::initializer_list<const void*> ptrs) {
 }  // namespace
 
 void rmsnorm_forward(const bf16* x, const bf16* w, bf16* y, float* rstd, std::int64_t rows, std::int64_t dim, float eps,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, float* y_amax) {
+  unsigned* amax = zeroed_amax(y_amax, stream);
   if (rows == 0) return;
   if (vector_path(dim, {x, w, y})) {
     rmsnorm_forward_vec_kernel<<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(
-        x, w, y, rstd, rows, dim, eps);
+        x, w, y, rstd, rows, dim, eps, amax);
     CUDA_CHECK_LAUNCH("rmsnorm_forward_vec_kernel");
     return;
   }
-  rmsnorm_forward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, w, y, rstd, dim, eps);
+  rmsnorm_forward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, w, y, rstd, dim, eps, amax);
   CUDA_CHECK_LAUNCH("rmsnorm_forward_kernel");
 }
 
 void rmsnorm_backward(const bf16* x, const bf16* w, const float* rstd, const float* dy, float* dx, float* dw,
-                      std::int64_t rows, std::int64_t dim, bool accumulate, cudaStream_t stream, bf16* dx_bf16) {
+                      std::int64_t rows, std::int64_t dim, bool accumulate, cudaStream_t stream, bf16* dx_bf16,
+                      float* dx_bf16_amax) {
+  QWEN3_ASSERT(!dx_bf16_amax || dx_bf16, "rmsnorm_backward: an amax of the bf16 copy needs the copy");
+  unsigned* amax = zeroed_amax(dx_bf16_amax, stream);
   if (rows == 0) return;
   if (vector_path(dim, {x, w, dy, dx, dx_bf16})) {
     rmsnorm_backward_dx_kernel<<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(
-        x, w, rstd, dy, dx, dx_bf16, rows, dim, accumulate);
+        x, w, rstd, dy, dx, dx_bf16, rows, dim, accumulate, amax);
     CUDA_CHECK_LAUNCH("rmsnorm_backward_dx_kernel");
     // Enough row chunks to fill the GPU several times over; each block reduces rows_per_block rows of 256 columns.
     const std::int64_t col_blocks = (dim + 255) / 256;
@@ -216,7 +256,8 @@ void rmsnorm_backward(const bf16* x, const bf16* w, const float* rstd, const flo
       raised = true;
     }
   }
-  rmsnorm_backward_kernel<<<blocks, kThreads, smem, stream>>>(x, w, rstd, dy, dx, dx_bf16, dw, rows, dim, accumulate);
+  rmsnorm_backward_kernel<<<blocks, kThreads, smem, stream>>>(x, w, rstd, dy, dx, dx_bf16, dw, rows, dim, accumulate,
+                                                              amax);
   CUDA_CHECK_LAUNCH("rmsnorm_backward_kernel");
 }
 

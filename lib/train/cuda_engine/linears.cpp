@@ -52,16 +52,36 @@ void Linears::reduce_amax(float* amax, std::size_t n, bool split_by_tp) const {
   if (cp_) cp_->all_reduce_max(amax, n);
 }
 
-void Linears::cast_weights(std::int64_t l, bool rows, bool cols) {
+float* Linears::produce_input_amax(const LayerActs& a, Fp8Linear w) {
+  if (!fp8_) return nullptr;
+  input_amax_produced_[static_cast<int>(w)] = true;
+  return a.fp8 + static_cast<int>(w);
+}
+
+float* Linears::produce_grad_amax(int slot) {
+  if (!fp8_) return nullptr;
+  grad_amax_produced_[slot] = true;
+  return scales_ + layout_.grad_scale(slot);
+}
+
+void Linears::take_amax(const bf16* x, std::int64_t n, float* amax, bool& produced, bool split_by_tp) const {
+  if (!produced) fp8_amax(x, n, amax, ctx_.stream);
+  reduce_amax(amax, 1, split_by_tp || produced);
+  produced = false;
+}
+
+void Linears::cast_weights(std::int64_t l, bool rows, bool cols, bool take_amax) {
   if (!fp8_) return;
   const cudaStream_t st = ctx_.stream;
   const std::int64_t i = l - ctx_.stage.first_layer;
-  float* amax = scales_ + layout_.weight_scale(i);
-  for (int w = 0; w < kFp8Linears; ++w) {
-    const Fp8Weight& s = layout_.weights[static_cast<std::size_t>(w)];
-    fp8_amax(ctx_.W(index(l, static_cast<Fp8Linear>(w))), s.out * s.in, amax + w, st);
+  float* amax = scales_ + layout_.weight_scale(i);  // each layer's own, in either mode
+  if (take_amax) {
+    for (int w = 0; w < kFp8Linears; ++w) {
+      const Fp8Weight& s = layout_.weights[static_cast<std::size_t>(w)];
+      fp8_amax(ctx_.W(index(l, static_cast<Fp8Linear>(w))), s.out * s.in, amax + w, st);
+    }
+    if (tp_) tp_->all_reduce_max(amax, kFp8Linears);  // every weight is split over tp (replicated K/V heads: no max)
   }
-  if (tp_) tp_->all_reduce_max(amax, kFp8Linears);  // every weight is split over tp (replicated K/V heads change no max)
   for (int w = 0; w < kFp8Linears; ++w) {
     const Fp8Weight& s = layout_.weights[static_cast<std::size_t>(w)];
     std::uint8_t* b = block(l);
@@ -81,8 +101,8 @@ void Linears::forward(const bf16* x, std::int64_t l, Fp8Linear w, const LayerAct
   }
   float* amax = a.fp8 + static_cast<int>(w);
   float* inv = a.fp8 + Fp8Layout::inv(static_cast<int>(w));
-  fp8_amax(x, T * s.in, amax, ctx_.stream);
-  reduce_amax(amax, 1, w == Fp8Linear::o || w == Fp8Linear::down);  // the row-parallel layers' inputs are split
+  // the row-parallel layers' inputs are split over tp
+  take_amax(x, T * s.in, amax, input_amax_produced_[static_cast<int>(w)], w == Fp8Linear::o || w == Fp8Linear::down);
   fp8_cast(x, T, s.in, amax, Fp8Format::e4m3, {act_, fp8_padded(s.in), nullptr, 0}, inv, ctx_.stream);
   ctx_.mark("fp8 cast input");
   ctx_.gemm.forward(Gemm::Fp8{act_, inv, fp8_padded(s.in)}, weight_rows(l, w), y, residual, T, s.out, ctx_.stream);
@@ -92,8 +112,8 @@ Linears::Grad Linears::grad(const bf16* dy, Fp8Linear w, int slot, std::int64_t 
   if (!fp8_) return {dy, w, slot};
   const std::int64_t out = shape(w).out;
   float* amax = scales_ + layout_.grad_scale(slot);
-  fp8_amax(dy, T * out, amax, ctx_.stream);
-  reduce_amax(amax, 1, w == Fp8Linear::qkv || w == Fp8Linear::gate_up);  // the column-parallel layers' are split
+  // the column-parallel layers' gradients are split over tp
+  take_amax(dy, T * out, amax, grad_amax_produced_[slot], w == Fp8Linear::qkv || w == Fp8Linear::gate_up);
   fp8_cast(dy, T, out, amax, Fp8Format::e5m2, {grad_, fp8_padded(out), grad_t_[slot], fp8_padded(T)}, amax + Fp8Layout::grad_inv(),
            ctx_.stream);
   ctx_.mark("fp8 cast gradient");

@@ -27,11 +27,18 @@ class Linears {
           DeviceGroup* tp, DeviceGroup* cp);
   bool fp8() const { return fp8_; }
 
-  // FP8: layer l's weight copies from its bf16 compute weights (collective over tp): the row-major ones (the forward)
-  // and/or the transposed ones (the data gradient). Kept copies: both, once after the weights change; cast per layer
-  // (per_layer()): into the one layer's buffer before each use.
-  void cast_weights(std::int64_t l, bool rows = true, bool cols = true);
+  // FP8: layer l's weight copies from its bf16 compute weights: the row-major ones (the forward) and/or the
+  // transposed ones (the data gradient). Kept copies: both, once after the weights change; cast per layer
+  // (per_layer()): into the one layer's buffer before each use. take_amax: the weights changed since layer l's last
+  // cast, so their amaxes are taken again (collective over tp); else the kept ones scale the cast.
+  void cast_weights(std::int64_t l, bool rows, bool cols, bool take_amax);
   bool per_layer() const { return per_layer_; }
+
+  // Where the kernel producing w's input x, or a gradient of `slot`, writes that tensor's amax as it writes the tensor
+  // (this rank's part of it; the next forward(…, w, …) or grad(…, slot, …) then reduces it over the groups and skips
+  // its own amax pass); null in bf16. Ask only from the kernel that writes the very tensor the next call reads.
+  float* produce_input_amax(const LayerActs& a, Fp8Linear w);
+  float* produce_grad_amax(int slot);
 
   // y[T, out] = x[T, in]·Wᵀ (+ residual) for layer l's linear w; a: the layer's activations (its inputs' amaxes).
   void forward(const bf16* x, std::int64_t l, Fp8Linear w, const LayerActs& a, bf16* y, const bf16* residual,
@@ -61,6 +68,9 @@ class Linears {
   Gemm::Fp8 grad_rows(const Grad& g) const;  // g's row-major FP8 operand (it must be the latest grad())
   // max-reduces n amaxes over the groups that split the tensor: tp when split_by_tp, and cp.
   void reduce_amax(float* amax, std::size_t n, bool split_by_tp) const;
+  // The amax of a tensor about to be cast: its producer's (produce_*_amax; then split over tp too — under sequence
+  // parallelism the producer saw this rank's tokens only) or one amax pass now; then reduced over the groups.
+  void take_amax(const bf16* x, std::int64_t n, float* amax, bool& produced, bool split_by_tp) const;
 
   const EngineContext& ctx_;
   bool fp8_ = false;
@@ -72,6 +82,8 @@ class Linears {
   float* scales_ = nullptr;          // layout_.scale_floats()
   std::uint8_t *act_ = nullptr, *grad_ = nullptr, *grad_t_[2] = {nullptr, nullptr};
   int latest_grad_ = -1;             // the slot whose row-major operand grad_ holds
+  bool input_amax_produced_[kFp8Linears] = {};  // produce_input_amax was asked since w's last forward
+  bool grad_amax_produced_[2] = {};             // produce_grad_amax was asked since slot's last grad()
 };
 
 }  // namespace qwen3::cuda

@@ -8,7 +8,7 @@ namespace qwen3::cuda {
 
 void Qwen3Blocks::attention_block_forward(std::int64_t l, LayerActs& a, const MicroDims& d) {
   const auto& p = ctx_.table.layers[static_cast<std::size_t>(l)];
-  sp_.norm_gathered(a.x_in, p.input_norm, a.h_in, a.rstd_in, d);
+  sp_.norm_gathered(a.x_in, p.input_norm, a.h_in, a.rstd_in, d, lin_.produce_input_amax(a, Fp8Linear::qkv));
   lin_.forward(a.h_in, l, Fp8Linear::qkv, a, a.qkv, nullptr, d.T);  // q|k|v in one GEMM
   ctx_.mark("gemm qkv fwd");
   qk_norm_rope_forward(a.qkv, ctx_.W(p.q_norm), a.q, a.rstd_q, d.qshape, ctx_.stream);
@@ -21,10 +21,10 @@ void Qwen3Blocks::attention_block_forward(std::int64_t l, LayerActs& a, const Mi
 
 void Qwen3Blocks::mlp_block_forward(std::int64_t l, LayerActs& a, bf16* next, const MicroDims& d) {
   const auto& p = ctx_.table.layers[static_cast<std::size_t>(l)];
-  sp_.norm_gathered(a.x_mid, p.post_norm, a.h_mid, a.rstd_mid, d);
+  sp_.norm_gathered(a.x_mid, p.post_norm, a.h_mid, a.rstd_mid, d, lin_.produce_input_amax(a, Fp8Linear::gate_up));
   lin_.forward(a.h_mid, l, Fp8Linear::gate_up, a, a.gate_up, nullptr, d.T);  // gate|up
   ctx_.mark("gemm gate_up fwd");
-  swiglu_forward(a.gate_up, s_.act, d.T, d.I, ctx_.stream);
+  swiglu_forward(a.gate_up, s_.act, d.T, d.I, ctx_.stream, lin_.produce_input_amax(a, Fp8Linear::down));
   ctx_.mark("swiglu fwd");
   sp_.row_parallel(s_.act, l, Fp8Linear::down, a, a.x_mid, next, "gemm down fwd", d);
 }
@@ -49,7 +49,8 @@ void Qwen3Blocks::mlp_block_backward(std::int64_t l, LayerActs& a, bool accumula
   const auto dy = lin_.grad(sp_.dy(), Fp8Linear::down, 0, d.T);
   lin_.backward_data(dy, l, s_.dact, d.T);
   ctx_.mark("gemm down bwd data");
-  swiglu_backward(a.gate_up, s_.dact, s_.dgate_up, d.T, d.I, st, s_.act);  // also recomputes the SwiGLU product
+  swiglu_backward(a.gate_up, s_.dact, s_.dgate_up, d.T, d.I, st, s_.act,  // also recomputes the SwiGLU product
+                  lin_.produce_grad_amax(1));
   ctx_.mark("swiglu bwd");
   const auto dgate_up = lin_.grad(s_.dgate_up, Fp8Linear::gate_up, 1, d.T);
   lin_.backward_data(dgate_up, l, s_.dh, d.T, false);

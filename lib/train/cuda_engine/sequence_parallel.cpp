@@ -19,8 +19,9 @@ SequenceParallel::SequenceParallel(const EngineContext& ctx, DeviceGroup* tp, co
   comm_ = Stream(stream_priorities().greatest);
 }
 
-void SequenceParallel::norm_gathered(const bf16* x, std::size_t w, bf16* full, float* rstd, const MicroDims& d) {
-  rmsnorm_forward(x, ctx_.W(w), tp_ ? h_local_ : full, rstd, d.Tl, d.H, d.eps, ctx_.stream);
+void SequenceParallel::norm_gathered(const bf16* x, std::size_t w, bf16* full, float* rstd, const MicroDims& d,
+                                     float* amax) {
+  rmsnorm_forward(x, ctx_.W(w), tp_ ? h_local_ : full, rstd, d.Tl, d.H, d.eps, ctx_.stream, amax);
   ctx_.mark("rmsnorm fwd");
   if (!tp_) return;
   tp_->all_gather_bf16(h_local_, full, static_cast<std::size_t>(d.Tl * d.H));
@@ -72,8 +73,9 @@ void SequenceParallel::block_tail(const bf16* x, std::size_t norm, const float* 
   const cudaStream_t st = ctx_.stream;
   bf16* next_dy = more ? scratch_.dy : nullptr;
   if (!tp_) {
-    wgrads();
-    rmsnorm_backward(x, ctx_.W(norm), rstd, scratch_.dh, scratch_.dres, ctx_.G(norm), d.Tl, d.H, true, st, next_dy);
+    wgrads();  // before the norm backward: its dy amax overwrites the slot's (the GEMMs read the slot's inverse scale)
+    rmsnorm_backward(x, ctx_.W(norm), rstd, scratch_.dh, scratch_.dres, ctx_.G(norm), d.Tl, d.H, true, st, next_dy,
+                     more ? lin_.produce_grad_amax(0) : nullptr);
     ctx_.mark("rmsnorm bwd");
     return;
   }
@@ -82,7 +84,8 @@ void SequenceParallel::block_tail(const bf16* x, std::size_t norm, const float* 
   tp_->set_stream(comm_);
   tp_->reduce_scatter_sum(scratch_.dh, dh_local_, static_cast<std::size_t>(d.Tl * d.H));
   ctx_.timer.mark(comm_, "reduce-scatter (sequence parallel, comm stream)");
-  rmsnorm_backward(x, ctx_.W(norm), rstd, dh_local_, scratch_.dres, ctx_.G(norm), d.Tl, d.H, true, comm_, next_dy);
+  rmsnorm_backward(x, ctx_.W(norm), rstd, dh_local_, scratch_.dres, ctx_.G(norm), d.Tl, d.H, true, comm_, next_dy,
+                   more ? lin_.produce_grad_amax(0) : nullptr);
   ctx_.timer.mark(comm_, "rmsnorm bwd (comm stream)");
   if (more) {
     tp_->all_gather_bf16(scratch_.dy, gathered_[cur_ ^ 1], static_cast<std::size_t>(d.Tl * d.H));

@@ -25,8 +25,9 @@ class SequenceParallel {
   DeviceGroup* group() const { return tp_; }
 
   // ---- forward ----
-  // full[T, H] ← RMSNorm of this rank's rows x[Tl, H] (weight w, statistics rstd[Tl]), all-gathered.
-  void norm_gathered(const bf16* x, std::size_t w, bf16* full, float* rstd, const MicroDims& d);
+  // full[T, H] ← RMSNorm of this rank's rows x[Tl, H] (weight w, statistics rstd[Tl]), all-gathered; amax
+  // (optional, FP8: Linears::produce_input_amax) receives the amax of this rank's rows.
+  void norm_gathered(const bf16* x, std::size_t w, bf16* full, float* rstd, const MicroDims& d, float* amax = nullptr);
   // out[Tl, H] = residual + this rank's rows of Σ_ranks in[T, k]·Wᵀ (reduce-scatter) for layer l's linear w (o or
   // down; a: the layer's activations); one GEMM with the residual in its epilogue without tensor parallelism.
   void row_parallel(const bf16* in, std::int64_t l, Fp8Linear w, const LayerActs& a, const bf16* residual, bf16* out,
@@ -42,8 +43,8 @@ class SequenceParallel {
   // scratch.dh (T rows of partial sums) reduced to this rank's Tl rows (the norm-output gradient).
   const float* scatter_dh(const MicroDims& d);
   // A block's tail: the norm backward (x, norm weight, statistics) from scratch.dh into scratch.dres and, when `more`
-  // blocks follow, its bf16 copy gathered as their dy — on the comm stream while `wgrads` (the block's weight-gradient
-  // GEMMs) runs on the main stream.
+  // blocks follow, its bf16 copy gathered as their dy (in FP8 with its amax, the next grad()'s: slot 0) — on the comm
+  // stream while `wgrads` (the block's weight-gradient GEMMs) runs on the main stream.
   void block_tail(const bf16* x, std::size_t norm, const float* rstd, bool more, const std::function<void()>& wgrads,
                   const MicroDims& d);
   // The embedding's gradient from dres (this rank's rows; every token's rows gathered for the vocabulary slice).
