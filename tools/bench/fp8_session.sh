@@ -18,9 +18,11 @@
 #   fp8_session.sh stability "V:LR:WARMUP[:EPS] ..."   bf16 runs of MODEL (0.6B) at each chain vocabulary, peak
 #                                   learning rate, warm-up and AdamW epsilon (1e-8), at once, STEPS (250) steps: the loss
 #                                   at step 60, the largest after it, the last
+#   fp8_session.sh hf MODEL         Hugging Face's Qwen3 (tools/bench/hf_markov_train.py) on the quality setting's data
+#                                   (VOCAB, LR, WARMUP, EPS as above; HF_TIMEOUT seconds, 300): the same summary
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-what="${1:?usage: fp8_session.sh tests | speed SPECS | quality MODEL | stability SETTINGS}"
+what="${1:?usage: fp8_session.sh tests | speed SPECS | quality MODEL | stability SETTINGS | hf MODEL}"
 out="${OUT:-gpu-out}"; mkdir -p "$out"; bin="${QWEN3_BIN:-build/bin}"
 export QWEN3_BIN_DIR="$PWD/$bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
@@ -82,5 +84,16 @@ case "$what" in
         END {m = 0; for (i = 60; i <= NR; i++) if (l[i] > m) m = l[i];
              printf "%s: loss at step 60 %.3f, largest after %.3f, last (step %d) %.3f\n", s, l[60], m, NR, l[NR]}'
     done ;;
-  *) echo "usage: fp8_session.sh tests | speed SPECS | quality MODEL | stability SETTINGS" >&2; exit 2 ;;
+  hf)
+    # Hugging Face's Qwen3 in the quality setting (its own initialisation and order): does bf16 spike there too?
+    model="${2:?model}"; vocab="${VOCAB:-512}"; data="$out/markov-hf-$vocab.h5"; log="$out/hf-$model-$vocab.jsonl"
+    "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 --seed 11 >/dev/null
+    timeout "${HF_TIMEOUT:-300}" python3 tools/bench/hf_markov_train.py "$data" "$model" --steps 500 --lr "${LR:-3e-4}" \
+      --warmup "${WARMUP:-50}" --eps "${EPS:-1e-8}" >"$log" 2>"$out/hf-$model.err"
+    echo "hf $model exit $? ($(grep -c '"step"' "$log") steps)"; rm -f "$data"
+    python3 -c 'import json, sys
+l = [json.loads(x)["loss"] for x in open(sys.argv[1]) if x.startswith("{\"step")]
+print(f"loss at step 60 {l[59]:.3f}, largest after {max(l[60:]):.3f}, last (step {len(l)}) {l[-1]:.3f}" if len(l) > 60
+      else f"{len(l)} steps only")' "$log" ;;
+  *) echo "usage: fp8_session.sh tests | speed SPECS | quality MODEL | stability SETTINGS | hf MODEL" >&2; exit 2 ;;
 esac
