@@ -13,7 +13,7 @@
 #                                   vocabulary is VOCAB (default 512, entropy 2.1903 nats: 500 steps of 8 documents
 #                                   reach near it; at the presets' 151,936 the chain has 600k transitions to learn).
 #                                   Peak learning rate LR (default 3e-4), final MIN_LR (3e-5), WARMUP steps (50), AdamW
-#                                   epsilon EPS (1e-8).
+#                                   epsilon EPS (1e-8), global batch GB (8; micro-batches of 8).
 #                                   CONCURRENT=1 runs both precisions at once on the GPU (quality runs, not timed).
 #   fp8_session.sh stability "V:LR:WARMUP[:EPS] ..."   bf16 runs of MODEL (0.6B) at each chain vocabulary, peak
 #                                   learning rate, warm-up and AdamW epsilon (1e-8), at once, STEPS (250) steps: the loss
@@ -53,7 +53,7 @@ case "$what" in
     model="${2:?model}"; data="$out/markov-1024.h5"; vocab="${VOCAB:-512}"
     "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 --seed 11 >/dev/null
     for p in bf16 fp8; do
-      "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" --seq-len 1024 --global-batch 8 --micro-batch 8 \
+      "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" --seq-len 1024 --global-batch "${GB:-8}" --micro-batch 8 \
         --steps 500 --lr "${LR:-3e-4}" --min-lr "${MIN_LR:-3e-5}" --warmup-steps "${WARMUP:-50}" --adam-eps "${EPS:-1e-8}" --seed 5 --precision "$p" \
         --out "$out/quality-$model-$p.h5" --overwrite >"$out/quality-$model-$p.log" 2>&1 &
       [ -n "${CONCURRENT:-}" ] || wait $!
@@ -72,7 +72,7 @@ case "$what" in
       IFS=: read -r vocab lr warm eps <<<"$setting"; data="$out/markov-$vocab.h5"; tag="stability-$model-${setting//:/-}"
       [ -f "$data" ] || "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 \
         --seed 11 >/dev/null
-      "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" --seq-len 1024 --global-batch 8 --micro-batch 8 \
+      "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" --seq-len 1024 --global-batch "${GB:-8}" --micro-batch 8 \
         --steps "${STEPS:-250}" --lr "$lr" --min-lr 3e-5 --warmup-steps "$warm" --adam-eps "${eps:-1e-8}" --seed 5 \
         --out "$out/$tag.h5" --overwrite \
         >"$out/$tag.log" 2>&1 &
@@ -89,7 +89,7 @@ case "$what" in
     model="${2:?model}"; vocab="${VOCAB:-512}"; data="$out/markov-hf-$vocab.h5"; log="$out/hf-$model-$vocab.jsonl"
     "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 --seed 11 >/dev/null
     timeout "${HF_TIMEOUT:-300}" python3 tools/bench/hf_markov_train.py "$data" "$model" --steps 500 --lr "${LR:-3e-4}" \
-      --warmup "${WARMUP:-50}" --eps "${EPS:-1e-8}" >"$log" 2>"$out/hf-$model.err"
+      --warmup "${WARMUP:-50}" --eps "${EPS:-1e-8}" --batch "${GB:-8}" >"$log" 2>"$out/hf-$model.err"
     echo "hf $model exit $? ($(grep -c '"step"' "$log") steps)"; rm -f "$data"
     python3 -c 'import json, sys
 l = [json.loads(x)["loss"] for x in open(sys.argv[1]) if x.startswith("{\"step")]
