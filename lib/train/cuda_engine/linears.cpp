@@ -64,18 +64,18 @@ float* Linears::produce_grad_amax(int slot) {
   return scales_ + layout_.grad_scale(slot);
 }
 
-void Linears::take_amax(const bf16* x, std::int64_t n, float* amax, bool& produced, bool split_by_tp) const {
+void Linears::take_amax(const bf16* x, std::int64_t n, float* amax, bool& produced, bool split_by_tp) {
   if (!produced) fp8_amax(x, n, amax, ctx_.stream);
   reduce_amax(amax, 1, split_by_tp || produced);
   produced = false;
 }
 
-void Linears::cast_weights(std::int64_t l, bool rows, bool cols, bool take_amax) {
+void Linears::cast_weights(std::int64_t l, bool rows, bool cols, bool fresh_amax) {
   if (!fp8_) return;
   const cudaStream_t st = ctx_.stream;
   const std::int64_t i = l - ctx_.stage.first_layer;
   float* amax = scales_ + layout_.weight_scale(i);  // each layer's own, in either mode
-  if (take_amax) {
+  if (fresh_amax) {
     for (int w = 0; w < kFp8Linears; ++w) {
       const Fp8Weight& s = layout_.weights[static_cast<std::size_t>(w)];
       fp8_amax(ctx_.W(index(l, static_cast<Fp8Linear>(w))), s.out * s.in, amax + w, st);

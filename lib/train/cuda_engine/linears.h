@@ -29,9 +29,9 @@ class Linears {
 
   // FP8: layer l's weight copies from its bf16 compute weights: the row-major ones (the forward) and/or the
   // transposed ones (the data gradient). Kept copies: both, once after the weights change; cast per layer
-  // (per_layer()): into the one layer's buffer before each use. take_amax: the weights changed since layer l's last
+  // (per_layer()): into the one layer's buffer before each use. fresh_amax: the weights changed since layer l's last
   // cast, so their amaxes are taken again (collective over tp); else the kept ones scale the cast.
-  void cast_weights(std::int64_t l, bool rows, bool cols, bool take_amax);
+  void cast_weights(std::int64_t l, bool rows, bool cols, bool fresh_amax);
   bool per_layer() const { return per_layer_; }
 
   // Where the kernel producing w's input x, or a gradient of `slot`, writes that tensor's amax as it writes the tensor
@@ -70,7 +70,7 @@ class Linears {
   void reduce_amax(float* amax, std::size_t n, bool split_by_tp) const;
   // The amax of a tensor about to be cast: its producer's (produce_*_amax; then split over tp too — under sequence
   // parallelism the producer saw this rank's tokens only) or one amax pass now; then reduced over the groups.
-  void take_amax(const bf16* x, std::int64_t n, float* amax, bool& produced, bool split_by_tp) const;
+  void take_amax(const bf16* x, std::int64_t n, float* amax, bool& produced, bool split_by_tp);
 
   const EngineContext& ctx_;
   bool fp8_ = false;
