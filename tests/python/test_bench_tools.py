@@ -1,11 +1,12 @@
 """The pure functions of tools/bench's prediction checks: which nvidia-smi samples are a run's own
 (predict_check.smi_window), the layout family and error statistics of docs/prediction.md (prediction_table) and the
---plan command line they build (plan_json); fp8_quality's check of fp8 against bf16 training; and fp8_budget's sum of
-what FP8 saves against what its casts cost."""
+--plan command line they build (plan_json); fp8_quality's check of fp8 against bf16 training; fp8_budget's sum of
+what FP8 saves against what its casts cost; and merge_calibration's adding of measured kernels."""
 import datetime
 
 import fp8_budget
 import fp8_quality
+import merge_calibration
 import plan_json
 import predict_check
 import prediction_table
@@ -132,3 +133,20 @@ def test_the_budget_takes_the_plans_gemms_and_tells_a_micro_batchs_casts_from_th
     fp8_two = [op("gemm8_fwd 8x8", "gemm", 8, 1.0), op("fp8_cast 8", "other", 8, 0.5), op("fp8_cast_both 8", "other", 2, 0.25)]
     saved, casts, weights = fp8_budget.budget(bf16, fp8_one, fp8_two)
     assert (saved, casts, weights) == (8.0, 2.0, 0.5)  # the norms are no GEMM; the weights' casts do not grow
+
+# ---- merge_calibration.py: kernels a same-kind calibration measured, added where the base lacks them ----
+def test_merging_adds_only_missing_kernels_of_the_prefixes_and_says_whence():
+    base = {"kind": "h100-80gb", "measured": "first", "ops": {"gemm_fwd 8x8": [[8, 1.0]], "fp8_amax 8": [[8, 2.0]]}}
+    other = {"kind": "h100-80gb", "measured": "a; b, commit x", "ops": {
+        "gemm_fwd 8x8": [[8, 9.0]], "fp8_amax 8": [[8, 9.0]], "fp8_cast 8": [[8, 3.0]], "gemm8_fwd 8x8": [[8, 4.0]]}}
+    merged, added = merge_calibration.merge(base, [("o.json", other)], ["gemm8_", "fp8_"])
+    assert merged["ops"] == {"gemm_fwd 8x8": [[8, 1.0]], "fp8_amax 8": [[8, 2.0]], "fp8_cast 8": [[8, 3.0]],
+                             "gemm8_fwd 8x8": [[8, 4.0]]}  # the base's own kept, bf16 kernels not taken
+    assert added == ["o.json"] and merged["measured"].startswith("first; 2 kernels (gemm8_, fp8_) added from o.json")
+    assert "b, commit x" in merged["measured"]
+    other["kind"] = "h200"
+    try:
+        merge_calibration.merge(base, [("o.json", other)], ["fp8_"])
+        assert False, "another card's kernels were taken"
+    except ValueError as e:
+        assert "h200" in str(e)
