@@ -34,6 +34,14 @@ std::optional<Calibration> plan_calibration(const RunConfig& cfg) {
   return std::nullopt;
 }
 
+// A long description the calibration file holds (`field`): its first clause and where the rest is; a short one whole.
+std::string brief(const std::string& text, const char* field) {
+  if (text.size() <= 110) return text;
+  std::string b = text.substr(0, text.find_first_of(":;(", 20));
+  while (!b.empty() && (b.back() == ' ' || b.back() == ',')) b.pop_back();
+  return b.size() < text.size() ? b + " (the rest: the calibration's " + field + ")" : text;
+}
+
 // The predicted step for people: its time, throughput and parts; or, with an operation the calibration lacks, no
 // number at all but what is missing and how to measure it.
 std::string describe_prediction(const PlannedRun& in, const StepPrediction& p, const Calibration& c) {
@@ -53,13 +61,10 @@ std::string describe_prediction(const PlannedRun& in, const StepPrediction& p, c
                 "(waited for) %.4f s\n",
                 t.forward, t.backward, t.recompute, t.exposed_comm, static_cast<long long>(t.micro_batches),
                 t.pipeline, t.data_parallel, t.optimizer);
-  std::string out = head + c.measured + parts + "      rests on:\n";
+  std::string out = head + brief(c.measured, "measured") + parts + "      rests on:\n";
   for (const auto& [term, source] : p.sources) {  // a long source held in the file: its first clause, the file the rest
     const char* field = term == "collectives" ? "collectives.source" : term == "in-step factors" ? "in_step.source" : "";
-    std::string brief = *field && source.size() > 110 ? source.substr(0, source.find_first_of(":;(", 20)) : source;
-    while (!brief.empty() && (brief.back() == ' ' || brief.back() == ',')) brief.pop_back();
-    out += "        " + term + ": " + brief +
-           (brief.size() < source.size() ? std::string(" (the rest: the calibration's ") + field + ")" : "") + "\n";
+    out += "        " + term + ": " + (*field ? brief(source, field) : source) + "\n";
   }
   return out;
 }
