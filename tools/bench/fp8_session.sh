@@ -8,14 +8,15 @@
 #                                   specs' kernels in both precisions into OUT/speed/<kind>.json, so that
 #                                   tools/bench/predict_check.py --calibration holds --plan --precision fp8 to the runs
 #   fp8_session.sh quality MODEL    bf16 and fp8 from the same weights on the same Markov documents, 500 steps at 1,024
-#                                   tokens, global batch 8; then tools/bench/fp8_quality.py (within 1% from step 50 on;
+#                                   tokens, global batch 8 (MODEL: a preset, or an INI model config by its file); then tools/bench/fp8_quality.py (within 1% from step 50 on;
 #                                   both closer to the chain's entropy than to ln V) and its figure. The chain's
 #                                   vocabulary is VOCAB (default 512, entropy 2.1903 nats: 500 steps of 8 documents
 #                                   reach near it; at the presets' 151,936 the chain has 600k transitions to learn).
 #                                   Peak learning rate LR (default 3e-4), final MIN_LR (3e-5), WARMUP steps (50), AdamW
 #                                   epsilon EPS (1e-8), global batch GB (8; micro-batches of 8).
 #                                   CONCURRENT=1 runs both precisions at once on the GPU (quality runs, not timed).
-#   fp8_session.sh stability "V:LR:WARMUP[:EPS] ..."   bf16 runs of MODEL (0.6B) at each chain vocabulary, peak
+#   fp8_session.sh stability "V:LR:WARMUP[:EPS] ..."   bf16 runs of MODEL (0.6B; or an INI: inputs/0.6B-v512.ini,
+#                                   0.6B with the chain's 512 tokens as its whole vocabulary) at each chain vocabulary, peak
 #                                   learning rate, warm-up and AdamW epsilon (1e-8), at once, STEPS (250) steps: the loss
 #                                   at step 60, the largest after it, the last
 #   fp8_session.sh hf MODEL         Hugging Face's Qwen3 (tools/bench/hf_markov_train.py) on the quality setting's data
@@ -25,6 +26,9 @@ cd "$(dirname "$0")/../.."
 what="${1:?usage: fp8_session.sh tests | speed SPECS | quality MODEL | stability SETTINGS | hf MODEL}"
 out="${OUT:-gpu-out}"; mkdir -p "$out"; bin="${QWEN3_BIN:-build/bin}"
 export QWEN3_BIN_DIR="$PWD/$bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
+# A preset's name, or an INI model config (inputs/*.ini) named by its file: qwen3-pretrain's option, and a tag.
+model_option() { case "$1" in *.ini) echo "--model-config $1" ;; *) echo "--model $1" ;; esac; }
+model_tag() { basename "$1" .ini; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 case "$what" in
   tests)
@@ -50,11 +54,11 @@ case "$what" in
     "$bin/qwen3-calibrate" --base "calibration/$kind.json" --models "$models" --lengths "$lengths" --tp 1 \
       --out "$out/speed/$kind.json" 2>&1 | tail -1 ;;
   quality)
-    model="${2:?model}"; data="$out/markov-1024.h5"; vocab="${VOCAB:-512}"
+    spec="${2:?model}"; model=$(model_tag "$spec"); data="$out/markov-1024.h5"; vocab="${VOCAB:-512}"
     "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 --seed 11 >/dev/null
     for p in bf16 fp8; do
-      "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" --seq-len 1024 --global-batch "${GB:-8}" --micro-batch 8 \
-        --steps 500 --lr "${LR:-3e-4}" --min-lr "${MIN_LR:-3e-5}" --warmup-steps "${WARMUP:-50}" --adam-eps "${EPS:-1e-8}" --seed 5 --precision "$p" \
+      "$bin/qwen3-pretrain" --device cuda $(model_option "$spec") --data "$data" --seq-len 1024 --global-batch "${GB:-8}" \
+        --micro-batch 8 --steps 500 --lr "${LR:-3e-4}" --min-lr "${MIN_LR:-3e-5}" --warmup-steps "${WARMUP:-50}" --adam-eps "${EPS:-1e-8}" --seed 5 --precision "$p" \
         --out "$out/quality-$model-$p.h5" --overwrite >"$out/quality-$model-$p.log" 2>&1 &
       [ -n "${CONCURRENT:-}" ] || wait $!
     done
@@ -67,13 +71,13 @@ case "$what" in
     # bf16 alone, every setting at once on the GPU, STEPS (250) steps: does the loss spike? (0.6B at V=512, lr 3e-4 and
     # 6e-4: loss 6.0 → 25 at step 90, above ln 151,936 — the 151,424 token rows the data never shows, tied to the output
     # layer, move together under Adam; docs/fp8.md)
-    model="${MODEL:-0.6B}"
+    spec="${MODEL:-0.6B}"; model=$(model_tag "$spec")
     for setting in ${2:?settings VOCAB:LR:WARMUP[:EPS] ...}; do
       IFS=: read -r vocab lr warm eps <<<"$setting"; data="$out/markov-$vocab.h5"; tag="stability-$model-${setting//:/-}"
       [ -f "$data" ] || "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 \
         --seed 11 >/dev/null
-      "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" --seq-len 1024 --global-batch "${GB:-8}" --micro-batch 8 \
-        --steps "${STEPS:-250}" --lr "$lr" --min-lr 3e-5 --warmup-steps "$warm" --adam-eps "${eps:-1e-8}" --seed 5 \
+      "$bin/qwen3-pretrain" --device cuda $(model_option "$spec") --data "$data" --seq-len 1024 --global-batch "${GB:-8}" \
+        --micro-batch 8 --steps "${STEPS:-250}" --lr "$lr" --min-lr 3e-5 --warmup-steps "$warm" --adam-eps "${eps:-1e-8}" --seed 5 \
         --out "$out/$tag.h5" --overwrite \
         >"$out/$tag.log" 2>&1 &
     done
