@@ -58,8 +58,9 @@ case "$what" in
     "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 --seed 11 >/dev/null
     for p in bf16 fp8; do
       "$bin/qwen3-pretrain" --device cuda $(model_option "$spec") --data "$data" --seq-len 1024 --global-batch "${GB:-8}" \
-        --micro-batch 8 --steps 500 --lr "${LR:-3e-4}" --min-lr "${MIN_LR:-3e-5}" --warmup-steps "${WARMUP:-50}" --adam-eps "${EPS:-1e-8}" --seed 5 --precision "$p" \
-        --out "$out/quality-$model-$p.h5" --overwrite >"$out/quality-$model-$p.log" 2>&1 &
+        --micro-batch 8 --steps 500 --lr "${LR:-3e-4}" --min-lr "${MIN_LR:-3e-5}" --warmup-steps "${WARMUP:-50}" \
+        --adam-eps "${EPS:-1e-8}" --seed 5 --precision "$p" --out "$out/quality-$model-$p.h5" --overwrite \
+        >"$out/quality-$model-$p.log" 2>&1 &
       [ -n "${CONCURRENT:-}" ] || wait $!
     done
     wait
@@ -69,17 +70,15 @@ case "$what" in
       --vocab "$vocab" --png "$out/quality-$model.png" ;;
   stability)
     # bf16 alone, every setting at once on the GPU, STEPS (250) steps: does the loss spike? (0.6B at V=512, lr 3e-4 and
-    # 6e-4: loss 6.0 → 25 at step 90, above ln 151,936 — the 151,424 token rows the data never shows, tied to the output
-    # layer, move together under Adam; docs/fp8.md)
+    # 6e-4: loss 6.0 → 25 at step 90, above ln 151,936, as it leaves the unigram plateau; docs/fp8.md)
     spec="${MODEL:-0.6B}"; model=$(model_tag "$spec")
     for setting in ${2:?settings VOCAB:LR:WARMUP[:EPS] ...}; do
       IFS=: read -r vocab lr warm eps <<<"$setting"; data="$out/markov-$vocab.h5"; tag="stability-$model-${setting//:/-}"
       [ -f "$data" ] || "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 \
         --seed 11 >/dev/null
       "$bin/qwen3-pretrain" --device cuda $(model_option "$spec") --data "$data" --seq-len 1024 --global-batch "${GB:-8}" \
-        --micro-batch 8 --steps "${STEPS:-250}" --lr "$lr" --min-lr 3e-5 --warmup-steps "$warm" --adam-eps "${eps:-1e-8}" --seed 5 \
-        --out "$out/$tag.h5" --overwrite \
-        >"$out/$tag.log" 2>&1 &
+        --micro-batch 8 --steps "${STEPS:-250}" --lr "$lr" --min-lr 3e-5 --warmup-steps "$warm" --adam-eps "${eps:-1e-8}" \
+        --seed 5 --out "$out/$tag.h5" --overwrite >"$out/$tag.log" 2>&1 &
     done
     wait; rm -f "$out"/markov-*.h5
     for setting in $2; do
