@@ -247,8 +247,8 @@ TEST_F(FaultsFullDiskMpirun, AFullDiskEndsTheRunWithExitFourNamingTheFile) {
 // Item 5: SIGTERM to the job — to mpirun (what Slurm's scancel and time limit do, with every other process of the job)
 // or to the job script (sbatch --signal=B:…, scancel --batch, a person's kill). mpirun exits 1 whenever it is itself
 // signalled; the job script ends with the run's own code all the same: 7 when --save let it save and stop, 128 + 15
-// without. (Two ranks from a hostfile of two slots, as Slurm's allocation would give; mpirun's kill delay raised to
-// 5 s so that a loaded machine still reaches the step boundary in time: docs/results.md says why.)
+// without. (Two ranks from a hostfile of two slots, as Slurm's allocation would give; mpirun's kill delay is the
+// job script's own, 5 s, so that a loaded machine still reaches the step boundary in time: docs/results.md says why.)
 TEST_F(FaultsMpirun, ASignalToMpirunOrTheJobScriptEndsTheJobWithTheRunsOwnCode) {
   const fs::path hostfile = dir_ / "hosts";
   std::ofstream(hostfile) << "localhost slots=2\n";
@@ -264,7 +264,7 @@ TEST_F(FaultsMpirun, ASignalToMpirunOrTheJobScriptEndsTheJobWithTheRunsOwnCode) 
                        Case{"script", true, 7, "preempted", 7}, Case{"script", false, 143, "error", 138}}) {
     const std::string tag = std::string(c.target) + (c.save ? "-save" : "");
     const std::string out = path(tag + ".h5"), log = path(tag + ".log");
-    const std::string job = "OMPI_MCA_orte_default_hostfile='" + hostfile.string() + "' OMPI_MCA_odls_base_sigkill_timeout=5 "
+    const std::string job = "OMPI_MCA_orte_default_hostfile='" + hostfile.string() + "' "
                             "QWEN3_BIN='" + test::bin_dir() + "' OMP_NUM_THREADS=1 bash '" + script + "' --model tiny --data '" +
                             data_ + "' --seq-len 64 --global-batch 4 --steps 100000 " +
                             (c.save ? "--save '" + path(tag) + "' " : "") + "--out '" + out + "'";

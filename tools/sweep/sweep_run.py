@@ -30,8 +30,10 @@ def cores_per_rank(ranks):
 
 def run_local(spec, todo, root, a):
     """Runs the cells one after another under mpirun: no core binding (mpirun's default would give a rank one core)
-    and OpenMP threads = cores per rank, unless OMP_NUM_THREADS is set."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(cores_per_rank(spec["ranks"])))}
+    and OpenMP threads = cores per rank, unless OMP_NUM_THREADS is set; rank 0 given time to finish a failed cell's
+    results file, as jobs/pretrain.sbatch gives it (Open MPI's odls_base_sigkill_timeout, 5 s unless set)."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(cores_per_rank(spec["ranks"]))),
+           "OMPI_MCA_odls_base_sigkill_timeout": os.environ.get("OMPI_MCA_odls_base_sigkill_timeout", "5")}
     print(f"qwen3-sweep: {spec['ranks']} ranks per cell, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, mpirun --bind-to none")
     failed = []
     for i, c in enumerate(todo):
