@@ -118,6 +118,16 @@ def test_the_gap_is_measured_from_the_given_step_and_the_verdict_needs_both_crit
     assert not fp8_quality.verdict(stuck, stuck, 512, 50, 0.01)["pass"]
 
 
+def test_the_halfway_crossing_names_the_steps_by_which_a_run_leads():
+    entropy, top = fp8_quality.markov_entropy(512), 6.2383
+    bf16 = [6.1] * 45 + [2.3] * 55
+    fp8 = [6.1] * 43 + [2.3] * 57  # leaves the plateau two steps sooner
+    v = fp8_quality.verdict(bf16, fp8, 512, 50, 0.01, smooth=1)
+    assert abs(v["halfway"] - (entropy + top) / 2) < 1e-3
+    assert v["crossing"] == {"bf16": 46, "fp8": 44}
+    assert fp8_quality.verdict([6.1] * 100, [6.1] * 100, 512, 50, 0.01)["crossing"] == {"bf16": None, "fp8": None}
+
+
 def test_runs_that_differ_in_more_than_precision_are_named():
     a = {"model.name": "0.6B", "seed": "1", "precision": "bf16", "out": "a.h5"}
     b = {"model.name": "0.6B", "seed": "2", "precision": "fp8", "out": "b.h5"}

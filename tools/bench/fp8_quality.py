@@ -4,7 +4,8 @@ model, data, seed and steps, one --precision bf16 and one fp8. Prints, from --fr
 relative gap of fp8's loss curve to bf16's — each curve the mean over --smooth steps ending at the step, since one
 step's loss carries its batch's noise (the per-step gap is printed too); both runs' final loss (the mean of the last 10 steps) against the chain's
 entropy and ln(vocab) (docs/datasets.md); PASS when the gap stays within --gap and both end closer to the entropy than
-to ln(vocab). --png draws the two curves and the entropy line.
+to ln(vocab); and the step at which each curve passes halfway from ln(vocab) to the entropy (a gap on the
+steep stretch is then a lead of so many steps). --png draws the two curves and the entropy line.
 
 --vocab: the chain's vocabulary when the data's is smaller than the model's (qwen3-dataset synthetic --vocab-size);
 the entropy and ln(vocab) are then the chain's (ln of the model's vocabulary, where an untrained model starts, is printed
@@ -49,6 +50,12 @@ def gaps(bf16, fp8, from_step):
     return [abs(fp8[i] - bf16[i]) / abs(bf16[i]) for i in range(from_step - 1, n)]
 
 
+def first_below(losses, level):
+    """The first step (1-based) whose loss is below `level`, or None: where a curve passes a given loss, so that a gap
+    on a steep stretch reads as the steps by which one run is ahead of the other."""
+    return next((i + 1 for i, x in enumerate(losses) if x < level), None)
+
+
 def final_loss(losses, last=10):
     tail = losses[-last:]
     return sum(tail) / len(tail)
@@ -60,9 +67,12 @@ def verdict(bf16, fp8, vocab, from_step, gap, smooth=10):
     g = gaps(smoothed(bf16, smooth), smoothed(fp8, smooth), from_step)
     h, top = markov_entropy(vocab), math.log(vocab)
     ends = {name: final_loss(l) for name, l in (("bf16", bf16), ("fp8", fp8))}
+    half = (h + top) / 2  # halfway from ln V to the entropy, on the curves smoothed as the gap is
+    crossing = {name: first_below(smoothed(l, smooth), half) for name, l in (("bf16", bf16), ("fp8", fp8))}
     closer = all(abs(v - h) < abs(v - top) for v in ends.values())
     return {"max_gap": max(g), "mean_gap": sum(g) / len(g), "max_step_gap": max(raw), "entropy": h, "ln_vocab": top, "final": ends,
-            "closer_to_entropy": closer, "pass": bool(g) and max(g) <= gap and closer}
+            "closer_to_entropy": closer, "pass": bool(g) and max(g) <= gap and closer, "halfway": half,
+            "crossing": crossing}
 
 
 def plot(bf16, fp8, entropy, title, path):
@@ -115,10 +125,13 @@ def main(argv=None):
           f"{v['entropy']:.4f}, ln(vocab) {v['ln_vocab']:.4f} (chain vocabulary {vocab}; an untrained model starts at "
           f"ln {model_vocab} = {math.log(model_vocab):.4f}): " +
           ("both closer to the entropy" if v["closer_to_entropy"] else "NOT both closer to the entropy"))
+    c = {k: ("never" if x is None else f"step {x}") for k, x in v["crossing"].items()}
+    print(f"halfway from ln(vocab) to the entropy ({v['halfway']:.3f} nats, {a.smooth}-step mean): bf16 at "
+          f"{c['bf16']}, fp8 at {c['fp8']}")
     print("PASS" if v["pass"] else "FAIL")
     if a.png:
         plot(bf16, fp8, v["entropy"], f"{cb.get('model.name')}, {cb.get('seq_len')} tokens: bf16 and fp8 from the same "
-             f"weights and data (chain vocabulary {vocab})", a.png)
+             f"weights and data\n(chain vocabulary {vocab}, {len(bf16)} steps)", a.png)
     return 0 if v["pass"] else 1
 
 

@@ -29,6 +29,12 @@ export QWEN3_BIN_DIR="$PWD/$bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS
 # A preset's name, or an INI model config (inputs/*.ini) named by its file: qwen3-pretrain's option, and a tag.
 model_option() { case "$1" in *.ini) echo "--model-config $1" ;; *) echo "--model $1" ;; esac; }
 model_tag() { basename "$1" .ini; }
+# A loss curve (one loss a line on stdin) in one line: the loss at step 60, the largest after it, the last.
+curve_summary() {
+  awk '{l[NR] = $1} END {if (NR <= 60) {printf "%d steps only\n", NR; exit}
+       m = 0; for (i = 60; i <= NR; i++) if (l[i] > m) m = l[i]
+       printf "loss at step 60 %.3f, largest after %.3f, last (step %d) %.3f\n", l[60], m, NR, l[NR]}'
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 case "$what" in
   tests)
@@ -83,9 +89,7 @@ case "$what" in
     wait; rm -f "$out"/markov-*.h5
     for setting in $2; do
       log="$out/stability-$model-${setting//:/-}.log"
-      grep -E '^step' "$log" | awk -v s="$setting" -F'loss ' '{split($2, a, " "); l[NR] = a[1]}
-        END {m = 0; for (i = 60; i <= NR; i++) if (l[i] > m) m = l[i];
-             printf "%s: loss at step 60 %.3f, largest after %.3f, last (step %d) %.3f\n", s, l[60], m, NR, l[NR]}'
+      echo "$setting: $(grep -E '^step' "$log" | sed -E 's/.*\| loss ([0-9.eE+-]+|nan|inf) .*/\1/' | curve_summary)"
     done ;;
   hf)
     # Hugging Face's Qwen3 in the quality setting (its own initialisation and order): does bf16 spike there too?
@@ -94,9 +98,6 @@ case "$what" in
     timeout "${HF_TIMEOUT:-300}" python3 tools/bench/hf_markov_train.py "$data" "$model" --steps 500 --lr "${LR:-3e-4}" \
       --warmup "${WARMUP:-50}" --eps "${EPS:-1e-8}" --batch "${GB:-8}" >"$log" 2>"$out/hf-$model.err"
     echo "hf $model exit $? ($(grep -c '"step"' "$log") steps)"; rm -f "$data"
-    python3 -c 'import json, sys
-l = [json.loads(x)["loss"] for x in open(sys.argv[1]) if x.startswith("{\"step")]
-print(f"loss at step 60 {l[59]:.3f}, largest after {max(l[60:]):.3f}, last (step {len(l)}) {l[-1]:.3f}" if len(l) > 60
-      else f"{len(l)} steps only")' "$log" ;;
+    grep -E '^\{"step' "$log" | sed -E 's/.*"loss": ([^,}]+).*/\1/' | curve_summary ;;
   *) echo "usage: fp8_session.sh tests | speed SPECS | quality MODEL | stability SETTINGS | hf MODEL" >&2; exit 2 ;;
 esac
