@@ -34,6 +34,16 @@ std::optional<Calibration> plan_calibration(const RunConfig& cfg) {
   return std::nullopt;
 }
 
+// The device --plan plans for: --device-memory; else the card --calibration was measured on (a plan of one card's
+// memory priced on another's kernels would answer neither); else kDefaultPlanDevice.
+std::string plan_device(const RunConfig& cfg, const std::optional<Calibration>& calibration) {
+  if (!cfg.device_memory.empty()) return cfg.device_memory;
+  if (calibration && !cfg.calibration.empty())
+    for (const auto& g : known_gpus())
+      if (calibration->kind == g.name) return g.name;
+  return kDefaultPlanDevice;
+}
+
 // A long description the calibration file holds (`field`): its first clause and where the rest is; a short one whole.
 std::string brief(const std::string& text, const char* field) {
   if (text.size() <= 110) return text;
@@ -104,9 +114,8 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
   cfg.validate_layout(ranks, cuda);  // the rules a run on this backend applies at start (qwen3-sweep relies on them)
   const ParallelLayout layout(ranks, cfg.tp, cfg.cp, cfg.pp);
   PlannedRun in = cfg.plan_input(ranks);
-  const std::int64_t device =
-      parse_memory_size("--device-memory", cfg.device_memory.empty() ? kDefaultPlanDevice : cfg.device_memory);
   const std::optional<Calibration> calibration = cuda ? plan_calibration(cfg) : std::nullopt;
+  const std::int64_t device = parse_memory_size("--device-memory", plan_device(cfg, calibration));
   apply_calibration(in, calibration ? &*calibration : nullptr);
   // The node: --ranks-per-node of the plan's ranks share its host memory (--host-memory; unchecked when not given)
   // and, for the host optimizer's threads, the calibrated host's cores.

@@ -94,7 +94,7 @@ void add_general(std::vector<RunOption>& t) {
   t.push_back(opt("device-memory", S::general, K::value, &RunConfig::device_memory, false,
                   "memory of one device: a GPU name (" + known_gpu_names() + ", what CUDA gives a process on that card) or "
                   "a size in GiB/MiB (binary: 1 GiB = 2^30 bytes) or GB/MB (decimal: 1 GB = 10^9 bytes; 80GB is 74.5 GiB); "
-                  "for --plan (default " + std::string(kDefaultPlanDevice) + "), and for the check that stops a CUDA run "
+                  "for --plan (default: the card --calibration was measured on, else " + std::string(kDefaultPlanDevice) + "), and for the check that stops a CUDA run "
                   "whose plan does not fit before it allocates (default: the device's own)"));
   RunOption host = opt("host-memory", S::general, K::value, &RunConfig::host_memory, false,
                        "memory of one node's host, which its ranks share for pinned buffers (offloaded inputs, an offloaded "

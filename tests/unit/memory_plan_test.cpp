@@ -242,6 +242,18 @@ TEST(MemoryPlan, PlanCountsTheChosenAttentionKernels) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
+// --calibration alone: the plan is for the card the calibration was measured on (H200's 139.8 GiB), not the default
+// H100's 79.2, so that the memory and the step time describe one card; --device-memory still decides when given.
+TEST(MemoryPlan, ACalibrationAloneSetsTheCardPlannedFor) {
+  const std::string h200 = test::bin_dir() + "/calibration/h200.json";
+  auto r = test::run_program("qwen3-pretrain", "--plan --model 8B --seq-len 8192 --global-batch 32 --recompute auto --calibration " + h200);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(" of 139.79 GiB: fits"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", "--plan --model 8B --seq-len 8192 --global-batch 32 --recompute auto --device-memory h100 "
+                        "--calibration " + h200);
+  EXPECT_NE(r.output.find(" of 79.18 GiB"), std::string::npos) << r.output;
+}
+
 // A calibration measured again and again (--base) describes each measurement: the plan prints its first clause and
 // where the rest is (the file's `measured`), then every part of the step (a fixed buffer once cut the step's parts off
 // after the fifth "added").
