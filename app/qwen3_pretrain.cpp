@@ -49,21 +49,21 @@ std::string brief(const std::string& text, const char* field) {
   if (text.size() <= 110) return text;
   std::string b = text.substr(0, text.find_first_of(":;(", 20));
   while (!b.empty() && (b.back() == ' ' || b.back() == ',')) b.pop_back();
-  return b.size() < text.size() ? b + " (the rest: the calibration's " + field + ")" : text;
+  return b.size() < text.size() ? b + " (more in the calibration's `" + field + "`)" : text;
 }
 
 // The predicted step for people: its time, throughput and parts; or, with an operation the calibration lacks, no
 // number at all but what is missing and how to measure it.
 std::string describe_prediction(const PlannedRun& in, const StepPrediction& p, const Calibration& c) {
   if (!p.priced()) {
-    std::string out = "  predicted step    none: " + unpriced_advice(in, p, c).text + "\n      not in the calibration:";
-    for (const auto& m : p.missing) out += " " + m + ";";
+    std::string out = "  predicted step    " + unpriced_advice(in, p, c).text + "\n      not in the calibration: ";
+    for (std::size_t i = 0; i < p.missing.size(); ++i) out += (i ? "; " : "") + p.missing[i];
     return out + "\n";
   }
   const StepTime& t = p.time;
   char head[200], parts[400];  // the calibration's description, of any length, goes between them
-  std::snprintf(head, sizeof head, "  predicted step    %.3f s on %s: %.0f tokens/s, MFU %.1f%% (calibration: ", t.step,
-                c.kind.c_str(), p.tokens_per_s, 100 * p.mfu);
+  std::snprintf(head, sizeof head, "  predicted step    %.3f s on %s: %.0f tokens/s, MFU %.1f%%%s (calibration: ", t.step,
+                c.kind.c_str(), p.tokens_per_s, 100 * p.mfu, in.fp8 ? " of the bf16 peak, as bf16's" : "");
   std::snprintf(parts, sizeof parts,
                 ")\n      per micro-batch on the slowest stage: forward %.4f s, backward %.4f s (recomputation %.4f s); "
                 "exposed communication %.4f s\n"
@@ -156,8 +156,8 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
       }
       who += "\nthe rank that needs the most (stage " + std::to_string(worst) + ")";
     }
-    std::printf("qwen3-pretrain --plan: %s, seq %lld, micro-batch %lld, %s, recomputation %s; %s:\n%s",
-                cfg.model_source.c_str(), static_cast<long long>(cfg.seq_len),
+    std::printf("qwen3-pretrain --plan: %s, %s, seq %lld, micro-batch %lld, %s, recomputation %s; %s:\n%s",
+                cfg.model_source.c_str(), cfg.precision.c_str(), static_cast<long long>(cfg.seq_len),
                 static_cast<long long>(cfg.micro_batch), layout.describe().c_str(),
                 in.recompute.describe().c_str(), who.c_str(), describe_plan(plan, device, host).c_str());
     if (predicted) std::printf("%s", describe_prediction(in, *predicted, *calibration).c_str());

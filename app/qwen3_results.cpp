@@ -27,6 +27,13 @@ double mean_after_first(const std::vector<double>& v) {
   if (v.size() < 2) return v.empty() ? 0 : v[0];
   return std::accumulate(v.begin() + 1, v.end(), 0.0) / static_cast<double>(v.size() - 1);
 }
+// The run's number format: "bf16", or "fp8" and how its FP8 weight copies were made, the run's choice (root
+// fp8_weights: kept or per-layer). Files from before FP8 hold no precision: bf16.
+std::string precision_of(hid_t root, hid_t cfg) {
+  const std::string p = attr_or(cfg, "precision", "bf16");
+  return p == "fp8" && h5::has_attr(root, "fp8_weights") ? p + " (weights " + h5::read_attr_string(root, "fp8_weights") + ")"
+                                                         : p;
+}
 std::string bytes_or_unknown(std::int64_t bytes) { return bytes < 0 ? "unknown" : format_bytes(bytes); }
 
 // An out-of-memory run: what was being allocated, its size and the memory in use then (-1: unknown).
@@ -74,6 +81,8 @@ std::string summary_json(const std::string& path, hid_t root) {
                                   {"global_batch", "global_batch"}, {"micro_batch", "micro_batch"}, {"tp", "tp"},
                                   {"pp", "pp"}, {"cp", "cp"}, {"device", "device"}, {"steps", "steps"}})
     config[key] = config_value(cfg.get(), name);
+  config["precision"] = attr_or(cfg.get(), "precision", "bf16");
+  config["fp8_weights"] = attr_or_null(root, "fp8_weights");  // the run's choice (fp8 only)
   out["config"] = config;
   out["git_commit"] = attr_or_null(root, "git_commit");
   out["start_time_utc"] = attr_or_null(root, "start_time_utc");
@@ -147,9 +156,11 @@ void print_run_text(const std::string& path, hid_t root, const std::string& stat
   if (h5::has_attr(root, "exit_code") && h5::read_attr_int(root, "exit_code") != 0)
     std::printf("  exit code     %lld (the run's own; mpirun reports 1 when it is signalled)\n",
                 static_cast<long long>(h5::read_attr_int(root, "exit_code")));
-  std::printf("  model         %s (%s parameters), seq %s, global batch %s, micro-batch %s, tp %s pp %s cp %s, device %s\n",
-              c("model").c_str(), c("model.parameters").c_str(), c("seq_len").c_str(), c("global_batch").c_str(),
-              c("micro_batch").c_str(), c("tp").c_str(), c("pp").c_str(), c("cp").c_str(), c("device").c_str());
+  const std::string precision = precision_of(root, cfg.get());
+  std::printf("  model         %s (%s parameters), seq %s, global batch %s, micro-batch %s, tp %s pp %s cp %s, device %s, "
+              "%s\n", c("model").c_str(), c("model.parameters").c_str(), c("seq_len").c_str(), c("global_batch").c_str(),
+              c("micro_batch").c_str(), c("tp").c_str(), c("pp").c_str(), c("cp").c_str(), c("device").c_str(),
+              precision.c_str());
   std::printf("  code          commit %s, started %s, ended %s\n", attr_or(root, "git_commit").c_str(),
               attr_or(root, "start_time_utc").c_str(), attr_or(root, "end_time_utc").c_str());
   const auto loss = h5::read_f64(root, "steps/loss");
@@ -157,9 +168,10 @@ void print_run_text(const std::string& path, hid_t root, const std::string& stat
   const auto tflops = h5::read_f64(root, "steps/tflops_per_device");
   if (!loss.empty()) {
     std::printf("  steps         %zu of %s; loss %.4f -> %.4f\n", loss.size(), c("steps").c_str(), loss.front(), loss.back());
-    std::printf("  throughput    %.0f tokens/s, %s TFLOP/s per device, MFU %s%% (mean of steps after the first)\n",
+    std::printf("  throughput    %.0f tokens/s, %s TFLOP/s per device, MFU %s%% (mean of steps after the first%s)\n",
                 mean_after_first(tps), format_significant(mean_after_first(tflops)).c_str(),
-                format_significant(100 * mean_after_first(tflops) / kPeakTflopsPerDevice).c_str());
+                format_significant(100 * mean_after_first(tflops) / kPeakTflopsPerDevice).c_str(),
+                precision == "bf16" ? "" : "; of the bf16 peak, as a bf16 run's: docs/fp8.md");
   }
   if (h5::exists(root, "timings")) {
     h5::Handle t = h5::open_group(root, "timings");
@@ -232,7 +244,7 @@ int main(int argc, char** argv) {
         "text (for people) or json: one JSON object on one line, for tools such as qwen3-sweep: file, format_version, "
         "status, error_message, oom {category, requested_bytes, in_use_bytes}, exit_code (the code the run ended with, "
         "whatever its launcher reported), diverged_at_step, config {model, parameters, seq_len, "
-        "global_batch, micro_batch, tp, pp, cp, device, steps}, git_commit, start_time_utc, end_time_utc, "
+        "global_batch, micro_batch, tp, pp, cp, device, steps, precision, fp8_weights}, git_commit, start_time_utc, end_time_utc, "
         "steps_completed, loss_first, loss_last, tokens_per_s, tflops_per_device, mfu_percent (means of the steps after "
         "the first), timings {init_s, first_step_s, total_s}, peak_bytes [per rank], plan_peak_bytes, stages "
         "[{first_layer, end_layer}], bubble_formula, ranks [{compute_s, pipeline_wait_s, dp_reduce_s, step_s, "

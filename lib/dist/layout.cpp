@@ -49,7 +49,7 @@ std::vector<int> ParallelLayout::pp_group(int rank) const { return group(rank, &
 
 std::string ParallelLayout::describe() const {
   char buf[96];
-  std::snprintf(buf, sizeof buf, "T%d C%d D%d P%d (%d ranks)", tp_, cp_, dp_, pp_, world_);
+  std::snprintf(buf, sizeof buf, "T%d C%d D%d P%d (%d rank%s)", tp_, cp_, dp_, pp_, world_, world_ == 1 ? "" : "s");
   return buf;
 }
 

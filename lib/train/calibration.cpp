@@ -387,7 +387,7 @@ UnpricedAdvice unpriced_advice(const PlannedRun& in, const StepPrediction& p, co
     if (!a.command.empty())
       a.text += "; measure them with `" + a.command + "` on " + (c.device.empty() ? c.kind : c.device) +
                 ", then pass --calibration " + shell_word(c.kind + "-" + in.model.name + ".json") +
-                " (or commit it as calibration/" + c.kind + ".json)";
+                " (or commit it as calibration/" + c.kind + ".json: cmake copies it beside the executables)";
     else
       a.text += "; qwen3-calibrate measures presets only (--models): this model's kernels need a preset of its shapes";
   }

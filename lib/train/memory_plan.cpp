@@ -324,6 +324,9 @@ std::string plan_json(const PlannedRun& in, int worst, const MemoryPlan& plan, s
                         {"offload_inputs", in.recompute.offload_inputs},
                         {"offload_optimizer", in.recompute.offload_optimizer},
                         {"memory_policy", in.recompute.describe()}, {"plan_bytes", plan.total()},
+                        {"precision", in.fp8 ? "fp8" : "bf16"},
+                        {"fp8_weights", in.fp8 ? nlohmann::json(in.recompute.fp8_weights_per_layer ? "per-layer" : "kept")
+                                               : nlohmann::json()},
                         {"reserve_bytes", plan.reserve()}, {"reserve", reserve}, {"peak_bytes", peak},
                         {"device_bytes", device_bytes},     {"fits_device", peak <= device_bytes},
                         {"host_pinned_bytes", host.pinned},

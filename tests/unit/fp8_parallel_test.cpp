@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "cli_runner.h"
 #include "io/dataset.h"
 #include "io/h5.h"
@@ -32,6 +34,14 @@ TEST(Fp8Mpirun, TrainingAtEveryLayoutEqualsOneRankAndDiffersFromBf16) {
   h5::Handle ref = h5::open_read(train(1, "", "fp8"), "results");
   h5::Handle bf16 = h5::open_read(train(1, "", "bf16"), "results");
   EXPECT_EQ(h5::read_attr_string(h5::open_group(ref.get(), "config").get(), "precision"), "fp8");
+  // qwen3-results says so, with the run's weight policy, and that its MFU is of the bf16 peak
+  const auto summary = test::run_program("qwen3-results", "'" + (dir / "fp81.h5").string() + "'");
+  EXPECT_NE(summary.output.find(", device cpu, fp8 (weights kept)\n"), std::string::npos) << summary.output;
+  EXPECT_NE(summary.output.find("of the bf16 peak"), std::string::npos) << summary.output;
+  const auto as_json = nlohmann::json::parse(
+      test::run_program("qwen3-results", "'" + (dir / "fp81.h5").string() + "' --format json").output);
+  EXPECT_EQ(as_json["config"]["precision"], "fp8");
+  EXPECT_EQ(as_json["config"]["fp8_weights"], "kept");
   const auto fp8_loss = h5::read_f64(ref.get(), "steps/loss"), bf16_loss = h5::read_f64(bf16.get(), "steps/loss");
   ASSERT_EQ(fp8_loss.size(), 3u);
   EXPECT_GT(std::abs(fp8_loss[2] - bf16_loss[2]), 1e-6 * std::abs(bf16_loss[2])) << "fp8 training equals bf16's";

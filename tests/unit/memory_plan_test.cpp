@@ -195,7 +195,7 @@ TEST(MemoryPlan, PlanWithAnUnpricedOperationPrintsNoStepTimeButTheCommandThatMea
   const std::string without = test::h200_calibration_without_4b(test::fresh_dir("qwen3_unpriced_plan"));
   auto r = test::run_program("qwen3-pretrain", "--plan --model 4B --seq-len 4096 --device-memory h200 --calibration " + without);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("predicted step    none: no step-time prediction: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("predicted step    no step-time prediction: "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(" operations of this run are not in calibration h200 ("), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("(e.g. embedding_bwd 2560)"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("gemm_fwd 2560x19456"), std::string::npos) << r.output;  // the list of what is missing
@@ -254,6 +254,22 @@ TEST(MemoryPlan, ACalibrationAloneSetsTheCardPlannedFor) {
   EXPECT_NE(r.output.find(" of 79.18 GiB"), std::string::npos) << r.output;
 }
 
+// The plan says its precision: in the header, in JSON (with the FP8 weight policy), and an fp8 prediction's MFU is
+// of the bf16 peak.
+TEST(MemoryPlan, ThePlanNamesItsPrecision) {
+  for (const std::string p : {"bf16", "fp8"}) {
+    const std::string args = "--plan --model 1.7B --seq-len 4096 --global-batch 32 --recompute auto --precision " + p;
+    const auto text = test::run_program("qwen3-pretrain", args);
+    ASSERT_EQ(text.exit_code, 0) << text.output;
+    EXPECT_EQ(text.output.rfind("qwen3-pretrain --plan: 1.7B, " + p + ", seq 4096,", 0), 0u) << text.output;
+    EXPECT_EQ(text.output.find("of the bf16 peak") != std::string::npos, p == "fp8") << text.output;
+    const auto j = nlohmann::json::parse(test::run_program("qwen3-pretrain", args + " --format json").output);
+    EXPECT_EQ(j["precision"], p);
+    if (p == "fp8") EXPECT_EQ(j["fp8_weights"], "kept");
+    else EXPECT_TRUE(j["fp8_weights"].is_null());
+  }
+}
+
 // A calibration measured again and again (--base) describes each measurement: the plan prints its first clause and
 // where the rest is (the file's `measured`), then every part of the step (a fixed buffer once cut the step's parts off
 // after the fifth "added").
@@ -266,7 +282,7 @@ TEST(MemoryPlan, PlanPrintsTheStepsPartsAfterALongCalibrationDescription) {
   const auto r = test::run_program("qwen3-pretrain", "--plan --model 1.7B --seq-len 4096 --device-memory h200 --calibration " + path);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string first = c.measured.substr(0, c.measured.find(';'));
-  EXPECT_NE(r.output.find("(calibration: " + first + " (the rest: the calibration's measured))\n      per micro-batch on "
+  EXPECT_NE(r.output.find("(calibration: " + first + " (more in the calibration's `measured`))\n      per micro-batch on "
                           "the slowest stage: forward "),
             std::string::npos)
       << r.output;

@@ -351,6 +351,8 @@ TEST_F(ResultsFile, SummaryToolPrintsOneJsonObjectForTools) {
                                    {"cp", 1}, {"steps", 2}})
     EXPECT_EQ(c[key], value) << key << "\n" << r.output;
   EXPECT_EQ(c["device"], "cpu");
+  EXPECT_EQ(c["precision"], "bf16");
+  EXPECT_TRUE(c["fp8_weights"].is_null()) << r.output;
   EXPECT_EQ(j["steps_completed"], 2);
   h5::Handle f = h5::open_read(out, "results");
   const auto loss = h5::read_f64(f.get(), "steps/loss");

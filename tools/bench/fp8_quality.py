@@ -16,8 +16,6 @@ import argparse
 import math
 import sys
 
-import h5py
-
 
 def markov_entropy(vocab):
     """The synthetic chain's entropy per token in nats (docs/datasets.md): 4 successors at 0.9/4 + 0.1/V, the other
@@ -28,6 +26,10 @@ def markov_entropy(vocab):
 
 def read_run(path):
     """(losses per step, /config attributes as text) of a results file."""
+    try:
+        import h5py  # here, not at the top: --help works without it
+    except ImportError:
+        sys.exit("fp8_quality: needs h5py (Debian: /usr/bin/python3 with python3-h5py)")
     with h5py.File(path, "r") as f:
         config = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in f["config"].attrs.items()}
         return [float(x) for x in f["steps/loss"][:]], config
@@ -112,7 +114,7 @@ def main(argv=None):
     if differ:
         sys.exit("fp8_quality: the runs differ in more than precision: " + ", ".join(differ))
     if min(len(bf16), len(fp8)) < a.from_step:
-        sys.exit(f"fp8_quality: the runs have fewer than {a.from_step} steps")
+        sys.exit(f"fp8_quality: the runs have fewer than {a.from_step} steps (--from-step)")
     model_vocab = int(cb["model.vocab_size"])
     vocab = a.vocab or model_vocab
     if not 4 < vocab <= model_vocab:
@@ -125,9 +127,9 @@ def main(argv=None):
           f"{v['entropy']:.4f}, ln(vocab) {v['ln_vocab']:.4f} (chain vocabulary {vocab}; an untrained model starts at "
           f"ln {model_vocab} = {math.log(model_vocab):.4f}): " +
           ("both closer to the entropy" if v["closer_to_entropy"] else "NOT both closer to the entropy"))
-    c = {k: ("never" if x is None else f"step {x}") for k, x in v["crossing"].items()}
-    print(f"halfway from ln(vocab) to the entropy ({v['halfway']:.3f} nats, {a.smooth}-step mean): bf16 at "
-          f"{c['bf16']}, fp8 at {c['fp8']}")
+    c = {k: ("never" if x is None else f"at step {x}") for k, x in v["crossing"].items()}
+    print(f"halfway from ln(vocab) to the entropy ({v['halfway']:.3f} nats, {a.smooth}-step mean): bf16 "
+          f"{c['bf16']}, fp8 {c['fp8']}")
     print("PASS" if v["pass"] else "FAIL")
     if a.png:
         plot(bf16, fp8, v["entropy"], f"{cb.get('model.name')}, {cb.get('seq_len')} tokens: bf16 and fp8 from the same "

@@ -23,7 +23,9 @@
 #                                   (VOCAB, LR, WARMUP, EPS as above; HF_TIMEOUT seconds, 300): the same summary
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-what="${1:?usage: fp8_session.sh tests | speed SPECS | quality MODEL | stability SETTINGS | hf MODEL}"
+usage() { echo "usage: fp8_session.sh tests | speed SPECS | quality MODEL | stability SETTINGS | hf MODEL" >&2; exit 2; }
+what="${1:-}"
+case "$what" in tests|speed|quality|stability|hf) ;; *) usage ;; esac
 out="${OUT:-gpu-out}"; mkdir -p "$out"; bin="${QWEN3_BIN:-build/bin}"
 export QWEN3_BIN_DIR="$PWD/$bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
 # A preset's name, or an INI model config (inputs/*.ini) named by its file: qwen3-pretrain's option, and a tag.
@@ -99,5 +101,4 @@ case "$what" in
       --warmup "${WARMUP:-50}" --eps "${EPS:-1e-8}" --batch "${GB:-8}" >"$log" 2>"$out/hf-$model.err"
     echo "hf $model exit $? ($(grep -c '"step"' "$log") steps)"; rm -f "$data"
     grep -E '^\{"step' "$log" | sed -E 's/.*"loss": ([^,}]+).*/\1/' | curve_summary ;;
-  *) echo "usage: fp8_session.sh tests | speed SPECS | quality MODEL | stability SETTINGS | hf MODEL" >&2; exit 2 ;;
 esac
