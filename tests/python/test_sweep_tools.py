@@ -208,3 +208,14 @@ def test_the_plan_table_and_cells_json_carry_precision_when_the_spec_names_it(sp
                             "| tiny | 32 | T1P1D2 | — | — | — | refused | — | — | — | — | — |")
         rows = json.loads(sweep_plan.manifest_text(s, cells, plans))["cells"]
         assert [r.get("precision") for r in rows] == (["bf16", "fp8"] if column else [None, None])
+
+
+def test_the_unpriced_cells_calibrate_commands_merge_into_one():
+    cmds = ["qwen3-calibrate --models 8B --lengths 8192 --tp 1 --base /c/h200.json --out h200-8B.json",
+            "qwen3-calibrate --models 0.6B --lengths 1024 --tp 1 --base /c/h200.json --out h200-0.6B.json",
+            "qwen3-calibrate --models 8B --lengths 1024 --tp 1 --base /c/h200.json --out h200-8B.json"]
+    assert sweep_plan.merged_calibrate(cmds, "h200-study.json") == (
+        "qwen3-calibrate --models 8B,0.6B --lengths 1024,8192 --base /c/h200.json --tp 1 --out h200-study.json")
+    # cells at another --tp (or base) need their own run: no single command
+    assert sweep_plan.merged_calibrate(cmds + [cmds[0].replace("--tp 1", "--tp 2")], "x.json") is None
+    assert sweep_plan.merged_calibrate([], "x.json") is None

@@ -4,6 +4,7 @@ the --plan table (planned peak per rank, memory policy and, where the GPU kind h
 tokens/s, MFU and run time), and DIR/cells.json — every cell with its refusal, planned peak and predicted step time,
 for qwen3-report. Standard library only."""
 import json
+import shlex
 
 from qwen3_common import CELLS_FORMAT, CELLS_VERSION, DEFAULT_PRECISION, failer
 from sweep_commands import ToolError, error_reason, parallel_map, pretrain_args, run_tool, tool
@@ -42,6 +43,25 @@ def plan_cells(spec, cells, root, bin_dir):
             for c, (code, out, err) in zip(cells, plans)}
 
 
+def merged_calibrate(commands, out):
+    """One qwen3-calibrate command that measures what each of `commands` (qwen3-pretrain --plan's unpriced.command of
+    each cell) would: their --models and --lengths joined, written to `out`; None when they differ in anything else
+    (--tp, --base) or there are none."""
+    models, lengths, rest = [], [], set()
+    for cmd in commands:
+        words = shlex.split(cmd)
+        opts = dict(zip(words[1::2], words[2::2]))
+        models += [m for m in opts.pop("--models", "").split(",") if m and m not in models]
+        lengths += [n for n in opts.pop("--lengths", "").split(",") if n and n not in lengths]
+        opts.pop("--out", None)
+        rest.add(tuple(sorted(opts.items())))
+    if len(rest) != 1 or not models:
+        return None
+    words = [shlex.split(commands[0])[0], "--models", ",".join(models),
+             "--lengths", ",".join(sorted(lengths, key=int))] + [w for kv in rest.pop() for w in kv] + ["--out", out]
+    return shlex.join(words)
+
+
 def print_plan_table(spec, cells, plans):
     """--plan: every cell's planned peak per rank and, where the GPU kind has a calibration, its predicted step time,
     tokens/s, MFU and run time (the spec's steps), as a Markdown table (docs/study-plan.md is one); with a precision
@@ -54,7 +74,7 @@ def print_plan_table(spec, cells, plans):
           "| pinned host memory per rank (GiB) | verdict | predicted step (s) | tokens/s | MFU | "
           f"{spec['steps']} steps (min) | not measured on this card |")
     print("|---|---|---|" + "---|" * named + "---|---|---|---|---|---|---|---|---|")
-    total, unpriced, sources = 0.0, 0, {}
+    total, unpriced, sources, advice = 0.0, 0, {}, []
     for c in cells:
         code, plan, reason = plans[c["name"]]
         if reason is None and plan:
@@ -72,6 +92,7 @@ def print_plan_table(spec, cells, plans):
             elif plan.get("unpriced") and plan["fits"]:
                 # The calibration lacks an operation of the cell: no number (an operation priced 0 is no prediction).
                 unpriced += 1
+                advice.append(plan["unpriced"])
                 row += ("no prediction (unpriced)",) + ("—",) * 4
             else:
                 row += ("—",) * 5
@@ -88,8 +109,12 @@ def print_plan_table(spec, cells, plans):
     if unpriced:
         print(f"\n{unpriced} cell{'s' if unpriced != 1 else ''} that fit{'s' if unpriced == 1 else ''} "
               f"{'have' if unpriced != 1 else 'has'} no predicted step: the calibration lacks operations of "
-              f"{'them' if unpriced != 1 else 'it'} (`qwen3-pretrain --plan` on such a cell says which, and the "
-              "qwen3-calibrate command that measures them).")
+              f"{'them' if unpriced != 1 else 'it'} (`qwen3-pretrain --plan` on such a cell says which).")
+        kind = advice[0].get("calibration", "")
+        cmd = merged_calibrate([a["command"] for a in advice if a.get("command")], f"{kind}-{spec['name']}.json")
+        if cmd:
+            print(f"One run of qwen3-calibrate on the card measures them all: `{cmd}`; commit its output as "
+                  f"calibration/{kind}.json (cmake copies it beside the executables) and plan again.")
 
 
 def predicted_step(plan):
