@@ -171,7 +171,7 @@ void print_run_text(const std::string& path, hid_t root, const std::string& stat
     std::printf("  throughput    %.0f tokens/s, %s TFLOP/s per device, MFU %s%% (mean of steps after the first%s)\n",
                 mean_after_first(tps), format_significant(mean_after_first(tflops)).c_str(),
                 format_significant(100 * mean_after_first(tflops) / kPeakTflopsPerDevice).c_str(),
-                precision == "bf16" ? "" : "; of the bf16 peak, as a bf16 run's: docs/fp8.md");
+                precision == "bf16" ? "" : "; MFU of the bf16 peak, docs/fp8.md");
   }
   if (h5::exists(root, "timings")) {
     h5::Handle t = h5::open_group(root, "timings");
