@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <iostream>
 #include <map>
 #include <variant>
@@ -143,7 +144,10 @@ void print_usable_devices() {
 
 // The model (a preset, an INI config or a Hugging Face folder's config.json) and every value that needs resolving,
 // then each given option's check (train/run_option_table.h): a bad value is refused before anything runs.
-void resolve_run_options(RunConfig& c, const OptionTexts& texts, const po::variables_map& vm) {
+// from_file: the options whose value came from --config's `file` (not overridden on the command line): a refusal of
+// one of their values names the file.
+void resolve_run_options(RunConfig& c, const OptionTexts& texts, const po::variables_map& vm,
+                         const std::set<std::string>& from_file, const std::string& file) {
   if (vm.count("model-config") && !vm["model"].defaulted())
     throw UsageError("--model and --model-config are exclusive: give one");
   if (vm.count("init-from-hf") && (vm.count("model-config") || !vm["model"].defaulted()))
@@ -157,8 +161,15 @@ void resolve_run_options(RunConfig& c, const OptionTexts& texts, const po::varia
   }
   if (c.plan && vm["device"].defaulted()) c.device = "cuda";  // --plan plans the CUDA engine's run unless told cpu
   if (!vm.count("seq-len")) throw UsageError("--seq-len is required (the dataset bucket to train on)");
-  for (const auto& o : run_option_table())
-    if (o.check && vm.count(o.name) && !vm[o.name].defaulted()) o.check(c);
+  for (const auto& o : run_option_table()) {
+    if (!o.check || !vm.count(o.name) || vm[o.name].defaulted()) continue;
+    try {
+      o.check(c);
+    } catch (const UsageError& e) {
+      if (!from_file.count(o.name)) throw;
+      throw UsageError("--config '" + file + "': " + e.what());
+    }
+  }
 }
 
 }  // namespace
@@ -180,15 +191,20 @@ std::optional<RunConfig> parse_run_options(int argc, char** argv) {
     else print_usable_devices();
     return std::nullopt;
   }
-  if (const std::string& file = texts["config"]; !file.empty()) {
+  std::set<std::string> from_file;
+  const std::string file = texts["config"];
+  if (!file.empty()) {
     try {
-      po::store(parse_run_config_file(file, run, general), vm);  // values given on the command line win
+      const po::parsed_options parsed = parse_run_config_file(file, run, general);
+      for (const auto& o : parsed.options)
+        if (!vm.count(o.string_key) || vm[o.string_key].defaulted()) from_file.insert(o.string_key);
+      po::store(parsed, vm);  // values given on the command line win
       po::notify(vm);
     } catch (const po::error& e) {
       throw UsageError("--config '" + file + "': " + e.what());
     }
   }
-  resolve_run_options(c, texts, vm);
+  resolve_run_options(c, texts, vm, from_file, file);
   return c;
 }
 

@@ -242,6 +242,16 @@ TEST(ConfigKeys, RunConfigTakesUnderscoresAndNamesTheClosestKey) {
       << r.output;
   r = plan_with("seq_len = 96\nseq-len = 64\n");
   EXPECT_EQ(r.exit_code, 2) << r.output;  // one option given twice, whatever the spelling
+  // A value the option refuses names the file it came from; the same value on the command line does not
+  r = plan_with("seq_len = 96\nprecision = FP8\n");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--config '" + path + "': --precision: invalid value 'FP8' (valid: bf16, fp8)"),
+            std::string::npos) << r.output;
+  std::ofstream(path) << "seq_len = 96\n";
+  r = run_program("qwen3-pretrain", "--plan --config '" + path + "' --precision FP8");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(r.output.find("--config"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--precision: invalid value 'FP8'"), std::string::npos) << r.output;
 }
 
 // Run and model configs have no [sections]: a key under one is refused saying so (not just "unknown key 'run.model'").
