@@ -27,10 +27,11 @@ double mean_after_first(const std::vector<double>& v) {
   if (v.size() < 2) return v.empty() ? 0 : v[0];
   return std::accumulate(v.begin() + 1, v.end(), 0.0) / static_cast<double>(v.size() - 1);
 }
-// The run's number format: "bf16", or "fp8" and how its FP8 weight copies were made, the run's choice (root
-// fp8_weights: kept or per-layer). Files from before FP8 hold no precision: bf16.
+// The run's number format, as /config records it (files from before FP8 hold none: bf16); for people, an fp8 run's
+// also says how its FP8 weight copies were made (the run's choice, root fp8_weights: kept or per-layer).
+std::string precision_key(hid_t cfg) { return attr_or(cfg, "precision", "bf16"); }
 std::string precision_of(hid_t root, hid_t cfg) {
-  const std::string p = attr_or(cfg, "precision", "bf16");
+  const std::string p = precision_key(cfg);
   return p == "fp8" && h5::has_attr(root, "fp8_weights") ? p + " (weights " + h5::read_attr_string(root, "fp8_weights") + ")"
                                                          : p;
 }
@@ -81,7 +82,7 @@ std::string summary_json(const std::string& path, hid_t root) {
                                   {"global_batch", "global_batch"}, {"micro_batch", "micro_batch"}, {"tp", "tp"},
                                   {"pp", "pp"}, {"cp", "cp"}, {"device", "device"}, {"steps", "steps"}})
     config[key] = config_value(cfg.get(), name);
-  config["precision"] = attr_or(cfg.get(), "precision", "bf16");
+  config["precision"] = precision_key(cfg.get());
   config["fp8_weights"] = attr_or_null(root, "fp8_weights");  // the run's choice (fp8 only)
   out["config"] = config;
   out["git_commit"] = attr_or_null(root, "git_commit");

@@ -66,11 +66,12 @@ def final_loss(losses, last=10):
 def verdict(bf16, fp8, vocab, from_step, gap, smooth=10):
     """The check's figures and whether it passes (on the curves smoothed over `smooth` steps)."""
     raw = gaps(bf16, fp8, from_step)
-    g = gaps(smoothed(bf16, smooth), smoothed(fp8, smooth), from_step)
+    curves = {"bf16": smoothed(bf16, smooth), "fp8": smoothed(fp8, smooth)}
+    g = gaps(curves["bf16"], curves["fp8"], from_step)
     h, top = markov_entropy(vocab), math.log(vocab)
     ends = {name: final_loss(l) for name, l in (("bf16", bf16), ("fp8", fp8))}
     half = (h + top) / 2  # halfway from ln V to the entropy, on the curves smoothed as the gap is
-    crossing = {name: first_below(smoothed(l, smooth), half) for name, l in (("bf16", bf16), ("fp8", fp8))}
+    crossing = {name: first_below(curve, half) for name, curve in curves.items()}
     closer = all(abs(v - h) < abs(v - top) for v in ends.values())
     return {"max_gap": max(g), "mean_gap": sum(g) / len(g), "max_step_gap": max(raw), "entropy": h, "ln_vocab": top, "final": ends,
             "closer_to_entropy": closer, "pass": bool(g) and max(g) <= gap and closer, "halfway": half,
