@@ -4,6 +4,8 @@
 what FP8 saves against what its casts cost; and merge_calibration's adding of measured kernels."""
 import datetime
 
+import pytest
+
 import fp8_budget
 import fp8_quality
 import merge_calibration
@@ -131,7 +133,29 @@ def test_the_halfway_crossing_names_the_steps_by_which_a_run_leads():
 def test_runs_that_differ_in_more_than_precision_are_named():
     a = {"model.name": "0.6B", "seed": "1", "precision": "bf16", "out": "a.h5"}
     b = {"model.name": "0.6B", "seed": "2", "precision": "fp8", "out": "b.h5"}
-    assert fp8_quality.same_run_but_precision(a, b) == ["seed"]
+    assert fp8_quality.differing(a, b, {"precision"}) == ["seed"]
+
+
+def test_the_control_compares_two_bf16_runs_apart_only_in_micro_batch(tmp_path, capsys):
+    h5py = pytest.importorskip("h5py")
+    def run(name, micro_batch, precision="bf16", seed="5"):
+        path = tmp_path / name
+        with h5py.File(path, "w") as f:
+            for k, v in {"model.name": "0.6B", "model.vocab_size": "512", "seq_len": "1024", "micro_batch": micro_batch,
+                         "precision": precision, "seed": seed, "out": name}.items():
+                f.create_group("config") if "config" not in f else None
+                f["config"].attrs[k] = v
+            f["steps/loss"] = [6.0] * 10 + [2.3] * 90
+        return str(path)
+    a, b = run("a.h5", "8"), run("b.h5", "4")
+    assert fp8_quality.main([a, b, "--vocab", "512", "--control"]) == 0
+    out = capsys.readouterr().out
+    assert "bf16, micro-batch 4's loss curve" in out and "of bf16, micro-batch 8's" in out
+    for other, why in ((run("c.h5", "8"), "must differ in their micro-batch"), (run("d.h5", "4", "fp8"), "two bf16 runs"),
+                       (run("e.h5", "4", seed="6"), "more than micro-batch: seed")):
+        with pytest.raises(SystemExit) as e:
+            fp8_quality.main([a, other, "--vocab", "512", "--control"])
+        assert why in str(e.value)
 
 
 # ---- fp8_budget.py: what FP8 saves in the GEMMs against what its casts cost ----

@@ -11,7 +11,10 @@ steep stretch is then a lead of so many steps). --png draws the two curves and t
 the entropy and ln(vocab) are then the chain's (ln of the model's vocabulary, where an untrained model starts, is printed
 beside them).
 
-Usage: fp8_quality.py BF16.h5 FP8.h5 [--from-step 50] [--gap 0.01] [--smooth 10] [--vocab V] [--png OUT.png]"""
+--control: the same check between two bf16 runs that differ only in their micro-batch (the same optimizer steps, the
+gradient summed in another order): how far apart the criterion puts two runs that no precision separates.
+
+Usage: fp8_quality.py BF16.h5 FP8.h5 [--from-step 50] [--gap 0.01] [--smooth 10] [--vocab V] [--png OUT.png] [--control]"""
 import argparse
 import math
 import sys
@@ -35,10 +38,16 @@ def read_run(path):
         return [float(x) for x in f["steps/loss"][:]], config
 
 
-def same_run_but_precision(a, b):
-    """The /config keys that differ between the two runs other than precision and the output (must be none)."""
-    ignore = {"precision", "out", "overwrite"}
+def differing(a, b, allowed):
+    """The /config keys that differ between the two runs other than `allowed` and the output (must be none)."""
+    ignore = set(allowed) | {"out", "overwrite"}
     return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k) != b.get(k))
+
+
+def label(config, control):
+    """A run's name in the printout and the figure: its precision, and under --control its micro-batch."""
+    name = config.get("precision", "bf16")
+    return f"{name}, micro-batch {config.get('micro_batch')}" if control else name
 
 
 def smoothed(losses, window):
@@ -64,12 +73,13 @@ def final_loss(losses, last=10):
 
 
 def verdict(bf16, fp8, vocab, from_step, gap, smooth=10):
-    """The check's figures and whether it passes (on the curves smoothed over `smooth` steps)."""
+    """The check's figures and whether it passes (on the curves smoothed over `smooth` steps); the second run (fp8, or
+    the control's other bf16 run) is measured against the first."""
     raw = gaps(bf16, fp8, from_step)
     curves = {"bf16": smoothed(bf16, smooth), "fp8": smoothed(fp8, smooth)}
     g = gaps(curves["bf16"], curves["fp8"], from_step)
     h, top = markov_entropy(vocab), math.log(vocab)
-    ends = {name: final_loss(l) for name, l in (("bf16", bf16), ("fp8", fp8))}
+    ends = {"bf16": final_loss(bf16), "fp8": final_loss(fp8)}
     half = (h + top) / 2  # halfway from ln V to the entropy, on the curves smoothed as the gap is
     crossing = {name: first_below(curve, half) for name, curve in curves.items()}
     closer = all(abs(v - h) < abs(v - top) for v in ends.values())
@@ -78,7 +88,7 @@ def verdict(bf16, fp8, vocab, from_step, gap, smooth=10):
             "crossing": crossing}
 
 
-def plot(bf16, fp8, entropy, title, path):
+def plot(bf16, fp8, names, entropy, title, path):
     try:
         import matplotlib
     except ImportError:  # a GPU host's python3 may lack it: draw the figure here from the results files
@@ -87,8 +97,8 @@ def plot(bf16, fp8, entropy, title, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(range(1, len(bf16) + 1), bf16, label="bf16", lw=1.2)
-    ax.plot(range(1, len(fp8) + 1), fp8, label="fp8", lw=1.2, ls="--")
+    ax.plot(range(1, len(bf16) + 1), bf16, label=names[0], lw=1.2)
+    ax.plot(range(1, len(fp8) + 1), fp8, label=names[1], lw=1.2, ls="--")
     ax.axhline(entropy, color="gray", ls=":", label=f"chain entropy {entropy:.3f} nats")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (nats per token)")
@@ -107,13 +117,24 @@ def main(argv=None):
     p.add_argument("--smooth", type=int, default=10)
     p.add_argument("--vocab", type=int, help="the chain's vocabulary (default: the model's)")
     p.add_argument("--png")
+    p.add_argument("--control", action="store_true",
+                   help="two bf16 runs that differ only in their micro-batch (the criterion's own spread)")
     a = p.parse_args(argv)
     (bf16, cb), (fp8, cf) = read_run(a.bf16), read_run(a.fp8)
-    if cb.get("precision", "bf16") != "bf16" or cf.get("precision") != "fp8":
-        sys.exit("fp8_quality: the first file must be a bf16 run and the second an fp8 run")
-    differ = same_run_but_precision(cb, cf)
+    if a.control:
+        if cb.get("precision", "bf16") != "bf16" or cf.get("precision", "bf16") != "bf16":
+            sys.exit("fp8_quality: --control compares two bf16 runs")
+        if cb.get("micro_batch") == cf.get("micro_batch"):
+            sys.exit("fp8_quality: --control's two runs must differ in their micro-batch")
+        differ = differing(cb, cf, {"micro_batch"})
+    else:
+        if cb.get("precision", "bf16") != "bf16" or cf.get("precision") != "fp8":
+            sys.exit("fp8_quality: the first file must be a bf16 run and the second an fp8 run")
+        differ = differing(cb, cf, {"precision"})
     if differ:
-        sys.exit("fp8_quality: the runs differ in more than precision: " + ", ".join(differ))
+        what = "micro-batch" if a.control else "precision"
+        sys.exit(f"fp8_quality: the runs differ in more than {what}: " + ", ".join(differ))
+    names = (label(cb, a.control), label(cf, a.control))
     if min(len(bf16), len(fp8)) < a.from_step:
         sys.exit(f"fp8_quality: the runs have fewer than {a.from_step} steps (--from-step)")
     model_vocab = int(cb["model.vocab_size"])
@@ -121,20 +142,20 @@ def main(argv=None):
     if not 4 < vocab <= model_vocab:
         sys.exit(f"fp8_quality: --vocab {vocab} must lie in 5..{model_vocab}, the model's vocabulary")
     v = verdict(bf16, fp8, vocab, a.from_step, a.gap, a.smooth)
-    print(f"{cb.get('model.name')} at {cb.get('seq_len')} tokens, {len(bf16)} steps: fp8's loss curve ({a.smooth}-step "
-          f"mean) within {v['max_gap']:.2%} of bf16's from step {a.from_step} on (mean {v['mean_gap']:.2%}; bound "
+    print(f"{cb.get('model.name')} at {cb.get('seq_len')} tokens, {len(bf16)} steps: {names[1]}'s loss curve ({a.smooth}-step "
+          f"mean) within {v['max_gap']:.2%} of {names[0]}'s from step {a.from_step} on (mean {v['mean_gap']:.2%}; bound "
           f"{a.gap:.0%}); single steps up to {v['max_step_gap']:.2%} apart")
-    print(f"final loss (last 10 steps): bf16 {v['final']['bf16']:.4f}, fp8 {v['final']['fp8']:.4f}; chain entropy "
+    print(f"final loss (last 10 steps): {names[0]} {v['final']['bf16']:.4f}, {names[1]} {v['final']['fp8']:.4f}; chain entropy "
           f"{v['entropy']:.4f}, ln(vocab) {v['ln_vocab']:.4f} (chain vocabulary {vocab}; an untrained model starts at "
           f"ln {model_vocab} = {math.log(model_vocab):.4f}): " +
           ("both closer to the entropy" if v["closer_to_entropy"] else "NOT both closer to the entropy"))
     c = {k: ("never" if x is None else f"at step {x}") for k, x in v["crossing"].items()}
-    print(f"halfway from ln(vocab) to the entropy ({v['halfway']:.3f} nats, {a.smooth}-step mean): bf16 "
-          f"{c['bf16']}, fp8 {c['fp8']}")
+    print(f"halfway from ln(vocab) to the entropy ({v['halfway']:.3f} nats, {a.smooth}-step mean): {names[0]} "
+          f"{c['bf16']}, {names[1]} {c['fp8']}")
     print("PASS" if v["pass"] else "FAIL")
     if a.png:
-        plot(bf16, fp8, v["entropy"], f"{cb.get('model.name')}, {cb.get('seq_len')} tokens: bf16 and fp8 from the same "
-             f"weights and data\n(chain vocabulary {vocab}, {len(bf16)} steps)", a.png)
+        plot(bf16, fp8, names, v["entropy"], f"{cb.get('model.name')}, {cb.get('seq_len')} tokens: {names[0]} and "
+             f"{names[1]} from the same weights and data\n(chain vocabulary {vocab}, {len(bf16)} steps)", a.png)
     return 0 if v["pass"] else 1
 
 

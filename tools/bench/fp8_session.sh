@@ -2,7 +2,7 @@
 # --precision fp8 on one GPU host, over a carried build folder (docs/fp8.md; issue 27). Logs and results under $OUT.
 #   fp8_session.sh tests            the FP8 kernel tests, the FP8 golden checks (tp 1, --tp 2 and --cp 2 staged on one
 #                                   GPU), the whole GPU suite (bf16 unchanged)
-#   fp8_session.sh speed "SPECS"    bf16 then fp8 of each MODEL:SEQ:GB (global batch GB, micro-batch 1, --recompute auto,
+#   fp8_session.sh speed "SPECS"    bf16 then fp8 of each MODEL:SEQ:GB (global batch GB, micro-batch MB (1), --recompute auto,
 #                                   4 steps; RUNS as tools/bench/fp8_probe.sh takes it), the Hugging Face baseline in
 #                                   the same call, plan and allocator per run; then qwen3-calibrate re-measures the
 #                                   specs' kernels in both precisions into OUT/speed/<kind>.json, so that
@@ -15,6 +15,9 @@
 #                                   Peak learning rate LR (default 3e-4), final MIN_LR (3e-5), WARMUP steps (50), AdamW
 #                                   epsilon EPS (1e-8), global batch GB (8; micro-batches of 8).
 #                                   CONCURRENT=1 runs both precisions at once on the GPU (quality runs, not timed).
+#   fp8_session.sh control MODEL    as quality, but bf16 twice: micro-batches of 8 and of 4 (the same steps, the
+#                                   gradient summed in another order): the check's spread between two runs that no
+#                                   precision separates (fp8_quality.py --control)
 #   fp8_session.sh stability "V:LR:WARMUP[:EPS] ..."   bf16 runs of MODEL (0.6B; or an INI: inputs/0.6B-v512.ini,
 #                                   0.6B with the chain's 512 tokens as its whole vocabulary) at each chain vocabulary, peak
 #                                   learning rate, warm-up and AdamW epsilon (1e-8), at once, STEPS (250) steps: the loss
@@ -23,9 +26,9 @@
 #                                   (VOCAB, LR, WARMUP, EPS as above; HF_TIMEOUT seconds, 300): the same summary
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-usage() { echo "usage: fp8_session.sh tests | speed SPECS | quality MODEL | stability SETTINGS | hf MODEL" >&2; exit 2; }
+usage() { echo "usage: fp8_session.sh tests | speed SPECS | quality MODEL | control MODEL | stability SETTINGS | hf MODEL" >&2; exit 2; }
 what="${1:-}"
-case "$what" in tests|speed|quality|stability|hf) ;; *) usage ;; esac
+case "$what" in tests|speed|quality|control|stability|hf) ;; *) usage ;; esac
 out="${OUT:-gpu-out}"; mkdir -p "$out"; bin="${QWEN3_BIN:-build/bin}"
 export QWEN3_BIN_DIR="$PWD/$bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
 # A preset's name, or an INI model config (inputs/*.ini) named by its file: qwen3-pretrain's option, and a tag.
@@ -61,21 +64,26 @@ case "$what" in
     lengths=$(for s in $2; do IFS=: read -r _ q _ <<<"$s"; echo "$q"; done | sort -u | paste -sd,)
     "$bin/qwen3-calibrate" --base "calibration/$kind.json" --models "$models" --lengths "$lengths" --tp 1 \
       --out "$out/speed/$kind.json" 2>&1 | tail -1 ;;
-  quality)
+  quality|control)
+    # quality: bf16 and fp8; control: bf16 at micro-batches of 8 and of 4 (the same steps, the gradient summed in
+    # another order) — how far apart the quality check puts two runs that no precision separates
     spec="${2:?model}"; model=$(model_tag "$spec"); data="$out/markov-1024.h5"; vocab="${VOCAB:-512}"
     "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 --seed 11 >/dev/null
-    for p in bf16 fp8; do
+    if [ "$what" = quality ]; then runs="bf16:8 fp8:8" flag=""; else runs="bf16:8 bf16:4" flag="--control"; fi
+    tags=""
+    for r in $runs; do
+      p=${r%%:*}; mb=${r#*:}; tag="$what-$model-$p"; [ -n "$flag" ] && tag="$tag-mb$mb"
+      tags="$tags $tag"
       "$bin/qwen3-pretrain" --device cuda $(model_option "$spec") --data "$data" --seq-len 1024 --global-batch "${GB:-8}" \
-        --micro-batch 8 --steps 500 --lr "${LR:-3e-4}" --min-lr "${MIN_LR:-3e-5}" --warmup-steps "${WARMUP:-50}" \
-        --adam-eps "${EPS:-1e-8}" --seed 5 --precision "$p" --out "$out/quality-$model-$p.h5" --overwrite \
-        >"$out/quality-$model-$p.log" 2>&1 &
+        --micro-batch "$mb" --steps 500 --lr "${LR:-3e-4}" --min-lr "${MIN_LR:-3e-5}" --warmup-steps "${WARMUP:-50}" \
+        --adam-eps "${EPS:-1e-8}" --seed 5 --precision "$p" --out "$out/$tag.h5" --overwrite >"$out/$tag.log" 2>&1 &
       [ -n "${CONCURRENT:-}" ] || wait $!
     done
     wait
-    for p in bf16 fp8; do echo "$model $p: $(grep -E '^step' "$out/quality-$model-$p.log" | tail -1)"; done
+    for t in $tags; do echo "$t: $(grep -E '^step' "$out/$t.log" | tail -1)"; done
     rm -f "$data"
-    python3 tools/bench/fp8_quality.py "$out/quality-$model-bf16.h5" "$out/quality-$model-fp8.h5" \
-      --vocab "$vocab" --png "$out/quality-$model.png" ;;
+    set -- $tags
+    python3 tools/bench/fp8_quality.py "$out/$1.h5" "$out/$2.h5" --vocab "$vocab" --png "$out/$what-$model.png" $flag ;;
   stability)
     # bf16 alone, every setting at once on the GPU, STEPS (250) steps: does the loss spike? (0.6B at V=512, lr 3e-4 and
     # 6e-4: loss 6.0 → 25 at step 90, above ln 151,936, as it leaves the unigram plateau; docs/fp8.md)
