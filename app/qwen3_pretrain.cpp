@@ -53,10 +53,10 @@ std::string brief(const std::string& text, const char* field) {
 }
 
 // The predicted step for people: its time, throughput and parts; or, with an operation the calibration lacks, no
-// number at all but what is missing and how to measure it.
-std::string describe_prediction(const PlannedRun& in, const StepPrediction& p, const Calibration& c) {
+// number at all but what is missing and how to measure it (fits: the plan fits; else nothing is worth measuring).
+std::string describe_prediction(const PlannedRun& in, const StepPrediction& p, const Calibration& c, bool fits) {
   if (!p.priced()) {
-    std::string out = "  predicted step    " + unpriced_advice(in, p, c).text + "\n      not in the calibration: ";
+    std::string out = "  predicted step    " + unpriced_advice(in, p, c, fits).text + "\n      not in the calibration: ";
     for (std::size_t i = 0; i < p.missing.size(); ++i) out += (i ? "; " : "") + p.missing[i];
     return out + "\n";
   }
@@ -82,12 +82,12 @@ std::string describe_prediction(const PlannedRun& in, const StepPrediction& p, c
 // --format json: "predicted" (null without a calibration or with an unpriced operation) and "unpriced" (null unless
 // the calibration lacks an operation of the layout: then what, and how to measure it).
 void add_prediction_json(nlohmann::json& j, const PlannedRun& in, const std::optional<StepPrediction>& p,
-                         const Calibration* c) {
+                         const Calibration* c, bool fits) {
   j["predicted"] = nullptr;
   j["unpriced"] = nullptr;
   if (!p) return;
   if (!p->priced()) {
-    const UnpricedAdvice a = unpriced_advice(in, *p, *c);
+    const UnpricedAdvice a = unpriced_advice(in, *p, *c, fits);
     j["unpriced"] = {{"calibration", c->kind}, {"operations", p->missing}, {"command", a.command}, {"advice", a.text}};
     return;
   }
@@ -134,7 +134,7 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
     predicted = predict_step(in, *calibration, std::max<int>(1, calibration->cpu_threads / host.ranks_on_host));
   if (print && cfg.format == "json") {
     auto j = nlohmann::json::parse(plan_json(in, worst, plan, device, host));
-    add_prediction_json(j, in, predicted, calibration ? &*calibration : nullptr);
+    add_prediction_json(j, in, predicted, calibration ? &*calibration : nullptr, fits);
     std::printf("%s\n", j.dump().c_str());
   } else if (print) {
     std::string who = "every rank holds the same";
@@ -160,7 +160,7 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
                 cfg.model_source.c_str(), cfg.precision.c_str(), static_cast<long long>(cfg.seq_len),
                 static_cast<long long>(cfg.micro_batch), layout.describe().c_str(),
                 in.recompute.describe().c_str(), who.c_str(), describe_plan(plan, device, host).c_str());
-    if (predicted) std::printf("%s", describe_prediction(in, *predicted, *calibration).c_str());
+    if (predicted) std::printf("%s", describe_prediction(in, *predicted, *calibration, fits).c_str());
     else std::printf("  predicted step    none: no calibration of this GPU kind (qwen3-calibrate measures one; "
                      "--calibration FILE)\n");
   }

@@ -364,7 +364,7 @@ StepPrediction predict_step(const PlannedRun& in, const Calibration& c, int core
   return p;
 }
 
-UnpricedAdvice unpriced_advice(const PlannedRun& in, const StepPrediction& p, const Calibration& c) {
+UnpricedAdvice unpriced_advice(const PlannedRun& in, const StepPrediction& p, const Calibration& c, bool fits) {
   UnpricedAdvice a;
   if (p.priced()) return a;
   std::vector<std::string> collectives;
@@ -375,7 +375,7 @@ UnpricedAdvice unpriced_advice(const PlannedRun& in, const StepPrediction& p, co
   }
   const auto& presets = preset_names();
   const bool preset = std::find(presets.begin(), presets.end(), in.model.name) != presets.end();
-  if (kernels && preset)
+  if (kernels && preset && fits)
     a.command = "qwen3-calibrate --models " + in.model.name + " --lengths " + std::to_string(in.seq_len) + " --tp " +
                 std::to_string(in.tp) + (c.path.empty() ? "" : " --base " + shell_word(c.path)) + " --out " +
                 shell_word(c.kind + "-" + in.model.name + ".json");
@@ -383,6 +383,10 @@ UnpricedAdvice unpriced_advice(const PlannedRun& in, const StepPrediction& p, co
            (p.missing.size() == 1 ? " " : "s ") + "of this run " + (p.missing.size() == 1 ? "is" : "are") +
            " not in calibration " + c.kind + (c.path.empty() ? "" : " (" + c.path + ")") + " (e.g. " +
            p.missing.front() + ")";
+  if (!fits) {
+    a.text += "; the plan does not fit, so there is no run to predict: measure them only for a layout that fits";
+    return a;
+  }
   if (kernels) {
     if (!a.command.empty())
       a.text += "; measure them with `" + a.command + "` on " + (c.device.empty() ? c.kind : c.device) +

@@ -140,13 +140,14 @@ StepPrediction predict_step(const PlannedRun& in, const Calibration& c, int core
 
 // What to do about an unpriced prediction (p.missing not empty). command: the qwen3-calibrate line that measures this
 // layout's kernels onto the calibration (--models/--lengths/--tp of the layout, --base the file it was read from), or
-// "" when only collectives are missing (qwen3-calibrate does not measure collectives) or the model is no preset.
+// "" when only collectives are missing (qwen3-calibrate does not measure collectives), the model is no preset, or the
+// plan does not fit (fits false: no run of it to predict, so nothing worth a GPU's time to measure).
 // text: "no step-time prediction: N operations of this run are not in calibration h200 (e.g. …); measure them with
 // `…`", and for collectives the calibration's section to add.
 struct UnpricedAdvice {
   std::string command, text;
 };
-UnpricedAdvice unpriced_advice(const PlannedRun& in, const StepPrediction& p, const Calibration& c);
+UnpricedAdvice unpriced_advice(const PlannedRun& in, const StepPrediction& p, const Calibration& c, bool fits = true);
 
 // One model at one tensor-parallel size and length: a layout whose kernels qwen3-calibrate measures.
 struct CalibrationCase {

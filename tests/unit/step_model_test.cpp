@@ -403,6 +403,12 @@ TEST(Calibration, AnUnpricedOperationMakesNoPredictionAndSaysHowToMeasureIt) {
   EXPECT_EQ(a.command, "qwen3-calibrate --models 0.6B --lengths 4096 --tp 1 --base /cal/h200.json --out h200-0.6B.json");
   EXPECT_EQ(a.text.rfind("no step-time prediction: 1 operation of this run is not in calibration h200 (/cal/h200.json) "
                          "(e.g. gemm_fwd 1024x6144); measure them with `" + a.command + "`", 0), 0u) << a.text;
+  // A plan that does not fit has no run to predict: no command, and the text says why.
+  a = unpriced_advice(in, p, c, false);
+  EXPECT_EQ(a.command, "");
+  EXPECT_NE(a.text.find("(e.g. gemm_fwd 1024x6144); the plan does not fit, so there is no run to predict"),
+            std::string::npos) << a.text;
+  EXPECT_EQ(a.text.find("qwen3-calibrate"), std::string::npos) << a.text;
 
   // Tensor-parallel: every kernel priced, the collectives of two GPUs not: no prediction either, and no command
   // (qwen3-calibrate does not measure collectives), the section to add instead.
