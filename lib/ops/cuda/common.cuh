@@ -52,8 +52,7 @@ __device__ __forceinline__ float block_max(float v) { return block_reduce<true>(
 struct alignas(16) Bf16x8 {
   __nv_bfloat162 h[4];
 };
-__device__ __forceinline__ void load8(const bf16* p, float (&v)[8]) {
-  const Bf16x8 b = *reinterpret_cast<const Bf16x8*>(p);
+__device__ __forceinline__ void widen8(const Bf16x8& b, float (&v)[8]) {
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     const float2 f = __bfloat1622float2(b.h[j]);
@@ -61,6 +60,7 @@ __device__ __forceinline__ void load8(const bf16* p, float (&v)[8]) {
     v[2 * j + 1] = f.y;
   }
 }
+__device__ __forceinline__ void load8(const bf16* p, float (&v)[8]) { widen8(*reinterpret_cast<const Bf16x8*>(p), v); }
 __device__ __forceinline__ void store8(bf16* p, const float (&v)[8]) {
   Bf16x8 b;
 #pragma unroll

@@ -1,6 +1,14 @@
-// CUDA RMSNorm kernels (see rmsnorm.h). Rows whose length is a multiple of 8 take the vector path: one warp per row,
-// 16-byte accesses, and the weight gradient as a separate column reduction (dw[i] = Σ_rows dy·x·rstd) that reads dy and
-// x once more instead of contending on atomics per row. Other lengths take a scalar block-per-row path.
+// CUDA RMSNorm kernels (see rmsnorm.h). Rows whose length is a multiple of 8 (16-byte aligned) take the vector paths,
+// 16-byte accesses throughout:
+// - forward: one warp per row; up to kMaxRegChunks × 256 values the row is held in registers, its loads issued
+//   together (a row-at-a-time loop that waits on each load runs at a third of the memory's bandwidth), longer rows
+//   loop;
+// - backward, up to kMaxFusedDim values a row: one block per run of rows, a thread per 8 columns, so that a thread's
+//   share of the weight gradient (dw[i] = Σ_rows dy·x·rstd) stays in its registers across the rows, x and dy are read
+//   once, and one atomicAdd per column and block ends it; the next row's loads are issued before this row's barrier.
+//   Longer rows: one warp per row for dx, then a separate column reduction for dw that reads dy and x once more.
+// Other lengths take a scalar block-per-row path.
+#include <algorithm>
 #include <initializer_list>
 
 #include "core/error.h"
@@ -17,7 +25,57 @@ constexpr int kRowsPerBlockBwd = 16;
 
 // ---- vector path (dim % 8 == 0, 16-byte aligned rows) ----
 
-// amax_bits (optional): y's amax (see publish_amax; every thread reaches it, rows past the end included).
+constexpr int kMaxRegChunks = 16;  // a forward row held in registers: up to 16 × 256 = 4,096 values (8 per lane a chunk)
+
+// One warp per row, the row's chunks loaded together into registers (lane: columns 8·lane + 256·k, k < kChunks), then
+// summed in the same order as the looping kernel below, so both give the same bits. amax_bits as there. Two blocks
+// an SM at least (at most 128 registers a thread): the 16 chunks of a row are 64 of them.
+template <int kChunks>
+__global__ void __launch_bounds__(kThreads, 2) rmsnorm_forward_reg_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
+                                           float* __restrict__ rstd, std::int64_t rows, std::int64_t dim, float eps,
+                                           unsigned* __restrict__ amax_bits) {
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  unsigned m = 0;
+  if (row < rows) {
+    const int lane = threadIdx.x & 31;
+    const bf16* xr = x + row * dim;
+    Bf16x8 raw[kChunks];
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k) {
+      const std::int64_t c = 8 * lane + 256 * k;
+      if (c < dim) raw[k] = *reinterpret_cast<const Bf16x8*>(xr + c);
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k) {
+      if (8 * lane + 256 * k >= dim) continue;
+      float v[8];
+      widen8(raw[k], v);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) ss += v[j] * v[j];
+    }
+    ss = warp_sum(ss);
+    const float s = rsqrtf(ss / static_cast<float>(dim) + eps);
+    if (lane == 0) rstd[row] = s;
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k) {
+      const std::int64_t c = 8 * lane + 256 * k;
+      if (c >= dim) continue;
+      float v[8], g[8];
+      widen8(raw[k], v);
+      load8(w + c, g);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] = v[j] * s * g[j];
+      if (amax_bits) m = max(m, magnitude_bits8(v));
+      store8(y + row * dim + c, v);
+    }
+  }
+  if (amax_bits) publish_amax(m, amax_bits);
+}
+
+
+// Rows longer than the register kernel's: the row looped over twice. amax_bits (optional): y's amax (see
+// publish_amax; every thread reaches it, rows past the end included).
 __global__ void rmsnorm_forward_vec_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
                                            float* __restrict__ rstd, std::int64_t rows, std::int64_t dim, float eps,
                                            unsigned* __restrict__ amax_bits) {
@@ -104,6 +162,73 @@ __global__ void rmsnorm_backward_dx_kernel(const bf16* __restrict__ x, const bf1
   const unsigned m = row < rows ? rmsnorm_backward_dx_row(x, w, rstd, dy, dx, dx_bf16, row, dim, accumulate,
                                                           amax_bits != nullptr)
                                 : 0u;
+  if (amax_bits) publish_amax(m, amax_bits);
+}
+
+constexpr int kMaxFusedDim = 8192;  // the fused backward's block: a thread per 8 columns, at most 1,024 threads
+
+// Rows [blockIdx.x·rows_per_block, …) of dx (as rmsnorm_backward_dx_kernel) and their dw share, in one pass: thread t
+// owns columns [8t, 8t + 8), so w and its dw partial sums stay in registers; each row's Σ dy·w·x is summed over the
+// block through a two-slot shared array (one barrier a row: row r + 2 writes the slot row r read only after every
+// thread passed row r + 1's barrier). One atomicAdd per column and block adds the partial sums into dw.
+__global__ void rmsnorm_backward_fused_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                              const float* __restrict__ rstd, const float* __restrict__ dy,
+                                              float* __restrict__ dx, bf16* __restrict__ dx_bf16, float* __restrict__ dw,
+                                              std::int64_t rows, std::int64_t dim, std::int64_t rows_per_block,
+                                              bool accumulate, unsigned* __restrict__ amax_bits) {
+  __shared__ float part[2][32];
+  const std::int64_t c = 8 * static_cast<std::int64_t>(threadIdx.x);
+  const bool mine = c < dim;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * rows_per_block;
+  const std::int64_t r1 = r0 + rows_per_block < rows ? r0 + rows_per_block : rows;
+  float wv[8] = {}, acc[8] = {}, xv[8] = {}, gv[8] = {};
+  if (mine) load8(w + c, wv);
+  if (mine && r0 < r1) {
+    load8(x + r0 * dim + c, xv);
+    load8(dy + r0 * dim + c, gv);
+  }
+  unsigned m = 0;
+  int slot = 0;
+  for (std::int64_t r = r0; r < r1; ++r, slot ^= 1) {
+    float xn[8] = {}, gn[8] = {};  // the next row's, loading while this one is reduced
+    if (mine && r + 1 < r1) {
+      load8(x + (r + 1) * dim + c, xn);
+      load8(dy + (r + 1) * dim + c, gn);
+    }
+    float dot = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) dot += gv[j] * wv[j] * xv[j];
+    dot = warp_sum(dot);
+    if (lane == 0) part[slot][warp] = dot;
+    __syncthreads();
+    float total = 0.0f;
+    for (int i = 0; i < warps; ++i) total += part[slot][i];
+    const float s = rstd[r];
+    const float k = s * s * s * total / static_cast<float>(dim);
+    if (mine) {
+      float out[8] = {};
+      if (accumulate) load8(dx + r * dim + c, out);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        out[j] += s * gv[j] * wv[j] - xv[j] * k;
+        acc[j] += gv[j] * xv[j] * s;
+      }
+      store8(dx + r * dim + c, out);
+      if (dx_bf16 != nullptr) {
+        if (amax_bits) m = max(m, magnitude_bits8(out));
+        store8(dx_bf16 + r * dim + c, out);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      xv[j] = xn[j];
+      gv[j] = gn[j];
+    }
+  }
+  if (mine)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) atomicAdd(dw + c + j, acc[j]);
   if (amax_bits) publish_amax(m, amax_bits);
 }
 
@@ -217,9 +342,18 @@ void rmsnorm_forward(const bf16* x, const bf16* w, bf16* y, float* rstd, std::in
   unsigned* amax = zeroed_amax(y_amax, stream);
   if (rows == 0) return;
   if (vector_path(dim, {x, w, y})) {
-    rmsnorm_forward_vec_kernel<<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(
-        x, w, y, rstd, rows, dim, eps, amax);
-    CUDA_CHECK_LAUNCH("rmsnorm_forward_vec_kernel");
+    const auto blocks = static_cast<unsigned>((rows + kWarps - 1) / kWarps);
+    const std::int64_t chunks = (dim + 255) / 256;
+    if (chunks <= 4) {
+      rmsnorm_forward_reg_kernel<4><<<blocks, kThreads, 0, stream>>>(x, w, y, rstd, rows, dim, eps, amax);
+    } else if (chunks <= 8) {
+      rmsnorm_forward_reg_kernel<8><<<blocks, kThreads, 0, stream>>>(x, w, y, rstd, rows, dim, eps, amax);
+    } else if (chunks <= kMaxRegChunks) {
+      rmsnorm_forward_reg_kernel<kMaxRegChunks><<<blocks, kThreads, 0, stream>>>(x, w, y, rstd, rows, dim, eps, amax);
+    } else {
+      rmsnorm_forward_vec_kernel<<<blocks, kThreads, 0, stream>>>(x, w, y, rstd, rows, dim, eps, amax);
+    }
+    CUDA_CHECK_LAUNCH("rmsnorm_forward (vector path)");
     return;
   }
   rmsnorm_forward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, w, y, rstd, dim, eps, amax);
@@ -232,6 +366,15 @@ void rmsnorm_backward(const bf16* x, const bf16* w, const float* rstd, const flo
   QWEN3_ASSERT(!dx_bf16_amax || dx_bf16, "rmsnorm_backward: an amax of the bf16 copy needs the copy");
   unsigned* amax = zeroed_amax(dx_bf16_amax, stream);
   if (rows == 0) return;
+  if (vector_path(dim, {x, w, dy, dx, dx_bf16}) && dim <= kMaxFusedDim) {
+    // ~512 blocks of rows: enough to fill the GPU, few enough that dw's atomics (one per column and block) stay cheap
+    const std::int64_t per_block = std::min<std::int64_t>(32, std::max<std::int64_t>(4, rows / 512));
+    const auto threads = static_cast<unsigned>((dim / 8 + 31) / 32 * 32);
+    rmsnorm_backward_fused_kernel<<<static_cast<unsigned>((rows + per_block - 1) / per_block), threads, 0, stream>>>(
+        x, w, rstd, dy, dx, dx_bf16, dw, rows, dim, per_block, accumulate, amax);
+    CUDA_CHECK_LAUNCH("rmsnorm_backward_fused_kernel");
+    return;
+  }
   if (vector_path(dim, {x, w, dy, dx, dx_bf16})) {
     rmsnorm_backward_dx_kernel<<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(
         x, w, rstd, dy, dx, dx_bf16, rows, dim, accumulate, amax);
