@@ -1,8 +1,7 @@
 // CUDA RMSNorm kernels (see rmsnorm.h). Rows whose length is a multiple of 8 (16-byte aligned) take the vector paths,
 // 16-byte accesses throughout:
-// - forward: one warp per row; up to kMaxRegChunks × 256 values the row is held in registers, its loads issued
-//   together (a row-at-a-time loop that waits on each load runs at a third of the memory's bandwidth), longer rows
-//   loop;
+// - forward: one warp per row, held in registers (up to kMaxRegChunks × 256 values), its loads issued together (a
+//   loop that waits on each load ran at a third of the memory's bandwidth);
 // - backward, up to kMaxFusedDim values a row: one block per run of rows, a thread per 8 columns, so that a thread's
 //   share of the weight gradient (dw[i] = Σ_rows dy·x·rstd) stays in its registers across the rows, x and dy are read
 //   once, and one atomicAdd per column and block ends it; the next row's loads are issued before this row's barrier.
@@ -25,13 +24,13 @@ constexpr int kRowsPerBlockBwd = 16;
 
 // ---- vector path (dim % 8 == 0, 16-byte aligned rows) ----
 
-constexpr int kMaxRegChunks = 16;  // a forward row held in registers: up to 16 × 256 = 4,096 values (8 per lane a chunk)
+constexpr int kMaxRegChunks = 32;  // a forward row held in registers: up to 32 × 256 = 8,192 values (8 per lane a chunk)
 
-// One warp per row, the row's chunks loaded together into registers (lane: columns 8·lane + 256·k, k < kChunks), then
-// summed in the same order as the looping kernel below, so both give the same bits. amax_bits as there. Two blocks
-// an SM at least (at most 128 registers a thread): the 16 chunks of a row are 64 of them.
+// One warp per row, the row's chunks loaded together into registers (lane: columns 8·lane + 256·k, k < kChunks).
+// amax_bits (optional): y's amax (see publish_amax; every thread reaches it, rows past the end included). Up to 16
+// chunks (64 registers of them) two blocks fit an SM; 32 chunks (hidden sizes above 4,096) take one.
 template <int kChunks>
-__global__ void __launch_bounds__(kThreads, 2) rmsnorm_forward_reg_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
+__global__ void __launch_bounds__(kThreads, kChunks <= 16 ? 2 : 1) rmsnorm_forward_reg_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
                                            float* __restrict__ rstd, std::int64_t rows, std::int64_t dim, float eps,
                                            unsigned* __restrict__ amax_bits) {
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
@@ -73,39 +72,6 @@ __global__ void __launch_bounds__(kThreads, 2) rmsnorm_forward_reg_kernel(const 
   if (amax_bits) publish_amax(m, amax_bits);
 }
 
-
-// Rows longer than the register kernel's: the row looped over twice. amax_bits (optional): y's amax (see
-// publish_amax; every thread reaches it, rows past the end included).
-__global__ void rmsnorm_forward_vec_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
-                                           float* __restrict__ rstd, std::int64_t rows, std::int64_t dim, float eps,
-                                           unsigned* __restrict__ amax_bits) {
-  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  unsigned m = 0;
-  if (row < rows) {
-    const int lane = threadIdx.x & 31;
-    const bf16* xr = x + row * dim;
-    float ss = 0.0f;
-    for (std::int64_t c = 8 * lane; c < dim; c += 256) {
-      float v[8];
-      load8(xr + c, v);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) ss += v[j] * v[j];
-    }
-    ss = warp_sum(ss);
-    const float s = rsqrtf(ss / static_cast<float>(dim) + eps);
-    if (lane == 0) rstd[row] = s;
-    for (std::int64_t c = 8 * lane; c < dim; c += 256) {
-      float v[8], g[8];
-      load8(xr + c, v);
-      load8(w + c, g);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) v[j] = v[j] * s * g[j];
-      if (amax_bits) m = max(m, magnitude_bits8(v));
-      store8(y + row * dim + c, v);
-    }
-  }
-  if (amax_bits) publish_amax(m, amax_bits);
-}
 
 // One row of the data gradient (one warp); returns the largest magnitude of its bf16 copy when with_amax.
 __device__ __forceinline__ unsigned rmsnorm_backward_dx_row(const bf16* __restrict__ x, const bf16* __restrict__ w,
@@ -341,17 +307,17 @@ void rmsnorm_forward(const bf16* x, const bf16* w, bf16* y, float* rstd, std::in
                      cudaStream_t stream, float* y_amax) {
   unsigned* amax = zeroed_amax(y_amax, stream);
   if (rows == 0) return;
-  if (vector_path(dim, {x, w, y})) {
+  if (vector_path(dim, {x, w, y}) && dim <= 256 * kMaxRegChunks) {
     const auto blocks = static_cast<unsigned>((rows + kWarps - 1) / kWarps);
     const std::int64_t chunks = (dim + 255) / 256;
     if (chunks <= 4) {
       rmsnorm_forward_reg_kernel<4><<<blocks, kThreads, 0, stream>>>(x, w, y, rstd, rows, dim, eps, amax);
     } else if (chunks <= 8) {
       rmsnorm_forward_reg_kernel<8><<<blocks, kThreads, 0, stream>>>(x, w, y, rstd, rows, dim, eps, amax);
-    } else if (chunks <= kMaxRegChunks) {
-      rmsnorm_forward_reg_kernel<kMaxRegChunks><<<blocks, kThreads, 0, stream>>>(x, w, y, rstd, rows, dim, eps, amax);
+    } else if (chunks <= 16) {
+      rmsnorm_forward_reg_kernel<16><<<blocks, kThreads, 0, stream>>>(x, w, y, rstd, rows, dim, eps, amax);
     } else {
-      rmsnorm_forward_vec_kernel<<<blocks, kThreads, 0, stream>>>(x, w, y, rstd, rows, dim, eps, amax);
+      rmsnorm_forward_reg_kernel<kMaxRegChunks><<<blocks, kThreads, 0, stream>>>(x, w, y, rstd, rows, dim, eps, amax);
     }
     CUDA_CHECK_LAUNCH("rmsnorm_forward (vector path)");
     return;
