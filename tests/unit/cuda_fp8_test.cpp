@@ -101,10 +101,11 @@ std::vector<std::uint16_t> as_bits(const std::vector<bf16>& v) {
 
 TEST(CudaFp8, TheCastsMatchTheHostModelBitForBit) {
   QWEN3_REQUIRE_GPU();
-  // Edge tiles only (333 × 40, 7 × 1000, 1000 × 24), one whole tile (64 × 64), whole tiles among edges (200 × 520: the
-  // 16-byte paths), and rows that no 16-byte load can start (130 × 132: element by element throughout).
-  for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{333, 40}, {64, 64}, {7, 1000}, {1000, 24}, {200, 520},
-                            {130, 132}}) {
+  // Edge sub-tiles only (7 × 1000, 1000 × 24), whole 32 × 32 sub-tiles only (64 × 64; 96 × 160, a block's 64 × 128
+  // tile partly outside), whole ones among edges (333 × 40, 200 × 520: the 16-byte paths), and rows that no 16-byte
+  // load can start (130 × 132: element by element throughout).
+  for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{333, 40}, {64, 64}, {96, 160}, {7, 1000}, {1000, 24},
+                            {200, 520}, {130, 132}}) {
     for (Fp8Format f : {Fp8Format::e4m3, Fp8Format::e5m2}) {
       const auto x = wide_values(static_cast<std::size_t>(rows * cols));
       double amax = 0;
