@@ -61,17 +61,28 @@ __device__ __forceinline__ float scale_and_publish(const float* amax, Fp8Format 
   return s;
 }
 
-// The row-major copy alone, 8 values a thread: x [rows, cols], out [rows, ld]; cols and ld multiples of 8.
+// The row-major copy alone, 8 values a chunk, two chunks a thread and iteration (both loads issued before either
+// store): x [rows, cols], out [rows, ld]; cols and ld multiples of 8. Without padding (ld == cols) a chunk's place is
+// its index; else its row and column come from a division.
 __global__ void cast_rows_kernel(const bf16* __restrict__ x, std::int64_t rows, std::int64_t cols,
                                  const float* __restrict__ amax, Fp8Format f, std::uint8_t* __restrict__ out,
                                  std::int64_t ld, float* __restrict__ scale_inv) {
   const float s = scale_and_publish(amax, f, scale_inv);
   const std::int64_t per_row = ld / kVec, chunks = rows * per_row;
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < chunks;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t r = i / per_row, c = (i % per_row) * kVec;
-    const uint2 codes = c < cols ? to_fp8x8(*reinterpret_cast<const uint4*>(x + r * cols + c), s, f) : uint2{0, 0};
-    *reinterpret_cast<uint2*>(out + r * ld + c) = codes;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  auto padding = [&](std::int64_t i) { return ld != cols && (i % per_row) * kVec >= cols; };  // zeros, whatever s is
+  auto load = [&](std::int64_t i) -> uint4 {  // chunk i's 8 values
+    if (ld == cols) return *reinterpret_cast<const uint4*>(x + i * kVec);
+    return padding(i) ? uint4{0, 0, 0, 0} : *reinterpret_cast<const uint4*>(x + i / per_row * cols + i % per_row * kVec);
+  };
+  auto store = [&](std::int64_t i, uint4 v) {  // chunk i starts at i·8 of out (ld = per_row·8)
+    *reinterpret_cast<uint2*>(out + i * kVec) = padding(i) ? uint2{0, 0} : to_fp8x8(v, s, f);
+  };
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < chunks; i += 2 * stride) {
+    const std::int64_t j = i + stride;
+    const uint4 a = load(i), b = j < chunks ? load(j) : uint4{0, 0, 0, 0};
+    store(i, a);
+    if (j < chunks) store(j, b);
   }
 }
 
@@ -155,7 +166,7 @@ void fp8_cast(const bf16* x, std::int64_t rows, std::int64_t cols, const float* 
   const bool vector = aligned16(x) && cols % kVec == 0 && (!out.rows || (aligned16(out.rows) && out.rows_ld % kVec == 0)) &&
                       (!out.cols || (aligned16(out.cols) && out.cols_ld % 16 == 0));
   if (!out.cols && out.rows && vector) {
-    cast_rows_kernel<<<blocks_for(rows * (out.rows_ld / kVec)), kThreads, 0, stream>>>(x, rows, cols, amax, format,
+    cast_rows_kernel<<<blocks_for((rows * (out.rows_ld / kVec) + 1) / 2), kThreads, 0, stream>>>(x, rows, cols, amax, format,
                                                                                       out.rows, out.rows_ld, scale_inv);
     CUDA_CHECK_LAUNCH("fp8 cast_rows_kernel");
     return;
