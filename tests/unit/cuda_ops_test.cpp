@@ -38,8 +38,11 @@ std::vector<double> dvec(const std::vector<float>& v) { return {v.begin(), v.end
 
 TEST(CudaOps, RmsNormForwardBackward) {
   QWEN3_REQUIRE_GPU();
-  // dim % 8 == 0 takes the vector path (warp per row + column reduction for dw), other dims the scalar one.
-  for (auto [rows, dim] : {std::pair<std::int64_t, std::int64_t>{37, 64}, {130, 2048}, {5, 5120}, {4100, 1024}, {11, 50}}) {
+  // dim % 8 == 0 takes the vector paths (forward: a row in registers, up to 8,192; backward: dx and dw fused up to
+  // 6,144, then a warp per row and a column reduction for dw), other dims the scalar one: every register size (64,
+  // 1024; 2048; 4096; 5120, 6144), the fused backward's largest block (6144), and rows past both (8448).
+  for (auto [rows, dim] : {std::pair<std::int64_t, std::int64_t>{37, 64}, {130, 2048}, {5, 5120}, {4100, 1024}, {11, 50},
+                           {9, 4096}, {3, 6144}, {3, 8448}}) {
     auto x = random_bf16_values(rows * dim), w = random_bf16_values(dim, 0.3), dy = random_bf16_values(rows * dim);
     for (auto& v : w) v = bf16_round(1.0f + v);
     DeviceBuffer<bf16> dx_in(rows * dim), dw_in(dim), dy_out(rows * dim);

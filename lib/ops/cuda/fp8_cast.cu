@@ -2,7 +2,7 @@
 // - amax: 8 bf16 per load, one atomic per block;
 // - a cast to the row-major copy only: 8 values per thread, loaded as 16 bytes and stored as 8;
 // - a cast with the transposed copy: a warp per 32 × 32 sub-tile, transposed in registers (byte permutes), so that both
-//   copies are written along their rows in whole 32-byte sectors; a sub-tile wholly inside x (and 16-byte-aligned
+//   copies are written along their rows in runs of 32 contiguous bytes; a sub-tile wholly inside x (and 16-byte-aligned
 //   layouts) loads 16 bytes four times and stores 8 (rows) and 4 (transposed) bytes per thread, the edge sub-tiles and
 //   the zero padding element by element. (64 × 64 tiles through shared memory, byte by byte, ran at 1.9 TB/s on an
 //   H100.)
@@ -89,7 +89,8 @@ __global__ void cast_rows_kernel(const bf16* __restrict__ x, std::int64_t rows, 
 // A warp's 32 × 32 sub-tile wholly inside x, in registers: lane (g = lane % 4, h = lane / 4) casts rows R + 4h … + 3,
 // columns C + 8g … + 7 (four 16-byte loads), writes each row's 8 codes (8-byte stores: 32 contiguous bytes for the 4
 // lanes of a row) and, transposed by byte permutes, each column's 4 codes (4-byte stores: 32 contiguous bytes for the 8
-// lanes of a column). No shared memory, and every access fills whole 32-byte sectors.
+// lanes of a column). No shared memory; every access is a run of 32 contiguous bytes (one sector when the leading
+// dimension is a multiple of 32, two halves of sectors when it is 16 more than one).
 __device__ void cast_warp_tile_vector(const bf16* __restrict__ x, std::int64_t cols, std::int64_t R, std::int64_t C,
                                       float s, Fp8Format f, const Fp8Copies& out) {
   const int lane = threadIdx.x & 31, g = lane & 3, h = lane >> 2;

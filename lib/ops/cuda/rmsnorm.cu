@@ -1,8 +1,8 @@
 // CUDA RMSNorm kernels (see rmsnorm.h). Rows whose length is a multiple of 8 (16-byte aligned) take the vector paths,
 // 16-byte accesses throughout:
-// - forward: one warp per row, held in registers (up to kMaxRegChunks × 256 values), its loads issued together (a
-//   loop that waits on each load ran at a third of the memory's bandwidth);
-// - backward, up to kMaxFusedDim values a row: one block per run of rows, a thread per 8 columns, so that a thread's
+// - forward: one warp per row, held in registers (up to kMaxRegChunks × 256 = 8,192 values; longer rows take the
+//   scalar path), its loads issued together (a loop that waits on each load ran at a third of the memory's bandwidth);
+// - backward, up to kMaxFusedDim (6,144) values a row: one block per run of rows, a thread per 8 columns, so that a thread's
 //   share of the weight gradient (dw[i] = Σ_rows dy·x·rstd) stays in its registers across the rows, x and dy are read
 //   once, and one atomicAdd per column and block ends it; the next row's loads are issued before this row's barrier.
 //   Longer rows: one warp per row for dx, then a separate column reduction for dw that reads dy and x once more.
@@ -131,13 +131,16 @@ __global__ void rmsnorm_backward_dx_kernel(const bf16* __restrict__ x, const bf1
   if (amax_bits) publish_amax(m, amax_bits);
 }
 
-constexpr int kMaxFusedDim = 8192;  // the fused backward's block: a thread per 8 columns, at most 1,024 threads
+// The fused backward's block: a thread per 8 columns, at most 768 threads, so that its registers (bounded to 85 a
+// thread by __launch_bounds__) fit an SM's 65,536 — every preset's hidden size (at most 5,120) is within.
+constexpr int kMaxFusedThreads = 768;
+constexpr int kMaxFusedDim = 8 * kMaxFusedThreads;
 
 // Rows [blockIdx.x·rows_per_block, …) of dx (as rmsnorm_backward_dx_kernel) and their dw share, in one pass: thread t
 // owns columns [8t, 8t + 8), so w and its dw partial sums stay in registers; each row's Σ dy·w·x is summed over the
 // block through a two-slot shared array (one barrier a row: row r + 2 writes the slot row r read only after every
 // thread passed row r + 1's barrier). One atomicAdd per column and block adds the partial sums into dw.
-__global__ void rmsnorm_backward_fused_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
+__global__ void __launch_bounds__(kMaxFusedThreads) rmsnorm_backward_fused_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                               const float* __restrict__ rstd, const float* __restrict__ dy,
                                               float* __restrict__ dx, bf16* __restrict__ dx_bf16, float* __restrict__ dw,
                                               std::int64_t rows, std::int64_t dim, std::int64_t rows_per_block,
@@ -333,8 +336,9 @@ void rmsnorm_backward(const bf16* x, const bf16* w, const float* rstd, const flo
   unsigned* amax = zeroed_amax(dx_bf16_amax, stream);
   if (rows == 0) return;
   if (vector_path(dim, {x, w, dy, dx, dx_bf16}) && dim <= kMaxFusedDim) {
-    // ~512 blocks of rows: enough to fill the GPU, few enough that dw's atomics (one per column and block) stay cheap
-    const std::int64_t per_block = std::min<std::int64_t>(32, std::max<std::int64_t>(4, rows / 512));
+    // ~512 blocks of rows (at least 4 rows each): enough to fill the GPU, few enough that dw's atomics (one per column
+    // and block) stay cheap
+    const std::int64_t per_block = std::max<std::int64_t>(4, rows / 512);
     const auto threads = static_cast<unsigned>((dim / 8 + 31) / 32 * 32);
     rmsnorm_backward_fused_kernel<<<static_cast<unsigned>((rows + per_block - 1) / per_block), threads, 0, stream>>>(
         x, w, rstd, dy, dx, dx_bf16, dw, rows, dim, per_block, accumulate, amax);
