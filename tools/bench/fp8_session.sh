@@ -38,6 +38,12 @@ export QWEN3_BIN_DIR="$PWD/$bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS
 # A preset's name, or an INI model config (inputs/*.ini) named by its file: qwen3-pretrain's option, and a tag.
 model_option() { case "$1" in *.ini) echo "--model-config $1" ;; *) echo "--model $1" ;; esac; }
 model_tag() { basename "$1" .ini; }
+# Hugging Face's Qwen3 (tools/bench/hf_qwen3_train.py) at each MODEL:SEQ of the specs $1, one JSON line each into $2.
+hf_baseline() {
+  local hf="" s m q
+  for s in $1; do IFS=: read -r m q _ <<<"$s"; hf="$hf $m:$q"; done
+  PYTHONUNBUFFERED=1 python3 tools/bench/hf_qwen3_train.py $hf 2>&1 | grep -v Warning | tee "$2"
+}
 # A loss curve (one loss a line on stdin) in one line: the loss at step 60, the largest after it, the last.
 curve_summary() {
   awk '{l[NR] = $1} END {if (NR <= 60) {printf "%d steps only\n", NR; exit}
@@ -61,8 +67,7 @@ case "$what" in
     echo "GPU suite exit $?"; grep -E "^\[  (FAILED|PASSED|SKIPPED) " "$out/gpu-tests.log" | head -30 ;;
   speed)
     STEPS=4 tools/bench/fp8_probe.sh "$out/speed" "${2:?specs}"
-    hf=""; for s in $2; do IFS=: read -r m q _ <<<"$s"; hf="$hf $m:$q"; done
-    PYTHONUNBUFFERED=1 python3 tools/bench/hf_qwen3_train.py $hf 2>&1 | grep -v Warning | tee "$out/speed/hf.jsonl"
+    hf_baseline "$2" "$out/speed/hf.jsonl"
     kind=h100-80gb; grep -q H200 "$out/gpu.txt" && kind=h200
     models=$(for s in $2; do echo "${s%%:*}"; done | sort -u | paste -sd,)
     lengths=$(for s in $2; do IFS=: read -r _ q _ <<<"$s"; echo "$q"; done | sort -u | paste -sd,)
@@ -72,8 +77,7 @@ case "$what" in
     other="${2:?OTHER_BIN, the other binaries folder}"; [ -x "$other/qwen3-pretrain" ] || { echo "fp8_session.sh ab: no qwen3-pretrain in $other" >&2; exit 2; }
     STEPS=4 tools/bench/fp8_probe.sh "$out/ab/new" "${3:?specs}"
     QWEN3_BIN="$other" STEPS=4 tools/bench/fp8_probe.sh "$out/ab/old" "$3"
-    hf=""; for s in $3; do IFS=: read -r m q _ <<<"$s"; hf="$hf $m:$q"; done
-    PYTHONUNBUFFERED=1 python3 tools/bench/hf_qwen3_train.py $hf 2>&1 | grep -v Warning | tee "$out/ab/hf.jsonl" ;;
+    hf_baseline "$3" "$out/ab/hf.jsonl" ;;
   quality|control)
     # quality: bf16 and fp8; control: bf16 at micro-batches of 8 and of 4 (the same steps, the gradient summed in
     # another order) — how far apart the quality check puts two runs that no precision separates
