@@ -34,14 +34,6 @@ po::typed_value<double>* number_value(double* field) {
   return po::value(field)->default_value(*field, format_shortest(*field));
 }
 
-void require_choice(const std::string& option, const std::string& value, const std::vector<std::string>& choices) {
-  for (auto& c : choices)
-    if (c == value) return;
-  std::string valid;
-  for (auto& c : choices) valid += (valid.empty() ? "" : ", ") + c;
-  throw UsageError(option + ": invalid value '" + value + "' (valid: " + valid + ")");
-}
-
 std::vector<std::int64_t> parse_positive_list(const std::string& option, const std::string& text) {
   const std::string hint = " (expected positive integers separated by commas, e.g. 1024,2048)";
   std::vector<std::int64_t> values;

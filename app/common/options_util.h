@@ -1,6 +1,6 @@
 // Boost.ProgramOptions helpers shared by the mains: parse into UsageError (one line, exit 2), --help, choices, lists.
 #pragma once
-#include "core/parse.h"  // parse_seed
+#include "core/parse.h"  // parse_seed, require_choice
 #include <boost/program_options.hpp>
 #include <cstdint>
 #include <string>
@@ -18,9 +18,6 @@ bool parse_command_line(int argc, char** argv, const boost::program_options::opt
 
 // A double option whose --help default prints as written (0.0003, not Boost's 0.00029999999999999997).
 boost::program_options::typed_value<double>* number_value(double* field);
-
-// Throws UsageError "--opt: invalid value 'x' (valid: a, b, c)" unless value is one of choices.
-void require_choice(const std::string& option, const std::string& value, const std::vector<std::string>& choices);
 
 // "1024,2048" → {1024, 2048}. Strict: digits only, no sign, no empty parts, every value positive; else UsageError
 // naming the option ("1024,abc", "0", "1024," are rejected).

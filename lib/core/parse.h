@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 
@@ -16,6 +17,17 @@ inline std::uint64_t parse_seed(const std::string& option, const std::string& te
   if (text.empty() || ec != std::errc() || ptr != end)
     throw UsageError(option + " '" + text + "' is not valid (expected an integer in [0, 18446744073709551615])");
   return value;
+}
+
+// Throws UsageError "--opt: invalid value 'x' (valid: a, b, c)" unless value is one of choices.
+inline void require_choice(const std::string& option, const std::string& value, const std::vector<std::string>& choices) {
+  std::string valid;
+  for (const auto& c : choices) {
+    if (c == value) return;
+    if (!valid.empty()) valid += ", ";
+    valid += c;
+  }
+  throw UsageError(option + ": invalid value '" + value + "' (valid: " + valid + ")");
 }
 
 }  // namespace qwen3

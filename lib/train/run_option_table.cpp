@@ -56,12 +56,7 @@ Check at_least_one(const char* option, int RunConfig::*field) {
 // A choice option: its check and its list of values, from one list.
 void set_choices(RunOption& o, const char* option, std::string RunConfig::*field, std::vector<std::string> valid) {
   o.choices = valid;
-  o.check = [option, field, valid](const RunConfig& c) {
-    if (std::find(valid.begin(), valid.end(), c.*field) != valid.end()) return;
-    std::string list;
-    for (const auto& v : valid) list += (list.empty() ? "" : ", ") + v;
-    throw UsageError(std::string(option) + ": invalid value '" + c.*field + "' (valid: " + list + ")");
-  };
+  o.check = [option, field, valid](const RunConfig& c) { require_choice(option, c.*field, valid); };
 }
 // A check that throws message(c) unless ok(c).
 Check rule(std::function<bool(const RunConfig&)> ok, std::function<std::string(const RunConfig&)> message) {

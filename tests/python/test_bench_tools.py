@@ -130,6 +130,15 @@ def test_the_halfway_crossing_names_the_steps_by_which_a_run_leads():
     assert fp8_quality.verdict([6.1] * 100, [6.1] * 100, 512, 50, 0.01)["crossing"] == {"bf16": None, "fp8": None}
 
 
+def test_the_step_from_which_the_curves_stay_within_the_bound():
+    bf16 = [6.1] * 45 + [2.3] * 55
+    fp8 = [6.1] * 43 + [2.3] * 57
+    v = fp8_quality.verdict(bf16, fp8, 512, 40, 0.01, smooth=1)
+    assert v["settled"] == 46  # apart at steps 44 and 45 only
+    assert fp8_quality.verdict(bf16, bf16, 512, 40, 0.01)["settled"] == 40
+    assert fp8_quality.verdict(bf16, bf16[:-1] + [3.0], 512, 40, 0.01, smooth=1)["settled"] is None
+
+
 def test_runs_that_differ_in_more_than_precision_are_named():
     a = {"model.name": "0.6B", "seed": "1", "precision": "bf16", "out": "a.h5"}
     b = {"model.name": "0.6B", "seed": "2", "precision": "fp8", "out": "b.h5"}
@@ -141,10 +150,10 @@ def test_the_control_compares_two_bf16_runs_apart_only_in_micro_batch(tmp_path, 
     def run(name, micro_batch, precision="bf16", seed="5"):
         path = tmp_path / name
         with h5py.File(path, "w") as f:
+            config = f.create_group("config")
             for k, v in {"model.name": "0.6B", "model.vocab_size": "512", "seq_len": "1024", "micro_batch": micro_batch,
                          "precision": precision, "seed": seed, "out": name}.items():
-                f.create_group("config") if "config" not in f else None
-                f["config"].attrs[k] = v
+                config.attrs[k] = v
             f["steps/loss"] = [6.0] * 10 + [2.3] * 90
         return str(path)
     a, b = run("a.h5", "8"), run("b.h5", "4")

@@ -2,10 +2,11 @@
 """FP8 against bf16 training on the synthetic Markov data (issue 27's quality check): two results files of the same
 model, data, seed and steps, one --precision bf16 and one fp8. Prints, from --from-step on, the largest and the mean
 relative gap of fp8's loss curve to bf16's — each curve the mean over --smooth steps ending at the step, since one
-step's loss carries its batch's noise (the per-step gap is printed too); both runs' final loss (the mean of the last 10 steps) against the chain's
-entropy and ln(vocab) (docs/datasets.md); PASS when the gap stays within --gap and both end closer to the entropy than
-to ln(vocab); and the step at which each curve passes halfway from ln(vocab) to the entropy (a gap on the
-steep stretch is then a lead of so many steps). --png draws the two curves and the entropy line.
+step's loss carries its batch's noise (the per-step gap is printed too) — and the step from which they stay within
+--gap; both runs' final loss (the mean of the last 10 steps) against the chain's entropy and ln(vocab)
+(docs/datasets.md); PASS when the gap stays within --gap and both end closer to the entropy than to ln(vocab); and the
+step at which each curve passes halfway from ln(vocab) to the entropy (a gap on the steep stretch is then a lead of so
+many steps). --png draws the two curves and the entropy line.
 
 --vocab: the chain's vocabulary when the data's is smaller than the model's (qwen3-dataset synthetic --vocab-size);
 the entropy and ln(vocab) are then the chain's (ln of the model's vocabulary, where an untrained model starts, is printed
@@ -82,10 +83,13 @@ def verdict(bf16, fp8, vocab, from_step, gap, smooth=10):
     ends = {"bf16": final_loss(bf16), "fp8": final_loss(fp8)}
     half = (h + top) / 2  # halfway from ln V to the entropy, on the curves smoothed as the gap is
     crossing = {name: first_below(curve, half) for name, curve in curves.items()}
+    # the step from which the smoothed curves stay within the bound (None: apart at the last step)
+    apart = [from_step + i for i, x in enumerate(g) if x > gap]
+    settled = None if apart and apart[-1] == from_step + len(g) - 1 else (apart[-1] + 1 if apart else from_step)
     closer = all(abs(v - h) < abs(v - top) for v in ends.values())
     return {"max_gap": max(g), "mean_gap": sum(g) / len(g), "max_step_gap": max(raw), "entropy": h, "ln_vocab": top, "final": ends,
             "closer_to_entropy": closer, "pass": bool(g) and max(g) <= gap and closer, "halfway": half,
-            "crossing": crossing}
+            "crossing": crossing, "settled": settled}
 
 
 def plot(bf16, fp8, names, entropy, title, path):
@@ -144,7 +148,8 @@ def main(argv=None):
     v = verdict(bf16, fp8, vocab, a.from_step, a.gap, a.smooth)
     print(f"{cb.get('model.name')} at {cb.get('seq_len')} tokens, {len(bf16)} steps: {names[1]}'s loss curve ({a.smooth}-step "
           f"mean) within {v['max_gap']:.2%} of {names[0]}'s from step {a.from_step} on (mean {v['mean_gap']:.2%}; bound "
-          f"{a.gap:.0%}); single steps up to {v['max_step_gap']:.2%} apart")
+          f"{a.gap:.0%}); single steps up to {v['max_step_gap']:.2%} apart; "
+          + (f"within the bound from step {v['settled']} on" if v["settled"] else "outside the bound at the last step"))
     print(f"final loss (last 10 steps): {names[0]} {v['final']['bf16']:.4f}, {names[1]} {v['final']['fp8']:.4f}; chain entropy "
           f"{v['entropy']:.4f}, ln(vocab) {v['ln_vocab']:.4f} (chain vocabulary {vocab}; an untrained model starts at "
           f"ln {model_vocab} = {math.log(model_vocab):.4f}): " +

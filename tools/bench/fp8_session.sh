@@ -7,6 +7,10 @@
 #                                   the same call, plan and allocator per run; then qwen3-calibrate re-measures the
 #                                   specs' kernels in both precisions into OUT/speed/<kind>.json, so that
 #                                   tools/bench/predict_check.py --calibration holds --plan --precision fp8 to the runs
+#   fp8_session.sh ab OTHER_BIN "SPECS"   a kernel change against the binaries before it, same call: RUNS (bf16 fp8) of
+#                                   each spec as speed runs them, on these binaries (OUT/ab/new) and on OTHER_BIN's
+#                                   (OUT/ab/old, e.g. main's build/bin carried as another folder), then the Hugging Face
+#                                   baseline; each run's --op-times show what changed
 #   fp8_session.sh quality MODEL    bf16 and fp8 from the same weights on the same Markov documents, 500 steps at 1,024
 #                                   tokens, global batch 8 (MODEL: a preset, or an INI model config by its file); then tools/bench/fp8_quality.py (within 1% from step 50 on;
 #                                   both closer to the chain's entropy than to ln V) and its figure. The chain's
@@ -26,14 +30,20 @@
 #                                   (VOCAB, LR, WARMUP, EPS as above; HF_TIMEOUT seconds, 300): the same summary
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-usage() { echo "usage: fp8_session.sh tests | speed SPECS | quality MODEL | control MODEL | stability SETTINGS | hf MODEL" >&2; exit 2; }
+usage() { echo "usage: fp8_session.sh tests | speed SPECS | ab OTHER_BIN SPECS | quality MODEL | control MODEL | stability SETTINGS | hf MODEL" >&2; exit 2; }
 what="${1:-}"
-case "$what" in tests|speed|quality|control|stability|hf) ;; *) usage ;; esac
+case "$what" in tests|speed|ab|quality|control|stability|hf) ;; *) usage ;; esac
 out="${OUT:-gpu-out}"; mkdir -p "$out"; bin="${QWEN3_BIN:-build/bin}"
 export QWEN3_BIN_DIR="$PWD/$bin" QWEN3_TEST_DATA_DIR="$PWD/tests/data" NCCL_NVLS_ENABLE=0
 # A preset's name, or an INI model config (inputs/*.ini) named by its file: qwen3-pretrain's option, and a tag.
 model_option() { case "$1" in *.ini) echo "--model-config $1" ;; *) echo "--model $1" ;; esac; }
 model_tag() { basename "$1" .ini; }
+# Hugging Face's Qwen3 (tools/bench/hf_qwen3_train.py) at each MODEL:SEQ of the specs $1, one JSON line each into $2.
+hf_baseline() {
+  local hf="" s m q
+  for s in $1; do IFS=: read -r m q _ <<<"$s"; hf="$hf $m:$q"; done
+  PYTHONUNBUFFERED=1 python3 tools/bench/hf_qwen3_train.py $hf 2>&1 | grep -v Warning | tee "$2"
+}
 # A loss curve (one loss a line on stdin) in one line: the loss at step 60, the largest after it, the last.
 curve_summary() {
   awk '{l[NR] = $1} END {if (NR <= 60) {printf "%d steps only\n", NR; exit}
@@ -57,13 +67,17 @@ case "$what" in
     echo "GPU suite exit $?"; grep -E "^\[  (FAILED|PASSED|SKIPPED) " "$out/gpu-tests.log" | head -30 ;;
   speed)
     STEPS=4 tools/bench/fp8_probe.sh "$out/speed" "${2:?specs}"
-    hf=""; for s in $2; do IFS=: read -r m q _ <<<"$s"; hf="$hf $m:$q"; done
-    PYTHONUNBUFFERED=1 python3 tools/bench/hf_qwen3_train.py $hf 2>&1 | grep -v Warning | tee "$out/speed/hf.jsonl"
+    hf_baseline "$2" "$out/speed/hf.jsonl"
     kind=h100-80gb; grep -q H200 "$out/gpu.txt" && kind=h200
     models=$(for s in $2; do echo "${s%%:*}"; done | sort -u | paste -sd,)
     lengths=$(for s in $2; do IFS=: read -r _ q _ <<<"$s"; echo "$q"; done | sort -u | paste -sd,)
     "$bin/qwen3-calibrate" --base "calibration/$kind.json" --models "$models" --lengths "$lengths" --tp 1 \
       --out "$out/speed/$kind.json" 2>&1 | tail -1 ;;
+  ab)
+    other="${2:?OTHER_BIN, the other binaries folder}"; [ -x "$other/qwen3-pretrain" ] || { echo "fp8_session.sh ab: no qwen3-pretrain in $other" >&2; exit 2; }
+    STEPS=4 tools/bench/fp8_probe.sh "$out/ab/new" "${3:?specs}"
+    QWEN3_BIN="$other" STEPS=4 tools/bench/fp8_probe.sh "$out/ab/old" "$3"
+    hf_baseline "$3" "$out/ab/hf.jsonl" ;;
   quality|control)
     # quality: bf16 and fp8; control: bf16 at micro-batches of 8 and of 4 (the same steps, the gradient summed in
     # another order) — how far apart the quality check puts two runs that no precision separates
