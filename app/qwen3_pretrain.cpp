@@ -16,6 +16,7 @@
 #include "model/pipeline_split.h"
 #include "train/calibration.h"
 #include "train/memory_plan.h"
+#include "train/progress.h"
 #include "train/trainer.h"
 
 using namespace qwen3;
@@ -63,7 +64,7 @@ std::string describe_prediction(const PlannedRun& in, const StepPrediction& p, c
   const StepTime& t = p.time;
   char head[200], parts[400];  // the calibration's description, of any length, goes between them
   std::snprintf(head, sizeof head, "  predicted step    %.3f s on %s: %.0f tokens/s, MFU %.1f%%%s (calibration: ", t.step,
-                c.kind.c_str(), p.tokens_per_s, 100 * p.mfu, in.fp8 ? " of the bf16 peak" : "");
+                c.kind.c_str(), p.tokens_per_s, 100 * p.mfu, mfu_basis(in.fp8));
   std::snprintf(parts, sizeof parts,
                 ")\n      per micro-batch on the slowest stage: forward %.4f s, backward %.4f s (recomputation %.4f s); "
                 "exposed communication %.4f s\n"

@@ -169,10 +169,10 @@ void print_run_text(const std::string& path, hid_t root, const std::string& stat
   const auto tflops = h5::read_f64(root, "steps/tflops_per_device");
   if (!loss.empty()) {
     std::printf("  steps         %zu of %s; loss %.4f -> %.4f\n", loss.size(), c("steps").c_str(), loss.front(), loss.back());
-    std::printf("  throughput    %.0f tokens/s, %s TFLOP/s per device, MFU %s%% (mean of steps after the first%s)\n",
+    std::printf("  throughput    %.0f tokens/s, %s TFLOP/s per device, MFU %s%%%s (mean of steps after the first)\n",
                 mean_after_first(tps), format_significant(mean_after_first(tflops)).c_str(),
                 format_significant(100 * mean_after_first(tflops) / kPeakTflopsPerDevice).c_str(),
-                precision == "bf16" ? "" : "; MFU of the bf16 peak, docs/fp8.md");
+                mfu_basis(precision != "bf16"));
   }
   if (h5::exists(root, "timings")) {
     h5::Handle t = h5::open_group(root, "timings");

@@ -9,6 +9,9 @@ namespace qwen3 {
 
 // Dense bf16 peak of one H100/H200 (datasheet), the MFU denominator.
 inline constexpr double kPeakTflopsPerDevice = 989.0;
+// What an MFU is a fraction of, said after it where a reader could take it for the precision's own peak: an fp8
+// run's MFU is of the bf16 peak too (docs/fp8.md), so that it compares with a bf16 run's.
+inline const char* mfu_basis(bool fp8) { return fp8 ? " of the bf16 peak" : ""; }
 
 std::string format_bytes(std::int64_t bytes);  // "1.23 GiB"
 std::string format_duration(double seconds);    // "1:02:03"
