@@ -19,6 +19,7 @@ Usage: fp8_quality.py BF16.h5 FP8.h5 [--from-step 50] [--gap 0.01] [--smooth 10]
 import argparse
 import math
 import sys
+import textwrap
 
 
 def markov_entropy(vocab):
@@ -106,7 +107,7 @@ def plot(bf16, fp8, names, entropy, title, path):
     ax.axhline(entropy, color="gray", ls=":", label=f"chain entropy {entropy:.3f} nats")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (nats per token)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.fill(line, 84) for line in title.split("\n")), fontsize=10)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -160,7 +161,8 @@ def main(argv=None):
     print("PASS" if v["pass"] else "FAIL")
     if a.png:
         plot(bf16, fp8, names, v["entropy"], f"{cb.get('model.name')}, {cb.get('seq_len')} tokens: {names[0]} and "
-             f"{names[1]} from the same weights and data\n(chain vocabulary {vocab}, {len(bf16)} steps)", a.png)
+             f"{names[1]} from the same weights and data\n(chain vocabulary {vocab}, {len(bf16)} steps; peak lr {cb.get('lr')}, "
+             f"{cb.get('warmup_steps')} warm-up steps, init std {cb.get('init_std')})", a.png)
     return 0 if v["pass"] else 1
 
 

@@ -17,15 +17,18 @@
 #                                   vocabulary is VOCAB (default 512, entropy 2.1903 nats: 500 steps of 8 documents
 #                                   reach near it; at the presets' 151,936 the chain has 600k transitions to learn).
 #                                   Peak learning rate LR (default 3e-4), final MIN_LR (3e-5), WARMUP steps (50), AdamW
-#                                   epsilon EPS (1e-8), global batch GB (8; micro-batches of 8).
-#                                   CONCURRENT=1 runs both precisions at once on the GPU (quality runs, not timed).
-#   fp8_session.sh control MODEL    as quality, but bf16 twice: micro-batches of 8 and of 4 (the same steps, the
-#                                   gradient summed in another order): the check's spread between two runs that no
-#                                   precision separates (fp8_quality.py --control)
-#   fp8_session.sh stability "V:LR:WARMUP[:EPS] ..."   bf16 runs of MODEL (0.6B; or an INI: inputs/0.6B-v512.ini,
+#                                   epsilon EPS (1e-8), global batch GB (8; micro-batches of 8); FLAGS: more qwen3-pretrain
+#                                   options for every run (e.g. "--beta2 0.99 --init-std 0.01"; the results files keep them).
+#                                   CONCURRENT=1 runs them at once on the GPU (quality runs, not timed).
+#   fp8_session.sh control MODEL    quality's two runs and a third, bf16 at micro-batches of 4 (the same steps, the
+#                                   gradient summed in another order); the quality check, and the same check between the
+#                                   two bf16 runs (fp8_quality.py --control): how far apart it puts runs no precision separates
+#   fp8_session.sh stability "V:LR:WARMUP[:EPS[:FLAGS]] ..."   bf16 runs of MODEL (0.6B; or an INI: inputs/0.6B-v512.ini,
 #                                   0.6B with the chain's 512 tokens as its whole vocabulary) at each chain vocabulary, peak
-#                                   learning rate, warm-up and AdamW epsilon (1e-8), at once, STEPS (250) steps: the loss
-#                                   at step 60, the largest after it, the last
+#                                   learning rate, warm-up, AdamW epsilon (1e-8) and qwen3-pretrain options FLAGS written
+#                                   name=value,... (beta2=0.99,init-std=0.01), at once, STEPS (250) steps, micro-batches of
+#                                   MB (8): the loss at step 60, the largest after it, the last, and the first step below
+#                                   halfway from the first loss to the last (where the curve leaves its plateau)
 #   fp8_session.sh hf MODEL         Hugging Face's Qwen3 (tools/bench/hf_markov_train.py) on the quality setting's data
 #                                   (VOCAB, LR, WARMUP, EPS as above; HF_TIMEOUT seconds, 300): the same summary
 set -uo pipefail
@@ -44,12 +47,18 @@ hf_baseline() {
   for s in $1; do IFS=: read -r m q _ <<<"$s"; hf="$hf $m:$q"; done
   PYTHONUNBUFFERED=1 python3 tools/bench/hf_qwen3_train.py $hf 2>&1 | grep -v Warning | tee "$2"
 }
-# A loss curve (one loss a line on stdin) in one line: the loss at step 60, the largest after it, the last.
+# A loss curve (one loss a line on stdin) in one line: the loss at step 60, the largest after it, the last, and the
+# first step below halfway from the first loss to the last.
 curve_summary() {
   awk '{l[NR] = $1} END {if (NR <= 60) {printf "%d steps only\n", NR; exit}
        m = 0; for (i = 60; i <= NR; i++) if (l[i] > m) m = l[i]
-       printf "loss at step 60 %.3f, largest after %.3f, last (step %d) %.3f\n", l[60], m, NR, l[NR]}'
+       half = (l[1] + l[NR]) / 2; for (h = 1; h <= NR && l[h] >= half; h++) {}
+       printf "loss at step 60 %.3f, largest after %.3f, last (step %d) %.3f; below %.3f from step %d\n", l[60], m, NR,
+              l[NR], half, h}'
 }
+# A stability setting's FLAGS (name=value,...) as qwen3-pretrain options, and the setting as a file-name tag.
+setting_flags() { local f; IFS=, read -ra f <<<"$1"; for kv in "${f[@]}"; do [ -n "$kv" ] && echo -n "--${kv%%=*} ${kv#*=} "; done; }
+setting_tag() { echo "$1" | sed 's/[:,=]/-/g'; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 case "$what" in
   tests)
@@ -79,40 +88,42 @@ case "$what" in
     QWEN3_BIN="$other" STEPS=4 tools/bench/fp8_probe.sh "$out/ab/old" "$3"
     hf_baseline "$3" "$out/ab/hf.jsonl" ;;
   quality|control)
-    # quality: bf16 and fp8; control: bf16 at micro-batches of 8 and of 4 (the same steps, the gradient summed in
-    # another order) — how far apart the quality check puts two runs that no precision separates
+    # quality: bf16 and fp8; control: also bf16 at micro-batches of 4 (the same steps, the gradient summed in another
+    # order) — how far apart the quality check puts two runs that no precision separates
     spec="${2:?model}"; model=$(model_tag "$spec"); data="$out/markov-1024.h5"; vocab="${VOCAB:-512}"
     "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 --seed 11 >/dev/null
-    if [ "$what" = quality ]; then runs="bf16:8 fp8:8" flag=""; else runs="bf16:8 bf16:4" flag="--control"; fi
+    runs="bf16:8 fp8:8"; [ "$what" = control ] && runs="$runs bf16:4"
     tags=""
     for r in $runs; do
-      p=${r%%:*}; mb=${r#*:}; tag="$what-$model-$p"; [ -n "$flag" ] && tag="$tag-mb$mb"
+      p=${r%%:*}; mb=${r#*:}; tag="$what-$model-$p"; [ "$mb" = 8 ] || tag="$tag-mb$mb"
       tags="$tags $tag"
       "$bin/qwen3-pretrain" --device cuda $(model_option "$spec") --data "$data" --seq-len 1024 --global-batch "${GB:-8}" \
         --micro-batch "$mb" --steps 500 --lr "${LR:-3e-4}" --min-lr "${MIN_LR:-3e-5}" --warmup-steps "${WARMUP:-50}" \
-        --adam-eps "${EPS:-1e-8}" --seed 5 --precision "$p" --out "$out/$tag.h5" --overwrite >"$out/$tag.log" 2>&1 &
+        --adam-eps "${EPS:-1e-8}" --seed 5 ${FLAGS:-} --precision "$p" --out "$out/$tag.h5" --overwrite >"$out/$tag.log" 2>&1 &
       [ -n "${CONCURRENT:-}" ] || wait $!
     done
     wait
     for t in $tags; do echo "$t: $(grep -E '^step' "$out/$t.log" | tail -1)"; done
     rm -f "$data"
     set -- $tags
-    python3 tools/bench/fp8_quality.py "$out/$1.h5" "$out/$2.h5" --vocab "$vocab" --png "$out/$what-$model.png" $flag ;;
+    python3 tools/bench/fp8_quality.py "$out/$1.h5" "$out/$2.h5" --vocab "$vocab" --png "$out/quality-$model.png"
+    [ "$what" = control ] && python3 tools/bench/fp8_quality.py "$out/$1.h5" "$out/$3.h5" --vocab "$vocab" --control \
+      --png "$out/control-$model.png" ;;
   stability)
-    # bf16 alone, every setting at once on the GPU, STEPS (250) steps: does the loss spike? (0.6B at V=512, lr 3e-4 and
-    # 6e-4: loss 6.0 → 25 at step 90, above ln 151,936, as it leaves the unigram plateau; docs/fp8.md)
+    # bf16 alone, every setting at once on the GPU, STEPS (250) steps: does the loss spike, and where does it leave the
+    # unigram plateau? (0.6B at V=512, lr 3e-4 and 6e-4: loss 6.0 → 25 at step 90, above ln 151,936; docs/fp8.md)
     spec="${MODEL:-0.6B}"; model=$(model_tag "$spec")
-    for setting in ${2:?settings VOCAB:LR:WARMUP[:EPS] ...}; do
-      IFS=: read -r vocab lr warm eps <<<"$setting"; data="$out/markov-$vocab.h5"; tag="stability-$model-${setting//:/-}"
+    for setting in ${2:?settings VOCAB:LR:WARMUP[:EPS[:FLAGS]] ...}; do
+      IFS=: read -r vocab lr warm eps flags <<<"$setting"; data="$out/markov-$vocab.h5"; tag="stability-$model-$(setting_tag "$setting")"
       [ -f "$data" ] || "$bin/qwen3-dataset" synthetic --out "$data" --vocab-size "$vocab" --lengths 1024 --documents 4000 \
         --seed 11 >/dev/null
       "$bin/qwen3-pretrain" --device cuda $(model_option "$spec") --data "$data" --seq-len 1024 --global-batch "${GB:-8}" \
-        --micro-batch 8 --steps "${STEPS:-250}" --lr "$lr" --min-lr 3e-5 --warmup-steps "$warm" --adam-eps "${eps:-1e-8}" \
-        --seed 5 --out "$out/$tag.h5" --overwrite >"$out/$tag.log" 2>&1 &
+        --micro-batch "${MB:-8}" --steps "${STEPS:-250}" --lr "$lr" --min-lr 3e-5 --warmup-steps "$warm" --adam-eps "${eps:-1e-8}" \
+        $(setting_flags "$flags") --seed 5 --out "$out/$tag.h5" --overwrite >"$out/$tag.log" 2>&1 &
     done
     wait; rm -f "$out"/markov-*.h5
     for setting in $2; do
-      log="$out/stability-$model-${setting//:/-}.log"
+      log="$out/stability-$model-$(setting_tag "$setting").log"
       echo "$setting: $(grep -E '^step' "$log" | sed -E 's/.*\| loss ([0-9.eE+-]+|nan|inf) .*/\1/' | curve_summary)"
     done ;;
   hf)
