@@ -151,19 +151,21 @@ __global__ void __launch_bounds__(kMaxFusedThreads) rmsnorm_backward_fused_kerne
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * rows_per_block;
   const std::int64_t r1 = r0 + rows_per_block < rows ? r0 + rows_per_block : rows;
-  float wv[8] = {}, acc[8] = {}, xv[8] = {}, gv[8] = {};
+  float wv[8] = {}, acc[8] = {}, xv[8] = {}, gv[8] = {}, dv[8] = {};  // dv: dx's old values when accumulating
   if (mine) load8(w + c, wv);
   if (mine && r0 < r1) {
     load8(x + r0 * dim + c, xv);
     load8(dy + r0 * dim + c, gv);
+    if (accumulate) load8(dx + r0 * dim + c, dv);
   }
   unsigned m = 0;
   int slot = 0;
   for (std::int64_t r = r0; r < r1; ++r, slot ^= 1) {
-    float xn[8] = {}, gn[8] = {};  // the next row's, loading while this one is reduced
+    float xn[8] = {}, gn[8] = {}, dn[8] = {};  // the next row's, loading while this one is reduced
     if (mine && r + 1 < r1) {
       load8(x + (r + 1) * dim + c, xn);
       load8(dy + (r + 1) * dim + c, gn);
+      if (accumulate) load8(dx + (r + 1) * dim + c, dn);
     }
     float dot = 0.0f;
 #pragma unroll
@@ -176,11 +178,10 @@ __global__ void __launch_bounds__(kMaxFusedThreads) rmsnorm_backward_fused_kerne
     const float s = rstd[r];
     const float k = s * s * s * total / static_cast<float>(dim);
     if (mine) {
-      float out[8] = {};
-      if (accumulate) load8(dx + r * dim + c, out);
+      float out[8];
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
-        out[j] += s * gv[j] * wv[j] - xv[j] * k;
+        out[j] = dv[j] + (s * gv[j] * wv[j] - xv[j] * k);
         acc[j] += gv[j] * xv[j] * s;
       }
       store8(dx + r * dim + c, out);
@@ -193,12 +194,28 @@ __global__ void __launch_bounds__(kMaxFusedThreads) rmsnorm_backward_fused_kerne
     for (int j = 0; j < 8; ++j) {
       xv[j] = xn[j];
       gv[j] = gn[j];
+      dv[j] = dn[j];
     }
   }
   if (mine)
 #pragma unroll
     for (int j = 0; j < 8; ++j) atomicAdd(dw + c + j, acc[j]);
   if (amax_bits) publish_amax(m, amax_bits);
+}
+
+// How many blocks of `threads` threads of the fused backward the current GPU runs at once (asked once per block size).
+std::int64_t fused_backward_resident_blocks(unsigned threads) {
+  static std::int64_t known[kMaxFusedThreads / 32 + 1] = {};
+  std::int64_t& n = known[threads / 32];
+  if (n == 0) {
+    int device = 0, sms = 0, per_sm = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, rmsnorm_backward_fused_kernel,
+                                                             static_cast<int>(threads), 0));
+    n = std::max<std::int64_t>(1, static_cast<std::int64_t>(sms) * per_sm);
+  }
+  return n;
 }
 
 // dw[c] += Σ_rows dy[r, c]·x[r, c]·rstd[r]. Block (32, 8): threadIdx.x owns 8 columns, threadIdx.y strides the rows
@@ -336,10 +353,11 @@ void rmsnorm_backward(const bf16* x, const bf16* w, const float* rstd, const flo
   unsigned* amax = zeroed_amax(dx_bf16_amax, stream);
   if (rows == 0) return;
   if (vector_path(dim, {x, w, dy, dx, dx_bf16}) && dim <= kMaxFusedDim) {
-    // ~512 blocks of rows (at least 4 rows each): enough to fill the GPU, few enough that dw's atomics (one per column
-    // and block) stay cheap
-    const std::int64_t per_block = std::max<std::int64_t>(4, rows / 512);
+    // One wave: as many blocks as the GPU holds at once, each a run of at least 4 rows (a second, partly filled wave
+    // left SMs idle; dw's atomics are one per column and block)
     const auto threads = static_cast<unsigned>((dim / 8 + 31) / 32 * 32);
+    const std::int64_t resident = fused_backward_resident_blocks(threads);
+    const std::int64_t per_block = std::max<std::int64_t>(4, (rows + resident - 1) / resident);
     rmsnorm_backward_fused_kernel<<<static_cast<unsigned>((rows + per_block - 1) / per_block), threads, 0, stream>>>(
         x, w, rstd, dy, dx, dx_bf16, dw, rows, dim, per_block, accumulate, amax);
     CUDA_CHECK_LAUNCH("rmsnorm_backward_fused_kernel");
