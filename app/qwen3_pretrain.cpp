@@ -89,7 +89,8 @@ void add_prediction_json(nlohmann::json& j, const PlannedRun& in, const std::opt
   if (!p) return;
   if (!p->priced()) {
     const UnpricedAdvice a = unpriced_advice(in, *p, *c, fits);
-    j["unpriced"] = {{"calibration", c->kind}, {"operations", p->missing}, {"command", a.command}, {"advice", a.text}};
+    j["unpriced"] = {{"calibration", c->kind}, {"operations", p->missing}, {"command", a.command}, {"adopt", a.adopt},
+                      {"advice", a.text}};
     return;
   }
   const StepTime& t = p->time;

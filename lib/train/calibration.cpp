@@ -379,6 +379,7 @@ UnpricedAdvice unpriced_advice(const PlannedRun& in, const StepPrediction& p, co
     a.command = "qwen3-calibrate --models " + in.model.name + " --lengths " + std::to_string(in.seq_len) + " --tp " +
                 std::to_string(in.tp) + (c.path.empty() ? "" : " --base " + shell_word(c.path)) + " --out " +
                 shell_word(c.kind + "-" + in.model.name + ".json");
+  if (!a.command.empty()) a.adopt = "commit it as calibration/" + c.kind + ".json: cmake copies it beside the executables";
   a.text = "no step-time prediction: " + std::to_string(p.missing.size()) + " operation" +
            (p.missing.size() == 1 ? " " : "s ") + "of this run " + (p.missing.size() == 1 ? "is" : "are") +
            " not in calibration " + c.kind + (c.path.empty() ? "" : " (" + c.path + ")") + " (e.g. " +
@@ -390,8 +391,7 @@ UnpricedAdvice unpriced_advice(const PlannedRun& in, const StepPrediction& p, co
   if (kernels) {
     if (!a.command.empty())
       a.text += "; measure them with `" + a.command + "` on " + (c.device.empty() ? c.kind : c.device) +
-                ", then pass --calibration " + shell_word(c.kind + "-" + in.model.name + ".json") +
-                " (or commit it as calibration/" + c.kind + ".json: cmake copies it beside the executables)";
+                ", then pass --calibration " + shell_word(c.kind + "-" + in.model.name + ".json") + " (or " + a.adopt + ")";
     else
       a.text += "; qwen3-calibrate measures presets only (--models): this model's kernels need a preset of its shapes";
   }

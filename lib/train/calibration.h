@@ -142,10 +142,11 @@ StepPrediction predict_step(const PlannedRun& in, const Calibration& c, int core
 // layout's kernels onto the calibration (--models/--lengths/--tp of the layout, --base the file it was read from), or
 // "" when only collectives are missing (qwen3-calibrate does not measure collectives), the model is no preset, or the
 // plan does not fit (fits false: no run of it to predict, so nothing worth a GPU's time to measure).
+// adopt (with a command): how its output becomes the card's calibration ("commit it as calibration/h200.json: …").
 // text: "no step-time prediction: N operations of this run are not in calibration h200 (e.g. …); measure them with
 // `…`", and for collectives the calibration's section to add.
 struct UnpricedAdvice {
-  std::string command, text;
+  std::string command, adopt, text;
 };
 UnpricedAdvice unpriced_advice(const PlannedRun& in, const StepPrediction& p, const Calibration& c, bool fits = true);
 

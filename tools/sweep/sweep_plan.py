@@ -113,8 +113,8 @@ def print_plan_table(spec, cells, plans):
         kind = advice[0].get("calibration", "")
         cmd = merged_calibrate([a["command"] for a in advice if a.get("command")], f"{kind}-{spec['name']}.json")
         if cmd:
-            print(f"One run of qwen3-calibrate on the card measures them all: `{cmd}`; commit its output as "
-                  f"calibration/{kind}.json (cmake copies it beside the executables) and plan again.")
+            adopt = next(a["adopt"] for a in advice if a.get("adopt"))
+            print(f"One run of qwen3-calibrate on the card measures them all: `{cmd}`; {adopt}, and plan again.")
 
 
 def predicted_step(plan):
