@@ -139,12 +139,13 @@ constexpr int kMaxFusedDim = 8 * kMaxFusedThreads;
 // Rows [blockIdx.x·rows_per_block, …) of dx (as rmsnorm_backward_dx_kernel) and their dw share, in one pass: thread t
 // owns columns [8t, 8t + 8), so w and its dw partial sums stay in registers; each row's Σ dy·w·x is summed over the
 // block through a two-slot shared array (one barrier a row: row r + 2 writes the slot row r read only after every
-// thread passed row r + 1's barrier). One atomicAdd per column and block adds the partial sums into dw.
+// thread passed row r + 1's barrier). Atomics add the partial sums into dw, one per column and block (two 16-byte ones
+// a thread where dw is 16-byte aligned).
 __global__ void __launch_bounds__(kMaxFusedThreads) rmsnorm_backward_fused_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                               const float* __restrict__ rstd, const float* __restrict__ dy,
                                               float* __restrict__ dx, bf16* __restrict__ dx_bf16, float* __restrict__ dw,
                                               std::int64_t rows, std::int64_t dim, std::int64_t rows_per_block,
-                                              bool accumulate, unsigned* __restrict__ amax_bits) {
+                                              bool accumulate, unsigned* __restrict__ amax_bits, bool dw_vec) {
   __shared__ float part[2][32];
   const std::int64_t c = 8 * static_cast<std::int64_t>(threadIdx.x);
   const bool mine = c < dim;
@@ -158,10 +159,12 @@ __global__ void __launch_bounds__(kMaxFusedThreads) rmsnorm_backward_fused_kerne
     load8(dy + r0 * dim + c, gv);
     if (accumulate) load8(dx + r0 * dim + c, dv);
   }
+  float s = r0 < r1 ? rstd[r0] : 0.0f;
   unsigned m = 0;
   int slot = 0;
   for (std::int64_t r = r0; r < r1; ++r, slot ^= 1) {
     float xn[8] = {}, gn[8] = {}, dn[8] = {};  // the next row's, loading while this one is reduced
+    const float sn = r + 1 < r1 ? rstd[r + 1] : 0.0f;
     if (mine && r + 1 < r1) {
       load8(x + (r + 1) * dim + c, xn);
       load8(dy + (r + 1) * dim + c, gn);
@@ -175,7 +178,6 @@ __global__ void __launch_bounds__(kMaxFusedThreads) rmsnorm_backward_fused_kerne
     __syncthreads();
     float total = 0.0f;
     for (int i = 0; i < warps; ++i) total += part[slot][i];
-    const float s = rstd[r];
     const float k = s * s * s * total / static_cast<float>(dim);
     if (mine) {
       float out[8];
@@ -196,10 +198,18 @@ __global__ void __launch_bounds__(kMaxFusedThreads) rmsnorm_backward_fused_kerne
       gv[j] = gn[j];
       dv[j] = dn[j];
     }
+    s = sn;
   }
-  if (mine)
+  if (mine) {
+#if __CUDA_ARCH__ >= 900
+    if (dw_vec) {  // two 16-byte atomics, not eight: the same columns of every block meet in the same L2 lines
+      atomicAdd(reinterpret_cast<float4*>(dw + c), make_float4(acc[0], acc[1], acc[2], acc[3]));
+      atomicAdd(reinterpret_cast<float4*>(dw + c + 4), make_float4(acc[4], acc[5], acc[6], acc[7]));
+    } else
+#endif
 #pragma unroll
-    for (int j = 0; j < 8; ++j) atomicAdd(dw + c + j, acc[j]);
+      for (int j = 0; j < 8; ++j) atomicAdd(dw + c + j, acc[j]);
+  }
   if (amax_bits) publish_amax(m, amax_bits);
 }
 
@@ -359,7 +369,7 @@ void rmsnorm_backward(const bf16* x, const bf16* w, const float* rstd, const flo
     const std::int64_t resident = fused_backward_resident_blocks(threads);
     const std::int64_t per_block = std::max<std::int64_t>(4, (rows + resident - 1) / resident);
     rmsnorm_backward_fused_kernel<<<static_cast<unsigned>((rows + per_block - 1) / per_block), threads, 0, stream>>>(
-        x, w, rstd, dy, dx, dx_bf16, dw, rows, dim, per_block, accumulate, amax);
+        x, w, rstd, dy, dx, dx_bf16, dw, rows, dim, per_block, accumulate, amax, aligned16(dw));
     CUDA_CHECK_LAUNCH("rmsnorm_backward_fused_kernel");
     return;
   }
