@@ -43,6 +43,7 @@ const char* op_kind_name(OpKind k) {
     case OpKind::qk_norm_rope_bwd: return "qk_norm_rope_bwd";
     case OpKind::swiglu_fwd: return "swiglu_fwd";
     case OpKind::swiglu_bwd: return "swiglu_bwd";
+    case OpKind::swiglu_bwd_fp8t: return "swiglu_bwd_fp8t";
     case OpKind::add_bf16: return "add_bf16";
     case OpKind::embedding_fwd: return "embedding_fwd";
     case OpKind::embedding_bwd: return "embedding_bwd";
@@ -187,10 +188,11 @@ class StageWalk {
                           : (f32 ? OpKind::gemm_dgrad_f32 : OpKind::gemm_dgrad_bf16);
     return gemm(k, T_, in, out);
   }
-  double linear_wgrad(std::int64_t in, std::int64_t out) {
+  // input_t_produced: the input's transposed FP8 copy came from the kernel that recomputed it (no cast).
+  double linear_wgrad(std::int64_t in, std::int64_t out, bool input_t_produced = false) {
     if (!fp8_) return gemm(wgrad_, T_, in, out);
     const OpKind k = wgrad_ == OpKind::gemm_wgrad_set ? OpKind::gemm8_wgrad_set : OpKind::gemm8_wgrad;
-    return op(OpKind::fp8_cast_t, T_, {in}) + gemm(k, T_, in, out);
+    return (input_t_produced ? 0.0 : op(OpKind::fp8_cast_t, T_, {in})) + gemm(k, T_, in, out);
   }
 
   double norm_gathered() { return op(OpKind::rmsnorm_fwd, Tl_, {H_}) + (tp_.size > 1 ? ag(Tl_ * H_ * 2) : 0.0); }
@@ -235,9 +237,11 @@ class StageWalk {
   // the head or the next stage).
   double layer_backward(bool more, bool dy_produced) {
     const std::int64_t I = tp_.inter;
-    double t = grad_cast(H_, false, dy_produced) + linear_dgrad(false, I, H_) + op(OpKind::swiglu_bwd, T_, {I}) +
-               grad_cast(2 * I, true, true) + linear_dgrad(true, H_, 2 * I);
-    t += block_tail(linear_wgrad(I, H_) + linear_wgrad(H_, 2 * I), true);
+    // FP8: the SwiGLU backward writes down's transposed input itself (qwen3_blocks.cpp, Linears::produce_input_t)
+    double t = grad_cast(H_, false, dy_produced) + linear_dgrad(false, I, H_) +
+               op(fp8_ ? OpKind::swiglu_bwd_fp8t : OpKind::swiglu_bwd, T_, {I}) + grad_cast(2 * I, true, true) +
+               linear_dgrad(true, H_, 2 * I);
+    t += block_tail(linear_wgrad(I, H_, true) + linear_wgrad(H_, 2 * I), true);
     t += grad_cast(H_, false, true) + linear_dgrad(false, tp_.q_dim, H_) + attention(OpKind::attention_bwd);
     t += qk_norm_rope(OpKind::qk_norm_rope_bwd) + grad_cast(qkv_, true, false) + linear_dgrad(true, H_, qkv_);
     return t + block_tail(linear_wgrad(tp_.q_dim, H_) + linear_wgrad(H_, qkv_), more);

@@ -37,6 +37,7 @@ enum class OpKind {
   qk_norm_rope_bwd,
   swiglu_fwd,       // [T, width] from [T, 2·width]
   swiglu_bwd,
+  swiglu_bwd_fp8t,  // the backward writing its recomputed product as down's transposed E4M3 operand (--precision fp8)
   add_bf16,         // [T, width]
   embedding_fwd,    // [T, width] rows gathered
   embedding_bwd,

@@ -91,8 +91,8 @@ TEST(StepModel, CountsTheEnginesKernelsPerLayerAndHead) {
 }
 
 // --precision fp8 (train/cuda_engine/linears.cpp): each of a layer's four forward GEMMs is FP8 after a cast of its
-// input; each backward has 4 output-gradient casts (both copies), 4 FP8 data GEMMs, 4 transposed input casts and 4
-// FP8 weight GEMMs; the head stays bf16; once per step each layer's four weights are cast (amax and both copies; one
+// input; each backward has 4 output-gradient casts (both copies), 4 FP8 data GEMMs, 3 transposed input casts (the
+// SwiGLU backward writes down's, swiglu_bwd_fp8t) and 4 FP8 weight GEMMs; the head stays bf16; once per step each layer's four weights are cast (amax and both copies; one
 // layer's priced, times the layers). Amax passes of their own: the o input (cuDNN's output) and the q|k|v gradient in
 // every layer, and the down gradient of the stage's top layer (from the head); the other tensors' amaxes come with the
 // kernels that write them. At tp 2 the amaxes of split tensors and of those taken by their producers (this rank's
@@ -112,7 +112,9 @@ TEST(StepModel, Fp8PricesTheCastsAndTheFp8GemmsOfEveryLinearLayerAndKeepsTheHead
     EXPECT_EQ(p.calls[OpKind::gemm8_wgrad], 4 * L) << tp;
     EXPECT_EQ(p.calls[OpKind::gemm_wgrad_set] + p.calls[OpKind::gemm_wgrad], walks) << tp;  // the output projection's
     EXPECT_EQ(p.calls[OpKind::fp8_cast], walks * 4 * L) << tp;
-    EXPECT_EQ(p.calls[OpKind::fp8_cast_t], walks * 4 * L) << tp;
+    EXPECT_EQ(p.calls[OpKind::fp8_cast_t], walks * 3 * L) << tp;
+    EXPECT_EQ(p.calls[OpKind::swiglu_bwd_fp8t], walks * L) << tp;
+    EXPECT_EQ(p.calls[OpKind::swiglu_bwd], 0) << tp;
     // Gradients, and the weights: each layer's four, once per step.
     EXPECT_EQ(p.calls[OpKind::fp8_cast_both], walks * 4 * L + 4 * L) << tp;
     EXPECT_EQ(p.calls[OpKind::fp8_amax], walks * (2 * L + 1) + 4 * L) << tp;
@@ -123,7 +125,7 @@ TEST(StepModel, Fp8PricesTheCastsAndTheFp8GemmsOfEveryLinearLayerAndKeepsTheHead
     CountingPricer q;
     walk_step(in, q);
     EXPECT_EQ(q.calls[OpKind::fp8_cast], walks * 4 * L + walks * 4 * L) << tp;      // inputs, and the weights
-    EXPECT_EQ(q.calls[OpKind::fp8_cast_t], walks * 4 * L + walks * 4 * L) << tp;    // inputs again, and the weights
+    EXPECT_EQ(q.calls[OpKind::fp8_cast_t], walks * 3 * L + walks * 4 * L) << tp;    // inputs again, and the weights
     EXPECT_EQ(q.calls[OpKind::fp8_cast_both], walks * 4 * L) << tp;                 // gradients only
   }
 }
@@ -667,7 +669,7 @@ TEST(StepModelGpu, TheWalkPricesEveryKernelTheEngineRunsInAStep) {
       {"attention bwd", {OpKind::attention_bwd}}, {"rmsnorm fwd", {OpKind::rmsnorm_fwd}},
       {"rmsnorm bwd", {OpKind::rmsnorm_bwd}}, {"qk norm+rope fwd", {OpKind::qk_norm_rope_fwd}},
       {"qk norm+rope bwd", {OpKind::qk_norm_rope_bwd}}, {"swiglu fwd", {OpKind::swiglu_fwd}},
-      {"swiglu bwd", {OpKind::swiglu_bwd}}, {"embedding fwd", {OpKind::embedding_fwd}},
+      {"swiglu bwd", {OpKind::swiglu_bwd, OpKind::swiglu_bwd_fp8t}}, {"embedding fwd", {OpKind::embedding_fwd}},
       {"embedding bwd", {OpKind::embedding_bwd}}, {"cross-entropy", {OpKind::cross_entropy}}};
   for (const auto& [name, ks] : kinds) {
     long priced = 0;

@@ -1,7 +1,10 @@
 // CUDA elementwise kernels (see elementwise.h): grid-stride loops, fp32 math on bf16 storage.
+#include <algorithm>
+
 #include "gpu/check.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/elementwise.h"
+#include "ops/cuda/fp8_tile.cuh"
 
 namespace qwen3::cuda {
 namespace {
@@ -42,6 +45,15 @@ __global__ void swiglu_forward_vec_kernel(const bf16* __restrict__ gu, bf16* __r
   if (amax_bits) publish_amax(m, amax_bits);
 }
 
+// One element of the SwiGLU backward: the gradients of gate and up from da, and the forward product a = silu(gate)·up
+// (recomputed here instead of stored) — one expression for every kernel below, so that they round alike.
+__device__ __forceinline__ void swiglu_grad(float g, float u, float d, float& dg, float& du, float& y) {
+  const float sig = 1.0f / (1.0f + __expf(-g));
+  dg = d * u * sig * (1.0f + g * (1.0f - sig));
+  du = d * g * sig;
+  y = g * sig * u;
+}
+
 // The backward also rewrites the forward product a = silu(gate)·up when a is non-null (the engine recomputes it here
 // instead of storing it).
 __global__ void swiglu_backward_vec_kernel(const bf16* __restrict__ gu, const bf16* __restrict__ da,
@@ -57,12 +69,7 @@ __global__ void swiglu_backward_vec_kernel(const bf16* __restrict__ gu, const bf
     load8(gu + r * 2 * I + I + c, u);
     load8(da + r * I + c, d);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const float sig = 1.0f / (1.0f + __expf(-g[j]));
-      dg[j] = d[j] * u[j] * sig * (1.0f + g[j] * (1.0f - sig));
-      du[j] = d[j] * g[j] * sig;
-      y[j] = g[j] * sig * u[j];
-    }
+    for (int j = 0; j < 8; ++j) swiglu_grad(g[j], u[j], d[j], dg[j], du[j], y[j]);
     if (amax_bits) m = max(m, max(magnitude_bits8(dg), magnitude_bits8(du)));
     store8(dgu + r * 2 * I + c, dg);
     store8(dgu + r * 2 * I + I + c, du);
@@ -79,13 +86,74 @@ __global__ void swiglu_backward_kernel(const bf16* __restrict__ gu, const bf16* 
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t r = i / I, c = i - r * I;
-    const float x = to_f(gu[r * 2 * I + c]), up = to_f(gu[r * 2 * I + I + c]), d = to_f(da[i]);
-    const float sig = 1.0f / (1.0f + __expf(-x));
-    const bf16 dg = to_bf(d * up * sig * (1.0f + x * (1.0f - sig))), du = to_bf(d * x * sig);
+    float dgf, duf, y;
+    swiglu_grad(to_f(gu[r * 2 * I + c]), to_f(gu[r * 2 * I + I + c]), to_f(da[i]), dgf, duf, y);
+    const bf16 dg = to_bf(dgf), du = to_bf(duf);
     dgu[r * 2 * I + c] = dg;
     dgu[r * 2 * I + I + c] = du;
     m = max(m, max(magnitude_bits(dg), magnitude_bits(du)));
-    if (a != nullptr) a[i] = to_bf(x * sig * up);
+    if (a != nullptr) a[i] = to_bf(y);
+  }
+  if (amax_bits) publish_amax(m, amax_bits);
+}
+
+// The backward with the product a written only as the E4M3 copy the down projection's weight gradient reads:
+// transposed, a_t[c · a_t_ld + r] = fp8(bf16(a[r, c]) · s), s from the forward's amax of a (exact current scaling: the
+// product the forward measured), 1/s into *a_t_inv — the codes fp8_cast gives the bf16 a swiglu_backward_vec_kernel
+// writes. A warp per 32 × 32 sub-tile of [rows, I] (a block's 8 warps 2 down and 4 across) up to row_extent =
+// max(rows, a_t_ld), the padding tokens' codes written as zeros; sub-tiles wholly inside (vector) in registers,
+// transposed by byte permutes (ops/cuda/fp8_tile.cuh), the edges element by element.
+constexpr int kWarpsAcross = 4, kTileRows = kFp8WarpTile * (kThreads / 32 / kWarpsAcross),
+              kTileCols = kFp8WarpTile * kWarpsAcross;
+__global__ void swiglu_backward_fp8t_kernel(const bf16* __restrict__ gu, const bf16* __restrict__ da,
+                                            bf16* __restrict__ dgu, std::int64_t rows, std::int64_t I,
+                                            std::int64_t row_extent, const float* __restrict__ a_amax,
+                                            std::uint8_t* __restrict__ a_t, std::int64_t a_t_ld,
+                                            float* __restrict__ a_t_inv, bool vector, unsigned* __restrict__ amax_bits) {
+  const float s = fp8_scale_and_publish(a_amax, Fp8Format::e4m3, a_t_inv);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const std::int64_t R = static_cast<std::int64_t>(blockIdx.y) * kTileRows + (warp / kWarpsAcross) * kFp8WarpTile;
+  const std::int64_t C = static_cast<std::int64_t>(blockIdx.x) * kTileCols + (warp % kWarpsAcross) * kFp8WarpTile;
+  unsigned m = 0;
+  if (R < row_extent && C < I) {
+    if (vector && R + kFp8WarpTile <= rows && C + kFp8WarpTile <= I) {
+      const std::int64_t r = R + 4 * (lane >> 2), c = C + 8 * (lane & 3);
+      uint2 code[4];  // as fp8_tile.cuh's store_fp8_tile_transposed takes them
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float g[8], u[8], d[8], dg[8], du[8], y[8];
+        load8(gu + (r + i) * 2 * I + c, g);
+        load8(gu + (r + i) * 2 * I + I + c, u);
+        load8(da + (r + i) * I + c, d);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) swiglu_grad(g[j], u[j], d[j], dg[j], du[j], y[j]);
+        m = max(m, max(magnitude_bits8(dg), magnitude_bits8(du)));
+        store8(dgu + (r + i) * 2 * I + c, dg);
+        store8(dgu + (r + i) * 2 * I + I + c, du);
+        Bf16x8 yb;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) yb.h[j] = __floats2bfloat162_rn(y[2 * j], y[2 * j + 1]);
+        code[i] = to_fp8x8(*reinterpret_cast<const uint4*>(&yb), s, Fp8Format::e4m3);
+      }
+      store_fp8_tile_transposed(code, a_t, a_t_ld, R, C);
+    } else {
+      // consecutive lanes take consecutive tokens of one column: the transposed copy's rows
+      for (int i = lane; i < kFp8WarpTile * kFp8WarpTile; i += 32) {
+        const std::int64_t c = C + i / kFp8WarpTile, r = R + i % kFp8WarpTile;
+        if (c >= I || r >= row_extent) continue;
+        std::uint8_t code = 0;  // a padding token's
+        if (r < rows) {
+          float dgf, duf, y;
+          swiglu_grad(to_f(gu[r * 2 * I + c]), to_f(gu[r * 2 * I + I + c]), to_f(da[r * I + c]), dgf, duf, y);
+          const bf16 dg = to_bf(dgf), du = to_bf(duf);
+          dgu[r * 2 * I + c] = dg;
+          dgu[r * 2 * I + I + c] = du;
+          m = max(m, max(magnitude_bits(dg), magnitude_bits(du)));
+          code = to_fp8(to_f(to_bf(y)) * s, Fp8Format::e4m3);
+        }
+        a_t[c * a_t_ld + r] = code;
+      }
+    }
   }
   if (amax_bits) publish_amax(m, amax_bits);
 }
@@ -191,6 +259,21 @@ void swiglu_backward(const bf16* gate_up, const bf16* da, bf16* dgate_up, std::i
   swiglu_backward_kernel<<<grid_for(rows * inter, kThreads), kThreads, 0, stream>>>(gate_up, da, dgate_up, a, rows, inter,
                                                                                    amax);
   CUDA_CHECK_LAUNCH("swiglu_backward_kernel");
+}
+
+void swiglu_backward_fp8t(const bf16* gate_up, const bf16* da, bf16* dgate_up, std::int64_t rows, std::int64_t inter,
+                          const float* a_amax, std::uint8_t* a_t, std::int64_t a_t_ld, float* a_t_inv,
+                          cudaStream_t stream, float* dgate_up_amax) {
+  unsigned* amax = zeroed_amax(dgate_up_amax, stream);
+  const std::int64_t row_extent = std::max(rows, a_t_ld);
+  if (row_extent == 0 || inter == 0) return;
+  const bool vector = inter % 8 == 0 && aligned16(gate_up) && aligned16(da) && aligned16(dgate_up) && aligned16(a_t) &&
+                      a_t_ld % 16 == 0;
+  const dim3 grid(static_cast<unsigned>((inter + kTileCols - 1) / kTileCols),
+                  static_cast<unsigned>((row_extent + kTileRows - 1) / kTileRows));
+  swiglu_backward_fp8t_kernel<<<grid, kThreads, 0, stream>>>(gate_up, da, dgate_up, rows, inter, row_extent, a_amax, a_t,
+                                                            a_t_ld, a_t_inv, vector, amax);
+  CUDA_CHECK_LAUNCH("swiglu_backward_fp8t_kernel");
 }
 
 void copy_columns(const bf16* src, std::int64_t src_ld, bf16* dst, std::int64_t dst_ld, std::int64_t rows,

@@ -19,6 +19,14 @@ void swiglu_backward(const __nv_bfloat16* gate_up, const __nv_bfloat16* da, __nv
                      std::int64_t inter, cudaStream_t stream, __nv_bfloat16* a = nullptr,
                      float* dgate_up_amax = nullptr);
 
+// FP8 (--precision fp8): swiglu_backward, with the recomputed product a written only as the down projection's
+// weight-gradient operand — transposed E4M3, a_t[c · a_t_ld + r] for c < inter, r < a_t_ld (tokens rows … a_t_ld − 1
+// zero), scaled by fp8_scale(*a_amax) (the forward's amax of a) with 1/s into *a_t_inv: the same codes as fp8_cast of
+// the bf16 a swiglu_backward writes (ops/cuda/fp8_cast.h).
+void swiglu_backward_fp8t(const __nv_bfloat16* gate_up, const __nv_bfloat16* da, __nv_bfloat16* dgate_up,
+                          std::int64_t rows, std::int64_t inter, const float* a_amax, std::uint8_t* a_t,
+                          std::int64_t a_t_ld, float* a_t_inv, cudaStream_t stream, float* dgate_up_amax = nullptr);
+
 // dst[r, 0:cols] = src[r, 0:cols] for rows r, with leading dimensions src_ld and dst_ld (a column slice copy).
 void copy_columns(const __nv_bfloat16* src, std::int64_t src_ld, __nv_bfloat16* dst, std::int64_t dst_ld,
                   std::int64_t rows, std::int64_t cols, cudaStream_t stream);

@@ -8,21 +8,20 @@
 //   H100.)
 // Every path converts each value with the same instruction (cvt.rn.satfinite), so the codes are the same whichever
 // path writes them (CudaFp8 tests: bit for bit against the host model).
-#include <cuda_fp8.h>
-
 #include <algorithm>
 #include <cstdint>
 
 #include "gpu/check.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/fp8_cast.h"
+#include "ops/cuda/fp8_tile.cuh"
 
 namespace qwen3::cuda {
 namespace {
 constexpr int kThreads = 256;
 constexpr int kVec = 8;  // bf16 values per 16-byte load
 // A cast with the transposed copy: each warp a 32 × 32 sub-tile, a block's 8 warps 2 down and 4 across.
-constexpr int kWarpTile = 32, kWarpsAcross = 4;
+constexpr int kWarpTile = kFp8WarpTile, kWarpsAcross = 4;
 constexpr int kTileRows = kWarpTile * (kThreads / 32 / kWarpsAcross), kTileCols = kWarpTile * kWarpsAcross;
 
 __global__ void amax_kernel(const bf16* __restrict__ x, std::int64_t n, bool vector, unsigned* __restrict__ amax_bits) {
@@ -39,35 +38,13 @@ __global__ void amax_kernel(const bf16* __restrict__ x, std::int64_t n, bool vec
   publish_amax(m, amax_bits);
 }
 
-__device__ __forceinline__ std::uint8_t to_fp8(float v, Fp8Format f) {
-  return __nv_cvt_float_to_fp8(v, __NV_SATFINITE, f == Fp8Format::e4m3 ? __NV_E4M3 : __NV_E5M2);
-}
-
-// The 8 codes of 8 bf16 values (one 16-byte load), packed in load order.
-__device__ __forceinline__ uint2 to_fp8x8(uint4 v, float s, Fp8Format f) {
-  const unsigned w[4] = {v.x, v.y, v.z, v.w};
-  unsigned out[2] = {0, 0};
-#pragma unroll
-  for (int i = 0; i < kVec; ++i) {
-    const unsigned short bits = static_cast<unsigned short>(w[i / 2] >> (16 * (i % 2)));
-    out[i / 4] |= static_cast<unsigned>(to_fp8(to_f(__ushort_as_bfloat16(bits)) * s, f)) << (8 * (i % 4));
-  }
-  return {out[0], out[1]};
-}
-
-__device__ __forceinline__ float scale_and_publish(const float* amax, Fp8Format f, float* scale_inv) {
-  const float s = fp8_scale(*amax, f);
-  if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *scale_inv = 1.0f / s;  // exact: s is 2^k (or NaN)
-  return s;
-}
-
 // The row-major copy alone, 8 values a chunk, two chunks a thread and iteration (both loads issued before either
 // store): x [rows, cols], out [rows, ld]; cols and ld multiples of 8. Without padding (ld == cols) a chunk's place is
 // its index; else its row and column come from a division.
 __global__ void cast_rows_kernel(const bf16* __restrict__ x, std::int64_t rows, std::int64_t cols,
                                  const float* __restrict__ amax, Fp8Format f, std::uint8_t* __restrict__ out,
                                  std::int64_t ld, float* __restrict__ scale_inv) {
-  const float s = scale_and_publish(amax, f, scale_inv);
+  const float s = fp8_scale_and_publish(amax, f, scale_inv);
   const std::int64_t per_row = ld / kVec, chunks = rows * per_row;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   auto padding = [&](std::int64_t i) { return ld != cols && (i % per_row) * kVec >= cols; };  // zeros, whatever s is
@@ -101,19 +78,7 @@ __device__ void cast_warp_tile_vector(const bf16* __restrict__ x, std::int64_t c
   if (out.rows)
 #pragma unroll
     for (int i = 0; i < 4; ++i) *reinterpret_cast<uint2*>(out.rows + (r + i) * out.rows_ld + c) = code[i];
-  if (!out.cols) return;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {  // columns c … c + 3, then c + 4 … c + 7
-    const unsigned a = half ? code[0].y : code[0].x, b = half ? code[1].y : code[1].x;
-    const unsigned cc = half ? code[2].y : code[2].x, d = half ? code[3].y : code[3].x;
-    const unsigned ab_lo = __byte_perm(a, b, 0x5140), ab_hi = __byte_perm(a, b, 0x7362);  // a0 b0 a1 b1 | a2 b2 a3 b3
-    const unsigned cd_lo = __byte_perm(cc, d, 0x5140), cd_hi = __byte_perm(cc, d, 0x7362);
-    const unsigned col[4] = {__byte_perm(ab_lo, cd_lo, 0x5410), __byte_perm(ab_lo, cd_lo, 0x7632),  // a0 b0 c0 d0 …
-                             __byte_perm(ab_hi, cd_hi, 0x5410), __byte_perm(ab_hi, cd_hi, 0x7632)};
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-      *reinterpret_cast<unsigned*>(out.cols + (c + 4 * half + j) * out.cols_ld + r) = col[j];
-  }
+  if (out.cols) store_fp8_tile_transposed(code, out.cols, out.cols_ld, R, C);
 }
 
 // A sub-tile at an edge (or in the padding): element by element, zeros outside x; the row-major copy along rows, the
@@ -138,7 +103,7 @@ __device__ void cast_warp_tile_scalar(const bf16* __restrict__ x, std::int64_t r
 __global__ void cast_tiles_kernel(const bf16* __restrict__ x, std::int64_t rows, std::int64_t cols,
                                   std::int64_t row_extent, std::int64_t col_extent, const float* __restrict__ amax,
                                   Fp8Format f, Fp8Copies out, bool vector, float* __restrict__ scale_inv) {
-  const float s = scale_and_publish(amax, f, scale_inv);
+  const float s = fp8_scale_and_publish(amax, f, scale_inv);
   const int warp = threadIdx.x >> 5;
   const std::int64_t R = static_cast<std::int64_t>(blockIdx.y) * kTileRows + (warp / kWarpsAcross) * kWarpTile;
   const std::int64_t C = static_cast<std::int64_t>(blockIdx.x) * kTileCols + (warp % kWarpsAcross) * kWarpTile;

@@ -92,6 +92,12 @@ void Linears::cast_weights(std::int64_t l, bool rows, bool cols, bool fresh_amax
   ctx_.mark("fp8 cast weights");
 }
 
+Linears::InputT Linears::produce_input_t(const LayerActs& a, Fp8Linear w, std::int64_t T) {
+  if (!fp8_) return {};
+  input_t_produced_[static_cast<int>(w)] = true;
+  return {act_, fp8_padded(T), a.fp8 + static_cast<int>(w), a.fp8 + Fp8Layout::inv(static_cast<int>(w))};
+}
+
 void Linears::forward(const bf16* x, std::int64_t l, Fp8Linear w, const LayerActs& a, bf16* y, const bf16* residual,
                       std::int64_t T) {
   const Fp8Weight& s = shape(w);
@@ -154,8 +160,12 @@ void Linears::backward_weight(const Grad& g, const bf16* x, std::int64_t l, cons
   }
   const float* amax = a.fp8 + static_cast<int>(g.w);  // the forward's: the same tensor, no reduction again
   float* inv = a.fp8 + Fp8Layout::inv(static_cast<int>(g.w));
-  fp8_cast(x, T, s.in, amax, Fp8Format::e4m3, {nullptr, 0, act_, fp8_padded(T)}, inv, ctx_.stream);
-  ctx_.mark("fp8 cast input (transposed)");
+  bool& produced = input_t_produced_[static_cast<int>(g.w)];
+  if (!produced) {
+    fp8_cast(x, T, s.in, amax, Fp8Format::e4m3, {nullptr, 0, act_, fp8_padded(T)}, inv, ctx_.stream);
+    ctx_.mark("fp8 cast input (transposed)");
+  }
+  produced = false;
   const Gemm::Fp8 dyt{grad_t_[g.slot], scales_ + layout_.grad_scale(g.slot) + Fp8Layout::grad_inv(), fp8_padded(T)};
   ctx_.gemm.backward_weight(dyt, Gemm::Fp8{act_, inv, fp8_padded(T)}, dw, s.in, s.out, accumulate, ctx_.stream);
 }

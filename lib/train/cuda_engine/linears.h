@@ -40,6 +40,18 @@ class Linears {
   float* produce_input_amax(const LayerActs& a, Fp8Linear w);
   float* produce_grad_amax(int slot);
 
+  // Where the kernel that recomputes w's input in the backward writes it transposed in E4M3 for w's weight gradient —
+  // the copy backward_weight would cast, scaled by the forward's amax (amax; 1/s into inv) — so that backward_weight
+  // casts nothing: [in, ld ≥ T], tokens T … ld − 1 zero. All null in bf16. Ask right before that kernel (the
+  // transposed input buffer is the one every cast shares), after w's forward and before its backward_weight.
+  struct InputT {
+    std::uint8_t* cols = nullptr;
+    std::int64_t ld = 0;
+    const float* amax = nullptr;
+    float* inv = nullptr;
+  };
+  InputT produce_input_t(const LayerActs& a, Fp8Linear w, std::int64_t T);
+
   // y[T, out] = x[T, in]·Wᵀ (+ residual) for layer l's linear w; a: the layer's activations (its inputs' amaxes).
   void forward(const bf16* x, std::int64_t l, Fp8Linear w, const LayerActs& a, bf16* y, const bf16* residual,
                std::int64_t T);
@@ -56,7 +68,8 @@ class Linears {
   // dx[T, in] = dy·W: fp32 (+= when accumulate), or bf16. FP8: g must be the latest grad() (one row-major operand).
   void backward_data(const Grad& g, std::int64_t l, float* dx, std::int64_t T, bool accumulate);
   void backward_data(const Grad& g, std::int64_t l, bf16* dx, std::int64_t T);
-  // dW (fp32) (+)= dyᵀ·x; x the forward's input, cast (FP8) with the amax its forward kept in a.
+  // dW (fp32) (+)= dyᵀ·x; x the forward's input, cast (FP8) with the amax its forward kept in a — or, after
+  // produce_input_t(a, g.w), the copy its producer wrote (x unread).
   void backward_weight(const Grad& g, const bf16* x, std::int64_t l, const LayerActs& a, std::int64_t T,
                        bool accumulate);
 
@@ -84,6 +97,7 @@ class Linears {
   int latest_grad_ = -1;             // the slot whose row-major operand grad_ holds
   bool input_amax_produced_[kFp8Linears] = {};  // produce_input_amax was asked since w's last forward
   bool grad_amax_produced_[2] = {};             // produce_grad_amax was asked since slot's last grad()
+  bool input_t_produced_[kFp8Linears] = {};     // produce_input_t was asked since w's last backward_weight
 };
 
 }  // namespace qwen3::cuda

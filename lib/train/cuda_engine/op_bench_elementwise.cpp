@@ -59,6 +59,15 @@ double swiglu_op(const OpShape& op, Timer& timer, cudaStream_t s) {
   if (op.kind == OpKind::swiglu_fwd) return timer.time([&] { swiglu_forward(gu.as<bf16>(), a.as<bf16>(), T, W, s); });
   Buffer da(n(T * W, 2)), dgu(n(T * 2 * W, 2));
   fill_bf16(da.as<bf16>(), T * W, 1.0, s);
+  if (op.kind == OpKind::swiglu_bwd_fp8t) {  // down's transposed E4M3 operand [W, padded T] instead of a
+    const std::int64_t ld = fp8_padded(T);
+    Buffer at(n(W * ld, 1)), amax(4), inv(4);
+    swiglu_forward(gu.as<bf16>(), a.as<bf16>(), T, W, s, amax.as<float>());  // the forward's amax of a scales it
+    return timer.time([&] {
+      swiglu_backward_fp8t(gu.as<bf16>(), da.as<bf16>(), dgu.as<bf16>(), T, W, amax.as<float>(), at.as<std::uint8_t>(),
+                           ld, inv.as<float>(), s);
+    });
+  }
   return timer.time([&] { swiglu_backward(gu.as<bf16>(), da.as<bf16>(), dgu.as<bf16>(), T, W, s, a.as<bf16>()); });
 }
 
@@ -139,7 +148,8 @@ double time_elementwise(const OpShape& op, Timer& timer, cudaStream_t s) {
     case OpKind::qk_norm_rope_fwd:
     case OpKind::qk_norm_rope_bwd: return qk_norm_rope_op(op, timer, s);
     case OpKind::swiglu_fwd:
-    case OpKind::swiglu_bwd: return swiglu_op(op, timer, s);
+    case OpKind::swiglu_bwd:
+    case OpKind::swiglu_bwd_fp8t: return swiglu_op(op, timer, s);
     case OpKind::add_bf16:
     case OpKind::cast_f32_bf16: return add_or_cast_op(op, timer, s);
     case OpKind::embedding_fwd:

@@ -49,8 +49,14 @@ void Qwen3Blocks::mlp_block_backward(std::int64_t l, LayerActs& a, bool accumula
   const auto dy = lin_.grad(sp_.dy(), Fp8Linear::down, 0, d.T);
   lin_.backward_data(dy, l, s_.dact, d.T);
   ctx_.mark("gemm down bwd data");
-  swiglu_backward(a.gate_up, s_.dact, s_.dgate_up, d.T, d.I, st, s_.act,  // also recomputes the SwiGLU product
-                  lin_.produce_grad_amax(1));
+  if (lin_.fp8()) {  // the recomputed SwiGLU product goes out as down's transposed FP8 weight-gradient operand only
+    const auto t = lin_.produce_input_t(a, Fp8Linear::down, d.T);
+    swiglu_backward_fp8t(a.gate_up, s_.dact, s_.dgate_up, d.T, d.I, t.amax, t.cols, t.ld, t.inv, st,
+                         lin_.produce_grad_amax(1));
+  } else {
+    swiglu_backward(a.gate_up, s_.dact, s_.dgate_up, d.T, d.I, st, s_.act,  // also recomputes the SwiGLU product
+                    lin_.produce_grad_amax(1));
+  }
   ctx_.mark("swiglu bwd");
   const auto dgate_up = lin_.grad(s_.dgate_up, Fp8Linear::gate_up, 1, d.T);
   lin_.backward_data(dgate_up, l, s_.dh, d.T, false);
