@@ -228,6 +228,10 @@ double CalibrationPricer::compute(const OpShape& op) {
     it = c_.ops.find(OpShape{OpKind::gemm_wgrad, op.tokens, op.dims}.key());
     if (it != c_.ops.end()) used_.insert("written weight gradients");
   }
+  if (it == c_.ops.end() && op.kind == OpKind::swiglu_bwd_fp8t) {  // a file from before 2026-12-07's fifteenth session
+    it = c_.ops.find(OpShape{OpKind::swiglu_bwd, op.tokens, op.dims}.key());
+    if (it != c_.ops.end()) used_.insert("FP8 SwiGLU backward");
+  }
   if (it == c_.ops.end()) {
     missing_.insert(op.key());
     return 0;
@@ -311,8 +315,9 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
                                                                     const Calibration& c) {
   const std::string here = "measured on " + c.kind + " (" + c.device + ") by qwen3-calibrate";
   std::vector<std::pair<std::string, std::string>> out;
-  for (const char* term : {"kernels", "written weight gradients", "in-step factors", "host copies", "host AdamW",
-                           "optimizer overlap", "GEMMs beside collectives", "collectives"}) {
+  for (const char* term : {"kernels", "written weight gradients", "FP8 SwiGLU backward", "in-step factors",
+                           "host copies", "host AdamW", "optimizer overlap", "GEMMs beside collectives",
+                           "collectives"}) {
     if (!used.count(term)) continue;
     std::string source = here;
     if (std::string(term) == "in-step factors") source = "measured on " + c.kind + ": " + c.in_step_source;
@@ -326,6 +331,9 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
     if (std::string(term) == "written weight gradients")  // the first micro-batch's, β = 0 (step_model.h)
       source = "assumed: as long as the accumulating GEMM of the shape (this calibration predates their measurement; "
                "on an H100 at 1,024 tokens they take 0.6 of it)";
+    if (std::string(term) == "FP8 SwiGLU backward")  // swiglu_bwd_fp8t (step_model.h)
+      source = "assumed: as long as the bf16 SwiGLU backward of the shape, which writes its product in 2 bytes where "
+               "the FP8 one writes 1 (this calibration predates its measurement)";
     if (std::string(term) == "optimizer overlap" && c.optimizer_hidden.empty())
       source = "assumed: wholly hidden behind the next forward (this calibration predates its measurement)";
     if (std::string(term) == "GEMMs beside collectives")

@@ -206,11 +206,11 @@ TEST(CudaFp8, TheProducersAmaxIsTheAmaxOfWhatTheyWrite) {
 }
 
 // The SwiGLU backward that writes its recomputed product as the down projection's transposed E4M3 operand
-// (swiglu_backward_fp8t) gives what the two steps it replaces give — swiglu_backward's gradient of gate|up and its amax,
-// and fp8_cast's transposed copy of the product it rewrites, scaled by the forward's amax — bit for bit: whole 32 × 32
-// sub-tiles (64 × 64, 4096 × 256), a block's tile partly outside (96 × 160), edges and padding tokens (37 × 48, 333 ×
-// 40), and widths no 16-byte load can take (130 × 50: element by element). The copy's buffer starts as garbage, so
-// that a padding byte left unwritten shows.
+// (swiglu_backward_fp8t) gives what the two steps it replaces give — swiglu_backward's gradient of gate|up and its
+// amax, and fp8_cast's transposed copy of the product it rewrites, scaled by the forward's amax — bit for bit: whole 32
+// × 32 sub-tiles (64 × 64, 4096 × 256), a block's tile partly outside (96 × 160), edges and padding tokens (37 × 48,
+// 333 × 40), and widths no 16-byte load can take (130 × 50: element by element). The copy's buffer starts as garbage,
+// so that a padding byte left unwritten shows.
 TEST(CudaFp8, TheSwiGluBackwardWritesDownsTransposedOperandAsTheCastWould) {
   QWEN3_REQUIRE_GPU();
   for (auto [rows, inter] : {std::pair<std::int64_t, std::int64_t>{64, 64}, {4096, 256}, {96, 160}, {37, 48}, {333, 40},
@@ -226,10 +226,11 @@ TEST(CudaFp8, TheSwiGluBackwardWritesDownsTransposedOperandAsTheCastWould) {
     cuda::swiglu_forward(gu.get(), a_fwd.get(), rows, inter, nullptr, a_amax.get());
     // the two steps: the backward rewriting a in bf16, then the transposed cast with the forward's amax
     cuda::swiglu_backward(gu.get(), da.get(), dgu0.get(), rows, inter, nullptr, a.get(), g_amax0.get());
-    cuda::fp8_cast(a.get(), rows, inter, a_amax.get(), Fp8Format::e4m3, {nullptr, 0, cols0.get(), ld}, inv0.get(), nullptr);
+    cuda::fp8_cast(a.get(), rows, inter, a_amax.get(), Fp8Format::e4m3, {nullptr, 0, cols0.get(), ld}, inv0.get(),
+                   nullptr);
     // the fused one
-    cuda::swiglu_backward_fp8t(gu.get(), da.get(), dgu.get(), rows, inter, a_amax.get(), cols.get(), ld, inv.get(), nullptr,
-                               g_amax.get());
+    cuda::swiglu_backward_fp8t(gu.get(), da.get(), dgu.get(), rows, inter, a_amax.get(), cols.get(), ld, inv.get(),
+                               nullptr, g_amax.get());
     EXPECT_EQ(as_bits(dgu.download()), as_bits(dgu0.download()));
     EXPECT_EQ(g_amax.download()[0], g_amax0.download()[0]);
     EXPECT_EQ(cols.download(), cols0.download());

@@ -1,6 +1,7 @@
 // CUDA elementwise kernels (see elementwise.h): grid-stride loops, fp32 math on bf16 storage.
 #include <algorithm>
 
+#include "core/error.h"
 #include "gpu/check.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/elementwise.h"
@@ -100,8 +101,8 @@ __global__ void swiglu_backward_kernel(const bf16* __restrict__ gu, const bf16* 
 // The backward with the product a written only as the E4M3 copy the down projection's weight gradient reads:
 // transposed, a_t[c · a_t_ld + r] = fp8(bf16(a[r, c]) · s), s from the forward's amax of a (exact current scaling: the
 // product the forward measured), 1/s into *a_t_inv — the codes fp8_cast gives the bf16 a swiglu_backward_vec_kernel
-// writes. A warp per 32 × 32 sub-tile of [rows, I] (a block's 8 warps 2 down and 4 across) up to row_extent =
-// max(rows, a_t_ld), the padding tokens' codes written as zeros; sub-tiles wholly inside (vector) in registers,
+// writes. A warp per 32 × 32 sub-tile of [rows, I] (a block's 8 warps 2 down and 4 across) up to a_t_ld (≥ rows)
+// tokens, the padding tokens' codes written as zeros; sub-tiles wholly inside (vector) in registers,
 // transposed by byte permutes (ops/cuda/fp8_tile.cuh), the edges element by element.
 constexpr int kWarpsAcross = 4, kTileRows = kFp8WarpTile * (kThreads / 32 / kWarpsAcross),
               kTileCols = kFp8WarpTile * kWarpsAcross;
@@ -109,7 +110,8 @@ __global__ void swiglu_backward_fp8t_kernel(const bf16* __restrict__ gu, const b
                                             bf16* __restrict__ dgu, std::int64_t rows, std::int64_t I,
                                             std::int64_t row_extent, const float* __restrict__ a_amax,
                                             std::uint8_t* __restrict__ a_t, std::int64_t a_t_ld,
-                                            float* __restrict__ a_t_inv, bool vector, unsigned* __restrict__ amax_bits) {
+                                            float* __restrict__ a_t_inv, bool vector,
+                                            unsigned* __restrict__ amax_bits) {
   const float s = fp8_scale_and_publish(a_amax, Fp8Format::e4m3, a_t_inv);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const std::int64_t R = static_cast<std::int64_t>(blockIdx.y) * kTileRows + (warp / kWarpsAcross) * kFp8WarpTile;
@@ -264,15 +266,16 @@ void swiglu_backward(const bf16* gate_up, const bf16* da, bf16* dgate_up, std::i
 void swiglu_backward_fp8t(const bf16* gate_up, const bf16* da, bf16* dgate_up, std::int64_t rows, std::int64_t inter,
                           const float* a_amax, std::uint8_t* a_t, std::int64_t a_t_ld, float* a_t_inv,
                           cudaStream_t stream, float* dgate_up_amax) {
+  QWEN3_ASSERT(a_t_ld >= rows, "swiglu_backward_fp8t: the transposed copy's rows hold fewer tokens than there are");
   unsigned* amax = zeroed_amax(dgate_up_amax, stream);
-  const std::int64_t row_extent = std::max(rows, a_t_ld);
+  const std::int64_t row_extent = a_t_ld;
   if (row_extent == 0 || inter == 0) return;
   const bool vector = inter % 8 == 0 && aligned16(gate_up) && aligned16(da) && aligned16(dgate_up) && aligned16(a_t) &&
                       a_t_ld % 16 == 0;
   const dim3 grid(static_cast<unsigned>((inter + kTileCols - 1) / kTileCols),
                   static_cast<unsigned>((row_extent + kTileRows - 1) / kTileRows));
-  swiglu_backward_fp8t_kernel<<<grid, kThreads, 0, stream>>>(gate_up, da, dgate_up, rows, inter, row_extent, a_amax, a_t,
-                                                            a_t_ld, a_t_inv, vector, amax);
+  swiglu_backward_fp8t_kernel<<<grid, kThreads, 0, stream>>>(gate_up, da, dgate_up, rows, inter, row_extent, a_amax,
+                                                            a_t, a_t_ld, a_t_inv, vector, amax);
   CUDA_CHECK_LAUNCH("swiglu_backward_fp8t_kernel");
 }
 

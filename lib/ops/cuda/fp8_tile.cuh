@@ -38,9 +38,9 @@ __device__ __forceinline__ float fp8_scale_and_publish(const float* amax, Fp8For
 }
 
 // A warp's sub-tile at (R, C) in registers: lane (g = lane % 4, h = lane / 4) holds rows R + 4h … + 3, columns
-// C + 8g … + 7 as code[i] (row R + 4h + i: bytes 0-3 of .x columns C + 8g … + 3, of .y columns + 4 … + 7). Stores them
-// transposed, cols[c · cols_ld + r], by byte permutes: each column's 4 codes a 4-byte store, 32 contiguous bytes for the
-// 8 lanes of a column.
+// C + 8g … + 7 as code[i] (row R + 4h + i: bytes 0-3 of .x columns C + 8g … + 3, of .y columns + 4 … + 7).
+// Stores them transposed, cols[c · cols_ld + r], by byte permutes: each column's 4 codes a 4-byte store, 32
+// contiguous bytes for the 8 lanes of a column.
 __device__ __forceinline__ void store_fp8_tile_transposed(const uint2 (&code)[4], std::uint8_t* __restrict__ cols,
                                                           std::int64_t cols_ld, std::int64_t R, std::int64_t C) {
   const int lane = threadIdx.x & 31, g = lane & 3, h = lane >> 2;

@@ -94,7 +94,9 @@ void Linears::cast_weights(std::int64_t l, bool rows, bool cols, bool fresh_amax
 
 Linears::InputT Linears::produce_input_t(const LayerActs& a, Fp8Linear w, std::int64_t T) {
   if (!fp8_) return {};
-  input_t_produced_[static_cast<int>(w)] = true;
+  bool& produced = input_t_produced_[static_cast<int>(w)];
+  if (produced) throw InternalError("Linears: produce_input_t asked twice before the weight gradient that reads it");
+  produced = true;
   return {act_, fp8_padded(T), a.fp8 + static_cast<int>(w), a.fp8 + Fp8Layout::inv(static_cast<int>(w))};
 }
 
@@ -105,6 +107,7 @@ void Linears::forward(const bf16* x, std::int64_t l, Fp8Linear w, const LayerAct
     ctx_.gemm.forward(x, ctx_.W(index(l, w)), y, residual, T, s.in, s.out, ctx_.stream);
     return;
   }
+  input_t_produced_[static_cast<int>(w)] = false;  // a copy produced for an earlier backward is no longer this input's
   float* amax = a.fp8 + static_cast<int>(w);
   float* inv = a.fp8 + Fp8Layout::inv(static_cast<int>(w));
   // the row-parallel layers' inputs are split over tp

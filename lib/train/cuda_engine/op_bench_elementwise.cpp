@@ -61,11 +61,11 @@ double swiglu_op(const OpShape& op, Timer& timer, cudaStream_t s) {
   fill_bf16(da.as<bf16>(), T * W, 1.0, s);
   if (op.kind == OpKind::swiglu_bwd_fp8t) {  // down's transposed E4M3 operand [W, padded T] instead of a
     const std::int64_t ld = fp8_padded(T);
-    Buffer at(n(W * ld, 1)), amax(4), inv(4);
+    Buffer at(n(W * ld, 1)), amax(4), inv(4), g_amax(4);
     swiglu_forward(gu.as<bf16>(), a.as<bf16>(), T, W, s, amax.as<float>());  // the forward's amax of a scales it
-    return timer.time([&] {
+    return timer.time([&] {  // with its gradient's amax, as the engine takes it
       swiglu_backward_fp8t(gu.as<bf16>(), da.as<bf16>(), dgu.as<bf16>(), T, W, amax.as<float>(), at.as<std::uint8_t>(),
-                           ld, inv.as<float>(), s);
+                           ld, inv.as<float>(), s, g_amax.as<float>());
     });
   }
   return timer.time([&] { swiglu_backward(gu.as<bf16>(), da.as<bf16>(), dgu.as<bf16>(), T, W, s, a.as<bf16>()); });

@@ -62,6 +62,7 @@ void Qwen3Blocks::mlp_block_backward(std::int64_t l, LayerActs& a, bool accumula
   lin_.backward_data(dgate_up, l, s_.dh, d.T, false);
   ctx_.mark("gemm gate_up bwd data");
   sp_.block_tail(a.x_mid, p.post_norm, a.rstd_mid, true, [&] {
+    // down's first: in FP8 its operand is the SwiGLU backward's copy in the cast buffer that gate|up's cast rewrites
     lin_.backward_weight(dy, s_.act, l, a, d.T, accumulate);
     ctx_.mark("gemm down bwd weight");
     lin_.backward_weight(dgate_up, a.h_mid, l, a, d.T, accumulate);  // gate, up
