@@ -161,8 +161,8 @@ def main(argv=None):
     print("PASS" if v["pass"] else "FAIL")
     if a.png:
         plot(bf16, fp8, names, v["entropy"], f"{cb.get('model.name')}, {cb.get('seq_len')} tokens: {names[0]} and "
-             f"{names[1]} from the same weights and data\n(chain vocabulary {vocab}, {len(bf16)} steps; peak lr {cb.get('lr')}, "
-             f"{cb.get('warmup_steps')} warm-up steps, init std {cb.get('init_std')})", a.png)
+             f"{names[1]} from the same weights and data\n(chain vocabulary {vocab}, {len(bf16)} steps; peak lr "
+             f"{cb.get('lr')}, {cb.get('warmup_steps')} warm-up steps, init std {cb.get('init_std')})", a.png)
     return 0 if v["pass"] else 1
 
 

@@ -107,8 +107,11 @@ case "$what" in
     rm -f "$data"
     set -- $tags
     python3 tools/bench/fp8_quality.py "$out/$1.h5" "$out/$2.h5" --vocab "$vocab" --png "$out/quality-$model.png"
-    [ "$what" = control ] && python3 tools/bench/fp8_quality.py "$out/$1.h5" "$out/$3.h5" --vocab "$vocab" --control \
-      --png "$out/control-$model.png" ;;
+    passed=$?  # the mode's exit status: the quality check's (the control is a measurement beside it)
+    if [ "$what" = control ]; then
+      python3 tools/bench/fp8_quality.py "$out/$1.h5" "$out/$3.h5" --vocab "$vocab" --control --png "$out/control-$model.png"
+    fi
+    exit "$passed" ;;
   stability)
     # bf16 alone, every setting at once on the GPU, STEPS (250) steps: does the loss spike, and where does it leave the
     # unigram plateau? (0.6B at V=512, lr 3e-4 and 6e-4: loss 6.0 → 25 at step 90, above ln 151,936; docs/fp8.md)
