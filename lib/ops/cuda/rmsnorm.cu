@@ -2,9 +2,10 @@
 // 16-byte accesses throughout:
 // - forward: one warp per row, held in registers (up to kMaxRegChunks × 256 = 8,192 values; longer rows take the
 //   scalar path), its loads issued together (a loop that waits on each load ran at a third of the memory's bandwidth);
-// - backward, up to kMaxFusedDim (6,144) values a row: one block per run of rows, a thread per 8 columns, so that a thread's
-//   share of the weight gradient (dw[i] = Σ_rows dy·x·rstd) stays in its registers across the rows, x and dy are read
-//   once, and one atomicAdd per column and block ends it; the next row's loads are issued before this row's barrier.
+// - backward, up to kMaxFusedDim (6,144) values a row: one block per run of rows (one wave of blocks), a thread per 8
+//   columns, so that a thread's share of the weight gradient (dw[i] = Σ_rows dy·x·rstd) stays in its registers across
+//   the rows, x and dy are read once, and atomics per column and block end it (16 bytes each where dw is aligned); the next row's loads (x, dy and,
+//   when accumulating, dx) are issued before this row's barrier.
 //   Longer rows: one warp per row for dx, then a separate column reduction for dw that reads dy and x once more.
 // Other lengths take a scalar block-per-row path.
 #include <algorithm>
@@ -141,11 +142,12 @@ constexpr int kMaxFusedDim = 8 * kMaxFusedThreads;
 // block through a two-slot shared array (one barrier a row: row r + 2 writes the slot row r read only after every
 // thread passed row r + 1's barrier). Atomics add the partial sums into dw, one per column and block (two 16-byte ones
 // a thread where dw is 16-byte aligned).
-__global__ void __launch_bounds__(kMaxFusedThreads) rmsnorm_backward_fused_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                              const float* __restrict__ rstd, const float* __restrict__ dy,
-                                              float* __restrict__ dx, bf16* __restrict__ dx_bf16, float* __restrict__ dw,
-                                              std::int64_t rows, std::int64_t dim, std::int64_t rows_per_block,
-                                              bool accumulate, unsigned* __restrict__ amax_bits, bool dw_vec) {
+__global__ void __launch_bounds__(kMaxFusedThreads)
+    rmsnorm_backward_fused_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                  const float* __restrict__ rstd, const float* __restrict__ dy, float* __restrict__ dx,
+                                  bf16* __restrict__ dx_bf16, float* __restrict__ dw, std::int64_t rows,
+                                  std::int64_t dim, std::int64_t rows_per_block, bool accumulate,
+                                  unsigned* __restrict__ amax_bits, bool dw_vec) {
   __shared__ float part[2][32];
   const std::int64_t c = 8 * static_cast<std::int64_t>(threadIdx.x);
   const bool mine = c < dim;
