@@ -4,8 +4,8 @@
 //   scalar path), its loads issued together (a loop that waits on each load ran at a third of the memory's bandwidth);
 // - backward, up to kMaxFusedDim (6,144) values a row: one block per run of rows (one wave of blocks), a thread per 8
 //   columns, so that a thread's share of the weight gradient (dw[i] = Σ_rows dy·x·rstd) stays in its registers across
-//   the rows, x and dy are read once, and atomics per column and block end it (16 bytes each where dw is aligned); the next row's loads (x, dy and,
-//   when accumulating, dx) are issued before this row's barrier.
+//   the rows, x and dy are read once, and atomics per column and block end it (16 bytes each where dw is aligned);
+//   the next row's loads (x, dy and, when accumulating, dx) are issued before this row's barrier.
 //   Longer rows: one warp per row for dx, then a separate column reduction for dw that reads dy and x once more.
 // Other lengths take a scalar block-per-row path.
 #include <algorithm>
