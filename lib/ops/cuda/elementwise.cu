@@ -101,61 +101,74 @@ __global__ void swiglu_backward_kernel(const bf16* __restrict__ gu, const bf16* 
 // The backward with the product a written only as the E4M3 copy the down projection's weight gradient reads:
 // transposed, a_t[c · a_t_ld + r] = fp8(bf16(a[r, c]) · s), s from the forward's amax of a (exact current scaling: the
 // product the forward measured), 1/s into *a_t_inv — the codes fp8_cast gives the bf16 a swiglu_backward_vec_kernel
-// writes. A warp per 32 × 32 sub-tile of [rows, I] (a block's 8 warps 2 down and 4 across) up to a_t_ld (≥ rows)
-// tokens, the padding tokens' codes written as zeros; sub-tiles wholly inside (vector) in registers,
-// transposed by byte permutes (ops/cuda/fp8_tile.cuh), the edges element by element.
-constexpr int kWarpsAcross = 4, kTileRows = kFp8WarpTile * (kThreads / 32 / kWarpsAcross),
-              kTileCols = kFp8WarpTile * kWarpsAcross;
-__global__ void swiglu_backward_fp8t_kernel(const bf16* __restrict__ gu, const bf16* __restrict__ da,
-                                            bf16* __restrict__ dgu, std::int64_t rows, std::int64_t I,
-                                            std::int64_t row_extent, const float* __restrict__ a_amax,
-                                            std::uint8_t* __restrict__ a_t, std::int64_t a_t_ld,
-                                            float* __restrict__ a_t_inv, bool vector,
-                                            unsigned* __restrict__ amax_bits) {
+// writes. A block per kFp8tRows × kFp8tCols tile of [row_extent, I] (row_extent = a_t_ld ≥ rows tokens, the padding
+// ones' codes zero): its threads walk the tile's rows as swiglu_backward_vec_kernel walks them (16 threads a row, 8
+// columns each: 256-byte loads and stores), the codes into shared memory; then each thread writes 16-token runs of the
+// transposed columns as 16-byte stores. (A warp per 32 × 32 sub-tile transposed in registers ran at 64 registers a
+// thread and 1.8 TB/s on an H100, the plain backward at 2.4: docs/fp8.md.) vector: 16-byte loads and stores of gate_up,
+// da and dgate_up (I % 8 == 0, aligned), else element by element.
+constexpr int kFp8tRows = 64, kFp8tCols = 128, kFp8tRowThreads = kFp8tCols / 8, kFp8tRun = 16;
+template <bool vector>
+__global__ void __launch_bounds__(kThreads) swiglu_backward_fp8t_kernel(
+    const bf16* __restrict__ gu, const bf16* __restrict__ da, bf16* __restrict__ dgu, std::int64_t rows,
+    std::int64_t I, std::int64_t row_extent, const float* __restrict__ a_amax, std::uint8_t* __restrict__ a_t,
+    std::int64_t a_t_ld, float* __restrict__ a_t_inv, unsigned* __restrict__ amax_bits) {
+  __shared__ std::uint8_t codes[kFp8tRows][kFp8tCols + 16];  // + 16: rows 16-byte aligned, banks staggered
   const float s = fp8_scale_and_publish(a_amax, Fp8Format::e4m3, a_t_inv);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const std::int64_t R = static_cast<std::int64_t>(blockIdx.y) * kTileRows + (warp / kWarpsAcross) * kFp8WarpTile;
-  const std::int64_t C = static_cast<std::int64_t>(blockIdx.x) * kTileCols + (warp % kWarpsAcross) * kFp8WarpTile;
+  const std::int64_t R = static_cast<std::int64_t>(blockIdx.y) * kFp8tRows;
+  const std::int64_t C = static_cast<std::int64_t>(blockIdx.x) * kFp8tCols;
+  const int lc = threadIdx.x % kFp8tRowThreads, lr = threadIdx.x / kFp8tRowThreads;
   unsigned m = 0;
-  if (R < row_extent && C < I) {
-    if (vector && R + kFp8WarpTile <= rows && C + kFp8WarpTile <= I) {
-      const std::int64_t r = R + 4 * (lane >> 2), c = C + 8 * (lane & 3);
-      uint2 code[4];  // as fp8_tile.cuh's store_fp8_tile_transposed takes them
+  for (int i = lr; i < kFp8tRows; i += kThreads / kFp8tRowThreads) {
+    const std::int64_t r = R + i, c = C + 8 * lc;
+    uint2 code = {0u, 0u};  // a padding token's, or columns past I
+    if (r < rows && c < I) {
+      float g[8], u[8], d[8], dg[8], du[8], y[8];
+      if constexpr (vector) {
+        load8(gu + r * 2 * I + c, g);
+        load8(gu + r * 2 * I + I + c, u);
+        load8(da + r * I + c, d);
+      } else {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float g[8], u[8], d[8], dg[8], du[8], y[8];
-        load8(gu + (r + i) * 2 * I + c, g);
-        load8(gu + (r + i) * 2 * I + I + c, u);
-        load8(da + (r + i) * I + c, d);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) swiglu_grad(g[j], u[j], d[j], dg[j], du[j], y[j]);
-        m = max(m, max(magnitude_bits8(dg), magnitude_bits8(du)));
-        store8(dgu + (r + i) * 2 * I + c, dg);
-        store8(dgu + (r + i) * 2 * I + I + c, du);
-        Bf16x8 yb;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) yb.h[j] = __floats2bfloat162_rn(y[2 * j], y[2 * j + 1]);
-        code[i] = to_fp8x8(*reinterpret_cast<const uint4*>(&yb), s, Fp8Format::e4m3);
-      }
-      store_fp8_tile_transposed(code, a_t, a_t_ld, R, C);
-    } else {
-      // consecutive lanes take consecutive tokens of one column: the transposed copy's rows
-      for (int i = lane; i < kFp8WarpTile * kFp8WarpTile; i += 32) {
-        const std::int64_t c = C + i / kFp8WarpTile, r = R + i % kFp8WarpTile;
-        if (c >= I || r >= row_extent) continue;
-        std::uint8_t code = 0;  // a padding token's
-        if (r < rows) {
-          float dgf, duf, y;
-          swiglu_grad(to_f(gu[r * 2 * I + c]), to_f(gu[r * 2 * I + I + c]), to_f(da[r * I + c]), dgf, duf, y);
-          const bf16 dg = to_bf(dgf), du = to_bf(duf);
-          dgu[r * 2 * I + c] = dg;
-          dgu[r * 2 * I + I + c] = du;
-          m = max(m, max(magnitude_bits(dg), magnitude_bits(du)));
-          code = to_fp8(to_f(to_bf(y)) * s, Fp8Format::e4m3);
+        for (int j = 0; j < 8; ++j) {
+          const bool in = c + j < I;
+          g[j] = in ? to_f(gu[r * 2 * I + c + j]) : 0.0f;
+          u[j] = in ? to_f(gu[r * 2 * I + I + c + j]) : 0.0f;
+          d[j] = in ? to_f(da[r * I + c + j]) : 0.0f;
         }
-        a_t[c * a_t_ld + r] = code;
       }
+#pragma unroll
+      for (int j = 0; j < 8; ++j) swiglu_grad(g[j], u[j], d[j], dg[j], du[j], y[j]);
+      m = max(m, max(magnitude_bits8(dg), magnitude_bits8(du)));  // columns past I: zeros
+      if constexpr (vector) {
+        store8(dgu + r * 2 * I + c, dg);
+        store8(dgu + r * 2 * I + I + c, du);
+      } else {
+        for (int j = 0; j < 8 && c + j < I; ++j) {
+          dgu[r * 2 * I + c + j] = to_bf(dg[j]);
+          dgu[r * 2 * I + I + c + j] = to_bf(du[j]);
+        }
+      }
+      Bf16x8 yb;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) yb.h[j] = __floats2bfloat162_rn(y[2 * j], y[2 * j + 1]);
+      code = to_fp8x8(*reinterpret_cast<const uint4*>(&yb), s, Fp8Format::e4m3);
     }
+    *reinterpret_cast<uint2*>(&codes[i][8 * lc]) = code;
+  }
+  __syncthreads();
+  for (int p = threadIdx.x; p < kFp8tCols * (kFp8tRows / kFp8tRun); p += kThreads) {
+    const int col = p % kFp8tCols, run = p / kFp8tCols;
+    const std::int64_t c = C + col, r = R + kFp8tRun * run;
+    if (c >= I || r >= row_extent) continue;  // row_extent % 16 == 0: a run is wholly inside or outside
+    unsigned w[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int t = kFp8tRun * run + 4 * k;
+      w[k] = codes[t][col] | codes[t + 1][col] << 8 | codes[t + 2][col] << 16 |
+             static_cast<unsigned>(codes[t + 3][col]) << 24;
+    }
+    *reinterpret_cast<uint4*>(a_t + c * a_t_ld + r) = make_uint4(w[0], w[1], w[2], w[3]);
   }
   if (amax_bits) publish_amax(m, amax_bits);
 }
@@ -270,12 +283,13 @@ void swiglu_backward_fp8t(const bf16* gate_up, const bf16* da, bf16* dgate_up, s
   unsigned* amax = zeroed_amax(dgate_up_amax, stream);
   const std::int64_t row_extent = a_t_ld;
   if (row_extent == 0 || inter == 0) return;
-  const bool vector = inter % 8 == 0 && aligned16(gate_up) && aligned16(da) && aligned16(dgate_up) && aligned16(a_t) &&
-                      a_t_ld % 16 == 0;
-  const dim3 grid(static_cast<unsigned>((inter + kTileCols - 1) / kTileCols),
-                  static_cast<unsigned>((row_extent + kTileRows - 1) / kTileRows));
-  swiglu_backward_fp8t_kernel<<<grid, kThreads, 0, stream>>>(gate_up, da, dgate_up, rows, inter, row_extent, a_amax,
-                                                            a_t, a_t_ld, a_t_inv, vector, amax);
+  QWEN3_ASSERT(a_t_ld % kFp8tRun == 0 && aligned16(a_t),
+               "swiglu_backward_fp8t: the transposed copy's rows must be 16-byte aligned (a_t_ld = fp8_padded(tokens))");
+  const bool vector = inter % 8 == 0 && aligned16(gate_up) && aligned16(da) && aligned16(dgate_up);
+  const dim3 grid(static_cast<unsigned>((inter + kFp8tCols - 1) / kFp8tCols),
+                  static_cast<unsigned>((row_extent + kFp8tRows - 1) / kFp8tRows));
+  (vector ? swiglu_backward_fp8t_kernel<true> : swiglu_backward_fp8t_kernel<false>)<<<grid, kThreads, 0, stream>>>(
+      gate_up, da, dgate_up, rows, inter, row_extent, a_amax, a_t, a_t_ld, a_t_inv, amax);
   CUDA_CHECK_LAUNCH("swiglu_backward_fp8t_kernel");
 }
 
