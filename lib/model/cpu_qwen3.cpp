@@ -90,6 +90,8 @@ struct BlockContext {
   const std::int64_t* positions = nullptr;  // [S] their positions in the sequence
   OpTally* tally = nullptr;                 // counts what runs (CpuQwen3::set_tally), when set
   bool fp8 = false;                         // the linear layers' GEMMs read FP8 round trips (ops/fp8.h)
+  CpuQwen3::Fp8History* history = nullptr;  // --fp8-scaling delayed: gate|up's gradient scales (null: current)
+  std::int64_t first_layer = 0;             // the stage's first layer (the history's index 0)
   const float* W(std::size_t index) const { return weights + table.entries()[index].offset; }
   float* G(std::size_t index) const { return grads + table.entries()[index].offset; }
   const LayerParamIndex& layer(std::int64_t l) const { return table.layers[static_cast<std::size_t>(l)]; }
@@ -151,6 +153,18 @@ void gemm_gradients(const BlockContext& ctx, const std::vector<Vec*>& parts) {
   for (Vec* v : parts) spans.emplace_back(v->data(), static_cast<std::int64_t>(v->size()));
   const float s = fp8_scale_of(ctx, spans, Fp8Format::e5m2);
   for (Vec* v : parts) cpu::fp8_round_trip(v->data(), static_cast<std::int64_t>(v->size()), s, Fp8Format::e5m2);
+}
+// Gate|up's output gradients of layer l, in place (E5M2, one scale): with delayed scaling from the layer's history once
+// it has one (this micro-batch's local amax joins the step's), else as gemm_gradients.
+void gate_up_gradients(const BlockContext& ctx, std::int64_t l, Vec& dgate, Vec& dup) {
+  CpuQwen3::Fp8History* h = ctx.fp8 ? ctx.history : nullptr;
+  if (!h) return gemm_gradients(ctx, {&dgate, &dup});
+  const auto i = static_cast<std::size_t>(l - ctx.first_layer);
+  const auto n = static_cast<std::int64_t>(dgate.size());
+  h->current[i] = std::max({h->current[i], cpu::fp8_amax(dgate.data(), n), cpu::fp8_amax(dup.data(), n)});
+  if (h->previous.empty()) return gemm_gradients(ctx, {&dgate, &dup});
+  const float s = fp8_delayed_scale(static_cast<float>(h->previous[i]), Fp8Format::e5m2);
+  for (Vec* v : {&dgate, &dup}) cpu::fp8_round_trip(v->data(), n, s, Fp8Format::e5m2);
 }
 // The weights of one fused GEMM (E4M3, one scale), by parameter index.
 struct GemmWeights {
@@ -315,7 +329,7 @@ void mlp_block_backward(const BlockContext& ctx, std::int64_t l, const LayerActs
   const Vec dact = row_parallel_residual_backward(ctx, a.act, p.down_proj, I, dx);
   Vec dgate = zeros(Tp * I), dup = zeros(Tp * I), dh = zeros(Tp * H);
   cpu::swiglu_backward(a.gate.data(), a.up.data(), dact.data(), dgate.data(), dup.data(), Tp * I);
-  gemm_gradients(ctx, {&dgate, &dup});
+  gate_up_gradients(ctx, l, dgate, dup);
   const Vec h = gemm_input(ctx, a.h_mid);
   const GemmWeights w(ctx, {p.gate_proj, p.up_proj});
   linear_backward(ctx, h, w[0], w.grad(0), dgate, dh, H, I);
@@ -509,8 +523,10 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
 
 void CpuQwen3::backward(int slot_index, const float* weights, float* grads, const Activations* dy, Activations* dx_out) {
   Slot& st = slot(slot_index);
+  if (history_.delayed) history_.current.resize(static_cast<std::size_t>(stage_.layers()), 0.0);
   const BlockContext ctx{cfg_, table_, tp_, {tp_comm_, st.Tp, st.Tl}, st.rope, weights, grads,
-                         st.B, st.S, st.T, st.Tl, st.Tp, cp_comm_, st.positions.data(), tally_, fp8_};
+                         st.B, st.S, st.T, st.Tl, st.Tp, cp_comm_, st.positions.data(), tally_, fp8_,
+                         history_.delayed ? &history_ : nullptr, stage_.first_layer};
   Vec dx;  // [Tl, H] gradient of the residual stream (sequence shard)
   if (stage_.last) {
     dx = std::move(st.dx);
@@ -533,6 +549,14 @@ void CpuQwen3::backward(int slot_index, const float* weights, float* grads, cons
     return;
   }
   embed_backward(ctx, st.tokens.data(), dx);
+}
+
+void CpuQwen3::end_fp8_step(Communicator* dp) {
+  if (!history_.delayed || history_.current.empty()) return;  // (a stage that ran no backward: no layers)
+  for (Communicator* g : {tp_comm_, cp_comm_, dp})
+    if (g && g->size() > 1) g->all_reduce_max(history_.current.data(), history_.current.size());
+  history_.previous = history_.current;
+  std::fill(history_.current.begin(), history_.current.end(), 0.0);
 }
 
 }  // namespace qwen3

@@ -58,6 +58,11 @@ QWEN3_HD inline float fp8_scale(float amax, Fp8Format f) {
   return ldexpf(1.0f, fp8_scale_exp2(amax, f));
 }
 
+// Delayed scaling (--fp8-scaling delayed, docs/fp8.md): s for a tensor from the largest amax of the same tensor over
+// the previous optimizer step, with one binade of margin (Transformer Engine's margin = 1): values up to twice that
+// amax keep their codes; larger ones saturate.
+QWEN3_HD inline float fp8_delayed_scale(float previous_amax, Fp8Format f) { return fp8_scale(2.0f * previous_amax, f); }
+
 namespace cpu {
 
 // The FP8 code of v (already scaled), rounded to nearest even, saturating to ±largest (infinities too); NaN → NaN

@@ -260,6 +260,19 @@ void add_engine(std::vector<RunOption>& t) {
   };
   fp8_weights.layout = true;
   t.push_back(fp8_weights);
+  RunOption fp8_scaling = opt("fp8-scaling", S::run, K::value, &RunConfig::fp8_scaling, true,
+                              "with --precision fp8: current (every FP8 tensor scaled by its own amax) or delayed (gate|up's "
+                              "output gradient, which the SwiGLU backward then writes in FP8 itself, scaled by the largest "
+                              "amax of the same tensor over the previous step and every rank, with one binade of margin; "
+                              "the first step as current; docs/fp8.md)");
+  set_choices(fp8_scaling, "--fp8-scaling", &RunConfig::fp8_scaling, {"current", "delayed"});
+  fp8_scaling.check = [values = fp8_scaling.check](const RunConfig& c) {
+    values(c);
+    if (c.fp8_scaling != "current" && c.precision != "fp8")
+      throw UsageError("--fp8-scaling " + c.fp8_scaling + " applies to --precision fp8 only (this run is " + c.precision + ")");
+  };
+  fp8_scaling.layout = true;
+  t.push_back(fp8_scaling);
   RunOption margin = opt("comm-sm-margin", S::run, K::value, &RunConfig::comm_sm_margin, true,
                          "CUDA with --tp: run the weight-gradient GEMMs that overlap the tensor-parallel collectives on all "
                          "but N SMs (0: all; measured on 4 x H100: no gain at 16)");

@@ -108,7 +108,8 @@ class StageWalk {
   // rank: the first rank of the stage (train/rank_plan.h), whose sizes the walk reads.
   StageWalk(const RankPlan& rank, OpPricer& p, bool writes_grads)
       : r_(rank), c_(rank.model), stage_(rank.stage), p_(p), tp_(rank.tp),
-        wgrad_(writes_grads ? OpKind::gemm_wgrad_set : OpKind::gemm_wgrad), fp8_(rank.fp8) {
+        wgrad_(writes_grads ? OpKind::gemm_wgrad_set : OpKind::gemm_wgrad), fp8_(rank.fp8),
+        fp8_delayed_(rank.fp8_delayed) {
     cp_ = rank.rank.cp;
     B_ = rank.max_batch, S_ = rank.max_seq;
     T_ = rank.tokens, Tl_ = rank.seq_tokens;  // rows of the GEMMs, rows of the residual stream (sequence parallel)
@@ -237,9 +238,12 @@ class StageWalk {
   // the head or the next stage).
   double layer_backward(bool more, bool dy_produced) {
     const std::int64_t I = tp_.inter;
-    // FP8: the SwiGLU backward writes down's transposed input itself (qwen3_blocks.cpp, Linears::produce_input_t)
+    // FP8: the SwiGLU backward writes down's transposed input itself (qwen3_blocks.cpp, Linears::produce_input_t),
+    // and with delayed scaling gate|up's two gradient operands too (Linears::produce_grad_fp8: the steps after the
+    // first; the same bytes written as its bf16 gradient, so priced as that kernel)
+    const double gate_up_cast = fp8_delayed_ ? 0.0 : grad_cast(2 * I, true, true);
     double t = grad_cast(H_, false, dy_produced) + linear_dgrad(false, I, H_) +
-               op(fp8_ ? OpKind::swiglu_bwd_fp8t : OpKind::swiglu_bwd, T_, {I}) + grad_cast(2 * I, true, true) +
+               op(fp8_ ? OpKind::swiglu_bwd_fp8t : OpKind::swiglu_bwd, T_, {I}) + gate_up_cast +
                linear_dgrad(true, H_, 2 * I);
     t += block_tail(linear_wgrad(I, H_, true) + linear_wgrad(H_, 2 * I), true);
     t += grad_cast(H_, false, true) + linear_dgrad(false, tp_.q_dim, H_) + attention(OpKind::attention_bwd);
@@ -289,7 +293,7 @@ class StageWalk {
   int cp_ = 1;
   std::int64_t B_ = 1, S_ = 0, T_ = 0, Tl_ = 0, H_ = 0, qkv_ = 0;
   OpKind wgrad_;  // the kind of the micro-batch's weight-gradient GEMMs (a long head's later chunks add to the first)
-  bool fp8_ = false;
+  bool fp8_ = false, fp8_delayed_ = false;
   double exposed_comm_ = 0;
 };
 

@@ -108,20 +108,55 @@ __global__ void swiglu_backward_kernel(const bf16* __restrict__ gu, const bf16* 
 // thread and 1.8 TB/s on an H100, the plain backward at 2.4: docs/fp8.md.) vector: 16-byte loads and stores of gate_up,
 // da and dgate_up (I % 8 == 0, aligned), else element by element.
 constexpr int kFp8tRows = 64, kFp8tCols = 128, kFp8tRowThreads = kFp8tCols / 8, kFp8tRun = 16;
-template <bool vector>
+using Fp8tTile = std::uint8_t[kFp8tRows][kFp8tCols + 16];  // + 16: rows 16-byte aligned, banks staggered
+
+// Writes a tile's codes (tile[token][column]) transposed: out[(C + col) · ld + R + token] for col < I − C, tokens of
+// the tile below row_extent, 16 a store (row_extent % 16 == 0: a run is wholly inside or outside).
+__device__ __forceinline__ void store_tile_transposed(const Fp8tTile& tile, std::uint8_t* __restrict__ out,
+                                                      std::int64_t ld, std::int64_t R, std::int64_t C, std::int64_t I,
+                                                      std::int64_t row_extent) {
+  for (int p = threadIdx.x; p < kFp8tCols * (kFp8tRows / kFp8tRun); p += kThreads) {
+    const int col = p % kFp8tCols, run = p / kFp8tCols;
+    const std::int64_t c = C + col, r = R + kFp8tRun * run;
+    if (c >= I || r >= row_extent) continue;
+    unsigned w[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int t = kFp8tRun * run + 4 * k;
+      w[k] = tile[t][col] | tile[t + 1][col] << 8 | tile[t + 2][col] << 16 | static_cast<unsigned>(tile[t + 3][col]) << 24;
+    }
+    *reinterpret_cast<uint4*>(out + c * ld + r) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+
+// 8 values' codes (rounded to bf16 first, as a cast of the bf16 tensor would see them), packed in order.
+__device__ __forceinline__ uint2 codes8(const float (&v)[8], float s, Fp8Format f) {
+  Bf16x8 b;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) b.h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+  return to_fp8x8(*reinterpret_cast<const uint4*>(&b), s, f);
+}
+
+template <bool vector, bool grad_fp8>
 __global__ void __launch_bounds__(kThreads) swiglu_backward_fp8t_kernel(
     const bf16* __restrict__ gu, const bf16* __restrict__ da, bf16* __restrict__ dgu, std::int64_t rows,
     std::int64_t I, std::int64_t row_extent, const float* __restrict__ a_amax, std::uint8_t* __restrict__ a_t,
-    std::int64_t a_t_ld, float* __restrict__ a_t_inv, unsigned* __restrict__ amax_bits) {
-  __shared__ std::uint8_t codes[kFp8tRows][kFp8tCols + 16];  // + 16: rows 16-byte aligned, banks staggered
+    std::int64_t a_t_ld, float* __restrict__ a_t_inv, unsigned* __restrict__ amax_bits, SwigluGradFp8 out) {
+  __shared__ Fp8tTile codes;
+  __shared__ Fp8tTile grad_codes[grad_fp8 ? 2 : 1];  // dgate, dup transposed (grad_fp8)
   const float s = fp8_scale_and_publish(a_amax, Fp8Format::e4m3, a_t_inv);
+  float sg = 0.0f;
+  if constexpr (grad_fp8) {
+    sg = fp8_delayed_scale(*out.previous_amax, Fp8Format::e5m2);
+    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *out.inv = 1.0f / sg;
+  }
   const std::int64_t R = static_cast<std::int64_t>(blockIdx.y) * kFp8tRows;
   const std::int64_t C = static_cast<std::int64_t>(blockIdx.x) * kFp8tCols;
   const int lc = threadIdx.x % kFp8tRowThreads, lr = threadIdx.x / kFp8tRowThreads;
   unsigned m = 0;
   for (int i = lr; i < kFp8tRows; i += kThreads / kFp8tRowThreads) {
     const std::int64_t r = R + i, c = C + 8 * lc;
-    uint2 code = {0u, 0u};  // a padding token's, or columns past I
+    uint2 code = {0u, 0u}, gcode = {0u, 0u}, ucode = {0u, 0u};  // a padding token's, or columns past I
     if (r < rows && c < I) {
       float g[8], u[8], d[8], dg[8], du[8], y[8];
       if constexpr (vector) {
@@ -140,7 +175,19 @@ __global__ void __launch_bounds__(kThreads) swiglu_backward_fp8t_kernel(
 #pragma unroll
       for (int j = 0; j < 8; ++j) swiglu_grad(g[j], u[j], d[j], dg[j], du[j], y[j]);
       m = max(m, max(magnitude_bits8(dg), magnitude_bits8(du)));  // columns past I: zeros
-      if constexpr (vector) {
+      if constexpr (grad_fp8) {
+        gcode = codes8(dg, sg, Fp8Format::e5m2);
+        ucode = codes8(du, sg, Fp8Format::e5m2);
+        if (vector) {
+          *reinterpret_cast<uint2*>(out.rows + r * out.ld + c) = gcode;
+          *reinterpret_cast<uint2*>(out.rows + r * out.ld + I + c) = ucode;
+        } else {
+          for (int j = 0; j < 8 && c + j < I; ++j) {
+            out.rows[r * out.ld + c + j] = static_cast<std::uint8_t>((j < 4 ? gcode.x : gcode.y) >> (8 * (j % 4)));
+            out.rows[r * out.ld + I + c + j] = static_cast<std::uint8_t>((j < 4 ? ucode.x : ucode.y) >> (8 * (j % 4)));
+          }
+        }
+      } else if constexpr (vector) {
         store8(dgu + r * 2 * I + c, dg);
         store8(dgu + r * 2 * I + I + c, du);
       } else {
@@ -149,26 +196,19 @@ __global__ void __launch_bounds__(kThreads) swiglu_backward_fp8t_kernel(
           dgu[r * 2 * I + I + c + j] = to_bf(du[j]);
         }
       }
-      Bf16x8 yb;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) yb.h[j] = __floats2bfloat162_rn(y[2 * j], y[2 * j + 1]);
-      code = to_fp8x8(*reinterpret_cast<const uint4*>(&yb), s, Fp8Format::e4m3);
+      code = codes8(y, s, Fp8Format::e4m3);
     }
     *reinterpret_cast<uint2*>(&codes[i][8 * lc]) = code;
+    if constexpr (grad_fp8) {
+      *reinterpret_cast<uint2*>(&grad_codes[0][i][8 * lc]) = gcode;
+      *reinterpret_cast<uint2*>(&grad_codes[1][i][8 * lc]) = ucode;
+    }
   }
   __syncthreads();
-  for (int p = threadIdx.x; p < kFp8tCols * (kFp8tRows / kFp8tRun); p += kThreads) {
-    const int col = p % kFp8tCols, run = p / kFp8tCols;
-    const std::int64_t c = C + col, r = R + kFp8tRun * run;
-    if (c >= I || r >= row_extent) continue;  // row_extent % 16 == 0: a run is wholly inside or outside
-    unsigned w[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const int t = kFp8tRun * run + 4 * k;
-      w[k] = codes[t][col] | codes[t + 1][col] << 8 | codes[t + 2][col] << 16 |
-             static_cast<unsigned>(codes[t + 3][col]) << 24;
-    }
-    *reinterpret_cast<uint4*>(a_t + c * a_t_ld + r) = make_uint4(w[0], w[1], w[2], w[3]);
+  store_tile_transposed(codes, a_t, a_t_ld, R, C, I, row_extent);
+  if constexpr (grad_fp8) {
+    store_tile_transposed(grad_codes[0], out.cols, a_t_ld, R, C, I, row_extent);              // dgate: rows c < I
+    store_tile_transposed(grad_codes[1], out.cols + I * a_t_ld, a_t_ld, R, C, I, row_extent);  // dup: rows I + c
   }
   if (amax_bits) publish_amax(m, amax_bits);
 }
@@ -278,18 +318,26 @@ void swiglu_backward(const bf16* gate_up, const bf16* da, bf16* dgate_up, std::i
 
 void swiglu_backward_fp8t(const bf16* gate_up, const bf16* da, bf16* dgate_up, std::int64_t rows, std::int64_t inter,
                           const float* a_amax, std::uint8_t* a_t, std::int64_t a_t_ld, float* a_t_inv,
-                          cudaStream_t stream, float* dgate_up_amax) {
+                          cudaStream_t stream, float* dgate_up_amax, const SwigluGradFp8* grad_fp8) {
   QWEN3_ASSERT(a_t_ld >= rows, "swiglu_backward_fp8t: the transposed copy's rows hold fewer tokens than there are");
-  unsigned* amax = zeroed_amax(dgate_up_amax, stream);
   const std::int64_t row_extent = a_t_ld;
   if (row_extent == 0 || inter == 0) return;
-  QWEN3_ASSERT(a_t_ld % kFp8tRun == 0 && aligned16(a_t),
-               "swiglu_backward_fp8t: the transposed copy's rows must be 16-byte aligned (a_t_ld = fp8_padded(tokens))");
-  const bool vector = inter % 8 == 0 && aligned16(gate_up) && aligned16(da) && aligned16(dgate_up);
+  QWEN3_ASSERT(a_t_ld % kFp8tRun == 0 && aligned16(a_t) && (!grad_fp8 || aligned16(grad_fp8->cols)),
+               "swiglu_backward_fp8t: the transposed copies' rows must be 16-byte aligned (a_t_ld = fp8_padded(tokens))");
+  // grad_fp8: gate|up's gradient codes, the delayed-scaling history's running amax (not zeroed: the step's maximum)
+  unsigned* amax = grad_fp8 ? reinterpret_cast<unsigned*>(grad_fp8->running_amax) : zeroed_amax(dgate_up_amax, stream);
+  const SwigluGradFp8 g = grad_fp8 ? *grad_fp8 : SwigluGradFp8{};
+  const bool vector = inter % 8 == 0 && aligned16(gate_up) && aligned16(da) &&
+                      (grad_fp8 ? g.ld % 8 == 0 && aligned16(g.rows) : aligned16(dgate_up));
+  if (grad_fp8 && g.ld > 2 * inter)  // the row-major copy's padding columns (the data gradient's contraction): zeros
+    CUDA_CHECK(cudaMemset2DAsync(g.rows + 2 * inter, static_cast<std::size_t>(g.ld), 0,
+                                 static_cast<std::size_t>(g.ld - 2 * inter), static_cast<std::size_t>(rows), stream));
   const dim3 grid(static_cast<unsigned>((inter + kFp8tCols - 1) / kFp8tCols),
                   static_cast<unsigned>((row_extent + kFp8tRows - 1) / kFp8tRows));
-  (vector ? swiglu_backward_fp8t_kernel<true> : swiglu_backward_fp8t_kernel<false>)<<<grid, kThreads, 0, stream>>>(
-      gate_up, da, dgate_up, rows, inter, row_extent, a_amax, a_t, a_t_ld, a_t_inv, amax);
+  auto kernel = grad_fp8 ? (vector ? swiglu_backward_fp8t_kernel<true, true> : swiglu_backward_fp8t_kernel<false, true>)
+                         : (vector ? swiglu_backward_fp8t_kernel<true, false> : swiglu_backward_fp8t_kernel<false, false>);
+  kernel<<<grid, kThreads, 0, stream>>>(gate_up, da, dgate_up, rows, inter, row_extent, a_amax, a_t, a_t_ld, a_t_inv,
+                                        amax, g);
   CUDA_CHECK_LAUNCH("swiglu_backward_fp8t_kernel");
 }
 
