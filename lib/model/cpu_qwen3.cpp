@@ -162,7 +162,7 @@ void gate_up_gradients(const BlockContext& ctx, std::int64_t l, Vec& dgate, Vec&
   const auto i = static_cast<std::size_t>(l - ctx.first_layer);
   const auto n = static_cast<std::int64_t>(dgate.size());
   h->current[i] = std::max({h->current[i], cpu::fp8_amax(dgate.data(), n), cpu::fp8_amax(dup.data(), n)});
-  if (h->previous.empty()) return gemm_gradients(ctx, {&dgate, &dup});
+  if (h->previous.empty() || !fp8_delayed_source(h->previous[i])) return gemm_gradients(ctx, {&dgate, &dup});
   const float s = fp8_delayed_scale(static_cast<float>(h->previous[i]), Fp8Format::e5m2);
   for (Vec* v : {&dgate, &dup}) cpu::fp8_round_trip(v->data(), n, s, Fp8Format::e5m2);
 }

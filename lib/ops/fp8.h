@@ -62,6 +62,9 @@ QWEN3_HD inline float fp8_scale(float amax, Fp8Format f) {
 // the previous optimizer step, with one binade of margin (Transformer Engine's margin = 1): values up to twice that
 // amax keep their codes; larger ones saturate.
 QWEN3_HD inline float fp8_delayed_scale(float previous_amax, Fp8Format f) { return fp8_scale(2.0f * previous_amax, f); }
+// Whether a previous amax can scale: positive and finite. A tensor that was all zeros (or not finite) the step before
+// has no scale to lend: it is cast by its own amax, as current scaling does.
+QWEN3_HD inline bool fp8_delayed_source(double previous_amax) { return previous_amax > 0.0 && previous_amax < INFINITY; }
 
 namespace cpu {
 

@@ -44,6 +44,7 @@ const char* op_kind_name(OpKind k) {
     case OpKind::swiglu_fwd: return "swiglu_fwd";
     case OpKind::swiglu_bwd: return "swiglu_bwd";
     case OpKind::swiglu_bwd_fp8t: return "swiglu_bwd_fp8t";
+    case OpKind::swiglu_bwd_fp8g: return "swiglu_bwd_fp8g";
     case OpKind::add_bf16: return "add_bf16";
     case OpKind::embedding_fwd: return "embedding_fwd";
     case OpKind::embedding_bwd: return "embedding_bwd";
@@ -239,12 +240,11 @@ class StageWalk {
   double layer_backward(bool more, bool dy_produced) {
     const std::int64_t I = tp_.inter;
     // FP8: the SwiGLU backward writes down's transposed input itself (qwen3_blocks.cpp, Linears::produce_input_t),
-    // and with delayed scaling gate|up's two gradient operands too (Linears::produce_grad_fp8: the steps after the
-    // first; the same bytes written as its bf16 gradient, so priced as that kernel)
-    const double gate_up_cast = fp8_delayed_ ? 0.0 : grad_cast(2 * I, true, true);
-    double t = grad_cast(H_, false, dy_produced) + linear_dgrad(false, I, H_) +
-               op(fp8_ ? OpKind::swiglu_bwd_fp8t : OpKind::swiglu_bwd, T_, {I}) + gate_up_cast +
-               linear_dgrad(true, H_, 2 * I);
+    // and with delayed scaling gate|up's two gradient operands too, without their cast (Linears::produce_grad_fp8:
+    // the steps after the first, which the walk prices)
+    const OpKind swiglu = !fp8_ ? OpKind::swiglu_bwd : fp8_delayed_ ? OpKind::swiglu_bwd_fp8g : OpKind::swiglu_bwd_fp8t;
+    double t = grad_cast(H_, false, dy_produced) + linear_dgrad(false, I, H_) + op(swiglu, T_, {I}) +
+               (fp8_delayed_ ? 0.0 : grad_cast(2 * I, true, true)) + linear_dgrad(true, H_, 2 * I);
     t += block_tail(linear_wgrad(I, H_, true) + linear_wgrad(H_, 2 * I), true);
     t += grad_cast(H_, false, true) + linear_dgrad(false, tp_.q_dim, H_) + attention(OpKind::attention_bwd);
     t += qk_norm_rope(OpKind::qk_norm_rope_bwd) + grad_cast(qkv_, true, false) + linear_dgrad(true, H_, qkv_);

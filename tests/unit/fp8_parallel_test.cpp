@@ -62,8 +62,8 @@ TEST(Fp8Mpirun, TrainingAtEveryLayoutEqualsOneRankAndDiffersFromBf16) {
 
 // Delayed scaling (--fp8-scaling delayed): gate|up's output gradient scaled from the previous step's amax over every
 // rank. Its first step is current scaling's (no history yet): the same first gradient norm, and so the same weights
-// and loss at the second step. The history's amax is max-reduced over the tensor-, context-, pipeline-stage- and data-parallel ranks, so every layout
-// equals one rank again. A bf16 run refuses the option.
+// and loss at the second step. The history's amax is max-reduced over the tensor-, context- and data-parallel ranks
+// (each pipeline stage holds its own layers'), so every layout equals one rank again. A bf16 run refuses the option.
 TEST(Fp8Mpirun, DelayedScalingEqualsCurrentOnItsFirstStepAndOneRankAtEveryLayout) {
   const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_fp8_delayed";
   fs::remove_all(dir);

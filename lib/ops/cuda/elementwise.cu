@@ -142,8 +142,8 @@ __global__ void __launch_bounds__(kThreads) swiglu_backward_fp8t_kernel(
     const bf16* __restrict__ gu, const bf16* __restrict__ da, bf16* __restrict__ dgu, std::int64_t rows,
     std::int64_t I, std::int64_t row_extent, const float* __restrict__ a_amax, std::uint8_t* __restrict__ a_t,
     std::int64_t a_t_ld, float* __restrict__ a_t_inv, unsigned* __restrict__ amax_bits, SwigluGradFp8 out) {
-  __shared__ Fp8tTile codes;
-  __shared__ Fp8tTile grad_codes[grad_fp8 ? 2 : 1];  // dgate, dup transposed (grad_fp8)
+  __shared__ __align__(16) Fp8tTile codes;  // written 8 bytes at a time
+  __shared__ __align__(16) Fp8tTile grad_codes[grad_fp8 ? 2 : 1];  // dgate, dup transposed (grad_fp8)
   const float s = fp8_scale_and_publish(a_amax, Fp8Format::e4m3, a_t_inv);
   float sg = 0.0f;
   if constexpr (grad_fp8) {
@@ -320,12 +320,12 @@ void swiglu_backward_fp8t(const bf16* gate_up, const bf16* da, bf16* dgate_up, s
                           const float* a_amax, std::uint8_t* a_t, std::int64_t a_t_ld, float* a_t_inv,
                           cudaStream_t stream, float* dgate_up_amax, const SwigluGradFp8* grad_fp8) {
   QWEN3_ASSERT(a_t_ld >= rows, "swiglu_backward_fp8t: the transposed copy's rows hold fewer tokens than there are");
+  // grad_fp8: gate|up's gradient codes, the delayed-scaling history's running amax (not zeroed: the step's maximum)
+  unsigned* amax = grad_fp8 ? reinterpret_cast<unsigned*>(grad_fp8->running_amax) : zeroed_amax(dgate_up_amax, stream);
   const std::int64_t row_extent = a_t_ld;
   if (row_extent == 0 || inter == 0) return;
   QWEN3_ASSERT(a_t_ld % kFp8tRun == 0 && aligned16(a_t) && (!grad_fp8 || aligned16(grad_fp8->cols)),
                "swiglu_backward_fp8t: the transposed copies' rows must be 16-byte aligned (a_t_ld = fp8_padded(tokens))");
-  // grad_fp8: gate|up's gradient codes, the delayed-scaling history's running amax (not zeroed: the step's maximum)
-  unsigned* amax = grad_fp8 ? reinterpret_cast<unsigned*>(grad_fp8->running_amax) : zeroed_amax(dgate_up_amax, stream);
   const SwigluGradFp8 g = grad_fp8 ? *grad_fp8 : SwigluGradFp8{};
   const bool vector = inter % 8 == 0 && aligned16(gate_up) && aligned16(da) &&
                       (grad_fp8 ? g.ld % 8 == 0 && aligned16(g.rows) : aligned16(dgate_up));

@@ -29,7 +29,7 @@ Linears::Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layo
 }
 
 const SwigluGradFp8* Linears::produce_grad_fp8(std::int64_t l, int slot, std::int64_t T) {
-  if (!delayed_ || !has_history_) return nullptr;
+  if (!delayed_ || sources_.empty() || !sources_[static_cast<std::size_t>(l - ctx_.stage.first_layer)]) return nullptr;
   grad_fp8_produced_[slot] = true;
   float* h = history(l);
   grad_fp8_ = {grad_, fp8_padded(shape(Fp8Linear::gate_up).out), grad_t_[slot], h, h + Fp8Layout::history_current(),
@@ -49,13 +49,14 @@ void Linears::end_step(const std::vector<Communicator*>& groups) {
   for (std::size_t i = 0; i < running.size(); ++i) running[i] = h[Fp8Layout::kHistoryGroup * i + Fp8Layout::history_current()];
   for (Communicator* g : groups)
     if (g && g->size() > 1) g->all_reduce_max(running.data(), running.size());
+  sources_.assign(running.size(), false);
   for (std::size_t i = 0; i < running.size(); ++i) {
     h[Fp8Layout::kHistoryGroup * i] = static_cast<float>(running[i]);
     h[Fp8Layout::kHistoryGroup * i + Fp8Layout::history_current()] = 0.0f;
+    sources_[i] = fp8_delayed_source(running[i]);
   }
   CUDA_CHECK(cudaMemcpyAsync(device, h.data(), n * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream));
   CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));  // h is freed on return
-  has_history_ = true;
 }
 
 std::size_t Linears::index(std::int64_t l, Fp8Linear w) const {

@@ -46,7 +46,8 @@ class Linears {
   float* produce_input_amax(const LayerActs& a, Fp8Linear w);
   float* produce_grad_amax(int slot);
 
-  // Delayed scaling, once a step has ended: where the SwiGLU backward writes layer l's gate|up output gradient as the
+  // Delayed scaling, once a step has ended with a source for layer l (ops/fp8.h fp8_delayed_source): where the
+  // SwiGLU backward writes layer l's gate|up output gradient as the
   // two E5M2 operands of gradient slot `slot` (ops/cuda/elementwise.h SwigluGradFp8), so that the next
   // grad(…, gate_up, slot, …) casts nothing. Null otherwise: the producer then writes bf16 and its amax, which grad()
   // also folds into the layer's history. Ask right before that kernel.
@@ -115,7 +116,8 @@ class Linears {
   bool input_amax_produced_[kFp8Linears] = {};  // produce_input_amax was asked since w's last forward
   bool grad_amax_produced_[2] = {};             // produce_grad_amax was asked since slot's last grad()
   bool input_t_produced_[kFp8Linears] = {};     // produce_input_t was asked since w's last backward_weight
-  bool delayed_ = false, has_history_ = false;  // delayed scaling; a step has ended (the history is a source)
+  bool delayed_ = false;                        // delayed scaling
+  std::vector<bool> sources_;                   // per stage layer: its history scales (empty before a step ends)
   bool grad_fp8_produced_[2] = {};              // produce_grad_fp8 was asked since slot's last grad()
   SwigluGradFp8 grad_fp8_;                      // what produce_grad_fp8 last returned
   float* history(std::int64_t l) const { return scales_ + layout_.history_scale(l - ctx_.stage.first_layer); }
