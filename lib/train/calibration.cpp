@@ -228,6 +228,10 @@ double CalibrationPricer::compute(const OpShape& op) {
     it = c_.ops.find(OpShape{OpKind::gemm_wgrad, op.tokens, op.dims}.key());
     if (it != c_.ops.end()) used_.insert("written weight gradients");
   }
+  if (it == c_.ops.end() && op.kind == OpKind::swiglu_fwd_fp8) {  // a file from before 2026-12-07's sixteenth session
+    it = c_.ops.find(OpShape{OpKind::swiglu_fwd, op.tokens, op.dims}.key());
+    if (it != c_.ops.end()) used_.insert("FP8 SwiGLU forward");
+  }
   if (it == c_.ops.end() && op.kind == OpKind::swiglu_bwd_fp8g) {  // a file from before 2026-12-07's sixteenth session
     it = c_.ops.find(OpShape{OpKind::swiglu_bwd_fp8t, op.tokens, op.dims}.key());
     if (it != c_.ops.end()) used_.insert("FP8 SwiGLU backward writing its gradient");
@@ -335,6 +339,9 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
     if (std::string(term) == "written weight gradients")  // the first micro-batch's, β = 0 (step_model.h)
       source = "assumed: as long as the accumulating GEMM of the shape (this calibration predates their measurement; "
                "on an H100 at 1,024 tokens they take 0.6 of it)";
+    if (std::string(term) == "FP8 SwiGLU forward")  // swiglu_fwd_fp8 (step_model.h)
+      source = "assumed: as long as the bf16 SwiGLU forward of the shape, which writes its product in 2 bytes where the "
+               "FP8 one writes 1 (this calibration predates its measurement)";
     if (std::string(term) == "FP8 SwiGLU backward writing its gradient")  // swiglu_bwd_fp8g (step_model.h)
       source = "assumed: as long as the FP8 SwiGLU backward of the shape that writes its gradient in bf16, as many bytes "
                "(this calibration predates its measurement)";

@@ -262,9 +262,9 @@ void add_engine(std::vector<RunOption>& t) {
   t.push_back(fp8_weights);
   RunOption fp8_scaling = opt("fp8-scaling", S::run, K::value, &RunConfig::fp8_scaling, true,
                               "with --precision fp8: current (every FP8 tensor scaled by its own amax) or delayed (gate|up's "
-                              "output gradient, which the SwiGLU backward then writes in FP8 itself, scaled by the largest "
-                              "amax of the same tensor over the previous step and every rank, with one binade of margin; "
-                              "the first step as current; docs/fp8.md)");
+                              "output gradient and down's input, which the SwiGLU backward and forward then write in FP8 "
+                              "themselves, scaled by the largest amax of the same tensor over the previous step and every "
+                              "rank — the gradient with one binade of margin; the first step as current; docs/fp8.md)");
   set_choices(fp8_scaling, "--fp8-scaling", &RunConfig::fp8_scaling, {"current", "delayed"});
   fp8_scaling.check = [values = fp8_scaling.check](const RunConfig& c) {
     values(c);

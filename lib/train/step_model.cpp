@@ -45,6 +45,7 @@ const char* op_kind_name(OpKind k) {
     case OpKind::swiglu_bwd: return "swiglu_bwd";
     case OpKind::swiglu_bwd_fp8t: return "swiglu_bwd_fp8t";
     case OpKind::swiglu_bwd_fp8g: return "swiglu_bwd_fp8g";
+    case OpKind::swiglu_fwd_fp8: return "swiglu_fwd_fp8";
     case OpKind::add_bf16: return "add_bf16";
     case OpKind::embedding_fwd: return "embedding_fwd";
     case OpKind::embedding_bwd: return "embedding_bwd";
@@ -178,8 +179,10 @@ class StageWalk {
   double amax(std::int64_t n, bool split, bool produced) {
     return (produced ? 0.0 : op(OpKind::fp8_amax, T_, {n})) + amax_reduce(split || produced);
   }
-  double linear_fwd(std::int64_t in, std::int64_t out, bool split, bool produced) {
+  // written_fp8: its producer wrote the FP8 operand (delayed scaling), its amax reduced for the weight gradient
+  double linear_fwd(std::int64_t in, std::int64_t out, bool split, bool produced, bool written_fp8 = false) {
     if (!fp8_) return gemm(OpKind::gemm_fwd, T_, in, out);
+    if (written_fp8) return amax_reduce(true) + gemm(OpKind::gemm8_fwd, T_, in, out);
     return amax(in, split, produced) + op(OpKind::fp8_cast, T_, {in}) + gemm(OpKind::gemm8_fwd, T_, in, out);
   }
   double grad_cast(std::int64_t out, bool split, bool produced) {
@@ -198,8 +201,8 @@ class StageWalk {
   }
 
   double norm_gathered() { return op(OpKind::rmsnorm_fwd, Tl_, {H_}) + (tp_.size > 1 ? ag(Tl_ * H_ * 2) : 0.0); }
-  double row_parallel(std::int64_t k, bool produced) {
-    const double t = linear_fwd(k, H_, true, produced);
+  double row_parallel(std::int64_t k, bool produced, bool written_fp8 = false) {
+    const double t = linear_fwd(k, H_, true, produced, written_fp8);
     return tp_.size == 1 ? t : t + rs(T_ * H_ * 2) + op(OpKind::add_bf16, Tl_, {H_});
   }
   // The micro-batch's sequences; context parallelism: a rank's share of the causal work (two balanced chunks, priced as
@@ -219,8 +222,10 @@ class StageWalk {
   double layer_forward() {
     double t = norm_gathered() + linear_fwd(H_, qkv_, false, true) + qk_norm_rope(OpKind::qk_norm_rope_fwd);
     t += attention(OpKind::attention_fwd) + row_parallel(tp_.q_dim, false);
-    t += norm_gathered() + linear_fwd(H_, 2 * tp_.inter, false, true) + op(OpKind::swiglu_fwd, T_, {tp_.inter});
-    return t + row_parallel(tp_.inter, true);
+    // delayed scaling: the SwiGLU forward writes down's E4M3 operand itself (Linears::produce_input_fp8)
+    t += norm_gathered() + linear_fwd(H_, 2 * tp_.inter, false, true) +
+         op(fp8_delayed_ ? OpKind::swiglu_fwd_fp8 : OpKind::swiglu_fwd, T_, {tp_.inter});
+    return t + row_parallel(tp_.inter, true, fp8_delayed_);
   }
   double selective() { return norm_gathered() + qk_norm_rope(OpKind::qk_norm_rope_fwd) + norm_gathered(); }
   // The weight gradients; with tensor parallelism, beside them on the comm stream, the input gradient's

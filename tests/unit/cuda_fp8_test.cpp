@@ -281,6 +281,36 @@ TEST(CudaFp8, TheSwiGluBackwardWritesGateUpsGradientInFp8FromThePreviousAmax) {
   }
 }
 
+// Delayed scaling: the SwiGLU forward writes down's input only as its E4M3 operand, scaled from a previous amax (no
+// margin), bit for bit as swiglu_forward's bf16 product cast with that scale (saturating alike above it), with
+// the product's own amax (the weight gradient's copy is scaled by it) and that amax folded into the running one.
+TEST(CudaFp8, TheSwiGluForwardWritesDownsInputInFp8FromThePreviousAmax) {
+  QWEN3_REQUIRE_GPU();
+  for (auto [rows, inter, factor] : {std::tuple<std::int64_t, std::int64_t, float>{64, 64, 0.7f}, {4096, 256, 0.7f},
+                                     {96, 160, 0.3f}, {37, 48, 0.7f}, {333, 40, 0.3f}, {130, 50, 0.7f}}) {
+    SCOPED_TRACE(std::to_string(rows) + " tokens x " + std::to_string(inter) + ", previous amax " +
+                 std::to_string(factor) + " of the product's");
+    const std::int64_t n = rows * inter, ld = fp8_padded(inter);
+    DeviceBuffer<bf16> gu(2 * n), a(n);
+    gu.upload(to_bf16(random_bf16_values(static_cast<std::size_t>(2 * n), 2.0)));
+    DeviceBuffer<float> a_amax(1), source(1), inv0(1), inv(1), amax(1), history(2);
+    DeviceBuffer<std::uint8_t> rows0(static_cast<std::size_t>(rows * ld)), rows1(static_cast<std::size_t>(rows * ld));
+    rows1.upload(std::vector<std::uint8_t>(static_cast<std::size_t>(rows * ld), 0xab));
+    cuda::swiglu_forward(gu.get(), a.get(), rows, inter, nullptr, a_amax.get());
+    const float product = a_amax.download()[0], previous = product * factor;
+    source.upload({previous});  // fp8_delayed_scale(previous, e4m3) = fp8_scale(previous): no margin
+    cuda::fp8_cast(a.get(), rows, inter, source.get(), Fp8Format::e4m3, {rows0.get(), ld, nullptr, 0}, inv0.get(), nullptr);
+    history.upload({previous, product * 0.25f});
+    amax.upload({123.0f});  // overwritten
+    const cuda::SwigluFwdFp8 out{rows1.get(), ld, history.get(), history.get() + 1, inv.get(), amax.get()};
+    cuda::swiglu_forward_fp8(gu.get(), rows, inter, out, nullptr);
+    EXPECT_EQ(rows1.download(), rows0.download());
+    EXPECT_EQ(inv.download()[0], inv0.download()[0]);
+    EXPECT_EQ(amax.download()[0], product);
+    EXPECT_EQ(history.download(), (std::vector<float>{previous, product}));
+  }
+}
+
 TEST(CudaFp8, TheGemmsEqualTheProductOfTheirFp8Operands) {
   QWEN3_REQUIRE_GPU();
   // Shapes as the presets' linear layers give them, every dimension a multiple of 16 (what cuBLASLt's FP8 GEMMs take

@@ -10,6 +10,7 @@
 
 #include "config/model_config.h"
 #include "model/cpu_qwen3.h"
+#include "model/fp8_layout.h"
 #include "model/init.h"
 #include "ops/cpu/fp8_cast.h"
 #include "ops/fp8.h"
@@ -136,7 +137,8 @@ TEST(Fp8, DelayedScalingCastsGateUpsGradientFromThePreviousStepsAmax) {
   const Steps current = two_steps(false), delayed = two_steps(true);
   EXPECT_EQ(current.first, delayed.first);
   EXPECT_TRUE(current.history.empty());
-  ASSERT_EQ(delayed.history.size(), static_cast<std::size_t>(c.num_layers));
+  // per layer, gate|up's gradient and down's input (Fp8Layout::Produced)
+  ASSERT_EQ(delayed.history.size(), static_cast<std::size_t>(c.num_layers * Fp8Layout::kProduced));
   for (double a : delayed.history) EXPECT_GT(a, 0.0);
   const ParamTable t(c);
   const auto& gate = t.entries()[t.layers[0].gate_proj];

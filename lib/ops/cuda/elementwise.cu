@@ -213,6 +213,47 @@ __global__ void __launch_bounds__(kThreads) swiglu_backward_fp8t_kernel(
   if (amax_bits) publish_amax(m, amax_bits);
 }
 
+// The forward with the product written only as down's row-major E4M3 operand (delayed scaling): codes[r · ld + c] =
+// fp8(bf16(a[r, c]) · s), s = fp8_delayed_scale(*previous_amax), the padding columns [I, ld) zero — the codes fp8_cast
+// gives swiglu_forward's a with that scale; a's amax into amax_bits and running_bits. vector: 8 columns a thread.
+template <bool vector>
+__global__ void swiglu_forward_fp8_kernel(const bf16* __restrict__ gu, std::int64_t rows, std::int64_t I,
+                                          SwigluFwdFp8 out, unsigned* __restrict__ amax_bits,
+                                          unsigned* __restrict__ running_bits) {
+  const float s = fp8_delayed_scale(*out.previous_amax, Fp8Format::e4m3);
+  if (blockIdx.x == 0 && threadIdx.x == 0) *out.inv = 1.0f / s;
+  constexpr int per = vector ? 8 : 1;
+  const std::int64_t W = out.ld / per, n = rows * W;
+  unsigned m = 0;
+  for (std::int64_t v = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; v < n;
+       v += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t r = v / W, c = (v - r * W) * per;
+    if constexpr (vector) {
+      uint2 code = {0u, 0u};  // padding columns
+      if (c < I) {
+        float g[8], u[8], y[8];
+        load8(gu + r * 2 * I + c, g);
+        load8(gu + r * 2 * I + I + c, u);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) y[j] = g[j] / (1.0f + __expf(-g[j])) * u[j];
+        m = max(m, magnitude_bits8(y));
+        code = codes8(y, s, Fp8Format::e4m3);
+      }
+      *reinterpret_cast<uint2*>(out.rows + r * out.ld + c) = code;
+    } else {
+      std::uint8_t code = 0;
+      if (c < I) {
+        const float x = to_f(gu[r * 2 * I + c]);
+        const bf16 y = to_bf(x / (1.0f + __expf(-x)) * to_f(gu[r * 2 * I + I + c]));
+        m = max(m, magnitude_bits(y));
+        code = to_fp8(to_f(y) * s, Fp8Format::e4m3);
+      }
+      out.rows[r * out.ld + c] = code;
+    }
+  }
+  publish_amax(m, amax_bits, running_bits);
+}
+
 __global__ void copy_columns_kernel(const bf16* __restrict__ src, std::int64_t src_ld, bf16* __restrict__ dst,
                                     std::int64_t dst_ld, std::int64_t rows, std::int64_t cols) {
   const std::int64_t n = rows * cols;
@@ -314,6 +355,19 @@ void swiglu_backward(const bf16* gate_up, const bf16* da, bf16* dgate_up, std::i
   swiglu_backward_kernel<<<grid_for(rows * inter, kThreads), kThreads, 0, stream>>>(gate_up, da, dgate_up, a, rows, inter,
                                                                                    amax);
   CUDA_CHECK_LAUNCH("swiglu_backward_kernel");
+}
+
+void swiglu_forward_fp8(const bf16* gate_up, std::int64_t rows, std::int64_t inter, const SwigluFwdFp8& out,
+                        cudaStream_t stream) {
+  QWEN3_ASSERT(out.ld >= inter, "swiglu_forward_fp8: the FP8 rows are narrower than the product");
+  unsigned* amax = zeroed_amax(out.amax, stream);
+  if (rows * out.ld == 0) return;
+  const bool vector = inter % 8 == 0 && out.ld % 8 == 0 && aligned16(gate_up) && aligned16(out.rows);
+  const std::int64_t work = rows * out.ld / (vector ? 8 : 1);
+  auto kernel = vector ? swiglu_forward_fp8_kernel<true> : swiglu_forward_fp8_kernel<false>;
+  kernel<<<grid_for(work, kThreads), kThreads, 0, stream>>>(gate_up, rows, inter, out, amax,
+                                                            reinterpret_cast<unsigned*>(out.running_amax));
+  CUDA_CHECK_LAUNCH("swiglu_forward_fp8_kernel");
 }
 
 void swiglu_backward_fp8t(const bf16* gate_up, const bf16* da, bf16* dgate_up, std::int64_t rows, std::int64_t inter,

@@ -12,6 +12,21 @@ namespace qwen3::cuda {
 // a[rows, I] = silu(gate)·up. a_amax (optional): max |a| as fp8_amax would give it, in the same pass (FP8).
 void swiglu_forward(const __nv_bfloat16* gate_up, __nv_bfloat16* a, std::int64_t rows, std::int64_t inter,
                     cudaStream_t stream, float* a_amax = nullptr);
+// FP8 with delayed scaling (--fp8-scaling delayed): swiglu_forward writing a = silu(gate)·up only as the down
+// projection's row-major E4M3 operand, rows[r · ld + c] (the padding columns [inter, ld) zero), scaled by
+// s = fp8_delayed_scale(*previous_amax) with 1/s into *inv — the codes fp8_cast gives swiglu_forward's a with that
+// scale; a's amax into *amax (overwritten: the micro-batch's, which its weight gradient's transposed copy is scaled
+// by) and folded into *running_amax (the step's).
+struct SwigluFwdFp8 {
+  std::uint8_t* rows = nullptr;
+  std::int64_t ld = 0;
+  const float* previous_amax = nullptr;
+  float* running_amax = nullptr;
+  float* inv = nullptr;
+  float* amax = nullptr;
+};
+void swiglu_forward_fp8(const __nv_bfloat16* gate_up, std::int64_t rows, std::int64_t inter, const SwigluFwdFp8& out,
+                        cudaStream_t stream);
 // dgate_up[rows, 2·I] (same layout) from da[rows, I]; bf16 everywhere, fp32 math. When a is non-null the same pass
 // also rewrites a[rows, I] = silu(gate)·up (the forward product, recomputed instead of stored). dgate_up_amax
 // (optional): max |dgate_up|, as swiglu_forward's a_amax.

@@ -24,35 +24,51 @@ Linears::Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layo
   grad_ = b.get<std::uint8_t>(Buf::fp8_grad);
   for (int i = 0; i < 2; ++i) grad_t_[i] = b.get<std::uint8_t>(Buf::fp8_grad_t, i);
   if (delayed_)  // the running amaxes start from 0 (the previous ones are read only once a step has ended)
-    CUDA_CHECK(cudaMemsetAsync(history(ctx_.stage.first_layer), 0,
+    CUDA_CHECK(cudaMemsetAsync(scales_ + layout_.history_scale(0), 0,
                                sizeof(float) * static_cast<std::size_t>(Fp8Layout::kHistoryGroup * layout_.layers), ctx_.stream));
 }
 
+bool Linears::source(std::int64_t l, Fp8Layout::Produced t) const {
+  const auto i = static_cast<std::size_t>((l - ctx_.stage.first_layer) * Fp8Layout::kProduced + static_cast<int>(t));
+  return delayed_ && i < sources_.size() && sources_[i];
+}
+
 const SwigluGradFp8* Linears::produce_grad_fp8(std::int64_t l, int slot, std::int64_t T) {
-  if (!delayed_ || sources_.empty() || !sources_[static_cast<std::size_t>(l - ctx_.stage.first_layer)]) return nullptr;
+  if (!source(l, Fp8Layout::Produced::gate_up_grad)) return nullptr;
   grad_fp8_produced_[slot] = true;
-  float* h = history(l);
+  float* h = history(l, Fp8Layout::Produced::gate_up_grad);
   grad_fp8_ = {grad_, fp8_padded(shape(Fp8Linear::gate_up).out), grad_t_[slot], h, h + Fp8Layout::history_current(),
                scales_ + layout_.grad_scale(slot) + Fp8Layout::grad_inv()};
   (void)T;  // the transposed operand's rows are fp8_padded(T) tokens long, as grad()'s cast writes them
   return &grad_fp8_;
 }
 
+const SwigluFwdFp8* Linears::produce_input_fp8(std::int64_t l, const LayerActs& a, std::int64_t T) {
+  if (!source(l, Fp8Layout::Produced::down_input)) return nullptr;
+  input_fp8_produced_ = true;
+  float* h = history(l, Fp8Layout::Produced::down_input);
+  const int w = static_cast<int>(Fp8Linear::down);
+  input_fp8_ = {act_, fp8_padded(shape(Fp8Linear::down).in), h, h + Fp8Layout::history_current(),
+                a.fp8 + Fp8Layout::inv(w), a.fp8 + w};
+  (void)T;  // act_ holds T rows of the widest input (Fp8Layout::act_bytes)
+  return &input_fp8_;
+}
+
 void Linears::end_step(const std::vector<Communicator*>& groups) {
   if (!delayed_) return;
   const auto n = static_cast<std::size_t>(Fp8Layout::kHistoryGroup * layout_.layers);
   std::vector<float> h(n);
-  float* device = history(ctx_.stage.first_layer);
+  float* device = scales_ + layout_.history_scale(0);
   CUDA_CHECK(cudaMemcpyAsync(h.data(), device, n * sizeof(float), cudaMemcpyDeviceToHost, ctx_.stream));
   CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
-  std::vector<double> running(static_cast<std::size_t>(layout_.layers));
-  for (std::size_t i = 0; i < running.size(); ++i) running[i] = h[Fp8Layout::kHistoryGroup * i + Fp8Layout::history_current()];
+  std::vector<double> running(n / 2);  // [layer][produced tensor]
+  for (std::size_t i = 0; i < running.size(); ++i) running[i] = h[2 * i + Fp8Layout::history_current()];
   for (Communicator* g : groups)
     if (g && g->size() > 1) g->all_reduce_max(running.data(), running.size());
   sources_.assign(running.size(), false);
   for (std::size_t i = 0; i < running.size(); ++i) {
-    h[Fp8Layout::kHistoryGroup * i] = static_cast<float>(running[i]);
-    h[Fp8Layout::kHistoryGroup * i + Fp8Layout::history_current()] = 0.0f;
+    h[2 * i] = static_cast<float>(running[i]);
+    h[2 * i + Fp8Layout::history_current()] = 0.0f;
     sources_[i] = fp8_delayed_source(running[i]);
   }
   CUDA_CHECK(cudaMemcpyAsync(device, h.data(), n * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream));
@@ -147,8 +163,15 @@ void Linears::forward(const bf16* x, std::int64_t l, Fp8Linear w, const LayerAct
   input_t_produced_[static_cast<int>(w)] = false;  // a copy produced for an earlier backward is no longer this input's
   float* amax = a.fp8 + static_cast<int>(w);
   float* inv = a.fp8 + Fp8Layout::inv(static_cast<int>(w));
+  if (w == Fp8Linear::down && std::exchange(input_fp8_produced_, false)) {  // its producer wrote the operand
+    reduce_amax(amax, 1, true);  // this rank's part's amax, for the weight gradient's transposed copy
+    ctx_.gemm.forward(Gemm::Fp8{act_, inv, fp8_padded(s.in)}, weight_rows(l, w), y, residual, T, s.out, ctx_.stream);
+    return;
+  }
   // the row-parallel layers' inputs are split over tp
   take_amax(x, T * s.in, amax, input_amax_produced_[static_cast<int>(w)], w == Fp8Linear::o || w == Fp8Linear::down);
+  if (delayed_ && w == Fp8Linear::down)  // this step's running amax of the tensor (cast by its own amax now)
+    fp8_amax_fold(amax, history(l, Fp8Layout::Produced::down_input) + Fp8Layout::history_current(), ctx_.stream);
   fp8_cast(x, T, s.in, amax, Fp8Format::e4m3, {act_, fp8_padded(s.in), nullptr, 0}, inv, ctx_.stream);
   ctx_.mark("fp8 cast input");
   ctx_.gemm.forward(Gemm::Fp8{act_, inv, fp8_padded(s.in)}, weight_rows(l, w), y, residual, T, s.out, ctx_.stream);
@@ -166,7 +189,7 @@ Linears::Grad Linears::grad(const bf16* dy, std::int64_t l, Fp8Linear w, int slo
   // the column-parallel layers' gradients are split over tp
   take_amax(dy, T * out, amax, grad_amax_produced_[slot], w == Fp8Linear::qkv || w == Fp8Linear::gate_up);
   if (delayed_ && w == Fp8Linear::gate_up)  // this step's running amax of the tensor (cast by its own amax now)
-    fp8_amax_fold(amax, history(l) + Fp8Layout::history_current(), ctx_.stream);
+    fp8_amax_fold(amax, history(l, Fp8Layout::Produced::gate_up_grad) + Fp8Layout::history_current(), ctx_.stream);
   fp8_cast(dy, T, out, amax, Fp8Format::e5m2, {grad_, fp8_padded(out), grad_t_[slot], fp8_padded(T)}, amax + Fp8Layout::grad_inv(),
            ctx_.stream);
   ctx_.mark("fp8 cast gradient");

@@ -52,7 +52,12 @@ class Linears {
   // grad(…, gate_up, slot, …) casts nothing. Null otherwise: the producer then writes bf16 and its amax, which grad()
   // also folds into the layer's history. Ask right before that kernel.
   const SwigluGradFp8* produce_grad_fp8(std::int64_t l, int slot, std::int64_t T);
-  // After a step's last backward (delayed scaling): this step's amaxes of each layer's gate|up gradient, max-reduced
+  // Delayed scaling, once a step has ended with a source for layer l's down input: where the SwiGLU forward writes
+  // that input as down's row-major E4M3 operand (ops/cuda/elementwise.h SwigluFwdFp8) and its amax (this micro-batch's,
+  // in a, for the weight gradient's transposed copy), so that the next forward(…, down, …) casts nothing. Null
+  // otherwise: the producer then writes bf16 and its amax, which forward() also folds into the layer's history.
+  const SwigluFwdFp8* produce_input_fp8(std::int64_t l, const LayerActs& a, std::int64_t T);
+  // After a step's last backward (delayed scaling): this step's amaxes of each layer's produced tensors, max-reduced
   // over `groups` (the tensor-, context- and data-parallel ones, on the host), become the next step's sources.
   // Synchronises the stream (two floats a layer). Nothing otherwise.
   void end_step(const std::vector<Communicator*>& groups);
@@ -117,10 +122,17 @@ class Linears {
   bool grad_amax_produced_[2] = {};             // produce_grad_amax was asked since slot's last grad()
   bool input_t_produced_[kFp8Linears] = {};     // produce_input_t was asked since w's last backward_weight
   bool delayed_ = false;                        // delayed scaling
-  std::vector<bool> sources_;                   // per stage layer: its history scales (empty before a step ends)
+  // per stage layer and produced tensor (Fp8Layout::Produced): its history scales (empty before a step ends)
+  std::vector<bool> sources_;
+  bool source(std::int64_t l, Fp8Layout::Produced t) const;
   bool grad_fp8_produced_[2] = {};              // produce_grad_fp8 was asked since slot's last grad()
+  bool input_fp8_produced_ = false;             // produce_input_fp8 was asked since down's last forward
   SwigluGradFp8 grad_fp8_;                      // what produce_grad_fp8 last returned
-  float* history(std::int64_t l) const { return scales_ + layout_.history_scale(l - ctx_.stage.first_layer); }
+  SwigluFwdFp8 input_fp8_;                      // what produce_input_fp8 last returned
+  // layer l's history of a produced tensor: its previous amax, then its running one
+  float* history(std::int64_t l, Fp8Layout::Produced t) const {
+    return scales_ + layout_.history_scale(l - ctx_.stage.first_layer) + Fp8Layout::history_of(t);
+  }
 };
 
 }  // namespace qwen3::cuda

@@ -57,6 +57,13 @@ double swiglu_op(const OpShape& op, Timer& timer, cudaStream_t s) {
   Buffer gu(n(T * 2 * W, 2)), a(n(T * W, 2));
   fill_bf16(gu.as<bf16>(), T * 2 * W, 1.0, s);
   if (op.kind == OpKind::swiglu_fwd) return timer.time([&] { swiglu_forward(gu.as<bf16>(), a.as<bf16>(), T, W, s); });
+  if (op.kind == OpKind::swiglu_fwd_fp8) {  // down's E4M3 operand [T, padded W], from a previous amax
+    Buffer rows(n(T * fp8_padded(W), 1)), history(8), inv(4), amax(4);
+    swiglu_forward(gu.as<bf16>(), a.as<bf16>(), T, W, s, history.as<float>());  // a source: the product's own amax
+    const SwigluFwdFp8 out{rows.as<std::uint8_t>(), fp8_padded(W), history.as<float>(), history.as<float>() + 1,
+                           inv.as<float>(), amax.as<float>()};
+    return timer.time([&] { swiglu_forward_fp8(gu.as<bf16>(), T, W, out, s); });
+  }
   Buffer da(n(T * W, 2)), dgu(n(T * 2 * W, 2));
   fill_bf16(da.as<bf16>(), T * W, 1.0, s);
   if (op.kind == OpKind::swiglu_bwd_fp8t || op.kind == OpKind::swiglu_bwd_fp8g) {
@@ -160,7 +167,8 @@ double time_elementwise(const OpShape& op, Timer& timer, cudaStream_t s) {
     case OpKind::swiglu_fwd:
     case OpKind::swiglu_bwd:
     case OpKind::swiglu_bwd_fp8t:
-    case OpKind::swiglu_bwd_fp8g: return swiglu_op(op, timer, s);
+    case OpKind::swiglu_bwd_fp8g:
+    case OpKind::swiglu_fwd_fp8: return swiglu_op(op, timer, s);
     case OpKind::add_bf16:
     case OpKind::cast_f32_bf16: return add_or_cast_op(op, timer, s);
     case OpKind::embedding_fwd:

@@ -24,7 +24,10 @@ void Qwen3Blocks::mlp_block_forward(std::int64_t l, LayerActs& a, bf16* next, co
   sp_.norm_gathered(a.x_mid, p.post_norm, a.h_mid, a.rstd_mid, d, lin_.produce_input_amax(a, Fp8Linear::gate_up));
   lin_.forward(a.h_mid, l, Fp8Linear::gate_up, a, a.gate_up, nullptr, d.T);  // gate|up
   ctx_.mark("gemm gate_up fwd");
-  swiglu_forward(a.gate_up, s_.act, d.T, d.I, ctx_.stream, lin_.produce_input_amax(a, Fp8Linear::down));
+  if (const SwigluFwdFp8* f8 = lin_.produce_input_fp8(l, a, d.T))  // delayed scaling: down's E4M3 operand only
+    swiglu_forward_fp8(a.gate_up, d.T, d.I, *f8, ctx_.stream);
+  else
+    swiglu_forward(a.gate_up, s_.act, d.T, d.I, ctx_.stream, lin_.produce_input_amax(a, Fp8Linear::down));
   ctx_.mark("swiglu fwd");
   sp_.row_parallel(s_.act, l, Fp8Linear::down, a, a.x_mid, next, "gemm down fwd", d);
 }
