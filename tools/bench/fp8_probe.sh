@@ -16,7 +16,7 @@ for spec in $specs; do
     p=${run%%:*}; weights=${run#*:}; [ "$weights" = "$run" ] && weights=""
     scaling=""; [ "$p" = fp8-delayed ] && p=fp8 scaling=delayed
     mb="${MB:-1}"; tag="$model-$seq-gb$gb$([ "$mb" = 1 ] || echo "-mb$mb")-$p${scaling:+-$scaling}${weights:+-$weights}"
-    timeout 300 "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" --seq-len "$seq" --global-batch "$gb" \
+    timeout --foreground 300 "$bin/qwen3-pretrain" --device cuda --model "$model" --data "$data" --seq-len "$seq" --global-batch "$gb" \
       --micro-batch "$mb" --steps "$steps" --warmup-steps 1 --recompute auto --precision "$p" ${weights:+--fp8-weights "$weights"} ${scaling:+--fp8-scaling "$scaling"} --op-times \
       --out "$out/$tag.h5" --overwrite >"$out/$tag.log" 2>&1
     echo "== $tag (exit $?)"; grep -E "tokens/s|error" "$out/$tag.log" | tail -n 2
