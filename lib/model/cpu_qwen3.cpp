@@ -5,8 +5,10 @@
 #include "model/cpu_qwen3.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "core/error.h"
+#include "model/fp8_layout.h"
 #include "model/sequence_layout.h"
 #include "ops/cpu/attention.h"
 #include "ops/cpu/embedding.h"
@@ -90,6 +92,8 @@ struct BlockContext {
   const std::int64_t* positions = nullptr;  // [S] their positions in the sequence
   OpTally* tally = nullptr;                 // counts what runs (CpuQwen3::set_tally), when set
   bool fp8 = false;                         // the linear layers' GEMMs read FP8 round trips (ops/fp8.h)
+  CpuQwen3::Fp8History* history = nullptr;  // --fp8-scaling delayed: gate|up's gradient scales (null: current)
+  std::int64_t first_layer = 0;             // the stage's first layer (the history's index 0)
   const float* W(std::size_t index) const { return weights + table.entries()[index].offset; }
   float* G(std::size_t index) const { return grads + table.entries()[index].offset; }
   const LayerParamIndex& layer(std::int64_t l) const { return table.layers[static_cast<std::size_t>(l)]; }
@@ -152,6 +156,34 @@ void gemm_gradients(const BlockContext& ctx, const std::vector<Vec*>& parts) {
   const float s = fp8_scale_of(ctx, spans, Fp8Format::e5m2);
   for (Vec* v : parts) cpu::fp8_round_trip(v->data(), static_cast<std::int64_t>(v->size()), s, Fp8Format::e5m2);
 }
+// Delayed scaling (ctx.history): layer l's produced tensor t (`parts`) joins the step's running amax with this rank's
+// amax of it, and its scale is the history's when the history has a source for it; none otherwise (no delayed
+// scaling, or no source: it is cast by its own amax, as current scaling does).
+std::optional<float> delayed_scale(const BlockContext& ctx, std::int64_t l, Fp8Layout::Produced t,
+                                   const std::vector<const Vec*>& parts, Fp8Format f) {
+  CpuQwen3::Fp8History* h = ctx.fp8 ? ctx.history : nullptr;
+  if (!h) return std::nullopt;
+  const auto i = static_cast<std::size_t>((l - ctx.first_layer) * Fp8Layout::kProduced + static_cast<int>(t));
+  for (const Vec* v : parts)
+    h->current[i] = std::max(h->current[i], cpu::fp8_amax(v->data(), static_cast<std::int64_t>(v->size())));
+  if (h->previous.empty() || !fp8_delayed_source(h->previous[i])) return std::nullopt;
+  return fp8_delayed_scale(static_cast<float>(h->previous[i]), f);
+}
+// Gate|up's output gradients of layer l, in place (E5M2, one scale): delayed_scale's, else as gemm_gradients.
+void gate_up_gradients(const BlockContext& ctx, std::int64_t l, Vec& dgate, Vec& dup) {
+  const auto s = delayed_scale(ctx, l, Fp8Layout::Produced::gate_up_grad, {&dgate, &dup}, Fp8Format::e5m2);
+  if (!s) return gemm_gradients(ctx, {&dgate, &dup});
+  for (Vec* v : {&dgate, &dup}) cpu::fp8_round_trip(v->data(), static_cast<std::int64_t>(v->size()), *s, Fp8Format::e5m2);
+}
+// Down's input (the SwiGLU product) of layer l as its forward GEMM reads it (E4M3): delayed_scale's, else as
+// gemm_input. (Its weight gradient reads gemm_input's: the CUDA engine casts that copy by the micro-batch's amax.)
+Vec down_input(const BlockContext& ctx, std::int64_t l, const Vec& act) {
+  const auto s = delayed_scale(ctx, l, Fp8Layout::Produced::down_input, {&act}, Fp8Format::e4m3);
+  if (!s) return gemm_input(ctx, act);
+  Vec q = act;
+  cpu::fp8_round_trip(q.data(), static_cast<std::int64_t>(q.size()), *s, Fp8Format::e4m3);
+  return q;
+}
 // The weights of one fused GEMM (E4M3, one scale), by parameter index.
 struct GemmWeights {
   const BlockContext& ctx;
@@ -183,10 +215,10 @@ void linear_backward(const BlockContext& ctx, const Vec& x, const float* w, std:
 }
 
 // A block's row-parallel output projection added to the residual stream: x [Tl, H] += this rank's rows of
-// Σ_ranks in [Tp, in] · W[weight]ᵀ (each rank holds a partial sum over its share of `in`).
+// Σ_ranks in [Tp, in] · W[weight]ᵀ (each rank holds a partial sum over its share of `in`; `in` as the GEMM reads it).
 void row_parallel_residual(const BlockContext& ctx, const Vec& in, std::size_t weight, std::int64_t width, Vec& x) {
   const std::int64_t H = ctx.c.hidden_size;
-  add_residual(x, ctx.sp.scatter(linear(ctx, gemm_input(ctx, in), GemmWeights(ctx, {weight})[0], width, H), H));
+  add_residual(x, ctx.sp.scatter(linear(ctx, in, GemmWeights(ctx, {weight})[0], width, H), H));
 }
 // Its backward: the residual's gradient dx [Tl, H] gathered over the sequence, through the projection: d(in) [Tp, in].
 Vec row_parallel_residual_backward(const BlockContext& ctx, const Vec& in, std::size_t weight, std::int64_t width,
@@ -275,7 +307,7 @@ void attention_block_forward(const BlockContext& ctx, std::int64_t l, LayerActs&
   a.v = linear(ctx, h, w[2], H, kvd);
   qk_norm_rope(ctx, l, a);
   causal_attention(ctx, a);
-  row_parallel_residual(ctx, a.attn, p.o_proj, qd, x);
+  row_parallel_residual(ctx, gemm_input(ctx, a.attn), p.o_proj, qd, x);
 }
 // dx [Tl, H]: the gradient at x_mid in, at x_in out.
 void attention_block_backward(const BlockContext& ctx, std::int64_t l, const LayerActs& a, Vec& dx) {
@@ -307,7 +339,7 @@ void mlp_block_forward(const BlockContext& ctx, std::int64_t l, LayerActs& a, Ve
   a.up = linear(ctx, h, w[1], H, I);
   a.act = zeros(ctx.Tp * I);
   cpu::swiglu_forward(a.gate.data(), a.up.data(), a.act.data(), ctx.Tp * I);
-  row_parallel_residual(ctx, a.act, p.down_proj, I, x);
+  row_parallel_residual(ctx, down_input(ctx, l, a.act), p.down_proj, I, x);
 }
 void mlp_block_backward(const BlockContext& ctx, std::int64_t l, const LayerActs& a, Vec& dx) {
   const std::int64_t Tp = ctx.Tp, H = ctx.c.hidden_size, I = ctx.tp.inter;
@@ -315,7 +347,7 @@ void mlp_block_backward(const BlockContext& ctx, std::int64_t l, const LayerActs
   const Vec dact = row_parallel_residual_backward(ctx, a.act, p.down_proj, I, dx);
   Vec dgate = zeros(Tp * I), dup = zeros(Tp * I), dh = zeros(Tp * H);
   cpu::swiglu_backward(a.gate.data(), a.up.data(), dact.data(), dgate.data(), dup.data(), Tp * I);
-  gemm_gradients(ctx, {&dgate, &dup});
+  gate_up_gradients(ctx, l, dgate, dup);
   const Vec h = gemm_input(ctx, a.h_mid);
   const GemmWeights w(ctx, {p.gate_proj, p.up_proj});
   linear_backward(ctx, h, w[0], w.grad(0), dgate, dh, H, I);
@@ -481,8 +513,10 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
   // to zeros, attention and RoPE only see the B·S real rows, so the padding changes nothing.
   const std::int64_t Tl = (T + tp_.size - 1) / tp_.size, Tp = Tl * tp_.size;
   st.B = B, st.S = S, st.T = T, st.Tl = Tl, st.Tp = Tp;
+  if (history_.delayed) history_.current.resize(static_cast<std::size_t>(stage_.layers() * Fp8Layout::kProduced), 0.0);
   const BlockContext ctx{cfg_, table_, tp_, {tp_comm_, Tp, Tl}, st.rope, weights, grads,
-                         B, S, T, Tl, Tp, cp_comm_, st.positions.data(), tally_, fp8_};
+                         B, S, T, Tl, Tp, cp_comm_, st.positions.data(), tally_, fp8_,
+                         history_.delayed ? &history_ : nullptr, stage_.first_layer};
 
   Vec x;  // [Tl, H] residual stream
   if (stage_.first) {
@@ -509,8 +543,10 @@ cpu::LossSum CpuQwen3::forward(int slot_index, const float* weights, float* grad
 
 void CpuQwen3::backward(int slot_index, const float* weights, float* grads, const Activations* dy, Activations* dx_out) {
   Slot& st = slot(slot_index);
+  if (history_.delayed) history_.current.resize(static_cast<std::size_t>(stage_.layers() * Fp8Layout::kProduced), 0.0);
   const BlockContext ctx{cfg_, table_, tp_, {tp_comm_, st.Tp, st.Tl}, st.rope, weights, grads,
-                         st.B, st.S, st.T, st.Tl, st.Tp, cp_comm_, st.positions.data(), tally_, fp8_};
+                         st.B, st.S, st.T, st.Tl, st.Tp, cp_comm_, st.positions.data(), tally_, fp8_,
+                         history_.delayed ? &history_ : nullptr, stage_.first_layer};
   Vec dx;  // [Tl, H] gradient of the residual stream (sequence shard)
   if (stage_.last) {
     dx = std::move(st.dx);
@@ -533,6 +569,14 @@ void CpuQwen3::backward(int slot_index, const float* weights, float* grads, cons
     return;
   }
   embed_backward(ctx, st.tokens.data(), dx);
+}
+
+void CpuQwen3::end_fp8_step(Communicator* dp) {
+  if (!history_.delayed || history_.current.empty()) return;  // (a stage that ran no backward: no layers)
+  for (Communicator* g : {tp_comm_, cp_comm_, dp})
+    if (g && g->size() > 1) g->all_reduce_max(history_.current.data(), history_.current.size());
+  history_.previous = history_.current;
+  std::fill(history_.current.begin(), history_.current.end(), 0.0);
 }
 
 }  // namespace qwen3

@@ -63,7 +63,23 @@ class CpuQwen3 {
   // --precision fp8: the decoder layers' linear layers read their operands' FP8 round trips (ops/fp8.h) — E4M3 weights
   // and inputs, E5M2 output gradients, each fused GEMM operand with one per-tensor scale from its amax over the
   // tensor- and context-parallel ranks — as the CUDA engine's FP8 GEMMs do.
-  void set_fp8(bool on) { fp8_ = on; }
+  // delayed (--fp8-scaling delayed): gate|up's output gradient and down's input — the tensors the CUDA engine's SwiGLU
+  // backward and forward write in FP8 themselves (model/fp8_layout.h Fp8Layout::Produced) — are scaled from their
+  // layer's history (fp8_delayed_scale of the largest amax the same layer's tensor had over the previous step, every
+  // rank), by their own amax on the first step and after a resume, as current scaling does.
+  void set_fp8(bool on, bool delayed = false) {
+    fp8_ = on;
+    history_.delayed = on && delayed;
+  }
+  // After a step's last backward (delayed scaling): this step's amaxes, max-reduced over the tensor-, context- and
+  // data-parallel ranks (collective over them), become the next step's sources. Nothing otherwise.
+  void end_fp8_step(Communicator* dp);
+  // The delayed-scaling history of this stage's layers (delayed: a source per layer once a step has ended).
+  struct Fp8History {
+    bool delayed = false;
+    std::vector<double> previous, current;  // [stage layers][Fp8Layout::kProduced]; previous empty until a step ends
+  };
+  const Fp8History& fp8_history() const { return history_; }
 
   // Forward, loss and backward on one micro-batch (the whole model: one stage). Gradients are added into
   // grads[total] scaled by grad_scale (1 / tokens counted over the whole step, so accumulation over micro-batches
@@ -99,6 +115,7 @@ class CpuQwen3 {
   std::vector<std::unique_ptr<Slot>> slots_;
   OpTally* tally_ = nullptr;
   bool fp8_ = false;
+  Fp8History history_;
 };
 
 }  // namespace qwen3

@@ -38,11 +38,19 @@ struct Fp8Layout {
   static constexpr std::int64_t kGroup = kFp8Linears + kSlot * kFp8Linears;  // amax [4], then 1/s [4] at 16-byte steps
   static constexpr std::int64_t kGradGroup = 2 * kSlot;                      // amax, then 1/s 16 bytes on
   static constexpr std::int64_t inv(int linear) { return kFp8Linears + kSlot * linear; }  // 1/s of a group's linear
-  std::int64_t scale_floats() const { return kGroup * layers * (1 + slots) + kGradGroup * 2; }
+  // --fp8-scaling delayed: per layer, the histories of the tensors whose producers write them in FP8 — gate|up's output
+  // gradient, then down's input — each the previous step's amax (the scale's source) and this step's running amax.
+  enum class Produced { gate_up_grad, down_input };
+  static constexpr int kProduced = 2;
+  static constexpr std::int64_t kHistoryGroup = 2 * kProduced;
+  static constexpr std::int64_t history_of(Produced t) { return 2 * static_cast<std::int64_t>(t); }  // its previous
+  static constexpr std::int64_t history_current() { return 1; }  // after history_of
+  std::int64_t scale_floats() const { return kGroup * layers * (1 + slots) + kGradGroup * 2 + kHistoryGroup * layers; }
   std::int64_t weight_scale(std::int64_t layer) const { return kGroup * layer; }
   std::int64_t input_scale(int slot, std::int64_t layer) const { return kGroup * (layers + slot * layers + layer); }
   std::int64_t grad_scale(int which) const { return kGroup * layers * (1 + slots) + kGradGroup * which; }
   static constexpr std::int64_t grad_inv() { return kSlot; }  // 1/s of a gradient group
+  std::int64_t history_scale(std::int64_t layer) const { return grad_scale(2) + kHistoryGroup * layer; }
 };
 
 // The layout of a rank holding tp's share of `layers` layers of hidden size `hidden`, with `tokens` rows per

@@ -228,8 +228,16 @@ double CalibrationPricer::compute(const OpShape& op) {
     it = c_.ops.find(OpShape{OpKind::gemm_wgrad, op.tokens, op.dims}.key());
     if (it != c_.ops.end()) used_.insert("written weight gradients");
   }
-  if (it == c_.ops.end() && op.kind == OpKind::swiglu_bwd_fp8t) {  // a file from before 2026-12-07's fifteenth session
-    it = c_.ops.find(OpShape{OpKind::swiglu_bwd, op.tokens, op.dims}.key());
+  if (it == c_.ops.end() && op.kind == OpKind::swiglu_fwd_fp8) {  // a file from before 2026-12-07's sixteenth session
+    it = c_.ops.find(OpShape{OpKind::swiglu_fwd, op.tokens, op.dims}.key());
+    if (it != c_.ops.end()) used_.insert("FP8 SwiGLU forward");
+  }
+  if (it == c_.ops.end() && op.kind == OpKind::swiglu_bwd_fp8g) {  // a file from before 2026-12-07's sixteenth session
+    it = c_.ops.find(OpShape{OpKind::swiglu_bwd_fp8t, op.tokens, op.dims}.key());
+    if (it != c_.ops.end()) used_.insert("FP8 SwiGLU backward writing its gradient");
+  }
+  if (it == c_.ops.end() && (op.kind == OpKind::swiglu_bwd_fp8t || op.kind == OpKind::swiglu_bwd_fp8g)) {
+    it = c_.ops.find(OpShape{OpKind::swiglu_bwd, op.tokens, op.dims}.key());  // … before its fifteenth
     if (it != c_.ops.end()) used_.insert("FP8 SwiGLU backward");
   }
   if (it == c_.ops.end()) {
@@ -331,6 +339,12 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
     if (std::string(term) == "written weight gradients")  // the first micro-batch's, β = 0 (step_model.h)
       source = "assumed: as long as the accumulating GEMM of the shape (this calibration predates their measurement; "
                "on an H100 at 1,024 tokens they take 0.6 of it)";
+    if (std::string(term) == "FP8 SwiGLU forward")  // swiglu_fwd_fp8 (step_model.h)
+      source = "assumed: as long as the bf16 SwiGLU forward of the shape, which writes its product in 2 bytes where the "
+               "FP8 one writes 1 (this calibration predates its measurement)";
+    if (std::string(term) == "FP8 SwiGLU backward writing its gradient")  // swiglu_bwd_fp8g (step_model.h)
+      source = "assumed: as long as the FP8 SwiGLU backward of the shape that writes its gradient in bf16, as many bytes "
+               "(this calibration predates its measurement)";
     if (std::string(term) == "FP8 SwiGLU backward")  // swiglu_bwd_fp8t (step_model.h)
       source = "assumed: as long as the bf16 SwiGLU backward of the shape, which writes its product in 2 bytes where "
                "the FP8 one writes 1 (this calibration predates its measurement)";
@@ -417,8 +431,8 @@ RecordingPricer record_case(const CalibrationCase& k) {
   in.seq_len = k.seq_len;
   in.tp = k.tp;
   RecordingPricer r;
-  for (bool fp8 : {false, true}) {  // both precisions (--precision fp8's GEMMs and casts are kernels of their own)
-    in.fp8 = fp8, in.pp = 1;
+  for (int precision : {0, 1, 2}) {  // bf16, fp8, fp8 with delayed scaling (GEMMs, casts and producers of their own)
+    in.fp8 = precision > 0, in.fp8_delayed = precision == 2, in.pp = 1;
     walk_step(in, r);
     in.pp = 2;
     try {

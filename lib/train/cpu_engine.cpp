@@ -28,7 +28,7 @@ CpuEngine::CpuEngine(const ModelConfig& cfg, const EngineOptions& opts)
       shard_comm_(shard_group(opts)),
       plan_(plan_rank(engine_rank_input(cfg, opts, shard_comm_, false))),
       model_(cfg, tp_comm_, &plan_.stage, opts.recompute, cp_comm_, &plan_.local) {
-  model_.set_fp8(plan_.fp8);
+  model_.set_fp8(plan_.fp8, plan_.fp8_delayed);
   const TpDims& d = plan_.tp;
   if (tp_comm_ && d.kv_replicas > 1) kv_comm_ = tp_comm_->split(d.kv_group(), d.rank);
   const StageRange& stage = plan_.stage;
@@ -221,6 +221,7 @@ Communicator::Transfer CpuEngine::boundary(Boundary which, int micro, std::int64
 void CpuEngine::reduce_gradients(Communicator& dp) {
   finish_gradients();
   if (dp.size() > 1) dp.all_reduce_sum(grads_.data(), grads_.size());
+  model_.end_fp8_step(&dp);
 }
 
 double CpuEngine::grad_norm() {

@@ -85,7 +85,10 @@ class CudaEngine final : public Engine {
   Communicator* pipeline_comm() override { return pp_dev_ ? pp_dev_->communicator() : nullptr; }
   void synchronize_pipeline() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
   int pipeline_slots() const override { return plan_.slots; }
-  void reduce_gradients(Communicator& dp) override { state_->reduce_gradients(dp); }
+  void reduce_gradients(Communicator& dp) override {
+    state_->reduce_gradients(dp);
+    linears_->end_step({tp_host_, cp_host_, &dp});
+  }
   double grad_norm() override { return state_->grad_norm(); }
   void optimizer_step(double lr, const AdamWConfig& adamw, double grad_scale) override {
     state_->optimizer_step(lr, adamw, grad_scale);
@@ -254,7 +257,7 @@ void CudaEngine::bind_units(const EngineOptions& o, int gemm_sms) {
                                               cuda::OptimizerOnHost{plan_.recompute.offload_optimizer, o.host_threads});
   fp8_ = fp8_layout(plan_);
   linears_ = std::make_unique<cuda::Linears>(*ctx_, b, fp8_, plan_.fp8, plan_.recompute.fp8_weights_per_layer,
-                                             tp_dev_.get(), cp_dev_.get());
+                                             plan_.fp8_delayed, tp_dev_.get(), cp_dev_.get());
   sp_ = std::make_unique<cuda::SequenceParallel>(*ctx_, tp_dev_.get(), b, scratch_, *linears_, tp_dev_ ? gemm_sms : 0);
   attention_->bind(*ctx_, b, scratch_, cp_dev_.get(), o.max_seq);
   blocks_ = std::make_unique<cuda::Qwen3Blocks>(*ctx_, *sp_, *attention_, *linears_, scratch_);

@@ -59,6 +59,10 @@ struct EngineOptions {
   // The decoder layers' linear layers in FP8 (--precision fp8; ops/fp8.h): FP8 GEMMs on CUDA, the same casts
   // emulated by the CPU reference.
   bool fp8 = false;
+  // --fp8-scaling delayed: the FP8 tensors that their producing kernel writes in FP8 (gate|up's output gradient) are
+  // scaled from the previous step's amax of the same tensor, max-reduced over every rank (ops/fp8.h
+  // fp8_delayed_scale); reduce_gradients ends each step's history. Else (current) every tensor by its own amax.
+  bool fp8_delayed = false;
   // CUDA: SMs kept from the weight-gradient GEMMs that overlap the tensor-parallel collectives (0: none kept), and
   // whether cuBLASLt's candidate algorithms are timed per shape (else its heuristic's first).
   int comm_sm_margin = 0;
@@ -95,7 +99,8 @@ class Engine {
   // Accumulates d(loss·grad_scale)/dw into the gradients; returns the summed loss and the tokens it counted.
   virtual cpu::LossSum forward_backward(const MicroBatch& mb, double grad_scale,
                                         std::vector<float>* logits_out = nullptr) = 0;
-  // Sums gradients over the data-parallel communicator.
+  // Sums gradients over the data-parallel communicator; with fp8_delayed also ends the step's FP8 amax history
+  // (this step's amaxes, max-reduced over dp and the tensor- and context-parallel groups, scale the next step's).
   virtual void reduce_gradients(Communicator& dp) = 0;
   // Global L2 norm of the (reduced) gradients.
   virtual double grad_norm() = 0;

@@ -48,7 +48,7 @@ RankPlanInput engine_rank_input(const ModelConfig& cfg, const EngineOptions& o, 
   in.micro_batches = o.micro_batches;
   in.recompute = o.recompute;
   in.cudnn_attention = o.cudnn_attention;
-  in.fp8 = o.fp8;
+  in.fp8 = o.fp8, in.fp8_delayed = o.fp8_delayed;
   in.cuda_rules = cuda_rules;
   return in;
 }

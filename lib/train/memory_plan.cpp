@@ -71,7 +71,7 @@ RankPlan planned_rank(const PlannedRun& in) {
   r.micro_batches = in.micro_batches;
   r.recompute = in.recompute;
   r.cudnn_attention = in.cudnn_attention;
-  r.fp8 = in.fp8;
+  r.fp8 = in.fp8, r.fp8_delayed = in.fp8_delayed;
   r.cuda_rules = in.cuda_rules;
   return plan_rank(r);
 }

@@ -36,6 +36,7 @@ struct PlannedRun {
   int tp = 1, dp = 1, pp = 1, cp = 1;
   bool cudnn_attention = true;  // the engine's default; the own kernels' workspace otherwise
   bool fp8 = false;             // --precision fp8: the FP8 copies and casts' scratch (model/fp8_layout.h)
+  bool fp8_delayed = false;     // --fp8-scaling delayed (the step model's casts)
   // The CUDA backend's sequence rules (model/sequence_layout.h): --plan of a CPU run applies the CPU's instead.
   bool cuda_rules = true;
   bool shard_optimizer = true;  // ZeRO-1 over dp × cp (the default of qwen3-pretrain)

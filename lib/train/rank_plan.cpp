@@ -63,7 +63,7 @@ RankPlan plan_rank(const RankPlanInput& in) {
   p.logit_chunk = logit_chunk_tokens(p.tokens, p.tp.vocab);
   p.recompute = in.recompute;
   p.cudnn_attention = in.cudnn_attention;
-  p.fp8 = in.fp8;
+  p.fp8 = in.fp8, p.fp8_delayed = in.fp8 && in.fp8_delayed;
   return p;
 }
 

@@ -41,6 +41,7 @@ struct RankPlanInput {
   MemoryPolicy recompute;                // model/memory_policy.h (also where the optimizer state lives)
   bool cudnn_attention = true;              // cuDNN's fused attention, else the project's own kernels
   bool fp8 = false;                         // --precision fp8 (model/fp8_layout.h)
+  bool fp8_delayed = false;                 // --fp8-scaling delayed (train/engine.h EngineOptions::fp8_delayed)
   bool cuda_rules = true;                   // the CUDA backend's layout rules (model/sequence_layout.h), else the CPU's
 };
 
@@ -64,7 +65,7 @@ struct RankPlan {
   std::int64_t logit_chunk = 0;  // tokens of one output-projection chunk (last stage)
   MemoryPolicy recompute;
   bool cudnn_attention = true;
-  bool fp8 = false;
+  bool fp8 = false, fp8_delayed = false;
   bool sharded() const { return shard_parts > 1; }
 };
 

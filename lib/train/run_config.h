@@ -49,6 +49,7 @@ struct RunConfig {
   std::string attention = "cudnn";   // --attention: cudnn (fused flash attention) | own (the project's kernels), CUDA
   std::string precision = "bf16";    // --precision: bf16 | fp8 (the decoder layers' linear layers in FP8: ops/fp8.h)
   std::string fp8_weights = "auto";  // --fp8-weights: kept | per-layer | auto (model/memory_policy.h)
+  std::string fp8_scaling = "current";  // --fp8-scaling: current | delayed (train/engine.h EngineOptions::fp8_delayed)
   int comm_sm_margin = 0;            // --comm-sm-margin: SMs kept from the GEMMs beside tensor-parallel collectives
   bool gemm_autotune = true;         // --no-gemm-autotune: cuBLASLt's first heuristic algorithm, untimed
   bool shared_gpu_staging = false;   // --shared-gpu-staging: ranks sharing a GPU exchange through host memory

@@ -222,6 +222,19 @@ void add_layout(std::vector<RunOption>& t) {
 }
 
 // Pipeline stages, context parallelism and the CUDA engine's settings.
+// A --precision fp8 option's choices (the first the default), a layout check: any other value refused in bf16.
+void fp8_choices(RunOption& o, const char* flag, std::string RunConfig::*field, std::vector<std::string> choices) {
+  const std::string neutral = choices.front();
+  set_choices(o, flag, field, std::move(choices));
+  o.check = [values = o.check, flag, field, neutral](const RunConfig& c) {
+    values(c);
+    if (c.*field != neutral && c.precision != "fp8")
+      throw UsageError(std::string(flag) + " " + c.*field + " applies to --precision fp8 only (this run is " + c.precision +
+                       ")");
+  };
+  o.layout = true;
+}
+
 void add_engine(std::vector<RunOption>& t) {
   RunOption pp_layers = opt("pp-layers", S::run, K::value, {}, false,
                             "layers per pipeline stage, e.g. 3,4,4 (default: split to balance compute and memory, the "
@@ -252,14 +265,15 @@ void add_engine(std::vector<RunOption>& t) {
                               "kept: 2 bytes per linear weight), per-layer (cast into one layer's buffer before each "
                               "layer's forward and backward: less memory, more casts) or auto (kept, unless --recompute "
                               "auto needs the memory: it tries per-layer before each costlier activation policy; docs/fp8.md)");
-  set_choices(fp8_weights, "--fp8-weights", &RunConfig::fp8_weights, {"auto", "kept", "per-layer"});
-  fp8_weights.check = [values = fp8_weights.check](const RunConfig& c) {
-    values(c);
-    if (c.fp8_weights != "auto" && c.precision != "fp8")
-      throw UsageError("--fp8-weights " + c.fp8_weights + " applies to --precision fp8 only (this run is " + c.precision + ")");
-  };
-  fp8_weights.layout = true;
+  fp8_choices(fp8_weights, "--fp8-weights", &RunConfig::fp8_weights, {"auto", "kept", "per-layer"});
   t.push_back(fp8_weights);
+  RunOption fp8_scaling = opt("fp8-scaling", S::run, K::value, &RunConfig::fp8_scaling, true,
+                              "with --precision fp8: current (every FP8 tensor scaled by its own amax) or delayed (gate|up's "
+                              "output gradient and down's input, which the SwiGLU backward and forward then write in FP8 "
+                              "themselves, scaled by the largest amax of the same tensor over the previous step and every "
+                              "rank — the gradient with one binade of margin; the first step as current; docs/fp8.md)");
+  fp8_choices(fp8_scaling, "--fp8-scaling", &RunConfig::fp8_scaling, {"current", "delayed"});
+  t.push_back(fp8_scaling);
   RunOption margin = opt("comm-sm-margin", S::run, K::value, &RunConfig::comm_sm_margin, true,
                          "CUDA with --tp: run the weight-gradient GEMMs that overlap the tensor-parallel collectives on all "
                          "but N SMs (0: all; measured on 4 x H100: no gain at 16)");

@@ -44,6 +44,8 @@ const char* op_kind_name(OpKind k) {
     case OpKind::swiglu_fwd: return "swiglu_fwd";
     case OpKind::swiglu_bwd: return "swiglu_bwd";
     case OpKind::swiglu_bwd_fp8t: return "swiglu_bwd_fp8t";
+    case OpKind::swiglu_bwd_fp8g: return "swiglu_bwd_fp8g";
+    case OpKind::swiglu_fwd_fp8: return "swiglu_fwd_fp8";
     case OpKind::add_bf16: return "add_bf16";
     case OpKind::embedding_fwd: return "embedding_fwd";
     case OpKind::embedding_bwd: return "embedding_bwd";
@@ -108,7 +110,8 @@ class StageWalk {
   // rank: the first rank of the stage (train/rank_plan.h), whose sizes the walk reads.
   StageWalk(const RankPlan& rank, OpPricer& p, bool writes_grads)
       : r_(rank), c_(rank.model), stage_(rank.stage), p_(p), tp_(rank.tp),
-        wgrad_(writes_grads ? OpKind::gemm_wgrad_set : OpKind::gemm_wgrad), fp8_(rank.fp8) {
+        wgrad_(writes_grads ? OpKind::gemm_wgrad_set : OpKind::gemm_wgrad), fp8_(rank.fp8),
+        fp8_delayed_(rank.fp8_delayed) {
     cp_ = rank.rank.cp;
     B_ = rank.max_batch, S_ = rank.max_seq;
     T_ = rank.tokens, Tl_ = rank.seq_tokens;  // rows of the GEMMs, rows of the residual stream (sequence parallel)
@@ -176,8 +179,10 @@ class StageWalk {
   double amax(std::int64_t n, bool split, bool produced) {
     return (produced ? 0.0 : op(OpKind::fp8_amax, T_, {n})) + amax_reduce(split || produced);
   }
-  double linear_fwd(std::int64_t in, std::int64_t out, bool split, bool produced) {
+  // written_fp8: its producer wrote the FP8 operand (delayed scaling), its amax reduced for the weight gradient
+  double linear_fwd(std::int64_t in, std::int64_t out, bool split, bool produced, bool written_fp8 = false) {
     if (!fp8_) return gemm(OpKind::gemm_fwd, T_, in, out);
+    if (written_fp8) return amax_reduce(true) + gemm(OpKind::gemm8_fwd, T_, in, out);
     return amax(in, split, produced) + op(OpKind::fp8_cast, T_, {in}) + gemm(OpKind::gemm8_fwd, T_, in, out);
   }
   double grad_cast(std::int64_t out, bool split, bool produced) {
@@ -196,8 +201,8 @@ class StageWalk {
   }
 
   double norm_gathered() { return op(OpKind::rmsnorm_fwd, Tl_, {H_}) + (tp_.size > 1 ? ag(Tl_ * H_ * 2) : 0.0); }
-  double row_parallel(std::int64_t k, bool produced) {
-    const double t = linear_fwd(k, H_, true, produced);
+  double row_parallel(std::int64_t k, bool produced, bool written_fp8 = false) {
+    const double t = linear_fwd(k, H_, true, produced, written_fp8);
     return tp_.size == 1 ? t : t + rs(T_ * H_ * 2) + op(OpKind::add_bf16, Tl_, {H_});
   }
   // The micro-batch's sequences; context parallelism: a rank's share of the causal work (two balanced chunks, priced as
@@ -217,8 +222,10 @@ class StageWalk {
   double layer_forward() {
     double t = norm_gathered() + linear_fwd(H_, qkv_, false, true) + qk_norm_rope(OpKind::qk_norm_rope_fwd);
     t += attention(OpKind::attention_fwd) + row_parallel(tp_.q_dim, false);
-    t += norm_gathered() + linear_fwd(H_, 2 * tp_.inter, false, true) + op(OpKind::swiglu_fwd, T_, {tp_.inter});
-    return t + row_parallel(tp_.inter, true);
+    // delayed scaling: the SwiGLU forward writes down's E4M3 operand itself (Linears::produce_input_fp8)
+    t += norm_gathered() + linear_fwd(H_, 2 * tp_.inter, false, true) +
+         op(fp8_delayed_ ? OpKind::swiglu_fwd_fp8 : OpKind::swiglu_fwd, T_, {tp_.inter});
+    return t + row_parallel(tp_.inter, true, fp8_delayed_);
   }
   double selective() { return norm_gathered() + qk_norm_rope(OpKind::qk_norm_rope_fwd) + norm_gathered(); }
   // The weight gradients; with tensor parallelism, beside them on the comm stream, the input gradient's
@@ -237,10 +244,12 @@ class StageWalk {
   // the head or the next stage).
   double layer_backward(bool more, bool dy_produced) {
     const std::int64_t I = tp_.inter;
-    // FP8: the SwiGLU backward writes down's transposed input itself (qwen3_blocks.cpp, Linears::produce_input_t)
-    double t = grad_cast(H_, false, dy_produced) + linear_dgrad(false, I, H_) +
-               op(fp8_ ? OpKind::swiglu_bwd_fp8t : OpKind::swiglu_bwd, T_, {I}) + grad_cast(2 * I, true, true) +
-               linear_dgrad(true, H_, 2 * I);
+    // FP8: the SwiGLU backward writes down's transposed input itself (qwen3_blocks.cpp, Linears::produce_input_t),
+    // and with delayed scaling gate|up's two gradient operands too, without their cast (Linears::produce_grad_fp8:
+    // the steps after the first, which the walk prices)
+    const OpKind swiglu = !fp8_ ? OpKind::swiglu_bwd : fp8_delayed_ ? OpKind::swiglu_bwd_fp8g : OpKind::swiglu_bwd_fp8t;
+    double t = grad_cast(H_, false, dy_produced) + linear_dgrad(false, I, H_) + op(swiglu, T_, {I}) +
+               (fp8_delayed_ ? 0.0 : grad_cast(2 * I, true, true)) + linear_dgrad(true, H_, 2 * I);
     t += block_tail(linear_wgrad(I, H_, true) + linear_wgrad(H_, 2 * I), true);
     t += grad_cast(H_, false, true) + linear_dgrad(false, tp_.q_dim, H_) + attention(OpKind::attention_bwd);
     t += qk_norm_rope(OpKind::qk_norm_rope_bwd) + grad_cast(qkv_, true, false) + linear_dgrad(true, H_, qkv_);
@@ -289,7 +298,7 @@ class StageWalk {
   int cp_ = 1;
   std::int64_t B_ = 1, S_ = 0, T_ = 0, Tl_ = 0, H_ = 0, qkv_ = 0;
   OpKind wgrad_;  // the kind of the micro-batch's weight-gradient GEMMs (a long head's later chunks add to the first)
-  bool fp8_ = false;
+  bool fp8_ = false, fp8_delayed_ = false;
   double exposed_comm_ = 0;
 };
 

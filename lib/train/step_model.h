@@ -38,6 +38,8 @@ enum class OpKind {
   swiglu_fwd,       // [T, width] from [T, 2·width]
   swiglu_bwd,
   swiglu_bwd_fp8t,  // the backward writing its recomputed product as down's transposed E4M3 operand (--precision fp8)
+  swiglu_bwd_fp8g,  // … and gate|up's gradient as its two E5M2 operands (--fp8-scaling delayed, after the first step)
+  swiglu_fwd_fp8,   // the forward writing its product only as down's E4M3 operand (--fp8-scaling delayed, likewise)
   add_bf16,         // [T, width]
   embedding_fwd,    // [T, width] rows gathered
   embedding_bwd,

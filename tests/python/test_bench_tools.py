@@ -87,16 +87,17 @@ def test_the_plan_command_carries_every_layout_field(monkeypatch):
     layout = {"model": "8B", "seq_len": 4096, "global_batch": 32, "micro_batch": 1, "tp": 2, "pp": 2, "cp": 1,
               "world_size": 4, "device_memory": "h100-80gb", "recompute": "full", "recompute_num_layers": 3,
               "offload_inputs": True, "offload_optimizer": 0.25, "pp_layers": "18,18", "shard_optimizer": False,
-              "precision": "fp8", "fp8_weights": "per-layer"}
+              "precision": "fp8", "fp8_weights": "per-layer", "fp8_scaling": "delayed"}
     assert plan_json.plan("/bin", layout, calibration="c.json") == {}
     cmd = " ".join(seen["cmd"])
     for part in ("--model 8B", "--seq-len 4096", "--tp 2", "--pp 2", "--world-size 4", "--recompute full",
                  "--recompute-num-layers 3", "--offload-inputs", "--offload-optimizer=0.25", "--pp-layers 18,18",
-                 "--no-shard-optimizer", "--precision fp8", "--fp8-weights per-layer", "--calibration c.json"):
+                 "--no-shard-optimizer", "--precision fp8", "--fp8-weights per-layer", "--fp8-scaling delayed",
+                 "--calibration c.json"):
         assert part in cmd, part
-    del layout["precision"], layout["fp8_weights"]  # a bf16 file records neither: the options' defaults
+    del layout["precision"], layout["fp8_weights"], layout["fp8_scaling"]  # a bf16 file records none: the defaults
     plan_json.plan("/bin", layout)
-    assert "--precision" not in seen["cmd"] and "--fp8-weights" not in seen["cmd"]
+    assert not {"--precision", "--fp8-weights", "--fp8-scaling"} & set(seen["cmd"])
 
 
 # ---- fp8_quality.py: fp8 against bf16 training on the Markov data ----
@@ -165,6 +166,26 @@ def test_the_control_compares_two_bf16_runs_apart_only_in_micro_batch(tmp_path, 
         with pytest.raises(SystemExit) as e:
             fp8_quality.main([a, other, "--vocab", "512", "--control"])
         assert why in str(e.value)
+
+
+def test_how_the_fp8_run_scales_is_part_of_its_precision_and_named(tmp_path, capsys):
+    h5py = pytest.importorskip("h5py")
+    def run(name, precision, scaling, seed="5"):
+        path = tmp_path / name
+        with h5py.File(path, "w") as f:
+            config = f.create_group("config")
+            for k, v in {"model.name": "0.6B", "model.vocab_size": "512", "seq_len": "1024", "micro_batch": "8",
+                         "precision": precision, "fp8_scaling": scaling, "fp8_weights": "auto", "seed": seed,
+                         "out": name}.items():
+                config.attrs[k] = v
+            f["steps/loss"] = [6.0] * 10 + [2.3] * 90
+        return str(path)
+    bf16 = run("a.h5", "bf16", "current")
+    assert fp8_quality.main([bf16, run("b.h5", "fp8", "delayed"), "--vocab", "512"]) == 0
+    assert "fp8 (delayed scaling)'s loss curve" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        fp8_quality.main([bf16, run("c.h5", "fp8", "delayed", seed="6"), "--vocab", "512"])
+    assert "more than precision: seed" in str(e.value)
 
 
 # ---- fp8_budget.py: what FP8 saves in the GEMMs against what its casts cost ----

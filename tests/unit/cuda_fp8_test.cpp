@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <tuple>
 
 #ifdef QWEN3_HAVE_CUDA
 #include "cuda_test_util.h"
@@ -235,6 +236,78 @@ TEST(CudaFp8, TheSwiGluBackwardWritesDownsTransposedOperandAsTheCastWould) {
     EXPECT_EQ(g_amax.download()[0], g_amax0.download()[0]);
     EXPECT_EQ(cols.download(), cols0.download());
     EXPECT_EQ(inv.download()[0], inv0.download()[0]);
+  }
+}
+
+// Delayed scaling: the SwiGLU backward writes gate|up's gradient as its two E5M2 operands, scaled from a previous
+// amax (one binade of margin), bit for bit as swiglu_backward's bf16 gradient cast with that scale (fp8_cast of an
+// amax of 2·previous; a previous amax below half the gradient's saturates its largest values alike), and folds the
+// gradient's amax into the running one without resetting it.
+TEST(CudaFp8, TheSwiGluBackwardWritesGateUpsGradientInFp8FromThePreviousAmax) {
+  QWEN3_REQUIRE_GPU();
+  for (auto [rows, inter, factor] : {std::tuple<std::int64_t, std::int64_t, float>{64, 64, 0.7f}, {4096, 256, 0.7f},
+                                     {96, 160, 0.3f}, {37, 48, 0.7f}, {333, 40, 0.3f}, {130, 50, 0.7f}}) {
+    SCOPED_TRACE(std::to_string(rows) + " tokens x " + std::to_string(inter) + ", previous amax " +
+                 std::to_string(factor) + " of the gradient's");
+    const std::int64_t n = rows * inter, ld = fp8_padded(rows), gld = fp8_padded(2 * inter);
+    DeviceBuffer<bf16> gu(2 * n), da(n), a(n), a_fwd(n), dgu0(2 * n);
+    gu.upload(to_bf16(random_bf16_values(static_cast<std::size_t>(2 * n), 2.0)));
+    da.upload(to_bf16(random_bf16_values(static_cast<std::size_t>(n), 1e-2)));
+    DeviceBuffer<float> a_amax(1), inv0(1), inv(1), g_amax0(1), g_inv0(1), history(2), g_inv(1), twice(1);
+    DeviceBuffer<std::uint8_t> at0(static_cast<std::size_t>(inter * ld)), at(static_cast<std::size_t>(inter * ld));
+    DeviceBuffer<std::uint8_t> rows0(static_cast<std::size_t>(rows * gld)), rows1(static_cast<std::size_t>(rows * gld));
+    DeviceBuffer<std::uint8_t> cols0(static_cast<std::size_t>(2 * inter * ld)), cols1(static_cast<std::size_t>(2 * inter * ld));
+    rows1.upload(std::vector<std::uint8_t>(static_cast<std::size_t>(rows * gld), 0xab));
+    cols1.upload(std::vector<std::uint8_t>(static_cast<std::size_t>(2 * inter * ld), 0xab));
+    cuda::swiglu_forward(gu.get(), a_fwd.get(), rows, inter, nullptr, a_amax.get());
+    // the steps it replaces: the bf16 backward, the down operand's cast, gate|up's cast with the delayed scale
+    cuda::swiglu_backward(gu.get(), da.get(), dgu0.get(), rows, inter, nullptr, a.get(), g_amax0.get());
+    cuda::fp8_cast(a.get(), rows, inter, a_amax.get(), Fp8Format::e4m3, {nullptr, 0, at0.get(), ld}, inv0.get(), nullptr);
+    const float amax = g_amax0.download()[0], previous = amax * factor, running = amax * 0.25f;
+    twice.upload({2.0f * previous});  // fp8_delayed_scale(previous) = fp8_scale(2 · previous)
+    cuda::fp8_cast(dgu0.get(), rows, 2 * inter, twice.get(), Fp8Format::e5m2, {rows0.get(), gld, cols0.get(), ld},
+                   g_inv0.get(), nullptr);
+    // the fused one, its history {previous, running}: the running amax only grows
+    history.upload({previous, running});
+    const cuda::SwigluGradFp8 out{rows1.get(), gld, cols1.get(), history.get(), history.get() + 1, g_inv.get()};
+    cuda::swiglu_backward_fp8t(gu.get(), da.get(), nullptr, rows, inter, a_amax.get(), at.get(), ld, inv.get(), nullptr,
+                               nullptr, &out);
+    EXPECT_EQ(at.download(), at0.download());
+    EXPECT_EQ(inv.download()[0], inv0.download()[0]);
+    EXPECT_EQ(rows1.download(), rows0.download());
+    EXPECT_EQ(cols1.download(), cols0.download());
+    EXPECT_EQ(g_inv.download()[0], g_inv0.download()[0]);
+    EXPECT_EQ(history.download(), (std::vector<float>{previous, amax}));
+  }
+}
+
+// Delayed scaling: the SwiGLU forward writes down's input only as its E4M3 operand, scaled from a previous amax (no
+// margin), bit for bit as swiglu_forward's bf16 product cast with that scale (saturating alike above it), with
+// the product's own amax (the weight gradient's copy is scaled by it) and that amax folded into the running one.
+TEST(CudaFp8, TheSwiGluForwardWritesDownsInputInFp8FromThePreviousAmax) {
+  QWEN3_REQUIRE_GPU();
+  for (auto [rows, inter, factor] : {std::tuple<std::int64_t, std::int64_t, float>{64, 64, 0.7f}, {4096, 256, 0.7f},
+                                     {96, 160, 0.3f}, {37, 48, 0.7f}, {333, 40, 0.3f}, {130, 50, 0.7f}}) {
+    SCOPED_TRACE(std::to_string(rows) + " tokens x " + std::to_string(inter) + ", previous amax " +
+                 std::to_string(factor) + " of the product's");
+    const std::int64_t n = rows * inter, ld = fp8_padded(inter);
+    DeviceBuffer<bf16> gu(2 * n), a(n);
+    gu.upload(to_bf16(random_bf16_values(static_cast<std::size_t>(2 * n), 2.0)));
+    DeviceBuffer<float> a_amax(1), source(1), inv0(1), inv(1), amax(1), history(2);
+    DeviceBuffer<std::uint8_t> rows0(static_cast<std::size_t>(rows * ld)), rows1(static_cast<std::size_t>(rows * ld));
+    rows1.upload(std::vector<std::uint8_t>(static_cast<std::size_t>(rows * ld), 0xab));
+    cuda::swiglu_forward(gu.get(), a.get(), rows, inter, nullptr, a_amax.get());
+    const float product = a_amax.download()[0], previous = product * factor;
+    source.upload({previous});  // fp8_delayed_scale(previous, e4m3) = fp8_scale(previous): no margin
+    cuda::fp8_cast(a.get(), rows, inter, source.get(), Fp8Format::e4m3, {rows0.get(), ld, nullptr, 0}, inv0.get(), nullptr);
+    history.upload({previous, product * 0.25f});
+    amax.upload({123.0f});  // overwritten
+    const cuda::SwigluFwdFp8 out{rows1.get(), ld, history.get(), history.get() + 1, inv.get(), amax.get()};
+    cuda::swiglu_forward_fp8(gu.get(), rows, inter, out, nullptr);
+    EXPECT_EQ(rows1.download(), rows0.download());
+    EXPECT_EQ(inv.download()[0], inv0.download()[0]);
+    EXPECT_EQ(amax.download()[0], product);
+    EXPECT_EQ(history.download(), (std::vector<float>{previous, product}));
   }
 }
 

@@ -60,6 +60,50 @@ TEST(Fp8Mpirun, TrainingAtEveryLayoutEqualsOneRankAndDiffersFromBf16) {
   }
 }
 
+// Delayed scaling (--fp8-scaling delayed): gate|up's output gradient scaled from the previous step's amax over every
+// rank. Its first step is current scaling's (no history yet): the same first gradient norm, and so the same weights
+// and loss at the second step. The history's amax is max-reduced over the tensor-, context- and data-parallel ranks
+// (each pipeline stage holds its own layers'), so every layout equals one rank again. A bf16 run refuses the option.
+TEST(Fp8Mpirun, DelayedScalingEqualsCurrentOnItsFirstStepAndOneRankAtEveryLayout) {
+  const fs::path dir = fs::path(::testing::TempDir()) / "qwen3_fp8_delayed";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string data = (dir / "data.h5").string();
+  write_synthetic_dataset(data, 512, {64}, 16, 77, false);
+  auto train = [&](int np, const std::string& layout, const std::string& scaling) {
+    const std::string out = (dir / (scaling + std::to_string(np) + layout + ".h5")).string();
+    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-pretrain' --model tiny --data '" +
+                                     data + "' --seq-len 64 --global-batch 4 --micro-batch 2 --steps 3 --lr 1e-2 " +
+                                     layout + " --precision fp8 --fp8-scaling " + scaling + " --out '" + out + "'");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return out;
+  };
+  h5::Handle ref = h5::open_read(train(1, "", "delayed"), "results");
+  h5::Handle current = h5::open_read(train(1, "", "current"), "results");
+  EXPECT_EQ(h5::read_attr_string(h5::open_group(ref.get(), "config").get(), "fp8_scaling"), "delayed");
+  const auto loss = h5::read_f64(ref.get(), "steps/loss"), norm = h5::read_f64(ref.get(), "steps/grad_norm");
+  const auto loss_c = h5::read_f64(current.get(), "steps/loss"), norm_c = h5::read_f64(current.get(), "steps/grad_norm");
+  ASSERT_EQ(loss.size(), 3u);
+  EXPECT_EQ(norm[0], norm_c[0]);
+  EXPECT_EQ(loss[1], loss_c[1]);
+  // (the later steps equal current scaling's or lie near: power-of-two scales differ only where a value leaves the
+  // format's normal range — Fp8.DelayedScalingCastsGateUpsGradientFromThePreviousStepsAmax shows the history used)
+  for (int i = 1; i < 3; ++i) EXPECT_NEAR(norm[i], norm_c[i], 0.01 * norm_c[i]) << "step " << i;
+  for (const std::string layout : {"--tp 2", "--cp 2", "--pp 2", ""}) {  // "" on 2 ranks: data parallel
+    h5::Handle f = h5::open_read(train(2, layout, "delayed"), "results");
+    const int steps = layout == "--cp 2" ? 2 : 3;  // as in TrainingAtEveryLayoutEqualsOneRankAndDiffersFromBf16
+    for (const char* s : {"steps/loss", "steps/grad_norm"}) {
+      const auto a = h5::read_f64(ref.get(), s), b = h5::read_f64(f.get(), s);
+      ASSERT_EQ(b.size(), 3u) << s;
+      for (int i = 0; i < steps; ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * std::abs(a[i])) << s << " step " << i << " " << layout;
+    }
+  }
+  const auto bf16 = test::run_command("'" + test::bin_dir() + "/qwen3-pretrain' --model tiny --data '" + data +
+                                      "' --seq-len 64 --steps 1 --fp8-scaling delayed --out '" + (dir / "x.h5").string() + "'");
+  EXPECT_NE(bf16.exit_code, 0);
+  EXPECT_NE(bf16.output.find("--fp8-scaling delayed applies to --precision fp8 only"), std::string::npos) << bf16.output;
+}
+
 TEST(Fp8Mpirun, TheGoldenCheckPassesItsFp8BoundsAtTp1Tp2AndCp2) {
   for (auto [np, layout] : {std::pair{1, ""}, std::pair{2, "--tp 2"}, std::pair{2, "--cp 2"}}) {
     const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-golden-check' --golden '" +

@@ -2,10 +2,16 @@
 // saturation, the power-of-two scale rule, and the CPU reference's round trips. Exact: no tolerance anywhere.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
+#include <vector>
 
+#include "config/model_config.h"
+#include "model/cpu_qwen3.h"
+#include "model/fp8_layout.h"
+#include "model/init.h"
 #include "ops/cpu/fp8_cast.h"
 #include "ops/fp8.h"
 
@@ -97,4 +103,47 @@ TEST(Fp8, TheCpuRoundTripKeepsTheAmaxAndStaysWithinHalfAStep) {
   }
   const double with_nan[] = {1.0, NAN, 2.0};
   EXPECT_TRUE(std::isnan(cpu::fp8_amax(with_nan, 3)));
+}
+
+// Delayed scaling in the CPU reference (--fp8-scaling delayed): the first step casts gate|up's output gradient by its
+// own amax, as current scaling does (the same gradients, bit for bit), and keeps that amax as the layer's history;
+// the next step scales the gradient from it (one binade of margin). Power-of-two scales round every value the same
+// relative way inside the format's normal range, so the two scalings differ only where a value leaves it: here the
+// second step's gradient is 1,000 times the first's (its loss scaled), which the history's scale saturates.
+TEST(Fp8, DelayedScalingCastsGateUpsGradientFromThePreviousStepsAmax) {
+  const ModelConfig c = model_preset("tiny");
+  constexpr std::int64_t S = 64;
+  std::vector<std::int32_t> ids;  // S + 1 tokens: the inputs and, one later, their labels
+  for (std::int64_t i = 0; i <= S; ++i) ids.push_back(static_cast<std::int32_t>(i * 7 % c.vocab_size));
+  MicroBatch mb;
+  mb.tokens = ids.data(), mb.labels = ids.data() + 1, mb.batch = 1, mb.seq = S;
+  struct Steps {
+    std::vector<float> first, second;
+    std::vector<double> history;
+  };
+  auto two_steps = [&](bool delayed) {
+    CpuQwen3 m(c);
+    m.set_fp8(true, delayed);
+    const auto n = static_cast<std::size_t>(m.params().total_elements());
+    std::vector<float> w(n);
+    init_weights(m.params(), 1, 0.02, w.data());
+    Steps s{std::vector<float>(n, 0.0f), std::vector<float>(n, 0.0f), {}};
+    m.forward_backward(w.data(), s.first.data(), mb, 1.0 / S);
+    m.end_fp8_step(nullptr);
+    s.history = m.fp8_history().previous;
+    m.forward_backward(w.data(), s.second.data(), mb, 1000.0 / S);
+    return s;
+  };
+  const Steps current = two_steps(false), delayed = two_steps(true);
+  EXPECT_EQ(current.first, delayed.first);
+  EXPECT_TRUE(current.history.empty());
+  // per layer, gate|up's gradient and down's input (Fp8Layout::Produced)
+  ASSERT_EQ(delayed.history.size(), static_cast<std::size_t>(c.num_layers * Fp8Layout::kProduced));
+  for (double a : delayed.history) EXPECT_GT(a, 0.0);
+  const ParamTable t(c);
+  const auto& gate = t.entries()[t.layers[0].gate_proj];
+  double apart = 0.0;
+  for (std::int64_t i = gate.offset; i < gate.offset + gate.numel; ++i)
+    apart = std::max(apart, std::abs(double{current.second[static_cast<std::size_t>(i)]} - delayed.second[static_cast<std::size_t>(i)]));
+  EXPECT_GT(apart, 0.0) << "the second step's gate gradient was not cast from the history";
 }

@@ -679,8 +679,8 @@ TEST(StepModelGpu, TheWalkPricesEveryKernelTheEngineRunsInAStep) {
       {"gemm_wgrad", {OpKind::gemm_wgrad, OpKind::gemm_wgrad_set}}, {"attention fwd", {OpKind::attention_fwd}},
       {"attention bwd", {OpKind::attention_bwd}}, {"rmsnorm fwd", {OpKind::rmsnorm_fwd}},
       {"rmsnorm bwd", {OpKind::rmsnorm_bwd}}, {"qk norm+rope fwd", {OpKind::qk_norm_rope_fwd}},
-      {"qk norm+rope bwd", {OpKind::qk_norm_rope_bwd}}, {"swiglu fwd", {OpKind::swiglu_fwd}},
-      {"swiglu bwd", {OpKind::swiglu_bwd, OpKind::swiglu_bwd_fp8t}}, {"embedding fwd", {OpKind::embedding_fwd}},
+      {"qk norm+rope bwd", {OpKind::qk_norm_rope_bwd}}, {"swiglu fwd", {OpKind::swiglu_fwd, OpKind::swiglu_fwd_fp8}},
+      {"swiglu bwd", {OpKind::swiglu_bwd, OpKind::swiglu_bwd_fp8t, OpKind::swiglu_bwd_fp8g}}, {"embedding fwd", {OpKind::embedding_fwd}},
       {"embedding bwd", {OpKind::embedding_bwd}}, {"cross-entropy", {OpKind::cross_entropy}}};
   for (const auto& [name, ks] : kinds) {
     long priced = 0;

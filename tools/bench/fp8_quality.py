@@ -49,6 +49,8 @@ def differing(a, b, allowed):
 def label(config, control):
     """A run's name in the printout and the figure: its precision, and under --control its micro-batch."""
     name = config.get("precision", "bf16")
+    if name == "fp8" and config.get("fp8_scaling", "current") != "current":
+        name += f" ({config['fp8_scaling']} scaling)"
     return f"{name}, micro-batch {config.get('micro_batch')}" if control else name
 
 
@@ -135,7 +137,8 @@ def main(argv=None):
     else:
         if cb.get("precision", "bf16") != "bf16" or cf.get("precision") != "fp8":
             sys.exit("fp8_quality: the first file must be a bf16 run and the second an fp8 run")
-        differ = differing(cb, cf, {"precision"})
+        # how the fp8 run scales and keeps its FP8 copies is part of its precision, not a second difference
+        differ = differing(cb, cf, {"precision", "fp8_scaling", "fp8_weights"})
     if differ:
         what = "micro-batch" if a.control else "precision"
         sys.exit(f"fp8_quality: the runs differ in more than {what}: " + ", ".join(differ))

@@ -18,7 +18,8 @@
 #                                   reach near it; at the presets' 151,936 the chain has 600k transitions to learn).
 #                                   Peak learning rate LR (default 3e-4), final MIN_LR (3e-5), WARMUP steps (50), AdamW
 #                                   epsilon EPS (1e-8), global batch GB (8; micro-batches of 8); FLAGS: more qwen3-pretrain
-#                                   options for every run (e.g. "--beta2 0.99 --init-std 0.01"; the results files keep them).
+#                                   options for every run (e.g. "--beta2 0.99 --init-std 0.01"; the results files keep them),
+#                                   FP8_FLAGS for the fp8 run only (e.g. "--fp8-scaling delayed").
 #                                   CONCURRENT=1 runs them at once on the GPU (quality runs, not timed).
 #   fp8_session.sh control MODEL    quality's two runs and a third, bf16 at micro-batches of 4 (the same steps, the
 #                                   gradient summed in another order); the quality check, and the same check between the
@@ -99,7 +100,8 @@ case "$what" in
       tags="$tags $tag"
       "$bin/qwen3-pretrain" --device cuda $(model_option "$spec") --data "$data" --seq-len 1024 --global-batch "${GB:-8}" \
         --micro-batch "$mb" --steps 500 --lr "${LR:-3e-4}" --min-lr "${MIN_LR:-3e-5}" --warmup-steps "${WARMUP:-50}" \
-        --adam-eps "${EPS:-1e-8}" --seed 5 ${FLAGS:-} --precision "$p" --out "$out/$tag.h5" --overwrite >"$out/$tag.log" 2>&1 &
+        --adam-eps "${EPS:-1e-8}" --seed 5 ${FLAGS:-} $([ "$p" = fp8 ] && echo "${FP8_FLAGS:-}") --precision "$p" \
+        --out "$out/$tag.h5" --overwrite >"$out/$tag.log" 2>&1 &
       [ -n "${CONCURRENT:-}" ] || wait $!
     done
     wait

@@ -11,8 +11,8 @@ def plan(bin_dir, layout, calibration="", tool="plan_json"):
     """--plan's JSON for `layout`: model, seq_len, global_batch, micro_batch, tp, pp, cp, world_size, device_memory,
     recompute, and optionally recompute_num_layers, offload_inputs (bool), offload_optimizer (fraction; absent or
     None: the option's own default, which --recompute auto may raise), pp_layers ("9,10,10,7"), shard_optimizer
-    (bool, default true), precision ("bf16" or "fp8"; absent: the option's default) and fp8_weights ("kept",
-    "per-layer"; absent or empty: the option's default). Exit 3 (the plan does not fit) still prints the JSON; any
+    (bool, default true), precision ("bf16" or "fp8"; absent: the option's default), fp8_weights ("kept",
+    "per-layer") and fp8_scaling ("current", "delayed"; each absent or empty: the option's default). Exit 3 (the plan does not fit) still prints the JSON; any
     other failure ends the tool naming the command."""
     cmd = [os.path.join(bin_dir, "qwen3-pretrain"), "--plan", "--format", "json", "--device", "cuda"]
     for option, key in (("--model", "model"), ("--seq-len", "seq_len"), ("--global-batch", "global_batch"),
@@ -32,6 +32,8 @@ def plan(bin_dir, layout, calibration="", tool="plan_json"):
         cmd += ["--precision", layout["precision"]]
     if layout.get("fp8_weights"):
         cmd += ["--fp8-weights", layout["fp8_weights"]]
+    if layout.get("fp8_scaling"):
+        cmd += ["--fp8-scaling", layout["fp8_scaling"]]
     if not layout.get("shard_optimizer", True):
         cmd.append("--no-shard-optimizer")
     if calibration:

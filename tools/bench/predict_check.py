@@ -128,6 +128,8 @@ def run_of(path, bin_dir):
                # Files before FP8 (2026-12-07) ran bf16 and record neither.
                "precision": text(c["precision"]) if "precision" in c else "bf16",
                "fp8_weights": text(a["fp8_weights"]) if "fp8_weights" in a else "",
+               # Files before delayed scaling (2026-12-07) scaled every FP8 tensor from its own amax.
+               "fp8_scaling": text(c["fp8_scaling"]) if "fp8_scaling" in c else "",
                "card": text(a["device_names"][0] if len(a["device_names"].shape) else a["device_names"]),
                "commit": text(a["git_commit"]), "allocator_peak": max(int(x) for x in f["memory/peak_bytes"][()]),
                "device_peak": max(int(x) for x in f["memory/device_peak_bytes"][()]) if "memory/device_peak_bytes" in f else None,
@@ -152,7 +154,7 @@ def plan_of(run, kind, bin_dir, calibration):
         "micro_batch": run["micro_batch"], "tp": run["tp"], "pp": run["pp"], "cp": run["cp"], "world_size": run["ranks"],
         "device_memory": kind, "recompute": run["recompute"], "recompute_num_layers": run["recompute_layers"],
         "offload_inputs": run["offload_inputs"], "offload_optimizer": run["offload_optimizer"],
-        "precision": run["precision"], "fp8_weights": run["fp8_weights"]},
+        "precision": run["precision"], "fp8_weights": run["fp8_weights"], "fp8_scaling": run["fp8_scaling"]},
         calibration, tool="predict_check")
 
 
@@ -164,6 +166,8 @@ def policy_of(run):
         p += f", {run['offload_optimizer']:.0%} of the optimizer on host"
     if run["precision"] != "bf16":
         p += f", {run['precision']}" + (f" (weights {run['fp8_weights']})" if run["fp8_weights"] else "")
+        if run["fp8_scaling"] not in ("", "current"):
+            p += f", {run['fp8_scaling']} scaling"
     return p
 
 

@@ -88,8 +88,9 @@ __device__ __forceinline__ unsigned magnitude_bits8(const float (&v)[8]) {
   return m;
 }
 // Folds each thread's m (bf16 magnitude bits) into *amax_bits, the bits of an fp32 amax zeroed before the kernel ran:
-// the block's maximum, then one atomic. Every thread of the block calls it (at most 1,024 threads, 1-D or 2-D).
-__device__ __forceinline__ void publish_amax(unsigned m, unsigned* amax_bits) {
+// the block's maximum, then one atomic (and one into *also, a running amax, when given). Every thread of the block
+// calls it (at most 1,024 threads, 1-D or 2-D).
+__device__ __forceinline__ void publish_amax(unsigned m, unsigned* amax_bits, unsigned* also = nullptr) {
   __shared__ unsigned warp_part[32];
   const unsigned t = threadIdx.y * blockDim.x + threadIdx.x;
 #pragma unroll
@@ -99,6 +100,7 @@ __device__ __forceinline__ void publish_amax(unsigned m, unsigned* amax_bits) {
   if (t != 0) return;
   for (unsigned w = 1; w < (blockDim.x * blockDim.y + 31) / 32; ++w) m = max(m, warp_part[w]);
   if (m) atomicMax(amax_bits, m << 16);  // bf16 bits to fp32 bits
+  if (m && also) atomicMax(also, m << 16);
 }
 
 // The amax a producing kernel folds its output into (publish_amax), zeroed first on the stream; null when none is asked.

@@ -12,6 +12,21 @@ namespace qwen3::cuda {
 // a[rows, I] = silu(gate)·up. a_amax (optional): max |a| as fp8_amax would give it, in the same pass (FP8).
 void swiglu_forward(const __nv_bfloat16* gate_up, __nv_bfloat16* a, std::int64_t rows, std::int64_t inter,
                     cudaStream_t stream, float* a_amax = nullptr);
+// FP8 with delayed scaling (--fp8-scaling delayed): swiglu_forward writing a = silu(gate)·up only as the down
+// projection's row-major E4M3 operand, rows[r · ld + c] (the padding columns [inter, ld) zero), scaled by
+// s = fp8_delayed_scale(*previous_amax) with 1/s into *inv — the codes fp8_cast gives swiglu_forward's a with that
+// scale; a's amax into *amax (overwritten: the micro-batch's, which its weight gradient's transposed copy is scaled
+// by) and folded into *running_amax (the step's).
+struct SwigluFwdFp8 {
+  std::uint8_t* rows = nullptr;
+  std::int64_t ld = 0;
+  const float* previous_amax = nullptr;
+  float* running_amax = nullptr;
+  float* inv = nullptr;
+  float* amax = nullptr;
+};
+void swiglu_forward_fp8(const __nv_bfloat16* gate_up, std::int64_t rows, std::int64_t inter, const SwigluFwdFp8& out,
+                        cudaStream_t stream);
 // dgate_up[rows, 2·I] (same layout) from da[rows, I]; bf16 everywhere, fp32 math. When a is non-null the same pass
 // also rewrites a[rows, I] = silu(gate)·up (the forward product, recomputed instead of stored). dgate_up_amax
 // (optional): max |dgate_up|, as swiglu_forward's a_amax.
@@ -23,9 +38,23 @@ void swiglu_backward(const __nv_bfloat16* gate_up, const __nv_bfloat16* da, __nv
 // weight-gradient operand — transposed E4M3, a_t[c · a_t_ld + r] for c < inter, r < a_t_ld (tokens rows … a_t_ld − 1
 // zero), scaled by fp8_scale(*a_amax) (the forward's amax of a) with 1/s into *a_t_inv: the same codes as fp8_cast of
 // the bf16 a swiglu_backward writes (ops/cuda/fp8_cast.h).
+// grad_fp8 (delayed scaling, --fp8-scaling delayed): dgate_up is not written in bf16 but as gate|up's two E5M2 GEMM
+// operands, s = fp8_delayed_scale(*previous_amax) (1/s into *inv): row-major rows[r · ld + c] (c < 2·inter; the
+// padding columns to ld zero) and transposed cols[c · a_t_ld + r] (tokens past rows zero) — the codes fp8_cast gives
+// the bf16 dgate_up with that scale; its amax is folded into *running_amax (not zeroed: the step's maximum), and
+// dgate_up_amax is unused.
+struct SwigluGradFp8 {
+  std::uint8_t* rows = nullptr;
+  std::int64_t ld = 0;
+  std::uint8_t* cols = nullptr;
+  const float* previous_amax = nullptr;
+  float* running_amax = nullptr;
+  float* inv = nullptr;
+};
 void swiglu_backward_fp8t(const __nv_bfloat16* gate_up, const __nv_bfloat16* da, __nv_bfloat16* dgate_up,
                           std::int64_t rows, std::int64_t inter, const float* a_amax, std::uint8_t* a_t,
-                          std::int64_t a_t_ld, float* a_t_inv, cudaStream_t stream, float* dgate_up_amax = nullptr);
+                          std::int64_t a_t_ld, float* a_t_inv, cudaStream_t stream, float* dgate_up_amax = nullptr,
+                          const SwigluGradFp8* grad_fp8 = nullptr);
 
 // dst[r, 0:cols] = src[r, 0:cols] for rows r, with leading dimensions src_ld and dst_ld (a column slice copy).
 void copy_columns(const __nv_bfloat16* src, std::int64_t src_ld, __nv_bfloat16* dst, std::int64_t dst_ld,

@@ -114,6 +114,10 @@ __global__ void cast_tiles_kernel(const bf16* __restrict__ x, std::int64_t rows,
     cast_warp_tile_scalar(x, rows, cols, R, C, s, f, out);
 }
 
+__global__ void amax_fold_kernel(const float* amax, float* into) {
+  atomicMax(reinterpret_cast<unsigned*>(into), __float_as_uint(*amax));  // non-negative floats order as their bits
+}
+
 unsigned blocks_for(std::int64_t work) {
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>((work + kThreads - 1) / kThreads, 4096)));
 }
@@ -125,6 +129,11 @@ void fp8_amax(const bf16* x, std::int64_t n, float* amax, cudaStream_t stream) {
   const bool vector = aligned16(x);
   amax_kernel<<<blocks_for(vector ? n / kVec : n), kThreads, 0, stream>>>(x, n, vector, bits);
   CUDA_CHECK_LAUNCH("fp8 amax_kernel");
+}
+
+void fp8_amax_fold(const float* amax, float* into, cudaStream_t stream) {
+  amax_fold_kernel<<<1, 1, 0, stream>>>(amax, into);
+  CUDA_CHECK_LAUNCH("fp8 amax_fold_kernel");
 }
 
 void fp8_cast(const bf16* x, std::int64_t rows, std::int64_t cols, const float* amax, Fp8Format format,

@@ -13,6 +13,8 @@ namespace qwen3::cuda {
 
 // amax[0] = max |x[i]| over n bf16 values, NaN when one is NaN (overwrites; ordered on the stream).
 void fp8_amax(const __nv_bfloat16* x, std::int64_t n, float* amax, cudaStream_t stream);
+// *into = max(*into, *amax) (both ≥ 0 or NaN; ordered on the stream): a tensor's amax folded into a running one.
+void fp8_amax_fold(const float* amax, float* into, cudaStream_t stream);
 
 // Where one cast writes: rows = x's layout [rows, rows_ld ≥ cols], cols = its transpose [cols, cols_ld ≥ rows]; either
 // may be null. Padding (columns [cols, rows_ld) of rows, [rows, cols_ld) of cols) is written as zeros.

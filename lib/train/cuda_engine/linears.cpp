@@ -2,15 +2,18 @@
 #include "train/cuda_engine/linears.h"
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
+#include "gpu/check.h"
 #include "ops/cuda/fp8_cast.h"
 
 namespace qwen3::cuda {
 
 Linears::Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layout& layout, bool fp8, bool per_layer,
-                 DeviceGroup* tp, DeviceGroup* cp)
-    : ctx_(ctx), fp8_(fp8), layout_(layout), tp_(tp), cp_(cp), per_layer_(fp8 && per_layer) {
+                 bool delayed, DeviceGroup* tp, DeviceGroup* cp)
+    : ctx_(ctx), fp8_(fp8), layout_(layout), tp_(tp), cp_(cp), per_layer_(fp8 && per_layer), delayed_(fp8 && delayed) {
   if (!fp8_) return;
   for (std::int64_t i = 0; i < (per_layer_ ? 1 : layout.layers); ++i)
     blocks_.push_back(b.get<std::uint8_t>(Buf::fp8_weights, 0, static_cast<int>(i)));
@@ -20,6 +23,56 @@ Linears::Linears(const EngineContext& ctx, const DeviceBuffers& b, const Fp8Layo
   act_ = b.get<std::uint8_t>(Buf::fp8_act);
   grad_ = b.get<std::uint8_t>(Buf::fp8_grad);
   for (int i = 0; i < 2; ++i) grad_t_[i] = b.get<std::uint8_t>(Buf::fp8_grad_t, i);
+  if (delayed_)  // the running amaxes start from 0 (the previous ones are read only once a step has ended)
+    CUDA_CHECK(cudaMemsetAsync(scales_ + layout_.history_scale(0), 0,
+                               sizeof(float) * static_cast<std::size_t>(Fp8Layout::kHistoryGroup * layout_.layers), ctx_.stream));
+}
+
+bool Linears::source(std::int64_t l, Fp8Layout::Produced t) const {
+  const auto i = static_cast<std::size_t>((l - ctx_.stage.first_layer) * Fp8Layout::kProduced + static_cast<int>(t));
+  return delayed_ && i < sources_.size() && sources_[i];
+}
+
+const SwigluGradFp8* Linears::produce_grad_fp8(std::int64_t l, int slot, std::int64_t T) {
+  if (!source(l, Fp8Layout::Produced::gate_up_grad)) return nullptr;
+  grad_fp8_produced_[slot] = true;
+  float* h = history(l, Fp8Layout::Produced::gate_up_grad);
+  grad_fp8_ = {grad_, fp8_padded(shape(Fp8Linear::gate_up).out), grad_t_[slot], h, h + Fp8Layout::history_current(),
+               scales_ + layout_.grad_scale(slot) + Fp8Layout::grad_inv()};
+  (void)T;  // the transposed operand's rows are fp8_padded(T) tokens long, as grad()'s cast writes them
+  return &grad_fp8_;
+}
+
+const SwigluFwdFp8* Linears::produce_input_fp8(std::int64_t l, const LayerActs& a, std::int64_t T) {
+  if (!source(l, Fp8Layout::Produced::down_input)) return nullptr;
+  input_fp8_produced_ = true;
+  float* h = history(l, Fp8Layout::Produced::down_input);
+  const int w = static_cast<int>(Fp8Linear::down);
+  input_fp8_ = {act_, fp8_padded(shape(Fp8Linear::down).in), h, h + Fp8Layout::history_current(),
+                a.fp8 + Fp8Layout::inv(w), a.fp8 + w};
+  (void)T;  // act_ holds T rows of the widest input (Fp8Layout::act_bytes)
+  return &input_fp8_;
+}
+
+void Linears::end_step(const std::vector<Communicator*>& groups) {
+  if (!delayed_) return;
+  const auto n = static_cast<std::size_t>(Fp8Layout::kHistoryGroup * layout_.layers);
+  std::vector<float> h(n);
+  float* device = scales_ + layout_.history_scale(0);
+  CUDA_CHECK(cudaMemcpyAsync(h.data(), device, n * sizeof(float), cudaMemcpyDeviceToHost, ctx_.stream));
+  CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+  std::vector<double> running(n / 2);  // [layer][produced tensor]
+  for (std::size_t i = 0; i < running.size(); ++i) running[i] = h[2 * i + Fp8Layout::history_current()];
+  for (Communicator* g : groups)
+    if (g && g->size() > 1) g->all_reduce_max(running.data(), running.size());
+  sources_.assign(running.size(), false);
+  for (std::size_t i = 0; i < running.size(); ++i) {
+    h[2 * i] = static_cast<float>(running[i]);
+    h[2 * i + Fp8Layout::history_current()] = 0.0f;
+    sources_[i] = fp8_delayed_source(running[i]);
+  }
+  CUDA_CHECK(cudaMemcpyAsync(device, h.data(), n * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream));
+  CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));  // h is freed on return
 }
 
 std::size_t Linears::index(std::int64_t l, Fp8Linear w) const {
@@ -110,19 +163,33 @@ void Linears::forward(const bf16* x, std::int64_t l, Fp8Linear w, const LayerAct
   input_t_produced_[static_cast<int>(w)] = false;  // a copy produced for an earlier backward is no longer this input's
   float* amax = a.fp8 + static_cast<int>(w);
   float* inv = a.fp8 + Fp8Layout::inv(static_cast<int>(w));
+  if (w == Fp8Linear::down && std::exchange(input_fp8_produced_, false)) {  // its producer wrote the operand
+    reduce_amax(amax, 1, true);  // this rank's part's amax, for the weight gradient's transposed copy
+    ctx_.gemm.forward(Gemm::Fp8{act_, inv, fp8_padded(s.in)}, weight_rows(l, w), y, residual, T, s.out, ctx_.stream);
+    return;
+  }
   // the row-parallel layers' inputs are split over tp
   take_amax(x, T * s.in, amax, input_amax_produced_[static_cast<int>(w)], w == Fp8Linear::o || w == Fp8Linear::down);
+  if (delayed_ && w == Fp8Linear::down)  // this step's running amax of the tensor (cast by its own amax now)
+    fp8_amax_fold(amax, history(l, Fp8Layout::Produced::down_input) + Fp8Layout::history_current(), ctx_.stream);
   fp8_cast(x, T, s.in, amax, Fp8Format::e4m3, {act_, fp8_padded(s.in), nullptr, 0}, inv, ctx_.stream);
   ctx_.mark("fp8 cast input");
   ctx_.gemm.forward(Gemm::Fp8{act_, inv, fp8_padded(s.in)}, weight_rows(l, w), y, residual, T, s.out, ctx_.stream);
 }
 
-Linears::Grad Linears::grad(const bf16* dy, Fp8Linear w, int slot, std::int64_t T) {
+Linears::Grad Linears::grad(const bf16* dy, std::int64_t l, Fp8Linear w, int slot, std::int64_t T) {
   if (!fp8_) return {dy, w, slot};
+  if (std::exchange(grad_fp8_produced_[slot], false)) {  // its producer wrote both operands (delayed scaling)
+    if (w != Fp8Linear::gate_up) throw InternalError("Linears: a produced FP8 gradient is gate|up's only");
+    latest_grad_ = slot;
+    return {dy, w, slot};
+  }
   const std::int64_t out = shape(w).out;
   float* amax = scales_ + layout_.grad_scale(slot);
   // the column-parallel layers' gradients are split over tp
   take_amax(dy, T * out, amax, grad_amax_produced_[slot], w == Fp8Linear::qkv || w == Fp8Linear::gate_up);
+  if (delayed_ && w == Fp8Linear::gate_up)  // this step's running amax of the tensor (cast by its own amax now)
+    fp8_amax_fold(amax, history(l, Fp8Layout::Produced::gate_up_grad) + Fp8Layout::history_current(), ctx_.stream);
   fp8_cast(dy, T, out, amax, Fp8Format::e5m2, {grad_, fp8_padded(out), grad_t_[slot], fp8_padded(T)}, amax + Fp8Layout::grad_inv(),
            ctx_.stream);
   ctx_.mark("fp8 cast gradient");

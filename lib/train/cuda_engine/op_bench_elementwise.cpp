@@ -57,12 +57,29 @@ double swiglu_op(const OpShape& op, Timer& timer, cudaStream_t s) {
   Buffer gu(n(T * 2 * W, 2)), a(n(T * W, 2));
   fill_bf16(gu.as<bf16>(), T * 2 * W, 1.0, s);
   if (op.kind == OpKind::swiglu_fwd) return timer.time([&] { swiglu_forward(gu.as<bf16>(), a.as<bf16>(), T, W, s); });
+  if (op.kind == OpKind::swiglu_fwd_fp8) {  // down's E4M3 operand [T, padded W], from a previous amax
+    Buffer rows(n(T * fp8_padded(W), 1)), history(8), inv(4), amax(4);
+    swiglu_forward(gu.as<bf16>(), a.as<bf16>(), T, W, s, history.as<float>());  // a source: the product's own amax
+    const SwigluFwdFp8 out{rows.as<std::uint8_t>(), fp8_padded(W), history.as<float>(), history.as<float>() + 1,
+                           inv.as<float>(), amax.as<float>()};
+    return timer.time([&] { swiglu_forward_fp8(gu.as<bf16>(), T, W, out, s); });
+  }
   Buffer da(n(T * W, 2)), dgu(n(T * 2 * W, 2));
   fill_bf16(da.as<bf16>(), T * W, 1.0, s);
-  if (op.kind == OpKind::swiglu_bwd_fp8t) {  // down's transposed E4M3 operand [W, padded T] instead of a
-    const std::int64_t ld = fp8_padded(T);
-    Buffer at(n(W * ld, 1)), amax(4), inv(4), g_amax(4);
+  if (op.kind == OpKind::swiglu_bwd_fp8t || op.kind == OpKind::swiglu_bwd_fp8g) {
+    const std::int64_t ld = fp8_padded(T);  // down's transposed E4M3 operand [W, padded T] instead of a
+    Buffer at(n(W * ld, 1)), amax(4), inv(4), g_amax(4), history(8), g_inv(4);
     swiglu_forward(gu.as<bf16>(), a.as<bf16>(), T, W, s, amax.as<float>());  // the forward's amax of a scales it
+    if (op.kind == OpKind::swiglu_bwd_fp8g) {  // gate|up's gradient as E5M2 [T, 2·W] and [2·W, padded T] instead
+      Buffer rows(n(T * fp8_padded(2 * W), 1)), cols(n(2 * W * ld, 1));
+      CUDA_CHECK(cudaMemcpyAsync(history.as<float>(), amax.as<float>(), 4, cudaMemcpyDeviceToDevice, s));  // a source
+      const SwigluGradFp8 out{rows.as<std::uint8_t>(), fp8_padded(2 * W), cols.as<std::uint8_t>(), history.as<float>(),
+                              history.as<float>() + 1, g_inv.as<float>()};
+      return timer.time([&] {
+        swiglu_backward_fp8t(gu.as<bf16>(), da.as<bf16>(), nullptr, T, W, amax.as<float>(), at.as<std::uint8_t>(), ld,
+                             inv.as<float>(), s, nullptr, &out);
+      });
+    }
     return timer.time([&] {  // with its gradient's amax, as the engine takes it
       swiglu_backward_fp8t(gu.as<bf16>(), da.as<bf16>(), dgu.as<bf16>(), T, W, amax.as<float>(), at.as<std::uint8_t>(),
                            ld, inv.as<float>(), s, g_amax.as<float>());
@@ -149,7 +166,9 @@ double time_elementwise(const OpShape& op, Timer& timer, cudaStream_t s) {
     case OpKind::qk_norm_rope_bwd: return qk_norm_rope_op(op, timer, s);
     case OpKind::swiglu_fwd:
     case OpKind::swiglu_bwd:
-    case OpKind::swiglu_bwd_fp8t: return swiglu_op(op, timer, s);
+    case OpKind::swiglu_bwd_fp8t:
+    case OpKind::swiglu_bwd_fp8g:
+    case OpKind::swiglu_fwd_fp8: return swiglu_op(op, timer, s);
     case OpKind::add_bf16:
     case OpKind::cast_f32_bf16: return add_or_cast_op(op, timer, s);
     case OpKind::embedding_fwd:
