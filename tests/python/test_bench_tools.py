@@ -208,6 +208,10 @@ def test_merging_adds_only_missing_kernels_of_the_prefixes_and_says_whence():
                              "gemm8_fwd 8x8": [[8, 4.0]]}  # the base's own kept, bf16 kernels not taken
     assert added == ["o.json"] and merged["measured"].startswith("first; 2 kernels (gemm8_, fp8_) added from o.json")
     assert "b, commit x" in merged["measured"]
+    again, _ = merge_calibration.merge({"kind": "h100-80gb", "measured": "first", "ops": {"fp8_amax 8": [[8, 2.0]],
+                                        "gemm_fwd 8x8": [[8, 1.0]]}}, [("o.json", other)], ["fp8_"], replace=True)
+    assert again["ops"] == {"fp8_amax 8": [[8, 9.0]], "fp8_cast 8": [[8, 3.0]], "gemm_fwd 8x8": [[8, 1.0]]}  # re-measured
+    assert again["measured"].startswith("first; 2 kernels (fp8_) taken from o.json")
     other["kind"] = "h200"
     try:
         merge_calibration.merge(base, [("o.json", other)], ["fp8_"])
