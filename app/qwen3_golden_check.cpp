@@ -21,7 +21,7 @@ namespace {
 
 // The command line.
 struct Options {
-  std::string golden, device, init_from_hf, attention = "cudnn", precision = "bf16";
+  std::string golden, device, init_from_hf, attention = "cudnn", precision = "bf16", fp8_scaling = RunConfig{}.fp8_scaling;
   double tolerance = 0, offload_optimizer = 0;
   int tp = 1, pp = 1, cp = 1;
   bool shared_gpu_staging = false;
@@ -37,6 +37,7 @@ void add_options(po::options_description& desc, Options& o) {
       ("cp", po::value(&o.cp)->default_value(1), "context-parallel size (the sequence must divide by 2 × cp)")
       ("attention", po::value(&o.attention)->default_value(o.attention), run_option("attention").help.c_str())
       ("precision", po::value(&o.precision)->default_value(o.precision), run_option("precision").help.c_str())
+      ("fp8-scaling", po::value(&o.fp8_scaling)->default_value(o.fp8_scaling), run_option("fp8-scaling").help.c_str())
       ("init-from-hf", po::value(&o.init_from_hf), "take the weights from this Hugging Face checkpoint folder instead of the "
        "golden file's /weights (its config.json must describe the same model)")
       ("offload-optimizer", po::value(&o.offload_optimizer)->implicit_value(1.0, "1")->value_name("FRACTION"),
@@ -61,7 +62,8 @@ void print_report(const Options& o, const GoldenTolerance& tol, int dp, const Go
   if (o.cp > 1) std::printf("  context parallelism: %d ranks, each holding 2 of %d chunks of every sequence\n", o.cp, 2 * o.cp);
   if (o.pp > 1) std::printf("  pipeline parallelism: %d stages, tensors taken from the stage that holds them\n", o.pp);
   if (dp > 1) std::printf("  data parallelism: %d replicas, the batch split between them\n", dp);
-  if (o.precision == "fp8") std::printf("  precision: fp8 (the decoder layers' linear layers; docs/fp8.md)\n");
+  if (o.precision == "fp8")
+    std::printf("  precision: fp8, %s scaling (the decoder layers' linear layers; docs/fp8.md)\n", o.fp8_scaling.c_str());
   std::printf("  device: %s; tolerances (relative error ||out - ref|| / ||ref||): forward %.1e, gradients %.1e, "
               "after-step %.1e, losses %.1e\n\n", o.device.c_str(), tol.forward, tol.gradients, tol.after_step, tol.losses);
   std::printf("%-64s %12s %10s  %s\n", "quantity", "rel. error", "tolerance", "");
@@ -80,7 +82,7 @@ int main(int argc, char** argv) {
     Options o;
     po::options_description desc(
         "qwen3-golden-check: reproduce Hugging Face's logits, loss, gradients, AdamW step and training losses\n"
-        "Usage: [mpirun -np N] qwen3-golden-check --golden FILE [--device cpu|cuda] [--tp T] [--pp P] [--attention cudnn|own] [--precision bf16|fp8] [--init-from-hf DIR] [--offload-optimizer[=F]] [--tolerance X]\n"
+        "Usage: [mpirun -np N] qwen3-golden-check --golden FILE [--device cpu|cuda] [--tp T] [--pp P] [--attention cudnn|own] [--precision bf16|fp8] [--fp8-scaling current|delayed] [--init-from-hf DIR] [--offload-optimizer[=F]] [--tolerance X]\n"
         "Under mpirun -np N the ranks form T x P x D groups with D = N / (T x P) data-parallel replicas.\nOptions");
     add_options(desc, o);
     po::variables_map vm;
@@ -89,10 +91,9 @@ int main(int argc, char** argv) {
          {ExitCode::out_of_memory}, {ExitCode::check_failed, "a quantity is out of tolerance"}});
     if (!parse_command_line(argc, argv, desc, vm, nullptr, exit_codes)) return 0;
     require_choice("--device", o.device, {"cpu", "cuda"});
-    RunConfig as_run;  // --attention and --precision checked by qwen3-pretrain's rules (train/run_option_table.cpp)
-    as_run.attention = o.attention, as_run.precision = o.precision;
-    run_option("attention").check(as_run);
-    run_option("precision").check(as_run);
+    RunConfig as_run;  // --attention, --precision, --fp8-scaling checked by qwen3-pretrain's rules (train/run_option_table.cpp)
+    as_run.attention = o.attention, as_run.precision = o.precision, as_run.fp8_scaling = o.fp8_scaling;
+    for (const char* name : {"attention", "precision", "fp8-scaling"}) run_option(name).check(as_run);
     const bool fp8 = o.precision == "fp8";
     if (vm.count("tolerance") && !(o.tolerance > 0)) throw UsageError("--tolerance must be positive");
     const GoldenTolerance tol = vm.count("tolerance") ? GoldenTolerance::uniform(o.tolerance)
@@ -114,7 +115,8 @@ int main(int argc, char** argv) {
     GoldenReport r;
     try {
       r = run_golden_check(o.golden, o.device, tol, {groups.tp.get(), groups.cp.get(), groups.pp.get(), groups.dp.get(), groups.dp_cp.get(), o.offload_optimizer,
-                                                     o.attention == "cudnn", o.shared_gpu_staging, fp8},
+                                                     o.attention == "cudnn", o.shared_gpu_staging, fp8,
+                                                     fp8 && o.fp8_scaling == "delayed"},
                            node_local_rank(world.comm()), o.init_from_hf);
     } catch (const Error& e) {
       // Seen by some ranks only (a pipeline stage, say), the others would wait for them: end the whole job.

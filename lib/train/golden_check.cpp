@@ -139,6 +139,7 @@ std::unique_ptr<Engine> make_golden_engine(const std::string& device, const Mode
   eo.cudnn_attention = par.cudnn_attention;
   eo.shared_gpu_staging = par.shared_gpu_staging;
   eo.fp8 = par.fp8;
+  eo.fp8_delayed = par.fp8 && par.fp8_delayed;
   eo.recompute.validate();
   return make_engine(device, cfg, eo);
 }
@@ -192,7 +193,9 @@ cpu::LossSum golden_step(Engine& engine, const GoldenParallel& par, const Golden
   } else {
     l = engine.forward_backward(mb, grad_scale, logits ? &mine : nullptr);
   }
-  if (par.dp && (share.dp > 1 || share.cp > 1)) {  // (the optimizer's reduce-scatter spans the context-parallel ranks too)
+  // (the optimizer's reduce-scatter spans the context-parallel ranks too; delayed scaling's history ends there, so
+  // that its later training steps scale from the step before, as a run's do)
+  if (par.dp && (share.dp > 1 || share.cp > 1 || par.fp8_delayed)) {
     engine.reduce_gradients(*par.dp);
     double pair[2] = {l.sum, static_cast<double>(l.count)};
     par.dp->all_reduce_sum(pair, 2);

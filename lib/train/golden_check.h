@@ -56,6 +56,7 @@ struct GoldenParallel {
   bool cudnn_attention = true;    // CUDA: cuDNN's fused attention, else the own kernels (--attention)
   bool shared_gpu_staging = false;  // CUDA: ranks sharing a GPU staged through host memory (--shared-gpu-staging)
   bool fp8 = false;                 // --precision fp8 (either device: the CPU reference emulates the casts)
+  bool fp8_delayed = false;         // --fp8-scaling delayed: each training step's history ended as training does
 };
 
 // Runs the whole check on `device`. Throws InputError for a file that does not follow the schema. In parallel every

@@ -104,14 +104,17 @@ TEST(Fp8Mpirun, DelayedScalingEqualsCurrentOnItsFirstStepAndOneRankAtEveryLayout
   EXPECT_NE(bf16.output.find("--fp8-scaling delayed applies to --precision fp8 only"), std::string::npos) << bf16.output;
 }
 
+// Either scaling: with delayed, the check's training steps after the first scale from the step before.
 TEST(Fp8Mpirun, TheGoldenCheckPassesItsFp8BoundsAtTp1Tp2AndCp2) {
-  for (auto [np, layout] : {std::pair{1, ""}, std::pair{2, "--tp 2"}, std::pair{2, "--cp 2"}}) {
-    const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-golden-check' --golden '" +
-                                     test::test_data_dir() + "/qwen3-tiny.h5' --precision fp8 " + layout);
-    EXPECT_EQ(r.exit_code, 0) << layout << "\n" << r.output;
-    EXPECT_NE(r.output.find("precision: fp8"), std::string::npos) << r.output;
-    EXPECT_NE(r.output.find("0 out of tolerance: PASS"), std::string::npos) << layout << "\n" << r.output;
-  }
+  for (const std::string scaling : {"current", "delayed"})
+    for (auto [np, layout] : {std::pair{1, ""}, std::pair{2, "--tp 2"}, std::pair{2, "--cp 2"}}) {
+      const auto r = test::run_command(test::mpirun(np) + "'" + test::bin_dir() + "/qwen3-golden-check' --golden '" +
+                                       test::test_data_dir() + "/qwen3-tiny.h5' --precision fp8 --fp8-scaling " +
+                                       scaling + " " + layout);
+      EXPECT_EQ(r.exit_code, 0) << scaling << " " << layout << "\n" << r.output;
+      EXPECT_NE(r.output.find("precision: fp8, " + scaling + " scaling"), std::string::npos) << r.output;
+      EXPECT_NE(r.output.find("0 out of tolerance: PASS"), std::string::npos) << scaling << " " << layout << "\n" << r.output;
+    }
 }
 
 // A diverging FP8 run (its weights blown up by the learning rate: an amax of inf casts every value to NaN) stops as

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # --precision fp8 on one GPU host, over a carried build folder (docs/fp8.md; issue 27). Logs and results under $OUT.
 #   fp8_session.sh tests            the FP8 kernel tests, the FP8 golden checks (tp 1, --tp 2 and --cp 2 staged on one
-#                                   GPU), the whole GPU suite (bf16 unchanged)
+#                                   GPU; current and delayed scaling), the whole GPU suite (bf16 unchanged)
 #   fp8_session.sh speed "SPECS"    bf16 then fp8 of each MODEL:SEQ:GB (global batch GB, micro-batch MB (1), --recompute auto,
 #                                   4 steps; RUNS as tools/bench/fp8_probe.sh takes it), the Hugging Face baseline in
 #                                   the same call, plan and allocator per run; then qwen3-calibrate re-measures the
@@ -64,12 +64,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 case "$what" in
   tests)
     "$bin/qwen3_tests" --gtest_brief=1 --gtest_filter='CudaFp8.*:Fp8*' >"$out/fp8-tests.log" 2>&1; echo "fp8 tests exit $?"
-    for g in qwen3-tiny qwen3-mqa qwen3-tiny-s40; do
-      for lay in "1|" "2|--tp 2 --shared-gpu-staging" "2|--cp 2"; do
-        np=${lay%%|*}; args=${lay#*|}; log="$out/golden-fp8-$g-$np${args:+-${args%% *}}.log"
-        mpirun --allow-run-as-root --bind-to none -np "$np" -x NCCL_NVLS_ENABLE "$bin/qwen3-golden-check" \
-          --golden "tests/data/$g.h5" --device cuda --precision fp8 $args >"$log" 2>&1
-        echo "golden fp8 $g $args: exit $? — $(tail -1 "$log")"
+    for scaling in current delayed; do
+      for g in qwen3-tiny qwen3-mqa qwen3-tiny-s40; do
+        for lay in "1|" "2|--tp 2 --shared-gpu-staging" "2|--cp 2"; do
+          np=${lay%%|*}; args=${lay#*|}; log="$out/golden-fp8-$scaling-$g-$np${args:+-${args%% *}}.log"
+          mpirun --allow-run-as-root --bind-to none -np "$np" -x NCCL_NVLS_ENABLE "$bin/qwen3-golden-check" \
+            --golden "tests/data/$g.h5" --device cuda --precision fp8 --fp8-scaling "$scaling" $args >"$log" 2>&1
+          echo "golden fp8 $scaling $g $args: exit $? — $(tail -1 "$log")"
+        done
       done
     done
     "$bin/qwen3_tests" --gtest_brief=1 --gtest_filter='Cuda*:Cudnn*:Nccl*:*/Cuda*:*/Cudnn*:*/Nccl*:*Gpu.*:*.Cuda*:*.Nccl*' \
