@@ -28,12 +28,15 @@ double mean_after_first(const std::vector<double>& v) {
   return std::accumulate(v.begin() + 1, v.end(), 0.0) / static_cast<double>(v.size() - 1);
 }
 // The run's number format, as /config records it (files from before FP8 hold none: bf16); for people, an fp8 run's
-// also says how its FP8 weight copies were made (the run's choice, root fp8_weights: kept or per-layer).
+// also says how its FP8 weight copies were made (the run's choice, root fp8_weights: kept or per-layer) and, when
+// delayed, how it scaled (/config fp8_scaling; files before it scaled as current).
 std::string precision_key(hid_t cfg) { return attr_or(cfg, "precision", "bf16"); }
 std::string precision_of(hid_t root, hid_t cfg) {
   const std::string p = precision_key(cfg);
-  return p == "fp8" && h5::has_attr(root, "fp8_weights") ? p + " (weights " + h5::read_attr_string(root, "fp8_weights") + ")"
-                                                         : p;
+  if (p != "fp8") return p;
+  std::string how = h5::has_attr(root, "fp8_weights") ? "weights " + h5::read_attr_string(root, "fp8_weights") : "";
+  if (attr_or(cfg, "fp8_scaling", "current") == "delayed") how += (how.empty() ? "" : ", ") + std::string("delayed scaling");
+  return how.empty() ? p : p + " (" + how + ")";
 }
 std::string bytes_or_unknown(std::int64_t bytes) { return bytes < 0 ? "unknown" : format_bytes(bytes); }
 
@@ -84,6 +87,7 @@ std::string summary_json(const std::string& path, hid_t root) {
     config[key] = config_value(cfg.get(), name);
   config["precision"] = precision_key(cfg.get());
   config["fp8_weights"] = attr_or_null(root, "fp8_weights");  // the run's choice (fp8 only)
+  config["fp8_scaling"] = config["precision"] == "fp8" ? json(attr_or(cfg.get(), "fp8_scaling", "current")) : json(nullptr);
   out["config"] = config;
   out["git_commit"] = attr_or_null(root, "git_commit");
   out["start_time_utc"] = attr_or_null(root, "start_time_utc");

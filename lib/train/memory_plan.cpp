@@ -327,6 +327,7 @@ std::string plan_json(const PlannedRun& in, int worst, const MemoryPlan& plan, s
                         {"precision", in.fp8 ? "fp8" : "bf16"},
                         {"fp8_weights", in.fp8 ? nlohmann::json(in.recompute.fp8_weights_per_layer ? "per-layer" : "kept")
                                                : nlohmann::json()},
+                        {"fp8_scaling", in.fp8 ? nlohmann::json(in.fp8_delayed ? "delayed" : "current") : nlohmann::json()},
                         {"reserve_bytes", plan.reserve()}, {"reserve", reserve}, {"peak_bytes", peak},
                         {"device_bytes", device_bytes},     {"fits_device", peak <= device_bytes},
                         {"host_pinned_bytes", host.pinned},

@@ -42,6 +42,7 @@ TEST(Fp8Mpirun, TrainingAtEveryLayoutEqualsOneRankAndDiffersFromBf16) {
       test::run_program("qwen3-results", "'" + (dir / "fp81.h5").string() + "' --format json").output);
   EXPECT_EQ(as_json["config"]["precision"], "fp8");
   EXPECT_EQ(as_json["config"]["fp8_weights"], "kept");
+  EXPECT_EQ(as_json["config"]["fp8_scaling"], "current");
   const auto fp8_loss = h5::read_f64(ref.get(), "steps/loss"), bf16_loss = h5::read_f64(bf16.get(), "steps/loss");
   ASSERT_EQ(fp8_loss.size(), 3u);
   EXPECT_GT(std::abs(fp8_loss[2] - bf16_loss[2]), 1e-6 * std::abs(bf16_loss[2])) << "fp8 training equals bf16's";
@@ -81,6 +82,12 @@ TEST(Fp8Mpirun, DelayedScalingEqualsCurrentOnItsFirstStepAndOneRankAtEveryLayout
   h5::Handle ref = h5::open_read(train(1, "", "delayed"), "results");
   h5::Handle current = h5::open_read(train(1, "", "current"), "results");
   EXPECT_EQ(h5::read_attr_string(h5::open_group(ref.get(), "config").get(), "fp8_scaling"), "delayed");
+  // qwen3-results names the recipe for people and tools
+  const std::string file = "'" + (dir / "delayed1.h5").string() + "'";
+  const auto summary = test::run_program("qwen3-results", file);
+  EXPECT_NE(summary.output.find(", fp8 (weights kept, delayed scaling)\n"), std::string::npos) << summary.output;
+  EXPECT_EQ(nlohmann::json::parse(test::run_program("qwen3-results", file + " --format json").output)["config"]
+                ["fp8_scaling"], "delayed");
   const auto loss = h5::read_f64(ref.get(), "steps/loss"), norm = h5::read_f64(ref.get(), "steps/grad_norm");
   const auto loss_c = h5::read_f64(current.get(), "steps/loss"), norm_c = h5::read_f64(current.get(), "steps/grad_norm");
   ASSERT_EQ(loss.size(), 3u);

@@ -254,19 +254,26 @@ TEST(MemoryPlan, ACalibrationAloneSetsTheCardPlannedFor) {
   EXPECT_NE(r.output.find(" of 79.18 GiB"), std::string::npos) << r.output;
 }
 
-// The plan says its precision: in the header, in JSON (with the FP8 weight policy), and an fp8 prediction's MFU is
-// of the bf16 peak.
+// The plan says its precision: in the header, in JSON (with the FP8 weight policy and scaling), and an fp8
+// prediction's MFU is of the bf16 peak.
 TEST(MemoryPlan, ThePlanNamesItsPrecision) {
-  for (const std::string p : {"bf16", "fp8"}) {
+  for (const std::string p : {"bf16", "fp8", "fp8 --fp8-scaling delayed"}) {
     const std::string args = "--plan --model 1.7B --seq-len 4096 --global-batch 32 --recompute auto --precision " + p;
+    const bool fp8 = p != "bf16", delayed = p.find("delayed") != std::string::npos;
+    const std::string named = fp8 ? delayed ? "fp8 (delayed scaling)" : "fp8" : "bf16";
     const auto text = test::run_program("qwen3-pretrain", args);
     ASSERT_EQ(text.exit_code, 0) << text.output;
-    EXPECT_EQ(text.output.rfind("qwen3-pretrain --plan: 1.7B, " + p + ", seq 4096,", 0), 0u) << text.output;
-    EXPECT_EQ(text.output.find("of the bf16 peak") != std::string::npos, p == "fp8") << text.output;
+    EXPECT_EQ(text.output.rfind("qwen3-pretrain --plan: 1.7B, " + named + ", seq 4096,", 0), 0u) << text.output;
+    EXPECT_EQ(text.output.find("of the bf16 peak") != std::string::npos, fp8) << text.output;
     const auto j = nlohmann::json::parse(test::run_program("qwen3-pretrain", args + " --format json").output);
-    EXPECT_EQ(j["precision"], p);
-    if (p == "fp8") EXPECT_EQ(j["fp8_weights"], "kept");
-    else EXPECT_TRUE(j["fp8_weights"].is_null());
+    EXPECT_EQ(j["precision"], fp8 ? "fp8" : "bf16");
+    if (fp8) {
+      EXPECT_EQ(j["fp8_weights"], "kept");
+      EXPECT_EQ(j["fp8_scaling"], delayed ? "delayed" : "current");
+    } else {
+      EXPECT_TRUE(j["fp8_weights"].is_null());
+      EXPECT_TRUE(j["fp8_scaling"].is_null());
+    }
   }
 }
 
