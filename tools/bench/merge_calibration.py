@@ -1,5 +1,5 @@
 """Adds to a card kind's calibration the kernels that other calibrations of the same kind measured and it lacks — the
-kernels only, named by prefix (e.g. gemm8_ and fp8_, FP8's), never replacing one it has; the provenance goes into its
+kernels only, named by prefix (e.g. gemm8_ and fp8_, FP8's), not replacing one it has (but with --replace); the provenance goes into its
 `measured` line. For kernel times a GPU call already measured (qwen3-calibrate's output of that call, kept beside the
 runs); on a device, `qwen3-calibrate --base` is the way (it measures what it adds). --replace takes the others'
 measurements of those prefixes where they differ from the base's too — for kernels rewritten since the base measured
@@ -24,7 +24,8 @@ def merge(base, others, prefixes, replace=False):
             base["ops"][k] = other["ops"][k]
         if keys:
             added.append(name)
-            base["measured"] += (f"; {len(keys)} kernels ({', '.join(prefixes) if any(prefixes) else 'all'}) {'taken' if replace else 'added'} from {name} "
+            named = ", ".join(prefixes) if any(prefixes) else "all"
+            base["measured"] += (f"; {len(keys)} kernels ({named}) {'taken' if replace else 'added'} from {name} "
                                  f"(measured {other['measured'].split(';')[-1].strip()})")
     return base, added
 
