@@ -1,7 +1,7 @@
 """Adds to a card kind's calibration the kernels that other calibrations of the same kind measured and it lacks — the
 kernels only, named by prefix (e.g. gemm8_ and fp8_, FP8's), not replacing one it has (but with --replace); the
-provenance goes into its `measured` line. For kernel times a GPU call already measured (qwen3-calibrate's output of that call, kept beside the
-runs); on a device, `qwen3-calibrate --base` is the way (it measures what it adds). --replace takes the others'
+provenance goes into its `measured` line. For kernel times a GPU call already measured (qwen3-calibrate's output of
+that call, kept beside the runs); on a device, `qwen3-calibrate --base` is the way (it measures what it adds). --replace takes the others'
 measurements of those prefixes where they differ from the base's too — for kernels rewritten since the base measured
 them — while the base's host, overlap, in-step and memory figures stay (another host's CPU and copies are not this
 file's). Standard library only.
@@ -51,7 +51,8 @@ def main(argv=None):
     with open(a.out or a.base, "w") as f:
         json.dump(merged, f, indent=1, sort_keys=True)
         f.write("\n")
-    print(f"merge_calibration: kernels {'taken' if a.replace else 'added'} from {len(added)} of {len(others)} files → {a.out or a.base}")
+    how = "taken" if a.replace else "added"
+    print(f"merge_calibration: kernels {how} from {len(added)} of {len(others)} files → {a.out or a.base}")
 
 
 if __name__ == "__main__":
