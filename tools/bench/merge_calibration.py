@@ -1,11 +1,12 @@
 """Adds to a card kind's calibration the kernels that other calibrations of the same kind measured and it lacks — the
 kernels only, named by prefix (e.g. gemm8_ and fp8_, FP8's), not replacing one it has (but with --replace); the
 provenance goes into its `measured` line. For kernel times a GPU call already measured (qwen3-calibrate's output of
-that call, kept beside the runs); on a device, `qwen3-calibrate --base` is the way (it measures what it adds). --replace takes the others'
-measurements of those prefixes where they differ from the base's too — for kernels rewritten since the base measured
-them — while the base's host, overlap, in-step and memory figures stay (another host's CPU and copies are not this
-file's). Standard library only.
-Usage: merge_calibration.py BASE OTHER [OTHER ...] --prefix gemm8_ --prefix fp8_ [--replace] [--out FILE (default: BASE)]"""
+that call, kept beside the runs); on a device, `qwen3-calibrate --base` is the way (it measures what it adds).
+--replace takes the others' measurements of those prefixes where they differ from the base's too — for kernels
+rewritten since the base measured them — while the base's host, overlap, in-step and memory figures stay (another
+host's CPU and copies are not this file's). Standard library only.
+Usage: merge_calibration.py BASE OTHER [OTHER ...] --prefix gemm8_ --prefix fp8_ [--replace] [--out FILE]
+(--out's default: BASE)"""
 import argparse
 import json
 import sys
