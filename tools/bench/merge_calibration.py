@@ -13,7 +13,7 @@ import sys
 
 
 def merge(base, others, prefixes, replace=False):
-    """(base with the others' kernels of those prefixes that it lacks — or, with replace, measures otherwise — the keys
+    """(base with the others' kernels of those prefixes that it lacks — or, with replace, measures apart — the keys
     added); each other must calibrate base's kind."""
     added = []
     for name, other in others:
