@@ -128,8 +128,10 @@ def run_of(path, bin_dir):
                # Files before FP8 (2026-12-07) ran bf16 and record neither.
                "precision": text(c["precision"]) if "precision" in c else "bf16",
                "fp8_weights": text(a["fp8_weights"]) if "fp8_weights" in a else "",
-               # Files before delayed scaling (2026-12-07) scaled every FP8 tensor from its own amax.
-               "fp8_scaling": text(c["fp8_scaling"]) if "fp8_scaling" in c else "",
+               # An fp8 run's recipe (files before delayed scaling, 2026-12-07, scaled every FP8 tensor from its own
+               # amax); a bf16 run's config names the option's default, which --plan would refuse for bf16.
+               "fp8_scaling": text(c["fp8_scaling"]) if "fp8_scaling" in c and text(c.get("precision", "bf16")) == "fp8"
+                              else "",
                "card": text(a["device_names"][0] if len(a["device_names"].shape) else a["device_names"]),
                "commit": text(a["git_commit"]), "allocator_peak": max(int(x) for x in f["memory/peak_bytes"][()]),
                "device_peak": max(int(x) for x in f["memory/device_peak_bytes"][()]) if "memory/device_peak_bytes" in f else None,
