@@ -159,8 +159,7 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
       who += "\nthe rank that needs the most (stage " + std::to_string(worst) + ")";
     }
     std::printf("qwen3-pretrain --plan: %s, %s, seq %lld, micro-batch %lld, %s, recomputation %s; %s:\n%s",
-                cfg.model_source.c_str(),
-                (cfg.precision + (in.fp8_delayed ? " (delayed scaling)" : "")).c_str(), static_cast<long long>(cfg.seq_len),
+                cfg.model_source.c_str(), cfg.precision_label().c_str(), static_cast<long long>(cfg.seq_len),
                 static_cast<long long>(cfg.micro_batch), layout.describe().c_str(),
                 in.recompute.describe().c_str(), who.c_str(), describe_plan(plan, device, host).c_str());
     if (predicted) std::printf("%s", describe_prediction(in, *predicted, *calibration, fits).c_str());

@@ -69,7 +69,7 @@ PlannedRun RunConfig::plan_input(int world_size) const {
   in.tp = tp, in.dp = static_cast<int>(dp_size(world_size)), in.pp = pp, in.cp = cp;
   in.cudnn_attention = attention == "cudnn";
   in.fp8 = precision == "fp8";
-  in.fp8_delayed = in.fp8 && fp8_scaling == "delayed";
+  in.fp8_delayed = fp8_delayed();
   in.cuda_rules = device == "cuda";
   in.shard_optimizer = shard_optimizer;
   in.stage_layers = pp_layers;

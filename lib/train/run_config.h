@@ -73,6 +73,10 @@ struct RunConfig {
     return {recompute, recompute_num_layers, offload_inputs, offload_optimizer, fp8_weights};
   }
   void validate(int world_size) const;
+  // --fp8-scaling delayed in effect (an fp8 run's), and the precision as a run, --plan and the results name it
+  // ("fp8 (delayed scaling)").
+  bool fp8_delayed() const { return precision == "fp8" && fp8_scaling == "delayed"; }
+  std::string precision_label() const { return precision + (fp8_delayed() ? " (delayed scaling)" : ""); }
   // The memory planner's and step model's view of this run on world_size ranks, before the memory policy is chosen:
   // the one description that --plan and a starting run share.
   PlannedRun plan_input(int world_size) const;

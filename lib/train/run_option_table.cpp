@@ -255,7 +255,7 @@ void add_engine(std::vector<RunOption>& t) {
   t.push_back(attention);
   RunOption precision = opt("precision", S::run, K::value, &RunConfig::precision, true,
                             "matrix multiplications of the decoder layers' linear layers: bf16, or fp8 (E4M3 weights and "
-                            "activations, E5M2 gradients, per-tensor current scaling, fp32 accumulation; embeddings, "
+                            "activations, E5M2 gradients, per-tensor scaling (--fp8-scaling), fp32 accumulation; embeddings, "
                             "norms, attention, the output projection and the optimizer stay as in bf16: docs/fp8.md)");
   set_choices(precision, "--precision", &RunConfig::precision, {"bf16", "fp8"});
   precision.layout = true;

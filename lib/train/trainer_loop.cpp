@@ -173,7 +173,7 @@ void print_run_line(const TrainingRun& run, const StepLoop& loop) {
   char line[512];
   std::snprintf(line, sizeof line, "qwen3-pretrain: %s (%s parameters), %s, %s, seq %lld, global batch %lld = %lld "
                 "micro-batches of %lld × %lld data-parallel ranks, %lld steps on %s", cfg.model_source.c_str(),
-                format_parameter_count(cfg.model.parameter_count()).c_str(), cfg.precision.c_str(),
+                format_parameter_count(cfg.model.parameter_count()).c_str(), cfg.precision_label().c_str(),
                 run.layout.describe().c_str(), (long long)L,
                 (long long)GB, (long long)loop.micro_steps, (long long)MB, (long long)run.layout.dp(), (long long)cfg.steps,
                 run.st.engine->device_name().c_str());

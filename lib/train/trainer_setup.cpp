@@ -220,7 +220,7 @@ void create_dataset_and_engine(TrainingRun& run, const MemoryPolicy& recompute) 
     eo.shard_optimizer = cfg.shard_optimizer;
     eo.cudnn_attention = cfg.attention == "cudnn";
     eo.fp8 = cfg.precision == "fp8";
-    eo.fp8_delayed = eo.fp8 && cfg.fp8_scaling == "delayed";
+    eo.fp8_delayed = cfg.fp8_delayed();
     eo.comm_sm_margin = cfg.comm_sm_margin;
     eo.gemm_autotune = cfg.gemm_autotune;
     eo.shared_gpu_staging = cfg.shared_gpu_staging;

@@ -77,6 +77,8 @@ TEST(Fp8Mpirun, DelayedScalingEqualsCurrentOnItsFirstStepAndOneRankAtEveryLayout
                                      data + "' --seq-len 64 --global-batch 4 --micro-batch 2 --steps 3 --lr 1e-2 " +
                                      layout + " --precision fp8 --fp8-scaling " + scaling + " --out '" + out + "'");
     EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find(scaling == "delayed" ? "), fp8 (delayed scaling), " : "), fp8, "), std::string::npos)
+        << r.output;  // the run's first line names the recipe
     return out;
   };
   h5::Handle ref = h5::open_read(train(1, "", "delayed"), "results");
