@@ -42,8 +42,10 @@ struct Fp8Layout {
   // gradient, then down's input — each the previous step's amax (the scale's source) and this step's running amax.
   enum class Produced { gate_up_grad, down_input };
   static constexpr int kProduced = 2;
-  static constexpr std::int64_t kHistoryGroup = 2 * kProduced;
-  static constexpr std::int64_t history_of(Produced t) { return 2 * static_cast<std::int64_t>(t); }  // its previous
+  static constexpr std::int64_t kHistoryLen = 2;  // a produced tensor's history: its previous amax, its running one
+  static constexpr std::int64_t kHistoryGroup = kHistoryLen * kProduced;
+  // a produced tensor's history in a layer's group: its previous amax (history_current after it: the running one)
+  static constexpr std::int64_t history_of(Produced t) { return kHistoryLen * static_cast<std::int64_t>(t); }
   static constexpr std::int64_t history_current() { return 1; }  // after history_of
   std::int64_t scale_floats() const { return kGroup * layers * (1 + slots) + kGradGroup * 2 + kHistoryGroup * layers; }
   std::int64_t weight_scale(std::int64_t layer) const { return kGroup * layer; }

@@ -239,14 +239,18 @@ TEST(CudaFp8, TheSwiGluBackwardWritesDownsTransposedOperandAsTheCastWould) {
   }
 }
 
+// The delayed-scaling SwiGLU tests' cases: tokens × intermediate size (whole and partial 64 × 128 tiles, rows not a
+// multiple of a block's), and the previous amax as a fraction of the tensor's (0.3: its largest values saturate).
+constexpr std::tuple<std::int64_t, std::int64_t, float> kDelayedSwigluCases[] = {
+    {64, 64, 0.7f}, {4096, 256, 0.7f}, {96, 160, 0.3f}, {37, 48, 0.7f}, {333, 40, 0.3f}, {130, 50, 0.7f}};
+
 // Delayed scaling: the SwiGLU backward writes gate|up's gradient as its two E5M2 operands, scaled from a previous
 // amax (one binade of margin), bit for bit as swiglu_backward's bf16 gradient cast with that scale (fp8_cast of an
 // amax of 2·previous; a previous amax below half the gradient's saturates its largest values alike), and folds the
 // gradient's amax into the running one without resetting it.
 TEST(CudaFp8, TheSwiGluBackwardWritesGateUpsGradientInFp8FromThePreviousAmax) {
   QWEN3_REQUIRE_GPU();
-  for (auto [rows, inter, factor] : {std::tuple<std::int64_t, std::int64_t, float>{64, 64, 0.7f}, {4096, 256, 0.7f},
-                                     {96, 160, 0.3f}, {37, 48, 0.7f}, {333, 40, 0.3f}, {130, 50, 0.7f}}) {
+  for (auto [rows, inter, factor] : kDelayedSwigluCases) {
     SCOPED_TRACE(std::to_string(rows) + " tokens x " + std::to_string(inter) + ", previous amax " +
                  std::to_string(factor) + " of the gradient's");
     const std::int64_t n = rows * inter, ld = fp8_padded(rows), gld = fp8_padded(2 * inter);
@@ -286,8 +290,7 @@ TEST(CudaFp8, TheSwiGluBackwardWritesGateUpsGradientInFp8FromThePreviousAmax) {
 // the product's own amax (the weight gradient's copy is scaled by it) and that amax folded into the running one.
 TEST(CudaFp8, TheSwiGluForwardWritesDownsInputInFp8FromThePreviousAmax) {
   QWEN3_REQUIRE_GPU();
-  for (auto [rows, inter, factor] : {std::tuple<std::int64_t, std::int64_t, float>{64, 64, 0.7f}, {4096, 256, 0.7f},
-                                     {96, 160, 0.3f}, {37, 48, 0.7f}, {333, 40, 0.3f}, {130, 50, 0.7f}}) {
+  for (auto [rows, inter, factor] : kDelayedSwigluCases) {
     SCOPED_TRACE(std::to_string(rows) + " tokens x " + std::to_string(inter) + ", previous amax " +
                  std::to_string(factor) + " of the product's");
     const std::int64_t n = rows * inter, ld = fp8_padded(inter);

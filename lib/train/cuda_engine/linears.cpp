@@ -61,14 +61,15 @@ void Linears::end_step(const std::vector<Communicator*>& groups) {
   float* device = scales_ + layout_.history_scale(0);
   CUDA_CHECK(cudaMemcpyAsync(h.data(), device, n * sizeof(float), cudaMemcpyDeviceToHost, ctx_.stream));
   CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
-  std::vector<double> running(n / 2);  // [layer][produced tensor]
-  for (std::size_t i = 0; i < running.size(); ++i) running[i] = h[2 * i + Fp8Layout::history_current()];
+  constexpr auto len = static_cast<std::size_t>(Fp8Layout::kHistoryLen);
+  std::vector<double> running(n / len);  // [layer][produced tensor]
+  for (std::size_t i = 0; i < running.size(); ++i) running[i] = h[len * i + Fp8Layout::history_current()];
   for (Communicator* g : groups)
     if (g && g->size() > 1) g->all_reduce_max(running.data(), running.size());
   sources_.assign(running.size(), false);
   for (std::size_t i = 0; i < running.size(); ++i) {
-    h[2 * i] = static_cast<float>(running[i]);
-    h[2 * i + Fp8Layout::history_current()] = 0.0f;
+    h[len * i] = static_cast<float>(running[i]);
+    h[len * i + Fp8Layout::history_current()] = 0.0f;
     sources_[i] = fp8_delayed_source(running[i]);
   }
   CUDA_CHECK(cudaMemcpyAsync(device, h.data(), n * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream));
