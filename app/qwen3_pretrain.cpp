@@ -102,6 +102,7 @@ void add_prediction_json(nlohmann::json& j, const PlannedRun& in, const std::opt
   nlohmann::json sources = nlohmann::json::object();
   for (const auto& [term, source] : p->sources) sources[term] = source;
   j["predicted"]["sources"] = sources;
+  j["predicted"]["estimated_operations"] = p->estimated;  // priced from another card's calibration (--estimate-from)
   nlohmann::json ops = nlohmann::json::array();
   for (const OpPrice& o : p->operations)
     ops.push_back({{"key", o.key}, {"tokens", o.tokens}, {"alone_s", o.alone_s}, {"in_step_group", o.in_step_group},
@@ -132,8 +133,15 @@ int print_plan(const RunConfig& cfg, int job_ranks, bool print) {
   host.pinned = max_pinned_bytes(in);
   const bool fits = plan.peak() <= device && host.fits();
   std::optional<StepPrediction> predicted;
+  if (!cfg.estimate_from.empty() && !calibration)
+    throw UsageError("--estimate-from " + cfg.estimate_from + ": no calibration to estimate into (--calibration, or a "
+                     "--device-memory GPU with one)");
+  const std::optional<Calibration> reference =
+      calibration && !cfg.estimate_from.empty() ? std::optional(load_estimate_source(cfg.estimate_from, *calibration))
+                                                : std::nullopt;
   if (calibration)
-    predicted = predict_step(in, *calibration, std::max<int>(1, calibration->cpu_threads / host.ranks_on_host));
+    predicted = predict_step(in, *calibration, std::max<int>(1, calibration->cpu_threads / host.ranks_on_host),
+                             reference ? &*reference : nullptr);
   if (print && cfg.format == "json") {
     auto j = nlohmann::json::parse(plan_json(in, worst, plan, device, host));
     add_prediction_json(j, in, predicted, calibration ? &*calibration : nullptr, fits);

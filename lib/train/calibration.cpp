@@ -52,6 +52,9 @@ json curve_json(const Curve& c) {
   return a;
 }
 
+// The term of a prediction's sources for the FP8 kernels priced by estimate from another card (--estimate-from).
+constexpr const char* kEstimatedTerm = "FP8 kernels estimated from another card";
+
 // How a collective the calibration lacks is listed: "all_gather over 8 GPUs".
 constexpr const char* kOverGroup = " over ";
 std::string collective_key(const CollOp& op) {
@@ -199,8 +202,62 @@ std::optional<std::string> find_calibration(const std::string& kind) {
   return std::nullopt;
 }
 
-CalibrationPricer::CalibrationPricer(const Calibration& c, int cores_per_rank)
-    : c_(c), cpu_scale_(c.cpu_threads > 0 && cores_per_rank > 0
+std::optional<Fp8Counterpart> fp8_estimate_counterpart(const OpShape& op, std::int64_t cast_width) {
+  const auto same_shape = [&](OpKind bf16) {
+    return Fp8Counterpart{OpShape{bf16, op.tokens, op.dims}.key(), static_cast<double>(op.tokens)};
+  };
+  switch (op.kind) {
+    case OpKind::gemm8_fwd: return same_shape(OpKind::gemm_fwd);
+    case OpKind::gemm8_dgrad_f32: return same_shape(OpKind::gemm_dgrad_f32);
+    case OpKind::gemm8_dgrad_bf16: return same_shape(OpKind::gemm_dgrad_bf16);
+    case OpKind::gemm8_wgrad: return same_shape(OpKind::gemm_wgrad);
+    case OpKind::gemm8_wgrad_set: return same_shape(OpKind::gemm_wgrad_set);
+    case OpKind::fp8_amax:
+    case OpKind::fp8_cast:
+    case OpKind::fp8_cast_t:
+    case OpKind::fp8_cast_both:
+    case OpKind::swiglu_bwd_fp8t:
+    case OpKind::swiglu_bwd_fp8g:
+    case OpKind::swiglu_fwd_fp8:  // [tokens, dims[0]]: as many elements of the cast
+      if (cast_width <= 0) return std::nullopt;
+      return Fp8Counterpart{OpShape{OpKind::cast_f32_bf16, 0, {cast_width}}.key(),
+                            static_cast<double>(op.tokens) * static_cast<double>(op.dims[0]) /
+                                static_cast<double>(cast_width)};
+    default: return std::nullopt;
+  }
+}
+
+// The widest fp32-to-bf16 cast (cast_f32_bf16 <width>) both calibrations measured, 0 for none: the memory-bound FP8
+// kernels' counterpart for --estimate-from.
+static std::int64_t widest_common_cast(const Calibration& a, const Calibration* b) {
+  static const std::string prefix = std::string(op_kind_name(OpKind::cast_f32_bf16)) + " ";
+  std::int64_t width = 0;
+  if (!b) return width;
+  for (const auto& [key, curve] : a.ops)
+    if (key.rfind(prefix, 0) == 0 && b->ops.count(key))
+      width = std::max(width, static_cast<std::int64_t>(std::stoll(key.substr(prefix.size()))));
+  return width;
+}
+
+Calibration load_estimate_source(const std::string& kind_or_file, const Calibration& c) {
+  std::error_code ec;
+  const auto path = std::filesystem::is_regular_file(kind_or_file, ec) ? std::optional<std::string>(kind_or_file)
+                                                                      : find_calibration(kind_or_file);
+  if (!path)
+    throw UsageError("--estimate-from " + kind_or_file + ": no such file, and no calibration of that GPU kind beside "
+                     "the executables (calibration/<kind>.json)");
+  Calibration r = load_calibration(*path);
+  if (r.kind == c.kind)
+    throw UsageError("--estimate-from " + kind_or_file + " is a calibration of " + c.kind +
+                     ", the card the prediction is for: name another card's");
+  return r;
+}
+
+CalibrationPricer::CalibrationPricer(const Calibration& c, int cores_per_rank, const Calibration* reference)
+    : c_(c),
+      reference_(reference),
+      cast_width_(widest_common_cast(c, reference)),
+      cpu_scale_(c.cpu_threads > 0 && cores_per_rank > 0
                             ? static_cast<double>(std::min(cores_per_rank, c.cpu_threads)) / c.cpu_threads
                             : 1.0) {}
 
@@ -240,13 +297,18 @@ double CalibrationPricer::compute(const OpShape& op) {
     it = c_.ops.find(OpShape{OpKind::swiglu_bwd, op.tokens, op.dims}.key());  // … before its fifteenth
     if (it != c_.ops.end()) used_.insert("FP8 SwiGLU backward");
   }
-  if (it == c_.ops.end()) {
+  std::optional<double> alone;
+  if (it != c_.ops.end())
+    alone = interpolate(it->second, static_cast<double>(op.tokens), is_attention(op.kind) ? 2.0 : 1.0);
+  else if ((alone = estimate(op))) {
+    used_.insert(kEstimatedTerm);
+    estimated_.insert(op.key());
+  }
+  if (!alone) {
     missing_.insert(op.key());
     return 0;
   }
-  OpPrice price{op.key(), op.tokens,
-                interpolate(it->second, static_cast<double>(op.tokens), is_attention(op.kind) ? 2.0 : 1.0),
-                in_step_group(op.kind), 1.0, 0};
+  OpPrice price{op.key(), op.tokens, *alone, in_step_group(op.kind), 1.0, 0};
   const auto factor = c_.in_step.find(price.in_step_group);
   if (factor != c_.in_step.end()) {
     used_.insert("in-step factors");
@@ -257,6 +319,17 @@ double CalibrationPricer::compute(const OpShape& op) {
   const double seconds = price.alone_s * price.in_step_factor;
   ++priced_.try_emplace({price.key, price.tokens}, std::move(price)).first->second.calls;
   return seconds;
+}
+
+std::optional<double> CalibrationPricer::estimate(const OpShape& op) const {
+  if (!reference_) return std::nullopt;
+  const auto fp8 = reference_->ops.find(op.key());
+  const auto counterpart = fp8_estimate_counterpart(op, cast_width_);
+  if (fp8 == reference_->ops.end() || !counterpart) return std::nullopt;
+  const auto here = c_.ops.find(counterpart->key), there = reference_->ops.find(counterpart->key);
+  if (here == c_.ops.end() || there == reference_->ops.end()) return std::nullopt;
+  return interpolate(fp8->second, static_cast<double>(op.tokens), 1.0) *
+         interpolate(here->second, counterpart->tokens, 1.0) / interpolate(there->second, counterpart->tokens, 1.0);
 }
 
 std::vector<OpPrice> CalibrationPricer::priced() const {
@@ -319,15 +392,24 @@ double RecordingPricer::collective(const CollOp& op) {
 
 // What each kind of term rests on: qwen3-calibrate's measurements on the card, or the published and assumed figures
 // the calibration says it holds.
+// reference, estimated: the card the estimated FP8 kernels come from (--estimate-from) and their keys.
 std::vector<std::pair<std::string, std::string>> prediction_sources(const std::set<std::string>& used,
-                                                                    const Calibration& c) {
+                                                                    const Calibration& c, const Calibration* reference,
+                                                                    const std::set<std::string>& estimated) {
   const std::string here = "measured on " + c.kind + " (" + c.device + ") by qwen3-calibrate";
   std::vector<std::pair<std::string, std::string>> out;
-  for (const char* term : {"kernels", "written weight gradients", "FP8 SwiGLU backward", "in-step factors",
-                           "host copies", "host AdamW", "optimizer overlap", "GEMMs beside collectives",
-                           "collectives"}) {
+  for (const char* term : {"kernels", "written weight gradients", "FP8 SwiGLU forward",
+                           "FP8 SwiGLU backward writing its gradient", "FP8 SwiGLU backward", kEstimatedTerm,
+                           "in-step factors", "host copies", "host AdamW", "optimizer overlap",
+                           "GEMMs beside collectives", "collectives"}) {
     if (!used.count(term)) continue;
     std::string source = here;
+    if (std::string(term) == kEstimatedTerm && reference && !estimated.empty())
+      source = "assumed: this card's bf16 counterpart of each (an FP8 GEMM's bf16 GEMM of the same shape; the "
+               "casts', amaxes' and FP8-writing SwiGLUs' the fp32-to-bf16 cast of as many elements) × its "
+               "FP8-over-bf16 ratio measured on " + reference->kind + " (" + reference->device + ", " + reference->path + "): " +
+               std::to_string(estimated.size()) + " kernel shape" + (estimated.size() == 1 ? "" : "s") + ", e.g. " +
+               *estimated.begin();
     if (std::string(term) == "in-step factors") source = "measured on " + c.kind + ": " + c.in_step_source;
     if (std::string(term) == "host AdamW") {  // a property of the host, not of the card (docs/studies/1xh100)
       char rate[64];
@@ -365,13 +447,15 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
   return out;
 }
 
-StepPrediction predict_step(const PlannedRun& in, const Calibration& c, int cores_per_rank) {
-  CalibrationPricer pricer(c, cores_per_rank);
+StepPrediction predict_step(const PlannedRun& in, const Calibration& c, int cores_per_rank,
+                            const Calibration* reference) {
+  CalibrationPricer pricer(c, cores_per_rank, reference);
   StepPrediction p;
   p.time = walk_step(in, pricer);
   p.missing.assign(pricer.missing().begin(), pricer.missing().end());
   p.operations = pricer.priced();
-  p.sources = prediction_sources(pricer.used(), c);
+  p.estimated.assign(pricer.estimated().begin(), pricer.estimated().end());
+  p.sources = prediction_sources(pricer.used(), c, reference, pricer.estimated());
   if (!p.priced()) {  // an operation priced 0: no step time at all, rather than one that is too short
     p.time = StepTime{};
     return p;

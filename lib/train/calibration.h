@@ -67,6 +67,9 @@ Calibration load_calibration(const std::string& path);
 std::string calibration_json(const Calibration& c);
 // calibration/<kind>.json beside the executables (build/bin/calibration, copied from the source tree), or nothing.
 std::optional<std::string> find_calibration(const std::string& kind);
+// --estimate-from's calibration: the file kind_or_file, or calibration/<kind>.json beside the executables; another
+// card's than c (UsageError otherwise).
+Calibration load_estimate_source(const std::string& kind_or_file, const Calibration& c);
 
 // One kernel shape at one token count as a prediction priced it: its time alone (the calibration's curve there, as
 // qwen3-calibrate measured it), its in-step group and that group's factor at those tokens (1 without one); priced:
@@ -87,7 +90,9 @@ struct OpPrice {
 class CalibrationPricer : public OpPricer {
  public:
   // cores_per_rank: the threads the host optimizer gets in the run (the CPU's AdamW rate scales with it).
-  CalibrationPricer(const Calibration& c, int cores_per_rank);
+  // reference (--estimate-from): another card's calibration that prices the FP8 kernels c lacks by estimate —
+  // c's bf16 counterpart × the reference's FP8-over-bf16 ratio (fp8_estimate_counterpart); null: none.
+  CalibrationPricer(const Calibration& c, int cores_per_rank, const Calibration* reference = nullptr);
   double compute(const OpShape& op) override;
   double collective(const CollOp& op) override;
   double host(HostKind kind, double amount) override;
@@ -100,11 +105,17 @@ class CalibrationPricer : public OpPricer {
   // The kinds of term the walk priced: "kernels", "in-step factors", "host copies", "host AdamW", "optimizer
   // overlap", "GEMMs beside collectives", "collectives" (prediction_sources says what each rests on).
   const std::set<std::string>& used() const { return used_; }
+  // The kernel keys priced by estimate from the reference calibration.
+  const std::set<std::string>& estimated() const { return estimated_; }
 
  private:
+  // An FP8 kernel c_ lacks, priced from reference_ (seconds alone), or nothing when either card lacks a curve it needs.
+  std::optional<double> estimate(const OpShape& op) const;
   const Calibration& c_;
+  const Calibration* reference_;
+  std::int64_t cast_width_;  // the cast both calibrations measured widest (fp8_estimate_counterpart)
   double cpu_scale_;
-  std::set<std::string> missing_, used_;
+  std::set<std::string> missing_, used_, estimated_;
   std::map<std::pair<std::string, std::int64_t>, OpPrice> priced_;
 };
 
@@ -133,10 +144,23 @@ struct StepPrediction {
   // What each kind of term the prediction used rests on (issue 28 item 5), in a fixed order: {term, source}, the
   // source starting "measured on" (this card, by qwen3-calibrate), "published" or "assumed".
   std::vector<std::pair<std::string, std::string>> sources;
+  std::vector<std::string> estimated;  // kernel keys priced by estimate from another card (--estimate-from), sorted
   bool priced() const { return missing.empty(); }
 };
 // global tokens per step = micro_batch × micro_batches × dp × seq_len; world = tp × pp × cp × dp GPUs.
-StepPrediction predict_step(const PlannedRun& in, const Calibration& c, int cores_per_rank);
+// reference: as CalibrationPricer takes it.
+StepPrediction predict_step(const PlannedRun& in, const Calibration& c, int cores_per_rank,
+                            const Calibration* reference = nullptr);
+
+// The bf16 kernel through which an FP8 kernel of one card is estimated from another's (--estimate-from): an FP8 GEMM's
+// bf16 GEMM of the same kind, shape and tokens; every other FP8 kernel (amax, casts, the SwiGLUs that write FP8: all
+// memory-bound) the fp32-to-bf16 cast (cast_f32_bf16, a kernel that streams at the card's bandwidth) of as many
+// elements at `cast_width`. Nothing for a kernel that is not FP8.
+struct Fp8Counterpart {
+  std::string key;  // the bf16 kernel's OpShape::key()
+  double tokens;    // where its curves are read
+};
+std::optional<Fp8Counterpart> fp8_estimate_counterpart(const OpShape& op, std::int64_t cast_width);
 
 // What to do about an unpriced prediction (p.missing not empty). command: the qwen3-calibrate line that measures this
 // layout's kernels onto the calibration (--models/--lengths/--tp of the layout, --base the file it was read from), or

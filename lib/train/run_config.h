@@ -41,6 +41,8 @@ struct RunConfig {
   int plan_ranks_per_node = 0;       // --ranks-per-node for --plan (0: the world size, at most kPlanRanksPerNode)
   std::string calibration;           // --calibration: a GPU kind's measured costs (train/calibration.h); default: the
                                      // committed calibration/<kind>.json of --device-memory's GPU or the device's kind
+  std::string estimate_from;         // --estimate-from: another card's calibration (a kind or a file) for the FP8
+                                     // kernels the calibration lacks (train/calibration.h CalibrationPricer)
   std::string recompute = "none";   // none | selective | full | auto (--recompute; model/memory_policy.h)
   std::int64_t recompute_num_layers = 0;  // full: the first N layers of each stage (0: all)
   bool offload_inputs = false;      // full: kept layer inputs in pinned host memory

@@ -120,11 +120,16 @@ void record_and_check_plan(ResultsWriter& results, const RunConfig& cfg, const P
 }
 
 // Rank 0, CUDA with a calibration: the predicted step, beside the measured one the run will record; none when the
-// calibration lacks an operation of the run (a step with an operation priced 0 is no prediction).
-void record_prediction(ResultsWriter& results, const PlannedRun& in, const Calibration& c, int cores_per_rank) {
-  const StepPrediction p = predict_step(in, c, cores_per_rank);
+// calibration lacks an operation of the run (a step with an operation priced 0 is no prediction). estimate_from:
+// --estimate-from (the FP8 kernels c lacks estimated from that card's; attribute predicted_estimated_from names it).
+void record_prediction(ResultsWriter& results, const PlannedRun& in, const Calibration& c, int cores_per_rank,
+                       const std::string& estimate_from) {
+  const std::optional<Calibration> reference =
+      estimate_from.empty() ? std::nullopt : std::optional(load_estimate_source(estimate_from, c));
+  const StepPrediction p = predict_step(in, c, cores_per_rank, reference ? &*reference : nullptr);
   results.write_attribute("calibration", c.kind + " (" + c.measured + ")");
   if (!p.priced()) return;
+  if (!p.estimated.empty()) results.write_attribute("predicted_estimated_from", reference->kind);
   results.write_attribute("predicted_step_s", p.time.step);
   results.write_attribute("predicted_tokens_per_s", p.tokens_per_s);
   results.write_attribute("predicted_mfu", p.mfu);
@@ -157,7 +162,8 @@ MemoryPolicy check_memory(TrainingRun& run, const std::string& start_utc) {
       results.write_attribute("offload_optimizer", recompute.offload_optimizer);
       if (cfg.precision == "fp8")
         results.write_attribute("fp8_weights", std::string(recompute.fp8_weights_per_layer ? "per-layer" : "kept"));
-      if (cfg.device == "cuda" && calibration) record_prediction(results, in, *calibration, cores_per_rank(run.local_size));
+      if (cfg.device == "cuda" && calibration)
+        record_prediction(results, in, *calibration, cores_per_rank(run.local_size), cfg.estimate_from);
       if (cfg.device == "cuda") record_and_check_plan(results, cfg, in, device, facts);
     });
   });

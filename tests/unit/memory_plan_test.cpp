@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "calibration_fixture.h"
@@ -208,6 +209,40 @@ TEST(MemoryPlan, PlanWithAnUnpricedOperationPrintsNoStepTimeButTheCommandThatMea
   EXPECT_NE(r.output.find("predicted step    "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(" s on h200: "), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("no step-time prediction"), std::string::npos) << r.output;
+}
+
+// --estimate-from: a calibration without FP8 kernels prices --precision fp8 with another card's FP8-over-bf16 ratios
+// and says so (train/calibration.h CalibrationPricer); the option takes a kind or a file, never the card's own, and
+// needs a calibration to estimate into.
+TEST(MemoryPlan, EstimateFromPricesTheFp8KernelsACalibrationLacks) {
+  Calibration c = load_calibration(test::bin_dir() + "/calibration/h200.json");
+  for (auto it = c.ops.begin(); it != c.ops.end();)
+    it = it->first.rfind("gemm8_", 0) == 0 || it->first.rfind("fp8_", 0) == 0 ? c.ops.erase(it) : std::next(it);
+  const std::filesystem::path dir = test::fresh_dir("qwen3_estimate_from");
+  const std::string path = (dir / "h200-bf16.json").string();
+  std::ofstream(path) << calibration_json(c);
+  const std::string args = "--plan --model 1.7B --seq-len 4096 --precision fp8 --calibration '" + path + "'";
+  auto r = test::run_program("qwen3-pretrain", args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("no step-time prediction"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", args + " --estimate-from h100-80gb");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(" s on h200: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("FP8 kernels estimated from another card: assumed: "), std::string::npos) << r.output;
+  const std::string json = test::run_program("qwen3-pretrain", args + " --estimate-from h100-80gb --format json").output;
+  const auto j = nlohmann::json::parse(json);
+  EXPECT_FALSE(j["predicted"]["estimated_operations"].empty()) << j.dump();
+  EXPECT_TRUE(j["predicted"]["sources"].contains("FP8 kernels estimated from another card")) << j.dump();
+  r = test::run_program("qwen3-pretrain", args + " --estimate-from '" + test::bin_dir() + "/calibration/h200.json'");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("is a calibration of h200, the card the prediction is for"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain", args + " --estimate-from no-such-card");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--estimate-from no-such-card: no such file"), std::string::npos) << r.output;
+  r = test::run_program("qwen3-pretrain",
+                        "--plan --model 1.7B --seq-len 4096 --device-memory 100GiB --estimate-from h100-80gb");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("no calibration to estimate into"), std::string::npos) << r.output;
 }
 
 // --attention: the plan counts the kernels the run will use (their workspace; the own kernels' separate v copy), so

@@ -25,9 +25,9 @@
 #include "train/step_model.h"
 #include "model/tensor_parallel.h"
 #include "train/buffer_table.h"
+#include "cli_runner.h"
 #ifdef QWEN3_HAVE_CUDA
 #include "cuda_test_util.h"
-#include "cli_runner.h"
 #include "io/dataset.h"
 #include "train/cuda_engine/op_bench.h"
 #endif
@@ -309,6 +309,54 @@ TEST(Calibration, APredictionSaysWhatEachTermRestsOn) {
   const StepPrediction fp8 = predict_step(in, c, 16);
   EXPECT_TRUE(fp8.missing.empty());
   EXPECT_EQ(sources(in)["FP8 SwiGLU backward"].rfind("assumed:", 0), 0u);
+}
+
+// --estimate-from: the FP8 kernels a card's calibration lacks are priced as its bf16 counterpart (the GEMM of the same
+// shape; the fp32-to-bf16 cast of as many elements) times the other card's FP8-over-bf16 ratio, and the prediction
+// says so. Estimated from its own card the calibration predicts what its measurements do; on a card whose bf16 GEMMs
+// and casts take twice as long, each estimated FP8 kernel does too.
+TEST(Calibration, AnFp8KernelACardLacksIsEstimatedFromAnotherCardsRatioToItsBf16Counterpart) {
+  const Calibration full = load_calibration(test::bin_dir() + "/calibration/h100-80gb.json");
+  Calibration lacking = full;
+  lacking.kind = "lacking";
+  const auto fp8_kernel = [](const std::string& key) {
+    return key.rfind("gemm8_", 0) == 0 || key.rfind("fp8_", 0) == 0;
+  };
+  for (auto it = lacking.ops.begin(); it != lacking.ops.end();)
+    it = fp8_kernel(it->first) ? lacking.ops.erase(it) : std::next(it);
+  PlannedRun in = input("1.7B", 4096);
+  in.fp8 = true;
+  EXPECT_FALSE(predict_step(in, lacking, 16).priced());
+  const StepPrediction measured = predict_step(in, full, 16), same = predict_step(in, lacking, 16, &full);
+  ASSERT_TRUE(same.priced()) << same.missing.front();
+  EXPECT_TRUE(measured.estimated.empty());
+  EXPECT_NEAR(same.time.step, measured.time.step, 1e-9 * measured.time.step);
+  ASSERT_FALSE(same.estimated.empty());
+  for (const auto& key : same.estimated) EXPECT_TRUE(fp8_kernel(key)) << key;
+  std::map<std::string, std::string> sources(same.sources.begin(), same.sources.end());
+  const std::string& said = sources["FP8 kernels estimated from another card"];
+  EXPECT_EQ(said.rfind("assumed: ", 0), 0u) << said;
+  EXPECT_NE(said.find("measured on h100-80gb (NVIDIA H100 80GB HBM3"), std::string::npos) << said;
+  const std::string count = std::to_string(same.estimated.size()) + " kernel shapes, e.g. " + same.estimated.front();
+  EXPECT_NE(said.find(count), std::string::npos) << said;
+  Calibration slow = lacking;
+  for (auto& [key, curve] : slow.ops)
+    if (key.rfind("gemm_", 0) == 0 || key.rfind("cast_f32_bf16 ", 0) == 0)
+      for (auto& point : curve) point.second *= 2;
+  const StepPrediction twice = predict_step(in, slow, 16, &full);
+  ASSERT_TRUE(twice.priced());
+  std::map<std::pair<std::string, std::int64_t>, double> alone;
+  for (const OpPrice& o : same.operations) alone[{o.key, o.tokens}] = o.alone_s;
+  int compared = 0;
+  for (const OpPrice& o : twice.operations)
+    if (fp8_kernel(o.key)) {
+      EXPECT_NEAR(o.alone_s, 2 * alone.at({o.key, o.tokens}), 1e-9 * o.alone_s) << o.key << " at " << o.tokens;
+      ++compared;
+    }
+  EXPECT_GE(compared, static_cast<int>(twice.estimated.size()));  // each estimated shape, at each of its token counts
+  // Nothing but FP8 kernels is estimated: a bf16 kernel the card lacks stays missing.
+  slow.ops.erase("rmsnorm_fwd 2048");
+  EXPECT_EQ(predict_step(in, slow, 16, &full).missing, std::vector<std::string>{"rmsnorm_fwd 2048"});
 }
 
 // Every kernel shape and token count a prediction priced is listed with its time alone, its in-step factor and its
