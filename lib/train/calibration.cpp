@@ -54,6 +54,8 @@ json curve_json(const Curve& c) {
 
 // The term of a prediction's sources for the FP8 kernels priced by estimate from another card (--estimate-from).
 constexpr const char* kEstimatedTerm = "FP8 kernels estimated from another card";
+// … and for FP8 kernels priced past their last measured token count along their bf16 counterpart's curve.
+constexpr const char* kAlongTerm = "FP8 kernels past their measured tokens";
 
 // How a collective the calibration lacks is listed: "all_gather over 8 GPUs".
 constexpr const char* kOverGroup = " over ";
@@ -227,16 +229,32 @@ std::optional<Fp8Counterpart> fp8_estimate_counterpart(const OpShape& op, std::i
   }
 }
 
-// The widest fp32-to-bf16 cast (cast_f32_bf16 <width>) both calibrations measured, 0 for none: the memory-bound FP8
-// kernels' counterpart for --estimate-from.
+// The widest fp32-to-bf16 cast (cast_f32_bf16 <width>) a measured, and b too when given; 0 for none: the memory-bound
+// FP8 kernels' counterpart (fp8_estimate_counterpart).
 static std::int64_t widest_common_cast(const Calibration& a, const Calibration* b) {
   static const std::string prefix = std::string(op_kind_name(OpKind::cast_f32_bf16)) + " ";
   std::int64_t width = 0;
-  if (!b) return width;
   for (const auto& [key, curve] : a.ops)
-    if (key.rfind(prefix, 0) == 0 && b->ops.count(key))
+    if (key.rfind(prefix, 0) == 0 && (!b || b->ops.count(key)))
       width = std::max(width, static_cast<std::int64_t>(std::stoll(key.substr(prefix.size()))));
   return width;
+}
+
+// An FP8 kernel's time on calibration c from its curve (op's own, as measured there): interpolated within the curve;
+// past its last token count, as the kernel's bf16 counterpart's curve (fp8_estimate_counterpart) grows from that
+// point where c measured the counterpart further (GEMMs and casts take less than proportionally longer while more
+// tokens fill the GPU), else in proportion to the tokens. *along: set when the counterpart's curve was followed.
+static double fp8_kernel_time(const Calibration& c, std::int64_t cast_width, const OpShape& op, const Curve& curve,
+                              bool* along) {
+  const double tokens = static_cast<double>(op.tokens), last = curve.back().first;
+  OpShape at_last = op;
+  at_last.tokens = static_cast<std::int64_t>(last);
+  const auto to = fp8_estimate_counterpart(op, cast_width), from = fp8_estimate_counterpart(at_last, cast_width);
+  const auto cp = to ? c.ops.find(to->key) : c.ops.end();
+  if (tokens <= last || !from || cp == c.ops.end() || cp->second.back().first <= from->tokens)
+    return interpolate(curve, tokens, 1.0);
+  if (along) *along = true;
+  return curve.back().second * interpolate(cp->second, to->tokens, 1.0) / interpolate(cp->second, from->tokens, 1.0);
 }
 
 Calibration load_estimate_source(const std::string& kind_or_file, const Calibration& c) {
@@ -298,9 +316,13 @@ double CalibrationPricer::compute(const OpShape& op) {
     if (it != c_.ops.end()) used_.insert("FP8 SwiGLU backward");
   }
   std::optional<double> alone;
+  bool along = false;
   if (it != c_.ops.end())
-    alone = interpolate(it->second, static_cast<double>(op.tokens), is_attention(op.kind) ? 2.0 : 1.0);
-  else if ((alone = estimate(op))) {
+    alone = fp8_estimate_counterpart(op, cast_width_)
+                ? fp8_kernel_time(c_, cast_width_, op, it->second, &along)
+                : interpolate(it->second, static_cast<double>(op.tokens), is_attention(op.kind) ? 2.0 : 1.0);
+  if (along) used_.insert(kAlongTerm);
+  if (!alone && (alone = estimate(op))) {
     used_.insert(kEstimatedTerm);
     estimated_.insert(op.key());
   }
@@ -321,15 +343,17 @@ double CalibrationPricer::compute(const OpShape& op) {
   return seconds;
 }
 
-std::optional<double> CalibrationPricer::estimate(const OpShape& op) const {
+std::optional<double> CalibrationPricer::estimate(const OpShape& op) {
   if (!reference_) return std::nullopt;
   const auto fp8 = reference_->ops.find(op.key());
   const auto counterpart = fp8_estimate_counterpart(op, cast_width_);
   if (fp8 == reference_->ops.end() || !counterpart) return std::nullopt;
   const auto here = c_.ops.find(counterpart->key), there = reference_->ops.find(counterpart->key);
   if (here == c_.ops.end() || there == reference_->ops.end()) return std::nullopt;
-  return interpolate(fp8->second, static_cast<double>(op.tokens), 1.0) *
-         interpolate(here->second, counterpart->tokens, 1.0) / interpolate(there->second, counterpart->tokens, 1.0);
+  bool along = false;
+  const double t = fp8_kernel_time(*reference_, cast_width_, op, fp8->second, &along);
+  if (along) used_.insert(kAlongTerm);
+  return t * interpolate(here->second, counterpart->tokens, 1.0) / interpolate(there->second, counterpart->tokens, 1.0);
 }
 
 std::vector<OpPrice> CalibrationPricer::priced() const {
@@ -399,7 +423,7 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
   const std::string here = "measured on " + c.kind + " (" + c.device + ") by qwen3-calibrate";
   std::vector<std::pair<std::string, std::string>> out;
   for (const char* term : {"kernels", "written weight gradients", "FP8 SwiGLU forward",
-                           "FP8 SwiGLU backward writing its gradient", "FP8 SwiGLU backward", kEstimatedTerm,
+                           "FP8 SwiGLU backward writing its gradient", "FP8 SwiGLU backward", kEstimatedTerm, kAlongTerm,
                            "in-step factors", "host copies", "host AdamW", "optimizer overlap",
                            "GEMMs beside collectives", "collectives"}) {
     if (!used.count(term)) continue;
@@ -418,6 +442,9 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
       source += rate + std::string("; the calibrating host's CPU, not the card's: other hosts differ by several times "
                                    "(`qwen3-calibrate --base <this file> --models tiny` measures this host's in 20 s)");
     }
+    if (std::string(term) == kAlongTerm)
+      source = "assumed: past the last token count measured, as its bf16 counterpart's measured curve grows from there "
+               "(an FP8 GEMM's bf16 GEMM of the same shape; a cast's the fp32-to-bf16 cast of as many elements)";
     if (std::string(term) == "written weight gradients")  // the first micro-batch's, β = 0 (step_model.h)
       source = "assumed: as long as the accumulating GEMM of the shape (this calibration predates their measurement; "
                "on an H100 at 1,024 tokens they take 0.6 of it)";

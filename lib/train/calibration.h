@@ -85,7 +85,8 @@ struct OpPrice {
 };
 
 // Prices operations from a calibration: interpolates each kernel between its measured token counts (log-log;
-// beyond the last: linear in tokens, quadratic for attention), collectives by bus bandwidth, host work by rate.
+// beyond the last: linear in tokens, quadratic for attention; an FP8 kernel as its bf16 counterpart's curve grows,
+// where that was measured further), collectives by bus bandwidth, host work by rate.
 // Operations the calibration lacks are priced 0 and listed in missing().
 class CalibrationPricer : public OpPricer {
  public:
@@ -110,10 +111,10 @@ class CalibrationPricer : public OpPricer {
 
  private:
   // An FP8 kernel c_ lacks, priced from reference_ (seconds alone), or nothing when either card lacks a curve it needs.
-  std::optional<double> estimate(const OpShape& op) const;
+  std::optional<double> estimate(const OpShape& op);
   const Calibration& c_;
   const Calibration* reference_;
-  std::int64_t cast_width_;  // the cast both calibrations measured widest (fp8_estimate_counterpart)
+  std::int64_t cast_width_;  // the cast c (and the reference) measured widest (fp8_estimate_counterpart)
   double cpu_scale_;
   std::set<std::string> missing_, used_, estimated_;
   std::map<std::pair<std::string, std::int64_t>, OpPrice> priced_;
