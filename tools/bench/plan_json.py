@@ -7,13 +7,14 @@ import subprocess
 import sys
 
 
-def plan(bin_dir, layout, calibration="", tool="plan_json"):
+def plan(bin_dir, layout, calibration="", tool="plan_json", estimate_from=""):
     """--plan's JSON for `layout`: model, seq_len, global_batch, micro_batch, tp, pp, cp, world_size, device_memory,
     recompute, and optionally recompute_num_layers, offload_inputs (bool), offload_optimizer (fraction; absent or
     None: the option's own default, which --recompute auto may raise), pp_layers ("9,10,10,7"), shard_optimizer
     (bool, default true), precision ("bf16" or "fp8"; absent: the option's default), fp8_weights ("kept",
     "per-layer") and fp8_scaling ("current", "delayed"; each absent or empty: the option's default). Exit 3 (the plan does not fit) still prints the JSON; any
-    other failure ends the tool naming the command."""
+    other failure ends the tool naming the command. estimate_from: --estimate-from (another card's calibration for the
+    FP8 kernels `calibration` lacks)."""
     cmd = [os.path.join(bin_dir, "qwen3-pretrain"), "--plan", "--format", "json", "--device", "cuda"]
     for option, key in (("--model", "model"), ("--seq-len", "seq_len"), ("--global-batch", "global_batch"),
                         ("--micro-batch", "micro_batch"), ("--tp", "tp"), ("--pp", "pp"), ("--cp", "cp"),
@@ -38,6 +39,8 @@ def plan(bin_dir, layout, calibration="", tool="plan_json"):
         cmd.append("--no-shard-optimizer")
     if calibration:
         cmd += ["--calibration", calibration]
+    if estimate_from:
+        cmd += ["--estimate-from", estimate_from]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode not in (0, 3):
         sys.exit(f"{tool}: {' '.join(cmd)}: {r.stderr.strip()}")

@@ -6,12 +6,15 @@ largest |error|.
 
 Usage: tools/bench/predict_check.py RESULTS.h5... [--bin build/bin] [--calibration FILE] [--kind h100-80gb|h200]
                                     [--smi CSV] [--host-from CALIBRATION.json] [--host-rate-from-run]
+                                    [--estimate-from KIND|FILE]
 --host-from: price with the calibration's kernels but the host figures (pinned copies, CPU AdamW, round trip) of
 another calibration of the same kind: that of the host the runs ran on (qwen3-calibrate --base … --models tiny in the
 same device call measures them in seconds). A step with the optimizer on the host is priced for a host's CPU, and the
 CPU's AdamW rate differs between hosts of one GPU kind by more than the step model's error (docs/studies/1xh100).
 --host-rate-from-run: for a run that timed its own host optimizer (ranks/host_optimizer_cpu_s, files since
 2026-12-06), price the host AdamW at the rate the run measured: the step model checked with the host's CPU taken out.
+--estimate-from: qwen3-pretrain --plan's option — the FP8 kernels the calibration lacks priced from another card's
+(a forecast, docs/fp8.md); the footer says how many runs it priced so.
 --smi: nvidia-smi's samples taken beside the runs (`nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,
 nounits -lms 500`, as tools/bench/study_session.sh takes them): a column with the largest sample between each run's
 start and end, less plan + reserve. The kind defaults to the card each file names (device_names); the calibration to the kind's committed one beside the
@@ -149,7 +152,7 @@ def run_of(path, bin_dir):
     return run
 
 
-def plan_of(run, kind, bin_dir, calibration):
+def plan_of(run, kind, bin_dir, calibration, estimate_from=""):
     """--plan's JSON for the layout a results file ran (plan_json.py builds the command)."""
     return plan_json.plan(bin_dir, {
         "model": run["model"], "seq_len": run["seq"], "global_batch": run["global_batch"],
@@ -157,7 +160,7 @@ def plan_of(run, kind, bin_dir, calibration):
         "device_memory": kind, "recompute": run["recompute"], "recompute_num_layers": run["recompute_layers"],
         "offload_inputs": run["offload_inputs"], "offload_optimizer": run["offload_optimizer"],
         "precision": run["precision"], "fp8_weights": run["fp8_weights"], "fp8_scaling": run["fp8_scaling"]},
-        calibration, tool="predict_check")
+        calibration, tool="predict_check", estimate_from=estimate_from)
 
 
 def policy_of(run):
@@ -182,6 +185,7 @@ def main():
     ap.add_argument("--smi", default="")
     ap.add_argument("--host-from", default="")
     ap.add_argument("--host-rate-from-run", action="store_true")
+    ap.add_argument("--estimate-from", default="")
     a = ap.parse_args()
     if a.host_from:
         a.calibration = with_host_of(a.calibration or committed_calibration(a), a.host_from)
@@ -194,7 +198,7 @@ def main():
         else:
             runs.append((path, run))
     any_host = any(run["host_rate"] for _, run in runs)
-    rows, errors = [], []
+    rows, errors, estimated = [], [], 0
     for path, run in runs:
         kind = a.kind or next((k for name, k in CARD_KINDS if name in run["card"]), "")
         if not kind:
@@ -203,8 +207,9 @@ def main():
         if a.host_rate_from_run and run["host_rate"]:
             calibration = with_cpu_rate(a.calibration or os.path.join(a.bin, "calibration", f"{kind}.json"),
                                         run["host_rate"])
-        plan = plan_of(run, kind, a.bin, calibration)
+        plan = plan_of(run, kind, a.bin, calibration, a.estimate_from)
         pred = (plan.get("predicted") or {}).get("step_s")
+        estimated += bool((plan.get("predicted") or {}).get("estimated_operations"))
         err = None if pred is None else 100 * (pred - run["step_s"]) / run["step_s"]
         if err is not None:
             errors.append(err)
@@ -232,7 +237,8 @@ def main():
     print("\n".join(rows))
     if errors:
         mean = sum(abs(e) for e in errors) / len(errors)
-        print(f"\n{len(errors)} runs priced: mean |error| {mean:.1f}%, largest {max(errors, key=abs):+.1f}%")
+        print(f"\n{len(errors)} runs priced: mean |error| {mean:.1f}%, largest {max(errors, key=abs):+.1f}%"
+              + (f"; {estimated} with FP8 kernels estimated from {a.estimate_from}" if estimated else ""))
 
 
 if __name__ == "__main__":
