@@ -3,9 +3,10 @@
 #   fp8_session.sh tests            the FP8 kernel tests, the FP8 golden checks (tp 1, --tp 2 and --cp 2 staged on one
 #                                   GPU; current and delayed scaling), the whole GPU suite (bf16 unchanged)
 #   fp8_session.sh speed "SPECS"    bf16 then fp8 of each MODEL:SEQ:GB (global batch GB, micro-batch MB (1), --recompute auto,
-#                                   4 steps; RUNS as tools/bench/fp8_probe.sh takes it), the Hugging Face baseline in
-#                                   the same call, plan and allocator per run; then qwen3-calibrate re-measures the
-#                                   specs' kernels in both precisions into OUT/speed/<kind>.json, so that
+#                                   STEPS (4) steps; RUNS as tools/bench/fp8_probe.sh takes it), the Hugging Face baseline
+#                                   in the same call (of HF_SPECS MODEL:SEQ, default the specs': 8B does not fit it),
+#                                   plan and allocator per run; then qwen3-calibrate re-measures the specs' kernels in
+#                                   both precisions into OUT/speed/<kind>.json, so that
 #                                   tools/bench/predict_check.py --calibration holds --plan --precision fp8 to the runs
 #   fp8_session.sh ab OTHER_BIN "SPECS"   a kernel change against the binaries before it, same call: RUNS (bf16 fp8) of
 #                                   each spec as speed runs them, on these binaries (OUT/ab/new) and on OTHER_BIN's
@@ -78,8 +79,8 @@ case "$what" in
       >"$out/gpu-tests.log" 2>&1
     echo "GPU suite exit $?"; grep -E "^\[  (FAILED|PASSED|SKIPPED) " "$out/gpu-tests.log" | head -30 ;;
   speed)
-    STEPS=4 tools/bench/fp8_probe.sh "$out/speed" "${2:?specs}"
-    hf_baseline "$2" "$out/speed/hf.jsonl"
+    STEPS="${STEPS:-4}" tools/bench/fp8_probe.sh "$out/speed" "${2:?specs}"
+    hf_baseline "${HF_SPECS:-$2}" "$out/speed/hf.jsonl"
     kind=h100-80gb; grep -q H200 "$out/gpu.txt" && kind=h200
     models=$(for s in $2; do echo "${s%%:*}"; done | sort -u | paste -sd,)
     lengths=$(for s in $2; do IFS=: read -r _ q _ <<<"$s"; echo "$q"; done | sort -u | paste -sd,)
