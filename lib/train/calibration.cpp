@@ -54,8 +54,8 @@ json curve_json(const Curve& c) {
 
 // The term of a prediction's sources for the FP8 kernels priced by estimate from another card (--estimate-from).
 constexpr const char* kEstimatedTerm = "FP8 kernels estimated from another card";
-// … and for FP8 kernels priced past their last measured token count along their bf16 counterpart's curve.
-constexpr const char* kAlongTerm = "FP8 kernels past their measured tokens";
+// … and for FP8 kernels priced outside their measured token counts along their bf16 counterpart's curve.
+constexpr const char* kAlongTerm = "FP8 kernels outside their measured tokens";
 
 // How a collective the calibration lacks is listed: "all_gather over 8 GPUs".
 constexpr const char* kOverGroup = " over ";
@@ -241,20 +241,24 @@ static std::int64_t widest_common_cast(const Calibration& a, const Calibration* 
 }
 
 // An FP8 kernel's time on calibration c from its curve (op's own, as measured there): interpolated within the curve;
-// past its last token count, as the kernel's bf16 counterpart's curve (fp8_estimate_counterpart) grows from that
-// point where c measured the counterpart further (GEMMs and casts take less than proportionally longer while more
-// tokens fill the GPU), else in proportion to the tokens. *along: set when the counterpart's curve was followed.
+// outside it, as the kernel's bf16 counterpart's curve (fp8_estimate_counterpart) runs from the nearest measured point
+// where c measured the counterpart that far (a GEMM takes less than proportionally longer while more tokens fill the
+// GPU, and less than its smallest measurement for fewer), else as interpolate() holds it (its floor below, in
+// proportion to the tokens above). *along: set when the counterpart's curve was followed.
 static double fp8_kernel_time(const Calibration& c, std::int64_t cast_width, const OpShape& op, const Curve& curve,
                               bool* along) {
-  const double tokens = static_cast<double>(op.tokens), last = curve.back().first;
-  OpShape at_last = op;
-  at_last.tokens = static_cast<std::int64_t>(last);
-  const auto to = fp8_estimate_counterpart(op, cast_width), from = fp8_estimate_counterpart(at_last, cast_width);
+  const double tokens = static_cast<double>(op.tokens);
+  const bool above = tokens > curve.back().first, below = tokens < curve.front().first;
+  const auto& edge = above ? curve.back() : curve.front();
+  OpShape at_edge = op;
+  at_edge.tokens = static_cast<std::int64_t>(edge.first);
+  const auto to = fp8_estimate_counterpart(op, cast_width), from = fp8_estimate_counterpart(at_edge, cast_width);
   const auto cp = to ? c.ops.find(to->key) : c.ops.end();
-  if (tokens <= last || !from || cp == c.ops.end() || cp->second.back().first <= from->tokens)
-    return interpolate(curve, tokens, 1.0);
+  const bool reaches = cp != c.ops.end() && from && (above ? cp->second.back().first > from->tokens
+                                                           : cp->second.front().first < from->tokens);
+  if (!(above || below) || !reaches) return interpolate(curve, tokens, 1.0);
   if (along) *along = true;
-  return curve.back().second * interpolate(cp->second, to->tokens, 1.0) / interpolate(cp->second, from->tokens, 1.0);
+  return edge.second * interpolate(cp->second, to->tokens, 1.0) / interpolate(cp->second, from->tokens, 1.0);
 }
 
 Calibration load_estimate_source(const std::string& kind_or_file, const Calibration& c) {
@@ -443,8 +447,8 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
                                    "(`qwen3-calibrate --base <this file> --models tiny` measures this host's in 20 s)");
     }
     if (std::string(term) == kAlongTerm)
-      source = "assumed: past the last token count measured, as its bf16 counterpart's measured curve grows from there "
-               "(an FP8 GEMM's bf16 GEMM of the same shape; a cast's the fp32-to-bf16 cast of as many elements)";
+      source = "assumed: outside the token counts measured, as its bf16 counterpart's measured curve runs from the "
+               "nearest (an FP8 GEMM's bf16 GEMM of the same shape; a cast's the fp32-to-bf16 cast of as many elements)";
     if (std::string(term) == "written weight gradients")  // the first micro-batch's, β = 0 (step_model.h)
       source = "assumed: as long as the accumulating GEMM of the shape (this calibration predates their measurement; "
                "on an H100 at 1,024 tokens they take 0.6 of it)";

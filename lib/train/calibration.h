@@ -85,8 +85,9 @@ struct OpPrice {
 };
 
 // Prices operations from a calibration: interpolates each kernel between its measured token counts (log-log;
-// beyond the last: linear in tokens, quadratic for attention; an FP8 kernel as its bf16 counterpart's curve grows,
-// where that was measured further), collectives by bus bandwidth, host work by rate.
+// beyond the last: linear in tokens, quadratic for attention; below the first: its value; an FP8 kernel outside its
+// points as its bf16 counterpart's curve runs, where that was measured further), collectives by bus bandwidth, host
+// work by rate.
 // Operations the calibration lacks are priced 0 and listed in missing().
 class CalibrationPricer : public OpPricer {
  public:

@@ -359,25 +359,28 @@ TEST(Calibration, AnFp8KernelACardLacksIsEstimatedFromAnotherCardsRatioToItsBf16
   EXPECT_EQ(predict_step(in, slow, 16, &full).missing, std::vector<std::string>{"rmsnorm_fwd 2048"});
 }
 
-// Past an FP8 kernel's last measured token count its time grows as its bf16 counterpart's measured curve does (a GEMM
-// filling the GPU takes less than 4 times as long for 4 times the tokens), in proportion to the tokens where the
-// counterpart was measured no further; the prediction names the assumption only when it used it.
-TEST(Calibration, AnFp8KernelPastItsLastMeasuredTokensFollowsItsBf16Counterpart) {
+// Outside an FP8 kernel's measured token counts its time runs as its bf16 counterpart's measured curve does from the
+// nearest point (a GEMM filling the GPU takes less than 4 times as long for 4 times the tokens, and more than a
+// quarter for a quarter); in proportion to the tokens above, its floor below, where the counterpart was measured no
+// further; the prediction names the assumption only when it used it.
+TEST(Calibration, AnFp8KernelOutsideItsMeasuredTokensFollowsItsBf16Counterpart) {
   Calibration c;
   c.kind = "test";
   c.ops["gemm8_fwd 2048x4096"] = {{1024.0, 1e-5}, {4096.0, 3e-5}};
-  c.ops["gemm_fwd 2048x4096"] = {{4096.0, 5e-5}, {16384.0, 1.5e-4}};  // 3 times as long for 4 times the tokens
+  c.ops["gemm_fwd 2048x4096"] = {{256.0, 4e-6}, {1024.0, 1e-5}, {4096.0, 5e-5}, {16384.0, 1.5e-4}};
   c.ops["fp8_cast 8192"] = {{4096.0, 2e-5}};
   c.ops["cast_f32_bf16 4096"] = {{8192.0, 1e-5}, {32768.0, 3.5e-5}};  // as many elements as 4,096 and 16,384 rows
   CalibrationPricer p(c, 1);
   EXPECT_NEAR(p.compute({OpKind::gemm8_fwd, 16384, {2048, 4096}}), 9e-5, 1e-15);
   EXPECT_NEAR(p.compute({OpKind::gemm8_fwd, 2048, {2048, 4096}}), 1e-5 * std::pow(3.0, 0.5), 1e-15);  // within: log-log
   EXPECT_NEAR(p.compute({OpKind::fp8_cast, 16384, {8192}}), 2e-5 * 3.5, 1e-15);
-  EXPECT_TRUE(p.used().count("FP8 kernels past their measured tokens"));
-  c.ops["gemm_fwd 2048x4096"] = {{4096.0, 5e-5}};  // the counterpart measured no further: in proportion
+  EXPECT_NEAR(p.compute({OpKind::gemm8_fwd, 256, {2048, 4096}}), 1e-5 * 0.4, 1e-15);  // 256 tokens: 0.4 of 1,024's
+  EXPECT_TRUE(p.used().count("FP8 kernels outside their measured tokens"));
+  c.ops["gemm_fwd 2048x4096"] = {{1024.0, 1e-5}, {4096.0, 5e-5}};  // measured no further: in proportion, the floor
   CalibrationPricer q(c, 1);
   EXPECT_NEAR(q.compute({OpKind::gemm8_fwd, 16384, {2048, 4096}}), 1.2e-4, 1e-15);
-  EXPECT_FALSE(q.used().count("FP8 kernels past their measured tokens"));
+  EXPECT_NEAR(q.compute({OpKind::gemm8_fwd, 256, {2048, 4096}}), 1e-5, 1e-15);
+  EXPECT_FALSE(q.used().count("FP8 kernels outside their measured tokens"));
 }
 
 // Every kernel shape and token count a prediction priced is listed with its time alone, its in-step factor and its
