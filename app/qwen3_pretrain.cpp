@@ -15,6 +15,7 @@
 #include "io/system_info.h"
 #include "model/pipeline_split.h"
 #include "train/calibration.h"
+#include "train/fp8_estimate.h"
 #include "train/memory_plan.h"
 #include "train/progress.h"
 #include "train/trainer.h"

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "train/fp8_estimate.h"
 #include "train/progress.h"
 
 namespace qwen3 {
@@ -21,18 +22,6 @@ namespace {
 
 using json = nlohmann::json;
 using Curve = std::vector<std::pair<double, double>>;
-
-// y at x on a sorted curve: log-log between points; below the first point its value (a kernel's floor); beyond the
-// last, x^power scaling from it.
-double interpolate(const Curve& c, double x, double power) {
-  if (c.empty() || x <= 0) return 0;
-  if (x <= c.front().first) return c.front().second;
-  if (x >= c.back().first) return c.back().second * std::pow(x / c.back().first, power);
-  const auto hi = std::lower_bound(c.begin(), c.end(), std::make_pair(x, -1.0));
-  const auto lo = hi - 1;
-  const double f = std::log(x / lo->first) / std::log(hi->first / lo->first);
-  return std::exp(std::log(lo->second) + f * (std::log(hi->second) - std::log(lo->second)));
-}
 
 Curve read_curve(const json& j, const std::string& where) {
   Curve c;
@@ -93,6 +82,16 @@ std::int64_t nccl_communicator_bytes() {
 }
 
 }  // namespace
+
+double interpolate_curve(const std::vector<std::pair<double, double>>& c, double x, double power) {
+  if (c.empty() || x <= 0) return 0;
+  if (x <= c.front().first) return c.front().second;
+  if (x >= c.back().first) return c.back().second * std::pow(x / c.back().first, power);
+  const auto hi = std::lower_bound(c.begin(), c.end(), std::make_pair(x, -1.0));
+  const auto lo = hi - 1;
+  const double f = std::log(x / lo->first) / std::log(hi->first / lo->first);
+  return std::exp(std::log(lo->second) + f * (std::log(hi->second) - std::log(lo->second)));
+}
 
 Calibration load_calibration(const std::string& path) {
   std::ifstream f(path);
@@ -204,81 +203,12 @@ std::optional<std::string> find_calibration(const std::string& kind) {
   return std::nullopt;
 }
 
-std::optional<Fp8Counterpart> fp8_estimate_counterpart(const OpShape& op, std::int64_t cast_width) {
-  const auto same_shape = [&](OpKind bf16) {
-    return Fp8Counterpart{OpShape{bf16, op.tokens, op.dims}.key(), static_cast<double>(op.tokens)};
-  };
-  switch (op.kind) {
-    case OpKind::gemm8_fwd: return same_shape(OpKind::gemm_fwd);
-    case OpKind::gemm8_dgrad_f32: return same_shape(OpKind::gemm_dgrad_f32);
-    case OpKind::gemm8_dgrad_bf16: return same_shape(OpKind::gemm_dgrad_bf16);
-    case OpKind::gemm8_wgrad: return same_shape(OpKind::gemm_wgrad);
-    case OpKind::gemm8_wgrad_set: return same_shape(OpKind::gemm_wgrad_set);
-    case OpKind::fp8_amax:
-    case OpKind::fp8_cast:
-    case OpKind::fp8_cast_t:
-    case OpKind::fp8_cast_both:
-    case OpKind::swiglu_bwd_fp8t:
-    case OpKind::swiglu_bwd_fp8g:
-    case OpKind::swiglu_fwd_fp8:  // [tokens, dims[0]]: as many elements of the cast
-      if (cast_width <= 0) return std::nullopt;
-      return Fp8Counterpart{OpShape{OpKind::cast_f32_bf16, 0, {cast_width}}.key(),
-                            static_cast<double>(op.tokens) * static_cast<double>(op.dims[0]) /
-                                static_cast<double>(cast_width)};
-    default: return std::nullopt;
-  }
-}
-
-// The widest fp32-to-bf16 cast (cast_f32_bf16 <width>) a measured, and b too when given; 0 for none: the memory-bound
-// FP8 kernels' counterpart (fp8_estimate_counterpart).
-static std::int64_t widest_common_cast(const Calibration& a, const Calibration* b) {
-  static const std::string prefix = std::string(op_kind_name(OpKind::cast_f32_bf16)) + " ";
-  std::int64_t width = 0;
-  for (const auto& [key, curve] : a.ops)
-    if (key.rfind(prefix, 0) == 0 && (!b || b->ops.count(key)))
-      width = std::max(width, static_cast<std::int64_t>(std::stoll(key.substr(prefix.size()))));
-  return width;
-}
-
-// An FP8 kernel's time on calibration c from its curve (op's own, as measured there): interpolated within the curve;
-// outside it, as the kernel's bf16 counterpart's curve (fp8_estimate_counterpart) runs from the nearest measured point
-// where c measured the counterpart that far (a GEMM takes less than proportionally longer while more tokens fill the
-// GPU, and less than its smallest measurement for fewer), else as interpolate() holds it (its floor below, in
-// proportion to the tokens above). *along: set when the counterpart's curve was followed.
-static double fp8_kernel_time(const Calibration& c, std::int64_t cast_width, const OpShape& op, const Curve& curve,
-                              bool* along) {
-  const double tokens = static_cast<double>(op.tokens);
-  const bool above = tokens > curve.back().first, below = tokens < curve.front().first;
-  const auto& edge = above ? curve.back() : curve.front();
-  OpShape at_edge = op;
-  at_edge.tokens = static_cast<std::int64_t>(edge.first);
-  const auto to = fp8_estimate_counterpart(op, cast_width), from = fp8_estimate_counterpart(at_edge, cast_width);
-  const auto cp = to ? c.ops.find(to->key) : c.ops.end();
-  const bool reaches = cp != c.ops.end() && from && (above ? cp->second.back().first > from->tokens
-                                                           : cp->second.front().first < from->tokens);
-  if (!(above || below) || !reaches) return interpolate(curve, tokens, 1.0);
-  if (along) *along = true;
-  return edge.second * interpolate(cp->second, to->tokens, 1.0) / interpolate(cp->second, from->tokens, 1.0);
-}
-
-Calibration load_estimate_source(const std::string& kind_or_file, const Calibration& c) {
-  std::error_code ec;
-  const auto path = std::filesystem::is_regular_file(kind_or_file, ec) ? std::optional<std::string>(kind_or_file)
-                                                                      : find_calibration(kind_or_file);
-  if (!path)
-    throw UsageError("--estimate-from " + kind_or_file + ": no such file, and no calibration of that GPU kind beside "
-                     "the executables (calibration/<kind>.json)");
-  Calibration r = load_calibration(*path);
-  if (r.kind == c.kind)
-    throw UsageError("--estimate-from " + kind_or_file + " is a calibration of " + c.kind +
-                     ", the card the prediction is for: name another card's");
-  return r;
-}
-
 CalibrationPricer::CalibrationPricer(const Calibration& c, int cores_per_rank, const Calibration* reference)
     : c_(c),
       reference_(reference),
-      cast_width_(widest_common_cast(c, reference)),
+      cast_width_(widest_common_cast(c, nullptr)),
+      reference_cast_width_(reference ? widest_common_cast(*reference, nullptr) : 0),
+      common_cast_width_(widest_common_cast(c, reference)),
       cpu_scale_(c.cpu_threads > 0 && cores_per_rank > 0
                             ? static_cast<double>(std::min(cores_per_rank, c.cpu_threads)) / c.cpu_threads
                             : 1.0) {}
@@ -303,33 +233,35 @@ static const char* in_step_group(OpKind k) {
 double CalibrationPricer::compute(const OpShape& op) {
   used_.insert("kernels");
   auto it = c_.ops.find(op.key());
-  if (it == c_.ops.end() && op.kind == OpKind::gemm_wgrad_set) {  // a file from before 2026-12-06's sixth session
-    it = c_.ops.find(OpShape{OpKind::gemm_wgrad, op.tokens, op.dims}.key());
-    if (it != c_.ops.end()) used_.insert("written weight gradients");
-  }
-  if (it == c_.ops.end() && op.kind == OpKind::swiglu_fwd_fp8) {  // a file from before 2026-12-07's sixteenth session
-    it = c_.ops.find(OpShape{OpKind::swiglu_fwd, op.tokens, op.dims}.key());
-    if (it != c_.ops.end()) used_.insert("FP8 SwiGLU forward");
-  }
-  if (it == c_.ops.end() && op.kind == OpKind::swiglu_bwd_fp8g) {  // a file from before 2026-12-07's sixteenth session
-    it = c_.ops.find(OpShape{OpKind::swiglu_bwd_fp8t, op.tokens, op.dims}.key());
-    if (it != c_.ops.end()) used_.insert("FP8 SwiGLU backward writing its gradient");
-  }
-  if (it == c_.ops.end() && (op.kind == OpKind::swiglu_bwd_fp8t || op.kind == OpKind::swiglu_bwd_fp8g)) {
-    it = c_.ops.find(OpShape{OpKind::swiglu_bwd, op.tokens, op.dims}.key());  // … before its fifteenth
-    if (it != c_.ops.end()) used_.insert("FP8 SwiGLU backward");
-  }
   std::optional<double> alone;
-  bool along = false;
-  if (it != c_.ops.end())
-    alone = fp8_estimate_counterpart(op, cast_width_)
-                ? fp8_kernel_time(c_, cast_width_, op, it->second, &along)
-                : interpolate(it->second, static_cast<double>(op.tokens), is_attention(op.kind) ? 2.0 : 1.0);
-  if (along) used_.insert(kAlongTerm);
-  if (!alone && (alone = estimate(op))) {
+  // With --estimate-from, an FP8 kernel this card lacks comes from the other card's measurement of it before the
+  // fallbacks below price it as another kernel of this card.
+  if (it == c_.ops.end() && (alone = estimate(op))) {
     used_.insert(kEstimatedTerm);
     estimated_.insert(op.key());
   }
+  if (!alone && it == c_.ops.end() && op.kind == OpKind::gemm_wgrad_set) {  // a file before 2026-12-06's sixth session
+    it = c_.ops.find(OpShape{OpKind::gemm_wgrad, op.tokens, op.dims}.key());
+    if (it != c_.ops.end()) used_.insert("written weight gradients");
+  }
+  if (!alone && it == c_.ops.end() && op.kind == OpKind::swiglu_fwd_fp8) {  // a file from before 2026-12-07's sixteenth
+    it = c_.ops.find(OpShape{OpKind::swiglu_fwd, op.tokens, op.dims}.key());
+    if (it != c_.ops.end()) used_.insert("FP8 SwiGLU forward");
+  }
+  if (!alone && it == c_.ops.end() && op.kind == OpKind::swiglu_bwd_fp8g) {  // … before its sixteenth session
+    it = c_.ops.find(OpShape{OpKind::swiglu_bwd_fp8t, op.tokens, op.dims}.key());
+    if (it != c_.ops.end()) used_.insert("FP8 SwiGLU backward writing its gradient");
+  }
+  if (!alone && it == c_.ops.end() && (op.kind == OpKind::swiglu_bwd_fp8t || op.kind == OpKind::swiglu_bwd_fp8g)) {
+    it = c_.ops.find(OpShape{OpKind::swiglu_bwd, op.tokens, op.dims}.key());  // … before its fifteenth
+    if (it != c_.ops.end()) used_.insert("FP8 SwiGLU backward");
+  }
+  bool along = false;
+  if (!alone && it != c_.ops.end())
+    alone = fp8_estimate_counterpart(op, cast_width_)
+                ? fp8_kernel_time(c_, cast_width_, op, it->second, &along)
+                : interpolate_curve(it->second, static_cast<double>(op.tokens), is_attention(op.kind) ? 2.0 : 1.0);
+  if (along) used_.insert(kAlongTerm);
   if (!alone) {
     missing_.insert(op.key());
     return 0;
@@ -350,14 +282,15 @@ double CalibrationPricer::compute(const OpShape& op) {
 std::optional<double> CalibrationPricer::estimate(const OpShape& op) {
   if (!reference_) return std::nullopt;
   const auto fp8 = reference_->ops.find(op.key());
-  const auto counterpart = fp8_estimate_counterpart(op, cast_width_);
+  const auto counterpart = fp8_estimate_counterpart(op, common_cast_width_);
   if (fp8 == reference_->ops.end() || !counterpart) return std::nullopt;
   const auto here = c_.ops.find(counterpart->key), there = reference_->ops.find(counterpart->key);
   if (here == c_.ops.end() || there == reference_->ops.end()) return std::nullopt;
   bool along = false;
-  const double t = fp8_kernel_time(*reference_, cast_width_, op, fp8->second, &along);
+  const double t = fp8_kernel_time(*reference_, reference_cast_width_, op, fp8->second, &along);
   if (along) used_.insert(kAlongTerm);
-  return t * interpolate(here->second, counterpart->tokens, 1.0) / interpolate(there->second, counterpart->tokens, 1.0);
+  return t * interpolate_curve(here->second, counterpart->tokens, 1.0) /
+         interpolate_curve(there->second, counterpart->tokens, 1.0);
 }
 
 std::vector<OpPrice> CalibrationPricer::priced() const {
@@ -393,7 +326,7 @@ double CalibrationPricer::collective(const CollOp& op) {
   // all-reduce, 1 for a send/receive pair.
   const double n = op.group, bytes = static_cast<double>(op.bytes);
   const double factor = op.kind == CollKind::all_reduce ? 2 * (n - 1) / n : op.kind == CollKind::send_recv ? 1.0 : (n - 1) / n;
-  const double busbw = interpolate(*curve, bytes, 0.0);
+  const double busbw = interpolate_curve(*curve, bytes, 0.0);
   return c_.collective_latency_s + bytes * factor / busbw;
 }
 
@@ -432,12 +365,12 @@ std::vector<std::pair<std::string, std::string>> prediction_sources(const std::s
                            "GEMMs beside collectives", "collectives"}) {
     if (!used.count(term)) continue;
     std::string source = here;
-    if (std::string(term) == kEstimatedTerm && reference && !estimated.empty())
+    if (std::string(term) == kEstimatedTerm)  // used only with a reference that priced at least one kernel
       source = "assumed: this card's bf16 counterpart of each (an FP8 GEMM's bf16 GEMM of the same shape; the "
                "casts', amaxes' and FP8-writing SwiGLUs' the fp32-to-bf16 cast of as many elements) × its "
-               "FP8-over-bf16 ratio measured on " + reference->kind + " (" + reference->device + ", " + reference->path + "): " +
-               std::to_string(estimated.size()) + " kernel shape" + (estimated.size() == 1 ? "" : "s") + ", e.g. " +
-               *estimated.begin();
+               "FP8-over-bf16 ratio measured on " + reference->kind + " (" + reference->device + ", " +
+               reference->path + "): " + std::to_string(estimated.size()) + " kernel shape" +
+               (estimated.size() == 1 ? "" : "s") + ", e.g. " + *estimated.begin();
     if (std::string(term) == "in-step factors") source = "measured on " + c.kind + ": " + c.in_step_source;
     if (std::string(term) == "host AdamW") {  // a property of the host, not of the card (docs/studies/1xh100)
       char rate[64];

@@ -67,9 +67,9 @@ Calibration load_calibration(const std::string& path);
 std::string calibration_json(const Calibration& c);
 // calibration/<kind>.json beside the executables (build/bin/calibration, copied from the source tree), or nothing.
 std::optional<std::string> find_calibration(const std::string& kind);
-// --estimate-from's calibration: the file kind_or_file, or calibration/<kind>.json beside the executables; another
-// card's than c (UsageError otherwise).
-Calibration load_estimate_source(const std::string& kind_or_file, const Calibration& c);
+// y at x on a sorted curve: log-log between points; below the first point its value (a kernel's floor); beyond the
+// last, x^power scaling from it.
+double interpolate_curve(const std::vector<std::pair<double, double>>& c, double x, double power);
 
 // One kernel shape at one token count as a prediction priced it: its time alone (the calibration's curve there, as
 // qwen3-calibrate measured it), its in-step group and that group's factor at those tokens (1 without one); priced:
@@ -104,8 +104,8 @@ class CalibrationPricer : public OpPricer {
   const std::set<std::string>& missing() const { return missing_; }
   // Every kernel shape and token count priced so far, by key and tokens.
   std::vector<OpPrice> priced() const;
-  // The kinds of term the walk priced: "kernels", "in-step factors", "host copies", "host AdamW", "optimizer
-  // overlap", "GEMMs beside collectives", "collectives" (prediction_sources says what each rests on).
+  // The kinds of term the walk priced ("kernels", "host AdamW", …: prediction_sources lists every one and says what
+  // it rests on).
   const std::set<std::string>& used() const { return used_; }
   // The kernel keys priced by estimate from the reference calibration.
   const std::set<std::string>& estimated() const { return estimated_; }
@@ -115,7 +115,8 @@ class CalibrationPricer : public OpPricer {
   std::optional<double> estimate(const OpShape& op);
   const Calibration& c_;
   const Calibration* reference_;
-  std::int64_t cast_width_;  // the cast c (and the reference) measured widest (fp8_estimate_counterpart)
+  // The widest fp32-to-bf16 casts (fp8_estimate_counterpart): c's, the reference's, and the widest both measured.
+  std::int64_t cast_width_, reference_cast_width_, common_cast_width_;
   double cpu_scale_;
   std::set<std::string> missing_, used_, estimated_;
   std::map<std::pair<std::string, std::int64_t>, OpPrice> priced_;
@@ -154,15 +155,6 @@ struct StepPrediction {
 StepPrediction predict_step(const PlannedRun& in, const Calibration& c, int cores_per_rank,
                             const Calibration* reference = nullptr);
 
-// The bf16 kernel through which an FP8 kernel of one card is estimated from another's (--estimate-from): an FP8 GEMM's
-// bf16 GEMM of the same kind, shape and tokens; every other FP8 kernel (amax, casts, the SwiGLUs that write FP8: all
-// memory-bound) the fp32-to-bf16 cast (cast_f32_bf16, a kernel that streams at the card's bandwidth) of as many
-// elements at `cast_width`. Nothing for a kernel that is not FP8.
-struct Fp8Counterpart {
-  std::string key;  // the bf16 kernel's OpShape::key()
-  double tokens;    // where its curves are read
-};
-std::optional<Fp8Counterpart> fp8_estimate_counterpart(const OpShape& op, std::int64_t cast_width);
 
 // What to do about an unpriced prediction (p.missing not empty). command: the qwen3-calibrate line that measures this
 // layout's kernels onto the calibration (--models/--lengths/--tp of the layout, --base the file it was read from), or

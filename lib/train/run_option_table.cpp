@@ -11,6 +11,7 @@
 #include "core/parse.h"
 #include "model/pipeline_split.h"
 #include "model/memory_policy.h"
+#include "train/fp8_estimate.h"
 #include "train/memory_plan.h"
 #include "train/run_config.h"
 
@@ -111,12 +112,19 @@ void add_general(std::vector<RunOption>& t) {
                   "MFU, and the plan's runtime reserve is the measured one; default: calibration/<kind>.json beside the "
                   "executables for --device-memory's GPU name (--plan) or for the device's kind (a CUDA run), when there "
                   "is one"));
-  t.push_back(opt("estimate-from", S::general, K::value, &RunConfig::estimate_from, false,
-                  "another GPU kind's calibration (h100-80gb, h200, or a file) to estimate the FP8 kernels the "
-                  "calibration lacks from: each is priced as this card's bf16 counterpart (the GEMM of the same shape; "
-                  "for casts and amaxes the fp32-to-bf16 cast of as many elements) times the FP8-over-bf16 ratio "
-                  "measured on that card, and the prediction says so (docs/fp8.md); default: none, such a prediction "
-                  "names what to measure"));
+  RunOption estimate = opt("estimate-from", S::general, K::value, &RunConfig::estimate_from, false,
+                           "another GPU kind's calibration (h100-80gb, h200, or a file) from which to estimate the FP8 "
+                           "kernels the calibration lacks: each as this card's bf16 counterpart times that card's "
+                           "FP8-over-bf16 ratio, and the prediction says so (docs/fp8.md); default: none, such a "
+                           "prediction names what to measure");
+  estimate.check = [](const RunConfig& c) {  // the other card's own kind is refused once the calibration is known
+    if (c.estimate_from.empty()) return;
+    if (!c.plan && c.device != "cuda")
+      throw UsageError("--estimate-from prices the step prediction that --plan and CUDA runs make; this run is on "
+                       "the " + c.device);
+    estimate_source_path(c.estimate_from);
+  };
+  t.push_back(estimate);
   t.push_back(opt("force", S::general, K::flag, &RunConfig::force, true,
                   "run even when the memory plan says it does not fit"));
 }

@@ -7,6 +7,7 @@
 #include "dist/collective_errors.h"
 #include "io/system_info.h"
 #include "train/calibration.h"
+#include "train/fp8_estimate.h"
 #include "train/memory_plan.h"
 #include "train/trainer_phases.h"
 
@@ -162,6 +163,9 @@ MemoryPolicy check_memory(TrainingRun& run, const std::string& start_utc) {
       results.write_attribute("offload_optimizer", recompute.offload_optimizer);
       if (cfg.precision == "fp8")
         results.write_attribute("fp8_weights", std::string(recompute.fp8_weights_per_layer ? "per-layer" : "kept"));
+      if (cfg.device == "cuda" && !calibration && !cfg.estimate_from.empty())
+        throw UsageError("--estimate-from " + cfg.estimate_from + ": this device's kind has no calibration to "
+                         "estimate into (--calibration FILE)");
       if (cfg.device == "cuda" && calibration)
         record_prediction(results, in, *calibration, cores_per_rank(run.local_size), cfg.estimate_from);
       if (cfg.device == "cuda") record_and_check_plan(results, cfg, in, device, facts);

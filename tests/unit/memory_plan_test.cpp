@@ -229,8 +229,8 @@ TEST(MemoryPlan, EstimateFromPricesTheFp8KernelsACalibrationLacks) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find(" s on h200: "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("FP8 kernels estimated from another card: assumed: "), std::string::npos) << r.output;
-  const std::string json = test::run_program("qwen3-pretrain", args + " --estimate-from h100-80gb --format json").output;
-  const auto j = nlohmann::json::parse(json);
+  const auto plan = test::run_program("qwen3-pretrain", args + " --estimate-from h100-80gb --format json");
+  const auto j = nlohmann::json::parse(plan.output);
   EXPECT_FALSE(j["predicted"]["estimated_operations"].empty()) << j.dump();
   EXPECT_TRUE(j["predicted"]["sources"].contains("FP8 kernels estimated from another card")) << j.dump();
   r = test::run_program("qwen3-pretrain", args + " --estimate-from '" + test::bin_dir() + "/calibration/h200.json'");
@@ -238,11 +238,17 @@ TEST(MemoryPlan, EstimateFromPricesTheFp8KernelsACalibrationLacks) {
   EXPECT_NE(r.output.find("is a calibration of h200, the card the prediction is for"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain", args + " --estimate-from no-such-card");
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("--estimate-from no-such-card: no such file"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--estimate-from no-such-card: not a calibration file"), std::string::npos) << r.output;
   r = test::run_program("qwen3-pretrain",
                         "--plan --model 1.7B --seq-len 4096 --device-memory 100GiB --estimate-from h100-80gb");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("no calibration to estimate into"), std::string::npos) << r.output;
+  // A run checks it at start: only a CUDA run predicts its step
+  r = test::run_program("qwen3-pretrain",
+                        "--model tiny --device cpu --data x.h5 --seq-len 64 --estimate-from h100-80gb");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--estimate-from prices the step prediction that --plan and CUDA runs make; this run is on "
+                          "the cpu"), std::string::npos) << r.output;
 }
 
 // --attention: the plan counts the kernels the run will use (their workspace; the own kernels' separate v copy), so

@@ -22,6 +22,7 @@
 #include "model/init.h"
 #include "core/error.h"
 #include "train/calibration.h"
+#include "train/fp8_estimate.h"
 #include "train/step_model.h"
 #include "model/tensor_parallel.h"
 #include "train/buffer_table.h"
@@ -357,6 +358,62 @@ TEST(Calibration, AnFp8KernelACardLacksIsEstimatedFromAnotherCardsRatioToItsBf16
   // Nothing but FP8 kernels is estimated: a bf16 kernel the card lacks stays missing.
   slow.ops.erase("rmsnorm_fwd 2048");
   EXPECT_EQ(predict_step(in, slow, 16, &full).missing, std::vector<std::string>{"rmsnorm_fwd 2048"});
+}
+
+// The counterpart of each FP8 kernel: a GEMM's bf16 GEMM of its own kind, shape and tokens; a memory-bound one's the
+// fp32-to-bf16 cast of as many elements at the width given; no counterpart for a bf16 kernel or without a cast.
+TEST(Calibration, EachFp8KernelHasItsBf16Counterpart) {
+  const std::pair<OpKind, const char*> gemms[] = {{OpKind::gemm8_fwd, "gemm_fwd"},
+                                                  {OpKind::gemm8_dgrad_f32, "gemm_dgrad_f32"},
+                                                  {OpKind::gemm8_dgrad_bf16, "gemm_dgrad_bf16"},
+                                                  {OpKind::gemm8_wgrad, "gemm_wgrad"},
+                                                  {OpKind::gemm8_wgrad_set, "gemm_wgrad_set"}};
+  for (const auto& [fp8, bf16] : gemms) {
+    const auto c = fp8_estimate_counterpart({fp8, 4096, {2048, 6144}}, 4096);
+    ASSERT_TRUE(c) << op_kind_name(fp8);
+    EXPECT_EQ(c->key, std::string(bf16) + " 2048x6144");
+    EXPECT_EQ(c->tokens, 4096.0);
+  }
+  for (OpKind k : {OpKind::fp8_amax, OpKind::fp8_cast, OpKind::fp8_cast_t, OpKind::fp8_cast_both,
+                   OpKind::swiglu_bwd_fp8t, OpKind::swiglu_bwd_fp8g, OpKind::swiglu_fwd_fp8}) {
+    const auto c = fp8_estimate_counterpart({k, 24576, {4096}}, 2048);  // a weight's cast: out rows of in columns
+    ASSERT_TRUE(c) << op_kind_name(k);
+    EXPECT_EQ(c->key, "cast_f32_bf16 2048");
+    EXPECT_EQ(c->tokens, 24576.0 * 4096 / 2048);
+    EXPECT_FALSE(fp8_estimate_counterpart({k, 24576, {4096}}, 0)) << op_kind_name(k);
+  }
+  EXPECT_FALSE(fp8_estimate_counterpart({OpKind::gemm_fwd, 4096, {2048, 6144}}, 4096));
+  EXPECT_FALSE(fp8_estimate_counterpart({OpKind::swiglu_bwd, 4096, {6144}}, 4096));
+}
+
+// With --estimate-from, an FP8 kernel this card lacks is the other card's measurement of it, before the fallbacks that
+// price it as another kernel of this card (an FP8 SwiGLU as the bf16 one), and the other card's curve is read past
+// its last point along its own counterpart: both rules at once.
+TEST(Calibration, AnEstimateComesBeforeTheFallbacksAndReadsTheOtherCardsCurveAlongItsCounterpart) {
+  Calibration here, there;
+  here.kind = "here", there.kind = "there";
+  here.ops["swiglu_bwd 6144"] = {{4096.0, 1e-4}};  // what the fallback would price swiglu_bwd_fp8g as
+  here.ops["cast_f32_bf16 2048"] = {{4096.0, 1e-5}, {65536.0, 1.2e-4}};
+  there.ops["cast_f32_bf16 2048"] = {{4096.0, 2e-5}, {65536.0, 2e-4}};
+  there.ops["swiglu_bwd_fp8g 6144"] = {{4096.0, 3e-4}};
+  CalibrationPricer alone(here, 1);
+  EXPECT_NEAR(alone.compute({OpKind::swiglu_bwd_fp8g, 4096, {6144}}), 1e-4, 1e-15);
+  EXPECT_TRUE(alone.used().count("FP8 SwiGLU backward"));
+  CalibrationPricer p(here, 1, &there);
+  // 4,096 tokens of 6,144: 12,288 rows of the 2,048-wide cast, between both cards' points (log-log)
+  const auto cast = [](const Calibration& c, double rows) {
+    const auto& k = c.ops.at("cast_f32_bf16 2048");
+    const double f = std::log(rows / k[0].first) / std::log(k[1].first / k[0].first);
+    return std::exp(std::log(k[0].second) + f * (std::log(k[1].second) - std::log(k[0].second)));
+  };
+  EXPECT_NEAR(p.compute({OpKind::swiglu_bwd_fp8g, 4096, {6144}}), 3e-4 * cast(here, 12288) / cast(there, 12288), 1e-15);
+  // 8,192 tokens, past the other card's last point: its 4,096-token time × its cast's growth from 12,288 to 24,576 rows
+  EXPECT_NEAR(p.compute({OpKind::swiglu_bwd_fp8g, 8192, {6144}}),
+              3e-4 * cast(there, 24576) / cast(there, 12288) * cast(here, 24576) / cast(there, 24576), 1e-15);
+  EXPECT_TRUE(p.used().count("FP8 kernels estimated from another card"));
+  EXPECT_TRUE(p.used().count("FP8 kernels outside their measured tokens"));
+  EXPECT_FALSE(p.used().count("FP8 SwiGLU backward"));
+  EXPECT_EQ(p.estimated(), std::set<std::string>{"swiglu_bwd_fp8g 6144"});
 }
 
 // Outside an FP8 kernel's measured token counts its time runs as its bf16 counterpart's measured curve does from the

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""How well one card's kernel times carry to another through a bf16 counterpart measured on both (--estimate-from's
-premise, train/calibration.h CalibrationPricer): for each bf16 kernel measured on both cards, its time on card B
-estimated as B's counterpart × A's kernel / A's counterpart, against B's own measurement, at the token counts where
-all four were measured (no interpolation) from MIN_TOKENS on. Counterparts as --estimate-from takes them for FP8
-kernels: a GEMM's the forward GEMM of the same shape (the FP8 GEMMs' is their bf16 GEMM of the same kind); a
-memory-bound kernel's the fp32-to-bf16 cast of the same width (the FP8 casts' of as many elements).
+"""How well one card's kernel times carry to another through a bf16 counterpart measured on both — a proxy for
+--estimate-from's premise (train/calibration.h CalibrationPricer), which needs FP8 kernels on both cards to test
+directly: for each bf16 kernel measured on both cards, its time on card B estimated as B's counterpart × A's kernel /
+A's counterpart, against B's own measurement, at the token counts where all four were measured (no interpolation)
+from MIN_TOKENS on. The proxy's counterparts: a weight- or data-gradient GEMM's the forward GEMM of the same shape
+(--estimate-from maps an FP8 GEMM to the bf16 GEMM of its own kind); a memory-bound kernel's the fp32-to-bf16 cast of
+the same width at the same rows (--estimate-from: the widest cast both cards measured, at as many elements).
 
 Usage: tools/bench/estimate_check.py [A.json] [B.json] [--min-tokens 4096]   (default calibration/h100-80gb.json,
 calibration/h200.json). Prints per kernel kind: the points, the time-weighted error (sum of estimates / sum of
