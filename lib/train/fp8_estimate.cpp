@@ -53,6 +53,7 @@ std::int64_t widest_common_cast(const Calibration& a, const Calibration* b) {
 double fp8_kernel_time(const Calibration& c, std::int64_t cast_width, const OpShape& op,
                        const std::vector<std::pair<double, double>>& curve, bool* along) {
   const double tokens = static_cast<double>(op.tokens);
+  if (curve.empty()) return 0;  // as interpolate_curve prices it
   const bool above = tokens > curve.back().first, below = tokens < curve.front().first;
   const auto& edge = above ? curve.back() : curve.front();
   OpShape at_edge = op;
